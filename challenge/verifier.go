@@ -1,0 +1,308 @@
+package challenge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// DefaultLeeway is the clock-skew allowance a [Verifier] with zero Leeway
+// uses; MaxLeeway is the largest it accepts.
+const (
+	DefaultLeeway = 30 * time.Second
+	MaxLeeway     = time.Minute
+)
+
+// NoLeeway, as [Verifier.Leeway], turns the clock-skew allowance off.
+const NoLeeway time.Duration = -1
+
+// DefaultAlgorithms is the allow-list of a [Verifier] with nil Algorithms.
+// HS256 is never in it: a verifier accepts HMAC only when its Algorithms
+// name HS256 explicitly.
+var DefaultAlgorithms = []string{EdDSA, ES256, RS256, PS256}
+
+// maxUnix is 9999-12-31T23:59:59Z: numeric dates beyond it are malformed.
+const maxUnix = 253402300799
+
+// Verifier checks challenges offline. Set its fields, then call
+// [Verifier.Check] or [Verifier.Verify]; do not change them afterwards. A
+// Verifier is safe for concurrent use.
+type Verifier struct {
+	// Keys holds the verification keys by kid. Required.
+	Keys *KeySet
+	// Issuer is the iss every challenge must carry. Required.
+	Issuer string
+	// Audience is this gateway's identity; aud must be exactly it.
+	// Required: a verifier without an Audience refuses everything
+	// ([ErrConfig]) rather than skipping the check.
+	Audience string
+	// Algorithms is the allow-list of alg values. Nil means
+	// [DefaultAlgorithms]. "none" can never be listed; HS256 must be
+	// listed to be accepted, and then only with a secret added by
+	// [KeySet.AddSecret].
+	Algorithms []string
+	// Leeway is the clock skew allowed on nbf, iat and exp. Zero means
+	// [DefaultLeeway] (30 s), [NoLeeway] means none; more than
+	// [MaxLeeway] (one minute) is [ErrConfig]. It never applies to the
+	// one-hour lifetime (exp - iat).
+	Leeway time.Duration
+	// Replay records one-time use for [Verifier.Verify]. Nil means Verify
+	// does no one-time check and is the same as Check: set it unless the
+	// caller claims ids itself (see [Verifier.Claim]).
+	Replay ReplayStore
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+func (v *Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+func (v *Verifier) leeway() (time.Duration, error) {
+	switch {
+	case v.Leeway == 0:
+		return DefaultLeeway, nil
+	case v.Leeway < 0:
+		return 0, nil
+	case v.Leeway > MaxLeeway:
+		return 0, fmt.Errorf("%w: leeway %v over %v", ErrConfig, v.Leeway, MaxLeeway)
+	}
+	return v.Leeway, nil
+}
+
+func (v *Verifier) algorithms() ([]string, error) {
+	if v.Algorithms == nil {
+		return DefaultAlgorithms, nil
+	}
+	for _, a := range v.Algorithms {
+		if kindFor(a) == 0 {
+			return nil, fmt.Errorf("%w: algorithm %q cannot be allowed", ErrConfig, a)
+		}
+	}
+	if len(v.Algorithms) == 0 {
+		return nil, fmt.Errorf("%w: empty Algorithms", ErrConfig)
+	}
+	return v.Algorithms, nil
+}
+
+// Check runs every check on challenge except one-time use, in the order of
+// the package documentation ("# Check order"), and returns its claims. The
+// error satisfies errors.Is with exactly one sentinel of this package.
+//
+// The CRP calls Check first and claims the id with [Verifier.Claim] only
+// when it is about to issue, so that a transient failure after the checks
+// does not burn the challenge. ctx is unused today; it is there for key
+// sets that may one day fetch keys.
+func (v *Verifier) Check(ctx context.Context, challenge string) (*Claims, error) {
+	if v.Keys == nil || v.Issuer == "" || v.Audience == "" {
+		return nil, fmt.Errorf("%w: Verifier needs Keys, Issuer and Audience", ErrConfig)
+	}
+	leeway, err := v.leeway()
+	if err != nil {
+		return nil, err
+	}
+	algs, err := v.algorithms()
+	if err != nil {
+		return nil, err
+	}
+
+	jws, ok := decode(challenge)
+	if !ok {
+		return nil, fail(ErrMalformed, "length or alphabet")
+	}
+
+	var (
+		w         wireClaims
+		keyErr    error
+		keyCalled bool
+		kid       string
+	)
+	keyfunc := func(t *jwt.Token) (any, error) {
+		keyCalled = true
+		keyErr = v.keyFor(t, algs, &kid)
+		if keyErr != nil {
+			return nil, keyErr
+		}
+		return v.Keys.lookup(kid).verifyKey(), nil
+	}
+	parser := jwt.NewParser(jwt.WithValidMethods(algs), jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding())
+	tok, err := parser.ParseWithClaims(jws, &w, keyfunc)
+	switch {
+	case err == nil:
+	case keyErr != nil:
+		return nil, keyErr
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return nil, fail(ErrMalformed, "%v", err)
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		// alg missing or unknown to jwt (keyfunc errors were handled above).
+		return nil, fail(ErrAlgorithm, "%v", err)
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && !keyCalled:
+		// WithValidMethods refused the alg before asking for a key.
+		return nil, fail(ErrAlgorithm, "%q not allowed", tok.Method.Alg())
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return nil, fail(ErrSignature, "kid %q", kid)
+	default:
+		return nil, fail(ErrMalformed, "%v", err)
+	}
+	return v.checkClaims(&w, tok.Method.Alg(), kid, leeway)
+}
+
+// keyFor checks the header of t and finds its key: typ, crit, alg, kid,
+// and that the key's type fits the alg.
+func (v *Verifier) keyFor(t *jwt.Token, algs []string, kid *string) error {
+	if typ, _ := t.Header["typ"].(string); typ != TokenType {
+		return fail(ErrType, "typ %q", truncate(typ))
+	}
+	if _, ok := t.Header["crit"]; ok {
+		return fail(ErrMalformed, "crit header")
+	}
+	alg := t.Method.Alg()
+	if !slices.Contains(algs, alg) {
+		return fail(ErrAlgorithm, "%q not allowed", truncate(alg))
+	}
+	*kid, _ = t.Header["kid"].(string)
+	if *kid == "" {
+		return fail(ErrUnknownKey, "no kid")
+	}
+	e := v.Keys.lookup(*kid)
+	if e == nil {
+		return fail(ErrUnknownKey, "kid %q", truncate(*kid))
+	}
+	if kindFor(alg) != e.kind || (e.alg != "" && e.alg != alg) {
+		return fail(ErrAlgorithm, "%s with the key of kid %q", alg, truncate(*kid))
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
+}
+
+func (v *Verifier) checkClaims(w *wireClaims, alg, kid string, leeway time.Duration) (*Claims, error) {
+	switch {
+	case w.ID == "":
+		return nil, fail(ErrMissingClaim, "jti")
+	case w.Issuer == "":
+		return nil, fail(ErrMissingClaim, "iss")
+	case w.Subject == "":
+		return nil, fail(ErrMissingClaim, "sub")
+	case len(w.Audience) == 0:
+		return nil, fail(ErrMissingClaim, "aud")
+	case w.IssuedAt == nil:
+		return nil, fail(ErrMissingClaim, "iat")
+	case w.NotBefore == nil:
+		return nil, fail(ErrMissingClaim, "nbf")
+	case w.Expires == nil:
+		return nil, fail(ErrMissingClaim, "exp")
+	}
+	for _, t := range []int64{*w.IssuedAt, *w.NotBefore, *w.Expires} {
+		if t < 0 || t > maxUnix {
+			return nil, fail(ErrMalformed, "numeric date %d out of range", t)
+		}
+	}
+	if w.Issuer != v.Issuer {
+		return nil, fail(ErrIssuer, "%q", truncate(w.Issuer))
+	}
+	if len(w.Audience) != 1 {
+		return nil, fail(ErrAudience, "%d audiences, want exactly one", len(w.Audience))
+	}
+	if w.Audience[0] != v.Audience {
+		return nil, fail(ErrAudience, "%q", truncate(w.Audience[0]))
+	}
+
+	now := v.now()
+	iat, nbf, exp := time.Unix(*w.IssuedAt, 0), time.Unix(*w.NotBefore, 0), time.Unix(*w.Expires, 0)
+	latest := now.Add(leeway)
+	switch {
+	case nbf.After(latest):
+		return nil, fail(ErrNotYetValid, "nbf in %v", nbf.Sub(now).Round(time.Second))
+	case iat.After(latest):
+		return nil, fail(ErrNotYetValid, "iat in %v", iat.Sub(now).Round(time.Second))
+	case !now.Before(exp.Add(leeway)):
+		return nil, fail(ErrExpired, "%v ago", now.Sub(exp).Round(time.Second))
+	case exp.Before(iat):
+		return nil, fail(ErrLifetime, "exp before iat")
+	case exp.Sub(iat) > MaxLifetime:
+		return nil, fail(ErrLifetime, "exp - iat = %v", exp.Sub(iat))
+	case nbf.After(exp):
+		return nil, fail(ErrLifetime, "nbf after exp")
+	}
+	return &Claims{
+		ID:        w.ID,
+		Issuer:    w.Issuer,
+		Audience:  w.Audience[0],
+		UserID:    w.Subject,
+		DeviceID:  w.Device,
+		ProfileID: w.Profile,
+		IssuedAt:  iat,
+		NotBefore: nbf,
+		Expires:   exp,
+		Extra:     w.Extra,
+		KeyID:     kid,
+		Algorithm: alg,
+	}, nil
+}
+
+// Verify is [Verifier.Check] followed, when Replay is set, by
+// [Verifier.Claim]: the challenge is accepted once. On a second
+// presentation the error is [ErrReplayed]. An error of the replay store
+// itself (for example a network failure) is returned wrapped and matches
+// no sentinel of this package: it is transient, not the device's fault.
+func (v *Verifier) Verify(ctx context.Context, challenge string) (*Claims, error) {
+	c, err := v.Check(ctx, challenge)
+	if err != nil {
+		return nil, err
+	}
+	if v.Replay == nil {
+		return c, nil
+	}
+	if err := v.Claim(ctx, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Claim records one-time use of checked claims c in v.Replay, until c
+// expires plus the leeway (as long as [Verifier.Check] could accept it). It
+// returns an error matching [ErrReplayed] when the id was already claimed,
+// and [ErrConfig] when Replay is nil.
+func (v *Verifier) Claim(ctx context.Context, c *Claims) error {
+	if v.Replay == nil {
+		return fmt.Errorf("%w: Verifier has no Replay store", ErrConfig)
+	}
+	leeway, err := v.leeway()
+	if err != nil {
+		return err
+	}
+	err = v.Replay.Claim(ctx, c.ID, c.Expires.Add(leeway))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrReplayed):
+		return fail(ErrReplayed, "jti of challenge issued %v", c.IssuedAt.UTC().Format(time.RFC3339))
+	default:
+		return fmt.Errorf("challenge: replay store: %w", err)
+	}
+}
+
+// Release undoes [Verifier.Claim] for c when v.Replay implements
+// [Releaser], so that the device can retry after a transient failure
+// (for example the CA being unreachable). It returns errors.ErrUnsupported
+// when the store cannot release.
+func (v *Verifier) Release(ctx context.Context, c *Claims) error {
+	r, ok := v.Replay.(Releaser)
+	if !ok {
+		return fmt.Errorf("challenge: replay store cannot release: %w", errors.ErrUnsupported)
+	}
+	return r.Release(ctx, c.ID)
+}
