@@ -93,11 +93,13 @@ func numericDate(p *int64) *jwt.NumericDate {
 	return jwt.NewNumericDate(time.Unix(*p, 0))
 }
 
-func (c *wireClaims) GetExpirationTime() (*jwt.NumericDate, error) { return numericDate(c.Expires), nil }
-func (c *wireClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return numericDate(c.IssuedAt), nil }
-func (c *wireClaims) GetNotBefore() (*jwt.NumericDate, error)      { return numericDate(c.NotBefore), nil }
-func (c *wireClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
-func (c *wireClaims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *wireClaims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return numericDate(c.Expires), nil
+}
+func (c *wireClaims) GetIssuedAt() (*jwt.NumericDate, error)  { return numericDate(c.IssuedAt), nil }
+func (c *wireClaims) GetNotBefore() (*jwt.NumericDate, error) { return numericDate(c.NotBefore), nil }
+func (c *wireClaims) GetIssuer() (string, error)              { return c.Issuer, nil }
+func (c *wireClaims) GetSubject() (string, error)             { return c.Subject, nil }
 func (c *wireClaims) GetAudience() (jwt.ClaimStrings, error) {
 	return jwt.ClaimStrings(c.Audience), nil
 }

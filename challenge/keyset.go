@@ -80,7 +80,7 @@ func (e *keyEntry) verifyKey() any {
 // is an empty set. It may also hold one or more HMAC secrets (kty "oct"),
 // which [KeySet.MarshalJSON] never exports.
 type KeySet struct {
-	mu   sync.Mutex                          // serializes writers
+	mu   sync.Mutex                           // serializes writers
 	keys atomic.Pointer[map[string]*keyEntry] // copy-on-write
 }
 
