@@ -1,0 +1,241 @@
+package scep
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+
+	"github.com/scepkit/scepkit/internal/cms"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// Cipher is a content-encryption algorithm for the pkcsPKIEnvelope.
+type Cipher int
+
+// The content ciphers scepkit reads and writes. DES is read only when legacy algorithms
+// are allowed; RC2 and anything else are refused with badAlg.
+const (
+	AES256CBC Cipher = iota + 1
+	AES192CBC
+	AES128CBC
+	DES3CBC
+	DESCBC
+)
+
+// String returns the cipher's name ("AES-256-CBC", ...) or "unknown(N)".
+func (c Cipher) String() string {
+	if cc, ok := c.cms(); ok {
+		return cc.String()
+	}
+	return fmt.Sprintf("unknown(%d)", int(c))
+}
+
+func (c Cipher) cms() (cms.ContentCipher, bool) {
+	switch c {
+	case AES256CBC:
+		return cms.AES256CBC, true
+	case AES192CBC:
+		return cms.AES192CBC, true
+	case AES128CBC:
+		return cms.AES128CBC, true
+	case DES3CBC:
+		return cms.DESEDE3CBC, true
+	case DESCBC:
+		return cms.DESCBC, true
+	}
+	return 0, false
+}
+
+func cipherFromCMS(c cms.ContentCipher) Cipher {
+	switch c {
+	case cms.AES256CBC:
+		return AES256CBC
+	case cms.AES192CBC:
+		return AES192CBC
+	case cms.AES128CBC:
+		return AES128CBC
+	case cms.DESEDE3CBC:
+		return DES3CBC
+	case cms.DESCBC:
+		return DESCBC
+	}
+	return 0
+}
+
+// keyTransport remembers how the requester wrapped its content key, so the reply does
+// the same. Zero means PKCS#1 v1.5.
+type keyTransport = cms.KeyTransport
+
+// Recipient is a certificate of ours with its private key, to decrypt envelopes
+// addressed to that certificate. The key is used only through crypto.Decrypter.
+type Recipient struct {
+	Certificate *x509.Certificate
+	Key         crypto.Decrypter
+}
+
+// Decrypt decrypts the pkcsPKIEnvelope with whichever of recipients it is addressed to
+// and parses the payload the message type calls for, filling Cipher and CSR,
+// ChallengePassword, IssuerAndSerial, IssuerAndSubject, or Issued and CRL. All
+// decryption failures return [ErrDecrypt]; an envelope for none of recipients returns
+// [ErrNotForUs]; a refused cipher wraps [ErrUnsupportedAlgorithm].
+func (m *PKIMessage) Decrypt(recipients ...Recipient) error {
+	if m.Envelope == nil {
+		return fmt.Errorf("%w: message has no envelope", ErrBadContent)
+	}
+	env, err := cms.Parse(m.Envelope)
+	if err != nil {
+		return mapCMSError(err)
+	}
+	m.Cipher = cipherFromCMS(env.Cipher)
+	rs := make([]cms.Recipient, 0, len(recipients))
+	for _, r := range recipients {
+		if r.Certificate != nil && r.Key != nil {
+			rs = append(rs, cms.Recipient{Certificate: r.Certificate, Key: r.Key})
+		}
+	}
+	content, err := env.Decrypt(rs, cms.DecryptOptions{AllowDES: m.legacy})
+	if err != nil {
+		return mapCMSError(err)
+	}
+	for _, r := range env.Recipients {
+		for _, ours := range rs {
+			if r.Matches(ours.Certificate) {
+				m.keyTransport = r.KeyTransport
+			}
+		}
+	}
+	return m.parsePayload(content)
+}
+
+func mapCMSError(err error) error {
+	switch {
+	case errors.Is(err, cms.ErrUnsupportedAlgorithm):
+		return fmt.Errorf("%w: %v", ErrUnsupportedAlgorithm, err)
+	case errors.Is(err, cms.ErrNoRecipient):
+		return ErrNotForUs
+	case errors.Is(err, cms.ErrDecrypt):
+		return ErrDecrypt
+	}
+	return fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+}
+
+func (m *PKIMessage) parsePayload(content []byte) error {
+	switch m.MessageType {
+	case PKCSReq, RenewalReq:
+		csr, err := x509.ParseCertificateRequest(content)
+		if err != nil {
+			return fmt.Errorf("%w: CSR: %v", ErrBadContent, err)
+		}
+		pw, err := challengePassword(csr.RawTBSCertificateRequest)
+		if err != nil {
+			return err
+		}
+		m.CSR, m.ChallengePassword = csr, pw
+	case GetCert, GetCRL:
+		s := cryptobyte.String(content)
+		var seq, issuer cryptobyte.String
+		serial := new(big.Int)
+		if !s.ReadASN1(&seq, cbasn1.SEQUENCE) || !s.Empty() ||
+			!seq.ReadASN1Element(&issuer, cbasn1.SEQUENCE) || !seq.ReadASN1Integer(serial) || !seq.Empty() {
+			return fmt.Errorf("%w: IssuerAndSerialNumber", ErrBadContent)
+		}
+		m.IssuerAndSerial = &IssuerAndSerial{Issuer: issuer, Serial: serial}
+	case CertPoll:
+		s := cryptobyte.String(content)
+		var seq, issuer, subject cryptobyte.String
+		if !s.ReadASN1(&seq, cbasn1.SEQUENCE) || !s.Empty() ||
+			!seq.ReadASN1Element(&issuer, cbasn1.SEQUENCE) || !seq.ReadASN1Element(&subject, cbasn1.SEQUENCE) || !seq.Empty() {
+			return fmt.Errorf("%w: IssuerAndSubject", ErrBadContent)
+		}
+		m.IssuerAndSubject = &IssuerAndSubject{Issuer: issuer, Subject: subject}
+	case CertRep:
+		certs, crls, err := parseDegenerate(content)
+		if err != nil {
+			return err
+		}
+		m.Issued = certs
+		if len(crls) > 0 {
+			m.CRL = crls[0]
+		}
+	default:
+		return fmt.Errorf("%w: %v carries no envelope", ErrUnknownMessageType, m.MessageType)
+	}
+	return nil
+}
+
+// challengePassword returns the PKCS#9 challengePassword attribute of a CSR's TBS, or ""
+// when it has none. The value may be any DirectoryString form clients use.
+func challengePassword(tbs []byte) (string, error) {
+	s := cryptobyte.String(tbs)
+	var body, attrs cryptobyte.String
+	var version int64
+	if !s.ReadASN1(&body, cbasn1.SEQUENCE) || !body.ReadASN1Int64WithTag(&version, cbasn1.INTEGER) ||
+		!body.SkipASN1(cbasn1.SEQUENCE) || !body.SkipASN1(cbasn1.SEQUENCE) {
+		return "", fmt.Errorf("%w: CSR structure", ErrBadContent)
+	}
+	if !body.PeekASN1Tag(cbasn1.Tag(0).Constructed().ContextSpecific()) {
+		return "", nil
+	}
+	if !body.ReadASN1(&attrs, cbasn1.Tag(0).Constructed().ContextSpecific()) {
+		return "", fmt.Errorf("%w: CSR attributes", ErrBadContent)
+	}
+	found := false
+	var pw string
+	for !attrs.Empty() {
+		var a, vals cryptobyte.String
+		var oid asn1.ObjectIdentifier
+		if !attrs.ReadASN1(&a, cbasn1.SEQUENCE) || !a.ReadASN1ObjectIdentifier(&oid) ||
+			!a.ReadASN1(&vals, cbasn1.SET) {
+			return "", fmt.Errorf("%w: CSR attribute", ErrBadContent)
+		}
+		if !oid.Equal(oidChallengePassword) {
+			continue
+		}
+		if found {
+			return "", fmt.Errorf("%w: two challengePassword attributes", ErrBadContent)
+		}
+		found = true
+		var v cryptobyte.String
+		var tag cbasn1.Tag
+		if !vals.ReadAnyASN1(&v, &tag) || !vals.Empty() {
+			return "", fmt.Errorf("%w: challengePassword value", ErrBadContent)
+		}
+		switch tag {
+		case cbasn1.PrintableString, cbasn1.UTF8String, cbasn1.IA5String, cbasn1.T61String:
+			pw = string(v)
+		case cbasn1.Tag(30): // BMPString
+			if len(v)%2 != 0 {
+				return "", fmt.Errorf("%w: challengePassword BMPString", ErrBadContent)
+			}
+			r := make([]rune, 0, len(v)/2)
+			for i := 0; i < len(v); i += 2 {
+				r = append(r, rune(v[i])<<8|rune(v[i+1]))
+			}
+			pw = string(r)
+		default:
+			return "", fmt.Errorf("%w: challengePassword string type %d", ErrBadContent, tag)
+		}
+	}
+	return pw, nil
+}
+
+// encryptTo builds a pkcsPKIEnvelope of content for cert.
+func encryptTo(rand io.Reader, content []byte, cert *x509.Certificate, c Cipher, kt keyTransport) ([]byte, error) {
+	if _, ok := cert.PublicKey.(*rsa.PublicKey); !ok {
+		return nil, fmt.Errorf("%w: cannot encrypt to a %T key", ErrUnsupportedAlgorithm, cert.PublicKey)
+	}
+	cc, ok := c.cms()
+	if !ok {
+		cc = cms.AES256CBC
+	}
+	if kt == 0 {
+		kt = cms.RSAPKCS1v15
+	}
+	return cms.Encrypt(rand, content, []*x509.Certificate{cert}, cc, kt)
+}

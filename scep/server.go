@@ -1,0 +1,512 @@
+package scep
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Request is what a [Responder] is asked to decide: a verified, decrypted request.
+type Request struct {
+	MessageType   MessageType
+	TransactionID string
+	// CSR and ChallengePassword are set for PKCSReq and RenewalReq. The CSR's own
+	// signature has not been checked: proof of possession is the Responder's to verify
+	// (crp does).
+	CSR               *x509.CertificateRequest
+	ChallengePassword string
+	// Signer is the certificate that signed the message: self-signed for a first
+	// enrollment, the certificate being renewed for a renewal.
+	Signer *x509.Certificate
+	// IssuerAndSerial is set for GetCert and GetCRL; IssuerAndSubject for CertPoll.
+	IssuerAndSerial  *IssuerAndSerial
+	IssuerAndSubject *IssuerAndSubject
+	// Message is the whole parsed message.
+	Message *PKIMessage
+	// RemoteAddr is the HTTP peer, for logs.
+	RemoteAddr string
+}
+
+// Response is a Responder's decision when it is not a failure.
+type Response struct {
+	// Status is Success (the zero value) or Pending.
+	Status PKIStatus
+	// Certificate is the issued (or looked-up) certificate for a SUCCESS; Chain is
+	// added after it in the reply.
+	Certificate *x509.Certificate
+	Chain       []*x509.Certificate
+	// CRL is the DER CRL answering GetCRL.
+	CRL []byte
+}
+
+// Responder decides every PKIOperation the [Server] has verified and decrypted. It is
+// called concurrently. To refuse, it returns an error: a *[FailError] chooses the
+// failInfo; any other error is answered with badRequest. The error text is logged, never
+// sent to the client.
+type Responder interface {
+	Respond(ctx context.Context, req *Request) (*Response, error)
+}
+
+// ResponderFunc adapts a function to [Responder].
+type ResponderFunc func(ctx context.Context, req *Request) (*Response, error)
+
+// Respond calls f(ctx, req).
+func (f ResponderFunc) Respond(ctx context.Context, req *Request) (*Response, error) {
+	return f(ctx, req)
+}
+
+// Default limits of a [Server].
+const (
+	DefaultMaxBodyBytes  = 256 << 10
+	DefaultMaxQueryBytes = 64 << 10
+)
+
+// Server is an http.Handler that speaks SCEP (RFC 8894 §4): GetCACaps, GetCACert,
+// GetNextCACert and PKIOperation by GET and POST. It verifies and decrypts requests and
+// builds every reply, and leaves each decision to its Responder: it never issues on its
+// own. Mount it at any path (NDES clients use /certsrv/mscep/mscep.dll, others /scep).
+//
+// The fields must not change once the server is serving.
+type Server struct {
+	// CACerts is the CA chain devices trust, issuing CA first. Required.
+	CACerts []*x509.Certificate
+	// NextCACerts, when set, is the rollover CA chain served by GetNextCACert.
+	NextCACerts []*x509.Certificate
+	// SignerCert and Signer sign every CertRep: an RA signing certificate (as NDES
+	// does) or the CA itself. Required.
+	SignerCert *x509.Certificate
+	Signer     crypto.Signer
+	// Recipients are the certificates requests may be encrypted to, with their keys:
+	// an RA encryption certificate, or the CA. Required. When a request is encrypted to
+	// several certificates, the first RecipientInfo that is ours is used.
+	Recipients []Recipient
+	// Responder decides. Required.
+	Responder Responder
+	// AllowLegacy accepts SHA-1 signatures and single-DES envelopes, as micromdm's
+	// scepclient and other old clients send, and advertises SHA-1. Off by default:
+	// such requests get a FAILURE badAlg.
+	AllowLegacy bool
+	// Renewal advertises the Renewal capability and accepts RenewalReq. When false, a
+	// RenewalReq gets a FAILURE badRequest before it is decrypted.
+	Renewal bool
+	// MaxBodyBytes bounds a POST body (413 beyond it); zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxQueryBytes bounds the query of a GET (414 beyond it); zero means
+	// DefaultMaxQueryBytes.
+	MaxQueryBytes int
+	// Rand is the source of randomness; nil means crypto/rand.
+	Rand io.Reader
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives one record per request; nil means no logging. Challenges and
+	// error details sent by clients are never logged in full.
+	Logger *slog.Logger
+}
+
+// Caps returns the capabilities the server's configuration supports, as GetCACaps
+// answers them.
+func (s *Server) Caps() Caps {
+	caps := Caps{CapAES, CapDES3}
+	if len(s.NextCACerts) > 0 {
+		caps = append(caps, CapGetNextCACert)
+	}
+	caps = append(caps, CapPOSTPKIOp)
+	if s.Renewal {
+		caps = append(caps, CapRenewal)
+	}
+	if s.AllowLegacy {
+		caps = append(caps, CapSHA1)
+	}
+	return append(caps, CapSHA256, CapSHA512, CapSCEPStandard)
+}
+
+// Validate reports a configuration the server cannot serve with, and an error when a
+// CA, signing or encryption certificate has expired.
+func (s *Server) Validate() error {
+	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
+		return errors.New("scep: Server needs CACerts, SignerCert, Signer, Recipients and Responder")
+	}
+	now := s.now()
+	for _, c := range s.certsToCheck() {
+		if now.After(c.NotAfter) {
+			return fmt.Errorf("scep: certificate %q expired on %v", c.Subject.String(), c.NotAfter)
+		}
+	}
+	return nil
+}
+
+// ExpiringSoon returns the CA, signing and encryption certificates that expire within d:
+// an expired RA certificate takes a SCEP service down, so check it at start and in health
+// checks.
+func (s *Server) ExpiringSoon(d time.Duration) []*x509.Certificate {
+	var out []*x509.Certificate
+	limit := s.now().Add(d)
+	for _, c := range s.certsToCheck() {
+		if c.NotAfter.Before(limit) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *Server) certsToCheck() []*x509.Certificate {
+	cs := append([]*x509.Certificate{s.SignerCert}, s.CACerts...)
+	for _, r := range s.Recipients {
+		cs = append(cs, r.Certificate)
+	}
+	return dedupe(cs)
+}
+
+func dedupe(cs []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+next:
+	for _, c := range cs {
+		if c == nil {
+			continue
+		}
+		for _, o := range out {
+			if bytes.Equal(o.Raw, c.Raw) {
+				continue next
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(discardHandler{})
+}
+
+type discardHandler struct{}
+
+func (discardHandler) Enabled(context.Context, slog.Level) bool  { return false }
+func (discardHandler) Handle(context.Context, slog.Record) error { return nil }
+func (d discardHandler) WithAttrs([]slog.Attr) slog.Handler      { return d }
+func (d discardHandler) WithGroup(string) slog.Handler           { return d }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	maxQ := s.MaxQueryBytes
+	if maxQ <= 0 {
+		maxQ = DefaultMaxQueryBytes
+	}
+	if len(r.URL.RawQuery) > maxQ {
+		httpError(w, http.StatusRequestURITooLong, "query too long")
+		return
+	}
+	op := queryValue(r.URL.RawQuery, "operation")
+	switch op {
+	case "GetCACaps", "GetCACert", "GetNextCACert":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			httpError(w, http.StatusMethodNotAllowed, "method not allowed")
+			return
+		}
+	}
+	switch op {
+	case "GetCACaps":
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, s.Caps().String())
+	case "GetCACert":
+		s.getCACert(w)
+	case "GetNextCACert":
+		s.getNextCACert(w, r)
+	case "PKIOperation":
+		s.pkiOperation(w, r)
+	case "":
+		httpError(w, http.StatusBadRequest, "missing operation")
+	default:
+		httpError(w, http.StatusBadRequest, "unknown operation")
+	}
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
+}
+
+// raCerts are the certificates GetCACert returns when the CA is not its own RA: the
+// signing and encryption certificates, then the CA chain.
+func (s *Server) raCerts() []*x509.Certificate {
+	cs := []*x509.Certificate{s.SignerCert}
+	for _, r := range s.Recipients {
+		cs = append(cs, r.Certificate)
+	}
+	return dedupe(append(cs, s.CACerts...))
+}
+
+func (s *Server) getCACert(w http.ResponseWriter) {
+	if len(s.CACerts) == 0 {
+		httpError(w, http.StatusServiceUnavailable, "no CA configured")
+		return
+	}
+	certs := s.raCerts()
+	if len(certs) == 1 {
+		w.Header().Set("Content-Type", "application/x-x509-ca-cert")
+		w.Write(certs[0].Raw)
+		return
+	}
+	der, err := DegenerateCertificates(certs)
+	if err != nil {
+		s.log().Error("scep: GetCACert", "err", err)
+		httpError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-x509-ca-ra-cert")
+	w.Write(der)
+}
+
+// getNextCACert answers with a SignedData, signed by the current signer, whose content
+// is a certs-only PKCS#7 of the rollover chain (RFC 8894 §4.7).
+func (s *Server) getNextCACert(w http.ResponseWriter, r *http.Request) {
+	if len(s.NextCACerts) == 0 {
+		httpError(w, http.StatusNotFound, "no rollover CA")
+		return
+	}
+	inner, err := DegenerateCertificates(s.NextCACerts)
+	if err == nil {
+		var der []byte
+		der, err = buildSignedData(signOptions{content: inner, cert: s.SignerCert, key: s.Signer,
+			hash: crypto.SHA256, rand: s.Rand})
+		if err == nil {
+			w.Header().Set("Content-Type", "application/x-x509-next-ca-cert")
+			w.Write(der)
+			return
+		}
+	}
+	s.log().ErrorContext(r.Context(), "scep: GetNextCACert", "err", err)
+	httpError(w, http.StatusInternalServerError, "internal error")
+}
+
+func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	switch r.Method {
+	case http.MethodPost:
+		limit := s.MaxBodyBytes
+		if limit <= 0 {
+			limit = DefaultMaxBodyBytes
+		}
+		if r.ContentLength > limit {
+			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			return nil, false
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "cannot read body")
+			return nil, false
+		}
+		if int64(len(body)) > limit {
+			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			return nil, false
+		}
+		return body, true
+	case http.MethodGet:
+		msg, err := DecodeGETMessage(r.URL.RawQuery)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "bad message parameter")
+			return nil, false
+		}
+		return msg, true
+	}
+	w.Header().Set("Allow", "GET, POST")
+	httpError(w, http.StatusMethodNotAllowed, "method not allowed")
+	return nil, false
+}
+
+func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	body, ok := s.readMessage(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	log := s.log()
+	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy})
+	if msg == nil {
+		// Without a transactionID and nonce no CertRep can be addressed.
+		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "err", err)
+		httpError(w, http.StatusBadRequest, "malformed PKIMessage")
+		return
+	}
+	log = log.With("transactionID", msg.TransactionID)
+	reply := func(resp []byte, outcome string, attrs ...any) {
+		w.Header().Set("Content-Type", "application/x-pki-message")
+		w.Write(resp)
+		log.InfoContext(ctx, "scep: PKIOperation", append([]any{"type", msg.MessageType.String(),
+			"outcome", outcome, "cipher", msg.Cipher.String(), "digest", msg.Digest.String(), "duration", s.now().Sub(start), "remote", r.RemoteAddr}, attrs...)...)
+	}
+	replier := &Replier{Cert: s.SignerCert, Key: s.Signer, Rand: s.Rand}
+	fail := func(err error) {
+		info := FailInfoOf(err)
+		resp, berr := replier.Failure(msg, info)
+		if berr != nil {
+			log.ErrorContext(ctx, "scep: building CertRep FAILURE", "err", berr)
+			httpError(w, http.StatusInternalServerError, "internal error")
+			return
+		}
+		reply(resp, "FAILURE", "failInfo", info.String(), "err", err)
+	}
+	if err == nil {
+		err = s.admit(msg)
+	}
+	if err == nil {
+		err = msg.Decrypt(s.Recipients...)
+	}
+	if err != nil {
+		fail(err)
+		return
+	}
+	req := &Request{
+		MessageType: msg.MessageType, TransactionID: msg.TransactionID,
+		CSR: msg.CSR, ChallengePassword: msg.ChallengePassword, Signer: msg.Signer,
+		IssuerAndSerial: msg.IssuerAndSerial, IssuerAndSubject: msg.IssuerAndSubject,
+		Message: msg, RemoteAddr: r.RemoteAddr,
+	}
+	resp, err := s.respond(ctx, req)
+	if err != nil {
+		fail(err)
+		return
+	}
+	var out []byte
+	switch {
+	case resp.Status == Pending:
+		out, err = replier.Pending(msg)
+	case msg.MessageType == GetCRL:
+		if resp.CRL == nil {
+			fail(Fail(BadCertID, errors.New("scep: responder returned no CRL")))
+			return
+		}
+		out, err = replier.SuccessCRL(msg, resp.CRL)
+	case resp.Status == Success && resp.Certificate != nil:
+		out, err = replier.Success(msg, append([]*x509.Certificate{resp.Certificate}, resp.Chain...)...)
+	default:
+		fail(fmt.Errorf("scep: responder returned status %v without a certificate", resp.Status))
+		return
+	}
+	if err != nil {
+		// The decision stands but the requester cannot read an answer (for example its
+		// key cannot receive an RSA key transport).
+		fail(err)
+		return
+	}
+	if resp.Status == Pending {
+		reply(out, "PENDING")
+		return
+	}
+	reply(out, "SUCCESS")
+}
+
+// admit refuses, before anything is decrypted, every message type a server does not
+// take: CertRep, UpdateReq and unknown types, and RenewalReq when renewal is off.
+func (s *Server) admit(m *PKIMessage) error {
+	switch m.MessageType {
+	case PKCSReq, CertPoll, GetCert, GetCRL:
+		return nil
+	case RenewalReq:
+		if s.Renewal {
+			return nil
+		}
+		return Fail(BadRequest, errors.New("scep: renewal is not enabled"))
+	}
+	return Fail(BadRequest, fmt.Errorf("%w: %v sent to a server", ErrUnknownMessageType, m.MessageType))
+}
+
+// respond calls the Responder, turning a panic into a failure so one bad request cannot
+// take the server down.
+func (s *Server) respond(ctx context.Context, req *Request) (resp *Response, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, fmt.Errorf("scep: responder panicked: %v", p)
+		}
+	}()
+	resp, err = s.Responder.Respond(ctx, req)
+	if err == nil && resp == nil {
+		err = errors.New("scep: responder returned no response")
+	}
+	return resp, err
+}
+
+// queryValue returns the raw (still percent-encoded) value of key in a raw query.
+func queryValue(rawQuery, key string) string {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k == key {
+			if u, err := url.QueryUnescape(v); err == nil {
+				return u
+			}
+			return v
+		}
+	}
+	return ""
+}
+
+// DecodeGETMessage extracts and decodes the message parameter of a GET PKIOperation
+// from a raw query. It accepts every shape real clients send: standard base64
+// percent-encoded, standard base64 with a raw '+' (which a form decoder would turn into
+// a space), URL-safe base64, with or without padding, and wrapped in CR/LF.
+func DecodeGETMessage(rawQuery string) ([]byte, error) {
+	var raw string
+	found := false
+	for q := rawQuery; q != ""; {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		if k, v, ok := strings.Cut(kv, "="); ok && k == "message" {
+			if found {
+				return nil, fmt.Errorf("%w: two message parameters", ErrMalformed)
+			}
+			raw, found = v, true
+		}
+	}
+	if !found || raw == "" {
+		return nil, fmt.Errorf("%w: no message parameter", ErrMalformed)
+	}
+	// PathUnescape leaves '+' alone: in base64 it is a '+', never a space.
+	v, err := url.PathUnescape(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: message parameter encoding", ErrMalformed)
+	}
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; c {
+		case '\r', '\n', '\t', '=':
+		case ' ': // a '+' some proxy decoded as a form space
+			b = append(b, '+')
+		case '-':
+			b = append(b, '+')
+		case '_':
+			b = append(b, '/')
+		default:
+			b = append(b, c)
+		}
+	}
+	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(b)))
+	n, err := base64.RawStdEncoding.Decode(out, b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: message parameter is not base64", ErrMalformed)
+	}
+	return out[:n], nil
+}
