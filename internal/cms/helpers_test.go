@@ -3,9 +3,11 @@ package cms
 import (
 	"crypto"
 	"crypto/rsa"
+	"crypto/sha1"
+	"hash"
 	"crypto/x509"
-	"io"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -101,3 +103,5 @@ func (d decrypterFunc) Public() crypto.PublicKey { return d.pub }
 func (d decrypterFunc) Decrypt(_ io.Reader, ct []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	return d.f(ct, opts)
 }
+
+func sha1New() hash.Hash { return sha1.New() }
