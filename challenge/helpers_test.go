@@ -116,3 +116,5 @@ func stdClaims() map[string]any {
 func edHeader(t *testing.T) map[string]any {
 	return map[string]any{"alg": "EdDSA", "typ": TokenType, "kid": kidOf(t, edKey.Public())}
 }
+
+func ed25519PublicKey(b []byte) ed25519.PublicKey { return ed25519.PublicKey(b) }

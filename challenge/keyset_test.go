@@ -1,0 +1,81 @@
+package challenge
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestJWKSRoundTrip(t *testing.T) {
+	t.Parallel()
+	ks := NewKeySet()
+	edKid, ecKid, rsaKid := kidOf(t, edKey.Public()), kidOf(t, ecKeyOnce().Public()), kidOf(t, rsaKeyOnce().Public())
+	require.NoError(t, ks.Add(edKid, edKey.Public()))
+	require.NoError(t, ks.Add(ecKid, ecKeyOnce())) // a Signer: its public half
+	require.NoError(t, ks.AddWithAlgorithm(rsaKid, PS256, rsaKeyOnce().Public()))
+	require.NoError(t, ks.AddSecret("hmac", secret))
+	require.NoError(t, ks.Add(edKid, edKey.Public()), "same key again is a no-op")
+	requireOnly(t, ks.Add(edKid, edKey2.Public()), ErrConfig)
+
+	doc, err := json.Marshal(ks)
+	require.NoError(t, err)
+	require.NotContains(t, string(doc), "oct")
+	require.NotContains(t, string(doc), "hmac")
+	var parsed struct{ Keys []map[string]any }
+	require.NoError(t, json.Unmarshal(doc, &parsed))
+	require.Len(t, parsed.Keys, 3)
+
+	back, err := ParseJWKS(doc)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{edKid, ecKid, rsaKid}, back.KeyIDs())
+	for _, iss := range []*Issuer{testIssuer(edKey), testIssuer(ecKeyOnce()), {Name: "mdm.example", Key: rsaKeyOnce(), Algorithm: PS256, Now: fixedClock(t0)}} {
+		ch, _, err := iss.Issue(stdRequest)
+		require.NoError(t, err)
+		v := &Verifier{Keys: back, Issuer: "mdm.example", Audience: "gw-a.example", Now: fixedClock(t0)}
+		_, err = v.Check(context.Background(), ch)
+		require.NoError(t, err)
+	}
+	// The PS256 pin survives the JWKS: RS256 with that kid is refused.
+	rs := &Issuer{Name: "mdm.example", Key: rsaKeyOnce(), Algorithm: RS256, Now: fixedClock(t0)}
+	ch, _, err := rs.Issue(stdRequest)
+	require.NoError(t, err)
+	_, err = (&Verifier{Keys: back, Issuer: "mdm.example", Audience: "gw-a.example", Now: fixedClock(t0)}).Check(context.Background(), ch)
+	requireOnly(t, err, ErrAlgorithm)
+}
+
+func TestParseJWKSRefuses(t *testing.T) {
+	t.Parallel()
+	for _, doc := range []string{
+		`not json`,
+		`{"keys":[{"kty":"oct","kid":"s","k":"c2VjcmV0"}]}`,
+		`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA"}]}`,
+		`{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","x":"AAAA"}]}`,
+		`{"keys":[{"kty":"EC","crv":"P-256","kid":"a","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","y":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}`,
+		`{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"}]}`,
+		`{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","alg":"ES256","x":"A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"}]}`,
+		`{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","x":"A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"},{"kty":"OKP","crv":"Ed25519","kid":"a","x":"A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"}]}`,
+	} {
+		_, err := ParseJWKS([]byte(doc))
+		requireOnly(t, err, ErrConfig)
+	}
+	// Unsupported curves and encryption keys are skipped.
+	ks, err := ParseJWKS([]byte(`{"keys":[{"kty":"EC","crv":"P-384","kid":"p384","x":"A","y":"A"},{"kty":"OKP","crv":"Ed25519","use":"enc","kid":"e","x":"A"}]}`))
+	require.NoError(t, err)
+	require.Empty(t, ks.KeyIDs())
+}
+
+func TestThumbprint(t *testing.T) {
+	t.Parallel()
+	// RFC 8037 appendix A.3: thumbprint of the Ed25519 key of A.2.
+	x := "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+	pub, err := b64.DecodeString(x)
+	require.NoError(t, err)
+	tp, err := Thumbprint(ed25519PublicKey(pub))
+	require.NoError(t, err)
+	require.Equal(t, "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k", tp)
+	kid, err := DefaultKeyID(ed25519PublicKey(pub))
+	require.NoError(t, err)
+	require.Equal(t, tp[:KeyIDLength], kid)
+}
