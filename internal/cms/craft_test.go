@@ -25,7 +25,8 @@ type crafted struct {
 	cipherAlg   []byte   // contentEncryptionAlgorithm DER
 	ct          []byte
 	noContent   bool
-	segmentSize int // >0: constructed encryptedContent in segments of this size
+	segmentSize int    // >0: constructed encryptedContent in segments of this size
+	contentElem []byte // if set, the whole encryptedContent element, verbatim
 }
 
 func (c crafted) der(tb testing.TB) []byte {
@@ -43,6 +44,8 @@ func (c crafted) der(tb testing.TB) []byte {
 				b.AddASN1ObjectIdentifier(oidData)
 				b.AddBytes(c.cipherAlg)
 				switch {
+				case c.contentElem != nil:
+					b.AddBytes(c.contentElem)
 				case c.noContent:
 				case c.segmentSize > 0:
 					b.AddASN1(tagCtx0Cons, func(b *cryptobyte.Builder) {

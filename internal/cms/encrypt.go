@@ -188,8 +188,9 @@ func addKeyTransportAlgorithm(b *cryptobyte.Builder, kt KeyTransport) {
 			b.AddASN1(cbasn1.SEQUENCE, func(*cryptobyte.Builder) {})
 		case RSAOAEPSHA256:
 			// hashFunc [0] sha256, maskGenFunc [1] mgf1(sha256); the default
-			// empty label is omitted. Hash parameters are NULL, as OpenSSL
-			// writes them (RFC 4055 §2.1 requires accepting NULL and absent).
+			// empty label is omitted. The hash parameters are omitted, the
+			// encoding RFC 4055 §2.1 calls correct and the one OpenSSL writes
+			// (readers must accept both absent and NULL).
 			b.AddASN1ObjectIdentifier(oidRSAESOAEP)
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				b.AddASN1(tagCtx0Cons, func(b *cryptobyte.Builder) {
@@ -209,7 +210,6 @@ func addKeyTransportAlgorithm(b *cryptobyte.Builder, kt KeyTransport) {
 func addHashAlgorithm(b *cryptobyte.Builder) {
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1ObjectIdentifier(oidSHA256)
-		b.AddASN1NULL()
 	})
 }
 

@@ -547,4 +547,3 @@ func TestStrings(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnsupportedAlgorithm)
 	require.Equal(t, "cms: unsupported content encryption algorithm 1.2.840.113549.3.2: no", err.Error())
 }
-
