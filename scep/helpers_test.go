@@ -1,6 +1,7 @@
 package scep
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -114,11 +116,11 @@ func (p *testPKI) respond(_ context.Context, req *Request) (*Response, error) {
 		if req.MessageType == RenewalReq && !renewal {
 			return nil, Fail(BadRequest, errors.New("renewal signer not ours"))
 		}
-		if !renewal && subtle.ConstantTimeCompare([]byte(req.ChallengePassword), []byte("secret")) != 1 {
-			return nil, Fail(BadRequest, errWrongChallenge)
-		}
 		if req.ChallengePassword == "pending" {
 			return &Response{Status: Pending}, nil
+		}
+		if !renewal && subtle.ConstantTimeCompare([]byte(req.ChallengePassword), []byte("secret")) != 1 {
+			return nil, Fail(BadRequest, errWrongChallenge)
 		}
 		p.mu.Lock()
 		p.serial++
@@ -195,4 +197,17 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(b))
 	return len(b), nil
+}
+
+func httptestRecorder(h http.Handler, method, target string, body []byte) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(method, target, bytes.NewReader(body))
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func httptestServer(t testing.TB, h http.Handler) *httptest.Server {
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts
 }

@@ -83,6 +83,10 @@ type ParseOptions struct {
 	// PKCSReq proves nothing by its validity, so servers leave this zero and check
 	// renewal signers against their CA instead.
 	Time time.Time
+	// Certificates are further certificates the signer may be among, for replies whose
+	// SignedData carries none (NDES sends its CertRep so): pass the GetCACert
+	// certificates.
+	Certificates []*x509.Certificate
 }
 
 // maxTransactionID bounds the transactionID the parser accepts.
@@ -128,10 +132,7 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		return nil, fmt.Errorf("%w: transactionID length %d", ErrMalformed, len(m.TransactionID))
 	}
 	if m.SenderNonce, err = readNonce(si, oidSenderNonce, "senderNonce"); err != nil {
-		return nil, err
-	}
-	if m.SenderNonce == nil {
-		return nil, fmt.Errorf("%w: senderNonce", ErrMissingAttribute)
+		return m, err // answerable: the reply carries the transactionID, without recipientNonce
 	}
 	m.Digest, _ = hashForDigestOID(si.digestAlg, true)
 	if m.Digest == 0 {
@@ -146,6 +147,9 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		m.Certificates = append(m.Certificates, c)
 	}
 	m.Signer = si.findSigner(m.Certificates)
+	if m.Signer == nil {
+		m.Signer = si.findSigner(opts.Certificates)
+	}
 	if m.Signer == nil {
 		return m, fmt.Errorf("%w: signer certificate not in message", ErrBadSignature)
 	}
@@ -190,6 +194,11 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		return m, fmt.Errorf("%w: %v", ErrUnknownMessageType, m.MessageType)
 	}
 
+	if m.SenderNonce == nil && m.MessageType != CertRep {
+		// A reply cannot echo a nonce that was not sent. (Some old servers omitted the
+		// senderNonce of their CertRep; clients match those by recipientNonce.)
+		return m, fmt.Errorf("%w: senderNonce", ErrMissingAttribute)
+	}
 	if m.MessageType == CertRep {
 		if err := readCertRepAttrs(m, si); err != nil {
 			return m, err

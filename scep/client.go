@@ -1,0 +1,499 @@
+package scep
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Errors returned by the [Client].
+var (
+	// ErrRefused is wrapped in the *FailError a Client returns when the server
+	// answered FAILURE; the FailError's Info is the server's failInfo.
+	ErrRefused = errors.New("scep: request refused by the server")
+	// ErrPending is returned when the server still answers PENDING as the context ends.
+	ErrPending = errors.New("scep: request still pending")
+	// ErrFingerprint is returned when no certificate GetCACert returned matches the
+	// pinned CA fingerprint.
+	ErrFingerprint = errors.New("scep: CA fingerprint mismatch")
+	// ErrBadReply is returned for a reply that does not answer the request: wrong
+	// transactionID or recipientNonce, unknown signer, wrong content, bad HTTP status.
+	ErrBadReply = errors.New("scep: bad reply")
+)
+
+// DefaultMaxResponseBytes bounds what a Client reads of one HTTP response.
+const DefaultMaxResponseBytes = 1 << 20
+
+// Client is a SCEP client (RFC 8894): it fetches caps and CA certificates, and enrolls,
+// renews, polls, and fetches certificates and CRLs. Its zero value is not usable: URL is
+// required. A Client is safe for concurrent use.
+type Client struct {
+	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
+	URL string
+	// HTTPClient sends the requests; nil means a client with a 30-second timeout.
+	HTTPClient *http.Client
+	// CAFingerprint, when set, is the SHA-256 of the CA certificate: GetCACert fails
+	// unless one of the returned certificates has it.
+	CAFingerprint []byte
+	// Cipher and Digest force the algorithms; zero means negotiated from GetCACaps:
+	// AES-256 when AES is listed, 3DES when DES3 is; SHA-256 (or SHA-512) when listed.
+	Cipher Cipher
+	Digest crypto.Hash
+	// PollInterval is the wait between CertPoll requests while PENDING; zero means 10s.
+	PollInterval time.Duration
+	// MaxResponseBytes bounds a response; zero means DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// Rand is the source of randomness; nil means crypto/rand.
+	Rand io.Reader
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTPClient != nil {
+		return c.HTTPClient
+	}
+	return &http.Client{Timeout: 30 * time.Second}
+}
+
+func (c *Client) rand() io.Reader {
+	if c.Rand != nil {
+		return c.Rand
+	}
+	return rand.Reader
+}
+
+// get performs a GET with operation op and returns the body and its media type.
+func (c *Client) get(ctx context.Context, op, message string) ([]byte, string, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, "", err
+	}
+	q := "operation=" + op
+	if message != "" {
+		q += "&message=" + message
+	}
+	u.RawQuery = q
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	return c.do(req)
+}
+
+func (c *Client) do(req *http.Request) ([]byte, string, error) {
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	limit := c.MaxResponseBytes
+	if limit <= 0 {
+		limit = DefaultMaxResponseBytes
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, "", err
+	}
+	if int64(len(body)) > limit {
+		return nil, "", fmt.Errorf("%w: response larger than %d bytes", ErrBadReply, limit)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, "", fmt.Errorf("%w: HTTP %d", ErrBadReply, resp.StatusCode)
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return body, mt, nil
+}
+
+// GetCACaps returns the server's capabilities.
+func (c *Client) GetCACaps(ctx context.Context) (Caps, error) {
+	body, _, err := c.get(ctx, "GetCACaps", "")
+	if err != nil {
+		return nil, err
+	}
+	return ParseCaps(string(body)), nil
+}
+
+// GetCACert returns the CA (and RA) certificates, checking CAFingerprint when set.
+func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
+	body, mt, err := c.get(ctx, "GetCACert", "")
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	if mt == "application/x-x509-ca-ra-cert" {
+		certs, _, err = parseDegenerate(body)
+	} else {
+		var cert *x509.Certificate
+		cert, err = x509.ParseCertificate(body)
+		certs = []*x509.Certificate{cert}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: GetCACert: %v", ErrBadReply, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%w: GetCACert returned no certificate", ErrBadReply)
+	}
+	if len(c.CAFingerprint) > 0 {
+		ok := false
+		for _, cert := range certs {
+			sum := sha256.Sum256(cert.Raw)
+			if subtle.ConstantTimeCompare(sum[:], c.CAFingerprint) == 1 {
+				ok = true
+			}
+		}
+		if !ok {
+			return nil, ErrFingerprint
+		}
+	}
+	return certs, nil
+}
+
+// GetNextCACert returns the rollover CA chain the server announces.
+func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error) {
+	current, err := c.GetCACert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	body, _, err := c.get(ctx, "GetNextCACert", "")
+	if err != nil {
+		return nil, err
+	}
+	sd, err := parseSignedData(body)
+	if err != nil || len(sd.signers) != 1 {
+		return nil, fmt.Errorf("%w: GetNextCACert: not a signed message", ErrBadReply)
+	}
+	signer := sd.signers[0].findSigner(current)
+	if signer == nil {
+		return nil, fmt.Errorf("%w: GetNextCACert not signed by the current CA or RA", ErrBadReply)
+	}
+	if _, err := sd.signers[0].verify(signer, sd.content, false); err != nil {
+		return nil, fmt.Errorf("%w: GetNextCACert: %v", ErrBadReply, err)
+	}
+	certs, _, err := parseDegenerate(sd.content)
+	if err != nil {
+		return nil, fmt.Errorf("%w: GetNextCACert: %v", ErrBadReply, err)
+	}
+	return certs, nil
+}
+
+// session is what one exchange with the server needs: its certificates and algorithms.
+type session struct {
+	caps      Caps
+	certs     []*x509.Certificate
+	ca        *x509.Certificate // the issuing CA, for CertPoll's issuer
+	recipient *x509.Certificate // where requests are encrypted to
+	cipher    Cipher
+	digest    crypto.Hash
+}
+
+func (c *Client) open(ctx context.Context) (*session, error) {
+	caps, err := c.GetCACaps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := c.GetCACert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{caps: caps, certs: certs, cipher: c.Cipher, digest: c.Digest}
+	if s.cipher == 0 {
+		s.cipher = caps.Cipher()
+	}
+	if s.digest == 0 {
+		switch {
+		case caps.Has(CapSHA256) || caps.Has(CapSCEPStandard) || len(caps) == 0:
+			s.digest = crypto.SHA256
+		case caps.Has(CapSHA512):
+			s.digest = crypto.SHA512
+		case caps.Has(CapSHA1):
+			s.digest = crypto.SHA1
+		default:
+			s.digest = crypto.SHA256
+		}
+	}
+	// The recipient is an RA certificate for key encipherment when there is one, then
+	// any non-CA certificate, then the CA.
+	for _, cert := range certs {
+		if _, ok := cert.PublicKey.(*rsa.PublicKey); !ok {
+			continue
+		}
+		if cert.IsCA {
+			if s.ca == nil {
+				s.ca = cert
+			}
+			continue
+		}
+		if s.recipient == nil || (cert.KeyUsage&x509.KeyUsageKeyEncipherment != 0 &&
+			s.recipient.KeyUsage&x509.KeyUsageKeyEncipherment == 0) {
+			s.recipient = cert
+		}
+	}
+	if s.ca == nil {
+		s.ca = certs[len(certs)-1]
+	}
+	if s.recipient == nil {
+		s.recipient = s.ca
+	}
+	if _, ok := s.recipient.PublicKey.(*rsa.PublicKey); !ok {
+		return nil, fmt.Errorf("%w: no RSA certificate to encrypt to", ErrUnsupportedAlgorithm)
+	}
+	return s, nil
+}
+
+// exchange sends one request and returns the verified, decrypted CertRep.
+func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid string, payload []byte,
+	signerCert *x509.Certificate, key crypto.Signer) (*PKIMessage, error) {
+	dec, ok := key.(crypto.Decrypter)
+	if !ok {
+		return nil, fmt.Errorf("scep: the requester key must also be a crypto.Decrypter to read the reply")
+	}
+	der, nonce, err := NewRequest(RequestOptions{Type: typ, TransactionID: tid, Payload: payload,
+		Recipient: s.recipient, Cipher: s.cipher, Digest: s.digest, SignerCert: signerCert, Signer: key,
+		Rand: c.rand()})
+	if err != nil {
+		return nil, err
+	}
+	var body []byte
+	if s.caps.Has(CapPOSTPKIOp) {
+		u, err := url.Parse(c.URL)
+		if err != nil {
+			return nil, err
+		}
+		u.RawQuery = "operation=PKIOperation"
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(der))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/x-pki-message")
+		body, _, err = c.do(req)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		body, _, err = c.get(ctx, "PKIOperation", url.QueryEscape(base64.StdEncoding.EncodeToString(der)))
+		if err != nil {
+			return nil, err
+		}
+	}
+	rep, err := ParsePKIMessage(body, ParseOptions{AllowLegacy: s.digest == crypto.SHA1 || s.cipher == DESCBC,
+		Certificates: s.certs})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
+	}
+	switch {
+	case rep.MessageType != CertRep:
+		return nil, fmt.Errorf("%w: reply is a %v", ErrBadReply, rep.MessageType)
+	case rep.TransactionID != tid:
+		return nil, fmt.Errorf("%w: transactionID mismatch", ErrBadReply)
+	case !bytes.Equal(rep.RecipientNonce, nonce):
+		return nil, fmt.Errorf("%w: recipientNonce does not match our senderNonce", ErrBadReply)
+	}
+	trusted := false
+	for _, cert := range s.certs {
+		if bytes.Equal(cert.Raw, rep.Signer.Raw) {
+			trusted = true
+		}
+	}
+	if !trusted {
+		return nil, fmt.Errorf("%w: CertRep signed by a certificate GetCACert did not return", ErrBadReply)
+	}
+	switch rep.Status {
+	case Failure:
+		return rep, &FailError{Info: rep.FailInfo, Err: ErrRefused}
+	case Pending:
+		return rep, nil
+	}
+	if err := rep.Decrypt(Recipient{Certificate: signerCert, Key: dec}); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
+	}
+	return rep, nil
+}
+
+// transactionID derives a transactionID from a public key, as RFC 8894 §3.2.1.1
+// suggests: the SHA-1 of the key's DER, base64-encoded. It only names the transaction.
+func transactionID(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha1.Sum(der)
+	return base64.StdEncoding.EncodeToString(sum[:]), nil
+}
+
+// SelfSigned returns a short-lived self-signed certificate for key, to sign a first
+// enrollment (RFC 8894 §2.3). subject is copied from the CSR.
+func SelfSigned(key crypto.Signer, subject pkix.Name, r io.Reader) (*x509.Certificate, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	serial, err := rand.Int(r, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial.Add(serial, big.NewInt(1)), Subject: subject,
+		NotBefore: now.Add(-10 * time.Minute), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(r, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+// Enroll sends a PKCSReq for csr (DER; add the challenge with [AddChallengePassword])
+// signed by a self-signed certificate for key, and returns the issued certificate. key
+// must be the CSR's key and, to read the reply, a crypto.Decrypter (RSA). On PENDING it
+// polls with CertPoll every PollInterval until ctx ends. A FAILURE is a *[FailError]
+// wrapping [ErrRefused].
+func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x509.Certificate, error) {
+	parsed, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := SelfSigned(key, parsed.Subject, c.rand())
+	if err != nil {
+		return nil, err
+	}
+	return c.request(ctx, PKCSReq, csr, parsed, signer, key)
+}
+
+// Renew asks for a new certificate for csr, signing with the certificate being renewed
+// and its key: a RenewalReq when the server lists Renewal, else a PKCSReq signed by the
+// old certificate (RFC 8894 §3.3.1.2). The CSR may carry a new key.
+func (c *Client) Renew(ctx context.Context, csr []byte, old *x509.Certificate, oldKey crypto.Signer) (*x509.Certificate, error) {
+	parsed, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	typ := PKCSReq
+	if s.caps.Has(CapRenewal) {
+		typ = RenewalReq
+	}
+	return c.requestWith(ctx, s, typ, csr, parsed, old, oldKey)
+}
+
+func (c *Client) request(ctx context.Context, typ MessageType, csr []byte, parsed *x509.CertificateRequest,
+	signer *x509.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+	s, err := c.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.requestWith(ctx, s, typ, csr, parsed, signer, key)
+}
+
+func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, csr []byte,
+	parsed *x509.CertificateRequest, signer *x509.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+	tid, err := transactionID(parsed.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := c.exchange(ctx, s, typ, tid, csr, signer, key)
+	for err == nil && rep.Status == Pending {
+		interval := c.PollInterval
+		if interval <= 0 {
+			interval = 10 * time.Second
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w: %w", ErrPending, ctx.Err())
+		case <-t.C:
+		}
+		poll, perr := MarshalIssuerAndSubject(s.ca.RawSubject, parsed.RawSubject)
+		if perr != nil {
+			return nil, perr
+		}
+		rep, err = c.exchange(ctx, s, CertPoll, tid, poll, signer, key)
+		if err != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", ErrPending, ctx.Err())
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return issuedFor(rep, parsed.PublicKey)
+}
+
+// issuedFor returns the certificate of a SUCCESS whose key is pub.
+func issuedFor(rep *PKIMessage, pub crypto.PublicKey) (*x509.Certificate, error) {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	for _, cert := range rep.Issued {
+		if k, ok := cert.PublicKey.(equaler); ok && k.Equal(pub) {
+			return cert, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: no issued certificate for our key", ErrBadReply)
+}
+
+// GetCert fetches the certificate issuer+serial names (RFC 8894 §3.3.4), signing the
+// request with cert and key.
+func (c *Client) GetCert(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+	rep, err := c.issuerAndSerial(ctx, GetCert, issuer, serial, cert, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range rep.Issued {
+		if c.SerialNumber.Cmp(serial) == 0 && bytes.Equal(c.RawIssuer, issuer) {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: GetCert reply lacks the certificate", ErrBadReply)
+}
+
+// GetCRL fetches the CRL for the certificate issuer+serial names (RFC 8894 §3.3.4).
+func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.RevocationList, error) {
+	rep, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
+	if err != nil {
+		return nil, err
+	}
+	if rep.CRL == nil {
+		return nil, fmt.Errorf("%w: GetCRL reply has no CRL", ErrBadReply)
+	}
+	return x509.ParseRevocationList(rep.CRL)
+}
+
+func (c *Client) issuerAndSerial(ctx context.Context, typ MessageType, issuer []byte, serial *big.Int,
+	cert *x509.Certificate, key crypto.Signer) (*PKIMessage, error) {
+	s, err := c.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := MarshalIssuerAndSerial(issuer, serial)
+	if err != nil {
+		return nil, err
+	}
+	tid := strings.ToUpper(fmt.Sprintf("%x", serial.Bytes()))
+	if tid == "" {
+		tid = "0"
+	}
+	rep, err := c.exchange(ctx, s, typ, typ.String()+"-"+tid, payload, cert, key)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Status != Success {
+		return nil, fmt.Errorf("%w: %v answered %v", ErrBadReply, typ, rep.Status)
+	}
+	return rep, nil
+}

@@ -1,0 +1,369 @@
+package scep
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// device is a requester with its key and self-signed certificate.
+type device struct {
+	key  *rsa.PrivateKey
+	self *x509.Certificate
+}
+
+func newDevice(t testing.TB) device {
+	testKeys(t)
+	self, err := SelfSigned(rsaKeys[3], pkix.Name{CommonName: "device"}, nil)
+	require.NoError(t, err)
+	return device{rsaKeys[3], self}
+}
+
+// rawRequest builds a signed request with arbitrary attributes, for hostile cases.
+func (d device) rawRequest(t testing.TB, to *x509.Certificate, payload []byte, attrs []signedAttr, h crypto.Hash) []byte {
+	t.Helper()
+	var env []byte
+	if payload != nil {
+		var err error
+		env, err = encryptTo(nil, payload, to, AES256CBC, 0)
+		require.NoError(t, err)
+	}
+	der, err := buildSignedData(signOptions{content: env, attrs: attrs, cert: d.self, key: d.key, hash: h})
+	require.NoError(t, err)
+	return der
+}
+
+func stdAttrs(typ string, nonce []byte) []signedAttr {
+	return []signedAttr{
+		{oidMessageType, printableValue(typ)},
+		{oidTransactionID, printableValue("hostile-1")},
+		{oidSenderNonce, octetValue(nonce)},
+	}
+}
+
+func post(t testing.TB, u string, body []byte) (int, string, []byte) {
+	t.Helper()
+	resp, err := http.Post(u+"?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
+}
+
+// expectFailure asserts a signed CertRep FAILURE with info.
+func expectFailure(t testing.TB, pki *testPKI, code int, body []byte, info FailInfo) *PKIMessage {
+	t.Helper()
+	require.Equal(t, http.StatusOK, code, "body: %q", body)
+	m, err := ParsePKIMessage(body, ParseOptions{AllowLegacy: true})
+	require.NoError(t, err)
+	require.Equal(t, pki.raSign.Raw, m.Signer.Raw, "CertRep signed by the RA signing certificate")
+	require.Equal(t, CertRep, m.MessageType)
+	require.Equal(t, Failure, m.Status)
+	require.Equal(t, info, m.FailInfo)
+	return m
+}
+
+func TestServerCapsAndCACert(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, s := pki.httpServer(t, false)
+	resp, err := http.Get(ts.URL + "/scep?operation=GetCACaps")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	caps := ParseCaps(string(b))
+	require.Equal(t, s.Caps(), caps)
+	require.True(t, caps.Has(CapAES) && caps.Has(CapSCEPStandard) && caps.Has(CapRenewal) && caps.Has(CapPOSTPKIOp))
+	require.False(t, caps.Has(CapSHA1), "SHA-1 only with legacy")
+	require.False(t, caps.Has(CapGetNextCACert), "no rollover CA configured")
+	s.AllowLegacy, s.Renewal, s.NextCACerts = true, false, []*x509.Certificate{pki.ca}
+	require.True(t, s.Caps().Has(CapSHA1))
+	require.False(t, s.Caps().Has(CapRenewal))
+	require.True(t, s.Caps().Has(CapGetNextCACert))
+	s.AllowLegacy, s.Renewal, s.NextCACerts = false, true, nil
+
+	// RA + CA: a degenerate PKCS#7 with the RA certificates and the CA.
+	for _, msg := range []string{"", "&message=0", "&message=1"} {
+		resp, err = http.Get(ts.URL + "/scep?operation=GetCACert" + msg)
+		require.NoError(t, err)
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, "application/x-x509-ca-ra-cert", resp.Header.Get("Content-Type"))
+		certs, _, err := parseDegenerate(b)
+		require.NoError(t, err)
+		require.Len(t, certs, 3)
+	}
+	// CA as its own RA: one DER certificate.
+	ca := &Server{CACerts: []*x509.Certificate{pki.ca}, SignerCert: pki.ca, Signer: pki.caKey,
+		Recipients: []Recipient{{pki.ca, pki.caKey.(crypto.Decrypter)}}, Responder: ResponderFunc(pki.respond)}
+	rec := httptestRecorder(ca, http.MethodGet, "/?operation=GetCACert", nil)
+	require.Equal(t, "application/x-x509-ca-cert", rec.Header().Get("Content-Type"))
+	require.Equal(t, pki.ca.Raw, rec.Body.Bytes())
+}
+
+func TestServerHTTPErrors(t *testing.T) {
+	pki := newTestPKI(t)
+	s := pki.server(false)
+	s.MaxBodyBytes = 1024
+	s.MaxQueryBytes = 2048
+	tests := []struct {
+		name, method, target string
+		body                 []byte
+		code                 int
+	}{
+		{"no operation", http.MethodGet, "/scep", nil, 400},
+		{"unknown operation", http.MethodGet, "/scep?operation=Nope", nil, 400},
+		{"GetCACaps by POST", http.MethodPost, "/scep?operation=GetCACaps", nil, 405},
+		{"PKIOperation by PUT", http.MethodPut, "/scep?operation=PKIOperation", []byte("x"), 405},
+		{"PKIOperation GET without message", http.MethodGet, "/scep?operation=PKIOperation", nil, 400},
+		{"PKIOperation GET bad base64", http.MethodGet, "/scep?operation=PKIOperation&message=%%%", nil, 400},
+		{"oversized body", http.MethodPost, "/scep?operation=PKIOperation", make([]byte, 1025), 413},
+		{"oversized query", http.MethodGet, "/scep?operation=PKIOperation&message=" + strings.Repeat("A", 2100), nil, 414},
+		{"garbage DER", http.MethodPost, "/scep?operation=PKIOperation", []byte("garbage"), 400},
+		{"empty body", http.MethodPost, "/scep?operation=PKIOperation", nil, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptestRecorder(s, tt.method, tt.target, tt.body)
+			require.Equal(t, tt.code, rec.Code, rec.Body.String())
+			require.NotContains(t, rec.Body.String(), "scep:", "no Go error text to the client")
+			require.Equal(t, 0, pki.issuedCount())
+		})
+	}
+	// Chunked body without Content-Length is also cut at the limit, never parsed truncated.
+	ts := httptestServer(t, s)
+	pr, pw := io.Pipe()
+	go func() { pw.Write(make([]byte, 4096)); pw.Close() }()
+	resp, err := http.Post(ts.URL+"?operation=PKIOperation", "", pr)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 413, resp.StatusCode)
+}
+
+func TestServerHostileMessages(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, _ := pki.httpServer(t, false)
+	d := newDevice(t)
+	nonce := bytes.Repeat([]byte{7}, 16)
+	csr := newCSR(t, d.key, "device", "secret")
+	other := newTestPKI(t) // another RA: same keys are reused, so use a fresh certificate
+	otherRA := mkCert(t, &x509.Certificate{SerialNumber: other.raEnc.SerialNumber, Subject: pkix.Name{CommonName: "other RA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, d.self, rsaKeys[0].Public(), d.key)
+	tests := []struct {
+		name string
+		der  []byte
+		info FailInfo
+	}{
+		{"messageType 99", d.rawRequest(t, pki.raEnc, csr, stdAttrs("99", nonce), crypto.SHA256), BadRequest},
+		{"messageType non-numeric", d.rawRequest(t, pki.raEnc, csr, stdAttrs("PKCSReq", nonce), crypto.SHA256), BadRequest},
+		{"messageType empty", d.rawRequest(t, pki.raEnc, csr, stdAttrs("", nonce), crypto.SHA256), BadRequest},
+		{"UpdateReq", d.rawRequest(t, pki.raEnc, csr, stdAttrs("18", nonce), crypto.SHA256), BadRequest},
+		{"CertRep sent to server", d.rawRequest(t, pki.raEnc, csr, stdAttrs("3", nonce), crypto.SHA256), BadRequest},
+		{"nonce too short", d.rawRequest(t, pki.raEnc, csr, stdAttrs("19", []byte{1, 2, 3}), crypto.SHA256), BadRequest},
+		{"SHA-1 without legacy", d.rawRequest(t, pki.raEnc, csr, stdAttrs("19", nonce), crypto.SHA1), BadAlg},
+		{"encrypted to another RA", d.rawRequest(t, otherRA, csr, stdAttrs("19", nonce), crypto.SHA256), BadMessageCheck},
+		{"no envelope", d.rawRequest(t, pki.raEnc, nil, stdAttrs("19", nonce), crypto.SHA256), BadRequest},
+		{"not a CSR", d.rawRequest(t, pki.raEnc, []byte{0x30, 0x00}, stdAttrs("19", nonce), crypto.SHA256), BadRequest},
+		{"duplicate messageType", d.rawRequest(t, pki.raEnc, csr, append(stdAttrs("19", nonce),
+			signedAttr{oidMessageType, printableValue("19")}), crypto.SHA256), BadRequest},
+		{"bad PrintableString", d.rawRequest(t, pki.raEnc, csr, []signedAttr{{oidMessageType, printableValue("19")},
+			{oidTransactionID, printableValue("tid_with_underscore")}, {oidSenderNonce, octetValue(nonce)}}, crypto.SHA256), -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, body := post(t, ts.URL, tt.der)
+			if tt.info < 0 {
+				require.Equal(t, http.StatusBadRequest, code)
+			} else {
+				m := expectFailure(t, pki, code, body, tt.info)
+				require.Equal(t, "hostile-1", m.TransactionID)
+			}
+			require.Equal(t, 0, pki.issuedCount(), "no certificate issued")
+		})
+	}
+	// A tampered signature.
+	good := d.rawRequest(t, pki.raEnc, csr, stdAttrs("19", nonce), crypto.SHA256)
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-5] ^= 0xff
+	code, _, body := post(t, ts.URL, bad)
+	expectFailure(t, pki, code, body, BadMessageCheck)
+	// Truncated DER.
+	code, _, _ = post(t, ts.URL, good[:len(good)/2])
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Equal(t, 0, pki.issuedCount())
+	// And the server still enrolls a good request afterwards.
+	code, _, body = post(t, ts.URL, good)
+	require.Equal(t, http.StatusOK, code)
+	m, err := ParsePKIMessage(body, ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, Success, m.Status)
+	require.Equal(t, 1, pki.issuedCount())
+}
+
+// TestGETEncodings sends the same PKIOperation in every encoding real clients use.
+func TestGETEncodings(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, _ := pki.httpServer(t, false)
+	d := newDevice(t)
+	csr := newCSR(t, d.key, "device", "wrong")
+	var der []byte
+	// Find a message whose base64 has '+', '/' and padding so every variant differs.
+	for i := 0; ; i++ {
+		nonce := bytes.Repeat([]byte{byte(i)}, 16)
+		der = d.rawRequest(t, pki.raEnc, csr, stdAttrs("19", nonce), crypto.SHA256)
+		s := base64.StdEncoding.EncodeToString(der)
+		if strings.Contains(s, "+") && strings.Contains(s, "/") && strings.HasSuffix(s, "=") {
+			break
+		}
+	}
+	std := base64.StdEncoding.EncodeToString(der)
+	wrapped := ""
+	for i := 0; i < len(std); i += 64 {
+		wrapped += std[i:min(i+64, len(std))] + "\r\n"
+	}
+	variants := map[string]string{
+		"std percent-encoded":    url.QueryEscape(std),
+		"std raw plus":           std,
+		"only = escaped":         strings.ReplaceAll(std, "=", "%3D"),
+		"url-safe padded":        base64.URLEncoding.EncodeToString(der),
+		"url-safe unpadded":      base64.RawURLEncoding.EncodeToString(der),
+		"std unpadded":           base64.RawStdEncoding.EncodeToString(der),
+		"CRLF-wrapped (Cisco)":   url.QueryEscape(wrapped),
+		"plus decoded as space ": strings.ReplaceAll(url.QueryEscape(std), "%2B", "%20"),
+	}
+	for name, q := range variants {
+		t.Run(name, func(t *testing.T) {
+			got, err := DecodeGETMessage("operation=PKIOperation&message=" + q)
+			require.NoError(t, err)
+			require.Equal(t, der, got)
+			resp, err := http.Get(ts.URL + "/scep?operation=PKIOperation&message=" + q)
+			require.NoError(t, err)
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			expectFailure(t, pki, resp.StatusCode, b, BadRequest) // wrong challenge
+		})
+	}
+}
+
+// TestClient runs the Client against the Server: POST and GET, enrollment, renewal,
+// GetCert, GetCRL, polling, fingerprint pinning, failures.
+func TestClient(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, s := pki.httpServer(t, false)
+	d := newDevice(t)
+	ctx := context.Background()
+	fp := sha256.Sum256(pki.ca.Raw)
+	c := &Client{URL: ts.URL + "/scep", CAFingerprint: fp[:], PollInterval: 10 * time.Millisecond}
+
+	caps, err := c.GetCACaps(ctx)
+	require.NoError(t, err)
+	require.Equal(t, s.Caps(), caps)
+
+	cert, err := c.Enroll(ctx, newCSR(t, d.key, "device", "secret"), d.key)
+	require.NoError(t, err)
+	require.NoError(t, cert.CheckSignatureFrom(pki.ca))
+	require.Equal(t, "device", cert.Subject.CommonName)
+
+	_, err = c.Enroll(ctx, newCSR(t, d.key, "device", "wrong"), d.key)
+	var fe *FailError
+	require.ErrorAs(t, err, &fe)
+	require.ErrorIs(t, err, ErrRefused)
+	require.Equal(t, BadRequest, fe.Info)
+
+	renewed, err := c.Renew(ctx, newCSR(t, d.key, "device", ""), cert, d.key)
+	require.NoError(t, err)
+	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
+
+	got, err := c.GetCert(ctx, cert.RawIssuer, cert.SerialNumber, renewed, d.key)
+	require.NoError(t, err)
+	require.Equal(t, cert.Raw, got.Raw)
+	_, err = c.GetCert(ctx, cert.RawIssuer, cert.SerialNumber.Add(cert.SerialNumber, cert.SerialNumber), renewed, d.key)
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, BadCertID, fe.Info)
+
+	crl, err := c.GetCRL(ctx, cert.RawIssuer, renewed.SerialNumber, renewed, d.key)
+	require.NoError(t, err)
+	require.NoError(t, crl.CheckSignatureFrom(pki.ca))
+
+	// PENDING, polled with CertPoll until the context ends.
+	c.PollInterval = 200 * time.Millisecond
+	pctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	_, err = c.Enroll(pctx, newCSR(t, d.key, "device", "pending"), d.key)
+	require.ErrorIs(t, err, ErrPending)
+
+	// GET only (no POSTPKIOperation): a server that lists nothing.
+	getOnly := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("operation") == "GetCACaps" {
+			io.WriteString(w, "AES\nSHA-256\n")
+			return
+		}
+		require.Equal(t, http.MethodGet, r.Method)
+		s.ServeHTTP(w, r)
+	}))
+	cert2, err := (&Client{URL: getOnly.URL}).Enroll(ctx, newCSR(t, d.key, "get", "secret"), d.key)
+	require.NoError(t, err)
+	require.Equal(t, "get", cert2.Subject.CommonName)
+
+	// Wrong fingerprint.
+	bad := &Client{URL: ts.URL, CAFingerprint: make([]byte, 32)}
+	_, err = bad.Enroll(ctx, newCSR(t, d.key, "device", "secret"), d.key)
+	require.ErrorIs(t, err, ErrFingerprint)
+}
+
+// TestClientRefusesForgedReplies: a reply from a signer not in GetCACert is refused.
+func TestClientRefusesForgedReplies(t *testing.T) {
+	pki := newTestPKI(t)
+	_, s := pki.httpServer(t, false)
+	d := newDevice(t)
+	forger := &Replier{Cert: d.self, Key: d.key}
+	ts := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("operation") != "PKIOperation" {
+			s.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		m, err := ParsePKIMessage(body, ParseOptions{})
+		require.NoError(t, err)
+		require.NoError(t, m.Decrypt(s.Recipients...))
+		rep, err := forger.Success(m, d.self)
+		require.NoError(t, err)
+		w.Write(rep)
+	}))
+	_, err := (&Client{URL: ts.URL}).Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
+	require.ErrorIs(t, err, ErrBadReply)
+}
+
+func TestParseCaps(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Caps
+	}{
+		{"", nil},
+		{"AES\nSHA-256\n", Caps{CapAES, CapSHA256}},
+		{"aes\r\nsha-256\r\nPOSTPKIOPERATION\r\n", Caps{CapAES, CapSHA256, CapPOSTPKIOp}},
+		{"Renewal\n\n\nRenewal\nFutureThing\n", Caps{CapRenewal, "FutureThing"}},
+		{"  DES3  SHA-1 ", Caps{CapDES3, CapSHA1}},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, ParseCaps(tt.in), "%q", tt.in)
+	}
+	require.Equal(t, AES256CBC, Caps{}.Cipher())
+	require.Equal(t, DES3CBC, Caps{CapDES3}.Cipher())
+	require.Equal(t, DESCBC, Caps{CapSHA1}.Cipher())
+	require.Equal(t, "AES\nSHA-256\n", Caps{CapAES, CapSHA256}.String())
+	require.Equal(t, Caps{CapAES, CapSHA256, "X"}, Caps{"X", CapSHA256, CapAES}.Sorted())
+}
