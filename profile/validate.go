@@ -1,0 +1,310 @@
+package profile
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Bounds of the settings, as Intune and the device payloads allow them.
+const (
+	// MaxValidityMonths is the longest validity Intune accepts (24 months).
+	MaxValidityMonths = 24
+	// MaxRetryCount is the largest RetryCount (the Windows CSP maximum).
+	MaxRetryCount = 30
+	// MaxRetryDelay is the longest RetryDelay.
+	MaxRetryDelay = 24 * time.Hour
+	// MaxServerURLs bounds the number of SCEP server URLs.
+	MaxServerURLs = 16
+	// MaxSANs bounds the number of subject alternative names.
+	MaxSANs = 32
+	// MaxEKUs bounds the number of extended key usages.
+	MaxEKUs = 32
+)
+
+// Validate checks every setting and returns one [*FieldError] per bad setting, joined
+// (errors.As finds the first; errors.Is(err, [ErrInvalidProfile]) holds). The bounds:
+//
+//   - ID and Name non-empty; CertificateType UserCertificate or DeviceCertificate;
+//     Platform one of Windows, IOS, MacOS, Android.
+//   - SubjectNameFormat parses ([ParseSubjectFormat]); it or SubjectAlternativeNames is
+//     non-empty; variables are built-in or left to the caller's custom values, and a
+//     device certificate uses no user variable.
+//   - SubjectAlternativeNames: at most 32, known Type, non-empty Value, well-formed
+//     variables.
+//   - Validity: 1 or more, at most 24 months (730 days, 24 months, 2 years).
+//   - KeyStorageProvider: Windows only; Windows Hello needs a 2048-bit RSA key; TPM
+//     providers allow at most 2048 bits.
+//   - KeyUsage: digitalSignature, keyEncipherment or both.
+//   - KeyType RSA: KeySize 2048, 3072 or 4096 (1024 with AllowLegacyKeySize); Apple
+//     and Windows payloads cannot express 3072. ECDSA: Android only; KeySize 0 or the
+//     curve size.
+//   - Hash: SHA-1 only on Windows and only with AllowLegacyHash.
+//   - ExtendedKeyUsages: 1 to 32, each a valid OID, no duplicates.
+//   - RenewalThresholdPercent: 1 to 99.
+//   - ServerURLs: 1 to 16 absolute http or https URLs with a host, https on Android,
+//     no duplicates.
+//   - RootCA or CAFingerprint (20 bytes, SHA-1); if both, they agree.
+//   - RetryCount 0 to 30; RetryDelay 0 to 24 h, whole minutes on Windows.
+func (p *Profile) Validate() error {
+	var errs []error
+	bad := func(field string, value any, reason string) {
+		errs = append(errs, &FieldError{Field: field, Value: fmt.Sprint(value), Reason: reason})
+	}
+	if p.ID == "" {
+		bad("ID", "", "required")
+	}
+	if p.Name == "" {
+		bad("Name", "", "required")
+	}
+	if p.CertificateType != UserCertificate && p.CertificateType != DeviceCertificate {
+		bad("CertificateType", p.CertificateType, "must be UserCertificate or DeviceCertificate")
+	}
+	switch p.Platform {
+	case Windows, IOS, MacOS, Android:
+	default:
+		bad("Platform", p.Platform, "must be Windows, IOS, MacOS or Android")
+	}
+
+	// Subject and SANs.
+	checkVars := func(field string, names []string, uri bool) {
+		for _, n := range names {
+			v := lookupBuiltin(n)
+			if v == nil {
+				continue // custom: supplied at Render time
+			}
+			if v.user && p.CertificateType == DeviceCertificate {
+				bad(field, "{{"+n+"}}", "user variable in a device certificate")
+			}
+			if v.uriOnly && !uri {
+				bad(field, "{{"+n+"}}", "variable allowed in URI SANs only")
+			}
+		}
+	}
+	if f, err := ParseSubjectFormat(p.SubjectNameFormat); err != nil {
+		var fe *FormatError
+		reason := err.Error()
+		if errors.As(err, &fe) {
+			reason = fmt.Sprintf("offset %d: %s", fe.Offset, fe.Reason)
+		}
+		bad("SubjectNameFormat", p.SubjectNameFormat, reason)
+	} else {
+		checkVars("SubjectNameFormat", f.Variables(), false)
+		if f.Len() == 0 && len(p.SubjectAlternativeNames) == 0 {
+			bad("SubjectNameFormat", "", "a subject or at least one subject alternative name is required")
+		}
+	}
+	if len(p.SubjectAlternativeNames) > MaxSANs {
+		bad("SubjectAlternativeNames", len(p.SubjectAlternativeNames), "at most 32")
+	}
+	for i, s := range p.SubjectAlternativeNames {
+		field := fmt.Sprintf("SubjectAlternativeNames[%d]", i)
+		switch s.Type {
+		case SANEmail, SANUPN, SANDNS, SANURI:
+		default:
+			bad(field+".Type", s.Type, "must be SANEmail, SANUPN, SANDNS or SANURI")
+		}
+		if s.Value == "" {
+			bad(field+".Value", "", "required")
+			continue
+		}
+		t, err := parseValueTemplate(s.Value)
+		if err != nil {
+			var fe *FormatError
+			errors.As(err, &fe)
+			bad(field+".Value", s.Value, fmt.Sprintf("offset %d: %s", fe.Offset, fe.Reason))
+			continue
+		}
+		checkVars(field+".Value", t.variables(), s.Type == SANURI)
+	}
+
+	// Validity.
+	switch {
+	case p.Validity.Unit != Days && p.Validity.Unit != Months && p.Validity.Unit != Years:
+		bad("Validity.Unit", p.Validity.Unit, "must be Days, Months or Years")
+	case p.Validity.Value < 1:
+		bad("Validity.Value", p.Validity.Value, "must be at least 1")
+	case p.Validity.Unit == Days && p.Validity.Value > 730,
+		p.Validity.Unit == Months && p.Validity.Value > MaxValidityMonths,
+		p.Validity.Unit == Years && p.Validity.Value > 2:
+		bad("Validity.Value", fmt.Sprintf("%d %s", p.Validity.Value, p.Validity.Unit), "at most 24 months (730 days, 2 years)")
+	}
+
+	// Key storage.
+	switch p.KeyStorageProvider {
+	case KSPDefault:
+	case KSPTPMIfPresent, KSPTPMRequired, KSPWindowsHello, KSPSoftware:
+		if p.Platform != Windows {
+			bad("KeyStorageProvider", p.KeyStorageProvider, "only Windows profiles choose a key storage provider")
+		}
+		if p.KeyStorageProvider == KSPWindowsHello && (p.KeyType != RSA || p.KeySize != 2048) {
+			bad("KeyStorageProvider", p.KeyStorageProvider, "Windows Hello needs a 2048-bit RSA key")
+		}
+		if (p.KeyStorageProvider == KSPTPMRequired || p.KeyStorageProvider == KSPTPMIfPresent) && p.KeySize > 2048 {
+			bad("KeySize", p.KeySize, "TPM key storage allows at most 2048 bits (4096 needs the software KSP)")
+		}
+	default:
+		bad("KeyStorageProvider", p.KeyStorageProvider, "unknown provider")
+	}
+
+	// Key usage.
+	const allowedKU = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	if p.KeyUsage == 0 || p.KeyUsage&^allowedKU != 0 {
+		bad("KeyUsage", int(p.KeyUsage), "must be digitalSignature, keyEncipherment or both")
+	}
+
+	// Key type and size.
+	switch p.KeyType {
+	case RSA:
+		switch p.KeySize {
+		case 2048, 4096:
+		case 3072:
+			if p.Platform == Windows || p.Platform.apple() {
+				bad("KeySize", p.KeySize, "the "+p.Platform.String()+" payload allows 1024, 2048 or 4096 only")
+			}
+		case 1024:
+			if !p.AllowLegacyKeySize {
+				bad("KeySize", p.KeySize, "1024 bits needs AllowLegacyKeySize")
+			}
+		default:
+			bad("KeySize", p.KeySize, "must be 2048, 3072 or 4096 (1024 with AllowLegacyKeySize)")
+		}
+	case ECDSAP256, ECDSAP384:
+		if p.Platform != Android {
+			bad("KeyType", p.KeyType, "ECDSA keys are supported on Android only")
+		}
+		want := 256
+		if p.KeyType == ECDSAP384 {
+			want = 384
+		}
+		if p.KeySize != 0 && p.KeySize != want {
+			bad("KeySize", p.KeySize, fmt.Sprintf("must be 0 or %d for %s", want, p.KeyType))
+		}
+	default:
+		bad("KeyType", p.KeyType, "must be RSA, ECDSAP256 or ECDSAP384")
+	}
+
+	// Hash.
+	switch p.Hash {
+	case SHA2:
+	case SHA1:
+		switch {
+		case p.Platform != Windows:
+			bad("Hash", p.Hash, "SHA-1 is only configurable on Windows")
+		case !p.AllowLegacyHash:
+			bad("Hash", p.Hash, "SHA-1 needs AllowLegacyHash")
+		}
+	default:
+		bad("Hash", p.Hash, "must be SHA2 or SHA1")
+	}
+
+	// EKUs.
+	if len(p.ExtendedKeyUsages) == 0 {
+		bad("ExtendedKeyUsages", "[]", "at least one extended key usage is required")
+	}
+	if len(p.ExtendedKeyUsages) > MaxEKUs {
+		bad("ExtendedKeyUsages", len(p.ExtendedKeyUsages), "at most 32")
+	}
+	seen := map[string]bool{}
+	for i, e := range p.ExtendedKeyUsages {
+		field := fmt.Sprintf("ExtendedKeyUsages[%d].OID", i)
+		if _, ok := parseOID(e.OID.String()); !ok || len(e.OID) < 2 {
+			bad(field, e.OID, "not a valid OID")
+			continue
+		}
+		if seen[e.OID.String()] {
+			bad(field, e.OID, "duplicate")
+		}
+		seen[e.OID.String()] = true
+	}
+
+	if p.RenewalThresholdPercent < 1 || p.RenewalThresholdPercent > 99 {
+		bad("RenewalThresholdPercent", p.RenewalThresholdPercent, "must be 1 to 99")
+	}
+
+	// Server URLs.
+	if len(p.ServerURLs) == 0 {
+		bad("ServerURLs", "[]", "at least one SCEP server URL is required")
+	}
+	if len(p.ServerURLs) > MaxServerURLs {
+		bad("ServerURLs", len(p.ServerURLs), "at most 16")
+	}
+	seenURL := map[string]bool{}
+	for i, s := range p.ServerURLs {
+		field := fmt.Sprintf("ServerURLs[%d]", i)
+		u, err := url.Parse(s)
+		switch {
+		case err != nil || u.Host == "" || u.User != nil || u.Fragment != "":
+			bad(field, s, "must be an absolute http or https URL with a host, no user info or fragment")
+		case u.Scheme != "http" && u.Scheme != "https":
+			bad(field, s, "scheme must be http or https")
+		case u.Scheme != "https" && p.Platform == Android:
+			bad(field, s, "Android needs https")
+		case seenURL[s]:
+			bad(field, s, "duplicate")
+		case containsAnyByte(s, ";\x00\n\r"):
+			bad(field, s, "must not contain ; or control characters")
+		}
+		seenURL[s] = true
+	}
+
+	// Root CA.
+	switch {
+	case p.RootCA == nil && len(p.CAFingerprint) == 0:
+		bad("RootCA", "nil", "RootCA or CAFingerprint is required")
+	case p.RootCA == nil && len(p.CAFingerprint) != sha1.Size:
+		bad("CAFingerprint", hex.EncodeToString(p.CAFingerprint), "must be a 20-byte SHA-1 fingerprint")
+	case p.RootCA != nil && len(p.CAFingerprint) != 0:
+		s := sha1.Sum(p.RootCA.Raw)
+		if !bytes.Equal(s[:], p.CAFingerprint) {
+			bad("CAFingerprint", hex.EncodeToString(p.CAFingerprint), "does not match RootCA")
+		}
+	}
+	if p.RootCA != nil && !p.RootCA.IsCA {
+		bad("RootCA", p.RootCA.Subject.String(), "not a CA certificate")
+	}
+
+	if p.RetryCount < 0 || p.RetryCount > MaxRetryCount {
+		bad("RetryCount", p.RetryCount, "must be 0 to 30")
+	}
+	switch {
+	case p.RetryDelay < 0 || p.RetryDelay > MaxRetryDelay:
+		bad("RetryDelay", p.RetryDelay, "must be 0 to 24h")
+	case p.Platform == Windows && p.RetryDelay%time.Minute != 0:
+		bad("RetryDelay", p.RetryDelay, "Windows counts whole minutes")
+	case p.Platform.apple() && p.RetryDelay%time.Second != 0:
+		bad("RetryDelay", p.RetryDelay, "Apple counts whole seconds")
+	}
+	if containsAnyByte(p.TemplateName, "\x00\n\r") {
+		bad("TemplateName", strconv.Quote(p.TemplateName), "control characters")
+	}
+	return errors.Join(errs...)
+}
+
+func containsAnyByte(s, chars string) bool {
+	for i := 0; i < len(s); i++ {
+		for j := 0; j < len(chars); j++ {
+			if s[i] == chars[j] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// effectiveKeySize is KeySize, or the curve size for ECDSA when KeySize is 0.
+func (p *Profile) effectiveKeySize() int {
+	switch p.KeyType {
+	case ECDSAP256:
+		return 256
+	case ECDSAP384:
+		return 384
+	}
+	return p.KeySize
+}
