@@ -152,14 +152,18 @@ func (k KeyTransport) oaepHash() crypto.Hash {
 
 // Recipient is one of our certificates with its private key. The key is used
 // only through crypto.Decrypter, so HSM and KMS keys work; it must be an RSA
-// key that accepts *rsa.PKCS1v15DecryptOptions and *rsa.OAEPOptions.
+// key that accepts *rsa.PKCS1v15DecryptOptions and *rsa.OAEPOptions. A
+// Decrypter that ignores SessionKeyLen and fails on bad PKCS#1 v1.5 padding
+// is handled (the error becomes ErrDecrypt after the same remaining work),
+// but its own timing is outside this package's control.
 type Recipient struct {
 	Certificate *x509.Certificate
 	Key         crypto.Decrypter
 }
 
-// Sentinel errors. Every error returned by this package satisfies errors.Is
-// for exactly one of them.
+// Sentinel errors. Every error returned by Parse and Decrypt satisfies
+// errors.Is for exactly one of them. Encrypt reports unknown algorithms and non-RSA
+// keys as ErrUnsupportedAlgorithm and other problems with plain errors.
 var (
 	// ErrMalformed reports input that is not a well-formed EnvelopedData
 	// (SCEP failInfo badMessageCheck).

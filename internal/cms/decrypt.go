@@ -89,6 +89,7 @@ func (e *Envelope) Decrypt(recipients []Recipient, opts DecryptOptions) ([]byte,
 		opt = &rsa.OAEPOptions{Hash: h, MGFHash: h, Label: ri.oaepLabel}
 	}
 	key, err := rcp.Key.Decrypt(rnd, ri.EncryptedKey, opt)
+	defer clear(fallback)
 	good := 1
 	if err != nil || len(key) != ci.keySize {
 		good, key = 0, fallback

@@ -31,14 +31,19 @@
 //
 // # Errors
 //
-// Every error wraps exactly one of four sentinels, chosen so that a SCEP
-// server can map them to a failInfo without seeing any detail:
+// Every error from Parse and Decrypt matches exactly one of four sentinels,
+// so that a SCEP server can map them to a failInfo without seeing any detail:
 // [ErrMalformed], [ErrUnsupportedAlgorithm] (also as [*AlgorithmError]),
 // [ErrNoRecipient] and [ErrDecrypt]. Once a recipient of ours has been found,
-// every failure (RSA unwrap, key length, IV, ciphertext length, CBC padding)
-// is reported as the single value [ErrDecrypt] with no wrapped detail, after
-// the same amount of work, so that the result cannot be used as a padding or
-// Bleichenbacher oracle.
+// every failure (RSA unwrap, key length, ciphertext length, CBC padding)
+// is reported as the single value [ErrDecrypt] with no wrapped detail. The
+// checks that depend on secret data (RSA unwrap result, content-key length,
+// CBC padding) do not return early: a failed unwrap continues with a random
+// key and the padding is checked in constant time, so neither the error nor
+// its timing can serve as a padding or Bleichenbacher oracle. Checks on
+// public data (ciphertext empty or not a block multiple) fail as soon as they
+// are reached, with the same ErrDecrypt. A wrong IV length is visible before
+// any key is used and is reported by [Parse] as [ErrMalformed].
 //
 // # Resources
 //
