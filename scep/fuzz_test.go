@@ -21,6 +21,7 @@ func addVectorSeeds(f *testing.F) {
 
 func FuzzParsePKIMessage(f *testing.F) {
 	addVectorSeeds(f)
+	pki := newTestPKI(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, legacy := range []bool{false, true} {
 			m, err := ParsePKIMessage(b, ParseOptions{AllowLegacy: legacy})
@@ -34,19 +35,10 @@ func FuzzParsePKIMessage(f *testing.F) {
 			_ = m.MessageType.String() + m.Status.String() + m.FailInfo.String()
 			if m.Envelope != nil {
 				// Decrypt with a key it is not for: must fail cleanly.
-				pkiForFuzz(t)
-				_ = m.Decrypt(Recipient{fuzzPKI.raEnc, fuzzPKI.raEncK})
+				_ = m.Decrypt(Recipient{pki.raEnc, pki.raEncK})
 			}
 		}
 	})
-}
-
-var fuzzPKI *testPKI
-
-func pkiForFuzz(t testing.TB) {
-	if fuzzPKI == nil {
-		fuzzPKI = newTestPKI(t)
-	}
 }
 
 // FuzzEnvelope feeds arbitrary pkcsPKIEnvelope bytes to PKIMessage.Decrypt for every
