@@ -1,0 +1,271 @@
+package profile
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/xml"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.WriteFile(path, got, 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test -update to create %s", path)
+	require.Equal(t, string(want), string(got), "golden file %s differs; rerun with -update if intended", path)
+}
+
+// exportProfile has values that need escaping in every format.
+func exportProfile(platform Platform) *Profile {
+	p := testProfile()
+	p.Platform = platform
+	p.Name = `Contoso <VPN> & "Wi-Fi"`
+	p.SubjectNameFormat = `CN="{{UserName}}"+UID={{UserId}},OU="Sales, EMEA",O=Contoso,C=US,E={{EmailAddress}}`
+	p.SubjectAlternativeNames = append(p.SubjectAlternativeNames, SAN{Type: SANDNS, Value: "{{DeviceName}}.contoso.com"})
+	p.ServerURLs = []string{"https://scep1.contoso.com/certsrv/mscep/mscep.dll", "https://scep2.contoso.com/certsrv/mscep/mscep.dll?a=1&b=2"}
+	p.TemplateName = "IntuneUser"
+	if platform == Windows {
+		p.KeyStorageProvider = KSPTPMIfPresent
+		p.RetryDelay = 2 * time.Minute
+	}
+	return p
+}
+
+func exportRendered(t *testing.T, platform Platform) *Rendered {
+	u := testUser()
+	u.UserName = `Doe, "Jane" <jd> & co`
+	r, err := Render(exportProfile(platform), u, testDevice(), nil)
+	require.NoError(t, err)
+	return r
+}
+
+var exportOpts = ExportOptions{Challenge: "eyJhbGciOi.challenge-token", Organization: "Contoso & Co"}
+
+func TestExportJSON(t *testing.T) {
+	r := exportRendered(t, Windows)
+	b, err := ExportJSON(r, exportOpts)
+	require.NoError(t, err)
+	golden(t, "export.json", b)
+
+	var j JSONProfile
+	require.NoError(t, json.Unmarshal(b, &j))
+	require.Equal(t, 1, j.Version)
+	require.Equal(t, r.Attributes[0].Value, j.SubjectAttributes[0].Value)
+	require.Equal(t, []string{"digitalSignature", "keyEncipherment"}, j.KeyUsage)
+	// Field names are part of the API: keep this list in step with JSONProfile.
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal(b, &raw))
+	for _, k := range []string{"version", "profileId", "profileName", "certificateType", "platform", "subject",
+		"subjectAttributes", "subjectAltNames", "keyType", "keySize", "keyUsage", "keyStorageProvider", "hash",
+		"extendedKeyUsages", "validity", "renewalThresholdPercent", "serverUrls", "caThumbprint", "challenge",
+		"retryCount", "retryDelaySeconds"} {
+		require.Contains(t, raw, k)
+	}
+	require.Len(t, raw, 21)
+}
+
+func TestExportSyncML(t *testing.T) {
+	r := exportRendered(t, Windows)
+	b, err := SyncML(r, exportOpts)
+	require.NoError(t, err)
+	golden(t, "windows.syncml.xml", b)
+
+	// Well-formed, and every node carries what the CSP expects.
+	type item struct {
+		LocURI string `xml:"Target>LocURI"`
+		Format string `xml:"Meta>Format"`
+		Data   string `xml:"Data"`
+	}
+	type cmd struct {
+		XMLName xml.Name
+		CmdID   int  `xml:"CmdID"`
+		Item    item `xml:"Item"`
+	}
+	var doc struct {
+		XMLName xml.Name `xml:"SYNCML:SYNCML1.2 SyncML"`
+		Atomic  struct {
+			CmdID int   `xml:"CmdID"`
+			Cmds  []cmd `xml:",any"`
+		} `xml:"SyncBody>Atomic"`
+		Final *struct{} `xml:"SyncBody>Final"`
+	}
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	dec.Strict = true
+	require.NoError(t, dec.Decode(&doc))
+	require.NotNil(t, doc.Final)
+	nodes := map[string]item{}
+	ids := map[int]bool{doc.Atomic.CmdID: true}
+	for _, c := range doc.Atomic.Cmds {
+		require.False(t, ids[c.CmdID], "CmdID %d repeated", c.CmdID)
+		ids[c.CmdID] = true
+		nodes[c.Item.LocURI[strings.LastIndex(c.Item.LocURI, "/")+1:]] = c.Item
+	}
+	last := doc.Atomic.Cmds[len(doc.Atomic.Cmds)-1]
+	require.Equal(t, "Exec", last.XMLName.Local)
+	require.Equal(t, "./User/Vendor/MSFT/ClientCertificateInstall/SCEP/prof-1/Install/Enroll", last.Item.LocURI)
+	for _, n := range []string{"ServerURL", "Challenge", "EKUMapping", "KeyUsage", "SubjectName", "KeyLength", "HashAlgorithm", "CAThumbprint"} {
+		require.Contains(t, nodes, n, "required node %s", n)
+	}
+	ch, err := base64.StdEncoding.DecodeString(nodes["Challenge"].Data)
+	require.NoError(t, err)
+	require.Equal(t, exportOpts.Challenge, string(ch))
+	require.Equal(t, "160", nodes["KeyUsage"].Data)
+	require.Equal(t, "int", nodes["KeyUsage"].Format)
+	require.Equal(t, "2", nodes["KeyProtection"].Data)
+	require.Equal(t, "2", nodes["RetryDelay"].Data)
+	require.Equal(t, "0123456789ABCDEF0123456789ABCDEF01234567", nodes["CAThumbprint"].Data)
+	require.Equal(t, strings.Join(exportProfile(Windows).ServerURLs, ";"), nodes["ServerURL"].Data)
+	// The SubjectName parses back to exactly the rendered attributes.
+	f, err := parseDN(nodes["SubjectName"].Data, false)
+	require.NoError(t, err)
+	require.Equal(t, len(r.Attributes), f.Len())
+	require.Equal(t, r.Attributes[0].Value, f.rdns[0][0].value[0].lit)
+	require.Equal(t, "2+jane.doe@contoso.com;3+janes-laptop.corp.contoso.com;3+janes-laptop.contoso.com;7+urn:device:d1e2v3;11+jane@contoso.com", nodes["SubjectAlternativeNames"].Data)
+
+	// Replace mode: no node Add, Replace verbs.
+	b, err = SyncML(r, ExportOptions{Challenge: "x", Replace: true, UniqueID: "wifi_1"})
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "<Add>")
+	require.Contains(t, string(b), "<Replace>")
+	require.Contains(t, string(b), "SCEP/wifi_1/Install/")
+
+	// Device certificates go under ./Device.
+	p := exportProfile(Windows)
+	p.CertificateType = DeviceCertificate
+	p.SubjectNameFormat = "CN={{AAD_Device_ID}}"
+	p.SubjectAlternativeNames = nil
+	rd, err := Render(p, User{}, testDevice(), nil)
+	require.NoError(t, err)
+	b, err = SyncML(rd, exportOpts)
+	require.NoError(t, err)
+	require.Contains(t, string(b), "<LocURI>./Device/Vendor/MSFT/ClientCertificateInstall/SCEP/prof-1</LocURI>")
+}
+
+func TestExportErrors(t *testing.T) {
+	win := exportRendered(t, Windows)
+	ios := exportRendered(t, IOS)
+	for name, f := range map[string]func() error{
+		"syncml for iOS":       func() error { _, err := SyncML(ios, exportOpts); return err },
+		"mobileconfig for Win": func() error { _, err := MobileConfig(win, exportOpts); return err },
+		"syncml no challenge":  func() error { _, err := SyncML(win, ExportOptions{}); return err },
+		"syncml bad unique id": func() error { _, err := SyncML(win, ExportOptions{Challenge: "x", UniqueID: "a/../b"}); return err },
+		"plist control char":   func() error { _, err := MobileConfig(ios, ExportOptions{Challenge: "a\x01b"}); return err },
+		"syncml control char": func() error {
+			_, err := SyncML(win, ExportOptions{Challenge: "ok", UniqueID: "x"})
+			return errIfNil(err)
+		},
+		"json nil":         func() error { _, err := ExportJSON(nil, exportOpts); return err },
+		"mobileconfig nil": func() error { _, err := MobileConfig(nil, exportOpts); return err },
+		"syncml nil":       func() error { _, err := SyncML(&Rendered{}, exportOpts); return err },
+	} {
+		err := f()
+		require.ErrorIs(t, err, ErrExport, name)
+	}
+}
+
+func TestExportMobileConfig(t *testing.T) {
+	r := exportRendered(t, IOS)
+	b, err := MobileConfig(r, exportOpts)
+	require.NoError(t, err)
+	golden(t, "ios.mobileconfig", b)
+	checkPlist(t, b, r)
+
+	// macOS user certificates are user-scoped.
+	m := exportRendered(t, MacOS)
+	b, err = MobileConfig(m, ExportOptions{})
+	require.NoError(t, err)
+	require.Contains(t, string(b), "<string>User</string>")
+	require.NotContains(t, string(b), "<key>Challenge</key>")
+	checkPlist(t, b, m)
+}
+
+// plistCheck is run by python3: it loads the plist with plistlib and checks every key's
+// type against Apple's com.apple.security.scep schema, then prints a JSON summary.
+const plistCheck = `
+import json, plistlib, sys
+d = plistlib.load(open(sys.argv[1], 'rb'))
+assert d['PayloadType'] == 'Configuration' and d['PayloadVersion'] == 1
+assert isinstance(d['PayloadUUID'], str) and isinstance(d['PayloadIdentifier'], str)
+assert isinstance(d['PayloadContent'], list) and len(d['PayloadContent']) == 1
+p = d['PayloadContent'][0]
+assert p['PayloadType'] == 'com.apple.security.scep' and p['PayloadVersion'] == 1
+c = p['PayloadContent']
+assert isinstance(c, dict)
+types = {'URL': str, 'Name': str, 'Subject': list, 'Challenge': str, 'Keysize': int, 'Key Type': str,
+         'Key Usage': int, 'Retries': int, 'RetryDelay': int, 'CAFingerprint': bytes, 'SubjectAltName': dict}
+for k, v in c.items():
+    assert k in types, k
+    assert type(v) is types[k], (k, type(v))
+for rdn in c.get('Subject', []):
+    assert isinstance(rdn, list)
+    for pair in rdn:
+        assert isinstance(pair, list) and len(pair) == 2 and all(isinstance(s, str) for s in pair)
+for k, v in c.get('SubjectAltName', {}).items():
+    assert k in ('rfc822Name', 'dNSName', 'uniformResourceIdentifier', 'ntPrincipalName'), k
+    assert isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v))
+c['CAFingerprint'] = c['CAFingerprint'].hex()
+print(json.dumps(c))
+`
+
+func python3(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"python3", "/usr/bin/python3"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("python3 is required under CI=true to validate the plist")
+	}
+	t.Skip("python3 not found; plist not validated")
+	return ""
+}
+
+func checkPlist(t *testing.T, b []byte, r *Rendered) {
+	t.Helper()
+	py := python3(t)
+	path := filepath.Join(t.TempDir(), "p.mobileconfig")
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	out, err := exec.Command(py, "-c", plistCheck, path).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	var c struct {
+		URL            string
+		Subject        [][][2]string
+		Keysize        int
+		KeyUsage       int `json:"Key Usage"`
+		CAFingerprint  string
+		SubjectAltName map[string]any
+	}
+	require.NoError(t, json.Unmarshal(out, &c))
+	require.Equal(t, r.Profile.ServerURLs[0], c.URL)
+	require.Equal(t, 2048, c.Keysize)
+	require.Equal(t, 5, c.KeyUsage)
+	require.Equal(t, "0123456789abcdef0123456789abcdef01234567", c.CAFingerprint)
+	// The Subject array holds exactly the rendered attributes, grouped by RDN.
+	n := 0
+	for _, rdn := range c.Subject {
+		for _, pair := range rdn {
+			require.Equal(t, r.Attributes[n].Value, pair[1])
+			n++
+		}
+	}
+	require.Equal(t, len(r.Attributes), n)
+	require.Equal(t, "CN", c.Subject[0][0][0])
+	require.Equal(t, "0.9.2342.19200300.100.1.1", c.Subject[0][1][0])
+	require.Equal(t, []any{"janes-laptop.corp.contoso.com", "janes-laptop.contoso.com"}, c.SubjectAltName["dNSName"])
+	require.Equal(t, "jane@contoso.com", c.SubjectAltName["ntPrincipalName"])
+}
