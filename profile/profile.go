@@ -143,17 +143,6 @@ func (v ValidityPeriod) End(start time.Time) time.Time {
 	return start.AddDate(0, 0, v.Value)
 }
 
-// days is the period's upper bound in days (a month counts 31, a year 366).
-func (v ValidityPeriod) days() int {
-	switch v.Unit {
-	case Months:
-		return v.Value * 31
-	case Years:
-		return v.Value * 366
-	}
-	return v.Value
-}
-
 // KeyStorageProvider is where Windows keeps the private key. Only Windows profiles may
 // set it; the zero value means "platform default" (software on Windows).
 type KeyStorageProvider int
