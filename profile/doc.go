@@ -1,6 +1,64 @@
 // Package profile models the SCEP certificate profile an Intune admin defines, binds it
-// to one user and device, checks a device's CSR against the result, and exports it in
-// the formats devices consume.
+// to one user and one device, checks a device's certificate request against the
+// result, and exports it in the forms devices consume.
 //
-// (Full package documentation follows in doc.go.)
+// It is step 1 (the MDM builds the profile) and half of step 7 (the CSR matches the
+// profile) of the flow in scepkit's DESIGN.md. It does no I/O and knows nothing of
+// challenges, SCEP messages or CAs; package catemplate applies a [Rendered] profile to
+// a certificate template.
+//
+// # Settings
+//
+// [Profile] carries every setting of an Intune SCEP profile: certificate type, platform,
+// subject name format, subject alternative names, validity, key storage provider, key
+// usage, key type and size, hash, extended key usages, renewal threshold, SCEP server
+// URLs and the root CA (or its SHA-1 fingerprint). [Profile.Validate] checks each
+// against the bounds Intune and the device payloads allow and returns one [*FieldError]
+// per bad setting.
+//
+// # Variables and rendering
+//
+// Subject formats and SAN values may contain variables in Intune's spelling, such as
+// {{UserPrincipalName}} or {{AAD_Device_ID}}; [BuiltinVariables] lists them, and names
+// match ignoring ASCII case. Callers add their own through [Values]. [Render] fills them
+// from a [User] and a [Device]:
+//
+//   - The format is parsed first ([ParseSubjectFormat]) into a fixed sequence of RDNs
+//     over a fixed attribute-type table; variables then fill attribute values only. A
+//     value is used verbatim as one attribute value, whatever it contains (",CN=admin",
+//     "+", quotes, backslashes), so no value can add an RDN or a SAN.
+//   - Values containing NUL or any other control character, or invalid UTF-8, are
+//     refused ([ErrInvalidValue]), not stripped: a certificate never carries them, and
+//     silently changing a name is worse than failing.
+//   - SAN values may not contain { } | ; (Intune's rule; ";" separates names in the
+//     Windows CSP), DNS names must be host names, email addresses and URIs ASCII.
+//   - An unknown variable is [ErrUnknownVariable]; an empty one [ErrEmptyVariable];
+//     a user variable in a device certificate [ErrVariableNotAllowed].
+//
+// [Rendered.RawSubject] is the DER subject to put in a CSR or certificate (it keeps
+// multi-valued RDNs); [Rendered.Subject] holds the same attributes in order as
+// pkix.Name.ExtraNames.
+//
+// # Checking a request
+//
+// [Check] compares a CSR with a [Rendered] profile: the subject as a multiset of
+// (attribute type, value) pairs, exactly, with no extra attribute allowed; each SAN
+// kind as a multiset (UPNs are read from the otherName 1.3.6.1.4.1.311.20.2.3 that
+// crypto/x509 does not expose, see [AltNames]); key type and size; requested key usage
+// and EKUs when present; the hash on platforms where the profile sets it; and requested
+// extensions (no CA, no unknown critical ones). Each difference is a [*MismatchError]
+// naming the field; several are joined. Check does not verify the CSR's signature.
+//
+// # Exports
+//
+// [ExportJSON] writes a [JSONProfile] with stable field names; [MobileConfig] an
+// unsigned Apple configuration profile with a com.apple.security.scep payload;
+// [SyncML] the Windows ClientCertificateInstall CSP commands. Golden copies of each live
+// in testdata/.
+//
+// # Compatibility
+//
+// Exported names follow semantic versioning once scepkit reaches v1. The JSON field
+// names, the enum String values used in it, and the set of built-in variables only
+// grow. Values of enum constants may be renumbered before v1; use the names.
 package profile
