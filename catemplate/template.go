@@ -47,6 +47,7 @@ type TemplateError struct {
 	Detail  string
 }
 
+// Error implements error.
 func (e *TemplateError) Error() string {
 	s := "catemplate: "
 	if e.Template != "" {

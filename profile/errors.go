@@ -41,6 +41,7 @@ type FieldError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *FieldError) Error() string {
 	return fmt.Sprintf("profile: %s = %s: %s", e.Field, strconv.Quote(e.Value), e.Reason)
 }
@@ -56,6 +57,7 @@ type FormatError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("profile: subject format at offset %d: %s", e.Offset, e.Reason)
 }
@@ -76,6 +78,7 @@ type VariableError struct {
 	Detail string
 }
 
+// Error implements error.
 func (e *VariableError) Error() string {
 	s := "profile: " + e.Where
 	if e.Name != "" {
@@ -102,6 +105,7 @@ type MismatchError struct {
 	Got   string
 }
 
+// Error implements error.
 func (e *MismatchError) Error() string {
 	return fmt.Sprintf("profile: request does not match: %s: want %s, got %s", e.Field, e.Want, e.Got)
 }
