@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"math/bits"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -546,4 +547,17 @@ func TestStrings(t *testing.T) {
 	err := error(&AlgorithmError{Role: "content encryption", OID: oidRC2CBC, Reason: "no"})
 	require.ErrorIs(t, err, ErrUnsupportedAlgorithm)
 	require.Equal(t, "cms: unsupported content encryption algorithm 1.2.840.113549.3.2: no", err.Error())
+}
+
+func TestSetDESParity(t *testing.T) {
+	t.Parallel()
+	key := make([]byte, 256)
+	for i := range key {
+		key[i] = byte(i)
+	}
+	setDESParity(key)
+	for i, k := range key {
+		require.Equal(t, 1, bits.OnesCount8(k)%2, "byte %d = %#x", i, k)
+		require.Equal(t, byte(i)&0xfe, k&0xfe, "byte %d: only the low bit may change", i)
+	}
 }
