@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
@@ -187,6 +188,35 @@ func FuzzParseAltNames(f *testing.F) {
 			strings.Join(a.EmailAddresses, "\n") != strings.Join(b.EmailAddresses, "\n") ||
 			len(a.URIs) != len(b.URIs) || len(a.IPAddresses) != len(b.IPAddresses) || len(a.Others) != len(b.Others) {
 			t.Fatalf("round trip changed names: %+v vs %+v", a, b)
+		}
+	})
+}
+
+// FuzzCheck: any CSR crypto/x509 parses can be checked without panic, and a mismatch is
+// always reported as typed errors. Seeded with a matching CSR at run time.
+func FuzzCheck(f *testing.F) {
+	testKeys(f)
+	p := testProfile()
+	r, err := Render(p, testUser(), testDevice(), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(csrFor(f, r, rsaKey, nil).Raw)
+	f.Add(csrFor(f, r, ecKey, nil).Raw)
+	f.Fuzz(func(t *testing.T, der []byte) {
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil {
+			return
+		}
+		err = Check(csr, r)
+		for _, e := range unwrapAll(err) {
+			if e == nil {
+				continue
+			}
+			var me *MismatchError
+			if !errors.As(e, &me) {
+				t.Fatalf("untyped error %T: %v", e, e)
+			}
 		}
 	})
 }
