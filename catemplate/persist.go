@@ -27,7 +27,9 @@ var ErrKeyNotExportable = errors.New("catemplate: key cannot be exported to a fi
 // SaveCA writes the CA certificate (followed by Chain) and its key as PEM files in dir,
 // creating dir with mode 0700 if needed. Keys are PKCS#8 with mode 0600. Each file is
 // written to a temporary file in dir, synced, then renamed, so a crash leaves the old
-// file or the new one, never half of one. Revocations are not saved.
+// file or the new one, never half of one. The key is written before the certificate:
+// a crash between the two can leave a new key beside the old certificate, and
+// [LoadCA] then refuses the pair rather than use it. Revocations are not saved.
 func SaveCA(dir string, ca *CA) error {
 	if ca == nil || ca.Certificate == nil || ca.Signer == nil {
 		return errors.New("catemplate: SaveCA: CA has no certificate or signer")

@@ -294,6 +294,9 @@ func MobileConfig(r *Rendered, opts ExportOptions) ([]byte, error) {
 	}
 	serverURL := opts.ServerURL
 	if serverURL == "" {
+		if len(p.ServerURLs) == 0 {
+			return nil, exportErr("no SCEP server URL")
+		}
 		serverURL = p.ServerURLs[0]
 	}
 	name := opts.CAName
