@@ -110,7 +110,13 @@ func (m *PKIMessage) Decrypt(recipients ...Recipient) error {
 			}
 		}
 	}
-	return m.parsePayload(content)
+	// A payload that is not what the type calls for is answered like any other
+	// decryption failure: a wrong key can yield random bytes that pass the CBC padding
+	// check, and the answer must not tell the sender which happened.
+	if err := m.parsePayload(content); err != nil {
+		return ErrDecrypt
+	}
+	return nil
 }
 
 func mapCMSError(err error) error {

@@ -176,7 +176,7 @@ func TestServerHostileMessages(t *testing.T) {
 		{"SHA-1 without legacy", d.rawRequest(t, pki.raEnc, csr, stdAttrs("19", nonce), crypto.SHA1), BadAlg},
 		{"encrypted to another RA", d.rawRequest(t, otherRA, csr, stdAttrs("19", nonce), crypto.SHA256), BadMessageCheck},
 		{"no envelope", d.rawRequest(t, pki.raEnc, nil, stdAttrs("19", nonce), crypto.SHA256), BadRequest},
-		{"not a CSR", d.rawRequest(t, pki.raEnc, []byte{0x30, 0x00}, stdAttrs("19", nonce), crypto.SHA256), BadRequest},
+		{"not a CSR", d.rawRequest(t, pki.raEnc, []byte{0x30, 0x00}, stdAttrs("19", nonce), crypto.SHA256), BadMessageCheck},
 		{"duplicate messageType", d.rawRequest(t, pki.raEnc, csr, append(stdAttrs("19", nonce),
 			signedAttr{oidMessageType, printableValue("19")}), crypto.SHA256), BadRequest},
 		{"bad PrintableString", d.rawRequest(t, pki.raEnc, csr, []signedAttr{{oidMessageType, printableValue("19")},

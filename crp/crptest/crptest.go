@@ -1,0 +1,263 @@
+// Package crptest assembles a complete scepkit gateway in memory (CA, RA, challenge
+// issuer and verifier, a demo directory and device registry, a profile, templates, the
+// registration point and the SCEP server), for tests of code that embeds scepkit and
+// for the examples. Like net/http/httptest, it is for tests and demos, not production:
+// its keys are made on the fly (or kept in a directory) and its stores are in memory.
+package crptest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// Options configures [New]. Every zero value has a default.
+type Options struct {
+	// Gateway is the gateway's identity, the audience of its challenges; zero means
+	// "scepkit-gateway".
+	Gateway string
+	// MDM is the challenge issuer name; zero means "scepkit-mdm".
+	MDM string
+	// Legacy lets the SCEP server accept SHA-1 and single DES (old clients).
+	Legacy bool
+	// SubjectFormat is the demo profile's subject; zero means "CN={{UserPrincipalName}}".
+	SubjectFormat string
+	// ServerURL is written into the demo profile; zero means "http://127.0.0.1/scep".
+	ServerURL string
+	// Dir, when set, keeps the CA and RA there (created on first use, loaded after).
+	Dir string
+	// CAKeySize is the CA's RSA key size; zero means 2048.
+	CAKeySize int
+	// Replay is the challenge replay store; nil means a challenge.MemoryReplayStore.
+	Replay challenge.ReplayStore
+	// Transactions is the transaction store; nil means in memory.
+	Transactions crp.TransactionStore
+	// Logger receives the server's and the registration point's records.
+	Logger *slog.Logger
+	// Now is the clock of every part; nil means time.Now.
+	Now func() time.Time
+}
+
+// Env is an assembled gateway and the demo MDM around it.
+type Env struct {
+	CA         *catemplate.CA
+	RA         *catemplate.RA
+	Challenges *challenge.Issuer
+	Verifier   *challenge.Verifier
+	Users      *crp.MemoryDirectory
+	Devices    *crp.MemoryRegistry
+	Profile    *profile.Profile
+	Profiles   crp.MemoryProfiles
+	Templates  catemplate.MapStore
+	Notifier   *crp.MemoryNotifier
+	// Certificates remembers what was issued (for GetCert and renewals).
+	Certificates *crp.MemoryCertificates
+	// Issuer counts what the CA signs, so tests can assert that nothing was issued.
+	Issuer *CountingIssuer
+	RP     *crp.RegistrationPoint
+	Server *scep.Server
+}
+
+// The demo directory: two active users and one disabled, each with a device.
+var DemoUsers = []struct {
+	UPN, Device string
+	Disabled    bool
+}{
+	{"alice@example.com", "alice-laptop", false},
+	{"bob@example.com", "bob-phone", false},
+	{"mallory@example.com", "mallory-tablet", true},
+}
+
+// ProfileID is the id of the demo profile; TemplateName the demo template's name.
+const (
+	ProfileID    = "demo-profile"
+	TemplateName = "scepkit-device"
+)
+
+// CountingIssuer passes requests to Next and counts the certificates it returns.
+type CountingIssuer struct {
+	Next crp.Issuer
+	n    atomic.Int64
+}
+
+// Issue implements crp.Issuer.
+func (c *CountingIssuer) Issue(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+	cert, err := c.Next.Issue(ctx, req)
+	if err == nil && cert != nil {
+		c.n.Add(1)
+	}
+	return cert, err
+}
+
+// Count returns how many certificates were issued.
+func (c *CountingIssuer) Count() int { return int(c.n.Load()) }
+
+// New assembles an Env.
+func New(o Options) (*Env, error) {
+	if o.Gateway == "" {
+		o.Gateway = "scepkit-gateway"
+	}
+	if o.MDM == "" {
+		o.MDM = "scepkit-mdm"
+	}
+	if o.SubjectFormat == "" {
+		o.SubjectFormat = "CN={{UserPrincipalName}}"
+	}
+	if o.ServerURL == "" {
+		o.ServerURL = "http://127.0.0.1/scep"
+	}
+	if o.CAKeySize == 0 {
+		o.CAKeySize = 2048
+	}
+	e := &Env{}
+	var err error
+	if e.CA, e.RA, err = loadOrCreatePKI(o); err != nil {
+		return nil, err
+	}
+	_, mdmKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	e.Challenges = &challenge.Issuer{Name: o.MDM, Key: mdmKey, Now: o.Now}
+	keys := challenge.NewKeySet()
+	kid, err := challenge.DefaultKeyID(mdmKey.Public())
+	if err != nil {
+		return nil, err
+	}
+	if err := keys.Add(kid, mdmKey.Public()); err != nil {
+		return nil, err
+	}
+	replay := o.Replay
+	if replay == nil {
+		replay = &challenge.MemoryReplayStore{Now: o.Now}
+	}
+	e.Verifier = &challenge.Verifier{Keys: keys, Issuer: o.MDM, Audience: o.Gateway, Replay: replay, Now: o.Now}
+
+	e.Users, e.Devices = &crp.MemoryDirectory{}, &crp.MemoryRegistry{}
+	for _, u := range DemoUsers {
+		name := u.UPN[:len(u.UPN)-len("@example.com")]
+		e.Users.Put(crp.User{User: profile.User{ID: u.UPN, UserPrincipalName: u.UPN, Email: u.UPN, UserName: name},
+			Disabled: u.Disabled})
+		e.Devices.Put(crp.Device{Device: profile.Device{ID: u.Device, AADDeviceID: u.Device, Name: u.Device,
+			SerialNumber: "SN-" + u.Device}, UserID: u.UPN, Compliant: true})
+	}
+	e.Profile = &profile.Profile{
+		ID: ProfileID, Name: "scepkit demo device certificate",
+		CertificateType: profile.UserCertificate, Platform: profile.Windows,
+		SubjectNameFormat: o.SubjectFormat,
+		Validity:          profile.ValidityPeriod{Value: 1, Unit: profile.Years},
+		KeyUsage:          x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		KeySize:           2048, ExtendedKeyUsages: []profile.EKU{profile.EKUClientAuth},
+		RenewalThresholdPercent: 20, ServerURLs: []string{o.ServerURL}, RootCA: e.CA.Certificate,
+	}
+	if err := e.Profile.Validate(); err != nil {
+		return nil, err
+	}
+	e.Profiles = crp.MemoryProfiles{ProfileID: e.Profile}
+	e.Templates = catemplate.MapStore{TemplateName: &catemplate.Template{
+		Name: TemplateName, Validity: 365 * 24 * time.Hour, Backdate: 5 * time.Minute,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, MinKeySize: 2048,
+		KeyTypes: []profile.KeyType{profile.RSA, profile.ECDSAP256, profile.ECDSAP384}, Published: true,
+	}}
+	e.Notifier = &crp.MemoryNotifier{}
+	e.Certificates = &crp.MemoryCertificates{}
+	e.Issuer = &CountingIssuer{Next: crp.CAIssuer{CA: e.CA}}
+	e.RP = &crp.RegistrationPoint{
+		Verifier: e.Verifier, Users: e.Users, Devices: e.Devices, Profiles: e.Profiles,
+		Templates: &catemplate.NDESResolver{SignatureTemplate: TemplateName, EncryptionTemplate: TemplateName,
+			GeneralPurposeTemplate: TemplateName, Templates: e.Templates},
+		Issuer: e.Issuer, CACert: e.CA.Certificate, Notifier: e.Notifier,
+		Transactions: o.Transactions, Certificates: e.Certificates,
+		Revocation: crp.RevocationCheckerFunc(func(_ context.Context, c *x509.Certificate) (bool, error) {
+			return e.CA.IsRevoked(c.SerialNumber), nil
+		}),
+		CRL: func(ctx context.Context) ([]byte, error) {
+			return e.CA.CRL(ctx, time.Now().Add(24*time.Hour))
+		},
+		Logger: o.Logger, Now: o.Now,
+	}
+	if err := e.RP.Validate(); err != nil {
+		return nil, err
+	}
+	e.Server = &scep.Server{
+		CACerts:    append([]*x509.Certificate{e.CA.Certificate}, e.CA.Chain...),
+		SignerCert: e.RA.SigningCertificate, Signer: e.RA.Signer,
+		Recipients: []scep.Recipient{{Certificate: e.RA.EncryptionCertificate, Key: e.RA.Decrypter}},
+		Responder:  e.RP, AllowLegacy: o.Legacy, Renewal: true, Logger: o.Logger, Now: o.Now,
+	}
+	if err := e.Server.Validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func loadOrCreatePKI(o Options) (*catemplate.CA, *catemplate.RA, error) {
+	if o.Dir != "" {
+		ca, err := catemplate.LoadCA(o.Dir)
+		if err == nil {
+			ra, err := catemplate.LoadRA(o.Dir)
+			if err != nil {
+				return nil, nil, fmt.Errorf("crptest: CA found in %s but not its RA: %w", o.Dir, err)
+			}
+			return ca, ra, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
+		}
+	}
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: o.CAKeySize,
+		Subject: pkix.Name{CommonName: "scepkit demo CA", Organization: []string{"scepkit"}}, Now: o.Now})
+	if err != nil {
+		return nil, nil, err
+	}
+	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit demo RA"}})
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.Dir != "" {
+		if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+			return nil, nil, err
+		}
+		if err := catemplate.SaveCA(o.Dir, ca); err != nil {
+			return nil, nil, err
+		}
+		if err := catemplate.SaveRA(o.Dir, ra); err != nil {
+			return nil, nil, err
+		}
+	}
+	return ca, ra, nil
+}
+
+// Challenge mints a challenge for user (its UPN) and device, for the demo profile.
+func (e *Env) Challenge(user, device string, lifetime time.Duration) (string, *challenge.Claims, error) {
+	return e.Challenges.Issue(challenge.Request{UserID: user, DeviceID: device, ProfileID: ProfileID,
+		Audience: e.Verifier.Audience, Lifetime: lifetime})
+}
+
+// Rendered renders the demo profile for a user and device of the demo directory.
+func (e *Env) Rendered(ctx context.Context, user, device string) (*profile.Rendered, error) {
+	u, err := e.Users.LookupUser(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	d, err := e.Devices.LookupDevice(ctx, device)
+	if err != nil {
+		return nil, err
+	}
+	return profile.Render(e.Profile, u.User, d.Device, nil)
+}

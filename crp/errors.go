@@ -1,0 +1,138 @@
+package crp
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/scepkit/scepkit/scep"
+)
+
+// Phase names a step of the registration point's flow.
+type Phase int
+
+// The phases, in the order a request runs through them.
+const (
+	// PhaseGateway: the request is addressed to this gateway (challenge audience) and
+	// the CSR proves possession of its key; renewal signers are checked here too.
+	PhaseGateway Phase = iota
+	// PhaseExpiry (phase 1): the challenge is within its lifetime, at most one hour.
+	PhaseExpiry
+	// PhaseGenuineness (phase 2): the challenge is genuine and unused; the user it
+	// names exists and is active.
+	PhaseGenuineness
+	// PhaseMapping (phase 3): the device exists, belongs to that user and is in good
+	// standing; the CSR matches the profile rendered for them.
+	PhaseMapping
+	// PhaseTemplate: a published template is resolved and accepts the CSR.
+	PhaseTemplate
+	// PhaseIssue: the CA issues (or queues: PENDING).
+	PhaseIssue
+	// PhaseNotify: the MDM is told.
+	PhaseNotify
+)
+
+// String returns the phase's name ("gateway", "phase1-expiry", ...).
+func (p Phase) String() string {
+	switch p {
+	case PhaseGateway:
+		return "gateway"
+	case PhaseExpiry:
+		return "phase1-expiry"
+	case PhaseGenuineness:
+		return "phase2-genuineness"
+	case PhaseMapping:
+		return "phase3-mapping"
+	case PhaseTemplate:
+		return "template"
+	case PhaseIssue:
+		return "issue"
+	case PhaseNotify:
+		return "notify"
+	}
+	return "unknown(" + strconv.Itoa(int(p)) + ")"
+}
+
+// FailInfo is the SCEP failInfo a refusal in phase p answers with (DESIGN: badTime for
+// phase 1, badRequest for the others).
+func (p Phase) FailInfo() scep.FailInfo {
+	if p == PhaseExpiry {
+		return scep.BadTime
+	}
+	return scep.BadRequest
+}
+
+// Reason says why a request was refused, in words an operator searches logs for.
+type Reason string
+
+// The reasons the built-in steps give.
+const (
+	ReasonNoChallenge        Reason = "no challenge"
+	ReasonWrongGateway       Reason = "challenge for another gateway"
+	ReasonCSRSignature       Reason = "CSR signature does not verify"
+	ReasonExpired            Reason = "challenge expired"
+	ReasonNotYetValid        Reason = "challenge not yet valid"
+	ReasonLifetime           Reason = "challenge lifetime over one hour"
+	ReasonMalformed          Reason = "challenge malformed"
+	ReasonBadSignature       Reason = "challenge signature invalid"
+	ReasonUnknownKey         Reason = "challenge key unknown"
+	ReasonWrongIssuer        Reason = "challenge from another issuer"
+	ReasonReplayed           Reason = "challenge already used"
+	ReasonUserUnknown        Reason = "user unknown"
+	ReasonUserDisabled       Reason = "user disabled"
+	ReasonDeviceUnknown      Reason = "device unknown"
+	ReasonDeviceOtherUser    Reason = "device enrolled to another user"
+	ReasonDeviceNotCompliant Reason = "device not compliant"
+	ReasonProfileUnknown     Reason = "profile unknown"
+	ReasonCSRMismatch        Reason = "CSR does not match the profile"
+	ReasonNoTemplate         Reason = "no template"
+	ReasonTemplateUnpublish  Reason = "template not published"
+	ReasonKeyRefused         Reason = "key refused by the template"
+	ReasonCARefused          Reason = "CA refused"
+	ReasonCAUnavailable      Reason = "CA unavailable"
+	ReasonNotifyFailed       Reason = "MDM notification failed"
+	ReasonRenewalRefused     Reason = "renewal refused"
+	ReasonRenewalSigner      Reason = "renewal signer not acceptable"
+	ReasonUnknownTransaction Reason = "unknown transaction"
+	ReasonRejected           Reason = "request rejected"
+	ReasonInternal           Reason = "internal error"
+	ReasonCheckFailed        Reason = "check failed"
+)
+
+// Error is a refusal: the phase that refused, why, and the underlying error. The
+// device sees only the failInfo; the log and the trace see all of it.
+type Error struct {
+	Phase  Phase
+	Reason Reason
+	Err    error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	s := "crp: " + e.Phase.String() + ": " + string(e.Reason)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// FailInfo is the SCEP failInfo the device receives.
+func (e *Error) FailInfo() scep.FailInfo { return e.Phase.FailInfo() }
+
+func fail(p Phase, r Reason, err error) *Error { return &Error{Phase: p, Reason: r, Err: err} }
+
+// Errors the interfaces of this package return, and that callers test with errors.Is.
+var (
+	// ErrNotFound: a directory, registry or store has no such entry.
+	ErrNotFound = errors.New("crp: not found")
+	// ErrUnavailable marks a transient failure (a CA or store that cannot be reached):
+	// the challenge is released so that the device can retry with it.
+	ErrUnavailable = errors.New("crp: unavailable")
+	// ErrPending, returned by an Issuer, queues the request: the device gets PENDING
+	// and polls.
+	ErrPending = errors.New("crp: pending")
+	// ErrRefused, returned by an Issuer, is a definitive refusal by the CA.
+	ErrRefused = errors.New("crp: refused by the CA")
+)

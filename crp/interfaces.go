@@ -1,0 +1,405 @@
+package crp
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// User is what a UserDirectory knows of a user.
+type User struct {
+	profile.User
+	// Disabled users are refused in phase 2.
+	Disabled bool
+}
+
+// UserDirectory finds users by the id a challenge names (its sub claim). LookupUser
+// returns an error matching ErrNotFound for an unknown user; any other error is
+// treated as the directory being unavailable. It is called concurrently.
+type UserDirectory interface {
+	LookupUser(ctx context.Context, id string) (*User, error)
+}
+
+// UserDirectoryFunc adapts a function to UserDirectory.
+type UserDirectoryFunc func(ctx context.Context, id string) (*User, error)
+
+// LookupUser calls f.
+func (f UserDirectoryFunc) LookupUser(ctx context.Context, id string) (*User, error) {
+	return f(ctx, id)
+}
+
+// Device is what a DeviceRegistry knows of a device.
+type Device struct {
+	profile.Device
+	// UserID is the user the device is enrolled to (its primary user).
+	UserID string
+	// Compliant says the device is in good standing. The zero value is not
+	// compliant: a registry must say so explicitly.
+	Compliant bool
+}
+
+// DeviceRegistry finds devices by the id a challenge names. LookupDevice returns an
+// error matching ErrNotFound for an unknown device. It is called concurrently.
+type DeviceRegistry interface {
+	LookupDevice(ctx context.Context, id string) (*Device, error)
+}
+
+// DeviceRegistryFunc adapts a function to DeviceRegistry.
+type DeviceRegistryFunc func(ctx context.Context, id string) (*Device, error)
+
+// LookupDevice calls f.
+func (f DeviceRegistryFunc) LookupDevice(ctx context.Context, id string) (*Device, error) {
+	return f(ctx, id)
+}
+
+// ProfileSource finds SCEP profiles by id (the challenge's prof claim). It returns an
+// error matching ErrNotFound for an unknown profile.
+type ProfileSource interface {
+	LookupProfile(ctx context.Context, id string) (*profile.Profile, error)
+}
+
+// ProfileSourceFunc adapts a function to ProfileSource.
+type ProfileSourceFunc func(ctx context.Context, id string) (*profile.Profile, error)
+
+// LookupProfile calls f.
+func (f ProfileSourceFunc) LookupProfile(ctx context.Context, id string) (*profile.Profile, error) {
+	return f(ctx, id)
+}
+
+// IssueRequest is what an Issuer is asked to sign.
+type IssueRequest struct {
+	// Template is the certificate to sign, from catemplate.Apply: serial, validity,
+	// subject, SANs, key usages are all decided.
+	Template *x509.Certificate
+	// PublicKey is the requester's key (the CSR's).
+	PublicKey crypto.PublicKey
+	// CSR is the request, for CAs that want it.
+	CSR *x509.CertificateRequest
+	// TemplateName names the catemplate.Template applied.
+	TemplateName  string
+	TransactionID string
+}
+
+// Issuer signs certificates: the built-in CA ([CAIssuer]) or a CA the user already
+// runs. Issue returns an error matching ErrPending to queue the request, ErrUnavailable
+// for a transient failure (the challenge is released so the device can retry), and
+// anything else (ErrRefused, say) for a definitive refusal. It is called concurrently.
+type Issuer interface {
+	Issue(ctx context.Context, req *IssueRequest) (*x509.Certificate, error)
+}
+
+// IssuerFunc adapts a function to Issuer.
+type IssuerFunc func(ctx context.Context, req *IssueRequest) (*x509.Certificate, error)
+
+// Issue calls f.
+func (f IssuerFunc) Issue(ctx context.Context, req *IssueRequest) (*x509.Certificate, error) {
+	return f(ctx, req)
+}
+
+// CAIssuer issues with scepkit's built-in CA.
+type CAIssuer struct{ CA *catemplate.CA }
+
+// Issue signs req.Template with the CA.
+func (c CAIssuer) Issue(ctx context.Context, req *IssueRequest) (*x509.Certificate, error) {
+	cert, err := c.CA.Sign(ctx, req.Template, req.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return cert, nil
+}
+
+// Outcome is how a transaction ended (so far).
+type Outcome string
+
+// The outcomes a Notification reports.
+const (
+	OutcomeIssued  Outcome = "issued"
+	OutcomePending Outcome = "pending"
+	OutcomeFailed  Outcome = "failed"
+)
+
+// Notification tells the MDM how a transaction ended, as Intune's connector reports
+// back to Intune.
+type Notification struct {
+	TransactionID               string
+	Outcome                     Outcome
+	UserID, DeviceID, ProfileID string
+	Phase                       Phase  // where it failed, for OutcomeFailed
+	Reason                      Reason // why, for OutcomeFailed
+	Err                         error  // detail, for OutcomeFailed; never sent to the device
+	Certificate                 *x509.Certificate
+	Serial                      *big.Int
+	Thumbprint                  string // SHA-1 of the certificate DER, upper-case hex
+	NotAfter                    time.Time
+	ChallengeFingerprint        string
+	Template                    string
+	CSR                         *x509.CertificateRequest
+	IssuedAt                    time.Time
+	// Renewal is set when the request renewed a certificate we issued.
+	Renewal bool
+}
+
+// Notifier tells the MDM. When RegistrationPoint.RequireNotification is set, an error
+// from Notify for an issued certificate turns the answer into a FAILURE (the device
+// does not get a certificate the MDM was not told about).
+type Notifier interface {
+	Notify(ctx context.Context, n *Notification) error
+}
+
+// NotifierFunc adapts a function to Notifier.
+type NotifierFunc func(ctx context.Context, n *Notification) error
+
+// Notify calls f.
+func (f NotifierFunc) Notify(ctx context.Context, n *Notification) error { return f(ctx, n) }
+
+// Record is the state of one transaction, kept so that polls and resends get the same
+// answer and never a second certificate.
+type Record struct {
+	TransactionID string
+	// SignerKey is the SHA-256 of the requester's signer public key: polls and resends
+	// must come from the same key.
+	SignerKey []byte
+	// CSR is the request DER.
+	CSR    []byte
+	Status scep.PKIStatus
+	// Certificate is set when Status is Success.
+	Certificate *x509.Certificate
+	// Phase and Reason are set when Status is Failure.
+	Phase  Phase
+	Reason Reason
+	// UserID, DeviceID, ProfileID and Template describe the request, for a pending
+	// one to be decided later.
+	UserID, DeviceID, ProfileID, Template string
+	// Expires is when the record may be forgotten.
+	Expires time.Time
+}
+
+// TransactionStore keeps Records by transaction id. Get returns an error matching
+// ErrNotFound when there is none. Put replaces any record with the same id. Both are
+// called concurrently; with several gateways, the store is shared (see package
+// redisstore).
+type TransactionStore interface {
+	Get(ctx context.Context, id string) (*Record, error)
+	Put(ctx context.Context, r *Record) error
+}
+
+// IssuedCertificate is what a CertificateStore remembers of an issued certificate.
+type IssuedCertificate struct {
+	Certificate                           *x509.Certificate
+	UserID, DeviceID, ProfileID, Template string
+}
+
+// CertificateStore remembers issued certificates, for GetCert and for renewals (which
+// user and device a certificate was issued for). Lookup returns an error matching
+// ErrNotFound for an unknown serial.
+type CertificateStore interface {
+	Add(ctx context.Context, c *IssuedCertificate) error
+	Lookup(ctx context.Context, serial *big.Int) (*IssuedCertificate, error)
+}
+
+// RevocationChecker says whether a certificate we issued was revoked, for renewals.
+type RevocationChecker interface {
+	IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error)
+}
+
+// RevocationCheckerFunc adapts a function to RevocationChecker.
+type RevocationCheckerFunc func(ctx context.Context, cert *x509.Certificate) (bool, error)
+
+// IsRevoked calls f.
+func (f RevocationCheckerFunc) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	return f(ctx, cert)
+}
+
+// ---- in-memory implementations, for tests, examples and single-process gateways ----
+
+// MemoryDirectory is a UserDirectory in memory. The zero value is empty and ready.
+type MemoryDirectory struct {
+	mu    sync.RWMutex
+	users map[string]User
+}
+
+// Put adds or replaces u (keyed by u.ID).
+func (d *MemoryDirectory) Put(u User) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.users == nil {
+		d.users = map[string]User{}
+	}
+	d.users[u.ID] = u
+}
+
+// LookupUser implements UserDirectory.
+func (d *MemoryDirectory) LookupUser(_ context.Context, id string) (*User, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	u, ok := d.users[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: user %q", ErrNotFound, id)
+	}
+	return &u, nil
+}
+
+// MemoryRegistry is a DeviceRegistry in memory. The zero value is empty and ready.
+type MemoryRegistry struct {
+	mu      sync.RWMutex
+	devices map[string]Device
+}
+
+// Put adds or replaces d (keyed by d.ID).
+func (r *MemoryRegistry) Put(d Device) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.devices == nil {
+		r.devices = map[string]Device{}
+	}
+	r.devices[d.ID] = d
+}
+
+// LookupDevice implements DeviceRegistry.
+func (r *MemoryRegistry) LookupDevice(_ context.Context, id string) (*Device, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d, ok := r.devices[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: device %q", ErrNotFound, id)
+	}
+	return &d, nil
+}
+
+// MemoryProfiles is a ProfileSource over a map, keyed by profile id. It must not be
+// modified while in use.
+type MemoryProfiles map[string]*profile.Profile
+
+// LookupProfile implements ProfileSource.
+func (m MemoryProfiles) LookupProfile(_ context.Context, id string) (*profile.Profile, error) {
+	p, ok := m[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: profile %q", ErrNotFound, id)
+	}
+	return p, nil
+}
+
+// MemoryNotifier records every Notification. The zero value is ready.
+type MemoryNotifier struct {
+	mu  sync.Mutex
+	all []Notification
+}
+
+// Notify implements Notifier.
+func (m *MemoryNotifier) Notify(_ context.Context, n *Notification) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.all = append(m.all, *n)
+	return nil
+}
+
+// Notifications returns a copy of what was recorded.
+func (m *MemoryNotifier) Notifications() []Notification {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Notification(nil), m.all...)
+}
+
+// MemoryTransactions is a TransactionStore in memory, sharded so that concurrent
+// transactions rarely share a lock. Expired records are dropped when their shard is
+// written. The zero value is ready.
+type MemoryTransactions struct {
+	shards [32]struct {
+		sync.Mutex
+		m map[string]*Record
+	}
+	// Now is the clock for expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+func shardOf(id string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return int(h % 32)
+}
+
+func (m *MemoryTransactions) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// Get implements TransactionStore.
+func (m *MemoryTransactions) Get(_ context.Context, id string) (*Record, error) {
+	s := &m.shards[shardOf(id)]
+	s.Lock()
+	defer s.Unlock()
+	r, ok := s.m[id]
+	if !ok || (!r.Expires.IsZero() && m.now().After(r.Expires)) {
+		return nil, fmt.Errorf("%w: transaction %q", ErrNotFound, id)
+	}
+	c := *r
+	return &c, nil
+}
+
+// Put implements TransactionStore.
+func (m *MemoryTransactions) Put(_ context.Context, r *Record) error {
+	s := &m.shards[shardOf(r.TransactionID)]
+	s.Lock()
+	defer s.Unlock()
+	if s.m == nil {
+		s.m = map[string]*Record{}
+	}
+	now := m.now()
+	if len(s.m) > 64 { // amortized: at most one sweep per write, bounded by the shard
+		for k, v := range s.m {
+			if !v.Expires.IsZero() && now.After(v.Expires) {
+				delete(s.m, k)
+			}
+		}
+	}
+	c := *r
+	s.m[r.TransactionID] = &c
+	return nil
+}
+
+// MemoryCertificates is a CertificateStore in memory. The zero value is ready.
+type MemoryCertificates struct {
+	mu sync.RWMutex
+	m  map[string]*IssuedCertificate
+}
+
+// Add implements CertificateStore.
+func (m *MemoryCertificates) Add(_ context.Context, c *IssuedCertificate) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = map[string]*IssuedCertificate{}
+	}
+	m.m[c.Certificate.SerialNumber.String()] = c
+	return nil
+}
+
+// Lookup implements CertificateStore.
+func (m *MemoryCertificates) Lookup(_ context.Context, serial *big.Int) (*IssuedCertificate, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, ok := m.m[serial.String()]
+	if !ok {
+		return nil, fmt.Errorf("%w: certificate %x", ErrNotFound, serial)
+	}
+	return c, nil
+}
+
+// Len returns how many certificates are stored.
+func (m *MemoryCertificates) Len() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.m)
+}

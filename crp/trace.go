@@ -1,0 +1,71 @@
+package crp
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Trace is the record of one transaction's way through the registration point: one
+// TraceStep per step run, in order. It is returned to callers that embed the verifier
+// and each step is also logged.
+type Trace struct {
+	TransactionID string
+	// ChallengeFingerprint identifies the challenge in logs; the challenge itself is
+	// never recorded.
+	ChallengeFingerprint string
+	Steps                []TraceStep
+}
+
+// TraceStep is one step of a Trace.
+type TraceStep struct {
+	Phase    Phase
+	Step     string
+	OK       bool
+	Reason   Reason // when !OK
+	Err      error  // when !OK; for operators, never for the device
+	Duration time.Duration
+}
+
+// Failed returns the step that refused the transaction, or nil.
+func (t *Trace) Failed() *TraceStep {
+	for i := range t.Steps {
+		if !t.Steps[i].OK {
+			return &t.Steps[i]
+		}
+	}
+	return nil
+}
+
+// step records and logs one step.
+func (rp *RegistrationPoint) step(ctx context.Context, tx *Transaction, p Phase, name string, start time.Time, err *Error) {
+	s := TraceStep{Phase: p, Step: name, OK: err == nil, Duration: rp.now().Sub(start)}
+	if err != nil {
+		s.Reason, s.Err = err.Reason, err.Err
+	}
+	tx.Trace.Steps = append(tx.Trace.Steps, s)
+	log := rp.log()
+	if !log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("transactionID", tx.ID),
+		slog.String("phase", p.String()),
+		slog.String("step", name),
+		slog.Duration("duration", s.Duration),
+	}
+	if tx.Trace.ChallengeFingerprint != "" {
+		attrs = append(attrs, slog.String("challenge", tx.Trace.ChallengeFingerprint))
+	}
+	if err == nil {
+		attrs = append(attrs, slog.String("outcome", "ok"))
+		log.LogAttrs(ctx, slog.LevelInfo, "crp", attrs...)
+		return
+	}
+	attrs = append(attrs, slog.String("outcome", "refused"), slog.String("reason", string(err.Reason)),
+		slog.String("failInfo", err.FailInfo().String()))
+	if err.Err != nil {
+		attrs = append(attrs, slog.String("err", err.Err.Error()))
+	}
+	log.LogAttrs(ctx, slog.LevelWarn, "crp", attrs...)
+}
