@@ -593,6 +593,24 @@ func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Err
 // finish releases a claimed challenge after a transient failure, notifies, and keeps
 // a record of a definitive outcome so that resends and polls get the same answer.
 func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
+	return rp.finishRecord(ctx, tx, e, signerKey, csrDER, requestHash(tx.MessageType, tx.Signer, csrDER))
+}
+
+// requestHash identifies a request, for resend detection: its type, its signer (key
+// and issuer) and its CSR.
+func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\n", int(t))
+	if signer != nil { // the same key under the same issuer: a regenerated self-signed certificate is the same signer
+		h.Write(signer.RawIssuer)
+		h.Write(signer.RawSubjectPublicKeyInfo)
+	}
+	h.Write([]byte{0})
+	h.Write(csrDER)
+	return h.Sum(nil)
+}
+
+func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER, reqHash []byte) *Error {
 	if e == nil {
 		e = rp.notify(ctx, tx, nil)
 	} else if nerr := rp.notify(ctx, tx, e); nerr != nil {
@@ -607,7 +625,7 @@ func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Err
 	if transient || tx.ID == "" {
 		return e
 	}
-	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, CSR: csrDER, Expires: rp.now().Add(rp.ttl()),
+	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: reqHash, CSR: csrDER, Expires: rp.now().Add(rp.ttl()),
 		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
 	if tx.Template != nil {
 		rec.Template = tx.Template.Name
@@ -765,7 +783,7 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 	signerKey := keyHash(req.Signer)
 	// A resend of the same request gets the same answer, never a second certificate.
 	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil &&
-		bytes.Equal(rec.SignerKey, signerKey) && bytes.Equal(rec.CSR, req.CSR.Raw) {
+		bytes.Equal(rec.Request, requestHash(req.MessageType, req.Signer, req.CSR.Raw)) {
 		return answer(rec)
 	}
 	tx := &Transaction{ID: req.TransactionID, MessageType: req.MessageType, CSR: req.CSR,
@@ -809,7 +827,7 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	if e == nil && tx.Certificate == nil {
 		return nil, fmt.Errorf("crp: the CA queued transaction %q again", transactionID)
 	}
-	if e = rp.finish(ctx, tx, e, rec.SignerKey, rec.CSR); e != nil {
+	if e = rp.finishRecord(ctx, tx, e, rec.SignerKey, rec.CSR, rec.Request); e != nil {
 		return nil, e
 	}
 	return tx.Certificate, nil
@@ -821,7 +839,7 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 	if err != nil {
 		return err
 	}
-	rp.finish(ctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR)
+	rp.finishRecord(ctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR, rec.Request)
 	return nil
 }
 

@@ -167,6 +167,10 @@ type Record struct {
 	// SignerKey is the SHA-256 of the requester's signer public key: polls and resends
 	// must come from the same key.
 	SignerKey []byte
+	// Request identifies the request (SHA-256 of its message type, its signer's key
+	// and issuer, and its CSR): a resend with the same transaction id and Request gets
+	// the recorded answer.
+	Request []byte
 	// CSR is the request DER.
 	CSR    []byte
 	Status scep.PKIStatus
