@@ -94,6 +94,7 @@ type MemoryReplayStore struct {
 
 var (
 	_ ReplayStore = (*MemoryReplayStore)(nil)
+	_ ReplayStore = ReplayFunc(nil)
 	_ Releaser    = (*MemoryReplayStore)(nil)
 )
 
