@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -44,3 +45,5 @@ func challengeWithExp(t testing.TB, key crypto.Signer, ch string, exp time.Time)
 	require.NoError(t, err)
 	return strings.NewReplacer("-", "+", "_", "/").Replace(s)
 }
+
+func bigOne() *big.Int { return big.NewInt(1) }

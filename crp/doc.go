@@ -1,0 +1,44 @@
+// Package crp is the Certificate Registration Point: what Intune's certificate
+// connector and the NDES policy module do between "a SCEP request arrived" and "a
+// certificate was issued".
+//
+// A [RegistrationPoint] decides each request in named phases:
+//
+//   - gateway: the CSR proves possession of its key, and the challenge was minted for
+//     this gateway (its audience is the Verifier's);
+//   - phase 1, expiry: the challenge is within its lifetime, at most one hour;
+//   - phase 2, genuineness: the challenge's signature, key, issuer; the user it names
+//     exists and is active; the challenge was not used before (claimed now);
+//   - phase 3, mapping: the device exists, is enrolled to that user and compliant; the
+//     CSR matches the profile rendered for them;
+//   - template: a published template is resolved and accepts the CSR;
+//   - issue: the CA signs, or queues (PENDING);
+//   - notify: the MDM is told, success or failure.
+//
+// Each step is traced ([Trace]) and logged with the transactionID and the challenge's
+// fingerprint, never the challenge. Users insert their own [Check] before or after any
+// phase. A refusal is an *[Error] carrying its phase and [Reason]; on the wire the
+// device sees only the failInfo: badTime for phase 1, badRequest otherwise (badCertId
+// for a poll or GetCert naming nothing).
+//
+// # One certificate per challenge
+//
+// The challenge is claimed in phase 2 through the Verifier's replay store: of many
+// concurrent requests with one challenge, one proceeds. A transient failure after the
+// claim (an error matching [ErrUnavailable], a CA that cannot be reached) releases it,
+// so the device retries with the same challenge; a definitive refusal burns it. A
+// request resent with the same transactionID gets the recorded answer, and polls must
+// come from the key of the original request.
+//
+// # Renewal
+//
+// A RenewalReq, or a PKCSReq signed by a certificate this CA issued, renews without a
+// challenge: the signer must chain to CACert, be valid now (or within
+// RenewalPolicy.Grace), not be revoked, be known to the CertificateStore, and the new
+// CSR must keep its subject; phases 2 (user) and 3 (device, profile) still run.
+//
+// # Embedding
+//
+// A CA with its own front end calls [RegistrationPoint.Enroll] with a CSR and a
+// challenge, and gets the same phases, errors and trace without SCEP.
+package crp
