@@ -111,17 +111,21 @@
 //
 //	BenchmarkVerify      Check median 59 µs, raw ed25519.Verify median 57 µs
 //	                     on the same bytes in the same loop: x-floor 1.04
+//	                     (-cpu 2, three runs); 0.93 to 1.12 at -cpu 1,
+//	                     where the two medians jitter more
 //	BenchmarkCheckAllocs 48 allocs, 4192 B per Check
-//	BenchmarkReplayClaim see the package's tests; ns/op under parallel load
-//	                     depends heavily on the machine (figures in the
-//	                     issue 4 report)
-//	1,000,000 live entries in MemoryReplayStore: 79.7 MiB of heap
+//	BenchmarkReplayClaim 520 to 650 ns per claim (-cpu 1 and 2), with about
+//	                     360,000 live entries, the id's base64 encoding and
+//	                     a shared test clock included; 1 alloc (the id)
+//	1,000,000 live entries in MemoryReplayStore: 79.8 MiB of heap
 //	                     (84 bytes per entry; target <= 128 MiB)
+//	FuzzVerify           3,255,760 executions in 3 minutes, no failure
 //
 // Reproduce with:
 //
 //	go test ./challenge/ -run '^$' -bench . -benchtime 2s -count 3
 //	go test ./challenge/ -run 'TestMemoryReplayStoreMillion|TestLength' -v
+//	go test ./challenge/ -run '^$' -fuzz '^FuzzVerify$' -fuzztime 180s
 //
 // # Compatibility
 //
