@@ -551,7 +551,8 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 
 func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notification {
 	n := &Notification{TransactionID: tx.ID, UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(),
-		ChallengeFingerprint: tx.Trace.ChallengeFingerprint, CSR: tx.CSR, Renewal: tx.Renewal, IssuedAt: rp.now()}
+		ChallengeFingerprint: tx.Trace.ChallengeFingerprint, CSR: tx.CSR, Renewal: tx.Renewal, IssuedAt: rp.now(),
+		Trace: tx.Trace}
 	if tx.Template != nil {
 		n.Template = tx.Template.Name
 	}

@@ -145,6 +145,9 @@ type Notification struct {
 	IssuedAt                    time.Time
 	// Renewal is set when the request renewed a certificate we issued.
 	Renewal bool
+	// Trace is the transaction's trace so far (the notify step is appended to it after
+	// Notify returns).
+	Trace *Trace
 }
 
 // Notifier tells the MDM. When RegistrationPoint.RequireNotification is set, an error

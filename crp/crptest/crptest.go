@@ -7,14 +7,13 @@ package crptest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -128,7 +127,7 @@ func New(o Options) (*Env, error) {
 	if e.CA, e.RA, err = loadOrCreatePKI(o); err != nil {
 		return nil, err
 	}
-	_, mdmKey, err := ed25519.GenerateKey(rand.Reader)
+	mdmKey, err := loadOrCreateMDMKey(o.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -190,6 +189,13 @@ func New(o Options) (*Env, error) {
 			return e.CA.CRL(ctx, time.Now().Add(24*time.Hour))
 		},
 		Logger: o.Logger, Now: o.Now,
+	}
+	if o.Dir != "" {
+		store, err := openCertificateDir(filepath.Join(o.Dir, "issued"), e.Certificates)
+		if err != nil {
+			return nil, err
+		}
+		e.RP.Certificates = store
 	}
 	if err := e.RP.Validate(); err != nil {
 		return nil, err

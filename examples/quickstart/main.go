@@ -1,114 +1,179 @@
-// Command quickstart runs a SCEP gateway on 127.0.0.1 and enrolls a device against it
-// over real HTTP, printing each step.
+// Command quickstart runs scepkit's whole flow in one process on 127.0.0.1, over real
+// HTTP: a CA and RA, an MDM with a demo directory, a SCEP gateway with the Certificate
+// Registration Point, and a device that enrolls with scep.Client. It prints every step
+// (profile, challenge, gateway, phases 1-3, template, CA, notification), the issued
+// certificate, and two refusals (a replayed challenge, a disabled user), and exits
+// non-zero if any step did not happen as printed.
 //
 //	go run ./examples/quickstart
+//
+// With -serve ADDR it keeps the MDM and the gateway running until interrupted, so that
+// any SCEP client can enroll:
+//
+//	go run ./examples/quickstart -serve 127.0.0.1:8080 -legacy
+//	curl 'http://127.0.0.1:8080/mdm/profile?user=alice@example.com&device=my-laptop'
+//	scepclient -server-url http://127.0.0.1:8080/scep -challenge '<challenge>' \
+//	    -cn alice@example.com -organization '' -ou '' -country '' \
+//	    -private-key key.pem -certificate cert.pem
+//
+// Endpoints in -serve mode:
+//
+//   - SCEP at /scep and at /certsrv/mscep/mscep.dll (where NDES clients look).
+//   - GET /mdm/profile?user=U&device=D enrolls device D to user U in the demo registry
+//     (U must be an active user of the demo directory, else 403) and answers JSON:
+//     scep_url, challenge, subject, sans, key_size, ca_fingerprint (SHA-256 hex of the
+//     CA certificate) and expires (RFC 3339).
+//
+// Flags: -legacy accepts single DES and SHA-1 (micromdm's scepclient needs it); -ttl
+// shortens the challenge lifetime (at most 1h); -state DIR keeps the CA, RA, MDM key
+// and issued certificates across restarts; -log text|json chooses the log format
+// (logs go to stderr, one line per step with the transactionID).
 package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/subtle"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
-	"github.com/scepkit/scepkit/catemplate"
-	"github.com/scepkit/scepkit/scep"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp/crptest"
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048, Subject: pkix.Name{CommonName: "quickstart CA"}})
-	if err != nil {
-		return err
-	}
-	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{})
-	if err != nil {
-		return err
-	}
-	fmt.Println("CA:", ca.Certificate.Subject, "RA signing:", ra.SigningCertificate.Subject)
-	const challenge = "quickstart-static-challenge"
-	srv := &scep.Server{
-		CACerts:    []*x509.Certificate{ca.Certificate},
-		SignerCert: ra.SigningCertificate, Signer: ra.Signer,
-		Recipients: []scep.Recipient{{Certificate: ra.EncryptionCertificate, Key: ra.Decrypter}},
-		Responder: scep.ResponderFunc(func(ctx context.Context, req *scep.Request) (*scep.Response, error) {
-			if req.MessageType != scep.PKCSReq {
-				return nil, scep.Fail(scep.BadRequest, errors.New("only PKCSReq"))
-			}
-			if subtle.ConstantTimeCompare([]byte(req.ChallengePassword), []byte(challenge)) != 1 {
-				return nil, scep.Fail(scep.BadRequest, errors.New("wrong challenge"))
-			}
-			if err := req.CSR.CheckSignature(); err != nil {
-				return nil, scep.Fail(scep.BadMessageCheck, err)
-			}
-			serial, err := catemplate.RandomSerial(nil)
-			if err != nil {
-				return nil, err
-			}
-			now := time.Now()
-			cert, err := ca.Sign(ctx, &x509.Certificate{SerialNumber: serial, Subject: req.CSR.Subject,
-				NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
-				KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, req.CSR.PublicKey)
-			if err != nil {
-				return nil, err
-			}
-			return &scep.Response{Certificate: cert}, nil
-		}),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/scep", srv)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
-	defer hs.Close()
-	url := "http://" + ln.Addr().String() + "/scep"
-	fmt.Println("gateway:", url)
+type config struct {
+	serve  string
+	legacy bool
+	ttl    time.Duration
+	state  string
+	log    string
+}
 
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &config{}
+	fs.StringVar(&c.serve, "serve", "", "keep the MDM and the gateway running on `ADDR` (for example 127.0.0.1:8080)")
+	fs.BoolVar(&c.legacy, "legacy", false, "accept single-DES requests and SHA-1 signatures from old clients")
+	fs.DurationVar(&c.ttl, "ttl", time.Hour, "challenge lifetime (at most 1h)")
+	fs.StringVar(&c.state, "state", "", "keep the CA, RA and issued certificates in `DIR` (default: a temporary directory)")
+	fs.StringVar(&c.log, "log", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.ttl <= 0 || c.ttl > challenge.MaxLifetime {
+		return nil, fmt.Errorf("-ttl %v: a challenge lives at most %v (and more than zero)", c.ttl, challenge.MaxLifetime)
+	}
+	if c.log != "text" && c.log != "json" {
+		return nil, fmt.Errorf("-log %q: want text or json", c.log)
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "alice@example.com"}}, key)
+	level := slog.LevelInfo
+	if c.serve == "" {
+		level = slog.LevelError // the demo prints its own trace on stdout
+	}
+	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	if c.log == "json" {
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	}
+	logger := slog.New(handler)
+
+	dir := c.state
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "scepkit-quickstart-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	addr := c.serve
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	if csr, err = scep.AddChallengePassword(csr, challenge, key, nil); err != nil {
-		return err
-	}
-	client := &scep.Client{URL: url}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	caps, err := client.GetCACaps(ctx)
+	base := "http://" + ln.Addr().String()
+	env, err := crptest.New(crptest.Options{Gateway: "quickstart-gateway", Legacy: c.legacy, Dir: dir,
+		ServerURL: base + "/scep", Logger: logger})
 	if err != nil {
+		ln.Close()
 		return err
 	}
-	fmt.Printf("caps: %q\n", caps)
-	cert, err := client.Enroll(ctx, csr, key)
-	if err != nil {
+	mdm := &mdm{env: env, base: base, ttl: c.ttl, log: logger}
+	srv := newHTTPServer(env, mdm)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	if c.serve == "" {
+		err = demo(ctx, env, mdm, stdout)
+		shutdown(srv)
 		return err
 	}
-	if err := cert.CheckSignatureFrom(ca.Certificate); err != nil {
-		return err
+	fmt.Fprintf(stdout, "scepkit quickstart serving on %s\n", base)
+	fmt.Fprintf(stdout, "  SCEP:    %s/scep  (also %s/certsrv/mscep/mscep.dll)\n", base, base)
+	fmt.Fprintf(stdout, "  profile: %s/mdm/profile?user=alice@example.com&device=my-laptop\n", base)
+	fmt.Fprintf(stdout, "  state:   %s\n", dir)
+	logger.Info("serving", "addr", base, "legacy", c.legacy, "ttl", c.ttl, "state", dir)
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 	}
-	fmt.Printf("issued: subject=%s serial=%x valid %s .. %s\n", cert.Subject, cert.SerialNumber,
-		cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339))
+	logger.Info("shutting down: finishing in-flight requests")
+	shutdown(srv)
 	return nil
+}
+
+// newHTTPServer mounts the gateway and the MDM, with timeouts that a slow client cannot
+// hold open forever.
+func newHTTPServer(env *crptest.Env, m *mdm) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/scep", env.Server)
+	mux.Handle("/certsrv/mscep/mscep.dll", env.Server)
+	mux.Handle("/mdm/profile", m)
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    128 << 10, // above the SCEP server's 64 KiB query limit, so it answers 414 itself
+	}
+}
+
+func shutdown(srv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
+	}
 }

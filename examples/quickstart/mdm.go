@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/profile"
+)
+
+// mdm is the demo MDM: it enrolls a device to a user and hands out its SCEP profile
+// with a fresh challenge.
+type mdm struct {
+	env  *crptest.Env
+	base string
+	ttl  time.Duration
+	log  *slog.Logger
+}
+
+// profileJSON is the answer of GET /mdm/profile.
+type profileJSON struct {
+	SCEPURL       string   `json:"scep_url"`
+	Challenge     string   `json:"challenge"`
+	Subject       string   `json:"subject"`
+	SANs          []string `json:"sans"`
+	KeySize       int      `json:"key_size"`
+	CAFingerprint string   `json:"ca_fingerprint"`
+	Expires       string   `json:"expires"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (m *mdm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+		return
+	}
+	q := r.URL.Query()
+	user, device := q.Get("user"), q.Get("device")
+	if user == "" || device == "" || len(user) > 256 || len(device) > 256 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user and device are required"})
+		return
+	}
+	p, _, err := m.issue(r.Context(), user, device)
+	switch {
+	case errors.Is(err, errForbidden):
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": err.Error()})
+	case err != nil:
+		m.log.ErrorContext(r.Context(), "mdm: profile", "user", user, "device", device, "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+	default:
+		writeJSON(w, http.StatusOK, p)
+	}
+}
+
+var errForbidden = errors.New("user unknown or disabled")
+
+// issue enrolls device to user and mints the profile and challenge for them.
+func (m *mdm) issue(ctx context.Context, user, device string) (*profileJSON, *profile.Rendered, error) {
+	u, err := m.env.Users.LookupUser(ctx, user)
+	if errors.Is(err, crp.ErrNotFound) || (err == nil && u.Disabled) {
+		return nil, nil, errForbidden
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	m.env.Devices.Put(crp.Device{Device: profile.Device{ID: device, AADDeviceID: device, Name: device},
+		UserID: u.ID, Compliant: true})
+	rendered, err := m.env.Rendered(ctx, u.ID, device)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, claims, err := m.env.Challenges.Issue(challenge.Request{UserID: u.ID, DeviceID: device,
+		ProfileID: crptest.ProfileID, Audience: m.env.Verifier.Audience, Lifetime: m.ttl})
+	if err != nil {
+		return nil, nil, err
+	}
+	sum := sha256.Sum256(m.env.CA.Certificate.Raw)
+	sans := []string{}
+	for _, s := range rendered.DNSNames {
+		sans = append(sans, "DNS:"+s)
+	}
+	for _, s := range rendered.EmailAddresses {
+		sans = append(sans, "email:"+s)
+	}
+	for _, s := range rendered.UPNs {
+		sans = append(sans, "UPN:"+s)
+	}
+	for _, s := range rendered.URIs {
+		sans = append(sans, "URI:"+s.String())
+	}
+	m.log.InfoContext(ctx, "mdm: profile issued", "user", u.ID, "device", device,
+		"challenge", challenge.Fingerprint(ch), "expires", claims.Expires)
+	return &profileJSON{
+		SCEPURL: m.base + "/scep", Challenge: ch, Subject: rendered.SubjectString(), SANs: sans,
+		KeySize: rendered.KeySize, CAFingerprint: hex.EncodeToString(sum[:]),
+		Expires: claims.Expires.UTC().Format(time.RFC3339),
+	}, rendered, nil
+}
