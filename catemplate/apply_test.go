@@ -276,3 +276,25 @@ func TestSignConcurrent(t *testing.T) {
 }
 
 var _ = asn1.ObjectIdentifier{}
+
+// TestApplyVerified: ApplyVerified skips the CSR signature check and only that.
+func TestApplyVerified(t *testing.T) {
+	keys(t)
+	ca := testCA(t, 0)
+	r := render(t)
+	good := makeCSR(t, r, rsa2048)
+	tampered := *good
+	tampered.Signature = append([]byte(nil), good.Signature...)
+	tampered.Signature[0] ^= 1
+	_, err := Apply(clientTemplate(), &tampered, r, ca.Certificate, testNow, nil)
+	require.ErrorIs(t, err, ErrBadSignature)
+	tmpl, err := ApplyVerified(clientTemplate(), &tampered, r, ca.Certificate, testNow, nil)
+	require.NoError(t, err)
+	want, err := Apply(clientTemplate(), good, r, ca.Certificate, testNow, nil)
+	require.NoError(t, err)
+	require.Equal(t, want.RawSubject, tmpl.RawSubject)
+	require.Equal(t, want.NotAfter, tmpl.NotAfter)
+	small := makeCSR(t, r, rsa1024)
+	_, err = ApplyVerified(clientTemplate(), small, r, ca.Certificate, testNow, nil)
+	require.ErrorIs(t, err, ErrKeyTooSmall, "every other check still runs")
+}

@@ -427,7 +427,8 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 		return fail(PhaseTemplate, ReasonNoTemplate, err)
 	}
 	tx.Template = t
-	ct, err := catemplate.Apply(t, tx.CSR, tx.Rendered, rp.CACert, rp.now(), rp.Rand)
+	// The CSR's signature was verified in the gateway step (proof of possession).
+	ct, err := catemplate.ApplyVerified(t, tx.CSR, tx.Rendered, rp.CACert, rp.now(), rp.Rand)
 	switch {
 	case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType):
 		return fail(PhaseTemplate, ReasonKeyRefused, err)
