@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+// The tests run the real binary: build it once.
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	buildDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func quickstartBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "scepkit-quickstart-test-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(buildDir, "quickstart")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	require.NoError(t, buildErr, "go build")
+	return binPath
+}
+
+// syncBuffer collects a process's stderr while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// server is a running "quickstart -serve".
+type server struct {
+	cmd    *exec.Cmd
+	base   string // http://ADDR
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan error
+}
+
+// startServe runs the quickstart with -serve 127.0.0.1:0 and the given flags, and
+// waits for the "serving on" line to learn its address.
+func startServe(t *testing.T, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(quickstartBin(t), append([]string{"-serve", "127.0.0.1:0"}, args...)...)
+	s := &server{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = s.stderr
+	pipe, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-s.done
+		}
+		if t.Failed() {
+			t.Logf("quickstart %v stderr:\n%s", args, s.stderr.String())
+		}
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			s.stdout.Write([]byte(line + "\n"))
+			if rest, ok := strings.CutPrefix(line, "scepkit quickstart serving on "); ok {
+				addr <- strings.TrimSpace(rest)
+			}
+		}
+		s.done <- cmd.Wait()
+	}()
+	select {
+	case s.base = <-addr:
+	case err := <-s.done:
+		s.done <- err
+		t.Fatalf("quickstart exited before serving: %v\nstdout:\n%s\nstderr:\n%s", err, s.stdout, s.stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("quickstart did not print its address\nstderr:\n%s", s.stderr)
+	}
+	require.True(t, strings.HasPrefix(s.base, "http://127.0.0.1:"), s.base)
+	return s
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-s.done:
+		require.NoError(t, err, "exit after SIGTERM\nstderr:\n%s", s.stderr)
+	case <-time.After(15 * time.Second):
+		t.Fatal("quickstart did not stop after SIGTERM")
+	}
+}
+
+type profileAnswer struct {
+	SCEPURL       string   `json:"scep_url"`
+	Challenge     string   `json:"challenge"`
+	Subject       string   `json:"subject"`
+	SANs          []string `json:"sans"`
+	KeySize       int      `json:"key_size"`
+	CAFingerprint string   `json:"ca_fingerprint"`
+	Expires       string   `json:"expires"`
+}
+
+// getProfile fetches /mdm/profile and decodes the JSON answer (a profile, or an error).
+func getProfile(t *testing.T, base, user, device string) (int, *profileAnswer, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(base + "/mdm/profile?user=" + url.QueryEscape(user) + "&device=" + url.QueryEscape(device))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"), string(body))
+	if resp.StatusCode != http.StatusOK {
+		var e map[string]any
+		require.NoError(t, json.Unmarshal(body, &e), string(body))
+		return resp.StatusCode, nil, e
+	}
+	// Every documented field is present, with its JSON type.
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal(body, &raw))
+	for _, k := range []string{"scep_url", "challenge", "subject", "sans", "key_size", "ca_fingerprint", "expires"} {
+		require.Contains(t, raw, k)
+	}
+	var p profileAnswer
+	require.NoError(t, json.Unmarshal(body, &p))
+	return resp.StatusCode, &p, nil
+}
+
+// caCert fetches the CA certificate with GetCACert: the CA among the certificates
+// returned (the others are the RA's).
+func caCert(t *testing.T, scepURL string) *x509.Certificate {
+	t.Helper()
+	certs, err := (&scep.Client{URL: scepURL}).GetCACert(context.Background())
+	require.NoError(t, err)
+	for _, c := range certs {
+		if c.IsCA {
+			return c
+		}
+	}
+	t.Fatalf("GetCACert returned no CA certificate (%d certificates)", len(certs))
+	return nil
+}
+
+func sha256Hex(der []byte) string {
+	s := sha256.Sum256(der)
+	return hex.EncodeToString(s[:])
+}
+
+// checkProfile checks the answer for alice against the documented contract.
+func checkProfile(t *testing.T, s *server, p *profileAnswer, ca *x509.Certificate) {
+	t.Helper()
+	require.Equal(t, s.base+"/scep", p.SCEPURL)
+	require.NotEmpty(t, p.Challenge)
+	require.Equal(t, "CN=alice@example.com", p.Subject)
+	require.NotNil(t, p.SANs)
+	require.Empty(t, p.SANs)
+	require.Equal(t, 2048, p.KeySize)
+	require.Equal(t, sha256Hex(ca.Raw), p.CAFingerprint)
+	exp, err := time.Parse(time.RFC3339, p.Expires)
+	require.NoError(t, err)
+	require.True(t, exp.After(time.Now()), "expires %v", exp)
+	require.True(t, exp.Before(time.Now().Add(time.Hour+time.Minute)), "expires %v", exp)
+}
+
+// TestDemo runs the demo mode: the whole flow, printed, exit 0.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(quickstartBin(t))
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+	out := stdout.String()
+	for _, want := range []string{
+		"profile     \"demo-profile\" for alice@example.com",
+		"challenge   ",
+		"PKCSReq     sent to",
+		"gateway             csr-signature       ok",
+		"gateway             challenge-audience  ok",
+		"phase1-expiry       challenge-lifetime  ok",
+		"phase2-genuineness  challenge-genuine   ok",
+		"phase2-genuineness  user-active         ok",
+		"phase2-genuineness  challenge-unused    ok",
+		"phase3-mapping      device-mapping      ok",
+		"phase3-mapping      profile-match       ok",
+		"template            template            ok",
+		"issue               issue               ok",
+		"notify              notify-issued       ok",
+		"MDM told    issued: serial",
+		"subject     CN=alice@example.com",
+		"replayed challenge  FAILURE badRequest  (phase2-genuineness: challenge already used",
+		"disabled user       the MDM refuses mallory a profile: HTTP 403",
+		"disabled user       FAILURE badRequest  (phase2-genuineness: user disabled",
+		"One certificate issued",
+	} {
+		require.Contains(t, out, want)
+	}
+}
+
+// TestTTLOverOneHourRefused: -ttl 2h is refused at start, with a message naming it.
+func TestTTLOverOneHourRefused(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(quickstartBin(t), "-serve", "127.0.0.1:0", "-ttl", "2h")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "stdout:\n%s", &stdout)
+	require.NotEqual(t, 0, ee.ExitCode())
+	require.Contains(t, stderr.String(), "-ttl 2h0m0s: a challenge lives at most 1h0m0s")
+	require.NotContains(t, stdout.String(), "serving on")
+}
+
+// TestServeLegacyScepclient: -serve -legacy, the MDM endpoint's contract, and an
+// enrollment by Debian's scepclient (micromdm) with the profile it fetched.
+func TestServeLegacyScepclient(t *testing.T) {
+	t.Parallel()
+	s := startServe(t, "-legacy")
+	ca := caCert(t, s.base+"/scep")
+	// The NDES path serves the same CA.
+	require.Equal(t, ca.Raw, caCert(t, s.base+"/certsrv/mscep/mscep.dll").Raw)
+
+	code, p, _ := getProfile(t, s.base, "alice@example.com", "d1")
+	require.Equal(t, http.StatusOK, code)
+	checkProfile(t, s, p, ca)
+
+	code, _, e := getProfile(t, s.base, "mallory@example.com", "d2")
+	require.Equal(t, http.StatusForbidden, code)
+	require.NotEmpty(t, e["error"])
+	code, _, e = getProfile(t, s.base, "nobody@example.com", "d3")
+	require.Equal(t, http.StatusForbidden, code)
+	require.NotEmpty(t, e["error"])
+
+	bin := scepclient(t)
+	dir := t.TempDir()
+	certPath := filepath.Join(dir, "cert.pem")
+	out, err := runScepclient(bin, dir, p)
+	require.NoError(t, err, "scepclient: %s", out)
+
+	b, err := os.ReadFile(certPath)
+	require.NoError(t, err)
+	blk, _ := pem.Decode(b)
+	require.NotNil(t, blk, "scepclient wrote no PEM certificate")
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	require.NoError(t, err)
+	require.NoError(t, cert.CheckSignatureFrom(ca), "the certificate chains to the CA")
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	_, err = cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	require.NoError(t, err)
+	require.Equal(t, p.Subject, cert.Subject.String())
+	require.Contains(t, s.stderr.String(), "transaction", "logs name the transaction")
+}
+
+// scepclient returns the path of Debian's scepclient; a missing binary fails the test
+// under CI=true and skips it otherwise.
+func scepclient(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("scepclient")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("scepclient not installed (apt-get install scep): %v", err)
+		}
+		t.Skip("scepclient not installed (apt-get install scep)")
+	}
+	return bin
+}
+
+// runScepclient enrolls with scepclient using profile p, its key and certificate in
+// dir (it writes csr.pem and self.pem beside them). The subject is just the CN.
+func runScepclient(bin, dir string, p *profileAnswer) ([]byte, error) {
+	return exec.Command(bin, "-server-url", p.SCEPURL, "-challenge", p.Challenge,
+		"-cn", strings.TrimPrefix(p.Subject, "CN="), "-organization", "", "-ou", "", "-country", "",
+		"-private-key", filepath.Join(dir, "key.pem"), "-certificate", filepath.Join(dir, "cert.pem")).CombinedOutput()
+}
+
+// TestServeModernStateRestart: without -legacy, scep.Client enrolls with AES-256 and
+// SHA-256; SIGTERM stops the server cleanly; with -state the CA survives a restart and
+// the certificate issued before it can be fetched after it with GetCert.
+func TestServeModernStateRestart(t *testing.T) {
+	t.Parallel()
+	state := t.TempDir()
+	s := startServe(t, "-state", state, "-log", "json")
+	ca := caCert(t, s.base+"/scep")
+
+	code, p, _ := getProfile(t, s.base, "bob@example.com", "bob-laptop-2")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "CN=bob@example.com", p.Subject)
+	require.Equal(t, sha256Hex(ca.Raw), p.CAFingerprint)
+
+	fp, err := hex.DecodeString(p.CAFingerprint)
+	require.NoError(t, err)
+	client := &scep.Client{URL: p.SCEPURL, CAFingerprint: fp}
+	ctx := context.Background()
+	caps, err := client.GetCACaps(ctx)
+	require.NoError(t, err)
+	require.Equal(t, scep.AES256CBC, caps.Cipher(), "caps %v", caps)
+	require.True(t, caps.Has(scep.CapSHA256), "caps %v", caps)
+	require.False(t, caps.Has(scep.CapSHA1), "caps %v", caps)
+	// Forcing the negotiated algorithms makes the test fail if negotiation changes.
+	client.Cipher, client.Digest = scep.AES256CBC, crypto.SHA256
+
+	key, err := rsa.GenerateKey(rand.Reader, p.KeySize)
+	require.NoError(t, err)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: strings.TrimPrefix(p.Subject, "CN=")}}, key)
+	require.NoError(t, err)
+	csr, err = scep.AddChallengePassword(csr, p.Challenge, key, nil)
+	require.NoError(t, err)
+	cert, err := client.Enroll(ctx, csr, key)
+	require.NoError(t, err)
+	require.NoError(t, cert.CheckSignatureFrom(ca))
+	require.Equal(t, p.Subject, cert.Subject.String())
+
+	// Without -legacy, scepclient (single DES or 3DES, SHA-1) is refused with badAlg.
+	if bin, err := exec.LookPath("scepclient"); err == nil {
+		_, p2, _ := getProfile(t, s.base, "alice@example.com", "alice-old-laptop")
+		out, err := runScepclient(bin, t.TempDir(), p2)
+		require.Error(t, err, "scepclient without -legacy: %s", out)
+		require.Contains(t, string(out), "badAlg")
+	}
+
+	// Logs are JSON, one object per line.
+	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), "log line %q", line)
+	}
+
+	s.stop(t)
+
+	s2 := startServe(t, "-state", state)
+	ca2 := caCert(t, s2.base+"/scep")
+	require.Equal(t, sha256Hex(ca.Raw), sha256Hex(ca2.Raw), "the CA survives a restart")
+	client2 := &scep.Client{URL: s2.base + "/scep", CAFingerprint: fp}
+	got, err := client2.GetCert(ctx, cert.RawIssuer, cert.SerialNumber, cert, key)
+	require.NoError(t, err)
+	require.Equal(t, cert.Raw, got.Raw)
+	s2.stop(t)
+}
