@@ -1,10 +1,16 @@
 package crp_test
 
 import (
+	"context"
+	"crypto/x509"
+
 	"crypto"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/profile"
 	"io"
 	"log/slog"
 	"math/big"
@@ -47,3 +53,15 @@ func challengeWithExp(t testing.TB, key crypto.Signer, ch string, exp time.Time)
 }
 
 func bigOne() *big.Int { return big.NewInt(1) }
+
+func catemplateApply(t *catemplate.Template, csr *x509.CertificateRequest, r *profile.Rendered, env *crptest.Env) (*x509.Certificate, error) {
+	return catemplate.ApplyVerified(t, csr, r, env.CA.Certificate, time.Now(), nil)
+}
+
+func checkProfile(env *crptest.Env, csr *x509.CertificateRequest) error {
+	r, err := env.Rendered(context.Background(), "alice@example.com", "alice-laptop")
+	if err != nil {
+		return err
+	}
+	return profile.Check(csr, r)
+}

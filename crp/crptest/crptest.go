@@ -7,6 +7,9 @@ package crptest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -41,6 +44,9 @@ type Options struct {
 	Dir string
 	// CAKeySize is the CA's RSA key size; zero means 2048.
 	CAKeySize int
+	// ECDSA gives the CA and the RA signing certificate ECDSA P-256 keys instead of
+	// RSA (the RA encryption key stays RSA: CMS key transport needs it).
+	ECDSA bool
 	// Replay is the challenge replay store; nil means a challenge.MemoryReplayStore.
 	Replay challenge.ReplayStore
 	// Transactions is the transaction store; nil means in memory.
@@ -226,12 +232,21 @@ func loadOrCreatePKI(o Options) (*catemplate.CA, *catemplate.RA, error) {
 			return nil, nil, err
 		}
 	}
-	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: o.CAKeySize,
+	caKeyType, raOpts := profile.RSA, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit demo RA"}}
+	if o.ECDSA {
+		caKeyType = profile.ECDSAP256
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		raOpts.SigningKey = k
+	}
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: o.CAKeySize, KeyType: caKeyType,
 		Subject: pkix.Name{CommonName: "scepkit demo CA", Organization: []string{"scepkit"}}, Now: o.Now})
 	if err != nil {
 		return nil, nil, err
 	}
-	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit demo RA"}})
+	ra, err := catemplate.NewRA(ca, raOpts)
 	if err != nil {
 		return nil, nil, err
 	}
