@@ -1,0 +1,364 @@
+// Command scepload drives a running SCEP gateway over real HTTP with N concurrent
+// devices and reports what it measured: enrollments per second, latency percentiles,
+// failures by failInfo, and the server's CPU time per enrollment (read from
+// /proc/PID/stat when -pid is given).
+//
+// Each enrollment is what a device does: GetCACaps, then a PKCSReq carrying a fresh
+// challenge (from a scepkit MDM endpoint with -mdm, or a static one with -challenge),
+// signed with the device's key, and the CertRep decrypted and checked. Device keys are
+// made before the clock starts. The run is bounded by -n and -d, and only loopback
+// addresses are accepted as targets.
+//
+//	go run ./examples/quickstart -serve 127.0.0.1:8080 &
+//	go run ./cmd/scepload -url http://127.0.0.1:8080/scep \
+//	    -mdm http://127.0.0.1:8080/mdm/profile -c 8 -n 400 -pid $(pgrep -n quickstart)
+//
+// Against a server with a static challenge (micromdm's scepserver, for example):
+//
+//	go run ./cmd/scepload -url http://127.0.0.1:2016/scep -challenge secret -c 8 -n 400
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/scepkit/scepkit/scep"
+)
+
+type config struct {
+	url, mdm, challenge, cn string
+	conc, n, keySize        int
+	dur                     time.Duration
+	pid                     int
+}
+
+func main() {
+	c := &config{}
+	flag.StringVar(&c.url, "url", "", "SCEP endpoint `URL` (loopback only)")
+	flag.StringVar(&c.mdm, "mdm", "", "scepkit MDM profile endpoint `URL` giving a fresh challenge per enrollment")
+	flag.StringVar(&c.challenge, "challenge", "", "static challenge password (instead of -mdm)")
+	flag.StringVar(&c.cn, "cn", "scepload", "subject CN with -challenge")
+	flag.IntVar(&c.conc, "c", 8, "concurrent devices")
+	flag.IntVar(&c.n, "n", 200, "enrollments in all")
+	flag.DurationVar(&c.dur, "d", time.Minute, "stop after this long at the latest (at most 10m)")
+	flag.IntVar(&c.pid, "pid", 0, "server process id, to report its CPU time per enrollment")
+	flag.IntVar(&c.keySize, "keysize", 2048, "device RSA key size")
+	flag.Parse()
+	if err := run(c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "scepload:", err)
+		os.Exit(1)
+	}
+}
+
+// loopback refuses any target that is not on this machine's loopback interface.
+func loopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%s: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed", raw)
+	}
+	return nil
+}
+
+type result struct {
+	latency time.Duration
+	fail    string // "" for success
+}
+
+func run(c *config, out io.Writer) error {
+	if c.url == "" || (c.mdm == "") == (c.challenge == "") {
+		return errors.New("need -url and one of -mdm or -challenge")
+	}
+	for _, u := range []string{c.url, c.mdm} {
+		if u != "" {
+			if err := loopback(u); err != nil {
+				return err
+			}
+		}
+	}
+	if c.conc < 1 || c.n < 1 || c.dur <= 0 || c.dur > 10*time.Minute {
+		return errors.New("-c and -n must be positive, -d in (0, 10m]")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.dur)
+	defer cancel()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c.conc}}
+	client := &scep.Client{URL: c.url, HTTPClient: hc}
+	certs, err := client.GetCACert(ctx)
+	if err != nil {
+		return fmt.Errorf("GetCACert: %w", err)
+	}
+	recipient := pickRecipient(certs)
+	devs := make([]*device, c.conc)
+	for i := range devs {
+		if devs[i], err = newDevice(i, c); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "scepload: %d devices, %d enrollments, target %s\n", c.conc, c.n, c.url)
+	cpu0, _ := cpuTime(c.pid)
+	jobs := make(chan int)
+	results := make(chan result, c.n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, d := range devs {
+		wg.Add(1)
+		go func(d *device) {
+			defer wg.Done()
+			for i := range jobs {
+				t0 := time.Now()
+				fail := d.enroll(ctx, hc, client, c, recipient, certs, i)
+				results <- result{time.Since(t0), fail}
+			}
+		}(d)
+	}
+feed:
+	for i := 0; i < c.n; i++ {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(results)
+	cpu1, cpuErr := cpuTime(c.pid)
+	report(out, results, elapsed, c.pid, cpu1-cpu0, cpuErr)
+	return nil
+}
+
+// pickRecipient chooses the RA encryption certificate (or the CA).
+func pickRecipient(certs []*x509.Certificate) *x509.Certificate {
+	for _, c := range certs {
+		if !c.IsCA && c.KeyUsage&x509.KeyUsageKeyEncipherment != 0 {
+			return c
+		}
+	}
+	for _, c := range certs {
+		if !c.IsCA {
+			return c
+		}
+	}
+	return certs[0]
+}
+
+type device struct {
+	id   int
+	key  *rsa.PrivateKey
+	self *x509.Certificate
+	csr  map[string][]byte // subject -> CSR without challenge
+}
+
+func newDevice(i int, c *config) (*device, error) {
+	key, err := rsa.GenerateKey(rand.Reader, c.keySize)
+	if err != nil {
+		return nil, err
+	}
+	self, err := scep.SelfSigned(key, pkix.Name{CommonName: fmt.Sprintf("scepload device %d", i)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &device{id: i, key: key, self: self, csr: map[string][]byte{}}, nil
+}
+
+// baseCSR returns (and keeps) the device's CSR for a subject, without challenge.
+func (d *device) baseCSR(cn string) ([]byte, error) {
+	if b, ok := d.csr[cn]; ok {
+		return b, nil
+	}
+	b, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, d.key)
+	if err == nil {
+		d.csr[cn] = b
+	}
+	return b, err
+}
+
+// enroll runs one enrollment and returns "" or the failure's name.
+func (d *device) enroll(ctx context.Context, hc *http.Client, client *scep.Client, c *config,
+	recipient *x509.Certificate, certs []*x509.Certificate, i int) string {
+	ch, cn := c.challenge, c.cn
+	if c.mdm != "" {
+		var err error
+		if ch, cn, err = fetchChallenge(ctx, hc, c.mdm, d.id, i); err != nil {
+			return "mdm: " + short(err)
+		}
+	}
+	caps, err := client.GetCACaps(ctx)
+	if err != nil {
+		return "GetCACaps: " + short(err)
+	}
+	base, err := d.baseCSR(cn)
+	if err != nil {
+		return "csr: " + short(err)
+	}
+	csr, err := scep.AddChallengePassword(base, ch, d.key, nil)
+	if err != nil {
+		return "csr: " + short(err)
+	}
+	digest := crypto.SHA256
+	if !caps.Has(scep.CapSHA256) && !caps.Has(scep.CapSCEPStandard) && caps.Has(scep.CapSHA1) {
+		digest = crypto.SHA1
+	}
+	msg, nonce, err := scep.NewRequest(scep.RequestOptions{Type: scep.PKCSReq, TransactionID: fmt.Sprintf("load-%d-%d", d.id, i),
+		Payload: csr, Recipient: recipient, Cipher: caps.Cipher(), Digest: digest, SignerCert: d.self, Signer: d.key})
+	if err != nil {
+		return "build: " + short(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+"?operation=PKIOperation", bytes.NewReader(msg))
+	if err != nil {
+		return "http: " + short(err)
+	}
+	req.Header.Set("Content-Type", "application/x-pki-message")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "http: " + short(err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "HTTP " + strconv.Itoa(resp.StatusCode)
+	}
+	rep, err := scep.ParsePKIMessage(body, scep.ParseOptions{AllowLegacy: true, Certificates: certs})
+	if err != nil {
+		return "reply: " + short(err)
+	}
+	if !bytes.Equal(rep.RecipientNonce, nonce) {
+		return "reply: recipientNonce mismatch"
+	}
+	switch rep.Status {
+	case scep.Failure:
+		return "FAILURE " + rep.FailInfo.String()
+	case scep.Pending:
+		return "PENDING"
+	}
+	if err := rep.Decrypt(scep.Recipient{Certificate: d.self, Key: d.key}); err != nil || len(rep.Issued) == 0 {
+		return "reply: undecryptable"
+	}
+	return ""
+}
+
+func short(err error) string {
+	s := err.Error()
+	if len(s) > 60 {
+		s = s[:60]
+	}
+	return s
+}
+
+// fetchChallenge asks the MDM for device i's profile: its challenge and subject CN.
+func fetchChallenge(ctx context.Context, hc *http.Client, mdm string, dev, i int) (string, string, error) {
+	u := fmt.Sprintf("%s?user=alice@example.com&device=load-%d-%d", mdm, dev, i)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	var p struct {
+		Challenge string `json:"challenge"`
+		Subject   string `json:"subject"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&p); err != nil {
+		return "", "", err
+	}
+	cn, ok := strings.CutPrefix(p.Subject, "CN=")
+	if !ok || strings.Contains(cn, ",") {
+		return "", "", fmt.Errorf("subject %q is not a single CN", p.Subject)
+	}
+	return p.Challenge, cn, nil
+}
+
+// cpuTime returns a process's user+system CPU time from /proc/PID/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	if pid <= 0 {
+		return 0, errors.New("no -pid")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("bad /proc stat")
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+func report(out io.Writer, results <-chan result, elapsed time.Duration, pid int, cpu time.Duration, cpuErr error) {
+	var lat []time.Duration
+	fails := map[string]int{}
+	for r := range results {
+		if r.fail == "" {
+			lat = append(lat, r.latency)
+		} else {
+			fails[r.fail]++
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[int(p*float64(len(lat)-1))]
+	}
+	fmt.Fprintf(out, "enrollments  %d ok in %v: %.1f/s\n", len(lat), elapsed.Round(time.Millisecond),
+		float64(len(lat))/elapsed.Seconds())
+	fmt.Fprintf(out, "latency      p50 %v  p90 %v  p99 %v\n", pct(.5).Round(time.Microsecond*100),
+		pct(.9).Round(time.Microsecond*100), pct(.99).Round(time.Microsecond*100))
+	if len(fails) == 0 {
+		fmt.Fprintln(out, "errors       none")
+	}
+	keys := make([]string, 0, len(fails))
+	for k := range fails {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(out, "errors       %d × %s\n", fails[k], k)
+	}
+	if cpuErr == nil && len(lat) > 0 {
+		fmt.Fprintf(out, "server CPU   %v in all, %.2f ms per enrollment (pid %d)\n", cpu,
+			float64(cpu.Microseconds())/1000/float64(len(lat)), pid)
+	}
+}
