@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -68,8 +69,13 @@ type Transaction struct {
 	CertTemplate *x509.Certificate
 	Certificate  *x509.Certificate
 	Trace        *Trace
+	// Validator is the external validator that judged the challenge (one of
+	// RegistrationPoint.Validators); nil when the built-in check did, and for
+	// renewals.
+	Validator ChallengeValidator
 
-	checkErr error // what Verifier.Check said, judged phase by phase
+	checkErr error  // what Verifier.Check said, judged phase by phase
+	extErr   *Error // what Validator.Validate said, judged phase by phase
 	claimed  bool
 }
 
@@ -96,13 +102,17 @@ func (tx *Transaction) DeviceID() string {
 	return ""
 }
 
-// ProfileID returns the profile the transaction is for.
+// ProfileID returns the profile the transaction is for: the challenge's, the renewed
+// certificate's, or (for a challenge an external validator judged) the ID of the
+// Profile the validator set, if any.
 func (tx *Transaction) ProfileID() string {
 	switch {
 	case tx.Claims != nil:
 		return tx.Claims.ProfileID
 	case tx.Renewed != nil:
 		return tx.Renewed.ProfileID
+	case tx.Profile != nil:
+		return tx.Profile.ID
 	}
 	return ""
 }
@@ -118,9 +128,18 @@ func (tx *Transaction) ProfileID() string {
 type RegistrationPoint struct {
 	// Verifier checks challenges. Its Audience is this gateway's identity (step 0:
 	// a challenge minted for another gateway is refused) and its Replay store makes
-	// challenges one-time. Required.
+	// challenges one-time. Required unless Validators is set; without it, a
+	// challenge no validator accepts is refused in phase 2.
 	Verifier *challenge.Verifier
-	// Users, Devices and Profiles are consulted in phases 2 and 3. Required.
+	// Validators judge challenges this registration point cannot check itself (an
+	// MDM's opaque challenges, such as Intune's). They are asked in order, before
+	// the Verifier; the first whose Accepts reports true judges the request in place
+	// of the built-in challenge, user, device and profile steps of the gateway and
+	// phases 1-3 (see [ChallengeValidator]). Optional.
+	Validators []ChallengeValidator
+	// Users, Devices and Profiles are consulted in phases 2 and 3. Required unless
+	// Validators is set; when one is nil, a request that needs it (a renewal, a
+	// challenge of the Verifier) is refused.
 	Users    UserDirectory
 	Devices  DeviceRegistry
 	Profiles ProfileSource
@@ -168,17 +187,27 @@ var _ scep.Responder = (*RegistrationPoint)(nil)
 // Validate reports a configuration the registration point cannot work with.
 func (rp *RegistrationPoint) Validate() error {
 	var missing []string
+	external := len(rp.Validators) > 0
 	for name, ok := range map[string]bool{
-		"Verifier": rp.Verifier != nil, "Users": rp.Users != nil, "Devices": rp.Devices != nil,
-		"Profiles": rp.Profiles != nil, "Templates": rp.Templates != nil, "Issuer": rp.Issuer != nil,
-		"CACert": rp.CACert != nil,
+		"Verifier": external || rp.Verifier != nil, "Users": external || rp.Users != nil,
+		"Devices": external || rp.Devices != nil, "Profiles": external || rp.Profiles != nil,
+		"Templates": rp.Templates != nil, "Issuer": rp.Issuer != nil, "CACert": rp.CACert != nil,
 	} {
 		if !ok {
 			missing = append(missing, name)
 		}
 	}
 	if len(missing) > 0 {
+		slices.Sort(missing)
 		return fmt.Errorf("crp: RegistrationPoint needs %s", strings.Join(missing, ", "))
+	}
+	for i, v := range rp.Validators {
+		if v == nil {
+			return fmt.Errorf("crp: Validators[%d] is nil", i)
+		}
+	}
+	if rp.Verifier == nil {
+		return nil
 	}
 	if rp.Verifier.Audience == "" {
 		return errors.New("crp: the Verifier needs an Audience (this gateway's identity)")
@@ -306,6 +335,10 @@ func (rp *RegistrationPoint) stepAudience(ctx context.Context, tx *Transaction) 
 		tx.checkErr = errNoChallenge
 		return nil
 	}
+	if rp.Verifier == nil {
+		tx.checkErr = errNoValidator
+		return nil
+	}
 	tx.Claims, tx.checkErr = rp.Verifier.Check(ctx, tx.Challenge)
 	if errors.Is(tx.checkErr, challenge.ErrAudience) {
 		return fail(PhaseGateway, ReasonWrongGateway, tx.checkErr)
@@ -316,7 +349,54 @@ func (rp *RegistrationPoint) stepAudience(ctx context.Context, tx *Transaction) 
 	return nil
 }
 
-var errNoChallenge = errors.New("crp: the CSR carries no challengePassword")
+var (
+	errNoChallenge = errors.New("crp: the CSR carries no challengePassword")
+	errNoValidator = errors.New("crp: no validator accepts this challenge and no Verifier is configured")
+)
+
+// validatorFor returns the first of rp.Validators that accepts the challenge, or nil.
+func (rp *RegistrationPoint) validatorFor(ch string) ChallengeValidator {
+	if ch == "" {
+		return nil
+	}
+	for _, v := range rp.Validators {
+		if v.Accepts(ch) {
+			return v
+		}
+	}
+	return nil
+}
+
+// stepExternal asks the external validator once; a refusal in the gateway phase is
+// returned here, the others are judged by stepExternalIn in their phase.
+func (rp *RegistrationPoint) stepExternal(ctx context.Context, tx *Transaction) *Error {
+	err := tx.Validator.Validate(ctx, tx)
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	switch {
+	case !errors.As(err, &e):
+		e = fail(PhaseGenuineness, ReasonCheckFailed, err)
+	case e.Phase > PhaseMapping:
+		e = &Error{Phase: PhaseMapping, Reason: e.Reason, Err: e.Err}
+	}
+	if e.Phase == PhaseGateway {
+		return e
+	}
+	tx.extErr = e
+	return nil
+}
+
+// stepExternalIn returns the external validator's refusal if it belongs to phase p.
+func stepExternalIn(p Phase) func(context.Context, *Transaction) *Error {
+	return func(_ context.Context, tx *Transaction) *Error {
+		if tx.extErr != nil && tx.extErr.Phase == p {
+			return tx.extErr
+		}
+		return nil
+	}
+}
 
 func (rp *RegistrationPoint) stepExpiry(_ context.Context, tx *Transaction) *Error {
 	err := tx.checkErr
@@ -364,6 +444,9 @@ func (rp *RegistrationPoint) stepClaim(ctx context.Context, tx *Transaction) *Er
 }
 
 func (rp *RegistrationPoint) stepUser(ctx context.Context, tx *Transaction) *Error {
+	if rp.Users == nil {
+		return fail(PhaseGenuineness, ReasonUserUnknown, errors.New("no UserDirectory configured"))
+	}
 	u, err := rp.Users.LookupUser(ctx, tx.UserID())
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -382,6 +465,9 @@ func (rp *RegistrationPoint) stepDevice(ctx context.Context, tx *Transaction) *E
 	if id == "" {
 		return fail(PhaseMapping, ReasonDeviceUnknown, errors.New("the challenge names no device"))
 	}
+	if rp.Devices == nil {
+		return fail(PhaseMapping, ReasonDeviceUnknown, errors.New("no DeviceRegistry configured"))
+	}
 	d, err := rp.Devices.LookupDevice(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -398,6 +484,9 @@ func (rp *RegistrationPoint) stepDevice(ctx context.Context, tx *Transaction) *E
 }
 
 func (rp *RegistrationPoint) stepProfile(ctx context.Context, tx *Transaction) *Error {
+	if rp.Profiles == nil {
+		return fail(PhaseMapping, ReasonProfileUnknown, errors.New("no ProfileSource configured"))
+	}
 	p, err := rp.Profiles.LookupProfile(ctx, tx.ProfileID())
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -418,8 +507,12 @@ func (rp *RegistrationPoint) stepProfile(ctx context.Context, tx *Transaction) *
 }
 
 func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) *Error {
+	var ku x509.KeyUsage // zero without a rendered profile: resolvers read the CSR's
+	if tx.Rendered != nil {
+		ku = tx.Rendered.KeyUsage
+	}
 	t, err := rp.Templates.Resolve(ctx, &catemplate.ResolveRequest{ProfileID: tx.ProfileID(),
-		KeyUsage: tx.Rendered.KeyUsage, CSR: tx.CSR, Rendered: tx.Rendered})
+		KeyUsage: ku, CSR: tx.CSR, Rendered: tx.Rendered})
 	if err != nil {
 		if errors.Is(err, catemplate.ErrNotPublished) {
 			return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
@@ -495,6 +588,21 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 		if err := rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser}); err != nil {
 			return err
 		}
+	} else if tx.Validator = rp.validatorFor(tx.Challenge); tx.Validator != nil {
+		// An external validator judges the challenge and the CSR against what the
+		// MDM expects (phases 1-3); the user, device and profile steps do not run.
+		tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
+		if err := rp.runPhase(ctx, tx, PhaseGateway,
+			builtin{"csr-signature", rp.stepCSRSignature},
+			builtin{"challenge-external", rp.stepExternal}); err != nil {
+			return err
+		}
+		for _, p := range []Phase{PhaseExpiry, PhaseGenuineness, PhaseMapping} {
+			if err := rp.runPhase(ctx, tx, p, builtin{"external-" + p.String(), stepExternalIn(p)}); err != nil {
+				return err
+			}
+		}
+		return rp.runPhase(ctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
 	} else {
 		if tx.Challenge != "" {
 			tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
@@ -553,7 +661,7 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notification {
 	n := &Notification{TransactionID: tx.ID, UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(),
 		ChallengeFingerprint: tx.Trace.ChallengeFingerprint, CSR: tx.CSR, Renewal: tx.Renewal, IssuedAt: rp.now(),
-		Trace: tx.Trace}
+		Trace: tx.Trace, Validator: tx.Validator}
 	if tx.Template != nil {
 		n.Template = tx.Template.Name
 	}
@@ -671,7 +779,7 @@ type EnrollRequest struct {
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
 	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
 		Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID}}
-	tx.Renewal = rp.issuedBy(req.Signer)
+	tx.Renewal = rp.issuedBy(req.Signer) && rp.validatorFor(req.Challenge) == nil
 	var csrDER []byte
 	if req.CSR != nil {
 		csrDER = req.CSR.Raw
@@ -796,6 +904,9 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 		e := fail(PhaseGateway, ReasonRenewalSigner, errors.New("RenewalReq not signed by a certificate of this CA"))
 		rp.step(ctx, tx, PhaseGateway, "renewal-signer", rp.now(), e)
 		return nil, rp.finish(ctx, tx, e, signerKey, req.CSR.Raw)
+	case ours && req.MessageType != scep.RenewalReq && rp.validatorFor(req.ChallengePassword) != nil:
+		// A PKCSReq signed by one of our certificates but carrying a challenge an
+		// external validator accepts is a new enrollment: the MDM judges it.
 	case ours && (req.MessageType == scep.RenewalReq || !rp.Renewal.Disabled || req.ChallengePassword == ""):
 		tx.Renewal = true
 	}

@@ -37,6 +37,17 @@
 // RenewalPolicy.Grace), not be revoked, be known to the CertificateStore, and the new
 // CSR must keep its subject; phases 2 (user) and 3 (device, profile) still run.
 //
+// # External validators
+//
+// Some MDMs mint opaque challenges that only their own service can judge (Intune's,
+// see package crp/intune). A [ChallengeValidator] in RegistrationPoint.Validators
+// claims such a challenge by its shape, without a network call, and its verdict
+// replaces the built-in challenge, user, device and profile steps of the gateway and
+// phases 1-3 (steps "challenge-external" and "external-<phase>" in the trace); the
+// template, issue and notify phases run as usual, and the [Notification] names the
+// validator so that the right MDM is told. One gateway so serves scepkit's own
+// challenges and an MDM's side by side.
+//
 // # Embedding
 //
 // A CA with its own front end calls [RegistrationPoint.Enroll] with a CSR and a

@@ -116,6 +116,30 @@ func (c CAIssuer) Issue(ctx context.Context, req *IssueRequest) (*x509.Certifica
 	return cert, nil
 }
 
+// ChallengeValidator judges challenges the registration point cannot check offline:
+// an MDM's opaque challenge (Intune's, say) that only the MDM's own service can judge.
+//
+// Accepts reports, without any network call or side effect, whether the challenge is
+// this validator's to judge (by its shape: see challenge.LooksLikeToken to leave
+// scepkit's own challenges to the Verifier). It is called for every request that
+// carries a challenge, and must be fast and safe for concurrent use.
+//
+// Validate judges the request (tx.ID, tx.CSR, tx.Challenge) in place of the built-in
+// challenge, user, device and profile steps of the gateway and phases 1-3: nil passes
+// them all. A refusal is a *Error whose Phase is PhaseGateway, PhaseExpiry (answered
+// with badTime), PhaseGenuineness or PhaseMapping (a later phase counts as
+// PhaseMapping); any other error refuses in PhaseGenuineness. Wrap ErrUnavailable when
+// no verdict could be obtained (the MDM's service cannot be reached), so that the
+// outcome is not recorded and the device may retry. Validate may fill tx.Profile (its
+// ID then names the profile in records and template resolution), tx.User, tx.Device
+// and tx.Rendered; it must not change anything else. Template resolution, user
+// Checks, issuance and notification run as for any request; a resolver that sees no
+// rendered profile resolves from the CSR's key usage.
+type ChallengeValidator interface {
+	Accepts(challenge string) bool
+	Validate(ctx context.Context, tx *Transaction) error
+}
+
 // Outcome is how a transaction ended (so far).
 type Outcome string
 
@@ -148,6 +172,10 @@ type Notification struct {
 	// Trace is the transaction's trace so far (the notify step is appended to it after
 	// Notify returns).
 	Trace *Trace
+	// Validator is the external validator that judged the challenge, nil when the
+	// built-in check did (or for renewals): a Notifier tells the MDM that minted the
+	// challenge, and only that one.
+	Validator ChallengeValidator
 }
 
 // Notifier tells the MDM. When RegistrationPoint.RequireNotification is set, an error
