@@ -1,0 +1,263 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// DefaultPrefix starts every key a [Store] with an empty Prefix writes.
+const DefaultPrefix = "scepkit:"
+
+// DefaultRecordTTL is how long a transaction record whose Expires is zero is kept.
+const DefaultRecordTTL = 24 * time.Hour
+
+// minClaimTTL is how long a challenge id claimed with an until already past (or less
+// than this away) is kept, as challenge.MemoryReplayStore does.
+const minClaimTTL = time.Minute
+
+// maxIDLen bounds the id written into a key; longer ids are replaced by their
+// SHA-256, so a client cannot make keys of arbitrary size.
+const maxIDLen = 128
+
+// Store keeps the state gateways running side by side must share in Redis: one-time
+// use of challenges ([challenge.ReplayStore] and [challenge.Releaser]) and transaction
+// records ([crp.TransactionStore]). Fill Client and pass the same Store (or Stores with
+// the same Prefix on the same Redis) to every gateway. Its methods are safe for
+// concurrent use; do not change the fields while they run.
+type Store struct {
+	// Client is the connection to Redis. Required. Any go-redis client works: a
+	// *redis.Client, a *redis.ClusterClient (every command touches a single key), a
+	// Sentinel failover client or a *redis.Ring. The Store never closes it.
+	Client redis.UniversalClient
+	// Prefix starts every key, so that several deployments can share one Redis.
+	// Empty means [DefaultPrefix]. Challenge claims are kept under Prefix+"claim:"+id,
+	// transaction records under Prefix+"tx:"+id (an id over 128 bytes is replaced by
+	// the hex SHA-256 of it).
+	Prefix string
+	// Now is the clock that turns the deadlines of Claim and of Record.Expires into
+	// TTLs; nil means time.Now. Redis expires keys by its own clock: only the
+	// difference between Now and the deadline matters, not clock skew.
+	Now func() time.Time
+}
+
+var (
+	_ challenge.ReplayStore = (*Store)(nil)
+	_ challenge.Releaser    = (*Store)(nil)
+	_ crp.TransactionStore  = (*Store)(nil)
+)
+
+func (s *Store) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Store) key(kind, id string) string {
+	p := s.Prefix
+	if p == "" {
+		p = DefaultPrefix
+	}
+	if len(id) > maxIDLen {
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return p + kind + id
+}
+
+func (s *Store) client() (redis.UniversalClient, error) {
+	if s.Client == nil {
+		return nil, errors.New("redisstore: Store.Client is nil")
+	}
+	return s.Client, nil
+}
+
+// Claim records one-time use of the challenge id until the time until. It returns nil
+// for the first claim and [challenge.ErrReplayed] for every later claim of id before
+// until, from this process or any other using the same Redis and Prefix. An until
+// already past (or less than a minute away) is kept one minute. An empty id is refused
+// with an error matching [challenge.ErrMissingClaim].
+//
+// The claim is one command, SET key token NX PX ttl, so of any number of concurrent
+// claims exactly one succeeds: there is no read before the write. The token is random
+// and unique to this call; when SET NX finds the key, a GET tells whether the token is
+// ours (a retry by go-redis after the first SET was applied but its reply lost: the
+// claim is ours and succeeds) or another claimant's (replayed).
+//
+// Any other failure (Redis unreachable, a timeout, ctx done) returns an error that
+// does not match ErrReplayed: the store could not decide, and the caller (crp) must
+// refuse the request for now. If Redis applied the SET but no reply ever came back,
+// the challenge stays claimed until it expires: the device then needs a new challenge
+// from the MDM.
+func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty id", challenge.ErrMissingClaim)
+	}
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisstore: claim: %w", err)
+	}
+	ttl := until.Sub(s.now())
+	if ttl < minClaimTTL {
+		ttl = minClaimTTL
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("redisstore: claim: %w", err)
+	}
+	token := hex.EncodeToString(b[:])
+	key := s.key("claim:", id)
+	err = c.SetArgs(ctx, key, token, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, redis.Nil):
+		return fmt.Errorf("redisstore: claim: %w", err)
+	}
+	held, err := c.Get(ctx, key).Result()
+	switch {
+	case err == nil && held == token:
+		return nil // our own SET, applied on a retried attempt
+	case err == nil, errors.Is(err, redis.Nil):
+		// Held by another claimant (or expired in between, which only a claim
+		// shorter than a round trip allows): replayed either way.
+		return challenge.ErrReplayed
+	}
+	return fmt.Errorf("redisstore: claim: %w", err)
+}
+
+// Release forgets a claim of id, so that the challenge can be presented again after a
+// transient failure (crp calls it when the CA is unavailable). Releasing an id that is
+// not claimed is not an error.
+//
+// Release is a plain DEL, without checking that the claim is the caller's: only the
+// claimant that won calls Release, and a claim lasts as long as the challenge can be
+// verified, so the key cannot have passed to another claimant meanwhile.
+func (s *Store) Release(ctx context.Context, id string) error {
+	if id == "" {
+		return nil
+	}
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	if err := c.Del(ctx, s.key("claim:", id)).Err(); err != nil {
+		return fmt.Errorf("redisstore: release: %w", err)
+	}
+	return nil
+}
+
+// record is the stored form of a crp.Record, JSON with the certificate as DER.
+type record struct {
+	V             int            `json:"v"`
+	TransactionID string         `json:"tid"`
+	SignerKey     []byte         `json:"signer,omitempty"`
+	Request       []byte         `json:"req,omitempty"`
+	CSR           []byte         `json:"csr,omitempty"`
+	Status        scep.PKIStatus `json:"status"`
+	Certificate   []byte         `json:"cert,omitempty"`
+	Phase         crp.Phase      `json:"phase"`
+	Reason        crp.Reason     `json:"reason,omitempty"`
+	UserID        string         `json:"user,omitempty"`
+	DeviceID      string         `json:"device,omitempty"`
+	ProfileID     string         `json:"profile,omitempty"`
+	Template      string         `json:"template,omitempty"`
+	Expires       time.Time      `json:"expires"`
+}
+
+const recordVersion = 1
+
+// Put stores r under its TransactionID, replacing any record with that id, with a TTL
+// that ends at r.Expires ([DefaultRecordTTL] when Expires is zero). A record already
+// expired deletes any record with that id. The certificate is stored as DER.
+func (s *Store) Put(ctx context.Context, r *crp.Record) error {
+	if r == nil {
+		return errors.New("redisstore: put: nil record")
+	}
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	key := s.key("tx:", r.TransactionID)
+	ttl := DefaultRecordTTL
+	if !r.Expires.IsZero() {
+		ttl = r.Expires.Sub(s.now())
+	}
+	if ttl < time.Millisecond {
+		if err := c.Del(ctx, key).Err(); err != nil {
+			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
+		}
+		return nil
+	}
+	w := record{V: recordVersion, TransactionID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request,
+		CSR: r.CSR, Status: r.Status, Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID,
+		ProfileID: r.ProfileID, Template: r.Template, Expires: r.Expires}
+	if r.Certificate != nil {
+		w.Certificate = r.Certificate.Raw
+	}
+	b, err := json.Marshal(&w)
+	if err != nil {
+		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
+	}
+	if err := c.Set(ctx, key, b, ttl).Err(); err != nil {
+		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
+	}
+	return nil
+}
+
+// Get returns the record stored under the transaction id, or an error matching
+// [crp.ErrNotFound] when there is none (or it has expired by Now). Any other error
+// means Redis could not be asked or the record could not be decoded.
+func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
+	c, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.Get(ctx, s.key("tx:", id)).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, fmt.Errorf("%w: transaction %q", crp.ErrNotFound, id)
+	case err != nil:
+		return nil, fmt.Errorf("redisstore: get %q: %w", id, err)
+	}
+	var w record
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("redisstore: get %q: %w", id, err)
+	}
+	if w.V != recordVersion {
+		return nil, fmt.Errorf("redisstore: get %q: record version %d not supported", id, w.V)
+	}
+	if w.TransactionID != id {
+		// Only possible for ids hashed into the key: a collision of SHA-256, or a
+		// record written by something else.
+		return nil, fmt.Errorf("%w: transaction %q", crp.ErrNotFound, id)
+	}
+	if !w.Expires.IsZero() && s.now().After(w.Expires) {
+		return nil, fmt.Errorf("%w: transaction %q", crp.ErrNotFound, id)
+	}
+	r := &crp.Record{TransactionID: w.TransactionID, SignerKey: w.SignerKey, Request: w.Request, CSR: w.CSR,
+		Status: w.Status, Phase: w.Phase, Reason: w.Reason, UserID: w.UserID, DeviceID: w.DeviceID,
+		ProfileID: w.ProfileID, Template: w.Template, Expires: w.Expires}
+	if len(w.Certificate) > 0 {
+		if r.Certificate, err = x509.ParseCertificate(w.Certificate); err != nil {
+			return nil, fmt.Errorf("redisstore: get %q: certificate: %w", id, err)
+		}
+	}
+	return r, nil
+}
