@@ -7,6 +7,7 @@ package crptest
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -47,6 +48,14 @@ type Options struct {
 	// ECDSA gives the CA and the RA signing certificate ECDSA P-256 keys instead of
 	// RSA (the RA encryption key stays RSA: CMS key transport needs it).
 	ECDSA bool
+	// Share, when set, makes a second gateway beside an existing one, as gateways
+	// behind one load balancer: the new Env uses Share's CA, RA and MDM
+	// (challenge-signing) key instead of making or loading its own, and a zero
+	// Gateway or MDM is taken from Share, so a challenge minted by either Env verifies
+	// at both. Dir then keeps only the issued certificates. Give both Envs the same
+	// shared Replay and Transactions stores (package redisstore) for a challenge to be
+	// usable once across both.
+	Share *Env
 	// Replay is the challenge replay store; nil means a challenge.MemoryReplayStore.
 	Replay challenge.ReplayStore
 	// Transactions is the transaction store; nil means in memory.
@@ -113,6 +122,12 @@ func (c *CountingIssuer) Count() int { return int(c.n.Load()) }
 
 // New assembles an Env.
 func New(o Options) (*Env, error) {
+	if o.Share != nil && o.Gateway == "" {
+		o.Gateway = o.Share.Verifier.Audience
+	}
+	if o.Share != nil && o.MDM == "" {
+		o.MDM = o.Share.Challenges.Name
+	}
 	if o.Gateway == "" {
 		o.Gateway = "scepkit-gateway"
 	}
@@ -130,12 +145,16 @@ func New(o Options) (*Env, error) {
 	}
 	e := &Env{}
 	var err error
-	if e.CA, e.RA, err = loadOrCreatePKI(o); err != nil {
-		return nil, err
-	}
-	mdmKey, err := loadOrCreateMDMKey(o.Dir)
-	if err != nil {
-		return nil, err
+	var mdmKey crypto.Signer
+	if o.Share != nil {
+		e.CA, e.RA, mdmKey = o.Share.CA, o.Share.RA, o.Share.Challenges.Key
+	} else {
+		if e.CA, e.RA, err = loadOrCreatePKI(o); err != nil {
+			return nil, err
+		}
+		if mdmKey, err = loadOrCreateMDMKey(o.Dir); err != nil {
+			return nil, err
+		}
 	}
 	e.Challenges = &challenge.Issuer{Name: o.MDM, Key: mdmKey, Now: o.Now}
 	keys := challenge.NewKeySet()
