@@ -1,0 +1,86 @@
+package demo
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/scepkit/scepkit/crp"
+)
+
+// CertificateDir is a crp.CertificateStore that keeps each issued certificate, with
+// the user, device, profile and template it was issued for, as one JSON file in a
+// directory, and serves lookups from memory. It lets renewals and GetCert work across
+// restarts. A real deployment keeps this in its CA database.
+type CertificateDir struct {
+	dir string
+	mem crp.MemoryCertificates
+}
+
+type certificateFile struct {
+	Certificate []byte `json:"certificate"` // DER
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id"`
+	ProfileID   string `json:"profile_id"`
+	Template    string `json:"template"`
+}
+
+// OpenCertificateDir creates dir if needed and loads the certificates it holds.
+func OpenCertificateDir(dir string) (*CertificateDir, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	d := &CertificateDir{dir: dir}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var f certificateFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		c, err := x509.ParseCertificate(f.Certificate)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		d.mem.Add(context.Background(), &crp.IssuedCertificate{Certificate: c, UserID: f.UserID,
+			DeviceID: f.DeviceID, ProfileID: f.ProfileID, Template: f.Template})
+	}
+	return d, nil
+}
+
+// Add implements crp.CertificateStore: the file is written before the certificate is
+// known in memory.
+func (d *CertificateDir) Add(ctx context.Context, c *crp.IssuedCertificate) error {
+	b, err := json.Marshal(certificateFile{Certificate: c.Certificate.Raw, UserID: c.UserID,
+		DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template})
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("%x.json", c.Certificate.SerialNumber)
+	if err := WriteFileAtomic(filepath.Join(d.dir, name), b, 0o600); err != nil {
+		return err
+	}
+	return d.mem.Add(ctx, c)
+}
+
+// Lookup implements crp.CertificateStore.
+func (d *CertificateDir) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertificate, error) {
+	return d.mem.Lookup(ctx, serial)
+}
+
+// Len returns how many certificates are stored.
+func (d *CertificateDir) Len() int { return d.mem.Len() }

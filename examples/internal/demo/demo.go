@@ -1,0 +1,282 @@
+// Package demo holds what the mdm, gateway and embedca examples share and what a real
+// deployment would get elsewhere: the demo directory file (users and devices, in place of
+// Entra ID and Intune's device inventory), the demo SCEP profiles and certificate
+// template, loading the MDM's JWKS, a certificate store in a directory, atomic file
+// writes, and the HTTP server life cycle (timeouts, graceful shutdown). It is internal
+// to the examples: copy what you need.
+package demo
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/profile"
+)
+
+// DirectoryFile is the JSON file that stands in for the user directory and the device
+// inventory:
+//
+//	{
+//	  "users": [
+//	    {"id": "alice@example.com", "upn": "alice@example.com", "email": "alice@example.com"},
+//	    {"id": "mallory@example.com", "upn": "mallory@example.com", "disabled": true}
+//	  ],
+//	  "devices": [
+//	    {"id": "alice-laptop", "user": "alice@example.com", "serial": "C02X", "compliant": true}
+//	  ]
+//	}
+//
+// A user's id is what challenges name (their sub claim); a device's user is the id of
+// the user it is enrolled to. A device is refused unless "compliant" is true.
+type DirectoryFile struct {
+	Users []struct {
+		ID       string `json:"id"`
+		UPN      string `json:"upn"`
+		Email    string `json:"email"`
+		Name     string `json:"name"`
+		Disabled bool   `json:"disabled"`
+	} `json:"users"`
+	Devices []struct {
+		ID        string `json:"id"`
+		User      string `json:"user"`
+		Name      string `json:"name"`
+		Serial    string `json:"serial"`
+		Compliant bool   `json:"compliant"`
+	} `json:"devices"`
+}
+
+// Directory is a loaded DirectoryFile: a crp.UserDirectory and a crp.DeviceRegistry.
+type Directory struct {
+	crp.MemoryDirectory
+	crp.MemoryRegistry
+}
+
+// LoadDirectory reads a DirectoryFile.
+func LoadDirectory(path string) (*Directory, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f DirectoryFile
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("directory %s: %w", path, err)
+	}
+	d := &Directory{}
+	users := map[string]bool{}
+	for i, u := range f.Users {
+		if u.ID == "" {
+			return nil, fmt.Errorf("directory %s: users[%d] has no id", path, i)
+		}
+		users[u.ID] = true
+		d.MemoryDirectory.Put(crp.User{User: profile.User{ID: u.ID, UserPrincipalName: u.UPN, Email: u.Email,
+			UserName: u.Name}, Disabled: u.Disabled})
+	}
+	for i, dev := range f.Devices {
+		if dev.ID == "" || !users[dev.User] {
+			return nil, fmt.Errorf("directory %s: devices[%d] needs an id and a user of the file", path, i)
+		}
+		d.MemoryRegistry.Put(crp.Device{Device: profile.Device{ID: dev.ID, AADDeviceID: dev.ID, Name: dev.Name,
+			SerialNumber: dev.Serial}, UserID: dev.User, Compliant: dev.Compliant})
+	}
+	return d, nil
+}
+
+// The demo profiles, one per platform, keyed by id (the challenge's prof claim: ids are
+// short because every character costs about 1.3 characters of challenge).
+const (
+	ProfileWindows = "win"
+	ProfileIOS     = "ios"
+	ProfileMacOS   = "mac"
+)
+
+// Profiles returns the demo SCEP profiles: a user certificate with subject
+// CN={{UserPrincipalName}} and no SAN, RSA 2048, client authentication, one year,
+// renewed at 20% of its lifetime left, for Windows, iOS and macOS. The MDM and the
+// gateway must agree on them: the MDM renders them for devices, the gateway checks CSRs
+// against them.
+func Profiles(scepURL string, root *x509.Certificate) (crp.MemoryProfiles, error) {
+	out := crp.MemoryProfiles{}
+	for id, pl := range map[string]profile.Platform{ProfileWindows: profile.Windows, ProfileIOS: profile.IOS,
+		ProfileMacOS: profile.MacOS} {
+		p := &profile.Profile{
+			ID: id, Name: "scepkit example " + pl.String(), CertificateType: profile.UserCertificate, Platform: pl,
+			SubjectNameFormat: "CN={{UserPrincipalName}}",
+			Validity:          profile.ValidityPeriod{Value: 1, Unit: profile.Years},
+			KeyUsage:          x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, KeySize: 2048,
+			ExtendedKeyUsages: []profile.EKU{profile.EKUClientAuth}, RenewalThresholdPercent: 20,
+			ServerURLs: []string{scepURL}, RootCA: root,
+		}
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+		out[id] = p
+	}
+	return out, nil
+}
+
+// TemplateName is the demo certificate template.
+const TemplateName = "scepkit-user"
+
+// Templates returns the demo template resolver: NDES style, every purpose resolves to
+// one published template (one year, client authentication, RSA 2048 or more, ECDSA
+// P-256/P-384).
+func Templates() catemplate.Resolver {
+	store := catemplate.MapStore{TemplateName: &catemplate.Template{
+		Name: TemplateName, Validity: 365 * 24 * time.Hour, Backdate: 5 * time.Minute,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, MinKeySize: 2048,
+		KeyTypes: []profile.KeyType{profile.RSA, profile.ECDSAP256, profile.ECDSAP384}, Published: true,
+	}}
+	return &catemplate.NDESResolver{SignatureTemplate: TemplateName, EncryptionTemplate: TemplateName,
+		GeneralPurposeTemplate: TemplateName, Templates: store}
+}
+
+// LoadKeySet reads the MDM's challenge-verification keys, a JWKS document, from an
+// http(s) URL or a file.
+func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
+	var b []byte
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("JWKS %s: %w", src, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("JWKS %s: HTTP %s", src, resp.Status)
+		}
+		if b, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20)); err != nil {
+			return nil, fmt.Errorf("JWKS %s: %w", src, err)
+		}
+	} else {
+		var err error
+		if b, err = os.ReadFile(src); err != nil {
+			return nil, err
+		}
+	}
+	ks, err := challenge.ParseJWKS(b)
+	if err != nil {
+		return nil, fmt.Errorf("JWKS %s: %w", src, err)
+	}
+	if len(ks.KeyIDs()) == 0 {
+		return nil, fmt.Errorf("JWKS %s: no usable signature key", src)
+	}
+	return ks, nil
+}
+
+// SyncKeySet makes dst hold exactly the keys of src (new keys added, removed ones
+// removed), so that a Verifier using dst follows the MDM's key rotation without a
+// restart.
+func SyncKeySet(dst, src *challenge.KeySet) error {
+	want := map[string]bool{}
+	for _, kid := range src.KeyIDs() {
+		want[kid] = true
+		k, _ := src.Lookup(kid)
+		if old, ok := dst.Lookup(kid); ok {
+			if eq, ok := old.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(k) {
+				continue
+			}
+			dst.Remove(kid) // same kid, another key
+		}
+		if err := dst.Add(kid, k); err != nil {
+			return err
+		}
+	}
+	for _, kid := range dst.KeyIDs() {
+		if !want[kid] {
+			dst.Remove(kid)
+		}
+	}
+	return nil
+}
+
+// NewLogger returns a slog logger writing to w in format "text" or "json".
+func NewLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("-log %q: want text or json", format)
+}
+
+// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it
+// into place, so that a crash leaves either the old file or the new one.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// Serve serves h on ln with timeouts a slow client cannot hold open forever, until
+// ctx ends; then it stops accepting, lets requests in flight finish (10 s at most) and
+// returns nil.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    128 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

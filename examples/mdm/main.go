@@ -1,0 +1,370 @@
+// Command mdm is the MDM's part of scepkit's flow, as a small HTTP server: it mints the
+// one-hour, one-time challenge for a user's device, renders the SCEP profile for them and
+// exports it as JSON, as an Apple .mobileconfig or as Windows SyncML, and it publishes
+// the public keys that verify its challenges as a JWKS, so that a SCEP gateway in
+// another process (examples/gateway) can be configured from it. It also receives the
+// gateway's reports of what was issued or refused.
+//
+//	go run ./examples/mdm -directory examples/directory.json \
+//	    -ca-cert gateway-state/ca.crt -scep-url http://127.0.0.1:8080/scep
+//
+// Endpoints:
+//
+//   - GET /jwks: the challenge-verification keys (JWKS, RFC 7517). Point the gateway's
+//     -jwks at it.
+//   - GET /profile?user=U&device=D[&format=json|mobileconfig|syncml][&platform=windows|ios|macos]:
+//     the profile for device D of user U with a fresh challenge. U must be an active user
+//     of the directory and D a compliant device enrolled to U, else 403. The default
+//     format is json; the platform defaults to ios for mobileconfig, windows otherwise.
+//   - POST /notify: the gateway reports an outcome (JSON); GET /notifications lists them.
+//     Unauthenticated here: a real MDM authenticates its connectors (mutual TLS).
+//
+// Flags: -directory FILE is the users and devices (see examples/internal/demo,
+// DirectoryFile; the gateway reads the same file); -state DIR keeps the MDM's Ed25519
+// signing key (mdm-ed25519.pem, PKCS#8, mode 0600), so challenges and the JWKS survive
+// a restart; -name is the challenges' issuer and -gateway their audience (the gateway's
+// identity); -scep-url goes into profiles; -ca-cert is the root CA devices pin (the
+// gateway writes it as ca.crt in its state directory; it is read when the first profile
+// is asked for, so the MDM may start first); -ttl shortens the challenge lifetime (at
+// most 1h); -log text|json.
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/examples/internal/demo"
+	"github.com/scepkit/scepkit/profile"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "mdm:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	listen, state, name, gateway, scepURL, caCert, directory, log string
+	ttl                                                            time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("mdm", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &config{}
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8081", "listen on `ADDR`")
+	fs.StringVar(&c.state, "state", "scepkit-mdm-state", "keep the challenge-signing key in `DIR`")
+	fs.StringVar(&c.name, "name", "scepkit-mdm", "issuer name of the challenges (the gateway's -mdm-issuer)")
+	fs.StringVar(&c.gateway, "gateway", "scepkit-gateway", "identity of the gateway the challenges are for (its -identity)")
+	fs.StringVar(&c.scepURL, "scep-url", "http://127.0.0.1:8080/scep", "SCEP `URL` written into profiles")
+	fs.StringVar(&c.caCert, "ca-cert", "", "root CA certificate `FILE` (PEM) devices pin; required")
+	fs.StringVar(&c.directory, "directory", "", "users and devices JSON `FILE`; required")
+	fs.DurationVar(&c.ttl, "ttl", time.Hour, "challenge lifetime (at most 1h)")
+	fs.StringVar(&c.log, "log", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case c.directory == "":
+		return nil, errors.New("-directory is required")
+	case c.caCert == "":
+		return nil, errors.New("-ca-cert is required")
+	case c.ttl <= 0 || c.ttl > challenge.MaxLifetime:
+		return nil, fmt.Errorf("-ttl %v: a challenge lives at most %v (and more than zero)", c.ttl, challenge.MaxLifetime)
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := demo.NewLogger(c.log, stderr)
+	if err != nil {
+		return err
+	}
+	dir, err := demo.LoadDirectory(c.directory)
+	if err != nil {
+		return err
+	}
+	key, err := loadOrCreateKey(filepath.Join(c.state, "mdm-ed25519.pem"))
+	if err != nil {
+		return err
+	}
+	keys := challenge.NewKeySet()
+	kid, err := challenge.DefaultKeyID(key.Public())
+	if err != nil {
+		return err
+	}
+	if err := keys.Add(kid, key.Public()); err != nil {
+		return err
+	}
+	m := &mdm{
+		issuer: &challenge.Issuer{Name: c.name, Key: key}, keys: keys, cfg: c, dir: dir, log: log,
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "scepkit mdm serving on %s\n", base)
+	fmt.Fprintf(stdout, "  JWKS:    %s/jwks\n", base)
+	fmt.Fprintf(stdout, "  profile: %s/profile?user=alice@example.com&device=alice-laptop&format=json\n", base)
+	log.Info("serving", "addr", base, "issuer", c.name, "audience", c.gateway, "kid", kid, "ttl", c.ttl)
+	return demo.Serve(ctx, ln, m.routes(), log)
+}
+
+// mdm mints challenges and profiles.
+type mdm struct {
+	issuer *challenge.Issuer
+	keys   *challenge.KeySet
+	cfg    *config
+	dir    *demo.Directory
+	log    *slog.Logger
+
+	mu            sync.Mutex
+	profiles      crp.MemoryProfiles // built once the CA certificate is known
+	notifications []json.RawMessage
+}
+
+func (m *mdm) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /jwks", m.jwks)
+	mux.HandleFunc("GET /profile", m.profile)
+	mux.HandleFunc("POST /notify", m.notify)
+	mux.HandleFunc("GET /notifications", m.listNotifications)
+	return mux
+}
+
+func (m *mdm) jwks(w http.ResponseWriter, r *http.Request) {
+	b, err := m.keys.MarshalJSON()
+	if err != nil {
+		m.log.Error("jwks", "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "max-age=300")
+	w.Write(b)
+}
+
+// formats maps a format to its content type and default platform.
+var formats = map[string]struct {
+	contentType, platform string
+}{
+	"json":         {"application/json", "windows"},
+	"mobileconfig": {"application/x-apple-aspen-config", "ios"},
+	"syncml":       {"application/vnd.syncml.dm+xml", "windows"},
+}
+
+var platforms = map[string]string{"windows": demo.ProfileWindows, "ios": demo.ProfileIOS, "macos": demo.ProfileMacOS}
+
+func (m *mdm) profile(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	userID, deviceID := q.Get("user"), q.Get("device")
+	format := q.Get("format")
+	if format == "" {
+		format = "json"
+	}
+	f, ok := formats[format]
+	if !ok || userID == "" || deviceID == "" || len(userID) > 256 || len(deviceID) > 256 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{
+			"error": "user and device are required; format is json, mobileconfig or syncml"})
+		return
+	}
+	platform := q.Get("platform")
+	if platform == "" {
+		platform = f.platform
+	}
+	profileID, ok := platforms[platform]
+	if !ok || (format == "mobileconfig") != (platform == "ios" || platform == "macos") {
+		writeJSON(w, http.StatusBadRequest, map[string]string{
+			"error": "platform is windows, ios or macos; mobileconfig is for ios and macos only"})
+		return
+	}
+
+	// The MDM hands out a profile only for an active user's compliant device: the
+	// gateway checks all of it again (phases 2 and 3), since the challenge outlives
+	// this decision by up to an hour.
+	u, err := m.dir.LookupUser(r.Context(), userID)
+	if err != nil || u.Disabled {
+		m.log.Info("profile refused", "user", userID, "device", deviceID, "why", "user unknown or disabled")
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "user unknown or disabled"})
+		return
+	}
+	d, err := m.dir.LookupDevice(r.Context(), deviceID)
+	if err != nil || d.UserID != u.ID || !d.Compliant {
+		m.log.Info("profile refused", "user", userID, "device", deviceID, "why", "device unknown, not the user's, or not compliant")
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "device unknown, not enrolled to this user, or not compliant"})
+		return
+	}
+	profiles, err := m.loadProfiles()
+	if err != nil {
+		m.log.Error("profile: CA certificate", "file", m.cfg.caCert, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "CA certificate not available yet"})
+		return
+	}
+	rendered, err := profile.Render(profiles[profileID], u.User, d.Device, nil)
+	if err != nil {
+		m.log.Warn("profile: render", "user", userID, "device", deviceID, "err", err)
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": "the profile cannot be rendered for this user and device"})
+		return
+	}
+	ch, claims, err := m.issuer.Issue(challenge.Request{UserID: u.ID, DeviceID: d.ID, ProfileID: profileID,
+		Audience: m.cfg.gateway, Lifetime: m.cfg.ttl})
+	if err != nil {
+		m.log.Error("profile: challenge", "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+		return
+	}
+	opts := profile.ExportOptions{Challenge: ch, UniqueID: "scepkit-" + profileID}
+	var body []byte
+	switch format {
+	case "json":
+		body, err = profile.ExportJSON(rendered, opts)
+	case "mobileconfig":
+		body, err = profile.MobileConfig(rendered, opts)
+	case "syncml":
+		body, err = profile.SyncML(rendered, opts)
+	}
+	if err != nil {
+		m.log.Error("profile: export", "format", format, "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+		return
+	}
+	m.log.Info("profile issued", "user", u.ID, "device", d.ID, "profile", profileID, "format", format,
+		"challenge", challenge.Fingerprint(ch), "expires", claims.Expires)
+	w.Header().Set("Content-Type", f.contentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Challenge-Expires", claims.Expires.UTC().Format(time.RFC3339))
+	w.Write(body)
+}
+
+// loadProfiles builds the profiles once the root CA certificate can be read.
+func (m *mdm) loadProfiles() (crp.MemoryProfiles, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.profiles != nil {
+		return m.profiles, nil
+	}
+	b, err := os.ReadFile(m.cfg.caCert)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	ca, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	p, err := demo.Profiles(m.cfg.scepURL, ca)
+	if err != nil {
+		return nil, err
+	}
+	m.profiles = p
+	return p, nil
+}
+
+// notify records a gateway's report (the JSON the gateway's Notifier posts).
+func (m *mdm) notify(w http.ResponseWriter, r *http.Request) {
+	var n json.RawMessage
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&n); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want a JSON notification of at most 64 KiB"})
+		return
+	}
+	var summary struct {
+		TransactionID string `json:"transaction_id"`
+		Outcome       string `json:"outcome"`
+		User          string `json:"user"`
+		Device        string `json:"device"`
+		Serial        string `json:"serial"`
+		Reason        string `json:"reason"`
+	}
+	json.Unmarshal(n, &summary)
+	m.log.Info("gateway reported", "transaction", summary.TransactionID, "outcome", summary.Outcome,
+		"user", summary.User, "device", summary.Device, "serial", summary.Serial, "reason", summary.Reason)
+	m.mu.Lock()
+	if len(m.notifications) >= 1000 {
+		m.notifications = m.notifications[1:]
+	}
+	m.notifications = append(m.notifications, n)
+	m.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (m *mdm) listNotifications(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	list := append([]json.RawMessage{}, m.notifications...)
+	m.mu.Unlock()
+	writeJSON(w, http.StatusOK, list)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// loadOrCreateKey reads the MDM's Ed25519 key, or creates it (PKCS#8 PEM, mode 0600,
+// written atomically) on first start.
+func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("%s holds no PEM key", path)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		ek, ok := k.(ed25519.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("%s is not an Ed25519 key", path)
+		}
+		return ek, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return key, demo.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
