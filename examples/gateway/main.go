@@ -259,7 +259,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 			Replay: &challenge.MemoryReplayStore{}},
 		Users: &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
 		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: ca}, CACert: ca.Certificate,
-		Notifier: &notifier{url: c.Notify, log: log, client: &http.Client{Timeout: 5 * time.Second}},
+		Notifier:     &notifier{url: c.Notify, log: log, client: &http.Client{Timeout: 5 * time.Second}},
 		Certificates: issued,
 		Revocation: crp.RevocationCheckerFunc(func(_ context.Context, cert *x509.Certificate) (bool, error) {
 			return ca.IsRevoked(cert.SerialNumber), nil

@@ -67,7 +67,7 @@ func main() {
 
 type config struct {
 	listen, state, name, gateway, scepURL, caCert, directory, log string
-	ttl                                                            time.Duration
+	ttl                                                           time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
