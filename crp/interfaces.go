@@ -344,12 +344,13 @@ func (m *MemoryNotifier) Notifications() []Notification {
 }
 
 // MemoryTransactions is a TransactionStore in memory, sharded so that concurrent
-// transactions rarely share a lock. Expired records are dropped when their shard is
-// written. The zero value is ready.
+// transactions rarely share a lock. Expired records are never returned, and are swept
+// from a shard after enough writes to it (amortized). The zero value is ready.
 type MemoryTransactions struct {
 	shards [32]struct {
 		sync.Mutex
-		m map[string]*Record
+		m      map[string]*Record
+		writes int // since the last sweep of expired records
 	}
 	// Now is the clock for expiry; nil means time.Now.
 	Now func() time.Time
@@ -391,50 +392,47 @@ func (m *MemoryTransactions) Put(_ context.Context, r *Record) error {
 	if s.m == nil {
 		s.m = map[string]*Record{}
 	}
-	now := m.now()
-	if len(s.m) > 64 { // amortized: at most one sweep per write, bounded by the shard
+	// Sweep expired records once the shard has taken writes to half its size: the
+	// sweep's cost is spread over those writes (amortized O(1) per Put).
+	s.writes++
+	if s.writes >= 64 && s.writes >= len(s.m)/2 {
+		now := m.now()
 		for k, v := range s.m {
 			if !v.Expires.IsZero() && now.After(v.Expires) {
 				delete(s.m, k)
 			}
 		}
+		s.writes = 0
 	}
 	c := *r
 	s.m[r.TransactionID] = &c
 	return nil
 }
 
-// MemoryCertificates is a CertificateStore in memory. The zero value is ready.
+// MemoryCertificates is a CertificateStore in memory, without a global lock (a
+// sync.Map keyed by serial). The zero value is ready.
 type MemoryCertificates struct {
-	mu sync.RWMutex
-	m  map[string]*IssuedCertificate
+	m sync.Map // serial (decimal string) -> *IssuedCertificate
 }
 
 // Add implements CertificateStore.
 func (m *MemoryCertificates) Add(_ context.Context, c *IssuedCertificate) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.m == nil {
-		m.m = map[string]*IssuedCertificate{}
-	}
-	m.m[c.Certificate.SerialNumber.String()] = c
+	m.m.Store(c.Certificate.SerialNumber.String(), c)
 	return nil
 }
 
 // Lookup implements CertificateStore.
 func (m *MemoryCertificates) Lookup(_ context.Context, serial *big.Int) (*IssuedCertificate, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	c, ok := m.m[serial.String()]
+	c, ok := m.m.Load(serial.String())
 	if !ok {
 		return nil, fmt.Errorf("%w: certificate %x", ErrNotFound, serial)
 	}
-	return c, nil
+	return c.(*IssuedCertificate), nil
 }
 
 // Len returns how many certificates are stored.
 func (m *MemoryCertificates) Len() int {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return len(m.m)
+	n := 0
+	m.m.Range(func(any, any) bool { n++; return true })
+	return n
 }
