@@ -126,6 +126,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
+	// An expiring RA certificate takes a SCEP service down: say so at start.
+	for _, cert := range env.Server.ExpiringSoon(30 * 24 * time.Hour) {
+		logger.Warn("certificate expires within 30 days", "subject", cert.Subject.String(), "notAfter", cert.NotAfter)
+	}
 	mdm := &mdm{env: env, base: base, ttl: c.ttl, log: logger}
 	srv := newHTTPServer(env, mdm)
 	serveErr := make(chan error, 1)
