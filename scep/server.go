@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -374,6 +375,9 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = msg.Decrypt(s.Recipients...)
 	}
+	if err == nil {
+		err = canReceive(msg.Signer)
+	}
 	if err != nil {
 		fail(err)
 		return
@@ -416,6 +420,16 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(out, "SUCCESS")
+}
+
+// canReceive refuses, before the Responder decides anything, a requester whose signer
+// key cannot receive the reply: a SUCCESS is encrypted to it with RSA key transport, so
+// issuing for an ECDSA signer would produce a certificate the device never gets.
+func canReceive(signer *x509.Certificate) error {
+	if _, ok := signer.PublicKey.(*rsa.PublicKey); !ok {
+		return Fail(BadAlg, fmt.Errorf("%w: the reply cannot be encrypted to a %T signer key", ErrUnsupportedAlgorithm, signer.PublicKey))
+	}
+	return nil
 }
 
 // admit refuses, before anything is decrypted, every message type a server does not

@@ -367,3 +367,18 @@ func TestParseCaps(t *testing.T) {
 	require.Equal(t, "AES\nSHA-256\n", Caps{CapAES, CapSHA256}.String())
 	require.Equal(t, Caps{CapAES, CapSHA256, "X"}, Caps{"X", CapSHA256, CapAES}.Sorted())
 }
+
+// TestServerRefusesUnreachableSigner: a request signed with an ECDSA key cannot receive
+// an RSA-encrypted reply, so it is refused before the Responder issues anything.
+func TestServerRefusesUnreachableSigner(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, _ := pki.httpServer(t, false)
+	self, err := SelfSigned(ecKey, pkix.Name{CommonName: "ec"}, nil)
+	require.NoError(t, err)
+	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "ec-1", Payload: newCSR(t, ecKey, "ec", "secret"),
+		Recipient: pki.raEnc, SignerCert: self, Signer: ecKey})
+	require.NoError(t, err)
+	code, _, body := post(t, ts.URL, der)
+	expectFailure(t, pki, code, body, BadAlg)
+	require.Equal(t, 0, pki.issuedCount(), "no certificate issued")
+}
