@@ -118,8 +118,15 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
-// FailInfo is the SCEP failInfo the device receives.
-func (e *Error) FailInfo() scep.FailInfo { return e.Phase.FailInfo() }
+// FailInfo is the SCEP failInfo the device receives: the phase's, except for a CSR
+// whose signature does not verify, which fails an integrity check (badMessageCheck,
+// like any other signature that does not verify).
+func (e *Error) FailInfo() scep.FailInfo {
+	if e.Reason == ReasonCSRSignature {
+		return scep.BadMessageCheck
+	}
+	return e.Phase.FailInfo()
+}
 
 func fail(p Phase, r Reason, err error) *Error { return &Error{Phase: p, Reason: r, Err: err} }
 
