@@ -92,8 +92,7 @@ func TestMDMGatewayDevice(t *testing.T) {
 	require.Equal(t, "http://"+gwAddr, gw.Base)
 
 	// The pin: the gateway prints the CA's SHA-256; it is that of the ca.crt it wrote.
-	_, after, ok := strings.Cut(gw.Stdout.String(), "CA SHA-256:")
-	require.True(t, ok, gw.Stdout.String())
+	_, after, _ := strings.Cut(gw.StdoutLine(t, "CA SHA-256:"), "CA SHA-256:")
 	fp := strings.Fields(after)[0]
 	ca := readCert(t, filepath.Join(gwState, "ca.crt"))
 	sum := sha256.Sum256(ca.Raw)

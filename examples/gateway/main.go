@@ -346,14 +346,17 @@ func (g *gateway) refreshKeys(ctx context.Context, src string, every time.Durati
 		case <-t.C:
 		}
 		ks, err := demo.LoadKeySet(ctx, src)
+		changed := false
 		if err == nil {
-			err = demo.SyncKeySet(g.keys, ks)
+			changed, err = demo.SyncKeySet(g.keys, ks)
 		}
 		if err != nil {
 			g.log.Warn("JWKS refresh failed; keeping the keys in use", "jwks", src, "err", err)
 			continue
 		}
-		g.log.Debug("JWKS refreshed", "keys", g.keys.KeyIDs())
+		if changed {
+			g.log.Info("MDM keys changed", "keys", g.keys.KeyIDs())
+		}
 	}
 }
 

@@ -188,8 +188,8 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 
 // SyncKeySet makes dst hold exactly the keys of src (new keys added, removed ones
 // removed), so that a Verifier using dst follows the MDM's key rotation without a
-// restart.
-func SyncKeySet(dst, src *challenge.KeySet) error {
+// restart. It reports whether dst changed.
+func SyncKeySet(dst, src *challenge.KeySet) (changed bool, err error) {
 	want := map[string]bool{}
 	for _, kid := range src.KeyIDs() {
 		want[kid] = true
@@ -201,15 +201,17 @@ func SyncKeySet(dst, src *challenge.KeySet) error {
 			dst.Remove(kid) // same kid, another key
 		}
 		if err := dst.Add(kid, k); err != nil {
-			return err
+			return true, err
 		}
+		changed = true
 	}
 	for _, kid := range dst.KeyIDs() {
 		if !want[kid] {
 			dst.Remove(kid)
+			changed = true
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // NewLogger returns a slog logger writing to w in format "text" or "json".

@@ -179,3 +179,21 @@ func Run(t testing.TB, bin string, args ...string) (stdout, stderr string, code 
 	}
 	return o.String(), e.String(), 0
 }
+
+// StdoutLine waits until the process has printed a line containing substr (lines after
+// "serving on" may come a moment later) and returns that line.
+func (p *Process) StdoutLine(t testing.TB, substr string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, line := range strings.Split(p.Stdout.String(), "\n") {
+			if strings.Contains(line, substr) {
+				return line
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s printed no line with %q:\n%s", p.Name, substr, p.Stdout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

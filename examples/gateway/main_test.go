@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/examples/internal/exectest"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	exectest.Cleanup()
+	os.Exit(code)
+}
+
+// mdmKey is an MDM signing key the test holds, published as a JWKS file.
+type mdmKey struct {
+	issuer *challenge.Issuer
+}
+
+func newMDMKey(t *testing.T) *mdmKey {
+	t.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	return &mdmKey{issuer: &challenge.Issuer{Name: "mdm-t", Key: k}}
+}
+
+func writeJWKS(t *testing.T, path string, keys ...*mdmKey) {
+	t.Helper()
+	ks := challenge.NewKeySet()
+	for _, k := range keys {
+		kid, err := challenge.DefaultKeyID(k.issuer.Key.Public())
+		require.NoError(t, err)
+		require.NoError(t, ks.Add(kid, k.issuer.Key.Public()))
+	}
+	b, err := ks.MarshalJSON()
+	require.NoError(t, err)
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, b, 0o644))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+func (k *mdmKey) challenge(t *testing.T, user, device, audience string) string {
+	t.Helper()
+	ch, _, err := k.issuer.Issue(challenge.Request{UserID: user, DeviceID: device, ProfileID: "win", Audience: audience})
+	require.NoError(t, err)
+	return ch
+}
+
+// enroll makes a key and a CSR for cn with ch, and enrolls.
+func enroll(t *testing.T, c *scep.Client, cn, ch string) (*x509.Certificate, *rsa.PrivateKey, error) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: cn}}, key)
+	require.NoError(t, err)
+	csr, err = scep.AddChallengePassword(csr, ch, key, nil)
+	require.NoError(t, err)
+	cert, err := c.Enroll(context.Background(), csr, key)
+	return cert, key, err
+}
+
+func requireFailure(t *testing.T, err error, info scep.FailInfo) {
+	t.Helper()
+	var fe *scep.FailError
+	require.True(t, errors.As(err, &fe), "want a FAILURE, got %v", err)
+	require.Equal(t, info, fe.Info)
+}
+
+func caSHA256(t *testing.T, p *exectest.Process) []byte {
+	t.Helper()
+	_, after, _ := strings.Cut(p.StdoutLine(t, "CA SHA-256:"), "CA SHA-256:")
+	fp, err := hex.DecodeString(strings.Fields(after)[0])
+	require.NoError(t, err)
+	return fp
+}
+
+// TestGateway runs the gateway from a JSON file with a flag overriding it, enrolls
+// through the three phases, follows an MDM key rotation through its JWKS, keeps its CA
+// and issued certificates across a SIGTERM and restart (a renewal after it), and logs
+// JSON.
+func TestGateway(t *testing.T) {
+	bin := exectest.Build(t, ".")
+	dir := t.TempDir()
+	state, jwks, cfg := filepath.Join(dir, "state"), filepath.Join(dir, "jwks.json"), filepath.Join(dir, "gateway.json")
+	key1, key2 := newMDMKey(t), newMDMKey(t)
+	writeJWKS(t, jwks, key1)
+	conf, err := json.Marshal(map[string]any{"listen": "127.0.0.1:0", "state": state, "identity": "overridden",
+		"mdm_issuer": "mdm-t", "jwks": jwks, "jwks_refresh": "100ms", "directory": "../directory.json", "log": "json"})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cfg, conf, 0o600))
+
+	gw := exectest.Start(t, bin, "-config", cfg, "-identity", "gw-t")
+	fp := caSHA256(t, gw)
+	client := &scep.Client{URL: gw.Base + "/certsrv/mscep/mscep.dll", CAFingerprint: fp}
+	certs, err := client.GetCACert(t.Context())
+	require.NoError(t, err)
+	var ca *x509.Certificate
+	for _, c := range certs {
+		if s := sha256.Sum256(c.Raw); string(s[:]) == string(fp) {
+			ca = c
+		}
+	}
+	require.NotNil(t, ca)
+
+	// Success: every phase passes.
+	cert, certKey, err := enroll(t, client, "alice@example.com", key1.challenge(t, "alice@example.com", "alice-laptop", "gw-t"))
+	require.NoError(t, err)
+	require.NoError(t, cert.CheckSignatureFrom(ca))
+	require.Equal(t, "CN=alice@example.com", cert.Subject.String())
+
+	// Refusals: a challenge for another gateway (the -identity flag won over the file's
+	// "overridden"), a device enrolled to another user.
+	_, _, err = enroll(t, client, "alice@example.com", key1.challenge(t, "alice@example.com", "alice-laptop", "overridden"))
+	requireFailure(t, err, scep.BadRequest)
+	_, _, err = enroll(t, client, "alice@example.com", key1.challenge(t, "alice@example.com", "bob-phone", "gw-t"))
+	requireFailure(t, err, scep.BadRequest)
+	logs := gw.Stderr.String()
+	require.Contains(t, logs, "challenge for another gateway")
+	require.Contains(t, logs, "device enrolled to another user")
+
+	// The MDM rotates its key: the gateway picks up the new JWKS without a restart.
+	writeJWKS(t, jwks, key2)
+	require.Eventually(t, func() bool { return strings.Contains(gw.Stderr.String(), "MDM keys changed") },
+		5*time.Second, 20*time.Millisecond)
+	_, _, err = enroll(t, client, "bob@example.com", key2.challenge(t, "bob@example.com", "bob-phone", "gw-t"))
+	require.NoError(t, err)
+	_, _, err = enroll(t, client, "bob@example.com", key1.challenge(t, "bob@example.com", "bob-phone", "gw-t"))
+	requireFailure(t, err, scep.BadRequest)
+
+	// SIGTERM: a clean exit; the logs were JSON all along.
+	gw.Stop(t)
+	for _, line := range strings.Split(strings.TrimSpace(gw.Stderr.String()), "\n") {
+		require.True(t, json.Valid([]byte(line)), "log line %q", line)
+	}
+
+	// Restart: the same CA, and the certificate issued before renews after.
+	gw2 := exectest.Start(t, bin, "-config", cfg, "-identity", "gw-t", "-log", "text")
+	require.Equal(t, fp, caSHA256(t, gw2))
+	client2 := &scep.Client{URL: gw2.Base + "/scep", CAFingerprint: fp}
+	newKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: cert.RawSubject}, newKey)
+	require.NoError(t, err)
+	renewed, err := client2.Renew(t.Context(), csr, cert, certKey)
+	require.NoError(t, err)
+	require.Equal(t, cert.Subject.String(), renewed.Subject.String())
+	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
+	gw2.Stop(t)
+}
+
+// TestConfigErrors: what the gateway refuses at start.
+func TestConfigErrors(t *testing.T) {
+	bin := exectest.Build(t, ".")
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"jwks": "x", "directory": "y", "redis": "z"}`), 0o600))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-directory", "../directory.json"}, "-jwks is required"},
+		{[]string{"-jwks", "x"}, "-directory is required"},
+		{[]string{"-config", bad}, `unknown field "redis"`},
+		{[]string{"-config", filepath.Join(dir, "missing.json")}, "no such file"},
+		{[]string{"-jwks", filepath.Join(dir, "none"), "-directory", "../directory.json", "-state", dir,
+			"-listen", "127.0.0.1:0", "-log", "xml"}, `-log "xml"`},
+	} {
+		_, stderr, code := exectest.Run(t, bin, tc.args...)
+		require.NotEqual(t, 0, code, tc.args)
+		require.Contains(t, stderr, tc.want, tc.args)
+	}
+}
