@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/scepkit/scepkit/examples/internal/exectest"
+	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	exectest.Cleanup()
+	os.Exit(code)
+}
+
+func post(t *testing.T, url string, body []byte) (int, enrollResponse) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var r enrollResponse
+	require.NoError(t, json.Unmarshal(b, &r), string(b))
+	return resp.StatusCode, r
+}
+
+func csrFor(t *testing.T, subject pkix.Name, challenge string) string {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, key)
+	require.NoError(t, err)
+	if challenge != "" {
+		der, err = scep.AddChallengePassword(der, challenge, key, nil)
+		require.NoError(t, err)
+	}
+	return base64.StdEncoding.EncodeToString(der)
+}
+
+func profileFor(t *testing.T, mdm, user, device string) *profile.JSONProfile {
+	t.Helper()
+	resp, err := http.Get(mdm + "/profile?user=" + user + "&device=" + device)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var p profile.JSONProfile
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
+	return &p
+}
+
+// TestEmbedCA runs the MDM and the CA with its REST front end: a challenge from the
+// MDM gets a certificate by POST /enroll; a replayed challenge, a CSR that does not
+// match the profile and a broken request get their phase and reason, or a 400.
+func TestEmbedCA(t *testing.T) {
+	mdmBin, bin := exectest.Build(t, "../mdm"), exectest.Build(t, ".")
+	state := t.TempDir()
+	// The MDM reads the CA certificate lazily: the CA writes it when it starts.
+	mdm := exectest.Start(t, mdmBin, "-listen", "127.0.0.1:0", "-state", t.TempDir(),
+		"-directory", "../directory.json", "-ca-cert", filepath.Join(state, "ca.crt"),
+		"-scep-url", "http://127.0.0.1:1/unused", "-gateway", "ca.example")
+	ca := exectest.Start(t, bin, "-listen", "127.0.0.1:0", "-state", state, "-jwks", mdm.Base+"/jwks",
+		"-directory", "../directory.json", "-identity", "ca.example")
+	enrollURL := ca.Base + "/enroll"
+
+	p := profileFor(t, mdm.Base, "alice@example.com", "alice-laptop")
+	alice := pkix.Name{CommonName: "alice@example.com"}
+	req, _ := json.Marshal(enrollRequest{CSR: csrFor(t, alice, ""), Challenge: p.Challenge})
+	code, r := post(t, enrollURL, req)
+	require.Equal(t, http.StatusOK, code, "%+v", r)
+	require.Equal(t, "issued", r.Status)
+	require.NotEmpty(t, r.TransactionID)
+	blk, _ := pem.Decode([]byte(r.Certificate))
+	require.NotNil(t, blk)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	require.NoError(t, err)
+	require.Equal(t, "CN=alice@example.com", cert.Subject.String())
+
+	// GET /ca is the CA that signed it, and the one in the state directory.
+	resp, err := http.Get(ca.Base + "/ca")
+	require.NoError(t, err)
+	caPEM, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	blk, _ = pem.Decode(caPEM)
+	require.NotNil(t, blk)
+	caCert, err := x509.ParseCertificate(blk.Bytes)
+	require.NoError(t, err)
+	require.NoError(t, cert.CheckSignatureFrom(caCert))
+	onDisk, err := os.ReadFile(filepath.Join(state, "ca.crt"))
+	require.NoError(t, err)
+	require.Contains(t, string(onDisk), strings.TrimSpace(string(caPEM)))
+
+	// The same challenge again: refused in phase 2.
+	req, _ = json.Marshal(enrollRequest{CSR: csrFor(t, alice, ""), Challenge: p.Challenge})
+	code, r = post(t, enrollURL, req)
+	require.Equal(t, http.StatusForbidden, code)
+	require.Equal(t, enrollResponse{TransactionID: r.TransactionID, Status: "refused", Phase: "phase2-genuineness",
+		Reason: "challenge already used", FailInfo: "badRequest"}, r)
+
+	// A CSR whose subject is not the profile's: refused in phase 3.
+	p = profileFor(t, mdm.Base, "bob@example.com", "bob-phone")
+	req, _ = json.Marshal(enrollRequest{CSR: csrFor(t, pkix.Name{CommonName: "admin@example.com"}, ""), Challenge: p.Challenge})
+	code, r = post(t, enrollURL, req)
+	require.Equal(t, http.StatusForbidden, code)
+	require.Equal(t, "phase3-mapping", r.Phase)
+	require.Equal(t, "CSR does not match the profile", r.Reason)
+
+	// Not a challenge at all: a broken request (400), still with its phase.
+	req, _ = json.Marshal(enrollRequest{CSR: csrFor(t, alice, ""), Challenge: "hello"})
+	code, r = post(t, enrollURL, req)
+	require.Equal(t, http.StatusBadRequest, code, "%+v", r)
+	require.Equal(t, "phase2-genuineness", r.Phase)
+
+	// Broken bodies.
+	for _, body := range []string{`{`, `{"csr": "!!", "challenge": "x"}`, `{"csr": "AAAA", "challenge": "x"}`,
+		`{"csr": "` + csrFor(t, alice, "") + `"}`, `{"csr": "", "challenge": "x", "extra": 1}`} {
+		code, r = post(t, enrollURL, []byte(body))
+		require.Equal(t, http.StatusBadRequest, code, body)
+		require.NotEmpty(t, r.Error)
+	}
+	code, _ = post(t, enrollURL, bytes.Repeat([]byte(" "), 70<<10))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+
+	ca.Stop(t)
+	mdm.Stop(t)
+}
