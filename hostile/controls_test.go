@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/profile"
 	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
@@ -94,6 +96,27 @@ func TestControls(t *testing.T) {
 	t.Run("CSR for another key than the signer's, with proof of possession, enrolls (RFC 8894 §2.3 SHOULD)", func(t *testing.T) {
 		signer := selfSigned(t, attackerKey, alice)
 		h.expectSuccess(t, h.message(t, spec{cert: signer, key: attackerKey}), signer, attackerKey, deviceKey.Public())
+	})
+
+	t.Run("a challenge re-signed unchanged by the MDM key enrolls", func(t *testing.T) {
+		// The forgeries of TestHostile (expired, over-long, other gateway...) go through
+		// this path: only their mutation makes them fail.
+		ch := h.mdmSigned(t, nil)
+		h.expectSuccess(t, h.message(t, spec{payload: csrFor(t, deviceKey, pkix.Name{CommonName: alice}, ch)}),
+			h.self, deviceKey, deviceKey.Public())
+	})
+	t.Run("user name with an RDN separator enrolls as one literal CN", func(t *testing.T) {
+		// The other half of TestHostile's "user name that injects an RDN": the subject
+		// rendered for this UPN is a single CN holding ",O=Admins" literally.
+		upn := "eve@example.com,O=Admins"
+		h.env.Users.Put(crp.User{User: profile.User{ID: upn, UserPrincipalName: upn, Email: "eve@example.com", UserName: "eve"}})
+		h.env.Devices.Put(crp.Device{Device: profile.Device{ID: "eve-laptop", AADDeviceID: "eve-laptop", Name: "eve-laptop",
+			SerialNumber: "SN-eve"}, UserID: upn, Compliant: true})
+		ch := h.challenge(t, upn, "eve-laptop")
+		c := h.expectSuccess(t, h.message(t, spec{payload: csrFor(t, deviceKey, pkix.Name{CommonName: upn}, ch)}),
+			h.self, deviceKey, deviceKey.Public())
+		require.Equal(t, upn, c.Subject.CommonName)
+		require.Empty(t, c.Subject.Organization)
 	})
 
 	// Legacy on: the same SHA-1 and single-DES shapes refused with badAlg when legacy is
