@@ -386,6 +386,15 @@ func cases() []hcase {
 		{name: "challenge without expiry", want: failure(scep.BadRequest), build: withChallenge(func(t *testing.T, h *harness) string {
 			return h.mdmSigned(t, func(_, c map[string]any) { delete(c, "exp") })
 		})},
+		{name: "challenge without jti", want: failure(scep.BadRequest), build: withChallenge(func(t *testing.T, h *harness) string {
+			return h.mdmSigned(t, func(_, c map[string]any) { delete(c, "jti") })
+		})},
+		{name: "challenge from another issuer", want: failure(scep.BadRequest), build: withChallenge(func(t *testing.T, h *harness) string {
+			return h.mdmSigned(t, func(_, c map[string]any) { c["iss"] = "other-mdm" })
+		})},
+		{name: "challenge with another typ", want: failure(scep.BadRequest), build: withChallenge(func(t *testing.T, h *harness) string {
+			return h.mdmSigned(t, func(hdr, _ map[string]any) { hdr["typ"] = "JWT" })
+		})},
 		{name: "challenge expired", want: failure(scep.BadTime), build: withChallenge(func(t *testing.T, h *harness) string {
 			return h.mdmSigned(t, setTimes(now.Add(-2*time.Hour), now.Add(-2*time.Hour), now.Add(-time.Hour)))
 		})},
