@@ -1,0 +1,108 @@
+package intune_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/intune"
+	"github.com/scepkit/scepkit/crp/intune/intunetest"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRevocation(t *testing.T) {
+	g := newGateway(t, false)
+	ctx := context.Background()
+	ch := g.Emu.Challenge(intunetest.Verdict{})
+	res, err := g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "tx-rev", CSR: csr(t, "d", ch), Challenge: ch})
+	require.NoError(t, err)
+	serial := g.Emu.Successes()[0].Notification.CertificateSerialNumber
+
+	issued := g.Emu.QueueRevocation(serial, "")
+	unknown := g.Emu.QueueRevocation("0BADC0DE", "")
+	flaky := g.Emu.QueueRevocation("0A0B", "")
+	down := g.Emu.QueueRevocation("0C0D", "")
+	bad := g.Emu.QueueRevocation("not-hex", "")
+
+	ca := &intune.CARevoker{CA: g.CA, Certificates: g.Certificates}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	flakyFails := 1
+	revoker := intune.RevokerFunc(func(ctx context.Context, req *intune.RevocationRequest) error {
+		mu.Lock()
+		calls[req.RequestContext]++
+		mu.Unlock()
+		switch req.RequestContext {
+		case flaky:
+			if flakyFails > 0 {
+				flakyFails--
+				return fmt.Errorf("%w: CA busy", crp.ErrUnavailable)
+			}
+			return nil
+		case down:
+			return fmt.Errorf("%w: CA down", crp.ErrUnavailable)
+		}
+		return ca.Revoke(ctx, req)
+	})
+	// The first upload meets a 503: the call is retried.
+	g.Emu.SetFault(intunetest.OpUpload, intunetest.Fault{Status: 503, Times: 1})
+	p := &intune.Poller{Client: g.Client, Revoker: revoker, Batch: 10, Backoff: time.Millisecond, Attempts: 2}
+	r, err := p.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, intune.PollResult{Downloaded: 5, Revoked: 2, Failed: 3}, r)
+	require.Equal(t, map[string]int{issued: 1, unknown: 1, flaky: 2, down: 2, bad: 1}, calls)
+	require.True(t, g.CA.IsRevoked(res.Certificate.SerialNumber))
+	require.Equal(t, 2, g.Emu.Calls(intunetest.OpUpload))
+
+	codes := map[string]intune.ErrorCode{}
+	for _, x := range g.Emu.RevocationResults() {
+		codes[x.RequestContext] = x.ErrorCode
+		require.Equal(t, x.ErrorCode == intune.ErrorNone, x.Succeeded)
+	}
+	require.Equal(t, map[string]intune.ErrorCode{issued: intune.ErrorNone, unknown: intune.ErrorCertificateNotFound,
+		flaky: intune.ErrorNone, down: intune.ErrorServiceUnavailable, bad: intune.ErrorParameterDataInvalid}, codes)
+	// The retryable one stays queued and is offered again.
+	pending := g.Emu.PendingRevocations()
+	require.Len(t, pending, 1)
+	require.Equal(t, down, pending[0].RequestContext)
+	require.Empty(t, g.Emu.Violations())
+}
+
+// Run polls until its context ends, backs off after failures, and leaves nothing
+// running.
+func TestPollerRun(t *testing.T) {
+	emu := intunetest.NewServer()
+	defer emu.Close()
+	c := emu.Client("scepkit-test/1.0")
+	revoked := make(chan string, 10)
+	p := &intune.Poller{Client: c, Interval: 20 * time.Millisecond, Backoff: 5 * time.Millisecond,
+		Revoker: intune.RevokerFunc(func(_ context.Context, req *intune.RevocationRequest) error {
+			revoked <- req.SerialNumber
+			return nil
+		})}
+	emu.SetFault(intunetest.OpDownload, intunetest.Fault{Status: 500, Times: 2})
+	emu.QueueRevocation("01", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case s := <-revoked:
+		require.Equal(t, "01", s)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no revocation")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		require.True(t, errors.Is(err, context.Canceled))
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+	require.GreaterOrEqual(t, emu.Calls(intunetest.OpDownload), 3)
+	require.Empty(t, emu.PendingRevocations())
+	require.Error(t, (&intune.Poller{}).Run(context.Background()))
+}
