@@ -293,7 +293,7 @@ func cases() []hcase {
 				p[len(p)-1] = 0xff
 				return aesEnvelope(t, h.raEnc, p)
 			})},
-		{name: "CBC padding one block long but 17", want: failure(scep.BadMessageCheck), oracle: true,
+		{name: "CBC padding length 17 (over one block)", want: failure(scep.BadMessageCheck), oracle: true,
 			build: envelopeWith(func(t *testing.T, h *harness, csr []byte) []byte {
 				p := pad(csr, aes.BlockSize)
 				p[len(p)-1] = aes.BlockSize + 1
