@@ -15,7 +15,7 @@
 //	{"listen": "127.0.0.1:8080", "state": "gateway-state", "identity": "scepkit-gateway",
 //	 "mdm_issuer": "scepkit-mdm", "jwks": "http://127.0.0.1:8081/jwks", "jwks_refresh": "5m",
 //	 "directory": "examples/directory.json", "notify": "http://127.0.0.1:8081/notify",
-//	 "url": "http://127.0.0.1:8080/scep", "legacy": false, "log": "json"}
+//	 "url": "http://127.0.0.1:8080/scep", "legacy": false, "redis": "", "log": "json"}
 //
 // Settings:
 //
@@ -37,10 +37,15 @@
 //     logs them only.
 //   - legacy: accept single DES and SHA-1 from old clients (micromdm's scepclient needs
 //     it); without it they get FAILURE badAlg.
+//   - redis: host:port of a Redis that gateways running side by side share (package
+//     redisstore): one-time use of challenges and transaction records, so a challenge
+//     used at one gateway is refused at the others and a poll or resend finds its
+//     transaction wherever the load balancer sends it; redis_prefix namespaces the keys.
+//     Empty keeps both in this process (one gateway). Gateways side by side also share
+//     the state directory (the same CA and RA; issued certificates are looked up there,
+//     so one gateway renews what another issued) and the same identity.
 //   - log: text or json (slog, on stderr; one record per step with the transactionID).
 //
-// One-time use of challenges and pending transactions are kept in memory: run one
-// gateway per CA state, or share them through a store such as package redisstore.
 // The HTTP server has read, write and idle timeouts and stops gracefully on SIGINT
 // and SIGTERM, finishing requests in flight.
 package main
@@ -67,10 +72,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/examples/internal/demo"
+	"github.com/scepkit/scepkit/redisstore"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -95,6 +102,8 @@ type config struct {
 	Directory   string   `json:"directory"`
 	Notify      string   `json:"notify"`
 	Legacy      bool     `json:"legacy"`
+	Redis       string   `json:"redis"`
+	RedisPrefix string   `json:"redis_prefix"`
 	Log         string   `json:"log"`
 }
 
@@ -159,6 +168,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.Directory, "directory", c.Directory, "users and devices JSON `FILE`; required")
 	fs.StringVar(&c.Notify, "notify", c.Notify, "POST each outcome as JSON to this `URL` (the MDM's /notify)")
 	fs.BoolVar(&c.Legacy, "legacy", c.Legacy, "accept single DES and SHA-1 from old clients")
+	fs.StringVar(&c.Redis, "redis", c.Redis, "share challenge use and transactions with other gateways in Redis at `ADDR` (host:port)")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "key `prefix` in Redis (default \""+redisstore.DefaultPrefix+"\")")
 	fs.StringVar(&c.Log, "log", c.Log, "log format: text or json")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -202,6 +213,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.JWKSRefresh > 0 {
 		go g.refreshKeys(ctx, c.JWKS, time.Duration(c.JWKSRefresh))
 	}
+	defer g.close()
 	mux := http.NewServeMux()
 	mux.Handle("/scep", g.server)
 	mux.Handle("/certsrv/mscep/mscep.dll", g.server)
@@ -213,7 +225,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  CA certificate: %s\n", filepath.Join(c.State, catemplate.CACertFile))
 	fmt.Fprintf(stdout, "  CA SHA-256:     %s\n", hex.EncodeToString(sum[:]))
 	log.Info("serving", "addr", base, "identity", c.Identity, "mdm", c.MDMIssuer, "keys", g.keys.KeyIDs(),
-		"legacy", c.Legacy, "state", c.State)
+		"legacy", c.Legacy, "state", c.State, "redis", c.Redis)
 	return demo.Serve(ctx, ln, mux, log)
 }
 
@@ -224,6 +236,33 @@ type gateway struct {
 	rp     *crp.RegistrationPoint
 	server *scep.Server
 	log    *slog.Logger
+	redis  *redis.Client // nil without -redis
+}
+
+func (g *gateway) close() {
+	if g.redis != nil {
+		g.redis.Close()
+	}
+}
+
+// sharedState returns where one-time use of challenges and transaction records are
+// kept: in this process, or with -redis in Redis, shared by every gateway that uses
+// the same Redis and prefix (so a challenge used at one is refused at the others, and
+// a poll or resend finds its transaction wherever it lands).
+func sharedState(ctx context.Context, c *config) (challenge.ReplayStore, crp.TransactionStore, *redis.Client, error) {
+	if c.Redis == "" {
+		return &challenge.MemoryReplayStore{}, &crp.MemoryTransactions{}, nil, nil
+	}
+	client := redis.NewClient(&redis.Options{Addr: c.Redis, DialTimeout: 5 * time.Second,
+		ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		client.Close()
+		return nil, nil, nil, fmt.Errorf("-redis %s: %w", c.Redis, err)
+	}
+	store := &redisstore.Store{Client: client, Prefix: c.RedisPrefix}
+	return store, store, client, nil
 }
 
 // newGateway assembles the gateway from the packages: CA and RA, the MDM's keys, a
@@ -254,10 +293,15 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 	if err != nil {
 		return nil, err
 	}
+	replay, transactions, rc, err := sharedState(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	rp := &crp.RegistrationPoint{
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: c.MDMIssuer, Audience: c.Identity,
-			Replay: &challenge.MemoryReplayStore{}},
-		Users: &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
+			Replay: replay},
+		Transactions: transactions,
+		Users:        &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
 		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: ca}, CACert: ca.Certificate,
 		Notifier:     &notifier{url: c.Notify, log: log, client: &http.Client{Timeout: 5 * time.Second}},
 		Certificates: issued,
@@ -270,6 +314,9 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 		Logger: log,
 	}
 	if err := rp.Validate(); err != nil {
+		if rc != nil {
+			rc.Close()
+		}
 		return nil, err
 	}
 	srv := &scep.Server{
@@ -279,9 +326,12 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 		Responder:  rp, AllowLegacy: c.Legacy, Renewal: true, Logger: log,
 	}
 	if err := srv.Validate(); err != nil {
+		if rc != nil {
+			rc.Close()
+		}
 		return nil, err
 	}
-	return &gateway{ca: ca, keys: keys, rp: rp, server: srv, log: log}, nil
+	return &gateway{ca: ca, keys: keys, rp: rp, server: srv, log: log, redis: rc}, nil
 }
 
 // loadOrCreatePKI loads the CA and RA from dir, or creates and saves them on first
@@ -316,14 +366,17 @@ func loadOrCreatePKI(dir string) (*catemplate.CA, *catemplate.RA, error) {
 	return ca, ra, nil
 }
 
-// loadKeysRetrying reads the JWKS, retrying for a few seconds: the MDM may be starting
-// at the same time.
+// loadKeysRetrying reads the JWKS, retrying a URL for a few seconds: the MDM may be
+// starting at the same time.
 func loadKeysRetrying(ctx context.Context, src string, log *slog.Logger) (*challenge.KeySet, error) {
 	var err error
 	for i := 0; i < 20; i++ {
 		var ks *challenge.KeySet
 		if ks, err = demo.LoadKeySet(ctx, src); err == nil {
 			return ks, nil
+		}
+		if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+			return nil, err
 		}
 		log.Warn("MDM keys not available yet", "jwks", src, "err", err)
 		select {

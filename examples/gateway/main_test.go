@@ -19,6 +19,7 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/examples/internal/exectest"
+	"github.com/scepkit/scepkit/internal/redistest"
 	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
@@ -171,15 +172,17 @@ func TestConfigErrors(t *testing.T) {
 	bin := exectest.Build(t, ".")
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.json")
-	require.NoError(t, os.WriteFile(bad, []byte(`{"jwks": "x", "directory": "y", "redis": "z"}`), 0o600))
+	require.NoError(t, os.WriteFile(bad, []byte(`{"jwks": "x", "directory": "y", "reddis": "z"}`), 0o600))
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"-directory", "../directory.json"}, "-jwks is required"},
 		{[]string{"-jwks", "x"}, "-directory is required"},
-		{[]string{"-config", bad}, `unknown field "redis"`},
+		{[]string{"-config", bad}, `unknown field "reddis"`},
 		{[]string{"-config", filepath.Join(dir, "missing.json")}, "no such file"},
+		{[]string{"-jwks", filepath.Join(dir, "no-jwks.json"), "-directory", "../directory.json", "-state", dir,
+			"-listen", "127.0.0.1:0"}, "no-jwks.json: no such file"},
 		{[]string{"-jwks", filepath.Join(dir, "none"), "-directory", "../directory.json", "-state", dir,
 			"-listen", "127.0.0.1:0", "-log", "xml"}, `-log "xml"`},
 	} {
@@ -187,4 +190,48 @@ func TestConfigErrors(t *testing.T) {
 		require.NotEqual(t, 0, code, tc.args)
 		require.Contains(t, stderr, tc.want, tc.args)
 	}
+}
+
+// TestGatewaysSideBySide: two gateway processes share a state directory and a Redis
+// (-redis): a challenge used at one is refused at the other, and one renews what the
+// other issued.
+func TestGatewaysSideBySide(t *testing.T) {
+	srv := redistest.Start(t)
+	bin := exectest.Build(t, ".")
+	dir := t.TempDir()
+	state, jwks := filepath.Join(dir, "state"), filepath.Join(dir, "jwks.json")
+	key := newMDMKey(t)
+	writeJWKS(t, jwks, key)
+	args := []string{"-listen", "127.0.0.1:0", "-state", state, "-identity", "gw.example", "-mdm-issuer", "mdm-t",
+		"-jwks", jwks, "-directory", "../directory.json", "-redis", srv.Addr, "-redis-prefix", "examples-test:"}
+	a := exectest.Start(t, bin, args...) // creates the CA and RA
+	b := exectest.Start(t, bin, args...) // loads them
+	fp := caSHA256(t, a)
+	require.Equal(t, fp, caSHA256(t, b))
+	ca := &scep.Client{URL: a.Base + "/scep", CAFingerprint: fp}
+	cb := &scep.Client{URL: b.Base + "/scep", CAFingerprint: fp}
+
+	ch := key.challenge(t, "alice@example.com", "alice-laptop", "gw.example")
+	cert, certKey, err := enroll(t, ca, "alice@example.com", ch)
+	require.NoError(t, err)
+	_, _, err = enroll(t, cb, "alice@example.com", ch)
+	requireFailure(t, err, scep.BadRequest)
+	require.Contains(t, b.Stderr.String(), "challenge already used")
+
+	newKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: cert.RawSubject}, newKey)
+	require.NoError(t, err)
+	renewed, err := cb.Renew(t.Context(), csr, cert, certKey)
+	require.NoError(t, err)
+	require.Equal(t, cert.Subject.String(), renewed.Subject.String())
+
+	a.Stop(t)
+	b.Stop(t)
+
+	// An unreachable Redis is refused at start.
+	srv.Stop()
+	_, stderr, code := exectest.Run(t, bin, args...)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, stderr, "-redis "+srv.Addr)
 }

@@ -16,7 +16,8 @@ import (
 // CertificateDir is a crp.CertificateStore that keeps each issued certificate, with
 // the user, device, profile and template it was issued for, as one JSON file in a
 // directory, and serves lookups from memory. It lets renewals and GetCert work across
-// restarts. A real deployment keeps this in its CA database.
+// restarts, and between gateways that share the directory. A real deployment keeps
+// this in its CA database.
 type CertificateDir struct {
 	dir string
 	mem crp.MemoryCertificates
@@ -44,20 +45,11 @@ func OpenCertificateDir(dir string) (*CertificateDir, error) {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		ic, err := readCertificateFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			return nil, err
 		}
-		var f certificateFile
-		if err := json.Unmarshal(b, &f); err != nil {
-			return nil, fmt.Errorf("%s: %w", e.Name(), err)
-		}
-		c, err := x509.ParseCertificate(f.Certificate)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", e.Name(), err)
-		}
-		d.mem.Add(context.Background(), &crp.IssuedCertificate{Certificate: c, UserID: f.UserID,
-			DeviceID: f.DeviceID, ProfileID: f.ProfileID, Template: f.Template})
+		d.mem.Add(context.Background(), ic)
 	}
 	return d, nil
 }
@@ -77,9 +69,36 @@ func (d *CertificateDir) Add(ctx context.Context, c *crp.IssuedCertificate) erro
 	return d.mem.Add(ctx, c)
 }
 
-// Lookup implements crp.CertificateStore.
+// Lookup implements crp.CertificateStore. A serial not in memory is looked for on
+// disk, so that gateways sharing the directory see what the others issued.
 func (d *CertificateDir) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertificate, error) {
-	return d.mem.Lookup(ctx, serial)
+	c, err := d.mem.Lookup(ctx, serial)
+	if err == nil || serial == nil || serial.Sign() <= 0 {
+		return c, err
+	}
+	ic, ferr := readCertificateFile(filepath.Join(d.dir, fmt.Sprintf("%x.json", serial)))
+	if ferr != nil || ic.Certificate.SerialNumber.Cmp(serial) != 0 {
+		return nil, err // not found, as memory said
+	}
+	d.mem.Add(ctx, ic)
+	return ic, nil
+}
+
+func readCertificateFile(path string) (*crp.IssuedCertificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f certificateFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	c, err := x509.ParseCertificate(f.Certificate)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return &crp.IssuedCertificate{Certificate: c, UserID: f.UserID, DeviceID: f.DeviceID,
+		ProfileID: f.ProfileID, Template: f.Template}, nil
 }
 
 // Len returns how many certificates are stored.
