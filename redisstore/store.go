@@ -121,9 +121,12 @@ func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
 	if _, err := rand.Read(b[:]); err != nil {
 		return fmt.Errorf("redisstore: claim: %w", err)
 	}
-	token := hex.EncodeToString(b[:])
-	key := s.key("claim:", id)
-	err = c.SetArgs(ctx, key, token, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
+	return s.claim(ctx, c, s.key("claim:", id), hex.EncodeToString(b[:]), ttl)
+}
+
+// claim sets key to token if it is free; it succeeds too when key already holds token.
+func (s *Store) claim(ctx context.Context, c redis.UniversalClient, key, token string, ttl time.Duration) error {
+	err := c.SetArgs(ctx, key, token, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
 	switch {
 	case err == nil:
 		return nil

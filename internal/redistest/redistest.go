@@ -31,6 +31,14 @@ const Binary = "redis-server"
 // StartTimeout bounds how long Start waits for the server to answer PING.
 const StartTimeout = 10 * time.Second
 
+// Options configures [StartWith]. The zero value is what [Start] uses.
+type Options struct {
+	// Durable turns on the append-only file with an fsync before every reply
+	// (appendonly yes, appendfsync always), so that what Redis acknowledged survives
+	// Kill and Restart. Off, the server keeps nothing across a restart.
+	Durable bool
+}
+
 // Server is a redis-server process the test owns.
 type Server struct {
 	// Addr is host:port, 127.0.0.1 and the port chosen on the first start; it stays
@@ -40,6 +48,7 @@ type Server struct {
 	Port int
 
 	t    testing.TB
+	opt  Options
 	bin  string
 	dir  string
 	mu   sync.Mutex
@@ -52,6 +61,12 @@ type Server struct {
 // fails it.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is [Start] with options.
+func StartWith(t testing.TB, o Options) *Server {
+	t.Helper()
 	bin, err := exec.LookPath(Binary)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -59,7 +74,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("redistest: %s not installed: %v", Binary, err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, opt: o, bin: bin, dir: t.TempDir()}
 	t.Cleanup(func() { s.Stop() })
 	// Another process may take the free port between our probe and the server's bind:
 	// try a few ports.
@@ -89,8 +104,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Restart starts the server again on the same port after Stop or Kill; the data is
-// gone (persistence is off). It fails the test if the server does not come up.
+// Restart starts the server again on the same port and in the same directory after
+// Stop or Kill; the data is gone unless the server is Durable. It fails the test if the server does not come up.
 func (s *Server) Restart() {
 	s.t.Helper()
 	if err := s.start(); err != nil {
@@ -110,11 +125,14 @@ func (s *Server) start() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--dir", s.dir, "--logfile", "", "--loglevel", "warning",
-		"--databases", "1")
+	aof := []string{"--appendonly", "no"}
+	if s.opt.Durable {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	args := append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--daemonize", "no", "--dir", s.dir, "--logfile", "", "--loglevel", "warning",
+		"--databases", "1"}, aof...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	setParentDeathSignal(cmd)

@@ -42,3 +42,13 @@ func TestTwoServersTwoPorts(t *testing.T) {
 	a, b := redistest.Start(t), redistest.Start(t)
 	require.NotEqual(t, a.Addr, b.Addr)
 }
+
+func TestDurableSurvivesKill(t *testing.T) {
+	ctx := context.Background()
+	s := redistest.StartWith(t, redistest.Options{Durable: true})
+	c := s.Client(t)
+	require.NoError(t, c.Set(ctx, "k", "v", 0).Err())
+	s.Kill()
+	s.Restart()
+	require.Equal(t, "v", c.Get(ctx, "k").Val())
+}
