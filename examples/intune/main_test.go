@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestEmulate(t *testing.T) {
+	var out, errs bytes.Buffer
+	err := run(context.Background(), []string{"-emulate", "-log", "off"}, env(nil), &out, &errs)
+	require.NoError(t, err, out.String()+errs.String())
+	for _, want := range []string{"validateRequest: Success", "successNotification: thumbprint",
+		"validateRequest: SubjectNameMismatch; the device got FAILURE badRequest", "1 revoked", "The whole Intune path"} {
+		require.Contains(t, out.String(), want)
+	}
+}
+
+func TestRefusesWithoutSettings(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"nothing", nil, nil, "-tenant (or INTUNE_TENANT); -client-id (or INTUNE_CLIENT_ID); a credential: INTUNE_CLIENT_SECRET, or -cert and -key; -serve ADDR"},
+		{"no credential", []string{"-serve", ":0"}, map[string]string{"INTUNE_TENANT": "t", "INTUNE_CLIENT_ID": "c"}, "a credential"},
+		{"half a certificate", []string{"-serve", ":0", "-cert", "c.pem"}, map[string]string{"INTUNE_TENANT": "t", "INTUNE_CLIENT_ID": "c"}, "both -cert and -key"},
+		{"both credentials", []string{"-serve", ":0", "-cert", "c.pem", "-key", "k.pem"},
+			map[string]string{"INTUNE_TENANT": "t", "INTUNE_CLIENT_ID": "c", "INTUNE_CLIENT_SECRET": "s"}, "not both"},
+		{"bad authority", []string{"-serve", ":0", "-authority", "login"},
+			map[string]string{"INTUNE_TENANT": "t", "INTUNE_CLIENT_ID": "c", "INTUNE_CLIENT_SECRET": "s"}, "not an absolute URL"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errs bytes.Buffer
+			err := run(context.Background(), c.args, env(c.env), &out, &errs)
+			var u usageError
+			require.True(t, errors.As(err, &u), "%v", err)
+			require.ErrorContains(t, err, c.want)
+			require.NotContains(t, err.Error()+out.String()+errs.String(), "INTUNE_CLIENT_SECRET=")
+		})
+	}
+}
+
+// With a real tenant's settings it serves until its context ends (the sign-in only
+// happens on the first Intune request, or the first revocation poll).
+func TestServeStops(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errs bytes.Buffer
+	err := run(ctx, []string{"-serve", "127.0.0.1:0", "-log", "off", "-authority", "http://127.0.0.1:1/"},
+		env(map[string]string{"INTUNE_TENANT": "t", "INTUNE_CLIENT_ID": "c", "INTUNE_CLIENT_SECRET": "s"}), &out, &errs)
+	require.NoError(t, err)
+	require.Contains(t, out.String(), "SCEP gateway at http://127.0.0.1:")
+}
