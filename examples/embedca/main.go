@@ -164,7 +164,7 @@ func newCA(ctx context.Context, c *config, log *slog.Logger) (*ca, error) {
 		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: authority}, CACert: authority.Certificate,
 		Certificates: issued,
 		Notifier: crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
-			log.InfoContext(ctx, "outcome", "transaction", n.TransactionID, "outcome", n.Outcome,
+			log.InfoContext(ctx, "outcome", "transactionID", n.TransactionID, "outcome", n.Outcome,
 				"user", n.UserID, "device", n.DeviceID, "reason", n.Reason)
 			return nil
 		}),
@@ -238,7 +238,7 @@ func (a *ca) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, code, enrollResponse{TransactionID: tid, Status: "refused", Phase: refused.Phase.String(),
 			Reason: string(refused.Reason), FailInfo: refused.FailInfo().String()})
 	case err != nil:
-		a.log.ErrorContext(r.Context(), "enroll", "transaction", tid, "err", err)
+		a.log.ErrorContext(r.Context(), "enroll", "transactionID", tid, "err", err)
 		writeJSON(w, http.StatusInternalServerError, enrollResponse{TransactionID: tid, Error: "internal error"})
 	case res.Status == scep.Pending:
 		writeJSON(w, http.StatusAccepted, enrollResponse{TransactionID: tid, Status: "pending"})

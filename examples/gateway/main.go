@@ -29,8 +29,8 @@
 //     (the MDM's -gateway); a challenge for another gateway is refused.
 //   - mdm_issuer: the MDM's issuer name (its -name).
 //   - jwks: the MDM's challenge-verification keys, an http(s) URL or a file, read at
-//     start (retried for a few seconds) and every jwks_refresh (0: never) so that key
-//     rotation needs no restart.
+//     start (a URL is retried for ten seconds, the MDM may be starting) and every
+//     jwks_refresh (default 5m; 0: never) so that key rotation needs no restart.
 //   - directory: the users and devices (the demo cannot reach a real directory; the file
 //     format is examples/internal/demo's DirectoryFile, the MDM reads the same file).
 //   - notify: where to POST a JSON report of every outcome (the MDM's /notify); empty
@@ -448,7 +448,7 @@ func (n *notifier) Notify(ctx context.Context, x *crp.Notification) error {
 	if x.Serial != nil {
 		r.Serial = fmt.Sprintf("%x", x.Serial)
 	}
-	n.log.InfoContext(ctx, "outcome", "transaction", r.TransactionID, "outcome", r.Outcome, "user", r.User,
+	n.log.InfoContext(ctx, "outcome", "transactionID", r.TransactionID, "outcome", r.Outcome, "user", r.User,
 		"device", r.Device, "serial", r.Serial, "phase", r.Phase, "reason", r.Reason, "renewal", r.Renewal)
 	if n.url == "" {
 		return nil
@@ -464,12 +464,12 @@ func (n *notifier) Notify(ctx context.Context, x *crp.Notification) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.client.Do(req)
 	if err != nil {
-		n.log.WarnContext(ctx, "MDM notification failed", "transaction", r.TransactionID, "err", err)
+		n.log.WarnContext(ctx, "MDM notification failed", "transactionID", r.TransactionID, "err", err)
 		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		n.log.WarnContext(ctx, "MDM notification refused", "transaction", r.TransactionID, "status", resp.Status)
+		n.log.WarnContext(ctx, "MDM notification refused", "transactionID", r.TransactionID, "status", resp.Status)
 		return fmt.Errorf("MDM answered %s", resp.Status)
 	}
 	return nil

@@ -308,7 +308,7 @@ func (m *mdm) notify(w http.ResponseWriter, r *http.Request) {
 		Reason        string `json:"reason"`
 	}
 	json.Unmarshal(n, &summary)
-	m.log.Info("gateway reported", "transaction", summary.TransactionID, "outcome", summary.Outcome,
+	m.log.Info("gateway reported", "transactionID", summary.TransactionID, "outcome", summary.Outcome,
 		"user", summary.User, "device", summary.Device, "serial", summary.Serial, "reason", summary.Reason)
 	m.mu.Lock()
 	if len(m.notifications) >= 1000 {
