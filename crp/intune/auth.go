@@ -116,8 +116,12 @@ func (c *Client) signIn(ctx context.Context, scope string) (*oauth2.Token, error
 			if re.Response != nil {
 				status = re.Response.StatusCode
 			}
-			return nil, fmt.Errorf("intune: sign-in for %s refused (HTTP %d): %s %s", scope, status, re.ErrorCode,
+			err = fmt.Errorf("intune: sign-in for %s refused (HTTP %d): %s %s", scope, status, re.ErrorCode,
 				snippet([]byte(re.ErrorDescription)))
+			if status >= 400 && status < 500 && status != 429 {
+				return nil, &refusal{err} // a refusal does not change when asked again
+			}
+			return nil, err
 		}
 		return nil, fmt.Errorf("intune: sign-in for %s: %w", scope, redactURL(err))
 	}
@@ -155,6 +159,11 @@ func (c *Client) assertion() (string, error) {
 	}
 	return signing + "." + b64(sig), nil
 }
+
+// refusal marks a sign-in error that retrying will not cure.
+type refusal struct{ error }
+
+func (r *refusal) Unwrap() error { return r.error }
 
 func assertionAlg(k crypto.Signer) (string, error) {
 	switch pub := k.Public().(type) {

@@ -363,7 +363,8 @@ func (e *kindError) Unwrap() []error {
 func (c *Client) once(ctx context.Context, ex exchange, body []byte, out any) (retry bool, err error) {
 	token, err := c.token(ctx, ex.scope)
 	if err != nil {
-		return true, err
+		var r *refusal
+		return !errors.As(err, &r), err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout())
 	defer cancel()

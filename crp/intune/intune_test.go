@@ -267,9 +267,11 @@ func TestCertificateCredential(t *testing.T) {
 	require.NoError(t, err)
 	c := emu.Client("scepkit-test/1.0")
 	c.ClientSecret, c.Certificate, c.Key = "", selfSigned(t, other), other
+	before := emu.Calls(intunetest.OpToken)
 	_, err = c.DownloadRevocationRequests(context.Background(), 10, "")
 	require.ErrorIs(t, err, intune.ErrSignIn)
 	require.ErrorContains(t, err, "invalid_client")
+	require.Equal(t, before+1, emu.Calls(intunetest.OpToken), "a refused sign-in is not retried")
 	require.Empty(t, emu.Violations())
 }
 
