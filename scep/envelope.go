@@ -175,6 +175,14 @@ func (m *PKIMessage) parsePayload(content []byte) error {
 	return nil
 }
 
+// ChallengePassword returns the PKCS#9 challengePassword attribute of csr (RFC 2985
+// §5.4.1), or "" when it has none, for callers that receive CSRs outside SCEP (an EST
+// or REST front end). Any DirectoryString form is read; two such attributes are an
+// error.
+func ChallengePassword(csr *x509.CertificateRequest) (string, error) {
+	return challengePassword(csr.RawTBSCertificateRequest)
+}
+
 // challengePassword returns the PKCS#9 challengePassword attribute of a CSR's TBS, or ""
 // when it has none. The value may be any DirectoryString form clients use.
 func challengePassword(tbs []byte) (string, error) {

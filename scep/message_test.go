@@ -300,3 +300,14 @@ func TestFailInfoOf(t *testing.T) {
 		require.Equal(t, tt.want, FailInfoOf(tt.err), "%v", tt.err)
 	}
 }
+
+func TestChallengePassword(t *testing.T) {
+	testKeys(t)
+	for _, pw := range []string{"plain-Printable+/=", "pässwörd", ""} {
+		c, err := x509.ParseCertificateRequest(newCSR(t, rsaKeys[3], "x", pw))
+		require.NoError(t, err)
+		got, err := ChallengePassword(c)
+		require.NoError(t, err)
+		require.Equal(t, pw, got)
+	}
+}
