@@ -732,7 +732,10 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 			rp.log().ErrorContext(ctx, "crp: releasing challenge", "transactionID", tx.ID, "err", err)
 		}
 	}
-	if transient || tx.ID == "" {
+	// A replayed challenge is not recorded: when two copies of one request race (a
+	// device resending to two gateways at once), the loser's refusal must not replace
+	// the winner's record, which the device's next resend or poll should find.
+	if transient || tx.ID == "" || (e != nil && e.Reason == ReasonReplayed) {
 		return e
 	}
 	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: reqHash, CSR: csrDER, Expires: rp.now().Add(rp.ttl()),
@@ -911,6 +914,14 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 		tx.Renewal = true
 	}
 	if e := rp.run(ctx, tx, req.CSR.Raw, signerKey); e != nil {
+		// The same request won the race elsewhere (another gateway, a concurrent
+		// resend): answer as that transaction did.
+		if e.Reason == ReasonReplayed {
+			if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil &&
+				bytes.Equal(rec.Request, requestHash(req.MessageType, req.Signer, req.CSR.Raw)) && rec.Status != scep.Failure {
+				return answer(rec)
+			}
+		}
 		return nil, e
 	}
 	if tx.Certificate == nil {
