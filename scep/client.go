@@ -150,18 +150,49 @@ func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%w: GetCACert returned no certificate", ErrBadReply)
 	}
 	if len(c.CAFingerprint) > 0 {
-		ok := false
-		for _, cert := range certs {
-			sum := sha256.Sum256(cert.Raw)
-			if subtle.ConstantTimeCompare(sum[:], c.CAFingerprint) == 1 {
-				ok = true
-			}
-		}
-		if !ok {
+		if certs = pinned(certs, c.CAFingerprint); certs == nil {
 			return nil, ErrFingerprint
 		}
 	}
 	return certs, nil
+}
+
+// pinned returns the pinned CA and the certificates that chain to it (RA certificates,
+// intermediates), dropping any other: a man in the middle cannot slip in an RA of his
+// own beside the genuine CA. It returns nil when no certificate has the fingerprint.
+func pinned(certs []*x509.Certificate, fp []byte) []*x509.Certificate {
+	trusted := make([]bool, len(certs))
+	found := false
+	for i, cert := range certs {
+		sum := sha256.Sum256(cert.Raw)
+		if subtle.ConstantTimeCompare(sum[:], fp) == 1 {
+			trusted[i], found = true, true
+		}
+	}
+	if !found {
+		return nil
+	}
+	for changed := true; changed; {
+		changed = false
+		for i, cert := range certs {
+			if trusted[i] {
+				continue
+			}
+			for j, parent := range certs {
+				if trusted[j] && parent.IsCA && cert.CheckSignatureFrom(parent) == nil {
+					trusted[i], changed = true, true
+					break
+				}
+			}
+		}
+	}
+	var out []*x509.Certificate
+	for i, cert := range certs {
+		if trusted[i] {
+			out = append(out, cert)
+		}
+	}
+	return out
 }
 
 // GetNextCACert returns the rollover CA chain the server announces.
@@ -433,29 +464,43 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	if err != nil {
 		return nil, err
 	}
-	return issuedFor(rep, parsed.PublicKey)
+	return issuedFor(rep, parsed.PublicKey, s.certs)
 }
 
-// issuedFor returns the certificate of a SUCCESS whose key is pub.
-func issuedFor(rep *PKIMessage, pub crypto.PublicKey) (*x509.Certificate, error) {
+// issuedFor returns the certificate of a SUCCESS whose key is pub and that was issued
+// by one of the CA certificates GetCACert returned (after pinning).
+func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (*x509.Certificate, error) {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	for _, cert := range rep.Issued {
-		if k, ok := cert.PublicKey.(equaler); ok && k.Equal(pub) {
-			return cert, nil
+		if k, ok := cert.PublicKey.(equaler); !ok || !k.Equal(pub) {
+			continue
 		}
+		if !issuedByOneOf(cert, cas) {
+			return nil, fmt.Errorf("%w: the issued certificate does not chain to the CA", ErrBadReply)
+		}
+		return cert, nil
 	}
 	return nil, fmt.Errorf("%w: no issued certificate for our key", ErrBadReply)
+}
+
+func issuedByOneOf(cert *x509.Certificate, cas []*x509.Certificate) bool {
+	for _, ca := range cas {
+		if ca.IsCA && cert.CheckSignatureFrom(ca) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // GetCert fetches the certificate issuer+serial names (RFC 8894 §3.3.4), signing the
 // request with cert and key.
 func (c *Client) GetCert(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.Certificate, error) {
-	rep, err := c.issuerAndSerial(ctx, GetCert, issuer, serial, cert, key)
+	rep, s, err := c.issuerAndSerial(ctx, GetCert, issuer, serial, cert, key)
 	if err != nil {
 		return nil, err
 	}
 	for _, c := range rep.Issued {
-		if c.SerialNumber.Cmp(serial) == 0 && bytes.Equal(c.RawIssuer, issuer) {
+		if c.SerialNumber.Cmp(serial) == 0 && bytes.Equal(c.RawIssuer, issuer) && issuedByOneOf(c, s.certs) {
 			return c, nil
 		}
 	}
@@ -464,7 +509,7 @@ func (c *Client) GetCert(ctx context.Context, issuer []byte, serial *big.Int, ce
 
 // GetCRL fetches the CRL for the certificate issuer+serial names (RFC 8894 §3.3.4).
 func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.RevocationList, error) {
-	rep, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
+	rep, _, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
 	if err != nil {
 		return nil, err
 	}
@@ -475,14 +520,14 @@ func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cer
 }
 
 func (c *Client) issuerAndSerial(ctx context.Context, typ MessageType, issuer []byte, serial *big.Int,
-	cert *x509.Certificate, key crypto.Signer) (*PKIMessage, error) {
+	cert *x509.Certificate, key crypto.Signer) (*PKIMessage, *session, error) {
 	s, err := c.open(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	payload, err := MarshalIssuerAndSerial(issuer, serial)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tid := strings.ToUpper(fmt.Sprintf("%x", serial.Bytes()))
 	if tid == "" {
@@ -490,10 +535,10 @@ func (c *Client) issuerAndSerial(ctx context.Context, typ MessageType, issuer []
 	}
 	rep, err := c.exchange(ctx, s, typ, typ.String()+"-"+tid, payload, cert, key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if rep.Status != Success {
-		return nil, fmt.Errorf("%w: %v answered %v", ErrBadReply, typ, rep.Status)
+		return nil, nil, fmt.Errorf("%w: %v answered %v", ErrBadReply, typ, rep.Status)
 	}
-	return rep, nil
+	return rep, s, nil
 }

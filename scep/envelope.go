@@ -103,10 +103,14 @@ func (m *PKIMessage) Decrypt(recipients ...Recipient) error {
 	if err != nil {
 		return mapCMSError(err)
 	}
+	// Reply with the key transport of the RecipientInfo that was used: the first one
+	// addressed to one of ours with a supported transport, as cms selects it.
+used:
 	for _, r := range env.Recipients {
 		for _, ours := range rs {
-			if r.Matches(ours.Certificate) {
+			if r.KeyTransport != 0 && r.Matches(ours.Certificate) {
 				m.keyTransport = r.KeyTransport
+				break used
 			}
 		}
 	}

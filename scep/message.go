@@ -165,13 +165,18 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 	if !opts.Time.IsZero() && (opts.Time.Before(m.Signer.NotBefore) || opts.Time.After(m.Signer.NotAfter)) {
 		return m, Fail(BadTime, fmt.Errorf("%w: signer certificate not valid at %v", ErrBadSignature, opts.Time.UTC()))
 	}
-	if ct, err := si.attr(oidContentType); err != nil {
+	// RFC 5652 §5.3: with signed attributes, contentType is required and must name
+	// the encapsulated content's type.
+	ct, err := si.attr(oidContentType)
+	if err != nil {
 		return m, err
-	} else if ct != nil {
-		var oid asn1.ObjectIdentifier
-		if !ct.ReadASN1ObjectIdentifier(&oid) || !oid.Equal(sd.contentType) {
-			return m, fmt.Errorf("%w: contentType attribute does not match content", ErrBadSignature)
-		}
+	}
+	var ctOID asn1.ObjectIdentifier
+	if ct == nil {
+		return m, fmt.Errorf("%w: contentType", ErrMissingAttribute)
+	}
+	if !ct.ReadASN1ObjectIdentifier(&ctOID) || !ctOID.Equal(sd.contentType) {
+		return m, fmt.Errorf("%w: contentType attribute does not match content", ErrBadSignature)
 	}
 
 	mt, err := si.attr(oidMessageType)

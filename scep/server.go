@@ -373,10 +373,10 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		err = s.admit(msg)
 	}
 	if err == nil {
-		err = msg.Decrypt(s.Recipients...)
+		err = canReceive(msg.Signer)
 	}
 	if err == nil {
-		err = canReceive(msg.Signer)
+		err = msg.Decrypt(s.Recipients...)
 	}
 	if err != nil {
 		fail(err)
@@ -429,7 +429,7 @@ func canReceive(signer *x509.Certificate) error {
 	if _, ok := signer.PublicKey.(*rsa.PublicKey); !ok {
 		return Fail(BadAlg, fmt.Errorf("%w: the reply cannot be encrypted to a %T signer key", ErrUnsupportedAlgorithm, signer.PublicKey))
 	}
-	return nil
+	return CheckKeySize(signer.PublicKey)
 }
 
 // admit refuses, before anything is decrypted, every message type a server does not

@@ -366,6 +366,9 @@ func (si *signerInfo) verify(signer *x509.Certificate, content []byte, legacy bo
 	hc.Write([]byte{0x31})
 	hc.Write(si.signedAttrs[1:])
 	sum := hc.Sum(nil)
+	if err := CheckKeySize(signer.PublicKey); err != nil {
+		return 0, err
+	}
 	switch pub := signer.PublicKey.(type) {
 	case *rsa.PublicKey:
 		if scheme != schemeRSA {
@@ -385,6 +388,23 @@ func (si *signerInfo) verify(signer *x509.Certificate, content []byte, legacy bo
 		return 0, fmt.Errorf("%w: signer key type %T", ErrUnsupportedAlgorithm, signer.PublicKey)
 	}
 	return h, nil
+}
+
+// MaxRSABits is the largest RSA modulus scepkit verifies or encrypts to, as crypto/tls
+// bounds it: an RSA operation's cost grows with the square of the modulus, and an
+// unauthenticated sender chooses its own key.
+const MaxRSABits = 8192
+
+// CheckKeySize refuses, with an error wrapping ErrUnsupportedAlgorithm (badAlg), an RSA
+// public key larger than MaxRSABits or with an exponent over 2^32: call it before any
+// operation with a key a requester supplied.
+func CheckKeySize(pub any) error {
+	if k, ok := pub.(*rsa.PublicKey); ok {
+		if k.N.BitLen() > MaxRSABits || k.E > 1<<32-1 || k.E < 3 {
+			return fmt.Errorf("%w: RSA key of %d bits, exponent %d", ErrUnsupportedAlgorithm, k.N.BitLen(), k.E)
+		}
+	}
+	return nil
 }
 
 // signedAttr is one attribute to sign: its type and the DER of its single value.
