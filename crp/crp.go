@@ -74,9 +74,10 @@ type Transaction struct {
 	// renewals.
 	Validator ChallengeValidator
 
-	checkErr error  // what Verifier.Check said, judged phase by phase
-	extErr   *Error // what Validator.Validate said, judged phase by phase
-	claimed  bool
+	renewalClaim string // the replay-store id claimed for a renewal of Signer
+	checkErr     error  // what Verifier.Check said, judged phase by phase
+	extErr       *Error // what Validator.Validate said, judged phase by phase
+	claimed      bool
 }
 
 // UserID returns the user the transaction is for (from the challenge, or from the
@@ -180,6 +181,7 @@ type RegistrationPoint struct {
 	init     sync.Once
 	memTx    *MemoryTransactions
 	memCerts *MemoryCertificates
+	deciding sync.Map // pending requests being decided, without a shared replay store
 }
 
 var _ scep.Responder = (*RegistrationPoint)(nil)
@@ -321,6 +323,9 @@ func unavailable(p Phase, err error) *Error {
 func (rp *RegistrationPoint) stepCSRSignature(_ context.Context, tx *Transaction) *Error {
 	if tx.CSR == nil {
 		return fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
+	}
+	if err := scep.CheckKeySize(tx.CSR.PublicKey); err != nil { // before any RSA operation
+		return fail(PhaseGateway, ReasonCSRSignature, err)
 	}
 	if err := tx.CSR.CheckSignature(); err != nil {
 		return fail(PhaseGateway, ReasonCSRSignature, err)
@@ -564,8 +569,28 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	case !bytes.Equal(tx.CSR.RawSubject, s.RawSubject):
 		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("a renewal must keep the subject"))
 	}
+	// A certificate renews once: claim it in the replay store, as a challenge is
+	// claimed, so that a stolen certificate cannot mint certificates without end (and
+	// across gateways when the store is shared).
+	if rp.Verifier == nil || rp.Verifier.Replay == nil {
+		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal needs the Verifier's replay store"))
+	}
+	id := renewalClaimID(s)
+	switch err := rp.Verifier.Replay.Claim(ctx, id, s.NotAfter.Add(rp.Renewal.Grace)); {
+	case errors.Is(err, challenge.ErrReplayed):
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("certificate %x was already renewed", s.SerialNumber))
+	case err != nil:
+		return unavailable(PhaseGateway, err)
+	}
+	tx.renewalClaim = id
 	tx.Renewed = rec
 	return nil
+}
+
+// renewalClaimID names the one-time renewal of cert in the replay store.
+func renewalClaimID(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return "renewal:" + hex.EncodeToString(sum[:16])
 }
 
 // ---- running a transaction ----
@@ -711,9 +736,16 @@ func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Err
 func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "%d\n", int(t))
-	if signer != nil { // the same key under the same issuer: a regenerated self-signed certificate is the same signer
+	switch {
+	case signer == nil:
+	case bytes.Equal(signer.RawIssuer, signer.RawSubject):
+		// Self-signed: a device may regenerate it for each attempt; the same key and
+		// name are the same signer.
 		h.Write(signer.RawIssuer)
 		h.Write(signer.RawSubjectPublicKeyInfo)
+	default:
+		// A certificate of ours (a renewal): exactly that certificate.
+		h.Write(signer.Raw)
 	}
 	h.Write([]byte{0})
 	h.Write(csrDER)
@@ -726,20 +758,33 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	} else if nerr := rp.notify(ctx, tx, e); nerr != nil {
 		_ = nerr
 	}
-	transient := e != nil && errors.Is(e.Err, ErrUnavailable)
-	if transient && tx.claimed {
-		if err := rp.Verifier.Release(ctx, tx.Claims); err != nil {
-			rp.log().ErrorContext(ctx, "crp: releasing challenge", "transactionID", tx.ID, "err", err)
-		}
+	// Once the CA has signed, the outcome is never transient: the challenge stays
+	// claimed and the outcome is recorded, so that a retry cannot obtain a second
+	// certificate (for example when a required notification fails after issuance).
+	transient := e != nil && errors.Is(e.Err, ErrUnavailable) && tx.Certificate == nil
+	if transient {
+		rp.release(ctx, tx)
 	}
-	// A replayed challenge is not recorded: when two copies of one request race (a
-	// device resending to two gateways at once), the loser's refusal must not replace
-	// the winner's record, which the device's next resend or poll should find.
-	if transient || tx.ID == "" || (e != nil && e.Reason == ReasonReplayed) {
+	if e != nil && tx.Certificate != nil {
+		rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it",
+			"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
+	}
+	// Recorded: successes, PENDING, and refusals of requests that were authenticated
+	// (challenge claimed, renewal signer accepted, or an external validator's verdict
+	// after which a certificate was issued). An anonymous refusal is not recorded: it
+	// costs nothing to repeat and must not let anyone fill the store or overwrite the
+	// record of another transaction. A replayed challenge is not recorded either: when
+	// two copies of one request race, the loser's refusal must not replace the
+	// winner's record.
+	authenticated := tx.claimed || tx.Renewed != nil || tx.Certificate != nil
+	if transient || tx.ID == "" || (e != nil && (!authenticated || e.Reason == ReasonReplayed)) {
 		return e
 	}
-	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: reqHash, CSR: csrDER, Expires: rp.now().Add(rp.ttl()),
+	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: reqHash, Expires: rp.now().Add(rp.ttl()),
 		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
+	if e == nil && tx.Certificate == nil {
+		rec.CSR = csrDER // a PENDING request is decided later, from its CSR
+	}
 	if tx.Template != nil {
 		rec.Template = tx.Template.Name
 	}
@@ -755,6 +800,23 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
 	}
 	return e
+}
+
+// release undoes the claims a transaction made (its challenge, or its renewal of a
+// certificate) after a transient failure, so that the device can retry.
+func (rp *RegistrationPoint) release(ctx context.Context, tx *Transaction) {
+	if tx.claimed && tx.Claims != nil {
+		if err := rp.Verifier.Release(ctx, tx.Claims); err != nil {
+			rp.log().ErrorContext(ctx, "crp: releasing challenge", "transactionID", tx.ID, "err", err)
+		}
+	}
+	if tx.renewalClaim != "" {
+		if r, ok := rp.Verifier.Replay.(challenge.Releaser); ok {
+			if err := r.Release(ctx, tx.renewalClaim); err != nil {
+				rp.log().ErrorContext(ctx, "crp: releasing renewal", "transactionID", tx.ID, "err", err)
+			}
+		}
+	}
 }
 
 // Result is the outcome of [RegistrationPoint.Enroll].
@@ -893,20 +955,31 @@ func answer(rec *Record) (*scep.Response, *Error) {
 }
 
 func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) (*scep.Response, *Error) {
-	signerKey := keyHash(req.Signer)
-	// A resend of the same request gets the same answer, never a second certificate.
-	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil &&
-		bytes.Equal(rec.Request, requestHash(req.MessageType, req.Signer, req.CSR.Raw)) {
-		return answer(rec)
+	if req.CSR == nil {
+		return nil, fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
 	}
+	signerKey := keyHash(req.Signer)
 	tx := &Transaction{ID: req.TransactionID, MessageType: req.MessageType, CSR: req.CSR,
 		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID}}
+	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
+		// A resend of the same request gets the same answer, never a second certificate.
+		if bytes.Equal(rec.Request, requestHash(req.MessageType, req.Signer, req.CSR.Raw)) {
+			return answer(rec)
+		}
+		// A transactionID is the requester's: another key cannot take it over (and
+		// replace the record a device will poll or resend for).
+		if !bytes.Equal(rec.SignerKey, signerKey) {
+			e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
+			rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
+			return nil, e
+		}
+	}
 	ours := rp.issuedBy(req.Signer)
 	switch {
 	case req.MessageType == scep.RenewalReq && !ours:
 		e := fail(PhaseGateway, ReasonRenewalSigner, errors.New("RenewalReq not signed by a certificate of this CA"))
 		rp.step(ctx, tx, PhaseGateway, "renewal-signer", rp.now(), e)
-		return nil, rp.finish(ctx, tx, e, signerKey, req.CSR.Raw)
+		return nil, e
 	case ours && req.MessageType != scep.RenewalReq && rp.validatorFor(req.ChallengePassword) != nil:
 		// A PKCSReq signed by one of our certificates but carrying a challenge an
 		// external validator accepts is a new enrollment: the MDM judges it.
@@ -933,11 +1006,16 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 // Approve issues a pending request (one whose template needs approval, or that the CA
 // queued). Phase 3 and the template are checked again, since time has passed; the
 // device's next poll gets the certificate.
-func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) (*x509.Certificate, error) {
+func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) (cert *x509.Certificate, err error) {
 	rec, tx, err := rp.pending(ctx, transactionID)
 	if err != nil {
 		return nil, err
 	}
+	done, err := rp.decide(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { done(err != nil && errors.Is(err, ErrUnavailable)) }()
 	e := rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser})
 	if e == nil {
 		e = rp.runPhase(ctx, tx, PhaseMapping, builtin{"device-mapping", rp.stepDevice}, builtin{"profile-match", rp.stepProfile})
@@ -963,8 +1041,42 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 	if err != nil {
 		return err
 	}
+	done, err := rp.decide(ctx, rec)
+	if err != nil {
+		return err
+	}
+	defer done(false)
 	rp.finishRecord(ctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR, rec.Request)
 	return nil
+}
+
+// ErrDecided is returned by Approve and Reject when the pending request is already
+// being decided (or was): a pending request is decided once.
+var ErrDecided = errors.New("crp: pending request already decided")
+
+// decide claims the right to decide a pending request, atomically (in the Verifier's
+// replay store, shared by gateways side by side; in this process otherwise). The
+// returned func ends the claim: with true it gives the decision back (a transient
+// failure), with false it keeps it.
+func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record) (func(release bool), error) {
+	id := "decide:" + hex.EncodeToString(rec.Request)
+	if rp.Verifier != nil && rp.Verifier.Replay != nil {
+		switch err := rp.Verifier.Replay.Claim(ctx, id, rec.Expires); {
+		case errors.Is(err, challenge.ErrReplayed):
+			return nil, ErrDecided
+		case err != nil:
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return func(release bool) {
+			if r, ok := rp.Verifier.Replay.(challenge.Releaser); ok && release {
+				r.Release(context.WithoutCancel(ctx), id)
+			}
+		}, nil
+	}
+	if _, busy := rp.deciding.LoadOrStore(id, true); busy {
+		return nil, ErrDecided
+	}
+	return func(bool) { rp.deciding.Delete(id) }, nil
 }
 
 func (rp *RegistrationPoint) pending(ctx context.Context, id string) (*Record, *Transaction, error) {

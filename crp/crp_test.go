@@ -464,6 +464,13 @@ func TestRenewal(t *testing.T) {
 	require.Equal(t, 2, env.Issuer.Count())
 
 	var fe *scep.FailError
+	// A certificate renews once: a second renewal signed by cert (another key, same
+	// subject, so another transaction) is refused.
+	other2048, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	_, err = client.Renew(ctx, csr(t, other2048, "alice@example.com", "").Raw, cert, deviceKey)
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, 2, env.Issuer.Count())
 	// Subject change.
 	_, err = client.Renew(ctx, csr(t, deviceKey, "bob@example.com", "").Raw, renewed, deviceKey)
 	require.ErrorAs(t, err, &fe)

@@ -193,10 +193,11 @@ func TestValidatorsOnly(t *testing.T) {
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, crp.PhaseGenuineness, e.Phase)
 
-	// A renewal needs a user directory.
+	// A renewal needs a replay store (one renewal per certificate) and a user
+	// directory: without them it is refused.
 	_, err = rp.Enroll(ctx, &crp.EnrollRequest{TransactionID: "c",
 		CSR: csr(t, deviceKey, "device-42", ""), Signer: res.Certificate})
 	require.ErrorAs(t, err, &e)
-	require.Equal(t, crp.PhaseGenuineness, e.Phase)
-	require.Equal(t, crp.ReasonUserUnknown, e.Reason)
+	require.Equal(t, crp.PhaseGateway, e.Phase)
+	require.Equal(t, crp.ReasonRenewalRefused, e.Reason)
 }
