@@ -133,9 +133,11 @@ func TestGateway(t *testing.T) {
 	requireFailure(t, err, scep.BadRequest)
 	_, _, err = enroll(t, client, "alice@example.com", key1.challenge(t, "alice@example.com", "bob-phone", "gw-t"))
 	requireFailure(t, err, scep.BadRequest)
-	logs := gw.Stderr.String()
-	require.Contains(t, logs, "challenge for another gateway")
-	require.Contains(t, logs, "device enrolled to another user")
+	// The log reaches the test through a pipe: wait for it.
+	for _, want := range []string{"challenge for another gateway", "device enrolled to another user"} {
+		require.Eventually(t, func() bool { return strings.Contains(gw.Stderr.String(), want) },
+			5*time.Second, 20*time.Millisecond, want)
+	}
 
 	// The MDM rotates its key: the gateway picks up the new JWKS without a restart.
 	writeJWKS(t, jwks, key2)
