@@ -168,7 +168,8 @@ func TestMDMGatewayDevice(t *testing.T) {
 	require.Equal(t, renewed.SerialNumber.Text(16), reports[2].Serial)
 
 	// The gateway's JSON log traces the transaction of the first enrollment.
-	require.Contains(t, gw.Stderr.String(), reports[0].TransactionID)
+	require.Eventually(t, func() bool { return strings.Contains(gw.Stderr.String(), reports[0].TransactionID) },
+		5*time.Second, 20*time.Millisecond, "the gateway's log names the transaction")
 
 	gw.Stop(t)
 	mdm.Stop(t)

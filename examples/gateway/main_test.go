@@ -218,7 +218,8 @@ func TestGatewaysSideBySide(t *testing.T) {
 	require.NoError(t, err)
 	_, _, err = enroll(t, cb, "alice@example.com", ch)
 	requireFailure(t, err, scep.BadRequest)
-	require.Contains(t, b.Stderr.String(), "challenge already used")
+	require.Eventually(t, func() bool { return strings.Contains(b.Stderr.String(), "challenge already used") },
+		5*time.Second, 20*time.Millisecond)
 
 	newKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
