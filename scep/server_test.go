@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"io"
+	"math/big"
 	"net/http"
 	"net/url"
 	"strings"
@@ -381,4 +382,48 @@ func TestServerRefusesUnreachableSigner(t *testing.T) {
 	code, _, body := post(t, ts.URL, der)
 	expectFailure(t, pki, code, body, BadAlg)
 	require.Equal(t, 0, pki.issuedCount(), "no certificate issued")
+}
+
+// TestGetNextCACert: a rollover CA is announced in the caps and served signed by the
+// current RA; the client verifies it against the current certificates.
+func TestGetNextCACert(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, s := pki.httpServer(t, false)
+	next := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(50), Subject: pkix.Name{CommonName: "next CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}, pki.ca, rsaKeys[3].Public(), pki.caKey)
+	c := &Client{URL: ts.URL}
+	_, err := c.GetNextCACert(context.Background())
+	require.ErrorIs(t, err, ErrBadReply, "no rollover configured: 404")
+	s.NextCACerts = []*x509.Certificate{next}
+	caps, err := c.GetCACaps(context.Background())
+	require.NoError(t, err)
+	require.True(t, caps.Has(CapGetNextCACert))
+	got, err := c.GetNextCACert(context.Background())
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, next.Raw, got[0].Raw)
+}
+
+// TestRenewWithPKCSReq: when the server does not list Renewal, Client.Renew sends a
+// PKCSReq signed by the certificate being renewed (RFC 8894 §3.3.1.2).
+func TestRenewWithPKCSReq(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, s := pki.httpServer(t, false)
+	d := newDevice(t)
+	ctx := context.Background()
+	c := &Client{URL: ts.URL}
+	cert, err := c.Enroll(ctx, newCSR(t, d.key, "device", "secret"), d.key)
+	require.NoError(t, err)
+	s.Renewal = false
+	var seen []MessageType
+	inner := s.Responder
+	s.Responder = ResponderFunc(func(ctx context.Context, req *Request) (*Response, error) {
+		seen = append(seen, req.MessageType)
+		return inner.Respond(ctx, req)
+	})
+	renewed, err := c.Renew(ctx, newCSR(t, d.key, "device", ""), cert, d.key)
+	require.NoError(t, err)
+	require.Equal(t, []MessageType{PKCSReq}, seen)
+	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
 }
