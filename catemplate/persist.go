@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/scepkit/scepkit/internal/atomicfile"
 	"os"
 	"path/filepath"
 )
@@ -42,10 +43,10 @@ func SaveCA(dir string, ca *CA) error {
 		return err
 	}
 	certs := append([]*x509.Certificate{ca.Certificate}, ca.Chain...)
-	if err := writeAtomic(filepath.Join(dir, CAKeyFile), key, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, CAKeyFile), key, 0o600); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, CACertFile), certsPEM(certs), 0o644)
+	return atomicfile.Write(filepath.Join(dir, CACertFile), certsPEM(certs), 0o644)
 }
 
 // LoadCA reads a CA written by [SaveCA] and checks that the key matches the
@@ -92,7 +93,7 @@ func SaveRA(dir string, ra *RA) error {
 		{RASigningCertFile, certsPEM([]*x509.Certificate{ra.SigningCertificate}), 0o644},
 		{RAEncryptCertFile, certsPEM([]*x509.Certificate{ra.EncryptionCertificate}), 0o644},
 	} {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
 		}
 	}
@@ -198,42 +199,4 @@ func readKey(path string, cert *x509.Certificate) (crypto.Signer, error) {
 		return nil, fmt.Errorf("catemplate: %s does not match its certificate", path)
 	}
 	return s, nil
-}
-
-// writeAtomic writes data to a temporary file in the target's directory, syncs it,
-// sets mode, and renames it over path.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -78,7 +78,8 @@ type Env struct {
 	Profiles   crp.MemoryProfiles
 	Templates  catemplate.MapStore
 	Notifier   *crp.MemoryNotifier
-	// Certificates remembers what was issued (for GetCert and renewals).
+	// Certificates remembers what was issued (for GetCert and renewals). With
+	// Options.Dir, RP.Certificates is a crp.CertificateDir in Dir/issued instead.
 	Certificates *crp.MemoryCertificates
 	// Issuer counts what the CA signs, so tests can assert that nothing was issued.
 	Issuer *CountingIssuer
@@ -216,7 +217,7 @@ func New(o Options) (*Env, error) {
 		Logger: o.Logger, Now: o.Now,
 	}
 	if o.Dir != "" {
-		store, err := openCertificateDir(filepath.Join(o.Dir, "issued"), e.Certificates)
+		store, err := crp.OpenCertificateDir(filepath.Join(o.Dir, "issued"))
 		if err != nil {
 			return nil, err
 		}

@@ -13,12 +13,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/scepkit/scepkit/internal/atomicfile"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -225,30 +225,9 @@ func NewLogger(format string, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("-log %q: want text or json", format)
 }
 
-// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it
-// into place, so that a crash leaves either the old file or the new one.
+// WriteFileAtomic writes data so that a crash leaves either the old file or the new.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, data, mode)
 }
 
 // Serve serves h on ln with timeouts a slow client cannot hold open forever, until

@@ -1,0 +1,105 @@
+package crp
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/scepkit/scepkit/internal/atomicfile"
+)
+
+// CertificateDir is a CertificateStore that keeps each issued certificate, with
+// the user, device, profile and template it was issued for, as one JSON file in a
+// directory, and serves lookups from memory. It lets renewals and GetCert work across
+// restarts, and between gateways that share the directory. A real deployment keeps
+// this in its CA database.
+type CertificateDir struct {
+	dir string
+	mem MemoryCertificates
+}
+
+type certificateFile struct {
+	Certificate []byte `json:"certificate"` // DER
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id"`
+	ProfileID   string `json:"profile_id"`
+	Template    string `json:"template"`
+}
+
+// OpenCertificateDir creates dir if needed and loads the certificates it holds.
+func OpenCertificateDir(dir string) (*CertificateDir, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	d := &CertificateDir{dir: dir}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		ic, err := readCertificateFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		d.mem.Add(context.Background(), ic)
+	}
+	return d, nil
+}
+
+// Add implements CertificateStore: the file is written before the certificate is
+// known in memory.
+func (d *CertificateDir) Add(ctx context.Context, c *IssuedCertificate) error {
+	b, err := json.Marshal(certificateFile{Certificate: c.Certificate.Raw, UserID: c.UserID,
+		DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template})
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("%x.json", c.Certificate.SerialNumber)
+	if err := atomicfile.Write(filepath.Join(d.dir, name), b, 0o600); err != nil {
+		return err
+	}
+	return d.mem.Add(ctx, c)
+}
+
+// Lookup implements CertificateStore. A serial not in memory is looked for on
+// disk, so that gateways sharing the directory see what the others issued.
+func (d *CertificateDir) Lookup(ctx context.Context, serial *big.Int) (*IssuedCertificate, error) {
+	c, err := d.mem.Lookup(ctx, serial)
+	if err == nil || serial == nil || serial.Sign() <= 0 {
+		return c, err
+	}
+	ic, ferr := readCertificateFile(filepath.Join(d.dir, fmt.Sprintf("%x.json", serial)))
+	if ferr != nil || ic.Certificate.SerialNumber.Cmp(serial) != 0 {
+		return nil, err // not found, as memory said
+	}
+	d.mem.Add(ctx, ic)
+	return ic, nil
+}
+
+func readCertificateFile(path string) (*IssuedCertificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f certificateFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	c, err := x509.ParseCertificate(f.Certificate)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return &IssuedCertificate{Certificate: c, UserID: f.UserID, DeviceID: f.DeviceID,
+		ProfileID: f.ProfileID, Template: f.Template}, nil
+}
+
+// Len returns how many certificates are stored.
+func (d *CertificateDir) Len() int { return d.mem.Len() }
