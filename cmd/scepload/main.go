@@ -49,6 +49,7 @@ type config struct {
 	conc, n, keySize        int
 	dur                     time.Duration
 	pid                     int
+	prebuild, skipDecrypt   bool
 }
 
 func main() {
@@ -62,6 +63,8 @@ func main() {
 	flag.DurationVar(&c.dur, "d", time.Minute, "stop after this long at the latest (at most 10m)")
 	flag.IntVar(&c.pid, "pid", 0, "server process id, to report its CPU time per enrollment")
 	flag.IntVar(&c.keySize, "keysize", 2048, "device RSA key size")
+	flag.BoolVar(&c.prebuild, "prebuild", false, "build every request (challenge, CSR, signature) before the clock starts, so the generator spends little CPU while measuring")
+	flag.BoolVar(&c.skipDecrypt, "skip-decrypt", false, "check each SUCCESS CertRep's signature and nonce but do not decrypt the certificate (saves the generator one RSA decryption per enrollment)")
 	flag.Parse()
 	if err := run(c, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "scepload:", err)
@@ -120,6 +123,25 @@ func run(c *config, out io.Writer) error {
 			return err
 		}
 	}
+	var pre []*prepared
+	if c.prebuild {
+		caps, err := client.GetCACaps(ctx)
+		if err != nil {
+			return fmt.Errorf("GetCACaps: %w", err)
+		}
+		pre = make([]*prepared, c.n)
+		var bw sync.WaitGroup
+		for w, d := range devs {
+			bw.Add(1)
+			go func(w int, d *device) {
+				defer bw.Done()
+				for i := w; i < c.n; i += len(devs) {
+					pre[i] = d.build(ctx, hc, c, caps, recipient, i)
+				}
+			}(w, d)
+		}
+		bw.Wait()
+	}
 	fmt.Fprintf(out, "scepload: %d devices, %d enrollments, target %s\n", c.conc, c.n, c.url)
 	cpu0, _ := cpuTime(c.pid)
 	jobs := make(chan int)
@@ -131,8 +153,12 @@ func run(c *config, out io.Writer) error {
 		go func(d *device) {
 			defer wg.Done()
 			for i := range jobs {
+				var p *prepared
+				if pre != nil {
+					p = pre[i]
+				}
 				t0 := time.Now()
-				fail := d.enroll(ctx, hc, client, c, recipient, certs, i)
+				fail := d.enroll(ctx, hc, client, c, recipient, certs, i, p)
 				results <- result{time.Since(t0), fail}
 			}
 		}(d)
@@ -200,27 +226,48 @@ func (d *device) baseCSR(cn string) ([]byte, error) {
 	return b, err
 }
 
-// enroll runs one enrollment and returns "" or the failure's name.
+// prepared is a request built ahead of sending.
+type prepared struct {
+	dev        *device // whose key signed it, and will read the reply
+	msg, nonce []byte
+	fail       string
+}
+
+// enroll runs one enrollment (GetCACaps, then the PKCSReq, built now unless pre is
+// given) and returns "" or the failure's name.
 func (d *device) enroll(ctx context.Context, hc *http.Client, client *scep.Client, c *config,
-	recipient *x509.Certificate, certs []*x509.Certificate, i int) string {
-	ch, cn := c.challenge, c.cn
-	if c.mdm != "" {
-		var err error
-		if ch, cn, err = fetchChallenge(ctx, hc, c.mdm, d.id, i); err != nil {
-			return "mdm: " + short(err)
-		}
-	}
+	recipient *x509.Certificate, certs []*x509.Certificate, i int, pre *prepared) string {
 	caps, err := client.GetCACaps(ctx)
 	if err != nil {
 		return "GetCACaps: " + short(err)
 	}
+	if pre == nil {
+		pre = d.build(ctx, hc, c, caps, recipient, i)
+	}
+	if pre.fail != "" {
+		return pre.fail
+	}
+	return pre.dev.send(ctx, hc, c, certs, pre.msg, pre.nonce)
+}
+
+// build makes enrollment i's PKCSReq: a fresh challenge (from the MDM) or the static
+// one, in the device's CSR, signed with the device's key.
+func (d *device) build(ctx context.Context, hc *http.Client, c *config, caps scep.Caps,
+	recipient *x509.Certificate, i int) *prepared {
+	ch, cn := c.challenge, c.cn
+	if c.mdm != "" {
+		var err error
+		if ch, cn, err = fetchChallenge(ctx, hc, c.mdm, d.id, i); err != nil {
+			return &prepared{fail: "mdm: " + short(err)}
+		}
+	}
 	base, err := d.baseCSR(cn)
 	if err != nil {
-		return "csr: " + short(err)
+		return &prepared{fail: "csr: " + short(err)}
 	}
 	csr, err := scep.AddChallengePassword(base, ch, d.key, nil)
 	if err != nil {
-		return "csr: " + short(err)
+		return &prepared{fail: "csr: " + short(err)}
 	}
 	digest := crypto.SHA256
 	if !caps.Has(scep.CapSHA256) && !caps.Has(scep.CapSCEPStandard) && caps.Has(scep.CapSHA1) {
@@ -229,8 +276,14 @@ func (d *device) enroll(ctx context.Context, hc *http.Client, client *scep.Clien
 	msg, nonce, err := scep.NewRequest(scep.RequestOptions{Type: scep.PKCSReq, TransactionID: fmt.Sprintf("load-%d-%d", d.id, i),
 		Payload: csr, Recipient: recipient, Cipher: caps.Cipher(), Digest: digest, SignerCert: d.self, Signer: d.key})
 	if err != nil {
-		return "build: " + short(err)
+		return &prepared{fail: "build: " + short(err)}
 	}
+	return &prepared{dev: d, msg: msg, nonce: nonce}
+}
+
+// send posts one PKCSReq and checks the CertRep: signed by the gateway, our nonce,
+// SUCCESS, and (unless -skip-decrypt) an issued certificate in it.
+func (d *device) send(ctx context.Context, hc *http.Client, c *config, certs []*x509.Certificate, msg, nonce []byte) string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+"?operation=PKIOperation", bytes.NewReader(msg))
 	if err != nil {
 		return "http: " + short(err)
@@ -257,6 +310,9 @@ func (d *device) enroll(ctx context.Context, hc *http.Client, client *scep.Clien
 		return "FAILURE " + rep.FailInfo.String()
 	case scep.Pending:
 		return "PENDING"
+	}
+	if c.skipDecrypt {
+		return ""
 	}
 	if err := rep.Decrypt(scep.Recipient{Certificate: d.self, Key: d.key}); err != nil || len(rep.Issued) == 0 {
 		return "reply: undecryptable"
