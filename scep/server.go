@@ -97,6 +97,10 @@ type Server struct {
 	// scepclient and other old clients send, and advertises SHA-1. Off by default:
 	// such requests get a FAILURE badAlg.
 	AllowLegacy bool
+	// DisableDES3 stops advertising DES3 and refuses 3DES envelopes with badAlg, for
+	// deployments whose clients all do AES. The zero value accepts 3DES, which some
+	// clients still choose.
+	DisableDES3 bool
 	// Renewal advertises the Renewal capability and accepts RenewalReq. When false, a
 	// RenewalReq gets a FAILURE badRequest before it is decrypted.
 	Renewal bool
@@ -117,7 +121,10 @@ type Server struct {
 // Caps returns the capabilities the server's configuration supports, as GetCACaps
 // answers them.
 func (s *Server) Caps() Caps {
-	caps := Caps{CapAES, CapDES3}
+	caps := Caps{CapAES}
+	if !s.DisableDES3 {
+		caps = append(caps, CapDES3)
+	}
 	if len(s.NextCACerts) > 0 {
 		caps = append(caps, CapGetNextCACert)
 	}
@@ -377,6 +384,9 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		err = msg.Decrypt(s.Recipients...)
+	}
+	if err == nil && s.DisableDES3 && msg.Cipher == DES3CBC {
+		err = fmt.Errorf("%w: 3DES is disabled", ErrUnsupportedAlgorithm)
 	}
 	if err != nil {
 		fail(err)

@@ -427,3 +427,25 @@ func TestRenewWithPKCSReq(t *testing.T) {
 	require.Equal(t, []MessageType{PKCSReq}, seen)
 	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
 }
+
+func TestServerDisableDES3(t *testing.T) {
+	pki := newTestPKI(t)
+	ts, s := pki.httpServer(t, false)
+	s.DisableDES3 = true
+	require.False(t, s.Caps().Has(CapDES3))
+	d := newDevice(t)
+	for _, c := range []Cipher{DES3CBC, AES128CBC} {
+		der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "des3-" + c.String(),
+			Payload: newCSR(t, d.key, "device", "secret"), Recipient: pki.raEnc, Cipher: c, SignerCert: d.self, Signer: d.key})
+		require.NoError(t, err)
+		code, _, body := post(t, ts.URL, der)
+		if c == DES3CBC {
+			expectFailure(t, pki, code, body, BadAlg)
+			continue
+		}
+		m, err := ParsePKIMessage(body, ParseOptions{})
+		require.NoError(t, err)
+		require.Equal(t, Success, m.Status)
+	}
+	require.Equal(t, 1, pki.issuedCount())
+}
