@@ -5,17 +5,18 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -30,21 +31,41 @@ var (
 	ecKey   *ecdsa.PrivateKey
 )
 
+// testKeys loads the test keys from testdata/test-keys.pem (four RSA-2048 keys and one
+// ECDSA P-256 key, made for these tests with openssl): generating them on every run,
+// and in every fuzz worker, is slow.
 func testKeys(t testing.TB) {
 	t.Helper()
 	keyOnce.Do(func() {
-		for i := range rsaKeys {
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				panic(err)
-			}
-			rsaKeys[i] = k
-		}
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		b, err := os.ReadFile("testdata/test-keys.pem")
 		if err != nil {
 			panic(err)
 		}
-		ecKey = k
+		i := 0
+		for {
+			var blk *pem.Block
+			if blk, b = pem.Decode(b); blk == nil {
+				break
+			}
+			switch blk.Type {
+			case "RSA PRIVATE KEY":
+				k, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
+				if err != nil {
+					panic(err)
+				}
+				rsaKeys[i] = k
+				i++
+			case "EC PRIVATE KEY":
+				k, err := x509.ParseECPrivateKey(blk.Bytes)
+				if err != nil {
+					panic(err)
+				}
+				ecKey = k
+			}
+		}
+		if i != len(rsaKeys) || ecKey == nil {
+			panic("testdata/test-keys.pem: want 4 RSA keys and 1 EC key")
+		}
 	})
 }
 

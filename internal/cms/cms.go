@@ -165,8 +165,9 @@ type Recipient struct {
 // errors.Is for exactly one of them. Encrypt reports unknown algorithms and non-RSA
 // keys as ErrUnsupportedAlgorithm and other problems with plain errors.
 var (
-	// ErrMalformed reports input that is not a well-formed EnvelopedData
-	// (SCEP failInfo badMessageCheck).
+	// ErrMalformed reports input that is not a well-formed EnvelopedData. Its
+	// structure is public, so package scep answers it with badRequest, as any
+	// malformed message; only failures after the recipient was found are secret.
 	ErrMalformed = errors.New("cms: malformed EnvelopedData")
 	// ErrUnsupportedAlgorithm reports a content cipher or key transport that
 	// this package does not implement or that the options refuse: RC2, DES
