@@ -485,7 +485,14 @@ func buildSignedData(o signOptions) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scep: signing: %w", err)
 	}
-	var b cryptobyte.Builder
+	size := len(o.content) + len(set) + len(sig) + 256 // sized once: no regrowth while building
+	if o.cert != nil {
+		size += len(o.cert.Raw) + len(o.cert.RawIssuer)
+	}
+	for _, c := range o.certs {
+		size += len(c.Raw)
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, size))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1ObjectIdentifier(oidSignedData)
 		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
@@ -566,7 +573,14 @@ func DegenerateCertificates(certs []*x509.Certificate) ([]byte, error) {
 
 // degenerate builds a certs-only SignedData; crl, when not nil, goes in the crls field.
 func degenerate(first *x509.Certificate, rest []*x509.Certificate, crl []byte) ([]byte, error) {
-	var b cryptobyte.Builder
+	size := len(crl) + 128
+	if first != nil {
+		size += len(first.Raw)
+	}
+	for _, c := range rest {
+		size += len(c.Raw)
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, size))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1ObjectIdentifier(oidSignedData)
 		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {

@@ -103,7 +103,11 @@ func EncryptWithOptions(rand io.Reader, content []byte, to []*x509.Certificate, 
 	if opts.SubjectKeyID {
 		version = 2 // a RecipientInfo with version 2 (§6.1)
 	}
-	var b cryptobyte.Builder
+	size := len(ct) + 256 // sized once: no regrowth while building
+	for _, ri := range ris {
+		size += len(ri)
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, size))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
 		b.AddASN1ObjectIdentifier(oidEnvelopedData)
 		b.AddASN1(tagCtx0Cons, func(b *cryptobyte.Builder) {
