@@ -203,15 +203,10 @@ func (s *Server) log() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger
 	}
-	return slog.New(discardHandler{})
+	return discardLogger
 }
 
-type discardHandler struct{}
-
-func (discardHandler) Enabled(context.Context, slog.Level) bool  { return false }
-func (discardHandler) Handle(context.Context, slog.Record) error { return nil }
-func (d discardHandler) WithAttrs([]slog.Attr) slog.Handler      { return d }
-func (d discardHandler) WithGroup(string) slog.Handler           { return d }
+var discardLogger = slog.New(slog.DiscardHandler)
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -105,9 +105,12 @@ type RevocationError struct {
 	Err  error
 }
 
+// Error implements error.
 func (e *RevocationError) Error() string {
 	return fmt.Sprintf("intune: revocation error %d: %v", e.Code, e.Err)
 }
+
+// Unwrap returns the underlying error.
 func (e *RevocationError) Unwrap() error { return e.Err }
 
 // CARevoker revokes with scepkit's built-in CA. Revocations live in the CA's memory

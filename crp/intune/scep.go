@@ -113,6 +113,7 @@ type ServiceError struct {
 	RequestID string
 }
 
+// Error implements error.
 func (e *ServiceError) Error() string {
 	s := "intune: " + e.Op + ": " + string(e.Code)
 	if !e.Code.Known() {
