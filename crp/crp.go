@@ -75,6 +75,7 @@ type Transaction struct {
 	Validator ChallengeValidator
 
 	renewalClaim string // the replay-store id claimed for a renewal of Signer
+	reqHash      []byte // requestHash of the request, computed once
 	checkErr     error  // what Verifier.Check said, judged phase by phase
 	extErr       *Error // what Validator.Validate said, judged phase by phase
 	claimed      bool
@@ -728,7 +729,10 @@ func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Err
 // finish releases a claimed challenge after a transient failure, notifies, and keeps
 // a record of a definitive outcome so that resends and polls get the same answer.
 func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
-	return rp.finishRecord(ctx, tx, e, signerKey, csrDER, requestHash(tx.MessageType, tx.Signer, csrDER))
+	if tx.reqHash == nil {
+		tx.reqHash = requestHash(tx.MessageType, tx.Signer, csrDER)
+	}
+	return rp.finishRecord(ctx, tx, e, signerKey, csrDER, tx.reqHash)
 }
 
 // requestHash identifies a request, for resend detection: its type, its signer (key
@@ -960,10 +964,11 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 	}
 	signerKey := keyHash(req.Signer)
 	tx := &Transaction{ID: req.TransactionID, MessageType: req.MessageType, CSR: req.CSR,
-		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID}}
+		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID},
+		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw)}
 	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
 		// A resend of the same request gets the same answer, never a second certificate.
-		if bytes.Equal(rec.Request, requestHash(req.MessageType, req.Signer, req.CSR.Raw)) {
+		if bytes.Equal(rec.Request, tx.reqHash) {
 			return answer(rec)
 		}
 		// A transactionID is the requester's: another key cannot take it over (and
@@ -991,7 +996,7 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 		// resend): answer as that transaction did.
 		if e.Reason == ReasonReplayed {
 			if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil &&
-				bytes.Equal(rec.Request, requestHash(req.MessageType, req.Signer, req.CSR.Raw)) && rec.Status != scep.Failure {
+				bytes.Equal(rec.Request, tx.reqHash) && rec.Status != scep.Failure {
 				return answer(rec)
 			}
 		}

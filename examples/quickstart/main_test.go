@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -13,7 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
+	"github.com/scepkit/scepkit/examples/internal/exectest"
 	"io"
 	"net/http"
 	"net/url"
@@ -21,8 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,119 +27,22 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The tests run the real binary: build it once.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildDir  string
-)
-
+// The tests run the real binary, built once.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	exectest.Cleanup()
 	os.Exit(code)
 }
 
-func quickstartBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "scepkit-quickstart-test-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "quickstart")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	require.NoError(t, buildErr, "go build")
-	return binPath
-}
-
-// syncBuffer collects a process's stderr while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// server is a running "quickstart -serve".
-type server struct {
-	cmd    *exec.Cmd
-	base   string // http://ADDR
-	stdout *syncBuffer
-	stderr *syncBuffer
-	done   chan error
-}
+func quickstartBin(t *testing.T) string { return exectest.Build(t, ".") }
 
 // startServe runs the quickstart with -serve 127.0.0.1:0 and the given flags, and
 // waits for the "serving on" line to learn its address.
-func startServe(t *testing.T, args ...string) *server {
+func startServe(t *testing.T, args ...string) *exectest.Process {
 	t.Helper()
-	cmd := exec.Command(quickstartBin(t), append([]string{"-serve", "127.0.0.1:0"}, args...)...)
-	s := &server{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = s.stderr
-	pipe, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-s.done
-		}
-		if t.Failed() {
-			t.Logf("quickstart %v stderr:\n%s", args, s.stderr.String())
-		}
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		for sc.Scan() {
-			line := sc.Text()
-			s.stdout.Write([]byte(line + "\n"))
-			if rest, ok := strings.CutPrefix(line, "scepkit quickstart serving on "); ok {
-				addr <- strings.TrimSpace(rest)
-			}
-		}
-		s.done <- cmd.Wait()
-	}()
-	select {
-	case s.base = <-addr:
-	case err := <-s.done:
-		s.done <- err
-		t.Fatalf("quickstart exited before serving: %v\nstdout:\n%s\nstderr:\n%s", err, s.stdout, s.stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("quickstart did not print its address\nstderr:\n%s", s.stderr)
-	}
-	require.True(t, strings.HasPrefix(s.base, "http://127.0.0.1:"), s.base)
+	s := exectest.Start(t, quickstartBin(t), append([]string{"-serve", "127.0.0.1:0"}, args...)...)
+	require.True(t, strings.HasPrefix(s.Base, "http://127.0.0.1:"), s.Base)
 	return s
-}
-
-// stop sends SIGTERM and requires a clean exit.
-func (s *server) stop(t *testing.T) {
-	t.Helper()
-	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-s.done:
-		require.NoError(t, err, "exit after SIGTERM\nstderr:\n%s", s.stderr)
-	case <-time.After(15 * time.Second):
-		t.Fatal("quickstart did not stop after SIGTERM")
-	}
 }
 
 type profileAnswer struct {
@@ -201,9 +101,9 @@ func sha256Hex(der []byte) string {
 }
 
 // checkProfile checks the answer for alice against the documented contract.
-func checkProfile(t *testing.T, s *server, p *profileAnswer, ca *x509.Certificate) {
+func checkProfile(t *testing.T, s *exectest.Process, p *profileAnswer, ca *x509.Certificate) {
 	t.Helper()
-	require.Equal(t, s.base+"/scep", p.SCEPURL)
+	require.Equal(t, s.Base+"/scep", p.SCEPURL)
 	require.NotEmpty(t, p.Challenge)
 	require.Equal(t, "CN=alice@example.com", p.Subject)
 	require.NotNil(t, p.SANs)
@@ -269,18 +169,18 @@ func TestTTLOverOneHourRefused(t *testing.T) {
 func TestServeLegacyScepclient(t *testing.T) {
 	t.Parallel()
 	s := startServe(t, "-legacy")
-	ca := caCert(t, s.base+"/scep")
+	ca := caCert(t, s.Base+"/scep")
 	// The NDES path serves the same CA.
-	require.Equal(t, ca.Raw, caCert(t, s.base+"/certsrv/mscep/mscep.dll").Raw)
+	require.Equal(t, ca.Raw, caCert(t, s.Base+"/certsrv/mscep/mscep.dll").Raw)
 
-	code, p, _ := getProfile(t, s.base, "alice@example.com", "d1")
+	code, p, _ := getProfile(t, s.Base, "alice@example.com", "d1")
 	require.Equal(t, http.StatusOK, code)
 	checkProfile(t, s, p, ca)
 
-	code, _, e := getProfile(t, s.base, "mallory@example.com", "d2")
+	code, _, e := getProfile(t, s.Base, "mallory@example.com", "d2")
 	require.Equal(t, http.StatusForbidden, code)
 	require.NotEmpty(t, e["error"])
-	code, _, e = getProfile(t, s.base, "nobody@example.com", "d3")
+	code, _, e = getProfile(t, s.Base, "nobody@example.com", "d3")
 	require.Equal(t, http.StatusForbidden, code)
 	require.NotEmpty(t, e["error"])
 
@@ -302,7 +202,8 @@ func TestServeLegacyScepclient(t *testing.T) {
 	_, err = cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	require.NoError(t, err)
 	require.Equal(t, p.Subject, cert.Subject.String())
-	require.Contains(t, s.stderr.String(), "transaction", "logs name the transaction")
+	require.Eventually(t, func() bool { return strings.Contains(s.Stderr.String(), "transaction") },
+		5*time.Second, 20*time.Millisecond, "logs name the transaction")
 }
 
 // scepclient returns the path of Debian's scepclient; a missing binary fails the test
@@ -334,9 +235,9 @@ func TestServeModernStateRestart(t *testing.T) {
 	t.Parallel()
 	state := t.TempDir()
 	s := startServe(t, "-state", state, "-log", "json")
-	ca := caCert(t, s.base+"/scep")
+	ca := caCert(t, s.Base+"/scep")
 
-	code, p, _ := getProfile(t, s.base, "bob@example.com", "bob-laptop-2")
+	code, p, _ := getProfile(t, s.Base, "bob@example.com", "bob-laptop-2")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "CN=bob@example.com", p.Subject)
 	require.Equal(t, sha256Hex(ca.Raw), p.CAFingerprint)
@@ -367,26 +268,26 @@ func TestServeModernStateRestart(t *testing.T) {
 
 	// Without -legacy, scepclient (single DES or 3DES, SHA-1) is refused with badAlg.
 	if bin, err := exec.LookPath("scepclient"); err == nil {
-		_, p2, _ := getProfile(t, s.base, "alice@example.com", "alice-old-laptop")
+		_, p2, _ := getProfile(t, s.Base, "alice@example.com", "alice-old-laptop")
 		out, err := runScepclient(bin, t.TempDir(), p2)
 		require.Error(t, err, "scepclient without -legacy: %s", out)
 		require.Contains(t, string(out), "badAlg")
 	}
 
 	// Logs are JSON, one object per line.
-	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(s.Stderr.String()), "\n") {
 		var rec map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &rec), "log line %q", line)
 	}
 
-	s.stop(t)
+	s.Stop(t)
 
 	s2 := startServe(t, "-state", state)
-	ca2 := caCert(t, s2.base+"/scep")
+	ca2 := caCert(t, s2.Base+"/scep")
 	require.Equal(t, sha256Hex(ca.Raw), sha256Hex(ca2.Raw), "the CA survives a restart")
-	client2 := &scep.Client{URL: s2.base + "/scep", CAFingerprint: fp}
+	client2 := &scep.Client{URL: s2.Base + "/scep", CAFingerprint: fp}
 	got, err := client2.GetCert(ctx, cert.RawIssuer, cert.SerialNumber, cert, key)
 	require.NoError(t, err)
 	require.Equal(t, cert.Raw, got.Raw)
-	s2.stop(t)
+	s2.Stop(t)
 }
