@@ -83,7 +83,10 @@ func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Publi
 	case tmpl.NotAfter.After(ca.Certificate.NotAfter) || tmpl.NotBefore.Before(ca.Certificate.NotBefore):
 		return nil, fmt.Errorf("%w: validity outside the CA's (%w)", ErrRefused, ErrCAExpired)
 	}
-	der, err := x509.CreateCertificate(ca.rand(), tmpl, ca.Certificate, pub, ca.Signer)
+	der, err := ca.signDirect(tmpl, pub)
+	if errors.Is(err, errNotDirect) {
+		der, err = x509.CreateCertificate(ca.rand(), tmpl, ca.Certificate, pub, ca.Signer)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("catemplate: signing: %w", err)
 	}

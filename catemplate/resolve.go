@@ -160,8 +160,6 @@ func lookup(ctx context.Context, s Store, name, purpose string) (*Template, erro
 	return t, nil
 }
 
-var oidKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 15}
-
 // requestedKeyUsage reads the keyUsage extension a CSR requests (0 if none or malformed).
 func requestedKeyUsage(csr *x509.CertificateRequest) x509.KeyUsage {
 	for _, e := range csr.Extensions {

@@ -76,9 +76,22 @@ func prebuild(b testing.TB, env *crptest.Env, n int, c scep.Cipher) [][]byte {
 	return out
 }
 
+// serveOne runs one PKIOperation POST through h and checks the reply.
 func serveOne(b *testing.B, h http.Handler, msg []byte) {
+	checkReply(b, serve(h, msg))
+}
+
+// serve is the gateway's part of one enrollment: the HTTP request handled, the CertRep
+// written.
+func serve(h http.Handler, msg []byte) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/scep?operation=PKIOperation", bytes.NewReader(msg)))
+	return rec
+}
+
+// checkReply is the device's part: the CertRep parsed and its status checked. The
+// whole-stack benchmark keeps it out of the gateway's timing.
+func checkReply(b *testing.B, rec *httptest.ResponseRecorder) {
 	if rec.Code != http.StatusOK {
 		b.Fatalf("HTTP %d", rec.Code)
 	}
@@ -132,11 +145,13 @@ func BenchmarkEnroll(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				t0 := time.Now()
-				serveOne(b, env.Server, msgs[i])
+				rec := serve(env.Server, msgs[i])
 				t1 := time.Now()
 				floorOnce(b, env, ek, tc.keyLen, digest[:])
+				t2 := time.Now()
+				checkReply(b, rec)
 				full += t1.Sub(t0)
-				floor += time.Since(t1)
+				floor += t2.Sub(t1)
 			}
 			b.StopTimer()
 			if env.Issuer.Count() != b.N {
