@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 var (
@@ -63,7 +65,10 @@ func Check(csr *x509.CertificateRequest, r *Rendered) error {
 
 	// Subject.
 	var seq pkix.RDNSequence
-	if rest, err := asn1.Unmarshal(csr.RawSubject, &seq); err != nil || len(rest) != 0 {
+	if canonicalSubject(csr.RawSubject, r.Attributes) {
+		// The CSR carries the rendered subject as Render encodes it: parsing it
+		// would give back exactly the pairs of r.Attributes.
+	} else if rest, err := asn1.Unmarshal(csr.RawSubject, &seq); err != nil || len(rest) != 0 {
 		add("subject", formatDN(r.Attributes), "unparseable subject")
 	} else {
 		want := make([]string, 0, len(r.Attributes))
@@ -71,18 +76,18 @@ func Check(csr *x509.CertificateRequest, r *Rendered) error {
 			want = append(want, pairKey(a.Type, a.Value))
 		}
 		var got []string
-		var gotShown []string
 		for _, rdn := range seq {
 			for _, atv := range rdn {
-				s, ok := atv.Value.(string)
-				if !ok {
-					s = fmt.Sprintf("<non-string %T>", atv.Value)
-				}
-				got = append(got, pairKey(atv.Type, s))
-				gotShown = append(gotShown, atv.Type.String()+"="+strconv.Quote(s))
+				got = append(got, pairKey(atv.Type, atvString(atv)))
 			}
 		}
 		if !sameMultiset(want, got, false) {
+			var gotShown []string
+			for _, rdn := range seq {
+				for _, atv := range rdn {
+					gotShown = append(gotShown, atv.Type.String()+"="+strconv.Quote(atvString(atv)))
+				}
+			}
 			add("subject", formatDN(r.Attributes), strings.Join(gotShown, ", "))
 		}
 	}
@@ -208,6 +213,50 @@ func Check(csr *x509.CertificateRequest, r *Rendered) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func atvString(atv pkix.AttributeTypeAndValue) string {
+	s, ok := atv.Value.(string)
+	if !ok {
+		s = fmt.Sprintf("<non-string %T>", atv.Value)
+	}
+	return s
+}
+
+// canonicalSubject reports whether raw is the RDNSequence marshalRDNs makes of attrs
+// and encoding/asn1 would parse it back into exactly the (type, value) pairs of attrs:
+// every OID is one parseOID accepts (so it survives the round trip) and every value is
+// valid for its string type as encoding/asn1 parses it. Then Check need not parse raw.
+func canonicalSubject(raw []byte, attrs []Attribute) bool {
+	for _, a := range attrs {
+		if !validOID(a.Type) {
+			return false
+		}
+		tag := asn1.TagUTF8String
+		if t := attrByOID(a.Type); t != nil {
+			tag = t.tag
+		}
+		switch tag {
+		case asn1.TagUTF8String:
+			if !utf8.ValidString(a.Value) {
+				return false
+			}
+		case asn1.TagPrintableString:
+			for i := 0; i < len(a.Value); i++ {
+				if c := a.Value[i]; !isPrintableString(a.Value[i:i+1]) && c != '*' && c != '&' {
+					return false
+				}
+			}
+		case asn1.TagIA5String:
+			if !isASCII(a.Value) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	enc, err := marshalRDNs(attrs)
+	return err == nil && bytes.Equal(enc, raw)
 }
 
 func pairKey(oid asn1.ObjectIdentifier, v string) string {

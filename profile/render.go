@@ -79,7 +79,8 @@ func Render(p *Profile, u User, d Device, custom Values) (*Rendered, error) {
 	if p == nil {
 		return nil, &FieldError{Field: "Profile", Value: "nil", Reason: "no profile"}
 	}
-	if err := p.Validate(); err != nil {
+	f, sans, err := p.validate()
+	if err != nil {
 		return nil, err
 	}
 	for name := range custom {
@@ -96,13 +97,13 @@ func Render(p *Profile, u User, d Device, custom Values) (*Rendered, error) {
 		Hash:     p.Hash,
 		Validity: p.Validity,
 	}
-	f, err := ParseSubjectFormat(p.SubjectNameFormat)
-	if err != nil {
-		return nil, err
+	if n := f.Len(); n > 0 { // an empty subject leaves both nil
+		r.Attributes = make([]Attribute, 0, n)
+		r.Subject.ExtraNames = make([]pkix.AttributeTypeAndValue, 0, n)
 	}
 	for i, rdn := range f.rdns {
 		for _, a := range rdn {
-			v, err := rc.expand(a.value, "subject", false)
+			v, err := rc.expand(a.value, -1, false)
 			if err != nil {
 				return nil, err
 			}
@@ -117,17 +118,12 @@ func Render(p *Profile, u User, d Device, custom Values) (*Rendered, error) {
 		return nil, fmt.Errorf("profile: encoding subject: %w", err)
 	}
 	for i, s := range p.SubjectAlternativeNames {
-		where := fmt.Sprintf("SubjectAlternativeNames[%d]", i)
-		t, err := parseValueTemplate(s.Value)
-		if err != nil {
-			return nil, err
-		}
-		v, err := rc.expand(t, where, s.Type == SANURI)
+		v, err := rc.expand(sans[i], i, s.Type == SANURI)
 		if err != nil {
 			return nil, err
 		}
 		if reason := checkSANValue(s.Type, v); reason != "" {
-			return nil, &VariableError{Where: where, Err: ErrInvalidValue, Detail: reason}
+			return nil, &VariableError{Where: sanField(i), Err: ErrInvalidValue, Detail: reason}
 		}
 		switch s.Type {
 		case SANEmail:
@@ -160,7 +156,16 @@ type renderCtx struct {
 	custom Values
 }
 
-func (rc *renderCtx) expand(t template, where string, uri bool) (string, error) {
+// where names the value being rendered in errors: the subject (san < 0) or
+// SubjectAlternativeNames[san].
+func where(san int) string {
+	if san < 0 {
+		return "subject"
+	}
+	return sanField(san)
+}
+
+func (rc *renderCtx) expand(t template, san int, uri bool) (string, error) {
 	if len(t) == 1 && t[0].variable == "" {
 		return t[0].lit, nil
 	}
@@ -170,7 +175,7 @@ func (rc *renderCtx) expand(t template, where string, uri bool) (string, error) 
 			b.WriteString(s.lit)
 			continue
 		}
-		v, err := rc.lookup(s.variable, where, uri)
+		v, err := rc.lookup(s.variable, san, uri)
 		if err != nil {
 			return "", err
 		}
@@ -179,26 +184,26 @@ func (rc *renderCtx) expand(t template, where string, uri bool) (string, error) 
 	return b.String(), nil
 }
 
-func (rc *renderCtx) lookup(name, where string, uri bool) (string, error) {
+func (rc *renderCtx) lookup(name string, san int, uri bool) (string, error) {
 	if bv := lookupBuiltin(name); bv != nil {
 		if bv.user && rc.p.CertificateType == DeviceCertificate {
-			return "", &VariableError{Name: name, Where: where, Err: ErrVariableNotAllowed, Detail: "user variable in a device certificate"}
+			return "", &VariableError{Name: name, Where: where(san), Err: ErrVariableNotAllowed, Detail: "user variable in a device certificate"}
 		}
 		if bv.uriOnly && !uri {
-			return "", &VariableError{Name: name, Where: where, Err: ErrVariableNotAllowed, Detail: "allowed in URI SANs only"}
+			return "", &VariableError{Name: name, Where: where(san), Err: ErrVariableNotAllowed, Detail: "allowed in URI SANs only"}
 		}
 		v := bv.get(rc.u, rc.d)
 		if v == "" {
-			return "", &VariableError{Name: name, Where: where, Err: ErrEmptyVariable}
+			return "", &VariableError{Name: name, Where: where(san), Err: ErrEmptyVariable}
 		}
 		return v, nil
 	}
 	v, ok := rc.custom[name]
 	if !ok {
-		return "", &VariableError{Name: name, Where: where, Err: ErrUnknownVariable}
+		return "", &VariableError{Name: name, Where: where(san), Err: ErrUnknownVariable}
 	}
 	if v == "" {
-		return "", &VariableError{Name: name, Where: where, Err: ErrEmptyVariable}
+		return "", &VariableError{Name: name, Where: where(san), Err: ErrEmptyVariable}
 	}
 	return v, nil
 }

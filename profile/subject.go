@@ -1,8 +1,9 @@
 package profile
 
 import (
-	"crypto/x509/pkix"
+	"bytes"
 	"encoding/asn1"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -515,30 +516,143 @@ type Attribute struct {
 	RDN int
 }
 
-// marshalRDNs encodes attrs as an RDNSequence, with per-type string tags.
+// marshalRDNs encodes attrs as an RDNSequence, with per-type string tags. Attributes
+// with consecutive equal RDN indexes share an RDN. The encoding is byte for byte what
+// asn1.Marshal makes of the equivalent pkix.RDNSequence of asn1.RawValues (elements of
+// a multi-valued RDN sorted as DER sorts a SET OF), errors included; it is written by
+// hand because the reflection-based encoder dominated the cost of [Render]
+// (TestMarshalRDNsMatchesASN1 compares the two).
 func marshalRDNs(attrs []Attribute) ([]byte, error) {
-	var seq pkix.RDNSequence
-	last := -1
-	for _, a := range attrs {
+	// Each attribute as an AttributeTypeAndValue TLV, back to back in atvs.
+	ends := make([]int, len(attrs))
+	atvs := make([]byte, 0, 32*len(attrs))
+	for i, a := range attrs {
+		oid := a.Type
+		if len(oid) < 2 || oid[0] > 2 || (oid[0] < 2 && oid[1] >= 40) {
+			return nil, asn1.StructuralError{Msg: "invalid object identifier"}
+		}
 		tag := asn1.TagUTF8String
-		if t := attrByOID(a.Type); t != nil {
+		if t := attrByOID(oid); t != nil {
 			tag = t.tag
 		}
-		atv := pkix.AttributeTypeAndValue{
-			Type:  a.Type,
-			Value: asn1.RawValue{Tag: tag, Class: asn1.ClassUniversal, Bytes: []byte(a.Value)},
+		oidLen := base128Len(int64(oid[0]*40 + oid[1]))
+		for _, arc := range oid[2:] {
+			oidLen += base128Len(int64(arc))
 		}
-		if len(seq) == 0 || a.RDN != last {
-			seq = append(seq, pkix.RelativeDistinguishedNameSET{atv})
-			last = a.RDN
+		valLen := tlvLen(tag, len(a.Value))
+		atvs = appendTagLen(atvs, asn1.TagSequence, true, tlvLen(asn1.TagOID, oidLen)+valLen)
+		atvs = appendTagLen(atvs, asn1.TagOID, false, oidLen)
+		atvs = appendBase128(atvs, int64(oid[0]*40+oid[1]))
+		for _, arc := range oid[2:] {
+			atvs = appendBase128(atvs, int64(arc))
+		}
+		atvs = appendTagLen(atvs, tag, false, len(a.Value))
+		atvs = append(atvs, a.Value...)
+		ends[i] = len(atvs)
+	}
+	atv := func(i int) []byte {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		return atvs[start:ends[i]]
+	}
+	// RDNs: runs of equal RDN indexes, as [first, end) ranges of attrs.
+	type run struct{ first, end int }
+	var runs []run
+	for i, a := range attrs {
+		if i == 0 || a.RDN != attrs[i-1].RDN {
+			runs = append(runs, run{i, i})
+		}
+		runs[len(runs)-1].end = i + 1
+	}
+	total := 0
+	for _, r := range runs {
+		total += tlvLen(asn1.TagSet, ends[r.end-1]-startOf(ends, r.first))
+	}
+	out := make([]byte, 0, tlvLen(asn1.TagSequence, total))
+	out = appendTagLen(out, asn1.TagSequence, true, total)
+	var set [][]byte
+	for _, r := range runs {
+		out = appendTagLen(out, asn1.TagSet, true, ends[r.end-1]-startOf(ends, r.first))
+		if r.end-r.first == 1 {
+			out = append(out, atv(r.first)...)
 			continue
 		}
-		seq[len(seq)-1] = append(seq[len(seq)-1], atv)
+		set = set[:0]
+		for i := r.first; i < r.end; i++ {
+			set = append(set, atv(i))
+		}
+		slices.SortFunc(set, bytes.Compare)
+		for _, e := range set {
+			out = append(out, e...)
+		}
 	}
-	if seq == nil {
-		seq = pkix.RDNSequence{}
+	return out, nil
+}
+
+func startOf(ends []int, i int) int {
+	if i == 0 {
+		return 0
 	}
-	return asn1.Marshal(seq)
+	return ends[i-1]
+}
+
+// tlvLen is the length of a TLV with a one-byte tag and n bytes of content.
+func tlvLen(tag, n int) int { return 1 + derLenLen(n) + n }
+
+// derLenLen is the length of a DER length field for n.
+func derLenLen(n int) int {
+	if n < 128 {
+		return 1
+	}
+	l := 1
+	for i := n; i > 255; i >>= 8 {
+		l++
+	}
+	return 1 + l
+}
+
+// appendTagLen appends a universal tag below 31 and a DER length, as asn1.Marshal does.
+func appendTagLen(dst []byte, tag int, compound bool, n int) []byte {
+	b := byte(tag)
+	if compound {
+		b |= 0x20
+	}
+	dst = append(dst, b)
+	if n < 128 {
+		return append(dst, byte(n))
+	}
+	l := derLenLen(n) - 1
+	dst = append(dst, 0x80|byte(l))
+	for ; l > 0; l-- {
+		dst = append(dst, byte(n>>uint((l-1)*8)))
+	}
+	return dst
+}
+
+// base128Len and appendBase128 encode an OID arc as encoding/asn1 does (a negative
+// arc, which it does not refuse, encodes as nothing).
+func base128Len(n int64) int {
+	if n == 0 {
+		return 1
+	}
+	l := 0
+	for i := n; i > 0; i >>= 7 {
+		l++
+	}
+	return l
+}
+
+func appendBase128(dst []byte, n int64) []byte {
+	for i := base128Len(n) - 1; i >= 0; i-- {
+		o := byte(n>>uint(i*7)) & 0x7f
+		if i != 0 {
+			o |= 0x80
+		}
+		dst = append(dst, o)
+	}
+	return dst
 }
 
 // formatDN prints attrs as a DN string for Windows (CertNameToStr style): values that

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -53,6 +54,19 @@ const (
 //   - RootCA or CAFingerprint (20 bytes, SHA-1); if both, they agree.
 //   - RetryCount 0 to 30; RetryDelay 0 to 24 h, whole minutes on Windows.
 func (p *Profile) Validate() error {
+	_, _, err := p.validate()
+	return err
+}
+
+// sanField names SubjectAlternativeNames[i] in errors. Field names are built only
+// when a setting is bad.
+func sanField(i int) string { return "SubjectAlternativeNames[" + strconv.Itoa(i) + "]" }
+
+// validate is [Profile.Validate]; it also returns what it parsed, so that [Render]
+// does not parse it again: the subject format (nil if it does not parse) and the
+// template of each SAN value (nil where it does not parse). When the error is nil,
+// neither has a nil entry.
+func (p *Profile) validate() (*SubjectFormat, []template, error) {
 	var errs []error
 	bad := func(field string, value any, reason string) {
 		errs = append(errs, &FieldError{Field: field, Value: fmt.Sprint(value), Reason: reason})
@@ -73,21 +87,34 @@ func (p *Profile) Validate() error {
 	}
 
 	// Subject and SANs.
-	checkVars := func(field string, names []string, uri bool) {
-		for _, n := range names {
+	// checkVars checks the variables of t, the subject format's (san < 0) or those of
+	// SubjectAlternativeNames[san].
+	checkVars := func(san int, t template, uri bool) {
+		for _, s := range t {
+			n := s.variable
+			if n == "" {
+				continue
+			}
 			v := lookupBuiltin(n)
 			if v == nil {
 				continue // custom: supplied at Render time
 			}
-			if v.user && p.CertificateType == DeviceCertificate {
-				bad(field, "{{"+n+"}}", "user variable in a device certificate")
-			}
-			if v.uriOnly && !uri {
-				bad(field, "{{"+n+"}}", "variable allowed in URI SANs only")
+			if v.user && p.CertificateType == DeviceCertificate || v.uriOnly && !uri {
+				field := "SubjectNameFormat"
+				if san >= 0 {
+					field = sanField(san) + ".Value"
+				}
+				if v.user && p.CertificateType == DeviceCertificate {
+					bad(field, "{{"+n+"}}", "user variable in a device certificate")
+				}
+				if v.uriOnly && !uri {
+					bad(field, "{{"+n+"}}", "variable allowed in URI SANs only")
+				}
 			}
 		}
 	}
-	if f, err := ParseSubjectFormat(p.SubjectNameFormat); err != nil {
+	f, err := ParseSubjectFormat(p.SubjectNameFormat)
+	if err != nil {
 		var fe *FormatError
 		reason := err.Error()
 		if errors.As(err, &fe) {
@@ -95,7 +122,11 @@ func (p *Profile) Validate() error {
 		}
 		bad("SubjectNameFormat", p.SubjectNameFormat, reason)
 	} else {
-		checkVars("SubjectNameFormat", f.Variables(), false)
+		for _, rdn := range f.rdns {
+			for _, a := range rdn {
+				checkVars(-1, a.value, false)
+			}
+		}
 		if f.Len() == 0 && len(p.SubjectAlternativeNames) == 0 {
 			bad("SubjectNameFormat", "", "a subject or at least one subject alternative name is required")
 		}
@@ -103,25 +134,26 @@ func (p *Profile) Validate() error {
 	if len(p.SubjectAlternativeNames) > MaxSANs {
 		bad("SubjectAlternativeNames", len(p.SubjectAlternativeNames), "at most 32")
 	}
+	sans := make([]template, len(p.SubjectAlternativeNames))
 	for i, s := range p.SubjectAlternativeNames {
-		field := fmt.Sprintf("SubjectAlternativeNames[%d]", i)
 		switch s.Type {
 		case SANEmail, SANUPN, SANDNS, SANURI:
 		default:
-			bad(field+".Type", s.Type, "must be SANEmail, SANUPN, SANDNS or SANURI")
+			bad(sanField(i)+".Type", s.Type, "must be SANEmail, SANUPN, SANDNS or SANURI")
 		}
 		if s.Value == "" {
-			bad(field+".Value", "", "required")
+			bad(sanField(i)+".Value", "", "required")
 			continue
 		}
 		t, err := parseValueTemplate(s.Value)
 		if err != nil {
 			var fe *FormatError
 			errors.As(err, &fe)
-			bad(field+".Value", s.Value, fmt.Sprintf("offset %d: %s", fe.Offset, fe.Reason))
+			bad(sanField(i)+".Value", s.Value, fmt.Sprintf("offset %d: %s", fe.Offset, fe.Reason))
 			continue
 		}
-		checkVars(field+".Value", t.variables(), s.Type == SANURI)
+		sans[i] = t
+		checkVars(i, t, s.Type == SANURI)
 	}
 
 	// Validity.
@@ -211,17 +243,32 @@ func (p *Profile) Validate() error {
 	if len(p.ExtendedKeyUsages) > MaxEKUs {
 		bad("ExtendedKeyUsages", len(p.ExtendedKeyUsages), "at most 32")
 	}
-	seen := map[string]bool{}
+	var seen map[string]bool // only for more than MaxEKUs: then the check is not quadratic
+	if len(p.ExtendedKeyUsages) > MaxEKUs {
+		seen = map[string]bool{}
+	}
 	for i, e := range p.ExtendedKeyUsages {
-		field := fmt.Sprintf("ExtendedKeyUsages[%d].OID", i)
-		if _, ok := parseOID(e.OID.String()); !ok || len(e.OID) < 2 {
-			bad(field, e.OID, "not a valid OID")
+		field := func() string { return "ExtendedKeyUsages[" + strconv.Itoa(i) + "].OID" }
+		if !validOID(e.OID) {
+			bad(field(), e.OID, "not a valid OID")
 			continue
 		}
-		if seen[e.OID.String()] {
-			bad(field, e.OID, "duplicate")
+		// e is valid, so an equal earlier OID was valid (and seen) too.
+		dup := false
+		if seen != nil {
+			dup = seen[e.OID.String()]
+			seen[e.OID.String()] = true
+		} else {
+			for _, prev := range p.ExtendedKeyUsages[:i] {
+				if prev.OID.Equal(e.OID) {
+					dup = true
+					break
+				}
+			}
 		}
-		seen[e.OID.String()] = true
+		if dup {
+			bad(field(), e.OID, "duplicate")
+		}
 	}
 
 	if p.RenewalThresholdPercent < 1 || p.RenewalThresholdPercent > 99 {
@@ -237,7 +284,7 @@ func (p *Profile) Validate() error {
 	}
 	seenURL := map[string]bool{}
 	for i, s := range p.ServerURLs {
-		field := fmt.Sprintf("ServerURLs[%d]", i)
+		field := "ServerURLs[" + strconv.Itoa(i) + "]"
 		u, err := url.Parse(s)
 		switch {
 		case err != nil || u.Host == "" || u.User != nil || u.Fragment != "":
@@ -284,7 +331,24 @@ func (p *Profile) Validate() error {
 	if containsAnyByte(p.TemplateName, "\x00\n\r") {
 		bad("TemplateName", strconv.Quote(p.TemplateName), "control characters")
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return f, sans, nil
+}
+
+// validOID reports whether oid is one that [parseOID] would read back from its dotted
+// form: 2 to 64 arcs of at most 9 digits, first 0-2, second below 40 unless first is 2.
+func validOID(oid asn1.ObjectIdentifier) bool {
+	if len(oid) < 2 || len(oid) > 64 {
+		return false
+	}
+	for _, a := range oid {
+		if a < 0 || a > 999999999 {
+			return false
+		}
+	}
+	return oid[0] <= 2 && (oid[0] == 2 || oid[1] < 40)
 }
 
 func containsAnyByte(s, chars string) bool {

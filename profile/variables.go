@@ -3,6 +3,7 @@ package profile
 import (
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // User is what a directory knows about the user a certificate is for.
@@ -95,7 +96,26 @@ var builtinIndex = func() map[string]*variable {
 	return m
 }()
 
-func lookupBuiltin(name string) *variable { return builtinIndex[strings.ToLower(name)] }
+func lookupBuiltin(name string) *variable {
+	// Lower-case ASCII names on the stack (the map lookup of string(b) does not
+	// allocate); anything else goes through strings.ToLower.
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return builtinIndex[strings.ToLower(name)]
+	}
+	b := buf[:len(name)]
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= utf8.RuneSelf:
+			return builtinIndex[strings.ToLower(name)]
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	return builtinIndex[string(b)]
+}
 
 // BuiltinVariables returns the names of the built-in variables, sorted, in their
 // canonical spelling. Lookup of a name ignores ASCII case.
