@@ -123,25 +123,3 @@ func BenchmarkReplayClaim(b *testing.B) {
 		}
 	})
 }
-
-// BenchmarkCheckHS256 measures Check on an HS256 challenge with the three
-// GUID claims: HMAC-SHA-256 costs about 1 µs, so this is mostly the cost
-// of everything around the signature (decoding, jwt parsing, claims).
-func BenchmarkCheckHS256(b *testing.B) {
-	ch, _, err := (&Issuer{Name: "mdm.example", Secret: secret, KeyID: "s1", Now: fixedClock(t0)}).Issue(stdRequest)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ks := NewKeySet()
-	if err := ks.AddSecret("s1", secret); err != nil {
-		b.Fatal(err)
-	}
-	v := &Verifier{Keys: ks, Issuer: "mdm.example", Audience: "gw-a.example", Algorithms: []string{HS256}, Now: fixedClock(t0)}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Check(ctx, ch); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -119,7 +119,7 @@ func (v *Verifier) Check(ctx context.Context, challenge string) (*Claims, error)
 	}
 
 	var (
-		w         checkedClaims
+		w         wireClaims
 		keyErr    error
 		keyCalled bool
 		kid       string
@@ -151,7 +151,7 @@ func (v *Verifier) Check(ctx context.Context, challenge string) (*Claims, error)
 	default:
 		return nil, fail(ErrMalformed, "%v", err)
 	}
-	return v.checkClaims(&w.wireClaims, tok.Method.Alg(), kid, leeway)
+	return v.checkClaims(&w, tok.Method.Alg(), kid, leeway)
 }
 
 // keyFor checks the header of t and finds its key: typ, crit, alg, kid,
