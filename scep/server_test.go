@@ -1,6 +1,7 @@
 package scep
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -11,6 +12,7 @@ import (
 	"encoding/base64"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -152,6 +154,19 @@ func TestServerHTTPErrors(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, 413, resp.StatusCode)
+
+	// A body shorter than its Content-Length is a bad request, not a parse of what came.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n0123456789")
+	require.NoError(t, err)
+	require.NoError(t, conn.(*net.TCPConn).CloseWrite())
+	reply, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	reply.Body.Close()
+	require.Equal(t, 400, reply.StatusCode)
+	require.Equal(t, 0, pki.issuedCount())
 }
 
 func TestServerHostileMessages(t *testing.T) {
