@@ -11,6 +11,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"time"
 
@@ -88,12 +89,25 @@ func (a directAlgorithm) add(b *cryptobyte.Builder) {
 // directEligible reports whether tmpl uses only the fields the direct encoder handles:
 // those [Apply] sets. Every other field of x509.Certificate, including any a later Go
 // release adds, must be at its zero value.
+//
+// It also leaves to CreateCertificate what the two would treat differently: a missing
+// serial number (CreateCertificate draws one), a negative one (CreateCertificate
+// refuses it), and object identifiers that encoding/asn1 and cryptobyte disagree on.
 func directEligible(tmpl *x509.Certificate) bool {
 	if len(tmpl.RawSubject) == 0 || tmpl.IsCA || tmpl.KeyUsage < 0 || tmpl.KeyUsage >= 1<<9 ||
-		!inDirectYears(tmpl.NotBefore) || !inDirectYears(tmpl.NotAfter) {
+		!inDirectYears(tmpl.NotBefore) || !inDirectYears(tmpl.NotAfter) ||
+		tmpl.SerialNumber == nil || tmpl.SerialNumber.Sign() < 0 {
 		return false
 	}
+	for _, oid := range tmpl.UnknownExtKeyUsage {
+		if !directOID(oid) {
+			return false
+		}
+	}
 	for _, e := range tmpl.ExtraExtensions {
+		if !directOID(e.Id) {
+			return false
+		}
 		for _, own := range []asn1.ObjectIdentifier{oidKeyUsage, oidExtKeyUsage, oidBasicConstraints, oidSubjectKeyID, oidAuthorityKeyID} {
 			if e.Id.Equal(own) {
 				return false
@@ -111,6 +125,24 @@ func directEligible(tmpl *x509.Certificate) bool {
 	rest.ExtraExtensions = nil
 	rest.PublicKey = nil // CreateCertificate ignores it too
 	return reflect.ValueOf(&rest).Elem().IsZero()
+}
+
+// directOID reports whether encoding/asn1 (in CreateCertificate) and cryptobyte (here)
+// encode oid alike. Both refuse fewer than two arcs, a first arc above 2 and a second
+// arc of 40 or more under 0 or 1; but encoding/asn1 writes negative arcs (as nothing,
+// leaving a malformed identifier) where cryptobyte refuses them, and it computes the
+// first subidentifier, 40*first+second, in an int, which overflows on 32-bit
+// platforms where cryptobyte's int64 does not.
+func directOID(oid asn1.ObjectIdentifier) bool {
+	if len(oid) < 2 || oid[0] > 2 || (oid[0] < 2 && oid[1] >= 40) || oid[1] > math.MaxInt-80 {
+		return false
+	}
+	for _, v := range oid {
+		if v < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // inDirectYears reports whether t's year has four digits, as both ASN.1 time types

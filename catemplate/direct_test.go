@@ -13,6 +13,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"io"
+	"math"
 	"math/big"
 	"testing"
 	"time"
@@ -256,5 +257,79 @@ func TestSignDirectRefusesBadSigners(t *testing.T) {
 			require.False(t, errors.Is(err, errNotDirect))
 			require.Nil(t, cert)
 		})
+	}
+}
+
+// TestSignDirectDeclinesWhereEncodersDisagree: templates on which signDirect and
+// CreateCertificate used to part ways (found by FuzzSignDirect) are left to
+// CreateCertificate. A missing serial number made signDirect panic where
+// CreateCertificate draws one; a negative one was encoded where CreateCertificate
+// refuses it; an object identifier with a negative arc made cryptobyte fail where
+// encoding/asn1 writes a malformed identifier.
+func TestSignDirectDeclinesWhereEncodersDisagree(t *testing.T) {
+	keys(t)
+	r := render(t)
+	csr := makeCSR(t, r, rsa2048)
+	ca := testCA(t, 10*365*24*time.Hour)
+	cases := []struct {
+		name      string
+		mod       func(*x509.Certificate)
+		x509Fails bool
+	}{
+		{"no serial", func(c *x509.Certificate) { c.SerialNumber = nil }, false},
+		{"negative serial", func(c *x509.Certificate) { c.SerialNumber = big.NewInt(-5) }, true},
+		{"unknown eku with a negative arc", func(c *x509.Certificate) {
+			c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1, 2, -1}}
+		}, false},
+		{"unknown eku with a negative first arc", func(c *x509.Certificate) {
+			c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{-1, 2}}
+		}, false},
+		{"extension with a negative arc", func(c *x509.Certificate) {
+			c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, -6}})
+		}, false},
+		{"unknown eku of one arc", func(c *x509.Certificate) {
+			c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1}}
+		}, true},
+		{"extension without an id", func(c *x509.Certificate) {
+			c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Value: []byte{5, 0}})
+		}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl, err := Apply(clientTemplate(), csr, r, ca.Certificate, testNow, rand.Reader)
+			require.NoError(t, err)
+			c.mod(tmpl)
+			_, err = ca.signDirect(tmpl, csr.PublicKey)
+			require.ErrorIs(t, err, errNotDirect)
+			_, err = x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate, csr.PublicKey, ca.Signer)
+			require.Equal(t, c.x509Fails, err != nil, "CreateCertificate: %v", err)
+		})
+	}
+}
+
+// TestDirectOID: the identifiers signDirect writes itself are those encoding/asn1
+// encodes the same way.
+func TestDirectOID(t *testing.T) {
+	for _, c := range []struct {
+		oid  asn1.ObjectIdentifier
+		want bool
+	}{
+		{asn1.ObjectIdentifier{0, 0}, true},
+		{asn1.ObjectIdentifier{1, 39, 5}, true},
+		{asn1.ObjectIdentifier{2, 999, math.MaxInt}, true},
+		{asn1.ObjectIdentifier{2, math.MaxInt - 80}, true},
+		{asn1.ObjectIdentifier{2, math.MaxInt - 79}, false}, // 40*2+arc overflows an int
+		{asn1.ObjectIdentifier{1, 40}, false},
+		{asn1.ObjectIdentifier{3, 1}, false},
+		{asn1.ObjectIdentifier{1}, false},
+		{nil, false},
+		{asn1.ObjectIdentifier{1, 2, -1}, false},
+		{asn1.ObjectIdentifier{-1, 2}, false},
+	} {
+		require.Equal(t, c.want, directOID(c.oid), "%v", c.oid)
+		if c.want {
+			_, err := asn1.Marshal(c.oid)
+			require.NoError(t, err, "%v", c.oid)
+		}
 	}
 }
