@@ -28,10 +28,13 @@ func directCAs(t *testing.T) map[string]*CA {
 	_, edKey, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	cas := map[string]*CA{}
+	p521, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	require.NoError(t, err)
 	for name, opts := range map[string]CAOptions{
 		"rsa2048": {KeySize: 2048},
 		"p256":    {KeyType: profile.ECDSAP256},
 		"p384":    {KeyType: profile.ECDSAP384},
+		"p521":    {Signer: p521},
 		"ed25519": {Signer: edKey},
 	} {
 		opts.Now = func() time.Time { return testNow }
@@ -265,7 +268,8 @@ func TestSignDirectRefusesBadSigners(t *testing.T) {
 // CreateCertificate. A missing serial number made signDirect panic where
 // CreateCertificate draws one; a negative one was encoded where CreateCertificate
 // refuses it; an object identifier with a negative arc made cryptobyte fail where
-// encoding/asn1 writes a malformed identifier.
+// encoding/asn1 writes a malformed identifier. Path lengths, which CreateCertificate
+// checks, are its alone too.
 func TestSignDirectDeclinesWhereEncodersDisagree(t *testing.T) {
 	keys(t)
 	r := render(t)
@@ -293,6 +297,12 @@ func TestSignDirectDeclinesWhereEncodersDisagree(t *testing.T) {
 		{"extension without an id", func(c *x509.Certificate) {
 			c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Value: []byte{5, 0}})
 		}, true},
+		// Path length rules are CreateCertificate's to apply: the direct encoder takes
+		// neither MaxPathLen nor MaxPathLenZero.
+		{"path length on an end entity", func(c *x509.Certificate) { c.MaxPathLen = 1 }, true},
+		{"path length zero on an end entity", func(c *x509.Certificate) { c.MaxPathLenZero = true }, true},
+		{"path length below -1", func(c *x509.Certificate) { c.MaxPathLen = -2 }, true},
+		{"no path length (-1)", func(c *x509.Certificate) { c.MaxPathLen = -1 }, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -332,4 +342,24 @@ func TestDirectOID(t *testing.T) {
 			require.NoError(t, err, "%v", c.oid)
 		}
 	}
+}
+
+// TestSignDirectP224CA: for a P-224 CA key, which the direct encoder does not take,
+// CA.Sign issues through CreateCertificate (ECDSA with SHA-256, as crypto/x509 picks).
+func TestSignDirectP224CA(t *testing.T) {
+	keys(t)
+	r := render(t)
+	csr := makeCSR(t, r, rsa2048)
+	key, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	require.NoError(t, err)
+	ca, err := NewCA(CAOptions{Signer: key, Now: func() time.Time { return testNow }})
+	require.NoError(t, err)
+	tmpl, err := Apply(clientTemplate(), csr, r, ca.Certificate, testNow, rand.Reader)
+	require.NoError(t, err)
+	_, err = ca.signDirect(tmpl, csr.PublicKey)
+	require.ErrorIs(t, err, errNotDirect)
+	cert, err := ca.Sign(t.Context(), tmpl, csr.PublicKey)
+	require.NoError(t, err)
+	require.Equal(t, x509.ECDSAWithSHA256, cert.SignatureAlgorithm)
+	require.NoError(t, cert.CheckSignatureFrom(ca.Certificate))
 }
