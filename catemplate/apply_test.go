@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"math/big"
@@ -232,10 +233,21 @@ func TestSignRefusals(t *testing.T) {
 	ctx := context.Background()
 	_, err := ca.Sign(ctx, base(), rsa2048.Public())
 	require.NoError(t, err)
+	longest := base()
+	longest.SerialNumber = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 159), big.NewInt(1))
+	_, err = ca.Sign(ctx, longest, rsa2048.Public())
+	require.NoError(t, err, "a 159-bit serial encodes in 20 octets")
 	for name, mod := range map[string]func(*x509.Certificate){
-		"CA template":      func(c *x509.Certificate) { c.IsCA = true; c.BasicConstraintsValid = true },
-		"no serial":        func(c *x509.Certificate) { c.SerialNumber = nil },
-		"negative serial":  func(c *x509.Certificate) { c.SerialNumber = big.NewInt(-1) },
+		"CA template":     func(c *x509.Certificate) { c.IsCA = true; c.BasicConstraintsValid = true },
+		"no serial":       func(c *x509.Certificate) { c.SerialNumber = nil },
+		"negative serial": func(c *x509.Certificate) { c.SerialNumber = big.NewInt(-1) },
+		"21-octet serial": func(c *x509.Certificate) { c.SerialNumber = new(big.Int).Lsh(big.NewInt(1), 159) },
+		"negative arc in an extension": func(c *x509.Certificate) {
+			c.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 2, -1}, Value: []byte{5, 0}}}
+		},
+		"one-arc extended key usage": func(c *x509.Certificate) {
+			c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1}}
+		},
 		"outlives CA":      func(c *x509.Certificate) { c.NotAfter = ca.Certificate.NotAfter.Add(time.Second) },
 		"before CA starts": func(c *x509.Certificate) { c.NotBefore = ca.Certificate.NotBefore.Add(-time.Second) },
 	} {

@@ -63,8 +63,9 @@ func (ca *CA) rand() io.Reader {
 }
 
 // Sign issues an end-entity certificate from tmpl (usually from [Apply]) for pub. It
-// refuses ([ErrRefused]) a CA template, a missing serial number, and a validity outside
-// the CA's own. ctx is checked before signing; a signer that talks to a remote KMS
+// refuses ([ErrRefused]) a CA template, a missing, non-positive or over-long (more
+// than 20 octets) serial number, a malformed object identifier among the extensions
+// or extended key usages, and a validity outside the CA's own. ctx is checked before signing; a signer that talks to a remote KMS
 // should be given its own deadline.
 func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
 	if err := ctx.Err(); err != nil {
@@ -80,6 +81,11 @@ func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Publi
 		return nil, fmt.Errorf("%w: CA certificates are issued by NewCA with a Parent", ErrRefused)
 	case tmpl.SerialNumber == nil || tmpl.SerialNumber.Sign() <= 0:
 		return nil, fmt.Errorf("%w: serial number must be positive", ErrRefused)
+	case tmpl.SerialNumber.BitLen() > 159:
+		// RFC 5280, 4.1.2.2: at most 20 octets, DER's leading zero included.
+		return nil, fmt.Errorf("%w: serial number longer than 20 octets", ErrRefused)
+	case !validOIDs(tmpl):
+		return nil, fmt.Errorf("%w: malformed object identifier in an extension or extended key usage", ErrRefused)
 	case tmpl.NotAfter.After(ca.Certificate.NotAfter) || tmpl.NotBefore.Before(ca.Certificate.NotBefore):
 		return nil, fmt.Errorf("%w: validity outside the CA's (%w)", ErrRefused, ErrCAExpired)
 	}
@@ -91,6 +97,23 @@ func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Publi
 		return nil, fmt.Errorf("catemplate: signing: %w", err)
 	}
 	return x509.ParseCertificate(der)
+}
+
+// validOIDs reports whether every object identifier tmpl carries for the certificate
+// (extra extensions, unknown extended key usages) can be encoded as it is: crypto/x509
+// would otherwise write a different identifier than the one asked for.
+func validOIDs(tmpl *x509.Certificate) bool {
+	for _, oid := range tmpl.UnknownExtKeyUsage {
+		if !directOID(oid) {
+			return false
+		}
+	}
+	for _, e := range tmpl.ExtraExtensions {
+		if !directOID(e.Id) {
+			return false
+		}
+	}
+	return true
 }
 
 // Revoke records serial as revoked for reason (an RFC 5280 CRLReason, 0-10 but not 7)
