@@ -465,7 +465,9 @@ const (
 // EKUMapping (OIDs joined by "+"), KeyUsage (0x80 digitalSignature | 0x20
 // keyEncipherment, decimal), SubjectName (DN, values quoted where needed),
 // SubjectAlternativeNames ("<type>+<name>" joined by ";", types 2 email, 3 DNS, 7 URI,
-// 11 UPN), KeyLength, HashAlgorithm ("SHA-2" or "SHA-1"), CAThumbprint (40 upper-case
+// 11 UPN: the values of certenroll's AlternativeNameType, XCN_CERT_ALT_NAME_RFC822_NAME,
+// _DNS_NAME, _URL and _USER_PRINCIPLE_NAME, which Microsoft's own CSP example uses as
+// "11+tom@MyDomain.Contoso.com;3+MyDomain.Contoso.com"), KeyLength, HashAlgorithm ("SHA-2" or "SHA-1"), CAThumbprint (40 upper-case
 // hex digits), ValidPeriod and ValidPeriodUnits, RetryCount, RetryDelay (minutes),
 // KeyProtection (1 TPM, 2 TPM if present, 3 software, 4 Windows Hello; left out for the
 // default provider), TemplateName (if set).
