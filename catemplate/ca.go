@@ -65,8 +65,15 @@ func (ca *CA) rand() io.Reader {
 // Sign issues an end-entity certificate from tmpl (usually from [Apply]) for pub. It
 // refuses ([ErrRefused]) a CA template, a missing, non-positive or over-long (more
 // than 20 octets) serial number, a malformed object identifier among the extensions
-// or extended key usages, and a validity outside the CA's own. ctx is checked before signing; a signer that talks to a remote KMS
-// should be given its own deadline.
+// or extended key usages, and a validity outside the CA's own. ctx is checked before
+// signing; a signer that talks to a remote KMS should be given its own deadline.
+//
+// A template with only the fields Apply sets is encoded by Sign itself, to the same
+// bytes x509.CreateCertificate would write; any other goes through CreateCertificate.
+// Either way the signature is verified with the CA certificate's key before the
+// certificate is returned, except from a *rsa.PrivateKey, which crypto/rsa already
+// checks on every signature it makes; a Signer whose key is not the CA certificate's
+// is refused.
 func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
