@@ -158,7 +158,8 @@ var errNotDirect = errors.New("catemplate: not for the direct encoder")
 
 // signDirect issues tmpl for pub with ca's key, as x509.CreateCertificate would, and
 // returns the certificate's DER. It returns errNotDirect, having done nothing, for a
-// template or key it does not handle.
+// template or key it does not handle. Its other errors are unprefixed: [CA.Sign]
+// wraps them.
 //
 // Like CreateCertificate it refuses a signer whose key is not the CA certificate's,
 // and it verifies the signature before returning it, except from a *rsa.PrivateKey:
@@ -181,11 +182,11 @@ func (ca *CA) signDirect(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, 
 	}
 	eq, ok := signerPub.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !eq.Equal(parent.PublicKey) {
-		return nil, errors.New("catemplate: signing: the CA's signer does not hold the key of its certificate")
+		return nil, errors.New("the CA's signer does not hold the key of its certificate")
 	}
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("catemplate: signing: %w", err)
+		return nil, err
 	}
 	var ekuOIDs []asn1.ObjectIdentifier
 	for _, u := range tmpl.ExtKeyUsage {
@@ -260,17 +261,17 @@ func (ca *CA) signDirect(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, 
 	})
 	tbs, err := b.Bytes()
 	if err != nil {
-		return nil, fmt.Errorf("catemplate: encoding certificate: %w", err)
+		return nil, fmt.Errorf("encoding certificate: %w", err)
 	}
 
 	sig, err := crypto.SignMessage(ca.Signer, ca.rand(), tbs, alg.hash)
 	if err != nil {
-		return nil, fmt.Errorf("catemplate: signing: %w", err)
+		return nil, err
 	}
 	if _, checked := ca.Signer.(*rsa.PrivateKey); !checked {
 		verifier := &x509.Certificate{PublicKey: signerPub}
 		if err := verifier.CheckSignature(alg.x509Algo, tbs, sig); err != nil {
-			return nil, fmt.Errorf("catemplate: signing: the signer returned an invalid signature: %w", err)
+			return nil, fmt.Errorf("the signer returned an invalid signature: %w", err)
 		}
 	}
 

@@ -15,6 +15,7 @@ import (
 	"io"
 	"math"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,6 +259,7 @@ func TestSignDirectRefusesBadSigners(t *testing.T) {
 			cert, err := c.ca.Sign(t.Context(), c.tmpl, csr.PublicKey)
 			require.Error(t, err)
 			require.False(t, errors.Is(err, errNotDirect))
+			require.Equal(t, 1, strings.Count(err.Error(), "catemplate:"), "one prefix: %v", err)
 			require.Nil(t, cert)
 		})
 	}
