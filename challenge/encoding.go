@@ -66,24 +66,8 @@ func decode(s string) (string, bool) {
 // transmitted and plain base64url forms of one challenge have the same
 // fingerprint. Log the fingerprint, never the challenge itself.
 func Fingerprint(challenge string) string {
-	// encode, a chunk at a time, into the hash.
-	h := sha256.New()
-	var buf [512]byte
-	for len(challenge) > 0 {
-		n := copy(buf[:], challenge)
-		challenge = challenge[n:]
-		for i, c := range buf[:n] {
-			switch c {
-			case '-':
-				buf[i] = '+'
-			case '_':
-				buf[i] = '/'
-			}
-		}
-		h.Write(buf[:n])
-	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:6])
+	sum := sha256.Sum256([]byte(encode(challenge)))
+	return hex.EncodeToString(sum[:6])
 }
 
 // typMarker is what every header written by [Issuer] contains.

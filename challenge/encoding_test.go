@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -235,14 +233,4 @@ func TestLength(t *testing.T) {
 		t.Logf("%-11s user+device+profile GUIDs: %d, user GUID only: %d, minimal (short ids): %d", tc.name, len(full), len(userOnly), len(min))
 	}
 	_ = time.Second
-}
-
-// TestFingerprintDefinition checks the chunked Fingerprint against its
-// definition, the SHA-256 of encode, across the chunk boundaries.
-func TestFingerprintDefinition(t *testing.T) {
-	for _, n := range []int{0, 1, 511, 512, 513, 1024, 1500, 5000} {
-		s := strings.Repeat("aB-_+/.9", n/8+1)[:n]
-		sum := sha256.Sum256([]byte(encode(s)))
-		require.Equal(t, hex.EncodeToString(sum[:6]), Fingerprint(s), "length %d", n)
-	}
 }
