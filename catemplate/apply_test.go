@@ -262,6 +262,14 @@ func TestSignRefusals(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	_, err = (&CA{}).Sign(ctx, base(), rsa2048.Public())
 	require.ErrorIs(t, err, ErrRefused)
+	// A CA certificate without a readable public key cannot be matched with its
+	// Signer: refused, even with a template the direct encoder would not take.
+	noKey := *ca.Certificate
+	noKey.PublicKey = nil
+	for _, tmpl := range []*x509.Certificate{base(), func() *x509.Certificate { c := base(); c.DNSNames = []string{"a.example"}; return c }()} {
+		_, err = (&CA{Certificate: &noKey, Signer: p256}).Sign(ctx, tmpl, rsa2048.Public())
+		require.ErrorIs(t, err, ErrRefused)
+	}
 }
 
 func TestSignConcurrent(t *testing.T) {

@@ -70,16 +70,20 @@ func (ca *CA) rand() io.Reader {
 //
 // A template with only the fields Apply sets is encoded by Sign itself, to the same
 // bytes x509.CreateCertificate would write; any other goes through CreateCertificate.
-// Either way the signature is verified with the CA certificate's key before the
-// certificate is returned, except from a *rsa.PrivateKey, which crypto/rsa already
-// checks on every signature it makes; a Signer whose key is not the CA certificate's
-// is refused.
+// A Signer whose key is not the CA certificate's is refused, and so is a CA
+// certificate without a public key crypto/x509 can read. The signature is verified
+// with the CA's key before the certificate is returned; Sign's own encoder skips that
+// check only for a *rsa.PrivateKey, which crypto/rsa already makes on every signature.
 func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if ca.Certificate == nil || ca.Signer == nil {
 		return nil, fmt.Errorf("%w: CA has no certificate or signer", ErrRefused)
+	}
+	if ca.Certificate.PublicKey == nil {
+		// Without it neither encoder can check that the Signer holds the CA's key.
+		return nil, fmt.Errorf("%w: CA certificate has no public key crypto/x509 can read", ErrRefused)
 	}
 	switch {
 	case tmpl == nil:
