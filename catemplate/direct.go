@@ -99,15 +99,10 @@ func directEligible(tmpl *x509.Certificate) bool {
 		tmpl.SerialNumber == nil || tmpl.SerialNumber.Sign() < 0 {
 		return false
 	}
-	for _, oid := range tmpl.UnknownExtKeyUsage {
-		if !directOID(oid) {
-			return false
-		}
+	if !validOIDs(tmpl) {
+		return false
 	}
 	for _, e := range tmpl.ExtraExtensions {
-		if !directOID(e.Id) {
-			return false
-		}
 		for _, own := range []asn1.ObjectIdentifier{oidKeyUsage, oidExtKeyUsage, oidBasicConstraints, oidSubjectKeyID, oidAuthorityKeyID} {
 			if e.Id.Equal(own) {
 				return false
