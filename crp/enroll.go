@@ -1,0 +1,66 @@
+package crp
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+
+	"github.com/scepkit/scepkit/scep"
+)
+
+// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+type Result struct {
+	// Status is scep.Success (Certificate set) or scep.Pending.
+	Status      scep.PKIStatus
+	Certificate *x509.Certificate
+	Trace       *Trace
+}
+
+// EnrollRequest is a request to [RegistrationPoint.Enroll].
+type EnrollRequest struct {
+	// TransactionID names the transaction in traces and records; required.
+	TransactionID string
+	CSR           *x509.CertificateRequest
+	// Challenge is the challenge password (from the CSR, or sent beside it).
+	Challenge string
+	// Signer, when it is a certificate this CA issued, makes the request a renewal.
+	Signer *x509.Certificate
+}
+
+// Enroll runs the whole flow for one request without SCEP, for a CA with its own
+// front end (ACME, EST, REST). On refusal it returns a *Error and a Result that still
+// carries the Trace.
+func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
+	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
+		Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID}}
+	tx.Renewal = rp.issuedBy(req.Signer) && rp.validatorFor(req.Challenge) == nil
+	var csrDER []byte
+	if req.CSR != nil {
+		csrDER = req.CSR.Raw
+	}
+	e := rp.run(ctx, tx, csrDER, keyHash(req.Signer))
+	if e != nil {
+		return &Result{Status: scep.Failure, Trace: tx.Trace}, e
+	}
+	res := &Result{Status: scep.Pending, Trace: tx.Trace, Certificate: tx.Certificate}
+	if tx.Certificate != nil {
+		res.Status = scep.Success
+	}
+	return res, nil
+}
+
+func (rp *RegistrationPoint) run(ctx context.Context, tx *Transaction, csrDER, signerKey []byte) *Error {
+	e := rp.verify(ctx, tx)
+	if e == nil {
+		e = rp.issue(ctx, tx, false)
+	}
+	return rp.finish(ctx, tx, e, signerKey, csrDER)
+}
+
+func keyHash(cert *x509.Certificate) []byte {
+	if cert == nil {
+		return nil
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return sum[:]
+}

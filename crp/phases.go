@@ -1,0 +1,344 @@
+package crp
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+// runPhase runs the user's Before checks, the built-in steps and the After checks of
+// phase p, stopping at the first refusal.
+func (rp *RegistrationPoint) runPhase(ctx context.Context, tx *Transaction, p Phase, builtins ...builtin) *Error {
+	for _, c := range rp.Checks {
+		if c.Phase == p && !c.After {
+			if err := rp.runCheck(ctx, tx, c); err != nil {
+				return err
+			}
+		}
+	}
+	for _, b := range builtins {
+		start := rp.now()
+		err := b.run(ctx, tx)
+		rp.step(ctx, tx, p, b.name, start, err)
+		if err != nil {
+			return err
+		}
+	}
+	for _, c := range rp.Checks {
+		if c.Phase == p && c.After {
+			if err := rp.runCheck(ctx, tx, c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type builtin struct {
+	name string
+	run  func(ctx context.Context, tx *Transaction) *Error
+}
+
+func (rp *RegistrationPoint) runCheck(ctx context.Context, tx *Transaction, c Check) *Error {
+	start := rp.now()
+	var e *Error
+	if err := c.Func(ctx, tx); err != nil {
+		if !errors.As(err, &e) {
+			e = fail(c.Phase, ReasonCheckFailed, err)
+		}
+	}
+	rp.step(ctx, tx, c.Phase, c.Name, start, e)
+	return e
+}
+
+// unavailable wraps an unexpected error from a directory, registry or store: a
+// transient failure, never a pass.
+func unavailable(p Phase, err error) *Error {
+	if errors.Is(err, ErrUnavailable) {
+		return fail(p, ReasonInternal, err)
+	}
+	return fail(p, ReasonInternal, fmt.Errorf("%w: %w", ErrUnavailable, err))
+}
+
+func (rp *RegistrationPoint) stepCSRSignature(_ context.Context, tx *Transaction) *Error {
+	if tx.CSR == nil {
+		return fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
+	}
+	if err := scep.CheckKeySize(tx.CSR.PublicKey); err != nil { // before any RSA operation
+		return fail(PhaseGateway, ReasonCSRSignature, err)
+	}
+	if err := tx.CSR.CheckSignature(); err != nil {
+		return fail(PhaseGateway, ReasonCSRSignature, err)
+	}
+	return nil
+}
+
+// stepAudience runs the offline challenge check once and refuses here a challenge
+// minted for another gateway; phases 1 and 2 judge the rest of its verdict.
+func (rp *RegistrationPoint) stepAudience(ctx context.Context, tx *Transaction) *Error {
+	if tx.Challenge == "" {
+		tx.checkErr = errNoChallenge
+		return nil
+	}
+	if rp.Verifier == nil {
+		tx.checkErr = errNoValidator
+		return nil
+	}
+	tx.Claims, tx.checkErr = rp.Verifier.Check(ctx, tx.Challenge)
+	if errors.Is(tx.checkErr, challenge.ErrAudience) {
+		return fail(PhaseGateway, ReasonWrongGateway, tx.checkErr)
+	}
+	if errors.Is(tx.checkErr, challenge.ErrConfig) {
+		return fail(PhaseGateway, ReasonInternal, tx.checkErr)
+	}
+	return nil
+}
+
+var (
+	errNoChallenge = errors.New("crp: the CSR carries no challengePassword")
+	errNoValidator = errors.New("crp: no validator accepts this challenge and no Verifier is configured")
+)
+
+// validatorFor returns the first of rp.Validators that accepts the challenge, or nil.
+func (rp *RegistrationPoint) validatorFor(ch string) ChallengeValidator {
+	if ch == "" {
+		return nil
+	}
+	for _, v := range rp.Validators {
+		if v.Accepts(ch) {
+			return v
+		}
+	}
+	return nil
+}
+
+// stepExternal asks the external validator once; a refusal in the gateway phase is
+// returned here, the others are judged by stepExternalIn in their phase.
+func (rp *RegistrationPoint) stepExternal(ctx context.Context, tx *Transaction) *Error {
+	err := tx.Validator.Validate(ctx, tx)
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	switch {
+	case !errors.As(err, &e):
+		e = fail(PhaseGenuineness, ReasonCheckFailed, err)
+	case e.Phase > PhaseMapping:
+		e = &Error{Phase: PhaseMapping, Reason: e.Reason, Err: e.Err}
+	}
+	if e.Phase == PhaseGateway {
+		return e
+	}
+	tx.extErr = e
+	return nil
+}
+
+// stepExternalIn returns the external validator's refusal if it belongs to phase p.
+func stepExternalIn(p Phase) func(context.Context, *Transaction) *Error {
+	return func(_ context.Context, tx *Transaction) *Error {
+		if tx.extErr != nil && tx.extErr.Phase == p {
+			return tx.extErr
+		}
+		return nil
+	}
+}
+
+func (rp *RegistrationPoint) stepExpiry(_ context.Context, tx *Transaction) *Error {
+	err := tx.checkErr
+	switch {
+	case errors.Is(err, challenge.ErrExpired):
+		return fail(PhaseExpiry, ReasonExpired, err)
+	case errors.Is(err, challenge.ErrNotYetValid):
+		return fail(PhaseExpiry, ReasonNotYetValid, err)
+	case errors.Is(err, challenge.ErrLifetime):
+		return fail(PhaseExpiry, ReasonLifetime, err)
+	}
+	return nil
+}
+
+func (rp *RegistrationPoint) stepGenuine(_ context.Context, tx *Transaction) *Error {
+	err := tx.checkErr
+	if err == nil {
+		return nil
+	}
+	r := ReasonMalformed
+	switch {
+	case err == errNoChallenge:
+		r = ReasonNoChallenge
+	case errors.Is(err, challenge.ErrSignature):
+		r = ReasonBadSignature
+	case errors.Is(err, challenge.ErrUnknownKey):
+		r = ReasonUnknownKey
+	case errors.Is(err, challenge.ErrIssuer):
+		r = ReasonWrongIssuer
+	case errors.Is(err, challenge.ErrAlgorithm), errors.Is(err, challenge.ErrType):
+		r = ReasonBadSignature
+	}
+	return fail(PhaseGenuineness, r, err)
+}
+
+func (rp *RegistrationPoint) stepClaim(ctx context.Context, tx *Transaction) *Error {
+	if err := rp.Verifier.Claim(ctx, tx.Claims); err != nil {
+		if errors.Is(err, challenge.ErrReplayed) {
+			return fail(PhaseGenuineness, ReasonReplayed, err)
+		}
+		return unavailable(PhaseGenuineness, err)
+	}
+	tx.claimed = true
+	return nil
+}
+
+func (rp *RegistrationPoint) stepUser(ctx context.Context, tx *Transaction) *Error {
+	if rp.Users == nil {
+		return fail(PhaseGenuineness, ReasonUserUnknown, errors.New("no UserDirectory configured"))
+	}
+	u, err := rp.Users.LookupUser(ctx, tx.UserID())
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fail(PhaseGenuineness, ReasonUserUnknown, err)
+	case err != nil:
+		return unavailable(PhaseGenuineness, err)
+	case u.Disabled:
+		return fail(PhaseGenuineness, ReasonUserDisabled, fmt.Errorf("user %q is disabled", u.ID))
+	}
+	tx.User = u
+	return nil
+}
+
+func (rp *RegistrationPoint) stepDevice(ctx context.Context, tx *Transaction) *Error {
+	id := tx.DeviceID()
+	if id == "" {
+		return fail(PhaseMapping, ReasonDeviceUnknown, errors.New("the challenge names no device"))
+	}
+	if rp.Devices == nil {
+		return fail(PhaseMapping, ReasonDeviceUnknown, errors.New("no DeviceRegistry configured"))
+	}
+	d, err := rp.Devices.LookupDevice(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fail(PhaseMapping, ReasonDeviceUnknown, err)
+	case err != nil:
+		return unavailable(PhaseMapping, err)
+	case d.UserID != tx.UserID():
+		return fail(PhaseMapping, ReasonDeviceOtherUser, fmt.Errorf("device %q is enrolled to another user", id))
+	case !d.Compliant:
+		return fail(PhaseMapping, ReasonDeviceNotCompliant, fmt.Errorf("device %q is not compliant", id))
+	}
+	tx.Device = d
+	return nil
+}
+
+func (rp *RegistrationPoint) stepProfile(ctx context.Context, tx *Transaction) *Error {
+	if rp.Profiles == nil {
+		return fail(PhaseMapping, ReasonProfileUnknown, errors.New("no ProfileSource configured"))
+	}
+	p, err := rp.Profiles.LookupProfile(ctx, tx.ProfileID())
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fail(PhaseMapping, ReasonProfileUnknown, err)
+	case err != nil:
+		return unavailable(PhaseMapping, err)
+	}
+	tx.Profile = p
+	r, err := profile.Render(p, tx.User.User, tx.Device.Device, nil)
+	if err != nil {
+		return fail(PhaseMapping, ReasonCSRMismatch, fmt.Errorf("rendering profile %q: %w", p.ID, err))
+	}
+	tx.Rendered = r
+	if err := profile.Check(tx.CSR, r); err != nil {
+		return fail(PhaseMapping, ReasonCSRMismatch, err)
+	}
+	return nil
+}
+
+func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) *Error {
+	var ku x509.KeyUsage // zero without a rendered profile: resolvers read the CSR's
+	if tx.Rendered != nil {
+		ku = tx.Rendered.KeyUsage
+	}
+	t, err := rp.Templates.Resolve(ctx, &catemplate.ResolveRequest{ProfileID: tx.ProfileID(),
+		KeyUsage: ku, CSR: tx.CSR, Rendered: tx.Rendered})
+	if err != nil {
+		if errors.Is(err, catemplate.ErrNotPublished) {
+			return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
+		}
+		return fail(PhaseTemplate, ReasonNoTemplate, err)
+	}
+	tx.Template = t
+	// The CSR's signature was verified in the gateway step (proof of possession).
+	ct, err := catemplate.ApplyVerified(t, tx.CSR, tx.Rendered, rp.CACert, rp.now(), rp.Rand)
+	switch {
+	case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType):
+		return fail(PhaseTemplate, ReasonKeyRefused, err)
+	case errors.Is(err, catemplate.ErrNotPublished):
+		return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
+	case err != nil:
+		return fail(PhaseTemplate, ReasonNoTemplate, err)
+	}
+	tx.CertTemplate = ct
+	return nil
+}
+
+// stepRenewalSigner checks the certificate a renewal is signed with.
+func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transaction) *Error {
+	if rp.Renewal.Disabled {
+		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal is disabled"))
+	}
+	s := tx.Signer
+	now := rp.now()
+	if now.Before(s.NotBefore) || now.After(s.NotAfter.Add(rp.Renewal.Grace)) {
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x not valid now", s.SerialNumber))
+	}
+	if rp.Revocation != nil {
+		revoked, err := rp.Revocation.IsRevoked(ctx, s)
+		if err != nil {
+			return unavailable(PhaseGateway, err)
+		}
+		if revoked {
+			return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x is revoked", s.SerialNumber))
+		}
+	}
+	rec, err := rp.certificates().Lookup(ctx, s.SerialNumber)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x was not issued here", s.SerialNumber))
+	case err != nil:
+		return unavailable(PhaseGateway, err)
+	case !bytes.Equal(rec.Certificate.Raw, s.Raw):
+		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("signer certificate differs from the one issued"))
+	case !bytes.Equal(tx.CSR.RawSubject, s.RawSubject):
+		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("a renewal must keep the subject"))
+	}
+	// A certificate renews once: claim it in the replay store, as a challenge is
+	// claimed, so that a stolen certificate cannot mint certificates without end (and
+	// across gateways when the store is shared).
+	if rp.Verifier == nil || rp.Verifier.Replay == nil {
+		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal needs the Verifier's replay store"))
+	}
+	id := renewalClaimID(s)
+	switch err := rp.Verifier.Replay.Claim(ctx, id, s.NotAfter.Add(rp.Renewal.Grace)); {
+	case errors.Is(err, challenge.ErrReplayed):
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("certificate %x was already renewed", s.SerialNumber))
+	case err != nil:
+		return unavailable(PhaseGateway, err)
+	}
+	tx.renewalClaim = id
+	tx.Renewed = rec
+	return nil
+}
+
+// renewalClaimID names the one-time renewal of cert in the replay store.
+func renewalClaimID(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return "renewal:" + hex.EncodeToString(sum[:16])
+}

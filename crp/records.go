@@ -1,0 +1,111 @@
+package crp
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
+	if tx.reqHash == nil {
+		tx.reqHash = requestHash(tx.MessageType, tx.Signer, csrDER)
+	}
+	return rp.finishRecord(ctx, tx, e, signerKey, csrDER, tx.reqHash)
+}
+
+// requestHash identifies a request, for resend detection: its type, its signer (key
+// and issuer) and its CSR.
+func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\n", int(t))
+	switch {
+	case signer == nil:
+	case bytes.Equal(signer.RawIssuer, signer.RawSubject):
+		// Self-signed: a device may regenerate it for each attempt; the same key and
+		// name are the same signer.
+		h.Write(signer.RawIssuer)
+		h.Write(signer.RawSubjectPublicKeyInfo)
+	default:
+		// A certificate of ours (a renewal): exactly that certificate.
+		h.Write(signer.Raw)
+	}
+	h.Write([]byte{0})
+	h.Write(csrDER)
+	return h.Sum(nil)
+}
+
+func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER, reqHash []byte) *Error {
+	if e == nil {
+		e = rp.notify(ctx, tx, nil)
+	} else if nerr := rp.notify(ctx, tx, e); nerr != nil {
+		_ = nerr
+	}
+	// Once the CA has signed, the outcome is never transient: the challenge stays
+	// claimed and the outcome is recorded, so that a retry cannot obtain a second
+	// certificate (for example when a required notification fails after issuance).
+	transient := e != nil && errors.Is(e.Err, ErrUnavailable) && tx.Certificate == nil
+	if transient {
+		rp.release(ctx, tx)
+	}
+	if e != nil && tx.Certificate != nil {
+		rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it",
+			"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
+	}
+	// Recorded: successes, PENDING, and refusals of requests that were authenticated
+	// (challenge claimed, renewal signer accepted, or an external validator's verdict
+	// after which a certificate was issued). An anonymous refusal is not recorded: it
+	// costs nothing to repeat and must not let anyone fill the store or overwrite the
+	// record of another transaction. A replayed challenge is not recorded either: when
+	// two copies of one request race, the loser's refusal must not replace the
+	// winner's record.
+	authenticated := tx.claimed || tx.Renewed != nil || tx.Certificate != nil
+	if transient || tx.ID == "" || (e != nil && (!authenticated || e.Reason == ReasonReplayed)) {
+		return e
+	}
+	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: reqHash, Expires: rp.now().Add(rp.ttl()),
+		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
+	if e == nil && tx.Certificate == nil {
+		rec.CSR = csrDER // a PENDING request is decided later, from its CSR
+	}
+	if tx.Template != nil {
+		rec.Template = tx.Template.Name
+	}
+	switch {
+	case e != nil:
+		rec.Status, rec.Phase, rec.Reason = scep.Failure, e.Phase, e.Reason
+	case tx.Certificate != nil:
+		rec.Status, rec.Certificate = scep.Success, tx.Certificate
+	default:
+		rec.Status = scep.Pending
+	}
+	if err := rp.transactions().Put(ctx, rec); err != nil {
+		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
+	}
+	return e
+}
+
+// release undoes the claims a transaction made (its challenge, or its renewal of a
+// certificate) after a transient failure, so that the device can retry.
+func (rp *RegistrationPoint) release(ctx context.Context, tx *Transaction) {
+	if tx.claimed && tx.Claims != nil {
+		if err := rp.Verifier.Release(ctx, tx.Claims); err != nil {
+			rp.log().ErrorContext(ctx, "crp: releasing challenge", "transactionID", tx.ID, "err", err)
+		}
+	}
+	if tx.renewalClaim != "" {
+		if r, ok := rp.Verifier.Replay.(challenge.Releaser); ok {
+			if err := r.Release(ctx, tx.renewalClaim); err != nil {
+				rp.log().ErrorContext(ctx, "crp: releasing renewal", "transactionID", tx.ID, "err", err)
+			}
+		}
+	}
+}
+
+// Result is the outcome of [RegistrationPoint.Enroll].

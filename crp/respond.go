@@ -1,0 +1,139 @@
+package crp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/scepkit/scepkit/scep"
+)
+
+// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+// Respond implements scep.Responder: PKCSReq and RenewalReq run the flow; CertPoll
+// answers from the transaction record; GetCert from the certificate store; GetCRL from
+// CRL. Refusals are *Error values wrapped in a scep.FailError with the phase's failInfo.
+func (rp *RegistrationPoint) Respond(ctx context.Context, req *scep.Request) (*scep.Response, error) {
+	resp, e := rp.respond(ctx, req)
+	if e != nil {
+		return nil, scep.Fail(failInfoFor(e), e)
+	}
+	return resp, nil
+}
+
+func failInfoFor(e *Error) scep.FailInfo {
+	if e.Reason == ReasonUnknownTransaction {
+		return scep.BadCertID
+	}
+	return e.FailInfo()
+}
+
+func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*scep.Response, *Error) {
+	switch req.MessageType {
+	case scep.PKCSReq, scep.RenewalReq:
+		return rp.enrollSCEP(ctx, req)
+	case scep.CertPoll:
+		rec, e := rp.record(ctx, req)
+		if e != nil {
+			return nil, e
+		}
+		return answer(rec)
+	case scep.GetCert:
+		if !bytes.Equal(req.IssuerAndSerial.Issuer, rp.CACert.RawSubject) {
+			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert for another issuer"))
+		}
+		c, err := rp.certificates().Lookup(ctx, req.IssuerAndSerial.Serial)
+		if err != nil {
+			return nil, fail(PhaseIssue, ReasonUnknownTransaction, err)
+		}
+		return &scep.Response{Certificate: c.Certificate}, nil
+	case scep.GetCRL:
+		if rp.CRL == nil {
+			return nil, fail(PhaseIssue, ReasonCARefused, errors.New("no CRL configured"))
+		}
+		crl, err := rp.CRL(ctx)
+		if err != nil {
+			return nil, fail(PhaseIssue, ReasonCAUnavailable, err)
+		}
+		return &scep.Response{CRL: crl}, nil
+	}
+	return nil, fail(PhaseGateway, ReasonInternal, fmt.Errorf("message type %v", req.MessageType))
+}
+
+// record finds the transaction a poll or resend names, and checks that it comes from
+// the same signer key as the original request (a poll cannot fetch another device's
+// certificate by guessing its transactionID).
+func (rp *RegistrationPoint) record(ctx context.Context, req *scep.Request) (*Record, *Error) {
+	rec, err := rp.transactions().Get(ctx, req.TransactionID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, fail(PhaseIssue, ReasonUnknownTransaction, err)
+	case err != nil:
+		return nil, unavailable(PhaseIssue, err)
+	case !bytes.Equal(rec.SignerKey, keyHash(req.Signer)):
+		return nil, fail(PhaseGateway, ReasonUnknownTransaction, errors.New("poll signed by another key than the request"))
+	}
+	return rec, nil
+}
+
+func answer(rec *Record) (*scep.Response, *Error) {
+	switch rec.Status {
+	case scep.Success:
+		return &scep.Response{Certificate: rec.Certificate}, nil
+	case scep.Pending:
+		return &scep.Response{Status: scep.Pending}, nil
+	}
+	return nil, fail(rec.Phase, rec.Reason, errors.New("as answered before"))
+}
+
+func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) (*scep.Response, *Error) {
+	if req.CSR == nil {
+		return nil, fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
+	}
+	signerKey := keyHash(req.Signer)
+	tx := &Transaction{ID: req.TransactionID, MessageType: req.MessageType, CSR: req.CSR,
+		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID},
+		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw)}
+	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
+		// A resend of the same request gets the same answer, never a second certificate.
+		if bytes.Equal(rec.Request, tx.reqHash) {
+			return answer(rec)
+		}
+		// A transactionID is the requester's: another key cannot take it over (and
+		// replace the record a device will poll or resend for).
+		if !bytes.Equal(rec.SignerKey, signerKey) {
+			e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
+			rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
+			return nil, e
+		}
+	}
+	ours := rp.issuedBy(req.Signer)
+	switch {
+	case req.MessageType == scep.RenewalReq && !ours:
+		e := fail(PhaseGateway, ReasonRenewalSigner, errors.New("RenewalReq not signed by a certificate of this CA"))
+		rp.step(ctx, tx, PhaseGateway, "renewal-signer", rp.now(), e)
+		return nil, e
+	case ours && req.MessageType != scep.RenewalReq && rp.validatorFor(req.ChallengePassword) != nil:
+		// A PKCSReq signed by one of our certificates but carrying a challenge an
+		// external validator accepts is a new enrollment: the MDM judges it.
+	case ours && (req.MessageType == scep.RenewalReq || !rp.Renewal.Disabled || req.ChallengePassword == ""):
+		tx.Renewal = true
+	}
+	if e := rp.run(ctx, tx, req.CSR.Raw, signerKey); e != nil {
+		// The same request won the race elsewhere (another gateway, a concurrent
+		// resend): answer as that transaction did.
+		if e.Reason == ReasonReplayed {
+			if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil &&
+				bytes.Equal(rec.Request, tx.reqHash) && rec.Status != scep.Failure {
+				return answer(rec)
+			}
+		}
+		return nil, e
+	}
+	if tx.Certificate == nil {
+		return &scep.Response{Status: scep.Pending}, nil
+	}
+	return &scep.Response{Certificate: tx.Certificate}, nil
+}
+
+// Approve issues a pending request (one whose template needs approval, or that the CA

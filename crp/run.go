@@ -1,0 +1,147 @@
+package crp
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"strings"
+
+	"github.com/scepkit/scepkit/challenge"
+)
+
+// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+// issuedBy reports whether cert was signed by our CA.
+func (rp *RegistrationPoint) issuedBy(cert *x509.Certificate) bool {
+	return cert != nil && bytes.Equal(cert.RawIssuer, rp.CACert.RawSubject) && cert.CheckSignatureFrom(rp.CACert) == nil
+}
+
+// verify runs every check up to the template: gateway, phases 1-3, template. On
+// success the challenge is claimed (or the renewal signer accepted) and
+// tx.CertTemplate is ready to sign.
+func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error {
+	if tx.Renewal {
+		if err := rp.runPhase(ctx, tx, PhaseGateway,
+			builtin{"csr-signature", rp.stepCSRSignature},
+			builtin{"renewal-signer", rp.stepRenewalSigner}); err != nil {
+			return err
+		}
+		if err := rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser}); err != nil {
+			return err
+		}
+	} else if tx.Validator = rp.validatorFor(tx.Challenge); tx.Validator != nil {
+		// An external validator judges the challenge and the CSR against what the
+		// MDM expects (phases 1-3); the user, device and profile steps do not run.
+		tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
+		if err := rp.runPhase(ctx, tx, PhaseGateway,
+			builtin{"csr-signature", rp.stepCSRSignature},
+			builtin{"challenge-external", rp.stepExternal}); err != nil {
+			return err
+		}
+		for _, p := range []Phase{PhaseExpiry, PhaseGenuineness, PhaseMapping} {
+			if err := rp.runPhase(ctx, tx, p, builtin{"external-" + p.String(), stepExternalIn(p)}); err != nil {
+				return err
+			}
+		}
+		return rp.runPhase(ctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
+	} else {
+		if tx.Challenge != "" {
+			tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
+		}
+		if err := rp.runPhase(ctx, tx, PhaseGateway,
+			builtin{"csr-signature", rp.stepCSRSignature},
+			builtin{"challenge-audience", rp.stepAudience}); err != nil {
+			return err
+		}
+		if err := rp.runPhase(ctx, tx, PhaseExpiry, builtin{"challenge-lifetime", rp.stepExpiry}); err != nil {
+			return err
+		}
+		if err := rp.runPhase(ctx, tx, PhaseGenuineness,
+			builtin{"challenge-genuine", rp.stepGenuine},
+			builtin{"user-active", rp.stepUser},
+			builtin{"challenge-unused", rp.stepClaim}); err != nil {
+			return err
+		}
+	}
+	if err := rp.runPhase(ctx, tx, PhaseMapping,
+		builtin{"device-mapping", rp.stepDevice},
+		builtin{"profile-match", rp.stepProfile}); err != nil {
+		return err
+	}
+	return rp.runPhase(ctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
+}
+
+// issue runs the issue phase; it returns a nil error with tx.Certificate nil when the
+// request is pending.
+func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approved bool) *Error {
+	return rp.runPhase(ctx, tx, PhaseIssue, builtin{"issue", func(ctx context.Context, tx *Transaction) *Error {
+		if tx.Template.RequiresApproval && !approved {
+			return nil
+		}
+		cert, err := rp.Issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
+			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
+		switch {
+		case errors.Is(err, ErrPending):
+			return nil
+		case errors.Is(err, ErrUnavailable):
+			return fail(PhaseIssue, ReasonCAUnavailable, err)
+		case err != nil:
+			return fail(PhaseIssue, ReasonCARefused, err)
+		case cert == nil:
+			return fail(PhaseIssue, ReasonCARefused, errors.New("issuer returned no certificate"))
+		}
+		tx.Certificate = cert
+		if err := rp.certificates().Add(ctx, &IssuedCertificate{Certificate: cert, UserID: tx.UserID(),
+			DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(), Template: tx.Template.Name}); err != nil {
+			rp.log().ErrorContext(ctx, "crp: recording issued certificate", "transactionID", tx.ID, "err", err)
+		}
+		return nil
+	}})
+}
+
+func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notification {
+	n := &Notification{TransactionID: tx.ID, UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(),
+		ChallengeFingerprint: tx.Trace.ChallengeFingerprint, CSR: tx.CSR, Renewal: tx.Renewal, IssuedAt: rp.now(),
+		Trace: tx.Trace, Validator: tx.Validator}
+	if tx.Template != nil {
+		n.Template = tx.Template.Name
+	}
+	switch {
+	case e != nil:
+		n.Outcome, n.Phase, n.Reason, n.Err = OutcomeFailed, e.Phase, e.Reason, e.Err
+	case tx.Certificate != nil:
+		n.Outcome = OutcomeIssued
+		n.Certificate, n.Serial, n.NotAfter = tx.Certificate, tx.Certificate.SerialNumber, tx.Certificate.NotAfter
+		sum := sha1.Sum(tx.Certificate.Raw)
+		n.Thumbprint = strings.ToUpper(hex.EncodeToString(sum[:]))
+	default:
+		n.Outcome = OutcomePending
+	}
+	return n
+}
+
+// notify runs the notify phase. A failed notification of an issued certificate is a
+// refusal when RequireNotification is set.
+func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Error) *Error {
+	if rp.Notifier == nil {
+		return nil
+	}
+	n := rp.notification(tx, e)
+	var out *Error
+	rp.runPhase(ctx, tx, PhaseNotify, builtin{"notify-" + string(n.Outcome), func(ctx context.Context, tx *Transaction) *Error {
+		if err := rp.Notifier.Notify(ctx, n); err != nil {
+			out = fail(PhaseNotify, ReasonNotifyFailed, err)
+			return out
+		}
+		return nil
+	}})
+	if out != nil && e == nil && tx.Certificate != nil && rp.RequireNotification {
+		return out
+	}
+	return nil
+}
+
+// finish releases a claimed challenge after a transient failure, notifies, and keeps
+// a record of a definitive outcome so that resends and polls get the same answer.
