@@ -170,7 +170,11 @@ func (rp *Replier) certRep(req *PKIMessage, status PKIStatus, info FailInfo, pay
 	if status == Failure {
 		attrs = append(attrs, signedAttr{oidFailInfo, printableValue(strconv.Itoa(int(info)))})
 	}
-	var content []byte
+	// A FAILURE or PENDING carries no pkcsPKIEnvelope (RFC 8894 §3.3.2) but an empty
+	// id-data eContent: without any eContent OpenSSL takes the SignedData for a detached
+	// signature and refuses to verify it ("no content"), so certmonger and other
+	// OpenSSL-based clients could not read the status.
+	content := []byte{}
 	if payload != nil {
 		if req.Signer == nil {
 			return nil, fmt.Errorf("%w: no requester certificate to encrypt to", ErrBadContent)

@@ -1,11 +1,13 @@
 package scep
 
 import (
+	"crypto"
 	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -64,7 +66,9 @@ func TestCertRepAttributesGolden(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, string(want), got)
 
-	// OpenSSL verifies the signature of each CertRep (signer certificate included).
+	// OpenSSL verifies the signature of each CertRep as its clients do, without being
+	// handed the content: a FAILURE or PENDING without eContent is taken for a detached
+	// signature and refused ("no content"), so certmonger could read neither.
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -76,11 +80,47 @@ func TestCertRepAttributesGolden(t *testing.T) {
 	for status, rep := range reps {
 		in := filepath.Join(dir, status+".der")
 		require.NoError(t, os.WriteFile(in, rep, 0o600))
-		args := []string{"cms", "-verify", "-noverify", "-inform", "DER", "-in", in, "-out", filepath.Join(dir, status+".out")}
-		if status != "SUCCESS" { // no eContent: the signature covers empty content
-			args = append(args, "-content", os.DevNull)
+		for _, cmd := range []string{"cms", "smime"} {
+			out, err := exec.Command(openssl, cmd, "-verify", "-noverify", "-inform", "DER", "-in", in,
+				"-out", filepath.Join(dir, status+"."+cmd+".out")).CombinedOutput()
+			require.NoError(t, err, "openssl %s -verify %s: %s", cmd, status, out)
 		}
-		out, err := exec.Command(openssl, args...).CombinedOutput()
-		require.NoError(t, err, "openssl cms -verify %s: %s", status, out)
+	}
+}
+
+// TestCertRepWithoutEContent: a FAILURE or PENDING with no eContent at all, as scepkit
+// sent before and some servers still send, is read like one with an empty eContent.
+func TestCertRepWithoutEContent(t *testing.T) {
+	pki := newTestPKI(t)
+	d := newDevice(t)
+	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "detached", Payload: newCSR(t, d.key, "g", "c"),
+		Recipient: pki.raEnc, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	req, err := ParsePKIMessage(der, ParseOptions{})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		status PKIStatus
+		info   FailInfo
+	}{{Failure, BadTime}, {Pending, 0}} {
+		attrs := []signedAttr{
+			{oidMessageType, printableValue("3")},
+			{oidTransactionID, printableValue(req.TransactionID)},
+			{oidPKIStatus, printableValue(strconv.Itoa(int(tc.status)))},
+			{oidSenderNonce, octetValue(make([]byte, 16))},
+			{oidRecipientNonce, octetValue(req.SenderNonce)},
+		}
+		if tc.status == Failure {
+			attrs = append(attrs, signedAttr{oidFailInfo, printableValue(strconv.Itoa(int(tc.info)))})
+		}
+		rep, err := buildSignedData(signOptions{attrs: attrs, cert: pki.raSign, key: pki.raKey, hash: crypto.SHA256})
+		require.NoError(t, err)
+		sd, err := parseSignedData(rep)
+		require.NoError(t, err)
+		require.Nil(t, sd.content, "built without eContent")
+		m, err := ParsePKIMessage(rep, ParseOptions{})
+		require.NoError(t, err)
+		require.Equal(t, tc.status, m.Status)
+		require.Equal(t, tc.info, m.FailInfo)
+		require.Nil(t, m.Envelope)
 	}
 }
