@@ -8,7 +8,7 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+// Result is the outcome of [RegistrationPoint.Enroll].
 type Result struct {
 	// Status is scep.Success (Certificate set) or scep.Pending.
 	Status      scep.PKIStatus

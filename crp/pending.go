@@ -11,7 +11,7 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+// Approve issues a pending request (one whose template needs approval, or that the CA
 // queued). Phase 3 and the template are checked again, since time has passed; the
 // device's next poll gets the certificate.
 func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) (cert *x509.Certificate, err error) {

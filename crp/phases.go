@@ -15,7 +15,6 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
 // runPhase runs the user's Before checks, the built-in steps and the After checks of
 // phase p, stopping at the first refusal.
 func (rp *RegistrationPoint) runPhase(ctx context.Context, tx *Transaction, p Phase, builtins ...builtin) *Error {

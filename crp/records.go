@@ -12,7 +12,8 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
+// finish releases a claimed challenge after a transient failure, notifies, and keeps
+// a record of a definitive outcome so that resends and polls get the same answer.
 func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
 	if tx.reqHash == nil {
 		tx.reqHash = requestHash(tx.MessageType, tx.Signer, csrDER)
@@ -107,5 +108,3 @@ func (rp *RegistrationPoint) release(ctx context.Context, tx *Transaction) {
 		}
 	}
 }
-
-// Result is the outcome of [RegistrationPoint.Enroll].

@@ -9,7 +9,6 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
 // Respond implements scep.Responder: PKCSReq and RenewalReq run the flow; CertPoll
 // answers from the transaction record; GetCert from the certificate store; GetCRL from
 // CRL. Refusals are *Error values wrapped in a scep.FailError with the phase's failInfo.
@@ -135,5 +134,3 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 	}
 	return &scep.Response{Certificate: tx.Certificate}, nil
 }
-
-// Approve issues a pending request (one whose template needs approval, or that the CA

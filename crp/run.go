@@ -12,7 +12,6 @@ import (
 	"github.com/scepkit/scepkit/challenge"
 )
 
-// RenewalPolicy says which renewals a RegistrationPoint accepts. A renewal is a
 // issuedBy reports whether cert was signed by our CA.
 func (rp *RegistrationPoint) issuedBy(cert *x509.Certificate) bool {
 	return cert != nil && bytes.Equal(cert.RawIssuer, rp.CACert.RawSubject) && cert.CheckSignatureFrom(rp.CACert) == nil
@@ -142,6 +141,3 @@ func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Err
 	}
 	return nil
 }
-
-// finish releases a claimed challenge after a transient failure, notifies, and keeps
-// a record of a definitive outcome so that resends and polls get the same answer.
