@@ -27,7 +27,7 @@
 //		Recipients: []scep.Recipient{{Certificate: raEncCert, Key: raEncKey}},
 //		Responder:  registrationPoint, // a crp value, or any scep.Responder
 //	}
-//	http.Handle("/certsrv/mscep/mscep.dll", srv)
+//	scep.Mount(http.DefaultServeMux, "/certsrv/mscep/mscep.dll", srv) // and .../pkiclient.exe
 //
 // This package itself holds only documentation.
 package scepkit

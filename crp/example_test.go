@@ -62,7 +62,7 @@ func Example_gateway() {
 		Recipients: []scep.Recipient{{Certificate: ra.EncryptionCertificate, Key: ra.Decrypter}},
 		Responder:  rp, Renewal: true,
 	}
-	http.Handle("/certsrv/mscep/mscep.dll", srv)
+	scep.Mount(http.DefaultServeMux, "/certsrv/mscep/mscep.dll", srv)
 	fmt.Println(srv.Validate())
 	// Output: <nil>
 }

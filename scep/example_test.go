@@ -54,8 +54,10 @@ func ExampleServer() {
 		log.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/scep", srv)
-	mux.Handle("/certsrv/mscep/mscep.dll", srv) // where NDES clients look
+	// Each path is served with and without the /pkiclient.exe that Intune-managed
+	// devices and others append.
+	scep.Mount(mux, "/scep", srv)
+	scep.Mount(mux, "/certsrv/mscep/mscep.dll", srv) // where NDES clients look
 	ts := httptest.NewServer(mux)
 	defer ts.Close()
 

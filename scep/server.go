@@ -75,7 +75,8 @@ const (
 // Server is an http.Handler that speaks SCEP (RFC 8894 §4): GetCACaps, GetCACert,
 // GetNextCACert and PKIOperation by GET and POST. It verifies and decrypts requests and
 // builds every reply, and leaves each decision to its Responder: it never issues on its
-// own. Mount it at any path (NDES clients use /certsrv/mscep/mscep.dll, others /scep).
+// own. Mount it with [Mount] at any path (NDES clients use /certsrv/mscep/mscep.dll,
+// others /scep): Mount also serves the path's /pkiclient.exe that many clients append.
 //
 // The fields must not change once the server is serving.
 type Server struct {

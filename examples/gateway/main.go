@@ -215,8 +215,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer g.close()
 	mux := http.NewServeMux()
-	mux.Handle("/scep", g.server)
-	mux.Handle("/certsrv/mscep/mscep.dll", g.server)
+	scep.Mount(mux, "/scep", g.server)
+	scep.Mount(mux, "/certsrv/mscep/mscep.dll", g.server)
 
 	sum := sha256.Sum256(g.ca.Certificate.Raw)
 	base := "http://" + ln.Addr().String()

@@ -206,8 +206,8 @@ func gateway(c *config, client *intune.Client, logger *slog.Logger) (*crptest.En
 
 func mux(env *crptest.Env) *http.ServeMux {
 	m := http.NewServeMux()
-	m.Handle("/scep", env.Server)
-	m.Handle("/certsrv/mscep/mscep.dll", env.Server)
+	scep.Mount(m, "/scep", env.Server)
+	scep.Mount(m, "/certsrv/mscep/mscep.dll", env.Server)
 	return m
 }
 

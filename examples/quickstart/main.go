@@ -46,6 +46,7 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
 )
 
 func main() {
@@ -161,8 +162,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // hold open forever.
 func newHTTPServer(env *crptest.Env, m *mdm) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/scep", env.Server)
-	mux.Handle("/certsrv/mscep/mscep.dll", env.Server)
+	scep.Mount(mux, "/scep", env.Server)
+	scep.Mount(mux, "/certsrv/mscep/mscep.dll", env.Server)
 	mux.Handle("/mdm/profile", m)
 	return &http.Server{
 		Handler:           mux,

@@ -204,6 +204,22 @@ func TestServeLegacyScepclient(t *testing.T) {
 	require.Equal(t, p.Subject, cert.Subject.String())
 	require.Eventually(t, func() bool { return strings.Contains(s.Stderr.String(), "transaction") },
 		5*time.Second, 20*time.Millisecond, "logs name the transaction")
+
+	// Intune-managed devices, Cisco IOS and sscep append /pkiclient.exe to the URL they
+	// are given: every URL served answers there too, whatever message= carries.
+	for _, u := range []string{p.SCEPURL, s.Base + "/certsrv/mscep/mscep.dll"} {
+		for _, q := range []string{"operation=GetCACaps&message=default", "operation=GetCACaps",
+			"operation=GetCACert&message=default", "operation=GetCACert&message=CAIdentifier", "operation=GetCACert"} {
+			resp, err := http.Get(u + scep.PKIClientSuffix + "?" + q)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode, "%s/pkiclient.exe?%s", u, q)
+		}
+	}
+	_, p2, _ := getProfile(t, s.Base, "alice@example.com", "d4")
+	p2.SCEPURL = s.Base + "/certsrv/mscep/mscep.dll/pkiclient.exe"
+	out, err = runScepclient(bin, t.TempDir(), p2)
+	require.NoError(t, err, "scepclient at %s: %s", p2.SCEPURL, out)
 }
 
 // scepclient returns the path of Debian's scepclient; a missing binary fails the test
