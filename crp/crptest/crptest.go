@@ -56,6 +56,10 @@ type Options struct {
 	// shared Replay and Transactions stores (package redisstore) for a challenge to be
 	// usable once across both.
 	Share *Env
+	// CA and RA, when both set, are used instead of making or loading them (keys in
+	// an HSM, say); Dir then keeps only the issued certificates.
+	CA *catemplate.CA
+	RA *catemplate.RA
 	// Replay is the challenge replay store; nil means a challenge.MemoryReplayStore.
 	Replay challenge.ReplayStore
 	// Transactions is the transaction store; nil means in memory.
@@ -150,7 +154,9 @@ func New(o Options) (*Env, error) {
 	if o.Share != nil {
 		e.CA, e.RA, mdmKey = o.Share.CA, o.Share.RA, o.Share.Challenges.Key
 	} else {
-		if e.CA, e.RA, err = loadOrCreatePKI(o); err != nil {
+		if o.CA != nil && o.RA != nil {
+			e.CA, e.RA = o.CA, o.RA
+		} else if e.CA, e.RA, err = loadOrCreatePKI(o); err != nil {
 			return nil, err
 		}
 		if mdmKey, err = loadOrCreateMDMKey(o.Dir); err != nil {

@@ -1,0 +1,112 @@
+// Package softhsmtest gives tests a fresh SoftHSM2 token: a token directory of the
+// test process's own (never the machine's), a token initialised with softhsm2-util
+// under a unique label, and the module path and PIN to open it with.
+//
+// SoftHSM2 reads its configuration file, named by the environment variable
+// SOFTHSM2_CONF, when the module is first loaded; so every test of a process shares
+// one configuration (set by the first call to New) and gets a token of its own in it.
+//
+// When SoftHSM2 is not installed the test is skipped, or fails when the environment
+// variable CI is "true" (CI installs it: see .ci/run).
+package softhsmtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Util is the softhsm2-util program looked up in PATH.
+const Util = "softhsm2-util"
+
+// PIN and SOPIN are the user and security officer PINs of every test token.
+const (
+	PIN   = "1234"
+	SOPIN = "12345678"
+)
+
+// ModuleCandidates are where Debian and other distributions install the module.
+var ModuleCandidates = []string{
+	"/usr/lib/softhsm/libsofthsm2.so",
+	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+	"/usr/local/lib/softhsm/libsofthsm2.so",
+	"/usr/lib64/pkcs11/libsofthsm2.so",
+}
+
+// Token is a fresh token.
+type Token struct {
+	// Module is the path of libsofthsm2.so.
+	Module string
+	// Label is the token's label, unique in the process.
+	Label string
+	// PIN is the user PIN.
+	PIN string
+	// Conf is the SoftHSM2 configuration file (also in SOFTHSM2_CONF).
+	Conf string
+}
+
+var (
+	once    sync.Once
+	conf    string
+	confErr error
+	seq     atomic.Int64
+)
+
+// New initialises a fresh token and returns it. It skips the test when SoftHSM2 is
+// missing, unless CI=true, where it fails it.
+func New(t testing.TB) *Token {
+	t.Helper()
+	util, err := exec.LookPath(Util)
+	module := ""
+	for _, m := range ModuleCandidates {
+		if _, e := os.Stat(m); e == nil {
+			module = m
+			break
+		}
+	}
+	if err != nil || module == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("softhsmtest: SoftHSM2 not installed (CI installs softhsm2: see .ci/run): %v", err)
+		}
+		t.Skipf("softhsmtest: SoftHSM2 not installed (apt-get install softhsm2)")
+	}
+	once.Do(setup)
+	if confErr != nil {
+		t.Fatalf("softhsmtest: %v", confErr)
+	}
+	label := fmt.Sprintf("scepkit-test-%d-%d", os.Getpid(), seq.Add(1))
+	cmd := exec.Command(util, "--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SOPIN)
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("softhsmtest: %s --init-token: %v\n%s", Util, err, out)
+	}
+	return &Token{Module: module, Label: label, PIN: PIN, Conf: conf}
+}
+
+// setup writes the process's configuration and token directory, and points
+// SOFTHSM2_CONF at it. They are left behind in the temporary directory on exit
+// (SoftHSM2 may still hold them open); each is a few kilobytes.
+func setup() {
+	dir, err := os.MkdirTemp("", "scepkit-softhsm-")
+	if err != nil {
+		confErr = err
+		return
+	}
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.Mkdir(tokens, 0o700); err != nil {
+		confErr = err
+		return
+	}
+	conf = filepath.Join(dir, "softhsm2.conf")
+	body := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		confErr = err
+		return
+	}
+	confErr = os.Setenv("SOFTHSM2_CONF", conf)
+}

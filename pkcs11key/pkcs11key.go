@@ -1,0 +1,263 @@
+// Package pkcs11key opens private keys held in a PKCS#11 token (a hardware security
+// module, a smart card, SoftHSM2) as a crypto.Signer and, for RSA keys, a
+// crypto.Decrypter, so that the built-in CA ([catemplate.CA]) signs certificates and
+// CRLs, and the RA ([catemplate.RA]) signs CertReps and decrypts requests, without
+// the private keys ever leaving the token.
+//
+// It is a package of its own because it needs cgo (the PKCS#11 module is a C shared
+// library): programs that do not import it build without cgo. It uses
+// github.com/ThalesGroup/crypto11 for the PKCS#11 calls.
+//
+// # Keys
+//
+// A key is found by its CKA_LABEL ([Token.Key]); it must be a key pair (a private key
+// and a public key with the same non-empty CKA_ID), as pkcs11-tool and softhsm2-util
+// create them. [Token.GenerateKey] makes one inside the token, with CKA_SENSITIVE set
+// and CKA_EXTRACTABLE cleared, so that the token never releases the private key.
+//
+// # Decryption
+//
+// [Key.Decrypt] accepts *rsa.PKCS1v15DecryptOptions and *rsa.OAEPOptions. PKCS#11
+// has no counterpart to SessionKeyLen, which CMS key transport relies on (RFC 3218,
+// section 2.3): Decrypt provides it itself, returning random bytes of that length
+// instead of an error whenever the token reports a padding error or a key of another
+// length, so that a caller cannot tell a bad padding from a bad content key. How long
+// the token itself takes to refuse a bad padding is outside this package's control.
+// RSA-OAEP is done by the token, with the hash it implements: SoftHSM2 2.6, for one,
+// implements SHA-1 only and refuses OAEP with SHA-256.
+//
+// # Compatibility
+//
+// The Config fields and the methods of Token and Key are stable; new Config fields
+// may be added with zero values that keep today's behaviour.
+package pkcs11key
+
+import (
+	"crypto"
+	"crypto/elliptic"
+	cryptorand "crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ThalesGroup/crypto11"
+)
+
+// Errors returned by this package, testable with errors.Is.
+var (
+	// ErrConfig is returned by Open for an incomplete configuration.
+	ErrConfig = errors.New("pkcs11key: invalid configuration")
+	// ErrKeyNotFound is returned by Token.Key when no key pair has the label.
+	ErrKeyNotFound = errors.New("pkcs11key: key not found")
+	// ErrNotRSA is returned by Key.Decrypt for a key that is not RSA.
+	ErrNotRSA = errors.New("pkcs11key: only RSA keys decrypt")
+	// ErrOptions is returned by Key.Decrypt for options it does not support.
+	ErrOptions = errors.New("pkcs11key: unsupported decrypter options")
+)
+
+// Config says which PKCS#11 module and token to open.
+type Config struct {
+	// Module is the path of the PKCS#11 module, for example
+	// /usr/lib/softhsm/libsofthsm2.so. Required.
+	Module string
+	// TokenLabel selects the token by its label. Exactly one of TokenLabel and
+	// TokenSerial is required.
+	TokenLabel string
+	// TokenSerial selects the token by its serial number.
+	TokenSerial string
+	// PIN is the user PIN. Read it from a file or the environment, never from a
+	// command line.
+	PIN string
+	// MaxSessions bounds the sessions opened on the token (concurrent operations);
+	// zero means crypto11's default (1024). Otherwise at least 2.
+	MaxSessions int
+}
+
+// Token is an open PKCS#11 token. Its keys are safe for concurrent use. Close it when
+// done; keys obtained from it stop working then.
+type Token struct {
+	ctx *crypto11.Context
+}
+
+// Open logs in to the token c names.
+func Open(c Config) (*Token, error) {
+	switch {
+	case c.Module == "":
+		return nil, fmt.Errorf("%w: Module (the PKCS#11 module path) is required", ErrConfig)
+	case (c.TokenLabel == "") == (c.TokenSerial == ""):
+		return nil, fmt.Errorf("%w: set exactly one of TokenLabel and TokenSerial", ErrConfig)
+	case c.MaxSessions == 1 || c.MaxSessions < 0:
+		return nil, fmt.Errorf("%w: MaxSessions must be zero or at least 2", ErrConfig)
+	}
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: c.Module, TokenLabel: c.TokenLabel,
+		TokenSerial: c.TokenSerial, Pin: c.PIN, MaxSessions: c.MaxSessions})
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11key: opening token: %w", err)
+	}
+	return &Token{ctx: ctx}, nil
+}
+
+// Close logs out and releases the token's sessions.
+func (t *Token) Close() error { return t.ctx.Close() }
+
+// Key returns the key pair whose private key has CKA_LABEL label.
+func (t *Token) Key(label string) (*Key, error) {
+	if label == "" {
+		return nil, fmt.Errorf("%w: empty label", ErrKeyNotFound)
+	}
+	keys, err := t.ctx.FindKeyPairs(nil, []byte(label))
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11key: finding %q: %w", label, err)
+	}
+	switch len(keys) {
+	case 0:
+		return nil, fmt.Errorf("%w: %q", ErrKeyNotFound, label)
+	case 1:
+		return newKey(keys[0]), nil
+	}
+	return nil, fmt.Errorf("pkcs11key: %d key pairs are labelled %q", len(keys), label)
+}
+
+// KeyType names the kinds of key GenerateKey makes.
+type KeyType int
+
+// The key types of [Token.GenerateKey].
+const (
+	RSA2048 KeyType = iota + 1
+	RSA3072
+	RSA4096
+	ECDSAP256
+	ECDSAP384
+)
+
+// String returns a short name for k, or "unknown(N)".
+func (k KeyType) String() string {
+	switch k {
+	case RSA2048:
+		return "RSA-2048"
+	case RSA3072:
+		return "RSA-3072"
+	case RSA4096:
+		return "RSA-4096"
+	case ECDSAP256:
+		return "ECDSA-P256"
+	case ECDSAP384:
+		return "ECDSA-P384"
+	}
+	return fmt.Sprintf("unknown(%d)", int(k))
+}
+
+// GenerateKey makes a key pair inside the token, labelled label, with a random
+// CKA_ID. The private key is sensitive and not extractable: the token never releases
+// it. A label already in use is refused, so that Key finds exactly one pair.
+func (t *Token) GenerateKey(label string, kt KeyType) (*Key, error) {
+	if label == "" {
+		return nil, fmt.Errorf("%w: GenerateKey needs a label", ErrConfig)
+	}
+	if existing, err := t.ctx.FindKeyPairs(nil, []byte(label)); err != nil {
+		return nil, fmt.Errorf("pkcs11key: finding %q: %w", label, err)
+	} else if len(existing) > 0 {
+		return nil, fmt.Errorf("pkcs11key: a key pair is already labelled %q", label)
+	}
+	id := make([]byte, 16)
+	if _, err := io.ReadFull(cryptorand.Reader, id); err != nil {
+		return nil, err
+	}
+	var s crypto11.Signer
+	var err error
+	switch kt {
+	case RSA2048, RSA3072, RSA4096:
+		bits := map[KeyType]int{RSA2048: 2048, RSA3072: 3072, RSA4096: 4096}[kt]
+		s, err = t.ctx.GenerateRSAKeyPairWithLabel(id, []byte(label), bits)
+	case ECDSAP256:
+		s, err = t.ctx.GenerateECDSAKeyPairWithLabel(id, []byte(label), elliptic.P256())
+	case ECDSAP384:
+		s, err = t.ctx.GenerateECDSAKeyPairWithLabel(id, []byte(label), elliptic.P384())
+	default:
+		return nil, fmt.Errorf("%w: key type %v", ErrConfig, kt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11key: generating %q: %w", label, err)
+	}
+	return newKey(s), nil
+}
+
+// Key is a private key in a token: a crypto.Signer, and a crypto.Decrypter when it
+// is RSA. It is safe for concurrent use.
+type Key struct {
+	s   crypto11.Signer
+	dec crypto.Decrypter // nil unless RSA
+}
+
+var (
+	_ crypto.Signer    = (*Key)(nil)
+	_ crypto.Decrypter = (*Key)(nil)
+)
+
+func newKey(s crypto11.Signer) *Key {
+	k := &Key{s: s}
+	if _, ok := s.Public().(*rsa.PublicKey); ok {
+		k.dec, _ = s.(crypto.Decrypter)
+	}
+	return k
+}
+
+// Public returns the public key.
+func (k *Key) Public() crypto.PublicKey { return k.s.Public() }
+
+// Sign signs digest in the token: PKCS#1 v1.5 or PSS (with *rsa.PSSOptions and a
+// fixed salt length) for RSA, an ASN.1 DER signature for ECDSA.
+func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.s.Sign(rand, digest, opts)
+}
+
+// Decrypt decrypts ciphertext in the token with RSA PKCS#1 v1.5 (opts nil or
+// *rsa.PKCS1v15DecryptOptions) or RSA-OAEP (*rsa.OAEPOptions, with MGFHash zero or
+// equal to Hash). With a non-zero SessionKeyLen it never returns an error for a
+// padding failure or a plaintext of another length: it returns SessionKeyLen random
+// bytes instead, as crypto/rsa does (see the package documentation).
+func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	if k.dec == nil {
+		return nil, ErrNotRSA
+	}
+	switch o := opts.(type) {
+	case nil:
+		return k.dec.Decrypt(rand, ciphertext, nil)
+	case *rsa.PKCS1v15DecryptOptions:
+		if o.SessionKeyLen <= 0 {
+			return k.dec.Decrypt(rand, ciphertext, nil)
+		}
+		return k.sessionKey(rand, ciphertext, o.SessionKeyLen)
+	case *rsa.OAEPOptions:
+		if o.MGFHash != 0 && o.MGFHash != o.Hash {
+			// crypto11 takes MGF1's hash from Hash.
+			return nil, fmt.Errorf("%w: OAEP with MGF1 hash %v differing from %v", ErrOptions, o.MGFHash, o.Hash)
+		}
+		return k.dec.Decrypt(rand, ciphertext, &rsa.OAEPOptions{Hash: o.Hash, Label: o.Label})
+	}
+	return nil, fmt.Errorf("%w: %T", ErrOptions, opts)
+}
+
+// sessionKey is PKCS#1 v1.5 decryption with crypto/rsa's SessionKeyLen behaviour: the
+// random key is drawn before the token is asked, and replaced by the plaintext only
+// when it has the expected length, without a branch on that outcome.
+func (k *Key) sessionKey(rand io.Reader, ciphertext []byte, n int) ([]byte, error) {
+	if rand == nil {
+		rand = cryptorand.Reader
+	}
+	key := make([]byte, n)
+	if _, err := io.ReadFull(rand, key); err != nil {
+		return nil, err
+	}
+	pt, err := k.dec.Decrypt(rand, ciphertext, nil)
+	ok := subtle.ConstantTimeEq(int32(len(pt)), int32(n))
+	if err != nil {
+		ok = 0
+	}
+	if len(pt) >= n {
+		subtle.ConstantTimeCopy(ok, key, pt[:n])
+	}
+	return key, nil
+}
