@@ -155,6 +155,11 @@ type RegistrationPoint struct {
 	RequireNotification bool
 	// Transactions keeps transaction records; nil means an in-memory store.
 	Transactions TransactionStore
+	// Decisions makes a pending request decided once (by Approve or Reject), also
+	// across gateways that share it: deciding claims "decide:" and the request's
+	// hash there until the record expires. Nil means Verifier.Replay when there is a
+	// Verifier, or this process only.
+	Decisions challenge.ReplayStore
 	// Certificates remembers issued certificates; nil means an in-memory store.
 	Certificates CertificateStore
 	// Revocation is asked about renewal signers; nil means revocation is not checked.

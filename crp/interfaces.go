@@ -217,30 +217,46 @@ type Record struct {
 	Expires time.Time
 }
 
-// TransactionStore keeps Records by transaction id. Get returns an error matching
-// ErrNotFound when there is none. Put replaces any record with the same id. Both are
-// called concurrently; with several gateways, the store is shared (see package
+// TransactionStore keeps Records by transaction id, so that polls and resends get the
+// recorded answer and pending requests can be decided later. Used by the
+// RegistrationPoint (RegistrationPoint.Transactions) for every authenticated request.
+// Get returns an error matching ErrNotFound when there is none, or when the record
+// has expired. Put replaces any record with the same id, and returns once the record
+// is durable. A store may forget a record after its Expires. Both are called
+// concurrently; with several gateways, the store is shared (packages pgstore,
 // redisstore).
 type TransactionStore interface {
 	Get(ctx context.Context, id string) (*Record, error)
 	Put(ctx context.Context, r *Record) error
 }
 
-// IssuedCertificate is what a CertificateStore remembers of an issued certificate.
+// IssuedCertificate is what a CertificateStore remembers of an issued certificate: the
+// certificate and what it was issued for.
 type IssuedCertificate struct {
 	Certificate                           *x509.Certificate
 	UserID, DeviceID, ProfileID, Template string
+	// TransactionID is the SCEP transaction that obtained it ("" if unknown).
+	TransactionID string
+	// IssuedAt is when the registration point received it from the CA (zero if
+	// unknown: records migrated from older layouts).
+	IssuedAt time.Time
 }
 
-// CertificateStore remembers issued certificates, for GetCert and for renewals (which
-// user and device a certificate was issued for). Lookup returns an error matching
-// ErrNotFound for an unknown serial.
+// CertificateStore is the issued-certificate inventory: it remembers every certificate
+// the registration point obtained, for GetCert, for renewals (which user and device a
+// certificate was issued for), for the operator (by serial: Lookup; other queries:
+// [CertificateQuerier]) and for Intune's revocations (which serials are ours). Used by
+// the RegistrationPoint (RegistrationPoint.Certificates), admin tools and
+// intune.CARevoker. Add returns once the record is durable: the certificate is not
+// sent before (an error withholds it). Adding a serial again replaces its record.
+// Lookup returns an error matching ErrNotFound for an unknown serial.
 type CertificateStore interface {
 	Add(ctx context.Context, c *IssuedCertificate) error
 	Lookup(ctx context.Context, serial *big.Int) (*IssuedCertificate, error)
 }
 
-// RevocationChecker says whether a certificate we issued was revoked, for renewals.
+// RevocationChecker says whether a certificate we issued was revoked, for renewals
+// (RegistrationPoint.Revocation). Every backend's RevocationStore implements it.
 type RevocationChecker interface {
 	IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error)
 }

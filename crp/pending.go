@@ -62,21 +62,25 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 // being decided (or was): a pending request is decided once.
 var ErrDecided = errors.New("crp: pending request already decided")
 
-// decide claims the right to decide a pending request, atomically (in the Verifier's
-// replay store, shared by gateways side by side; in this process otherwise). The
-// returned func ends the claim: with true it gives the decision back (a transient
-// failure), with false it keeps it.
+// decide claims the right to decide a pending request, atomically (in the Decisions
+// store or the Verifier's replay store, shared by gateways side by side; in this
+// process otherwise). The returned func ends the claim: with true it gives the
+// decision back (a transient failure), with false it keeps it.
 func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record) (func(release bool), error) {
 	id := "decide:" + hex.EncodeToString(rec.Request)
-	if rp.Verifier != nil && rp.Verifier.Replay != nil {
-		switch err := rp.Verifier.Replay.Claim(ctx, id, rec.Expires); {
+	claims := rp.Decisions
+	if claims == nil && rp.Verifier != nil {
+		claims = rp.Verifier.Replay
+	}
+	if claims != nil {
+		switch err := claims.Claim(ctx, id, rec.Expires); {
 		case errors.Is(err, challenge.ErrReplayed):
 			return nil, ErrDecided
 		case err != nil:
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		return func(release bool) {
-			if r, ok := rp.Verifier.Replay.(challenge.Releaser); ok && release {
+			if r, ok := claims.(challenge.Releaser); ok && release {
 				r.Release(context.WithoutCancel(ctx), id)
 			}
 		}, nil

@@ -88,6 +88,15 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	}
 	if err := rp.transactions().Put(ctx, rec); err != nil {
 		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
+		if e == nil {
+			// A certificate or a PENDING the record does not hold is not acknowledged:
+			// polls and resends could not find it.
+			e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the transaction: %w", err))
+			if tx.Certificate != nil {
+				rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it",
+					"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
+			}
+		}
 	}
 	return e
 }

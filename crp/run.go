@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/scepkit/scepkit/challenge"
@@ -92,9 +93,12 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 			return fail(PhaseIssue, ReasonCARefused, errors.New("issuer returned no certificate"))
 		}
 		tx.Certificate = cert
+		// The inventory holds the certificate before the device can: a certificate
+		// that could not be recorded is withheld (the device gets FAILURE).
 		if err := rp.certificates().Add(ctx, &IssuedCertificate{Certificate: cert, UserID: tx.UserID(),
-			DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(), Template: tx.Template.Name}); err != nil {
-			rp.log().ErrorContext(ctx, "crp: recording issued certificate", "transactionID", tx.ID, "err", err)
+			DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(), Template: tx.Template.Name,
+			TransactionID: tx.ID, IssuedAt: rp.now()}); err != nil {
+			return fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
 		}
 		return nil
 	}})

@@ -1,0 +1,176 @@
+package crp
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// MemoryStore is a [Store] in memory, for tests, demos and a single process that may
+// forget everything when it stops. Its zero value is ready. Retention and memory bounds
+// are those of its parts: claims are kept until their challenge expires
+// (challenge.MemoryReplayStore), transaction records and pending requests until their
+// Expires (RegistrationPoint.RecordTTL, 24 hours by default; refusals of anonymous
+// requests are never recorded), certificates and revocations for the life of the
+// process (about 2 KB per certificate: use boltstore or pgstore when that is not
+// bounded enough).
+type MemoryStore struct {
+	challenge.MemoryReplayStore
+	MemoryTransactions
+	MemoryCertificates
+	MemoryRevocations
+}
+
+var (
+	_ Store = (*MemoryStore)(nil)
+	_ Store = (*memoryStoreCheck)(nil)
+)
+
+// memoryStoreCheck makes sure each part implements its interfaces on its own.
+type memoryStoreCheck struct {
+	challenge.ReplayStore
+	challenge.Releaser
+	*MemoryTransactions
+	*MemoryCertificates
+	*MemoryRevocations
+}
+
+// Pending implements PendingLister.
+func (m *MemoryTransactions) Pending(ctx context.Context, after string, limit int) ([]*Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := m.now()
+	var out []*Record
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.Lock()
+		for id, r := range s.m {
+			if r.Status == scep.Pending && id > after && (r.Expires.IsZero() || !now.After(r.Expires)) {
+				c := *r
+				out = append(out, &c)
+			}
+		}
+		s.Unlock()
+	}
+	slices.SortFunc(out, func(a, b *Record) int { return strings.Compare(a.TransactionID, b.TransactionID) })
+	if n := ListLimit(limit); len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
+
+// Certificates implements CertificateQuerier (by a scan of every certificate: fine for
+// tests and demos).
+func (m *MemoryCertificates) Certificates(ctx context.Context, q CertificateQuery) ([]*IssuedCertificate, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []*IssuedCertificate
+	m.m.Range(func(_, v any) bool {
+		c := v.(*IssuedCertificate)
+		if q.Match(c) && (q.After == nil || CertificateOrder(c, q.After) > 0) {
+			out = append(out, c)
+		}
+		return true
+	})
+	slices.SortFunc(out, CertificateOrder)
+	if n := ListLimit(q.Limit); len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
+
+// MemoryRevocations is a [RevocationStore] and [RevocationChecker] in memory. The zero
+// value is ready. It keeps every revocation for the life of the process (about 100
+// bytes each).
+type MemoryRevocations struct {
+	mu sync.RWMutex
+	m  map[string]*Revocation // serial (decimal) -> first revocation
+}
+
+// Revoke implements RevocationStore.
+func (m *MemoryRevocations) Revoke(ctx context.Context, r *Revocation) (*Revocation, error) {
+	if err := CheckRevocation(r); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := r.Serial.String()
+	if have, ok := m.m[k]; ok {
+		c := *have
+		return &c, nil
+	}
+	if m.m == nil {
+		m.m = map[string]*Revocation{}
+	}
+	c := *r
+	c.Serial = new(big.Int).Set(r.Serial)
+	m.m[k] = &c
+	out := c
+	return &out, nil
+}
+
+// RevokedSince implements RevocationStore.
+func (m *MemoryRevocations) RevokedSince(ctx context.Context, since time.Time) ([]*Revocation, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	var out []*Revocation
+	for _, r := range m.m {
+		if !r.RevokedAt.Before(since) {
+			c := *r
+			out = append(out, &c)
+		}
+	}
+	m.mu.RUnlock()
+	slices.SortFunc(out, RevocationOrder)
+	return out, nil
+}
+
+// IsRevoked implements RevocationChecker.
+func (m *MemoryRevocations) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.m[cert.SerialNumber.String()]
+	return ok, nil
+}
+
+// RevocationOrder compares revocations in the order RevokedSince returns them: by
+// RevokedAt, then serial. It returns -1, 0 or +1.
+func RevocationOrder(a, b *Revocation) int {
+	if c := a.RevokedAt.Compare(b.RevokedAt); c != 0 {
+		return c
+	}
+	return a.Serial.Cmp(b.Serial)
+}
+
+// CheckRevocation reports a revocation no CRL could carry (a serial that is not
+// positive, a CRLReason outside RFC 5280 section 5.3.1, no time). Every backend's
+// Revoke refuses those.
+func CheckRevocation(r *Revocation) error {
+	switch {
+	case r == nil || r.Serial == nil || r.Serial.Sign() <= 0:
+		return fmt.Errorf("crp: revocation: serial must be positive")
+	case r.Reason < 0 || r.Reason > 10 || r.Reason == 7:
+		return fmt.Errorf("crp: revocation: invalid CRLReason %d", r.Reason)
+	case r.RevokedAt.IsZero():
+		return fmt.Errorf("crp: revocation: no time")
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package crp
+
+import (
+	"context"
+	"math/big"
+	"time"
+
+	"github.com/scepkit/scepkit/challenge"
+)
+
+// The storage seam. A gateway remembers five things, each behind its own small
+// interface so that a deployment can mix backends (Redis for challenge claims and
+// PostgreSQL for the rest, say):
+//
+//   - challenge claims: challenge.ReplayStore (and challenge.Releaser), through
+//     RegistrationPoint.Verifier.Replay;
+//   - transaction records, with their answers: [TransactionStore];
+//   - pending requests and their decisions: [PendingLister], and the decision claims
+//     of RegistrationPoint.Decisions;
+//   - the issued-certificate inventory: [CertificateStore] and [CertificateQuerier];
+//   - revocations: [RevocationStore] (and [RevocationChecker] for renewals).
+//
+// [Store] is all of them together, which each backend implements: the in-memory
+// [MemoryStore], package boltstore (embedded, one file, the default), package pgstore
+// (PostgreSQL, several gateways), and package redisstore for claims and records.
+//
+// Durability: a backend returns from a write only once the write is durable (on disk,
+// or acknowledged by its server), so that nothing is acknowledged to a device before
+// it is: the challenge claim is durable before the certificate is signed, and the
+// certificate's record before the CertRep leaves.
+
+// Store is every store a gateway needs, as one backend implements them. Nothing in crp
+// requires a Store: each field of RegistrationPoint takes the single interface it uses.
+type Store interface {
+	challenge.ReplayStore
+	challenge.Releaser
+	TransactionStore
+	PendingLister
+	CertificateStore
+	CertificateQuerier
+	RevocationStore
+	RevocationChecker
+}
+
+// PendingLister lists the pending requests (transaction records whose Status is
+// PENDING and that have not expired), for an operator to decide them with
+// [RegistrationPoint.Approve] or [RegistrationPoint.Reject]. Used by admin tools.
+//
+// Pending returns at most limit records (limit <= 0 means [DefaultListLimit]; more
+// than [MaxListLimit] is capped), ordered by transaction id, starting after the id
+// after ("" starts at the beginning): pass the last id of a page to get the next.
+type PendingLister interface {
+	Pending(ctx context.Context, after string, limit int) ([]*Record, error)
+}
+
+// PendingListerFunc adapts a function to PendingLister.
+type PendingListerFunc func(ctx context.Context, after string, limit int) ([]*Record, error)
+
+// Pending calls f.
+func (f PendingListerFunc) Pending(ctx context.Context, after string, limit int) ([]*Record, error) {
+	return f(ctx, after, limit)
+}
+
+// Limits of one page of a list query.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// ListLimit returns the page size a list query with limit returns: limit <= 0 is
+// DefaultListLimit, more than MaxListLimit is MaxListLimit. Backends use it.
+func ListLimit(limit int) int {
+	switch {
+	case limit <= 0:
+		return DefaultListLimit
+	case limit > MaxListLimit:
+		return MaxListLimit
+	}
+	return limit
+}
+
+// CertificateQuery selects issued certificates. Every set field narrows the result.
+type CertificateQuery struct {
+	// UserID and DeviceID select the certificates issued for that user or device.
+	UserID, DeviceID string
+	// ExpiresAfter and ExpiresBefore bound NotAfter: ExpiresAfter <= NotAfter <
+	// ExpiresBefore. "Expiring within d" is ExpiresAfter: now, ExpiresBefore:
+	// now.Add(d). Zero values leave the bound open.
+	ExpiresAfter, ExpiresBefore time.Time
+	// After resumes a listing after this certificate (the last of the previous
+	// page); nil starts at the beginning.
+	After *IssuedCertificate
+	// Limit is the page size (see [ListLimit]).
+	Limit int
+}
+
+// Match reports whether c is selected by q's filters (not by After or Limit).
+// Backends that filter in Go use it.
+func (q *CertificateQuery) Match(c *IssuedCertificate) bool {
+	na := c.Certificate.NotAfter
+	return (q.UserID == "" || c.UserID == q.UserID) &&
+		(q.DeviceID == "" || c.DeviceID == q.DeviceID) &&
+		(q.ExpiresAfter.IsZero() || !na.Before(q.ExpiresAfter)) &&
+		(q.ExpiresBefore.IsZero() || na.Before(q.ExpiresBefore))
+}
+
+// CertificateOrder compares issued certificates in the order queries return them: by
+// NotAfter (second precision, as certificates encode it), then by serial. It returns
+// -1, 0 or +1.
+func CertificateOrder(a, b *IssuedCertificate) int {
+	ta, tb := a.Certificate.NotAfter.Unix(), b.Certificate.NotAfter.Unix()
+	switch {
+	case ta < tb:
+		return -1
+	case ta > tb:
+		return 1
+	}
+	return a.Certificate.SerialNumber.Cmp(b.Certificate.SerialNumber)
+}
+
+// CertificateQuerier answers an operator's questions about the issued-certificate
+// inventory: what was issued to this user or device, what expires soon. (By serial:
+// [CertificateStore.Lookup].) Used by admin tools and reports.
+//
+// Certificates returns the certificates q selects, ordered by [CertificateOrder], at
+// most [ListLimit](q.Limit) of them.
+type CertificateQuerier interface {
+	Certificates(ctx context.Context, q CertificateQuery) ([]*IssuedCertificate, error)
+}
+
+// CertificateQuerierFunc adapts a function to CertificateQuerier.
+type CertificateQuerierFunc func(ctx context.Context, q CertificateQuery) ([]*IssuedCertificate, error)
+
+// Certificates calls f.
+func (f CertificateQuerierFunc) Certificates(ctx context.Context, q CertificateQuery) ([]*IssuedCertificate, error) {
+	return f(ctx, q)
+}
+
+// Revocation is one revoked certificate, as a CRL lists it (RFC 5280 section 5.3).
+type Revocation struct {
+	// Serial is the revoked certificate's serial number.
+	Serial *big.Int
+	// Reason is the CRLReason (RFC 5280 section 5.3.1): 0-10 but not 7; 0 is
+	// unspecified.
+	Reason int
+	// RevokedAt is when the certificate was revoked (the CRL's revocationDate).
+	RevokedAt time.Time
+	// By says who asked, for the operator: an admin's name, "intune:" and the
+	// request's context, and so on. Free text; never sent to a device.
+	By string
+}
+
+// RevocationStore keeps revocations. Used by the built-in CA's CRL (built from
+// RevokedSince, so that revocations survive restarts), by admin tools that revoke, and
+// by Intune's revocation poller (package crp/intune), whose results must survive a
+// restart.
+//
+// Revoke records r and returns the revocation on record for r.Serial: r itself, or,
+// when the serial was already revoked, the first revocation (it is kept unchanged:
+// revoking again is not an error). RevokedSince returns the revocations whose
+// RevokedAt is at or after since (the zero time: all), ordered by RevokedAt then
+// serial.
+type RevocationStore interface {
+	Revoke(ctx context.Context, r *Revocation) (*Revocation, error)
+	RevokedSince(ctx context.Context, since time.Time) ([]*Revocation, error)
+}

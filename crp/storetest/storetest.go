@@ -1,0 +1,481 @@
+// Package storetest is the conformance suite of the storage seam of package crp: one
+// table of behaviours that every backend (crp.MemoryStore, boltstore, pgstore,
+// redisstore for the parts it implements, or a user's own) must pass. A backend's test
+// calls [Run] with a function that opens a fresh, empty store.
+package storetest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// Backend names the parts of a backend under test; a nil part is not tested (Redis
+// keeps claims and records only, say).
+type Backend struct {
+	Claims       challenge.ReplayStore // tested for challenge.Releaser too, if it implements it
+	Transactions crp.TransactionStore
+	Pending      crp.PendingLister
+	Certificates crp.CertificateStore
+	Queries      crp.CertificateQuerier
+	Revocations  crp.RevocationStore
+	Checker      crp.RevocationChecker
+}
+
+// Of names every part of s.
+func Of(s crp.Store) Backend {
+	return Backend{Claims: s, Transactions: s, Pending: s, Certificates: s, Queries: s, Revocations: s, Checker: s}
+}
+
+// A Case is one behaviour of the suite.
+type Case struct {
+	Name string
+	// Needs says which parts the case uses; it is skipped when one is nil.
+	Needs func(b Backend) bool
+	Run   func(t *testing.T, b Backend)
+}
+
+// Cases is the table Run runs.
+var Cases = []Case{
+	{"claim-once", needClaims, claimOnce},
+	{"claim-concurrent-one-winner", needClaims, claimConcurrent},
+	{"claim-empty-id-refused", needClaims, claimEmpty},
+	{"claim-release", needReleaser, claimRelease},
+	{"claim-past-until-kept", needClaims, claimPastUntil},
+	{"record-roundtrip", needTransactions, recordRoundtrip},
+	{"record-not-found", needTransactions, recordNotFound},
+	{"record-replaced", needTransactions, recordReplaced},
+	{"record-expired-forgotten", needTransactions, recordExpired},
+	{"pending-listed-in-pages", needPending, pendingListed},
+	{"certificate-roundtrip", needCertificates, certificateRoundtrip},
+	{"certificate-queries", needQueries, certificateQueries},
+	{"certificate-query-pages", needQueries, certificatePages},
+	{"revocation-first-kept", needRevocations, revocationFirstKept},
+	{"revocation-since", needRevocations, revocationSince},
+	{"revocation-invalid-refused", needRevocations, revocationInvalid},
+	{"revocation-checker", needChecker, revocationChecker},
+}
+
+// Run runs every case that applies, each on a store open returns (fresh and empty; it
+// is not reused across cases).
+func Run(t *testing.T, open func(t *testing.T) Backend) {
+	for _, c := range Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			b := open(t)
+			if !c.Needs(b) {
+				t.Skip("the backend does not implement this part")
+			}
+			c.Run(t, b)
+		})
+	}
+}
+
+func needClaims(b Backend) bool       { return b.Claims != nil }
+func needTransactions(b Backend) bool { return b.Transactions != nil }
+func needCertificates(b Backend) bool { return b.Certificates != nil }
+func needQueries(b Backend) bool      { return b.Certificates != nil && b.Queries != nil }
+func needRevocations(b Backend) bool  { return b.Revocations != nil }
+func needChecker(b Backend) bool      { return b.Revocations != nil && b.Checker != nil }
+func needPending(b Backend) bool      { return b.Transactions != nil && b.Pending != nil }
+func needReleaser(b Backend) bool {
+	_, ok := b.Claims.(challenge.Releaser)
+	return ok
+}
+
+var ctx = context.Background()
+
+func check(t *testing.T, err error, what string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func claimOnce(t *testing.T, b Backend) {
+	until := time.Now().Add(time.Hour)
+	check(t, b.Claims.Claim(ctx, "jti-once", until), "first claim")
+	for i := 0; i < 3; i++ {
+		if err := b.Claims.Claim(ctx, "jti-once", until); !errors.Is(err, challenge.ErrReplayed) {
+			t.Fatalf("claim %d of the same id: %v, want ErrReplayed", i+2, err)
+		}
+	}
+	check(t, b.Claims.Claim(ctx, "jti-other", until), "another id")
+}
+
+func claimConcurrent(t *testing.T, b Backend) {
+	const n = 32
+	var wins, replays atomic.Int32
+	var wg sync.WaitGroup
+	until := time.Now().Add(time.Hour)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := b.Claims.Claim(ctx, "jti-race", until); {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, challenge.ErrReplayed):
+				replays.Add(1)
+			default:
+				t.Errorf("claim: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || replays.Load() != n-1 {
+		t.Fatalf("%d concurrent claims of one id: %d won, %d replayed; want 1 and %d", n, wins.Load(), replays.Load(), n-1)
+	}
+}
+
+func claimEmpty(t *testing.T, b Backend) {
+	if err := b.Claims.Claim(ctx, "", time.Now().Add(time.Hour)); !errors.Is(err, challenge.ErrMissingClaim) {
+		t.Fatalf("empty id: %v, want ErrMissingClaim", err)
+	}
+}
+
+func claimRelease(t *testing.T, b Backend) {
+	r := b.Claims.(challenge.Releaser)
+	until := time.Now().Add(time.Hour)
+	check(t, r.Release(ctx, "jti-never-claimed"), "release of an id never claimed")
+	check(t, b.Claims.Claim(ctx, "jti-rel", until), "claim")
+	check(t, r.Release(ctx, "jti-rel"), "release")
+	check(t, b.Claims.Claim(ctx, "jti-rel", until), "claim after release")
+	if err := b.Claims.Claim(ctx, "jti-rel", until); !errors.Is(err, challenge.ErrReplayed) {
+		t.Fatalf("claim after the second claim: %v, want ErrReplayed", err)
+	}
+}
+
+// claimPastUntil: an id claimed with a deadline already past is still refused for a
+// while (the verifier refuses an expired challenge anyway; a store must not accept
+// the same id twice in a row because of clock skew).
+func claimPastUntil(t *testing.T, b Backend) {
+	past := time.Now().Add(-time.Second)
+	check(t, b.Claims.Claim(ctx, "jti-past", past), "claim")
+	if err := b.Claims.Claim(ctx, "jti-past", past); !errors.Is(err, challenge.ErrReplayed) {
+		t.Fatalf("second claim: %v, want ErrReplayed", err)
+	}
+}
+
+// testCA makes certificates for the cases (Ed25519: fast).
+type testCA struct {
+	key  ed25519.PrivateKey
+	cert *x509.Certificate
+}
+
+var (
+	caOnce sync.Once
+	ca     testCA
+)
+
+func theCA(t *testing.T) *testCA {
+	caOnce.Do(func() {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "storetest CA"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+		if err != nil {
+			panic(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		ca = testCA{key: k, cert: c}
+	})
+	return &ca
+}
+
+// Certificate makes a certificate with this serial and NotAfter, signed by a test CA.
+func Certificate(t *testing.T, serial int64, notAfter time.Time) *x509.Certificate {
+	t.Helper()
+	c := theCA(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprint("device ", serial)},
+		NotBefore: notAfter.Add(-24 * time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, c.key.Public(), c.key)
+	check(t, err, "certificate")
+	cert, err := x509.ParseCertificate(der)
+	check(t, err, "parse")
+	return cert
+}
+
+func recordRoundtrip(t *testing.T, b Backend) {
+	cert := Certificate(t, 77, time.Now().Add(time.Hour).Truncate(time.Second))
+	want := &crp.Record{TransactionID: "tx-1", SignerKey: []byte{1, 2, 3}, Request: []byte{4, 5, 6}, CSR: []byte{7, 8},
+		Status: scep.Success, Certificate: cert, Phase: crp.PhaseIssue, Reason: crp.ReasonCARefused,
+		UserID: "u", DeviceID: "d", ProfileID: "p", Template: "t", Expires: time.Now().Add(time.Hour).Truncate(time.Millisecond)}
+	check(t, b.Transactions.Put(ctx, want), "put")
+	got, err := b.Transactions.Get(ctx, "tx-1")
+	check(t, err, "get")
+	if got.TransactionID != want.TransactionID || string(got.SignerKey) != string(want.SignerKey) ||
+		string(got.Request) != string(want.Request) || string(got.CSR) != string(want.CSR) ||
+		got.Status != want.Status || got.Certificate == nil || !got.Certificate.Equal(cert) ||
+		got.Phase != want.Phase || got.Reason != want.Reason || got.UserID != want.UserID ||
+		got.DeviceID != want.DeviceID || got.ProfileID != want.ProfileID || got.Template != want.Template {
+		t.Fatalf("get returned %+v, want %+v", got, want)
+	}
+	if d := got.Expires.Sub(want.Expires); d < -time.Second || d > time.Second {
+		t.Fatalf("expires %v, want %v", got.Expires, want.Expires)
+	}
+	fail := &crp.Record{TransactionID: "tx-2", SignerKey: []byte{1}, Request: []byte{2}, Status: scep.Failure,
+		Phase: crp.PhaseMapping, Reason: crp.ReasonDeviceUnknown, Expires: time.Now().Add(time.Hour)}
+	check(t, b.Transactions.Put(ctx, fail), "put failure")
+	got, err = b.Transactions.Get(ctx, "tx-2")
+	check(t, err, "get failure")
+	if got.Status != scep.Failure || got.Phase != crp.PhaseMapping || got.Reason != crp.ReasonDeviceUnknown || got.Certificate != nil {
+		t.Fatalf("failure record came back as %+v", got)
+	}
+}
+
+func recordNotFound(t *testing.T, b Backend) {
+	if _, err := b.Transactions.Get(ctx, "tx-none"); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("unknown transaction: %v, want ErrNotFound", err)
+	}
+}
+
+func recordReplaced(t *testing.T, b Backend) {
+	exp := time.Now().Add(time.Hour)
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "tx-r", Status: scep.Pending, CSR: []byte{1}, Expires: exp}), "put")
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "tx-r", Status: scep.Failure, Phase: crp.PhaseIssue,
+		Reason: crp.ReasonRejected, Expires: exp}), "replace")
+	got, err := b.Transactions.Get(ctx, "tx-r")
+	check(t, err, "get")
+	if got.Status != scep.Failure || got.Reason != crp.ReasonRejected {
+		t.Fatalf("replaced record came back as %+v", got)
+	}
+}
+
+func recordExpired(t *testing.T, b Backend) {
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "tx-old", Status: scep.Pending,
+		Expires: time.Now().Add(-time.Second)}), "put")
+	if _, err := b.Transactions.Get(ctx, "tx-old"); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("expired record: %v, want ErrNotFound", err)
+	}
+	if b.Pending != nil {
+		list, err := b.Pending.Pending(ctx, "", 0)
+		check(t, err, "pending")
+		if len(list) != 0 {
+			t.Fatalf("an expired pending record is listed: %+v", list[0])
+		}
+	}
+}
+
+func pendingListed(t *testing.T, b Backend) {
+	exp := time.Now().Add(time.Hour)
+	for i := 0; i < 7; i++ {
+		check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: fmt.Sprintf("p-%02d", i), Status: scep.Pending,
+			CSR: []byte{byte(i)}, UserID: "u", Expires: exp}), "put")
+	}
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "p-03x", Status: scep.Success, Expires: exp}), "put")
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "p-03y", Status: scep.Failure, Expires: exp}), "put")
+	// A decided request leaves the list.
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "p-06", Status: scep.Failure, Reason: crp.ReasonRejected, Expires: exp}), "decide")
+	var ids []string
+	after := ""
+	for pages := 0; pages < 10; pages++ {
+		page, err := b.Pending.Pending(ctx, after, 4)
+		check(t, err, "pending")
+		if len(page) > 4 {
+			t.Fatalf("page of %d, limit 4", len(page))
+		}
+		for _, r := range page {
+			if r.Status != scep.Pending || len(r.CSR) != 1 || r.UserID != "u" {
+				t.Fatalf("listed %+v", r)
+			}
+			ids = append(ids, r.TransactionID)
+		}
+		if len(page) < 4 {
+			break
+		}
+		after = page[len(page)-1].TransactionID
+	}
+	if want := "[p-00 p-01 p-02 p-03 p-04 p-05]"; fmt.Sprint(ids) != want {
+		t.Fatalf("pending listed %v, want %s", ids, want)
+	}
+}
+
+func issued(t *testing.T, serial int64, notAfter time.Time, user, device string) *crp.IssuedCertificate {
+	return &crp.IssuedCertificate{Certificate: Certificate(t, serial, notAfter), UserID: user, DeviceID: device,
+		ProfileID: "prof", Template: "tmpl", TransactionID: fmt.Sprint("tx-", serial), IssuedAt: time.Now().Truncate(time.Second)}
+}
+
+func certificateRoundtrip(t *testing.T, b Backend) {
+	c := issued(t, 1<<40+5, time.Now().Add(time.Hour), "alice", "laptop")
+	check(t, b.Certificates.Add(ctx, c), "add")
+	got, err := b.Certificates.Lookup(ctx, c.Certificate.SerialNumber)
+	check(t, err, "lookup")
+	if !got.Certificate.Equal(c.Certificate) || got.UserID != "alice" || got.DeviceID != "laptop" ||
+		got.ProfileID != "prof" || got.Template != "tmpl" || got.TransactionID != c.TransactionID ||
+		!got.IssuedAt.Equal(c.IssuedAt) {
+		t.Fatalf("lookup returned %+v, want %+v", got, c)
+	}
+	for _, s := range []*big.Int{big.NewInt(6), big.NewInt(1<<40 + 6)} {
+		if _, err := b.Certificates.Lookup(ctx, s); !errors.Is(err, crp.ErrNotFound) {
+			t.Fatalf("lookup of unknown serial %v: %v, want ErrNotFound", s, err)
+		}
+	}
+}
+
+func serials(list []*crp.IssuedCertificate) string {
+	s := make([]string, len(list))
+	for i, c := range list {
+		s[i] = c.Certificate.SerialNumber.String()
+	}
+	return fmt.Sprint(s)
+}
+
+func certificateQueries(t *testing.T, b Backend) {
+	now := time.Now().Truncate(time.Second)
+	day := 24 * time.Hour
+	for _, c := range []*crp.IssuedCertificate{
+		issued(t, 10, now.Add(30*day), "alice", "laptop"),
+		issued(t, 11, now.Add(3*day), "alice", "phone"),
+		issued(t, 12, now.Add(5*day), "bob", "tablet"),
+		issued(t, 13, now.Add(-day), "bob", "laptop-old"),
+		issued(t, 14, now.Add(3*day), "carol", "phone-c"),
+	} {
+		check(t, b.Certificates.Add(ctx, c), "add")
+	}
+	for _, tc := range []struct {
+		name string
+		q    crp.CertificateQuery
+		want string
+	}{
+		{"all", crp.CertificateQuery{}, "[13 11 14 12 10]"},
+		{"by user", crp.CertificateQuery{UserID: "alice"}, "[11 10]"},
+		{"by device", crp.CertificateQuery{DeviceID: "tablet"}, "[12]"},
+		{"by user and device", crp.CertificateQuery{UserID: "bob", DeviceID: "laptop-old"}, "[13]"},
+		{"unknown user", crp.CertificateQuery{UserID: "dave"}, "[]"},
+		{"expiring within a week", crp.CertificateQuery{ExpiresAfter: now, ExpiresBefore: now.Add(7 * day)}, "[11 14 12]"},
+		{"expired", crp.CertificateQuery{ExpiresBefore: now}, "[13]"},
+		{"user expiring", crp.CertificateQuery{UserID: "alice", ExpiresAfter: now, ExpiresBefore: now.Add(7 * day)}, "[11]"},
+		{"limit", crp.CertificateQuery{Limit: 2}, "[13 11]"},
+	} {
+		got, err := b.Queries.Certificates(ctx, tc.q)
+		check(t, err, tc.name)
+		if serials(got) != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, serials(got), tc.want)
+		}
+		for _, c := range got {
+			if c.UserID == "" || c.DeviceID == "" || c.Template != "tmpl" {
+				t.Errorf("%s: listed %+v without what it was issued for", tc.name, c)
+			}
+		}
+	}
+}
+
+func certificatePages(t *testing.T, b Backend) {
+	exp := time.Now().Add(48 * time.Hour).Truncate(time.Second)
+	for i := int64(0); i < 9; i++ {
+		// Three share a NotAfter: the serial orders them.
+		check(t, b.Certificates.Add(ctx, issued(t, 100+i, exp.Add(time.Duration(i/3)*time.Hour), "u", fmt.Sprint("d", i))), "add")
+	}
+	var all []*crp.IssuedCertificate
+	q := crp.CertificateQuery{UserID: "u", Limit: 2}
+	for pages := 0; pages < 10; pages++ {
+		page, err := b.Queries.Certificates(ctx, q)
+		check(t, err, "page")
+		all = append(all, page...)
+		if len(page) < 2 {
+			break
+		}
+		q.After = page[len(page)-1]
+	}
+	if want := "[100 101 102 103 104 105 106 107 108]"; serials(all) != want {
+		t.Fatalf("pages gave %s, want %s", serials(all), want)
+	}
+}
+
+func revocationFirstKept(t *testing.T, b Backend) {
+	at := time.Now().Add(-time.Minute).Truncate(time.Second)
+	first := &crp.Revocation{Serial: big.NewInt(42), Reason: 1, RevokedAt: at, By: "admin"}
+	got, err := b.Revocations.Revoke(ctx, first)
+	check(t, err, "revoke")
+	if got.Serial.Cmp(first.Serial) != 0 || got.Reason != 1 || !got.RevokedAt.Equal(at) || got.By != "admin" {
+		t.Fatalf("revoke returned %+v", got)
+	}
+	got, err = b.Revocations.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(42), Reason: 4, RevokedAt: at.Add(time.Hour), By: "intune:x"})
+	check(t, err, "revoke again")
+	if got.Reason != 1 || !got.RevokedAt.Equal(at) || got.By != "admin" {
+		t.Fatalf("revoking again returned %+v, want the first revocation", got)
+	}
+	list, err := b.Revocations.RevokedSince(ctx, time.Time{})
+	check(t, err, "since")
+	if len(list) != 1 || list[0].Reason != 1 || !list[0].RevokedAt.Equal(at) {
+		t.Fatalf("listed %+v, want the first revocation only", list)
+	}
+}
+
+func revocationSince(t *testing.T, b Backend) {
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for i, s := range []int64{5, 3, 9, 1} {
+		_, err := b.Revocations.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(s), RevokedAt: base.Add(time.Duration(i%3) * time.Minute)})
+		check(t, err, "revoke")
+	}
+	for _, tc := range []struct {
+		since time.Time
+		want  string
+	}{
+		{time.Time{}, "[1 5 3 9]"},
+		{base.Add(time.Minute), "[3 9]"},
+		{base.Add(2 * time.Minute), "[9]"},
+		{base.Add(time.Hour), "[]"},
+	} {
+		list, err := b.Revocations.RevokedSince(ctx, tc.since)
+		check(t, err, "since")
+		s := make([]string, len(list))
+		for i, r := range list {
+			s[i] = r.Serial.String()
+		}
+		if fmt.Sprint(s) != tc.want {
+			t.Errorf("since %v: %v, want %s", tc.since, s, tc.want)
+		}
+	}
+}
+
+func revocationInvalid(t *testing.T, b Backend) {
+	now := time.Now()
+	for _, r := range []*crp.Revocation{
+		{Serial: nil, RevokedAt: now},
+		{Serial: big.NewInt(0), RevokedAt: now},
+		{Serial: big.NewInt(-3), RevokedAt: now},
+		{Serial: big.NewInt(3), Reason: 7, RevokedAt: now},
+		{Serial: big.NewInt(3), Reason: 11, RevokedAt: now},
+		{Serial: big.NewInt(3)},
+	} {
+		if _, err := b.Revocations.Revoke(ctx, r); err == nil {
+			t.Errorf("revocation %+v accepted", r)
+		}
+	}
+	list, err := b.Revocations.RevokedSince(ctx, time.Time{})
+	check(t, err, "since")
+	if len(list) != 0 {
+		t.Fatalf("refused revocations were kept: %+v", list)
+	}
+}
+
+func revocationChecker(t *testing.T, b Backend) {
+	c := Certificate(t, 555, time.Now().Add(time.Hour))
+	other := Certificate(t, 556, time.Now().Add(time.Hour))
+	_, err := b.Revocations.Revoke(ctx, &crp.Revocation{Serial: c.SerialNumber, RevokedAt: time.Now()})
+	check(t, err, "revoke")
+	if ok, err := b.Checker.IsRevoked(ctx, c); err != nil || !ok {
+		t.Fatalf("IsRevoked of the revoked certificate: %v, %v", ok, err)
+	}
+	if ok, err := b.Checker.IsRevoked(ctx, other); err != nil || ok {
+		t.Fatalf("IsRevoked of another certificate: %v, %v", ok, err)
+	}
+}
