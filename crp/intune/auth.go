@@ -3,18 +3,15 @@ package intune
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
-	"encoding/asn1"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/url"
 	"time"
 
@@ -131,18 +128,17 @@ func (c *Client) signIn(ctx context.Context, scope string) (*oauth2.Token, error
 	return tok, nil
 }
 
-// assertion builds the client assertion of a certificate credential: a JWT whose
-// header names the certificate by its SHA-1 (x5t) and SHA-256 (x5t#S256)
-// thumbprints, with iss = sub = the client id and aud = the token endpoint.
+// assertion builds the client assertion of a certificate credential, in the form
+// Microsoft Entra documents for RS256 (its "certificate credentials" page): a JWT
+// whose header is alg RS256, typ JWT and x5t, the base64url SHA-1 thumbprint of the
+// certificate, with iss = sub = the client id and aud = the token endpoint. The
+// SHA-256 thumbprint (x5t#S256) is documented only with PS256, so it is not sent.
 func (c *Client) assertion() (string, error) {
-	alg, err := assertionAlg(c.Key)
-	if err != nil {
+	if err := checkCredential(c.Certificate, c.Key); err != nil {
 		return "", err
 	}
 	s1 := sha1.Sum(c.Certificate.Raw)
-	s256 := sha256.Sum256(c.Certificate.Raw)
-	hdr, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT",
-		"x5t": b64(s1[:]), "x5t#S256": b64(s256[:])})
+	hdr, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "x5t": b64(s1[:])})
 	now := c.now()
 	claims, _ := json.Marshal(map[string]any{"aud": c.TokenURL(), "iss": c.ClientID, "sub": c.ClientID,
 		"jti": newRequestID(), "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(AssertionLifetime).Unix()})
@@ -152,11 +148,6 @@ func (c *Client) assertion() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("intune: signing the client assertion: %w", err)
 	}
-	if alg == "ES256" {
-		if sig, err = ecdsaRaw(sig, 32); err != nil {
-			return "", err
-		}
-	}
 	return signing + "." + b64(sig), nil
 }
 
@@ -165,28 +156,19 @@ type refusal struct{ error }
 
 func (r *refusal) Unwrap() error { return r.error }
 
-func assertionAlg(k crypto.Signer) (string, error) {
-	switch pub := k.Public().(type) {
-	case *rsa.PublicKey:
-		return "RS256", nil
-	case *ecdsa.PublicKey:
-		if pub.Curve == elliptic.P256() {
-			return "ES256", nil
-		}
+// checkCredential refuses a certificate credential Microsoft Entra would refuse:
+// Entra verifies client assertions signed with RSA keys only (an ES256 assertion is
+// refused with AADSTS5002738, as the Azure SDK and MSAL maintainers report), and the
+// certificate must be the key's.
+func checkCredential(cert *x509.Certificate, k crypto.Signer) error {
+	pub, ok := k.Public().(*rsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("intune: a certificate credential needs an RSA key (Microsoft Entra accepts RSA-signed client assertions only), not %T", k.Public())
 	}
-	return "", fmt.Errorf("intune: a certificate credential needs an RSA or ECDSA P-256 key, not %T", k.Public())
-}
-
-// ecdsaRaw turns an ASN.1 ECDSA signature into JWS's r||s.
-func ecdsaRaw(der []byte, size int) ([]byte, error) {
-	var s struct{ R, S *big.Int }
-	if rest, err := asn1.Unmarshal(der, &s); err != nil || len(rest) > 0 {
-		return nil, errors.New("intune: malformed ECDSA signature")
+	if cp, ok := cert.PublicKey.(*rsa.PublicKey); !ok || !cp.Equal(pub) {
+		return errors.New("intune: the credential's certificate does not hold the public key of its Key")
 	}
-	out := make([]byte, 2*size)
-	s.R.FillBytes(out[:size])
-	s.S.FillBytes(out[size:])
-	return out, nil
+	return nil
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

@@ -88,8 +88,9 @@ type Client struct {
 	// ClientSecret is the app's secret. Set it, or Certificate and Key.
 	ClientSecret string
 	// Certificate and Key are a certificate credential of the app: sign-in sends a
-	// JWT client assertion signed with Key (RSA: RS256; ECDSA: ES256). Key may live
-	// in an HSM or KMS.
+	// JWT client assertion signed with Key (RS256). Key must be RSA (Microsoft Entra
+	// accepts RSA-signed assertions only; Validate refuses any other) and may live in
+	// an HSM or KMS.
 	Certificate *x509.Certificate
 	Key         crypto.Signer
 	// CallerInfo identifies this CA (its name and version) in Intune's logs: the
@@ -159,7 +160,7 @@ func (c *Client) Validate() error {
 		return fmt.Errorf("%w: set ClientSecret or Certificate and Key, not both", ErrConfig)
 	}
 	if c.Key != nil {
-		if _, err := assertionAlg(c.Key); err != nil {
+		if err := checkCredential(c.Certificate, c.Key); err != nil {
 			return fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}

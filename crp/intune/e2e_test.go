@@ -2,6 +2,7 @@ package intune_test
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"net/http/httptest"
 	"os"
@@ -72,6 +73,18 @@ func TestScepclient(t *testing.T) {
 	require.Equal(t, v[0].Request.TransactionID, s[0].Notification.TransactionID, "one transactionID across the calls")
 	require.Equal(t, 1, g.Issuer.Count())
 
+	// Judged by the emulator from the CSR: a challenge minted for WIN-DEVICE-05 and
+	// RSA 2048 enrolls WIN-DEVICE-05, and is refused for any other subject.
+	minted := intunetest.Profile{Subject: pkix.Name{CommonName: "WIN-DEVICE-05"}, KeySize: 2048}
+	cert, out, err = enroll(t, g, bin, url, "WIN-DEVICE-05", g.Emu.Mint(minted))
+	require.NoError(t, err, out)
+	require.NotNil(t, cert, out)
+	cert, out, err = enroll(t, g, bin, url, "evil-admin", g.Emu.Mint(minted))
+	require.Error(t, err, out)
+	require.Nil(t, cert)
+	require.Contains(t, out, "badRequest")
+	require.Equal(t, 2, g.Issuer.Count())
+
 	// Refused by Intune: FAILURE, no certificate.
 	ch = g.Emu.Challenge(intunetest.Verdict{Code: intune.CodeSubjectNameMismatch})
 	cert, out, err = enroll(t, g, bin, url, "WIN-DEVICE-02", ch)
@@ -83,7 +96,7 @@ func TestScepclient(t *testing.T) {
 	require.Error(t, err, out)
 	require.Nil(t, cert)
 	require.Contains(t, out, "badTime")
-	require.Equal(t, 1, g.Issuer.Count())
+	require.Equal(t, 2, g.Issuer.Count())
 
 	// The success notification fails: the CA signed, the device gets FAILURE.
 	g.Emu.SetFault(intunetest.OpSuccess, intunetest.Fault{Status: 500, Times: 5})
@@ -92,8 +105,8 @@ func TestScepclient(t *testing.T) {
 	require.Error(t, err, out)
 	require.Nil(t, cert)
 	require.Contains(t, out, "badRequest")
-	require.Equal(t, 2, g.Issuer.Count(), "signed but withheld")
-	require.Len(t, g.Emu.Successes(), 1)
+	require.Equal(t, 3, g.Issuer.Count(), "signed but withheld")
+	require.Len(t, g.Emu.Successes(), 2)
 	require.Empty(t, g.Emu.Failures())
 	require.Empty(t, g.Emu.Violations())
 }

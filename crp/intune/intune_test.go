@@ -1,17 +1,24 @@
 package intune_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -239,33 +246,57 @@ func TestFailureNotification(t *testing.T) {
 }
 
 // Sign-in with a certificate credential (a JWT client assertion signed through a
-// crypto.Signer).
+// crypto.Signer): RSA only, as Microsoft Entra accepts; any other key is a
+// configuration error at startup, not a refusal at the first enrollment.
 func TestCertificateCredential(t *testing.T) {
 	emu := intunetest.NewServer()
 	defer emu.Close()
-	for _, k := range []struct {
-		name string
-		key  func() (crypto.Signer, error)
-	}{
-		{"RSA", func() (crypto.Signer, error) { return key(t), nil }},
-		{"ECDSA", func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }},
-	} {
-		t.Run(k.name, func(t *testing.T) {
-			priv, err := k.key()
-			require.NoError(t, err)
-			cert := selfSigned(t, priv)
-			emu.AddCertificate(cert)
-			c := emu.Client("scepkit-test/1.0")
-			c.ClientSecret, c.Certificate, c.Key = "", cert, priv
-			require.NoError(t, c.Validate())
-			_, err = c.DownloadRevocationRequests(context.Background(), 10, "")
-			require.NoError(t, err)
-		})
-	}
-	// An unregistered certificate is refused at sign-in.
-	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
+	cert := selfSigned(t, key(t))
+	emu.AddCertificate(cert)
+	var sent []string
 	c := emu.Client("scepkit-test/1.0")
+	c.ClientSecret, c.Certificate, c.Key = "", cert, key(t)
+	c.HTTPClient = &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		if strings.HasSuffix(r.URL.Path, "/oauth2/v2.0/token") {
+			b, _ := io.ReadAll(r.Body)
+			f, _ := url.ParseQuery(string(b))
+			sent = append(sent, f.Get("client_assertion"))
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		return emu.HTTPClient().Transport.RoundTrip(r)
+	})}
+	require.NoError(t, c.Validate())
+	_, err := c.DownloadRevocationRequests(context.Background(), 10, "")
+	require.NoError(t, err)
+	require.NotEmpty(t, sent)
+	hdr, err := base64.RawURLEncoding.DecodeString(strings.Split(sent[0], ".")[0])
+	require.NoError(t, err)
+	var h map[string]string
+	require.NoError(t, json.Unmarshal(hdr, &h))
+	sum := sha1.Sum(cert.Raw)
+	require.Equal(t, map[string]string{"alg": "RS256", "typ": "JWT", "x5t": base64.RawURLEncoding.EncodeToString(sum[:])}, h,
+		"RS256 with x5t only: x5t#S256 is documented with PS256")
+
+	// Not RSA, or a certificate of another key: refused by Validate.
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	for name, cred := range map[string]struct {
+		cert *x509.Certificate
+		key  crypto.Signer
+	}{"ECDSA": {selfSigned(t, ec), ec}, "mismatched": {selfSigned(t, ec), key(t)}} {
+		c := emu.Client("scepkit-test/1.0")
+		c.ClientSecret, c.Certificate, c.Key = "", cred.cert, cred.key
+		require.ErrorIs(t, c.Validate(), intune.ErrConfig, name)
+		before := emu.Calls(intunetest.OpToken)
+		_, err = c.DownloadRevocationRequests(context.Background(), 10, "")
+		require.ErrorIs(t, err, intune.ErrSignIn, name)
+		require.Equal(t, before, emu.Calls(intunetest.OpToken), "%s: nothing sent", name)
+	}
+
+	// An unregistered certificate is refused at sign-in.
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	c = emu.Client("scepkit-test/1.0")
 	c.ClientSecret, c.Certificate, c.Key = "", selfSigned(t, other), other
 	before := emu.Calls(intunetest.OpToken)
 	_, err = c.DownloadRevocationRequests(context.Background(), 10, "")
@@ -274,6 +305,10 @@ func TestCertificateCredential(t *testing.T) {
 	require.Equal(t, before+1, emu.Calls(intunetest.OpToken), "a refused sign-in is not retried")
 	require.Empty(t, emu.Violations())
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestClientValidate(t *testing.T) {
 	require.ErrorIs(t, (&intune.Client{}).Validate(), intune.ErrConfig)

@@ -2,11 +2,13 @@ package intune
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +68,58 @@ const (
 
 // Retryable reports whether the code asks Intune to offer the request again.
 func (c ErrorCode) Retryable() bool { return c >= ErrorRetryable }
+
+// errorCodeNames are the member names of the service's CARequestErrorCode
+// enumeration, as Microsoft's C# library spells them.
+var errorCodeNames = map[ErrorCode]string{
+	ErrorNone: "None", ErrorNonRetryable: "NonRetryableServiceException", ErrorDataSerialization: "DataSerializationError",
+	ErrorParameterDataInvalid: "ParameterDataInvalidError", ErrorCryptography: "CryptographyError",
+	ErrorCertificateNotFound: "CertificateNotFoundError", ErrorConflict: "ConflictError", ErrorNotSupported: "NotSupportedError",
+	ErrorPayloadTooLarge: "PayloadTooLargeError", ErrorRetryable: "RetryableServiceException",
+	ErrorServiceUnavailable: "ServiceUnavailableException", ErrorServiceTooBusy: "ServiceTooBusyException",
+	ErrorAuthenticationFailure: "AuthenticationException",
+}
+
+// Known reports whether c is a member of the service's enumeration.
+func (c ErrorCode) Known() bool { _, ok := errorCodeNames[c]; return ok }
+
+// String returns the member name (CertificateNotFoundError), or the number for a
+// code outside the enumeration.
+func (c ErrorCode) String() string {
+	if n, ok := errorCodeNames[c]; ok {
+		return n
+	}
+	return strconv.Itoa(int(c))
+}
+
+// MarshalJSON writes the code as a JSON string holding its member name
+// ("CertificateNotFoundError"), as Microsoft's C# library does (StringEnumConverter
+// on CARevocationResult.ErrorCode). The service's enumeration is an OData enum type,
+// whose JSON form is a string naming the member or holding its value (OData JSON
+// Format 4.01 section 7.1): Microsoft's Java library sends the value ("4004"); a JSON
+// number is neither. A code outside the enumeration is written as its value.
+func (c ErrorCode) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
+
+// UnmarshalJSON reads both string forms (a member name or a decimal value) and
+// refuses a JSON number, as an OData service does.
+func (c *ErrorCode) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("intune: errorCode %s is not a JSON string (an OData enum value is one)", snippet(b))
+	}
+	for code, name := range errorCodeNames {
+		if s == name {
+			*c = code
+			return nil
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || s != strconv.Itoa(n) || !ErrorCode(n).Known() {
+		return fmt.Errorf("intune: errorCode %q names no member of CARequestErrorCode", s)
+	}
+	*c = ErrorCode(n)
+	return nil
+}
 
 // RevocationResult is the outcome of one request.
 type RevocationResult struct {
@@ -378,9 +432,9 @@ func (p *Poller) revoke(ctx context.Context, req *RevocationRequest) RevocationR
 	case errors.Is(err, crp.ErrUnavailable):
 		code = ErrorServiceUnavailable
 	}
-	if code == ErrorNone {
+	if code == ErrorNone || !code.Known() { // the service takes only its enumeration's members
 		code = ErrorNonRetryable
 	}
-	log.WarnContext(ctx, "intune: revocation failed", "code", int(code), "err", err)
+	log.WarnContext(ctx, "intune: revocation failed", "code", code.String(), "err", err)
 	return RevocationResult{RequestContext: req.RequestContext, ErrorCode: code, ErrorMessage: truncate(err.Error(), MaxErrorDescription)}
 }

@@ -2,8 +2,11 @@ package intune_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,4 +109,52 @@ func TestPollerRun(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, emu.Calls(intunetest.OpDownload), 3)
 	require.Error(t, (&intune.Poller{}).Run(context.Background()))
+}
+
+// The upload body scepkit sends: errorCode as the member name in a JSON string, as
+// Microsoft's C# library sends it (testdata/upload.json, built from that shape);
+// Java's form (the value in a string) reads back the same, a JSON number does not.
+func TestErrorCodeWire(t *testing.T) {
+	got, err := json.Marshal(map[string]any{"results": []intune.RevocationResult{
+		{RequestContext: "ctx-revoked", Succeeded: true},
+		{RequestContext: "ctx-unknown", ErrorCode: intune.ErrorCertificateNotFound, ErrorMessage: "certificate not found"}}})
+	require.NoError(t, err)
+	want, err := os.ReadFile("testdata/upload.json")
+	require.NoError(t, err)
+	require.Equal(t, strings.TrimSpace(string(want)), string(got))
+
+	for _, c := range []struct {
+		in   string
+		want intune.ErrorCode
+		err  string
+	}{
+		{`"CertificateNotFoundError"`, intune.ErrorCertificateNotFound, ""},
+		{`"4004"`, intune.ErrorCertificateNotFound, ""},
+		{`"0"`, intune.ErrorNone, ""},
+		{`"None"`, intune.ErrorNone, ""},
+		{`4004`, 0, "not a JSON string"},
+		{`"4050"`, 0, "names no member"},
+		{`"04004"`, 0, "names no member"},
+		{`"certificateNotFoundError"`, 0, "names no member"},
+	} {
+		var code intune.ErrorCode
+		err := json.Unmarshal([]byte(c.in), &code)
+		if c.err != "" {
+			require.ErrorContains(t, err, c.err, c.in)
+			continue
+		}
+		require.NoError(t, err, c.in)
+		require.Equal(t, c.want, code, c.in)
+	}
+	// A Revoker's code outside the enumeration is reported as NonRetryableServiceException.
+	emu := intunetest.NewServer()
+	defer emu.Close()
+	emu.QueueRevocation("01", "")
+	p := &intune.Poller{Client: emu.Client("scepkit-test/1.0"), Revoker: intune.RevokerFunc(func(context.Context, *intune.RevocationRequest) error {
+		return &intune.RevocationError{Code: 4050, Err: errors.New("odd")}
+	})}
+	_, err = p.Poll(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, intune.ErrorNonRetryable, emu.RevocationResults()[0].ErrorCode)
+	require.Empty(t, emu.Violations())
 }

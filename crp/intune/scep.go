@@ -198,8 +198,10 @@ type Issued struct {
 	// IssuingCA names the issuing CA (issuingCertificateAuthority); "" means the
 	// certificate's issuer DN.
 	IssuingCA string
-	// CAConfiguration and CertificateAuthority are sent when set (newer services
-	// read them; Microsoft's published library does not send them).
+	// CAConfiguration and CertificateAuthority name the CA for revocation requests
+	// (Intune sends them back in RevocationRequest.CAConfiguration); Microsoft's
+	// library has sent both since November 2020. They are left out when empty (the
+	// Java library drops a null field; the C# one sends null).
 	CAConfiguration, CertificateAuthority string
 }
 

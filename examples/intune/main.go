@@ -8,9 +8,11 @@
 //
 //	go run ./examples/intune -emulate
 //
-// prints an accepted enrollment and what Intune was told, a refusal by Intune, and a
-// revocation. Add -serve ADDR to keep the gateway and the emulator running; it prints
-// an emulated challenge for any SCEP client (scepclient needs -legacy).
+// prints an accepted enrollment and what Intune was told, a refusal the emulator
+// decides from the CSR (a subject other than the one the challenge was minted for),
+// and a revocation. Add -serve ADDR to keep the gateway and the emulator running; it
+// prints an emulated challenge minted for CN=DEMO-DEVICE (-device) and an RSA 2048
+// key, for any SCEP client (scepclient needs -legacy).
 //
 // For a real tenant (an Entra app registration with the "SCEP challenge validation"
 // permission of Microsoft Intune API and Graph's Application.Read.All):
@@ -78,6 +80,7 @@ func (e usageError) Error() string { return e.msg }
 type config struct {
 	emulate, legacy                 bool
 	serve, state, callerInfo        string
+	device                          string
 	tenant, clientID, secret        string
 	certFile, keyFile               string
 	authority, graph, resource, log string
@@ -90,6 +93,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.SetOutput(stderr)
 	fs.BoolVar(&c.emulate, "emulate", false, "run against the local Intune emulator (no tenant needed)")
 	fs.StringVar(&c.serve, "serve", "", "serve SCEP on this address until interrupted (required with a real tenant)")
+	fs.StringVar(&c.device, "device", "DEMO-DEVICE", "with -emulate -serve: the subject CN the printed challenge is minted for")
 	fs.BoolVar(&c.legacy, "legacy", false, "accept single DES and SHA-1 (micromdm's scepclient needs it)")
 	fs.StringVar(&c.state, "state", "", "directory keeping the CA and RA across restarts (empty: new ones each run)")
 	fs.StringVar(&c.callerInfo, "caller-info", "scepkit-intune-example/1.0", "this CA's name and version, as Intune logs it")
@@ -229,8 +233,13 @@ func demo(ctx context.Context, env *crptest.Env, emu *intunetest.Server, poller 
 		return scep.AddChallengePassword(der, ch, key, nil)
 	}
 
-	ch := emu.Challenge(intunetest.Verdict{})
-	fmt.Fprintf(out, "1. Intune minted an opaque challenge for DEMO-DEVICE (%d characters)\n", len(ch))
+	// Intune mints each challenge for what the SCEP profile resolved to on one device;
+	// the emulator remembers it and judges the CSR against it.
+	minted := func(cn string) string {
+		return emu.Mint(intunetest.Profile{Subject: pkix.Name{CommonName: cn}, KeySize: 2048, DeviceID: cn})
+	}
+	ch := minted("DEMO-DEVICE")
+	fmt.Fprintf(out, "1. Intune minted an opaque challenge for CN=DEMO-DEVICE, RSA 2048 (%d characters)\n", len(ch))
 	csr, err := request("DEMO-DEVICE", ch)
 	if err != nil {
 		return err
@@ -248,17 +257,25 @@ func demo(ctx context.Context, env *crptest.Env, emu *intunetest.Server, poller 
 	fmt.Fprintf(out, "3. successNotification: thumbprint %s, serial %s, expires %s\n", s[0].Notification.CertificateThumbprint,
 		s[0].Notification.CertificateSerialNumber, s[0].Notification.CertificateExpirationDateUtc)
 
-	bad := emu.Challenge(intunetest.Verdict{Code: intune.CodeSubjectNameMismatch, Description: "subject differs from the profile"})
-	csr, err = request("SOMEONE-ELSE", bad)
+	// A device given a challenge for DEMO-DEVICE-2 asks for CN=evil-admin instead: the
+	// emulator compares the CSR with what the challenge was minted for and refuses.
+	issued := env.Issuer.Count()
+	refusals := newRefusals(env)
+	csr, err = request("evil-admin", minted("DEMO-DEVICE-2"))
 	if err != nil {
 		return err
 	}
 	_, err = sc.Enroll(ctx, csr, key)
 	var fe *scep.FailError
-	if !errors.As(err, &fe) {
-		return fmt.Errorf("the refused enrollment was not refused: %v", err)
+	if !errors.As(err, &fe) || env.Issuer.Count() != issued {
+		return fmt.Errorf("the mismatched enrollment was not refused: %v", err)
 	}
-	fmt.Fprintf(out, "4. validateRequest: %s; the device got FAILURE %s, no certificate\n", intune.CodeSubjectNameMismatch, fe.Info)
+	se := refusals.last()
+	if se == nil {
+		return errors.New("no refusal from validateRequest was recorded")
+	}
+	fmt.Fprintf(out, "4. CSR for CN=evil-admin with DEMO-DEVICE-2's challenge: validateRequest answered %s (%s); the device got FAILURE %s, no certificate\n",
+		se.Code, se.Description, fe.Info)
 
 	emu.QueueRevocation(intune.SerialHex(cert.SerialNumber), "")
 	r, err := poller.Poll(ctx)
@@ -277,6 +294,30 @@ func demo(ctx context.Context, env *crptest.Env, emu *intunetest.Server, poller 
 	return nil
 }
 
+// refusals keeps the last refusal of Intune's validation service, read from the
+// registration point's notifications (the crp.Error of a failed transaction).
+type refusals struct{ errs []error }
+
+func newRefusals(env *crptest.Env) *refusals {
+	r := &refusals{}
+	next := env.RP.Notifier
+	env.RP.Notifier = crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
+		if n.Outcome == crp.OutcomeFailed {
+			r.errs = append(r.errs, n.Err)
+		}
+		return next.Notify(ctx, n)
+	})
+	return r
+}
+
+func (r *refusals) last() *intune.ServiceError {
+	var se *intune.ServiceError
+	if len(r.errs) == 0 || !errors.As(r.errs[len(r.errs)-1], &se) {
+		return nil
+	}
+	return se
+}
+
 func serve(ctx context.Context, c *config, env *crptest.Env, emu *intunetest.Server, poller *intune.Poller, out io.Writer) error {
 	ln, err := net.Listen("tcp", c.serve)
 	if err != nil {
@@ -285,7 +326,8 @@ func serve(ctx context.Context, c *config, env *crptest.Env, emu *intunetest.Ser
 	srv := &http.Server{Handler: mux(env), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(out, "SCEP gateway at http://%s/scep (and /certsrv/mscep/mscep.dll)\n", ln.Addr())
 	if emu != nil {
-		fmt.Fprintf(out, "emulated Intune challenge (valid 1h):\n%s\n", emu.Challenge(intunetest.Verdict{}))
+		fmt.Fprintf(out, "emulated Intune challenge for CN=%s, RSA 2048 (valid 1h; another subject or key size is refused):\n%s\n",
+			c.device, emu.Mint(intunetest.Profile{Subject: pkix.Name{CommonName: c.device}, KeySize: 2048, DeviceID: c.device}))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -16,7 +16,7 @@ func TestEmulate(t *testing.T) {
 	err := run(context.Background(), []string{"-emulate", "-log", "off"}, env(nil), &out, &errs)
 	require.NoError(t, err, out.String()+errs.String())
 	for _, want := range []string{"validateRequest: Success", "successNotification: thumbprint",
-		"validateRequest: SubjectNameMismatch; the device got FAILURE badRequest", "1 revoked", "The whole Intune path"} {
+		"CSR for CN=evil-admin with DEMO-DEVICE-2's challenge: validateRequest answered SubjectNameMismatch (Subject Name in CSR CN=evil-admin and challenge CN=DEMO-DEVICE-2 do not match", "the device got FAILURE badRequest, no certificate", "1 revoked", "The whole Intune path"} {
 		require.Contains(t, out.String(), want)
 	}
 }

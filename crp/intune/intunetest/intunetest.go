@@ -14,15 +14,18 @@
 // base64 DER CSR. A request that breaks a rule is answered 400 and listed by
 // Violations.
 //
-// Challenges are opaque strings minted by Server.Challenge, each bound to the
-// verdict validateRequest will give for a CSR that carries it; a challenge the
-// server did not mint gets ChallengeDecryptionError, an expired one
-// ChallengeExpired.
+// Challenges are opaque strings. Server.Mint mints one for a Profile (the subject,
+// SANs, key usage, key size and extended key usages Intune's SCEP profile resolved
+// to for one device), and validateRequest judges the CSR against it as the service
+// does, answering SubjectNameMismatch, KeyLengthMismatch and the other codes from
+// the CSR itself. Server.Challenge mints one with a scripted verdict, for tests that
+// need a particular answer. A challenge the server did not mint gets
+// ChallengeDecryptionError, an expired one ChallengeExpired.
 package intunetest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -35,7 +38,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -114,7 +116,8 @@ type Server struct {
 }
 
 type minted struct {
-	v       Verdict
+	v       *Verdict // scripted
+	p       *Profile // judged
 	expires time.Time
 }
 
@@ -156,9 +159,22 @@ func (s *Server) IntuneScope() string { return intune.DefaultResource + "/.defau
 // GraphScope is the scope of Graph tokens.
 func (s *Server) GraphScope() string { return s.URL + "/.default" }
 
-// Challenge mints an opaque challenge that validateRequest answers with v.
+// Challenge mints an opaque challenge whose verdict is scripted: validateRequest
+// answers v for any CSR that carries it (after the expiry check), for tests that
+// need one particular answer. Mint judges the CSR instead.
 func (s *Server) Challenge(v Verdict) string {
-	life := v.Lifetime
+	return s.mint(minted{v: &v}, v.Lifetime)
+}
+
+// Mint mints an opaque challenge for what p describes, as Intune does when it hands a
+// SCEP profile to a device; validateRequest then judges the CSR against p and answers
+// the code of the first difference (see Profile).
+func (s *Server) Mint(p Profile) string {
+	p.Subject = clonePkixName(p.Subject)
+	return s.mint(minted{p: &p}, p.Lifetime)
+}
+
+func (s *Server) mint(m minted, life time.Duration) string {
 	if life == 0 {
 		life = time.Hour
 	}
@@ -167,8 +183,16 @@ func (s *Server) Challenge(v Verdict) string {
 	ch := base64.StdEncoding.EncodeToString(b[:]) // opaque, like Intune's (not a scepkit token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.challenges[ch] = minted{v: v, expires: s.now().Add(life)}
+	m.expires = s.now().Add(life)
+	s.challenges[ch] = m
 	return ch
+}
+
+// SetNow replaces the emulator's clock (challenge expiry, assertion times).
+func (s *Server) SetNow(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
 }
 
 // SetFault makes op answer with f (see Fault.Times); a zero Fault clears it.
@@ -397,7 +421,7 @@ func (s *Server) token(r *http.Request, body []byte) answer {
 			return tokenError(400, "invalid_request", "AADSTS50027: wrong client_assertion_type")
 		}
 		if err := s.checkAssertion(f.Get("client_assertion")); err != nil {
-			return tokenError(401, "invalid_client", "AADSTS700027: client assertion failed signature validation: "+err.Error())
+			return tokenError(401, "invalid_client", "client assertion refused: "+err.Error())
 		}
 	default:
 		return tokenError(401, "invalid_client", "AADSTS7000218: the request body must contain client_assertion or client_secret")
@@ -415,14 +439,20 @@ func (s *Server) token(r *http.Request, body []byte) answer {
 	return answer{200, map[string]any{"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": tok}}
 }
 
+// checkAssertion verifies a client assertion the way Microsoft Entra documents it
+// ("certificate credentials"): RS256 with x5t, the SHA-1 thumbprint, or PS256 with
+// x5t#S256, the SHA-256 thumbprint, signed by a registered certificate's RSA key.
+// Entra refuses other algorithms (AADSTS5002738 for ES256, as reported by the Azure
+// SDK and MSAL maintainers), and so does the emulator.
 func (s *Server) checkAssertion(a string) error {
 	parts := strings.Split(a, ".")
 	if len(parts) != 3 {
 		return errors.New("not a JWS")
 	}
 	var hdr struct {
-		Alg string `json:"alg"`
-		X5t string `json:"x5t"`
+		Alg     string `json:"alg"`
+		X5t     string `json:"x5t"`
+		X5tS256 string `json:"x5t#S256"`
 	}
 	var claims struct {
 		Aud, Iss, Sub, Jti string
@@ -438,31 +468,40 @@ func (s *Server) checkAssertion(a string) error {
 	if err != nil {
 		return err
 	}
+	var thumb func(*x509.Certificate) bool
+	switch {
+	case hdr.Alg == "RS256" && hdr.X5t != "":
+		thumb = func(c *x509.Certificate) bool { sum := sha1.Sum(c.Raw); return b64url(sum[:]) == hdr.X5t }
+	case hdr.Alg == "PS256" && hdr.X5tS256 != "":
+		thumb = func(c *x509.Certificate) bool { sum := sha256.Sum256(c.Raw); return b64url(sum[:]) == hdr.X5tS256 }
+	case hdr.Alg == "RS256" || hdr.Alg == "PS256":
+		return fmt.Errorf("AADSTS700027: %s needs the %s header", hdr.Alg, map[string]string{"RS256": "x5t", "PS256": "x5t#S256"}[hdr.Alg])
+	default:
+		return fmt.Errorf("AADSTS5002738: '%s' is not a supported signature algorithm", hdr.Alg)
+	}
 	s.mu.Lock()
 	var cert *x509.Certificate
 	for _, c := range s.certs {
-		sum := sha1.Sum(c.Raw)
-		if base64.RawURLEncoding.EncodeToString(sum[:]) == hdr.X5t {
+		if thumb(c) {
 			cert = c
 		}
 	}
 	s.mu.Unlock()
 	if cert == nil {
-		return errors.New("x5t names no registered certificate")
+		return errors.New("the thumbprint names no registered certificate")
+	}
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return errors.New("the registered certificate has no RSA key")
 	}
 	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	switch pub := cert.PublicKey.(type) {
-	case *rsa.PublicKey:
-		if hdr.Alg != "RS256" || rsa.VerifyPKCS1v15(pub, 5, digest[:], sig) != nil { // 5 = crypto.SHA256
-			return errors.New("bad RS256 signature")
-		}
-	case *ecdsa.PublicKey:
-		if hdr.Alg != "ES256" || len(sig) != 64 ||
-			!ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
-			return errors.New("bad ES256 signature")
-		}
-	default:
-		return errors.New("unsupported key")
+	if hdr.Alg == "RS256" {
+		err = rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig)
+	} else {
+		err = rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("bad %s signature", hdr.Alg)
 	}
 	now := s.now().Unix()
 	switch {
@@ -479,6 +518,8 @@ func (s *Server) checkAssertion(a string) error {
 	}
 	return nil
 }
+
+func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func decodeSegment(seg string, v any) error {
 	b, err := base64.RawURLEncoding.DecodeString(seg)
@@ -594,8 +635,11 @@ func (s *Server) validate(r *http.Request, body []byte) answer {
 		return scepAnswer(intune.CodeChallengeDecryptionError, "the challenge was not minted by this tenant")
 	case now.After(m.expires):
 		return scepAnswer(intune.CodeChallengeExpired, "the challenge expired at "+m.expires.UTC().Format(time.RFC3339))
+	case m.v != nil:
+		return scepAnswer(m.v.Code, m.v.Description)
 	}
-	return scepAnswer(m.v.Code, m.v.Description)
+	code, desc := m.p.judge(csr)
+	return scepAnswer(code, desc)
 }
 
 func (s *Server) success(r *http.Request, body []byte) answer {
@@ -619,7 +663,7 @@ func (s *Server) success(r *http.Request, body []byte) answer {
 	if _, err := hex.DecodeString(x.CertificateSerialNumber); err != nil || x.CertificateSerialNumber == "" {
 		return s.violation(OpSuccess, "certificateSerialNumber %q is not hex", x.CertificateSerialNumber)
 	}
-	if _, err := time.Parse(intune.ExpirationFormat, x.CertificateExpirationDateUtc); err != nil {
+	if _, err := time.Parse(time.RFC3339, x.CertificateExpirationDateUtc); err != nil { // any fraction, Z or an offset
 		return s.violation(OpSuccess, "certificateExpirationDateUtc %q: %v", x.CertificateExpirationDateUtc, err)
 	}
 	s.record(func() { s.successes = append(s.successes, n) })
@@ -660,7 +704,7 @@ func (s *Server) download(r *http.Request, body []byte) answer {
 			IssuerName  *string `json:"issuerName"`
 		} `json:"downloadParameters"`
 	}
-	if err := json.Unmarshal(body, &req); err != nil || req.DownloadParameters == nil {
+	if err := strictJSON(body, &req); err != nil || req.DownloadParameters == nil {
 		return s.violation(OpDownload, "body: downloadParameters required (%v)", err)
 	}
 	max := req.DownloadParameters.MaxRequests
@@ -689,7 +733,7 @@ func (s *Server) upload(r *http.Request, body []byte) answer {
 	var req struct {
 		Results []intune.RevocationResult `json:"results"`
 	}
-	if err := json.Unmarshal(body, &req); err != nil || len(req.Results) == 0 {
+	if err := strictJSON(body, &req); err != nil || len(req.Results) == 0 {
 		return s.violation(OpUpload, "body: results required (%v)", err)
 	}
 	for _, x := range req.Results {
