@@ -85,11 +85,7 @@ func BenchmarkCheckAllocs(b *testing.B) {
 
 func benchVerifier(b *testing.B) *Verifier {
 	ks := NewKeySet()
-	kid, err := DefaultKeyID(edKey.Public())
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := ks.Add(kid, edKey.Public()); err != nil {
+	if _, err := ks.AddKey(edKey.Public()); err != nil {
 		b.Fatal(err)
 	}
 	return &Verifier{Keys: ks, Issuer: "mdm.example", Audience: "gw-a.example", Now: fixedClock(t0)}

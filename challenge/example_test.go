@@ -101,8 +101,9 @@ func ExampleVerifier_Check() {
 	iss := &challenge.Issuer{Name: "mdm.example.com", Key: exampleKey, Now: exampleNow}
 	ch, _, _ := iss.Issue(challenge.Request{UserID: "user-1", Audience: "gw-a.example.com"})
 	keys := challenge.NewKeySet()
-	kid, _ := challenge.DefaultKeyID(exampleKey.Public())
-	_ = keys.Add(kid, exampleKey.Public())
+	if _, err := keys.AddKey(exampleKey.Public()); err != nil { // the kid the Issuer writes
+		panic(err)
+	}
 	v := &challenge.Verifier{Keys: keys, Issuer: "mdm.example.com", Audience: "gw-a.example.com",
 		Replay: new(challenge.MemoryReplayStore), Now: exampleNow}
 	ctx := context.Background()

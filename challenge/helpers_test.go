@@ -72,9 +72,8 @@ func testVerifier(t *testing.T, keys ...crypto.Signer) *Verifier {
 	t.Helper()
 	ks := NewKeySet()
 	for _, k := range keys {
-		kid, err := DefaultKeyID(k.Public())
+		_, err := ks.AddKey(k.Public())
 		require.NoError(t, err)
-		require.NoError(t, ks.Add(kid, k.Public()))
 	}
 	return &Verifier{Keys: ks, Issuer: "mdm.example", Audience: "gw-a.example", Now: fixedClock(t0)}
 }

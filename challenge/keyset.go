@@ -97,7 +97,7 @@ func (s *KeySet) lookup(kid string) *keyEntry {
 
 func (s *KeySet) put(e *keyEntry) error {
 	if e.kid == "" {
-		return fmt.Errorf("%w: empty key id", ErrConfig)
+		return fmt.Errorf("%w: empty key id (KeySet.AddKey derives one)", ErrConfig)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -147,6 +147,16 @@ func sameKey(a, b *keyEntry) bool {
 // a no-op; a different key under an existing kid is an error.
 func (s *KeySet) Add(kid string, key crypto.PublicKey) error {
 	return s.AddWithAlgorithm(kid, "", key)
+}
+
+// AddKey adds a public key (or a crypto.Signer's public half) under its
+// [DefaultKeyID], the kid an [Issuer] with an empty KeyID writes into its
+// challenges, and returns that kid. It accepts the keys [KeySet.Add] does.
+func (s *KeySet) AddKey(key crypto.PublicKey) (kid string, err error) {
+	if kid, err = DefaultKeyID(key); err != nil {
+		return "", err
+	}
+	return kid, s.Add(kid, key)
 }
 
 // AddWithAlgorithm is [KeySet.Add] that also pins the only algorithm the key

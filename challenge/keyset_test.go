@@ -2,6 +2,10 @@ package challenge
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"testing"
 
@@ -78,4 +82,44 @@ func TestThumbprint(t *testing.T) {
 	kid, err := DefaultKeyID(ed25519PublicKey(pub))
 	require.NoError(t, err)
 	require.Equal(t, tp[:KeyIDLength], kid)
+}
+
+// AddKey is the one-argument form: the key goes in under the kid an Issuer with
+// an empty KeyID writes, so its challenges verify without the caller repeating
+// DefaultKeyID.
+func TestKeySetAddKey(t *testing.T) {
+	t.Parallel()
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		key  crypto.Signer
+	}{
+		{"Ed25519", edKey},
+		{"ECDSA P-256", ecKeyOnce()},
+		{"RSA-2048", rsaKeyOnce()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ks := NewKeySet()
+			kid, err := ks.AddKey(tc.key.Public())
+			require.NoError(t, err)
+			require.Equal(t, kidOf(t, tc.key.Public()), kid)
+			require.Equal(t, []string{kid}, ks.KeyIDs())
+			again, err := ks.AddKey(tc.key) // a Signer's public half; adding twice is a no-op
+			require.NoError(t, err)
+			require.Equal(t, kid, again)
+
+			ch, _, err := testIssuer(tc.key).Issue(stdRequest)
+			require.NoError(t, err)
+			v := &Verifier{Keys: ks, Issuer: "mdm.example", Audience: "gw-a.example", Now: fixedClock(t0)}
+			_, err = v.Check(context.Background(), ch)
+			require.NoError(t, err)
+		})
+	}
+	ks := NewKeySet()
+	_, err = ks.AddKey(p384.Public())
+	requireOnly(t, err, ErrConfig)
+	requireOnly(t, ks.Add("", edKey.Public()), ErrConfig)
+	require.Empty(t, ks.KeyIDs())
 }

@@ -46,9 +46,8 @@ func writeJWKS(t *testing.T, path string, keys ...*mdmKey) {
 	t.Helper()
 	ks := challenge.NewKeySet()
 	for _, k := range keys {
-		kid, err := challenge.DefaultKeyID(k.issuer.Key.Public())
+		_, err := ks.AddKey(k.issuer.Key.Public())
 		require.NoError(t, err)
-		require.NoError(t, ks.Add(kid, k.issuer.Key.Public()))
 	}
 	b, err := ks.MarshalJSON()
 	require.NoError(t, err)

@@ -117,11 +117,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	keys := challenge.NewKeySet()
-	kid, err := challenge.DefaultKeyID(key.Public())
+	kid, err := keys.AddKey(key.Public())
 	if err != nil {
-		return err
-	}
-	if err := keys.Add(kid, key.Public()); err != nil {
 		return err
 	}
 	m := &mdm{

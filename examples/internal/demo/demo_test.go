@@ -44,9 +44,8 @@ func TestSyncKeySet(t *testing.T) {
 	add := func(ks *challenge.KeySet) string {
 		pub, _, err := ed25519.GenerateKey(rand.Reader)
 		require.NoError(t, err)
-		kid, err := challenge.DefaultKeyID(pub)
+		kid, err := ks.AddKey(pub)
 		require.NoError(t, err)
-		require.NoError(t, ks.Add(kid, pub))
 		return kid
 	}
 	dst, src := challenge.NewKeySet(), challenge.NewKeySet()
