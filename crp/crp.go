@@ -146,7 +146,8 @@ type RegistrationPoint struct {
 	// Issuer signs. Required.
 	Issuer Issuer
 	// CACert is the issuing CA's certificate: issued certificates never outlive it,
-	// renewal signers must chain to it. Required.
+	// renewal signers must chain to it. Nil means the certificate of the CA a
+	// [CAIssuer] Issuer signs with; required with any other Issuer.
 	CACert *x509.Certificate
 	// Notifier tells the MDM; nil means nobody is told.
 	Notifier Notifier
@@ -195,7 +196,7 @@ func (rp *RegistrationPoint) Validate() error {
 	for name, ok := range map[string]bool{
 		"Verifier": external || rp.Verifier != nil, "Users": external || rp.Users != nil,
 		"Devices": external || rp.Devices != nil, "Profiles": external || rp.Profiles != nil,
-		"Templates": rp.Templates != nil, "Issuer": rp.Issuer != nil, "CACert": rp.CACert != nil,
+		"Templates": rp.Templates != nil, "Issuer": rp.Issuer != nil, "CACert": rp.caCert() != nil,
 	} {
 		if !ok {
 			missing = append(missing, name)
@@ -218,6 +219,30 @@ func (rp *RegistrationPoint) Validate() error {
 	}
 	if rp.Verifier.Replay == nil {
 		return errors.New("crp: the Verifier needs a Replay store: challenges are one-time")
+	}
+	return nil
+}
+
+// caCert is CACert, or the certificate of a CAIssuer's CA.
+func (rp *RegistrationPoint) caCert() *x509.Certificate {
+	if rp.CACert != nil {
+		return rp.CACert
+	}
+	if ca := issuerCA(rp.Issuer); ca != nil {
+		return ca.Certificate
+	}
+	return nil
+}
+
+// issuerCA is the built-in CA an Issuer signs with, if it is a CAIssuer.
+func issuerCA(iss Issuer) *catemplate.CA {
+	switch i := iss.(type) {
+	case CAIssuer:
+		return i.CA
+	case *CAIssuer:
+		if i != nil {
+			return i.CA
+		}
 	}
 	return nil
 }

@@ -29,8 +29,7 @@ func Example_gateway() {
 
 	mdmPub, _, _ := ed25519.GenerateKey(rand.Reader) // the MDM's published key
 	keys := challenge.NewKeySet()
-	kid, _ := challenge.DefaultKeyID(mdmPub)
-	keys.Add(kid, mdmPub)
+	keys.AddKey(mdmPub)
 
 	users, devices := &crp.MemoryDirectory{}, &crp.MemoryRegistry{}
 	users.Put(crp.User{User: profile.User{ID: "alice", UserPrincipalName: "alice@example.com"}})
@@ -106,8 +105,7 @@ func exampleEnv() *example {
 	}
 	mdmPub, mdmKey, _ := ed25519.GenerateKey(rand.Reader)
 	keys := challenge.NewKeySet()
-	kid, _ := challenge.DefaultKeyID(mdmPub)
-	keys.Add(kid, mdmPub)
+	keys.AddKey(mdmPub)
 	users, devices := &crp.MemoryDirectory{}, &crp.MemoryRegistry{}
 	users.Put(crp.User{User: profile.User{ID: "alice", UserPrincipalName: "alice@example.com"}})
 	devices.Put(crp.Device{Device: profile.Device{ID: "laptop-1"}, UserID: "alice", Compliant: true})
@@ -127,7 +125,7 @@ func exampleEnv() *example {
 			Users: users, Devices: devices, Profiles: crp.MemoryProfiles{"vpn": prof},
 			Templates: &catemplate.NDESResolver{GeneralPurposeTemplate: "User", SignatureTemplate: "User",
 				EncryptionTemplate: "User", Templates: templates},
-			Issuer: crp.CAIssuer{CA: ca}, CACert: ca.Certificate,
+			Issuer: crp.CAIssuer{CA: ca},
 		},
 		challenges: &challenge.Issuer{Name: "mdm.example.com", Key: mdmKey},
 	}

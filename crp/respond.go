@@ -3,11 +3,37 @@ package crp
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 
+	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/scep"
 )
+
+// NewServer returns a scep.Server that leaves every decision to rp and signs and
+// decrypts as ra: CACerts is the issuing CA's certificate (rp.CACert, or a
+// [CAIssuer]'s CA certificate followed by its Chain), SignerCert and Signer are ra's
+// signing pair, Recipients ra's encryption pair, and Renewal is on unless
+// rp.Renewal.Disabled. The other fields keep their zero values (no legacy
+// algorithms, no logging): set them on the result before it serves. Call
+// [scep.Server.Validate] before serving, as for any Server.
+func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
+	srv := &scep.Server{Responder: rp, Renewal: !rp.Renewal.Disabled}
+	if ca := rp.caCert(); ca != nil {
+		srv.CACerts = []*x509.Certificate{ca}
+		if iss := issuerCA(rp.Issuer); iss != nil && iss.Certificate != nil && iss.Certificate.Equal(ca) {
+			srv.CACerts = append(srv.CACerts, iss.Chain...)
+		}
+	}
+	if ra != nil {
+		srv.SignerCert, srv.Signer = ra.SigningCertificate, ra.Signer
+		if ra.EncryptionCertificate != nil && ra.Decrypter != nil {
+			srv.Recipients = []scep.Recipient{{Certificate: ra.EncryptionCertificate, Key: ra.Decrypter}}
+		}
+	}
+	return srv
+}
 
 // Respond implements scep.Responder: PKCSReq and RenewalReq run the flow; CertPoll
 // answers from the transaction record; GetCert from the certificate store; GetCRL from
@@ -38,7 +64,7 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 		}
 		return answer(rec)
 	case scep.GetCert:
-		if !bytes.Equal(req.IssuerAndSerial.Issuer, rp.CACert.RawSubject) {
+		if !bytes.Equal(req.IssuerAndSerial.Issuer, rp.caCert().RawSubject) {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert for another issuer"))
 		}
 		c, err := rp.certificates().Lookup(ctx, req.IssuerAndSerial.Serial)

@@ -15,7 +15,8 @@ import (
 
 // issuedBy reports whether cert was signed by our CA.
 func (rp *RegistrationPoint) issuedBy(cert *x509.Certificate) bool {
-	return cert != nil && bytes.Equal(cert.RawIssuer, rp.CACert.RawSubject) && cert.CheckSignatureFrom(rp.CACert) == nil
+	ca := rp.caCert()
+	return cert != nil && bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil
 }
 
 // verify runs every check up to the template: gateway, phases 1-3, template. On

@@ -165,11 +165,7 @@ func New(o Options) (*Env, error) {
 	}
 	e.Challenges = &challenge.Issuer{Name: o.MDM, Key: mdmKey, Now: o.Now}
 	keys := challenge.NewKeySet()
-	kid, err := challenge.DefaultKeyID(mdmKey.Public())
-	if err != nil {
-		return nil, err
-	}
-	if err := keys.Add(kid, mdmKey.Public()); err != nil {
+	if _, err := keys.AddKey(mdmKey.Public()); err != nil {
 		return nil, err
 	}
 	replay := o.Replay
@@ -232,12 +228,9 @@ func New(o Options) (*Env, error) {
 	if err := e.RP.Validate(); err != nil {
 		return nil, err
 	}
-	e.Server = &scep.Server{
-		CACerts:    append([]*x509.Certificate{e.CA.Certificate}, e.CA.Chain...),
-		SignerCert: e.RA.SigningCertificate, Signer: e.RA.Signer,
-		Recipients: []scep.Recipient{{Certificate: e.RA.EncryptionCertificate, Key: e.RA.Decrypter}},
-		Responder:  e.RP, AllowLegacy: o.Legacy, Renewal: true, Logger: o.Logger, Now: o.Now,
-	}
+	e.Server = crp.NewServer(e.RP, e.RA)
+	e.Server.CACerts = append([]*x509.Certificate{e.CA.Certificate}, e.CA.Chain...) // the Issuer counts, so NewServer cannot see the CA's chain
+	e.Server.AllowLegacy, e.Server.Logger, e.Server.Now = o.Legacy, o.Logger, o.Now
 	if err := e.Server.Validate(); err != nil {
 		return nil, err
 	}

@@ -161,7 +161,7 @@ func newCA(ctx context.Context, c *config, log *slog.Logger) (*ca, error) {
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: c.mdmIssuer, Audience: c.identity,
 			Replay: &challenge.MemoryReplayStore{}},
 		Users: &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
-		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: authority}, CACert: authority.Certificate,
+		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: authority},
 		Certificates: issued,
 		Notifier: crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
 			log.InfoContext(ctx, "outcome", "transactionID", n.TransactionID, "outcome", n.Outcome,

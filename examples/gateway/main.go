@@ -305,7 +305,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 			Replay: replay},
 		Transactions: transactions,
 		Users:        &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
-		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: ca}, CACert: ca.Certificate,
+		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: ca},
 		Notifier:     &notifier{url: c.Notify, log: log, client: &http.Client{Timeout: 5 * time.Second}},
 		Certificates: issued,
 		Revocation: crp.RevocationCheckerFunc(func(_ context.Context, cert *x509.Certificate) (bool, error) {
@@ -322,12 +322,8 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 		}
 		return nil, err
 	}
-	srv := &scep.Server{
-		CACerts:    append([]*x509.Certificate{ca.Certificate}, ca.Chain...),
-		SignerCert: ra.SigningCertificate, Signer: ra.Signer,
-		Recipients: []scep.Recipient{{Certificate: ra.EncryptionCertificate, Key: ra.Decrypter}},
-		Responder:  rp, AllowLegacy: c.Legacy, Renewal: true, Logger: log,
-	}
+	srv := crp.NewServer(rp, ra) // the CA chain, the RA's keys, rp deciding
+	srv.AllowLegacy, srv.Logger = c.Legacy, log
 	if err := srv.Validate(); err != nil {
 		if rc != nil {
 			rc.Close()
