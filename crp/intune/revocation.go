@@ -167,21 +167,44 @@ func (e *RevocationError) Error() string {
 // Unwrap returns the underlying error.
 func (e *RevocationError) Unwrap() error { return e.Err }
 
-// CARevoker revokes with scepkit's built-in CA. Revocations live in the CA's memory
-// (catemplate.CA.Revoke): persist them yourself if the CA restarts.
+// CARevoker revokes with scepkit's built-in CA. It applies only the requests meant
+// for this CA: a request whose issuerName or caConfiguration names another CA is
+// answered CertificateNotFoundError and changes nothing here, even when a
+// certificate of ours has the same serial (serials are unique per issuer only).
 type CARevoker struct {
 	CA *catemplate.CA
 	// Certificates, if set, tells serials this CA issued from others
 	// (ErrorCertificateNotFound).
 	Certificates crp.CertificateStore
+	// Revocations, if set, records each revocation durably (By "intune:" and the
+	// request's context) before the CA's in-memory list takes it, so that it
+	// survives a restart; the result is reported to Intune only once it is recorded.
+	// Without it, revocations live in the CA's memory only (catemplate.CA.Revoke).
+	Revocations crp.RevocationStore
+	// IssuerName is the issuer name this CA answers for: what the success
+	// notifications sent as issuingCertificateAuthority (Notifier.IssuingCA); ""
+	// means the CA certificate's subject DN, the Notifier's default. Compared without
+	// regard to case or to spaces after commas.
+	IssuerName string
+	// CAConfiguration is the caConfiguration the success notifications sent
+	// (Notifier.CAConfiguration). A request that names a caConfiguration is applied
+	// only when it is this one.
+	CAConfiguration string
 	// Reason is the CRLReason recorded (RFC 5280 5.3.1); 0 is unspecified.
 	Reason int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
+// ErrOtherCA is the error of a revocation request meant for another CA (reported
+// as ErrorCertificateNotFound).
+var ErrOtherCA = fmt.Errorf("%w: the request names another CA", ErrCertificateNotFound)
+
 // Revoke implements Revoker.
 func (r *CARevoker) Revoke(ctx context.Context, req *RevocationRequest) error {
+	if err := r.ours(req); err != nil {
+		return err
+	}
 	serial, err := req.Serial()
 	if err != nil {
 		return &RevocationError{Code: ErrorParameterDataInvalid, Err: err}
@@ -197,7 +220,36 @@ func (r *CARevoker) Revoke(ctx context.Context, req *RevocationRequest) error {
 	if r.Now != nil {
 		now = r.Now()
 	}
-	return r.CA.Revoke(serial, r.Reason, now) // revoking again keeps the first entry: success
+	rev := &crp.Revocation{Serial: serial, Reason: r.Reason, RevokedAt: now, By: "intune:" + req.RequestContext}
+	if r.Revocations != nil {
+		rec, err := r.Revocations.Revoke(ctx, rev)
+		if err != nil {
+			return fmt.Errorf("%w: recording the revocation: %w", crp.ErrUnavailable, err)
+		}
+		rev = rec // revoked before: keep the first entry
+	}
+	return r.CA.Revoke(serial, rev.Reason, rev.RevokedAt) // revoking again keeps the first entry: success
+}
+
+func (r *CARevoker) ours(req *RevocationRequest) error {
+	if req.IssuerName != "" {
+		want := r.IssuerName
+		if want == "" {
+			want = r.CA.Certificate.Subject.String()
+		}
+		if !sameName(req.IssuerName, want) {
+			return fmt.Errorf("%w: issuerName %q (this CA is %q)", ErrOtherCA, req.IssuerName, want)
+		}
+	}
+	if req.CAConfiguration != "" && !strings.EqualFold(req.CAConfiguration, r.CAConfiguration) {
+		return fmt.Errorf("%w: caConfiguration %q", ErrOtherCA, req.CAConfiguration)
+	}
+	return nil
+}
+
+func sameName(a, b string) bool {
+	norm := func(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), ", ", ",") }
+	return strings.EqualFold(norm(a), norm(b))
 }
 
 // DownloadRevocationRequests fetches at most max (1-500) pending requests, optionally

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"strings"
 	"sync"
@@ -157,4 +158,69 @@ func TestErrorCodeWire(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, intune.ErrorNonRetryable, emu.RevocationResults()[0].ErrorCode)
 	require.Empty(t, emu.Violations())
+}
+
+// A request's issuerName and caConfiguration select the CA: one meant for another CA
+// is answered CertificateNotFoundError and leaves our certificate with the same
+// serial alone. Revocations are recorded in the RevocationStore before they are
+// reported; a store that fails leaves the request queued (retryable) and the
+// certificate unrevoked.
+func TestRevocationSelectsCAAndPersists(t *testing.T) {
+	g := newGateway(t, false)
+	ctx := context.Background()
+	var serials []string
+	for i := 0; i < 2; i++ {
+		ch := g.Emu.Challenge(intunetest.Verdict{})
+		_, err := g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: fmt.Sprintf("tx-%d", i), CSR: csr(t, "d", ch), Challenge: ch})
+		require.NoError(t, err)
+		serials = append(serials, g.Emu.Successes()[i].Notification.CertificateSerialNumber)
+	}
+	issuer := g.Emu.Successes()[0].Notification.IssuingCertificateAuthority
+	store := &crp.MemoryRevocations{}
+	revoker := &intune.CARevoker{CA: g.CA, Certificates: g.Certificates, Revocations: store, CAConfiguration: `ca.example.com\scepkit`}
+	ours := g.Emu.Queue(intune.RevocationRequest{SerialNumber: serials[0], IssuerName: strings.ToUpper(issuer),
+		CAConfiguration: `ca.example.com\scepkit`})
+	otherIssuer := g.Emu.Queue(intune.RevocationRequest{SerialNumber: serials[1], IssuerName: "CN=Another Issuing CA"})
+	otherConfig := g.Emu.Queue(intune.RevocationRequest{SerialNumber: serials[1], CAConfiguration: `ca2.example.com\Other CA`})
+	p := &intune.Poller{Client: g.Client, Revoker: revoker, Backoff: time.Millisecond}
+	r, err := p.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, intune.PollResult{Downloaded: 3, Revoked: 1, Failed: 2}, r)
+	codes := map[string]intune.ErrorCode{}
+	for _, x := range g.Emu.RevocationResults() {
+		codes[x.RequestContext] = x.ErrorCode
+	}
+	require.Equal(t, map[string]intune.ErrorCode{ours: intune.ErrorNone, otherIssuer: intune.ErrorCertificateNotFound,
+		otherConfig: intune.ErrorCertificateNotFound}, codes)
+	s0, _ := new(big.Int).SetString(serials[0], 16)
+	s1, _ := new(big.Int).SetString(serials[1], 16)
+	require.True(t, g.CA.IsRevoked(s0))
+	require.False(t, g.CA.IsRevoked(s1), "a request for another CA is not applied to ours")
+	recs, err := store.RevokedSince(ctx, time.Time{})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, 0, recs[0].Serial.Cmp(s0))
+	require.Equal(t, "intune:"+ours, recs[0].By)
+
+	// The store fails: nothing revoked, ServiceUnavailableException, offered again.
+	revoker.Revocations = failingRevocations{}
+	again := g.Emu.Queue(intune.RevocationRequest{SerialNumber: serials[1]})
+	p.Attempts = 2
+	_, err = p.Poll(ctx)
+	require.NoError(t, err)
+	res := g.Emu.RevocationResults()
+	require.Equal(t, intune.ErrorServiceUnavailable, res[len(res)-1].ErrorCode)
+	require.False(t, g.CA.IsRevoked(s1))
+	require.Equal(t, again, g.Emu.PendingRevocations()[0].RequestContext)
+	require.Empty(t, g.Emu.Violations())
+}
+
+type failingRevocations struct{}
+
+func (failingRevocations) Revoke(context.Context, *crp.Revocation) (*crp.Revocation, error) {
+	return nil, errors.New("store down")
+}
+
+func (failingRevocations) RevokedSince(context.Context, time.Time) ([]*crp.Revocation, error) {
+	return nil, errors.New("store down")
 }

@@ -216,6 +216,18 @@ func (s *Server) QueueRevocation(serialHex, issuer string) string {
 	return ctx
 }
 
+// Queue queues a revocation request as given (its requestContext, when empty, is
+// made up) and returns its requestContext.
+func (s *Server) Queue(req intune.RevocationRequest) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if req.RequestContext == "" {
+		req.RequestContext = uuid()
+	}
+	s.revQueue = append(s.revQueue, req)
+	return req.RequestContext
+}
+
 // PendingRevocations returns the requests still queued (not yet answered, or
 // answered with a retryable code).
 func (s *Server) PendingRevocations() []intune.RevocationRequest {
