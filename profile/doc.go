@@ -56,6 +56,21 @@
 // [SyncML] the Windows ClientCertificateInstall CSP commands. Golden copies of each live
 // in testdata/.
 //
+// # Bundles
+//
+// A certificate alone is of no use to a device: [Bundle] adds the trusted root (and
+// intermediates) and the networks that authenticate with the certificate, an EAP-TLS
+// Wi-Fi network ([WiFi]) and an IKEv2 VPN ([VPN]). [Bundle.MobileConfig] links them
+// by payload UUID (the Wi-Fi's PayloadCertificateUUID is the SCEP payload, its
+// PayloadCertificateAnchorUUID the root payload); [Bundle.SyncML] installs the root
+// through RootCATrustedCertificates, enrolls through ClientCertificateInstall and adds
+// a WLAN profile ([Bundle.WLANProfile]) that picks the SCEP certificate by the root's
+// hash; [Bundle.JSON] carries the same parts for MDMs that render their own formats.
+// UUIDs derive from the profile and the device, so a re-deployed bundle replaces the
+// installed one. SSIDs, server names and VPN settings are checked like rendered
+// values: a control character, a ";" in a server name or an over-long SSID is a
+// [*FieldError], never stripped.
+//
 // # Compatibility
 //
 // Exported names follow semantic versioning once scepkit reaches v1. The JSON field

@@ -282,39 +282,110 @@ func (w *plist) strOrArray(k string, v []string) {
 //
 // Only iOS and macOS profiles export, and only RSA keys (the payload knows no other).
 func MobileConfig(r *Rendered, opts ExportOptions) ([]byte, error) {
-	if r == nil || r.Profile == nil {
-		return nil, exportErr("no rendered profile")
-	}
-	p := r.Profile
-	if !p.Platform.apple() {
-		return nil, exportErr("platform %s has no Apple payload", p.Platform)
-	}
-	if r.KeyType != RSA {
-		return nil, exportErr("the Apple SCEP payload supports RSA keys only")
-	}
-	serverURL := opts.ServerURL
-	if serverURL == "" {
-		if len(p.ServerURLs) == 0 {
-			return nil, exportErr("no SCEP server URL")
-		}
-		serverURL = p.ServerURLs[0]
-	}
-	name := opts.CAName
-	if name == "" {
-		name = p.Name
-	}
-	ident := opts.PayloadIdentifier
-	if ident == "" {
-		ident = "com.scepkit.profile." + p.ID
+	a, err := appleSettings(r, opts)
+	if err != nil {
+		return nil, err
 	}
 	uuid := opts.PayloadUUID
 	if uuid == "" {
-		uuid = nameUUID(ident)
+		uuid = nameUUID(a.ident)
 	}
 	scepUUID := opts.SCEPPayloadUUID
 	if scepUUID == "" {
-		scepUUID = nameUUID(ident + ".scep")
+		scepUUID = nameUUID(a.ident + ".scep")
 	}
+	w := &plist{}
+	w.begin()
+	w.scepPayload(r, a, scepUUID)
+	return w.end(r.Profile, a.ident, uuid, opts.Organization)
+}
+
+// appleSCEP is what the Apple SCEP payload needs beyond the rendered profile.
+type appleSCEP struct {
+	url, name, challenge string
+	// ident is the configuration profile's PayloadIdentifier.
+	ident string
+}
+
+// appleSettings checks that r can become an Apple SCEP payload and fills the
+// defaults of opts.
+func appleSettings(r *Rendered, opts ExportOptions) (appleSCEP, error) {
+	if r == nil || r.Profile == nil {
+		return appleSCEP{}, exportErr("no rendered profile")
+	}
+	p := r.Profile
+	if !p.Platform.apple() {
+		return appleSCEP{}, exportErr("platform %s has no Apple payload", p.Platform)
+	}
+	if r.KeyType != RSA {
+		return appleSCEP{}, exportErr("the Apple SCEP payload supports RSA keys only")
+	}
+	a := appleSCEP{url: opts.ServerURL, name: opts.CAName, challenge: opts.Challenge, ident: opts.PayloadIdentifier}
+	if a.url == "" {
+		if len(p.ServerURLs) == 0 {
+			return appleSCEP{}, exportErr("no SCEP server URL")
+		}
+		a.url = p.ServerURLs[0]
+	}
+	if a.name == "" {
+		a.name = p.Name
+	}
+	if a.ident == "" {
+		a.ident = "com.scepkit.profile." + p.ID
+	}
+	return a, nil
+}
+
+// begin writes the plist header and opens the profile's PayloadContent array.
+func (w *plist) begin() {
+	w.b.WriteString(xml.Header)
+	w.b.WriteString(`<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">` + "\n")
+	w.b.WriteString(`<plist version="1.0">` + "\n")
+	w.open("dict")
+	w.key("PayloadContent")
+	w.open("array")
+}
+
+// end closes the PayloadContent array and writes the profile's own keys.
+func (w *plist) end(p *Profile, ident, uuid, org string) ([]byte, error) {
+	w.close("array")
+	w.str("PayloadDisplayName", p.Name)
+	w.str("PayloadIdentifier", ident)
+	if org != "" {
+		w.str("PayloadOrganization", org)
+	}
+	w.boolean("PayloadRemovalDisallowed", false)
+	if p.CertificateType == UserCertificate && p.Platform == MacOS {
+		w.str("PayloadScope", "User")
+	} else if p.Platform == MacOS {
+		w.str("PayloadScope", "System")
+	}
+	w.str("PayloadType", "Configuration")
+	w.str("PayloadUUID", uuid)
+	w.integer("PayloadVersion", 1)
+	w.close("dict")
+	w.b.WriteString("</plist>\n")
+	if w.err != nil {
+		return nil, w.err
+	}
+	return w.b.Bytes(), nil
+}
+
+// payloadKeys writes the keys every payload carries, in the order of the others
+// (sorted), and closes the payload's dictionary.
+func (w *plist) payloadKeys(description, display, ident, typ, uuid string) {
+	w.str("PayloadDescription", description)
+	w.str("PayloadDisplayName", display)
+	w.str("PayloadIdentifier", ident)
+	w.str("PayloadType", typ)
+	w.str("PayloadUUID", uuid)
+	w.integer("PayloadVersion", 1)
+	w.close("dict")
+}
+
+// scepPayload writes the com.apple.security.scep payload of r.
+func (w *plist) scepPayload(r *Rendered, a appleSCEP, uuid string) {
+	p := r.Profile
 	appleKU := 0
 	if r.KeyUsage&x509.KeyUsageDigitalSignature != 0 {
 		appleKU |= 1
@@ -322,20 +393,11 @@ func MobileConfig(r *Rendered, opts ExportOptions) ([]byte, error) {
 	if r.KeyUsage&x509.KeyUsageKeyEncipherment != 0 {
 		appleKU |= 4
 	}
-
-	w := &plist{}
-	w.b.WriteString(xml.Header)
-	w.b.WriteString(`<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">` + "\n")
-	w.b.WriteString(`<plist version="1.0">` + "\n")
 	w.open("dict")
 	w.key("PayloadContent")
-	w.open("array")
 	w.open("dict")
-
-	w.key("PayloadContent")
-	w.open("dict")
-	w.str("URL", serverURL)
-	w.str("Name", name)
+	w.str("URL", a.url)
+	w.str("Name", a.name)
 	if len(r.Attributes) > 0 {
 		w.key("Subject")
 		w.open("array")
@@ -345,14 +407,14 @@ func MobileConfig(r *Rendered, opts ExportOptions) ([]byte, error) {
 				j++
 			}
 			w.open("array")
-			for _, a := range r.Attributes[i:j] {
-				n := a.Type.String()
-				if t := attrByOID(a.Type); t != nil && t.apple != "" {
+			for _, at := range r.Attributes[i:j] {
+				n := at.Type.String()
+				if t := attrByOID(at.Type); t != nil && t.apple != "" {
 					n = t.apple
 				}
 				w.open("array")
 				w.text("string", n)
-				w.text("string", a.Value)
+				w.text("string", at.Value)
 				w.close("array")
 			}
 			w.close("array")
@@ -360,8 +422,8 @@ func MobileConfig(r *Rendered, opts ExportOptions) ([]byte, error) {
 		}
 		w.close("array")
 	}
-	if opts.Challenge != "" {
-		w.str("Challenge", opts.Challenge)
+	if a.challenge != "" {
+		w.str("Challenge", a.challenge)
 	}
 	w.integer("Keysize", r.KeySize)
 	w.str("Key Type", "RSA")
@@ -383,35 +445,7 @@ func MobileConfig(r *Rendered, opts ExportOptions) ([]byte, error) {
 		w.close("dict")
 	}
 	w.close("dict")
-	w.str("PayloadDescription", "SCEP enrollment")
-	w.str("PayloadDisplayName", p.Name)
-	w.str("PayloadIdentifier", ident+".scep")
-	w.str("PayloadType", "com.apple.security.scep")
-	w.str("PayloadUUID", scepUUID)
-	w.integer("PayloadVersion", 1)
-	w.close("dict")
-	w.close("array")
-
-	w.str("PayloadDisplayName", p.Name)
-	w.str("PayloadIdentifier", ident)
-	if opts.Organization != "" {
-		w.str("PayloadOrganization", opts.Organization)
-	}
-	w.boolean("PayloadRemovalDisallowed", false)
-	if p.CertificateType == UserCertificate && p.Platform == MacOS {
-		w.str("PayloadScope", "User")
-	} else if p.Platform == MacOS {
-		w.str("PayloadScope", "System")
-	}
-	w.str("PayloadType", "Configuration")
-	w.str("PayloadUUID", uuid)
-	w.integer("PayloadVersion", 1)
-	w.close("dict")
-	w.b.WriteString("</plist>\n")
-	if w.err != nil {
-		return nil, w.err
-	}
-	return w.b.Bytes(), nil
+	w.payloadKeys("SCEP enrollment", p.Name, a.ident+".scep", "com.apple.security.scep", uuid)
 }
 
 // SyncML elements for the Windows export.
@@ -419,18 +453,60 @@ type syncML struct {
 	XMLName  xml.Name `xml:"SyncML"`
 	XMLNS    string   `xml:"xmlns,attr"`
 	SyncBody struct {
-		Atomic struct {
-			CmdID    int       `xml:"CmdID"`
-			Commands []syncCmd `xml:",any"`
-		} `xml:"Atomic"`
-		Final struct{} `xml:"Final"`
+		Commands []syncCmd `xml:",any"`
+		Final    struct{}  `xml:"Final"`
 	} `xml:"SyncBody"`
 }
 
+// syncCmd is one SyncML command: Add, Replace or Exec with an Item, or Atomic with
+// commands inside.
 type syncCmd struct {
 	XMLName xml.Name
-	CmdID   int      `xml:"CmdID"`
-	Item    syncItem `xml:"Item"`
+	CmdID   int       `xml:"CmdID"`
+	Item    *syncItem `xml:"Item,omitempty"`
+	Cmds    []syncCmd `xml:",any"`
+}
+
+// syncBuilder numbers commands and remembers the first value XML cannot carry.
+type syncBuilder struct {
+	cmdID    int
+	badValue string
+}
+
+func (b *syncBuilder) cmd(verb, uri, format string, data *string) syncCmd {
+	if data != nil && !xmlSafe(*data) && b.badValue == "" {
+		b.badValue = *data
+	}
+	b.cmdID++
+	c := syncCmd{XMLName: xml.Name{Local: verb}, CmdID: b.cmdID, Item: &syncItem{}}
+	c.Item.Target.LocURI = uri
+	if format != "" {
+		c.Item.Meta = &syncMeta{}
+		c.Item.Meta.Format.XMLNS = "syncml:metinf"
+		c.Item.Meta.Format.Value = format
+	}
+	c.Item.Data = data
+	return c
+}
+
+func (b *syncBuilder) atomic() syncCmd {
+	b.cmdID++
+	return syncCmd{XMLName: xml.Name{Local: "Atomic"}, CmdID: b.cmdID}
+}
+
+// document marshals cmds as one SyncML message.
+func (b *syncBuilder) document(cmds ...syncCmd) ([]byte, error) {
+	if b.badValue != "" {
+		return nil, exportErr("value %q cannot be written to XML", b.badValue)
+	}
+	var doc syncML
+	doc.XMLNS = "SYNCML:SYNCML1.2"
+	doc.SyncBody.Commands = cmds
+	out, err := xml.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
 }
 
 type syncItem struct {
@@ -472,18 +548,29 @@ const (
 // KeyProtection (1 TPM, 2 TPM if present, 3 software, 4 Windows Hello; left out for the
 // default provider), TemplateName (if set).
 func SyncML(r *Rendered, opts ExportOptions) ([]byte, error) {
+	b := &syncBuilder{}
+	atomic, err := b.scepCommands(r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return b.document(atomic)
+}
+
+// scepCommands returns the Atomic command that installs r through the
+// ClientCertificateInstall CSP.
+func (b *syncBuilder) scepCommands(r *Rendered, opts ExportOptions) (syncCmd, error) {
 	if r == nil || r.Profile == nil {
-		return nil, exportErr("no rendered profile")
+		return syncCmd{}, exportErr("no rendered profile")
 	}
 	p := r.Profile
 	if p.Platform != Windows {
-		return nil, exportErr("platform %s has no ClientCertificateInstall CSP", p.Platform)
+		return syncCmd{}, exportErr("platform %s has no ClientCertificateInstall CSP", p.Platform)
 	}
 	if r.KeyType != RSA {
-		return nil, exportErr("the ClientCertificateInstall CSP supports RSA keys only")
+		return syncCmd{}, exportErr("the ClientCertificateInstall CSP supports RSA keys only")
 	}
 	if opts.Challenge == "" {
-		return nil, exportErr("the Windows Challenge node is required")
+		return syncCmd{}, exportErr("the Windows Challenge node is required")
 	}
 	id := opts.UniqueID
 	if id == "" {
@@ -491,41 +578,21 @@ func SyncML(r *Rendered, opts ExportOptions) ([]byte, error) {
 	}
 	for _, c := range []byte(id) {
 		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return nil, exportErr("UniqueID %q: letters, digits, - _ . only", id)
+			return syncCmd{}, exportErr("UniqueID %q: letters, digits, - _ . only", id)
 		}
 	}
 	if id == "" || id == "." || id == ".." {
-		return nil, exportErr("empty UniqueID")
+		return syncCmd{}, exportErr("empty UniqueID")
 	}
-	scope := "./User"
-	if p.CertificateType == DeviceCertificate {
-		scope = "./Device"
-	}
-	base := scope + "/Vendor/MSFT/ClientCertificateInstall/SCEP/" + id
+	base := scopeOf(p) + "/Vendor/MSFT/ClientCertificateInstall/SCEP/" + id
 
-	var doc syncML
-	doc.XMLNS = "SYNCML:SYNCML1.2"
-	cmdID := 1
-	doc.SyncBody.Atomic.CmdID = cmdID
+	atomic := b.atomic()
 	verb := "Add"
 	if opts.Replace {
 		verb = "Replace"
 	}
-	var badValue string
 	add := func(verb, uri, format string, data *string) {
-		if data != nil && !xmlSafe(*data) {
-			badValue = *data
-		}
-		cmdID++
-		c := syncCmd{XMLName: xml.Name{Local: verb}, CmdID: cmdID}
-		c.Item.Target.LocURI = uri
-		if format != "" {
-			c.Item.Meta = &syncMeta{}
-			c.Item.Meta.Format.XMLNS = "syncml:metinf"
-			c.Item.Meta.Format.Value = format
-		}
-		c.Item.Data = data
-		doc.SyncBody.Atomic.Commands = append(doc.SyncBody.Atomic.Commands, c)
+		atomic.Cmds = append(atomic.Cmds, b.cmd(verb, uri, format, data))
 	}
 	chr := func(node, v string) { add(verb, base+"/Install/"+node, "chr", &v) }
 	num := func(node string, v int) { s := strconv.Itoa(v); add(verb, base+"/Install/"+node, "int", &s) }
@@ -565,7 +632,7 @@ func SyncML(r *Rendered, opts ExportOptions) ([]byte, error) {
 		}
 		for _, s := range sans {
 			if strings.Contains(s, ";") {
-				return nil, exportErr("SAN %q contains ;", s)
+				return syncCmd{}, exportErr("SAN %q contains ;", s)
 			}
 		}
 		chr("SubjectAlternativeNames", strings.Join(sans, ";"))
@@ -596,12 +663,14 @@ func SyncML(r *Rendered, opts ExportOptions) ([]byte, error) {
 		chr("TemplateName", p.TemplateName)
 	}
 	add("Exec", base+"/Install/Enroll", "", nil)
-	if badValue != "" {
-		return nil, exportErr("value %q cannot be written to XML", badValue)
+	return atomic, nil
+}
+
+// scopeOf is where a profile's nodes live: ./User for user certificates, ./Device for
+// device certificates.
+func scopeOf(p *Profile) string {
+	if p.CertificateType == DeviceCertificate {
+		return "./Device"
 	}
-	out, err := xml.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(out, '\n'), nil
+	return "./User"
 }

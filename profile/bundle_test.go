@@ -1,0 +1,452 @@
+package profile
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"encoding/xml"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// bundleChain reads the fixed root and intermediate of testdata/bundle-chain.pem, so
+// the golden bundles do not change from run to run.
+func bundleChain(t *testing.T) (root, intermediate *x509.Certificate) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "bundle-chain.pem"))
+	require.NoError(t, err)
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		require.NoError(t, err)
+		certs = append(certs, c)
+	}
+	require.Len(t, certs, 2)
+	return certs[0], certs[1]
+}
+
+func testBundle(t *testing.T, platform Platform) *Bundle {
+	t.Helper()
+	root, intermediate := bundleChain(t)
+	p := testProfile()
+	p.Platform = platform
+	p.CAFingerprint = nil
+	p.RootCA = root
+	r, err := Render(p, testUser(), testDevice(), nil)
+	require.NoError(t, err)
+	return &Bundle{
+		SCEP: r, DeviceID: testDevice().ID, Intermediates: []*x509.Certificate{intermediate},
+		WiFi: &WiFi{SSID: `Contoso <Corp> & "Guests"`, TrustedServerNames: []string{"radius.contoso.com", "*.nps.contoso.com"}},
+		VPN:  &VPN{Name: "Contoso VPN", RemoteAddress: "vpn.contoso.com"},
+	}
+}
+
+var bundleOpts = ExportOptions{Challenge: "eyJhbGciOi.challenge-token", Organization: "Contoso & Co"}
+
+type plistRefs struct {
+	UUID       string `json:"uuid"`
+	Identifier string `json:"identifier"`
+	Payloads   []struct {
+		Type               string   `json:"type"`
+		Identifier         string   `json:"identifier"`
+		UUID               string   `json:"uuid"`
+		Certificate        string   `json:"certificate"`
+		CertificateUUID    string   `json:"certificateUuid"`
+		URL                string   `json:"url"`
+		Challenge          string   `json:"challenge"`
+		CAFingerprint      string   `json:"caFingerprint"`
+		SSID               string   `json:"ssid"`
+		Encryption         string   `json:"encryption"`
+		EAPTypes           []int    `json:"eapTypes"`
+		TrustedServerNames []string `json:"trustedServerNames"`
+		Anchors            []string `json:"anchors"`
+		AnchorUUIDs        []string `json:"anchorUuids"`
+		VPNType            string   `json:"vpnType"`
+		AuthMethod         string   `json:"authenticationMethod"`
+		RemoteAddress      string   `json:"remoteAddress"`
+		LocalIdentifier    string   `json:"localIdentifier"`
+	} `json:"payloads"`
+}
+
+// readMobileConfig parses b with Python's plistlib (testdata/mobileconfig_refs.py),
+// which fails on a repeated UUID or identifier and on a reference to nothing.
+func readMobileConfig(t *testing.T, b []byte) *plistRefs {
+	t.Helper()
+	py := python3(t)
+	f := filepath.Join(t.TempDir(), "bundle.mobileconfig")
+	require.NoError(t, os.WriteFile(f, b, 0o644))
+	out, err := exec.Command(py, filepath.Join("testdata", "mobileconfig_refs.py"), f).Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		t.Fatalf("plistlib: %s", ee.Stderr)
+	}
+	require.NoError(t, err)
+	var refs plistRefs
+	require.NoError(t, json.Unmarshal(out, &refs))
+	return &refs
+}
+
+// TestBundleMobileConfig: the golden Apple bundle, read back by plistlib, holds the
+// root, the intermediate, the SCEP payload, the Wi-Fi and the VPN; the Wi-Fi's client
+// certificate is the SCEP payload and its anchor the root payload; the VPN's
+// certificate is the SCEP payload.
+func TestBundleMobileConfig(t *testing.T) {
+	b := testBundle(t, IOS)
+	out, err := b.MobileConfig(bundleOpts)
+	require.NoError(t, err)
+	golden(t, "bundle.mobileconfig", out)
+
+	root, intermediate := bundleChain(t)
+	refs := readMobileConfig(t, out)
+	require.Equal(t, "com.scepkit.bundle.prof-1", refs.Identifier)
+	types := []string{}
+	byType := map[string]int{}
+	for i, p := range refs.Payloads {
+		types = append(types, p.Type)
+		byType[p.Type] = i
+	}
+	require.Equal(t, []string{"com.apple.security.root", "com.apple.security.pkcs1", "com.apple.security.scep",
+		"com.apple.wifi.managed", "com.apple.vpn.managed"}, types)
+	rootP := refs.Payloads[byType["com.apple.security.root"]]
+	require.Equal(t, base64.StdEncoding.EncodeToString(root.Raw), rootP.Certificate)
+	require.Equal(t, base64.StdEncoding.EncodeToString(intermediate.Raw), refs.Payloads[1].Certificate)
+	scepP := refs.Payloads[byType["com.apple.security.scep"]]
+	fp := sha1.Sum(root.Raw)
+	require.Equal(t, hex.EncodeToString(fp[:]), scepP.CAFingerprint, "the SCEP payload pins the root it installs")
+	require.Equal(t, bundleOpts.Challenge, scepP.Challenge)
+
+	wifi := refs.Payloads[byType["com.apple.wifi.managed"]]
+	require.Equal(t, b.WiFi.SSID, wifi.SSID, "the SSID reads back as one value")
+	require.Equal(t, []int{EAPTLS}, wifi.EAPTypes)
+	require.Equal(t, "WPA2", wifi.Encryption)
+	require.Equal(t, scepP.UUID, wifi.CertificateUUID)
+	require.Equal(t, []string{rootP.UUID}, wifi.AnchorUUIDs)
+	require.Equal(t, []string{"com.apple.security.root"}, wifi.Anchors)
+	require.Equal(t, b.WiFi.TrustedServerNames, wifi.TrustedServerNames)
+
+	vpn := refs.Payloads[byType["com.apple.vpn.managed"]]
+	require.Equal(t, "IKEv2", vpn.VPNType)
+	require.Equal(t, "Certificate", vpn.AuthMethod)
+	require.Equal(t, scepP.UUID, vpn.CertificateUUID)
+	require.Equal(t, "com.apple.security.scep", vpn.Certificate)
+	require.Equal(t, "jane@contoso.com", vpn.LocalIdentifier, "the UPN of the certificate by default")
+}
+
+// TestBundleUUIDsStable: the same profile and device export the same bytes (a
+// re-deployed bundle replaces what it installed); another device or another profile
+// gets other UUIDs but the same identifiers.
+func TestBundleUUIDsStable(t *testing.T) {
+	a, err := testBundle(t, MacOS).MobileConfig(bundleOpts)
+	require.NoError(t, err)
+	again, err := testBundle(t, MacOS).MobileConfig(bundleOpts)
+	require.NoError(t, err)
+	require.Equal(t, string(a), string(again))
+
+	other := testBundle(t, MacOS)
+	other.DeviceID = "another-device"
+	o, err := other.MobileConfig(bundleOpts)
+	require.NoError(t, err)
+	ra, ro := readMobileConfig(t, a), readMobileConfig(t, o)
+	require.Equal(t, ra.Identifier, ro.Identifier)
+	require.NotEqual(t, ra.UUID, ro.UUID)
+	for i := range ra.Payloads {
+		require.Equal(t, ra.Payloads[i].Identifier, ro.Payloads[i].Identifier)
+		require.NotEqual(t, ra.Payloads[i].UUID, ro.Payloads[i].UUID, ra.Payloads[i].Type)
+	}
+
+	// A device id that embeds another role cannot collide with it.
+	require.NotEqual(t, bundleUUID("x", "d", "root"), bundleUUID("x", "d:4:root", "scep"))
+	require.NotEqual(t, bundleUUID("x:1:d", "", "root"), bundleUUID("x", "d", "root"))
+}
+
+type syncDoc struct {
+	Body struct {
+		Cmds []syncParsed `xml:",any"`
+	} `xml:"SyncBody"`
+}
+
+type syncParsed struct {
+	XMLName xml.Name
+	LocURI  string       `xml:"Item>Target>LocURI"`
+	Format  string       `xml:"Item>Meta>Format"`
+	Data    string       `xml:"Item>Data"`
+	Cmds    []syncParsed `xml:",any"`
+}
+
+// parsedWLAN is the WLAN profile read back by local names; wlanNamespaces checks
+// the namespace of each element.
+type parsedWLAN struct {
+	Name    string `xml:"name"`
+	SSIDHex string `xml:"SSIDConfig>SSID>hex"`
+	SSID    string `xml:"SSIDConfig>SSID>name"`
+	Auth    string `xml:"MSM>security>authEncryption>authentication"`
+	OneX    struct {
+		AuthMode string `xml:"authMode"`
+		Host     struct {
+			MethodType int `xml:"EapMethod>Type"`
+			Eap        struct {
+				Type int `xml:"Type"`
+				TLS  struct {
+					Simple      bool   `xml:"CredentialsSource>CertificateStore>SimpleCertSelection"`
+					ServerNames string `xml:"ServerValidation>ServerNames"`
+					TrustedRoot string `xml:"ServerValidation>TrustedRootCA"`
+					NoPrompt    bool   `xml:"ServerValidation>DisableUserPromptForServerValidation"`
+					Perform     bool   `xml:"PerformServerValidation"`
+					Filtering   struct {
+						CAHashList struct {
+							Enabled bool     `xml:"Enabled,attr"`
+							Issuer  []string `xml:"IssuerHash"`
+						} `xml:"CAHashList"`
+						ClientAuth struct {
+							Enabled bool `xml:"Enabled,attr"`
+						} `xml:"ClientAuthEKUList"`
+					} `xml:"TLSExtensions>FilteringInfo"`
+				} `xml:"EapType"`
+			} `xml:"Config>Eap"`
+		} `xml:"EAPConfig>EapHostConfig"`
+	} `xml:"MSM>security>OneX"`
+}
+
+// wlanNamespaces returns the namespace of every element of a WLAN profile by local
+// name (the names used here are unique per namespace, except Type).
+func wlanNamespaces(t *testing.T, b []byte) map[string][]string {
+	t.Helper()
+	ns := map[string][]string{}
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			ns[se.Name.Local] = append(ns[se.Name.Local], se.Name.Space)
+		}
+	}
+	return ns
+}
+
+func strictDecode(t *testing.T, b []byte, v any) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	dec.Strict = true
+	require.NoError(t, dec.Decode(v))
+}
+
+// TestBundleSyncML: the golden Windows bundle, read back with encoding/xml: the root
+// (and intermediate) nodes are named by the SHA-1 of the certificate they hold; the
+// SCEP CAThumbprint is the root's; the WLAN profile selects the SCEP certificate by
+// the root's hash (CAHashList) and the Client Authentication EKU, and trusts RADIUS
+// servers under the root with the given names.
+func TestBundleSyncML(t *testing.T) {
+	b := testBundle(t, Windows)
+	out, err := b.SyncML(bundleOpts)
+	require.NoError(t, err)
+	golden(t, "bundle.syncml.xml", out)
+
+	root, intermediate := bundleChain(t)
+	var doc syncDoc
+	strictDecode(t, out, &doc)
+	var verbs []string
+	for _, c := range doc.Body.Cmds {
+		verbs = append(verbs, c.XMLName.Local)
+	}
+	require.Equal(t, []string{"Add", "Add", "Atomic", "Add", "Final"}, verbs)
+
+	for i, want := range []*x509.Certificate{root, intermediate} {
+		c := doc.Body.Cmds[i]
+		require.Equal(t, "b64", c.Format)
+		der, err := base64.StdEncoding.DecodeString(c.Data)
+		require.NoError(t, err)
+		require.Equal(t, want.Raw, der)
+		store := []string{"Root", "CA"}[i]
+		require.Equal(t, "./Device/Vendor/MSFT/RootCATrustedCertificates/"+store+"/"+thumbprint(want, false)+"/EncodedCertificate", c.LocURI)
+	}
+	nodes := map[string]string{}
+	for _, c := range doc.Body.Cmds[2].Cmds {
+		nodes[c.LocURI[strings.LastIndex(c.LocURI, "/")+1:]] = c.Data
+	}
+	require.Equal(t, thumbprint(root, false), nodes["CAThumbprint"], "the SCEP node pins the root the bundle installs")
+
+	wifi := doc.Body.Cmds[3]
+	require.Equal(t, "chr", wifi.Format)
+	require.Equal(t, "./User/Vendor/MSFT/WiFi/Profile/Contoso%20%3CCorp%3E%20%26%20%22Guests%22/WlanXml", wifi.LocURI)
+	var w parsedWLAN
+	strictDecode(t, []byte(wifi.Data), &w)
+	ns := wlanNamespaces(t, []byte(wifi.Data))
+	for el, want := range map[string]string{
+		"WLANProfile": nsWLAN, "SSIDConfig": nsWLAN, "MSM": nsWLAN, "OneX": nsOneX, "authMode": nsOneX,
+		"EAPConfig": nsOneX, "EapHostConfig": nsEapHost, "EapMethod": nsEapHost, "Config": nsEapHost,
+		"VendorId": nsEapComm, "AuthorId": nsEapComm, "Eap": nsBaseEap, "EapType": nsTLSv1,
+		"ServerValidation": nsTLSv1, "TrustedRootCA": nsTLSv1, "PerformServerValidation": nsTLSv2,
+		"TLSExtensions": nsTLSv2, "FilteringInfo": nsTLSv3, "CAHashList": nsTLSv3, "IssuerHash": nsTLSv3,
+	} {
+		require.Equal(t, []string{want}, ns[el], "namespace of %s", el)
+	}
+	require.Equal(t, []string{nsEapComm, nsBaseEap}, ns["Type"])
+	require.Equal(t, b.WiFi.SSID, w.Name)
+	require.Equal(t, b.WiFi.SSID, w.SSID)
+	ssidHex, err := hex.DecodeString(w.SSIDHex)
+	require.NoError(t, err)
+	require.Equal(t, b.WiFi.SSID, string(ssidHex))
+	require.Equal(t, "WPA2", w.Auth)
+	require.Equal(t, "user", w.OneX.AuthMode)
+	require.Equal(t, EAPTLS, w.OneX.Host.MethodType)
+	tls := w.OneX.Host.Eap.TLS
+	require.Equal(t, EAPTLS, w.OneX.Host.Eap.Type)
+	require.True(t, tls.Simple)
+	require.True(t, tls.NoPrompt)
+	require.True(t, tls.Perform)
+	require.Equal(t, "radius.contoso.com;*.nps.contoso.com", tls.ServerNames)
+	require.Equal(t, thumbprint(root, true), tls.TrustedRoot, "TrustedRootCA is the root")
+	require.Equal(t, strings.ToLower(thumbprint(root, false)), strings.ReplaceAll(tls.TrustedRoot, " ", ""))
+	require.True(t, tls.Filtering.CAHashList.Enabled)
+	require.Equal(t, []string{thumbprint(root, true)}, tls.Filtering.CAHashList.Issuer)
+	require.True(t, tls.Filtering.ClientAuth.Enabled)
+
+	// A device certificate puts the Wi-Fi under ./Device and authenticates the machine.
+	b.SCEP.Profile.CertificateType = DeviceCertificate
+	wlan, err := b.WLANProfile()
+	require.NoError(t, err)
+	strictDecode(t, wlan, &w)
+	require.Equal(t, "machine", w.OneX.AuthMode)
+}
+
+// TestBundleJSON: the golden JSON bundle uses the Apple export's UUIDs for its
+// references.
+func TestBundleJSON(t *testing.T) {
+	b := testBundle(t, Windows)
+	out, err := b.JSON(bundleOpts)
+	require.NoError(t, err)
+	golden(t, "bundle.json", out)
+
+	var j JSONBundle
+	require.NoError(t, json.Unmarshal(out, &j))
+	require.Equal(t, 1, j.Version)
+	require.Equal(t, j.SCEP.UUID, j.WiFi.CertificateUUID)
+	require.Equal(t, []string{j.Root.UUID}, j.WiFi.AnchorUUIDs)
+	require.Equal(t, j.SCEP.UUID, j.VPN.CertificateUUID)
+	require.Equal(t, j.Root.SHA1, strings.ToUpper(j.SCEP.Profile.CAThumbprint))
+	require.Equal(t, bundleOpts.Challenge, j.SCEP.Profile.Challenge)
+
+	apple := testBundle(t, IOS)
+	refs := readMobileConfig(t, must(apple.MobileConfig(bundleOpts)))
+	aj := &JSONBundle{}
+	require.NoError(t, json.Unmarshal(must(apple.JSON(bundleOpts)), aj))
+	require.Equal(t, refs.UUID, aj.UUID)
+	require.Equal(t, refs.Payloads[0].UUID, aj.Root.UUID)
+	require.Equal(t, refs.Payloads[2].UUID, aj.SCEP.UUID)
+	require.Equal(t, refs.Payloads[3].UUID, aj.WiFi.UUID)
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// TestBundleHostileValues: a value that would add a name, a node or a line is
+// refused; one that only needs escaping stays one value in every format.
+func TestBundleHostileValues(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(*Bundle)
+		want string // the FieldError's field; "" means accepted
+	}{
+		{"SSID with markup", func(b *Bundle) { b.WiFi.SSID = `</string><key>x` }, ""},
+		{"SSID with a slash", func(b *Bundle) { b.WiFi.SSID = "a/../b" }, ""},
+		{"SSID with a newline", func(b *Bundle) { b.WiFi.SSID = "corp\nx" }, "WiFi.SSID"},
+		{"SSID with NUL", func(b *Bundle) { b.WiFi.SSID = "corp\x00" }, "WiFi.SSID"},
+		{"SSID of 33 bytes", func(b *Bundle) { b.WiFi.SSID = strings.Repeat("x", 33) }, "WiFi.SSID"},
+		{"empty SSID", func(b *Bundle) { b.WiFi.SSID = "" }, "WiFi.SSID"},
+		{"invalid UTF-8 SSID", func(b *Bundle) { b.WiFi.SSID = "\xff" }, "WiFi.SSID"},
+		{"server name with ;", func(b *Bundle) { b.WiFi.TrustedServerNames = []string{"radius.contoso.com;evil.example"} }, "WiFi.TrustedServerNames[0]"},
+		{"server name with space", func(b *Bundle) { b.WiFi.TrustedServerNames = []string{"radius contoso"} }, "WiFi.TrustedServerNames[0]"},
+		{"no server name", func(b *Bundle) { b.WiFi.TrustedServerNames = nil }, "WiFi.TrustedServerNames"},
+		{"VPN address with a path", func(b *Bundle) { b.VPN.RemoteAddress = "vpn.contoso.com/x" }, "VPN.RemoteAddress"},
+		{"VPN IP address", func(b *Bundle) { b.VPN.RemoteAddress = "192.0.2.1" }, ""},
+		{"VPN name with a newline", func(b *Bundle) { b.VPN.Name = "VPN\n" }, "VPN.Name"},
+		{"VPN identifier with DEL", func(b *Bundle) { b.VPN.LocalIdentifier = "a\x7f" }, "VPN.LocalIdentifier"},
+		{"no device", func(b *Bundle) { b.DeviceID = "" }, "DeviceID"},
+		{"no root certificate", func(b *Bundle) { b.SCEP.Profile.RootCA = nil }, "SCEP.Profile.RootCA"},
+		{"leaf as intermediate", func(b *Bundle) { b.Intermediates = []*x509.Certificate{{}} }, "Intermediates[0]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, platform := range []Platform{IOS, Windows} {
+				b := testBundle(t, platform)
+				tc.mod(b)
+				var outs [][]byte
+				var errs []error
+				if platform == IOS {
+					o, err := b.MobileConfig(bundleOpts)
+					outs, errs = append(outs, o), append(errs, err)
+				} else {
+					o, err := b.SyncML(bundleOpts)
+					outs, errs = append(outs, o), append(errs, err)
+				}
+				o, err := b.JSON(bundleOpts)
+				outs, errs = append(outs, o), append(errs, err)
+				for i, err := range errs {
+					if tc.want == "" {
+						require.NoError(t, err)
+						continue
+					}
+					require.Nil(t, outs[i])
+					require.ErrorIs(t, err, ErrInvalidProfile)
+					var fe *FieldError
+					require.ErrorAs(t, err, &fe)
+					require.Equal(t, tc.want, fe.Field)
+				}
+				if tc.want != "" {
+					continue
+				}
+				// Accepted values read back as exactly one value.
+				if platform == IOS {
+					refs := readMobileConfig(t, outs[0])
+					require.Len(t, refs.Payloads, 5)
+					require.Equal(t, b.WiFi.SSID, refs.Payloads[3].SSID)
+					require.Equal(t, b.VPN.RemoteAddress, refs.Payloads[4].RemoteAddress)
+				} else {
+					var doc syncDoc
+					strictDecode(t, outs[0], &doc)
+					uri := doc.Body.Cmds[3].LocURI
+					require.Equal(t, 1, strings.Count(strings.TrimPrefix(uri, "./User/Vendor/MSFT/WiFi/Profile/"), "/"),
+						"the SSID stays one segment of %s", uri)
+					var w parsedWLAN
+					strictDecode(t, []byte(doc.Body.Cmds[3].Data), &w)
+					require.Equal(t, b.WiFi.SSID, w.SSID)
+				}
+				var j JSONBundle
+				require.NoError(t, json.Unmarshal(outs[1], &j))
+				require.Equal(t, b.WiFi.SSID, j.WiFi.SSID)
+			}
+		})
+	}
+}
+
+// TestBundleWrongPlatform: each export refuses a profile of another platform.
+func TestBundleWrongPlatform(t *testing.T) {
+	_, err := testBundle(t, IOS).SyncML(bundleOpts)
+	require.ErrorIs(t, err, ErrExport, "an iOS profile has no Windows export")
+	_, err = testBundle(t, Windows).MobileConfig(bundleOpts)
+	require.ErrorIs(t, err, ErrExport, "a Windows profile has no Apple export")
+	b := testBundle(t, Windows)
+	b.WiFi = nil
+	_, err = b.WLANProfile()
+	require.ErrorIs(t, err, ErrExport)
+}
