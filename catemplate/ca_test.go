@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
 
@@ -139,6 +140,11 @@ func TestNewRA(t *testing.T) {
 			require.False(t, ra.SigningCertificate.PublicKey.(*rsa.PublicKey).Equal(ra.EncryptionCertificate.PublicKey))
 		}
 		require.Equal(t, OIDCertificateRequestAgent, ra.SigningCertificate.UnknownExtKeyUsage[0])
+		// Both certificates are RAs by scep.Client's rule, or a pinning client would
+		// neither encrypt to the RA nor believe its replies.
+		for _, c := range ra.Certificates() {
+			require.True(t, scep.IsRA(c), c.Subject)
+		}
 		// The decrypter decrypts what is encrypted to the certificate.
 		ct, err := rsa.EncryptPKCS1v15(rand.Reader, ra.EncryptionCertificate.PublicKey.(*rsa.PublicKey), []byte("key"))
 		require.NoError(t, err)

@@ -13,8 +13,10 @@ import (
 	"github.com/scepkit/scepkit/profile"
 )
 
-// OIDCertificateRequestAgent is the EKU NDES's signing RA certificate carries (from the
-// "Exchange Enrollment Agent (Offline request)" template).
+// OIDCertificateRequestAgent is the EKU NDES's RA certificates carry (from the
+// "Exchange Enrollment Agent (Offline request)" and "CEP Encryption" templates). It is
+// what marks a certificate as an RA for scep.Client (see scep.IsRA): [NewRA] puts it
+// on the signing and on the encryption certificate.
 var OIDCertificateRequestAgent = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 1}
 
 // RA is a SCEP registration authority: the identity the gateway signs CertReps with and
@@ -64,7 +66,10 @@ type RAOptions struct {
 
 // NewRA creates RA keys and has ca issue their certificates. Signing certificate:
 // keyUsage digitalSignature, EKU Certificate Request Agent. Encryption certificate:
-// keyUsage keyEncipherment. Combined: one RSA key with both key usages and the EKU.
+// keyUsage keyEncipherment, EKU Certificate Request Agent. Combined: one RSA key with
+// both key usages and the EKU. The EKU on both is what lets a scep.Client that pins ca
+// encrypt to the RA and believe its replies; an RA saved by an older version without
+// it on the encryption certificate must be issued again.
 func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 	if ca == nil || ca.Certificate == nil || ca.Signer == nil {
 		return nil, errors.New("catemplate: NewRA needs a CA with certificate and signer")
@@ -87,7 +92,7 @@ func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 		}
 		return generateKey(profile.RSA, size, ca.Rand)
 	}
-	issue := func(pub crypto.PublicKey, ku x509.KeyUsage, eku bool) (*x509.Certificate, error) {
+	issue := func(pub crypto.PublicKey, ku x509.KeyUsage) (*x509.Certificate, error) {
 		now := ca.now()
 		serial, err := RandomSerial(ca.Rand)
 		if err != nil {
@@ -100,15 +105,13 @@ func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 			NotAfter:              now.Add(validity),
 			KeyUsage:              ku,
 			BasicConstraintsValid: true,
+			UnknownExtKeyUsage:    []asn1.ObjectIdentifier{OIDCertificateRequestAgent},
 		}
 		if tmpl.NotBefore.Before(ca.Certificate.NotBefore) {
 			tmpl.NotBefore = ca.Certificate.NotBefore
 		}
 		if tmpl.NotAfter.After(ca.Certificate.NotAfter) {
 			tmpl.NotAfter = ca.Certificate.NotAfter
-		}
-		if eku {
-			tmpl.UnknownExtKeyUsage = []asn1.ObjectIdentifier{OIDCertificateRequestAgent}
 		}
 		return ca.Sign(context.Background(), tmpl, pub)
 	}
@@ -122,7 +125,7 @@ func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 		if _, isRSA := sk.Public().(*rsa.PublicKey); !ok || !isRSA {
 			return nil, errors.New("catemplate: a combined RA needs an RSA key that can decrypt")
 		}
-		cert, err := issue(sk.Public(), x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, true)
+		cert, err := issue(sk.Public(), x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment)
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +133,7 @@ func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 		ra.EncryptionCertificate, ra.Decrypter = cert, dec
 		return ra, nil
 	}
-	if ra.SigningCertificate, err = issue(sk.Public(), x509.KeyUsageDigitalSignature, true); err != nil {
+	if ra.SigningCertificate, err = issue(sk.Public(), x509.KeyUsageDigitalSignature); err != nil {
 		return nil, err
 	}
 	ra.Signer = sk
@@ -145,7 +148,7 @@ func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 	if _, ok := ek.Public().(*rsa.PublicKey); !ok {
 		return nil, errors.New("catemplate: the RA encryption key must be RSA")
 	}
-	if ra.EncryptionCertificate, err = issue(ek.Public(), x509.KeyUsageKeyEncipherment, false); err != nil {
+	if ra.EncryptionCertificate, err = issue(ek.Public(), x509.KeyUsageKeyEncipherment); err != nil {
 		return nil, err
 	}
 	ra.Decrypter = ek

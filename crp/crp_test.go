@@ -234,7 +234,7 @@ func TestFailureReasons(t *testing.T) {
 	env := newEnv(t)
 	ts := httptest.NewServer(env.Server)
 	defer ts.Close()
-	client := &scep.Client{URL: ts.URL}
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
 	ctx := context.Background()
 	for _, tc := range failCases(t, env) {
 		t.Run(tc.name, func(t *testing.T) {
@@ -417,7 +417,7 @@ func TestPendingApproval(t *testing.T) {
 
 	pctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 	defer cancel()
-	client := &scep.Client{URL: ts.URL, PollInterval: 300 * time.Millisecond}
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint(), PollInterval: 300 * time.Millisecond}
 	_, err := client.Enroll(pctx, der, deviceKey)
 	require.ErrorIs(t, err, scep.ErrPending)
 	require.Equal(t, 0, env.Issuer.Count())
@@ -453,7 +453,7 @@ func TestRenewal(t *testing.T) {
 	ts := httptest.NewServer(env.Server)
 	defer ts.Close()
 	ctx := context.Background()
-	client := &scep.Client{URL: ts.URL}
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
 	ch := mint(t, env, "alice@example.com", "alice-laptop")
 	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
 	require.NoError(t, err)

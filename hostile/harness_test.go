@@ -127,7 +127,7 @@ func newHarness(t *testing.T, opts crptest.Options) *harness {
 	h.addr = ln.Addr().String()
 	h.url = "http://" + h.addr + "/scep"
 	h.http = &http.Client{Timeout: 15 * time.Second}
-	h.client = &scep.Client{URL: h.url, HTTPClient: h.http}
+	h.client = &scep.Client{URL: h.url, HTTPClient: h.http, CAFingerprint: env.CAFingerprint()}
 	h.self, err = scep.SelfSigned(deviceKey, pkix.Name{CommonName: alice}, nil)
 	require.NoError(t, err)
 	return h

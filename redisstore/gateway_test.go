@@ -172,7 +172,7 @@ func csrFor(t testing.TB, key *rsa.PrivateKey, user, challenge string) []byte {
 }
 
 func (r *request) send(ctx context.Context, gws [2]*gateway, hc *http.Client) {
-	r.cert, r.err = (&scep.Client{URL: gws[r.gw].url, HTTPClient: hc}).Enroll(ctx, r.csr, r.key)
+	r.cert, r.err = (&scep.Client{URL: gws[r.gw].url, HTTPClient: hc, CAFingerprint: gws[r.gw].env.CAFingerprint()}).Enroll(ctx, r.csr, r.key)
 }
 
 // TestTwoGatewaysOneRedis: 200 enrollments spread over two gateways sharing one
@@ -410,7 +410,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 				mu.Unlock()
 				csr := csrFor(t, key, c.user, c.value)
 				o := outcome{worker: w, challenge: ci, start: time.Now()}
-				o.cert, o.err = (&scep.Client{URL: gws[(w+n)%2].url, HTTPClient: hc}).Enroll(ctx, csr, key)
+				o.cert, o.err = (&scep.Client{URL: gws[(w+n)%2].url, HTTPClient: hc, CAFingerprint: gws[0].env.CAFingerprint()}).Enroll(ctx, csr, key)
 				o.end = time.Now()
 				mu.Lock()
 				outcomes = append(outcomes, o)
@@ -545,7 +545,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	for i, ci := range okBefore {
 		c := chs[ci]
 		k := keys[(i+workers)%keyPool]
-		_, err := (&scep.Client{URL: gws[i%2].url, HTTPClient: hc}).Enroll(context.Background(),
+		_, err := (&scep.Client{URL: gws[i%2].url, HTTPClient: hc, CAFingerprint: gws[0].env.CAFingerprint()}).Enroll(context.Background(),
 			csrFor(t, k, c.user, c.value), k)
 		require.Equal(t, scep.BadRequest, scep.FailInfoOf(err), "challenge %d after restart: %v", ci, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -31,7 +32,8 @@ var (
 	// ErrPending is returned when the server still answers PENDING as the context ends.
 	ErrPending = errors.New("scep: request still pending")
 	// ErrFingerprint is returned when no certificate GetCACert returned matches the
-	// pinned CA fingerprint.
+	// pinned CA fingerprint, and when a Client has no CAFingerprint and does not set
+	// InsecureSkipCAVerify.
 	ErrFingerprint = errors.New("scep: CA fingerprint mismatch")
 	// ErrBadReply is returned for a reply that does not answer the request: wrong
 	// transactionID or recipientNonce, unknown signer, wrong content, bad HTTP status.
@@ -42,16 +44,44 @@ var (
 const DefaultMaxResponseBytes = 1 << 20
 
 // Client is a SCEP client (RFC 8894): it fetches caps and CA certificates, and enrolls,
-// renews, polls, and fetches certificates and CRLs. Its zero value is not usable: URL is
-// required. A Client is safe for concurrent use.
+// renews, polls, and fetches certificates and CRLs. Its zero value is not usable: URL and
+// CAFingerprint are required. A Client is safe for concurrent use.
+//
+// # Which certificates the Client trusts
+//
+// SCEP runs over plain HTTP, so everything rests on the CA certificate the Client pins
+// with CAFingerprint. Of what GetCACert returns, the Client keeps:
+//   - the certificate whose SHA-256 is CAFingerprint;
+//   - CA certificates (basicConstraints cA) issued by a certificate it keeps, such as
+//     an issuing CA under a pinned root;
+//   - RA certificates issued by a CA certificate it keeps, where an RA certificate is
+//     one [IsRA] accepts: not a CA, extended key usage Certificate Request Agent
+//     (1.3.6.1.4.1.311.20.2.1, which NDES puts on its RA certificates and
+//     catemplate.NewRA on both of its own), and no serverAuth, clientAuth or
+//     anyExtendedKeyUsage.
+//
+// Everything else is dropped: a device certificate the same CA issued to someone else
+// is not an RA. Requests are encrypted to a kept RA certificate with keyEncipherment,
+// else to a kept RA, else to the CA; a CertRep or a GetNextCACert answer is accepted
+// only when signed by a kept certificate; an issued certificate only when a kept CA
+// certificate issued it. A server whose RA certificates lack the EKU can still be used:
+// pin the CA and the client encrypts to the CA; if the server cannot decrypt that, its
+// RA certificates need the EKU.
 type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
 	// HTTPClient sends the requests; nil means a client with a 30-second timeout.
 	HTTPClient *http.Client
-	// CAFingerprint, when set, is the SHA-256 of the CA certificate: GetCACert fails
-	// unless one of the returned certificates has it.
+	// CAFingerprint is the SHA-256 of the CA certificate: GetCACert fails unless one
+	// of the returned certificates has it, and keeps only the certificates described
+	// in "Which certificates the Client trusts". Required unless InsecureSkipCAVerify.
 	CAFingerprint []byte
+	// InsecureSkipCAVerify, when CAFingerprint is empty, makes the Client trust
+	// whatever certificates GetCACert returns, as [crypto/tls.Config]'s
+	// InsecureSkipVerify does for TLS: anyone on the network path can then read the
+	// challenge, answer in the CA's name and hand out certificates of his own. Use it
+	// only to look at a server by hand or in tests that are about something else.
+	InsecureSkipCAVerify bool
 	// Cipher and Digest force the algorithms; zero means negotiated from GetCACaps:
 	// AES-256 when AES is listed, 3DES when DES3 is; SHA-256 (or SHA-512) when listed.
 	Cipher Cipher
@@ -129,7 +159,8 @@ func (c *Client) GetCACaps(ctx context.Context) (Caps, error) {
 	return ParseCaps(string(body)), nil
 }
 
-// GetCACert returns the CA (and RA) certificates, checking CAFingerprint when set.
+// GetCACert returns the CA (and RA) certificates the Client trusts: the pinned CA and
+// what chains to it (see [Client]), or with InsecureSkipCAVerify everything returned.
 func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	body, mt, err := c.get(ctx, "GetCACert", "")
 	if err != nil {
@@ -149,17 +180,47 @@ func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: GetCACert returned no certificate", ErrBadReply)
 	}
-	if len(c.CAFingerprint) > 0 {
+	switch {
+	case len(c.CAFingerprint) > 0:
 		if certs = pinned(certs, c.CAFingerprint); certs == nil {
 			return nil, ErrFingerprint
 		}
+	case !c.InsecureSkipCAVerify:
+		return nil, fmt.Errorf("%w: no CAFingerprint to check the server against (set it, or InsecureSkipCAVerify)", ErrFingerprint)
 	}
 	return certs, nil
 }
 
-// pinned returns the pinned CA and the certificates that chain to it (RA certificates,
-// intermediates), dropping any other: a man in the middle cannot slip in an RA of his
-// own beside the genuine CA. It returns nil when no certificate has the fingerprint.
+// oidCertificateRequestAgent is the extended key usage that marks an RA certificate.
+var oidCertificateRequestAgent = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 1}
+
+// IsRA reports whether cert is marked as a SCEP RA certificate for a [Client]: it is
+// not a CA, its extended key usage lists Certificate Request Agent
+// (1.3.6.1.4.1.311.20.2.1), and it does not list serverAuth, clientAuth or
+// anyExtendedKeyUsage, so no TLS or device certificate passes. Whether the right CA
+// issued it is checked separately. An RA serving a Client needs both its signing and
+// its encryption certificate marked.
+func IsRA(cert *x509.Certificate) bool {
+	if cert == nil || cert.IsCA {
+		return false
+	}
+	for _, u := range cert.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return false
+		}
+	}
+	for _, oid := range cert.UnknownExtKeyUsage {
+		if oid.Equal(oidCertificateRequestAgent) {
+			return true
+		}
+	}
+	return false
+}
+
+// pinned returns the pinned CA, the CA certificates that chain to it and the RA
+// certificates ([IsRA]) those issued, dropping any other: a man in the middle can slip
+// in neither an RA of his own nor a device certificate the same CA issued him. It
+// returns nil when no certificate has the fingerprint.
 func pinned(certs []*x509.Certificate, fp []byte) []*x509.Certificate {
 	trusted := make([]bool, len(certs))
 	found := false
@@ -179,7 +240,7 @@ func pinned(certs []*x509.Certificate, fp []byte) []*x509.Certificate {
 				continue
 			}
 			for j, parent := range certs {
-				if trusted[j] && parent.IsCA && cert.CheckSignatureFrom(parent) == nil {
+				if trusted[j] && parent.IsCA && (cert.IsCA || IsRA(cert)) && cert.CheckSignatureFrom(parent) == nil {
 					trusted[i], changed = true, true
 					break
 				}
@@ -195,7 +256,9 @@ func pinned(certs []*x509.Certificate, fp []byte) []*x509.Certificate {
 	return out
 }
 
-// GetNextCACert returns the rollover CA chain the server announces.
+// GetNextCACert returns the rollover CA chain the server announces, accepted only when
+// signed by a certificate GetCACert kept: the pinned CA, a CA under it, or an RA (see
+// [Client]).
 func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	current, err := c.GetCACert(ctx)
 	if err != nil {

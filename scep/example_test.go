@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -110,7 +111,9 @@ func ExampleClient_Enroll() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	client := &scep.Client{URL: ts.URL}
+	// The device pins the CA it was given out of band (in an MDM profile, say).
+	fp := sha256.Sum256(caCert.Raw)
+	client := &scep.Client{URL: ts.URL, CAFingerprint: fp[:]}
 	cert, err := client.Enroll(context.Background(), csr, key)
 	if err != nil {
 		log.Fatal(err)

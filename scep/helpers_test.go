@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"log/slog"
@@ -107,6 +108,7 @@ func newTestPKI(t testing.TB) *testPKI {
 		return mkCert(t, &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: ku,
+			UnknownExtKeyUsage: []asn1.ObjectIdentifier{oidCertificateRequestAgent},
 		}, ca, key.Public(), rsaKeys[0])
 	}
 	return &testPKI{

@@ -330,7 +330,7 @@ func TestClient(t *testing.T) {
 		require.Equal(t, http.MethodGet, r.Method)
 		s.ServeHTTP(w, r)
 	}))
-	cert2, err := (&Client{URL: getOnly.URL}).Enroll(ctx, newCSR(t, d.key, "get", "secret"), d.key)
+	cert2, err := (&Client{URL: getOnly.URL, CAFingerprint: fp[:]}).Enroll(ctx, newCSR(t, d.key, "get", "secret"), d.key)
 	require.NoError(t, err)
 	require.Equal(t, "get", cert2.Subject.CommonName)
 
@@ -359,7 +359,8 @@ func TestClientRefusesForgedReplies(t *testing.T) {
 		require.NoError(t, err)
 		w.Write(rep)
 	}))
-	_, err := (&Client{URL: ts.URL}).Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
+	fp := sha256.Sum256(pki.ca.Raw)
+	_, err := (&Client{URL: ts.URL, CAFingerprint: fp[:]}).Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
 	require.ErrorIs(t, err, ErrBadReply)
 }
 
@@ -407,7 +408,8 @@ func TestGetNextCACert(t *testing.T) {
 	next := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(50), Subject: pkix.Name{CommonName: "next CA"},
 		NotBefore: time.Now(), NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign}, pki.ca, rsaKeys[3].Public(), pki.caKey)
-	c := &Client{URL: ts.URL}
+	fp := sha256.Sum256(pki.ca.Raw)
+	c := &Client{URL: ts.URL, CAFingerprint: fp[:]}
 	_, err := c.GetNextCACert(context.Background())
 	require.ErrorIs(t, err, ErrBadReply, "no rollover configured: 404")
 	s.NextCACerts = []*x509.Certificate{next}
@@ -427,7 +429,8 @@ func TestRenewWithPKCSReq(t *testing.T) {
 	ts, s := pki.httpServer(t, false)
 	d := newDevice(t)
 	ctx := context.Background()
-	c := &Client{URL: ts.URL}
+	fp := sha256.Sum256(pki.ca.Raw)
+	c := &Client{URL: ts.URL, CAFingerprint: fp[:]}
 	cert, err := c.Enroll(ctx, newCSR(t, d.key, "device", "secret"), d.key)
 	require.NoError(t, err)
 	s.Renewal = false

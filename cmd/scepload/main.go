@@ -7,7 +7,10 @@
 // challenge (from a scepkit MDM endpoint with -mdm, or a static one with -challenge),
 // signed with the device's key, and the CertRep decrypted and checked. Device keys are
 // made before the clock starts. The run is bounded by -n and -d, and only loopback
-// addresses are accepted as targets.
+// addresses are accepted as targets. -ca-fingerprint pins the CA as a device does;
+// without it scepload trusts whatever the server presents (scep.Client's
+// InsecureSkipCAVerify, said on stderr), which it allows only because the target is
+// on loopback.
 //
 //	go run ./examples/quickstart -serve 127.0.0.1:8080 &
 //	go run ./cmd/scepload -url http://127.0.0.1:8080/scep \
@@ -26,6 +29,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -46,6 +50,7 @@ import (
 
 type config struct {
 	url, mdm, challenge, cn string
+	fingerprint             string
 	conc, n, keySize        int
 	dur                     time.Duration
 	pid                     int
@@ -58,6 +63,7 @@ func main() {
 	flag.StringVar(&c.url, "url", "", "SCEP endpoint `URL` (loopback only)")
 	flag.StringVar(&c.mdm, "mdm", "", "scepkit MDM profile endpoint `URL` giving a fresh challenge per enrollment")
 	flag.StringVar(&c.challenge, "challenge", "", "static challenge password (instead of -mdm)")
+	flag.StringVar(&c.fingerprint, "ca-fingerprint", "", "SHA-256 of the CA certificate, `hex`: pins the CA (without it the CA is not checked)")
 	flag.StringVar(&c.cn, "cn", "scepload", "subject CN with -challenge")
 	flag.IntVar(&c.conc, "c", 8, "concurrent devices")
 	flag.IntVar(&c.n, "n", 200, "enrollments in all")
@@ -114,6 +120,16 @@ func run(c *config, out io.Writer) error {
 	defer cancel()
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c.conc}}
 	client := &scep.Client{URL: c.url, HTTPClient: hc}
+	if c.fingerprint == "" {
+		fmt.Fprintln(os.Stderr, "scepload: no -ca-fingerprint: trusting whatever CA the loopback server presents")
+		client.InsecureSkipCAVerify = true
+	} else {
+		fp, err := hex.DecodeString(strings.ReplaceAll(c.fingerprint, ":", ""))
+		if err != nil {
+			return fmt.Errorf("-ca-fingerprint: %v", err)
+		}
+		client.CAFingerprint = fp
+	}
 	certs, err := client.GetCACert(ctx)
 	if err != nil {
 		return fmt.Errorf("GetCACert: %w", err)

@@ -11,6 +11,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -281,6 +282,12 @@ func loadOrCreatePKI(o Options) (*catemplate.CA, *catemplate.RA, error) {
 		}
 	}
 	return ca, ra, nil
+}
+
+// CAFingerprint returns the SHA-256 of the CA certificate, what a scep.Client pins.
+func (e *Env) CAFingerprint() []byte {
+	sum := sha256.Sum256(e.CA.Certificate.Raw)
+	return sum[:]
 }
 
 // Challenge mints a challenge for user (its UPN) and device, for the demo profile.

@@ -18,7 +18,9 @@
 // and keeps the subject and SANs of the certificate being renewed. The key is written
 // as PKCS#8 PEM with mode 0600 and the certificate as PEM, each to a temporary file
 // renamed into place, so a crash never leaves half a file; the key is written first,
-// then the certificate. Without -ca-fingerprint the CA is not pinned (a warning says so).
+// then the certificate. -ca-fingerprint is required: without it anyone on the network
+// path could read the challenge and answer in the CA's name. -insecure-skip-ca-verify
+// drops that requirement, for looking at a server by hand only.
 package main
 
 import (
@@ -56,7 +58,7 @@ func main() {
 
 type config struct {
 	url, challenge, subject, keyPath, certPath, fingerprint string
-	renew                                                   bool
+	renew, insecure                                         bool
 	keySize                                                 int
 	timeout                                                 time.Duration
 }
@@ -71,6 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.keyPath, "key", "device.key", "private key `FILE` (PEM)")
 	fs.StringVar(&c.certPath, "cert", "device.crt", "certificate `FILE` (PEM)")
 	fs.StringVar(&c.fingerprint, "ca-fingerprint", "", "SHA-256 of the CA certificate, `hex`: pins the CA")
+	fs.BoolVar(&c.insecure, "insecure-skip-ca-verify", false, "trust whatever CA the server presents (no -ca-fingerprint); unsafe")
 	fs.BoolVar(&c.renew, "renew", false, "renew the certificate in -cert, signing with it and -key")
 	fs.IntVar(&c.keySize, "key-size", 2048, "RSA key size in bits")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "give up after this long (polling included)")
@@ -82,6 +85,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case c.url == "":
 		return nil, errors.New("-url is required")
+	case c.fingerprint == "" && !c.insecure:
+		return nil, errors.New("-ca-fingerprint is required (the CA's SHA-256, from the profile or the gateway)")
 	case !c.renew && (c.challenge == "" || c.subject == ""):
 		return nil, errors.New("enrollment needs -challenge and -subject (or use -renew)")
 	case c.renew && (c.challenge != "" || c.subject != ""):
@@ -101,7 +106,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	client := &scep.Client{URL: c.url}
 	if c.fingerprint == "" {
-		fmt.Fprintln(stderr, "device: warning: no -ca-fingerprint, the CA is not pinned")
+		fmt.Fprintln(stderr, "device: warning: -insecure-skip-ca-verify: the CA is not pinned")
+		client.InsecureSkipCAVerify = true
 	} else {
 		fp, err := hex.DecodeString(strings.ReplaceAll(c.fingerprint, ":", ""))
 		if err != nil || len(fp) != sha256.Size {

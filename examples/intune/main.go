@@ -220,7 +220,7 @@ func mux(env *crptest.Env) *http.ServeMux {
 func demo(ctx context.Context, env *crptest.Env, emu *intunetest.Server, poller *intune.Poller, out io.Writer) error {
 	ts := httptest.NewServer(mux(env))
 	defer ts.Close()
-	sc := &scep.Client{URL: ts.URL + "/scep"}
+	sc := &scep.Client{URL: ts.URL + "/scep", CAFingerprint: env.CAFingerprint()}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return err
