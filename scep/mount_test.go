@@ -2,6 +2,7 @@ package scep
 
 import (
 	"context"
+	"crypto/sha256"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,7 @@ func TestMount(t *testing.T) {
 	t.Cleanup(ts.Close)
 	d := newDevice(t)
 	ctx := context.Background()
+	fp := sha256.Sum256(pki.ca.Raw)
 
 	for _, path := range []string{"/scep", "/certsrv/mscep/mscep.dll", "/tree/"} {
 		for _, u := range []string{ts.URL + path, ts.URL + strings.TrimSuffix(path, "/") + PKIClientSuffix} {
@@ -38,7 +40,7 @@ func TestMount(t *testing.T) {
 					require.Equal(t, http.StatusOK, resp.StatusCode, q)
 				}
 				// POST PKIOperation (the caps list POSTPKIOperation).
-				cert, err := (&Client{URL: u}).Enroll(ctx, newCSR(t, d.key, "post", "secret"), d.key)
+				cert, err := (&Client{URL: u, CAFingerprint: fp[:]}).Enroll(ctx, newCSR(t, d.key, "post", "secret"), d.key)
 				require.NoError(t, err)
 				require.Equal(t, "post", cert.Subject.CommonName)
 				// GET PKIOperation, as certmonger always sends it.
@@ -51,7 +53,7 @@ func TestMount(t *testing.T) {
 					r.URL.Path = u[len(ts.URL):]
 					mux.ServeHTTP(w, r)
 				}))
-				cert, err = (&Client{URL: getOnly.URL}).Enroll(ctx, newCSR(t, d.key, "get", "secret"), d.key)
+				cert, err = (&Client{URL: getOnly.URL, CAFingerprint: fp[:]}).Enroll(ctx, newCSR(t, d.key, "get", "secret"), d.key)
 				require.NoError(t, err)
 				require.Equal(t, "get", cert.Subject.CommonName)
 			})
