@@ -37,7 +37,7 @@ func TestNewServer(t *testing.T) {
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 	ctx := context.Background()
-	client := &scep.Client{URL: ts.URL}
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
 	ch := mint(t, env, "alice@example.com", "alice-laptop")
 	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
 	require.NoError(t, err)
