@@ -189,7 +189,10 @@ type RegistrationPoint struct {
 
 var _ scep.Responder = (*RegistrationPoint)(nil)
 
-// Validate reports a configuration the registration point cannot work with.
+// Validate reports a configuration the registration point cannot work with: a
+// required field missing, a Verifier without Audience or Replay store, and the
+// profiles of a ProfileSource that can validate them (a Profiles with a Validate()
+// error method, as [MemoryProfiles] has).
 func (rp *RegistrationPoint) Validate() error {
 	var missing []string
 	external := len(rp.Validators) > 0
@@ -209,6 +212,11 @@ func (rp *RegistrationPoint) Validate() error {
 	for i, v := range rp.Validators {
 		if v == nil {
 			return fmt.Errorf("crp: Validators[%d] is nil", i)
+		}
+	}
+	if v, ok := rp.Profiles.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return err
 		}
 	}
 	if rp.Verifier == nil {

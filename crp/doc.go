@@ -19,14 +19,18 @@
 // fingerprint, never the challenge. Users insert their own [Check] before or after any
 // phase. A refusal is an *[Error] carrying its phase and [Reason]; on the wire the
 // device sees only the failInfo: badTime for phase 1, badRequest otherwise (badCertId
-// for a poll or GetCert naming nothing).
+// for a poll or GetCert naming nothing, and for an operator fault,
+// [ReasonMisconfigured]: a profile or template the gateway cannot use).
 //
 // # One certificate per challenge
 //
 // The challenge is claimed in phase 2 through the Verifier's replay store: of many
 // concurrent requests with one challenge, one proceeds. A transient failure after the
 // claim (an error matching [ErrUnavailable], a CA that cannot be reached) releases it,
-// so the device retries with the same challenge; a definitive refusal burns it. A
+// so the device retries with the same challenge, and so does an operator fault; a
+// definitive refusal burns it. [RegistrationPoint.Validate] validates the profiles of
+// a [MemoryProfiles], so that a profile no device could enroll with stops the gateway
+// at start. A
 // request resent with the same transactionID gets the recorded answer, and polls must
 // come from the key of the original request.
 //

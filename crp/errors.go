@@ -52,8 +52,9 @@ func (p Phase) String() string {
 	return "unknown(" + strconv.Itoa(int(p)) + ")"
 }
 
-// FailInfo is the SCEP failInfo a refusal in phase p answers with (DESIGN: badTime for
-// phase 1, badRequest for the others).
+// FailInfo is the SCEP failInfo a refusal in phase p answers with: badTime for phase 1
+// (an expired or not yet valid challenge, RFC 8894 §3.2.1.4.5), badRequest for the
+// others.
 func (p Phase) FailInfo() scep.FailInfo {
 	if p == PhaseExpiry {
 		return scep.BadTime
@@ -97,6 +98,12 @@ const (
 	ReasonRejected            Reason = "request rejected"
 	ReasonInternal            Reason = "internal error"
 	ReasonCheckFailed         Reason = "check failed"
+	// ReasonMisconfigured is an operator fault, not the device's: the profile cannot
+	// be rendered for this user and device (an invalid profile, a variable the
+	// directory has no value for), or the template cannot be applied (an invalid
+	// template, a CA outside its validity). The challenge is released, not burned,
+	// so that the device's retry succeeds once the configuration is fixed.
+	ReasonMisconfigured Reason = "gateway misconfigured"
 )
 
 // Error is a refusal: the phase that refused, why, and the underlying error. The
@@ -121,12 +128,25 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // FailInfo is the SCEP failInfo the device receives: the phase's, except for a CSR
 // whose signature does not verify, which fails an integrity check (badMessageCheck,
-// like any other signature that does not verify).
+// like any other signature that does not verify), and for an operator fault
+// ([ReasonMisconfigured]), which answers badCertId ("no certificate could be
+// identified matching the provided criteria", RFC 8894 §3.2.1.4.5): the gateway
+// cannot make a certificate for this profile, whatever the device sends, and a
+// device log tells it apart from a refused request (badRequest).
 func (e *Error) FailInfo() scep.FailInfo {
-	if e.Reason == ReasonCSRSignature {
+	switch e.Reason {
+	case ReasonCSRSignature:
 		return scep.BadMessageCheck
+	case ReasonMisconfigured:
+		return scep.BadCertID
 	}
 	return e.Phase.FailInfo()
+}
+
+// releases reports whether the refusal leaves the challenge usable again: a
+// transient failure, or an operator fault, before anything was issued.
+func (e *Error) releases() bool {
+	return e.Reason == ReasonMisconfigured || errors.Is(e.Err, ErrUnavailable)
 }
 
 func fail(p Phase, r Reason, err error) *Error { return &Error{Phase: p, Reason: r, Err: err} }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"maps"
 	"math/big"
+	"slices"
 	"sync"
 	"time"
 
@@ -336,6 +339,28 @@ func (m MemoryProfiles) LookupProfile(_ context.Context, id string) (*profile.Pr
 		return nil, fmt.Errorf("%w: profile %q", ErrNotFound, id)
 	}
 	return p, nil
+}
+
+// Validate reports every profile that cannot be used: nil, filed under another id
+// than its own, or failing [profile.Profile.Validate] (an ECDSA key on a platform
+// other than Android, say). [RegistrationPoint.Validate] calls it, so that a bad
+// profile stops the gateway at start instead of refusing every device.
+func (m MemoryProfiles) Validate() error {
+	ids := slices.Sorted(maps.Keys(m))
+	var errs []error
+	for _, id := range ids {
+		switch p := m[id]; {
+		case p == nil:
+			errs = append(errs, fmt.Errorf("crp: profile %q is nil", id))
+		case p.ID != id:
+			errs = append(errs, fmt.Errorf("crp: profile %q is filed under %q", p.ID, id))
+		default:
+			if err := p.Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("crp: profile %q: %w", id, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // MemoryNotifier records every Notification. The zero value is ready.

@@ -250,8 +250,8 @@ func (rp *RegistrationPoint) stepProfile(ctx context.Context, tx *Transaction) *
 	}
 	tx.Profile = p
 	r, err := profile.Render(p, tx.User.User, tx.Device.Device, nil)
-	if err != nil {
-		return fail(PhaseMapping, ReasonCSRMismatch, fmt.Errorf("rendering profile %q: %w", p.ID, err))
+	if err != nil { // the profile and the directory's data, not the request
+		return fail(PhaseMapping, ReasonMisconfigured, fmt.Errorf("profile %q cannot be rendered: %w", p.ID, err))
 	}
 	tx.Rendered = r
 	if err := profile.Check(tx.CSR, r); err != nil {
@@ -268,8 +268,11 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	t, err := rp.Templates.Resolve(ctx, &catemplate.ResolveRequest{ProfileID: tx.ProfileID(),
 		KeyUsage: ku, CSR: tx.CSR, Rendered: tx.Rendered})
 	if err != nil {
-		if errors.Is(err, catemplate.ErrNotPublished) {
+		switch {
+		case errors.Is(err, catemplate.ErrNotPublished):
 			return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
+		case errors.Is(err, catemplate.ErrInvalidTemplate):
+			return fail(PhaseTemplate, ReasonMisconfigured, err)
 		}
 		return fail(PhaseTemplate, ReasonNoTemplate, err)
 	}
@@ -281,6 +284,9 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 		return fail(PhaseTemplate, ReasonKeyRefused, err)
 	case errors.Is(err, catemplate.ErrNotPublished):
 		return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
+	case errors.Is(err, catemplate.ErrInvalidTemplate), errors.Is(err, catemplate.ErrCAExpired):
+		// The template or the CA, not the request: an operator fault.
+		return fail(PhaseTemplate, ReasonMisconfigured, err)
 	case err != nil:
 		return fail(PhaseTemplate, ReasonNoTemplate, err)
 	}

@@ -5,15 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"errors"
 	"fmt"
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/scep"
 )
 
-// finish releases a claimed challenge after a transient failure, notifies, and keeps
-// a record of a definitive outcome so that resends and polls get the same answer.
+// finish releases a claimed challenge after a transient failure or an operator fault,
+// notifies, and keeps a record of a definitive outcome so that resends and polls get
+// the same answer.
 func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
 	if tx.reqHash == nil {
 		tx.reqHash = requestHash(tx.MessageType, tx.Signer, csrDER)
@@ -51,7 +51,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	// Once the CA has signed, the outcome is never transient: the challenge stays
 	// claimed and the outcome is recorded, so that a retry cannot obtain a second
 	// certificate (for example when a required notification fails after issuance).
-	transient := e != nil && errors.Is(e.Err, ErrUnavailable) && tx.Certificate == nil
+	transient := e != nil && e.releases() && tx.Certificate == nil
 	if transient {
 		rp.release(ctx, tx)
 	}
