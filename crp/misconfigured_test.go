@@ -46,8 +46,8 @@ func TestValidateProfiles(t *testing.T) {
 // the configuration is fixed, the device's retry with the same challenge succeeds.
 func TestMisconfiguredKeepsChallenge(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		phase  crp.Phase
+		name    string
+		phase   crp.Phase
 		breakIt func(env *crptest.Env) (restore func())
 	}{
 		{"profile invalid (ECDSA on macOS)", crp.PhaseMapping, func(env *crptest.Env) func() {
@@ -87,7 +87,7 @@ func TestMisconfiguredKeepsChallenge(t *testing.T) {
 			require.Equal(t, scep.BadCertID, ce.FailInfo())
 
 			// On the wire too, and still nothing issued.
-			_, err = (&scep.Client{URL: ts.URL}).Enroll(ctx, req.Raw, deviceKey)
+			_, err = (&scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}).Enroll(ctx, req.Raw, deviceKey)
 			var fe *scep.FailError
 			require.True(t, errors.As(err, &fe), "%v", err)
 			require.Equal(t, scep.BadCertID, fe.Info)
