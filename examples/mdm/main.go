@@ -16,6 +16,11 @@
 //     the profile for device D of user U with a fresh challenge. U must be an active user
 //     of the directory and D a compliant device enrolled to U, else 403. The default
 //     format is json; the platform defaults to ios for mobileconfig, windows otherwise.
+//   - GET /bundle?user=U&device=D[&format=...][&platform=...]: the same checks and
+//     formats, but the profile bundle (package profile, Bundle): the trusted root, the
+//     SCEP enrollment, and with -wifi-ssid an EAP-TLS Wi-Fi network (and with
+//     -vpn-server an IKEv2 VPN, Apple and JSON only) that authenticate with the
+//     enrolled certificate.
 //   - POST /notify: the gateway reports an outcome (JSON); GET /notifications lists them.
 //     Unauthenticated here: a real MDM authenticates its connectors (mutual TLS).
 //
@@ -26,14 +31,22 @@
 // identity); -scep-url goes into profiles; -ca-cert is the root CA devices pin (the
 // gateway writes it as ca.crt in its state directory; it is read when the first profile
 // is asked for, so the MDM may start first); -ttl shortens the challenge lifetime (at
-// most 1h); -log text|json.
+// most 1h); -log text|json; -wifi-ssid SSID with -radius-server NAMES (the RADIUS
+// server certificate's names, comma-separated) and -vpn-server HOST shape /bundle:
+//
+//	go run ./examples/mdm -directory examples/directory.json -ca-cert gateway-state/ca.crt \
+//	    -wifi-ssid Corp -radius-server radius.example.com
+//	curl 'http://127.0.0.1:8081/bundle?user=alice@example.com&device=alice-laptop&format=mobileconfig'
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -41,11 +54,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,6 +82,7 @@ func main() {
 
 type config struct {
 	listen, state, name, gateway, scepURL, caCert, directory, log string
+	wifiSSID, radiusServers, vpnServer                            string
 	ttl                                                           time.Duration
 }
 
@@ -83,6 +99,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.directory, "directory", "", "users and devices JSON `FILE`; required")
 	fs.DurationVar(&c.ttl, "ttl", time.Hour, "challenge lifetime (at most 1h)")
 	fs.StringVar(&c.log, "log", "text", "log format: text or json")
+	fs.StringVar(&c.wifiSSID, "wifi-ssid", "", "bundles add an EAP-TLS Wi-Fi network of this `SSID`")
+	fs.StringVar(&c.radiusServers, "radius-server", "", "the RADIUS server certificate's `NAMES` (comma-separated) the Wi-Fi trusts")
+	fs.StringVar(&c.vpnServer, "vpn-server", "", "bundles add an IKEv2 VPN to this `HOST` (certificate authentication)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -95,6 +114,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-ca-cert is required")
 	case c.ttl <= 0 || c.ttl > challenge.MaxLifetime:
 		return nil, fmt.Errorf("-ttl %v: a challenge lives at most %v (and more than zero)", c.ttl, challenge.MaxLifetime)
+	case (c.wifiSSID == "") != (c.radiusServers == ""):
+		return nil, errors.New("-wifi-ssid and -radius-server go together")
+	}
+	if err := checkNetworks(c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -153,6 +177,7 @@ func (m *mdm) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jwks", m.jwks)
 	mux.HandleFunc("GET /profile", m.profile)
+	mux.HandleFunc("GET /bundle", m.bundle)
 	mux.HandleFunc("POST /notify", m.notify)
 	mux.HandleFunc("GET /notifications", m.listNotifications)
 	return mux
@@ -182,6 +207,92 @@ var formats = map[string]struct {
 var platforms = map[string]string{"windows": demo.ProfileWindows, "ios": demo.ProfileIOS, "macos": demo.ProfileMacOS}
 
 func (m *mdm) profile(w http.ResponseWriter, r *http.Request) {
+	m.serve(w, r, "profile", func(rendered *profile.Rendered, _ *crp.Device, format string, opts profile.ExportOptions) ([]byte, error) {
+		switch format {
+		case "json":
+			return profile.ExportJSON(rendered, opts)
+		case "mobileconfig":
+			return profile.MobileConfig(rendered, opts)
+		}
+		return profile.SyncML(rendered, opts)
+	})
+}
+
+// bundle serves the profile bundle: the root, the SCEP enrollment and, per the flags,
+// the EAP-TLS Wi-Fi network and the IKEv2 VPN that use the certificate.
+func (m *mdm) bundle(w http.ResponseWriter, r *http.Request) {
+	m.serve(w, r, "bundle", func(rendered *profile.Rendered, d *crp.Device, format string, opts profile.ExportOptions) ([]byte, error) {
+		b := m.newBundle(rendered, d.ID)
+		switch format {
+		case "json":
+			return b.JSON(opts)
+		case "mobileconfig":
+			return b.MobileConfig(opts)
+		}
+		return b.SyncML(opts)
+	})
+}
+
+// newBundle binds rendered to the networks of the flags.
+func (m *mdm) newBundle(rendered *profile.Rendered, deviceID string) *profile.Bundle {
+	return newBundle(m.cfg, rendered, deviceID)
+}
+
+func newBundle(c *config, rendered *profile.Rendered, deviceID string) *profile.Bundle {
+	b := &profile.Bundle{SCEP: rendered, DeviceID: deviceID}
+	if c.wifiSSID != "" {
+		b.WiFi = &profile.WiFi{SSID: c.wifiSSID, TrustedServerNames: strings.Split(c.radiusServers, ",")}
+	}
+	if c.vpnServer != "" {
+		// The demo certificates carry no SAN: the device's IKE identity is its CN, the UPN.
+		b.VPN = &profile.VPN{Name: "scepkit example VPN", RemoteAddress: c.vpnServer,
+			LocalIdentifier: rendered.Attributes[0].Value}
+	}
+	return b
+}
+
+// checkNetworks refuses, at start, Wi-Fi and VPN flags that no bundle could carry.
+func checkNetworks(c *config) error {
+	if c.wifiSSID == "" && c.vpnServer == "" {
+		return nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "check"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return err
+	}
+	root, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	profiles, err := demo.Profiles(c.scepURL, root)
+	if err != nil {
+		return err
+	}
+	rendered, err := profile.Render(profiles[demo.ProfileWindows], profile.User{UserPrincipalName: "check@example.com"},
+		profile.Device{ID: "check"}, nil)
+	if err != nil {
+		return err
+	}
+	if err := newBundle(c, rendered, "check").Validate(); err != nil {
+		return fmt.Errorf("-wifi-ssid, -radius-server or -vpn-server: %w", err)
+	}
+	return nil
+}
+
+// exportFunc writes a rendered profile for device d in format (json, mobileconfig or
+// syncml) with opts.
+type exportFunc func(rendered *profile.Rendered, d *crp.Device, format string, opts profile.ExportOptions) ([]byte, error)
+
+// serve checks who asks, renders the profile with a fresh challenge and writes what
+// export makes of it.
+func (m *mdm) serve(w http.ResponseWriter, r *http.Request, what string, export exportFunc) {
 	q := r.URL.Query()
 	userID, deviceID := q.Get("user"), q.Get("device")
 	format := q.Get("format")
@@ -240,21 +351,13 @@ func (m *mdm) profile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts := profile.ExportOptions{Challenge: ch, UniqueID: "scepkit-" + profileID}
-	var body []byte
-	switch format {
-	case "json":
-		body, err = profile.ExportJSON(rendered, opts)
-	case "mobileconfig":
-		body, err = profile.MobileConfig(rendered, opts)
-	case "syncml":
-		body, err = profile.SyncML(rendered, opts)
-	}
+	body, err := export(rendered, d, format, opts)
 	if err != nil {
-		m.log.Error("profile: export", "format", format, "err", err)
+		m.log.Error(what+": export", "format", format, "err", err)
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
 		return
 	}
-	m.log.Info("profile issued", "user", u.ID, "device", d.ID, "profile", profileID, "format", format,
+	m.log.Info(what+" issued", "user", u.ID, "device", d.ID, "profile", profileID, "format", format,
 		"challenge", challenge.Fingerprint(ch), "expires", claims.Expires)
 	w.Header().Set("Content-Type", f.contentType)
 	w.Header().Set("Cache-Control", "no-store")
