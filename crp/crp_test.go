@@ -510,3 +510,34 @@ func TestRenewal(t *testing.T) {
 }
 
 var _ = profile.RSA
+
+// Each step is timed where its work happens: the challenge is checked once, under
+// challenge-verify, and the steps that judge its verdict in their phases take no time
+// of their own. The Verifier's clock moves the shared clock on each reading, so the
+// check's time lands in whichever step runs it.
+func TestTraceTimesEachStep(t *testing.T) {
+	env := newEnv(t)
+	now := time.Now()
+	v := *env.Verifier
+	v.Now = func() time.Time { now = now.Add(10 * time.Millisecond); return now }
+	env.RP.Verifier = &v
+	env.RP.Now = func() time.Time { return now }
+	ch := mint(t, env, "bob@example.com", "bob-phone")
+	res, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "timed",
+		CSR: csr(t, deviceKey, "bob@example.com", ch), Challenge: ch})
+	require.NoError(t, err)
+	took := map[string]time.Duration{}
+	var names []string
+	for _, s := range res.Trace.Steps {
+		took[s.Step] = s.Duration
+		names = append(names, s.Phase.String()+"/"+s.Step)
+	}
+	require.Equal(t, []string{"gateway/csr-signature", "gateway/challenge-verify", "gateway/challenge-audience",
+		"phase1-expiry/challenge-lifetime", "phase2-genuineness/challenge-genuine", "phase2-genuineness/user-active",
+		"phase2-genuineness/challenge-unused", "phase3-mapping/device-mapping", "phase3-mapping/profile-match",
+		"template/template", "issue/issue", "notify/notify-issued"}, names)
+	require.Positive(t, took["challenge-verify"])
+	for _, judge := range []string{"challenge-audience", "challenge-lifetime", "challenge-genuine"} {
+		require.Zero(t, took[judge], judge)
+	}
+}

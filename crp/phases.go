@@ -82,9 +82,11 @@ func (rp *RegistrationPoint) stepCSRSignature(_ context.Context, tx *Transaction
 	return nil
 }
 
-// stepAudience runs the offline challenge check once and refuses here a challenge
-// minted for another gateway; phases 1 and 2 judge the rest of its verdict.
-func (rp *RegistrationPoint) stepAudience(ctx context.Context, tx *Transaction) *Error {
+// stepVerifyChallenge runs the offline challenge check once (signature, key, issuer,
+// audience, lifetime: the cost of the challenge is here) and keeps its verdict; it
+// refuses only a Verifier that cannot work. The steps challenge-audience,
+// challenge-lifetime and challenge-genuine judge the verdict in their phases.
+func (rp *RegistrationPoint) stepVerifyChallenge(ctx context.Context, tx *Transaction) *Error {
 	if tx.Challenge == "" {
 		tx.checkErr = errNoChallenge
 		return nil
@@ -94,11 +96,16 @@ func (rp *RegistrationPoint) stepAudience(ctx context.Context, tx *Transaction) 
 		return nil
 	}
 	tx.Claims, tx.checkErr = rp.Verifier.Check(ctx, tx.Challenge)
-	if errors.Is(tx.checkErr, challenge.ErrAudience) {
-		return fail(PhaseGateway, ReasonWrongGateway, tx.checkErr)
-	}
 	if errors.Is(tx.checkErr, challenge.ErrConfig) {
 		return fail(PhaseGateway, ReasonInternal, tx.checkErr)
+	}
+	return nil
+}
+
+// stepAudience refuses a challenge minted for another gateway.
+func (rp *RegistrationPoint) stepAudience(_ context.Context, tx *Transaction) *Error {
+	if errors.Is(tx.checkErr, challenge.ErrAudience) {
+		return fail(PhaseGateway, ReasonWrongGateway, tx.checkErr)
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 		}
 		if err := rp.runPhase(ctx, tx, PhaseGateway,
 			builtin{"csr-signature", rp.stepCSRSignature},
+			builtin{"challenge-verify", rp.stepVerifyChallenge},
 			builtin{"challenge-audience", rp.stepAudience}); err != nil {
 			return err
 		}

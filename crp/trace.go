@@ -9,6 +9,27 @@ import (
 // Trace is the record of one transaction's way through the registration point: one
 // TraceStep per step run, in order. It is returned to callers that embed the verifier
 // and each step is also logged.
+//
+// Each step is timed where its work happens. For a challenge of the Verifier the
+// steps are, by phase:
+//
+//	gateway             csr-signature       the CSR's signature (proof of possession)
+//	gateway             challenge-verify    the challenge checked offline, once: signature,
+//	                                        key, issuer, audience, lifetime
+//	gateway             challenge-audience  its verdict on the audience judged
+//	phase1-expiry       challenge-lifetime  its verdict on the lifetime judged
+//	phase2-genuineness  challenge-genuine   its verdict on signature, key, issuer judged
+//	phase2-genuineness  user-active         the UserDirectory asked
+//	phase2-genuineness  challenge-unused    the challenge claimed in the replay store
+//	phase3-mapping      device-mapping      the DeviceRegistry asked
+//	phase3-mapping      profile-match       the profile rendered, the CSR checked against it
+//	template            template            the template resolved and applied
+//	issue               issue               the Issuer asked
+//	notify              notify-<outcome>    the Notifier told
+//
+// so the judging steps take next to nothing: the cost of the challenge is under
+// challenge-verify. Renewals and external validators run other steps
+// (renewal-signer, challenge-external, external-<phase>); user Checks add theirs.
 type Trace struct {
 	TransactionID string
 	// ChallengeFingerprint identifies the challenge in logs; the challenge itself is

@@ -130,6 +130,7 @@ func TestDemo(t *testing.T) {
 		"challenge   ",
 		"PKCSReq     sent to",
 		"gateway             csr-signature       ok",
+		"gateway             challenge-verify    ok",
 		"gateway             challenge-audience  ok",
 		"phase1-expiry       challenge-lifetime  ok",
 		"phase2-genuineness  challenge-genuine   ok",
