@@ -70,11 +70,12 @@ type Transaction struct {
 	// renewals.
 	Validator ChallengeValidator
 
-	renewalClaim string // the replay-store id claimed for a renewal of Signer
-	reqHash      []byte // requestHash of the request, computed once
-	checkErr     error  // what Verifier.Check said, judged phase by phase
-	extErr       *Error // what Validator.Validate said, judged phase by phase
-	claimed      bool
+	claimID    string                // a replay-store id claimed: the renewal of Signer, or an external challenge
+	claimStore challenge.ReplayStore // where claimID was claimed
+	reqHash    []byte                // requestHash of the request, computed once
+	checkErr   error                 // what Verifier.Check said, judged phase by phase
+	extErr     *Error                // what Validator.Validate said, judged phase by phase
+	claimed    bool
 }
 
 // UserID returns the user the transaction is for (from the challenge, or from the
@@ -135,6 +136,10 @@ type RegistrationPoint struct {
 	// of the built-in challenge, user, device and profile steps of the gateway and
 	// phases 1-3 (see [ChallengeValidator]). Optional.
 	Validators []ChallengeValidator
+	// Replay makes a challenge one of the Validators accepted one-time, also across
+	// gateways that share it (see [ExternalClaimLifetime]); nil means Verifier.Replay.
+	// Required with Validators when there is no Verifier.
+	Replay challenge.ReplayStore
 	// Users, Devices and Profiles are consulted in phases 2 and 3. Required unless
 	// Validators is set; when one is nil, a request that needs it (a renewal, a
 	// challenge of the Verifier) is refused.
@@ -219,6 +224,9 @@ func (rp *RegistrationPoint) Validate() error {
 			return err
 		}
 	}
+	if external && rp.externalReplay() == nil {
+		return errors.New("crp: Validators need a Replay store (or a Verifier's): a challenge they accept is one-time")
+	}
 	if rp.Verifier == nil {
 		return nil
 	}
@@ -227,6 +235,17 @@ func (rp *RegistrationPoint) Validate() error {
 	}
 	if rp.Verifier.Replay == nil {
 		return errors.New("crp: the Verifier needs a Replay store: challenges are one-time")
+	}
+	return nil
+}
+
+// externalReplay is where challenges the Validators accept are claimed.
+func (rp *RegistrationPoint) externalReplay() challenge.ReplayStore {
+	if rp.Replay != nil {
+		return rp.Replay
+	}
+	if rp.Verifier != nil {
+		return rp.Verifier.Replay
 	}
 	return nil
 }

@@ -32,7 +32,10 @@
 // a [MemoryProfiles], so that a profile no device could enroll with stops the gateway
 // at start. A
 // request resent with the same transactionID gets the recorded answer, and polls must
-// come from the key of the original request.
+// come from the key of the original request. A challenge one of the Validators accepted (Intune's) is
+// claimed the same way, right after the validator's verdict, by a digest of it in
+// RegistrationPoint.Replay (or the Verifier's store) for [ExternalClaimLifetime]: the
+// MDM's service may accept it again, the gateway does not.
 //
 // # Renewal
 //

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
@@ -128,12 +129,30 @@ func (rp *RegistrationPoint) validatorFor(ch string) ChallengeValidator {
 	return nil
 }
 
+// ExternalClaimLifetime is how long a challenge an external validator accepted stays
+// claimed in the replay store. The challenge is opaque, so its expiry is unknown here;
+// the MDM's own validity (Intune's: 60 minutes from minting) began before its first
+// use, which is when the claim starts, so a day outlives it with room for clock skew
+// between the MDM and the gateway and for an MDM that is lenient, at the cost of one
+// small entry per enrollment for a day.
+const ExternalClaimLifetime = 24 * time.Hour
+
+// externalClaimID names a challenge an external validator accepted in the replay
+// store: a digest, never the challenge itself.
+func externalClaimID(ch string) string {
+	sum := sha256.Sum256([]byte(ch))
+	return "external:" + hex.EncodeToString(sum[:])
+}
+
 // stepExternal asks the external validator once; a refusal in the gateway phase is
-// returned here, the others are judged by stepExternalIn in their phase.
+// returned here, the others are judged by stepExternalIn in their phase. A challenge
+// the validator accepts is claimed then, as the Verifier's are: the MDM may well
+// accept it again (Intune does, for its whole validity), but it issues one
+// certificate. A transient failure later releases the claim (see finish).
 func (rp *RegistrationPoint) stepExternal(ctx context.Context, tx *Transaction) *Error {
 	err := tx.Validator.Validate(ctx, tx)
 	if err == nil {
-		return nil
+		return rp.claimExternal(ctx, tx)
 	}
 	var e *Error
 	switch {
@@ -146,6 +165,24 @@ func (rp *RegistrationPoint) stepExternal(ctx context.Context, tx *Transaction) 
 		return e
 	}
 	tx.extErr = e
+	return nil
+}
+
+func (rp *RegistrationPoint) claimExternal(ctx context.Context, tx *Transaction) *Error {
+	store := rp.externalReplay()
+	if store == nil {
+		return fail(PhaseGenuineness, ReasonInternal, errors.New("no replay store to make the challenge one-time"))
+	}
+	id := externalClaimID(tx.Challenge)
+	switch err := store.Claim(ctx, id, rp.now().Add(ExternalClaimLifetime)); {
+	case errors.Is(err, challenge.ErrReplayed):
+		tx.extErr = fail(PhaseGenuineness, ReasonReplayed, fmt.Errorf("%w: challenge already used", err))
+		return nil
+	case err != nil:
+		tx.extErr = unavailable(PhaseGenuineness, err)
+		return nil
+	}
+	tx.claimID, tx.claimStore = id, store
 	return nil
 }
 
@@ -344,7 +381,7 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	case err != nil:
 		return unavailable(PhaseGateway, err)
 	}
-	tx.renewalClaim = id
+	tx.claimID, tx.claimStore = id, rp.Verifier.Replay
 	tx.Renewed = rec
 	return nil
 }

@@ -60,13 +60,13 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 			"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
 	}
 	// Recorded: successes, PENDING, and refusals of requests that were authenticated
-	// (challenge claimed, renewal signer accepted, or an external validator's verdict
-	// after which a certificate was issued). An anonymous refusal is not recorded: it
-	// costs nothing to repeat and must not let anyone fill the store or overwrite the
-	// record of another transaction. A replayed challenge is not recorded either: when
+	// (challenge claimed, an external challenge claimed, renewal signer accepted, or
+	// a certificate issued). An anonymous refusal is not recorded: it costs nothing to
+	// repeat and must not let anyone fill the store or overwrite the record of another
+	// transaction. A replayed challenge is not recorded either: when
 	// two copies of one request race, the loser's refusal must not replace the
 	// winner's record.
-	authenticated := tx.claimed || tx.Renewed != nil || tx.Certificate != nil
+	authenticated := tx.claimed || tx.claimID != "" || tx.Renewed != nil || tx.Certificate != nil
 	if transient || tx.ID == "" || (e != nil && (!authenticated || e.Reason == ReasonReplayed)) {
 		return e
 	}
@@ -101,18 +101,19 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	return e
 }
 
-// release undoes the claims a transaction made (its challenge, or its renewal of a
-// certificate) after a transient failure, so that the device can retry.
+// release undoes the claims a transaction made (its challenge, an external challenge,
+// or its renewal of a certificate) after a transient failure, so that the device can
+// retry.
 func (rp *RegistrationPoint) release(ctx context.Context, tx *Transaction) {
 	if tx.claimed && tx.Claims != nil {
 		if err := rp.Verifier.Release(ctx, tx.Claims); err != nil {
 			rp.log().ErrorContext(ctx, "crp: releasing challenge", "transactionID", tx.ID, "err", err)
 		}
 	}
-	if tx.renewalClaim != "" {
-		if r, ok := rp.Verifier.Replay.(challenge.Releaser); ok {
-			if err := r.Release(ctx, tx.renewalClaim); err != nil {
-				rp.log().ErrorContext(ctx, "crp: releasing renewal", "transactionID", tx.ID, "err", err)
+	if tx.claimID != "" {
+		if r, ok := tx.claimStore.(challenge.Releaser); ok {
+			if err := r.Release(ctx, tx.claimID); err != nil {
+				rp.log().ErrorContext(ctx, "crp: releasing claim", "transactionID", tx.ID, "err", err)
 			}
 		}
 	}

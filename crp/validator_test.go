@@ -169,11 +169,13 @@ func TestValidatorNotRenewal(t *testing.T) {
 }
 
 // A registration point with validators only: no Verifier, directory, registry or
-// profiles. Other challenges and renewals are refused, never issued.
+// profiles, but a replay store. Other challenges and renewals are refused, never issued.
 func TestValidatorsOnly(t *testing.T) {
 	env, _ := externalEnv(t)
 	rp := &crp.RegistrationPoint{Validators: env.RP.Validators, Templates: env.RP.Templates,
 		Issuer: env.Issuer, CACert: env.CA.Certificate}
+	require.ErrorContains(t, rp.Validate(), "Replay", "an accepted challenge must be claimed somewhere")
+	rp.Replay = &challenge.MemoryReplayStore{}
 	require.NoError(t, rp.Validate())
 	require.ErrorContains(t, (&crp.RegistrationPoint{Templates: env.RP.Templates, Issuer: env.Issuer,
 		CACert: env.CA.Certificate}).Validate(), "Devices, Profiles, Users, Verifier")
