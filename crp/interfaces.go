@@ -143,6 +143,17 @@ type ChallengeValidator interface {
 	Validate(ctx context.Context, tx *Transaction) error
 }
 
+// NamedValidator is a ChallengeValidator with a name, unique among the registration
+// point's Validators and stable across restarts. A PENDING request a named validator
+// judged is recorded with its name (Record.Validator), so that Approve and Reject
+// resume it: the validator's verdict stands (it is not asked again), and the
+// decision is notified as that validator's (Notification.Validator), so that the
+// MDM is told. A pending request an unnamed validator judged cannot be decided.
+type NamedValidator interface {
+	ChallengeValidator
+	Name() string
+}
+
 // Outcome is how a transaction ended (so far).
 type Outcome string
 
@@ -216,6 +227,9 @@ type Record struct {
 	// UserID, DeviceID, ProfileID and Template describe the request, for a pending
 	// one to be decided later.
 	UserID, DeviceID, ProfileID, Template string
+	// Validator is the name of the NamedValidator that judged a pending request ("":
+	// the built-in check did).
+	Validator string
 	// Expires is when the record may be forgotten.
 	Expires time.Time
 }

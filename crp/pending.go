@@ -24,9 +24,12 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 		return nil, err
 	}
 	defer func() { done(err != nil && errors.Is(err, ErrUnavailable)) }()
-	e := rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser})
-	if e == nil {
-		e = rp.runPhase(ctx, tx, PhaseMapping, builtin{"device-mapping", rp.stepDevice}, builtin{"profile-match", rp.stepProfile})
+	var e *Error
+	if tx.Validator == nil { // an external validator's verdict stands: it judged phases 1-3
+		e = rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser})
+		if e == nil {
+			e = rp.runPhase(ctx, tx, PhaseMapping, builtin{"device-mapping", rp.stepDevice}, builtin{"profile-match", rp.stepProfile})
+		}
 	}
 	if e == nil {
 		e = rp.runPhase(ctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
@@ -105,5 +108,15 @@ func (rp *RegistrationPoint) pending(ctx context.Context, id string) (*Record, *
 	}
 	tx := &Transaction{ID: id, MessageType: scep.PKCSReq, CSR: csr, Trace: &Trace{TransactionID: id},
 		Renewed: &IssuedCertificate{UserID: rec.UserID, DeviceID: rec.DeviceID, ProfileID: rec.ProfileID}}
+	if rec.Validator != "" {
+		for _, v := range rp.Validators {
+			if nv, ok := v.(NamedValidator); ok && nv.Name() == rec.Validator {
+				tx.Validator = v
+			}
+		}
+		if tx.Validator == nil {
+			return nil, nil, fmt.Errorf("crp: transaction %q was judged by validator %q, which this registration point does not have", id, rec.Validator)
+		}
+	}
 	return rec, tx, nil
 }

@@ -74,6 +74,9 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
 	if e == nil && tx.Certificate == nil {
 		rec.CSR = csrDER // a PENDING request is decided later, from its CSR
+		if nv, ok := tx.Validator.(NamedValidator); ok {
+			rec.Validator = nv.Name() // and its external verdict stands
+		}
 	}
 	if tx.Template != nil {
 		rec.Template = tx.Template.Name

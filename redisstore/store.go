@@ -181,6 +181,7 @@ type record struct {
 	DeviceID      string         `json:"device,omitempty"`
 	ProfileID     string         `json:"profile,omitempty"`
 	Template      string         `json:"template,omitempty"`
+	Validator     string         `json:"validator,omitempty"`
 	Expires       time.Time      `json:"expires"`
 }
 
@@ -210,7 +211,7 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 	}
 	w := record{V: recordVersion, TransactionID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request,
 		CSR: r.CSR, Status: r.Status, Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID,
-		ProfileID: r.ProfileID, Template: r.Template, Expires: r.Expires}
+		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, Expires: r.Expires}
 	if r.Certificate != nil {
 		w.Certificate = r.Certificate.Raw
 	}
@@ -256,7 +257,7 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 	}
 	r := &crp.Record{TransactionID: w.TransactionID, SignerKey: w.SignerKey, Request: w.Request, CSR: w.CSR,
 		Status: w.Status, Phase: w.Phase, Reason: w.Reason, UserID: w.UserID, DeviceID: w.DeviceID,
-		ProfileID: w.ProfileID, Template: w.Template, Expires: w.Expires}
+		ProfileID: w.ProfileID, Template: w.Template, Validator: w.Validator, Expires: w.Expires}
 	if len(w.Certificate) > 0 {
 		if r.Certificate, err = x509.ParseCertificate(w.Certificate); err != nil {
 			return nil, fmt.Errorf("redisstore: get %q: certificate: %w", id, err)

@@ -26,7 +26,12 @@ type Validator struct {
 	Profile *profile.Profile
 }
 
-var _ crp.ChallengeValidator = (*Validator)(nil)
+var _ crp.NamedValidator = (*Validator)(nil)
+
+// Name implements crp.NamedValidator: "intune:" and the Client's tenant. A pending
+// request (a template that needs approval, a CA that queues) is recorded with it, so
+// that crp's Approve and Reject tell Intune the outcome through the Notifier.
+func (v *Validator) Name() string { return "intune:" + v.Client.Tenant }
 
 // Accepts implements crp.ChallengeValidator.
 func (v *Validator) Accepts(ch string) bool {

@@ -216,7 +216,8 @@ func recordRoundtrip(t *testing.T, b Backend) {
 	cert := Certificate(t, 77, time.Now().Add(time.Hour).Truncate(time.Second))
 	want := &crp.Record{TransactionID: "tx-1", SignerKey: []byte{1, 2, 3}, Request: []byte{4, 5, 6}, CSR: []byte{7, 8},
 		Status: scep.Success, Certificate: cert, Phase: crp.PhaseIssue, Reason: crp.ReasonCARefused,
-		UserID: "u", DeviceID: "d", ProfileID: "p", Template: "t", Expires: time.Now().Add(time.Hour).Truncate(time.Millisecond)}
+		UserID: "u", DeviceID: "d", ProfileID: "p", Template: "t", Validator: "intune:contoso",
+		Expires: time.Now().Add(time.Hour).Truncate(time.Millisecond)}
 	check(t, b.Transactions.Put(ctx, want), "put")
 	got, err := b.Transactions.Get(ctx, "tx-1")
 	check(t, err, "get")
@@ -224,7 +225,8 @@ func recordRoundtrip(t *testing.T, b Backend) {
 		string(got.Request) != string(want.Request) || string(got.CSR) != string(want.CSR) ||
 		got.Status != want.Status || got.Certificate == nil || !got.Certificate.Equal(cert) ||
 		got.Phase != want.Phase || got.Reason != want.Reason || got.UserID != want.UserID ||
-		got.DeviceID != want.DeviceID || got.ProfileID != want.ProfileID || got.Template != want.Template {
+		got.DeviceID != want.DeviceID || got.ProfileID != want.ProfileID || got.Template != want.Template ||
+		got.Validator != want.Validator {
 		t.Fatalf("get returned %+v, want %+v", got, want)
 	}
 	if d := got.Expires.Sub(want.Expires); d < -time.Second || d > time.Second {
