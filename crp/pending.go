@@ -102,7 +102,7 @@ func (rp *RegistrationPoint) pending(ctx context.Context, id string) (*Record, *
 	if rec.Status != scep.Pending {
 		return nil, nil, fmt.Errorf("crp: transaction %q is not pending", id)
 	}
-	csr, err := x509.ParseCertificateRequest(rec.CSR)
+	csr, err := scep.ParseCertificateRequest(rec.CSR)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -224,7 +224,7 @@ func MarshalIssuerAndSubject(issuer, subject []byte) ([]byte, error) {
 // attribute (PrintableString when the password allows it, UTF8String otherwise), re-signed
 // with key. crypto/x509 cannot write this attribute itself.
 func AddChallengePassword(csrDER []byte, password string, key crypto.Signer, r io.Reader) ([]byte, error) {
-	csr, err := x509.ParseCertificateRequest(csrDER)
+	csr, err := ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func AddChallengePassword(csrDER []byte, password string, key crypto.Signer, r i
 	if err != nil {
 		return nil, err
 	}
-	if c, err := x509.ParseCertificateRequest(out); err != nil {
+	if c, err := ParseCertificateRequest(out); err != nil {
 		return nil, err
 	} else if err := c.CheckSignature(); err != nil {
 		return nil, err

@@ -138,7 +138,7 @@ func mapCMSError(err error) error {
 func (m *PKIMessage) parsePayload(content []byte) error {
 	switch m.MessageType {
 	case PKCSReq, RenewalReq:
-		csr, err := x509.ParseCertificateRequest(content)
+		csr, err := ParseCertificateRequest(content)
 		if err != nil {
 			return fmt.Errorf("%w: CSR: %v", ErrBadContent, err)
 		}

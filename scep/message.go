@@ -140,7 +140,7 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 	}
 
 	for _, raw := range sd.rawCerts {
-		c, err := x509.ParseCertificate(raw)
+		c, err := parseCertificate(raw)
 		if err != nil {
 			return m, fmt.Errorf("%w: certificate: %v", ErrMalformed, err)
 		}
