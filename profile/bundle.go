@@ -3,6 +3,7 @@ package profile
 import (
 	"crypto/sha1"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -94,6 +95,16 @@ func (b *Bundle) Validate() error {
 	} else if !p.RootCA.IsCA {
 		errs = append(errs, bundleErr("SCEP.Profile.RootCA", p.RootCA.Subject.String(), "not a CA certificate"))
 	}
+	if b.WiFi != nil || b.VPN != nil {
+		if !authenticates(p.ExtendedKeyUsages) {
+			errs = append(errs, bundleErr("SCEP.Profile.ExtendedKeyUsages", fmt.Sprint(len(p.ExtendedKeyUsages)),
+				"EAP-TLS and IKEv2 need Client Authentication (or an any-purpose EKU) in the certificate"))
+		}
+		if p.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+			errs = append(errs, bundleErr("SCEP.Profile.KeyUsage", fmt.Sprint(int(p.KeyUsage)),
+				"a TLS or IKE client signs: digitalSignature is required"))
+		}
+	}
 	if err := checkText(b.DeviceID, 256); err != "" || b.DeviceID == "" {
 		errs = append(errs, bundleErr("DeviceID", b.DeviceID, "required, at most 256 bytes, no control characters"))
 	}
@@ -136,6 +147,22 @@ func (b *Bundle) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// anyPurposeMicrosoft is Microsoft's Any Purpose EKU, which Windows' EAP certificate
+// filter accepts in place of Client Authentication.
+var anyPurposeMicrosoft = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 10, 12, 1}
+
+// authenticates reports whether ekus let the certificate authenticate a TLS client:
+// Client Authentication, anyExtendedKeyUsage (RFC 5280 section 4.2.1.12) or
+// Microsoft's Any Purpose.
+func authenticates(ekus []EKU) bool {
+	for _, e := range ekus {
+		if e.OID.Equal(EKUClientAuth.OID) || e.OID.Equal(EKUAnyPurpose.OID) || e.OID.Equal(anyPurposeMicrosoft) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkText returns a reason when s is not valid UTF-8, has a control character or

@@ -384,6 +384,9 @@ func TestBundleHostileValues(t *testing.T) {
 		{"no device", func(b *Bundle) { b.DeviceID = "" }, "DeviceID"},
 		{"no root certificate", func(b *Bundle) { b.SCEP.Profile.RootCA = nil }, "SCEP.Profile.RootCA"},
 		{"leaf as intermediate", func(b *Bundle) { b.Intermediates = []*x509.Certificate{{}} }, "Intermediates[0]"},
+		{"no Client Authentication", func(b *Bundle) { b.SCEP.Profile.ExtendedKeyUsages = []EKU{EKUEmailProtection} }, "SCEP.Profile.ExtendedKeyUsages"},
+		{"Any Purpose", func(b *Bundle) { b.SCEP.Profile.ExtendedKeyUsages = []EKU{EKUAnyPurpose} }, ""},
+		{"no digitalSignature", func(b *Bundle) { b.SCEP.Profile.KeyUsage = x509.KeyUsageKeyEncipherment }, "SCEP.Profile.KeyUsage"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -217,9 +217,11 @@ c['CAFingerprint'] = c['CAFingerprint'].hex()
 print(json.dumps(c))
 `
 
+// python3 finds the distribution's interpreter first (a version manager's shim in
+// PATH can take seconds to start).
 func python3(t *testing.T) string {
 	t.Helper()
-	for _, p := range []string{"python3", "/usr/bin/python3"} {
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
 		if path, err := exec.LookPath(p); err == nil {
 			return path
 		}

@@ -139,7 +139,10 @@ type appleRefs struct {
 
 func readAppleBundle(t *testing.T, b []byte) *appleRefs {
 	t.Helper()
-	py, err := exec.LookPath("python3")
+	py, err := exec.LookPath("/usr/bin/python3") // a version manager's shim can take seconds
+	if err != nil {
+		py, err = exec.LookPath("python3")
+	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("python3 is required under CI=true: %v", err)
