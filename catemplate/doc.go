@@ -25,6 +25,15 @@
 // because crypto/x509 cannot write UPN otherNames. [Apply]'s documentation lists every
 // field it sets.
 //
+// # Templates for Wi-Fi and VPN certificates
+//
+// A certificate that a device presents to a RADIUS server (EAP-TLS) or an IKEv2
+// gateway needs the Client Authentication EKU, digitalSignature key usage and a name
+// the server maps to an account (the UPN SAN for NPS): ExampleTemplate_networks shows
+// a Wi-Fi template and a VPN template (which adds the IKE EKU of RFC 4945) and what
+// each server checks. Package profile's Bundle refuses a network bundle whose SCEP
+// profile lacks the EKU or the key usage.
+//
 // # The built-in CA
 //
 // [CA] signs with any crypto.Signer (RSA or ECDSA; software, HSM or KMS), as a root or
