@@ -179,6 +179,9 @@ type RegistrationPoint struct {
 	Checks []Check
 	// RecordTTL is how long transaction records are kept; zero means 24 hours.
 	RecordTTL time.Duration
+	// DecisionTTL is how long a decision of [RegistrationPoint.Decide] waits for its
+	// completion; zero means DefaultDecisionTTL.
+	DecisionTTL time.Duration
 	// Logger receives one record per step; nil means no logging.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Rand is the source of serials; nil means
@@ -189,7 +192,8 @@ type RegistrationPoint struct {
 	init     sync.Once
 	memTx    *MemoryTransactions
 	memCerts *MemoryCertificates
-	deciding sync.Map // pending requests being decided, without a shared replay store
+	deciding sync.Map  // pending requests being decided, without a shared replay store
+	open     decisions // decisions of Decide waiting for Complete
 }
 
 var _ scep.Responder = (*RegistrationPoint)(nil)

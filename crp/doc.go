@@ -59,4 +59,12 @@
 //
 // A CA with its own front end calls [RegistrationPoint.Enroll] with a CSR and a
 // challenge, and gets the same phases, errors and trace without SCEP.
+//
+// A CA that issues by itself (step-ca, say, through its SCEP webhooks: package
+// crp/stepca) calls [RegistrationPoint.Decide], which runs the gateway step, phases
+// 1-3 and the template and claims the challenge without issuing, and returns what the
+// certificate must contain; once the CA acted, [RegistrationPoint.Complete] checks
+// the certificate against that decision, records it and notifies (or releases or
+// burns the challenge after the CA's failure). Enroll runs the same steps with the
+// Issuer in between. A decision not completed within DecisionTTL lapses.
 package crp

@@ -31,14 +31,8 @@ type EnrollRequest struct {
 // front end (ACME, EST, REST). On refusal it returns a *Error and a Result that still
 // carries the Trace.
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
-	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
-		Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID}}
-	tx.Renewal = rp.issuedBy(req.Signer) && rp.validatorFor(req.Challenge) == nil
-	var csrDER []byte
-	if req.CSR != nil {
-		csrDER = req.CSR.Raw
-	}
-	e := rp.run(ctx, tx, csrDER, keyHash(req.Signer))
+	tx := rp.enrollTx(req)
+	e := rp.run(ctx, tx, csrRaw(req.CSR), keyHash(req.Signer))
 	if e != nil {
 		return &Result{Status: scep.Failure, Trace: tx.Trace}, e
 	}
@@ -49,6 +43,15 @@ func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*R
 	return res, nil
 }
 
+func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) *Transaction {
+	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
+		Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID}}
+	tx.Renewal = rp.issuedBy(req.Signer) && rp.validatorFor(req.Challenge) == nil
+	return tx
+}
+
+// run is Decide, the Issuer, then Complete, without keeping the decision open in
+// between: the same steps in the same order.
 func (rp *RegistrationPoint) run(ctx context.Context, tx *Transaction, csrDER, signerKey []byte) *Error {
 	e := rp.verify(ctx, tx)
 	if e == nil {

@@ -96,6 +96,7 @@ func ExampleRegistrationPoint_Enroll() {
 type example struct {
 	rp         *crp.RegistrationPoint
 	challenges *challenge.Issuer
+	ca         *catemplate.CA
 }
 
 func exampleEnv() *example {
@@ -128,5 +129,38 @@ func exampleEnv() *example {
 			Issuer: crp.CAIssuer{CA: ca},
 		},
 		challenges: &challenge.Issuer{Name: "mdm.example.com", Key: mdmKey},
+		ca:         ca,
 	}
+}
+
+// Deciding for a CA that issues by itself (step-ca, AD CS, a cloud CA): Decide runs
+// the phases and says what the certificate must contain; the CA issues it; Complete
+// checks, records and notifies.
+func ExampleRegistrationPoint_Decide() {
+	env := exampleEnv()
+	ctx := context.Background()
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ch, _, _ := env.challenges.Issue(challenge.Request{UserID: "alice", DeviceID: "laptop-1",
+		ProfileID: "vpn", Audience: "gw.example.com"})
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "alice@example.com"}}, key)
+	csr, _ := x509.ParseCertificateRequest(der)
+
+	d, err := env.rp.Decide(ctx, &crp.EnrollRequest{TransactionID: "ext-1", CSR: csr, Challenge: ch})
+	if err != nil {
+		log.Fatal(err) // a *crp.Error: tell the CA not to issue
+	}
+	fmt.Println(d.TemplateName, d.Template.KeyUsage == x509.KeyUsageDigitalSignature, d.Template.ExtKeyUsage)
+
+	// The CA issues what was decided (here scepkit's own CA stands in for it).
+	cert, _ := env.ca.Sign(ctx, d.Template, csr.PublicKey)
+	fmt.Println(env.rp.Complete(ctx, &crp.Completion{TransactionID: d.TransactionID, CSR: csr, Certificate: cert}))
+
+	// A certificate is completed once.
+	err = env.rp.Complete(ctx, &crp.Completion{TransactionID: d.TransactionID, Certificate: cert})
+	fmt.Println(errors.Is(err, crp.ErrCompleted))
+	// Output:
+	// User true [clientAuth]
+	// <nil>
+	// true
 }

@@ -6,8 +6,6 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/scepkit/scepkit/challenge"
@@ -84,25 +82,7 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 		}
 		cert, err := rp.Issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
 			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
-		switch {
-		case errors.Is(err, ErrPending):
-			return nil
-		case errors.Is(err, ErrUnavailable):
-			return fail(PhaseIssue, ReasonCAUnavailable, err)
-		case err != nil:
-			return fail(PhaseIssue, ReasonCARefused, err)
-		case cert == nil:
-			return fail(PhaseIssue, ReasonCARefused, errors.New("issuer returned no certificate"))
-		}
-		tx.Certificate = cert
-		// The inventory holds the certificate before the device can: a certificate
-		// that could not be recorded is withheld (the device gets FAILURE).
-		if err := rp.certificates().Add(ctx, &IssuedCertificate{Certificate: cert, UserID: tx.UserID(),
-			DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(), Template: tx.Template.Name,
-			TransactionID: tx.ID, IssuedAt: rp.now()}); err != nil {
-			return fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
-		}
-		return nil
+		return rp.accept(ctx, tx, cert, err)
 	}})
 }
 

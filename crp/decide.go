@@ -1,0 +1,318 @@
+package crp
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/scepkit/scepkit/scep"
+)
+
+// Decision is what [RegistrationPoint.Decide] decided for a request that a CA of the
+// caller's will issue: the request passed the gateway step, phases 1-3 and template
+// resolution, and its challenge is claimed.
+type Decision struct {
+	// TransactionID names the decision in [RegistrationPoint.Complete]; at most one
+	// decision per transactionID is open at a time.
+	TransactionID string
+	// Template is what the certificate must contain: RawSubject, the
+	// subjectAltName extension (in ExtraExtensions; absent when there are no SANs),
+	// KeyUsage, ExtKeyUsage, UnknownExtKeyUsage, NotBefore and NotAfter, for
+	// PublicKey (the CSR's key). SerialNumber and SubjectKeyId are suggestions the
+	// CA may replace. Complete refuses a certificate that differs.
+	Template *x509.Certificate
+	// TemplateName names the catemplate.Template that was applied.
+	TemplateName string
+	// RequiresApproval is set when the template needs a CA manager's approval:
+	// complete with an error matching ErrPending to queue the request.
+	RequiresApproval bool
+	// UserID, DeviceID and ProfileID are who and what the certificate is for (empty
+	// when an external validator judged the challenge and did not say).
+	UserID, DeviceID, ProfileID string
+	// Expires is when the decision lapses if it was not completed.
+	Expires time.Time
+	// Trace is the transaction's trace so far.
+	Trace *Trace
+}
+
+// Completion tells [RegistrationPoint.Complete] how the CA acted on a [Decision].
+type Completion struct {
+	// TransactionID names the decision. Required.
+	TransactionID string
+	// CSR, when the caller has it, must be the decided request (a completion for
+	// another request with the same transactionID is refused).
+	CSR *x509.CertificateRequest
+	// Certificate is the issued certificate, nil when Err is set.
+	Certificate *x509.Certificate
+	// Err says why the CA did not issue: an error matching ErrUnavailable releases
+	// the challenge (the device may retry with it), ErrPending queues the request
+	// (see [RegistrationPoint.Approve]), anything else burns the challenge.
+	Err error
+}
+
+// DefaultDecisionTTL is how long a decision stays open when
+// RegistrationPoint.DecisionTTL is zero.
+const DefaultDecisionTTL = 5 * time.Minute
+
+// Errors of Complete, besides *Error: test them with errors.Is.
+var (
+	// ErrNoDecision: no open decision has this transactionID (never decided,
+	// refused, or lapsed and forgotten).
+	ErrNoDecision = errors.New("crp: no open decision for this transaction")
+	// ErrCompleted: the decision was already completed (or lapsed); a decision is
+	// completed once.
+	ErrCompleted = errors.New("crp: decision already completed")
+)
+
+// Reasons of Decide and Complete.
+const (
+	// ReasonCertMismatch: the certificate a CA issued differs from the decision.
+	ReasonCertMismatch Reason = "certificate does not match the decision"
+	// ReasonDecisionLapsed: the decision was not completed in time.
+	ReasonDecisionLapsed Reason = "decision lapsed"
+)
+
+// openDecision is a decision waiting for its completion.
+type openDecision struct {
+	tx        *Transaction
+	signerKey []byte
+	expires   time.Time
+}
+
+// decisions holds the open decisions of one registration point.
+type decisions struct {
+	m         sync.Map // transactionID -> *openDecision
+	lastSweep atomic.Int64
+}
+
+func (rp *RegistrationPoint) decisionTTL() time.Duration {
+	if rp.DecisionTTL > 0 {
+		return rp.DecisionTTL
+	}
+	return DefaultDecisionTTL
+}
+
+// Decide runs the gateway step, phases 1-3 and template resolution for a request
+// that another CA will issue (step-ca, AD CS, a cloud CA), and claims its challenge
+// exactly as [RegistrationPoint.Enroll] does. It does not issue: the caller's CA
+// issues what the returned Decision says, then the caller reports the outcome with
+// [RegistrationPoint.Complete] within DecisionTTL. A refusal is a *Error (recorded and
+// notified as Enroll's are). A decision that is not completed in time lapses: its
+// challenge stays claimed (burnt), the failure is recorded and notified, and a late
+// Complete is refused.
+//
+// Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
+func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
+	rp.sweepDecisions(ctx)
+	tx := rp.enrollTx(req)
+	if _, open := rp.open.m.Load(tx.ID); open || tx.ID == "" {
+		e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("a decision for this transactionID is open"))
+		if tx.ID == "" {
+			e = fail(PhaseGateway, ReasonInternal, errors.New("no transactionID"))
+		}
+		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
+		return nil, e
+	}
+	csrDER, signerKey := csrRaw(req.CSR), keyHash(req.Signer)
+	if e := rp.verify(ctx, tx); e != nil {
+		return nil, rp.finish(ctx, tx, e, signerKey, csrDER)
+	}
+	od := &openDecision{tx: tx, signerKey: signerKey, expires: rp.now().Add(rp.decisionTTL())}
+	if _, busy := rp.open.m.LoadOrStore(tx.ID, od); busy {
+		// Another request with this transactionID was decided meanwhile.
+		e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("a decision for this transactionID is open"))
+		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
+		return nil, rp.finish(ctx, tx, e, signerKey, csrDER)
+	}
+	return &Decision{TransactionID: tx.ID, Template: tx.CertTemplate, TemplateName: tx.Template.Name,
+		RequiresApproval: tx.Template.RequiresApproval, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
+		ProfileID: tx.ProfileID(), Expires: od.expires, Trace: tx.Trace}, nil
+}
+
+// Complete ends an open [Decision] with what the CA did, as Enroll ends a request
+// after its Issuer: an issued certificate is checked against the decision (same
+// subject, subjectAltName, key usages, public key, validity within the decided one,
+// not a CA, signed by CACert), recorded in the stores and notified (an Intune
+// successNotification, say); a failure releases or burns the challenge by
+// Completion.Err and is notified. It returns nil, a *Error (the certificate does not
+// match, or the CA's failure, or a required notification that failed), or an error
+// matching ErrNoDecision or ErrCompleted (a second completion: refused and logged).
+func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error {
+	rp.sweepDecisions(ctx)
+	v, ok := rp.open.m.Load(c.TransactionID)
+	if !ok {
+		return rp.noDecision(ctx, c)
+	}
+	od := v.(*openDecision)
+	tx := od.tx
+	if c.CSR != nil && !bytes.Equal(c.CSR.Raw, tx.CSR.Raw) {
+		rp.log().WarnContext(ctx, "crp: completion for another request than the one decided; refused",
+			"transactionID", tx.ID)
+		return fmt.Errorf("%w: transaction %q was decided for another CSR", ErrNoDecision, c.TransactionID)
+	}
+	if !rp.open.m.CompareAndDelete(c.TransactionID, od) {
+		return rp.noDecision(ctx, c)
+	}
+	if rp.now().After(od.expires) {
+		rp.lapse(ctx, od)
+		return rp.noDecision(ctx, c)
+	}
+	e := rp.runPhase(ctx, tx, PhaseIssue, builtin{"complete", func(ctx context.Context, tx *Transaction) *Error {
+		if c.Err == nil && c.Certificate != nil {
+			if err := c.Certificate.CheckSignatureFrom(rp.CACert); err != nil {
+				rp.log().ErrorContext(ctx, "crp: completed with a certificate not signed by CACert; refused",
+					"transactionID", tx.ID, "serial", fmt.Sprintf("%x", c.Certificate.SerialNumber))
+				return fail(PhaseIssue, ReasonCertMismatch, fmt.Errorf("not signed by the CA: %w", err))
+			}
+		}
+		return rp.accept(ctx, tx, c.Certificate, c.Err)
+	}})
+	if e = rp.finish(ctx, tx, e, od.signerKey, tx.CSR.Raw); e != nil {
+		return e
+	}
+	return nil
+}
+
+// noDecision explains a completion that finds no open decision, and logs it: a
+// certificate completed twice (or after its decision lapsed) is worth an operator's
+// look.
+func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion) error {
+	attrs := []any{"transactionID", c.TransactionID}
+	if c.Certificate != nil {
+		attrs = append(attrs, "serial", fmt.Sprintf("%x", c.Certificate.SerialNumber))
+	}
+	if rec, err := rp.transactions().Get(ctx, c.TransactionID); err == nil && rec.Status != scep.Pending {
+		rp.log().WarnContext(ctx, "crp: decision completed twice, or after it lapsed; refused", attrs...)
+		return fmt.Errorf("%w: transaction %q", ErrCompleted, c.TransactionID)
+	}
+	rp.log().WarnContext(ctx, "crp: completion for no open decision; refused", attrs...)
+	return fmt.Errorf("%w: transaction %q", ErrNoDecision, c.TransactionID)
+}
+
+// sweepDecisions lapses the open decisions past their time, at most once per
+// second (amortized over calls of Decide and Complete).
+func (rp *RegistrationPoint) sweepDecisions(ctx context.Context) {
+	now := rp.now()
+	last := rp.open.lastSweep.Load()
+	if now.UnixNano()-last < int64(time.Second) || !rp.open.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	rp.open.m.Range(func(k, v any) bool {
+		if od := v.(*openDecision); now.After(od.expires) && rp.open.m.CompareAndDelete(k, v) {
+			rp.lapse(ctx, od)
+		}
+		return true
+	})
+}
+
+// lapse ends a decision that was not completed in time: the challenge stays claimed,
+// the failure is recorded and notified.
+func (rp *RegistrationPoint) lapse(ctx context.Context, od *openDecision) {
+	tx := od.tx
+	e := fail(PhaseIssue, ReasonDecisionLapsed, errors.New("the CA did not report within the decision's time"))
+	rp.step(ctx, tx, PhaseIssue, "complete", rp.now(), e)
+	rp.finish(context.WithoutCancel(ctx), tx, e, od.signerKey, tx.CSR.Raw)
+}
+
+// accept takes what the CA answered for tx: a certificate (checked against the
+// decision, then remembered), a queued request (tx.Certificate stays nil), or a
+// failure.
+func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *x509.Certificate, err error) *Error {
+	switch {
+	case errors.Is(err, ErrPending):
+		return nil
+	case errors.Is(err, ErrUnavailable):
+		return fail(PhaseIssue, ReasonCAUnavailable, err)
+	case err != nil:
+		return fail(PhaseIssue, ReasonCARefused, err)
+	case cert == nil:
+		return fail(PhaseIssue, ReasonCARefused, errors.New("the CA returned no certificate"))
+	}
+	if err := Matches(tx.CertTemplate, cert); err != nil {
+		rp.log().ErrorContext(ctx, "crp: the CA issued a certificate that does not match the decision; withheld, revoke it",
+			"transactionID", tx.ID, "serial", fmt.Sprintf("%x", cert.SerialNumber), "err", err)
+		return fail(PhaseIssue, ReasonCertMismatch, err)
+	}
+	tx.Certificate = cert
+	// The inventory holds the certificate before the device can: a certificate
+	// that could not be recorded is withheld (the device gets FAILURE).
+	if err := rp.certificates().Add(ctx, &IssuedCertificate{Certificate: cert, UserID: tx.UserID(),
+		DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(), Template: tx.Template.Name,
+		TransactionID: tx.ID, IssuedAt: rp.now()}); err != nil {
+		return fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
+	}
+	return nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// Matches reports how cert differs from the decided template (a Decision's): its
+// subject (the same DER), its subjectAltName extension (the same DER and
+// criticality, or both absent), key usage, extended key usages (as sets), public key,
+// not a CA, and a validity within the decided one (to the second, as certificates
+// encode it). Serial, issuer and other extensions are the CA's.
+func Matches(decided, cert *x509.Certificate) error {
+	var diff []string
+	if !bytes.Equal(cert.RawSubject, decided.RawSubject) {
+		diff = append(diff, "subject")
+	}
+	if want, got := extension(decided.ExtraExtensions, oidSubjectAltName), extension(cert.Extensions, oidSubjectAltName); (want == nil) != (got == nil) ||
+		(want != nil && (!bytes.Equal(want.Value, got.Value) || want.Critical != got.Critical)) {
+		diff = append(diff, "subjectAltName")
+	}
+	if cert.KeyUsage != decided.KeyUsage {
+		diff = append(diff, "keyUsage")
+	}
+	if !sameSet(cert.ExtKeyUsage, decided.ExtKeyUsage, func(a, b x509.ExtKeyUsage) int { return int(a) - int(b) }) ||
+		!sameSet(cert.UnknownExtKeyUsage, decided.UnknownExtKeyUsage, func(a, b asn1.ObjectIdentifier) int {
+			return slices.Compare(a, b)
+		}) {
+		diff = append(diff, "extKeyUsage")
+	}
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(decided.PublicKey) {
+		diff = append(diff, "public key")
+	}
+	if cert.IsCA {
+		diff = append(diff, "basicConstraints (a CA)")
+	}
+	if cert.NotBefore.Before(decided.NotBefore.Truncate(time.Second)) || cert.NotAfter.After(decided.NotAfter) {
+		diff = append(diff, "validity")
+	}
+	if len(diff) > 0 {
+		return fmt.Errorf("the certificate differs from the decision in %v", diff)
+	}
+	return nil
+}
+
+func extension(exts []pkix.Extension, id asn1.ObjectIdentifier) *pkix.Extension {
+	for i := range exts {
+		if exts[i].Id.Equal(id) {
+			return &exts[i]
+		}
+	}
+	return nil
+}
+
+func sameSet[T any](a, b []T, cmp func(T, T) int) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, cmp)
+	slices.SortFunc(b, cmp)
+	return slices.EqualFunc(slices.CompactFunc(a, func(x, y T) bool { return cmp(x, y) == 0 }),
+		slices.CompactFunc(b, func(x, y T) bool { return cmp(x, y) == 0 }), func(x, y T) bool { return cmp(x, y) == 0 })
+}
+
+func csrRaw(csr *x509.CertificateRequest) []byte {
+	if csr == nil {
+		return nil
+	}
+	return csr.Raw
+}

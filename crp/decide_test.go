@@ -1,0 +1,279 @@
+package crp_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"math/big"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+// decideAlice decides a fresh request for alice's laptop.
+func decideAlice(t *testing.T, env *crptest.Env, txID string) (*crp.Decision, *x509.CertificateRequest, string) {
+	t.Helper()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	req := csr(t, deviceKey, "alice@example.com", ch)
+	d, err := env.RP.Decide(context.Background(), &crp.EnrollRequest{TransactionID: txID, CSR: req, Challenge: ch})
+	require.NoError(t, err)
+	return d, req, ch
+}
+
+// TestDecideThenComplete: a decision says what to issue and issues nothing; the
+// certificate the caller's CA made from it completes the transaction: recorded,
+// notified, known to GetCert and renewals; a second completion is refused.
+func TestDecideThenComplete(t *testing.T) {
+	var logs bytes.Buffer
+	env := newEnv(t)
+	env.RP.Logger = slogTo(&logs)
+	env.RP.Transactions = &crp.MemoryTransactions{}
+	ctx := context.Background()
+	d, req, _ := decideAlice(t, env, "tx-1")
+
+	require.Equal(t, 0, env.Issuer.Count(), "Decide issues nothing")
+	require.Equal(t, crptest.TemplateName, d.TemplateName)
+	require.Equal(t, "alice@example.com", d.UserID)
+	require.Equal(t, "alice-laptop", d.DeviceID)
+	require.Equal(t, crptest.ProfileID, d.ProfileID)
+	require.Equal(t, x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, d.Template.KeyUsage)
+	require.Equal(t, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, d.Template.ExtKeyUsage)
+	var subject pkix.RDNSequence
+	_, err := asn1.Unmarshal(d.Template.RawSubject, &subject)
+	require.NoError(t, err)
+	require.Equal(t, "CN=alice@example.com", subject.String())
+	require.True(t, d.Template.NotAfter.Sub(d.Template.NotBefore) > 300*24*time.Hour)
+	require.NotNil(t, d.Template.PublicKey)
+	require.Empty(t, env.Notifier.Notifications(), "nobody is told before the outcome")
+	_, err = env.RP.Transactions.Get(ctx, "tx-1")
+	require.ErrorIs(t, err, crp.ErrNotFound, "nothing recorded before the outcome")
+
+	// The external CA signs what was decided.
+	cert, err := env.CA.Sign(ctx, d.Template, req.PublicKey)
+	require.NoError(t, err)
+	require.NoError(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "tx-1", CSR: req, Certificate: cert}))
+
+	n := env.Notifier.Notifications()
+	require.Len(t, n, 1)
+	require.Equal(t, crp.OutcomeIssued, n[0].Outcome)
+	require.Equal(t, cert.SerialNumber, n[0].Serial)
+	rec, err := env.RP.Transactions.Get(ctx, "tx-1")
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, rec.Status)
+	require.Equal(t, cert.Raw, rec.Certificate.Raw)
+	got, err := env.Certificates.Lookup(ctx, cert.SerialNumber)
+	require.NoError(t, err)
+	require.Equal(t, "alice-laptop", got.DeviceID)
+	tr := d.Trace.Steps
+	require.Equal(t, "complete", tr[len(tr)-2].Step)
+	require.Equal(t, crp.PhaseNotify, tr[len(tr)-1].Phase)
+
+	// Completed twice: refused and logged, nothing changes.
+	err = env.RP.Complete(ctx, &crp.Completion{TransactionID: "tx-1", Certificate: cert})
+	require.ErrorIs(t, err, crp.ErrCompleted)
+	require.Contains(t, logs.String(), "completed twice")
+	require.Len(t, env.Notifier.Notifications(), 1)
+	require.ErrorIs(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "never", Certificate: cert}), crp.ErrNoDecision)
+}
+
+// TestDecideRefusals: every refusal of Enroll is Decide's too, in the same phase and
+// for the same reason, and nothing is issued.
+func TestDecideRefusals(t *testing.T) {
+	env := newEnv(t)
+	for i, c := range failCases(t, env) {
+		if c.phase >= crp.PhaseIssue {
+			continue // the CA's own refusals: see TestCompleteFailure
+		}
+		t.Run(c.name, func(t *testing.T) {
+			req, ch := c.setup(t, env)
+			if c.cleanup != nil {
+				defer c.cleanup(env)
+			}
+			d, err := env.RP.Decide(context.Background(), &crp.EnrollRequest{
+				TransactionID: "refused-" + string(rune('a'+i)), CSR: req, Challenge: ch})
+			require.Nil(t, d)
+			var e *crp.Error
+			require.ErrorAs(t, err, &e)
+			require.Equal(t, c.phase, e.Phase)
+			require.Equal(t, c.reason, e.Reason)
+		})
+	}
+	require.Equal(t, 0, env.Issuer.Count())
+}
+
+// TestCompleteMismatch: a certificate that is not what was decided (another
+// subject, key usage, validity, key, a CA, or not from CACert) is refused and logged,
+// the transaction fails and the certificate is not remembered as ours.
+func TestCompleteMismatch(t *testing.T) {
+	other := newEnv(t) // another CA
+	keys(t)
+	cases := []struct {
+		name  string
+		alter func(tmpl *x509.Certificate)
+		ca    *catemplate.CA
+		key   any
+	}{
+		{name: "subject", alter: func(c *x509.Certificate) { c.RawSubject = mustName(t, "CN=admin@example.com") }},
+		{name: "subjectAltName", alter: func(c *x509.Certificate) {
+			c.ExtraExtensions = nil
+			c.DNSNames = []string{"evil.example.com"}
+		}},
+		{name: "key usage", alter: func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageCertSign }},
+		{name: "extended key usage", alter: func(c *x509.Certificate) { c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) }},
+		{name: "longer validity", alter: func(c *x509.Certificate) { c.NotAfter = c.NotAfter.Add(24 * time.Hour) }},
+		{name: "another key", key: &smallKey.PublicKey},
+		{name: "another CA", ca: other.CA},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			env := newEnv(t)
+			env.RP.Logger = slogTo(&logs)
+			env.RP.Transactions = &crp.MemoryTransactions{}
+			ctx := context.Background()
+			txID := "mismatch-" + string(rune('a'+i))
+			d, req, _ := decideAlice(t, env, txID)
+			tmpl := *d.Template
+			if c.alter != nil {
+				c.alter(&tmpl)
+			}
+			ca, key := env.CA, any(req.PublicKey)
+			if c.ca != nil {
+				ca = c.ca
+			}
+			if c.key != nil {
+				key = c.key
+			}
+			cert, err := ca.Sign(ctx, &tmpl, key)
+			require.NoError(t, err)
+			err = env.RP.Complete(ctx, &crp.Completion{TransactionID: txID, Certificate: cert})
+			var e *crp.Error
+			require.ErrorAs(t, err, &e)
+			require.Equal(t, crp.ReasonCertMismatch, e.Reason)
+			require.Contains(t, logs.String(), "level=ERROR")
+			_, err = env.Certificates.Lookup(ctx, cert.SerialNumber)
+			require.ErrorIs(t, err, crp.ErrNotFound)
+			rec, err := env.RP.Transactions.Get(ctx, txID)
+			require.NoError(t, err)
+			require.Equal(t, scep.Failure, rec.Status)
+			n := env.Notifier.Notifications()
+			require.Len(t, n, 1)
+			require.Equal(t, crp.OutcomeFailed, n[0].Outcome)
+		})
+	}
+}
+
+// TestCompleteFailure: the CA's failure releases the challenge when transient and
+// burns it otherwise, as with Enroll; the failure is notified.
+func TestCompleteFailure(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	d, req, ch := decideAlice(t, env, "fail-1")
+	err := env.RP.Complete(ctx, &crp.Completion{TransactionID: d.TransactionID,
+		Err: errors.Join(crp.ErrUnavailable, errors.New("CA down"))})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonCAUnavailable, e.Reason)
+	n := env.Notifier.Notifications()
+	require.Len(t, n, 1)
+	require.Equal(t, crp.OutcomeFailed, n[0].Outcome)
+	// Released: the same challenge decides again.
+	d, err = env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "fail-2", CSR: req, Challenge: ch})
+	require.NoError(t, err)
+	err = env.RP.Complete(ctx, &crp.Completion{TransactionID: d.TransactionID, Err: crp.ErrRefused})
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonCARefused, e.Reason)
+	// Burnt.
+	_, err = env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "fail-3", CSR: req, Challenge: ch})
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonReplayed, e.Reason)
+	require.Equal(t, 0, env.Issuer.Count())
+}
+
+// TestDecisionLapses: a decision not completed in time lapses: the failure is
+// recorded and notified, the challenge stays claimed, a late certificate is refused.
+func TestDecisionLapses(t *testing.T) {
+	keys(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	env, err := crptest.New(crptest.Options{Now: clock, Transactions: &crp.MemoryTransactions{Now: clock}})
+	require.NoError(t, err)
+	env.RP.DecisionTTL = time.Minute
+	ctx := context.Background()
+	d, req, ch := decideAlice(t, env, "lapse-1")
+	cert, err := env.CA.Sign(ctx, d.Template, req.PublicKey)
+	require.NoError(t, err)
+
+	now.Add(int64(2 * time.Minute))
+	// Any later call sweeps it.
+	_, err = env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "lapse-2", CSR: req, Challenge: ch})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonReplayed, e.Reason, "the lapsed decision's challenge stays claimed")
+	rec, err := env.RP.Transactions.Get(ctx, "lapse-1")
+	require.NoError(t, err)
+	require.Equal(t, scep.Failure, rec.Status)
+	require.Equal(t, crp.ReasonDecisionLapsed, rec.Reason)
+	n := env.Notifier.Notifications()
+	require.Len(t, n, 2)
+	require.Equal(t, "lapse-1", n[0].TransactionID)
+	require.Equal(t, crp.ReasonDecisionLapsed, n[0].Reason)
+
+	require.ErrorIs(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "lapse-1", Certificate: cert}), crp.ErrCompleted)
+	_, err = env.Certificates.Lookup(ctx, cert.SerialNumber)
+	require.ErrorIs(t, err, crp.ErrNotFound)
+}
+
+// TestDecisionOpenOnce: one open decision per transactionID; a completion naming
+// another CSR is refused and leaves the decision open.
+func TestDecisionOpenOnce(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	d, req, _ := decideAlice(t, env, "once")
+	ch2 := mint(t, env, "alice@example.com", "alice-laptop")
+	_, err := env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "once", CSR: csr(t, deviceKey, "alice@example.com", ch2), Challenge: ch2})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonTransactionConflict, e.Reason)
+
+	cert, err := env.CA.Sign(ctx, d.Template, req.PublicKey)
+	require.NoError(t, err)
+	otherCSR := csr(t, deviceKey, "alice@example.com", "")
+	require.ErrorIs(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "once", CSR: otherCSR, Certificate: cert}), crp.ErrNoDecision)
+	require.NoError(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "once", CSR: req, Certificate: cert}))
+}
+
+// TestEnrollChecksTheIssuer: Enroll runs the same completion, so an Issuer that signs
+// something else than the template is refused as well.
+func TestEnrollChecksTheIssuer(t *testing.T) {
+	env := newEnv(t)
+	env.Issuer.Next = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
+		tmpl := *r.Template
+		tmpl.SerialNumber = big.NewInt(7)
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
+		return env.CA.Sign(ctx, &tmpl, r.PublicKey)
+	})
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	_, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "enroll-check",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonCertMismatch, e.Reason)
+}
+
+func mustName(t *testing.T, dn string) []byte {
+	t.Helper()
+	der, err := asn1.Marshal(pkix.Name{CommonName: dn[len("CN="):]}.ToRDNSequence())
+	require.NoError(t, err)
+	return der
+}
