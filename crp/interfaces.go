@@ -365,12 +365,12 @@ func (m MemoryProfiles) Validate() error {
 	for _, id := range ids {
 		switch p := m[id]; {
 		case p == nil:
-			errs = append(errs, fmt.Errorf("crp: profile %q is nil", id))
+			errs = append(errs, fmt.Errorf("crp: MemoryProfiles[%q] is nil", id))
 		case p.ID != id:
-			errs = append(errs, fmt.Errorf("crp: profile %q is filed under %q", p.ID, id))
+			errs = append(errs, fmt.Errorf("crp: MemoryProfiles[%q] holds profile %q", id, p.ID))
 		default:
 			if err := p.Validate(); err != nil {
-				errs = append(errs, fmt.Errorf("crp: profile %q: %w", id, err))
+				errs = append(errs, fmt.Errorf("crp: MemoryProfiles[%q]: %w", id, err))
 			}
 		}
 	}

@@ -23,9 +23,9 @@ func TestValidateProfiles(t *testing.T) {
 		profiles crp.MemoryProfiles
 		want     string
 	}{
-		{"ECDSA on macOS", crp.MemoryProfiles{crptest.ProfileID: &macECDSA}, "ECDSA keys are supported on Android only"},
-		{"nil", crp.MemoryProfiles{"p": nil}, `profile "p" is nil`},
-		{"filed under another id", crp.MemoryProfiles{"other": env.Profile}, `filed under "other"`},
+		{"ECDSA on macOS", crp.MemoryProfiles{crptest.ProfileID: &macECDSA}, `crp: MemoryProfiles["demo-profile"]: profile: KeyType = "ecdsa-p256": ECDSA keys are supported on Android only`},
+		{"nil", crp.MemoryProfiles{"p": nil}, `crp: MemoryProfiles["p"] is nil`},
+		{"under another id", crp.MemoryProfiles{"other": env.Profile}, `crp: MemoryProfiles["other"] holds profile "demo-profile"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rp := &crp.RegistrationPoint{Verifier: env.Verifier, Users: env.Users, Devices: env.Devices,

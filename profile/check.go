@@ -82,13 +82,17 @@ func Check(csr *x509.CertificateRequest, r *Rendered) error {
 			}
 		}
 		if !sameMultiset(want, got, false) {
-			var gotShown []string
-			for _, rdn := range seq {
+			var gotShown []Attribute // shown in the notation of the wanted subject
+			for i, rdn := range seq {
 				for _, atv := range rdn {
-					gotShown = append(gotShown, atv.Type.String()+"="+strconv.Quote(atvString(atv)))
+					gotShown = append(gotShown, Attribute{Type: atv.Type, Value: atvString(atv), RDN: i})
 				}
 			}
-			add("subject", formatDN(r.Attributes), strings.Join(gotShown, ", "))
+			shown := formatDN(gotShown)
+			if shown == "" {
+				shown = "an empty subject"
+			}
+			add("subject", formatDN(r.Attributes), shown)
 		}
 	}
 

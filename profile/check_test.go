@@ -224,3 +224,35 @@ func TestAltNamesRoundTrip(t *testing.T) {
 		require.ErrorIs(t, err, ErrAltNames, "%x", bad)
 	}
 }
+
+// A subject mismatch shows both subjects in one notation, the one profiles are
+// written in (keywords, quoted values), so an operator can compare them.
+func TestCheckSubjectMismatchText(t *testing.T) {
+	testKeys(t)
+	r := mustRender(t, testProfile())
+	for _, tc := range []struct{ got, shown string }{
+		{"CN=admin@contoso.com,OU=Devices,O=Contoso,C=US", "CN=admin@contoso.com, OU=Devices, O=Contoso, C=US"},
+		{`CN="admin, x"+OU=Devices,O=Contoso`, `OU=Devices+CN="admin, x", O=Contoso`}, // DER orders a SET OF
+		{"", "an empty subject"},
+		{"OID.1.2.3.4=x", "OID.1.2.3.4=x"},
+	} {
+		csr := csrFor(t, r, rsaKey, func(tmpl *x509.CertificateRequest) {
+			if tc.got == "" {
+				tmpl.RawSubject = []byte{0x30, 0}
+				return
+			}
+			f, err := parseDN(tc.got, false)
+			require.NoError(t, err)
+			var attrs []Attribute
+			for i, rdn := range f.rdns {
+				for _, a := range rdn {
+					attrs = append(attrs, Attribute{Type: a.typ.oid, Value: a.value[0].lit, RDN: i})
+				}
+			}
+			tmpl.RawSubject, err = marshalRDNs(attrs)
+			require.NoError(t, err)
+		})
+		require.EqualError(t, Check(csr, r),
+			"profile: request does not match: subject: want "+r.SubjectString()+", got "+tc.shown)
+	}
+}

@@ -301,6 +301,21 @@ func TestFailInfoOf(t *testing.T) {
 	}
 }
 
+// A FailError names its package once, however its wrapped error begins.
+func TestFailErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&FailError{Info: BadRequest, Err: ErrRefused}, "scep: badRequest: request refused by the server"},
+		{Fail(BadTime, errors.New("crp: phase1-expiry: challenge expired")), "scep: badTime: crp: phase1-expiry: challenge expired"},
+		{Fail(BadCertID, nil), "scep: badCertId"},
+	} {
+		require.EqualError(t, tc.err, tc.want)
+	}
+	require.ErrorIs(t, &FailError{Info: BadRequest, Err: ErrRefused}, ErrRefused)
+}
+
 func TestChallengePassword(t *testing.T) {
 	testKeys(t)
 	for _, pw := range []string{"plain-Printable+/=", "pässwörd", ""} {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // MessageType is the SCEP messageType attribute (RFC 8894 §3.2.1.2). On the wire it is a
@@ -159,12 +160,13 @@ type FailError struct {
 // Fail returns a *FailError with info wrapping err.
 func Fail(info FailInfo, err error) error { return &FailError{Info: info, Err: err} }
 
-// Error implements error.
+// Error implements error: "scep: <failInfo>: <wrapped error>", the wrapped error's own
+// "scep: " prefix dropped so that it is not said twice.
 func (e *FailError) Error() string {
 	if e.Err == nil {
 		return "scep: " + e.Info.String()
 	}
-	return "scep: " + e.Info.String() + ": " + e.Err.Error()
+	return "scep: " + e.Info.String() + ": " + strings.TrimPrefix(e.Err.Error(), "scep: ")
 }
 
 // Unwrap returns the wrapped error.
