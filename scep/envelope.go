@@ -123,6 +123,23 @@ used:
 	return nil
 }
 
+// addressedTo reports whether the pkcsPKIEnvelope has a RecipientInfo for cert.
+func (m *PKIMessage) addressedTo(cert *x509.Certificate) bool {
+	if m.Envelope == nil {
+		return false
+	}
+	env, err := cms.Parse(m.Envelope)
+	if err != nil {
+		return false
+	}
+	for _, r := range env.Recipients {
+		if r.Matches(cert) {
+			return true
+		}
+	}
+	return false
+}
+
 func mapCMSError(err error) error {
 	switch {
 	case errors.Is(err, cms.ErrUnsupportedAlgorithm):

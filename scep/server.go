@@ -94,6 +94,16 @@ type Server struct {
 	Recipients []Recipient
 	// Responder decides. Required.
 	Responder Responder
+	// CAKey, when set, is the private key of CACerts[0] and must also be a
+	// crypto.Decrypter (an *rsa.PrivateKey is; so is the built-in CA's key). It makes
+	// the server accept requests encrypted to the CA certificate instead of an RA
+	// encryption certificate, as clients that pin the CA by fingerprint send them
+	// (micromdm's scepclient -ca-fingerprint), and sign every reply to such a request
+	// with the CA, the only certificate those clients verify a reply with. Off by
+	// default: such a request gets a FAILURE badMessageCheck signed by SignerCert,
+	// which those clients cannot verify. Setting it uses the CA key for key transport
+	// as well as for signing; leave it unset where policy keeps the two apart.
+	CAKey crypto.Signer
 	// AllowLegacy accepts SHA-1 signatures and single-DES envelopes, as micromdm's
 	// scepclient and other old clients send, and advertises SHA-1. Off by default:
 	// such requests get a FAILURE badAlg.
@@ -144,6 +154,12 @@ func (s *Server) Caps() Caps {
 func (s *Server) Validate() error {
 	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
 		return errors.New("scep: Server needs CACerts, SignerCert, Signer, Recipients and Responder")
+	}
+	if s.CAKey != nil {
+		pub, ok := s.CAKey.Public().(interface{ Equal(crypto.PublicKey) bool })
+		if _, dec := s.CAKey.(crypto.Decrypter); !dec || !ok || !pub.Equal(s.CACerts[0].PublicKey) {
+			return errors.New("scep: Server.CAKey must be a crypto.Decrypter holding the key of CACerts[0]")
+		}
 	}
 	now := s.now()
 	for _, c := range s.certsToCheck() {
@@ -378,6 +394,12 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 			"outcome", outcome, "cipher", msg.Cipher.String(), "digest", msg.Digest.String(), "duration", s.now().Sub(start), "remote", r.RemoteAddr}, attrs...)...)
 	}
 	replier := &Replier{Cert: s.SignerCert, Key: s.Signer, Rand: s.Rand}
+	recipients := s.Recipients
+	if s.CAKey != nil && msg.addressedTo(s.CACerts[0]) {
+		// A client that pins the CA verifies the reply with the CA certificate only.
+		replier.Cert, replier.Key = s.CACerts[0], s.CAKey
+		recipients = []Recipient{{Certificate: s.CACerts[0], Key: s.CAKey.(crypto.Decrypter)}}
+	}
 	fail := func(err error) {
 		info := FailInfoOf(err)
 		resp, berr := replier.Failure(msg, info)
@@ -395,7 +417,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		err = canReceive(msg.Signer)
 	}
 	if err == nil {
-		err = msg.Decrypt(s.Recipients...)
+		err = msg.Decrypt(recipients...)
 	}
 	if err == nil && s.DisableDES3 && msg.Cipher == DES3CBC {
 		err = fmt.Errorf("%w: 3DES is disabled", ErrUnsupportedAlgorithm)

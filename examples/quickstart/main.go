@@ -12,19 +12,23 @@
 //
 //	go run ./examples/quickstart -serve 127.0.0.1:8080 -legacy
 //	curl 'http://127.0.0.1:8080/mdm/profile?user=alice@example.com&device=my-laptop'
+//	cd "$(mktemp -d)"  # scepclient leaves csr.pem and self.pem here and reuses them
 //	scepclient -server-url http://127.0.0.1:8080/scep -challenge '<challenge>' \
 //	    -cn alice@example.com -organization '' -ou '' -country '' \
-//	    -private-key key.pem -certificate cert.pem
+//	    -ca-fingerprint '<ca_fingerprint>' -private-key key.pem -certificate cert.pem
 //
 // Endpoints in -serve mode:
 //
-//   - SCEP at /scep and at /certsrv/mscep/mscep.dll (where NDES clients look).
+//   - SCEP at /scep and at /certsrv/mscep/mscep.dll (where NDES clients look), each
+//     also with /pkiclient.exe appended (as Intune-managed devices ask for it).
 //   - GET /mdm/profile?user=U&device=D enrolls device D to user U in the demo registry
 //     (U must be an active user of the demo directory, else 403) and answers JSON:
 //     scep_url, challenge, subject, sans, key_size, ca_fingerprint (SHA-256 hex of the
 //     CA certificate) and expires (RFC 3339).
 //
-// Flags: -legacy accepts single DES and SHA-1 (micromdm's scepclient needs it); -ttl
+// Flags: -legacy accepts single DES and SHA-1 (micromdm's scepclient needs it);
+// -ca-envelopes (on by default) accepts requests encrypted to the CA certificate and
+// signs the replies to them with the CA, as clients that pin the CA need; -ttl
 // shortens the challenge lifetime (at most 1h); -state DIR keeps the CA, RA, MDM key
 // and issued certificates across restarts; -log text|json chooses the log format
 // (logs go to stderr, one line per step with the transactionID).
@@ -61,6 +65,7 @@ func main() {
 type config struct {
 	serve  string
 	legacy bool
+	caEnv  bool
 	ttl    time.Duration
 	state  string
 	log    string
@@ -72,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs.StringVar(&c.serve, "serve", "", "keep the MDM and the gateway running on `ADDR` (for example 127.0.0.1:8080)")
 	fs.BoolVar(&c.legacy, "legacy", false, "accept single-DES requests and SHA-1 signatures from old clients")
+	fs.BoolVar(&c.caEnv, "ca-envelopes", true, "accept requests encrypted to the CA certificate and answer them signed by the CA, as clients that pin the CA need (scep.Server.CAKey)")
 	fs.DurationVar(&c.ttl, "ttl", time.Hour, "challenge lifetime (at most 1h)")
 	fs.StringVar(&c.state, "state", "", "keep the CA, RA and issued certificates in `DIR` (default: a temporary directory)")
 	fs.StringVar(&c.log, "log", "text", "log format: text or json")
@@ -127,6 +133,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
+	if c.caEnv {
+		// Clients that pin the CA (micromdm's scepclient -ca-fingerprint) encrypt to
+		// it and verify the reply with it alone.
+		env.Server.CAKey = env.CA.Signer
+		if err := env.Server.Validate(); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	// An expiring RA certificate takes a SCEP service down: say so at start.
 	for _, cert := range env.Server.ExpiringSoon(30 * 24 * time.Hour) {
 		logger.Warn("certificate expires within 30 days", "subject", cert.Subject.String(), "notAfter", cert.NotAfter)
@@ -145,7 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  SCEP:    %s/scep  (also %s/certsrv/mscep/mscep.dll)\n", base, base)
 	fmt.Fprintf(stdout, "  profile: %s/mdm/profile?user=alice@example.com&device=my-laptop\n", base)
 	fmt.Fprintf(stdout, "  state:   %s\n", dir)
-	logger.Info("serving", "addr", base, "legacy", c.legacy, "ttl", c.ttl, "state", dir)
+	logger.Info("serving", "addr", base, "legacy", c.legacy, "caEnvelopes", c.caEnv, "ttl", c.ttl, "state", dir)
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:

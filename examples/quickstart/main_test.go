@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -240,10 +241,45 @@ func scepclient(t *testing.T) string {
 
 // runScepclient enrolls with scepclient using profile p, its key and certificate in
 // dir (it writes csr.pem and self.pem beside them). The subject is just the CN.
-func runScepclient(bin, dir string, p *profileAnswer) ([]byte, error) {
-	return exec.Command(bin, "-server-url", p.SCEPURL, "-challenge", p.Challenge,
+func runScepclient(bin, dir string, p *profileAnswer, extra ...string) ([]byte, error) {
+	cmd := exec.Command(bin, append([]string{"-server-url", p.SCEPURL, "-challenge", p.Challenge,
 		"-cn", strings.TrimPrefix(p.Subject, "CN="), "-organization", "", "-ou", "", "-country", "",
-		"-private-key", filepath.Join(dir, "key.pem"), "-certificate", filepath.Join(dir, "cert.pem")).CombinedOutput()
+		"-private-key", filepath.Join(dir, "key.pem"), "-certificate", filepath.Join(dir, "cert.pem")}, extra...)...)
+	cmd.Dir = dir
+	return cmd.CombinedOutput()
+}
+
+// TestServeCAEnvelopes: micromdm's scepclient with -ca-fingerprint encrypts to the CA
+// certificate and verifies the reply with it alone. The quickstart accepts that by
+// default (scep.Server.CAKey); with -ca-envelopes=false the request is refused with
+// badMessageCheck and nothing is issued.
+func TestServeCAEnvelopes(t *testing.T) {
+	t.Parallel()
+	bin := scepclient(t)
+	for _, on := range []bool{true, false} {
+		s := startServe(t, "-legacy", "-ca-envelopes="+strconv.FormatBool(on))
+		_, p, _ := getProfile(t, s.Base, "alice@example.com", "pinned-"+strconv.FormatBool(on))
+		dir := t.TempDir()
+		out, err := runScepclient(bin, dir, p, "-ca-fingerprint", p.CAFingerprint)
+		if on {
+			require.NoError(t, err, "scepclient -ca-fingerprint: %s", out)
+			b, err := os.ReadFile(filepath.Join(dir, "cert.pem"))
+			require.NoError(t, err)
+			blk, _ := pem.Decode(b)
+			require.NotNil(t, blk)
+			cert, err := x509.ParseCertificate(blk.Bytes)
+			require.NoError(t, err)
+			require.Equal(t, p.Subject, cert.Subject.String())
+		} else {
+			require.Error(t, err, "scepclient -ca-fingerprint: %s", out)
+			_, err := os.Stat(filepath.Join(dir, "cert.pem"))
+			require.True(t, os.IsNotExist(err), "no certificate written")
+			require.Eventually(t, func() bool { return strings.Contains(s.Stderr.String(), "failInfo=badMessageCheck") },
+				5*time.Second, 20*time.Millisecond, "the gateway refused with badMessageCheck")
+			require.NotContains(t, s.Stderr.String(), "outcome=SUCCESS")
+		}
+		s.Stop(t)
+	}
 }
 
 // TestServeModernStateRestart: without -legacy, scep.Client enrolls with AES-256 and

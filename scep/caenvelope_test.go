@@ -1,0 +1,74 @@
+package scep
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestServerCAKey: a client that pins the CA encrypts its request to the CA certificate
+// and verifies the reply with the CA certificate alone (micromdm's scepclient
+// -ca-fingerprint). Without CAKey such a request is refused with badMessageCheck;
+// with it, it is decrypted with the CA key, and every reply to it (SUCCESS and
+// FAILURE) is signed by the CA. Requests to the RA are answered by the RA as before.
+func TestServerCAKey(t *testing.T) {
+	pki := newTestPKI(t)
+	d := newDevice(t)
+	request := func(to, cn, challenge string) []byte {
+		rcpt := pki.raEnc
+		if to == "CA" {
+			rcpt = pki.ca
+		}
+		der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "pin-" + cn, Payload: newCSR(t, d.key, cn, challenge),
+			Recipient: rcpt, SignerCert: d.self, Signer: d.key})
+		require.NoError(t, err)
+		return der
+	}
+	for _, tc := range []struct {
+		name      string
+		caKey     bool
+		to        string
+		challenge string
+		status    PKIStatus
+		info      FailInfo
+		signer    string
+	}{
+		{"to the CA, option off", false, "CA", "secret", Failure, BadMessageCheck, "RA"},
+		{"to the CA", true, "CA", "secret", Success, 0, "CA"},
+		{"to the CA, wrong challenge", true, "CA", "wrong", Failure, BadRequest, "CA"},
+		{"to the RA, option on", true, "RA", "secret", Success, 0, "RA"},
+		{"to the RA, option off", false, "RA", "secret", Success, 0, "RA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := pki.server(false)
+			if tc.caKey {
+				s.CAKey = pki.caKey
+			}
+			require.NoError(t, s.Validate())
+			before := pki.issuedCount()
+			rec := httptestRecorder(s, http.MethodPost, "/scep?operation=PKIOperation", request(tc.to, tc.name, tc.challenge))
+			require.Equal(t, http.StatusOK, rec.Code)
+			rep, err := ParsePKIMessage(rec.Body.Bytes(), ParseOptions{})
+			require.NoError(t, err)
+			want := map[string][]byte{"CA": pki.ca.Raw, "RA": pki.raSign.Raw}[tc.signer]
+			require.Equal(t, want, rep.Signer.Raw, "signed by the %s", tc.signer)
+			require.Equal(t, tc.status, rep.Status)
+			require.Equal(t, tc.info, rep.FailInfo)
+			if tc.status == Success {
+				require.NoError(t, rep.Decrypt(Recipient{Certificate: d.self, Key: d.key}))
+				require.Equal(t, tc.name, rep.Issued[0].Subject.CommonName)
+				require.Equal(t, before+1, pki.issuedCount())
+			} else {
+				require.Equal(t, before, pki.issuedCount(), "nothing issued")
+			}
+		})
+	}
+
+	// CAKey must hold the CA's key and be able to decrypt.
+	s := pki.server(false)
+	s.CAKey = pki.raKey
+	require.Error(t, s.Validate())
+	s.CAKey = ecKey
+	require.Error(t, s.Validate())
+}
