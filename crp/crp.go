@@ -50,7 +50,8 @@ type Transaction struct {
 	// Challenge is the challenge password as sent. Never log it: use
 	// Trace.ChallengeFingerprint.
 	Challenge string
-	// Signer is the certificate that signed the SCEP message, if any.
+	// Signer is the certificate that signed the SCEP message (verified by the
+	// scep.Server), or the one an EnrollRequest's Proof proved, if any.
 	Signer *x509.Certificate
 	// Renewal is set when Signer is a certificate we issued; Renewed is its record.
 	Renewal bool

@@ -113,7 +113,10 @@ func (rp *RegistrationPoint) decisionTTL() time.Duration {
 // Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
 func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
 	rp.sweepDecisions(ctx)
-	tx := rp.enrollTx(req)
+	tx, e := rp.enrollTx(req)
+	if e != nil {
+		return nil, e
+	}
 	if _, open := rp.open.m.Load(tx.ID); open || tx.ID == "" {
 		e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("a decision for this transactionID is open"))
 		if tx.ID == "" {
@@ -122,7 +125,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
 		return nil, e
 	}
-	csrDER, signerKey := csrRaw(req.CSR), keyHash(req.Signer)
+	csrDER, signerKey := csrRaw(req.CSR), keyHash(tx.Signer)
 	if e := rp.verify(ctx, tx); e != nil {
 		return nil, rp.finish(ctx, tx, e, signerKey, csrDER)
 	}

@@ -23,16 +23,20 @@ type EnrollRequest struct {
 	CSR           *x509.CertificateRequest
 	// Challenge is the challenge password (from the CSR, or sent beside it).
 	Challenge string
-	// Signer, when it is a certificate this CA issued, makes the request a renewal.
-	Signer *x509.Certificate
+	// Proof, when it proves a certificate this CA issued, makes the request a
+	// renewal, which needs no challenge. Build it with [TLSProof] or
+	// [SignatureProof]: a certificate the client merely sent proves nothing.
+	Proof *Proof
 }
 
 // Enroll runs the whole flow for one request without SCEP, for a CA with its own
 // front end (ACME, EST, REST). On refusal it returns a *Error and a Result that still
 // carries the Trace.
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
-	tx := rp.enrollTx(req)
-	e := rp.run(ctx, tx, csrRaw(req.CSR), keyHash(req.Signer))
+	tx, e := rp.enrollTx(req)
+	if e == nil {
+		e = rp.run(ctx, tx, csrRaw(req.CSR), keyHash(tx.Signer))
+	}
 	if e != nil {
 		return &Result{Status: scep.Failure, Trace: tx.Trace}, e
 	}
@@ -43,11 +47,18 @@ func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*R
 	return res, nil
 }
 
-func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) *Transaction {
+// enrollTx makes the transaction of req. Its Signer is the certificate req.Proof
+// proves, if any: a Proof for another CSR is refused.
+func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) (*Transaction, *Error) {
 	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
-		Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID}}
-	tx.Renewal = rp.issuedBy(req.Signer) && rp.validatorFor(req.Challenge) == nil
-	return tx
+		Trace: &Trace{TransactionID: req.TransactionID}}
+	signer, err := req.Proof.signerFor(req.CSR)
+	if err != nil {
+		return tx, fail(PhaseGateway, ReasonRenewalSigner, err)
+	}
+	tx.Signer = signer
+	tx.Renewal = rp.issuedBy(signer) && rp.validatorFor(req.Challenge) == nil
+	return tx, nil
 }
 
 // run is Decide, the Issuer, then Complete, without keeping the decision open in

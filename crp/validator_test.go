@@ -197,8 +197,10 @@ func TestValidatorsOnly(t *testing.T) {
 
 	// A renewal needs a replay store (one renewal per certificate) and a user
 	// directory: without them it is refused.
-	_, err = rp.Enroll(ctx, &crp.EnrollRequest{TransactionID: "c",
-		CSR: csr(t, deviceKey, "device-42", ""), Signer: res.Certificate})
+	renewal := csr(t, deviceKey, "device-42", "")
+	proof, err := crp.SignatureProof(res.Certificate, renewal, signCSR(t, deviceKey, renewal))
+	require.NoError(t, err)
+	_, err = rp.Enroll(ctx, &crp.EnrollRequest{TransactionID: "c", CSR: renewal, Proof: proof})
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, crp.PhaseGateway, e.Phase)
 	require.Equal(t, crp.ReasonRenewalRefused, e.Reason)

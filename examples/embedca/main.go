@@ -17,6 +17,15 @@
 //     when the registration point said so). 413: the body is over 64 KiB. 202: the
 //     request is pending.
 //     503: the CA or a store is unavailable; retry with the same challenge.
+//   - Renewal, with no challenge: POST /enroll with {"csr": ..., "certificate": "<PEM of
+//     the certificate being renewed>", "signature": "<base64>"}, the signature being
+//     the old key's over the CSR's DER (openssl dgst -sha256 -sign old.key csr.der).
+//     The certificate alone would prove nothing (certificates are public):
+//     crp.SignatureProof checks the signature, and the registration point then checks
+//     the certificate as for any renewal (issued here, valid, not revoked, renewed
+//     once). 403 with reason "renewal signer not acceptable" when the signature does
+//     not verify. A front end with TLS client authentication would use
+//     crp.TLSProof(r.TLS) instead.
 //   - GET /ca: the CA certificate (PEM).
 //
 // The challenge comes from the MDM (examples/mdm, whose -gateway must be this CA's
@@ -178,7 +187,11 @@ func newCA(ctx context.Context, c *config, log *slog.Logger) (*ca, error) {
 
 type enrollRequest struct {
 	CSR       string `json:"csr"` // base64 (standard) of the DER PKCS#10
-	Challenge string `json:"challenge"`
+	Challenge string `json:"challenge,omitempty"`
+	// Renewal: the certificate being renewed (PEM) and its key's signature over the
+	// CSR's DER (base64).
+	Certificate string `json:"certificate,omitempty"`
+	Signature   string `json:"signature,omitempty"`
 }
 
 type enrollResponse struct {
@@ -218,12 +231,35 @@ func (a *ca) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, enrollResponse{Error: "csr is not a DER PKCS#10 request"})
 		return
 	}
-	if req.Challenge == "" {
-		writeJSON(w, http.StatusBadRequest, enrollResponse{Error: "challenge is required"})
+	tid := newTransactionID()
+	var proof *crp.Proof
+	var proofErr error
+	switch {
+	case req.Certificate != "":
+		// Renewal: the client proves it holds the old certificate's key by signing
+		// its CSR with it. Never pass on a certificate without such a proof.
+		blk, _ := pem.Decode([]byte(req.Certificate))
+		sig, serr := base64.StdEncoding.DecodeString(req.Signature)
+		if blk == nil || serr != nil {
+			writeJSON(w, http.StatusBadRequest, enrollResponse{Error: "certificate must be PEM and signature base64"})
+			return
+		}
+		old, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, enrollResponse{Error: "certificate is not an X.509 certificate"})
+			return
+		}
+		proof, proofErr = crp.SignatureProof(old, csr, sig)
+	case req.Challenge == "":
+		writeJSON(w, http.StatusBadRequest, enrollResponse{Error: "challenge is required (or certificate and signature, to renew)"})
 		return
 	}
-	tid := newTransactionID()
-	res, err := a.rp.Enroll(r.Context(), &crp.EnrollRequest{TransactionID: tid, CSR: csr, Challenge: req.Challenge})
+	var res *crp.Result
+	if proofErr != nil {
+		err = &crp.Error{Phase: crp.PhaseGateway, Reason: crp.ReasonRenewalSigner, Err: proofErr}
+	} else {
+		res, err = a.rp.Enroll(r.Context(), &crp.EnrollRequest{TransactionID: tid, CSR: csr, Challenge: req.Challenge, Proof: proof})
+	}
 	var refused *crp.Error
 	switch {
 	case errors.As(err, &refused):

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -45,13 +47,32 @@ func csrFor(t *testing.T, subject pkix.Name, challenge string) string {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
+	return base64.StdEncoding.EncodeToString(keyedCSR(t, key, subject, challenge))
+}
+
+func keyedCSR(t *testing.T, key *rsa.PrivateKey, subject pkix.Name, challenge string) []byte {
+	t.Helper()
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, key)
 	require.NoError(t, err)
 	if challenge != "" {
 		der, err = scep.AddChallengePassword(der, challenge, key, nil)
 		require.NoError(t, err)
 	}
-	return base64.StdEncoding.EncodeToString(der)
+	return der
+}
+
+// renewal is what a renewing client sends: a CSR, the old certificate, and the old
+// key's signature over the CSR's DER.
+func renewal(t *testing.T, csr []byte, cert *x509.Certificate, oldKey *rsa.PrivateKey) []byte {
+	t.Helper()
+	sum := sha256.Sum256(csr)
+	sig, err := rsa.SignPKCS1v15(rand.Reader, oldKey, crypto.SHA256, sum[:])
+	require.NoError(t, err)
+	b, err := json.Marshal(enrollRequest{CSR: base64.StdEncoding.EncodeToString(csr),
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
+		Signature:   base64.StdEncoding.EncodeToString(sig)})
+	require.NoError(t, err)
+	return b
 }
 
 func profileFor(t *testing.T, mdm, user, device string) *profile.JSONProfile {
@@ -81,7 +102,9 @@ func TestEmbedCA(t *testing.T) {
 
 	p := profileFor(t, mdm.Base, "alice@example.com", "alice-laptop")
 	alice := pkix.Name{CommonName: "alice@example.com"}
-	req, _ := json.Marshal(enrollRequest{CSR: csrFor(t, alice, ""), Challenge: p.Challenge})
+	aliceKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	req, _ := json.Marshal(enrollRequest{CSR: base64.StdEncoding.EncodeToString(keyedCSR(t, aliceKey, alice, "")), Challenge: p.Challenge})
 	code, r := post(t, enrollURL, req)
 	require.Equal(t, http.StatusOK, code, "%+v", r)
 	require.Equal(t, "issued", r.Status)
@@ -126,6 +149,27 @@ func TestEmbedCA(t *testing.T) {
 	code, r = post(t, enrollURL, req)
 	require.Equal(t, http.StatusBadRequest, code, "%+v", r)
 	require.Equal(t, "phase2-genuineness", r.Phase)
+
+	// Renewal without a challenge. Alice's certificate is public: with a CSR for his
+	// own key, signed by his own key, the attacker gets nothing.
+	attacker, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	stolen := keyedCSR(t, attacker, alice, "")
+	code, r = post(t, enrollURL, renewal(t, stolen, cert, attacker))
+	require.Equal(t, http.StatusForbidden, code, "%+v", r)
+	require.Equal(t, "renewal signer not acceptable", r.Reason)
+	require.Empty(t, r.Certificate)
+	// Alice signs her new CSR with her old key: renewed.
+	newKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	code, r = post(t, enrollURL, renewal(t, keyedCSR(t, newKey, alice, ""), cert, aliceKey))
+	require.Equal(t, http.StatusOK, code, "%+v", r)
+	blk, _ = pem.Decode([]byte(r.Certificate))
+	require.NotNil(t, blk)
+	renewed, err := x509.ParseCertificate(blk.Bytes)
+	require.NoError(t, err)
+	require.Equal(t, "CN=alice@example.com", renewed.Subject.String())
+	require.True(t, newKey.PublicKey.Equal(renewed.PublicKey))
 
 	// Broken bodies.
 	for _, body := range []string{`{`, `{"csr": "!!", "challenge": "x"}`, `{"csr": "AAAA", "challenge": "x"}`,
