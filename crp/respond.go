@@ -138,9 +138,10 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 		e := fail(PhaseGateway, ReasonRenewalSigner, errors.New("RenewalReq not signed by a certificate of this CA"))
 		rp.step(ctx, tx, PhaseGateway, "renewal-signer", rp.now(), e)
 		return nil, e
-	case ours && req.MessageType != scep.RenewalReq && rp.validatorFor(req.ChallengePassword) != nil:
-		// A PKCSReq signed by one of our certificates but carrying a challenge an
-		// external validator accepts is a new enrollment: the MDM judges it.
+	case ours && rp.validatorFor(req.ChallengePassword) != nil:
+		// A PKCSReq or RenewalReq signed by one of our certificates but carrying a
+		// challenge an external validator accepts is a new enrollment: the MDM judges
+		// it (Intune renews with a fresh challenge), as Enroll does.
 	case ours && (req.MessageType == scep.RenewalReq || !rp.Renewal.Disabled || req.ChallengePassword == ""):
 		tx.Renewal = true
 	}

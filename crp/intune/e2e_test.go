@@ -76,10 +76,17 @@ func TestScepclient(t *testing.T) {
 	// Judged by the emulator from the CSR: a challenge minted for WIN-DEVICE-05 and
 	// RSA 2048 enrolls WIN-DEVICE-05, and is refused for any other subject.
 	minted := intunetest.Profile{Subject: pkix.Name{CommonName: "WIN-DEVICE-05"}, KeySize: 2048}
-	cert, out, err = enroll(t, g, bin, url, "WIN-DEVICE-05", g.Emu.Mint(minted))
+	ch = g.Emu.Mint(minted)
+	cert, out, err = enroll(t, g, bin, url, "WIN-DEVICE-05", ch)
 	require.NoError(t, err, out)
 	require.NotNil(t, cert, out)
 	cert, out, err = enroll(t, g, bin, url, "evil-admin", g.Emu.Mint(minted))
+	require.Error(t, err, out)
+	require.Nil(t, cert)
+	require.Contains(t, out, "badRequest")
+	// The used challenge again (a new key, the subject it was minted for): refused,
+	// the gateway claimed it at its first use.
+	cert, out, err = enroll(t, g, bin, url, "WIN-DEVICE-05", ch)
 	require.Error(t, err, out)
 	require.Nil(t, cert)
 	require.Contains(t, out, "badRequest")
