@@ -69,7 +69,7 @@ func (v *Validator) Validate(ctx context.Context, tx *crp.Transaction) error {
 // RequireNotification, so that a failed one withholds the certificate, as the
 // service requires), and a failureNotification when issuance failed after a
 // successful validation. Notifications of other transactions (scepkit's own
-// challenges, renewals) go to Others.
+// challenges, renewals, and any other tenant's) go to Others.
 type Notifier struct {
 	// Client calls the validation service. Required.
 	Client *Client
@@ -88,7 +88,8 @@ var _ crp.Notifier = (*Notifier)(nil)
 
 // Notify implements crp.Notifier.
 func (n *Notifier) Notify(ctx context.Context, note *crp.Notification) error {
-	if _, ours := note.Validator.(*Validator); !ours {
+	if v, ok := note.Validator.(*Validator); !ok || !strings.EqualFold(v.Client.Tenant, n.Client.Tenant) {
+		// scepkit's own challenges, renewals, and (misconfigured) another tenant's
 		if n.Others != nil {
 			return n.Others.Notify(ctx, note)
 		}
