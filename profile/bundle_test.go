@@ -21,7 +21,7 @@ import (
 
 // bundleChain reads the fixed root and intermediate of testdata/bundle-chain.pem, so
 // the golden bundles do not change from run to run.
-func bundleChain(t *testing.T) (root, intermediate *x509.Certificate) {
+func bundleChain(t testing.TB) (root, intermediate *x509.Certificate) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "bundle-chain.pem"))
 	require.NoError(t, err)
@@ -39,7 +39,7 @@ func bundleChain(t *testing.T) (root, intermediate *x509.Certificate) {
 	return certs[0], certs[1]
 }
 
-func testBundle(t *testing.T, platform Platform) *Bundle {
+func testBundle(t testing.TB, platform Platform) *Bundle {
 	t.Helper()
 	root, intermediate := bundleChain(t)
 	p := testProfile()

@@ -1,10 +1,15 @@
 package profile
 
 import (
+	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/json"
+	"encoding/xml"
 	"errors"
+	"io"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -219,4 +224,111 @@ func FuzzCheck(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzBundle: whatever the Wi-Fi and VPN settings hold, each export either refuses
+// them with a *FieldError or writes them as exactly one value: the plist has its five
+// payloads and reads the SSID back, the SSID stays one LocURI segment and one WLAN
+// profile name, the JSON reads every value back.
+func FuzzBundle(f *testing.F) {
+	f.Add("Contoso", "radius.contoso.com", "VPN", "vpn.contoso.com")
+	f.Add(`</string><key>x`, "a;b", "x\ny", "1.2.3.4")
+	f.Add("a/../b%2F", "*.nps.contoso.com", "<&>", "::1")
+	f.Fuzz(func(t *testing.T, ssid, server, vpnName, vpnAddr string) {
+		for _, platform := range []Platform{IOS, Windows} {
+			b := testBundle(t, platform)
+			b.WiFi.SSID, b.WiFi.TrustedServerNames = ssid, []string{server}
+			b.VPN.Name, b.VPN.RemoteAddress = vpnName, vpnAddr
+			var out []byte
+			var err error
+			if platform == IOS {
+				out, err = b.MobileConfig(bundleOpts)
+			} else {
+				out, err = b.SyncML(bundleOpts)
+			}
+			j, jerr := b.JSON(bundleOpts)
+			if (err == nil) != (jerr == nil) {
+				t.Fatalf("%s export and JSON disagree: %v / %v", platform, err, jerr)
+			}
+			if err != nil {
+				var fe *FieldError
+				if !errors.As(err, &fe) || out != nil || j != nil {
+					t.Fatalf("refusal is not a FieldError without output: %T %v", err, err)
+				}
+				continue
+			}
+			var jb JSONBundle
+			if err := json.Unmarshal(j, &jb); err != nil || jb.WiFi.SSID != ssid || jb.VPN.Name != vpnName ||
+				jb.VPN.RemoteAddress != vpnAddr || len(jb.WiFi.TrustedServerNames) != 1 || jb.WiFi.TrustedServerNames[0] != server {
+				t.Fatalf("JSON does not read back: %v %+v", err, jb)
+			}
+			if platform == IOS {
+				checkPlistValues(t, out, ssid)
+				continue
+			}
+			var doc syncDoc
+			dec := xml.NewDecoder(bytes.NewReader(out))
+			dec.Strict = true
+			if err := dec.Decode(&doc); err != nil || len(doc.Body.Cmds) != 5 {
+				t.Fatalf("SyncML: %v, %d commands", err, len(doc.Body.Cmds))
+			}
+			seg, ok := strings.CutPrefix(doc.Body.Cmds[3].LocURI, "./User/Vendor/MSFT/WiFi/Profile/")
+			seg, ok2 := strings.CutSuffix(seg, "/WlanXml")
+			if !ok || !ok2 || strings.Contains(seg, "/") {
+				t.Fatalf("SSID %q is not one segment: %s", ssid, doc.Body.Cmds[3].LocURI)
+			}
+			if back, err := url.PathUnescape(seg); err != nil || back != ssid {
+				t.Fatalf("segment %q unescapes to %q, %v", seg, back, err)
+			}
+			var w parsedWLAN
+			dec = xml.NewDecoder(strings.NewReader(doc.Body.Cmds[3].Data))
+			dec.Strict = true
+			if err := dec.Decode(&w); err != nil || w.SSID != ssid || w.Name != ssid || w.OneX.Host.Eap.TLS.ServerNames != server {
+				t.Fatalf("WLAN profile: %v %+v", err, w)
+			}
+		}
+	})
+}
+
+// checkPlistValues walks the plist: six PayloadType keys (five payloads and the
+// profile), and the string after SSID_STR is ssid.
+func checkPlistValues(t *testing.T, b []byte, ssid string) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	dec.Strict = true
+	var key, text string
+	types, gotSSID := 0, ""
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("plist: %v", err)
+		}
+		switch tk := tok.(type) {
+		case xml.CharData:
+			text += string(tk)
+		case xml.StartElement:
+			text = ""
+		case xml.EndElement:
+			switch tk.Name.Local {
+			case "key":
+				key = text
+				if key == "PayloadType" {
+					types++
+				}
+			case "string":
+				if key == "SSID_STR" {
+					gotSSID = text
+				}
+				key = ""
+			default:
+				key = ""
+			}
+		}
+	}
+	if types != 6 || gotSSID != ssid {
+		t.Fatalf("plist: %d PayloadType keys, SSID %q, want 6 and %q", types, gotSSID, ssid)
+	}
 }
