@@ -58,27 +58,29 @@ func testBundle(t testing.TB, platform Platform) *Bundle {
 var bundleOpts = ExportOptions{Challenge: "eyJhbGciOi.challenge-token", Organization: "Contoso & Co"}
 
 type plistRefs struct {
-	UUID       string `json:"uuid"`
-	Identifier string `json:"identifier"`
+	UUID       string            `json:"uuid"`
+	Identifier string            `json:"identifier"`
+	TopKeys    map[string]string `json:"topKeys"`
 	Payloads   []struct {
-		Type               string   `json:"type"`
-		Identifier         string   `json:"identifier"`
-		UUID               string   `json:"uuid"`
-		Certificate        string   `json:"certificate"`
-		CertificateUUID    string   `json:"certificateUuid"`
-		URL                string   `json:"url"`
-		Challenge          string   `json:"challenge"`
-		CAFingerprint      string   `json:"caFingerprint"`
-		SSID               string   `json:"ssid"`
-		Encryption         string   `json:"encryption"`
-		EAPTypes           []int    `json:"eapTypes"`
-		TrustedServerNames []string `json:"trustedServerNames"`
-		Anchors            []string `json:"anchors"`
-		AnchorUUIDs        []string `json:"anchorUuids"`
-		VPNType            string   `json:"vpnType"`
-		AuthMethod         string   `json:"authenticationMethod"`
-		RemoteAddress      string   `json:"remoteAddress"`
-		LocalIdentifier    string   `json:"localIdentifier"`
+		Keys               map[string]string `json:"keys"`
+		Type               string            `json:"type"`
+		Identifier         string            `json:"identifier"`
+		UUID               string            `json:"uuid"`
+		Certificate        string            `json:"certificate"`
+		CertificateUUID    string            `json:"certificateUuid"`
+		URL                string            `json:"url"`
+		Challenge          string            `json:"challenge"`
+		CAFingerprint      string            `json:"caFingerprint"`
+		SSID               string            `json:"ssid"`
+		Encryption         string            `json:"encryption"`
+		EAPTypes           []int             `json:"eapTypes"`
+		TrustedServerNames []string          `json:"trustedServerNames"`
+		Anchors            []string          `json:"anchors"`
+		AnchorUUIDs        []string          `json:"anchorUuids"`
+		VPNType            string            `json:"vpnType"`
+		AuthMethod         string            `json:"authenticationMethod"`
+		RemoteAddress      string            `json:"remoteAddress"`
+		LocalIdentifier    string            `json:"localIdentifier"`
 	} `json:"payloads"`
 }
 
@@ -144,6 +146,66 @@ func TestBundleMobileConfig(t *testing.T) {
 	require.Equal(t, scepP.UUID, vpn.CertificateUUID)
 	require.Equal(t, "com.apple.security.scep", vpn.Certificate)
 	require.Equal(t, "jane@contoso.com", vpn.LocalIdentifier, "the UPN of the certificate by default")
+}
+
+// appleSchema lists, per payload type, every key the bundle writes and its plist type,
+// as Apple's device-management schema (github.com/apple/device-management,
+// mdm/profiles/) gives them: CommonPayloadKeys.yaml for the Payload* keys,
+// TopLevel.yaml for the profile's own, and the file named after each payload type.
+var appleSchema = map[string]map[string]string{
+	"Configuration": {"PayloadDisplayName": "string", "PayloadIdentifier": "string", "PayloadOrganization": "string",
+		"PayloadRemovalDisallowed": "boolean", "PayloadScope": "string", "PayloadType": "string", "PayloadUUID": "string",
+		"PayloadVersion": "integer", "PayloadDescription": "string"},
+	"com.apple.security.root":  {"PayloadCertificateFileName": "string", "PayloadContent": "data"},
+	"com.apple.security.pkcs1": {"PayloadCertificateFileName": "string", "PayloadContent": "data"},
+	"com.apple.security.scep": {"PayloadContent": "dictionary", "PayloadContent.URL": "string",
+		"PayloadContent.Name": "string", "PayloadContent.Subject": "array", "PayloadContent.Subject[]": "array",
+		"PayloadContent.Challenge": "string", "PayloadContent.Keysize": "integer", "PayloadContent.Key Type": "string",
+		"PayloadContent.Key Usage": "integer", "PayloadContent.CAFingerprint": "data", "PayloadContent.Retries": "integer",
+		"PayloadContent.RetryDelay": "integer", "PayloadContent.SubjectAltName": "dictionary",
+		"PayloadContent.SubjectAltName.rfc822Name": "string", "PayloadContent.SubjectAltName.dNSName": "string",
+		"PayloadContent.SubjectAltName.uniformResourceIdentifier": "string",
+		"PayloadContent.SubjectAltName.ntPrincipalName":           "string"},
+	"com.apple.wifi.managed": {"AutoJoin": "boolean", "SSID_STR": "string", "HIDDEN_NETWORK": "boolean",
+		"EncryptionType": "string", "PayloadCertificateUUID": "string", "EAPClientConfiguration": "dictionary",
+		"EAPClientConfiguration.AcceptEAPTypes": "array", "EAPClientConfiguration.AcceptEAPTypes[]": "integer",
+		"EAPClientConfiguration.PayloadCertificateAnchorUUID":   "array",
+		"EAPClientConfiguration.PayloadCertificateAnchorUUID[]": "string",
+		"EAPClientConfiguration.TLSTrustedServerNames":          "array", "EAPClientConfiguration.TLSTrustedServerNames[]": "string"},
+	"com.apple.vpn.managed": {"VPNType": "string", "UserDefinedName": "string", "IKEv2": "dictionary",
+		"IKEv2.AuthenticationMethod": "string", "IKEv2.CertificateType": "string", "IKEv2.ExtendedAuthEnabled": "integer",
+		"IKEv2.LocalIdentifier": "string", "IKEv2.PayloadCertificateUUID": "string", "IKEv2.RemoteAddress": "string",
+		"IKEv2.RemoteIdentifier": "string", "IKEv2.ServerCertificateIssuerCommonName": "string"},
+}
+
+// TestBundleAppleSchema: every key of the golden bundle (payloads, nested
+// dictionaries, array elements; the subject's inner pairs aside) is one Apple's schema
+// defines for its payload type, with the schema's type.
+func TestBundleAppleSchema(t *testing.T) {
+	b := testBundle(t, MacOS)
+	b.VPN.ServerCertificateIssuerCommonName = "Contoso Issuing CA 1"
+	refs := readMobileConfig(t, must(b.MobileConfig(bundleOpts)))
+	common := appleSchema["Configuration"]
+	check := func(typ string, keys map[string]string) {
+		for path, kind := range keys {
+			if strings.HasPrefix(path, "PayloadContent.Subject[][]") {
+				continue // [name, value] string pairs, checked by TestExportMobileConfig
+			}
+			want, ok := appleSchema[typ][path]
+			if !ok && !strings.Contains(path, ".") && typ != "Configuration" {
+				want, ok = common[path]
+			}
+			require.True(t, ok, "%s: key %q is not in Apple's schema", typ, path)
+			require.Equal(t, want, kind, "%s: type of %q", typ, path)
+		}
+	}
+	check("Configuration", refs.TopKeys)
+	seen := map[string]bool{}
+	for _, p := range refs.Payloads {
+		check(p.Type, p.Keys)
+		seen[p.Type] = true
+	}
+	require.Len(t, seen, 5)
 }
 
 // TestBundleUUIDsStable: the same profile and device export the same bytes (a

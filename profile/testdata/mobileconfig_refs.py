@@ -48,9 +48,34 @@ def resolve(uuid):
     return by_uuid[uuid]["PayloadType"]
 
 
-out = {"uuid": top["PayloadUUID"], "identifier": top["PayloadIdentifier"], "payloads": []}
+def kind(v):
+    for t, name in ((bool, "boolean"), (int, "integer"), (float, "real"), (str, "string"),
+                    (bytes, "data"), (dict, "dictionary"), (list, "array")):
+        if isinstance(v, t):
+            return name
+    return type(v).__name__
+
+
+def key_types(d, prefix, acc):
+    """Every key path of d with its plist type; array elements as PATH[]."""
+    for k, v in d.items():
+        path = prefix + k
+        acc[path] = kind(v)
+        if isinstance(v, dict):
+            key_types(v, path + ".", acc)
+        elif isinstance(v, list):
+            for x in v:
+                acc[path + "[]"] = kind(x)
+                if isinstance(x, dict):
+                    key_types(x, path + "[].", acc)
+    return acc
+
+
+out = {"uuid": top["PayloadUUID"], "identifier": top["PayloadIdentifier"], "payloads": [],
+       "topKeys": key_types({k: v for k, v in top.items() if k != "PayloadContent"}, "", {})}
 for p in payloads:
-    e = {"type": p["PayloadType"], "identifier": p["PayloadIdentifier"], "uuid": p["PayloadUUID"]}
+    e = {"type": p["PayloadType"], "identifier": p["PayloadIdentifier"], "uuid": p["PayloadUUID"],
+         "keys": key_types(p, "", {})}
     t = p["PayloadType"]
     if t in ("com.apple.security.root", "com.apple.security.pkcs1"):
         if not isinstance(p["PayloadContent"], bytes):
