@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"testing"
 	"time"
+
+	"github.com/scepkit/scepkit/internal/cputime"
 )
 
 // rsaFloor measures, in the same run, the CPU cost of one raw RSA-2048 PKCS#1 v1.5
@@ -15,20 +17,20 @@ func rsaFloor(b *testing.B, key *rsa.PrivateKey) time.Duration {
 	b.Helper()
 	digest := sha256.Sum256([]byte("scepkit floor"))
 	const n = 64
-	start := cpuNow()
+	start := cputime.Now()
 	for range n {
 		if _, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, digest[:]); err != nil {
 			b.Fatal(err)
 		}
 	}
-	return (cpuNow() - start) / n
+	return (cputime.Now() - start) / n
 }
 
 // reportFloor reports the floor and x-floor: CPU time per operation divided by the
 // floor's CPU time per signature. CPU time (getrusage) rather than wall time keeps the
 // ratio honest on a loaded machine; cpu-ns/op is reported beside it.
 func reportFloor(b *testing.B, floor, cpuStart time.Duration) {
-	perOp := float64((cpuNow() - cpuStart).Nanoseconds()) / float64(b.N)
+	perOp := float64((cputime.Now() - cpuStart).Nanoseconds()) / float64(b.N)
 	b.ReportMetric(float64(floor.Nanoseconds()), "floor-ns/op")
 	b.ReportMetric(perOp, "cpu-ns/op")
 	b.ReportMetric(perOp/float64(floor.Nanoseconds()), "x-floor")
@@ -45,7 +47,7 @@ func BenchmarkApply(b *testing.B) {
 	floor := rsaFloor(b, ca.Signer.(*rsa.PrivateKey))
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuNow()
+	cpu := cputime.Now()
 	for b.Loop() {
 		if _, err := Apply(t, csr, r, ca.Certificate, testNow, nil); err != nil {
 			b.Fatal(err)
@@ -69,7 +71,7 @@ func BenchmarkCASign(b *testing.B) {
 	floor := rsaFloor(b, ca.Signer.(*rsa.PrivateKey))
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuNow()
+	cpu := cputime.Now()
 	for b.Loop() {
 		if _, err := ca.Sign(ctx, tmpl, csr.PublicKey); err != nil {
 			b.Fatal(err)

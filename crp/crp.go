@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/profile"
@@ -185,16 +188,26 @@ type RegistrationPoint struct {
 	DecisionTTL time.Duration
 	// Logger receives one record per step; nil means no logging.
 	Logger *slog.Logger
+	// MeterProvider receives the registration point's metrics (see MetricEnrollments
+	// and the other Metric names); nil means none are recorded. The registration
+	// point never uses the global provider.
+	MeterProvider metric.MeterProvider
+	// TracerProvider receives one span per request, with a child span per phase; the
+	// request's span carries the transactionID and the challenge's fingerprint, never
+	// the challenge. Nil means no spans (and no cost). It is never the global one.
+	TracerProvider trace.TracerProvider
 	// Now is the clock; nil means time.Now. Rand is the source of serials; nil means
 	// crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
 
-	init     sync.Once
-	memTx    *MemoryTransactions
-	memCerts *MemoryCertificates
-	deciding sync.Map  // pending requests being decided, without a shared replay store
-	open     decisions // decisions of Decide waiting for Complete
+	init      sync.Once
+	telOnce   sync.Once
+	telemetry *telemetry
+	memTx     *MemoryTransactions
+	memCerts  *MemoryCertificates
+	deciding  sync.Map  // pending requests being decided, without a shared replay store
+	open      decisions // decisions of Decide waiting for Complete
 }
 
 var _ scep.Responder = (*RegistrationPoint)(nil)

@@ -251,6 +251,7 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 	if err := rp.certificates().Add(ctx, &IssuedCertificate{Certificate: cert, UserID: tx.UserID(),
 		DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(), Template: tx.Template.Name,
 		TransactionID: tx.ID, IssuedAt: rp.now()}); err != nil {
+		rp.tel().storeError(ctx, "certificates")
 		return fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
 	}
 	return nil

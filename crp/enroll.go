@@ -33,17 +33,29 @@ type EnrollRequest struct {
 // front end (ACME, EST, REST). On refusal it returns a *Error and a Result that still
 // carries the Trace.
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
+	ctx, end := rp.tel().startRequest(ctx, "crp Enroll", scep.PKCSReq, req.TransactionID)
+	res, e := rp.enroll(ctx, req)
+	end(res.Status, e)
+	if e != nil {
+		return res, e
+	}
+	return res, nil
+}
+
+func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*Result, *Error) {
 	tx, e := rp.enrollTx(req)
 	if e == nil {
 		e = rp.run(ctx, tx, csrRaw(req.CSR), keyHash(tx.Signer))
 	}
 	if e != nil {
+		rp.tel().enrollment(ctx, tx.Renewal, scep.Failure, e)
 		return &Result{Status: scep.Failure, Trace: tx.Trace}, e
 	}
 	res := &Result{Status: scep.Pending, Trace: tx.Trace, Certificate: tx.Certificate}
 	if tx.Certificate != nil {
 		res.Status = scep.Success
 	}
+	rp.tel().enrollment(ctx, tx.Renewal, res.Status, nil)
 	return res, nil
 }
 

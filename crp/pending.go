@@ -15,6 +15,17 @@ import (
 // queued). Phase 3 and the template are checked again, since time has passed; the
 // device's next poll gets the certificate.
 func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) (cert *x509.Certificate, err error) {
+	ctx, end := rp.tel().startRequest(ctx, "crp Approve", scep.PKCSReq, transactionID)
+	defer func() {
+		var e *Error
+		errors.As(err, &e)
+		status := scep.Success
+		if err != nil {
+			status = scep.Failure
+		}
+		end(status, e)
+		rp.tel().decision(ctx, "approve", err)
+	}()
 	rec, tx, err := rp.pending(ctx, transactionID)
 	if err != nil {
 		return nil, err
@@ -47,7 +58,8 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 }
 
 // Reject refuses a pending request; the device's next poll gets FAILURE badRequest.
-func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, why error) error {
+func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, why error) (err error) {
+	defer func() { rp.tel().decision(ctx, "reject", err) }()
 	rec, tx, err := rp.pending(ctx, transactionID)
 	if err != nil {
 		return err

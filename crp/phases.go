@@ -19,6 +19,13 @@ import (
 // runPhase runs the user's Before checks, the built-in steps and the After checks of
 // phase p, stopping at the first refusal.
 func (rp *RegistrationPoint) runPhase(ctx context.Context, tx *Transaction, p Phase, builtins ...builtin) *Error {
+	ctx, end := rp.tel().startPhase(ctx, p)
+	e := rp.runSteps(ctx, tx, p, builtins)
+	end(e)
+	return e
+}
+
+func (rp *RegistrationPoint) runSteps(ctx context.Context, tx *Transaction, p Phase, builtins []builtin) *Error {
 	for _, c := range rp.Checks {
 		if c.Phase == p && !c.After {
 			if err := rp.runCheck(ctx, tx, c); err != nil {
@@ -233,10 +240,14 @@ func (rp *RegistrationPoint) stepGenuine(_ context.Context, tx *Transaction) *Er
 func (rp *RegistrationPoint) stepClaim(ctx context.Context, tx *Transaction) *Error {
 	if err := rp.Verifier.Claim(ctx, tx.Claims); err != nil {
 		if errors.Is(err, challenge.ErrReplayed) {
+			rp.tel().claim(ctx, "replayed")
 			return fail(PhaseGenuineness, ReasonReplayed, err)
 		}
+		rp.tel().claim(ctx, "error")
+		rp.tel().storeError(ctx, "replay")
 		return unavailable(PhaseGenuineness, err)
 	}
+	rp.tel().claim(ctx, "claimed")
 	tx.claimed = true
 	return nil
 }
@@ -351,6 +362,7 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	if rp.Revocation != nil {
 		revoked, err := rp.Revocation.IsRevoked(ctx, s)
 		if err != nil {
+			rp.tel().storeError(ctx, "revocations")
 			return unavailable(PhaseGateway, err)
 		}
 		if revoked {
@@ -362,6 +374,7 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	case errors.Is(err, ErrNotFound):
 		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x was not issued here", s.SerialNumber))
 	case err != nil:
+		rp.tel().storeError(ctx, "certificates")
 		return unavailable(PhaseGateway, err)
 	case !bytes.Equal(rec.Certificate.Raw, s.Raw):
 		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("signer certificate differs from the one issued"))
@@ -379,6 +392,7 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	case errors.Is(err, challenge.ErrReplayed):
 		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("certificate %x was already renewed", s.SerialNumber))
 	case err != nil:
+		rp.tel().storeError(ctx, "replay")
 		return unavailable(PhaseGateway, err)
 	}
 	tx.claimID, tx.claimStore = id, rp.Verifier.Replay

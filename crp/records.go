@@ -90,6 +90,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		rec.Status = scep.Pending
 	}
 	if err := rp.transactions().Put(ctx, rec); err != nil {
+		rp.tel().storeError(ctx, "transactions")
 		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
 		if e == nil {
 			// A certificate or a PENDING the record does not hold is not acknowledged:

@@ -39,11 +39,21 @@ func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
 // answers from the transaction record; GetCert from the certificate store; GetCRL from
 // CRL. Refusals are *Error values wrapped in a scep.FailError with the phase's failInfo.
 func (rp *RegistrationPoint) Respond(ctx context.Context, req *scep.Request) (*scep.Response, error) {
+	ctx, end := rp.tel().startRequest(ctx, "crp "+req.MessageType.String(), req.MessageType, req.TransactionID)
 	resp, e := rp.respond(ctx, req)
+	end(statusOf(resp, e), e)
 	if e != nil {
 		return nil, scep.Fail(failInfoFor(e), e)
 	}
 	return resp, nil
+}
+
+// statusOf is the status a request's answer carries.
+func statusOf(resp *scep.Response, e *Error) scep.PKIStatus {
+	if e != nil || resp == nil {
+		return scep.Failure
+	}
+	return resp.Status
 }
 
 func failInfoFor(e *Error) scep.FailInfo {
@@ -94,6 +104,7 @@ func (rp *RegistrationPoint) record(ctx context.Context, req *scep.Request) (*Re
 	case errors.Is(err, ErrNotFound):
 		return nil, fail(PhaseIssue, ReasonUnknownTransaction, err)
 	case err != nil:
+		rp.tel().storeError(ctx, "transactions")
 		return nil, unavailable(PhaseIssue, err)
 	case !bytes.Equal(rec.SignerKey, keyHash(req.Signer)):
 		return nil, fail(PhaseGateway, ReasonUnknownTransaction, errors.New("poll signed by another key than the request"))
@@ -111,7 +122,14 @@ func answer(rec *Record) (*scep.Response, *Error) {
 	return nil, fail(rec.Phase, rec.Reason, errors.New("as answered before"))
 }
 
-func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) (*scep.Response, *Error) {
+func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) (resp *scep.Response, e *Error) {
+	renewal := req.MessageType == scep.RenewalReq
+	defer func() { rp.tel().enrollment(ctx, renewal, statusOf(resp, e), e) }()
+	resp, e = rp.enrollMessage(ctx, req, &renewal)
+	return resp, e
+}
+
+func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Request, renewal *bool) (*scep.Response, *Error) {
 	if req.CSR == nil {
 		return nil, fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
 	}
@@ -145,6 +163,7 @@ func (rp *RegistrationPoint) enrollSCEP(ctx context.Context, req *scep.Request) 
 	case ours && (req.MessageType == scep.RenewalReq || !rp.Renewal.Disabled || req.ChallengePassword == ""):
 		tx.Renewal = true
 	}
+	*renewal = tx.Renewal
 	if e := rp.run(ctx, tx, req.CSR.Raw, signerKey); e != nil {
 		// The same request won the race elsewhere (another gateway, a concurrent
 		// resend): answer as that transaction did.

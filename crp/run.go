@@ -34,6 +34,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 		// An external validator judges the challenge and the CSR against what the
 		// MDM expects (phases 1-3); the user, device and profile steps do not run.
 		tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
+		rp.tel().challengeFingerprint(ctx, tx.Trace.ChallengeFingerprint)
 		if err := rp.runPhase(ctx, tx, PhaseGateway,
 			builtin{"csr-signature", rp.stepCSRSignature},
 			builtin{"challenge-external", rp.stepExternal}); err != nil {
@@ -48,6 +49,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 	} else {
 		if tx.Challenge != "" {
 			tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
+			rp.tel().challengeFingerprint(ctx, tx.Trace.ChallengeFingerprint)
 		}
 		if err := rp.runPhase(ctx, tx, PhaseGateway,
 			builtin{"csr-signature", rp.stepCSRSignature},

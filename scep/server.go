@@ -14,7 +14,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Request is what a [Responder] is asked to decide: a verified, decrypted request.
@@ -127,6 +131,17 @@ type Server struct {
 	// Logger receives one record per request; nil means no logging. Challenges and
 	// error details sent by clients are never logged in full.
 	Logger *slog.Logger
+	// MeterProvider receives the server's metrics ([MetricRequests],
+	// [MetricCertificateExpiry]); nil means none. It is never the global provider.
+	// Set it and TracerProvider before Validate or the first request, which make the
+	// instruments (Validate registers the expiry gauge).
+	MeterProvider metric.MeterProvider
+	// TracerProvider receives one span per HTTP request, the parent of the
+	// Responder's spans; nil means no spans. It is never the global provider.
+	TracerProvider trace.TracerProvider
+
+	telOnce sync.Once
+	tel     *serverTelemetry
 }
 
 // Caps returns the capabilities the server's configuration supports, as GetCACaps
@@ -155,6 +170,7 @@ func (s *Server) Validate() error {
 	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
 		return errors.New("scep: Server needs CACerts, SignerCert, Signer, Recipients and Responder")
 	}
+	s.telemetry() // registers the expiry gauge before the first request
 	if s.CAKey != nil {
 		pub, ok := s.CAKey.Public().(interface{ Equal(crypto.PublicKey) bool })
 		if _, dec := s.CAKey.(crypto.Decrypter); !dec || !ok || !pub.Equal(s.CACerts[0].PublicKey) {
@@ -236,6 +252,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op := queryValue(r.URL.RawQuery, "operation")
+	tel := s.telemetry()
+	switch op {
+	case "GetCACaps", "GetCACert", "GetNextCACert", "PKIOperation":
+		var span trace.Span
+		if r, span = tel.startSpan(r, op); span != nil {
+			defer span.End()
+		}
+		if op != "PKIOperation" {
+			tel.operation(r.Context(), op)
+		}
+	default:
+		tel.operation(r.Context(), "unknown")
+	}
 	switch op {
 	case "GetCACaps", "GetCACert", "GetNextCACert":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -383,11 +412,13 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
 		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "err", err)
+		s.telemetry().pkiOperation(ctx, nil, "rejected", "")
 		httpError(w, http.StatusBadRequest, "malformed PKIMessage")
 		return
 	}
 	log = log.With("transactionID", msg.TransactionID)
-	reply := func(resp []byte, outcome string, attrs ...any) {
+	reply := func(resp []byte, outcome, info string, attrs ...any) {
+		s.telemetry().pkiOperation(ctx, msg, outcome, info)
 		w.Header().Set("Content-Type", "application/x-pki-message")
 		w.Write(resp)
 		log.InfoContext(ctx, "scep: PKIOperation", append([]any{"type", msg.MessageType.String(),
@@ -408,7 +439,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusInternalServerError, "internal error")
 			return
 		}
-		reply(resp, "FAILURE", "failInfo", info.String(), "err", err)
+		reply(resp, "FAILURE", info.String(), "failInfo", info.String(), "err", err)
 	}
 	if err == nil {
 		err = s.admit(msg)
@@ -460,10 +491,10 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if resp.Status == Pending {
-		reply(out, "PENDING")
+		reply(out, "PENDING", "")
 		return
 	}
-	reply(out, "SUCCESS")
+	reply(out, "SUCCESS", "")
 }
 
 // canReceive refuses, before the Responder decides anything, a requester whose signer

@@ -22,6 +22,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
@@ -67,6 +70,10 @@ type Options struct {
 	Transactions crp.TransactionStore
 	// Logger receives the server's and the registration point's records.
 	Logger *slog.Logger
+	// MeterProvider and TracerProvider receive the server's and the registration
+	// point's metrics and spans; nil means none.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
 	// Now is the clock of every part; nil means time.Now.
 	Now func() time.Time
 }
@@ -217,7 +224,7 @@ func New(o Options) (*Env, error) {
 		CRL: func(ctx context.Context) ([]byte, error) {
 			return e.CA.CRL(ctx, time.Now().Add(24*time.Hour))
 		},
-		Logger: o.Logger, Now: o.Now,
+		Logger: o.Logger, Now: o.Now, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider,
 	}
 	if o.Dir != "" {
 		store, err := crp.OpenCertificateDir(filepath.Join(o.Dir, "issued"))
@@ -232,6 +239,7 @@ func New(o Options) (*Env, error) {
 	e.Server = crp.NewServer(e.RP, e.RA)
 	e.Server.CACerts = append([]*x509.Certificate{e.CA.Certificate}, e.CA.Chain...) // the Issuer counts, so NewServer cannot see the CA's chain
 	e.Server.AllowLegacy, e.Server.Logger, e.Server.Now = o.Legacy, o.Logger, o.Now
+	e.Server.MeterProvider, e.Server.TracerProvider = o.MeterProvider, o.TracerProvider
 	if err := e.Server.Validate(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,167 @@
+package crp_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509/pkix"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+// observed is a gateway with a real OpenTelemetry SDK meter and tracer attached.
+type observed struct {
+	env    *crptest.Env
+	reader *sdkmetric.ManualReader
+	spans  *tracetest.SpanRecorder
+}
+
+func newObserved(t *testing.T) *observed {
+	t.Helper()
+	keys(t)
+	o := &observed{reader: sdkmetric.NewManualReader(), spans: tracetest.NewSpanRecorder()}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(o.reader))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(o.spans))
+	t.Cleanup(func() { mp.Shutdown(context.Background()); tp.Shutdown(context.Background()) })
+	env, err := crptest.New(crptest.Options{MeterProvider: mp, TracerProvider: tp})
+	require.NoError(t, err)
+	o.env = env
+	return o
+}
+
+// pkcsReq sends one PKCSReq through the SCEP handler and returns the CertRep.
+func (o *observed) pkcsReq(t *testing.T, id, cn, ch string) *scep.PKIMessage {
+	t.Helper()
+	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: cn}, nil)
+	require.NoError(t, err)
+	msg, _, err := scep.NewRequest(scep.RequestOptions{Type: scep.PKCSReq, TransactionID: id,
+		Payload: csr(t, deviceKey, cn, ch).Raw, Recipient: o.env.RA.EncryptionCertificate,
+		Digest: crypto.SHA256, SignerCert: self, Signer: deviceKey})
+	require.NoError(t, err)
+	rec := serve(o.env.Server, msg)
+	require.Equal(t, http.StatusOK, rec.Code)
+	rep, err := scep.ParsePKIMessage(rec.Body.Bytes(), scep.ParseOptions{})
+	require.NoError(t, err)
+	return rep
+}
+
+// sums returns the counter points of metric name, keyed by their attributes.
+func (o *observed) sums(t *testing.T, name string) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, o.reader.Collect(context.Background(), &rm))
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					out[attrString(p.Attributes)] += p.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					out[attrString(p.Attributes)] += int64(p.Count)
+				}
+			case metricdata.Gauge[float64]:
+				for _, p := range d.DataPoints {
+					out[attrString(p.Attributes)] = int64(p.Value)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func attrString(s attribute.Set) string {
+	var out string
+	for _, kv := range s.ToSlice() {
+		out += fmt.Sprintf("%s=%s,", kv.Key, kv.Value.Emit())
+	}
+	return out
+}
+
+// TestMetricsByOutcomeAndPhase: an issued certificate, a replayed challenge (phase
+// 2) and an expired one (phase 1) are counted by outcome, phase and reason; each
+// phase's latency and the challenge claims are recorded.
+func TestMetricsByOutcomeAndPhase(t *testing.T) {
+	o := newObserved(t)
+	ch := mint(t, o.env, "alice@example.com", "alice-laptop")
+	require.Equal(t, scep.Success, o.pkcsReq(t, "tx-ok", "alice@example.com", ch).Status)
+	rep := o.pkcsReq(t, "tx-replay", "alice@example.com", ch)
+	require.Equal(t, scep.Failure, rep.Status)
+	expired := challengeWithExp(t, o.env.Challenges.Key, mint(t, o.env, "alice@example.com", "alice-laptop"), time.Now().Add(-time.Minute))
+	rep = o.pkcsReq(t, "tx-expired", "alice@example.com", expired)
+	require.Equal(t, scep.BadTime, rep.FailInfo)
+
+	enrolls := o.sums(t, crp.MetricEnrollments)
+	require.Equal(t, map[string]int64{
+		"scepkit.outcome=issued,scepkit.renewal=false,": 1,
+		"scepkit.outcome=failed,scepkit.phase=phase2-genuineness,scepkit.reason=challenge already used,scepkit.renewal=false,": 1,
+		"scepkit.outcome=failed,scepkit.phase=phase1-expiry,scepkit.reason=challenge expired,scepkit.renewal=false,":           1,
+	}, enrolls)
+	require.Equal(t, map[string]int64{"scepkit.result=claimed,": 1, "scepkit.result=replayed,": 1},
+		o.sums(t, crp.MetricChallengeClaims))
+	phases := o.sums(t, crp.MetricPhaseDuration)
+	require.Equal(t, int64(3), phases["scepkit.outcome=ok,scepkit.phase=gateway,"])
+	require.Equal(t, int64(1), phases["scepkit.outcome=refused,scepkit.phase=phase1-expiry,"])
+	require.Equal(t, int64(1), phases["scepkit.outcome=refused,scepkit.phase=phase2-genuineness,"])
+	require.Equal(t, int64(1), phases["scepkit.outcome=ok,scepkit.phase=issue,"])
+	require.Equal(t, int64(2), o.sums(t, crp.MetricRequestDuration)["scep.message_type=PKCSReq,scepkit.outcome=FAILURE,"])
+
+	reqs := o.sums(t, scep.MetricRequests)
+	require.Equal(t, int64(1), reqs["scep.message_type=PKCSReq,scep.operation=PKIOperation,scep.status=SUCCESS,"])
+	require.Equal(t, int64(1), reqs["scep.fail_info=badTime,scep.message_type=PKCSReq,scep.operation=PKIOperation,scep.status=FAILURE,"])
+	expiry := o.sums(t, scep.MetricCertificateExpiry)
+	caKey := "scepkit.certificate.role=ca,scepkit.certificate.serial=" + o.env.CA.Certificate.SerialNumber.Text(16) + ","
+	require.InDelta(t, time.Until(o.env.CA.Certificate.NotAfter).Seconds(), float64(expiry[caKey]), 60)
+	require.Len(t, expiry, 3, "CA, RA signing, RA encryption")
+}
+
+// TestSpanPerRequest: one span per SCEP request with a child per phase; the
+// transactionID and the challenge fingerprint are on it, the challenge nowhere.
+func TestSpanPerRequest(t *testing.T) {
+	o := newObserved(t)
+	ch := mint(t, o.env, "alice@example.com", "alice-laptop")
+	require.Equal(t, scep.Success, o.pkcsReq(t, "tx-span", "alice@example.com", ch).Status)
+
+	spans := o.spans.Ended()
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range spans {
+		byName[s.Name()] = s
+		for _, kv := range s.Attributes() {
+			require.NotContains(t, kv.Value.Emit(), ch, "span %q attribute %s carries the challenge", s.Name(), kv.Key)
+		}
+	}
+	http, req := byName["scep PKIOperation"], byName["crp PKCSReq"]
+	require.NotNil(t, http)
+	require.NotNil(t, req)
+	require.Equal(t, http.SpanContext().SpanID(), req.Parent().SpanID())
+	attrs := map[attribute.Key]string{}
+	for _, kv := range req.Attributes() {
+		attrs[kv.Key] = kv.Value.Emit()
+	}
+	require.Equal(t, "tx-span", attrs[scep.AttrTransaction])
+	require.Equal(t, challenge.Fingerprint(ch), attrs[crp.AttrChallenge])
+	for _, p := range []crp.Phase{crp.PhaseGateway, crp.PhaseExpiry, crp.PhaseGenuineness, crp.PhaseMapping,
+		crp.PhaseTemplate, crp.PhaseIssue, crp.PhaseNotify} {
+		s := byName["crp "+p.String()]
+		require.NotNil(t, s, p.String())
+		require.Equal(t, req.SpanContext().SpanID(), s.Parent().SpanID(), p.String())
+	}
+}

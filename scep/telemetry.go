@@ -1,0 +1,148 @@
+package scep
+
+import (
+	"context"
+	"crypto/x509"
+	"net/http"
+
+	otelattr "go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Instrumentation is the name of the OpenTelemetry meter and tracer of this package.
+const Instrumentation = "github.com/scepkit/scepkit/scep"
+
+// Metric names of a [Server] with a MeterProvider.
+const (
+	// MetricRequests counts HTTP requests by scep.operation and, for PKIOperation,
+	// scep.message_type, scep.status (SUCCESS, PENDING, FAILURE or "rejected" when no
+	// CertRep could be addressed) and scep.fail_info.
+	MetricRequests = "scepkit.scep.requests"
+	// MetricCertificateExpiry is the time left, in seconds, before each certificate
+	// the server uses expires (negative once expired), by scepkit.certificate.role
+	// (ca, ra-signing, ra-encryption, next-ca) and scepkit.certificate.serial (hex).
+	// Alert on it: an expired RA certificate stops every enrollment.
+	MetricCertificateExpiry = "scepkit.certificate.expiry"
+)
+
+// Attribute keys of the server's metrics and spans.
+const (
+	AttrOperation   = otelattr.Key("scep.operation")
+	AttrMessageType = otelattr.Key("scep.message_type")
+	AttrTransaction = otelattr.Key("scep.transaction_id")
+	AttrStatus      = otelattr.Key("scep.status")
+	AttrFailInfo    = otelattr.Key("scep.fail_info")
+	AttrCertRole    = otelattr.Key("scepkit.certificate.role")
+	AttrCertSerial  = otelattr.Key("scepkit.certificate.serial")
+)
+
+type serverTelemetry struct {
+	tracer   trace.Tracer // nil without a TracerProvider
+	requests metric.Int64Counter
+	reg      metric.Registration
+}
+
+// telemetry returns the server's instruments, made on first use (by Validate or the
+// first request).
+func (s *Server) telemetry() *serverTelemetry {
+	s.telOnce.Do(func() {
+		t := &serverTelemetry{}
+		if s.TracerProvider != nil {
+			t.tracer = s.TracerProvider.Tracer(Instrumentation)
+		}
+		mp := s.MeterProvider
+		if mp == nil {
+			mp = metricnoop.NewMeterProvider()
+		}
+		m := mp.Meter(Instrumentation)
+		t.requests, _ = m.Int64Counter(MetricRequests, metric.WithUnit("{request}"),
+			metric.WithDescription("SCEP HTTP requests by operation, message type, status and failInfo."))
+		if s.MeterProvider != nil {
+			expiry, err := m.Float64ObservableGauge(MetricCertificateExpiry, metric.WithUnit("s"),
+				metric.WithDescription("Seconds before each CA and RA certificate expires."))
+			if err == nil {
+				t.reg, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+					now := s.now()
+					for _, rc := range s.roleCerts() {
+						o.ObserveFloat64(expiry, rc.cert.NotAfter.Sub(now).Seconds(), metric.WithAttributes(
+							AttrCertRole.String(rc.role), AttrCertSerial.String(rc.cert.SerialNumber.Text(16))))
+					}
+					return nil
+				}, expiry)
+			}
+		}
+		s.tel = t
+	})
+	return s.tel
+}
+
+type roleCert struct {
+	role string
+	cert *x509.Certificate
+}
+
+// roleCerts lists the certificates the server depends on, each once, with its role.
+func (s *Server) roleCerts() []roleCert {
+	var out []roleCert
+	seen := map[string]bool{}
+	add := func(role string, c *x509.Certificate) {
+		if c == nil || seen[role+string(c.Raw)] {
+			return
+		}
+		seen[role+string(c.Raw)] = true
+		out = append(out, roleCert{role, c})
+	}
+	for _, c := range s.CACerts {
+		add("ca", c)
+	}
+	add("ra-signing", s.SignerCert)
+	for _, r := range s.Recipients {
+		add("ra-encryption", r.Certificate)
+	}
+	for _, c := range s.NextCACerts {
+		add("next-ca", c)
+	}
+	return out
+}
+
+// startSpan starts the span of one HTTP request when tracing, and returns r with its
+// context.
+func (t *serverTelemetry) startSpan(r *http.Request, op string) (*http.Request, trace.Span) {
+	if t.tracer == nil {
+		return r, nil
+	}
+	ctx, span := t.tracer.Start(r.Context(), "scep "+op, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(AttrOperation.String(op)))
+	return r.WithContext(ctx), span
+}
+
+// pkiOperation records one PKIOperation's outcome on the span and the counter.
+func (t *serverTelemetry) pkiOperation(ctx context.Context, msg *PKIMessage, status string, info string) {
+	attrs := []otelattr.KeyValue{AttrOperation.String("PKIOperation"), AttrStatus.String(status)}
+	if msg != nil {
+		attrs = append(attrs, AttrMessageType.String(msg.MessageType.String()))
+	}
+	if info != "" {
+		attrs = append(attrs, AttrFailInfo.String(info))
+	}
+	t.requests.Add(ctx, 1, metric.WithAttributes(attrs...))
+	if t.tracer == nil {
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	if msg != nil {
+		span.SetAttributes(AttrTransaction.String(msg.TransactionID))
+	}
+	span.SetAttributes(attrs[1:]...)
+	if status == "FAILURE" || status == "rejected" {
+		span.SetStatus(codes.Error, status+" "+info)
+	}
+}
+
+// operation counts a request other than PKIOperation.
+func (t *serverTelemetry) operation(ctx context.Context, op string) {
+	t.requests.Add(ctx, 1, metric.WithAttributes(AttrOperation.String(op)))
+}
