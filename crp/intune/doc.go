@@ -24,12 +24,22 @@
 // # Wiring a gateway
 //
 // Put a [Validator] in RegistrationPoint.Validators and a [Notifier] in
-// RegistrationPoint.Notifier, and set RequireNotification. The Validator accepts every
-// challenge that is not one of scepkit's own JWT challenges (challenge.LooksLikeToken),
-// so one gateway serves both. Intune checked the CSR against its profile, so the
-// template that issues for Intune should take subject and SANs from the request
-// (catemplate.Template.SubjectFromRequest and SANsFromRequest), chosen for example with
-// a catemplate.ProfileResolver on Validator.Profile's ID.
+// RegistrationPoint.Notifier, and set RequireNotification ([Tenant.Wire] does all
+// three). The Validator accepts every challenge that is not one of scepkit's own JWT
+// challenges (challenge.LooksLikeToken), so one gateway serves both. Intune checked
+// the CSR against its profile, so the template that issues for Intune should take
+// subject and SANs from the request (catemplate.Template.SubjectFromRequest and
+// SANsFromRequest), chosen for example with a catemplate.ProfileResolver on
+// Validator.Profile's ID.
+//
+// Several tenants in one process: Intune's challenges are opaque, so each tenant
+// gets its own gateway path and registration point, set up by [Tenant.Wire] with
+// its own Client (credentials, token and discovery caches), Validator and Notifier.
+//
+// Renewal: an Intune device renews by a new enrollment with a new key and a fresh
+// challenge; crp sends every request carrying a challenge the Validator accepts to
+// it, PKCSReq or RenewalReq, whatever certificate signs it. A template that needs
+// approval answers PENDING; crp's Approve and Reject then notify Intune.
 //
 // # Failures
 //
@@ -52,15 +62,14 @@
 //
 // # Testing
 //
-// Package intunetest emulates Entra, Graph and both services locally, with scripted
-// verdicts and faults.
+// Package intunetest emulates Entra, Graph and both services locally: it judges each
+// CSR against what its challenge was minted for, keeps scripted verdicts and
+// faults for tests, and holds clients to the wire forms of Microsoft's library.
 //
 // # Limits
 //
-// Renewals without a challenge (a RenewalReq signed by a certificate issued through
-// Intune) run crp's renewal path, which looks the user up by the empty user id of such
-// a certificate and so refuses them; Intune renews by a new enrollment with a fresh
-// challenge, which this package serves. Templates that require approval
-// (PENDING) are not supported for Intune requests. The Azure AD Graph discovery
-// fallback of Microsoft's library (retired by Microsoft) is not implemented.
+// Certificate credentials must be RSA (Microsoft Entra's rule). The Azure AD Graph
+// discovery fallback of Microsoft's library (retired by Microsoft) is not
+// implemented. docs/intune.md lists what was verified against Microsoft's code and
+// what against its documentation only.
 package intune
