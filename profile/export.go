@@ -3,6 +3,7 @@ package profile
 import (
 	"bytes"
 	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -72,10 +73,23 @@ type JSONProfile struct {
 	Validity                JSONValidity    `json:"validity"`
 	RenewalThresholdPercent int             `json:"renewalThresholdPercent"`
 	ServerURLs              []string        `json:"serverUrls"`
-	CAThumbprint            string          `json:"caThumbprint"` // SHA-1, lower-case hex
-	Challenge               string          `json:"challenge,omitempty"`
-	RetryCount              int             `json:"retryCount"`
-	RetryDelaySeconds       int             `json:"retryDelaySeconds"`
+	CAThumbprint            string          `json:"caThumbprint"` // SHA-1, lower-case hex, as NDES profiles carry it
+	// CAFingerprintSHA256 is the SHA-256 of the root CA certificate, lower-case hex,
+	// for clients that pin by SHA-256 (scep.Client.CAFingerprint); empty when the
+	// profile knows only a SHA-1 CAFingerprint.
+	CAFingerprintSHA256 string `json:"caFingerprintSha256,omitempty"`
+	Challenge           string `json:"challenge,omitempty"`
+	RetryCount          int    `json:"retryCount"`
+	RetryDelaySeconds   int    `json:"retryDelaySeconds"`
+}
+
+// caSHA256 is the SHA-256 of p's root CA certificate in hex, or "" without one.
+func caSHA256(p *Profile) string {
+	if p.RootCA == nil {
+		return ""
+	}
+	sum := sha256.Sum256(p.RootCA.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // JSONAttribute is one subject attribute: RDN index, OID, keyword (if known), value.
@@ -126,6 +140,7 @@ func (r *Rendered) JSON(opts ExportOptions) *JSONProfile {
 		RenewalThresholdPercent: p.RenewalThresholdPercent,
 		ServerURLs:              append([]string{}, p.ServerURLs...),
 		CAThumbprint:            hex.EncodeToString(p.CAThumbprint()),
+		CAFingerprintSHA256:     caSHA256(p),
 		Challenge:               opts.Challenge,
 		RetryCount:              retryCount(p),
 		RetryDelaySeconds:       int(retryDelay(p) / time.Second),

@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"encoding/xml"
@@ -91,6 +93,11 @@ func TestMDM(t *testing.T) {
 	require.Equal(t, "CN=alice@example.com", p.Subject)
 	require.Equal(t, []string{"https://gw.example/scep"}, p.ServerURLs)
 	require.Equal(t, 2048, p.KeySize)
+	caPEM, err := os.ReadFile(caPath)
+	require.NoError(t, err)
+	caBlock, _ := pem.Decode(caPEM)
+	caSum := sha256.Sum256(caBlock.Bytes)
+	require.Equal(t, hex.EncodeToString(caSum[:]), p.CAFingerprintSHA256, "the SHA-256 a device pins (examples/device -ca-fingerprint)")
 	claims, err := verifier.Verify(t.Context(), p.Challenge)
 	require.NoError(t, err)
 	require.Equal(t, "alice@example.com", claims.UserID)
