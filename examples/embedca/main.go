@@ -3,6 +3,8 @@
 // the same phases, refusals and trace. It shows how to assemble a
 // crp.RegistrationPoint by hand (see newCA) and call RegistrationPoint.Enroll.
 //
+//	go run ./examples/mdm -gateway scepkit-embedca -directory examples/directory.json \
+//	    -ca-cert embedca-state/ca.crt
 //	go run ./examples/embedca -state embedca-state -jwks http://127.0.0.1:8081/jwks \
 //	    -directory examples/directory.json
 //
@@ -29,7 +31,8 @@
 //   - GET /ca: the CA certificate (PEM).
 //
 // The challenge comes from the MDM (examples/mdm, whose -gateway must be this CA's
-// -identity); the CSR must match the MDM's profile for that user and device (subject
+// -identity, scepkit-embedca by default: a challenge minted for the SCEP gateway,
+// scepkit-gateway, is refused here, and the other way round); the CSR must match the MDM's profile for that user and device (subject
 // CN=<UPN>, RSA 2048). Flags: -listen, -state (the CA, kept with catemplate.SaveCA),
 // -identity, -mdm-issuer, -jwks (URL or file), -directory, -log text|json.
 package main
@@ -67,6 +70,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: the usage is printed, and asking for it is no failure
+		}
 		fmt.Fprintln(os.Stderr, "embedca:", err)
 		os.Exit(1)
 	}
@@ -80,9 +86,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("embedca", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := &config{}
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:8082", "listen on `ADDR`")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8090", "listen on `ADDR` (the gateways of the README use 8080 and 8082, the MDM 8081)")
 	fs.StringVar(&c.state, "state", "scepkit-embedca-state", "CA and issued certificates `DIR`")
-	fs.StringVar(&c.identity, "identity", "scepkit-gateway", "this CA's identity: the audience of its challenges")
+	fs.StringVar(&c.identity, "identity", "scepkit-embedca", "this CA's identity: the audience of its challenges (not the gateway's, so that no challenge is good at both)")
 	fs.StringVar(&c.mdmIssuer, "mdm-issuer", "scepkit-mdm", "the MDM's issuer `name`")
 	fs.StringVar(&c.jwks, "jwks", "", "the MDM's challenge keys: JWKS `URL or FILE`; required")
 	fs.StringVar(&c.directory, "directory", "", "users and devices JSON `FILE`; required")

@@ -184,3 +184,22 @@ func TestEmbedCA(t *testing.T) {
 	ca.Stop(t)
 	mdm.Stop(t)
 }
+
+// With their defaults, the embedded CA and the SCEP gateway have different identities:
+// a challenge the MDM mints for the gateway (its default -gateway) is refused here.
+func TestDefaultIdentityIsNotTheGateway(t *testing.T) {
+	mdmBin, bin := exectest.Build(t, "../mdm"), exectest.Build(t, ".")
+	state := t.TempDir()
+	mdm := exectest.Start(t, mdmBin, "-listen", "127.0.0.1:0", "-state", t.TempDir(),
+		"-directory", "../directory.json", "-ca-cert", filepath.Join(state, "ca.crt"))
+	ca := exectest.Start(t, bin, "-listen", "127.0.0.1:0", "-state", state, "-jwks", mdm.Base+"/jwks",
+		"-directory", "../directory.json")
+	p := profileFor(t, mdm.Base, "alice@example.com", "alice-laptop")
+	req, _ := json.Marshal(enrollRequest{CSR: csrFor(t, pkix.Name{CommonName: "alice@example.com"}, ""), Challenge: p.Challenge})
+	code, r := post(t, ca.Base+"/enroll", req)
+	require.Equal(t, http.StatusForbidden, code, "%+v", r)
+	require.Equal(t, "gateway", r.Phase)
+	require.Equal(t, "challenge for another gateway", r.Reason)
+	ca.Stop(t)
+	mdm.Stop(t)
+}

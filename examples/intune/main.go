@@ -63,6 +63,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: the usage is printed, and asking for it is no failure
+		}
 		fmt.Fprintln(os.Stderr, "intune:", err)
 		var u usageError
 		if errors.As(err, &u) {
@@ -107,6 +110,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.DurationVar(&c.revocationEvery, "revocation-interval", 5*time.Minute, "pause between revocation polls")
 	fs.StringVar(&c.log, "log", "text", "log format on stderr: text, json or off")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
 		return nil, usageError{err.Error()}
 	}
 	c.secret = getenv("INTUNE_CLIENT_SECRET")
@@ -143,14 +149,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if c.emulate && c.serve == "" {
+		opts.Level = slog.LevelError // the emulated run tells its own story on stdout
+	}
 	var logger *slog.Logger
 	switch c.log {
 	case "json":
-		logger = slog.New(slog.NewJSONHandler(stderr, nil))
+		logger = slog.New(slog.NewJSONHandler(stderr, opts))
 	case "off":
 		logger = slog.New(slog.DiscardHandler)
 	default:
-		logger = slog.New(slog.NewTextHandler(stderr, nil))
+		logger = slog.New(slog.NewTextHandler(stderr, opts))
 	}
 
 	var client *intune.Client

@@ -21,6 +21,16 @@ func TestEmulate(t *testing.T) {
 	}
 }
 
+// The emulated run tells its story on stdout; with the default log settings no
+// INFO or WARN record of the gateway interleaves with it.
+func TestEmulateQuiet(t *testing.T) {
+	var out, errs bytes.Buffer
+	err := run(context.Background(), []string{"-emulate"}, env(nil), &out, &errs)
+	require.NoError(t, err, out.String()+errs.String())
+	require.Contains(t, out.String(), "The whole Intune path")
+	require.Empty(t, errs.String())
+}
+
 func TestRefusesWithoutSettings(t *testing.T) {
 	for _, c := range []struct {
 		name string
