@@ -377,14 +377,22 @@ func thumbprint(c *x509.Certificate, spaced bool) string {
 //     the SSID percent-escaped in the URI, as the Wi-Fi CSP asks) holding a WLAN
 //     profile (see [Bundle.WLANProfile]).
 //
-// The VPN is not exported for Windows (its VPNv2 CSP is not covered).
+// Every node is named by what it holds (the certificate's hash, the SSID, the
+// UniqueID), so a re-deployed bundle addresses the nodes it installed; with
+// opts.Replace every command is a Replace (the Wi-Fi CSP accepts Replace only for an
+// existing profile, Add only for a new one). The VPN is not exported for Windows (its
+// VPNv2 CSP is not covered).
 func (b *Bundle) SyncML(opts ExportOptions) ([]byte, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
 	sb := &syncBuilder{}
 	var cmds []syncCmd
-	add := func(uri, format, data string) { cmds = append(cmds, sb.cmd("Add", uri, format, &data)) }
+	verb := "Add"
+	if opts.Replace {
+		verb = "Replace"
+	}
+	add := func(uri, format, data string) { cmds = append(cmds, sb.cmd(verb, uri, format, &data)) }
 	const trust = "./Device/Vendor/MSFT/RootCATrustedCertificates/"
 	root := b.SCEP.Profile.RootCA
 	add(trust+"Root/"+thumbprint(root, false)+"/EncodedCertificate", "b64", base64.StdEncoding.EncodeToString(root.Raw))

@@ -379,6 +379,29 @@ func TestBundleSyncML(t *testing.T) {
 	require.Equal(t, []string{thumbprint(root, true)}, tls.Filtering.CAHashList.Issuer)
 	require.True(t, tls.Filtering.ClientAuth.Enabled)
 
+	// A re-deployment replaces the same nodes.
+	again, err := b.SyncML(ExportOptions{Challenge: "second", Replace: true})
+	require.NoError(t, err)
+	var redo syncDoc
+	strictDecode(t, again, &redo)
+	require.Len(t, redo.Body.Cmds, len(doc.Body.Cmds))
+	for i, c := range redo.Body.Cmds[:4] {
+		if c.XMLName.Local == "Atomic" {
+			uris := func(cmds []syncParsed, verb string) (out []string) {
+				for _, n := range cmds {
+					if n.XMLName.Local == verb && strings.Contains(n.LocURI, "/Install/") {
+						out = append(out, n.LocURI)
+					}
+				}
+				return out
+			}
+			require.Equal(t, uris(doc.Body.Cmds[i].Cmds, "Add"), uris(c.Cmds, "Replace"))
+			continue
+		}
+		require.Equal(t, "Replace", c.XMLName.Local)
+		require.Equal(t, doc.Body.Cmds[i].LocURI, c.LocURI)
+	}
+
 	// A device certificate puts the Wi-Fi under ./Device and authenticates the machine.
 	b.SCEP.Profile.CertificateType = DeviceCertificate
 	wlan, err := b.WLANProfile()
