@@ -335,16 +335,19 @@ func TestBundleAuthenticatesWithFreeRADIUS(t *testing.T) {
 
 	// The RADIUS server's own certificate, from the scepkit CA, with the name the
 	// bundle trusts.
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	require.NoError(t, err)
-	srvCert, err := w.env.CA.Sign(ctx, &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: radiusName},
-		DNSNames: []string{radiusName}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, srvKey.Public())
-	require.NoError(t, err)
-	rs := radiustest.Start(t, radiustest.Options{ClientCAs: []*x509.Certificate{w.env.CA.Certificate},
-		CRLs: [][]byte{crl}, CheckCRL: true, ServerCertificate: []*x509.Certificate{srvCert}, ServerKey: srvKey})
+	radius := func(ca *catemplate.CA, name string) *radiustest.Server {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+		require.NoError(t, err)
+		cert, err := ca.Sign(ctx, &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+			DNSNames: []string{name}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, key.Public())
+		require.NoError(t, err)
+		return radiustest.Start(t, radiustest.Options{ClientCAs: []*x509.Certificate{w.env.CA.Certificate},
+			CRLs: [][]byte{crl}, CheckCRL: true, ServerCertificate: []*x509.Certificate{cert}, ServerKey: key})
+	}
+	rs := radius(w.env.CA, radiusName)
 
 	for name, d := range map[string]*device{"scep.Client (Apple bundle)": apple, "scepclient (Windows bundle)": windows} {
 		r := rs.Authenticate(t, d.dir, d.network)
@@ -370,6 +373,18 @@ func TestBundleAuthenticatesWithFreeRADIUS(t *testing.T) {
 			found = found || strings.Contains(log, reason)
 		}
 		require.True(t, found, "%s: the server says why (%q):\n%s", tc.name, tc.reasons, log)
+	}
+
+	// The device, as the bundle configured it, refuses a server that does not chain to
+	// the bundle's anchor or does not carry the trusted name: no Access-Accept.
+	for name, rogue := range map[string]*radiustest.Server{
+		"server certificate from another CA": radius(other, radiusName),
+		"server of another name":             radius(w.env.CA, "radius.elsewhere.test"),
+	} {
+		r := rogue.Authenticate(t, apple.dir, apple.network)
+		require.False(t, r.Success, "%s\n%s", name, r.Output)
+		require.NotEqual(t, 2, r.Code, name)
+		require.True(t, strings.Contains(r.Output, "CTRL-EVENT-EAP-TLS-CERT-ERROR"), "%s: the device refused the server's certificate", name)
 	}
 }
 
