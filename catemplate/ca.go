@@ -42,6 +42,17 @@ type CA struct {
 	// Rand is the randomness source for signatures; nil means crypto/rand. It must be
 	// safe for concurrent use.
 	Rand io.Reader
+	// CRLDistributionPoints, when set, are the URLs of this CA's CRL, written into
+	// every certificate Sign issues that names none of its own (the CRL Distribution
+	// Points extension, RFC 5280 section 4.2.1.13), so that relying parties find the
+	// CRL. Use http URLs: a CRL fetched over https would need its own revocation check
+	// (RFC 5280 section 8).
+	CRLDistributionPoints []string
+	// IssuingCertificateURL, when set, are URLs of this CA's certificate, written into
+	// every certificate Sign issues that names none of its own, as the caIssuers
+	// access method of the Authority Information Access extension (RFC 5280 section
+	// 4.2.2.1), so that relying parties can build the chain.
+	IssuingCertificateURL []string
 
 	mu        sync.Mutex
 	revoked   map[string]x509.RevocationListEntry
@@ -99,6 +110,17 @@ func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Publi
 		return nil, fmt.Errorf("%w: malformed object identifier in an extension or extended key usage", ErrRefused)
 	case tmpl.NotAfter.After(ca.Certificate.NotAfter) || tmpl.NotBefore.Before(ca.Certificate.NotBefore):
 		return nil, fmt.Errorf("%w: validity outside the CA's (%w)", ErrRefused, ErrCAExpired)
+	}
+	if (len(ca.CRLDistributionPoints) > 0 && len(tmpl.CRLDistributionPoints) == 0) ||
+		(len(ca.IssuingCertificateURL) > 0 && len(tmpl.IssuingCertificateURL) == 0) {
+		c := *tmpl // the caller's template is left as it was
+		if len(c.CRLDistributionPoints) == 0 {
+			c.CRLDistributionPoints = ca.CRLDistributionPoints
+		}
+		if len(c.IssuingCertificateURL) == 0 {
+			c.IssuingCertificateURL = ca.IssuingCertificateURL
+		}
+		tmpl = &c
 	}
 	der, err := ca.signDirect(tmpl, pub)
 	if errors.Is(err, errNotDirect) {
@@ -183,13 +205,37 @@ func (ca *CA) CRL(ctx context.Context, nextUpdate time.Time) ([]byte, error) {
 		entries = append(entries, e)
 	}
 	ca.mu.Unlock()
-	sort.Slice(entries, func(i, j int) bool { return entries[i].SerialNumber.Cmp(entries[j].SerialNumber) < 0 })
-	der, err := x509.CreateRevocationList(ca.rand(), &x509.RevocationList{
-		Number:                    big.NewInt(num),
-		ThisUpdate:                now,
-		NextUpdate:                nextUpdate,
-		RevokedCertificateEntries: entries,
-	}, ca.Certificate, ca.Signer)
+	return ca.SignCRL(ctx, &x509.RevocationList{Number: big.NewInt(num), ThisUpdate: now,
+		NextUpdate: nextUpdate, RevokedCertificateEntries: entries})
+}
+
+// SignCRL signs the CRL crl describes, for revocations kept elsewhere (a durable
+// store): crl.Number (required, positive, at most 20 octets, and growing from one
+// CRL to the next: RFC 5280 section 5.2.3), ThisUpdate (zero means now), NextUpdate
+// (after ThisUpdate) and RevokedCertificateEntries, which are listed in serial order.
+// Sign's clock and randomness are used; the key is used only through the Signer.
+func (ca *CA) SignCRL(ctx context.Context, crl *x509.RevocationList) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if ca.Certificate == nil || ca.Signer == nil {
+		return nil, errors.New("catemplate: CRL: CA has no certificate or signer")
+	}
+	if crl == nil || crl.Number == nil || crl.Number.Sign() <= 0 || crl.Number.BitLen() > 159 {
+		return nil, errors.New("catemplate: CRL: the CRL number must be positive and at most 20 octets")
+	}
+	c := *crl
+	if c.ThisUpdate.IsZero() {
+		c.ThisUpdate = ca.now()
+	}
+	if !c.NextUpdate.After(c.ThisUpdate) {
+		return nil, errors.New("catemplate: CRL nextUpdate must be after thisUpdate")
+	}
+	c.RevokedCertificateEntries = append([]x509.RevocationListEntry(nil), crl.RevokedCertificateEntries...)
+	sort.Slice(c.RevokedCertificateEntries, func(i, j int) bool {
+		return c.RevokedCertificateEntries[i].SerialNumber.Cmp(c.RevokedCertificateEntries[j].SerialNumber) < 0
+	})
+	der, err := x509.CreateRevocationList(ca.rand(), &c, ca.Certificate, ca.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("catemplate: CRL: %w", err)
 	}

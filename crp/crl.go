@@ -1,0 +1,193 @@
+package crp
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+)
+
+// CRLPublisher issues the built-in CA's certificate revocation list from a
+// [RevocationStore], so that revocations survive restarts and are shared by gateways
+// side by side, and publishes it: over HTTP (it is an http.Handler) and through SCEP's
+// GetCRL (set RegistrationPoint.CRL to its CRL method). Point the CA's
+// CRLDistributionPoints at the URL where the handler is mounted.
+//
+// A CRL is signed when first asked for, again once it is older than Refresh, and
+// after each [CRLPublisher.Revoke]; in between, every request gets the same bytes.
+// Set the fields before first use. It is safe for concurrent use.
+type CRLPublisher struct {
+	// CA signs the CRL. Required.
+	CA *catemplate.CA
+	// Revocations holds the revocations the CRL lists. Required.
+	Revocations RevocationStore
+	// Validity is how long each CRL is valid (its nextUpdate is thisUpdate plus
+	// Validity); zero means 24 hours.
+	Validity time.Duration
+	// Refresh is how often a new CRL is signed when this publisher revoked nothing
+	// (another gateway sharing the store may have); zero means an hour, and it is
+	// capped at half of Validity, so that a cached CRL never reaches its nextUpdate.
+	Refresh time.Duration
+	// Logger receives failures to sign; nil means no logging.
+	Logger *slog.Logger
+	// Now is the clock; nil means the CA's clock.
+	Now func() time.Time
+
+	mu     sync.Mutex
+	cur    *signedCRL
+	stale  bool
+	number *big.Int
+}
+
+type signedCRL struct {
+	der                    []byte
+	number                 *big.Int
+	thisUpdate, nextUpdate time.Time
+}
+
+// DefaultCRLValidity is the validity of a CRL when CRLPublisher.Validity is zero.
+const DefaultCRLValidity = 24 * time.Hour
+
+// CRLContentType is the media type of a DER CRL (RFC 2585 section 4.2).
+const CRLContentType = "application/pkix-crl"
+
+func (p *CRLPublisher) now() time.Time {
+	switch {
+	case p.Now != nil:
+		return p.Now()
+	case p.CA != nil && p.CA.Now != nil:
+		return p.CA.Now()
+	}
+	return time.Now()
+}
+
+func (p *CRLPublisher) validity() time.Duration {
+	if p.Validity > 0 {
+		return p.Validity
+	}
+	return DefaultCRLValidity
+}
+
+func (p *CRLPublisher) refresh() time.Duration {
+	r := p.Refresh
+	if r <= 0 {
+		r = time.Hour
+	}
+	if half := p.validity() / 2; r > half {
+		r = half
+	}
+	return r
+}
+
+// CRL returns the current CRL (DER), signing a new one when needed. Its signature
+// fits RegistrationPoint.CRL.
+func (p *CRLPublisher) CRL(ctx context.Context) ([]byte, error) {
+	c, err := p.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.der, nil
+}
+
+func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
+	if p.CA == nil || p.Revocations == nil {
+		return nil, errors.New("crp: CRLPublisher needs a CA and Revocations")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	if c := p.cur; c != nil && !p.stale && now.Sub(c.thisUpdate) < p.refresh() && now.Before(c.nextUpdate) {
+		return c, nil
+	}
+	revs, err := p.Revocations.RevokedSince(ctx, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading revocations: %w", ErrUnavailable, err)
+	}
+	entries := make([]x509.RevocationListEntry, 0, len(revs))
+	for _, r := range revs {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: r.Serial, RevocationTime: r.RevokedAt.UTC(),
+			ReasonCode: r.Reason})
+	}
+	// The CRL number (RFC 5280 section 5.2.3) must grow from one CRL to the next, also
+	// across restarts and between gateways that sign in turn: it is the signing time
+	// in seconds, or one more than the last number if that is larger.
+	num := big.NewInt(now.Unix())
+	if p.number != nil && num.Cmp(p.number) <= 0 {
+		num = new(big.Int).Add(p.number, big.NewInt(1))
+	}
+	// thisUpdate is written in seconds; keep the same precision here, so that
+	// Last-Modified and If-Modified-Since agree with the CRL.
+	this := now.Truncate(time.Second)
+	next := this.Add(p.validity())
+	der, err := p.CA.SignCRL(ctx, &x509.RevocationList{Number: num, ThisUpdate: this, NextUpdate: next,
+		RevokedCertificateEntries: entries})
+	if err != nil {
+		return nil, fmt.Errorf("%w: signing the CRL: %w", ErrUnavailable, err)
+	}
+	p.number, p.stale = num, false
+	p.cur = &signedCRL{der: der, number: num, thisUpdate: this, nextUpdate: next}
+	return p.cur, nil
+}
+
+// Revoke records r in the store (see [RevocationStore.Revoke]) and has the next CRL
+// signed afresh, so that it lists r. It returns the revocation on record.
+func (p *CRLPublisher) Revoke(ctx context.Context, r *Revocation) (*Revocation, error) {
+	if p.Revocations == nil {
+		return nil, errors.New("crp: CRLPublisher needs Revocations")
+	}
+	if err := CheckRevocation(r); err != nil {
+		return nil, err
+	}
+	got, err := p.Revocations.Revoke(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.stale = true
+	p.mu.Unlock()
+	return got, nil
+}
+
+// ServeHTTP serves the current CRL to GET and HEAD: DER, Content-Type
+// application/pkix-crl, Last-Modified its thisUpdate, an ETag from its CRL number,
+// Expires its nextUpdate, and Cache-Control letting caches keep it until the next
+// one is due. Conditional requests get 304. When no CRL can be signed it answers 503
+// without detail (the detail goes to the Logger).
+func (p *CRLPublisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	c, err := p.current(r.Context())
+	if err != nil {
+		if p.Logger != nil {
+			p.Logger.ErrorContext(r.Context(), "crp: serving the CRL", "err", err)
+		}
+		http.Error(w, "CRL unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	now := p.now()
+	maxAge := c.thisUpdate.Add(p.refresh()).Sub(now)
+	if until := c.nextUpdate.Sub(now); until < maxAge {
+		maxAge = until
+	}
+	if maxAge < 0 {
+		maxAge = 0
+	}
+	h := w.Header()
+	h.Set("Content-Type", CRLContentType)
+	h.Set("Cache-Control", "public, no-transform, max-age="+strconv.FormatInt(int64(maxAge/time.Second), 10))
+	h.Set("Expires", c.nextUpdate.UTC().Format(http.TimeFormat))
+	h.Set("ETag", `"`+c.number.Text(16)+`"`)
+	http.ServeContent(w, r, "", c.thisUpdate, bytes.NewReader(c.der))
+}

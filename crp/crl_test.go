@@ -1,0 +1,130 @@
+package crp_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+func getCRL(t *testing.T, url string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, body
+}
+
+// TestCRLOverHTTP: the CRL is signed by the CA from the store's revocations, served as
+// DER with its media type and caching headers, cached between revocations, and
+// signed afresh (with a larger CRL number) after one.
+func TestCRLOverHTTP(t *testing.T) {
+	env := newEnv(t)
+	store := &crp.MemoryRevocations{}
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: store, Validity: 48 * time.Hour}
+	ts := httptest.NewServer(pub)
+	defer ts.Close()
+
+	resp, der := getCRL(t, ts.URL, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "application/pkix-crl", resp.Header.Get("Content-Type"))
+	require.Regexp(t, `^public, no-transform, max-age=(3[0-5][0-9]{2}|3600)$`, resp.Header.Get("Cache-Control"))
+	require.NotEmpty(t, resp.Header.Get("ETag"))
+	require.NotEmpty(t, resp.Header.Get("Last-Modified"))
+	crl, err := x509.ParseRevocationList(der)
+	require.NoError(t, err)
+	require.NoError(t, crl.CheckSignatureFrom(env.CA.Certificate))
+	require.Empty(t, crl.RevokedCertificateEntries)
+	require.InDelta(t, 48*time.Hour.Seconds(), crl.NextUpdate.Sub(crl.ThisUpdate).Seconds(), 1)
+	exp, err := http.ParseTime(resp.Header.Get("Expires"))
+	require.NoError(t, err)
+	require.True(t, exp.Equal(crl.NextUpdate))
+
+	_, again := getCRL(t, ts.URL, nil)
+	require.Equal(t, der, again, "the same CRL until something changes")
+	resp, body := getCRL(t, ts.URL, map[string]string{"If-None-Match": resp.Header.Get("ETag")})
+	require.Equal(t, http.StatusNotModified, resp.StatusCode)
+	require.Empty(t, body)
+
+	serial := big.NewInt(0x5ca1ab1e)
+	_, err = pub.Revoke(context.Background(), &crp.Revocation{Serial: serial, Reason: 1, RevokedAt: time.Now(), By: "test"})
+	require.NoError(t, err)
+	resp, der = getCRL(t, ts.URL, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	next, err := x509.ParseRevocationList(der)
+	require.NoError(t, err)
+	require.NoError(t, next.CheckSignatureFrom(env.CA.Certificate))
+	require.Len(t, next.RevokedCertificateEntries, 1)
+	require.Zero(t, next.RevokedCertificateEntries[0].SerialNumber.Cmp(serial))
+	require.Equal(t, 1, next.RevokedCertificateEntries[0].ReasonCode)
+	require.Equal(t, 1, next.Number.Cmp(crl.Number), "the CRL number grows")
+
+	_, err = pub.Revoke(context.Background(), &crp.Revocation{Serial: big.NewInt(-1), Reason: 1, RevokedAt: time.Now()})
+	require.Error(t, err)
+	post, err := http.Post(ts.URL, "text/plain", strings.NewReader("x"))
+	require.NoError(t, err)
+	post.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, post.StatusCode)
+}
+
+type brokenRevocations struct{ crp.MemoryRevocations }
+
+func (*brokenRevocations) RevokedSince(context.Context, time.Time) ([]*crp.Revocation, error) {
+	return nil, errors.New("pq: connection refused to 10.1.2.3:5432")
+}
+
+// TestCRLStoreDown: a store that cannot be read gives 503 without its error text,
+// and GetCRL a CertRep FAILURE.
+func TestCRLStoreDown(t *testing.T) {
+	env := newEnv(t)
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: &brokenRevocations{}}
+	ts := httptest.NewServer(pub)
+	defer ts.Close()
+	resp, body := getCRL(t, ts.URL, nil)
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.NotContains(t, string(body), "10.1.2.3")
+	_, err := pub.CRL(context.Background())
+	require.ErrorIs(t, err, crp.ErrUnavailable)
+}
+
+// TestGetCRLFromStore: SCEP's GetCRL answers with the publisher's CRL, which lists a
+// certificate revoked in the store.
+func TestGetCRLFromStore(t *testing.T) {
+	env := newEnv(t)
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: &crp.MemoryRevocations{}}
+	env.RP.CRL = pub.CRL
+	ts := httptest.NewServer(env.Server)
+	defer ts.Close()
+	fp := sha256.Sum256(env.CA.Certificate.Raw)
+	c := &scep.Client{URL: ts.URL, CAFingerprint: fp[:]}
+	ctx := context.Background()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	cert, err := c.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
+	require.NoError(t, err)
+
+	_, err = pub.Revoke(ctx, &crp.Revocation{Serial: cert.SerialNumber, Reason: 4, RevokedAt: time.Now(), By: "test"})
+	require.NoError(t, err)
+	crl, err := c.GetCRL(ctx, env.CA.Certificate.RawSubject, cert.SerialNumber, cert, deviceKey)
+	require.NoError(t, err)
+	require.NoError(t, crl.CheckSignatureFrom(env.CA.Certificate))
+	require.Len(t, crl.RevokedCertificateEntries, 1)
+	require.Zero(t, crl.RevokedCertificateEntries[0].SerialNumber.Cmp(cert.SerialNumber))
+}
