@@ -2,8 +2,9 @@
 // the way NDES does, applies a template to a CSR and a rendered profile, and provides a
 // small built-in CA and RA that sign through a crypto.Signer.
 //
-// It covers steps 8 and 9 of the flow in scepkit's DESIGN.md. It imports package
-// profile for the rendered profile and key types, and nothing else from scepkit.
+// In scepkit's flow it is what runs after the registration point's three phases (package
+// crp): the template is resolved, then the CA issues. It imports package profile for
+// the rendered profile and key types, and nothing else from scepkit.
 //
 // # Templates and resolution
 //

@@ -356,7 +356,8 @@ func TestVerifyReplay(t *testing.T) {
 }
 
 // TestVerifyConcurrent presents one challenge from many goroutines at
-// once: exactly one wins (PEER-FAILURES row 12).
+// once: exactly one wins, because the claim is one atomic operation, not a
+// lookup followed by a store that two requests can both pass.
 func TestVerifyConcurrent(t *testing.T) {
 	t.Parallel()
 	ch, _, err := testIssuer(edKey).Issue(stdRequest)

@@ -58,13 +58,13 @@ func TestControls(t *testing.T) {
 		require.Equal(t, byte(0x80), w.body[1])
 		h.expectSuccess(t, w, h.self, deviceKey, deviceKey.Public())
 	})
-	t.Run("signed attributes not in DER order enroll (PEER-FAILURES 23)", func(t *testing.T) {
+	t.Run("signed attributes not in DER order enroll (smallstep/certificates#1723)", func(t *testing.T) {
 		h.expectSuccess(t, h.message(t, spec{tweak: func(o *signOpts) { o.unsorted = true }}), h.self, deviceKey, deviceKey.Public())
 	})
-	t.Run("8-byte senderNonce enrolls (PEER-FAILURES 20)", func(t *testing.T) {
+	t.Run("8-byte senderNonce enrolls (old iOS clients send one)", func(t *testing.T) {
 		h.expectSuccess(t, h.message(t, spec{nonce: randBytes(8)}), h.self, deviceKey, deviceKey.Public())
 	})
-	t.Run("PKCSReq signed by an issued certificate, same subject, no challenge renews (PEER-FAILURES 8)", func(t *testing.T) {
+	t.Run("PKCSReq signed by an issued certificate, same subject, no challenge renews (OmniTrustILM/core#1887)", func(t *testing.T) {
 		c := h.enrollGood(t)
 		h.expectSuccess(t, h.message(t, spec{cert: c, key: deviceKey,
 			payload: csrFor(t, deviceKey, pkix.Name{CommonName: alice}, "")}), c, deviceKey, deviceKey.Public())
@@ -74,7 +74,7 @@ func TestControls(t *testing.T) {
 		h.expectSuccess(t, h.message(t, spec{typ: "17", cert: c, key: deviceKey,
 			payload: csrFor(t, deviceKey, pkix.Name{CommonName: alice}, "")}), c, deviceKey, deviceKey.Public())
 	})
-	t.Run("CertPoll by the device that enrolled gets its certificate (PEER-FAILURES 27)", func(t *testing.T) {
+	t.Run("CertPoll by the device that enrolled gets its certificate", func(t *testing.T) {
 		c := h.enrollGood(t)
 		w := h.message(t, spec{typ: "20", tid: deviceTID(t, deviceKey), payload: issuerAndSubject(h.ca.RawSubject, h.self.RawSubject)})
 		before := h.env.Issuer.Count()

@@ -340,7 +340,7 @@ func (h *harness) check(t testing.TB, w wire, code int, ctype string, body []byt
 		require.Equal(t, w.nonce, m.RecipientNonce)
 	}
 	require.NotEmpty(t, m.SenderNonce)
-	require.NotEqual(t, w.nonce, m.SenderNonce, "a fresh senderNonce (PEER-FAILURES 19)")
+	require.NotEqual(t, w.nonce, m.SenderNonce, "a fresh senderNonce (RFC 8894 §3.2.1.5), not the request's echoed")
 	for _, l := range leaks {
 		require.NotContains(t, m.FailInfoText, l)
 	}

@@ -3,8 +3,9 @@
 // that every case gets its exact answer, that nothing panics, that no certificate is
 // issued, and that the gateway enrolls an honest device right afterwards.
 //
-// The cases come from issue 9 and from /work/shared/PEER-FAILURES.md (rows cited by
-// number). It holds tests only.
+// The cases are what RFC 8894 and RFC 5652 say a server must refuse, and failures seen
+// in other SCEP implementations, each named with its public source where there is one
+// (an issue, a pull request, an advisory). It holds tests only.
 package hostile
 
 import (
@@ -40,8 +41,10 @@ type hcase struct {
 	// revoked certificate) happens here, before the issued-certificate count is taken.
 	build func(t *testing.T, h *harness) wire
 	want  want
-	// oracle marks the decryption failures that must all look alike (PEER-FAILURES 4,
-	// 17): same status, content type, failInfo and reply length.
+	// oracle marks the decryption failures that must all look alike, so that no
+	// padding oracle (Bleichenbacher's attack on PKCS#1 v1.5) and no CBC-unpadding
+	// crash (go.mozilla.org/pkcs7 up to v0.10.0) can be told apart: same status,
+	// content type, failInfo and reply length.
 	oracle bool
 	// exchange, when set, replaces send-and-check (the slow-loris client).
 	exchange func(t *testing.T, h *harness)
@@ -109,7 +112,8 @@ func cases() []hcase {
 			return post(bytes.Repeat([]byte{0x30, 0x80}, 50000)) // 100 KB, under the body limit
 		}},
 		{name: "oversized body (413)", want: status(413), build: func(t *testing.T, h *harness) wire {
-			// PEER-FAILURES 18: refused whole, never parsed truncated.
+			// Refused whole, never parsed truncated (servers that read the body through
+			// io.LimitReader parse the truncated prefix).
 			w := h.message(t, spec{})
 			return post(append(w.body, make([]byte, scep.DefaultMaxBodyBytes)...))
 		}},
@@ -144,7 +148,10 @@ func cases() []hcase {
 		}},
 		{name: "slow-loris headers (quickstart ReadHeaderTimeout)", exchange: slowLoris},
 
-		// ---- SCEP attributes (PEER-FAILURES 1, 2, 3) ----
+		// ---- SCEP attributes: an unknown messageType (it crashed micromdm's
+		// scepserver 2.1.0 through a panicking String method), UpdateReq (step-ca
+		// signed it without checking the challenge until smallstep/certificates#2602)
+		// and a CertRep sent to the server are refused before anything is decrypted ----
 		{name: "messageType 99", want: failure(scep.BadRequest), build: func(t *testing.T, h *harness) wire {
 			return h.message(t, spec{typ: "99"})
 		}},
@@ -275,7 +282,8 @@ func cases() []hcase {
 			return envelopedData(envOpts{to: h.raEnc, cipherOID: oidAES256CBC, params: octets(randBytes(8)),
 				wrapped: wrapKey(t, h.raEnc, key), ciphertext: randBytes(len(csr) + 16 - len(csr)%16)})
 		})},
-		// Decryption failures: one answer for all (PEER-FAILURES 4, 17, 24).
+		// Decryption failures: one answer for all, including an envelope that is not
+		// for us (LibSCEP crashed on it: openxpki/openxpki#622).
 		{name: "envelope encrypted to another RA", want: failure(scep.BadMessageCheck), oracle: true,
 			build: envelopeWith(func(t *testing.T, h *harness, csr []byte) []byte {
 				otherRA := selfSigned(t, otherKey, "scepkit demo RA") // same name, another key and serial
@@ -341,7 +349,7 @@ func cases() []hcase {
 				return h.message(t, spec{payload: bytes.Repeat([]byte("not a CSR "), 150)})
 			}},
 
-		// ---- the CSR (PEER-FAILURES 6) ----
+		// ---- the CSR: its signature is the proof of possession, and is verified ----
 		{name: "CSR signature does not verify", want: failure(scep.BadMessageCheck), build: withCSR(func(t *testing.T, h *harness) []byte {
 			c := h.goodCSR(t)
 			c[len(c)-1] ^= 0x01
@@ -364,7 +372,8 @@ func cases() []hcase {
 			return ""
 		})},
 
-		// ---- the challenge (phases 1 and 2; PEER-FAILURES 12, 13) ----
+		// ---- the challenge (phases 1 and 2): signed, exp, aud and jti required, at
+		// most one hour, used once ----
 		{name: "JWT alg none", want: failure(scep.BadRequest), build: withChallenge(func(t *testing.T, h *harness) string {
 			return h.forge(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, nil)
 		})},
@@ -448,7 +457,7 @@ func cases() []hcase {
 			return h.challenge(t, alice, "bob-phone")
 		})},
 
-		// ---- renewal (PEER-FAILURES 7, 8) ----
+		// ---- renewal: the signer must chain to our CA (micromdm/scep#117, #235) ----
 		{name: "RenewalReq signed by a certificate of another CA", want: failure(scep.BadRequest), build: renewal(func(t *testing.T, h *harness) *x509.Certificate {
 			other, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048,
 				Subject: pkix.Name{CommonName: "scepkit demo CA", Organization: []string{"scepkit"}}}) // the same name as ours
@@ -487,14 +496,16 @@ func cases() []hcase {
 		}},
 		{name: "PKCSReq signed by an issued certificate, no challenge, other subject", want: failure(scep.BadRequest),
 			build: func(t *testing.T, h *harness) wire {
-				// PEER-FAILURES 8: scepkit treats it as a renewal (RFC 8894 §3.3.1.2); with
+				// A renewal-shaped PKCSReq without a challenge (it crashed
+				// OmniTrustILM/core#1887): scepkit treats it as a renewal (RFC 8894 §3.3.1.2); with
 				// the same subject it renews (TestControls), with another it is refused.
 				c := h.enrollGood(t)
 				return h.message(t, spec{cert: c, key: deviceKey,
 					payload: csrFor(t, deviceKey, pkix.Name{CommonName: "bob@example.com"}, "")})
 			}},
 
-		// ---- GetCert and CertPoll (PEER-FAILURES 27) ----
+		// ---- GetCert and CertPoll: a poll must come from the key of the request it
+		// polls, or it could fetch another device's certificate ----
 		{name: "GetCert for a serial that does not exist", want: failure(scep.BadCertID), build: func(t *testing.T, h *harness) wire {
 			return h.message(t, spec{typ: "21", payload: issuerAndSerial(h.ca.RawSubject, big.NewInt(0x7fffffff))})
 		}},

@@ -2,8 +2,9 @@
 // to one user and one device, checks a device's certificate request against the
 // result, and exports it in the forms devices consume.
 //
-// It is step 1 (the MDM builds the profile) and half of step 7 (the CSR matches the
-// profile) of the flow in scepkit's DESIGN.md. It does no I/O and knows nothing of
+// In scepkit's flow it is where the MDM builds the profile, and half of phase 3 (the
+// CSR matches the profile rendered for the user and device; package crp runs the
+// phases). It does no I/O and knows nothing of
 // challenges, SCEP messages or CAs; package catemplate applies a [Rendered] profile to
 // a certificate template.
 //
