@@ -31,6 +31,12 @@ type RenewalPolicy struct {
 	// Grace accepts a signer certificate expired by at most Grace. Zero means it must
 	// be valid now.
 	Grace time.Duration
+	// InsecureSkipRevocationCheck accepts renewals with no RevocationChecker: a
+	// revoked certificate (a stolen device, a left employee) then renews itself
+	// again and again. Without it, a RegistrationPoint that accepts renewals needs
+	// RegistrationPoint.Revocation, or an Issuer that is a RevocationChecker (such as
+	// [CAIssuer]): Validate reports the configuration and renewals are refused.
+	InsecureSkipRevocationCheck bool
 }
 
 // Check is a check of the user's own, run before or after the built-in steps of a
@@ -172,10 +178,12 @@ type RegistrationPoint struct {
 	Decisions challenge.ReplayStore
 	// Certificates remembers issued certificates; nil means an in-memory store.
 	Certificates CertificateStore
-	// Revocation is asked about renewal signers; nil means revocation is not checked.
+	// Revocation is asked about renewal signers; nil means the Issuer when it is a
+	// RevocationChecker (a [CAIssuer] is). With neither, renewals are refused unless
+	// Renewal.Disabled or Renewal.InsecureSkipRevocationCheck says otherwise.
 	Revocation RevocationChecker
 	// Renewal is the renewal policy; the zero value accepts renewals of unexpired,
-	// unrevoked certificates we issued.
+	// unrevoked certificates we issued (and needs a RevocationChecker).
 	Renewal RenewalPolicy
 	// CRL returns the current CRL for GetCRL; nil refuses GetCRL.
 	CRL func(ctx context.Context) ([]byte, error)
@@ -242,6 +250,10 @@ func (rp *RegistrationPoint) Validate() error {
 			return err
 		}
 	}
+	if !rp.Renewal.Disabled && !rp.Renewal.InsecureSkipRevocationCheck && rp.revocation() == nil {
+		return errors.New("crp: renewals need a RevocationChecker (Revocation, or an Issuer that is one), " +
+			"or Renewal.Disabled, or Renewal.InsecureSkipRevocationCheck")
+	}
 	if external && rp.externalReplay() == nil {
 		return errors.New("crp: Validators need a Replay store (or a Verifier's): a challenge they accept is one-time")
 	}
@@ -253,6 +265,18 @@ func (rp *RegistrationPoint) Validate() error {
 	}
 	if rp.Verifier.Replay == nil {
 		return errors.New("crp: the Verifier needs a Replay store: challenges are one-time")
+	}
+	return nil
+}
+
+// revocation is what renewal signers are checked against: Revocation, else the
+// Issuer if it is a RevocationChecker, else nil.
+func (rp *RegistrationPoint) revocation() RevocationChecker {
+	if rp.Revocation != nil {
+		return rp.Revocation
+	}
+	if rc, ok := rp.Issuer.(RevocationChecker); ok {
+		return rc
 	}
 	return nil
 }

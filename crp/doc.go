@@ -43,6 +43,11 @@
 // challenge: the signer must chain to CACert, be valid now (or within
 // RenewalPolicy.Grace), not be revoked, be known to the CertificateStore, and the new
 // CSR must keep its subject; phases 2 (user) and 3 (device, profile) still run.
+// Revocation is always checked, by RegistrationPoint.Revocation or an Issuer that is a
+// [RevocationChecker] ([CAIssuer] is): with neither, renewals are refused unless
+// RenewalPolicy.InsecureSkipRevocationCheck. Through [RegistrationPoint.Enroll] a
+// renewal needs a [Proof] that the requester holds the certificate's key; through
+// SCEP the scep.Server verified the message's signature with it.
 //
 // # External validators
 //

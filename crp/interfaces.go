@@ -107,8 +107,19 @@ func (f IssuerFunc) Issue(ctx context.Context, req *IssueRequest) (*x509.Certifi
 	return f(ctx, req)
 }
 
-// CAIssuer issues with scepkit's built-in CA.
+// CAIssuer issues with scepkit's built-in CA. It is also a [RevocationChecker]
+// answering from the CA's revocations ([catemplate.CA.Revoke]): a RegistrationPoint
+// whose Issuer is a CAIssuer checks renewal signers against it unless Revocation is
+// set.
 type CAIssuer struct{ CA *catemplate.CA }
+
+// IsRevoked reports whether the CA revoked cert's serial.
+func (c CAIssuer) IsRevoked(_ context.Context, cert *x509.Certificate) (bool, error) {
+	if c.CA == nil || cert == nil {
+		return false, errors.New("crp: CAIssuer without a CA, or no certificate")
+	}
+	return c.CA.IsRevoked(cert.SerialNumber), nil
+}
 
 // Issue signs req.Template with the CA.
 func (c CAIssuer) Issue(ctx context.Context, req *IssueRequest) (*x509.Certificate, error) {

@@ -359,8 +359,9 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	if now.Before(s.NotBefore) || now.After(s.NotAfter.Add(rp.Renewal.Grace)) {
 		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x not valid now", s.SerialNumber))
 	}
-	if rp.Revocation != nil {
-		revoked, err := rp.Revocation.IsRevoked(ctx, s)
+	switch rc := rp.revocation(); {
+	case rc != nil:
+		revoked, err := rc.IsRevoked(ctx, s)
 		if err != nil {
 			rp.tel().storeError(ctx, "revocations")
 			return unavailable(PhaseGateway, err)
@@ -368,6 +369,8 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 		if revoked {
 			return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x is revoked", s.SerialNumber))
 		}
+	case !rp.Renewal.InsecureSkipRevocationCheck:
+		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal needs a RevocationChecker"))
 	}
 	rec, err := rp.certificates().Lookup(ctx, s.SerialNumber)
 	switch {

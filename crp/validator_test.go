@@ -173,7 +173,7 @@ func TestValidatorNotRenewal(t *testing.T) {
 func TestValidatorsOnly(t *testing.T) {
 	env, _ := externalEnv(t)
 	rp := &crp.RegistrationPoint{Validators: env.RP.Validators, Templates: env.RP.Templates,
-		Issuer: env.Issuer, CACert: env.CA.Certificate}
+		Issuer: env.Issuer, CACert: env.CA.Certificate, Revocation: env.RP.Revocation}
 	require.ErrorContains(t, rp.Validate(), "Replay", "an accepted challenge must be claimed somewhere")
 	rp.Replay = &challenge.MemoryReplayStore{}
 	require.NoError(t, rp.Validate())
