@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -50,7 +51,7 @@ const (
 //   - ExtendedKeyUsages: 1 to 32, each a valid OID, no duplicates.
 //   - RenewalThresholdPercent: 1 to 99.
 //   - ServerURLs: 1 to 16 absolute http or https URLs with a host, https on Android,
-//     no duplicates.
+//     no duplicates, none ending in /pkiclient.exe (devices append it).
 //   - RootCA or CAFingerprint (20 bytes, SHA-1); if both, they agree.
 //   - RetryCount 0 to 30; RetryDelay 0 to 24 h, whole minutes on Windows.
 func (p *Profile) Validate() error {
@@ -293,6 +294,10 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 			bad(field, s, "scheme must be http or https")
 		case u.Scheme != "https" && p.Platform == Android:
 			bad(field, s, "Android needs https")
+		case strings.HasSuffix(strings.ToLower(u.Path), "/pkiclient.exe"):
+			// Intune-managed devices append it to the profile's URL themselves
+			// (scep.Mount serves URL and URL/pkiclient.exe).
+			bad(field, s, "must not end in /pkiclient.exe: devices append it")
 		case seenURL[s]:
 			bad(field, s, "duplicate")
 		case containsAnyByte(s, ";\x00\n\r"):

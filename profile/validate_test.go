@@ -119,6 +119,9 @@ func TestValidateBounds(t *testing.T) {
 		{"relative URL", func(p *Profile) { p.ServerURLs = []string{"/certsrv"} }, "ServerURLs[0]"},
 		{"URL user info", func(p *Profile) { p.ServerURLs = []string{"https://u:p@scep.example/"} }, "ServerURLs[0]"},
 		{"URL semicolon", func(p *Profile) { p.ServerURLs = []string{"https://scep.example/a;b"} }, "ServerURLs[0]"},
+		{"URL ending in pkiclient.exe", func(p *Profile) {
+			p.ServerURLs = []string{"https://ndes.example/certsrv/mscep/mscep.dll/pkiclient.exe"}
+		}, "ServerURLs[0]"},
 		{"duplicate URL", func(p *Profile) { p.ServerURLs = []string{"https://a.example/", "https://a.example/"} }, "ServerURLs[1]"},
 		{"URLs max", func(p *Profile) { p.ServerURLs = manyURLs[:MaxServerURLs] }, ""},
 		{"URLs max+1", func(p *Profile) { p.ServerURLs = manyURLs }, "ServerURLs"},
