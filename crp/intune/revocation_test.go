@@ -2,6 +2,7 @@ package intune_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -201,6 +202,12 @@ func TestRevocationSelectsCAAndPersists(t *testing.T) {
 	require.Len(t, recs, 1)
 	require.Equal(t, 0, recs[0].Serial.Cmp(s0))
 	require.Equal(t, "intune:"+ours, recs[0].By)
+	der, err := g.CA.CRL(ctx, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	crl, err := x509.ParseRevocationList(der)
+	require.NoError(t, err)
+	require.Len(t, crl.RevokedCertificateEntries, 1, "in the CA's CRL")
+	require.Equal(t, 0, crl.RevokedCertificateEntries[0].SerialNumber.Cmp(s0))
 
 	// The store fails: nothing revoked, ServiceUnavailableException, offered again.
 	revoker.Revocations = failingRevocations{}

@@ -103,7 +103,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.StringVar(&c.tenant, "tenant", getenv("INTUNE_TENANT"), "Entra tenant id or domain (INTUNE_TENANT)")
 	fs.StringVar(&c.clientID, "client-id", getenv("INTUNE_CLIENT_ID"), "app registration's client id (INTUNE_CLIENT_ID)")
 	fs.StringVar(&c.certFile, "cert", getenv("INTUNE_CERT_FILE"), "PEM certificate credential of the app (INTUNE_CERT_FILE)")
-	fs.StringVar(&c.keyFile, "key", getenv("INTUNE_KEY_FILE"), "PEM private key of -cert (INTUNE_KEY_FILE)")
+	fs.StringVar(&c.keyFile, "key", getenv("INTUNE_KEY_FILE"), "PEM RSA private key of -cert (INTUNE_KEY_FILE; Entra takes RSA only)")
 	fs.StringVar(&c.authority, "authority", getenv("INTUNE_AUTHORITY"), "sign-in authority (default "+intune.DefaultAuthority+")")
 	fs.StringVar(&c.graph, "graph", getenv("INTUNE_GRAPH_URL"), "Microsoft Graph root (default "+intune.DefaultGraphURL+")")
 	fs.StringVar(&c.resource, "resource", getenv("INTUNE_RESOURCE"), "Intune resource (default "+intune.DefaultResource+")")

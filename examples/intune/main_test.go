@@ -1,10 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"io"
+	"strings"
 	"testing"
+
+	"github.com/scepkit/scepkit/scep"
 
 	"github.com/stretchr/testify/require"
 )
@@ -67,4 +76,51 @@ func TestServeStops(t *testing.T) {
 		env(map[string]string{"INTUNE_TENANT": "t", "INTUNE_CLIENT_ID": "c", "INTUNE_CLIENT_SECRET": "s"}), &out, &errs)
 	require.NoError(t, err)
 	require.Contains(t, out.String(), "SCEP gateway at http://127.0.0.1:")
+}
+
+// -emulate -serve: the printed challenge enrolls the device it was minted for once;
+// the same challenge again, or for another subject, is refused (the emulator judges
+// the CSR, the gateway claims the challenge), so one certificate in all.
+func TestServeEmulated(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-emulate", "-serve", "127.0.0.1:0", "-log", "off", "-device", "LAPTOP-7"}, env(nil), pw, io.Discard)
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	var url, ch string
+	for ch == "" && lines.Scan() {
+		l := lines.Text()
+		if u, ok := strings.CutPrefix(l, "SCEP gateway at "); ok {
+			url = strings.Fields(u)[0]
+		}
+		if strings.HasPrefix(l, "emulated Intune challenge for CN=LAPTOP-7") && lines.Scan() {
+			ch = lines.Text()
+		}
+	}
+	require.NotEmpty(t, url)
+	require.NotEmpty(t, ch)
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+
+	sc := &scep.Client{URL: url, InsecureSkipCAVerify: true}
+	try := func(cn string) error {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		require.NoError(t, err)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, k)
+		require.NoError(t, err)
+		der, err = scep.AddChallengePassword(der, ch, k, nil)
+		require.NoError(t, err)
+		_, err = sc.Enroll(ctx, der, k)
+		return err
+	}
+	require.Error(t, try("evil-admin"), "another subject: SubjectNameMismatch")
+	require.NoError(t, try("LAPTOP-7"))
+	var fe *scep.FailError
+	require.True(t, errors.As(try("LAPTOP-7"), &fe), "the challenge was used")
+	require.True(t, errors.As(try("evil-admin"), &fe))
+	cancel()
+	require.NoError(t, <-done)
 }
