@@ -55,7 +55,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -275,7 +274,7 @@ func sharedState(ctx context.Context, c *config) (challenge.ReplayStore, crp.Tra
 // challenge verifier for this gateway, the directory and device registry, the profiles
 // and template, the registration point, and the SCEP server in front of it.
 func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, error) {
-	ca, ra, err := loadOrCreatePKI(c.State)
+	ca, ra, err := demo.LoadOrCreatePKI(c.State, "scepkit example")
 	if err != nil {
 		return nil, err
 	}
@@ -334,38 +333,6 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 		return nil, err
 	}
 	return &gateway{ca: ca, keys: keys, rp: rp, server: srv, log: log, redis: rc}, nil
-}
-
-// loadOrCreatePKI loads the CA and RA from dir, or creates and saves them on first
-// start.
-func loadOrCreatePKI(dir string) (*catemplate.CA, *catemplate.RA, error) {
-	ca, err := catemplate.LoadCA(dir)
-	if err == nil {
-		ra, err := catemplate.LoadRA(dir)
-		if err != nil {
-			return nil, nil, fmt.Errorf("CA found in %s but not its RA: %w", dir, err)
-		}
-		return ca, ra, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, err
-	}
-	ca, err = catemplate.NewCA(catemplate.CAOptions{KeySize: 2048,
-		Subject: pkix.Name{CommonName: "scepkit example CA", Organization: []string{"scepkit"}}})
-	if err != nil {
-		return nil, nil, err
-	}
-	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit example RA"}})
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := catemplate.SaveCA(dir, ca); err != nil {
-		return nil, nil, err
-	}
-	if err := catemplate.SaveRA(dir, ra); err != nil {
-		return nil, nil, err
-	}
-	return ca, ra, nil
 }
 
 // loadKeysRetrying reads the JWKS, retrying a URL for a few seconds: the MDM may be

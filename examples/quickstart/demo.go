@@ -14,13 +14,12 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
-	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/scep"
 )
 
-// demo runs the whole flow against the gateway and MDM that run() started, printing
+// runDemo runs the whole flow against the gateway and MDM that run() started, printing
 // each step, and fails if any step did not happen as printed.
-func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
+func runDemo(ctx context.Context, gw *gateway, m *mdm, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
@@ -32,12 +31,12 @@ func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("MDM profile for %s: HTTP %d: %v", user, code, err)
 	}
-	rendered, err := env.Rendered(ctx, user, device)
+	rendered, err := gw.Rendered(ctx, user, device)
 	if err != nil {
 		return err
 	}
 	p("\nMDM")
-	p("  profile     %q for %s on %s: subject %s, RSA %d, SANs %v", crptest.ProfileID, user, device,
+	p("  profile     %q for %s on %s: subject %s, RSA %d, SANs %v", profileID, user, device,
 		prof.Subject, prof.KeySize, prof.SANs)
 	p("  challenge   %d characters, fingerprint %s, expires %s", len(prof.Challenge),
 		challengeFingerprint(prof.Challenge), prof.Expires)
@@ -69,7 +68,7 @@ func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
 	p("  PKCSReq     sent to %s (%v, %v, POST): SUCCESS", prof.SCEPURL, caps.Cipher(), "SHA-256")
 
 	// 3. What the gateway did: the CRP's trace, as the MDM was told.
-	n, err := notificationFor(env, cert)
+	n, err := notificationFor(gw, cert)
 	if err != nil {
 		return err
 	}
@@ -92,7 +91,7 @@ func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
 	p("  MDM told    %s: serial %x, thumbprint %s, template %s", n.Outcome, n.Serial, n.Thumbprint, n.Template)
 
 	// 4. The certificate.
-	if err := cert.CheckSignatureFrom(env.CA.Certificate); err != nil {
+	if err := cert.CheckSignatureFrom(gw.CA.Certificate); err != nil {
 		return fmt.Errorf("issued certificate does not chain to the CA: %w", err)
 	}
 	if cert.Subject.String() != prof.Subject {
@@ -114,7 +113,7 @@ func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := expectRefusal(ctx, env, client, csr2, key2, scep.BadRequest, crp.PhaseGenuineness, crp.ReasonReplayed, p,
+	if err := expectRefusal(ctx, gw, client, csr2, key2, scep.BadRequest, crp.PhaseGenuineness, crp.ReasonReplayed, p,
 		"replayed challenge"); err != nil {
 		return err
 	}
@@ -124,11 +123,11 @@ func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
 	}
 	p("  disabled user       the MDM refuses mallory a profile: HTTP %d", code)
 	// A challenge minted before mallory was disabled reaches the gateway anyway.
-	ch, _, err := env.Challenge("mallory@example.com", "mallory-tablet", m.ttl)
+	ch, _, err := gw.Challenge("mallory@example.com", "mallory-tablet", m.ttl)
 	if err != nil {
 		return err
 	}
-	mr, err := mallorySubject(ctx, env)
+	mr, err := mallorySubject(ctx, gw)
 	if err != nil {
 		return err
 	}
@@ -136,11 +135,11 @@ func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := expectRefusal(ctx, env, client, csr3, key2, scep.BadRequest, crp.PhaseGenuineness, crp.ReasonUserDisabled, p,
+	if err := expectRefusal(ctx, gw, client, csr3, key2, scep.BadRequest, crp.PhaseGenuineness, crp.ReasonUserDisabled, p,
 		"disabled user"); err != nil {
 		return err
 	}
-	if got := env.Issuer.Count(); got != 1 {
+	if got := gw.IssuedCount(); got != 1 {
 		return fmt.Errorf("%d certificates issued, want exactly 1", got)
 	}
 	p("\nOne certificate issued, two requests refused: every step happened as printed.")
@@ -149,23 +148,23 @@ func demo(ctx context.Context, env *crptest.Env, m *mdm, out io.Writer) error {
 
 // mallorySubject renders the profile for mallory as she was when her challenge was
 // minted (the directory keeps her record, disabled since).
-func mallorySubject(ctx context.Context, env *crptest.Env) ([]byte, error) {
-	u, err := env.Users.LookupUser(ctx, "mallory@example.com")
+func mallorySubject(ctx context.Context, gw *gateway) ([]byte, error) {
+	u, err := gw.Users.LookupUser(ctx, "mallory@example.com")
 	if err != nil {
 		return nil, err
 	}
-	dev, err := env.Devices.LookupDevice(ctx, "mallory-tablet")
+	dev, err := gw.Devices.LookupDevice(ctx, "mallory-tablet")
 	if err != nil {
 		return nil, err
 	}
-	return renderFor(env, *u, *dev)
+	return renderFor(gw, *u, *dev)
 }
 
 // expectRefusal enrolls and checks that the gateway refused with info, in phase for
 // reason, and that the MDM was told so.
-func expectRefusal(ctx context.Context, env *crptest.Env, client *scep.Client, csr []byte, key *rsa.PrivateKey,
+func expectRefusal(ctx context.Context, gw *gateway, client *scep.Client, csr []byte, key *rsa.PrivateKey,
 	info scep.FailInfo, phase crp.Phase, reason crp.Reason, p func(string, ...any), what string) error {
-	before := env.Issuer.Count()
+	before := gw.IssuedCount()
 	_, err := client.Enroll(ctx, csr, key)
 	var fe *scep.FailError
 	if !errors.As(err, &fe) {
@@ -174,13 +173,13 @@ func expectRefusal(ctx context.Context, env *crptest.Env, client *scep.Client, c
 	if fe.Info != info {
 		return fmt.Errorf("%s: failInfo %v, want %v", what, fe.Info, info)
 	}
-	all := env.Notifier.Notifications()
+	all := gw.Notifier.Notifications()
 	last := all[len(all)-1]
 	if last.Outcome != crp.OutcomeFailed || last.Phase != phase || last.Reason != reason {
 		return fmt.Errorf("%s: MDM told %s in %s (%s), want failed in %s (%s)", what, last.Outcome, last.Phase,
 			last.Reason, phase, reason)
 	}
-	if env.Issuer.Count() != before {
+	if gw.IssuedCount() != before {
 		return fmt.Errorf("%s: a certificate was issued", what)
 	}
 	p("  %-19s FAILURE %v  (%s: %s; no certificate issued)", what, fe.Info, last.Phase, last.Reason)
@@ -207,8 +206,8 @@ func fetchProfile(ctx context.Context, base, user, device string) (*profileJSON,
 }
 
 // notificationFor finds what the MDM was told about cert.
-func notificationFor(env *crptest.Env, cert *x509.Certificate) (*crp.Notification, error) {
-	for _, n := range env.Notifier.Notifications() {
+func notificationFor(gw *gateway, cert *x509.Certificate) (*crp.Notification, error) {
+	for _, n := range gw.Notifier.Notifications() {
 		if n.Outcome == crp.OutcomeIssued && n.Serial.Cmp(cert.SerialNumber) == 0 {
 			return &n, nil
 		}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
-	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/profile"
 	"github.com/scepkit/scepkit/scep"
 )
@@ -24,8 +23,8 @@ func newCSR(key *rsa.PrivateKey, rawSubject []byte, ch string) ([]byte, error) {
 
 func challengeFingerprint(ch string) string { return challenge.Fingerprint(ch) }
 
-func renderFor(env *crptest.Env, u crp.User, d crp.Device) ([]byte, error) {
-	r, err := profile.Render(env.Profile, u.User, d.Device, nil)
+func renderFor(gw *gateway, u crp.User, d crp.Device) ([]byte, error) {
+	r, err := profile.Render(gw.Profile, u.User, d.Device, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,10 @@
 // certificate, and two refusals (a replayed challenge, a disabled user), and exits
 // non-zero if any step did not happen as printed.
 //
+// gateway.go wires the gateway by hand from scepkit's packages (the MDM's challenge
+// key, CA and RA, directory, profile, template, registration point, SCEP server): it
+// is the code to copy. mdm.go is the MDM's profile endpoint, demo.go the story.
+//
 //	go run ./examples/quickstart
 //
 // With -serve ADDR it keeps the MDM and the gateway running until interrupted, so that
@@ -49,7 +53,6 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/challenge"
-	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -130,32 +133,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	base := "http://" + ln.Addr().String()
-	env, err := crptest.New(crptest.Options{Gateway: "quickstart-gateway", Legacy: c.legacy, Dir: dir,
-		ServerURL: base + "/scep", Logger: logger})
+	gw, err := newGateway(dir, base+"/scep", c.legacy, c.caEnv, logger) // gateway.go: the wiring
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	if c.caEnv {
-		// Clients that pin the CA (micromdm's scepclient -ca-fingerprint) encrypt to
-		// it and verify the reply with it alone.
-		env.Server.CAKey = env.CA.Signer
-		if err := env.Server.Validate(); err != nil {
-			ln.Close()
-			return err
-		}
-	}
 	// An expiring RA certificate takes a SCEP service down: say so at start.
-	for _, cert := range env.Server.ExpiringSoon(30 * 24 * time.Hour) {
+	for _, cert := range gw.Server.ExpiringSoon(30 * 24 * time.Hour) {
 		logger.Warn("certificate expires within 30 days", "subject", cert.Subject.String(), "notAfter", cert.NotAfter)
 	}
-	mdm := &mdm{env: env, base: base, ttl: c.ttl, log: logger}
-	srv := newHTTPServer(env, mdm)
+	mdm := &mdm{gw: gw, base: base, ttl: c.ttl, log: logger}
+	srv := newHTTPServer(gw, mdm)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	if c.serve == "" {
-		err = demo(ctx, env, mdm, stdout)
+		err = runDemo(ctx, gw, mdm, stdout)
 		shutdown(srv)
 		return err
 	}
@@ -178,10 +171,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // newHTTPServer mounts the gateway and the MDM, with timeouts that a slow client cannot
 // hold open forever.
-func newHTTPServer(env *crptest.Env, m *mdm) *http.Server {
+func newHTTPServer(gw *gateway, m *mdm) *http.Server {
 	mux := http.NewServeMux()
-	scep.Mount(mux, "/scep", env.Server)
-	scep.Mount(mux, "/certsrv/mscep/mscep.dll", env.Server)
+	scep.Mount(mux, "/scep", gw.Server)
+	scep.Mount(mux, "/certsrv/mscep/mscep.dll", gw.Server)
 	mux.Handle("/mdm/profile", m)
 	return &http.Server{
 		Handler:           mux,

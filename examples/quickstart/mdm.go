@@ -12,14 +12,13 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
-	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/profile"
 )
 
 // mdm is the demo MDM: it enrolls a device to a user and hands out its SCEP profile
 // with a fresh challenge.
 type mdm struct {
-	env  *crptest.Env
+	gw   *gateway
 	base string
 	ttl  time.Duration
 	log  *slog.Logger
@@ -71,25 +70,24 @@ var errForbidden = errors.New("user unknown or disabled")
 
 // issue enrolls device to user and mints the profile and challenge for them.
 func (m *mdm) issue(ctx context.Context, user, device string) (*profileJSON, *profile.Rendered, error) {
-	u, err := m.env.Users.LookupUser(ctx, user)
+	u, err := m.gw.Users.LookupUser(ctx, user)
 	if errors.Is(err, crp.ErrNotFound) || (err == nil && u.Disabled) {
 		return nil, nil, errForbidden
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	m.env.Devices.Put(crp.Device{Device: profile.Device{ID: device, AADDeviceID: device, Name: device},
+	m.gw.Devices.Put(crp.Device{Device: profile.Device{ID: device, AADDeviceID: device, Name: device},
 		UserID: u.ID, Compliant: true})
-	rendered, err := m.env.Rendered(ctx, u.ID, device)
+	rendered, err := m.gw.Rendered(ctx, u.ID, device)
 	if err != nil {
 		return nil, nil, err
 	}
-	ch, claims, err := m.env.Challenges.Issue(challenge.Request{UserID: u.ID, DeviceID: device,
-		ProfileID: crptest.ProfileID, Audience: m.env.Verifier.Audience, Lifetime: m.ttl})
+	ch, claims, err := m.gw.Challenge(u.ID, device, m.ttl)
 	if err != nil {
 		return nil, nil, err
 	}
-	sum := sha256.Sum256(m.env.CA.Certificate.Raw)
+	sum := sha256.Sum256(m.gw.CA.Certificate.Raw)
 	sans := []string{}
 	for _, s := range rendered.DNSNames {
 		sans = append(sans, "DNS:"+s)

@@ -1,9 +1,9 @@
-// Package demo holds what the mdm, gateway and embedca examples share and what a real
+// Package demo holds what the quickstart, mdm, gateway and embedca examples share and what a real
 // deployment would get elsewhere: the demo directory file (users and devices, in place of
 // Entra ID and Intune's device inventory), the demo SCEP profiles and certificate
-// template, loading the MDM's JWKS, a certificate store in a directory, atomic file
-// writes, and the HTTP server life cycle (timeouts, graceful shutdown). It is internal
-// to the examples: copy what you need.
+// template, loading the MDM's JWKS, keeping the CA, RA and MDM key in files, a
+// certificate store in a directory, atomic file writes, and the HTTP server life cycle
+// (timeouts, graceful shutdown). It is internal to the examples: copy what you need.
 package demo
 
 import (
