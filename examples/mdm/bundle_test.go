@@ -33,6 +33,7 @@ import (
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/examples/internal/demo"
+	"github.com/scepkit/scepkit/examples/internal/exectest"
 	"github.com/scepkit/scepkit/internal/radiustest"
 	"github.com/scepkit/scepkit/internal/scepclienttest"
 	"github.com/scepkit/scepkit/profile"
@@ -427,4 +428,28 @@ func TestBundleEndpoint(t *testing.T) {
 	}
 	_, err := parseFlags(append(base, "-wifi-ssid", "corp", "-radius-server", "a.example,b.example"), io.Discard)
 	require.NoError(t, err)
+}
+
+// TestBundleBinary: the built command serves /bundle with the networks of its flags,
+// and refuses at start a server name no bundle could carry.
+func TestBundleBinary(t *testing.T) {
+	bin := exectest.Build(t, ".")
+	caPath := filepath.Join(t.TempDir(), "ca.crt")
+	writeCA(t, caPath)
+	m := exectest.Start(t, bin, "-listen", "127.0.0.1:0", "-state", t.TempDir(), "-directory", "../directory.json",
+		"-ca-cert", caPath, "-wifi-ssid", "Corp", "-radius-server", "radius.example.com,nps.example.com")
+	code, h, body := get(t, m.Base+"/bundle?user=alice@example.com&device=alice-laptop")
+	require.Equal(t, http.StatusOK, code, string(body))
+	require.Equal(t, "application/json", h.Get("Content-Type"))
+	var j profile.JSONBundle
+	require.NoError(t, json.Unmarshal(body, &j))
+	require.Equal(t, "Corp", j.WiFi.SSID)
+	require.Equal(t, []string{"radius.example.com", "nps.example.com"}, j.WiFi.TrustedServerNames)
+	require.Nil(t, j.VPN)
+	m.Stop(t)
+
+	_, stderr, exit := exectest.Run(t, bin, "-directory", "../directory.json", "-ca-cert", caPath,
+		"-wifi-ssid", "Corp", "-radius-server", "radius.example.com;evil.example")
+	require.NotEqual(t, 0, exit)
+	require.Contains(t, stderr, "WiFi.TrustedServerNames[0]")
 }
