@@ -26,7 +26,9 @@ import (
 // challenge, since the old certificate authenticates the device.
 type RenewalPolicy struct {
 	// Disabled refuses every renewal (RenewalReq, and PKCSReq signed by one of our
-	// certificates without a challenge).
+	// certificates without a challenge). Over SCEP, a scep.Server whose Renewal is
+	// false turns renewal off too (see scep.Server.Renewal); crp.NewServer sets that
+	// from Disabled.
 	Disabled bool
 	// Grace accepts a signer certificate expired by at most Grace. Zero means it must
 	// be valid now.
@@ -86,6 +88,7 @@ type Transaction struct {
 	checkErr   error                 // what Verifier.Check said, judged phase by phase
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool
+	renewalOff bool // the SCEP server has renewal off (scep.Request.RenewalDisabled)
 }
 
 // UserID returns the user the transaction is for (from the challenge, or from the

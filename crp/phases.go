@@ -351,7 +351,7 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 
 // stepRenewalSigner checks the certificate a renewal is signed with.
 func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transaction) *Error {
-	if rp.Renewal.Disabled {
+	if rp.renewalDisabled(tx) {
 		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal is disabled"))
 	}
 	s := tx.Signer
@@ -401,6 +401,12 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	tx.claimID, tx.claimStore = id, rp.Verifier.Replay
 	tx.Renewed = rec
 	return nil
+}
+
+// renewalDisabled reports whether renewal is off for tx: by the policy, or by the SCEP
+// server it came through.
+func (rp *RegistrationPoint) renewalDisabled(tx *Transaction) bool {
+	return rp.Renewal.Disabled || tx.renewalOff
 }
 
 // renewalClaimID names the one-time renewal of cert in the replay store.

@@ -136,7 +136,7 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 	signerKey := keyHash(req.Signer)
 	tx := &Transaction{ID: req.TransactionID, MessageType: req.MessageType, CSR: req.CSR,
 		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID},
-		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw)}
+		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw), renewalOff: req.RenewalDisabled}
 	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
 		// A resend of the same request gets the same answer, never a second certificate.
 		if bytes.Equal(rec.Request, tx.reqHash) {
@@ -160,7 +160,7 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 		// A PKCSReq or RenewalReq signed by one of our certificates but carrying a
 		// challenge an external validator accepts is a new enrollment: the MDM judges
 		// it (Intune renews with a fresh challenge), as Enroll does.
-	case ours && (req.MessageType == scep.RenewalReq || !rp.Renewal.Disabled || req.ChallengePassword == ""):
+	case ours && (req.MessageType == scep.RenewalReq || !rp.renewalDisabled(tx) || req.ChallengePassword == ""):
 		tx.Renewal = true
 	}
 	*renewal = tx.Renewal

@@ -40,6 +40,9 @@ type Request struct {
 	Message *PKIMessage
 	// RemoteAddr is the HTTP peer, for logs.
 	RemoteAddr string
+	// RenewalDisabled is set by a Server whose Renewal is false: the Responder must
+	// renew nothing, whatever signed the request (see [Server].Renewal).
+	RenewalDisabled bool
 }
 
 // Response is a Responder's decision when it is not a failure.
@@ -116,8 +119,13 @@ type Server struct {
 	// deployments whose clients all do AES. The zero value accepts 3DES, which some
 	// clients still choose.
 	DisableDES3 bool
-	// Renewal advertises the Renewal capability and accepts RenewalReq. When false, a
-	// RenewalReq gets a FAILURE badRequest before it is decrypted.
+	// Renewal turns renewal on for this server. When true the caps list Renewal and
+	// RenewalReq is accepted. When false, a RenewalReq gets a FAILURE badRequest before
+	// it is decrypted, and every request reaches the Responder with
+	// Request.RenewalDisabled set, so that a PKCSReq signed by a certificate the CA
+	// issued (RFC 8894 §3.3.1.2's other way to renew) is not renewed either: it needs a
+	// challenge like any enrollment. package crp honours it, and crp.NewServer sets it
+	// from RenewalPolicy.Disabled, so one switch turns renewal off in both.
 	Renewal bool
 	// MaxBodyBytes bounds a POST body (413 beyond it); zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -461,7 +469,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		MessageType: msg.MessageType, TransactionID: msg.TransactionID,
 		CSR: msg.CSR, ChallengePassword: msg.ChallengePassword, Signer: msg.Signer,
 		IssuerAndSerial: msg.IssuerAndSerial, IssuerAndSubject: msg.IssuerAndSubject,
-		Message: msg, RemoteAddr: r.RemoteAddr,
+		Message: msg, RemoteAddr: r.RemoteAddr, RenewalDisabled: !s.Renewal,
 	}
 	resp, err := s.respond(ctx, req)
 	if err != nil {
