@@ -213,7 +213,7 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request, k kind) (*R
 	if req.Timestamp.Before(now.Add(-skew)) || req.Timestamp.After(now.Add(skew)) {
 		return nil, http.StatusUnauthorized, fmt.Errorf("%w: %s", ErrStale, req.Timestamp.UTC().Format(time.RFC3339))
 	}
-	sum := sha256.Sum256([]byte(sig))
+	sum := sha256.Sum256(body) // the body, not the signature: hex has two spellings
 	switch err := h.replay().Claim(ctx, "stepca-webhook:"+hex.EncodeToString(sum[:16]), req.Timestamp.Add(skew)); {
 	case errors.Is(err, challenge.ErrReplayed):
 		return nil, http.StatusConflict, ErrReplayed

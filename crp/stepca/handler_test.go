@@ -290,6 +290,8 @@ func TestHandlerRefusesForgeries(t *testing.T) {
 		{"future timestamp", "/challenge", challengeBody(t, csr, ch, "tx-new", now.Add(10*time.Minute)),
 			signed(challengeSecret, challengeBody(t, csr, ch, "tx-new", now.Add(10*time.Minute))), 401},
 		{"replayed body", "/challenge", first, signed(challengeSecret, first), 409},
+		{"replayed body, signature in upper case", "/challenge", first, hdr(signed(challengeSecret, first),
+			stepca.HeaderSignature, strings.ToUpper(stepca.Sign(challengeSecret, first))), 409},
 		{"no bearer token", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", ""), 401},
 		{"wrong bearer token", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", "Bearer nope"), 401},
 		{"oversized body", "/challenge", big, signed(challengeSecret, big), 413},

@@ -373,10 +373,9 @@ func (c *CA) adminToken(path string) string {
 	return s
 }
 
-// ServerTLS returns a TLS configuration for a webhook server on 127.0.0.1 with a
-// certificate from the CA's root (which step-ca trusts), that verifies the client
-// certificate step-ca presents when one is given.
-func (c *CA) ServerTLS() *tls.Config {
+// ServerCertificate returns a certificate for a webhook server on 127.0.0.1 (and
+// localhost) from the CA's root, which step-ca trusts.
+func (c *CA) ServerCertificate() tls.Certificate {
 	c.t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	c.must(err)
@@ -387,12 +386,39 @@ func (c *CA) ServerTLS() *tls.Config {
 		DNSNames: []string{"localhost"}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Root, key.Public(), c.rootKey)
 	c.must(err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// WriteServerCertificate writes a [CA.ServerCertificate] and its key as PEM files in
+// dir and returns their paths.
+func (c *CA) WriteServerCertificate(dir string) (certFile, keyFile string) {
+	c.t.Helper()
+	pair := c.ServerCertificate()
+	kder, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
+	c.must(err)
+	certFile, keyFile = filepath.Join(dir, "webhook.crt"), filepath.Join(dir, "webhook.key")
+	c.must(os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pair.Certificate[0]}), 0o600))
+	c.must(os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600))
+	return certFile, keyFile
+}
+
+// ServerTLS returns a TLS configuration for a webhook server with a
+// [CA.ServerCertificate], that verifies the client certificate step-ca presents when
+// one is given.
+func (c *CA) ServerTLS() *tls.Config {
+	c.t.Helper()
 	clients := x509.NewCertPool()
 	clients.AddCert(c.Root)
 	clients.AddCert(c.Intermediate)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+	return &tls.Config{Certificates: []tls.Certificate{c.ServerCertificate()},
 		ClientCAs: clients, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
 }
+
+// RootFile is the PEM file of the root certificate.
+func (c *CA) RootFile() string { return filepath.Join(c.Dir, "root_ca.crt") }
+
+// IntermediateFile is the PEM file of the intermediate certificate.
+func (c *CA) IntermediateFile() string { return filepath.Join(c.Dir, "intermediate_ca.crt") }
 
 // Contains reports whether step-ca's log holds s (step-ca's log lines are written as
 // they happen; this waits up to a second for them).
