@@ -178,8 +178,9 @@ type CARevoker struct {
 	Certificates crp.CertificateStore
 	// Revocations, if set, records each revocation durably (By "intune:" and the
 	// request's context) before the CA's in-memory list takes it, so that it
-	// survives a restart; the result is reported to Intune only once it is recorded.
-	// Without it, revocations live in the CA's memory only (catemplate.CA.Revoke).
+	// survives a restart (see Restore); the result is reported to Intune only once
+	// it is recorded. Without it, revocations live in the CA's memory only
+	// (catemplate.CA.Revoke).
 	Revocations crp.RevocationStore
 	// IssuerName is the issuer name this CA answers for: what the success
 	// notifications sent as issuingCertificateAuthority (Notifier.IssuingCA); ""
@@ -229,6 +230,25 @@ func (r *CARevoker) Revoke(ctx context.Context, req *RevocationRequest) error {
 		rev = rec // revoked before: keep the first entry
 	}
 	return r.CA.Revoke(serial, rev.Reason, rev.RevokedAt) // revoking again keeps the first entry: success
+}
+
+// Restore puts every revocation recorded in Revocations back into the CA's
+// in-memory list, so that a restarted CA's CRL shows them again (catemplate.CA keeps
+// revocations in memory only). Call it once at startup, before serving.
+func (r *CARevoker) Restore(ctx context.Context) error {
+	if r.Revocations == nil {
+		return fmt.Errorf("%w: CARevoker.Restore needs Revocations", ErrConfig)
+	}
+	list, err := r.Revocations.RevokedSince(ctx, time.Time{})
+	if err != nil {
+		return fmt.Errorf("intune: reading revocations: %w", err)
+	}
+	for _, rev := range list {
+		if err := r.CA.Revoke(rev.Serial, rev.Reason, rev.RevokedAt); err != nil {
+			return fmt.Errorf("intune: restoring the revocation of %x: %w", rev.Serial, err)
+		}
+	}
+	return nil
 }
 
 func (r *CARevoker) ours(req *RevocationRequest) error {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/crp/intune/intunetest"
@@ -208,6 +209,23 @@ func TestRevocationSelectsCAAndPersists(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, crl.RevokedCertificateEntries, 1, "in the CA's CRL")
 	require.Equal(t, 0, crl.RevokedCertificateEntries[0].SerialNumber.Cmp(s0))
+
+	// A restart: the CA loaded again has no revocations in memory; Restore puts the
+	// store's back, and the CRL shows them.
+	dir := t.TempDir()
+	require.NoError(t, catemplate.SaveCA(dir, g.CA))
+	reloaded, err := catemplate.LoadCA(dir)
+	require.NoError(t, err)
+	require.False(t, reloaded.IsRevoked(s0))
+	require.NoError(t, (&intune.CARevoker{CA: reloaded, Revocations: store}).Restore(ctx))
+	require.True(t, reloaded.IsRevoked(s0))
+	require.False(t, reloaded.IsRevoked(s1))
+	der, err = reloaded.CRL(ctx, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	crl, err = x509.ParseRevocationList(der)
+	require.NoError(t, err)
+	require.Len(t, crl.RevokedCertificateEntries, 1)
+	require.True(t, crl.RevokedCertificateEntries[0].RevocationTime.Equal(recs[0].RevokedAt.Truncate(time.Second)))
 
 	// The store fails: nothing revoked, ServiceUnavailableException, offered again.
 	revoker.Revocations = failingRevocations{}
