@@ -52,7 +52,8 @@
 //
 // A [crp.Record] is stored as JSON (certificate as DER) under prefix+"tx:"+id with a
 // TTL ending at Record.Expires. Client-chosen transaction ids longer than 128 bytes are
-// replaced in the key by their SHA-256.
+// replaced in the key by their SHA-256, under prefix+"tx#sha256:", a namespace no
+// literal id reaches.
 //
 // # Cost
 //

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,7 +30,9 @@ const DefaultRecordTTL = 24 * time.Hour
 const minClaimTTL = time.Minute
 
 // maxIDLen bounds the id written into a key; longer ids are replaced by their
-// SHA-256, so a client cannot make keys of arbitrary size.
+// SHA-256, so a client cannot make keys of arbitrary size. Hashed ids live in a
+// namespace of their own (kind "tx#", not "tx:"), so that no id chosen by a client
+// names the key of a hashed one.
 const maxIDLen = 128
 
 // Store keeps the state gateways running side by side must share in Redis: one-time
@@ -44,8 +47,9 @@ type Store struct {
 	Client redis.UniversalClient
 	// Prefix starts every key, so that several deployments can share one Redis.
 	// Empty means [DefaultPrefix]. Challenge claims are kept under Prefix+"claim:"+id,
-	// transaction records under Prefix+"tx:"+id (an id over 128 bytes is replaced by
-	// the hex SHA-256 of it).
+	// transaction records under Prefix+"tx:"+id; an id over 128 bytes is replaced by
+	// the hex SHA-256 of it under Prefix+"claim#sha256:" or Prefix+"tx#sha256:", which
+	// no literal id can reach.
 	Prefix string
 	// Now is the clock that turns the deadlines of Claim and of Record.Expires into
 	// TTLs; nil means time.Now. Redis expires keys by its own clock: only the
@@ -73,7 +77,7 @@ func (s *Store) key(kind, id string) string {
 	}
 	if len(id) > maxIDLen {
 		sum := sha256.Sum256([]byte(id))
-		id = "sha256:" + hex.EncodeToString(sum[:])
+		return p + strings.TrimSuffix(kind, ":") + "#sha256:" + hex.EncodeToString(sum[:])
 	}
 	return p + kind + id
 }
