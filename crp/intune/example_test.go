@@ -83,3 +83,46 @@ func Example_emulator() {
 	// true
 	// 2 []
 }
+
+// The emulator judges the CSR against what the challenge was minted for: no verdict is
+// scripted.
+func Example_judged() {
+	emu := intunetest.NewServer()
+	defer emu.Close()
+	client := emu.Client("example-ca/1.0")
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	request := func(cn, ch string) []byte {
+		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+		der, _ = scep.AddChallengePassword(der, ch, key, nil)
+		return der
+	}
+	minted := intunetest.Profile{Subject: pkix.Name{CommonName: "LAPTOP-7"}, KeySize: 2048}
+	ctx := context.Background()
+	fmt.Println(client.ValidateRequest(ctx, "tx-1", request("LAPTOP-7", emu.Mint(minted))))
+	err := client.ValidateRequest(ctx, "tx-2", request("evil-admin", emu.Mint(minted)))
+	fmt.Println(err.(*intune.ServiceError).Code)
+	// Output:
+	// <nil>
+	// SubjectNameMismatch
+}
+
+// Two tenants in one process: each gets its own registration point (and gateway
+// path) with its own Entra app.
+func Example_tenants() {
+	for _, t := range []*intune.Tenant{
+		{Client: &intune.Client{Tenant: "contoso.onmicrosoft.com", ClientID: "11111111-2222-3333-4444-555555555555",
+			ClientSecret: "from a secret store", CallerInfo: "example-ca/1.0"}},
+		{Client: &intune.Client{Tenant: "fabrikam.onmicrosoft.com", ClientID: "66666666-7777-8888-9999-000000000000",
+			ClientSecret: "from a secret store", CallerInfo: "example-ca/1.0"}},
+	} {
+		env, err := crptest.New(crptest.Options{}) // a registration point per tenant; mount env.Server at the tenant's path
+		if err != nil {
+			panic(err)
+		}
+		v, err := t.Wire(env.RP)
+		fmt.Println(v.Name(), err, env.RP.Validate())
+	}
+	// Output:
+	// intune:contoso.onmicrosoft.com <nil> <nil>
+	// intune:fabrikam.onmicrosoft.com <nil> <nil>
+}

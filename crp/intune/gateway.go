@@ -14,7 +14,9 @@ import (
 // Validator plugs Intune's verdict into a crp.RegistrationPoint: put it in
 // RegistrationPoint.Validators. It accepts every challenge that is not one of
 // scepkit's own (challenge.LooksLikeToken), so one gateway serves both without a
-// network call to tell them apart.
+// network call to tell them apart. Intune's challenges do not say which tenant minted
+// them: a registration point has one Intune Validator, and a gateway serving several
+// tenants gives each its own path and registration point (see Tenant).
 type Validator struct {
 	// Client calls the validation service. Required.
 	Client *Client

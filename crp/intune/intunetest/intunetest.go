@@ -7,12 +7,15 @@
 // back what it received.
 //
 // It checks what the real services require on the wire, as Microsoft's published
-// client library sends it: the token request's form (client secret, or a JWT client
-// assertion signed by a registered certificate, with x5t, aud, iss, sub and exp
-// checked), bearer tokens of the right scope, the api-version header of each
-// service, a GUID client-request-id, JSON bodies with the library's field names, a
-// base64 DER CSR. A request that breaks a rule is answered 400 and listed by
-// Violations.
+// client library (Java and C#) sends it: the token request's form (client secret, or
+// a client assertion as Microsoft Entra documents it: RS256 with x5t or PS256 with
+// x5t#S256, signed by a registered certificate's RSA key, with aud, iss, sub and exp
+// checked; ES256 is refused, as Entra refuses it), bearer tokens of the right scope,
+// the api-version header of each service, a GUID client-request-id, JSON bodies with
+// the library's field names and no other, a base64 DER CSR, an expiry in ISO 8601
+// with any fraction of a second, revocation errorCodes as the libraries send them (a
+// JSON string with the member name or the value, never a JSON number). A request that
+// breaks a rule is answered 400 and listed by Violations.
 //
 // Challenges are opaque strings. Server.Mint mints one for a Profile (the subject,
 // SANs, key usage, key size and extended key usages Intune's SCEP profile resolved
