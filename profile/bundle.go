@@ -41,7 +41,8 @@ type Bundle struct {
 	// certificate.
 	WiFi *WiFi
 	// VPN, if set, adds an IKEv2 VPN that authenticates with the SCEP certificate.
-	// Only the Apple and JSON exports carry it.
+	// Only the Apple and JSON exports carry it; [Bundle.SyncML] refuses a bundle with
+	// a VPN rather than drop it.
 	VPN *VPN
 }
 
@@ -77,8 +78,12 @@ type VPN struct {
 	ServerCertificateIssuerCommonName string
 }
 
-// bundleErr is a FieldError of a bundle setting.
+// bundleErr is a FieldError of a bundle setting; the value is cut to 100 bytes, so an
+// error that gets logged stays short.
 func bundleErr(field, value, reason string) error {
+	if len(value) > 100 {
+		value = value[:100] + "..."
+	}
 	return &FieldError{Field: field, Value: value, Reason: reason}
 }
 
@@ -97,7 +102,11 @@ func (b *Bundle) Validate() error {
 	}
 	if b.WiFi != nil || b.VPN != nil {
 		if !authenticates(p.ExtendedKeyUsages) {
-			errs = append(errs, bundleErr("SCEP.Profile.ExtendedKeyUsages", fmt.Sprint(len(p.ExtendedKeyUsages)),
+			var oids []string
+			for _, e := range p.ExtendedKeyUsages {
+				oids = append(oids, e.OID.String())
+			}
+			errs = append(errs, bundleErr("SCEP.Profile.ExtendedKeyUsages", strings.Join(oids, ","),
 				"EAP-TLS and IKEv2 need Client Authentication (or an any-purpose EKU) in the certificate"))
 		}
 		if p.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
@@ -380,11 +389,15 @@ func thumbprint(c *x509.Certificate, spaced bool) string {
 // Every node is named by what it holds (the certificate's hash, the SSID, the
 // UniqueID), so a re-deployed bundle addresses the nodes it installed; with
 // opts.Replace every command is a Replace (the Wi-Fi CSP accepts Replace only for an
-// existing profile, Add only for a new one). The VPN is not exported for Windows (its
-// VPNv2 CSP is not covered).
+// existing profile, Add only for a new one). A bundle with a VPN is refused with
+// [ErrExport]: the Windows VPN (VPNv2 CSP) is not covered, and a device should not
+// silently miss what the MDM meant to deploy.
 func (b *Bundle) SyncML(opts ExportOptions) ([]byte, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
+	}
+	if b.VPN != nil {
+		return nil, exportErr("the Windows export has no VPN (VPNv2 CSP): leave Bundle.VPN nil")
 	}
 	sb := &syncBuilder{}
 	var cmds []syncCmd

@@ -231,6 +231,7 @@ func (m *mdm) bundle(w http.ResponseWriter, r *http.Request) {
 		case "mobileconfig":
 			return b.MobileConfig(opts)
 		}
+		b.VPN = nil // the Windows export has no VPN; -vpn-server is for Apple and JSON
 		return b.SyncML(opts)
 	})
 }
