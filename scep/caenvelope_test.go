@@ -71,4 +71,7 @@ func TestServerCAKey(t *testing.T) {
 	require.Error(t, s.Validate())
 	s.CAKey = ecKey
 	require.Error(t, s.Validate())
+	// Served anyway, a CAKey that cannot decrypt is not used (and does not panic).
+	rec := httptestRecorder(s, http.MethodPost, "/scep?operation=PKIOperation", request("CA", "not-a-decrypter", "secret"))
+	expectFailure(t, pki, rec.Code, rec.Body.Bytes(), BadMessageCheck)
 }

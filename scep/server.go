@@ -434,10 +434,10 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	}
 	replier := &Replier{Cert: s.SignerCert, Key: s.Signer, Rand: s.Rand}
 	recipients := s.Recipients
-	if s.CAKey != nil && msg.addressedTo(s.CACerts[0]) {
+	if dec, ok := s.CAKey.(crypto.Decrypter); ok && msg.addressedTo(s.CACerts[0]) {
 		// A client that pins the CA verifies the reply with the CA certificate only.
 		replier.Cert, replier.Key = s.CACerts[0], s.CAKey
-		recipients = []Recipient{{Certificate: s.CACerts[0], Key: s.CAKey.(crypto.Decrypter)}}
+		recipients = []Recipient{{Certificate: s.CACerts[0], Key: dec}}
 	}
 	fail := func(err error) {
 		info := FailInfoOf(err)
