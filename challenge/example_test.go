@@ -78,14 +78,14 @@ func ExampleVerifier_Verify() {
 	// At another gateway: refused.
 	other := *v
 	other.Audience = "gw-b.example.com"
-	other.Replay = nil
+	other.Replay = new(challenge.MemoryReplayStore)
 	_, err = other.Verify(context.Background(), ch)
 	fmt.Println(errors.Is(err, challenge.ErrAudience))
 
 	// Two hours later: expired, phase 1.
 	late := *v
 	late.Now = func() time.Time { return exampleNow().Add(2 * time.Hour) }
-	late.Replay = nil
+	late.Replay = new(challenge.MemoryReplayStore)
 	_, err = late.Verify(context.Background(), ch)
 	fmt.Println(errors.Is(err, challenge.ErrExpired), challenge.IsExpiry(err))
 	// Output:

@@ -235,6 +235,17 @@ func (s *KeySet) Lookup(kid string) (crypto.PublicKey, bool) {
 	return e.pub, true
 }
 
+// Algorithm returns the algorithm the key kid is pinned to ("" when any algorithm
+// of its kind is allowed) and whether kid is in the set. Copying a key from one set to
+// another needs it: Lookup and Add would drop the pin.
+func (s *KeySet) Algorithm(kid string) (alg string, ok bool) {
+	e := s.lookup(kid)
+	if e == nil {
+		return "", false
+	}
+	return e.alg, true
+}
+
 // KeyIDs returns the ids of all keys in the set, sorted.
 func (s *KeySet) KeyIDs() []string {
 	m := s.keys.Load()

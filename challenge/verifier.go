@@ -50,9 +50,10 @@ type Verifier struct {
 	// [MaxLeeway] (one minute) is [ErrConfig]. It never applies to the
 	// one-hour lifetime (exp - iat).
 	Leeway time.Duration
-	// Replay records one-time use for [Verifier.Verify]. Nil means Verify
-	// does no one-time check and is the same as Check: set it unless the
-	// caller claims ids itself (see [Verifier.Claim]).
+	// Replay records one-time use for [Verifier.Verify] and [Verifier.Claim].
+	// Required by both: with Replay nil they return [ErrConfig], so that a
+	// forgotten store never makes a challenge usable many times. A caller
+	// that claims ids itself calls [Verifier.Check].
 	Replay ReplayStore
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
@@ -253,18 +254,19 @@ func (v *Verifier) checkClaims(w *wireClaims, alg, kid string, leeway time.Durat
 	}, nil
 }
 
-// Verify is [Verifier.Check] followed, when Replay is set, by
-// [Verifier.Claim]: the challenge is accepted once. On a second
-// presentation the error is [ErrReplayed]. An error of the replay store
-// itself (for example a network failure) is returned wrapped and matches
-// no sentinel of this package: it is transient, not the device's fault.
+// Verify is [Verifier.Check] followed by [Verifier.Claim]: the challenge is
+// accepted once. On a second presentation the error is [ErrReplayed]. With
+// Replay nil it returns [ErrConfig] before looking at the challenge. An
+// error of the replay store itself (for example a network failure) is
+// returned wrapped and matches no sentinel of this package: it is
+// transient, not the device's fault.
 func (v *Verifier) Verify(ctx context.Context, challenge string) (*Claims, error) {
+	if v.Replay == nil {
+		return nil, fmt.Errorf("%w: Verifier has no Replay store: Verify would accept a challenge many times", ErrConfig)
+	}
 	c, err := v.Check(ctx, challenge)
 	if err != nil {
 		return nil, err
-	}
-	if v.Replay == nil {
-		return c, nil
 	}
 	if err := v.Claim(ctx, c); err != nil {
 		return nil, err

@@ -355,6 +355,24 @@ func TestVerifyReplay(t *testing.T) {
 	require.Equal(t, c.Expires.Add(DefaultLeeway), until)
 }
 
+// TestVerifyWithoutReplayStoreIsConfigError: Verify with Replay nil used to
+// be Check, so a direct caller that forgot the store accepted one challenge
+// any number of times. It is now a configuration error, every time.
+func TestVerifyWithoutReplayStoreIsConfigError(t *testing.T) {
+	ch, c, err := testIssuer(edKey).Issue(stdRequest)
+	require.NoError(t, err)
+	v := testVerifier(t, edKey)
+	v.Replay = nil
+	for range 2 {
+		got, err := v.Verify(context.Background(), ch)
+		require.ErrorIs(t, err, ErrConfig)
+		require.Nil(t, got)
+	}
+	require.ErrorIs(t, v.Claim(context.Background(), c), ErrConfig)
+	_, err = v.Check(context.Background(), ch)
+	require.NoError(t, err, "Check alone stays available to callers that claim themselves")
+}
+
 // TestVerifyConcurrent presents one challenge from many goroutines at
 // once: exactly one wins, because the claim is one atomic operation, not a
 // lookup followed by a store that two requests can both pass.

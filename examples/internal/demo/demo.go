@@ -187,20 +187,23 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 }
 
 // SyncKeySet makes dst hold exactly the keys of src (new keys added, removed ones
-// removed), so that a Verifier using dst follows the MDM's key rotation without a
-// restart. It reports whether dst changed.
+// removed), each with its algorithm pin (a JWKS key's "alg"), so that a Verifier
+// using dst follows the MDM's key rotation without a restart and a PS256-pinned key
+// never starts accepting RS256. It reports whether dst changed.
 func SyncKeySet(dst, src *challenge.KeySet) (changed bool, err error) {
 	want := map[string]bool{}
 	for _, kid := range src.KeyIDs() {
 		want[kid] = true
 		k, _ := src.Lookup(kid)
+		alg, _ := src.Algorithm(kid)
 		if old, ok := dst.Lookup(kid); ok {
-			if eq, ok := old.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(k) {
+			oldAlg, _ := dst.Algorithm(kid)
+			if eq, ok := old.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(k) && oldAlg == alg {
 				continue
 			}
-			dst.Remove(kid) // same kid, another key
+			dst.Remove(kid) // same kid, another key or another pin
 		}
-		if err := dst.Add(kid, k); err != nil {
+		if err := dst.AddWithAlgorithm(kid, alg, k); err != nil {
 			return true, err
 		}
 		changed = true
