@@ -10,7 +10,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"math/big"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -318,4 +320,51 @@ func BenchmarkMatches(b *testing.B) {
 	b.ReportMetric(float64(check.Nanoseconds())/float64(b.N), "matches-ns/op")
 	b.ReportMetric(float64(sig.Nanoseconds())/float64(b.N), "rsa-sign-ns/op")
 	b.ReportMetric(float64(check)/float64(sig), "sig-fraction")
+}
+
+// TestDecideAndCompleteConcurrently: of many concurrent decisions on one challenge,
+// one is made; of many concurrent completions of it, one is accepted and notified.
+func TestDecideAndCompleteConcurrently(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	req := csr(t, deviceKey, "alice@example.com", ch)
+	const n = 8
+	decisions := make(chan *crp.Decision, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			d, err := env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: fmt.Sprintf("race-%d", i), CSR: req, Challenge: ch})
+			if err == nil {
+				decisions <- d
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(decisions)
+	require.Len(t, decisions, 1, "one decision per challenge")
+	d := <-decisions
+	cert, err := env.CA.Sign(ctx, d.Template, req.PublicKey)
+	require.NoError(t, err)
+	var accepted atomic.Int32
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if env.RP.Complete(ctx, &crp.Completion{TransactionID: d.TransactionID, Certificate: cert}) == nil {
+				accepted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, int32(1), accepted.Load())
+	issued := 0
+	for _, x := range env.Notifier.Notifications() {
+		if x.Outcome == crp.OutcomeIssued {
+			issued++
+		}
+	}
+	require.Equal(t, 1, issued)
 }
