@@ -5,12 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log"
 	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
@@ -20,21 +22,23 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// Assembling a gateway from the packages: a CA and RA, a challenge verifier for this
-// gateway, a directory, a device registry, a profile, a template, the registration
-// point, and the SCEP server in front of it.
+// Assembling a gateway from the packages: the MDM's challenge key, a CA and RA, a
+// challenge verifier for this gateway, a directory, a device registry, a profile, a
+// template, the registration point and the SCEP server in front of it; then a device
+// enrolls over HTTP with a challenge the MDM minted. (examples/minimal is the same as a
+// program.)
 func Example_gateway() {
-	ca, _ := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048})
-	ra, _ := catemplate.NewRA(ca, catemplate.RAOptions{})
-
-	mdmPub, _, _ := ed25519.GenerateKey(rand.Reader) // the MDM's published key
-	keys := challenge.NewKeySet()
+	mdmPub, mdmKey, _ := ed25519.GenerateKey(rand.Reader) // the MDM keeps mdmKey
+	mdm := &challenge.Issuer{Name: "mdm.example.com", Key: mdmKey}
+	keys := challenge.NewKeySet() // the gateway knows only the public key
 	keys.AddKey(mdmPub)
+
+	ca, _ := catemplate.NewCA(catemplate.CAOptions{Subject: pkix.Name{CommonName: "Example CA"}})
+	ra, _ := catemplate.NewRA(ca, catemplate.RAOptions{})
 
 	users, devices := &crp.MemoryDirectory{}, &crp.MemoryRegistry{}
 	users.Put(crp.User{User: profile.User{ID: "alice", UserPrincipalName: "alice@example.com"}})
 	devices.Put(crp.Device{Device: profile.Device{ID: "laptop-1"}, UserID: "alice", Compliant: true})
-
 	prof := &profile.Profile{ID: "vpn", Name: "VPN", CertificateType: profile.UserCertificate,
 		Platform: profile.Windows, SubjectNameFormat: "CN={{UserPrincipalName}}",
 		Validity: profile.ValidityPeriod{Value: 1, Unit: profile.Years},
@@ -51,19 +55,32 @@ func Example_gateway() {
 		Users: users, Devices: devices, Profiles: crp.MemoryProfiles{"vpn": prof},
 		Templates: &catemplate.NDESResolver{SignatureTemplate: "User", EncryptionTemplate: "User",
 			GeneralPurposeTemplate: "User", Templates: templates},
-		Issuer: crp.CAIssuer{CA: ca}, CACert: ca.Certificate, Notifier: &crp.MemoryNotifier{},
+		Issuer: crp.CAIssuer{CA: ca}, Notifier: &crp.MemoryNotifier{},
 	}
 	if err := rp.Validate(); err != nil {
 		log.Fatal(err)
 	}
-	srv := &scep.Server{
-		CACerts: []*x509.Certificate{ca.Certificate}, SignerCert: ra.SigningCertificate, Signer: ra.Signer,
-		Recipients: []scep.Recipient{{Certificate: ra.EncryptionCertificate, Key: ra.Decrypter}},
-		Responder:  rp, Renewal: true,
+	srv := crp.NewServer(rp, ra) // the CA chain, the RA's keys, rp deciding
+	mux := http.NewServeMux()
+	scep.Mount(mux, "/certsrv/mscep/mscep.dll", srv)
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+
+	// The device, with the challenge from its profile.
+	ch, _, _ := mdm.Issue(challenge.Request{UserID: "alice", DeviceID: "laptop-1", ProfileID: "vpn",
+		Audience: "gw.example.com"})
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "alice@example.com"}}, key)
+	csr, _ = scep.AddChallengePassword(csr, ch, key, nil)
+	pin := sha256.Sum256(ca.Certificate.Raw)
+	client := &scep.Client{URL: ts.URL + "/certsrv/mscep/mscep.dll", CAFingerprint: pin[:]}
+	cert, err := client.Enroll(context.Background(), csr, key)
+	if err != nil {
+		log.Fatal(err)
 	}
-	scep.Mount(http.DefaultServeMux, "/certsrv/mscep/mscep.dll", srv)
-	fmt.Println(srv.Validate())
-	// Output: <nil>
+	fmt.Println(cert.Subject, "issued by", cert.Issuer)
+	// Output: CN=alice@example.com issued by CN=Example CA
 }
 
 // Embedding the verifier in a CA that has its own front end: no SCEP, the same phases.

@@ -15,7 +15,7 @@ func TestMain(m *testing.M) {
 // Every example, and the load generator, prints its usage for -h and exits 0.
 func TestHelpExitsZero(t *testing.T) {
 	for _, dir := range []string{"../../quickstart", "../../mdm", "../../gateway", "../../device",
-		"../../embedca", "../../intune", "../../../cmd/scepload"} {
+		"../../embedca", "../../intune", "../../../cmd/scepload"} { // minimal takes no flags
 		t.Run(dir, func(t *testing.T) {
 			bin := Build(t, dir)
 			for _, arg := range []string{"-h", "-help", "--help"} {
