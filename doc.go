@@ -15,19 +15,21 @@
 //   - crp: the Certificate Registration Point: phases, interfaces, errors, traces.
 //   - profile: SCEP profiles as an MDM admin defines them; rendering and CSR checks.
 //   - catemplate: certificate templates, NDES-style resolution, a built-in CA.
-//   - examples: runnable programs assembling the packages (start with quickstart).
+//   - examples: runnable programs assembling the packages (start with quickstart and
+//     minimal).
 //
 // # Assembling a gateway
 //
-// A gateway is a scep.Server whose Responder decides:
+// A gateway is a scep.Server whose Responder decides. With scepkit's registration
+// point and its built-in CA and RA:
 //
-//	srv := &scep.Server{
-//		CACerts:    []*x509.Certificate{caCert},
-//		SignerCert: raSignCert, Signer: raSignKey,
-//		Recipients: []scep.Recipient{{Certificate: raEncCert, Key: raEncKey}},
-//		Responder:  registrationPoint, // a crp value, or any scep.Responder
-//	}
+//	rp := &crp.RegistrationPoint{Verifier: verifier, Users: users, Devices: devices,
+//		Profiles: profiles, Templates: templates, Issuer: crp.CAIssuer{CA: ca}}
+//	srv := crp.NewServer(rp, ra) // the CA chain, the RA's keys, rp deciding
 //	scep.Mount(http.DefaultServeMux, "/certsrv/mscep/mscep.dll", srv) // and .../pkiclient.exe
+//
+// Any other scep.Responder works the same way in a scep.Server of its own. The program
+// examples/minimal is a whole gateway, MDM and device in about 70 lines.
 //
 // This package itself holds only documentation.
 package scepkit
