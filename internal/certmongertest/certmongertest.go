@@ -1,4 +1,6 @@
-// Package certmongertest runs certmonger for tests: a private D-Bus session bus
+//go:build linux
+
+// Package certmongertest runs certmonger for tests (on Linux): a private D-Bus session bus
 // (dbus-daemon on a Unix socket in a temporary directory, never the system bus) and a
 // certmonger daemon on that bus, with its requests, CAs and temporary files in the
 // same directory. Both processes are stopped by their own process ids when the test
