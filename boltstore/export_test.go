@@ -1,0 +1,20 @@
+package boltstore
+
+import (
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Count returns the number of keys in the named bucket.
+func Count(t testing.TB, s *Store, bucket string) int {
+	t.Helper()
+	n := 0
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket([]byte(bucket)).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,92 @@
+package boltstore_test
+
+import (
+	"context"
+	"errors"
+	"math/big"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/boltstore"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/storetest"
+	"github.com/scepkit/scepkit/scep"
+)
+
+func open(t testing.TB, path string) *boltstore.Store {
+	t.Helper()
+	s, err := boltstore.Open(path, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Backend {
+		return storetest.Of(open(t, filepath.Join(t.TempDir(), "state.db")))
+	})
+}
+
+// Everything written before Close is there after reopening: claims (a replay after a
+// restart is refused), records, pending requests, certificates and revocations.
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := boltstore.Open(path, nil)
+	require.NoError(t, err)
+	cert := storetest.Certificate(t, 4242, time.Now().Add(time.Hour).Truncate(time.Second))
+	require.NoError(t, s.Claim(ctx, "jti-restart", time.Now().Add(time.Hour)))
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "tx-p", Status: scep.Pending, CSR: []byte{1}, Expires: time.Now().Add(time.Hour)}))
+	require.NoError(t, s.Add(ctx, &crp.IssuedCertificate{Certificate: cert, UserID: "u", DeviceID: "d"}))
+	_, err = s.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(4242), Reason: 1, RevokedAt: time.Now()})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.ErrorIs(t, s.Claim(ctx, "jti-x", time.Now().Add(time.Hour)), boltstore.ErrClosed)
+
+	s = open(t, path)
+	require.ErrorIs(t, s.Claim(ctx, "jti-restart", time.Now().Add(time.Hour)), challenge.ErrReplayed)
+	pending, err := s.Pending(ctx, "", 0)
+	require.NoError(t, err)
+	require.Len(t, pending, 1)
+	require.Equal(t, "tx-p", pending[0].TransactionID)
+	got, err := s.Lookup(ctx, big.NewInt(4242))
+	require.NoError(t, err)
+	require.Equal(t, "u", got.UserID)
+	revoked, err := s.IsRevoked(ctx, cert)
+	require.NoError(t, err)
+	require.True(t, revoked)
+}
+
+// Expired claims and records are deleted by later commits (the file does not keep
+// them), and a replaced record's old expiry does not delete it.
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	s, err := boltstore.Open(filepath.Join(t.TempDir(), "state.db"), &boltstore.Options{Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Claim(ctx, "old", now.Add(time.Minute)))
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "old", Status: scep.Pending, Expires: now.Add(time.Minute)}))
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "kept", Status: scep.Pending, Expires: now.Add(time.Minute)}))
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "kept", Status: scep.Pending, Expires: now.Add(time.Hour)}))
+	now = now.Add(2 * time.Minute)
+	require.NoError(t, s.Claim(ctx, "new", now.Add(time.Hour))) // a commit: sweeps
+	require.Equal(t, 1, boltstore.Count(t, s, "claims"))
+	require.Equal(t, 1, boltstore.Count(t, s, "tx"))
+	require.Equal(t, 1, boltstore.Count(t, s, "pending"))
+	_, err = s.Get(ctx, "kept")
+	require.NoError(t, err)
+	require.NoError(t, s.Claim(ctx, "old", now.Add(time.Hour)), "an expired claim can be made again")
+}
+
+func TestOpenLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	open(t, path)
+	_, err := boltstore.Open(path, &boltstore.Options{Timeout: 50 * time.Millisecond})
+	require.Error(t, err, "a second process must not open the file in use")
+	require.False(t, errors.Is(err, crp.ErrNotFound))
+}
