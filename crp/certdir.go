@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -103,3 +104,46 @@ func readCertificateFile(path string) (*IssuedCertificate, error) {
 
 // Len returns how many certificates are stored.
 func (d *CertificateDir) Len() int { return d.mem.Len() }
+
+// Certificates implements CertificateQuerier, from memory.
+func (d *CertificateDir) Certificates(ctx context.Context, q CertificateQuery) ([]*IssuedCertificate, error) {
+	return d.mem.Certificates(ctx, q)
+}
+
+// MigrateCertificateDir copies the certificates of a CertificateDir (the layout of
+// earlier versions: one JSON file per certificate) into to, then renames dir to
+// dir+".migrated", so that it runs once: on the first open of a new store over an
+// old state directory. A dir that does not exist is not an error (nothing to
+// migrate). It returns how many certificates were copied. Interrupted, it can be run
+// again: adding a certificate again replaces it with the same record.
+func MigrateCertificateDir(ctx context.Context, dir string, to CertificateStore) (int, error) {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	old, err := OpenCertificateDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("crp: migrating %s: %w", dir, err)
+	}
+	n := 0
+	q := CertificateQuery{Limit: MaxListLimit}
+	for {
+		page, err := old.Certificates(ctx, q)
+		if err != nil {
+			return n, err
+		}
+		for _, c := range page {
+			if err := to.Add(ctx, c); err != nil {
+				return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
+			}
+			n++
+		}
+		if len(page) < q.Limit {
+			break
+		}
+		q.After = page[len(page)-1]
+	}
+	if err := os.Rename(dir, dir+".migrated"); err != nil {
+		return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
+	}
+	return n, nil
+}

@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
@@ -64,9 +65,15 @@ type Options struct {
 	// an HSM, say); Dir then keeps only the issued certificates.
 	CA *catemplate.CA
 	RA *catemplate.RA
-	// Replay is the challenge replay store; nil means a challenge.MemoryReplayStore.
+	// Store keeps what the gateway remembers (challenge claims, transaction records
+	// and pending requests, issued certificates, revocations), except what Replay
+	// and Transactions take over. Nil means a boltstore in Dir/state.db when Dir is
+	// set (certificates of the older Dir/issued layout are migrated into it on first
+	// open), in memory otherwise.
+	Store crp.Store
+	// Replay is the challenge replay store; nil means Store's.
 	Replay challenge.ReplayStore
-	// Transactions is the transaction store; nil means in memory.
+	// Transactions is the transaction store; nil means Store's.
 	Transactions crp.TransactionStore
 	// Logger receives the server's and the registration point's records.
 	Logger *slog.Logger
@@ -90,8 +97,12 @@ type Env struct {
 	Profiles   crp.MemoryProfiles
 	Templates  catemplate.MapStore
 	Notifier   *crp.MemoryNotifier
-	// Certificates remembers what was issued (for GetCert and renewals). With
-	// Options.Dir, RP.Certificates is a crp.CertificateDir in Dir/issued instead.
+	// Store is the store in use (Options.Store, the boltstore in Options.Dir, or a
+	// crp.MemoryStore). Close closes it if New opened it.
+	Store    crp.Store
+	ownStore bool
+	// Certificates remembers what was issued (for GetCert and renewals) when the
+	// store is in memory; otherwise RP.Certificates is Store and this stays empty.
 	Certificates *crp.MemoryCertificates
 	// Issuer counts what the CA signs, so tests can assert that nothing was issued.
 	Issuer *CountingIssuer
@@ -133,8 +144,8 @@ func (c *CountingIssuer) Issue(ctx context.Context, req *crp.IssueRequest) (*x50
 // Count returns how many certificates were issued.
 func (c *CountingIssuer) Count() int { return int(c.n.Load()) }
 
-// New assembles an Env.
-func New(o Options) (*Env, error) {
+// New assembles an Env. Close it when done if it has a Dir.
+func New(o Options) (env *Env, err error) {
 	if o.Share != nil && o.Gateway == "" {
 		o.Gateway = o.Share.Verifier.Audience
 	}
@@ -157,7 +168,11 @@ func New(o Options) (*Env, error) {
 		o.CAKeySize = 2048
 	}
 	e := &Env{}
-	var err error
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
 	var mdmKey crypto.Signer
 	if o.Share != nil {
 		e.CA, e.RA, mdmKey = o.Share.CA, o.Share.RA, o.Share.Challenges.Key
@@ -176,9 +191,26 @@ func New(o Options) (*Env, error) {
 	if _, err := keys.AddKey(mdmKey.Public()); err != nil {
 		return nil, err
 	}
+	switch {
+	case o.Store != nil:
+		e.Store = o.Store
+	case o.Dir != "":
+		if e.Store, err = openStore(o); err != nil {
+			return nil, err
+		}
+		e.ownStore = true
+	default:
+		m := &crp.MemoryStore{}
+		m.MemoryReplayStore.Now, m.MemoryTransactions.Now = o.Now, o.Now
+		e.Store = m
+	}
 	replay := o.Replay
 	if replay == nil {
-		replay = &challenge.MemoryReplayStore{Now: o.Now}
+		replay = e.Store
+	}
+	transactions := o.Transactions
+	if transactions == nil {
+		transactions = e.Store
 	}
 	e.Verifier = &challenge.Verifier{Keys: keys, Issuer: o.MDM, Audience: o.Gateway, Replay: replay, Now: o.Now}
 
@@ -217,21 +249,20 @@ func New(o Options) (*Env, error) {
 		Templates: &catemplate.NDESResolver{SignatureTemplate: TemplateName, EncryptionTemplate: TemplateName,
 			GeneralPurposeTemplate: TemplateName, Templates: e.Templates},
 		Issuer: e.Issuer, CACert: e.CA.Certificate, Notifier: e.Notifier,
-		Transactions: o.Transactions, Certificates: e.Certificates,
-		Revocation: crp.RevocationCheckerFunc(func(_ context.Context, c *x509.Certificate) (bool, error) {
-			return e.CA.IsRevoked(c.SerialNumber), nil
+		Transactions: transactions, Certificates: e.Store,
+		Revocation: crp.RevocationCheckerFunc(func(ctx context.Context, c *x509.Certificate) (bool, error) {
+			if e.CA.IsRevoked(c.SerialNumber) {
+				return true, nil
+			}
+			return e.Store.IsRevoked(ctx, c)
 		}),
 		CRL: func(ctx context.Context) ([]byte, error) {
 			return e.CA.CRL(ctx, time.Now().Add(24*time.Hour))
 		},
 		Logger: o.Logger, Now: o.Now, MeterProvider: o.MeterProvider, TracerProvider: o.TracerProvider,
 	}
-	if o.Dir != "" {
-		store, err := crp.OpenCertificateDir(filepath.Join(o.Dir, "issued"))
-		if err != nil {
-			return nil, err
-		}
-		e.RP.Certificates = store
+	if m, ok := e.Store.(*crp.MemoryStore); ok {
+		e.Certificates = &m.MemoryCertificates
 	}
 	if err := e.RP.Validate(); err != nil {
 		return nil, err
@@ -244,6 +275,36 @@ func New(o Options) (*Env, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// openStore opens the boltstore in o.Dir, and migrates the certificates of the older
+// layout (o.Dir/issued) into it.
+func openStore(o Options) (*boltstore.Store, error) {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	s, err := boltstore.Open(filepath.Join(o.Dir, "state.db"), &boltstore.Options{Now: o.Now})
+	if err != nil {
+		return nil, err
+	}
+	n, err := crp.MigrateCertificateDir(context.Background(), filepath.Join(o.Dir, "issued"), s)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if n > 0 && o.Logger != nil {
+		o.Logger.Info("crptest: migrated issued certificates into state.db", "count", n, "dir", o.Dir)
+	}
+	return s, nil
+}
+
+// Close closes the store New opened (the boltstore in Options.Dir); it does nothing
+// otherwise.
+func (e *Env) Close() error {
+	if c, ok := e.Store.(*boltstore.Store); ok && e.ownStore {
+		return c.Close()
+	}
+	return nil
 }
 
 func loadOrCreatePKI(o Options) (*catemplate.CA, *catemplate.RA, error) {
