@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
@@ -46,16 +47,30 @@ type gateway struct {
 	Devices    *crp.MemoryRegistry
 	Profile    *profile.Profile
 	Notifier   *crp.MemoryNotifier // what the MDM was told
+	Store      *boltstore.Store
 	RP         *crp.RegistrationPoint
 	Server     *scep.Server
 }
 
+// Close closes the store.
+func (g *gateway) Close() error {
+	if g.Store == nil {
+		return nil
+	}
+	return g.Store.Close()
+}
+
 // newGateway wires the gateway by hand from scepkit's packages: this is the code to
-// copy. The CA, RA, MDM key and issued certificates are kept in dir across restarts
-// (package demo only reads and writes their files).
-func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logger) (*gateway, error) {
+// copy. The CA, RA, MDM key and the store (state.db) are kept in dir across restarts
+// (package demo only reads and writes the key files). Close the gateway when done; it
+// is closed here on error.
+func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logger) (_ *gateway, err error) {
 	g := &gateway{}
-	var err error
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
 
 	// 1. The CA that issues, and the RA that signs the SCEP replies and decrypts the
 	// requests (as NDES has one).
@@ -101,22 +116,28 @@ func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logg
 
 	// 4. The Certificate Registration Point: the gateway check, phases 1-3, the
 	// template, the CA, the MDM told.
-	issued, err := crp.OpenCertificateDir(filepath.Join(dir, "issued"))
-	if err != nil {
+	// What it remembers (used challenges, transactions, issued certificates,
+	// revocations) is in one file, dir/state.db, durable before a device is answered:
+	// a restart or a crash neither forgets a used challenge nor loses a certificate.
+	if g.Store, _, err = boltstore.OpenDir(dir, nil); err != nil {
 		return nil, err
 	}
 	g.Notifier = &crp.MemoryNotifier{}
 	g.RP = &crp.RegistrationPoint{
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: mdmName, Audience: gatewayIdentity,
-			Replay: &challenge.MemoryReplayStore{}},
-		Users: g.Users, Devices: g.Devices, Profiles: crp.MemoryProfiles{profileID: g.Profile},
+			Replay: g.Store},
+		Transactions: g.Store,
+		Users:        g.Users, Devices: g.Devices, Profiles: crp.MemoryProfiles{profileID: g.Profile},
 		Templates: &catemplate.NDESResolver{SignatureTemplate: templateName, EncryptionTemplate: templateName,
 			GeneralPurposeTemplate: templateName, Templates: templates},
 		Issuer:       crp.CAIssuer{CA: g.CA}, // CACert defaults to this CA's certificate
 		Notifier:     g.Notifier,
-		Certificates: issued, // for GetCert and renewals
-		Revocation: crp.RevocationCheckerFunc(func(_ context.Context, c *x509.Certificate) (bool, error) {
-			return g.CA.IsRevoked(c.SerialNumber), nil
+		Certificates: g.Store, // for GetCert and renewals
+		Revocation: crp.RevocationCheckerFunc(func(ctx context.Context, c *x509.Certificate) (bool, error) {
+			if g.CA.IsRevoked(c.SerialNumber) {
+				return true, nil
+			}
+			return g.Store.IsRevoked(ctx, c)
 		}),
 		CRL:    func(ctx context.Context) ([]byte, error) { return g.CA.CRL(ctx, time.Now().Add(24*time.Hour)) },
 		Logger: logger,

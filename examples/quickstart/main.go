@@ -138,6 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
+	defer gw.Close()
 	// An expiring RA certificate takes a SCEP service down: say so at start.
 	for _, cert := range gw.Server.ExpiringSoon(30 * 24 * time.Hour) {
 		logger.Warn("certificate expires within 30 days", "subject", cert.Subject.String(), "notAfter", cert.NotAfter)

@@ -343,5 +343,22 @@ func TestServeModernStateRestart(t *testing.T) {
 	got, err := client2.GetCert(ctx, cert.RawIssuer, cert.SerialNumber, cert, key)
 	require.NoError(t, err)
 	require.Equal(t, cert.Raw, got.Raw)
+
+	// The challenge used before the restart is refused after it, as replayed (phase
+	// 2), when presented with a new key and transaction as another device would: its
+	// claim is in the state directory, not in the stopped process.
+	key2, err := rsa.GenerateKey(rand.Reader, p.KeySize)
+	require.NoError(t, err)
+	csr2, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: strings.TrimPrefix(p.Subject, "CN=")}}, key2)
+	require.NoError(t, err)
+	csr2, err = scep.AddChallengePassword(csr2, p.Challenge, key2, nil)
+	require.NoError(t, err)
+	client2.Cipher, client2.Digest = scep.AES256CBC, crypto.SHA256
+	_, err = client2.Enroll(ctx, csr2, key2)
+	var fe *scep.FailError
+	require.ErrorAs(t, err, &fe, "a challenge used before the restart got a second certificate after it")
+	require.Equal(t, scep.BadRequest, fe.Info)
 	s2.Stop(t)
+	require.Contains(t, s2.Stderr.String(), "challenge already used")
 }
