@@ -180,6 +180,11 @@ func (s *Store) write(ctx context.Context, apply func(tx *bolt.Tx) error) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	select {
+	case <-s.quit:
+		return ErrClosed
+	default:
+	}
 	o := &op{apply: apply, done: make(chan error, 1)}
 	select {
 	case s.ops <- o:
@@ -188,7 +193,18 @@ func (s *Store) write(ctx context.Context, apply func(tx *bolt.Tx) error) error 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-o.done
+	select {
+	case err := <-o.done:
+		return err
+	case <-s.done:
+		// Closed: the write was committed before, or never will be.
+		select {
+		case err := <-o.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 func (s *Store) commitLoop() {

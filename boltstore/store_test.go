@@ -90,3 +90,36 @@ func TestOpenLocked(t *testing.T) {
 	require.Error(t, err, "a second process must not open the file in use")
 	require.False(t, errors.Is(err, crp.ErrNotFound))
 }
+
+// A state directory of the earlier layout (issued/, one JSON file per certificate) is
+// migrated on the first open: its certificates are in the store, renewals and GetCert
+// find them, and issued/ is renamed so that the migration runs once.
+func TestOpenDirMigrates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	old, err := crp.OpenCertificateDir(filepath.Join(dir, "issued"))
+	require.NoError(t, err)
+	for i := int64(1); i <= 3; i++ {
+		require.NoError(t, old.Add(ctx, &crp.IssuedCertificate{Certificate: storetest.Certificate(t, 900+i, time.Now().Add(time.Hour)),
+			UserID: "alice", DeviceID: "laptop", ProfileID: "p", Template: "t"}))
+	}
+	s, n, err := boltstore.OpenDir(dir, nil)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	got, err := s.Lookup(ctx, big.NewInt(902))
+	require.NoError(t, err)
+	require.Equal(t, "laptop", got.DeviceID)
+	list, err := s.Certificates(ctx, crp.CertificateQuery{UserID: "alice"})
+	require.NoError(t, err)
+	require.Len(t, list, 3)
+	require.NoError(t, s.Close())
+	require.NoDirExists(t, filepath.Join(dir, "issued"))
+	require.DirExists(t, filepath.Join(dir, "issued.migrated"))
+
+	s, n, err = boltstore.OpenDir(dir, nil)
+	require.NoError(t, err)
+	defer s.Close()
+	require.Zero(t, n, "the migration runs once")
+	_, err = s.Lookup(ctx, big.NewInt(901))
+	require.NoError(t, err)
+}

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -277,25 +276,13 @@ func New(o Options) (env *Env, err error) {
 	return e, nil
 }
 
-// openStore opens the boltstore in o.Dir, and migrates the certificates of the older
-// layout (o.Dir/issued) into it.
+// openStore opens the boltstore in o.Dir (migrating the older layout, o.Dir/issued).
 func openStore(o Options) (*boltstore.Store, error) {
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return nil, err
+	s, n, err := boltstore.OpenDir(o.Dir, &boltstore.Options{Now: o.Now})
+	if err == nil && n > 0 && o.Logger != nil {
+		o.Logger.Info("crptest: migrated issued certificates into the store", "count", n, "dir", o.Dir)
 	}
-	s, err := boltstore.Open(filepath.Join(o.Dir, "state.db"), &boltstore.Options{Now: o.Now})
-	if err != nil {
-		return nil, err
-	}
-	n, err := crp.MigrateCertificateDir(context.Background(), filepath.Join(o.Dir, "issued"), s)
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	if n > 0 && o.Logger != nil {
-		o.Logger.Info("crptest: migrated issued certificates into state.db", "count", n, "dir", o.Dir)
-	}
-	return s, nil
+	return s, err
 }
 
 // Close closes the store New opened (the boltstore in Options.Dir); it does nothing

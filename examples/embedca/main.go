@@ -32,8 +32,10 @@
 //
 // The challenge comes from the MDM (examples/mdm, whose -gateway must be this CA's
 // -identity, scepkit-embedca by default: a challenge minted for the SCEP gateway,
-// scepkit-gateway, is refused here, and the other way round); the CSR must match the MDM's profile for that user and device (subject
-// CN=<UPN>, RSA 2048). Flags: -listen, -state (the CA, kept with catemplate.SaveCA),
+// scepkit-gateway, is refused here, and the other way round); the CSR must match the
+// MDM's profile for that user and device (subject CN=<UPN>, RSA 2048). Flags: -listen,
+// -state (the CA, kept with catemplate.SaveCA, and state.db: challenge claims,
+// transactions and issued certificates, package boltstore),
 // -identity, -mdm-issuer, -jwks (URL or file), -directory, -log text|json.
 package main
 
@@ -55,10 +57,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
@@ -118,6 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer a.store.Close()
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return err
@@ -134,9 +137,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // ca is the existing CA with the registration point embedded.
 type ca struct {
-	ca  *catemplate.CA
-	rp  *crp.RegistrationPoint
-	log *slog.Logger
+	ca    *catemplate.CA
+	rp    *crp.RegistrationPoint
+	store *boltstore.Store
+	log   *slog.Logger
 }
 
 // newCA assembles the registration point around the CA: the MDM's keys and a verifier
@@ -168,16 +172,22 @@ func newCA(ctx context.Context, c *config, log *slog.Logger) (*ca, error) {
 	if err != nil {
 		return nil, err
 	}
-	issued, err := demo.OpenCertificateDir(filepath.Join(c.state, "issued"))
+	// Challenge claims, transactions and issued certificates survive restarts and
+	// crashes in one file (a challenge is used once, also across a restart).
+	store, migrated, err := boltstore.OpenDir(c.state, nil)
 	if err != nil {
 		return nil, err
 	}
+	if migrated > 0 {
+		log.Info("migrated issued certificates into the store", "count", migrated)
+	}
 	rp := &crp.RegistrationPoint{
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: c.mdmIssuer, Audience: c.identity,
-			Replay: &challenge.MemoryReplayStore{}},
-		Users: &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
+			Replay: store},
+		Transactions: store,
+		Users:        &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
 		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: authority},
-		Certificates: issued,
+		Certificates: store, Revocation: store,
 		Notifier: crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
 			log.InfoContext(ctx, "outcome", "transactionID", n.TransactionID, "outcome", n.Outcome,
 				"user", n.UserID, "device", n.DeviceID, "reason", n.Reason)
@@ -186,9 +196,10 @@ func newCA(ctx context.Context, c *config, log *slog.Logger) (*ca, error) {
 		Logger: log,
 	}
 	if err := rp.Validate(); err != nil {
+		store.Close()
 		return nil, err
 	}
-	return &ca{ca: authority, rp: rp, log: log}, nil
+	return &ca{ca: authority, rp: rp, store: store, log: log}, nil
 }
 
 type enrollRequest struct {

@@ -181,6 +181,20 @@ func TestEmbedCA(t *testing.T) {
 	code, _ = post(t, enrollURL, bytes.Repeat([]byte(" "), 70<<10))
 	require.Equal(t, http.StatusRequestEntityTooLarge, code)
 
+	// Restarted on the same state: alice's challenge is still used (its claim is in
+	// state.db), and the certificate is still in the inventory.
+	aliceChallenge := profileFor(t, mdm.Base, "alice@example.com", "alice-laptop").Challenge
+	req, _ = json.Marshal(enrollRequest{CSR: csrFor(t, alice, ""), Challenge: aliceChallenge})
+	_, r = post(t, enrollURL, req)
+	require.Equal(t, "issued", r.Status) // a fresh challenge, before the restart
+	ca.Stop(t)
+	ca = exectest.Start(t, bin, "-listen", "127.0.0.1:0", "-state", state, "-jwks", mdm.Base+"/jwks",
+		"-directory", "../directory.json", "-identity", "ca.example")
+	req, _ = json.Marshal(enrollRequest{CSR: csrFor(t, alice, ""), Challenge: aliceChallenge})
+	code, r = post(t, ca.Base+"/enroll", req)
+	require.Equal(t, http.StatusForbidden, code, "a challenge used before the restart: %+v", r)
+	require.Equal(t, "challenge already used", r.Reason)
+	require.Equal(t, "phase2-genuineness", r.Phase)
 	ca.Stop(t)
 	mdm.Stop(t)
 }

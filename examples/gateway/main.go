@@ -22,8 +22,11 @@
 //   - listen: the address to serve on; url: the public SCEP URL (behind a proxy), for
 //     the profiles the gateway checks requests against (default http://LISTEN/scep).
 //   - state: a directory for the CA and RA (catemplate.SaveCA/SaveRA: ca.crt, ca.key,
-//     ra-*.crt, ra-*.key, created on first start, loaded after) and the issued
-//     certificates (issued/, for renewals and GetCert). Give ca.crt to the MDM and the
+//     ra-*.crt, ra-*.key, created on first start, loaded after) and state.db (package
+//     boltstore: challenge claims, transactions, pending requests, issued certificates
+//     for renewals and GetCert, revocations), durable before a device is answered, so
+//     that a restart or a crash neither forgets a used challenge nor loses a
+//     certificate. An issued/ directory of earlier versions is migrated into it. Give ca.crt to the MDM and the
 //     devices: the SHA-256 printed at start is what devices pin.
 //   - identity: this gateway's identity, the audience the MDM mints its challenges for
 //     (the MDM's -gateway); a challenge for another gateway is refused.
@@ -41,8 +44,8 @@
 //     redisstore): one-time use of challenges and transaction records, so a challenge
 //     used at one gateway is refused at the others and a poll or resend finds its
 //     transaction wherever the load balancer sends it; redis_prefix namespaces the keys.
-//     Empty keeps both in this process (one gateway). Gateways side by side also share
-//     the state directory (the same CA and RA; issued certificates are looked up there,
+//     Empty keeps them in state.db (one gateway). Gateways side by side also share the
+//     state directory (the same CA and RA; issued certificates are files in issued/,
 //     so one gateway renews what another issued) and the same identity.
 //   - log: text or json (slog, on stderr; one record per step with the transactionID).
 //
@@ -72,6 +75,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
@@ -238,22 +242,29 @@ type gateway struct {
 	rp     *crp.RegistrationPoint
 	server *scep.Server
 	log    *slog.Logger
-	redis  *redis.Client // nil without -redis
+	stores *storeSet
 }
 
-func (g *gateway) close() {
-	if g.redis != nil {
-		g.redis.Close()
-	}
-}
+func (g *gateway) close() { g.stores.close() }
 
-// sharedState returns where one-time use of challenges and transaction records are
-// kept: in this process, or with -redis in Redis, shared by every gateway that uses
-// the same Redis and prefix (so a challenge used at one is refused at the others, and
-// a poll or resend finds its transaction wherever it lands).
-func sharedState(ctx context.Context, c *config) (challenge.ReplayStore, crp.TransactionStore, *redis.Client, error) {
+// stores returns where the gateway keeps what it remembers. By default, everything
+// (challenge claims, transactions and pending requests, issued certificates,
+// revocations) is in one file, state.db in the state directory (package boltstore):
+// it survives restarts and crashes, for one gateway. With -redis, challenge claims
+// and transactions are in Redis, shared by every gateway that uses the same Redis and
+// prefix (so a challenge used at one is refused at the others, and a poll or resend
+// finds its transaction wherever it lands), and issued certificates are files in the
+// shared state directory (issued/).
+func stores(ctx context.Context, c *config, log *slog.Logger) (*storeSet, error) {
 	if c.Redis == "" {
-		return &challenge.MemoryReplayStore{}, &crp.MemoryTransactions{}, nil, nil
+		s, migrated, err := boltstore.OpenDir(c.State, nil)
+		if err != nil {
+			return nil, err
+		}
+		if migrated > 0 {
+			log.Info("migrated issued certificates into the store", "count", migrated)
+		}
+		return &storeSet{replay: s, transactions: s, certificates: s, revocation: s, close: s.Close}, nil
 	}
 	// Fail fast while Redis is down: a device then gets its FAILURE in about a second
 	// instead of waiting out go-redis's default retries, and the gateway recovers within
@@ -264,10 +275,24 @@ func sharedState(ctx context.Context, c *config) (challenge.ReplayStore, crp.Tra
 	defer cancel()
 	if err := client.Ping(ctx).Err(); err != nil {
 		client.Close()
-		return nil, nil, nil, fmt.Errorf("-redis %s: %w", c.Redis, err)
+		return nil, fmt.Errorf("-redis %s: %w", c.Redis, err)
+	}
+	issued, err := demo.OpenCertificateDir(filepath.Join(c.State, "issued"))
+	if err != nil {
+		client.Close()
+		return nil, err
 	}
 	store := &redisstore.Store{Client: client, Prefix: c.RedisPrefix}
-	return store, store, client, nil
+	return &storeSet{replay: store, transactions: store, certificates: issued, close: client.Close}, nil
+}
+
+// storeSet is the stores a gateway uses, and how to close them.
+type storeSet struct {
+	replay       challenge.ReplayStore
+	transactions crp.TransactionStore
+	certificates crp.CertificateStore
+	revocation   crp.RevocationChecker // nil: only the CA's own
+	close        func() error
 }
 
 // newGateway assembles the gateway from the packages: CA and RA, the MDM's keys, a
@@ -294,24 +319,26 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 	if err != nil {
 		return nil, err
 	}
-	issued, err := demo.OpenCertificateDir(filepath.Join(c.State, "issued"))
-	if err != nil {
-		return nil, err
-	}
-	replay, transactions, rc, err := sharedState(ctx, c)
+	st, err := stores(ctx, c, log)
 	if err != nil {
 		return nil, err
 	}
 	rp := &crp.RegistrationPoint{
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: c.MDMIssuer, Audience: c.Identity,
-			Replay: replay},
-		Transactions: transactions,
+			Replay: st.replay},
+		Transactions: st.transactions,
 		Users:        &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
 		Templates: demo.Templates(), Issuer: crp.CAIssuer{CA: ca},
 		Notifier:     &notifier{url: c.Notify, log: log, client: &http.Client{Timeout: 5 * time.Second}},
-		Certificates: issued,
-		Revocation: crp.RevocationCheckerFunc(func(_ context.Context, cert *x509.Certificate) (bool, error) {
-			return ca.IsRevoked(cert.SerialNumber), nil
+		Certificates: st.certificates,
+		Revocation: crp.RevocationCheckerFunc(func(ctx context.Context, cert *x509.Certificate) (bool, error) {
+			if ca.IsRevoked(cert.SerialNumber) {
+				return true, nil
+			}
+			if st.revocation == nil {
+				return false, nil
+			}
+			return st.revocation.IsRevoked(ctx, cert)
 		}),
 		CRL: func(ctx context.Context) ([]byte, error) {
 			return ca.CRL(ctx, time.Now().Add(24*time.Hour))
@@ -319,20 +346,16 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 		Logger: log,
 	}
 	if err := rp.Validate(); err != nil {
-		if rc != nil {
-			rc.Close()
-		}
+		st.close()
 		return nil, err
 	}
 	srv := crp.NewServer(rp, ra) // the CA chain, the RA's keys, rp deciding
 	srv.AllowLegacy, srv.Logger = c.Legacy, log
 	if err := srv.Validate(); err != nil {
-		if rc != nil {
-			rc.Close()
-		}
+		st.close()
 		return nil, err
 	}
-	return &gateway{ca: ca, keys: keys, rp: rp, server: srv, log: log, redis: rc}, nil
+	return &gateway{ca: ca, keys: keys, rp: rp, server: srv, log: log, stores: st}, nil
 }
 
 // loadKeysRetrying reads the JWKS, retrying a URL for a few seconds: the MDM may be

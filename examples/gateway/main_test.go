@@ -94,8 +94,8 @@ func caSHA256(t *testing.T, p *exectest.Process) []byte {
 
 // TestGateway runs the gateway from a JSON file with a flag overriding it, enrolls
 // through the three phases, follows an MDM key rotation through its JWKS, keeps its CA
-// and issued certificates across a SIGTERM and restart (a renewal after it), and logs
-// JSON.
+// issued certificates and used challenges across a SIGTERM and restart (a renewal
+// after it; a replayed challenge refused), and logs JSON.
 func TestGateway(t *testing.T) {
 	bin := exectest.Build(t, ".")
 	dir := t.TempDir()
@@ -142,7 +142,8 @@ func TestGateway(t *testing.T) {
 	writeJWKS(t, jwks, key2)
 	require.Eventually(t, func() bool { return strings.Contains(gw.Stderr.String(), "MDM keys changed") },
 		5*time.Second, 20*time.Millisecond)
-	_, _, err = enroll(t, client, "bob@example.com", key2.challenge(t, "bob@example.com", "bob-phone", "gw-t"))
+	bobChallenge := key2.challenge(t, "bob@example.com", "bob-phone", "gw-t")
+	_, _, err = enroll(t, client, "bob@example.com", bobChallenge)
 	require.NoError(t, err)
 	_, _, err = enroll(t, client, "bob@example.com", key1.challenge(t, "bob@example.com", "bob-phone", "gw-t"))
 	requireFailure(t, err, scep.BadRequest)
@@ -165,6 +166,14 @@ func TestGateway(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, cert.Subject.String(), renewed.Subject.String())
 	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
+
+	// A challenge used before the restart is refused after it, as replayed (phase 2),
+	// when presented again with a new key, as another device would: no second
+	// certificate.
+	_, _, err = enroll(t, client2, "bob@example.com", bobChallenge)
+	requireFailure(t, err, scep.BadRequest)
+	require.Eventually(t, func() bool { return strings.Contains(gw2.Stderr.String(), "challenge already used") },
+		5*time.Second, 20*time.Millisecond)
 	gw2.Stop(t)
 }
 

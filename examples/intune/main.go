@@ -98,7 +98,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	fs.StringVar(&c.serve, "serve", "", "serve SCEP on this address until interrupted (required with a real tenant)")
 	fs.StringVar(&c.device, "device", "DEMO-DEVICE", "with -emulate -serve: the subject CN the printed challenge is minted for")
 	fs.BoolVar(&c.legacy, "legacy", false, "accept single DES and SHA-1 (micromdm's scepclient needs it)")
-	fs.StringVar(&c.state, "state", "", "directory keeping the CA and RA across restarts (empty: new ones each run)")
+	fs.StringVar(&c.state, "state", "", "directory keeping the CA, RA and state.db (challenge claims, transactions, issued certificates) across restarts (empty: new ones each run, in memory)")
 	fs.StringVar(&c.callerInfo, "caller-info", "scepkit-intune-example/1.0", "this CA's name and version, as Intune logs it")
 	fs.StringVar(&c.tenant, "tenant", getenv("INTUNE_TENANT"), "Entra tenant id or domain (INTUNE_TENANT)")
 	fs.StringVar(&c.clientID, "client-id", getenv("INTUNE_CLIENT_ID"), "app registration's client id (INTUNE_CLIENT_ID)")
@@ -188,7 +188,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	poller := &intune.Poller{Client: client, Revoker: &intune.CARevoker{CA: env.CA, Certificates: env.Certificates},
+	defer env.Close()
+	poller := &intune.Poller{Client: client, Revoker: &intune.CARevoker{CA: env.CA, Certificates: env.Store},
 		Interval: c.revocationEvery, Logger: logger}
 
 	if c.emulate && c.serve == "" {
@@ -215,7 +216,11 @@ func gateway(c *config, client *intune.Client, logger *slog.Logger) (*crptest.En
 	rp.Validators = []crp.ChallengeValidator{&intune.Validator{Client: client, Profile: &profile.Profile{ID: "intune"}}}
 	rp.Notifier = &intune.Notifier{Client: client, Others: rp.Notifier}
 	rp.RequireNotification = true
-	return env, rp.Validate()
+	if err := rp.Validate(); err != nil {
+		env.Close()
+		return nil, err
+	}
+	return env, nil
 }
 
 func mux(env *crptest.Env) *http.ServeMux {
