@@ -424,13 +424,14 @@ type record struct {
 	DeviceID    string         `json:"device_id,omitempty"`
 	ProfileID   string         `json:"profile_id,omitempty"`
 	Template    string         `json:"template,omitempty"`
+	Validator   string         `json:"validator,omitempty"`
 	Expires     int64          `json:"expires"` // unix ns
 }
 
 func (r *record) decode() (*crp.Record, error) {
 	out := &crp.Record{TransactionID: r.ID, SignerKey: r.SignerKey, Request: r.Request, CSR: r.CSR, Status: r.Status,
 		Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID, ProfileID: r.ProfileID,
-		Template: r.Template, Expires: time.Unix(0, r.Expires)}
+		Template: r.Template, Validator: r.Validator, Expires: time.Unix(0, r.Expires)}
 	if len(r.Certificate) > 0 {
 		c, err := x509.ParseCertificate(r.Certificate)
 		if err != nil {
@@ -449,7 +450,7 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 	}
 	rec := record{ID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request, CSR: r.CSR, Status: r.Status,
 		Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID, ProfileID: r.ProfileID,
-		Template: r.Template, Expires: exp.UnixNano()}
+		Template: r.Template, Validator: r.Validator, Expires: exp.UnixNano()}
 	if r.Certificate != nil {
 		rec.Certificate = r.Certificate.Raw
 	}
