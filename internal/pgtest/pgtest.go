@@ -1,0 +1,294 @@
+// Package pgtest starts a private PostgreSQL server for tests: initdb in a temporary
+// directory, postgres on 127.0.0.1 and a free port, trust authentication for the
+// superuser "postgres" over loopback only, stopped by its own process id when the test
+// ends. It never touches a PostgreSQL the machine runs as a service. PostgreSQL refuses
+// to run as root: when the test runs as root, initdb and postgres run as the user
+// nobody, in a directory that user owns.
+//
+// When PostgreSQL's binaries are not installed (Debian's postgresql package puts them
+// in /usr/lib/postgresql/VERSION/bin) the test is skipped, or fails when the
+// environment variable CI is "true" (CI installs them: see .ci/run).
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// StartTimeout bounds how long Start waits for the server to accept connections.
+const StartTimeout = 30 * time.Second
+
+// Server is a postgres process the test owns.
+type Server struct {
+	// Addr is host:port, 127.0.0.1 and the port chosen on the first start; it stays
+	// the same across Stop and Restart.
+	Addr string
+	Port int
+
+	t    testing.TB
+	bin  string // the directory of initdb and postgres
+	dir  string // owns data/ and the log
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	dbs  atomic.Int64
+}
+
+// BinDir returns the directory of PostgreSQL's server programs: the newest
+// /usr/lib/postgresql/*/bin that has initdb, or the directory of an initdb in PATH.
+func BinDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.SortFunc(dirs, func(a, b string) int { return version(b) - version(a) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errors.New("initdb not found in /usr/lib/postgresql/*/bin nor in PATH")
+}
+
+func version(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// Start initializes a cluster and starts postgres on a free loopback port; the server
+// is stopped and its directory removed by t.Cleanup. It skips the test when PostgreSQL
+// is missing, unless CI=true, where it fails it.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := BinDir()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pgtest: %v (CI installs postgresql: see .ci/run)", err)
+		}
+		t.Skipf("pgtest: PostgreSQL not installed: %v", err)
+	}
+	// Not t.TempDir: its parents are private to the test's user, and the server may
+	// run as another.
+	dir, err := os.MkdirTemp("", "scepkit-pgtest-")
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	s := &Server{t: t, bin: bin, dir: dir}
+	t.Cleanup(func() {
+		s.Stop()
+		os.RemoveAll(dir)
+	})
+	if err := s.initdb(); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	for attempt := 0; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		s.Port, s.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if err = s.start(); err == nil {
+			return s
+		}
+		if attempt == 2 {
+			t.Fatalf("pgtest: %v", err)
+		}
+		t.Logf("pgtest: port %d: %v; trying another", port, err)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (s *Server) command(name string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(filepath.Join(s.bin, name), args...)
+	cmd.Dir = s.dir
+	cmd.Env = []string{"LC_ALL=C", "TZ=UTC", "PATH=/usr/bin:/bin"}
+	if uid, gid := asServer(cmd); uid >= 0 {
+		if err := os.Chown(s.dir, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	return cmd, nil
+}
+
+func (s *Server) initdb() error {
+	cmd, err := s.command("initdb", "-D", filepath.Join(s.dir, "data"), "-U", "postgres", "-A", "trust",
+		"-E", "UTF8", "--locale=C", "--no-instructions")
+	if err != nil {
+		return err
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("initdb: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Restart starts the server again on the same port and data after Stop or Kill. It
+// fails the test if the server does not come up.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("pgtest: restart: %v", err)
+	}
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return errors.New("already running")
+	}
+	logPath := filepath.Join(s.dir, "postgres.log")
+	cmd, err := s.command("postgres", "-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(s.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir,
+		"-c", "max_connections=60", "-c", "shared_buffers=32MB", "-c", "log_min_messages=warning",
+		"-c", "logging_collector=off",
+		// A test server need not survive a power loss, only the loss of its processes
+		// (Kill): writes reach the operating system before a commit is acknowledged,
+		// without waiting for the disk, which is shared with everything else here.
+		"-c", "fsync=off", "-c", "full_page_writes=off")
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
+	deadline := time.Now().Add(StartTimeout)
+	for {
+		if err := s.ping(); err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			s.cmd, s.done = nil, nil
+			return fmt.Errorf("postgres exited: %s", tail(logPath))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stopLocked(false)
+			return fmt.Errorf("postgres did not accept connections within %v: %s", StartTimeout, tail(logPath))
+		}
+	}
+}
+
+func (s *Server) ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.DSN("postgres"))
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	return c.Ping(ctx)
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	out := strings.TrimSpace(string(b))
+	if len(out) > 2000 {
+		out = out[len(out)-2000:]
+	}
+	if out == "" {
+		return "(no output)"
+	}
+	return out
+}
+
+// DSN returns a connection string for database db as the superuser, with a short
+// connect timeout (so that tests of an outage fail fast).
+func (s *Server) DSN(db string) string {
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable&connect_timeout=2", s.Addr, db)
+}
+
+// NewDatabase creates an empty database and returns its DSN.
+func (s *Server) NewDatabase(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("test%d", s.dbs.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.DSN("postgres"))
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return s.DSN(name)
+}
+
+// Stop ends the server with a fast shutdown (SIGINT: connections are closed, the
+// data is checkpointed), then SIGKILL after 10 s, and waits for it. Stopping a stopped
+// server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked(true)
+}
+
+// Kill ends the server at once (SIGKILL), as a crash would, and waits for it; its
+// backends exit when they see it gone. Restart recovers from the WAL.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked(false)
+}
+
+func (s *Server) stopLocked(graceful bool) {
+	if s.cmd == nil {
+		return
+	}
+	p := s.cmd.Process // only ever our own child, by its pid
+	if graceful {
+		p.Signal(syscall.SIGINT)
+		select {
+		case <-s.done:
+		case <-time.After(30 * time.Second):
+			p.Kill()
+			<-s.done
+		}
+	} else {
+		p.Kill()
+		<-s.done
+	}
+	// The backends and workers are the postmaster's children, in the process group it
+	// leads: end whatever is left of them, and wait until none is, so that the port,
+	// the shared memory and the data directory are free for Restart.
+	syscall.Kill(-p.Pid, syscall.SIGKILL)
+	for i := 0; i < 100 && syscall.Kill(-p.Pid, 0) == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.cmd, s.done = nil, nil
+}

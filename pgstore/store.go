@@ -1,0 +1,545 @@
+// Package pgstore keeps everything gateways running side by side must share in
+// PostgreSQL: challenge claims, transaction records and pending requests, the
+// issued-certificate inventory and revocations (it implements every interface of
+// crp.Store). Point every gateway at the same database.
+//
+// # Guarantees
+//
+// Every write is a single statement in its own transaction: it returns once
+// PostgreSQL committed it (durable with the server's default synchronous_commit).
+// A challenge is claimed with INSERT ... ON CONFLICT, so that of any number of
+// concurrent claims at any number of gateways exactly one succeeds; a pending
+// request is decided once the same way (crp.RegistrationPoint.Decisions, or the
+// Verifier's replay store, being this Store). When the database cannot be reached,
+// every method returns an error: the registration point answers FAILURE and issues
+// nothing, and works again when the database is back.
+//
+// # Schema
+//
+// [New] creates the tables and indexes, and migrates an older schema, in one
+// transaction under an advisory lock (gateways starting together apply each version
+// once); the versions applied are in scepkit_schema. Times are stored as timestamptz
+// (microseconds), serials as numeric.
+//
+// # Retention
+//
+// Claims are kept until their challenge expires (at least a minute), transaction
+// records and pending requests until Record.Expires (a zero Expires is
+// [DefaultRecordTTL] from the write); expired rows are deleted in small batches by
+// every [SweepEvery]th write. Certificates and revocations are kept.
+package pgstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// DefaultRecordTTL is how long a transaction record whose Expires is zero is kept.
+const DefaultRecordTTL = 24 * time.Hour
+
+// SweepEvery is how many writes pass between two deletions of expired rows.
+const SweepEvery = 64
+
+const (
+	minClaimTTL = time.Minute
+	maxIDLen    = 128
+	sweepBatch  = 500
+)
+
+// migrations are the schema versions, in order; each is applied once.
+var migrations = []string{
+	// 1: claims, transactions, certificates, revocations.
+	`CREATE TABLE scepkit_claims (
+		id    text PRIMARY KEY,
+		until timestamptz NOT NULL
+	);
+	CREATE INDEX scepkit_claims_until ON scepkit_claims (until);
+	CREATE TABLE scepkit_transactions (
+		id          text PRIMARY KEY,
+		signer_key  bytea,
+		request     bytea,
+		csr         bytea,
+		status      integer NOT NULL,
+		certificate bytea,
+		phase       integer NOT NULL DEFAULT 0,
+		reason      text NOT NULL DEFAULT '',
+		user_id     text NOT NULL DEFAULT '',
+		device_id   text NOT NULL DEFAULT '',
+		profile_id  text NOT NULL DEFAULT '',
+		template    text NOT NULL DEFAULT '',
+		validator   text NOT NULL DEFAULT '',
+		expires     timestamptz NOT NULL
+	);
+	CREATE INDEX scepkit_transactions_expires ON scepkit_transactions (expires);
+	CREATE INDEX scepkit_transactions_pending ON scepkit_transactions (id) WHERE status = 3;
+	CREATE TABLE scepkit_certificates (
+		serial         numeric PRIMARY KEY,
+		der            bytea NOT NULL,
+		not_after      timestamptz NOT NULL,
+		user_id        text NOT NULL DEFAULT '',
+		device_id      text NOT NULL DEFAULT '',
+		profile_id     text NOT NULL DEFAULT '',
+		template       text NOT NULL DEFAULT '',
+		transaction_id text NOT NULL DEFAULT '',
+		issued_at      timestamptz
+	);
+	CREATE INDEX scepkit_certificates_not_after ON scepkit_certificates (not_after, serial);
+	CREATE INDEX scepkit_certificates_user ON scepkit_certificates (user_id, not_after, serial);
+	CREATE INDEX scepkit_certificates_device ON scepkit_certificates (device_id, not_after, serial);
+	CREATE TABLE scepkit_revocations (
+		serial     numeric PRIMARY KEY,
+		reason     integer NOT NULL,
+		revoked_at timestamptz NOT NULL,
+		by_whom    text NOT NULL DEFAULT ''
+	);
+	CREATE INDEX scepkit_revocations_at ON scepkit_revocations (revoked_at, serial);`,
+}
+
+// migrationLock is the advisory lock key under which the schema is migrated.
+const migrationLock = 0x736365706b6974 // "scepkit"
+
+// Store is a crp.Store in PostgreSQL. Its methods are safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	own    bool
+	now    func() time.Time
+	writes atomic.Int64
+}
+
+var (
+	_ crp.Store             = (*Store)(nil)
+	_ challenge.ReplayStore = (*Store)(nil)
+)
+
+// Options configures [New] and [Open]. The zero value has defaults.
+type Options struct {
+	// Now is the clock of expiries; nil means time.Now. Gateways sharing a database
+	// should have synchronized clocks (claims and records expire by the writer's).
+	Now func() time.Time
+}
+
+// Open connects to the database at dsn (a pgx connection string or URL), creates or
+// migrates the schema, and returns a Store that owns the connection pool (Close closes
+// it).
+func Open(ctx context.Context, dsn string, o *Options) (*Store, error) {
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	s, err := New(ctx, pool, o)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.own = true
+	return s, nil
+}
+
+// New returns a Store over pool (which it does not close), after creating or
+// migrating the schema.
+func New(ctx context.Context, pool *pgxpool.Pool, o *Options) (*Store, error) {
+	if o == nil {
+		o = &Options{}
+	}
+	s := &Store{pool: pool, now: o.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if err := s.migrate(ctx); err != nil {
+		return nil, fmt.Errorf("pgstore: migrating the schema: %w", err)
+	}
+	return s, nil
+}
+
+// Close closes the pool if Open made it.
+func (s *Store) Close() {
+	if s.own {
+		s.pool.Close()
+	}
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrationLock)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS scepkit_schema (
+			version    integer PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		var have int
+		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scepkit_schema").Scan(&have); err != nil {
+			return err
+		}
+		if have > len(migrations) {
+			return fmt.Errorf("the database has schema version %d, newer than this package's %d", have, len(migrations))
+		}
+		for v := have + 1; v <= len(migrations); v++ {
+			if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
+				return fmt.Errorf("version %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO scepkit_schema (version) VALUES ($1)", v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SchemaVersion returns the schema version of the database.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scepkit_schema").Scan(&v)
+	return v, err
+}
+
+func idKey(id string) string {
+	if len(id) > maxIDLen {
+		sum := sha256.Sum256([]byte(id))
+		return "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return id
+}
+
+// wrote counts a write and, every SweepEvery writes, deletes expired rows (in a
+// bounded batch, so that no write pays for a backlog).
+func (s *Store) wrote(ctx context.Context) {
+	if s.writes.Add(1)%SweepEvery != 0 {
+		return
+	}
+	now := s.now()
+	s.pool.Exec(ctx, `DELETE FROM scepkit_claims WHERE id IN
+		(SELECT id FROM scepkit_claims WHERE until < $1 LIMIT $2)`, now, sweepBatch)
+	s.pool.Exec(ctx, `DELETE FROM scepkit_transactions WHERE id IN
+		(SELECT id FROM scepkit_transactions WHERE expires < $1 LIMIT $2)`, now, sweepBatch)
+}
+
+func wrap(what string, err error) error { return fmt.Errorf("pgstore: %s: %w", what, err) }
+
+// ---- challenge claims ----
+
+// Claim implements challenge.ReplayStore. An id whose claim has expired can be
+// claimed again.
+func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty id", challenge.ErrMissingClaim)
+	}
+	now := s.now()
+	if !until.After(now) {
+		until = now.Add(minClaimTTL)
+	}
+	var one int
+	err := s.pool.QueryRow(ctx, `INSERT INTO scepkit_claims (id, until) VALUES ($1, $2)
+		ON CONFLICT (id) DO UPDATE SET until = EXCLUDED.until WHERE scepkit_claims.until <= $3
+		RETURNING 1`, idKey(id), until, now).Scan(&one)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return challenge.ErrReplayed
+	case err != nil:
+		return wrap("claim", err)
+	}
+	s.wrote(ctx)
+	return nil
+}
+
+// Release implements challenge.Releaser.
+func (s *Store) Release(ctx context.Context, id string) error {
+	if _, err := s.pool.Exec(ctx, "DELETE FROM scepkit_claims WHERE id = $1", idKey(id)); err != nil {
+		return wrap("release", err)
+	}
+	return nil
+}
+
+// ---- transaction records ----
+
+const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires"
+
+// Put implements crp.TransactionStore.
+func (s *Store) Put(ctx context.Context, r *crp.Record) error {
+	exp := r.Expires
+	if exp.IsZero() {
+		exp = s.now().Add(DefaultRecordTTL)
+	}
+	var der []byte
+	if r.Certificate != nil {
+		der = r.Certificate.Raw
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO scepkit_transactions (`+recordColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		ON CONFLICT (id) DO UPDATE SET signer_key = EXCLUDED.signer_key, request = EXCLUDED.request,
+			csr = EXCLUDED.csr, status = EXCLUDED.status, certificate = EXCLUDED.certificate,
+			phase = EXCLUDED.phase, reason = EXCLUDED.reason, user_id = EXCLUDED.user_id,
+			device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
+			template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires`,
+		idKey(r.TransactionID), r.SignerKey, r.Request, r.CSR, int(r.Status), der, int(r.Phase), string(r.Reason),
+		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp)
+	if err != nil {
+		return wrap("recording transaction", err)
+	}
+	s.wrote(ctx)
+	return nil
+}
+
+func scanRecord(row pgx.Row, id string) (*crp.Record, error) {
+	var (
+		r                    crp.Record
+		key                  string
+		status               int
+		der                  []byte
+		phase                int
+		reason               string
+		expires              time.Time
+		signer, request, csr []byte
+	)
+	if err := row.Scan(&key, &signer, &request, &csr, &status, &der, &phase, &reason, &r.UserID, &r.DeviceID,
+		&r.ProfileID, &r.Template, &r.Validator, &expires); err != nil {
+		return nil, err
+	}
+	r.TransactionID = id
+	if id == "" {
+		r.TransactionID = key
+	}
+	r.SignerKey, r.Request, r.CSR = signer, request, csr
+	r.Status, r.Phase, r.Reason, r.Expires = scep.PKIStatus(status), crp.Phase(phase), crp.Reason(reason), expires
+	if len(der) > 0 {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("transaction %q: %w", r.TransactionID, err)
+		}
+		r.Certificate = c
+	}
+	return &r, nil
+}
+
+// Get implements crp.TransactionStore.
+func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
+	row := s.pool.QueryRow(ctx, "SELECT "+recordColumns+" FROM scepkit_transactions WHERE id = $1 AND expires > $2",
+		idKey(id), s.now())
+	r, err := scanRecord(row, id)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("%w: transaction %q", crp.ErrNotFound, id)
+	case err != nil:
+		return nil, wrap("transaction", err)
+	}
+	return r, nil
+}
+
+// Pending implements crp.PendingLister.
+func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Record, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+recordColumns+` FROM scepkit_transactions
+		WHERE status = 3 AND id > $1 AND expires > $2 ORDER BY id LIMIT $3`,
+		idKey(after), s.now(), crp.ListLimit(limit))
+	if err != nil {
+		return nil, wrap("pending", err)
+	}
+	defer rows.Close()
+	var out []*crp.Record
+	for rows.Next() {
+		r, err := scanRecord(rows, "")
+		if err != nil {
+			return nil, wrap("pending", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("pending", err)
+	}
+	return out, nil
+}
+
+// ---- the certificate inventory ----
+
+const certColumns = "der, user_id, device_id, profile_id, template, transaction_id, issued_at"
+
+// Add implements crp.CertificateStore.
+func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
+	if c == nil || c.Certificate == nil || c.Certificate.SerialNumber == nil || c.Certificate.SerialNumber.Sign() <= 0 {
+		return errors.New("pgstore: a certificate with a positive serial is needed")
+	}
+	var issuedAt *time.Time
+	if !c.IssuedAt.IsZero() {
+		issuedAt = &c.IssuedAt
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO scepkit_certificates (serial, not_after, `+certColumns+`)
+		VALUES ($1::numeric, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (serial) DO UPDATE SET not_after = EXCLUDED.not_after, der = EXCLUDED.der,
+			user_id = EXCLUDED.user_id, device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
+			template = EXCLUDED.template, transaction_id = EXCLUDED.transaction_id, issued_at = EXCLUDED.issued_at`,
+		c.Certificate.SerialNumber.String(), c.Certificate.NotAfter, c.Certificate.Raw, c.UserID, c.DeviceID,
+		c.ProfileID, c.Template, c.TransactionID, issuedAt)
+	if err != nil {
+		return wrap("recording certificate", err)
+	}
+	return nil
+}
+
+func scanCertificate(row pgx.Row) (*crp.IssuedCertificate, error) {
+	var (
+		c        crp.IssuedCertificate
+		der      []byte
+		issuedAt *time.Time
+	)
+	if err := row.Scan(&der, &c.UserID, &c.DeviceID, &c.ProfileID, &c.Template, &c.TransactionID, &issuedAt); err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("stored certificate: %w", err)
+	}
+	c.Certificate = cert
+	if issuedAt != nil {
+		c.IssuedAt = *issuedAt
+	}
+	return &c, nil
+}
+
+// Lookup implements crp.CertificateStore.
+func (s *Store) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertificate, error) {
+	if serial == nil || serial.Sign() <= 0 {
+		return nil, fmt.Errorf("%w: certificate %v", crp.ErrNotFound, serial)
+	}
+	c, err := scanCertificate(s.pool.QueryRow(ctx, "SELECT "+certColumns+" FROM scepkit_certificates WHERE serial = $1::numeric",
+		serial.String()))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("%w: certificate %x", crp.ErrNotFound, serial)
+	case err != nil:
+		return nil, wrap("certificate", err)
+	}
+	return c, nil
+}
+
+// Certificates implements crp.CertificateQuerier, from the index on the user, the
+// device or not_after (each ordered by not_after, serial).
+func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*crp.IssuedCertificate, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if q.UserID != "" {
+		where = append(where, "user_id = "+arg(q.UserID))
+	}
+	if q.DeviceID != "" {
+		where = append(where, "device_id = "+arg(q.DeviceID))
+	}
+	if !q.ExpiresAfter.IsZero() {
+		where = append(where, "not_after >= "+arg(q.ExpiresAfter))
+	}
+	if !q.ExpiresBefore.IsZero() {
+		where = append(where, "not_after < "+arg(q.ExpiresBefore))
+	}
+	if q.After != nil {
+		where = append(where, fmt.Sprintf("(not_after, serial) > (%s, %s::numeric)",
+			arg(q.After.Certificate.NotAfter), arg(q.After.Certificate.SerialNumber.String())))
+	}
+	sql := "SELECT " + certColumns + " FROM scepkit_certificates"
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	sql += " ORDER BY not_after, serial LIMIT " + arg(crp.ListLimit(q.Limit))
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, wrap("certificates", err)
+	}
+	defer rows.Close()
+	var out []*crp.IssuedCertificate
+	for rows.Next() {
+		c, err := scanCertificate(rows)
+		if err != nil {
+			return nil, wrap("certificates", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("certificates", err)
+	}
+	return out, nil
+}
+
+// ---- revocations ----
+
+func scanRevocation(row pgx.Row) (*crp.Revocation, error) {
+	var (
+		r      crp.Revocation
+		serial string
+	)
+	if err := row.Scan(&serial, &r.Reason, &r.RevokedAt, &r.By); err != nil {
+		return nil, err
+	}
+	n, ok := new(big.Int).SetString(serial, 10)
+	if !ok {
+		return nil, fmt.Errorf("stored serial %q", serial)
+	}
+	r.Serial = n
+	return &r, nil
+}
+
+// Revoke implements crp.RevocationStore.
+func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation, error) {
+	if err := crp.CheckRevocation(r); err != nil {
+		return nil, err
+	}
+	serial := r.Serial.String()
+	if _, err := s.pool.Exec(ctx, `INSERT INTO scepkit_revocations (serial, reason, revoked_at, by_whom)
+		VALUES ($1::numeric, $2, $3, $4) ON CONFLICT (serial) DO NOTHING`, serial, r.Reason, r.RevokedAt, r.By); err != nil {
+		return nil, wrap("revoking", err)
+	}
+	got, err := scanRevocation(s.pool.QueryRow(ctx, `SELECT serial::text, reason, revoked_at, by_whom
+		FROM scepkit_revocations WHERE serial = $1::numeric`, serial))
+	if err != nil {
+		return nil, wrap("revoking", err)
+	}
+	return got, nil
+}
+
+// RevokedSince implements crp.RevocationStore.
+func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
+	rows, err := s.pool.Query(ctx, `SELECT serial::text, reason, revoked_at, by_whom FROM scepkit_revocations
+		WHERE revoked_at >= $1 ORDER BY revoked_at, serial`, since)
+	if err != nil {
+		return nil, wrap("revocations", err)
+	}
+	defer rows.Close()
+	var out []*crp.Revocation
+	for rows.Next() {
+		r, err := scanRevocation(rows)
+		if err != nil {
+			return nil, wrap("revocations", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("revocations", err)
+	}
+	return out, nil
+}
+
+// IsRevoked implements crp.RevocationChecker.
+func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	var revoked bool
+	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM scepkit_revocations WHERE serial = $1::numeric)",
+		cert.SerialNumber.String()).Scan(&revoked)
+	if err != nil {
+		return false, wrap("revocation", err)
+	}
+	return revoked, nil
+}
