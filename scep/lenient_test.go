@@ -240,3 +240,44 @@ func checkOnlyTags(t *testing.T, in, fixed []byte) {
 		}
 	}
 }
+
+// BenchmarkParseCertificateRequest measures the lenient reader against its floor in
+// the same run, crypto/x509 parsing a well-typed CSR of the same size: a well-typed CSR
+// costs one crypto/x509 parse; a mis-typed one (certmonger's CN=bob@example.com) a
+// failed parse, a walk of the subject and a second parse.
+func BenchmarkParseCertificateRequest(b *testing.B) {
+	testKeys(b)
+	mk := func(tag cbasn1.Tag) []byte {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+			RawSubject: rawName(oidCN, tag, "bob@example.com")}, rsaKeys[3])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return der
+	}
+	good, bad := mk(cbasn1.UTF8String), mk(cbasn1.PrintableString)
+	for _, tc := range []struct {
+		name string
+		der  []byte
+	}{{"well-typed", good}, {"mis-typed", bad}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var cost, floor time.Duration
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if _, err := ParseCertificateRequest(tc.der); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if _, err := x509.ParseCertificateRequest(good); err != nil {
+					b.Fatal(err)
+				}
+				cost += t1.Sub(t0)
+				floor += time.Since(t1)
+			}
+			b.ReportMetric(float64(cost.Nanoseconds())/float64(b.N), "op-ns/op")
+			b.ReportMetric(float64(floor.Nanoseconds())/float64(b.N), "floor-ns/op")
+			b.ReportMetric(float64(cost)/float64(floor), "x-floor")
+		})
+	}
+}
