@@ -40,6 +40,10 @@
 //     logs them only.
 //   - legacy: accept single DES and SHA-1 from old clients (micromdm's scepclient needs
 //     it); without it they get FAILURE badAlg.
+//   - ca_envelopes: accept requests encrypted to the CA certificate and sign the replies
+//     to them with the CA (scep.Server.CAKey), as clients that pin the CA need
+//     (micromdm's scepclient -ca-fingerprint); off, they get a FAILURE badMessageCheck
+//     they cannot verify. It uses the CA key for key transport too.
 //   - redis: host:port of a Redis that gateways running side by side share (package
 //     redisstore): one-time use of challenges and transaction records, so a challenge
 //     used at one gateway is refused at the others and a poll or resend finds its
@@ -108,6 +112,7 @@ type config struct {
 	Directory   string   `json:"directory"`
 	Notify      string   `json:"notify"`
 	Legacy      bool     `json:"legacy"`
+	CAEnvelopes bool     `json:"ca_envelopes"`
 	Redis       string   `json:"redis"`
 	RedisPrefix string   `json:"redis_prefix"`
 	Log         string   `json:"log"`
@@ -174,6 +179,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.Directory, "directory", c.Directory, "users and devices JSON `FILE`; required")
 	fs.StringVar(&c.Notify, "notify", c.Notify, "POST each outcome as JSON to this `URL` (the MDM's /notify)")
 	fs.BoolVar(&c.Legacy, "legacy", c.Legacy, "accept single DES and SHA-1 from old clients")
+	fs.BoolVar(&c.CAEnvelopes, "ca-envelopes", c.CAEnvelopes, "accept requests encrypted to the CA certificate (clients that pin the CA)")
 	fs.StringVar(&c.Redis, "redis", c.Redis, "share challenge use and transactions with other gateways in Redis at `ADDR` (host:port)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "key `prefix` in Redis (default \""+redisstore.DefaultPrefix+"\")")
 	fs.StringVar(&c.Log, "log", c.Log, "log format: text or json")
@@ -231,7 +237,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  CA certificate: %s\n", filepath.Join(c.State, catemplate.CACertFile))
 	fmt.Fprintf(stdout, "  CA SHA-256:     %s\n", hex.EncodeToString(sum[:]))
 	log.Info("serving", "addr", base, "identity", c.Identity, "mdm", c.MDMIssuer, "keys", g.keys.KeyIDs(),
-		"legacy", c.Legacy, "state", c.State, "redis", c.Redis)
+		"legacy", c.Legacy, "caEnvelopes", c.CAEnvelopes, "state", c.State, "redis", c.Redis)
 	return demo.Serve(ctx, ln, mux, log)
 }
 
@@ -351,6 +357,9 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 	}
 	srv := crp.NewServer(rp, ra) // the CA chain, the RA's keys, rp deciding
 	srv.AllowLegacy, srv.Logger = c.Legacy, log
+	if c.CAEnvelopes {
+		srv.CAKey = ca.Signer
+	}
 	if err := srv.Validate(); err != nil {
 		st.close()
 		return nil, err

@@ -20,6 +20,7 @@ import (
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/examples/internal/exectest"
 	"github.com/scepkit/scepkit/internal/redistest"
+	"github.com/scepkit/scepkit/internal/scepclienttest"
 	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
@@ -245,4 +246,26 @@ func TestGatewaysSideBySide(t *testing.T) {
 	_, stderr, code := exectest.Run(t, bin, args...)
 	require.NotEqual(t, 0, code)
 	require.Contains(t, stderr, "-redis "+srv.Addr)
+}
+
+// TestGatewayCAEnvelopes: with -ca-envelopes, micromdm's scepclient pinning the CA
+// (-ca-fingerprint: it encrypts to the CA certificate and verifies the reply with it
+// alone) enrolls.
+func TestGatewayCAEnvelopes(t *testing.T) {
+	bin := exectest.Build(t, ".")
+	dev := scepclienttest.NewDevice(t)
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "jwks.json")
+	key := newMDMKey(t)
+	writeJWKS(t, jwks, key)
+	gw := exectest.Start(t, bin, "-listen", "127.0.0.1:0", "-state", filepath.Join(dir, "state"), "-identity", "gw-t",
+		"-mdm-issuer", "mdm-t", "-jwks", jwks, "-directory", "../directory.json", "-legacy", "-ca-envelopes")
+	fp := caSHA256(t, gw)
+	out, err := dev.Enroll(gw.Base+"/scep", "alice@example.com", key.challenge(t, "alice@example.com", "alice-laptop", "gw-t"),
+		"-ca-fingerprint", hex.EncodeToString(fp))
+	require.NoError(t, err, out)
+	cert, err := dev.Certificate()
+	require.NoError(t, err)
+	require.Equal(t, "CN=alice@example.com", cert.Subject.String())
+	gw.Stop(t)
 }
