@@ -224,7 +224,7 @@ func (m *mdm) profile(w http.ResponseWriter, r *http.Request) {
 // the EAP-TLS Wi-Fi network and the IKEv2 VPN that use the certificate.
 func (m *mdm) bundle(w http.ResponseWriter, r *http.Request) {
 	m.serve(w, r, "bundle", func(rendered *profile.Rendered, d *crp.Device, format string, opts profile.ExportOptions) ([]byte, error) {
-		b := m.newBundle(rendered, d.ID)
+		b := newBundle(m.cfg, rendered, d.ID)
 		switch format {
 		case "json":
 			return b.JSON(opts)
@@ -237,19 +237,17 @@ func (m *mdm) bundle(w http.ResponseWriter, r *http.Request) {
 }
 
 // newBundle binds rendered to the networks of the flags.
-func (m *mdm) newBundle(rendered *profile.Rendered, deviceID string) *profile.Bundle {
-	return newBundle(m.cfg, rendered, deviceID)
-}
-
 func newBundle(c *config, rendered *profile.Rendered, deviceID string) *profile.Bundle {
 	b := &profile.Bundle{SCEP: rendered, DeviceID: deviceID}
 	if c.wifiSSID != "" {
 		b.WiFi = &profile.WiFi{SSID: c.wifiSSID, TrustedServerNames: strings.Split(c.radiusServers, ",")}
 	}
 	if c.vpnServer != "" {
-		// The demo certificates carry no SAN: the device's IKE identity is its CN, the UPN.
-		b.VPN = &profile.VPN{Name: "scepkit example VPN", RemoteAddress: c.vpnServer,
-			LocalIdentifier: rendered.Attributes[0].Value}
+		b.VPN = &profile.VPN{Name: "scepkit example VPN", RemoteAddress: c.vpnServer}
+		if len(rendered.Attributes) > 0 {
+			// The demo certificates carry no SAN: the device's IKE identity is its CN, the UPN.
+			b.VPN.LocalIdentifier = rendered.Attributes[0].Value
+		}
 	}
 	return b
 }
