@@ -243,9 +243,16 @@ func (rp *RegistrationPoint) Validate() error {
 		slices.Sort(missing)
 		return fmt.Errorf("crp: RegistrationPoint needs %s", strings.Join(missing, ", "))
 	}
+	names := map[string]int{}
 	for i, v := range rp.Validators {
 		if v == nil {
 			return fmt.Errorf("crp: Validators[%d] is nil", i)
+		}
+		if nv, ok := v.(NamedValidator); ok {
+			if j, dup := names[nv.Name()]; dup {
+				return fmt.Errorf("crp: Validators[%d] and [%d] have the same name %q: a pending request could not be resumed by the right one", j, i, nv.Name())
+			}
+			names[nv.Name()] = i
 		}
 	}
 	if v, ok := rp.Profiles.(interface{ Validate() error }); ok {

@@ -103,3 +103,13 @@ func TestTenants(t *testing.T) {
 	require.Len(t, tenants["contoso"].emu.Validations(), 2, "contoso's Intune judged the misplaced challenge")
 	require.Len(t, tenants["fabrikam"].emu.Validations(), 1)
 }
+
+// Two Validators of one tenant on one registration point: Validate refuses (a
+// pending request names its validator by name).
+func TestDuplicateValidatorName(t *testing.T) {
+	env, err := crptest.New(crptest.Options{})
+	require.NoError(t, err)
+	c := &intune.Client{Tenant: "contoso.onmicrosoft.com", ClientID: "c", ClientSecret: "s", CallerInfo: "x"}
+	env.RP.Validators = []crp.ChallengeValidator{&intune.Validator{Client: c}, &intune.Validator{Client: c}}
+	require.ErrorContains(t, env.RP.Validate(), `the same name "intune:contoso.onmicrosoft.com"`)
+}
