@@ -189,8 +189,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer env.Close()
-	poller := &intune.Poller{Client: client, Revoker: &intune.CARevoker{CA: env.CA, Certificates: env.Store},
-		Interval: c.revocationEvery, Logger: logger}
+	// Intune's revocations are recorded in the store (state.db with -state) and put
+	// back into the CA's CRL at startup.
+	revoker := &intune.CARevoker{CA: env.CA, Certificates: env.Store, Revocations: env.Store}
+	restoreCtx, restored := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	err = revoker.Restore(restoreCtx)
+	restored()
+	if err != nil {
+		return err
+	}
+	poller := &intune.Poller{Client: client, Revoker: revoker, Interval: c.revocationEvery, Logger: logger}
 
 	if c.emulate && c.serve == "" {
 		return demo(ctx, env, emu, poller, stdout)
@@ -297,8 +305,8 @@ func demo(ctx context.Context, env *crptest.Env, emu *intunetest.Server, poller 
 	if err != nil {
 		return err
 	}
-	if !env.CA.IsRevoked(cert.SerialNumber) {
-		return errors.New("the certificate was not revoked")
+	if recorded, err := env.Store.IsRevoked(ctx, cert); !env.CA.IsRevoked(cert.SerialNumber) || !recorded || err != nil {
+		return fmt.Errorf("the certificate was not revoked and recorded (%v)", err)
 	}
 	fmt.Fprintf(out, "5. revocation: %d request downloaded, %d revoked, result uploaded (%d pending)\n",
 		r.Downloaded, r.Revoked, len(emu.PendingRevocations()))
