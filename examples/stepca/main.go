@@ -183,6 +183,10 @@ func newHandler(ctx context.Context, c *config, getenv func(string) string, log 
 			Replay: &challenge.MemoryReplayStore{}},
 		Users: &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
 		Templates: demo.Templates(), CACert: issuing[0],
+		// The webhook judges challenges only: step-ca's SCEP renewals never reach
+		// this registration point, so it renews nothing (and needs no revocation
+		// checker).
+		Renewal: crp.RenewalPolicy{Disabled: true},
 		// Decide and Complete never call the Issuer: step-ca signs. Enroll would.
 		Issuer: crp.IssuerFunc(func(context.Context, *crp.IssueRequest) (*x509.Certificate, error) {
 			return nil, fmt.Errorf("%w: step-ca issues, not this process", crp.ErrRefused)
