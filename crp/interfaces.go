@@ -94,7 +94,10 @@ type IssueRequest struct {
 // Issuer signs certificates: the built-in CA ([CAIssuer]) or a CA the user already
 // runs. Issue returns an error matching ErrPending to queue the request, ErrUnavailable
 // for a transient failure (the challenge is released so the device can retry), and
-// anything else (ErrRefused, say) for a definitive refusal. It is called concurrently.
+// anything else (ErrRefused, say) for a definitive refusal. The certificate it returns
+// must carry what req.Template says (see [Matches]: serial and other extensions are the
+// CA's); one that differs is withheld from the device and logged for revocation
+// (ReasonCertMismatch). It is called concurrently.
 type Issuer interface {
 	Issue(ctx context.Context, req *IssueRequest) (*x509.Certificate, error)
 }
