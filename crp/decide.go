@@ -107,8 +107,10 @@ func (rp *RegistrationPoint) decisionTTL() time.Duration {
 // issues what the returned Decision says, then the caller reports the outcome with
 // [RegistrationPoint.Complete] within DecisionTTL. A refusal is a *Error (recorded and
 // notified as Enroll's are). A decision that is not completed in time lapses: its
-// challenge stays claimed (burnt), the failure is recorded and notified, and a late
-// Complete is refused.
+// challenge stays claimed (burnt), the failure is recorded and notified (at the next
+// Decide or Complete, which sweep lapsed decisions at most once a second), and a late
+// Complete is refused. Open decisions live in this RegistrationPoint's memory: the
+// Complete must reach the process that decided.
 //
 // Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
 func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
