@@ -136,6 +136,16 @@ func TestJudgedByEmulator(t *testing.T) {
 	require.Equal(t, intune.CodeChallengeExpired, se.Code)
 	require.Nil(t, res.Certificate)
 	require.Equal(t, 1, g.Issuer.Count())
+
+	// The device is retired: its challenges are no longer honoured.
+	g.Emu.SetNow(time.Now)
+	ch = g.Emu.Mint(profile)
+	g.Emu.Retire(profile.DeviceID)
+	res, err = g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "tx-retired", CSR: good.csr(t, ch), Challenge: ch})
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, intune.CodeScepProfileNoLongerTargetedToTheClient, se.Code)
+	require.Nil(t, res.Certificate)
+	require.Equal(t, 1, g.Issuer.Count())
 	require.Empty(t, g.Emu.Failures())
 	require.Empty(t, g.Emu.Violations())
 }

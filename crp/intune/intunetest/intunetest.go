@@ -106,6 +106,7 @@ type Server struct {
 	tokens      map[string]string // token → scope
 	tokenCount  map[string]int    // scope → tokens issued
 	challenges  map[string]minted
+	retired     map[string]bool // device ids
 	faults      map[Op]*Fault
 	calls       map[Op]int
 	validations []intune.ValidationRequest
@@ -127,7 +128,7 @@ type minted struct {
 // NewServer starts an emulator on a loopback port.
 func NewServer() *Server {
 	s := &Server{Tenant: "contoso.onmicrosoft.com", ClientID: uuid(), ClientSecret: "secret-" + randHex(16),
-		tokens: map[string]string{}, tokenCount: map[string]int{}, challenges: map[string]minted{},
+		tokens: map[string]string{}, tokenCount: map[string]int{}, challenges: map[string]minted{}, retired: map[string]bool{},
 		faults: map[Op]*Fault{}, calls: map[Op]int{}, requestIDs: map[Op][]string{}, now: time.Now}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
@@ -189,6 +190,15 @@ func (s *Server) mint(m minted, life time.Duration) string {
 	m.expires = s.now().Add(life)
 	s.challenges[ch] = m
 	return ch
+}
+
+// Retire stops targeting the device's SCEP profile at it (a device retired, or
+// removed from the profile's group): validateRequest answers
+// ScepProfileNoLongerTargetedToTheClient for the challenges minted for deviceID.
+func (s *Server) Retire(deviceID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retired[deviceID] = true
 }
 
 // SetNow replaces the emulator's clock (challenge expiry, assertion times).
@@ -644,6 +654,7 @@ func (s *Server) validate(r *http.Request, body []byte) answer {
 	s.mu.Lock()
 	m, ok := s.challenges[ch]
 	now := s.now()
+	retired := ok && m.p != nil && s.retired[m.p.DeviceID]
 	s.mu.Unlock()
 	switch {
 	case !ok:
@@ -652,6 +663,8 @@ func (s *Server) validate(r *http.Request, body []byte) answer {
 		return scepAnswer(intune.CodeChallengeExpired, "the challenge expired at "+m.expires.UTC().Format(time.RFC3339))
 	case m.v != nil:
 		return scepAnswer(m.v.Code, m.v.Description)
+	case m.p.DeviceID != "" && retired:
+		return scepAnswer(intune.CodeScepProfileNoLongerTargetedToTheClient, "the profile is no longer targeted to device "+m.p.DeviceID)
 	}
 	code, desc := m.p.judge(csr)
 	return scepAnswer(code, desc)

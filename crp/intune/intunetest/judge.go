@@ -36,8 +36,8 @@ type Profile struct {
 	KeyUsage                       x509.KeyUsage
 	KeySize                        int
 	ExtKeyUsages                   []x509.ExtKeyUsage
-	// DeviceID names the device the challenge was minted for (in refusals'
-	// descriptions).
+	// DeviceID names the device the challenge was minted for: in refusals'
+	// descriptions, and Server.Retire stops honouring its challenges.
 	DeviceID string
 	// Lifetime is the challenge's validity from minting; 0 means 60 minutes.
 	Lifetime time.Duration
