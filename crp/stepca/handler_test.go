@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
@@ -361,4 +362,21 @@ func TestHandlerFailureNotification(t *testing.T) {
 	body = challengeBody(t, csr, ch, "tx-fail-again", time.Now())
 	_, resp = post(t, f.srv.URL+"/challenge", body, signed(challengeSecret, body))
 	require.False(t, resp.Allow, "the challenge was burnt")
+}
+
+// TestHandlerNeverAllowsOnError: a directory that cannot be reached is no verdict,
+// and no verdict is never allow.
+func TestHandlerNeverAllowsOnError(t *testing.T) {
+	f := newFixture(t)
+	f.env.RP.Users = crp.UserDirectoryFunc(func(context.Context, string) (*crp.User, error) {
+		return nil, errors.New("directory down")
+	})
+	ch, _, err := f.env.Challenge("alice@example.com", "alice-laptop", 0)
+	require.NoError(t, err)
+	body := challengeBody(t, newCSR(t, "alice@example.com", ch), ch, "tx-down", time.Now())
+	status, resp := post(t, f.srv.URL+"/challenge", body, signed(challengeSecret, body))
+	require.Equal(t, http.StatusOK, status)
+	require.False(t, resp.Allow)
+	require.Nil(t, resp.Data)
+	require.NotContains(t, resp.Error.Message, "directory down", "no Go error string to the caller")
 }
