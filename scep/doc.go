@@ -4,8 +4,8 @@
 // decrypts each request and hands it to a [Responder], which decides (package crp is
 // one).
 //
-// Most users need only [Server] and [Client]. [ParsePKIMessage], [NewRequest] and
-// [Replier] are for those who build their own transport.
+// Most users need only [Server] (mounted with [Mount]) and [Client]. [ParsePKIMessage],
+// [NewRequest] and [Replier] are for those who build their own transport.
 //
 // # What is implemented
 //
@@ -23,7 +23,12 @@
 //     issuer and serial or subject key identifier. Every decryption failure returns the
 //     same [ErrDecrypt].
 //   - Replies use the request's cipher, digest and key transport; their senderNonce is
-//     fresh; recipientNonce is the request's senderNonce (RFC 8894 §3.2.1.5).
+//     fresh; recipientNonce is the request's senderNonce (RFC 8894 §3.2.1.5). FAILURE
+//     and PENDING carry an empty id-data eContent, which OpenSSL verifies (without any
+//     eContent it takes the reply for a detached signature).
+//   - Subjects whose only fault is a PrintableString or IA5String holding other
+//     characters (certmonger's CN=bob@example.com) are read for what they say
+//     ([ParseCertificateRequest]); nothing else crypto/x509 refuses is accepted.
 //   - GET PKIOperation in every base64 shape real clients send ([DecodeGETMessage]),
 //     POST with any content type, body and query limits answered 413 and 414.
 //
@@ -39,6 +44,7 @@
 // # Compatibility
 //
 // Tested against Debian's scepclient (micromdm 2.1.0: SHA-1, 3DES or DES, POST;
-// needs AllowLegacy), against captured Apple and NDES messages, and against OpenSSL's
-// CMS implementation for the envelope.
+// needs AllowLegacy; with -ca-fingerprint it also needs [Server.CAKey]), certmonger
+// 0.79 (GET, AES-256, SHA-256), captured Apple and NDES messages, and OpenSSL's CMS
+// implementation for the envelope and every CertRep.
 package scep
