@@ -74,7 +74,8 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 }
 
 // ErrDecided is returned by Approve and Reject when the pending request is already
-// being decided (or was): a pending request is decided once.
+// being decided, or was (its record is no longer PENDING): a pending request is
+// decided once.
 var ErrDecided = errors.New("crp: pending request already decided")
 
 // decide claims the right to decide a pending request, atomically (in the Decisions
@@ -112,7 +113,7 @@ func (rp *RegistrationPoint) pending(ctx context.Context, id string) (*Record, *
 		return nil, nil, err
 	}
 	if rec.Status != scep.Pending {
-		return nil, nil, fmt.Errorf("crp: transaction %q is not pending", id)
+		return nil, nil, fmt.Errorf("%w: transaction %q is not pending", ErrDecided, id)
 	}
 	csr, err := scep.ParseCertificateRequest(rec.CSR)
 	if err != nil {

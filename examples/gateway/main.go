@@ -51,6 +51,13 @@
 //     Empty keeps them in state.db (one gateway). Gateways side by side also share the
 //     state directory (the same CA and RA; issued certificates are files in issued/,
 //     so one gateway renews what another issued) and the same identity.
+//   - postgres: a PostgreSQL connection string (package pgstore) that gateways running
+//     side by side share: everything state.db would keep (challenge claims,
+//     transactions, pending requests, issued certificates, revocations), so that a
+//     challenge is used once across them, a pending request is decided once, and
+//     the inventory is one. With redis as well, Redis keeps claims and transactions
+//     and PostgreSQL the rest. Gateways side by side share the state directory for
+//     the CA and RA.
 //   - log: text or json (slog, on stderr; one record per step with the transactionID).
 //
 // The HTTP server has read, write and idle timeouts and stops gracefully on SIGINT
@@ -84,6 +91,7 @@ import (
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/examples/internal/demo"
+	"github.com/scepkit/scepkit/pgstore"
 	"github.com/scepkit/scepkit/redisstore"
 	"github.com/scepkit/scepkit/scep"
 )
@@ -114,6 +122,7 @@ type config struct {
 	Legacy      bool     `json:"legacy"`
 	CAEnvelopes bool     `json:"ca_envelopes"`
 	Redis       string   `json:"redis"`
+	Postgres    string   `json:"postgres"`
 	RedisPrefix string   `json:"redis_prefix"`
 	Log         string   `json:"log"`
 }
@@ -181,6 +190,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.Legacy, "legacy", c.Legacy, "accept single DES and SHA-1 from old clients")
 	fs.BoolVar(&c.CAEnvelopes, "ca-envelopes", c.CAEnvelopes, "accept requests encrypted to the CA certificate (clients that pin the CA)")
 	fs.StringVar(&c.Redis, "redis", c.Redis, "share challenge use and transactions with other gateways in Redis at `ADDR` (host:port)")
+	fs.StringVar(&c.Postgres, "postgres", c.Postgres, "keep everything in PostgreSQL at `DSN`, shared with other gateways (with -redis: certificates and revocations)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "key `prefix` in Redis (default \""+redisstore.DefaultPrefix+"\")")
 	fs.StringVar(&c.Log, "log", c.Log, "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -237,7 +247,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  CA certificate: %s\n", filepath.Join(c.State, catemplate.CACertFile))
 	fmt.Fprintf(stdout, "  CA SHA-256:     %s\n", hex.EncodeToString(sum[:]))
 	log.Info("serving", "addr", base, "identity", c.Identity, "mdm", c.MDMIssuer, "keys", g.keys.KeyIDs(),
-		"legacy", c.Legacy, "caEnvelopes", c.CAEnvelopes, "state", c.State, "redis", c.Redis)
+		"legacy", c.Legacy, "caEnvelopes", c.CAEnvelopes, "state", c.State, "redis", c.Redis, "postgres", c.Postgres != "")
 	return demo.Serve(ctx, ln, mux, log)
 }
 
@@ -256,13 +266,32 @@ func (g *gateway) close() { g.stores.close() }
 // stores returns where the gateway keeps what it remembers. By default, everything
 // (challenge claims, transactions and pending requests, issued certificates,
 // revocations) is in one file, state.db in the state directory (package boltstore):
-// it survives restarts and crashes, for one gateway. With -redis, challenge claims
-// and transactions are in Redis, shared by every gateway that uses the same Redis and
-// prefix (so a challenge used at one is refused at the others, and a poll or resend
-// finds its transaction wherever it lands), and issued certificates are files in the
-// shared state directory (issued/).
+// it survives restarts and crashes, for one gateway. With -postgres, everything is in
+// that database (package pgstore), shared by every gateway that uses it. With -redis,
+// challenge claims and transactions are in Redis, shared by every gateway that uses
+// the same Redis and prefix (so a challenge used at one is refused at the others, and
+// a poll or resend finds its transaction wherever it lands), and issued certificates
+// are in PostgreSQL with -postgres, or files in the shared state directory (issued/).
 func stores(ctx context.Context, c *config, log *slog.Logger) (*storeSet, error) {
-	if c.Redis == "" {
+	set := &storeSet{}
+	var closers []func() error
+	set.close = func() error {
+		for _, f := range closers {
+			f()
+		}
+		return nil
+	}
+	switch {
+	case c.Postgres != "":
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		s, err := pgstore.Open(ctx, c.Postgres, nil)
+		if err != nil {
+			return nil, fmt.Errorf("-postgres: %w", err)
+		}
+		closers = append(closers, func() error { s.Close(); return nil })
+		set.replay, set.transactions, set.certificates, set.revocation = s, s, s, s
+	case c.Redis == "":
 		s, migrated, err := boltstore.OpenDir(c.State, nil)
 		if err != nil {
 			return nil, err
@@ -270,26 +299,34 @@ func stores(ctx context.Context, c *config, log *slog.Logger) (*storeSet, error)
 		if migrated > 0 {
 			log.Info("migrated issued certificates into the store", "count", migrated)
 		}
-		return &storeSet{replay: s, transactions: s, certificates: s, revocation: s, close: s.Close}, nil
+		set.replay, set.transactions, set.certificates, set.revocation = s, s, s, s
+		set.close = s.Close
+		return set, nil
+	default:
+		issued, err := demo.OpenCertificateDir(filepath.Join(c.State, "issued"))
+		if err != nil {
+			return nil, err
+		}
+		set.certificates = issued
+	}
+	if c.Redis == "" {
+		return set, nil
 	}
 	// Fail fast while Redis is down: a device then gets its FAILURE in about a second
 	// instead of waiting out go-redis's default retries, and the gateway recovers within
 	// a second of Redis coming back.
 	client := redis.NewClient(&redis.Options{Addr: c.Redis, DialTimeout: time.Second,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1, DialerRetries: 1})
+	closers = append(closers, client.Close)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := client.Ping(ctx).Err(); err != nil {
-		client.Close()
+		set.close()
 		return nil, fmt.Errorf("-redis %s: %w", c.Redis, err)
 	}
-	issued, err := demo.OpenCertificateDir(filepath.Join(c.State, "issued"))
-	if err != nil {
-		client.Close()
-		return nil, err
-	}
 	store := &redisstore.Store{Client: client, Prefix: c.RedisPrefix}
-	return &storeSet{replay: store, transactions: store, certificates: issued, close: client.Close}, nil
+	set.replay, set.transactions = store, store
+	return set, nil
 }
 
 // storeSet is the stores a gateway uses, and how to close them.

@@ -208,24 +208,39 @@ func TestConfigErrors(t *testing.T) {
 // other issued.
 func TestGatewaysSideBySide(t *testing.T) {
 	srv := redistest.Start(t)
-	bin := exectest.Build(t, ".")
+	bin, args, _, _ := sideBySide(t, "-redis", srv.Addr, "-redis-prefix", "examples-test:")
+
+	// An unreachable Redis is refused at start.
+	srv.Stop()
+	_, stderr, code := exectest.Run(t, bin, args...)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, stderr, "-redis "+srv.Addr)
+}
+
+// sideBySide builds the gateway and runs two of them with the same state directory
+// and extra flags (the shared store): a challenge used at one is refused at the other
+// as replayed, and the other renews what the first issued. It returns the binary, the
+// arguments, the CA fingerprint and the used challenge; both gateways are stopped.
+func sideBySide(t *testing.T, extra ...string) (bin string, args []string, fp []byte, used string) {
+	t.Helper()
+	bin = exectest.Build(t, ".")
 	dir := t.TempDir()
 	state, jwks := filepath.Join(dir, "state"), filepath.Join(dir, "jwks.json")
 	key := newMDMKey(t)
 	writeJWKS(t, jwks, key)
-	args := []string{"-listen", "127.0.0.1:0", "-state", state, "-identity", "gw.example", "-mdm-issuer", "mdm-t",
-		"-jwks", jwks, "-directory", "../directory.json", "-redis", srv.Addr, "-redis-prefix", "examples-test:"}
+	args = append([]string{"-listen", "127.0.0.1:0", "-state", state, "-identity", "gw.example", "-mdm-issuer", "mdm-t",
+		"-jwks", jwks, "-directory", "../directory.json"}, extra...)
 	a := exectest.Start(t, bin, args...) // creates the CA and RA
 	b := exectest.Start(t, bin, args...) // loads them
-	fp := caSHA256(t, a)
+	fp = caSHA256(t, a)
 	require.Equal(t, fp, caSHA256(t, b))
 	ca := &scep.Client{URL: a.Base + "/scep", CAFingerprint: fp}
 	cb := &scep.Client{URL: b.Base + "/scep", CAFingerprint: fp}
 
-	ch := key.challenge(t, "alice@example.com", "alice-laptop", "gw.example")
-	cert, certKey, err := enroll(t, ca, "alice@example.com", ch)
+	used = key.challenge(t, "alice@example.com", "alice-laptop", "gw.example")
+	cert, certKey, err := enroll(t, ca, "alice@example.com", used)
 	require.NoError(t, err)
-	_, _, err = enroll(t, cb, "alice@example.com", ch)
+	_, _, err = enroll(t, cb, "alice@example.com", used)
 	requireFailure(t, err, scep.BadRequest)
 	require.Eventually(t, func() bool { return strings.Contains(b.Stderr.String(), "challenge already used") },
 		5*time.Second, 20*time.Millisecond)
@@ -235,17 +250,11 @@ func TestGatewaysSideBySide(t *testing.T) {
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: cert.RawSubject}, newKey)
 	require.NoError(t, err)
 	renewed, err := cb.Renew(t.Context(), csr, cert, certKey)
-	require.NoError(t, err)
+	require.NoError(t, err, "one gateway renews what the other issued")
 	require.Equal(t, cert.Subject.String(), renewed.Subject.String())
-
 	a.Stop(t)
 	b.Stop(t)
-
-	// An unreachable Redis is refused at start.
-	srv.Stop()
-	_, stderr, code := exectest.Run(t, bin, args...)
-	require.NotEqual(t, 0, code)
-	require.Contains(t, stderr, "-redis "+srv.Addr)
+	return bin, args, fp, used
 }
 
 // TestGatewayCAEnvelopes: with -ca-envelopes, micromdm's scepclient pinning the CA
