@@ -1,6 +1,7 @@
 package crp_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -68,6 +69,24 @@ func TestMistypedSubject(t *testing.T) {
 			require.True(t, errors.As(err, &ce), "%v", err)
 			require.Equal(t, crp.ReasonCSRMismatch, ce.Reason)
 			require.Equal(t, 1, env.Issuer.Count(), "nothing issued for eve")
+
+			// Signed over the well-typed subject, sent mis-typed: read, but the signature
+			// is checked over the bytes received and fails; nothing is issued.
+			ch = mint(t, env, "bob@example.com", "bob-phone")
+			good := cnName(cbasn1.UTF8String, "bob@example.com")
+			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: good}, deviceKey)
+			require.NoError(t, err)
+			der, err = scep.AddChallengePassword(der, ch, deviceKey, nil)
+			require.NoError(t, err)
+			i := bytes.Index(der, good)
+			require.Positive(t, i)
+			der[i+len(good)-len("bob@example.com")-2] = byte(cbasn1.PrintableString)
+			req, err = scep.ParseCertificateRequest(der)
+			require.NoError(t, err)
+			_, err = env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "mistyped-forged", CSR: req, Challenge: ch})
+			require.True(t, errors.As(err, &ce), "%v", err)
+			require.Equal(t, crp.ReasonCSRSignature, ce.Reason)
+			require.Equal(t, 1, env.Issuer.Count(), "nothing issued for a CSR whose signature does not verify")
 		})
 	}
 }
