@@ -3,6 +3,7 @@ package crp
 import (
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/scepkit/scepkit/scep"
 )
@@ -114,11 +115,12 @@ type Error struct {
 	Err    error
 }
 
-// Error implements error.
+// Error implements error: "crp: <phase>: <reason>: <underlying error>", the
+// underlying error's own "crp: " prefix dropped so that it is not said twice.
 func (e *Error) Error() string {
 	s := "crp: " + e.Phase.String() + ": " + string(e.Reason)
 	if e.Err != nil {
-		s += ": " + e.Err.Error()
+		s += ": " + strings.TrimPrefix(e.Err.Error(), "crp: ")
 	}
 	return s
 }

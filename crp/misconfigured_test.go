@@ -3,6 +3,7 @@ package crp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"testing"
 
@@ -102,4 +103,23 @@ func TestMisconfiguredKeepsChallenge(t *testing.T) {
 			require.Equal(t, 1, env.Issuer.Count())
 		})
 	}
+}
+
+// A refusal reads "crp: <phase>: <reason>: <cause>", its package named once.
+func TestErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		err  *crp.Error
+		want string
+	}{
+		{&crp.Error{Phase: crp.PhaseIssue, Reason: crp.ReasonCAUnavailable, Err: fmt.Errorf("%w: dial tcp: refused", crp.ErrUnavailable)},
+			"crp: issue: CA unavailable: unavailable: dial tcp: refused"},
+		{&crp.Error{Phase: crp.PhaseGenuineness, Reason: crp.ReasonUserUnknown, Err: crp.ErrNotFound},
+			"crp: phase2-genuineness: user unknown: not found"},
+		{&crp.Error{Phase: crp.PhaseExpiry, Reason: crp.ReasonExpired}, "crp: phase1-expiry: challenge expired"},
+	} {
+		require.EqualError(t, tc.err, tc.want)
+	}
+	// Wrapped by the SCEP server's FailError, each package is named once too.
+	require.EqualError(t, scep.Fail(scep.BadRequest, &crp.Error{Phase: crp.PhaseGenuineness, Reason: crp.ReasonReplayed}),
+		"scep: badRequest: crp: phase2-genuineness: challenge already used")
 }
