@@ -391,10 +391,27 @@ func (m MemoryProfiles) Validate() error {
 	return errors.Join(errs...)
 }
 
-// MemoryNotifier records every Notification. The zero value is ready.
+// MemoryNotifier records the latest Notifications, for tests and demos: memory stays
+// bounded under sustained load. The zero value is ready.
 type MemoryNotifier struct {
+	// Keep is how many of the latest notifications are kept; zero means
+	// DefaultNotificationsKept. (Each holds its certificate, CSR and trace: several
+	// kilobytes.)
+	Keep int
+
 	mu  sync.Mutex
 	all []Notification
+}
+
+// DefaultNotificationsKept is how many notifications a MemoryNotifier keeps when its
+// Keep is zero.
+const DefaultNotificationsKept = 1024
+
+func (m *MemoryNotifier) keep() int {
+	if m.Keep > 0 {
+		return m.Keep
+	}
+	return DefaultNotificationsKept
 }
 
 // Notify implements Notifier.
@@ -402,14 +419,23 @@ func (m *MemoryNotifier) Notify(_ context.Context, n *Notification) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.all = append(m.all, *n)
+	// Trim once twice the bound is reached: amortized O(1) per notification.
+	if k := m.keep(); len(m.all) >= 2*k {
+		m.all = append([]Notification(nil), m.all[len(m.all)-k:]...)
+	}
 	return nil
 }
 
-// Notifications returns a copy of what was recorded.
+// Notifications returns a copy of the latest notifications (at most Keep), oldest
+// first.
 func (m *MemoryNotifier) Notifications() []Notification {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]Notification(nil), m.all...)
+	all := m.all
+	if k := m.keep(); len(all) > k {
+		all = all[len(all)-k:]
+	}
+	return append([]Notification(nil), all...)
 }
 
 // MemoryTransactions is a TransactionStore in memory, sharded so that concurrent

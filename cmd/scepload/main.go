@@ -1,7 +1,7 @@
 // Command scepload drives a running SCEP gateway over real HTTP with N concurrent
 // devices and reports what it measured: enrollments per second, latency percentiles,
-// failures by failInfo, and the server's CPU time per enrollment (read from
-// /proc/PID/stat when -pid is given).
+// failures by failInfo, and the server's CPU time and resident memory growth per
+// enrollment (read from /proc/PID/stat and /proc/PID/status when -pid is given).
 //
 // Each enrollment is what a device does: GetCACaps, then a PKCSReq carrying a fresh
 // challenge (from a scepkit MDM endpoint with -mdm, or a static one with -challenge),
@@ -56,6 +56,7 @@ type config struct {
 	pid                     int
 	prebuild, skipDecrypt   bool
 	verify                  bool
+	device                  string
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.StringVar(&c.challenge, "challenge", "", "static challenge password (instead of -mdm)")
 	flag.StringVar(&c.fingerprint, "ca-fingerprint", "", "SHA-256 of the CA certificate, `hex`: pins the CA (without it the CA is not checked)")
 	flag.StringVar(&c.cn, "cn", "scepload", "subject CN with -challenge")
+	flag.StringVar(&c.device, "device", "", "with -mdm, enroll every time for this one device `ID` (default: a new device per enrollment, which the MDM registers)")
 	flag.IntVar(&c.conc, "c", 8, "concurrent devices")
 	flag.IntVar(&c.n, "n", 200, "enrollments in all")
 	flag.DurationVar(&c.dur, "d", time.Minute, "stop after this long at the latest (at most 10m)")
@@ -163,6 +165,7 @@ func run(c *config, out io.Writer) error {
 	fmt.Fprintf(out, "scepload: %d devices, %d enrollments, target %s\n", c.conc, c.n, c.url)
 	cpu0, _ := cpuTime(c.pid)
 	self0, _ := cpuTime(os.Getpid())
+	rss0, _ := rss(c.pid)
 	jobs := make(chan int)
 	results := make(chan result, c.n)
 	var wg sync.WaitGroup
@@ -196,7 +199,16 @@ feed:
 	close(results)
 	cpu1, cpuErr := cpuTime(c.pid)
 	self1, selfErr := cpuTime(os.Getpid())
+	rss1, rssErr := rss(c.pid)
+	n := len(results)
 	report(out, results, elapsed, c.pid, cpu1-cpu0, cpuErr)
+	if rssErr == nil && n > 0 {
+		mb := func(b int64) float64 { return float64(b) / (1 << 20) }
+		fmt.Fprintf(out, "server RSS   anonymous %.1f MB -> %.1f MB, %+.0f bytes per enrollment; "+
+			"file-backed %.1f MB -> %.1f MB, %+.0f bytes per enrollment (pid %d)\n",
+			mb(rss0.anon), mb(rss1.anon), float64(rss1.anon-rss0.anon)/float64(n),
+			mb(rss0.file), mb(rss1.file), float64(rss1.file-rss0.file)/float64(n), c.pid)
+	}
 	if selfErr == nil && c.n > 0 {
 		fmt.Fprintf(out, "generator    %v CPU in all, %.2f ms per request sent (this process)\n", self1-self0,
 			float64((self1-self0).Microseconds())/1000/float64(c.n))
@@ -281,7 +293,7 @@ func (d *device) build(ctx context.Context, hc *http.Client, c *config, caps sce
 	ch, cn := c.challenge, c.cn
 	if c.mdm != "" {
 		var err error
-		if ch, cn, err = fetchChallenge(ctx, hc, c.mdm, d.id, i); err != nil {
+		if ch, cn, err = fetchChallenge(ctx, hc, c.mdm, c.device, d.id, i); err != nil {
 			return &prepared{fail: "mdm: " + short(err)}
 		}
 	}
@@ -364,9 +376,13 @@ func short(err error) string {
 	return s
 }
 
-// fetchChallenge asks the MDM for device i's profile: its challenge and subject CN.
-func fetchChallenge(ctx context.Context, hc *http.Client, mdm string, dev, i int) (string, string, error) {
-	u := fmt.Sprintf("%s?user=alice@example.com&device=load-%d-%d", mdm, dev, i)
+// fetchChallenge asks the MDM for a profile: its challenge and subject CN. The device
+// is the one given, or a new one for enrollment i of device dev.
+func fetchChallenge(ctx context.Context, hc *http.Client, mdm, device string, dev, i int) (string, string, error) {
+	if device == "" {
+		device = fmt.Sprintf("load-%d-%d", dev, i)
+	}
+	u := fmt.Sprintf("%s?user=alice@example.com&device=%s", mdm, url.QueryEscape(device))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return "", "", err
@@ -391,6 +407,40 @@ func fetchChallenge(ctx context.Context, hc *http.Client, mdm string, dev, i int
 		return "", "", fmt.Errorf("subject %q is not a single CN", p.Subject)
 	}
 	return p.Challenge, cn, nil
+}
+
+// memory is a process's resident memory, from /proc/PID/status: anonymous (the heap
+// and stacks) and file-backed (mapped files, such as an embedded database's).
+type memory struct{ anon, file int64 }
+
+func rss(pid int) (memory, error) {
+	var m memory
+	if pid <= 0 {
+		return m, errors.New("no -pid")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m, err
+	}
+	found := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		for key, dst := range map[string]*int64{"RssAnon:": &m.anon, "RssFile:": &m.file} {
+			if v, ok := strings.CutPrefix(line, key); ok {
+				if f := strings.Fields(v); len(f) == 2 && f[1] == "kB" {
+					kb, err := strconv.ParseInt(f[0], 10, 64)
+					if err != nil {
+						return m, err
+					}
+					*dst = kb << 10
+					found++
+				}
+			}
+		}
+	}
+	if found != 2 {
+		return m, errors.New("no RssAnon/RssFile in /proc status")
+	}
+	return m, nil
 }
 
 // cpuTime returns a process's user+system CPU time from /proc/PID/stat.

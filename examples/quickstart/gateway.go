@@ -122,7 +122,7 @@ func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logg
 	if g.Store, _, err = boltstore.OpenDir(dir, nil); err != nil {
 		return nil, err
 	}
-	g.Notifier = &crp.MemoryNotifier{}
+	g.Notifier = &crp.MemoryNotifier{Keep: 64} // the latest only: memory stays flat under load
 	g.RP = &crp.RegistrationPoint{
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: mdmName, Audience: gatewayIdentity,
 			Replay: g.Store},
