@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/scepkit/scepkit/internal/atomicfile"
@@ -19,84 +18,24 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/mdmfile"
 	"github.com/scepkit/scepkit/profile"
 )
 
 // DirectoryFile is the JSON file that stands in for the user directory and the device
-// inventory:
-//
-//	{
-//	  "users": [
-//	    {"id": "alice@example.com", "upn": "alice@example.com", "email": "alice@example.com"},
-//	    {"id": "mallory@example.com", "upn": "mallory@example.com", "disabled": true}
-//	  ],
-//	  "devices": [
-//	    {"id": "alice-laptop", "user": "alice@example.com", "serial": "C02X", "compliant": true}
-//	  ]
-//	}
-//
-// A user's id is what challenges name (their sub claim); a device's user is the id of
-// the user it is enrolled to. A device is refused unless "compliant" is true.
-type DirectoryFile struct {
-	Users []struct {
-		ID       string `json:"id"`
-		UPN      string `json:"upn"`
-		Email    string `json:"email"`
-		Name     string `json:"name"`
-		Disabled bool   `json:"disabled"`
-	} `json:"users"`
-	Devices []struct {
-		ID        string `json:"id"`
-		User      string `json:"user"`
-		Name      string `json:"name"`
-		Serial    string `json:"serial"`
-		Compliant bool   `json:"compliant"`
-	} `json:"devices"`
-}
+// inventory (see mdmfile.DirectoryFile).
+type DirectoryFile = mdmfile.DirectoryFile
 
 // Directory is a loaded DirectoryFile: a crp.UserDirectory and a crp.DeviceRegistry.
-type Directory struct {
-	crp.MemoryDirectory
-	crp.MemoryRegistry
-}
+type Directory = mdmfile.Directory
 
 // LoadDirectory reads a DirectoryFile.
-func LoadDirectory(path string) (*Directory, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var f DirectoryFile
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("directory %s: %w", path, err)
-	}
-	d := &Directory{}
-	users := map[string]bool{}
-	for i, u := range f.Users {
-		if u.ID == "" {
-			return nil, fmt.Errorf("directory %s: users[%d] has no id", path, i)
-		}
-		users[u.ID] = true
-		d.MemoryDirectory.Put(crp.User{User: profile.User{ID: u.ID, UserPrincipalName: u.UPN, Email: u.Email,
-			UserName: u.Name}, Disabled: u.Disabled})
-	}
-	for i, dev := range f.Devices {
-		if dev.ID == "" || !users[dev.User] {
-			return nil, fmt.Errorf("directory %s: devices[%d] needs an id and a user of the file", path, i)
-		}
-		d.MemoryRegistry.Put(crp.Device{Device: profile.Device{ID: dev.ID, AADDeviceID: dev.ID, Name: dev.Name,
-			SerialNumber: dev.Serial}, UserID: dev.User, Compliant: dev.Compliant})
-	}
-	return d, nil
-}
+func LoadDirectory(path string) (*Directory, error) { return mdmfile.LoadDirectory(path) }
 
 // The demo profiles, one per platform, keyed by id (the challenge's prof claim: ids are
 // short because every character costs about 1.3 characters of challenge).
@@ -151,39 +90,7 @@ func Templates() catemplate.Resolver {
 // LoadKeySet reads the MDM's challenge-verification keys, a JWKS document, from an
 // http(s) URL or a file.
 func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
-	var b []byte
-	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("JWKS %s: %w", src, err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("JWKS %s: HTTP %s", src, resp.Status)
-		}
-		if b, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20)); err != nil {
-			return nil, fmt.Errorf("JWKS %s: %w", src, err)
-		}
-	} else {
-		var err error
-		if b, err = os.ReadFile(src); err != nil {
-			return nil, err
-		}
-	}
-	ks, err := challenge.ParseJWKS(b)
-	if err != nil {
-		return nil, fmt.Errorf("JWKS %s: %w", src, err)
-	}
-	if len(ks.KeyIDs()) == 0 {
-		return nil, fmt.Errorf("JWKS %s: no usable signature key", src)
-	}
-	return ks, nil
+	return mdmfile.LoadKeySet(ctx, src)
 }
 
 // SyncKeySet makes dst hold exactly the keys of src (new keys added, removed ones

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const adminUsage = `usage: scepkit admin [flags] COMMAND
+
+commands:
+  pending                       list pending requests
+  approve TRANSACTION-ID        issue a pending request
+  reject TRANSACTION-ID [WHY]   refuse a pending request
+  revoke SERIAL REASON          revoke a certificate (serial in hex; RFC 5280 CRLReason 0-10, not 7)
+  cert SERIAL                   show one issued certificate
+  certs [-user U] [-device D] [-expiring-within 720h]
+                                list issued certificates
+
+flags (also from the environment in brackets):
+`
+
+// adminCommand calls the admin API and prints its JSON answer.
+func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	u := fs.String("url", envOr("SCEPKIT_ADMIN_URL", "https://127.0.0.1:8443"), "admin API base `URL` [SCEPKIT_ADMIN_URL]")
+	caFile := fs.String("ca", os.Getenv("SCEPKIT_ADMIN_CA"), "PEM `FILE` of the CA that issued the admin listener's certificate [SCEPKIT_ADMIN_CA]")
+	tokenFile := fs.String("token-file", os.Getenv("SCEPKIT_ADMIN_TOKEN_FILE"), "`FILE` holding the bearer token [SCEPKIT_ADMIN_TOKEN_FILE]")
+	certFile := fs.String("cert", os.Getenv("SCEPKIT_ADMIN_CLIENT_CERT"), "client certificate PEM `FILE` [SCEPKIT_ADMIN_CLIENT_CERT]")
+	keyFile := fs.String("key", os.Getenv("SCEPKIT_ADMIN_CLIENT_KEY"), "client key PEM `FILE` [SCEPKIT_ADMIN_CLIENT_KEY]")
+	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return errors.New("admin: a command is required")
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if *caFile != "" {
+		b, err := os.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(b) {
+			return fmt.Errorf("-ca %s: no PEM certificate", *caFile)
+		}
+	}
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return err
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	var token string
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	call := func(method, path string, body any) error {
+		var rd io.Reader
+		if body != nil {
+			b, err := json.Marshal(body)
+			if err != nil {
+				return err
+			}
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(*u, "/")+path, rd)
+		if err != nil {
+			return err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		if err != nil {
+			return err
+		}
+		stdout.Write(out)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("admin API: %s", resp.Status)
+		}
+		return nil
+	}
+	need := func(n int) error {
+		if len(rest) < n+1 {
+			return fmt.Errorf("admin %s: %d argument(s) needed (scepkit admin -h)", rest[0], n)
+		}
+		return nil
+	}
+	switch rest[0] {
+	case "pending":
+		return call(http.MethodGet, "/v1/pending", nil)
+	case "approve":
+		if err := need(1); err != nil {
+			return err
+		}
+		return call(http.MethodPost, "/v1/pending/"+url.PathEscape(rest[1])+"/approve", nil)
+	case "reject":
+		if err := need(1); err != nil {
+			return err
+		}
+		why := strings.Join(rest[2:], " ")
+		return call(http.MethodPost, "/v1/pending/"+url.PathEscape(rest[1])+"/reject", map[string]string{"reason": why})
+	case "revoke":
+		if err := need(2); err != nil {
+			return err
+		}
+		reason, err := strconv.Atoi(rest[2])
+		if err != nil {
+			return fmt.Errorf("admin revoke: REASON is a number (RFC 5280 CRLReason): %w", err)
+		}
+		return call(http.MethodPost, "/v1/certificates/"+url.PathEscape(rest[1])+"/revoke", map[string]int{"reason": reason})
+	case "cert":
+		if err := need(1); err != nil {
+			return err
+		}
+		return call(http.MethodGet, "/v1/certificates/"+url.PathEscape(rest[1]), nil)
+	case "certs":
+		cfs := flag.NewFlagSet("certs", flag.ContinueOnError)
+		cfs.SetOutput(stderr)
+		user := cfs.String("user", "", "issued to this user id")
+		device := cfs.String("device", "", "issued to this device id")
+		within := cfs.Duration("expiring-within", 0, "expiring within this duration")
+		if err := cfs.Parse(rest[1:]); err != nil {
+			return err
+		}
+		q := url.Values{}
+		if *user != "" {
+			q.Set("user", *user)
+		}
+		if *device != "" {
+			q.Set("device", *device)
+		}
+		if *within > 0 {
+			q.Set("expiring_within", within.String())
+		}
+		return call(http.MethodGet, "/v1/certificates?"+q.Encode(), nil)
+	}
+	fs.Usage()
+	return fmt.Errorf("admin: unknown command %q", rest[0])
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the gateway's configuration: a TOML file, then the environment (every
+// setting has a variable, SCEPKIT_ and its path in upper case with dots as
+// underscores: SCEPKIT_ADMIN_LISTEN), which wins.
+type Config struct {
+	Listen    string `toml:"listen" doc:"address of the SCEP, CRL, health and metrics listener (plain HTTP unless tls_cert is set)" default:"127.0.0.1:8080"`
+	PublicURL string `toml:"public_url" doc:"base URL devices and relying parties reach this listener at; the CRL distribution point and CA URL in issued certificates are under it (default http://LISTEN)"`
+	TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain for the SCEP listener; SCEP clients (RFC 8894) use plain HTTP, so this is optional"`
+	TLSKey    string `toml:"tls_key" doc:"PEM private key of tls_cert"`
+	StateDir  string `toml:"state_dir" doc:"directory holding the CA and RA certificates (and their keys unless pkcs11 is set), created on first start, and state.db (the embedded store: challenge claims, transactions, pending requests, issued certificates, revocations) unless postgres.dsn is set" default:"/var/lib/scepkit"`
+	Identity  string `toml:"identity" doc:"this gateway's identity: the audience the MDM mints challenges for" default:"scepkit-gateway"`
+	MDMIssuer string `toml:"mdm_issuer" doc:"the issuer name in the MDM's challenges" default:"scepkit-mdm"`
+	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or http(s) URL (required)"`
+	Directory string `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]} (required)"`
+	// Profiles are the ids challenges name in their prof claim.
+	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048 or more, client authentication" default:"win,ios,mac"`
+	CertValidity    Duration `toml:"cert_validity" doc:"validity of issued certificates" default:"8760h"`
+	RequireApproval bool     `toml:"require_approval" doc:"queue every request (PENDING) until an operator approves it through the admin API"`
+	Legacy          bool     `toml:"legacy" doc:"accept single DES and SHA-1 from old clients (micromdm's scepclient needs it)"`
+	ExpiryWarning   Duration `toml:"expiry_warning" doc:"warn (log, /readyz detail) when a CA or RA certificate expires within this" default:"720h"`
+	Log             string   `toml:"log" doc:"log format: text or json (on stderr)" default:"text"`
+	CRL             struct {
+		Validity Duration `toml:"validity" doc:"how long each CRL is valid (its nextUpdate)" default:"24h"`
+		Refresh  Duration `toml:"refresh" doc:"how often a new CRL is signed when nothing was revoked here" default:"1h"`
+	} `toml:"crl"`
+	Admin struct {
+		Listen    string `toml:"listen" doc:"address of the admin API listener (HTTPS only); empty disables it"`
+		TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain of the admin listener (required with listen)"`
+		TLSKey    string `toml:"tls_key" doc:"PEM private key of admin.tls_cert"`
+		ClientCA  string `toml:"client_ca" doc:"PEM CA certificates whose client certificates may call the admin API"`
+		TokenFile string `toml:"token_file" doc:"file holding the bearer token that may call the admin API (at least 32 characters)"`
+	} `toml:"admin"`
+	Postgres struct {
+		DSN string `toml:"dsn" doc:"PostgreSQL connection string (postgres://user@host/db): keep everything in PostgreSQL, shared by gateways side by side, instead of state_dir/state.db"`
+	} `toml:"postgres"`
+	Redis struct {
+		Addr   string `toml:"addr" doc:"host:port of a Redis shared by gateways side by side: one-time use of challenges and transaction records"`
+		Prefix string `toml:"prefix" doc:"key prefix in Redis"`
+	} `toml:"redis"`
+	PKCS11 struct {
+		Module       string `toml:"module" doc:"PKCS#11 module path (for example /usr/lib/softhsm/libsofthsm2.so); set to keep the CA and RA keys in a token"`
+		TokenLabel   string `toml:"token_label" doc:"label of the token"`
+		PINFile      string `toml:"pin_file" doc:"file holding the token's user PIN"`
+		CAKey        string `toml:"ca_key" doc:"label of the CA key pair in the token" default:"scepkit-ca"`
+		RASignKey    string `toml:"ra_sign_key" doc:"label of the RA signing key pair" default:"scepkit-ra-sign"`
+		RAEncryptKey string `toml:"ra_encrypt_key" doc:"label of the RA encryption key pair (RSA)" default:"scepkit-ra-encrypt"`
+	} `toml:"pkcs11"`
+}
+
+// Duration is a time.Duration written as "24h" in the file and the environment.
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("a duration such as \"24h\" or \"90m\": %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// SettingError names the setting a configuration error is about.
+type SettingError struct {
+	Setting, Env string
+	Err          error
+}
+
+func (e *SettingError) Error() string {
+	return fmt.Sprintf("setting %s (%s): %v", e.Setting, e.Env, e.Err)
+}
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// setting is one leaf of Config.
+type setting struct {
+	path, env, doc, def string
+	v                   reflect.Value
+}
+
+func settings(c *Config) []setting {
+	var out []setting
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name := prefix + f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration(0)) {
+				walk(v.Field(i), name+".")
+				continue
+			}
+			out = append(out, setting{path: name, env: "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(name, ".", "_")),
+				doc: f.Tag.Get("doc"), def: f.Tag.Get("default"), v: v.Field(i)})
+		}
+	}
+	walk(reflect.ValueOf(c).Elem(), "")
+	return out
+}
+
+func setValue(s setting, raw string) error {
+	switch p := s.v.Addr().Interface().(type) {
+	case *string:
+		*p = raw
+	case *bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return err
+		}
+		*p = b
+	case *Duration:
+		return p.UnmarshalText([]byte(raw))
+	case *[]string:
+		*p = nil
+		for _, part := range strings.Split(raw, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				*p = append(*p, part)
+			}
+		}
+	default:
+		return fmt.Errorf("unsupported setting type %T", p)
+	}
+	return nil
+}
+
+// LoadConfig reads the defaults, then the file (if path is not empty), then the
+// environment, and validates the result.
+func LoadConfig(path string, env func(string) (string, bool)) (*Config, error) {
+	c := &Config{}
+	for _, s := range settings(c) {
+		if s.def != "" {
+			if err := setValue(s, s.def); err != nil {
+				return nil, fmt.Errorf("default of %s: %w", s.path, err)
+			}
+		}
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(c)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if undec := md.Undecoded(); len(undec) > 0 {
+			return nil, fmt.Errorf("%s: unknown setting %s", path, undec[0].String())
+		}
+	}
+	for _, s := range settings(c) {
+		if raw, ok := env(s.env); ok {
+			if err := setValue(s, raw); err != nil {
+				return nil, &SettingError{s.path, s.env, err}
+			}
+		}
+	}
+	return c, c.validate()
+}
+
+func (c *Config) validate() error {
+	bad := func(path string, err error) error {
+		return &SettingError{path, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_")), err}
+	}
+	switch {
+	case c.Listen == "":
+		return bad("listen", errors.New("required"))
+	case c.StateDir == "":
+		return bad("state_dir", errors.New("required"))
+	case c.Identity == "":
+		return bad("identity", errors.New("required"))
+	case c.MDMIssuer == "":
+		return bad("mdm_issuer", errors.New("required"))
+	case c.JWKS == "":
+		return bad("jwks", errors.New("required: the MDM's JWKS file or URL"))
+	case c.Directory == "":
+		return bad("directory", errors.New("required"))
+	case len(c.Profiles) == 0:
+		return bad("profiles", errors.New("at least one profile id"))
+	case c.CertValidity <= 0:
+		return bad("cert_validity", errors.New("must be positive"))
+	case c.Log != "text" && c.Log != "json":
+		return bad("log", fmt.Errorf("%q: want text or json", c.Log))
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return bad("tls_key", errors.New("tls_cert and tls_key go together"))
+	case c.CRL.Validity <= 0:
+		return bad("crl.validity", errors.New("must be positive"))
+	case c.CRL.Refresh <= 0:
+		return bad("crl.refresh", errors.New("must be positive"))
+	case c.Admin.Listen != "" && (c.Admin.TLSCert == "" || c.Admin.TLSKey == ""):
+		return bad("admin.tls_cert", errors.New("the admin listener is HTTPS only: set admin.tls_cert and admin.tls_key"))
+	case c.Admin.Listen != "" && c.Admin.ClientCA == "" && c.Admin.TokenFile == "":
+		return bad("admin.token_file", errors.New("the admin API needs admin.client_ca or admin.token_file"))
+	case c.PKCS11.Module != "" && c.PKCS11.TokenLabel == "":
+		return bad("pkcs11.token_label", errors.New("required with pkcs11.module"))
+	case c.PKCS11.Module != "" && c.PKCS11.PINFile == "":
+		return bad("pkcs11.pin_file", errors.New("required with pkcs11.module"))
+	}
+	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
+		return bad("public_url", fmt.Errorf("%q is not an http(s) URL", c.PublicURL))
+	}
+	return nil
+}
+
+// printSettings writes every setting with its variable, default and meaning.
+func printSettings(w io.Writer) {
+	for _, s := range settings(&Config{}) {
+		def := ""
+		if s.def != "" {
+			def = " (default " + s.def + ")"
+		}
+		fmt.Fprintf(w, "  %s  [%s]%s\n      %s\n", s.path, s.env, def, s.doc)
+	}
+}

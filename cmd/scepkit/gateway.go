@@ -1,0 +1,426 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/scepkit/scepkit/boltstore"
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/atomicfile"
+	"github.com/scepkit/scepkit/internal/mdmfile"
+	"github.com/scepkit/scepkit/pgstore"
+	"github.com/scepkit/scepkit/pkcs11key"
+	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/redisstore"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// gateway is the assembled gateway.
+type gateway struct {
+	cfg      *Config
+	log      *slog.Logger
+	ca       *catemplate.CA
+	ra       *catemplate.RA
+	store    crp.Store // the durable store: boltstore, or pgstore with postgres.dsn
+	closeDB  func() error
+	pending  crp.PendingLister // nil when the transactions are in a store that cannot list them
+	rp       *crp.RegistrationPoint
+	server   *scep.Server
+	crl      *crp.CRLPublisher
+	redis    *redis.Client    // nil without redis.addr
+	token    *pkcs11key.Token // nil without pkcs11.module
+	meter    *sdkmetric.MeterProvider
+	registry *prometheus.Registry
+
+	keyCheckMu sync.Mutex
+	keyChecked time.Time // when the CA and RA keys last signed for /readyz
+	keyErr     error
+}
+
+func (g *gateway) close() {
+	if g.meter != nil {
+		g.meter.Shutdown(context.Background())
+	}
+	if g.redis != nil {
+		g.redis.Close()
+	}
+	if g.closeDB != nil {
+		g.closeDB()
+	}
+	if g.token != nil {
+		g.token.Close()
+	}
+}
+
+func newGateway(ctx context.Context, c *Config, log *slog.Logger) (g *gateway, err error) {
+	g = &gateway{cfg: c, log: log}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	g.registry = prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(g.registry))
+	if err != nil {
+		return nil, err
+	}
+	g.meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	if g.ca, g.ra, err = g.loadPKI(); err != nil {
+		return nil, err
+	}
+	base := strings.TrimSuffix(c.PublicURL, "/")
+	g.ca.CRLDistributionPoints = []string{base + "/crl"}
+	g.ca.IssuingCertificateURL = []string{base + "/ca.cer"}
+
+	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
+	if err != nil {
+		return nil, &SettingError{"jwks", "SCEPKIT_JWKS", err}
+	}
+	dir, err := mdmfile.LoadDirectory(c.Directory)
+	if err != nil {
+		return nil, &SettingError{"directory", "SCEPKIT_DIRECTORY", err}
+	}
+	profiles, err := newProfiles(c, base+"/scep", g.ca)
+	if err != nil {
+		return nil, err
+	}
+	if c.Postgres.DSN != "" {
+		pg, err := pgstore.Open(ctx, c.Postgres.DSN, nil)
+		if err != nil {
+			return nil, &SettingError{"postgres.dsn", "SCEPKIT_POSTGRES_DSN", err}
+		}
+		g.store, g.closeDB = pg, func() error { pg.Close(); return nil }
+	} else {
+		bs, migrated, err := boltstore.OpenDir(c.StateDir, nil)
+		if err != nil {
+			return nil, &SettingError{"state_dir", "SCEPKIT_STATE_DIR", err}
+		}
+		if migrated > 0 {
+			log.Info("migrated issued certificates into the store", "count", migrated)
+		}
+		g.store, g.closeDB = bs, bs.Close
+	}
+	var replay challenge.ReplayStore = g.store
+	var transactions crp.TransactionStore = g.store
+	if c.Redis.Addr != "" {
+		g.redis = redis.NewClient(&redis.Options{Addr: c.Redis.Addr, DialTimeout: time.Second,
+			ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+		rs := &redisstore.Store{Client: g.redis, Prefix: c.Redis.Prefix}
+		replay, transactions = rs, rs
+	}
+	g.pending, _ = transactions.(crp.PendingLister)
+	g.crl = &crp.CRLPublisher{CA: g.ca, Revocations: g.store,
+		Validity: time.Duration(c.CRL.Validity), Refresh: time.Duration(c.CRL.Refresh), Logger: log}
+	tmpl := &catemplate.Template{Name: "scepkit-user", Validity: time.Duration(c.CertValidity), Backdate: 5 * time.Minute,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, MinKeySize: 2048,
+		KeyTypes:  []profile.KeyType{profile.RSA, profile.ECDSAP256, profile.ECDSAP384},
+		Published: true, RequiresApproval: c.RequireApproval}
+	g.rp = &crp.RegistrationPoint{
+		Verifier:  &challenge.Verifier{Keys: keys, Issuer: c.MDMIssuer, Audience: c.Identity, Replay: replay},
+		Decisions: replay,
+		Users:     &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
+		Templates: &catemplate.NDESResolver{SignatureTemplate: tmpl.Name, EncryptionTemplate: tmpl.Name,
+			GeneralPurposeTemplate: tmpl.Name, Templates: catemplate.MapStore{tmpl.Name: tmpl}},
+		Issuer: crp.CAIssuer{CA: g.ca}, Transactions: transactions, Certificates: g.store,
+		Revocation: g.store, CRL: g.crl.CRL, Logger: log, MeterProvider: g.meter,
+	}
+	if err := g.rp.Validate(); err != nil {
+		return nil, err
+	}
+	g.server = crp.NewServer(g.rp, g.ra)
+	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, log, g.meter
+	if err := g.server.Validate(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// loadPKI loads the CA and RA from the state directory, or creates them on first
+// start. With pkcs11 the keys are the token's (found by label) and only the
+// certificates are files.
+func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
+	c := g.cfg
+	if c.PKCS11.Module == "" {
+		ca, err := catemplate.LoadCA(c.StateDir)
+		if err == nil {
+			ra, err := catemplate.LoadRA(c.StateDir)
+			if err != nil {
+				return nil, nil, fmt.Errorf("CA found in %s but not its RA: %w", c.StateDir, err)
+			}
+			return ca, ra, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
+		}
+		ca, ra, err := newPKI(nil, nil, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := catemplate.SaveCA(c.StateDir, ca); err != nil {
+			return nil, nil, err
+		}
+		if err := catemplate.SaveRA(c.StateDir, ra); err != nil {
+			return nil, nil, err
+		}
+		g.log.Info("created a CA and an RA", "state_dir", c.StateDir)
+		return ca, ra, nil
+	}
+	pin, err := os.ReadFile(c.PKCS11.PINFile)
+	if err != nil {
+		return nil, nil, &SettingError{"pkcs11.pin_file", "SCEPKIT_PKCS11_PIN_FILE", err}
+	}
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: c.PKCS11.Module, TokenLabel: c.PKCS11.TokenLabel,
+		PIN: strings.TrimSpace(string(pin))})
+	if err != nil {
+		return nil, nil, &SettingError{"pkcs11.module", "SCEPKIT_PKCS11_MODULE", err}
+	}
+	g.token = tok
+	key := func(setting, label string) (*pkcs11key.Key, error) {
+		k, err := tok.Key(label)
+		if err != nil {
+			return nil, &SettingError{"pkcs11." + setting, "SCEPKIT_PKCS11_" + strings.ToUpper(setting), err}
+		}
+		return k, nil
+	}
+	caKey, err := key("ca_key", c.PKCS11.CAKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	signKey, err := key("ra_sign_key", c.PKCS11.RASignKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	encKey, err := key("ra_encrypt_key", c.PKCS11.RAEncryptKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	caPath := filepath.Join(c.StateDir, catemplate.CACertFile)
+	signPath := filepath.Join(c.StateDir, catemplate.RASigningCertFile)
+	encPath := filepath.Join(c.StateDir, catemplate.RAEncryptCertFile)
+	caCerts, err := readCertFile(caPath, caKey)
+	if errors.Is(err, os.ErrNotExist) {
+		ca, ra, err := newPKI(caKey, signKey, encKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+			return nil, nil, err
+		}
+		for path, cert := range map[string]*x509.Certificate{caPath: ca.Certificate,
+			signPath: ra.SigningCertificate, encPath: ra.EncryptionCertificate} {
+			if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+				return nil, nil, err
+			}
+		}
+		g.log.Info("created a CA and an RA with keys in the token", "token", c.PKCS11.TokenLabel, "state_dir", c.StateDir)
+		return ca, ra, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	signCerts, err := readCertFile(signPath, signKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	encCerts, err := readCertFile(encPath, encKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca := &catemplate.CA{Certificate: caCerts[0], Signer: caKey, Chain: caCerts[1:]}
+	ra := &catemplate.RA{SigningCertificate: signCerts[0], Signer: signKey, EncryptionCertificate: encCerts[0], Decrypter: encKey}
+	return ca, ra, nil
+}
+
+// newPKI makes a CA and an RA, with the given keys or fresh software keys.
+func newPKI(caKey, signKey crypto.Signer, encKey crypto.Decrypter) (*catemplate.CA, *catemplate.RA, error) {
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 3072, Signer: caKey,
+		Subject: pkix.Name{CommonName: "scepkit CA", Organization: []string{"scepkit"}}})
+	if err != nil {
+		return nil, nil, err
+	}
+	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit RA"},
+		SigningKey: signKey, EncryptionKey: encKey})
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca, ra, nil
+}
+
+// readCertFile reads PEM certificates and checks that the first is key's.
+func readCertFile(path string, key crypto.Signer) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", path)
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(certs[0].PublicKey) {
+		return nil, fmt.Errorf("%s is not the certificate of the token's key", path)
+	}
+	return certs, nil
+}
+
+func newProfiles(c *Config, scepURL string, ca *catemplate.CA) (crp.MemoryProfiles, error) {
+	root := ca.Certificate
+	if len(ca.Chain) > 0 {
+		root = ca.Chain[len(ca.Chain)-1]
+	}
+	out := crp.MemoryProfiles{}
+	for _, id := range c.Profiles {
+		p := &profile.Profile{ID: id, Name: "scepkit " + id, CertificateType: profile.UserCertificate,
+			Platform: profile.Windows, SubjectNameFormat: "CN={{UserPrincipalName}}",
+			Validity: profile.ValidityPeriod{Value: 1, Unit: profile.Years},
+			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, KeySize: 2048,
+			ExtendedKeyUsages: []profile.EKU{profile.EKUClientAuth}, RenewalThresholdPercent: 20,
+			ServerURLs: []string{scepURL}, RootCA: root}
+		if err := p.Validate(); err != nil {
+			return nil, &SettingError{"profiles", "SCEPKIT_PROFILES", err}
+		}
+		out[id] = p
+	}
+	return out, nil
+}
+
+// publicHandler serves SCEP, the CRL and CA certificate, health, readiness and
+// metrics.
+func (g *gateway) publicHandler() http.Handler {
+	mux := http.NewServeMux()
+	scep.Mount(mux, "/scep", g.server)
+	scep.Mount(mux, "/certsrv/mscep/mscep.dll", g.server)
+	mux.Handle("GET /crl", g.crl)
+	mux.HandleFunc("GET /ca.cer", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/pkix-cert")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Write(g.ca.Certificate.Raw)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", g.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// readyz reports whether the gateway can serve enrollments: the stores answer, the
+// CA and RA certificates are valid now, their keys sign.
+func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	type check struct {
+		Name   string `json:"name"`
+		OK     bool   `json:"ok"`
+		Detail string `json:"detail,omitempty"`
+	}
+	var checks []check
+	add := func(name string, err error, detail string) {
+		c := check{Name: name, OK: err == nil, Detail: detail}
+		if err != nil {
+			c.Detail = err.Error()
+		}
+		checks = append(checks, c)
+	}
+	_, err := g.store.Pending(ctx, "", 1)
+	add("store", err, "")
+	if g.redis != nil {
+		add("redis", g.redis.Ping(ctx).Err(), "")
+	}
+	add("certificates", g.server.Validate(), expiringDetail(g.server, time.Duration(g.cfg.ExpiryWarning)))
+	add("keys", g.keysSign(), "")
+	ready := true
+	for _, c := range checks {
+		ready = ready && c.OK
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(struct {
+		Ready  bool    `json:"ready"`
+		Checks []check `json:"checks"`
+	}{ready, checks})
+}
+
+func expiringDetail(s *scep.Server, within time.Duration) string {
+	var parts []string
+	for _, c := range s.ExpiringSoon(within) {
+		parts = append(parts, fmt.Sprintf("%s expires %s", c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// keysSign has the CA and RA keys sign a digest, at most every 30 seconds (a token
+// may have been removed, or its session lost).
+func (g *gateway) keysSign() error {
+	g.keyCheckMu.Lock()
+	defer g.keyCheckMu.Unlock()
+	if time.Since(g.keyChecked) < 30*time.Second {
+		return g.keyErr
+	}
+	digest := sha256.Sum256([]byte("scepkit readiness"))
+	g.keyErr = nil
+	for name, s := range map[string]crypto.Signer{"CA": g.ca.Signer, "RA signing": g.ra.Signer} {
+		if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+			g.keyErr = fmt.Errorf("%s key: %w", name, err)
+		}
+	}
+	g.keyChecked = time.Now()
+	return g.keyErr
+}
+
+// warnExpiring logs the CA and RA certificates that expire within the warning
+// period, now and then every hour.
+func (g *gateway) warnExpiring(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		for _, c := range g.server.ExpiringSoon(time.Duration(g.cfg.ExpiryWarning)) {
+			g.log.Warn("certificate expires soon: prepare a rollover", "subject", c.Subject.String(),
+				"serial", c.SerialNumber.Text(16), "not_after", c.NotAfter)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,204 @@
+// Command scepkit runs a SCEP gateway assembled from scepkit's packages: SCEP for
+// devices (RFC 8894, at /scep and /certsrv/mscep/mscep.dll), the Certificate
+// Registration Point's three phases against the MDM's challenges, the built-in CA
+// (keys in files or in a PKCS#11 token), its CRL over HTTP, health and readiness
+// endpoints, Prometheus metrics, and an admin API on its own HTTPS listener to decide
+// pending requests, revoke certificates and look them up.
+//
+//	scepkit serve -config /etc/scepkit/scepkit.toml
+//	scepkit admin -url https://127.0.0.1:8443 -ca admin-ca.pem -token-file token pending
+//	scepkit -h
+//
+// The configuration file is TOML; every setting can also be given in the environment
+// (SCEPKIT_ and the setting's path in upper case, dots as underscores), which wins.
+// "scepkit -h" lists them all. See docs/operations.md.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scepkit:", err)
+		os.Exit(1)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  scepkit serve [-config FILE]     run the gateway
+  scepkit admin [flags] COMMAND    call the admin API (scepkit admin -h)
+
+settings (in the TOML file, or in the environment variable in brackets, which wins):
+`)
+	printSettings(w)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return errors.New("a command is required: serve or admin")
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return flag.ErrHelp
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "admin":
+		return adminCommand(ctx, args[1:], stdout, stderr)
+	}
+	usage(stderr)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("SCEPKIT_CONFIG"), "TOML configuration `FILE` (also SCEPKIT_CONFIG)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: scepkit serve [-config FILE]")
+		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "\nsettings:")
+		printSettings(stderr)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := LoadConfig(*path, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if c.Log == "json" {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return &SettingError{"listen", "SCEPKIT_LISTEN", err}
+	}
+	defer ln.Close()
+	if c.PublicURL == "" {
+		scheme := "http"
+		if c.TLSCert != "" {
+			scheme = "https"
+		}
+		c.PublicURL = scheme + "://" + ln.Addr().String()
+	}
+	g, err := newGateway(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer g.close()
+
+	public := newHTTPServer(g.publicHandler(), log)
+	if c.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return &SettingError{"tls_cert", "SCEPKIT_TLS_CERT", err}
+		}
+		public.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	servers := []*http.Server{public}
+	listeners := []net.Listener{ln}
+	var adminAddr string
+	if c.Admin.Listen != "" {
+		tc, err := adminTLS(c)
+		if err != nil {
+			return err
+		}
+		a, err := newAdmin(g)
+		if err != nil {
+			return err
+		}
+		aln, err := net.Listen("tcp", c.Admin.Listen)
+		if err != nil {
+			return &SettingError{"admin.listen", "SCEPKIT_ADMIN_LISTEN", err}
+		}
+		defer aln.Close()
+		as := newHTTPServer(a.handler(), log)
+		as.TLSConfig = tc
+		servers, listeners = append(servers, as), append(listeners, aln)
+		adminAddr = aln.Addr().String()
+	}
+	go g.warnExpiring(ctx)
+
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func(s *http.Server, ln net.Listener) {
+			if s.TLSConfig != nil {
+				errc <- s.ServeTLS(ln, "", "")
+			} else {
+				errc <- s.Serve(ln)
+			}
+		}(s, listeners[i])
+	}
+	fmt.Fprintf(stdout, "scepkit serving SCEP on %s/scep\n", c.PublicURL)
+	if adminAddr != "" {
+		fmt.Fprintf(stdout, "scepkit admin API on https://%s\n", adminAddr)
+	}
+	log.Info("serving", "listen", ln.Addr().String(), "public_url", c.PublicURL, "admin", adminAddr,
+		"identity", c.Identity, "pkcs11", c.PKCS11.Module != "", "redis", c.Redis.Addr)
+
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case <-ctx.Done():
+	}
+	// Graceful shutdown: stop accepting, finish the requests in flight (a device's
+	// enrollment is not cut in half), then close the stores and the token.
+	log.Info("shutting down: finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			s.Close()
+		}
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    128 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// envOr returns the environment variable's value, or def.
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,557 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/internal/pgtest"
+	"github.com/scepkit/scepkit/internal/redistest"
+	"github.com/scepkit/scepkit/internal/scepclienttest"
+	"github.com/scepkit/scepkit/internal/softhsmtest"
+	"github.com/scepkit/scepkit/pkcs11key"
+	"github.com/scepkit/scepkit/profile"
+	"github.com/stretchr/testify/require"
+)
+
+// These tests build the scepkit binary, start it with a configuration file on
+// loopback ports, and drive it over HTTP: scepclient enrolls, the admin CLI calls the
+// admin API, /metrics, /readyz and /crl are read as an operator's tools read them.
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "scepkit-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "scepkit")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building scepkit: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// fixture is the files a gateway is configured with, and the MDM that mints its
+// challenges.
+type fixture struct {
+	dir       string
+	mdm       *challenge.Issuer
+	adminCA   *catemplate.CA
+	token     string
+	clientDir string // client.crt/client.key (good), rogue.crt/rogue.key (another CA)
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir()}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	f.mdm = &challenge.Issuer{Name: "test-mdm", Key: key}
+	ks := challenge.NewKeySet()
+	_, err = ks.AddKey(key.Public())
+	require.NoError(t, err)
+	jwks, err := json.Marshal(ks)
+	require.NoError(t, err)
+	f.write(t, "jwks.json", jwks)
+	f.write(t, "directory.json", []byte(`{"users": [
+	  {"id": "alice@example.com", "upn": "alice@example.com", "email": "alice@example.com", "name": "alice"},
+	  {"id": "bob@example.com", "upn": "bob@example.com", "email": "bob@example.com", "name": "bob"}],
+	 "devices": [
+	  {"id": "alice-laptop", "user": "alice@example.com", "name": "alice-laptop", "serial": "A1", "compliant": true},
+	  {"id": "bob-phone", "user": "bob@example.com", "name": "bob-phone", "serial": "B1", "compliant": true}]}`))
+	f.token = strings.Repeat("s3cr3t-", 6)
+	f.write(t, "token", []byte(f.token+"\n"))
+	// The admin listener's certificate and the operators' client certificates.
+	f.adminCA, err = catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Subject: pkix.Name{CommonName: "admin CA"}})
+	require.NoError(t, err)
+	f.write(t, "admin-ca.pem", pemCert(f.adminCA.Certificate))
+	f.issue(t, f.adminCA, "admin-server", &x509.Certificate{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	f.issue(t, f.adminCA, "client", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	rogueCA, err := catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Subject: pkix.Name{CommonName: "admin CA"}})
+	require.NoError(t, err)
+	f.issue(t, rogueCA, "rogue", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return f
+}
+
+func (f *fixture) path(name string) string { return filepath.Join(f.dir, name) }
+
+func (f *fixture) write(t *testing.T, name string, b []byte) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(f.path(name), b, 0o600))
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// issue writes NAME.crt and NAME.key, a certificate from ca for a fresh key.
+func (f *fixture) issue(t *testing.T, ca *catemplate.CA, name string, tmpl *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	serial, err := catemplate.RandomSerial(nil)
+	require.NoError(t, err)
+	tmpl.SerialNumber, tmpl.Subject = serial, pkix.Name{CommonName: name}
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	cert, err := ca.Sign(context.Background(), tmpl, key.Public())
+	require.NoError(t, err)
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	f.write(t, name+".crt", pemCert(cert))
+	f.write(t, name+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+// config writes the TOML configuration: top-level settings top, then the
+// sections, then the extra sections.
+func (f *fixture) config(t *testing.T, top, extra string) string {
+	t.Helper()
+	body := top + fmt.Sprintf(`listen = "127.0.0.1:0"
+state_dir = %q
+identity = "gw-1"
+mdm_issuer = "test-mdm"
+jwks = %q
+directory = %q
+profiles = ["win"]
+legacy = true
+log = "json"
+
+[admin]
+listen = "127.0.0.1:0"
+tls_cert = %q
+tls_key = %q
+client_ca = %q
+token_file = %q
+`, f.path("state"), f.path("jwks.json"), f.path("directory.json"), f.path("admin-server.crt"),
+		f.path("admin-server.key"), f.path("admin-ca.pem"), f.path("token")) + extra
+	f.write(t, "scepkit.toml", []byte(body))
+	return f.path("scepkit.toml")
+}
+
+// challenge mints a challenge for the "win" profile at gateway gw-1.
+func (f *fixture) challenge(t *testing.T, user, device string) string {
+	t.Helper()
+	ch, _, err := f.mdm.Issue(challenge.Request{UserID: user, DeviceID: device, ProfileID: "win", Audience: "gw-1"})
+	require.NoError(t, err)
+	return ch
+}
+
+// running is a started scepkit process.
+type running struct {
+	cmd      *exec.Cmd
+	base     string // http://127.0.0.1:PORT
+	adminURL string // https://127.0.0.1:PORT
+	mu       sync.Mutex
+	logs     strings.Builder
+	done     chan struct{}
+	waitErr  error
+}
+
+func (r *running) Logs() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.logs.String()
+}
+
+// start runs "scepkit serve -config cfg" with env added, and waits until it serves.
+func start(t *testing.T, cfg string, env ...string) *running {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "-config", cfg)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	r := &running{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			r.mu.Lock()
+			r.logs.WriteString(sc.Text() + "\n")
+			r.mu.Unlock()
+		}
+	}()
+	lines := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	go func() { r.waitErr = cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-r.done
+		}
+		if t.Failed() {
+			t.Logf("scepkit log:\n%s", r.Logs())
+		}
+	})
+	deadline := time.After(30 * time.Second)
+	for r.base == "" || r.adminURL == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				<-r.done
+				t.Fatalf("scepkit exited: %v\n%s", r.waitErr, r.Logs())
+			}
+			if u, ok := strings.CutPrefix(l, "scepkit serving SCEP on "); ok {
+				r.base = strings.TrimSuffix(u, "/scep")
+			}
+			if u, ok := strings.CutPrefix(l, "scepkit admin API on "); ok {
+				r.adminURL = u
+			}
+		case <-deadline:
+			t.Fatalf("scepkit did not start\n%s", r.Logs())
+		}
+	}
+	return r
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("scepkit did not stop on SIGTERM")
+	}
+	require.NoError(t, r.waitErr, r.Logs())
+	require.Contains(t, r.Logs(), `"msg":"stopped"`)
+}
+
+func get(t *testing.T, url string) (int, string, http.Header) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// metric returns the value of the Prometheus sample whose name and labels match re.
+func metric(t *testing.T, base string, re string) float64 {
+	t.Helper()
+	_, body, _ := get(t, base+"/metrics")
+	m := regexp.MustCompile(`(?m)^` + re + ` ([0-9.e+]+)$`).FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	return v
+}
+
+// admin runs "scepkit admin" against r with the given credentials flags.
+func (r *running) admin(t *testing.T, f *fixture, creds []string, args ...string) (string, error) {
+	t.Helper()
+	full := append([]string{"admin", "-url", r.adminURL, "-ca", f.path("admin-ca.pem")}, creds...)
+	out, err := exec.Command(bin, append(full, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func readCRL(t *testing.T, base string) *x509.RevocationList {
+	t.Helper()
+	code, body, hdr := get(t, base+"/crl")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "application/pkix-crl", hdr.Get("Content-Type"))
+	crl, err := x509.ParseRevocationList([]byte(body))
+	require.NoError(t, err)
+	return crl
+}
+
+func crlLists(crl *x509.RevocationList, serial *big.Int) bool {
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// TestGatewayBinary: enrollment and refusals with scepclient, counted in /metrics by
+// outcome and phase; a revocation through the admin CLI shows in the CRL served over
+// HTTP and stops the renewal; the admin API refuses calls without credentials and
+// with a client certificate of another CA; SIGTERM stops it cleanly.
+func TestGatewayBinary(t *testing.T) {
+	f := newFixture(t)
+	r := start(t, f.config(t, "", ""))
+
+	code, body, _ := get(t, r.base+"/healthz")
+	require.Equal(t, http.StatusOK, code, body)
+	code, body, _ = get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	url := r.base + "/scep"
+	alice := scepclienttest.NewDevice(t)
+	out, err := alice.Enroll(url, "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	cert, err := alice.Certificate()
+	require.NoError(t, err)
+	require.Equal(t, []string{r.base + "/crl"}, cert.CRLDistributionPoints)
+	require.Equal(t, []string{r.base + "/ca.cer"}, cert.IssuingCertificateURL)
+	_, caDER, _ := get(t, r.base+"/ca.cer")
+	ca, err := x509.ParseCertificate([]byte(caDER))
+	require.NoError(t, err)
+	require.NoError(t, cert.CheckSignatureFrom(ca))
+
+	// Refusals: a challenge for another user's device (phase 3), a forged one (phase 2).
+	out, err = scepclienttest.NewDevice(t).Enroll(url, "alice@example.com", f.challenge(t, "alice@example.com", "bob-phone"))
+	require.Error(t, err, out)
+	out, err = scepclienttest.NewDevice(t).Enroll(url, "bob@example.com", "not-a-challenge")
+	require.Error(t, err, out)
+
+	require.Equal(t, 1.0, metric(t, r.base, `scepkit_crp_enrollments_total\{[^}]*scepkit_outcome="issued"[^}]*\}`))
+	require.Equal(t, 1.0, metric(t, r.base, `scepkit_crp_enrollments_total\{[^}]*scepkit_outcome="failed",scepkit_phase="phase3-mapping"[^}]*\}`))
+	require.Equal(t, 1.0, metric(t, r.base, `scepkit_crp_enrollments_total\{[^}]*scepkit_outcome="failed",scepkit_phase="phase2-genuineness"[^}]*\}`))
+	require.Positive(t, metric(t, r.base, `scepkit_certificate_expiry_seconds\{[^}]*scepkit_certificate_role="ca"[^}]*\}`))
+
+	// The admin API: refused without credentials and with another CA's certificate.
+	out, err = r.admin(t, f, nil, "pending")
+	require.Error(t, err, out)
+	require.Contains(t, out, "401")
+	out, err = r.admin(t, f, []string{"-cert", f.path("rogue.crt"), "-key", f.path("rogue.key")}, "pending")
+	require.Error(t, err, out)
+	f.write(t, "wrong-token", []byte(strings.Repeat("x", 42)))
+	out, err = r.admin(t, f, []string{"-token-file", f.path("wrong-token")}, "pending")
+	require.Error(t, err, out)
+	require.Contains(t, out, "401")
+
+	serial := cert.SerialNumber.Text(16)
+	out, err = r.admin(t, f, []string{"-cert", f.path("client.crt"), "-key", f.path("client.key")}, "cert", serial)
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"user":"alice@example.com"`)
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "certs", "-device", "alice-laptop")
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"serial":"`+serial+`"`)
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "certs", "-expiring-within", "1h")
+	require.NoError(t, err, out)
+	require.Equal(t, "[]\n", out)
+
+	require.False(t, crlLists(readCRL(t, r.base), cert.SerialNumber))
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", serial, "1")
+	require.NoError(t, err, out)
+	crl := readCRL(t, r.base)
+	require.NoError(t, crl.CheckSignatureFrom(ca))
+	require.True(t, crlLists(crl, cert.SerialNumber))
+
+	out, err = alice.Enroll(url, "alice@example.com", "") // renewal with the revoked certificate
+	require.Error(t, err, out)
+	renewed, err := alice.Certificate()
+	require.NoError(t, err)
+	require.Equal(t, cert.SerialNumber, renewed.SerialNumber, "no new certificate")
+
+	logs := r.Logs()
+	require.Regexp(t, `"audit":"admin".*"who":"token".*"path":"/v1/certificates/`+serial+`/revoke".*"status":200`, logs)
+	require.Regexp(t, `"audit":"admin".*"who":"".*"status":401`, logs)
+	r.stop(t)
+}
+
+// TestPendingApprovedThroughAdmin: with require_approval a request waits; approved
+// through the admin CLI, the device's next attempt collects the certificate.
+func TestPendingApprovedThroughAdmin(t *testing.T) {
+	f := newFixture(t)
+	r := start(t, f.config(t, "require_approval = true\n", ""))
+	dev := scepclienttest.NewDevice(t)
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := dev.Enroll(r.base+"/scep", "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
+		done <- result{out, err}
+	}()
+	token := []string{"-token-file", f.path("token")}
+	var pending []PendingRequest
+	require.Eventually(t, func() bool {
+		out, err := r.admin(t, f, token, "pending")
+		if err != nil || json.Unmarshal([]byte(out), &pending) != nil {
+			return false
+		}
+		return len(pending) == 1
+	}, 20*time.Second, 200*time.Millisecond)
+	require.Equal(t, "bob@example.com", pending[0].UserID)
+	require.Equal(t, 1.0, metric(t, r.base, `scepkit_crp_enrollments_total\{[^}]*scepkit_outcome="pending"[^}]*\}`))
+
+	out, err := r.admin(t, f, token, "approve", pending[0].TransactionID)
+	require.NoError(t, err, out)
+	out, err = r.admin(t, f, token, "approve", pending[0].TransactionID)
+	require.Error(t, err, "decided once: %s", out)
+
+	select {
+	case res := <-done:
+		require.NoError(t, res.err, res.out)
+	case <-time.After(90 * time.Second):
+		t.Fatal("scepclient did not collect the approved certificate")
+	}
+	cert, err := dev.Certificate()
+	require.NoError(t, err)
+	require.Equal(t, "bob@example.com", cert.Subject.CommonName)
+	r.stop(t)
+}
+
+// TestReadyzFollowsRedis: /readyz turns unready when Redis stops and ready again
+// when it returns.
+func TestReadyzFollowsRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	f := newFixture(t)
+	r := start(t, f.config(t, "", fmt.Sprintf("[redis]\naddr = %q\n", rs.Addr)))
+	code, body, _ := get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	rs.Stop()
+	code, body, _ = get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, `"name":"redis","ok":false`)
+	rs.Restart()
+	require.Eventually(t, func() bool { c, _, _ := get(t, r.base+"/readyz"); return c == http.StatusOK },
+		10*time.Second, 100*time.Millisecond)
+	out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+}
+
+// TestReadyzFollowsPostgres: with the store in PostgreSQL, /readyz turns unready
+// when PostgreSQL stops and ready again when it returns.
+func TestReadyzFollowsPostgres(t *testing.T) {
+	pg := pgtest.Start(t)
+	f := newFixture(t)
+	r := start(t, f.config(t, "", fmt.Sprintf("[postgres]\ndsn = %q\n", pg.NewDatabase(t))))
+	out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	code, body, _ := get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	pg.Stop()
+	code, body, _ = get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, `"name":"store","ok":false`)
+	pg.Restart()
+	require.Eventually(t, func() bool { c, _, _ := get(t, r.base+"/readyz"); return c == http.StatusOK },
+		20*time.Second, 200*time.Millisecond)
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "certs", "-user", "alice@example.com")
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"device":"alice-laptop"`)
+	r.stop(t)
+}
+
+// TestKeysInSoftHSM: the whole flow with the CA and RA keys in a SoftHSM2 token:
+// enrollment, revocation in the CRL (signed in the token), refused renewal.
+func TestKeysInSoftHSM(t *testing.T) {
+	st := softhsmtest.New(t)
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+	require.NoError(t, err)
+	// RSA throughout: scepclient encrypts to every certificate GetCACert returns and
+	// cannot encrypt to an ECDSA CA.
+	for label, kt := range map[string]pkcs11key.KeyType{"scepkit-ca": pkcs11key.RSA2048,
+		"scepkit-ra-sign": pkcs11key.RSA2048, "scepkit-ra-encrypt": pkcs11key.RSA2048} {
+		_, err := tok.GenerateKey(label, kt)
+		require.NoError(t, err)
+	}
+	require.NoError(t, tok.Close())
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	cfg := f.config(t, "", fmt.Sprintf("[pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = %q\n", st.Module, st.Label, f.path("pin")))
+	r := start(t, cfg, "SOFTHSM2_CONF="+st.Conf)
+	dev := scepclienttest.NewDevice(t)
+	out, err := dev.Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	cert, err := dev.Certificate()
+	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(f.path("state"), catemplate.CAKeyFile))
+	require.ErrorIs(t, err, os.ErrNotExist, "no key file: the keys stay in the token")
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", cert.SerialNumber.Text(16), "4")
+	require.NoError(t, err, out)
+	require.True(t, crlLists(readCRL(t, r.base), cert.SerialNumber))
+	out, err = dev.Enroll(r.base+"/scep", "alice@example.com", "")
+	require.Error(t, err, out)
+	r.stop(t)
+
+	// Restarted, it finds its certificates beside the token's keys.
+	r = start(t, cfg, "SOFTHSM2_CONF="+st.Conf)
+	out, err = scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
+	require.NoError(t, err, out)
+	r.stop(t)
+}
+
+// TestConfigErrors: a bad configuration stops the start with an error naming the
+// setting and its variable; -h lists the settings and exits 0.
+func TestConfigErrors(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config(t, "", "")
+	f.write(t, "short-token", []byte("guessable\n"))
+	cases := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"no jwks", []string{"SCEPKIT_JWKS="}, "setting jwks (SCEPKIT_JWKS): required"},
+		{"bad duration", []string{"SCEPKIT_CRL_VALIDITY=soon"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY)"},
+		{"admin without TLS", []string{"SCEPKIT_ADMIN_TLS_CERT="}, "setting admin.tls_cert (SCEPKIT_ADMIN_TLS_CERT)"},
+		{"bad log", []string{"SCEPKIT_LOG=xml"}, "setting log (SCEPKIT_LOG)"},
+		{"short token", []string{"SCEPKIT_ADMIN_TOKEN_FILE=" + f.path("short-token"), "SCEPKIT_ADMIN_CLIENT_CA="},
+			"setting admin.token_file (SCEPKIT_ADMIN_TOKEN_FILE): the token must have at least 32 characters"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+			cmd.Env = append(os.Environ(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			require.Error(t, err, string(out))
+			require.Contains(t, string(out), tc.want)
+		})
+	}
+	f.write(t, "unknown.toml", []byte("listne = \"127.0.0.1:0\"\n"))
+	out, err := exec.Command(bin, "serve", "-config", f.path("unknown.toml")).CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "unknown setting listne")
+
+	out, err = exec.Command(bin, "-h").CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), "admin.token_file  [SCEPKIT_ADMIN_TOKEN_FILE]")
+}
+
+// TestShippedConfigParses: the example configuration in dist/ is valid.
+func TestShippedConfigParses(t *testing.T) {
+	c, err := LoadConfig("dist/scepkit.toml", func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:8443", c.Admin.Listen)
+	env := map[string]string{"SCEPKIT_ADMIN_LISTEN": "127.0.0.1:9443", "SCEPKIT_PROFILES": "a, b"}
+	c, err = LoadConfig("dist/scepkit.toml", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:9443", c.Admin.Listen)
+	require.Equal(t, []string{"a", "b"}, c.Profiles)
+}
