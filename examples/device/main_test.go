@@ -202,3 +202,14 @@ func TestParseSubject(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+// The device pins the CA: without -ca-fingerprint it refuses to run, unless told by
+// the loudly named -insecure-skip-ca-verify.
+func TestFingerprintRequired(t *testing.T) {
+	_, err := parseFlags([]string{"-url", "http://127.0.0.1:1/scep", "-challenge", "c", "-subject", "CN=a"}, io.Discard)
+	require.ErrorContains(t, err, "-ca-fingerprint is required")
+	c, err := parseFlags([]string{"-url", "http://127.0.0.1:1/scep", "-challenge", "c", "-subject", "CN=a",
+		"-insecure-skip-ca-verify"}, io.Discard)
+	require.NoError(t, err)
+	require.True(t, c.insecure)
+}
