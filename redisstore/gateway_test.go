@@ -526,8 +526,14 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 	for _, n := range certsPer {
 		total += n
 	}
-	require.Equal(t, total, gws[0].env.Issuer.Count()+gws[1].env.Issuer.Count(),
-		"every certificate the CA signed reached a device")
+	// A certificate reaches a device only once its records are written. One signed
+	// while Redis went away cannot be recorded and is withheld (the device gets
+	// FAILURE and the gateway logs it for revocation), so only a request in flight
+	// across the kill or the restart may leave a signed certificate undelivered.
+	signed := gws[0].env.Issuer.Count() + gws[1].env.Issuer.Count()
+	require.LessOrEqual(t, total, signed, "every certificate a device received was signed by the CA")
+	require.LessOrEqual(t, signed-total, (cut-cutOK)+(straddle-straddleOK),
+		"a certificate was withheld from a request that was not in flight across the outage")
 	// Never a certificate without a recorded claim: every challenge that got one is
 	// claimed in Redis (which kept its data across the crash).
 	rc := gws[0].store.Client
