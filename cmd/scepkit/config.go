@@ -34,6 +34,7 @@ type Config struct {
 	Legacy          bool     `toml:"legacy" doc:"accept single DES and SHA-1 from old clients (micromdm's scepclient needs it)"`
 	ExpiryWarning   Duration `toml:"expiry_warning" doc:"warn (log, /readyz detail) when a CA or RA certificate expires within this" default:"720h"`
 	Log             string   `toml:"log" doc:"log format: text or json (on stderr)" default:"text"`
+	NextCACert      string   `toml:"next_ca_cert" doc:"PEM file of the next CA certificate (then its chain), prepared ahead of a rollover and announced to devices through GetNextCACert (RFC 8894 section 4.7)"`
 	CRL             struct {
 		Validity Duration `toml:"validity" doc:"how long each CRL is valid (its nextUpdate)" default:"24h"`
 		Refresh  Duration `toml:"refresh" doc:"how often a new CRL is signed when nothing was revoked here" default:"1h"`

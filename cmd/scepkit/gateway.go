@@ -76,11 +76,11 @@ func (g *gateway) close() {
 	}
 }
 
-func newGateway(ctx context.Context, c *Config, log *slog.Logger) (g *gateway, err error) {
-	g = &gateway{cfg: c, log: log}
+func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, err error) {
+	g := &gateway{cfg: c, log: log}
 	defer func() {
 		if err != nil {
-			g.close()
+			g.close() // what was opened before the error: token, stores, meter
 		}
 	}()
 	g.registry = prometheus.NewRegistry()
@@ -153,6 +153,16 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (g *gateway, e
 		return nil, err
 	}
 	g.server = crp.NewServer(g.rp, g.ra)
+	if c.NextCACert != "" {
+		next, err := readCerts(c.NextCACert)
+		if err != nil {
+			return nil, &SettingError{"next_ca_cert", "SCEPKIT_NEXT_CA_CERT", err}
+		}
+		if !next[0].IsCA || time.Now().After(next[0].NotAfter) {
+			return nil, &SettingError{"next_ca_cert", "SCEPKIT_NEXT_CA_CERT", errors.New("not a valid CA certificate")}
+		}
+		g.server.NextCACerts = next
+	}
 	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, log, g.meter
 	if err := g.server.Validate(); err != nil {
 		return nil, err
@@ -273,6 +283,19 @@ func newPKI(caKey, signKey crypto.Signer, encKey crypto.Decrypter) (*catemplate.
 
 // readCertFile reads PEM certificates and checks that the first is key's.
 func readCertFile(path string, key crypto.Signer) ([]*x509.Certificate, error) {
+	certs, err := readCerts(path)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(certs[0].PublicKey) {
+		return nil, fmt.Errorf("%s is not the certificate of the token's key", path)
+	}
+	return certs, nil
+}
+
+// readCerts reads the PEM certificates of a file.
+func readCerts(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -290,10 +313,6 @@ func readCertFile(path string, key crypto.Signer) ([]*x509.Certificate, error) {
 	}
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%s: no certificate", path)
-	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(certs[0].PublicKey) {
-		return nil, fmt.Errorf("%s is not the certificate of the token's key", path)
 	}
 	return certs, nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -34,6 +35,7 @@ import (
 	"github.com/scepkit/scepkit/internal/softhsmtest"
 	"github.com/scepkit/scepkit/pkcs11key"
 	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
 
@@ -424,6 +426,30 @@ func TestPendingApprovedThroughAdmin(t *testing.T) {
 	r.stop(t)
 }
 
+// TestNextCAAnnounced: a next CA certificate prepared ahead is announced through
+// GetNextCACert, signed by the current RA, and the capability is advertised.
+func TestNextCAAnnounced(t *testing.T) {
+	f := newFixture(t)
+	next, err := catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Subject: pkix.Name{CommonName: "next CA"}})
+	require.NoError(t, err)
+	f.write(t, "next-ca.pem", pemCert(next.Certificate))
+	r := start(t, f.config(t, fmt.Sprintf("next_ca_cert = %q\n", f.path("next-ca.pem")), ""))
+	_, caps, _ := get(t, r.base+"/scep?operation=GetCACaps")
+	require.Contains(t, caps, "GetNextCACert")
+	_, caDER, _ := get(t, r.base+"/ca.cer")
+	fp := sha256.Sum256([]byte(caDER))
+	c := &scep.Client{URL: r.base + "/scep", CAFingerprint: fp[:]}
+	got, err := c.GetNextCACert(context.Background())
+	require.NoError(t, err)
+	require.True(t, got[0].Equal(next.Certificate))
+	r.stop(t)
+
+	f.write(t, "not-ca.pem", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	out, err := exec.Command(bin, "serve", "-config", f.config(t, fmt.Sprintf("next_ca_cert = %q\n", f.path("not-ca.pem")), "")).CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "setting next_ca_cert (SCEPKIT_NEXT_CA_CERT)")
+}
+
 // TestReadyzFollowsRedis: /readyz turns unready when Redis stops and ready again
 // when it returns.
 func TestReadyzFollowsRedis(t *testing.T) {
@@ -520,6 +546,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad duration", []string{"SCEPKIT_CRL_VALIDITY=soon"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY)"},
 		{"admin without TLS", []string{"SCEPKIT_ADMIN_TLS_CERT="}, "setting admin.tls_cert (SCEPKIT_ADMIN_TLS_CERT)"},
 		{"bad log", []string{"SCEPKIT_LOG=xml"}, "setting log (SCEPKIT_LOG)"},
+		// Found once the gateway is half built (its store open): an error, not a panic.
+		{"missing jwks file", []string{"SCEPKIT_JWKS=" + f.path("absent.json")}, "setting jwks (SCEPKIT_JWKS): open "},
 		{"short token", []string{"SCEPKIT_ADMIN_TOKEN_FILE=" + f.path("short-token"), "SCEPKIT_ADMIN_CLIENT_CA="},
 			"setting admin.token_file (SCEPKIT_ADMIN_TOKEN_FILE): the token must have at least 32 characters"},
 	}
