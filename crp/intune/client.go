@@ -19,6 +19,10 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 )
 
 // Defaults, from Microsoft's client library (IRA) unless noted.
@@ -129,6 +133,9 @@ type Client struct {
 	Backoff time.Duration
 	// Logger receives one record per HTTP exchange (no secrets); nil means none.
 	Logger *slog.Logger
+	// MeterProvider receives MetricCalls; nil means no metrics. It is never the
+	// global provider. Set it before the first call.
+	MeterProvider metric.MeterProvider
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
@@ -136,6 +143,38 @@ type Client struct {
 	discovery discoveryCache
 	initOnce  sync.Once
 	http      *http.Client
+	calls     metric.Int64Counter
+	callDur   metric.Float64Histogram
+}
+
+// MetricCalls counts the calls to Intune (each with its retries) by
+// scepkit.intune.operation (validateRequest, sendSuccessNotification, ...) and
+// scepkit.result: ok, or the kind of failure (sign_in, service, transport, response,
+// other). MetricCallDuration is their duration in seconds, by the same attributes.
+const (
+	MetricCalls        = "scepkit.intune.calls"
+	MetricCallDuration = "scepkit.intune.call.duration"
+)
+
+// record counts one call and its outcome.
+func (c *Client) record(ctx context.Context, op string, start time.Time, err error) {
+	result := "ok"
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrSignIn):
+		result = "sign_in"
+	case errors.Is(err, ErrService):
+		result = "service"
+	case errors.Is(err, ErrTransport):
+		result = "transport"
+	case errors.Is(err, ErrResponse):
+		result = "response"
+	default:
+		result = "other"
+	}
+	attrs := metric.WithAttributes(attribute.String("scepkit.intune.operation", op), attribute.String("scepkit.result", result))
+	c.calls.Add(ctx, 1, attrs)
+	c.callDur.Record(ctx, time.Since(start).Seconds(), attrs)
 }
 
 // Validate reports a missing or contradictory setting, as an error matching ErrConfig.
@@ -182,6 +221,16 @@ func (c *Client) init() {
 		if c.http == nil {
 			c.http = &http.Client{Timeout: c.timeout()}
 		}
+		mp := c.MeterProvider
+		if mp == nil {
+			mp = metricnoop.NewMeterProvider()
+		}
+		m := mp.Meter("github.com/scepkit/scepkit/crp/intune")
+		// An instrument that cannot be made is still a usable no-op.
+		c.calls, _ = m.Int64Counter(MetricCalls, metric.WithUnit("{call}"),
+			metric.WithDescription("Calls to Intune by operation and result."))
+		c.callDur, _ = m.Float64Histogram(MetricCallDuration, metric.WithUnit("s"),
+			metric.WithDescription("Duration of calls to Intune, retries included."))
 	})
 }
 
@@ -313,8 +362,9 @@ func retryableStatus(code int) bool {
 // do runs ex, retrying transient failures when ex.retry, and decodes the JSON answer
 // into out. Its errors match crp.ErrUnavailable and one of ErrSignIn, ErrService,
 // ErrTransport, ErrResponse.
-func (c *Client) do(ctx context.Context, ex exchange, out any) error {
+func (c *Client) do(ctx context.Context, ex exchange, out any) (err error) {
 	c.init()
+	defer func(start time.Time) { c.record(ctx, ex.op, start, err) }(time.Now())
 	var body []byte
 	if ex.body != nil {
 		var err error
@@ -327,7 +377,6 @@ func (c *Client) do(ctx context.Context, ex exchange, out any) error {
 		attempts += c.retries()
 	}
 	pause := c.backoff()
-	var err error
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			t := time.NewTimer(pause)
