@@ -46,6 +46,9 @@ type Config struct {
 		ClientCA  string `toml:"client_ca" doc:"PEM CA certificates whose client certificates may call the admin API"`
 		TokenFile string `toml:"token_file" doc:"file holding the bearer token that may call the admin API (at least 32 characters)"`
 	} `toml:"admin"`
+	OTLP struct {
+		TracesURL string `toml:"traces_url" doc:"OTLP/HTTP traces endpoint of a collector (for example http://127.0.0.1:4318/v1/traces): one span per SCEP request with a child per CRP phase; empty sends no traces"`
+	} `toml:"otlp"`
 	Postgres struct {
 		DSN string `toml:"dsn" doc:"PostgreSQL connection string (postgres://user@host/db): keep everything in PostgreSQL, shared by gateways side by side, instead of state_dir/state.db"`
 	} `toml:"postgres"`
@@ -213,6 +216,9 @@ func (c *Config) validate() error {
 		return bad("pkcs11.token_label", errors.New("required with pkcs11.module"))
 	case c.PKCS11.Module != "" && c.PKCS11.PINFile == "":
 		return bad("pkcs11.pin_file", errors.New("required with pkcs11.module"))
+	}
+	if u := c.OTLP.TracesURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return bad("otlp.traces_url", fmt.Errorf("%q is not an http(s) URL", u))
 	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		return bad("public_url", fmt.Errorf("%q is not an http(s) URL", c.PublicURL))

@@ -23,8 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
@@ -54,6 +58,7 @@ type gateway struct {
 	redis    *redis.Client    // nil without redis.addr
 	token    *pkcs11key.Token // nil without pkcs11.module
 	meter    *sdkmetric.MeterProvider
+	tracer   *sdktrace.TracerProvider // nil without otlp.traces_url
 	registry *prometheus.Registry
 
 	keyCheckMu sync.Mutex
@@ -62,6 +67,12 @@ type gateway struct {
 }
 
 func (g *gateway) close() {
+	if g.tracer != nil {
+		// Flushes the spans still batched.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.tracer.Shutdown(ctx)
+		cancel()
+	}
 	if g.meter != nil {
 		g.meter.Shutdown(context.Background())
 	}
@@ -89,6 +100,14 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 		return nil, err
 	}
 	g.meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	if c.OTLP.TracesURL != "" {
+		te, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(c.OTLP.TracesURL))
+		if err != nil {
+			return nil, &SettingError{"otlp.traces_url", "SCEPKIT_OTLP_TRACES_URL", err}
+		}
+		g.tracer = sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(resource.NewSchemaless(
+			attribute.String("service.name", "scepkit"), attribute.String("service.instance.id", c.Identity))))
+	}
 	if g.ca, g.ra, err = g.loadPKI(); err != nil {
 		return nil, err
 	}
@@ -149,6 +168,9 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 		Issuer: crp.CAIssuer{CA: g.ca}, Transactions: transactions, Certificates: g.store,
 		Revocation: g.store, CRL: g.crl.CRL, Logger: log, MeterProvider: g.meter,
 	}
+	if g.tracer != nil {
+		g.rp.TracerProvider = g.tracer
+	}
 	if err := g.rp.Validate(); err != nil {
 		return nil, err
 	}
@@ -164,6 +186,9 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 		g.server.NextCACerts = next
 	}
 	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, log, g.meter
+	if g.tracer != nil {
+		g.server.TracerProvider = g.tracer
+	}
 	if err := g.server.Validate(); err != nil {
 		return nil, err
 	}

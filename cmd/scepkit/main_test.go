@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,6 +17,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -448,6 +450,39 @@ func TestNextCAAnnounced(t *testing.T) {
 	out, err := exec.Command(bin, "serve", "-config", f.config(t, fmt.Sprintf("next_ca_cert = %q\n", f.path("not-ca.pem")), "")).CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "setting next_ca_cert (SCEPKIT_NEXT_CA_CERT)")
+}
+
+// TestTracesToOTLP: with otlp.traces_url, the spans of an enrollment (one per
+// request, a child per phase) reach an OTLP/HTTP receiver, flushed at shutdown; the
+// challenge is in none of them.
+func TestTracesToOTLP(t *testing.T) {
+	var mu sync.Mutex
+	var bodies [][]byte
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" {
+			mu.Lock()
+			bodies = append(bodies, b)
+			mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer recv.Close()
+	f := newFixture(t)
+	r := start(t, f.config(t, "", fmt.Sprintf("[otlp]\ntraces_url = %q\n", recv.URL+"/v1/traces")))
+	ch := f.challenge(t, "alice@example.com", "alice-laptop")
+	out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", ch)
+	require.NoError(t, err, out)
+	r.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	all := bytes.Join(bodies, nil)
+	require.NotEmpty(t, bodies, "no spans exported")
+	for _, name := range []string{"scep PKIOperation", "crp PKCSReq", "crp phase1-expiry", "crp phase2-genuineness",
+		"crp phase3-mapping", "crp issue", "scepkit.challenge.fingerprint"} {
+		require.True(t, bytes.Contains(all, []byte(name)), "no %q in the exported spans", name)
+	}
+	require.False(t, bytes.Contains(all, []byte(ch)), "the challenge was exported")
 }
 
 // TestReadyzFollowsRedis: /readyz turns unready when Redis stops and ready again
