@@ -1,8 +1,9 @@
 // Package crptest assembles a complete scepkit gateway in memory (CA, RA, challenge
 // issuer and verifier, a demo directory and device registry, a profile, templates, the
-// registration point and the SCEP server), for tests of code that embeds scepkit and
-// for the examples. Like net/http/httptest, it is for tests and demos, not production:
-// its keys are made on the fly (or kept in a directory) and its stores are in memory.
+// registration point and the SCEP server), for tests of code that embeds scepkit. Like
+// net/http/httptest, it is for tests and demos, not production: its keys are made on
+// the fly (or kept in a directory) and its stores are in memory. It hides the wiring a
+// gateway needs; to see it, read examples/minimal or examples/quickstart/gateway.go.
 package crptest
 
 import (
