@@ -50,6 +50,7 @@ import (
 
 type config struct {
 	url, mdm, challenge, cn string
+	cnSuffix                bool
 	fingerprint             string
 	conc, n, keySize        int
 	dur                     time.Duration
@@ -66,6 +67,7 @@ func main() {
 	flag.StringVar(&c.challenge, "challenge", "", "static challenge password (instead of -mdm)")
 	flag.StringVar(&c.fingerprint, "ca-fingerprint", "", "SHA-256 of the CA certificate, `hex`: pins the CA (without it the CA is not checked)")
 	flag.StringVar(&c.cn, "cn", "scepload", "subject CN with -challenge")
+	flag.BoolVar(&c.cnSuffix, "cn-suffix", false, "with -challenge, append -DEVICE-ENROLLMENT to -cn so that every request has its own CN (for servers that name stored certificates by CN, such as micromdm's scepserver)")
 	flag.StringVar(&c.device, "device", "", "with -mdm, enroll every time for this one device `ID` (default: a new device per enrollment, which the MDM registers)")
 	flag.IntVar(&c.conc, "c", 8, "concurrent devices")
 	flag.IntVar(&c.n, "n", 200, "enrollments in all")
@@ -296,6 +298,9 @@ func (d *device) build(ctx context.Context, hc *http.Client, c *config, caps sce
 		if ch, cn, err = fetchChallenge(ctx, hc, c.mdm, c.device, d.id, i); err != nil {
 			return &prepared{fail: "mdm: " + short(err)}
 		}
+	}
+	if c.mdm == "" && c.cnSuffix {
+		cn = fmt.Sprintf("%s-%d-%d", cn, d.id, i)
 	}
 	base, err := d.baseCSR(cn)
 	if err != nil {
