@@ -13,8 +13,10 @@ import (
 )
 
 // TestCNSuffixAgainstScepserver enrolls 4 concurrent devices at micromdm's scepserver,
-// which names each stored certificate by its CN: with one CN for all requests it
-// refuses some; with -cn-suffix every request has its own CN and none is refused.
+// which names each stored certificate by its CN: with one CN for all requests the
+// concurrent writes collide and some requests may be refused (how many varies from run
+// to run, so that case is not asserted); with -cn-suffix every request has its own CN
+// and none may be refused.
 func TestCNSuffixAgainstScepserver(t *testing.T) {
 	bin, err := exec.LookPath("scepserver")
 	if err != nil {
@@ -28,7 +30,6 @@ func TestCNSuffixAgainstScepserver(t *testing.T) {
 		suffix  bool
 		refused bool
 	}{
-		{"same CN", false, true},
 		{"cn-suffix", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
