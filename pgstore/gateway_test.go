@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/internal/pgtest"
@@ -34,13 +35,21 @@ type gateway struct {
 // PostgreSQL database for everything they remember.
 func twoGateways(t *testing.T, dsn string) [2]*gateway {
 	t.Helper()
+	return twoGatewaysWith(t, dsn, func() challenge.ReplayStore { return nil })
+}
+
+// twoGatewaysWith is twoGateways with each gateway's challenge claims (and decision
+// claims) in the store replay returns, when it returns one; the rest stays in
+// PostgreSQL.
+func twoGatewaysWith(t *testing.T, dsn string, replay func() challenge.ReplayStore) [2]*gateway {
+	t.Helper()
 	var gws [2]*gateway
 	var first *crptest.Env
 	for i := range gws {
 		store, err := pgstore.Open(context.Background(), dsn, nil)
 		require.NoError(t, err)
 		t.Cleanup(store.Close)
-		env, err := crptest.New(crptest.Options{Gateway: "gateway.example", Share: first, Store: store})
+		env, err := crptest.New(crptest.Options{Gateway: "gateway.example", Share: first, Store: store, Replay: replay()})
 		require.NoError(t, err)
 		if first == nil {
 			first = env
@@ -106,69 +115,7 @@ func TestGatewaysOnePostgres(t *testing.T) {
 	// duplicate FAILURE badRequest, every certificate in the shared inventory.
 	t.Run("two-gateways-one-certificate-per-challenge", func(t *testing.T) {
 		gws := twoGateways(t, srv.NewDatabase(t))
-		const singles, pairs = 120, 40
-		var jobs [][]*request
-		for i := range singles + pairs {
-			u := demoUsers[i%2]
-			ch, _, err := gws[i%2].env.Challenge(u[0], u[1], 0)
-			require.NoError(t, err)
-			k := keys[i%len(keys)]
-			job := []*request{{challenge: i, gw: i % 2, key: k, csr: csrFor(t, k, u[0], ch)}}
-			if i >= singles {
-				k2 := keys[(i+1)%len(keys)]
-				job = append(job, &request{challenge: i, gw: 1 - i%2, key: k2, csr: csrFor(t, k2, u[0], ch)})
-			}
-			jobs = append(jobs, job)
-		}
-		start := time.Now()
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 16)
-		for _, job := range jobs {
-			wg.Go(func() {
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				var inner sync.WaitGroup
-				gate := make(chan struct{})
-				for _, r := range job {
-					inner.Go(func() { <-gate; r.send(ctx, gws) })
-				}
-				close(gate)
-				inner.Wait()
-			})
-		}
-		wg.Wait()
-		wins := make([]int, singles+pairs)
-		refused := 0
-		var certs []*x509.Certificate
-		for _, job := range jobs {
-			for _, r := range job {
-				if r.err == nil {
-					wins[r.challenge]++
-					certs = append(certs, r.cert)
-					continue
-				}
-				var fe *scep.FailError
-				require.ErrorAs(t, r.err, &fe, "a refusal is a CertRep FAILURE, not a transport error")
-				require.Equal(t, scep.BadRequest, fe.Info)
-				refused++
-			}
-		}
-		for i, n := range wins {
-			require.Equal(t, 1, n, "challenge %d: certificates issued", i)
-		}
-		require.Equal(t, pairs, refused)
-		issued := gws[0].env.Issuer.Count() + gws[1].env.Issuer.Count()
-		require.Equal(t, singles+pairs, issued, "certificates the CA signed")
-		require.NotZero(t, gws[0].env.Issuer.Count())
-		require.NotZero(t, gws[1].env.Issuer.Count())
-		for _, c := range certs {
-			got, err := gws[1].store.Lookup(ctx, c.SerialNumber)
-			require.NoError(t, err, "every certificate is in the shared inventory")
-			require.Equal(t, c.Raw, got.Certificate.Raw)
-		}
-		t.Logf("%d enrollments (%d challenges, %d presented at both gateways at once) in %v: %d certificates (%d + %d), %d refused",
-			singles+2*pairs, singles+pairs, pairs, time.Since(start).Round(time.Millisecond), issued,
-			gws[0].env.Issuer.Count(), gws[1].env.Issuer.Count(), refused)
+		raceAtBoth(t, gws, 120, 40)
 	})
 
 	// A pending request approved at both gateways at once issues one certificate;
@@ -296,4 +243,81 @@ func TestGatewaysOnePostgres(t *testing.T) {
 		t.Logf("%d attempts: %d while down (all FAILURE), %d certificates received, %d after recovery",
 			len(attempts), during, received, after)
 	})
+}
+
+// raceAtBoth enrolls singles+pairs challenges over two gateways (alternating users and
+// gateways, 16 at a time); the last pairs challenges are presented twice, at both
+// gateways at once, with different keys (a stolen challenge racing the device). It
+// requires exactly one certificate per challenge, every duplicate refused with a
+// CertRep FAILURE badRequest, both gateways signing, and every certificate in the
+// inventory gws[1] reads. It returns the certificates and the challenges.
+func raceAtBoth(t *testing.T, gws [2]*gateway, singles, pairs int) ([]*x509.Certificate, []string) {
+	t.Helper()
+	ctx := context.Background()
+	keys := deviceKeys()
+	var jobs [][]*request
+	var challenges []string
+	for i := range singles + pairs {
+		u := demoUsers[i%2]
+		ch, _, err := gws[i%2].env.Challenge(u[0], u[1], 0)
+		require.NoError(t, err)
+		challenges = append(challenges, ch)
+		k := keys[i%len(keys)]
+		job := []*request{{challenge: i, gw: i % 2, key: k, csr: csrFor(t, k, u[0], ch)}}
+		if i >= singles {
+			k2 := keys[(i+1)%len(keys)]
+			job = append(job, &request{challenge: i, gw: 1 - i%2, key: k2, csr: csrFor(t, k2, u[0], ch)})
+		}
+		jobs = append(jobs, job)
+	}
+	signed0, signed1 := gws[0].env.Issuer.Count(), gws[1].env.Issuer.Count()
+	start := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, job := range jobs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var inner sync.WaitGroup
+			gate := make(chan struct{})
+			for _, r := range job {
+				inner.Go(func() { <-gate; r.send(ctx, gws) })
+			}
+			close(gate)
+			inner.Wait()
+		})
+	}
+	wg.Wait()
+	wins := make([]int, singles+pairs)
+	refused := 0
+	var certs []*x509.Certificate
+	for _, job := range jobs {
+		for _, r := range job {
+			if r.err == nil {
+				wins[r.challenge]++
+				certs = append(certs, r.cert)
+				continue
+			}
+			var fe *scep.FailError
+			require.ErrorAs(t, r.err, &fe, "a refusal is a CertRep FAILURE, not a transport error")
+			require.Equal(t, scep.BadRequest, fe.Info)
+			refused++
+		}
+	}
+	for i, n := range wins {
+		require.Equal(t, 1, n, "challenge %d: certificates issued", i)
+	}
+	require.Equal(t, pairs, refused)
+	by0, by1 := gws[0].env.Issuer.Count()-signed0, gws[1].env.Issuer.Count()-signed1
+	require.Equal(t, singles+pairs, by0+by1, "certificates the CA signed")
+	require.NotZero(t, by0)
+	require.NotZero(t, by1)
+	for _, c := range certs {
+		got, err := gws[1].store.Lookup(ctx, c.SerialNumber)
+		require.NoError(t, err, "every certificate is in the shared inventory")
+		require.Equal(t, c.Raw, got.Certificate.Raw)
+	}
+	t.Logf("%d enrollments (%d challenges, %d presented at both gateways at once) in %v: %d certificates (%d + %d), %d refused",
+		singles+2*pairs, singles+pairs, pairs, time.Since(start).Round(time.Millisecond), by0+by1, by0, by1, refused)
+	return certs, challenges
 }
