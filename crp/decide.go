@@ -133,10 +133,14 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 	}
 	od := &openDecision{tx: tx, signerKey: signerKey, expires: rp.now().Add(rp.decisionTTL())}
 	if _, busy := rp.open.m.LoadOrStore(tx.ID, od); busy {
-		// Another request with this transactionID was decided meanwhile.
+		// Another request with this transactionID was decided meanwhile: this one lost
+		// the race, as the loser of a replayed challenge does. Its claims are released
+		// (the challenge stays usable) and nothing is recorded or notified under the
+		// transactionID of the winner's open decision.
 		e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("a decision for this transactionID is open"))
 		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
-		return nil, rp.finish(ctx, tx, e, signerKey, csrDER)
+		rp.release(ctx, tx)
+		return nil, e
 	}
 	return &Decision{TransactionID: tx.ID, Template: tx.CertTemplate, TemplateName: tx.Template.Name,
 		RequiresApproval: tx.Template.RequiresApproval, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
