@@ -504,6 +504,19 @@ func (m *MemoryTransactions) Put(_ context.Context, r *Record) error {
 	return nil
 }
 
+// Len returns how many records the store holds, expired ones not yet swept included
+// (for tests and memory bounds).
+func (m *MemoryTransactions) Len() int {
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.Lock()
+		n += len(s.m)
+		s.Unlock()
+	}
+	return n
+}
+
 // MemoryCertificates is a CertificateStore in memory, without a global lock (a
 // sync.Map keyed by serial). The zero value is ready.
 type MemoryCertificates struct {
