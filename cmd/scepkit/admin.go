@@ -30,21 +30,36 @@ import (
 //	GET  /v1/certificates/{serial}            one issued certificate
 //	GET  /v1/certificates?user=&device=&expiring_within=720h
 
-// adminTLS is the admin listener's TLS configuration.
-func adminTLS(c *Config) (*tls.Config, error) {
+// adminTLS is the admin listener's TLS configuration. issuing are the CA certificates
+// that issue device certificates (with their chains): admin.client_ca may trust none
+// of them, since every certificate the gateway issues is a clientAuth certificate and
+// would make its device an operator.
+func adminTLS(c *Config, issuing [][]*x509.Certificate) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(c.Admin.TLSCert, c.Admin.TLSKey)
 	if err != nil {
 		return nil, &SettingError{"admin.tls_cert", "SCEPKIT_ADMIN_TLS_CERT", err}
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.Admin.ClientCA != "" {
-		b, err := os.ReadFile(c.Admin.ClientCA)
+		certs, err := readCerts(c.Admin.ClientCA)
 		if err != nil {
 			return nil, &SettingError{"admin.client_ca", "SCEPKIT_ADMIN_CLIENT_CA", err}
 		}
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, &SettingError{"admin.client_ca", "SCEPKIT_ADMIN_CLIENT_CA", errors.New("no PEM certificate")}
+		for _, cert := range certs {
+			pool.AddCert(cert)
+		}
+		for _, chain := range issuing {
+			inter := x509.NewCertPool()
+			for _, cert := range chain[1:] {
+				inter.AddCert(cert)
+			}
+			if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+				return nil, &SettingError{"admin.client_ca", "SCEPKIT_ADMIN_CLIENT_CA", fmt.Errorf(
+					"it trusts %q, the CA that issues device certificates: every enrolled device could call the admin API",
+					chain[0].Subject.String())}
+			}
 		}
 		// A client certificate is optional at the TLS layer (a bearer token may be used
 		// instead) but, when sent, must verify against the client CA.

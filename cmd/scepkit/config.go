@@ -43,7 +43,7 @@ type Config struct {
 		Listen    string `toml:"listen" doc:"address of the admin API listener (HTTPS only); empty disables it"`
 		TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain of the admin listener (required with listen)"`
 		TLSKey    string `toml:"tls_key" doc:"PEM private key of admin.tls_cert"`
-		ClientCA  string `toml:"client_ca" doc:"PEM CA certificates whose client certificates may call the admin API"`
+		ClientCA  string `toml:"client_ca" doc:"PEM CA certificates whose client certificates may call the admin API; never the CA that issues device certificates nor one above it (refused at start: every device would be an operator)"`
 		TokenFile string `toml:"token_file" doc:"file holding the bearer token that may call the admin API (at least 32 characters)"`
 	} `toml:"admin"`
 	OTLP struct {

@@ -17,6 +17,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -124,7 +125,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	listeners := []net.Listener{ln}
 	var adminAddr string
 	if c.Admin.Listen != "" {
-		tc, err := adminTLS(c)
+		issuing := [][]*x509.Certificate{append([]*x509.Certificate{g.ca.Certificate}, g.ca.Chain...)}
+		if len(g.server.NextCACerts) > 0 {
+			issuing = append(issuing, g.server.NextCACerts)
+		}
+		tc, err := adminTLS(c, issuing)
 		if err != nil {
 			return err
 		}

@@ -618,3 +618,36 @@ func TestShippedConfigParses(t *testing.T) {
 	require.Equal(t, "127.0.0.1:9443", c.Admin.Listen)
 	require.Equal(t, []string{"a", "b"}, c.Profiles)
 }
+
+// TestAdminClientCAMustNotTrustDevices: admin.client_ca may not be the CA that issues
+// device certificates, nor a CA above it. Every certificate the gateway issues carries
+// clientAuth, so such a setting would make every enrolled device an operator of the
+// admin API: the start is refused, naming the setting.
+func TestAdminClientCAMustNotTrustDevices(t *testing.T) {
+	f := newFixture(t)
+	root, err := catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Subject: pkix.Name{CommonName: "corporate root"}})
+	require.NoError(t, err)
+	issuing, err := catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Parent: root,
+		Subject: pkix.Name{CommonName: "scepkit issuing CA"}})
+	require.NoError(t, err)
+	ra, err := catemplate.NewRA(issuing, catemplate.RAOptions{})
+	require.NoError(t, err)
+	require.NoError(t, catemplate.SaveCA(f.path("state"), issuing))
+	require.NoError(t, catemplate.SaveRA(f.path("state"), ra))
+	f.write(t, "issuing.pem", pemCert(issuing.Certificate))
+	f.write(t, "root.pem", pemCert(root.Certificate))
+	f.write(t, "operators-and-root.pem", append(pemCert(f.adminCA.Certificate), pemCert(root.Certificate)...))
+	cfg := f.config(t, "", "")
+	for _, clientCA := range []string{"issuing.pem", "root.pem", "operators-and-root.pem"} {
+		t.Run(clientCA, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+			cmd.Env = append(os.Environ(), "SCEPKIT_ADMIN_CLIENT_CA="+f.path(clientCA))
+			out, err := cmd.CombinedOutput()
+			require.Error(t, err, string(out))
+			require.NoError(t, ctx.Err(), "scepkit served instead of refusing the setting:\n%s", out)
+			require.Contains(t, string(out), "setting admin.client_ca (SCEPKIT_ADMIN_CLIENT_CA)")
+		})
+	}
+}
