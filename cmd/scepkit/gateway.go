@@ -395,10 +395,13 @@ func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		Detail string `json:"detail,omitempty"`
 	}
 	var checks []check
+	// A failed check's error goes to the log only: its text (a store's address, a
+	// token's error) is not for whoever reaches the public listener.
 	add := func(name string, err error, detail string) {
 		c := check{Name: name, OK: err == nil, Detail: detail}
 		if err != nil {
-			c.Detail = err.Error()
+			c.Detail = "failed; see the gateway's log"
+			g.log.WarnContext(ctx, "readyz: check failed", "check", name, "err", err)
 		}
 		checks = append(checks, c)
 	}

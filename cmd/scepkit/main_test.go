@@ -497,6 +497,10 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	code, body, _ = get(t, r.base+"/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, code, body)
 	require.Contains(t, body, `"name":"redis","ok":false`)
+	// The error's text (here Redis's address) is for the log, not for whoever can
+	// reach the public listener.
+	require.NotContains(t, body, rs.Addr)
+	require.Regexp(t, `"msg":"readyz: check failed","check":"redis","err":"[^"]*`+regexp.QuoteMeta(rs.Addr), r.Logs())
 	rs.Restart()
 	require.Eventually(t, func() bool { c, _, _ := get(t, r.base+"/readyz"); return c == http.StatusOK },
 		10*time.Second, 100*time.Millisecond)
