@@ -155,11 +155,18 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 // Completion.Err and is notified. It returns nil, a *Error (the certificate does not
 // match, or the CA's failure, or a required notification that failed), or an error
 // matching ErrNoDecision or ErrCompleted (a second completion: refused and logged).
+//
+// A certificate that a refused completion carries (its decision lapsed, or was
+// completed already with another certificate) is not the device's answer, but the CA
+// issued it: it is recorded in the certificate inventory (when CACert signed it and
+// its serial is not recorded yet), so that an operator finds it by serial, and logged
+// at ERROR as withheld, to be revoked. Its transaction record, FAILURE or another
+// certificate, tells it from a certificate the device got.
 func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error {
 	rp.sweepDecisions(ctx)
 	v, ok := rp.open.m.Load(c.TransactionID)
 	if !ok {
-		return rp.noDecision(ctx, c)
+		return rp.noDecision(ctx, c, nil)
 	}
 	od := v.(*openDecision)
 	tx := od.tx
@@ -169,11 +176,11 @@ func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error 
 		return fmt.Errorf("%w: transaction %q was decided for another CSR", ErrNoDecision, c.TransactionID)
 	}
 	if !rp.open.m.CompareAndDelete(c.TransactionID, od) {
-		return rp.noDecision(ctx, c)
+		return rp.noDecision(ctx, c, tx)
 	}
 	if rp.now().After(od.expires) {
 		rp.lapse(ctx, od)
-		return rp.noDecision(ctx, c)
+		return rp.noDecision(ctx, c, tx)
 	}
 	e := rp.runPhase(ctx, tx, PhaseIssue, builtin{"complete", func(ctx context.Context, tx *Transaction) *Error {
 		if c.Err == nil && c.Certificate != nil {
@@ -193,18 +200,78 @@ func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error 
 
 // noDecision explains a completion that finds no open decision, and logs it: a
 // certificate completed twice (or after its decision lapsed) is worth an operator's
-// look.
-func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion) error {
+// look. A certificate it carries exists all the same: it is recorded in the inventory
+// (see lateCertificate). tx is the decision's transaction when it was just lapsed or
+// completed, nil when it is unknown here.
+func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion, tx *Transaction) error {
+	rec, err := rp.transactions().Get(ctx, c.TransactionID)
+	completed := err == nil && rec.Status != scep.Pending
+	if c.Certificate != nil {
+		ic := &IssuedCertificate{Certificate: c.Certificate, TransactionID: c.TransactionID, IssuedAt: rp.now()}
+		switch {
+		case tx != nil:
+			ic.UserID, ic.DeviceID, ic.ProfileID = tx.UserID(), tx.DeviceID(), tx.ProfileID()
+			if tx.Template != nil {
+				ic.Template = tx.Template.Name
+			}
+		case err == nil:
+			ic.UserID, ic.DeviceID, ic.ProfileID, ic.Template = rec.UserID, rec.DeviceID, rec.ProfileID, rec.Template
+		}
+		rp.lateCertificate(ctx, ic)
+	}
 	attrs := []any{"transactionID", c.TransactionID}
 	if c.Certificate != nil {
 		attrs = append(attrs, "serial", fmt.Sprintf("%x", c.Certificate.SerialNumber))
 	}
-	if rec, err := rp.transactions().Get(ctx, c.TransactionID); err == nil && rec.Status != scep.Pending {
+	if completed {
 		rp.log().WarnContext(ctx, "crp: decision completed twice, or after it lapsed; refused", attrs...)
 		return fmt.Errorf("%w: transaction %q", ErrCompleted, c.TransactionID)
 	}
 	rp.log().WarnContext(ctx, "crp: completion for no open decision; refused", attrs...)
 	return fmt.Errorf("%w: transaction %q", ErrNoDecision, c.TransactionID)
+}
+
+// lateCertificate takes a certificate a completion brought when no decision was open
+// for it (it lapsed, was completed already, or is unknown here). The CA issued it,
+// and it is not the device's answer: it is recorded in the inventory, where an
+// operator (and intune.CARevoker) finds it by serial to revoke it, and logged as
+// withheld. Nothing is logged for the certificate the inventory already holds (a
+// completion repeated with the same certificate); a certificate CACert did not sign
+// is not ours to record, and a serial recorded with another certificate is kept.
+func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCertificate) {
+	cert := ic.Certificate
+	have, err := rp.certificates().Lookup(ctx, cert.SerialNumber)
+	switch {
+	case err == nil && bytes.Equal(have.Certificate.Raw, cert.Raw):
+		return
+	case err == nil:
+		rp.withheld(ctx, ic.TransactionID, cert, "completed late, with the serial of another certificate", nil)
+		return
+	case !errors.Is(err, ErrNotFound):
+		rp.tel().storeError(ctx, "certificates")
+		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not recorded", err)
+		return
+	}
+	if err := cert.CheckSignatureFrom(rp.caCert()); err != nil {
+		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not signed by CACert, not recorded", err)
+		return
+	}
+	if err := rp.certificates().Add(ctx, ic); err != nil {
+		rp.tel().storeError(ctx, "certificates")
+		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not recorded", err)
+		return
+	}
+	rp.withheld(ctx, ic.TransactionID, cert, "completed late; recorded in the inventory", nil)
+}
+
+// withheld logs, at ERROR, a certificate the CA issued that the device is not given:
+// an operator must revoke it. why says what happened, err (if any) the detail.
+func (rp *RegistrationPoint) withheld(ctx context.Context, txID string, cert *x509.Certificate, why string, err error) {
+	attrs := []any{"transactionID", txID, "serial", fmt.Sprintf("%x", cert.SerialNumber), "reason", why}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it", attrs...)
 }
 
 // sweepDecisions lapses the open decisions past their time, at most once per
@@ -247,8 +314,7 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 		return fail(PhaseIssue, ReasonCARefused, errors.New("the CA returned no certificate"))
 	}
 	if err := Matches(tx.CertTemplate, cert); err != nil {
-		rp.log().ErrorContext(ctx, "crp: the CA issued a certificate that does not match the decision; withheld, revoke it",
-			"transactionID", tx.ID, "serial", fmt.Sprintf("%x", cert.SerialNumber), "err", err)
+		rp.withheld(ctx, tx.ID, cert, string(ReasonCertMismatch), err)
 		return fail(PhaseIssue, ReasonCertMismatch, err)
 	}
 	tx.Certificate = cert

@@ -205,7 +205,8 @@ func TestCompleteFailure(t *testing.T) {
 }
 
 // TestDecisionLapses: a decision not completed in time lapses: the failure is
-// recorded and notified, the challenge stays claimed, a late certificate is refused.
+// recorded and notified, the challenge stays claimed, a late certificate is refused
+// (and kept in the inventory, for its revocation).
 func TestDecisionLapses(t *testing.T) {
 	keys(t)
 	var now atomic.Int64
@@ -235,8 +236,13 @@ func TestDecisionLapses(t *testing.T) {
 	require.Equal(t, crp.ReasonDecisionLapsed, n[0].Reason)
 
 	require.ErrorIs(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "lapse-1", Certificate: cert}), crp.ErrCompleted)
+	// The late certificate exists: the inventory knows it, for its revocation (see
+	// TestLateCertificateInInventory); the device's answer stays the failure.
 	_, err = env.Certificates.Lookup(ctx, cert.SerialNumber)
-	require.ErrorIs(t, err, crp.ErrNotFound)
+	require.NoError(t, err)
+	rec, err = env.RP.Transactions.Get(ctx, "lapse-1")
+	require.NoError(t, err)
+	require.Equal(t, scep.Failure, rec.Status)
 }
 
 // TestDecisionOpenOnce: one open decision per transactionID; a completion naming

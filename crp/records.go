@@ -56,8 +56,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		rp.release(ctx, tx)
 	}
 	if e != nil && tx.Certificate != nil {
-		rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it",
-			"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
+		rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
 	}
 	// Recorded: successes, PENDING, and refusals of requests that were authenticated
 	// (challenge claimed, an external challenge claimed, renewal signer accepted, or
@@ -97,8 +96,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 			// polls and resends could not find it.
 			e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the transaction: %w", err))
 			if tx.Certificate != nil {
-				rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it",
-					"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
+				rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
 			}
 		}
 	}

@@ -1,0 +1,105 @@
+package crp_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+// clockEnv is an environment whose clock the test moves, with its log in a buffer.
+func clockEnv(t *testing.T) (*crptest.Env, *atomic.Int64, *bytes.Buffer) {
+	t.Helper()
+	keys(t)
+	now := new(atomic.Int64)
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	env, err := crptest.New(crptest.Options{Now: clock, Transactions: &crp.MemoryTransactions{Now: clock}})
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	env.RP.Logger = slogTo(&logs)
+	return env, now, &logs
+}
+
+// TestLateCertificateInInventory: a certificate the CA issued for a decision that
+// lapsed, or for a decision already completed with another certificate, exists: it is
+// refused, but recorded in the certificate inventory (so that an operator finds it by
+// serial and revokes it) and logged at ERROR as withheld. Completing twice with the
+// same certificate is only a warning.
+func TestLateCertificateInInventory(t *testing.T) {
+	cases := []struct {
+		name string
+		// ttl is the DecisionTTL, advance how far the clock moves before the late
+		// completion.
+		ttl, advance time.Duration
+		// first completes the decision with a certificate before the late one; same
+		// makes the late one that same certificate.
+		first, same bool
+	}{
+		{name: "lapsed, swept at the completion", ttl: time.Minute, advance: 2 * time.Minute},
+		// Expired, but too soon after the last sweep for another one.
+		{name: "lapsed, found at the completion", ttl: 100 * time.Millisecond, advance: 500 * time.Millisecond},
+		{name: "second completion, another certificate", first: true},
+		{name: "second completion, the same certificate", first: true, same: true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env, now, logs := clockEnv(t)
+			env.RP.DecisionTTL = c.ttl
+			ctx := context.Background()
+			d, req, _ := decideAlice(t, env, "late-1")
+			issue := func(serial int64) *x509.Certificate {
+				tmpl := *d.Template
+				tmpl.SerialNumber = big.NewInt(serial)
+				cert, err := env.CA.Sign(ctx, &tmpl, req.PublicKey)
+				require.NoError(t, err)
+				return cert
+			}
+			late := issue(int64(1000 + 2*i))
+			if c.first {
+				first := issue(int64(1001 + 2*i))
+				if c.same {
+					late = first
+				}
+				require.NoError(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "late-1", Certificate: first}))
+			}
+			now.Add(int64(c.advance))
+			logs.Reset()
+
+			err := env.RP.Complete(ctx, &crp.Completion{TransactionID: "late-1", Certificate: late})
+			require.ErrorIs(t, err, crp.ErrCompleted)
+
+			got, err := env.Certificates.Lookup(ctx, late.SerialNumber)
+			require.NoError(t, err, "the CA issued it: the inventory must know it")
+			require.Equal(t, late.Raw, got.Certificate.Raw)
+			require.Equal(t, "late-1", got.TransactionID)
+			require.Equal(t, "alice-laptop", got.DeviceID)
+			list, err := env.Certificates.Certificates(ctx, crp.CertificateQuery{DeviceID: "alice-laptop"})
+			require.NoError(t, err)
+			require.NotEmpty(t, list)
+
+			if c.same {
+				require.NotContains(t, logs.String(), "level=ERROR", "the device has that certificate: nothing to revoke")
+			} else {
+				require.Contains(t, logs.String(), "level=ERROR")
+				require.Contains(t, logs.String(), "withheld")
+				require.Contains(t, logs.String(), "revoke it")
+				require.Contains(t, logs.String(), fmt.Sprintf("serial=%x", late.SerialNumber))
+			}
+			rec, err := env.RP.Transactions.Get(ctx, "late-1")
+			require.NoError(t, err)
+			if !c.same && rec.Status == scep.Success {
+				require.NotEqual(t, late.Raw, rec.Certificate.Raw, "a late certificate is never the device's answer")
+			}
+		})
+	}
+}
