@@ -49,7 +49,7 @@ type Completion struct {
 	// TransactionID names the decision. Required.
 	TransactionID string
 	// CSR, when the caller has it, must be the decided request (a completion for
-	// another request with the same transactionID is refused).
+	// another request with the same transactionID is refused: ErrOtherRequest).
 	CSR *x509.CertificateRequest
 	// Certificate is the issued certificate, nil when Err is set.
 	Certificate *x509.Certificate
@@ -63,14 +63,22 @@ type Completion struct {
 // RegistrationPoint.DecisionTTL is zero.
 const DefaultDecisionTTL = 5 * time.Minute
 
-// Errors of Complete, besides *Error: test them with errors.Is.
+// Errors of Complete, besides *Error: test them with errors.Is. Each refuses the
+// completion and changes no transaction record (see Complete for a certificate it
+// carries).
 var (
-	// ErrNoDecision: no open decision has this transactionID (never decided,
-	// refused, or lapsed and forgotten).
+	// ErrNoDecision: no open decision has this transactionID, and no final record
+	// of it is kept (never decided here, or decided by another process, or its
+	// record expired after RecordTTL).
 	ErrNoDecision = errors.New("crp: no open decision for this transaction")
-	// ErrCompleted: the decision was already completed (or lapsed); a decision is
-	// completed once.
+	// ErrCompleted: no decision is open under this transactionID, and its record is
+	// final (SUCCESS or FAILURE): the decision was completed or lapsed, or Decide
+	// refused the request. It is known only while the record is kept (RecordTTL);
+	// afterwards the same completion gets ErrNoDecision.
 	ErrCompleted = errors.New("crp: decision already completed")
+	// ErrOtherRequest: the completion's CSR is not the one decided under this
+	// transactionID. The decision stays open for the right completion.
+	ErrOtherRequest = errors.New("crp: completion for another request than the one decided")
 )
 
 // Reasons of Decide and Complete.
@@ -154,7 +162,8 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 // successNotification, say); a failure releases or burns the challenge by
 // Completion.Err and is notified. It returns nil, a *Error (the certificate does not
 // match, or the CA's failure, or a required notification that failed), or an error
-// matching ErrNoDecision or ErrCompleted (a second completion: refused and logged).
+// matching ErrNoDecision, ErrCompleted (a second completion: refused and logged) or
+// ErrOtherRequest.
 //
 // A certificate that a refused completion carries (its decision lapsed, or was
 // completed already with another certificate) is not the device's answer, but the CA
@@ -171,9 +180,9 @@ func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error 
 	od := v.(*openDecision)
 	tx := od.tx
 	if c.CSR != nil && !bytes.Equal(c.CSR.Raw, tx.CSR.Raw) {
-		rp.log().WarnContext(ctx, "crp: completion for another request than the one decided; refused",
+		rp.log().WarnContext(ctx, "crp: completion for another request than the one decided; refused, the decision stays open",
 			"transactionID", tx.ID)
-		return fmt.Errorf("%w: transaction %q was decided for another CSR", ErrNoDecision, c.TransactionID)
+		return fmt.Errorf("%w: transaction %q was decided for another CSR", ErrOtherRequest, c.TransactionID)
 	}
 	if !rp.open.m.CompareAndDelete(c.TransactionID, od) {
 		return rp.noDecision(ctx, c, tx)

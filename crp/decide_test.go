@@ -260,7 +260,12 @@ func TestDecisionOpenOnce(t *testing.T) {
 	cert, err := env.CA.Sign(ctx, d.Template, req.PublicKey)
 	require.NoError(t, err)
 	otherCSR := csr(t, deviceKey, "alice@example.com", "")
-	require.ErrorIs(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "once", CSR: otherCSR, Certificate: cert}), crp.ErrNoDecision)
+	err = env.RP.Complete(ctx, &crp.Completion{TransactionID: "once", CSR: otherCSR, Certificate: cert})
+	require.ErrorIs(t, err, crp.ErrOtherRequest)
+	require.NotErrorIs(t, err, crp.ErrNoDecision, "a decision is open")
+	_, err = env.RP.Transactions.Get(ctx, "once")
+	require.ErrorIs(t, err, crp.ErrNotFound, "nothing recorded")
+	require.Empty(t, env.Notifier.Notifications(), "nothing notified")
 	require.NoError(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "once", CSR: req, Certificate: cert}))
 }
 
