@@ -64,8 +64,8 @@ type Completion struct {
 const DefaultDecisionTTL = 5 * time.Minute
 
 // Errors of Complete, besides *Error: test them with errors.Is. Each refuses the
-// completion and changes no transaction record (see Complete for a certificate it
-// carries).
+// completion: it does not change the decision's outcome (a decision found lapsed is
+// recorded as lapsed first; see Complete for a certificate the completion carries).
 var (
 	// ErrNoDecision: no open decision has this transactionID, and no final record
 	// of it is kept (never decided here, or decided by another process, or its
