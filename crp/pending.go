@@ -51,7 +51,7 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	if e == nil && tx.Certificate == nil {
 		return nil, fmt.Errorf("crp: the CA queued transaction %q again", transactionID)
 	}
-	if e = rp.finishRecord(ctx, tx, e, rec.SignerKey, rec.CSR, rec.Request); e != nil {
+	if e = rp.finishRecord(ctx, tx, e, rec.SignerKey, rec.CSR); e != nil {
 		return nil, e
 	}
 	return tx.Certificate, nil
@@ -69,7 +69,7 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 		return err
 	}
 	defer done(false)
-	rp.finishRecord(ctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR, rec.Request)
+	rp.finishRecord(ctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR)
 	return nil
 }
 
@@ -120,7 +120,8 @@ func (rp *RegistrationPoint) pending(ctx context.Context, id string) (*Record, *
 		return nil, nil, err
 	}
 	tx := &Transaction{ID: id, MessageType: scep.PKCSReq, CSR: csr, Trace: &Trace{TransactionID: id},
-		Renewed: &IssuedCertificate{UserID: rec.UserID, DeviceID: rec.DeviceID, ProfileID: rec.ProfileID}}
+		Renewed: &IssuedCertificate{UserID: rec.UserID, DeviceID: rec.DeviceID, ProfileID: rec.ProfileID},
+		reqHash: rec.Request}
 	if rec.Validator != "" {
 		for _, v := range rp.Validators {
 			if nv, ok := v.(NamedValidator); ok && nv.Name() == rec.Validator {

@@ -13,12 +13,12 @@ import (
 
 // finish releases a claimed challenge after a transient failure or an operator fault,
 // notifies, and keeps a record of a definitive outcome so that resends and polls get
-// the same answer.
+// the same answer (see finishRecord), for a request whose hash is not known yet.
 func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
 	if tx.reqHash == nil {
 		tx.reqHash = requestHash(tx.MessageType, tx.Signer, csrDER)
 	}
-	return rp.finishRecord(ctx, tx, e, signerKey, csrDER, tx.reqHash)
+	return rp.finishRecord(ctx, tx, e, signerKey, csrDER)
 }
 
 // requestHash identifies a request, for resend detection: its type, its signer (key
@@ -42,11 +42,14 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 	return h.Sum(nil)
 }
 
-func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER, reqHash []byte) *Error {
-	if e == nil {
-		e = rp.notify(ctx, tx, nil)
-	} else if nerr := rp.notify(ctx, tx, e); nerr != nil {
-		_ = nerr
+// finishRecord is finish for a transaction whose request hash (tx.reqHash) is set:
+// the one of the request being answered, or the one a pending request's record
+// keeps.
+func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
+	// A notification that fails is logged by its step. Only a required notification
+	// of an issued certificate changes the outcome (notify returns nil otherwise).
+	if nerr := rp.notify(ctx, tx, e); e == nil {
+		e = nerr
 	}
 	// Once the CA has signed, the outcome is never transient: the challenge stays
 	// claimed and the outcome is recorded, so that a retry cannot obtain a second
@@ -69,7 +72,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	if transient || tx.ID == "" || (e != nil && (!authenticated || e.Reason == ReasonReplayed)) {
 		return e
 	}
-	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: reqHash, Expires: rp.now().Add(rp.ttl()),
+	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: tx.reqHash, Expires: rp.now().Add(rp.ttl()),
 		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
 	if e == nil && tx.Certificate == nil {
 		rec.CSR = csrDER // a PENDING request is decided later, from its CSR
