@@ -116,6 +116,7 @@ type Store struct {
 var (
 	_ crp.Store             = (*Store)(nil)
 	_ challenge.ReplayStore = (*Store)(nil)
+	_ crp.IssuanceRecorder  = (*Store)(nil)
 )
 
 // op is one write waiting in the commit queue. apply may run twice (once in a
@@ -444,6 +445,40 @@ func (r *record) decode() (*crp.Record, error) {
 
 // Put implements crp.TransactionStore: the record is on disk when it returns nil.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
+	apply, err := s.putRecord(r)
+	if err == nil {
+		err = s.write(ctx, apply)
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: recording transaction: %w", err)
+	}
+	return nil
+}
+
+// RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
+// record are written in one commit, on disk when it returns nil.
+func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	addCert, err := addCertificate(c)
+	if err != nil {
+		return err
+	}
+	putRecord, err := s.putRecord(r)
+	if err == nil {
+		err = s.write(ctx, func(tx *bolt.Tx) error {
+			if err := addCert(tx); err != nil {
+				return err
+			}
+			return putRecord(tx)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: recording certificate and transaction: %w", err)
+	}
+	return nil
+}
+
+// putRecord returns the write of r.
+func (s *Store) putRecord(r *crp.Record) (func(tx *bolt.Tx) error, error) {
 	exp := r.Expires
 	if exp.IsZero() {
 		exp = s.now().Add(DefaultRecordTTL)
@@ -456,11 +491,11 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 	}
 	v, err := json.Marshal(&rec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	k := idKey(r.TransactionID)
 	at := encodeTime(exp)
-	err = s.write(ctx, func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
 		b, idx := tx.Bucket(bTx), tx.Bucket(bTxExp)
 		if old := b.Get(k); old != nil {
 			var o record
@@ -480,11 +515,7 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 			return tx.Bucket(bPending).Put(k, nil)
 		}
 		return tx.Bucket(bPending).Delete(k)
-	})
-	if err != nil {
-		return fmt.Errorf("boltstore: recording transaction: %w", err)
-	}
-	return nil
+	}, nil
 }
 
 // Get implements crp.TransactionStore.
@@ -592,8 +623,20 @@ var indexBuckets = [3][]byte{bNotAfter, bByUser, bByDevice}
 
 // Add implements crp.CertificateStore: the record is on disk when it returns nil.
 func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
+	apply, err := addCertificate(c)
+	if err != nil {
+		return err
+	}
+	if err := s.write(ctx, apply); err != nil {
+		return fmt.Errorf("boltstore: recording certificate: %w", err)
+	}
+	return nil
+}
+
+// addCertificate returns the write of c.
+func addCertificate(c *crp.IssuedCertificate) (func(tx *bolt.Tx) error, error) {
 	if c == nil || c.Certificate == nil || c.Certificate.SerialNumber == nil || c.Certificate.SerialNumber.Sign() <= 0 {
-		return errors.New("boltstore: a certificate with a positive serial is needed")
+		return nil, errors.New("boltstore: a certificate with a positive serial is needed")
 	}
 	rec := certificate{DER: c.Certificate.Raw, UserID: c.UserID, DeviceID: c.DeviceID, ProfileID: c.ProfileID,
 		Template: c.Template, TransactionID: c.TransactionID}
@@ -602,11 +645,11 @@ func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
 	}
 	v, err := json.Marshal(&rec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sk := serialKey(c.Certificate.SerialNumber)
 	keys := indexKeys(c.UserID, c.DeviceID, c.Certificate.NotAfter, sk)
-	err = s.write(ctx, func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
 		b := tx.Bucket(bCerts)
 		if old := b.Get(sk); old != nil {
 			var o certificate
@@ -629,11 +672,7 @@ func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("boltstore: recording certificate: %w", err)
-	}
-	return nil
+	}, nil
 }
 
 // Lookup implements crp.CertificateStore.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -85,6 +86,7 @@ type Transaction struct {
 	claimID    string                // a replay-store id claimed: the renewal of Signer, or an external challenge
 	claimStore challenge.ReplayStore // where claimID was claimed
 	reqHash    []byte                // requestHash of the request, computed once
+	unrecorded *IssuedCertificate    // Certificate, to be written with the transaction record
 	checkErr   error                 // what Verifier.Check said, judged phase by phase
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool
@@ -356,6 +358,21 @@ func (rp *RegistrationPoint) certificates() CertificateStore {
 	}
 	rp.init.Do(rp.initMemory)
 	return rp.memCerts
+}
+
+// issuanceRecorder returns the store that writes an issued certificate and its
+// transaction record in one commit: rp.Transactions when it is also rp.Certificates
+// and implements IssuanceRecorder; nil otherwise.
+func (rp *RegistrationPoint) issuanceRecorder() IssuanceRecorder {
+	r, ok := rp.Transactions.(IssuanceRecorder)
+	if !ok || rp.Certificates == nil {
+		return nil
+	}
+	if t := reflect.TypeOf(rp.Certificates); t != reflect.TypeOf(rp.Transactions) || !t.Comparable() ||
+		any(rp.Certificates) != any(rp.Transactions) {
+		return nil
+	}
+	return r
 }
 
 func (rp *RegistrationPoint) initMemory() {

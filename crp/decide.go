@@ -327,11 +327,16 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 		return fail(PhaseIssue, ReasonCertMismatch, err)
 	}
 	tx.Certificate = cert
+	ic := &IssuedCertificate{Certificate: cert, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
+		ProfileID: tx.ProfileID(), Template: tx.Template.Name, TransactionID: tx.ID, IssuedAt: rp.now()}
+	if rp.issuanceRecorder() != nil {
+		// Written with the transaction record, in one commit (finishRecord).
+		tx.unrecorded = ic
+		return nil
+	}
 	// The inventory holds the certificate before the device can: a certificate
 	// that could not be recorded is withheld (the device gets FAILURE).
-	if err := rp.certificates().Add(ctx, &IssuedCertificate{Certificate: cert, UserID: tx.UserID(),
-		DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID(), Template: tx.Template.Name,
-		TransactionID: tx.ID, IssuedAt: rp.now()}); err != nil {
+	if err := rp.certificates().Add(ctx, ic); err != nil {
 		rp.tel().storeError(ctx, "certificates")
 		return fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
 	}

@@ -56,3 +56,82 @@ func TestUnrecordedCertificateIsWithheld(t *testing.T) {
 		})
 	}
 }
+
+// countingStore is a MemoryStore that counts its writes and can write a certificate
+// and its transaction record in one (crp.IssuanceRecorder).
+type countingStore struct {
+	crp.MemoryStore
+	adds, puts, together int
+	fail                 error
+}
+
+func (s *countingStore) Add(ctx context.Context, c *crp.IssuedCertificate) error {
+	s.adds++
+	return s.MemoryStore.Add(ctx, c)
+}
+
+func (s *countingStore) Put(ctx context.Context, r *crp.Record) error {
+	s.puts++
+	return s.MemoryStore.Put(ctx, r)
+}
+
+func (s *countingStore) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	s.together++
+	if s.fail != nil {
+		return s.fail
+	}
+	if err := s.MemoryStore.Add(ctx, c); err != nil {
+		return err
+	}
+	return s.MemoryStore.Put(ctx, r)
+}
+
+// A store that is both the inventory and the transaction store and implements
+// crp.IssuanceRecorder gets an issued certificate and its record in one write (one
+// commit instead of two); separate stores get Add then Put; a failed combined write
+// withholds the certificate.
+func TestIssuanceRecordedInOneWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		separate, fail       bool
+		adds, puts, together int
+	}{
+		{name: "one store", together: 1},
+		{name: "separate stores", separate: true, adds: 1, puts: 1},
+		{name: "combined write fails", fail: true, together: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t)
+			var logs bytes.Buffer
+			env.RP.Logger = slogTo(&logs)
+			s := &countingStore{}
+			if tc.fail {
+				s.fail = errDiskFull
+			}
+			env.RP.Transactions, env.RP.Certificates = s, s
+			if tc.separate {
+				env.RP.Certificates = &struct{ crp.CertificateStore }{s}
+			}
+			ctx := context.Background()
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "tx-once",
+				CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+			require.Equal(t, [3]int{tc.adds, tc.puts, tc.together}, [3]int{s.adds, s.puts, s.together},
+				"writes (Add, Put, RecordIssuance)")
+			if tc.fail {
+				require.ErrorIs(t, err, errDiskFull)
+				require.Nil(t, res.Certificate, "a certificate that could not be recorded must be withheld")
+				require.Contains(t, logs.String(), "withheld from the device; revoke it")
+				return
+			}
+			require.NoError(t, err)
+			got, err := s.Lookup(ctx, res.Certificate.SerialNumber)
+			require.NoError(t, err)
+			require.Equal(t, "tx-once", got.TransactionID)
+			rec, err := s.Get(ctx, "tx-once")
+			require.NoError(t, err)
+			require.Equal(t, scep.Success, rec.Status)
+			require.True(t, rec.Certificate.Equal(res.Certificate))
+		})
+	}
+}

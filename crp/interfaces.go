@@ -286,6 +286,16 @@ type CertificateStore interface {
 	Lookup(ctx context.Context, serial *big.Int) (*IssuedCertificate, error)
 }
 
+// IssuanceRecorder is an optional interface of a store that is both a
+// RegistrationPoint's Transactions and its Certificates (the same value): RecordIssuance
+// writes an issued certificate to the inventory and the transaction record that
+// carries it in one durable write, so that an enrollment pays one commit for both
+// instead of two. It returns nil once both are durable, and an error when neither was
+// written. boltstore and pgstore implement it; a store without it gets Add then Put.
+type IssuanceRecorder interface {
+	RecordIssuance(ctx context.Context, c *IssuedCertificate, r *Record) error
+}
+
 // RevocationChecker says whether a certificate we issued was revoked, for renewals
 // (RegistrationPoint.Revocation). Every backend's RevocationStore implements it.
 type RevocationChecker interface {

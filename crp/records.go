@@ -70,6 +70,19 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	// winner's record.
 	authenticated := tx.claimed || tx.claimID != "" || tx.Renewed != nil || tx.Certificate != nil
 	if transient || tx.ID == "" || (e != nil && (!authenticated || e.Reason == ReasonReplayed)) {
+		if ic := tx.unrecorded; ic != nil {
+			// No record to write it with: the certificate alone.
+			tx.unrecorded = nil
+			if err := rp.certificates().Add(ctx, ic); err != nil {
+				rp.tel().storeError(ctx, "certificates")
+				rp.log().ErrorContext(ctx, "crp: recording the issued certificate", "transactionID", tx.ID, "err", err)
+				if e == nil {
+					e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
+					rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it",
+						"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
+				}
+			}
+		}
 		return e
 	}
 	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: tx.reqHash, Expires: rp.now().Add(rp.ttl()),
@@ -91,7 +104,15 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	default:
 		rec.Status = scep.Pending
 	}
-	if err := rp.transactions().Put(ctx, rec); err != nil {
+	var err error
+	if ic := tx.unrecorded; ic != nil {
+		// The certificate and its record in one commit.
+		tx.unrecorded = nil
+		err = rp.issuanceRecorder().RecordIssuance(ctx, ic, rec)
+	} else {
+		err = rp.transactions().Put(ctx, rec)
+	}
+	if err != nil {
 		rp.tel().storeError(ctx, "transactions")
 		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
 		if e == nil {

@@ -124,6 +124,7 @@ type Store struct {
 var (
 	_ crp.Store             = (*Store)(nil)
 	_ challenge.ReplayStore = (*Store)(nil)
+	_ crp.IssuanceRecorder  = (*Store)(nil)
 )
 
 // Options configures [New] and [Open]. The zero value has defaults.
@@ -272,6 +273,22 @@ const recordColumns = "id, signer_key, request, csr, status, certificate, phase,
 
 // Put implements crp.TransactionStore.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
+	if _, err := s.pool.Exec(ctx, putRecordSQL, s.recordArgs(r)...); err != nil {
+		return wrap("recording transaction", err)
+	}
+	s.wrote(ctx)
+	return nil
+}
+
+const putRecordSQL = `INSERT INTO scepkit_transactions (` + recordColumns + `)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+	ON CONFLICT (id) DO UPDATE SET signer_key = EXCLUDED.signer_key, request = EXCLUDED.request,
+		csr = EXCLUDED.csr, status = EXCLUDED.status, certificate = EXCLUDED.certificate,
+		phase = EXCLUDED.phase, reason = EXCLUDED.reason, user_id = EXCLUDED.user_id,
+		device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
+		template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires`
+
+func (s *Store) recordArgs(r *crp.Record) []any {
 	exp := r.Expires
 	if exp.IsZero() {
 		exp = s.now().Add(DefaultRecordTTL)
@@ -280,17 +297,23 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 	if r.Certificate != nil {
 		der = r.Certificate.Raw
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO scepkit_transactions (`+recordColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-		ON CONFLICT (id) DO UPDATE SET signer_key = EXCLUDED.signer_key, request = EXCLUDED.request,
-			csr = EXCLUDED.csr, status = EXCLUDED.status, certificate = EXCLUDED.certificate,
-			phase = EXCLUDED.phase, reason = EXCLUDED.reason, user_id = EXCLUDED.user_id,
-			device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
-			template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires`,
-		idKey(r.TransactionID), r.SignerKey, r.Request, r.CSR, int(r.Status), der, int(r.Phase), string(r.Reason),
-		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp)
+	return []any{idKey(r.TransactionID), r.SignerKey, r.Request, r.CSR, int(r.Status), der, int(r.Phase), string(r.Reason),
+		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp}
+}
+
+// RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
+// record are written in one round trip and one transaction (a pgx batch runs as an
+// implicit transaction: both rows or neither).
+func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	certArgs, err := certificateArgs(c)
 	if err != nil {
-		return wrap("recording transaction", err)
+		return err
+	}
+	b := &pgx.Batch{}
+	b.Queue(addCertificateSQL, certArgs...)
+	b.Queue(putRecordSQL, s.recordArgs(r)...)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return wrap("recording certificate and transaction", err)
 	}
 	s.wrote(ctx)
 	return nil
@@ -370,24 +393,32 @@ const certColumns = "der, user_id, device_id, profile_id, template, transaction_
 
 // Add implements crp.CertificateStore.
 func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
+	args, err := certificateArgs(c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, addCertificateSQL, args...); err != nil {
+		return wrap("recording certificate", err)
+	}
+	return nil
+}
+
+const addCertificateSQL = `INSERT INTO scepkit_certificates (serial, not_after, ` + certColumns + `)
+	VALUES ($1::numeric, $2, $3, $4, $5, $6, $7, $8, $9)
+	ON CONFLICT (serial) DO UPDATE SET not_after = EXCLUDED.not_after, der = EXCLUDED.der,
+		user_id = EXCLUDED.user_id, device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
+		template = EXCLUDED.template, transaction_id = EXCLUDED.transaction_id, issued_at = EXCLUDED.issued_at`
+
+func certificateArgs(c *crp.IssuedCertificate) ([]any, error) {
 	if c == nil || c.Certificate == nil || c.Certificate.SerialNumber == nil || c.Certificate.SerialNumber.Sign() <= 0 {
-		return errors.New("pgstore: a certificate with a positive serial is needed")
+		return nil, errors.New("pgstore: a certificate with a positive serial is needed")
 	}
 	var issuedAt *time.Time
 	if !c.IssuedAt.IsZero() {
 		issuedAt = &c.IssuedAt
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO scepkit_certificates (serial, not_after, `+certColumns+`)
-		VALUES ($1::numeric, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (serial) DO UPDATE SET not_after = EXCLUDED.not_after, der = EXCLUDED.der,
-			user_id = EXCLUDED.user_id, device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
-			template = EXCLUDED.template, transaction_id = EXCLUDED.transaction_id, issued_at = EXCLUDED.issued_at`,
-		c.Certificate.SerialNumber.String(), c.Certificate.NotAfter, c.Certificate.Raw, c.UserID, c.DeviceID,
-		c.ProfileID, c.Template, c.TransactionID, issuedAt)
-	if err != nil {
-		return wrap("recording certificate", err)
-	}
-	return nil
+	return []any{c.Certificate.SerialNumber.String(), c.Certificate.NotAfter, c.Certificate.Raw, c.UserID, c.DeviceID,
+		c.ProfileID, c.Template, c.TransactionID, issuedAt}, nil
 }
 
 func scanCertificate(row pgx.Row) (*crp.IssuedCertificate, error) {

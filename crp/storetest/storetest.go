@@ -61,6 +61,7 @@ var Cases = []Case{
 	{"record-expired-forgotten", needTransactions, recordExpired},
 	{"pending-listed-in-pages", needPending, pendingListed},
 	{"certificate-roundtrip", needCertificates, certificateRoundtrip},
+	{"issuance-recorded-together", needIssuanceRecorder, issuanceRecorded},
 	{"certificate-queries", needQueries, certificateQueries},
 	{"certificate-query-pages", needQueries, certificatePages},
 	{"revocation-first-kept", needRevocations, revocationFirstKept},
@@ -90,6 +91,10 @@ func needQueries(b Backend) bool      { return b.Certificates != nil && b.Querie
 func needRevocations(b Backend) bool  { return b.Revocations != nil }
 func needChecker(b Backend) bool      { return b.Revocations != nil && b.Checker != nil }
 func needPending(b Backend) bool      { return b.Transactions != nil && b.Pending != nil }
+func needIssuanceRecorder(b Backend) bool {
+	_, ok := b.Transactions.(crp.IssuanceRecorder)
+	return ok && b.Certificates != nil
+}
 func needReleaser(b Backend) bool {
 	_, ok := b.Claims.(challenge.Releaser)
 	return ok
@@ -328,6 +333,37 @@ func certificateRoundtrip(t *testing.T, b Backend) {
 		if _, err := b.Certificates.Lookup(ctx, s); !errors.Is(err, crp.ErrNotFound) {
 			t.Fatalf("lookup of unknown serial %v: %v, want ErrNotFound", s, err)
 		}
+	}
+}
+
+// issuanceRecorded: RecordIssuance writes the certificate and its transaction record
+// together, and neither when it fails.
+func issuanceRecorded(t *testing.T, b Backend) {
+	r := b.Transactions.(crp.IssuanceRecorder)
+	c := issued(t, 1<<40+7, time.Now().Add(time.Hour), "alice", "laptop")
+	rec := &crp.Record{TransactionID: "tx-issued", Status: scep.Success, Certificate: c.Certificate, UserID: "alice",
+		DeviceID: "laptop", Expires: time.Now().Add(time.Hour)}
+	check(t, r.RecordIssuance(ctx, c, rec), "record issuance")
+	got, err := b.Certificates.Lookup(ctx, c.Certificate.SerialNumber)
+	check(t, err, "lookup")
+	if !got.Certificate.Equal(c.Certificate) || got.UserID != "alice" || got.TransactionID != c.TransactionID {
+		t.Fatalf("lookup returned %+v, want %+v", got, c)
+	}
+	gotRec, err := b.Transactions.Get(ctx, "tx-issued")
+	check(t, err, "get")
+	if gotRec.Status != scep.Success || gotRec.Certificate == nil || !gotRec.Certificate.Equal(c.Certificate) {
+		t.Fatalf("record %+v, want SUCCESS with the certificate", gotRec)
+	}
+
+	bad := issued(t, 1<<40+8, time.Now().Add(time.Hour), "bob", "phone")
+	bad.Certificate.SerialNumber = big.NewInt(0) // refused by every backend
+	rec = &crp.Record{TransactionID: "tx-refused", Status: scep.Success, Certificate: bad.Certificate,
+		Expires: time.Now().Add(time.Hour)}
+	if err := r.RecordIssuance(ctx, bad, rec); err == nil {
+		t.Fatal("RecordIssuance of a certificate with serial 0 succeeded")
+	}
+	if _, err := b.Transactions.Get(ctx, "tx-refused"); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("the record of a refused issuance: %v, want ErrNotFound (neither written)", err)
 	}
 }
 
