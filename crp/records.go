@@ -78,8 +78,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 				rp.log().ErrorContext(ctx, "crp: recording the issued certificate", "transactionID", tx.ID, "err", err)
 				if e == nil {
 					e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
-					rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it",
-						"transactionID", tx.ID, "serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "reason", string(e.Reason))
+					rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
 				}
 			}
 		}
