@@ -832,8 +832,12 @@ func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revoc
 	return out, err
 }
 
-// IsRevoked implements crp.RevocationChecker.
+// IsRevoked implements crp.RevocationChecker. A certificate without a serial is an
+// error.
 func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	if cert == nil || cert.SerialNumber == nil {
+		return false, errors.New("boltstore: revocation check of a certificate without a serial")
+	}
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}

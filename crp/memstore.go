@@ -3,6 +3,7 @@ package crp
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/big"
 	"slices"
@@ -140,8 +141,11 @@ func (m *MemoryRevocations) RevokedSince(ctx context.Context, since time.Time) (
 	return out, nil
 }
 
-// IsRevoked implements RevocationChecker.
+// IsRevoked implements RevocationChecker. A certificate without a serial is an error.
 func (m *MemoryRevocations) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	if cert == nil || cert.SerialNumber == nil {
+		return false, errNoSerial
+	}
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
@@ -150,6 +154,8 @@ func (m *MemoryRevocations) IsRevoked(ctx context.Context, cert *x509.Certificat
 	_, ok := m.m[cert.SerialNumber.String()]
 	return ok, nil
 }
+
+var errNoSerial = errors.New("crp: revocation check of a certificate without a serial")
 
 // RevocationOrder compares revocations in the order RevokedSince returns them: by
 // RevokedAt, then serial. It returns -1, 0 or +1.

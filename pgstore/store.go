@@ -564,8 +564,12 @@ func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revoc
 	return out, nil
 }
 
-// IsRevoked implements crp.RevocationChecker.
+// IsRevoked implements crp.RevocationChecker. A certificate without a serial is an
+// error.
 func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	if cert == nil || cert.SerialNumber == nil {
+		return false, errors.New("pgstore: revocation check of a certificate without a serial")
+	}
 	var revoked bool
 	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM scepkit_revocations WHERE serial = $1::numeric)",
 		cert.SerialNumber.String()).Scan(&revoked)

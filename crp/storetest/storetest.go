@@ -68,6 +68,7 @@ var Cases = []Case{
 	{"revocation-since", needRevocations, revocationSince},
 	{"revocation-invalid-refused", needRevocations, revocationInvalid},
 	{"revocation-checker", needChecker, revocationChecker},
+	{"revocation-checker-no-serial-refused", needChecker, revocationCheckerNoSerial},
 }
 
 // Run runs every case that applies, each on a store open returns (fresh and empty; it
@@ -515,5 +516,22 @@ func revocationChecker(t *testing.T, b Backend) {
 	}
 	if ok, err := b.Checker.IsRevoked(ctx, other); err != nil || ok {
 		t.Fatalf("IsRevoked of another certificate: %v, %v", ok, err)
+	}
+}
+
+// revocationCheckerNoSerial: a certificate without a serial (or none at all) is an
+// error, never a panic nor an answer.
+func revocationCheckerNoSerial(t *testing.T, b Backend) {
+	for name, c := range map[string]*x509.Certificate{"nil": nil, "no serial": {}} {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("IsRevoked(%s) panicked: %v", name, r)
+				}
+			}()
+			if ok, err := b.Checker.IsRevoked(ctx, c); err == nil || ok {
+				t.Fatalf("IsRevoked(%s) = %v, %v; want an error", name, ok, err)
+			}
+		}()
 	}
 }
