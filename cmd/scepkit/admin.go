@@ -202,7 +202,7 @@ func (a *admin) reject(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength != 0 {
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			writeJSON(w, http.StatusBadRequest, apiError{"body: " + err.Error()})
+			badBody(w, err, `body: {"reason": "..."}`)
 			return
 		}
 	}
@@ -237,6 +237,17 @@ func (a *admin) fail(w http.ResponseWriter, r *http.Request, status int, err err
 	writeJSON(w, status, apiError{http.StatusText(status)})
 }
 
+// badBody answers a request body that cannot be read: 413 beyond the size limit,
+// otherwise 400 with what the body should be.
+func badBody(w http.ResponseWriter, err error, want string) {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{"body too large"})
+		return
+	}
+	writeJSON(w, http.StatusBadRequest, apiError{want})
+}
+
 func parseSerial(s string) (*big.Int, bool) {
 	n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(s), "0x"), 16)
 	if !ok || n.Sign() <= 0 || n.BitLen() > 160 {
@@ -254,18 +265,27 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Reason *int `json:"reason"`
 	}
+	const want = `body: {"reason": CRLReason 0-10, not 7}`
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Reason == nil {
-		writeJSON(w, http.StatusBadRequest, apiError{`body: {"reason": CRLReason 0-10, not 7}`})
-		return
-	}
-	if _, err := a.g.store.Lookup(r.Context(), serial); err != nil {
-		writeJSON(w, http.StatusNotFound, apiError{"no certificate with this serial was issued here"})
+		badBody(w, err, want)
 		return
 	}
 	who, _ := a.who(r)
-	rev, err := a.g.crl.Revoke(r.Context(), &crp.Revocation{Serial: serial, Reason: *body.Reason, RevokedAt: time.Now(), By: who})
+	rev := &crp.Revocation{Serial: serial, Reason: *body.Reason, RevokedAt: time.Now(), By: who}
+	if crp.CheckRevocation(rev) != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{want})
+		return
+	}
+	if _, err := a.g.store.Lookup(r.Context(), serial); errors.Is(err, crp.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, apiError{"no certificate with this serial was issued here"})
+		return
+	} else if err != nil {
+		a.fail(w, r, http.StatusServiceUnavailable, err)
+		return
+	}
+	rev, err := a.g.crl.Revoke(r.Context(), rev)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"serial": rev.Serial.Text(16), "reason": rev.Reason, "revoked_at": rev.RevokedAt})
@@ -285,8 +305,11 @@ func (a *admin) certificate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := a.g.store.Lookup(r.Context(), serial)
-	if err != nil {
+	if errors.Is(err, crp.ErrNotFound) {
 		writeJSON(w, http.StatusNotFound, apiError{"not found"})
+		return
+	} else if err != nil {
+		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, a.certJSON(r.Context(), c))

@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -654,4 +655,66 @@ func TestAdminClientCAMustNotTrustDevices(t *testing.T) {
 			require.Contains(t, string(out), "setting admin.client_ca (SCEPKIT_ADMIN_CLIENT_CA)")
 		})
 	}
+}
+
+// adminCall sends one request to the admin API with the bearer token and returns the
+// status and body.
+func (r *running) adminCall(t *testing.T, f *fixture, method, path string, body []byte) (int, string) {
+	t.Helper()
+	b, err := os.ReadFile(f.path("admin-ca.pem"))
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(b))
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	req, err := http.NewRequest(method, r.adminURL+path, bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(out)
+}
+
+// TestAdminAnswers: the admin API answers 503 (not "no such certificate", not the
+// store's error text) while its store is down, 404 only for what was never issued,
+// and 413 for a body over its limit.
+func TestAdminAnswers(t *testing.T) {
+	pg := pgtest.Start(t)
+	f := newFixture(t)
+	r := start(t, f.config(t, "", fmt.Sprintf("[postgres]\ndsn = %q\n", pg.NewDatabase(t))))
+	dev := scepclienttest.NewDevice(t)
+	out, err := dev.Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	cert, err := dev.Certificate()
+	require.NoError(t, err)
+	serial := cert.SerialNumber.Text(16)
+
+	code, body := r.adminCall(t, f, http.MethodGet, "/v1/certificates/abcdef", nil)
+	require.Equal(t, http.StatusNotFound, code, body)
+	big := []byte(`{"reason": "` + strings.Repeat("x", 100<<10) + `"}`)
+	code, body = r.adminCall(t, f, http.MethodPost, "/v1/pending/tx/reject", big)
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, body)
+	code, body = r.adminCall(t, f, http.MethodPost, "/v1/certificates/"+serial+"/revoke", big)
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, body)
+	code, body = r.adminCall(t, f, http.MethodPost, "/v1/certificates/"+serial+"/revoke", []byte(`{"reason": 7}`))
+	require.Equal(t, http.StatusBadRequest, code, body)
+
+	pg.Stop()
+	for _, c := range []struct{ method, path, body string }{
+		{http.MethodGet, "/v1/certificates/" + serial, ""},
+		{http.MethodPost, "/v1/certificates/" + serial + "/revoke", `{"reason": 1}`},
+	} {
+		code, body = r.adminCall(t, f, c.method, c.path, []byte(c.body))
+		require.Equal(t, http.StatusServiceUnavailable, code, "%s %s: %s", c.method, c.path, body)
+		require.NotContains(t, body, "127.0.0.1", "no store error text in the answer")
+	}
+	pg.Restart()
+	require.Eventually(t, func() bool {
+		code, _ := r.adminCall(t, f, http.MethodGet, "/v1/certificates/"+serial, nil)
+		return code == http.StatusOK
+	}, 20*time.Second, 200*time.Millisecond)
+	require.False(t, crlLists(readCRL(t, r.base), cert.SerialNumber), "nothing was revoked while the store was down")
+	r.stop(t)
 }
