@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -77,7 +76,7 @@ type admin struct {
 func newAdmin(g *gateway) (*admin, error) {
 	a := &admin{g: g, log: g.log.With("audit", "admin")}
 	if f := g.cfg.Admin.TokenFile; f != "" {
-		b, err := os.ReadFile(f)
+		b, err := readSecretFile(f)
 		if err != nil {
 			return nil, &SettingError{"admin.token_file", "SCEPKIT_ADMIN_TOKEN_FILE", err}
 		}

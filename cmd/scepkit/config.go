@@ -44,7 +44,7 @@ type Config struct {
 		TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain of the admin listener (required with listen)"`
 		TLSKey    string `toml:"tls_key" doc:"PEM private key of admin.tls_cert"`
 		ClientCA  string `toml:"client_ca" doc:"PEM CA certificates whose client certificates may call the admin API; never the CA that issues device certificates nor one above it (refused at start: every device would be an operator)"`
-		TokenFile string `toml:"token_file" doc:"file holding the bearer token that may call the admin API (at least 32 characters)"`
+		TokenFile string `toml:"token_file" doc:"file holding the bearer token that may call the admin API (at least 32 characters; no access for other users)"`
 	} `toml:"admin"`
 	OTLP struct {
 		TracesURL string `toml:"traces_url" doc:"OTLP/HTTP traces endpoint of a collector (for example http://127.0.0.1:4318/v1/traces): one span per SCEP request with a child per CRP phase; empty sends no traces"`
@@ -59,7 +59,7 @@ type Config struct {
 	PKCS11 struct {
 		Module       string `toml:"module" doc:"PKCS#11 module path (for example /usr/lib/softhsm/libsofthsm2.so); set to keep the CA and RA keys in a token"`
 		TokenLabel   string `toml:"token_label" doc:"label of the token"`
-		PINFile      string `toml:"pin_file" doc:"file holding the token's user PIN"`
+		PINFile      string `toml:"pin_file" doc:"file holding the token's user PIN (no access for other users)"`
 		CAKey        string `toml:"ca_key" doc:"label of the CA key pair in the token" default:"scepkit-ca"`
 		RASignKey    string `toml:"ra_sign_key" doc:"label of the RA signing key pair" default:"scepkit-ra-sign"`
 		RAEncryptKey string `toml:"ra_encrypt_key" doc:"label of the RA encryption key pair (RSA)" default:"scepkit-ra-encrypt"`
@@ -235,4 +235,33 @@ func printSettings(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %s  [%s]%s\n      %s\n", s.path, s.env, def, s.doc)
 	}
+}
+
+// maxSecretFile bounds what readSecretFile reads: a token or a PIN is a line.
+const maxSecretFile = 4 << 10
+
+// readSecretFile reads a file holding a secret (the admin token, the token PIN),
+// refusing one that other users may read or write, as OpenSSH refuses such a private
+// key: the permissions are the operator's to fix (chmod o-rwx).
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return nil, fmt.Errorf("%s may be read or written by other users (mode %v): chmod o-rwx it", path, fi.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSecretFile {
+		return nil, fmt.Errorf("%s: over %d bytes", path, maxSecretFile)
+	}
+	return b, nil
 }

@@ -225,7 +225,7 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 		g.log.Info("created a CA and an RA", "state_dir", c.StateDir)
 		return ca, ra, nil
 	}
-	pin, err := os.ReadFile(c.PKCS11.PINFile)
+	pin, err := readSecretFile(c.PKCS11.PINFile)
 	if err != nil {
 		return nil, nil, &SettingError{"pkcs11.pin_file", "SCEPKIT_PKCS11_PIN_FILE", err}
 	}

@@ -591,6 +591,22 @@ func TestConfigErrors(t *testing.T) {
 		{"short token", []string{"SCEPKIT_ADMIN_TOKEN_FILE=" + f.path("short-token"), "SCEPKIT_ADMIN_CLIENT_CA="},
 			"setting admin.token_file (SCEPKIT_ADMIN_TOKEN_FILE): the token must have at least 32 characters"},
 	}
+	// Secrets in files anyone on the machine can read are refused.
+	f.write(t, "open-token", []byte(f.token+"\n"))
+	require.NoError(t, os.Chmod(f.path("open-token"), 0o644))
+	f.write(t, "open-pin", []byte("1234\n"))
+	require.NoError(t, os.Chmod(f.path("open-pin"), 0o604))
+	cases = append(cases, []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"token readable by others", []string{"SCEPKIT_ADMIN_TOKEN_FILE=" + f.path("open-token")},
+			"setting admin.token_file (SCEPKIT_ADMIN_TOKEN_FILE): " + f.path("open-token") + " may be read or written by other users"},
+		{"PIN readable by others", []string{"SCEPKIT_PKCS11_MODULE=" + f.path("absent.so"), "SCEPKIT_PKCS11_TOKEN_LABEL=t",
+			"SCEPKIT_PKCS11_PIN_FILE=" + f.path("open-pin")},
+			"setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): " + f.path("open-pin") + " may be read or written by other users"},
+	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
