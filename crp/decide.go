@@ -2,6 +2,7 @@ package crp
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -362,10 +363,8 @@ func Matches(decided, cert *x509.Certificate) error {
 	if cert.KeyUsage != decided.KeyUsage {
 		diff = append(diff, "keyUsage")
 	}
-	if !sameSet(cert.ExtKeyUsage, decided.ExtKeyUsage, func(a, b x509.ExtKeyUsage) int { return int(a) - int(b) }) ||
-		!sameSet(cert.UnknownExtKeyUsage, decided.UnknownExtKeyUsage, func(a, b asn1.ObjectIdentifier) int {
-			return slices.Compare(a, b)
-		}) {
+	if !sameSet(cert.ExtKeyUsage, decided.ExtKeyUsage, cmp.Compare[x509.ExtKeyUsage]) ||
+		!sameSet(cert.UnknownExtKeyUsage, decided.UnknownExtKeyUsage, slices.Compare[asn1.ObjectIdentifier]) {
 		diff = append(diff, "extKeyUsage")
 	}
 	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(decided.PublicKey) {
@@ -392,12 +391,16 @@ func extension(exts []pkix.Extension, id asn1.ObjectIdentifier) *pkix.Extension 
 	return nil
 }
 
-func sameSet[T any](a, b []T, cmp func(T, T) int) bool {
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.SortFunc(a, cmp)
-	slices.SortFunc(b, cmp)
-	return slices.EqualFunc(slices.CompactFunc(a, func(x, y T) bool { return cmp(x, y) == 0 }),
-		slices.CompactFunc(b, func(x, y T) bool { return cmp(x, y) == 0 }), func(x, y T) bool { return cmp(x, y) == 0 })
+// sameSet reports whether a and b hold the same elements, ignoring order and
+// repetition; compare orders them.
+func sameSet[T any](a, b []T, compare func(T, T) int) bool {
+	equal := func(x, y T) bool { return compare(x, y) == 0 }
+	set := func(s []T) []T {
+		s = slices.Clone(s)
+		slices.SortFunc(s, compare)
+		return slices.CompactFunc(s, equal)
+	}
+	return slices.EqualFunc(set(a), set(b), equal)
 }
 
 func csrRaw(csr *x509.CertificateRequest) []byte {

@@ -6,7 +6,10 @@ package crp_test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
+	"math/big"
+	"slices"
 	"sync"
 	"testing"
 
@@ -100,4 +103,48 @@ func TestDecideRaceOneTransaction(t *testing.T) {
 	require.Equal(t, 1, winners)
 	_, err := env.RP.Transactions.Get(ctx, "one")
 	require.ErrorIs(t, err, crp.ErrNotFound)
+}
+
+// TestMatchesExtKeyUsageAsSets: extended key usages, known and unknown, compare as
+// sets: order and repetition do not matter, a missing or extra one does.
+func TestMatchesExtKeyUsageAsSets(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	d, req, _ := decideAlice(t, env, "eku")
+	decided := *d.Template
+	oid := func(a ...int) asn1.ObjectIdentifier { return a }
+	decided.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageEmailProtection}
+	decided.UnknownExtKeyUsage = []asn1.ObjectIdentifier{oid(1, 3, 6, 1, 4, 1, 311, 20, 2, 2), oid(1, 3, 6, 1, 4, 1, 99999, 1)}
+	cases := []struct {
+		name    string
+		eku     []x509.ExtKeyUsage
+		unknown []asn1.ObjectIdentifier
+		match   bool
+	}{
+		{"same order", decided.ExtKeyUsage, decided.UnknownExtKeyUsage, true},
+		{"reordered", []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection, x509.ExtKeyUsageClientAuth},
+			[]asn1.ObjectIdentifier{decided.UnknownExtKeyUsage[1], decided.UnknownExtKeyUsage[0]}, true},
+		{"repeated", append([]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, decided.ExtKeyUsage...),
+			decided.UnknownExtKeyUsage, true},
+		{"one missing", decided.ExtKeyUsage[:1], decided.UnknownExtKeyUsage, false},
+		{"unknown one missing", decided.ExtKeyUsage, decided.UnknownExtKeyUsage[:1], false},
+		{"unknown one extra", decided.ExtKeyUsage, append(slices.Clone(decided.UnknownExtKeyUsage), oid(1, 2, 3)), false},
+		{"another", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageEmailProtection},
+			decided.UnknownExtKeyUsage, false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := decided
+			tmpl.SerialNumber = big.NewInt(int64(500 + i))
+			tmpl.ExtKeyUsage, tmpl.UnknownExtKeyUsage = c.eku, c.unknown
+			cert, err := env.CA.Sign(ctx, &tmpl, req.PublicKey)
+			require.NoError(t, err)
+			err = crp.Matches(&decided, cert)
+			if c.match {
+				require.NoError(t, err)
+			} else {
+				require.ErrorContains(t, err, "extKeyUsage")
+			}
+		})
+	}
 }

@@ -157,8 +157,9 @@ func (m *MemoryRevocations) IsRevoked(ctx context.Context, cert *x509.Certificat
 
 var errNoSerial = errors.New("crp: revocation check of a certificate without a serial")
 
-// RevocationOrder compares revocations in the order RevokedSince returns them: by
-// RevokedAt, then serial. It returns -1, 0 or +1.
+// RevocationOrder compares revocations in the order
+// [RevocationStore.RevokedSince] returns them: by RevokedAt, then serial. It returns
+// -1, 0 or +1. It is for store implementers, as [CertificateOrder] is.
 func RevocationOrder(a, b *Revocation) int {
 	if c := a.RevokedAt.Compare(b.RevokedAt); c != 0 {
 		return c
@@ -167,8 +168,9 @@ func RevocationOrder(a, b *Revocation) int {
 }
 
 // CheckRevocation reports a revocation no CRL could carry (a serial that is not
-// positive, a CRLReason outside RFC 5280 section 5.3.1, no time). Every backend's
-// Revoke refuses those.
+// positive, a CRLReason outside RFC 5280 section 5.3.1, no time). It is for store
+// implementers: every backend's Revoke calls it first and refuses those (the
+// conformance suite crp/storetest checks it).
 func CheckRevocation(r *Revocation) error {
 	switch {
 	case r == nil || r.Serial == nil || r.Serial.Sign() <= 0:

@@ -68,7 +68,9 @@ const (
 )
 
 // ListLimit returns the page size a list query with limit returns: limit <= 0 is
-// DefaultListLimit, more than MaxListLimit is MaxListLimit. Backends use it.
+// DefaultListLimit, more than MaxListLimit is MaxListLimit. It is for store
+// implementers (boltstore, pgstore and MemoryStore use it, so that every backend
+// pages alike); users of a store just pass their limit.
 func ListLimit(limit int) int {
 	switch {
 	case limit <= 0:
@@ -94,8 +96,8 @@ type CertificateQuery struct {
 	Limit int
 }
 
-// Match reports whether c is selected by q's filters (not by After or Limit).
-// Backends that filter in Go use it.
+// Match reports whether c is selected by q's filters (not by After or Limit). It is
+// for store implementers that filter in Go (boltstore and MemoryStore do).
 func (q *CertificateQuery) Match(c *IssuedCertificate) bool {
 	na := c.Certificate.NotAfter
 	return (q.UserID == "" || c.UserID == q.UserID) &&
@@ -104,9 +106,12 @@ func (q *CertificateQuery) Match(c *IssuedCertificate) bool {
 		(q.ExpiresBefore.IsZero() || na.Before(q.ExpiresBefore))
 }
 
-// CertificateOrder compares issued certificates in the order queries return them: by
-// NotAfter (second precision, as certificates encode it), then by serial. It returns
-// -1, 0 or +1.
+// CertificateOrder compares issued certificates in the order
+// [CertificateQuerier.Certificates] returns them: by NotAfter (second precision, as
+// certificates encode it), then by serial. It returns -1, 0 or +1. It is for store
+// implementers: it defines the order (and the After of the next page) that a
+// backend sorting in Go sorts by, and one sorting elsewhere (an index, SQL) must
+// reproduce.
 func CertificateOrder(a, b *IssuedCertificate) int {
 	ta, tb := a.Certificate.NotAfter.Unix(), b.Certificate.NotAfter.Unix()
 	switch {
