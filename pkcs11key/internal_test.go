@@ -86,3 +86,22 @@ func TestSessionKeyLen(t *testing.T) {
 	_, err = k.Decrypt(rand.Reader, bad, nil)
 	require.Error(t, err, "without SessionKeyLen a bad padding is an error, as in crypto/rsa")
 }
+
+// TestClosedToken: once the token is closed, its keys refuse to decrypt with an error,
+// also with SessionKeyLen (which answers random bytes only for what depends on the
+// ciphertext: a bad padding or another length); a second Close does not panic.
+func TestClosedToken(t *testing.T) {
+	st := softhsmtest.New(t)
+	tok, err := Open(Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+	require.NoError(t, err)
+	k, err := tok.GenerateKey("closed", RSA2048)
+	require.NoError(t, err)
+	ct, err := rsa.EncryptPKCS1v15(rand.Reader, k.Public().(*rsa.PublicKey), make([]byte, 32))
+	require.NoError(t, err)
+	require.NoError(t, tok.Close())
+	require.NotPanics(t, func() { tok.Close() })
+	_, err = k.Decrypt(rand.Reader, ct, nil)
+	require.Error(t, err)
+	got, err := k.Decrypt(rand.Reader, ct, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: 32})
+	require.Error(t, err, "a closed token answered %d bytes as if it had decrypted", len(got))
+}

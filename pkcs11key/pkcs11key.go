@@ -41,8 +41,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/ThalesGroup/crypto11"
+	"github.com/miekg/pkcs11"
 )
 
 // Errors returned by this package, testable with errors.Is.
@@ -79,6 +81,9 @@ type Config struct {
 // done; keys obtained from it stop working then.
 type Token struct {
 	ctx *crypto11.Context
+
+	mu     sync.Mutex
+	closed bool
 }
 
 // Open logs in to the token c names.
@@ -99,8 +104,16 @@ func Open(c Config) (*Token, error) {
 	return &Token{ctx: ctx}, nil
 }
 
-// Close logs out and releases the token's sessions.
-func (t *Token) Close() error { return t.ctx.Close() }
+// Close logs out and releases the token's sessions. Calling it again does nothing.
+func (t *Token) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	return t.ctx.Close()
+}
 
 // Key returns the key pair whose private key has CKA_LABEL label.
 func (t *Token) Key(label string) (*Key, error) {
@@ -242,7 +255,9 @@ func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOp
 
 // sessionKey is PKCS#1 v1.5 decryption with crypto/rsa's SessionKeyLen behaviour: the
 // random key is drawn before the token is asked, and replaced by the plaintext only
-// when it has the expected length, without a branch on that outcome.
+// when it has the expected length, without a branch on that outcome. An error that
+// cannot depend on the ciphertext (a closed token, a lost session, a removed device)
+// is returned: answering random bytes would hide that the key cannot work at all.
 func (k *Key) sessionKey(rand io.Reader, ciphertext []byte, n int) ([]byte, error) {
 	if rand == nil {
 		rand = cryptorand.Reader
@@ -252,6 +267,9 @@ func (k *Key) sessionKey(rand io.Reader, ciphertext []byte, n int) ([]byte, erro
 		return nil, err
 	}
 	pt, err := k.dec.Decrypt(rand, ciphertext, nil)
+	if err != nil && !fromCiphertext(err) {
+		return nil, fmt.Errorf("pkcs11key: decrypting: %w", err)
+	}
 	ok := subtle.ConstantTimeEq(int32(len(pt)), int32(n))
 	if err != nil {
 		ok = 0
@@ -260,4 +278,23 @@ func (k *Key) sessionKey(rand io.Reader, ciphertext []byte, n int) ([]byte, erro
 		subtle.ConstantTimeCopy(ok, key, pt[:n])
 	}
 	return key, nil
+}
+
+// fromCiphertext reports whether a decryption error may depend on the ciphertext: any
+// error the token returned (SoftHSM2 reports a bad padding as CKR_GENERAL_ERROR),
+// except those that say the token, session or key cannot be used at all. Errors that
+// do not come from the token (crypto11's closed context, no free session) cannot.
+func fromCiphertext(err error) bool {
+	var ck pkcs11.Error
+	if !errors.As(err, &ck) {
+		return false
+	}
+	switch ck {
+	case pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_TOKEN_NOT_PRESENT,
+		pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_USER_NOT_LOGGED_IN,
+		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_KEY_HANDLE_INVALID, pkcs11.CKR_OBJECT_HANDLE_INVALID,
+		pkcs11.CKR_HOST_MEMORY, pkcs11.CKR_DEVICE_MEMORY:
+		return false
+	}
+	return true
 }
