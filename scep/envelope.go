@@ -93,6 +93,10 @@ func (m *PKIMessage) Decrypt(recipients ...Recipient) error {
 		return mapCMSError(err)
 	}
 	m.Cipher = cipherFromCMS(env.Cipher)
+	if m.noDES3 && m.Cipher == DES3CBC {
+		// Refused before any key is used, as cms refuses single DES.
+		return fmt.Errorf("%w: 3DES is disabled", ErrUnsupportedAlgorithm)
+	}
 	rs := make([]cms.Recipient, 0, len(recipients))
 	for _, r := range recipients {
 		if r.Certificate != nil && r.Key != nil {

@@ -55,6 +55,7 @@ type PKIMessage struct {
 	CRL    []byte
 
 	legacy       bool
+	noDES3       bool // set by a Server with DisableDES3: Decrypt refuses 3DES first
 	keyTransport keyTransport
 }
 

@@ -456,10 +456,8 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		err = canReceive(msg.Signer)
 	}
 	if err == nil {
+		msg.noDES3 = s.DisableDES3
 		err = msg.Decrypt(recipients...)
-	}
-	if err == nil && s.DisableDES3 && msg.Cipher == DES3CBC {
-		err = fmt.Errorf("%w: 3DES is disabled", ErrUnsupportedAlgorithm)
 	}
 	if err != nil {
 		fail(err)

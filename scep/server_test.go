@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -466,4 +467,47 @@ func TestServerDisableDES3(t *testing.T) {
 		require.Equal(t, Success, m.Status)
 	}
 	require.Equal(t, 1, pki.issuedCount())
+}
+
+// countingDecrypter counts the private-key operations of a real key.
+type countingDecrypter struct {
+	crypto.Decrypter
+	n atomic.Int32
+}
+
+func (c *countingDecrypter) Decrypt(r io.Reader, ct []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	c.n.Add(1)
+	return c.Decrypter.Decrypt(r, ct, opts)
+}
+
+// TestServerDisableDES3RefusesBeforeDecrypting: with DisableDES3 a 3DES envelope is
+// refused with badAlg before the RA key is used, whoever it is addressed to, as single
+// DES without AllowLegacy is; an AES one is still decrypted.
+func TestServerDisableDES3RefusesBeforeDecrypting(t *testing.T) {
+	pki := newTestPKI(t)
+	key := &countingDecrypter{Decrypter: pki.raEncK}
+	s := pki.server(false)
+	s.DisableDES3, s.Recipients = true, []Recipient{{Certificate: pki.raEnc, Key: key}}
+	require.NoError(t, s.Validate())
+	ts := httptestServer(t, s)
+	d := newDevice(t)
+	stranger := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "someone else"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, d.self, rsaKeys[0].Public(), d.key)
+	for _, to := range []*x509.Certificate{pki.raEnc, stranger} {
+		der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "des3-" + to.Subject.CommonName,
+			Payload: newCSR(t, d.key, "device", "secret"), Recipient: to, Cipher: DES3CBC, SignerCert: d.self, Signer: d.key})
+		require.NoError(t, err)
+		code, _, body := post(t, ts.URL, der)
+		expectFailure(t, pki, code, body, BadAlg)
+	}
+	require.Zero(t, key.n.Load(), "the RA key decrypted a key for a refused cipher")
+	require.Zero(t, pki.issuedCount())
+	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "aes",
+		Payload: newCSR(t, d.key, "device", "secret"), Recipient: pki.raEnc, Cipher: AES128CBC, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	_, _, body := post(t, ts.URL, der)
+	m, err := ParsePKIMessage(body, ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, Success, m.Status)
+	require.Equal(t, int32(1), key.n.Load())
 }
