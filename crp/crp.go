@@ -199,6 +199,10 @@ type RegistrationPoint struct {
 	// DecisionTTL is how long a decision of [RegistrationPoint.Decide] waits for its
 	// completion; zero means DefaultDecisionTTL.
 	DecisionTTL time.Duration
+	// MaxOpenDecisions is how many decisions of Decide may wait for their
+	// completion at once (each holds its request in memory until it is completed or
+	// lapses); zero means DefaultMaxOpenDecisions.
+	MaxOpenDecisions int
 	// Logger receives one record per step; nil means no logging.
 	Logger *slog.Logger
 	// MeterProvider receives the registration point's metrics (see MetricEnrollments

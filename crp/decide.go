@@ -64,6 +64,10 @@ type Completion struct {
 // RegistrationPoint.DecisionTTL is zero.
 const DefaultDecisionTTL = 5 * time.Minute
 
+// DefaultMaxOpenDecisions is how many decisions may wait for their completion at
+// once when RegistrationPoint.MaxOpenDecisions is zero.
+const DefaultMaxOpenDecisions = 10000
+
 // Errors of Complete, besides *Error: test them with errors.Is. Each refuses the
 // completion: it does not change the decision's outcome (a decision found lapsed is
 // recorded as lapsed first; see Complete for a certificate the completion carries).
@@ -88,6 +92,9 @@ const (
 	ReasonCertMismatch Reason = "certificate does not match the decision"
 	// ReasonDecisionLapsed: the decision was not completed in time.
 	ReasonDecisionLapsed Reason = "decision lapsed"
+	// ReasonTooManyDecisions: MaxOpenDecisions decisions wait for their completion;
+	// the refusal matches ErrUnavailable (the device may retry).
+	ReasonTooManyDecisions Reason = "too many open decisions"
 )
 
 // openDecision is a decision waiting for its completion.
@@ -99,8 +106,35 @@ type openDecision struct {
 
 // decisions holds the open decisions of one registration point.
 type decisions struct {
-	m         sync.Map // transactionID -> *openDecision
+	m         sync.Map     // transactionID -> *openDecision
+	n         atomic.Int64 // decisions in m, and places reserved by Decide calls on their way
 	lastSweep atomic.Int64
+}
+
+// reserve takes a place for a decision, if fewer than max are taken.
+func (d *decisions) reserve(max int) bool {
+	if d.n.Add(1) <= int64(max) {
+		return true
+	}
+	d.n.Add(-1)
+	return false
+}
+
+// remove ends the open decision od under id, if it is still open; it reports
+// whether this call ended it.
+func (d *decisions) remove(id any, od any) bool {
+	if d.m.CompareAndDelete(id, od) {
+		d.n.Add(-1)
+		return true
+	}
+	return false
+}
+
+func (rp *RegistrationPoint) maxOpenDecisions() int {
+	if rp.MaxOpenDecisions > 0 {
+		return rp.MaxOpenDecisions
+	}
+	return DefaultMaxOpenDecisions
 }
 
 func (rp *RegistrationPoint) decisionTTL() time.Duration {
@@ -117,9 +151,12 @@ func (rp *RegistrationPoint) decisionTTL() time.Duration {
 // [RegistrationPoint.Complete] within DecisionTTL. A refusal is a *Error (recorded and
 // notified as Enroll's are). A decision that is not completed in time lapses: its
 // challenge stays claimed (burnt), the failure is recorded and notified (at the next
-// Decide or Complete, which sweep lapsed decisions at most once a second), and a late
-// Complete is refused. Open decisions live in this RegistrationPoint's memory: the
-// Complete must reach the process that decided.
+// Decide or Complete, which sweep lapsed decisions at most once a second, or at the
+// next [RegistrationPoint.SweepDecisions]), and a late Complete is refused. Open
+// decisions live in this RegistrationPoint's memory: the Complete must reach the
+// process that decided. At most MaxOpenDecisions wait at once: beyond, Decide refuses
+// before claiming anything, with a *Error of reason ReasonTooManyDecisions that
+// matches ErrUnavailable.
 //
 // Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
 func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
@@ -136,6 +173,18 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
 		return nil, e
 	}
+	if max := rp.maxOpenDecisions(); !rp.open.reserve(max) {
+		// Refused before anything is claimed: nothing to release or record.
+		e := fail(PhaseGateway, ReasonTooManyDecisions, fmt.Errorf("%w: %d decisions wait for their completion", ErrUnavailable, max))
+		rp.step(ctx, tx, PhaseGateway, "decisions-open", rp.now(), e)
+		return nil, e
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			rp.open.n.Add(-1) // the place reserved above
+		}
+	}()
 	csrDER, signerKey := csrRaw(req.CSR), keyHash(tx.Signer)
 	if e := rp.verify(ctx, tx); e != nil {
 		return nil, rp.finish(ctx, tx, e, signerKey, csrDER)
@@ -151,6 +200,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 		rp.release(ctx, tx)
 		return nil, e
 	}
+	opened = true
 	return &Decision{TransactionID: tx.ID, Template: tx.CertTemplate, TemplateName: tx.Template.Name,
 		RequiresApproval: tx.Template.RequiresApproval, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
 		ProfileID: tx.ProfileID(), Expires: od.expires, Trace: tx.Trace}, nil
@@ -185,7 +235,7 @@ func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error 
 			"transactionID", tx.ID)
 		return fmt.Errorf("%w: transaction %q was decided for another CSR", ErrOtherRequest, c.TransactionID)
 	}
-	if !rp.open.m.CompareAndDelete(c.TransactionID, od) {
+	if !rp.open.remove(c.TransactionID, od) {
 		return rp.noDecision(ctx, c, tx)
 	}
 	if rp.now().After(od.expires) {
@@ -284,20 +334,37 @@ func (rp *RegistrationPoint) withheld(ctx context.Context, txID string, cert *x5
 	rp.log().ErrorContext(ctx, "crp: certificate issued but withheld from the device; revoke it", attrs...)
 }
 
-// sweepDecisions lapses the open decisions past their time, at most once per
-// second (amortized over calls of Decide and Complete).
+// SweepDecisions lapses the decisions of Decide whose DecisionTTL is over, and
+// returns how many. Decide and Complete sweep too, at most once a second and only
+// when they are called: a CA that embeds the registration point may call
+// SweepDecisions on a ticker so that lapses are recorded and notified (Intune's
+// failure notification, say) on time while no request comes.
+func (rp *RegistrationPoint) SweepDecisions(ctx context.Context) int {
+	return rp.sweep(ctx, rp.now())
+}
+
+// sweepDecisions sweeps at most once per second (amortized over calls of Decide and
+// Complete).
 func (rp *RegistrationPoint) sweepDecisions(ctx context.Context) {
 	now := rp.now()
 	last := rp.open.lastSweep.Load()
 	if now.UnixNano()-last < int64(time.Second) || !rp.open.lastSweep.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
+	rp.sweep(ctx, now)
+}
+
+// sweep lapses the open decisions past their time at now.
+func (rp *RegistrationPoint) sweep(ctx context.Context, now time.Time) int {
+	n := 0
 	rp.open.m.Range(func(k, v any) bool {
-		if od := v.(*openDecision); now.After(od.expires) && rp.open.m.CompareAndDelete(k, v) {
+		if od := v.(*openDecision); now.After(od.expires) && rp.open.remove(k, v) {
 			rp.lapse(ctx, od)
+			n++
 		}
 		return true
 	})
+	return n
 }
 
 // lapse ends a decision that was not completed in time: the challenge stays claimed,

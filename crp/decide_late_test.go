@@ -103,3 +103,72 @@ func TestLateCertificateInInventory(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenDecisionsCapped: at most MaxOpenDecisions decisions wait for their
+// completion; beyond, Decide refuses with a transient *Error before claiming anything
+// (the challenge stays usable, nothing is recorded or notified), and takes new
+// decisions again once one is completed or has lapsed.
+func TestOpenDecisionsCapped(t *testing.T) {
+	env, now, _ := clockEnv(t)
+	env.RP.MaxOpenDecisions = 2
+	ctx := context.Background()
+	a, reqA, _ := decideAlice(t, env, "cap-a")
+	decideAlice(t, env, "cap-b")
+
+	chC := mint(t, env, "alice@example.com", "alice-laptop")
+	reqC := csr(t, deviceKey, "alice@example.com", chC)
+	_, err := env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "cap-c", CSR: reqC, Challenge: chC})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonTooManyDecisions, e.Reason)
+	require.ErrorIs(t, err, crp.ErrUnavailable, "a full registration point is a transient refusal")
+	_, err = env.RP.Transactions.Get(ctx, "cap-c")
+	require.ErrorIs(t, err, crp.ErrNotFound)
+	require.Empty(t, env.Notifier.Notifications())
+
+	// A completion frees a place; the refused request's challenge was not claimed.
+	cert, err := env.CA.Sign(ctx, a.Template, reqA.PublicKey)
+	require.NoError(t, err)
+	require.NoError(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "cap-a", Certificate: cert}))
+	_, err = env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "cap-c", CSR: reqC, Challenge: chC})
+	require.NoError(t, err)
+
+	// Full again (cap-b, cap-c); lapsed decisions free their places.
+	chD := mint(t, env, "alice@example.com", "alice-laptop")
+	reqD := csr(t, deviceKey, "alice@example.com", chD)
+	_, err = env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "cap-d", CSR: reqD, Challenge: chD})
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonTooManyDecisions, e.Reason)
+	now.Add(int64(crp.DefaultDecisionTTL + time.Minute))
+	_, err = env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "cap-d", CSR: reqD, Challenge: chD})
+	require.NoError(t, err)
+	for _, id := range []string{"cap-b", "cap-c"} {
+		rec, err := env.RP.Transactions.Get(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, crp.ReasonDecisionLapsed, rec.Reason)
+	}
+}
+
+// TestSweepDecisions: SweepDecisions lapses the decisions past their time at once
+// (recorded and notified), where Decide and Complete sweep at most once a second and
+// only when they are called.
+func TestSweepDecisions(t *testing.T) {
+	env, now, _ := clockEnv(t)
+	env.RP.DecisionTTL = 100 * time.Millisecond
+	ctx := context.Background()
+	decideAlice(t, env, "sweep-1")
+	require.Equal(t, 0, env.RP.SweepDecisions(ctx), "not lapsed yet")
+	_, err := env.RP.Transactions.Get(ctx, "sweep-1")
+	require.ErrorIs(t, err, crp.ErrNotFound)
+
+	now.Add(int64(200 * time.Millisecond))
+	require.Equal(t, 1, env.RP.SweepDecisions(ctx))
+	rec, err := env.RP.Transactions.Get(ctx, "sweep-1")
+	require.NoError(t, err)
+	require.Equal(t, scep.Failure, rec.Status)
+	require.Equal(t, crp.ReasonDecisionLapsed, rec.Reason)
+	n := env.Notifier.Notifications()
+	require.Len(t, n, 1)
+	require.Equal(t, crp.ReasonDecisionLapsed, n[0].Reason)
+	require.Equal(t, 0, env.RP.SweepDecisions(ctx), "a decision lapses once")
+}
