@@ -12,14 +12,20 @@
 // request is decided once the same way (crp.RegistrationPoint.Decisions, or the
 // Verifier's replay store, being this Store). When the database cannot be reached,
 // every method returns an error: the registration point answers FAILURE and issues
-// nothing, and works again when the database is back.
+// nothing, and works again when the database is back. A database that stops
+// answering costs each call at most [Options.Timeout]; a write that timed out may
+// still have been applied (a challenge is then spent, never granted twice).
 //
 // # Schema
 //
 // [New] creates the tables and indexes, and migrates an older schema, in one
 // transaction under an advisory lock (gateways starting together apply each version
-// once); the versions applied are in scepkit_schema. Times are stored as timestamptz
-// (microseconds), serials as numeric.
+// once); the versions applied are in scepkit_schema. A database at a newer version
+// than this package knows is refused. Times are stored as timestamptz
+// (microseconds), serials as numeric. Every statement is parameterised. An id (a
+// challenge's, a transactionID) over 128 bytes, or one that starts with "sha256:", is
+// keyed by "sha256:" and its hex SHA-256, so that no id a client chooses names the key
+// of another; the transactionID itself is kept beside it.
 //
 // # Retention
 //
@@ -40,6 +46,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -54,6 +61,9 @@ const DefaultRecordTTL = 24 * time.Hour
 
 // SweepEvery is how many writes pass between two deletions of expired rows.
 const SweepEvery = 64
+
+// DefaultTimeout bounds each call when Options.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
 
 const (
 	minClaimTTL = time.Minute
@@ -108,6 +118,10 @@ var migrations = []string{
 		by_whom    text NOT NULL DEFAULT ''
 	);
 	CREATE INDEX scepkit_revocations_at ON scepkit_revocations (revoked_at, serial);`,
+	// 2: the transactionID as the client sent it, for records kept under the hash of
+	// a long one (the key no longer names it). NULL in rows written by version 1.
+	// (bytea: a transactionID of the crp.Enroll API may hold any bytes.)
+	`ALTER TABLE scepkit_transactions ADD COLUMN tx_id bytea;`,
 }
 
 // migrationLock is the advisory lock key under which the schema is migrated.
@@ -115,10 +129,11 @@ const migrationLock = 0x736365706b6974 // "scepkit"
 
 // Store is a crp.Store in PostgreSQL. Its methods are safe for concurrent use.
 type Store struct {
-	pool   *pgxpool.Pool
-	own    bool
-	now    func() time.Time
-	writes atomic.Int64
+	pool    *pgxpool.Pool
+	own     bool
+	now     func() time.Time
+	timeout time.Duration
+	writes  atomic.Int64
 }
 
 var (
@@ -132,6 +147,12 @@ type Options struct {
 	// Now is the clock of expiries; nil means time.Now. Gateways sharing a database
 	// should have synchronized clocks (claims and records expire by the writer's).
 	Now func() time.Time
+	// Timeout bounds each call, waiting for a connection from the pool included, so
+	// that a server that stops answering (hung, or behind a network that drops
+	// packets) costs a device a FAILURE after Timeout rather than a wait as long as
+	// the device's, and requests do not pile up holding every connection. Zero means
+	// [DefaultTimeout]. The caller's context still applies when it ends sooner.
+	Timeout time.Duration
 }
 
 // Open connects to the database at dsn (a pgx connection string or URL), creates or
@@ -157,9 +178,12 @@ func New(ctx context.Context, pool *pgxpool.Pool, o *Options) (*Store, error) {
 	if o == nil {
 		o = &Options{}
 	}
-	s := &Store{pool: pool, now: o.Now}
+	s := &Store{pool: pool, now: o.Now, timeout: o.Timeout}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultTimeout
 	}
 	if err := s.migrate(ctx); err != nil {
 		return nil, fmt.Errorf("pgstore: migrating the schema: %w", err)
@@ -205,25 +229,43 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // SchemaVersion returns the schema version of the database.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	var v int
 	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scepkit_schema").Scan(&v)
 	return v, err
 }
 
+// hashedPrefix starts the key of an id kept under its SHA-256.
+const hashedPrefix = "sha256:"
+
+// idKey is the key of id: id itself, or, for an id over maxIDLen bytes, one that
+// starts like a hashed key, or one PostgreSQL's text cannot hold (a NUL byte, not
+// UTF-8), hashedPrefix and the hex SHA-256 of id. So no id a client chooses names the
+// key of another (a transactionID that reads "sha256:..." is hashed too), and every
+// id has a key.
 func idKey(id string) string {
-	if len(id) > maxIDLen {
+	if len(id) > maxIDLen || strings.HasPrefix(id, hashedPrefix) || strings.IndexByte(id, 0) >= 0 ||
+		!utf8.ValidString(id) {
 		sum := sha256.Sum256([]byte(id))
-		return "sha256:" + hex.EncodeToString(sum[:])
+		return hashedPrefix + hex.EncodeToString(sum[:])
 	}
 	return id
 }
 
+// op bounds a call by the store's timeout.
+func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
 // wrote counts a write and, every SweepEvery writes, deletes expired rows (in a
-// bounded batch, so that no write pays for a backlog).
+// bounded batch, so that no write pays for a backlog), within a timeout of its own.
 func (s *Store) wrote(ctx context.Context) {
 	if s.writes.Add(1)%SweepEvery != 0 {
 		return
 	}
+	ctx, cancel := s.op(context.WithoutCancel(ctx))
+	defer cancel()
 	now := s.now()
 	s.pool.Exec(ctx, `DELETE FROM scepkit_claims WHERE id IN
 		(SELECT id FROM scepkit_claims WHERE until < $1 LIMIT $2)`, now, sweepBatch)
@@ -238,6 +280,8 @@ func wrap(what string, err error) error { return fmt.Errorf("pgstore: %s: %w", w
 // Claim implements challenge.ReplayStore. An id whose claim has expired can be
 // claimed again.
 func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	if id == "" {
 		return fmt.Errorf("%w: empty id", challenge.ErrMissingClaim)
 	}
@@ -261,6 +305,8 @@ func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
 
 // Release implements challenge.Releaser.
 func (s *Store) Release(ctx context.Context, id string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	if _, err := s.pool.Exec(ctx, "DELETE FROM scepkit_claims WHERE id = $1", idKey(id)); err != nil {
 		return wrap("release", err)
 	}
@@ -269,10 +315,12 @@ func (s *Store) Release(ctx context.Context, id string) error {
 
 // ---- transaction records ----
 
-const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires"
+const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires, tx_id"
 
 // Put implements crp.TransactionStore.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	if _, err := s.pool.Exec(ctx, putRecordSQL, s.recordArgs(r)...); err != nil {
 		return wrap("recording transaction", err)
 	}
@@ -281,8 +329,8 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 }
 
 const putRecordSQL = `INSERT INTO scepkit_transactions (` + recordColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-	ON CONFLICT (id) DO UPDATE SET signer_key = EXCLUDED.signer_key, request = EXCLUDED.request,
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+	ON CONFLICT (id) DO UPDATE SET tx_id = EXCLUDED.tx_id, signer_key = EXCLUDED.signer_key, request = EXCLUDED.request,
 		csr = EXCLUDED.csr, status = EXCLUDED.status, certificate = EXCLUDED.certificate,
 		phase = EXCLUDED.phase, reason = EXCLUDED.reason, user_id = EXCLUDED.user_id,
 		device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
@@ -298,13 +346,15 @@ func (s *Store) recordArgs(r *crp.Record) []any {
 		der = r.Certificate.Raw
 	}
 	return []any{idKey(r.TransactionID), r.SignerKey, r.Request, r.CSR, int(r.Status), der, int(r.Phase), string(r.Reason),
-		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp}
+		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp, []byte(r.TransactionID)}
 }
 
 // RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
 // record are written in one round trip and one transaction (a pgx batch runs as an
 // implicit transaction: both rows or neither).
 func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	certArgs, err := certificateArgs(c)
 	if err != nil {
 		return err
@@ -319,10 +369,13 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 	return nil
 }
 
+// scanRecord reads a record; id names it when a row of schema version 1 does not
+// ("" for a listing, which then names it by its key).
 func scanRecord(row pgx.Row, id string) (*crp.Record, error) {
 	var (
 		r                    crp.Record
 		key                  string
+		txID                 []byte
 		status               int
 		der                  []byte
 		phase                int
@@ -331,11 +384,15 @@ func scanRecord(row pgx.Row, id string) (*crp.Record, error) {
 		signer, request, csr []byte
 	)
 	if err := row.Scan(&key, &signer, &request, &csr, &status, &der, &phase, &reason, &r.UserID, &r.DeviceID,
-		&r.ProfileID, &r.Template, &r.Validator, &expires); err != nil {
+		&r.ProfileID, &r.Template, &r.Validator, &expires, &txID); err != nil {
 		return nil, err
 	}
-	r.TransactionID = id
-	if id == "" {
+	switch {
+	case txID != nil:
+		r.TransactionID = string(txID)
+	case id != "":
+		r.TransactionID = id
+	default: // written by schema version 1: the key is the id, or its hash
 		r.TransactionID = key
 	}
 	r.SignerKey, r.Request, r.CSR = signer, request, csr
@@ -352,6 +409,8 @@ func scanRecord(row pgx.Row, id string) (*crp.Record, error) {
 
 // Get implements crp.TransactionStore.
 func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	row := s.pool.QueryRow(ctx, "SELECT "+recordColumns+" FROM scepkit_transactions WHERE id = $1 AND expires > $2",
 		idKey(id), s.now())
 	r, err := scanRecord(row, id)
@@ -366,6 +425,8 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 
 // Pending implements crp.PendingLister.
 func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Record, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	rows, err := s.pool.Query(ctx, "SELECT "+recordColumns+` FROM scepkit_transactions
 		WHERE status = 3 AND id > $1 AND expires > $2 ORDER BY id LIMIT $3`,
 		idKey(after), s.now(), crp.ListLimit(limit))
@@ -393,6 +454,8 @@ const certColumns = "der, user_id, device_id, profile_id, template, transaction_
 
 // Add implements crp.CertificateStore.
 func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	args, err := certificateArgs(c)
 	if err != nil {
 		return err
@@ -443,6 +506,8 @@ func scanCertificate(row pgx.Row) (*crp.IssuedCertificate, error) {
 
 // Lookup implements crp.CertificateStore.
 func (s *Store) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertificate, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, fmt.Errorf("%w: certificate %v", crp.ErrNotFound, serial)
 	}
@@ -460,6 +525,8 @@ func (s *Store) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertifi
 // Certificates implements crp.CertificateQuerier, from the index on the user, the
 // device or not_after (each ordered by not_after, serial).
 func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*crp.IssuedCertificate, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	var where []string
 	var args []any
 	arg := func(v any) string {
@@ -526,6 +593,8 @@ func scanRevocation(row pgx.Row) (*crp.Revocation, error) {
 
 // Revoke implements crp.RevocationStore.
 func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	if err := crp.CheckRevocation(r); err != nil {
 		return nil, err
 	}
@@ -544,6 +613,8 @@ func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation,
 
 // RevokedSince implements crp.RevocationStore.
 func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	rows, err := s.pool.Query(ctx, `SELECT serial::text, reason, revoked_at, by_whom FROM scepkit_revocations
 		WHERE revoked_at >= $1 ORDER BY revoked_at, serial`, since)
 	if err != nil {
@@ -567,6 +638,8 @@ func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revoc
 // IsRevoked implements crp.RevocationChecker. A certificate without a serial is an
 // error.
 func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	if cert == nil || cert.SerialNumber == nil {
 		return false, errors.New("pgstore: revocation check of a certificate without a serial")
 	}

@@ -266,6 +266,33 @@ func (s *Server) Kill() {
 	s.stopLocked(false)
 }
 
+// Freeze stops the server and its backends (SIGSTOP) without closing anything, as a
+// hung server or a network that drops packets looks to a client: connections are
+// accepted by the kernel and queries are never answered. Thaw resumes it.
+func (s *Server) Freeze() { s.signalGroup(syscall.SIGSTOP) }
+
+// Thaw resumes a server Freeze stopped (SIGCONT).
+func (s *Server) Thaw() { s.signalGroup(syscall.SIGCONT) }
+
+func (s *Server) signalGroup(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	// The postmaster first (it forks no backend while stopped), then its children:
+	// each is a session leader of its own, so a signal to the postmaster's process
+	// group does not reach them. Only our own processes: the postmaster we started
+	// and the processes whose parent it is.
+	pid := s.cmd.Process.Pid
+	if err := syscall.Kill(pid, sig); err != nil {
+		s.t.Errorf("pgtest: %v: %v", sig, err)
+	}
+	for _, child := range children(pid) {
+		syscall.Kill(child, sig)
+	}
+}
+
 func (s *Server) stopLocked(graceful bool) {
 	if s.cmd == nil {
 		return

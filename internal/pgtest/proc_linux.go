@@ -5,6 +5,9 @@ package pgtest
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -22,3 +25,30 @@ func asServer(cmd *exec.Cmd) (uid, gid int) {
 }
 
 const nobody = 65534
+
+// children returns the processes whose parent is pid, from /proc.
+func children(pid int) []int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		rest := string(b)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == pid {
+			if child, err := strconv.Atoi(filepath.Base(filepath.Dir(path))); err == nil {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
+}

@@ -6,3 +6,6 @@ import "os/exec"
 
 // asServer runs cmd as the caller outside Linux.
 func asServer(*exec.Cmd) (uid, gid int) { return -1, -1 }
+
+// children finds no processes outside Linux (Freeze then stops the postmaster only).
+func children(int) []int { return nil }
