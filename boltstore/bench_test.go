@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/cputime"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -53,6 +54,7 @@ func benchmarkEnrollmentWrites(b *testing.B, writes int) {
 			var next atomic.Int64
 			commits0 := s.commits.Load()
 			b.ResetTimer()
+			cpu0 := cputime.Now()
 			var wg sync.WaitGroup
 			for g := 0; g < conc; g++ {
 				wg.Add(1)
@@ -87,7 +89,9 @@ func benchmarkEnrollmentWrites(b *testing.B, writes int) {
 			}
 			wg.Wait()
 			b.StopTimer()
+			cpu := cputime.Now() - cpu0
 			commits := s.commits.Load() - commits0
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/enrollment")
 			b.ReportMetric(2*float64(commits)/float64(b.N), "fsyncs/enrollment")
 			b.ReportMetric(float64(floor.Microseconds()), "fsync-floor-µs")
 		})

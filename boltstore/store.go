@@ -68,8 +68,11 @@ const (
 	maxBatch = 512
 	// sweepBudget bounds the expired entries one commit deletes.
 	sweepBudget = 64
-	// schemaVersion is the layout of the buckets below.
-	schemaVersion = 1
+	// schemaVersion is the layout of the buckets below. Version 2: a SUCCESS record
+	// written with its certificate (RecordIssuance) names the certificate by serial
+	// (cert_serial) instead of carrying a second copy; version 1 files are read as they
+	// are and marked 2 on open, so that an older scepkit does not misread them.
+	schemaVersion = 2
 )
 
 var (
@@ -152,6 +155,8 @@ func Open(path string, o *Options) (*Store, error) {
 			return meta.Put(keyVersion, []byte{schemaVersion})
 		case len(v) != 1 || v[0] > schemaVersion:
 			return fmt.Errorf("boltstore: %s has schema version %v, newer than this package's %d", path, v, schemaVersion)
+		case v[0] < schemaVersion:
+			return meta.Put(keyVersion, []byte{schemaVersion})
 		}
 		return nil
 	})
@@ -419,6 +424,7 @@ type record struct {
 	CSR         []byte         `json:"csr,omitempty"`
 	Status      scep.PKIStatus `json:"status"`
 	Certificate []byte         `json:"certificate,omitempty"`
+	CertSerial  []byte         `json:"cert_serial,omitempty"` // instead of Certificate: the inventory's of this serial key
 	Phase       crp.Phase      `json:"phase,omitempty"`
 	Reason      crp.Reason     `json:"reason,omitempty"`
 	UserID      string         `json:"user_id,omitempty"`
@@ -445,7 +451,7 @@ func (r *record) decode() (*crp.Record, error) {
 
 // Put implements crp.TransactionStore: the record is on disk when it returns nil.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
-	apply, err := s.putRecord(r)
+	apply, err := s.putRecord(r, false)
 	if err == nil {
 		err = s.write(ctx, apply)
 	}
@@ -462,7 +468,7 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 	if err != nil {
 		return err
 	}
-	putRecord, err := s.putRecord(r)
+	putRecord, err := s.putRecord(r, true)
 	if err == nil {
 		err = s.write(ctx, func(tx *bolt.Tx) error {
 			if err := addCert(tx); err != nil {
@@ -477,8 +483,9 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 	return nil
 }
 
-// putRecord returns the write of r.
-func (s *Store) putRecord(r *crp.Record) (func(tx *bolt.Tx) error, error) {
+// putRecord returns the write of r. With inInventory, r's certificate is written to
+// the inventory in the same commit: the record names it by serial.
+func (s *Store) putRecord(r *crp.Record, inInventory bool) (func(tx *bolt.Tx) error, error) {
 	exp := r.Expires
 	if exp.IsZero() {
 		exp = s.now().Add(DefaultRecordTTL)
@@ -486,7 +493,10 @@ func (s *Store) putRecord(r *crp.Record) (func(tx *bolt.Tx) error, error) {
 	rec := record{ID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request, CSR: r.CSR, Status: r.Status,
 		Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID, ProfileID: r.ProfileID,
 		Template: r.Template, Validator: r.Validator, Expires: exp.UnixNano()}
-	if r.Certificate != nil {
+	switch {
+	case r.Certificate != nil && inInventory:
+		rec.CertSerial = serialKey(r.Certificate.SerialNumber)
+	case r.Certificate != nil:
 		rec.Certificate = r.Certificate.Raw
 	}
 	v, err := json.Marshal(&rec)
@@ -531,7 +541,21 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 			return nil
 		}
 		found = true
-		return json.Unmarshal(v, &rec)
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		if len(rec.Certificate) == 0 && len(rec.CertSerial) > 0 {
+			var c certificate
+			cv := tx.Bucket(bCerts).Get(rec.CertSerial)
+			if cv == nil {
+				return errors.New("its certificate is missing from the inventory")
+			}
+			if err := json.Unmarshal(cv, &c); err != nil {
+				return err
+			}
+			rec.Certificate = c.DER
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: transaction %q: %w", id, err)

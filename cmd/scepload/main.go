@@ -53,6 +53,7 @@ type config struct {
 	cnSuffix                bool
 	fingerprint             string
 	conc, n, keySize        int
+	warmup                  int
 	dur                     time.Duration
 	pid                     int
 	prebuild, skipDecrypt   bool
@@ -70,7 +71,8 @@ func main() {
 	flag.BoolVar(&c.cnSuffix, "cn-suffix", false, "with -challenge, append -DEVICE-ENROLLMENT to -cn so that every request has its own CN (for servers that name stored certificates by CN, such as micromdm's scepserver)")
 	flag.StringVar(&c.device, "device", "", "with -mdm, enroll every time for this one device `ID` (default: a new device per enrollment, which the MDM registers)")
 	flag.IntVar(&c.conc, "c", 8, "concurrent devices")
-	flag.IntVar(&c.n, "n", 200, "enrollments in all")
+	flag.IntVar(&c.n, "n", 200, "enrollments measured (after -warmup)")
+	flag.IntVar(&c.warmup, "warmup", 0, "send this many enrollments first, then measure the -n that follow (the server's CPU and RSS growth then leave out its warm-up)")
 	flag.DurationVar(&c.dur, "d", time.Minute, "stop after this long at the latest (at most 10m)")
 	flag.IntVar(&c.pid, "pid", 0, "server process id, to report its CPU time per enrollment")
 	flag.IntVar(&c.keySize, "keysize", 2048, "device RSA key size")
@@ -117,8 +119,8 @@ func run(c *config, out io.Writer) error {
 			}
 		}
 	}
-	if c.conc < 1 || c.n < 1 || c.dur <= 0 || c.dur > 10*time.Minute {
-		return errors.New("-c and -n must be positive, -d in (0, 10m]")
+	if c.conc < 1 || c.n < 1 || c.warmup < 0 || c.dur <= 0 || c.dur > 10*time.Minute {
+		return errors.New("-c and -n must be positive, -warmup not negative, -d in (0, 10m]")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.dur)
 	defer cancel()
@@ -145,60 +147,75 @@ func run(c *config, out io.Writer) error {
 			return err
 		}
 	}
+	total := c.warmup + c.n
 	var pre []*prepared
 	if c.prebuild {
 		caps, err := client.GetCACaps(ctx)
 		if err != nil {
 			return fmt.Errorf("GetCACaps: %w", err)
 		}
-		pre = make([]*prepared, c.n)
+		pre = make([]*prepared, total)
 		var bw sync.WaitGroup
 		for w, d := range devs {
 			bw.Add(1)
 			go func(w int, d *device) {
 				defer bw.Done()
-				for i := w; i < c.n; i += len(devs) {
+				for i := w; i < total; i += len(devs) {
 					pre[i] = d.build(ctx, hc, c, caps, recipient, i)
 				}
 			}(w, d)
 		}
 		bw.Wait()
 	}
+	// drive sends enrollments lo to hi-1 from the devices at once.
+	drive := func(lo, hi int) chan result {
+		jobs := make(chan int)
+		results := make(chan result, hi-lo)
+		var wg sync.WaitGroup
+		for _, d := range devs {
+			wg.Add(1)
+			go func(d *device) {
+				defer wg.Done()
+				for i := range jobs {
+					var p *prepared
+					if pre != nil {
+						p = pre[i]
+					}
+					t0 := time.Now()
+					fail := d.enroll(ctx, hc, client, c, recipient, certs, i, p)
+					results <- result{time.Since(t0), fail}
+				}
+			}(d)
+		}
+	feed:
+		for i := lo; i < hi; i++ {
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(jobs)
+		wg.Wait()
+		close(results)
+		return results
+	}
+	if c.warmup > 0 {
+		failed := 0
+		for r := range drive(0, c.warmup) {
+			if r.fail != "" {
+				failed++
+			}
+		}
+		fmt.Fprintf(out, "scepload: warm-up of %d enrollments done (%d failed)\n", c.warmup, failed)
+	}
 	fmt.Fprintf(out, "scepload: %d devices, %d enrollments, target %s\n", c.conc, c.n, c.url)
 	cpu0, _ := cpuTime(c.pid)
 	self0, _ := cpuTime(os.Getpid())
 	rss0, _ := rss(c.pid)
-	jobs := make(chan int)
-	results := make(chan result, c.n)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for _, d := range devs {
-		wg.Add(1)
-		go func(d *device) {
-			defer wg.Done()
-			for i := range jobs {
-				var p *prepared
-				if pre != nil {
-					p = pre[i]
-				}
-				t0 := time.Now()
-				fail := d.enroll(ctx, hc, client, c, recipient, certs, i, p)
-				results <- result{time.Since(t0), fail}
-			}
-		}(d)
-	}
-feed:
-	for i := 0; i < c.n; i++ {
-		select {
-		case jobs <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
-	wg.Wait()
+	results := drive(c.warmup, total)
 	elapsed := time.Since(start)
-	close(results)
 	cpu1, cpuErr := cpuTime(c.pid)
 	self1, selfErr := cpuTime(os.Getpid())
 	rss1, rssErr := rss(c.pid)
