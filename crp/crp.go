@@ -169,6 +169,9 @@ type RegistrationPoint struct {
 	// renewal signers must chain to it. Nil means the certificate of the CA a
 	// [CAIssuer] Issuer signs with; required with any other Issuer.
 	CACert *x509.Certificate
+	// Rollover, when set, is the CA and RA the registration point switches to at
+	// Rollover.At (see [Rollover]); NewServer passes it on to the scep.Server.
+	Rollover *Rollover
 	// Notifier tells the MDM; nil means nobody is told.
 	Notifier Notifier
 	// RequireNotification withholds an issued certificate (FAILURE to the device)
@@ -273,6 +276,11 @@ func (rp *RegistrationPoint) Validate() error {
 	if external && rp.externalReplay() == nil {
 		return errors.New("crp: Validators need a Replay store (or a Verifier's): a challenge they accept is one-time")
 	}
+	if rp.Rollover != nil {
+		if err := rp.Rollover.validate(); err != nil {
+			return err
+		}
+	}
 	if rp.Verifier == nil {
 		return nil
 	}
@@ -308,8 +316,17 @@ func (rp *RegistrationPoint) externalReplay() challenge.ReplayStore {
 	return nil
 }
 
-// caCert is CACert, or the certificate of a CAIssuer's CA.
+// caCert is the issuing CA's certificate at now: the Rollover's CA after its switch,
+// else firstCACert.
 func (rp *RegistrationPoint) caCert() *x509.Certificate {
+	if rp.rolledOver(rp.now()) {
+		return rp.Rollover.CA.Certificate
+	}
+	return rp.firstCACert()
+}
+
+// firstCACert is CACert, or the certificate of a CAIssuer's CA.
+func (rp *RegistrationPoint) firstCACert() *x509.Certificate {
 	if rp.CACert != nil {
 		return rp.CACert
 	}

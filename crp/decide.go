@@ -244,7 +244,7 @@ func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error 
 	}
 	e := rp.runPhase(ctx, tx, PhaseIssue, builtin{"complete", func(ctx context.Context, tx *Transaction) *Error {
 		if c.Err == nil && c.Certificate != nil {
-			if err := c.Certificate.CheckSignatureFrom(rp.caCert()); err != nil {
+			if err := rp.signedByOurCA(c.Certificate); err != nil {
 				rp.log().ErrorContext(ctx, "crp: completed with a certificate not signed by CACert; refused",
 					"transactionID", tx.ID, "serial", fmt.Sprintf("%x", c.Certificate.SerialNumber))
 				return fail(PhaseIssue, ReasonCertMismatch, fmt.Errorf("not signed by the CA: %w", err))

@@ -15,12 +15,13 @@ import (
 // decrypts as ra: CACerts is the issuing CA's certificate (rp.CACert, or a
 // [CAIssuer]'s CA certificate followed by its Chain), SignerCert and Signer are ra's
 // signing pair, Recipients ra's encryption pair, and Renewal is on unless
-// rp.Renewal.Disabled. The other fields keep their zero values (no legacy
+// rp.Renewal.Disabled, Now is rp.Now, and Rollover is rp.Rollover's CA and RA (see
+// [Rollover]). The other fields keep their zero values (no legacy
 // algorithms, no logging): set them on the result before it serves. Call
 // [scep.Server.Validate] before serving, as for any Server.
 func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
-	srv := &scep.Server{Responder: rp, Renewal: !rp.Renewal.Disabled}
-	if ca := rp.caCert(); ca != nil {
+	srv := &scep.Server{Responder: rp, Renewal: !rp.Renewal.Disabled, Now: rp.Now}
+	if ca := rp.firstCACert(); ca != nil {
 		srv.CACerts = []*x509.Certificate{ca}
 		if iss := issuerCA(rp.Issuer); iss != nil && iss.Certificate != nil && iss.Certificate.Equal(ca) {
 			srv.CACerts = append(srv.CACerts, iss.Chain...)
@@ -31,6 +32,9 @@ func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
 		if ra.EncryptionCertificate != nil && ra.Decrypter != nil {
 			srv.Recipients = []scep.Recipient{{Certificate: ra.EncryptionCertificate, Key: ra.Decrypter}}
 		}
+	}
+	if rp.Rollover != nil && rp.Rollover.RA != nil {
+		srv.Rollover = rp.Rollover.scep(srv.CACerts)
 	}
 	return srv
 }
@@ -74,7 +78,7 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 		}
 		return answer(rec)
 	case scep.GetCert:
-		if !bytes.Equal(req.IssuerAndSerial.Issuer, rp.caCert().RawSubject) {
+		if !rp.isOurCAName(req.IssuerAndSerial.Issuer) {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert for another issuer"))
 		}
 		c, err := rp.certificates().Lookup(ctx, req.IssuerAndSerial.Serial)

@@ -1,7 +1,6 @@
 package crp
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/x509"
@@ -11,10 +10,10 @@ import (
 	"github.com/scepkit/scepkit/challenge"
 )
 
-// issuedBy reports whether cert was signed by our CA.
+// issuedBy reports whether cert was signed by our CA (the previous one too, after a
+// rollover).
 func (rp *RegistrationPoint) issuedBy(cert *x509.Certificate) bool {
-	ca := rp.caCert()
-	return cert != nil && bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil
+	return cert != nil && rp.signedByOurCA(cert) == nil
 }
 
 // verify runs every check up to the template: gateway, phases 1-3, template. On
@@ -82,7 +81,7 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 		if tx.Template.RequiresApproval && !approved {
 			return nil
 		}
-		cert, err := rp.Issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
+		cert, err := rp.issuer().Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
 			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
 		return rp.accept(ctx, tx, cert, err)
 	}})

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -89,8 +90,13 @@ const (
 type Server struct {
 	// CACerts is the CA chain devices trust, issuing CA first. Required.
 	CACerts []*x509.Certificate
-	// NextCACerts, when set, is the rollover CA chain served by GetNextCACert.
+	// NextCACerts, when set, is the rollover CA chain served by GetNextCACert. It
+	// only announces: use Rollover to switch to the next CA and RA at a set time.
 	NextCACerts []*x509.Certificate
+	// Rollover, when set, is the CA and RA the server announces through
+	// GetNextCACert and switches to at Rollover.At (see [Rollover]). It replaces
+	// NextCACerts, which must then be empty.
+	Rollover *Rollover
 	// SignerCert and Signer sign every CertRep: an RA signing certificate (as NDES
 	// does) or the CA itself. Required.
 	SignerCert *x509.Certificate
@@ -148,8 +154,9 @@ type Server struct {
 	// Responder's spans; nil means no spans. It is never the global provider.
 	TracerProvider trace.TracerProvider
 
-	telOnce sync.Once
-	tel     *serverTelemetry
+	telOnce      sync.Once
+	tel          *serverTelemetry
+	rolledLogged atomic.Bool
 }
 
 // Caps returns the capabilities the server's configuration supports, as GetCACaps
@@ -159,7 +166,7 @@ func (s *Server) Caps() Caps {
 	if !s.DisableDES3 {
 		caps = append(caps, CapDES3)
 	}
-	if len(s.NextCACerts) > 0 {
+	if len(s.nextCerts(s.now())) > 0 {
 		caps = append(caps, CapGetNextCACert)
 	}
 	caps = append(caps, CapPOSTPKIOp)
@@ -185,8 +192,16 @@ func (s *Server) Validate() error {
 			return errors.New("scep: Server.CAKey must be a crypto.Decrypter holding the key of CACerts[0]")
 		}
 	}
+	if s.Rollover != nil {
+		if len(s.NextCACerts) > 0 {
+			return errors.New("scep: Server.NextCACerts and Rollover are exclusive: Rollover announces its own")
+		}
+		if err := s.Rollover.validate(); err != nil {
+			return err
+		}
+	}
 	now := s.now()
-	for _, c := range s.certsToCheck() {
+	for _, c := range s.certsToCheck(now) {
 		if now.After(c.NotAfter) {
 			return fmt.Errorf("scep: certificate %q expired on %v", c.Subject.String(), c.NotAfter)
 		}
@@ -196,11 +211,13 @@ func (s *Server) Validate() error {
 
 // ExpiringSoon returns the CA, signing and encryption certificates that expire within d:
 // an expired RA certificate takes a SCEP service down, so check it at start and in health
-// checks.
+// checks. With a Rollover they are the certificates in use and the next ones before
+// the switch, the next ones only after it.
 func (s *Server) ExpiringSoon(d time.Duration) []*x509.Certificate {
 	var out []*x509.Certificate
-	limit := s.now().Add(d)
-	for _, c := range s.certsToCheck() {
+	now := s.now()
+	limit := now.Add(d)
+	for _, c := range s.certsToCheck(now) {
 		if c.NotAfter.Before(limit) {
 			out = append(out, c)
 		}
@@ -208,12 +225,15 @@ func (s *Server) ExpiringSoon(d time.Duration) []*x509.Certificate {
 	return out
 }
 
-func (s *Server) certsToCheck() []*x509.Certificate {
-	cs := append([]*x509.Certificate{s.SignerCert}, s.CACerts...)
-	for _, r := range s.Recipients {
-		cs = append(cs, r.Certificate)
+// certsToCheck are the certificates the server depends on at now: those in use, and
+// the next ones before a rollover.
+func (s *Server) certsToCheck(now time.Time) []*x509.Certificate {
+	cur, _ := s.sets(now)
+	cs := cur.certs()
+	if s.Rollover != nil && !s.RolledOver(now) {
+		cs = dedupe(append(cs, s.Rollover.set().certs()...))
 	}
-	return dedupe(cs)
+	return cs
 }
 
 func dedupe(cs []*x509.Certificate) []*x509.Certificate {
@@ -261,6 +281,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	op := queryValue(r.URL.RawQuery, "operation")
 	tel := s.telemetry()
+	if s.Rollover != nil && !s.rolledLogged.Load() && s.RolledOver(s.now()) && s.rolledLogged.CompareAndSwap(false, true) {
+		s.log().InfoContext(r.Context(), "scep: rolled over to the next CA and RA", "at", s.Rollover.At,
+			"ca", s.Rollover.CACerts[0].Subject.String(), "ca_serial", s.Rollover.CACerts[0].SerialNumber.Text(16),
+			"ra_serial", s.Rollover.SignerCert.SerialNumber.Text(16))
+	}
 	switch op {
 	case "GetCACaps", "GetCACert", "GetNextCACert", "PKIOperation":
 		var span trace.Span
@@ -305,22 +330,15 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	io.WriteString(w, msg+"\n")
 }
 
-// raCerts are the certificates GetCACert returns when the CA is not its own RA: the
-// signing and encryption certificates, then the CA chain.
-func (s *Server) raCerts() []*x509.Certificate {
-	cs := []*x509.Certificate{s.SignerCert}
-	for _, r := range s.Recipients {
-		cs = append(cs, r.Certificate)
-	}
-	return dedupe(append(cs, s.CACerts...))
-}
-
+// getCACert answers with the signing and encryption certificates, then the CA chain,
+// of the set in use.
 func (s *Server) getCACert(w http.ResponseWriter) {
-	if len(s.CACerts) == 0 {
+	cur, _ := s.sets(s.now())
+	if len(cur.caCerts) == 0 {
 		httpError(w, http.StatusServiceUnavailable, "no CA configured")
 		return
 	}
-	certs := s.raCerts()
+	certs := cur.certs()
 	if len(certs) == 1 {
 		w.Header().Set("Content-Type", "application/x-x509-ca-cert")
 		w.Write(certs[0].Raw)
@@ -337,16 +355,20 @@ func (s *Server) getCACert(w http.ResponseWriter) {
 }
 
 // getNextCACert answers with a SignedData, signed by the current signer, whose content
-// is a certs-only PKCS#7 of the rollover chain (RFC 8894 §4.7).
+// is a certs-only PKCS#7 of the rollover certificates (RFC 8894 §4.7): NextCACerts, or
+// a Rollover's RA certificates and CA chain before its switch.
 func (s *Server) getNextCACert(w http.ResponseWriter, r *http.Request) {
-	if len(s.NextCACerts) == 0 {
+	now := s.now()
+	next := s.nextCerts(now)
+	if len(next) == 0 {
 		httpError(w, http.StatusNotFound, "no rollover CA")
 		return
 	}
-	inner, err := DegenerateCertificates(s.NextCACerts)
+	cur, _ := s.sets(now)
+	inner, err := DegenerateCertificates(next)
 	if err == nil {
 		var der []byte
-		der, err = buildSignedData(signOptions{content: inner, cert: s.SignerCert, key: s.Signer,
+		der, err = buildSignedData(signOptions{content: inner, cert: cur.signerCert, key: cur.signer,
 			hash: crypto.SHA256, rand: s.Rand})
 		if err == nil {
 			w.Header().Set("Content-Type", "application/x-x509-next-ca-cert")
@@ -432,8 +454,18 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		log.InfoContext(ctx, "scep: PKIOperation", append([]any{"type", msg.MessageType.String(),
 			"outcome", outcome, "cipher", msg.Cipher.String(), "digest", msg.Digest.String(), "duration", s.now().Sub(start), "remote", r.RemoteAddr}, attrs...)...)
 	}
-	replier := &Replier{Cert: s.SignerCert, Key: s.Signer, Rand: s.Rand}
-	recipients := s.Recipients
+	cur, prev := s.sets(start)
+	replier := &Replier{Cert: cur.signerCert, Key: cur.signer, Rand: s.Rand}
+	recipients := cur.recipients
+	if old := unexpired(prev.recipients, start); len(old) > 0 && !msg.addressedToAny(cur.recipients) && msg.addressedToAny(old) {
+		// Encrypted to the RA in use before the rollover: the device holds the
+		// certificates GetCACert gave before the switch and verifies the reply with
+		// them (RFC 8894 §3.5.2).
+		recipients = old
+		if !start.After(prev.signerCert.NotAfter) {
+			replier.Cert, replier.Key = prev.signerCert, prev.signer
+		}
+	}
 	if dec, ok := s.CAKey.(crypto.Decrypter); ok && msg.addressedTo(s.CACerts[0]) {
 		// A client that pins the CA verifies the reply with the CA certificate only.
 		replier.Cert, replier.Key = s.CACerts[0], s.CAKey

@@ -23,9 +23,15 @@ const (
 	MetricRequests = "scepkit.scep.requests"
 	// MetricCertificateExpiry is the time left, in seconds, before each certificate
 	// the server uses expires (negative once expired), by scepkit.certificate.role
-	// (ca, ra-signing, ra-encryption, next-ca) and scepkit.certificate.serial (hex).
+	// (ca, ra-signing, ra-encryption, and before a Rollover's switch next-ca,
+	// next-ra-signing, next-ra-encryption) and scepkit.certificate.serial (hex).
 	// Alert on it: an expired RA certificate stops every enrollment.
 	MetricCertificateExpiry = "scepkit.certificate.expiry"
+	// MetricRollover is, for a server with a Rollover, the time in seconds from its
+	// switch: negative before it, zero or more once the server answers with the next
+	// CA and RA. The server also logs "scep: rolled over to the next CA and RA" on
+	// the first request it answers with them.
+	MetricRollover = "scepkit.scep.rollover"
 )
 
 // Attribute keys of the server's metrics and spans.
@@ -63,15 +69,20 @@ func (s *Server) telemetry() *serverTelemetry {
 		if s.MeterProvider != nil {
 			expiry, err := m.Float64ObservableGauge(MetricCertificateExpiry, metric.WithUnit("s"),
 				metric.WithDescription("Seconds before each CA and RA certificate expires."))
-			if err == nil {
+			rollover, rerr := m.Float64ObservableGauge(MetricRollover, metric.WithUnit("s"),
+				metric.WithDescription("Seconds since the switch to the next CA and RA (negative before it)."))
+			if err == nil && rerr == nil {
 				t.reg, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 					now := s.now()
 					for _, rc := range s.roleCerts() {
 						o.ObserveFloat64(expiry, rc.cert.NotAfter.Sub(now).Seconds(), metric.WithAttributes(
 							AttrCertRole.String(rc.role), AttrCertSerial.String(rc.cert.SerialNumber.Text(16))))
 					}
+					if s.Rollover != nil {
+						o.ObserveFloat64(rollover, now.Sub(s.Rollover.At).Seconds())
+					}
 					return nil
-				}, expiry)
+				}, expiry, rollover)
 			}
 		}
 		s.tel = t
@@ -95,12 +106,24 @@ func (s *Server) roleCerts() []roleCert {
 		seen[role+string(c.Raw)] = true
 		out = append(out, roleCert{role, c})
 	}
-	for _, c := range s.CACerts {
+	now := s.now()
+	cur, _ := s.sets(now)
+	for _, c := range cur.caCerts {
 		add("ca", c)
 	}
-	add("ra-signing", s.SignerCert)
-	for _, r := range s.Recipients {
+	add("ra-signing", cur.signerCert)
+	for _, r := range cur.recipients {
 		add("ra-encryption", r.Certificate)
+	}
+	if s.Rollover != nil && !s.RolledOver(now) {
+		next := s.Rollover.set()
+		for _, c := range next.caCerts {
+			add("next-ca", c)
+		}
+		add("next-ra-signing", next.signerCert)
+		for _, r := range next.recipients {
+			add("next-ra-encryption", r.Certificate)
+		}
 	}
 	for _, c := range s.NextCACerts {
 		add("next-ca", c)

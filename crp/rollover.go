@@ -1,0 +1,116 @@
+package crp
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// Rollover is the CA and RA a [RegistrationPoint], and the scep.Server [NewServer]
+// builds for it, move to at a set time (RFC 8894 §3.5.2). Before At, the server
+// announces the next CA and RA through GetNextCACert, signed by the current RA; from
+// At on, certificates are issued by CA, GetCACert answers with RA and CA, CertReps are
+// signed by RA, and renewals of certificates the previous CA issued are still
+// accepted while those certificates are valid. Requests still encrypted to the
+// previous RA are decrypted and answered as [scep.Rollover] describes.
+type Rollover struct {
+	// At is the switch time, on the registration point's clock (Now). Required.
+	At time.Time
+	// CA issues from At on. Nil keeps the current CA and Issuer: only the RA rolls
+	// over, which is what an RA certificate's end of life needs.
+	CA *catemplate.CA
+	// Issuer replaces the registration point's Issuer from At on; nil means a
+	// [CAIssuer] of CA. Set it to keep a wrapper the Issuer has (a queue, a
+	// counter) around the new CA. Only used with CA.
+	Issuer Issuer
+	// RA signs CertReps and decrypts requests from At on; its certificates should be
+	// issued by CA (or by the current CA when CA is nil), since clients accept only
+	// an RA their CA issued. Required.
+	RA *catemplate.RA
+}
+
+func (r *Rollover) validate() error {
+	switch {
+	case r.At.IsZero() || r.RA == nil || r.RA.SigningCertificate == nil || r.RA.Signer == nil ||
+		r.RA.EncryptionCertificate == nil || r.RA.Decrypter == nil:
+		return errors.New("crp: Rollover needs At and an RA with its signing and encryption pairs")
+	case r.CA != nil && (r.CA.Certificate == nil || r.CA.Signer == nil || !r.CA.Certificate.IsCA):
+		return errors.New("crp: Rollover.CA needs a CA certificate and its signer")
+	case r.CA == nil && r.Issuer != nil:
+		return errors.New("crp: Rollover.Issuer needs Rollover.CA, the certificate it issues under")
+	}
+	return nil
+}
+
+// rolledOver reports whether the registration point issues with its Rollover's CA at
+// now.
+func (rp *RegistrationPoint) rolledOver(now time.Time) bool {
+	r := rp.Rollover
+	return r != nil && r.CA != nil && !now.Before(r.At)
+}
+
+// issuer is the Issuer at now: a CAIssuer of the Rollover's CA after its switch.
+func (rp *RegistrationPoint) issuer() Issuer {
+	if rp.rolledOver(rp.now()) {
+		if rp.Rollover.Issuer != nil {
+			return rp.Rollover.Issuer
+		}
+		return CAIssuer{CA: rp.Rollover.CA}
+	}
+	return rp.Issuer
+}
+
+// caCerts are the CA certificates whose certificates the registration point
+// recognises as its own at now: the issuing one first, then the previous one after a
+// rollover.
+func (rp *RegistrationPoint) caCerts() []*x509.Certificate {
+	cur := rp.caCert()
+	if rp.rolledOver(rp.now()) {
+		if prev := rp.firstCACert(); prev != nil && !prev.Equal(cur) {
+			return []*x509.Certificate{cur, prev}
+		}
+	}
+	return []*x509.Certificate{cur}
+}
+
+// signedByOurCA reports the error of checking cert's signature against the CA
+// certificates of caCerts: nil when one of them signed it.
+func (rp *RegistrationPoint) signedByOurCA(cert *x509.Certificate) error {
+	var err error
+	for _, ca := range rp.caCerts() {
+		if ca == nil {
+			continue
+		}
+		if err = cert.CheckSignatureFrom(ca); err == nil && bytes.Equal(cert.RawIssuer, ca.RawSubject) {
+			return nil
+		}
+	}
+	if err == nil {
+		err = errors.New("issuer name differs from the CA's")
+	}
+	return err
+}
+
+// scepRollover is the scep.Rollover of r on top of the server's current chain.
+func (r *Rollover) scep(current []*x509.Certificate) *scep.Rollover {
+	out := &scep.Rollover{At: r.At, CACerts: current, SignerCert: r.RA.SigningCertificate, Signer: r.RA.Signer,
+		Recipients: []scep.Recipient{{Certificate: r.RA.EncryptionCertificate, Key: r.RA.Decrypter}}}
+	if r.CA != nil {
+		out.CACerts = append([]*x509.Certificate{r.CA.Certificate}, r.CA.Chain...)
+	}
+	return out
+}
+
+// isOurCAName reports whether name is the subject of one of caCerts.
+func (rp *RegistrationPoint) isOurCAName(name []byte) bool {
+	for _, ca := range rp.caCerts() {
+		if ca != nil && bytes.Equal(name, ca.RawSubject) {
+			return true
+		}
+	}
+	return false
+}

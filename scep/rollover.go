@@ -1,0 +1,140 @@
+package scep
+
+import (
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"time"
+
+	"github.com/scepkit/scepkit/internal/cms"
+)
+
+// Rollover is the CA and RA a [Server] moves to at a set time (RFC 8894 §3.5.2).
+//
+// Before At, GetCACert and every reply use the server's own CACerts, SignerCert and
+// Recipients, and GetNextCACert announces the next set: a certificates-only SignedData
+// holding the next RA certificates and CA chain, signed by the current SignerCert
+// (RFC 8894 §4.7).
+//
+// From At on, GetCACert answers with the next set, CertReps are signed by SignerCert
+// and requests are decrypted with Recipients. A request still encrypted only to one
+// of the previous Recipients (a device that fetched GetCACert before the switch) is
+// decrypted with that one, chosen by the RecipientInfo's issuerAndSerialNumber, until
+// its certificate expires; its CertRep is signed by the previous signing certificate,
+// the only one such a device holds, if that has not expired either. Whatever
+// certificate the Responder issues is its own choice (package crp issues with the
+// next CA from the same time on).
+type Rollover struct {
+	// At is the switch time. Required.
+	At time.Time
+	// CACerts is the CA chain devices trust from At on, issuing CA first: the next
+	// CA, or the current chain again when only the RA certificates roll over.
+	// Required.
+	CACerts []*x509.Certificate
+	// SignerCert and Signer sign the CertReps from At on. Required.
+	SignerCert *x509.Certificate
+	Signer     crypto.Signer
+	// Recipients are the certificates requests are encrypted to from At on, with
+	// their keys. Required.
+	Recipients []Recipient
+}
+
+// pkiSet is one set of certificates and keys a server answers with.
+type pkiSet struct {
+	caCerts    []*x509.Certificate
+	signerCert *x509.Certificate
+	signer     crypto.Signer
+	recipients []Recipient
+}
+
+func (p pkiSet) certs() []*x509.Certificate {
+	cs := []*x509.Certificate{p.signerCert}
+	for _, r := range p.recipients {
+		cs = append(cs, r.Certificate)
+	}
+	return dedupe(append(cs, p.caCerts...))
+}
+
+func (s *Server) ownSet() pkiSet {
+	return pkiSet{caCerts: s.CACerts, signerCert: s.SignerCert, signer: s.Signer, recipients: s.Recipients}
+}
+
+func (r *Rollover) set() pkiSet {
+	return pkiSet{caCerts: r.CACerts, signerCert: r.SignerCert, signer: r.Signer, recipients: r.Recipients}
+}
+
+// RolledOver reports whether the server has switched to its Rollover at now.
+func (s *Server) RolledOver(now time.Time) bool {
+	return s.Rollover != nil && !now.Before(s.Rollover.At)
+}
+
+// sets returns the set the server answers with at now, and the previous set after a
+// rollover (zero before).
+func (s *Server) sets(now time.Time) (cur, prev pkiSet) {
+	if s.RolledOver(now) {
+		return s.Rollover.set(), s.ownSet()
+	}
+	return s.ownSet(), pkiSet{}
+}
+
+// nextCerts is what GetNextCACert announces at now: the Rollover's certificates
+// before its switch, else NextCACerts.
+func (s *Server) nextCerts(now time.Time) []*x509.Certificate {
+	if s.Rollover != nil {
+		if s.RolledOver(now) {
+			return nil
+		}
+		return s.Rollover.set().certs()
+	}
+	return s.NextCACerts
+}
+
+func (r *Rollover) validate() error {
+	if r.At.IsZero() || len(r.CACerts) == 0 || r.SignerCert == nil || r.Signer == nil || len(r.Recipients) == 0 {
+		return errors.New("scep: Rollover needs At, CACerts, SignerCert, Signer and Recipients")
+	}
+	if !samePublicKey(r.Signer.Public(), r.SignerCert.PublicKey) {
+		return errors.New("scep: Rollover.Signer does not hold the key of Rollover.SignerCert")
+	}
+	for _, rc := range r.Recipients {
+		if rc.Certificate == nil || rc.Key == nil || !samePublicKey(rc.Key.Public(), rc.Certificate.PublicKey) {
+			return errors.New("scep: each Rollover recipient needs a certificate and its key")
+		}
+	}
+	return nil
+}
+
+func samePublicKey(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}
+
+// addressedToAny reports whether the envelope has a RecipientInfo for one of rs.
+func (m *PKIMessage) addressedToAny(rs []Recipient) bool {
+	if m.Envelope == nil || len(rs) == 0 {
+		return false
+	}
+	env, err := cms.Parse(m.Envelope)
+	if err != nil {
+		return false
+	}
+	for _, ri := range env.Recipients {
+		for _, r := range rs {
+			if r.Certificate != nil && ri.Matches(r.Certificate) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// unexpired returns the recipients whose certificate is valid at now.
+func unexpired(rs []Recipient, now time.Time) []Recipient {
+	var out []Recipient
+	for _, r := range rs {
+		if r.Certificate != nil && !now.After(r.Certificate.NotAfter) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
