@@ -275,14 +275,15 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{want})
 		return
 	}
-	if _, err := a.g.store.Lookup(r.Context(), serial); errors.Is(err, crp.ErrNotFound) {
+	issued, err := a.g.store.Lookup(r.Context(), serial)
+	if errors.Is(err, crp.ErrNotFound) {
 		writeJSON(w, http.StatusNotFound, apiError{"no certificate with this serial was issued here"})
 		return
 	} else if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
-	rev, err := a.g.crl.Revoke(r.Context(), rev)
+	rev, err = a.g.crlFor(issued.Certificate).Revoke(r.Context(), rev)
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return

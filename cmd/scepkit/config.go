@@ -35,7 +35,14 @@ type Config struct {
 	ExpiryWarning   Duration `toml:"expiry_warning" doc:"warn (log, /readyz detail) when a CA or RA certificate expires within this" default:"720h"`
 	Log             string   `toml:"log" doc:"log format: text or json (on stderr)" default:"text"`
 	NextCACert      string   `toml:"next_ca_cert" doc:"PEM file of the next CA certificate (then its chain), prepared ahead of a rollover and announced to devices through GetNextCACert (RFC 8894 section 4.7)"`
-	CRL             struct {
+	Rollover        struct {
+		At           string `toml:"at" doc:"when to switch to the next CA and RA in rollover.dir, RFC 3339 (2027-01-31T00:00:00Z); before it they are announced through GetNextCACert, from it on GetCACert serves them, certificates are issued by the next CA and CertReps signed by the next RA, while requests still encrypted to the previous RA are decrypted and answered (RFC 8894 section 3.5.2)"`
+		Dir          string `toml:"dir" doc:"directory holding the next CA and RA, laid out as state_dir (scepkit rollover-prepare writes it); without ca.crt only the RA rolls over; with pkcs11 it holds the certificates and the keys are the token's rollover.*_key labels"`
+		CAKey        string `toml:"ca_key" doc:"with pkcs11: label of the next CA key pair in the token" default:"scepkit-next-ca"`
+		RASignKey    string `toml:"ra_sign_key" doc:"with pkcs11: label of the next RA signing key pair" default:"scepkit-next-ra-sign"`
+		RAEncryptKey string `toml:"ra_encrypt_key" doc:"with pkcs11: label of the next RA encryption key pair (RSA)" default:"scepkit-next-ra-encrypt"`
+	} `toml:"rollover"`
+	CRL struct {
 		Validity Duration `toml:"validity" doc:"how long each CRL is valid (its nextUpdate)" default:"24h"`
 		Refresh  Duration `toml:"refresh" doc:"how often a new CRL is signed when nothing was revoked here" default:"1h"`
 	} `toml:"crl"`
@@ -217,6 +224,17 @@ func (c *Config) validate() error {
 	case c.PKCS11.Module != "" && c.PKCS11.PINFile == "":
 		return bad("pkcs11.pin_file", errors.New("required with pkcs11.module"))
 	}
+	if (c.Rollover.At == "") != (c.Rollover.Dir == "") {
+		return bad("rollover.at", errors.New("rollover.at and rollover.dir go together"))
+	}
+	if c.Rollover.At != "" {
+		if _, err := c.rolloverAt(); err != nil {
+			return bad("rollover.at", err)
+		}
+		if c.NextCACert != "" {
+			return bad("next_ca_cert", errors.New("a rollover announces its own next CA: leave next_ca_cert empty"))
+		}
+	}
 	if u := c.OTLP.TracesURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		return bad("otlp.traces_url", fmt.Errorf("%q is not an http(s) URL", u))
 	}
@@ -264,4 +282,13 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: over %d bytes", path, maxSecretFile)
 	}
 	return b, nil
+}
+
+// rolloverAt is rollover.at as a time.
+func (c *Config) rolloverAt() (time.Time, error) {
+	at, err := time.Parse(time.RFC3339, c.Rollover.At)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time such as 2027-01-31T00:00:00Z", c.Rollover.At)
+	}
+	return at, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -55,8 +56,11 @@ type gateway struct {
 	rp       *crp.RegistrationPoint
 	server   *scep.Server
 	crl      *crp.CRLPublisher
-	redis    *redis.Client    // nil without redis.addr
-	token    *pkcs11key.Token // nil without pkcs11.module
+	next     *catemplate.CA    // the CA of rollover.dir; nil without one
+	nextRA   *catemplate.RA    // the RA of rollover.dir; nil without a rollover
+	nextCRL  *crp.CRLPublisher // next's CRL; nil without next
+	redis    *redis.Client     // nil without redis.addr
+	token    *pkcs11key.Token  // nil without pkcs11.module
 	meter    *sdkmetric.MeterProvider
 	tracer   *sdktrace.TracerProvider // nil without otlp.traces_url
 	registry *prometheus.Registry
@@ -114,6 +118,21 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	base := strings.TrimSuffix(c.PublicURL, "/")
 	g.ca.CRLDistributionPoints = []string{base + "/crl"}
 	g.ca.IssuingCertificateURL = []string{base + "/ca.cer"}
+	var rollover *crp.Rollover
+	if c.Rollover.Dir != "" {
+		if g.next, g.nextRA, err = g.loadRollover(); err != nil {
+			return nil, err
+		}
+		at, _ := c.rolloverAt() // validated
+		rollover = &crp.Rollover{At: at, CA: g.next, RA: g.nextRA}
+		if g.next != nil {
+			// Certificates of each CA name that CA's own CRL: relying parties check a
+			// certificate of the previous CA against its CRL after the switch too.
+			id := caID(g.next)
+			g.next.CRLDistributionPoints = []string{base + "/crl/" + id}
+			g.next.IssuingCertificateURL = []string{base + "/ca/" + id}
+		}
+	}
 
 	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
 	if err != nil {
@@ -154,6 +173,10 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	g.pending, _ = transactions.(crp.PendingLister)
 	g.crl = &crp.CRLPublisher{CA: g.ca, Revocations: g.store,
 		Validity: time.Duration(c.CRL.Validity), Refresh: time.Duration(c.CRL.Refresh), Logger: log}
+	if g.next != nil {
+		g.nextCRL = &crp.CRLPublisher{CA: g.next, Revocations: g.store,
+			Validity: time.Duration(c.CRL.Validity), Refresh: time.Duration(c.CRL.Refresh), Logger: log}
+	}
 	tmpl := &catemplate.Template{Name: "scepkit-user", Validity: time.Duration(c.CertValidity), Backdate: 5 * time.Minute,
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, MinKeySize: 2048,
@@ -166,7 +189,7 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 		Templates: &catemplate.NDESResolver{SignatureTemplate: tmpl.Name, EncryptionTemplate: tmpl.Name,
 			GeneralPurposeTemplate: tmpl.Name, Templates: catemplate.MapStore{tmpl.Name: tmpl}},
 		Issuer: crp.CAIssuer{CA: g.ca}, Transactions: transactions, Certificates: g.store,
-		Revocation: g.store, CRL: g.crl.CRL, Logger: log, MeterProvider: g.meter,
+		Revocation: g.store, CRL: g.currentCRL, Logger: log, MeterProvider: g.meter, Rollover: rollover,
 	}
 	if g.tracer != nil {
 		g.rp.TracerProvider = g.tracer
@@ -195,6 +218,133 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	return g, nil
 }
 
+// caID names a CA in the URLs of its CRL and certificate: its subject key identifier
+// in hex (or, for a certificate without one, the first 20 bytes of the SHA-256 of its
+// public key).
+func caID(ca *catemplate.CA) string {
+	if id := ca.Certificate.SubjectKeyId; len(id) > 0 {
+		return hex.EncodeToString(id)
+	}
+	sum := sha256.Sum256(ca.Certificate.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:20])
+}
+
+// announceRollover logs the switch to the next CA and RA when its time comes.
+func (g *gateway) announceRollover(ctx context.Context) {
+	if g.nextRA == nil {
+		return
+	}
+	at, _ := g.cfg.rolloverAt()
+	if d := time.Until(at); d > 0 {
+		g.log.Info("rollover prepared: the next CA and RA are announced through GetNextCACert", "at", at)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	ca := g.ca
+	if g.next != nil {
+		ca = g.next
+	}
+	g.log.Info("rollover: serving the next CA and RA", "at", at, "ca", ca.Certificate.Subject.String(),
+		"ca_serial", ca.Certificate.SerialNumber.Text(16), "ra_serial", g.nextRA.SigningCertificate.SerialNumber.Text(16))
+}
+
+// currentCRL is the CRL of the CA that issues now, for SCEP's GetCRL.
+func (g *gateway) currentCRL(ctx context.Context) ([]byte, error) {
+	if g.nextCRL != nil && g.server.RolledOver(time.Now()) {
+		return g.nextCRL.CRL(ctx)
+	}
+	return g.crl.CRL(ctx)
+}
+
+// crlFor is the CRL publisher of the CA that issued cert.
+func (g *gateway) crlFor(cert *x509.Certificate) *crp.CRLPublisher {
+	if g.nextCRL != nil && cert.CheckSignatureFrom(g.next.Certificate) == nil {
+		return g.nextCRL
+	}
+	return g.crl
+}
+
+// loadRollover loads the next CA (nil when rollover.dir has no CA certificate: only
+// the RA rolls over) and the next RA, and checks that the RA's certificates are
+// issued by the CA that will be current at the switch.
+func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
+	c := g.cfg
+	dir := c.Rollover.Dir
+	bad := func(err error) error { return &SettingError{"rollover.dir", "SCEPKIT_ROLLOVER_DIR", err} }
+	var ca *catemplate.CA
+	var ra *catemplate.RA
+	caPath := filepath.Join(dir, catemplate.CACertFile)
+	if c.PKCS11.Module == "" {
+		var err error
+		if ca, err = catemplate.LoadCA(dir); errors.Is(err, os.ErrNotExist) {
+			ca, err = nil, nil
+		}
+		if err != nil {
+			return nil, nil, bad(err)
+		}
+		if ra, err = catemplate.LoadRA(dir); err != nil {
+			return nil, nil, bad(err)
+		}
+	} else {
+		if _, err := os.Stat(caPath); err == nil {
+			key, err := g.tokenKey("rollover.ca_key", c.Rollover.CAKey)
+			if err != nil {
+				return nil, nil, err
+			}
+			certs, err := readCertFile(caPath, key)
+			if err != nil {
+				return nil, nil, bad(err)
+			}
+			ca = &catemplate.CA{Certificate: certs[0], Signer: key, Chain: certs[1:]}
+		}
+		signKey, err := g.tokenKey("rollover.ra_sign_key", c.Rollover.RASignKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		encKey, err := g.tokenKey("rollover.ra_encrypt_key", c.Rollover.RAEncryptKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		signCerts, err := readCertFile(filepath.Join(dir, catemplate.RASigningCertFile), signKey)
+		if err != nil {
+			return nil, nil, bad(err)
+		}
+		encCerts, err := readCertFile(filepath.Join(dir, catemplate.RAEncryptCertFile), encKey)
+		if err != nil {
+			return nil, nil, bad(err)
+		}
+		ra = &catemplate.RA{SigningCertificate: signCerts[0], Signer: signKey, EncryptionCertificate: encCerts[0], Decrypter: encKey}
+	}
+	if ca != nil && !ca.Certificate.IsCA {
+		return nil, nil, bad(errors.New(catemplate.CACertFile + " is not a CA certificate"))
+	}
+	issuer := g.ca.Certificate
+	if ca != nil {
+		issuer = ca.Certificate
+	}
+	for _, cert := range ra.Certificates() {
+		if err := cert.CheckSignatureFrom(issuer); err != nil {
+			return nil, nil, bad(fmt.Errorf("RA certificate %q is not issued by %q, the CA at the switch: %w",
+				cert.Subject.String(), issuer.Subject.String(), err))
+		}
+	}
+	return ca, ra, nil
+}
+
+// tokenKey finds the token's key labelled label, named in errors by its setting.
+func (g *gateway) tokenKey(setting, label string) (*pkcs11key.Key, error) {
+	k, err := g.token.Key(label)
+	if err != nil {
+		return nil, &SettingError{setting, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(setting, ".", "_")), err}
+	}
+	return k, nil
+}
+
 // loadPKI loads the CA and RA from the state directory, or creates them on first
 // start. With pkcs11 the keys are the token's (found by label) and only the
 // certificates are files.
@@ -212,7 +362,7 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, nil, err
 		}
-		ca, ra, err := newPKI(nil, nil, nil)
+		ca, ra, err := newPKI(firstCAName, nil, nil, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -235,22 +385,15 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 		return nil, nil, &SettingError{"pkcs11.module", "SCEPKIT_PKCS11_MODULE", err}
 	}
 	g.token = tok
-	key := func(setting, label string) (*pkcs11key.Key, error) {
-		k, err := tok.Key(label)
-		if err != nil {
-			return nil, &SettingError{"pkcs11." + setting, "SCEPKIT_PKCS11_" + strings.ToUpper(setting), err}
-		}
-		return k, nil
-	}
-	caKey, err := key("ca_key", c.PKCS11.CAKey)
+	caKey, err := g.tokenKey("pkcs11.ca_key", c.PKCS11.CAKey)
 	if err != nil {
 		return nil, nil, err
 	}
-	signKey, err := key("ra_sign_key", c.PKCS11.RASignKey)
+	signKey, err := g.tokenKey("pkcs11.ra_sign_key", c.PKCS11.RASignKey)
 	if err != nil {
 		return nil, nil, err
 	}
-	encKey, err := key("ra_encrypt_key", c.PKCS11.RAEncryptKey)
+	encKey, err := g.tokenKey("pkcs11.ra_encrypt_key", c.PKCS11.RAEncryptKey)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -259,7 +402,7 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 	encPath := filepath.Join(c.StateDir, catemplate.RAEncryptCertFile)
 	caCerts, err := readCertFile(caPath, caKey)
 	if errors.Is(err, os.ErrNotExist) {
-		ca, ra, err := newPKI(caKey, signKey, encKey)
+		ca, ra, err := newPKI(firstCAName, caKey, signKey, encKey)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -291,10 +434,13 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 	return ca, ra, nil
 }
 
-// newPKI makes a CA and an RA, with the given keys or fresh software keys.
-func newPKI(caKey, signKey crypto.Signer, encKey crypto.Decrypter) (*catemplate.CA, *catemplate.RA, error) {
-	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 3072, Signer: caKey,
-		Subject: pkix.Name{CommonName: "scepkit CA", Organization: []string{"scepkit"}}})
+// firstCAName is the subject of the CA a gateway makes on its first start.
+var firstCAName = pkix.Name{CommonName: "scepkit CA", Organization: []string{"scepkit"}}
+
+// newPKI makes a CA named subject and its RA, with the given keys or fresh software
+// keys.
+func newPKI(subject pkix.Name, caKey, signKey crypto.Signer, encKey crypto.Decrypter) (*catemplate.CA, *catemplate.RA, error) {
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 3072, Signer: caKey, Subject: subject})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -370,10 +516,22 @@ func (g *gateway) publicHandler() http.Handler {
 	scep.Mount(mux, "/scep", g.server)
 	scep.Mount(mux, "/certsrv/mscep/mscep.dll", g.server)
 	mux.Handle("GET /crl", g.crl)
-	mux.HandleFunc("GET /ca.cer", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/pkix-cert")
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Write(g.ca.Certificate.Raw)
+	mux.HandleFunc("GET /ca.cer", func(w http.ResponseWriter, r *http.Request) { serveCert(w, g.ca.Certificate) })
+	// Each CA also by its key identifier: the URLs in the certificates of a CA that
+	// a rollover brought in.
+	mux.HandleFunc("GET /crl/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if p := g.crlByID(r.PathValue("id")); p != nil {
+			p.ServeHTTP(w, r)
+			return
+		}
+		http.NotFound(w, r)
+	})
+	mux.HandleFunc("GET /ca/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if p := g.crlByID(r.PathValue("id")); p != nil {
+			serveCert(w, p.CA.Certificate)
+			return
+		}
+		http.NotFound(w, r)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -382,6 +540,22 @@ func (g *gateway) publicHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", g.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+func serveCert(w http.ResponseWriter, c *x509.Certificate) {
+	w.Header().Set("Content-Type", "application/pkix-cert")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Write(c.Raw)
+}
+
+// crlByID is the CRL publisher of the CA caID names.
+func (g *gateway) crlByID(id string) *crp.CRLPublisher {
+	for _, p := range []*crp.CRLPublisher{g.crl, g.nextCRL} {
+		if p != nil && caID(p.CA) == id {
+			return p
+		}
+	}
+	return nil
 }
 
 // readyz reports whether the gateway can serve enrollments: the stores answer, the
@@ -445,7 +619,14 @@ func (g *gateway) keysSign() error {
 	}
 	digest := sha256.Sum256([]byte("scepkit readiness"))
 	g.keyErr = nil
-	for name, s := range map[string]crypto.Signer{"CA": g.ca.Signer, "RA signing": g.ra.Signer} {
+	signers := map[string]crypto.Signer{"CA": g.ca.Signer, "RA signing": g.ra.Signer}
+	if g.next != nil {
+		signers["next CA"] = g.next.Signer
+	}
+	if g.nextRA != nil {
+		signers["next RA signing"] = g.nextRA.Signer
+	}
+	for name, s := range signers {
 		if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
 			g.keyErr = fmt.Errorf("%s key: %w", name, err)
 		}

@@ -7,6 +7,7 @@
 //
 //	scepkit serve -config /etc/scepkit/scepkit.toml
 //	scepkit admin -url https://127.0.0.1:8443 -ca admin-ca.pem -token-file token pending
+//	scepkit rollover-prepare -config /etc/scepkit/scepkit.toml -dir /var/lib/scepkit/next
 //	scepkit -h
 //
 // The configuration file is TOML; every setting can also be given in the environment
@@ -48,6 +49,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   scepkit serve [-config FILE]     run the gateway
   scepkit admin [flags] COMMAND    call the admin API (scepkit admin -h)
+  scepkit rollover-prepare -dir DIR [-ra-only]
+                                   write a next CA and RA for rollover.dir
 
 settings (in the TOML file, or in the environment variable in brackets, which wins):
 `)
@@ -67,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "admin":
 		return adminCommand(ctx, args[1:], stdout, stderr)
+	case "rollover-prepare":
+		return rolloverPrepare(ctx, args[1:], stdout, stderr)
 	}
 	usage(stderr)
 	return fmt.Errorf("unknown command %q", args[0])
@@ -148,6 +153,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		adminAddr = aln.Addr().String()
 	}
 	go g.warnExpiring(ctx)
+	go g.announceRollover(ctx)
 
 	errc := make(chan error, len(servers))
 	for i, s := range servers {

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -290,7 +292,12 @@ func (r *running) admin(t *testing.T, f *fixture, creds []string, args ...string
 
 func readCRL(t *testing.T, base string) *x509.RevocationList {
 	t.Helper()
-	code, body, hdr := get(t, base+"/crl")
+	return readCRLAt(t, base+"/crl")
+}
+
+func readCRLAt(t *testing.T, url string) *x509.RevocationList {
+	t.Helper()
+	code, body, hdr := get(t, url)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "application/pkix-crl", hdr.Get("Content-Type"))
 	crl, err := x509.ParseRevocationList([]byte(body))
@@ -451,6 +458,91 @@ func TestNextCAAnnounced(t *testing.T) {
 	out, err := exec.Command(bin, "serve", "-config", f.config(t, fmt.Sprintf("next_ca_cert = %q\n", f.path("not-ca.pem")), "")).CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "setting next_ca_cert (SCEPKIT_NEXT_CA_CERT)")
+}
+
+// TestRolloverAtConfiguredTime: "scepkit rollover-prepare" writes a next CA and RA;
+// configured with rollover.dir and rollover.at, the gateway announces them through
+// GetNextCACert (signed by the current RA), switches at that time (logged, and in
+// /metrics), then serves the next CA through GetCACert and issues under it with its
+// own CRL distribution point, renews a certificate of the previous CA with
+// scepclient, and lists a revocation in the next CA's CRL.
+func TestRolloverAtConfiguredTime(t *testing.T) {
+	f := newFixture(t)
+	r := start(t, f.config(t, "", "")) // makes the current CA and RA
+	url := r.base + "/scep"
+	alice := scepclienttest.NewDevice(t)
+	out, err := alice.Enroll(url, "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	aliceCert, err := alice.Certificate()
+	require.NoError(t, err)
+	r.stop(t)
+
+	next := f.path("next")
+	cfg := f.config(t, "", "")
+	outb, err := exec.Command(bin, "rollover-prepare", "-config", cfg, "-dir", next).CombinedOutput()
+	require.NoError(t, err, string(outb))
+	outb, err = exec.Command(bin, "rollover-prepare", "-config", cfg, "-dir", next).CombinedOutput()
+	require.Error(t, err, "never overwrites a prepared rollover: %s", outb)
+	nextCA, err := catemplate.LoadCA(next)
+	require.NoError(t, err)
+
+	at := time.Now().Add(8 * time.Second).UTC().Truncate(time.Second)
+	r = start(t, f.config(t, "", fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), next)))
+	url = r.base + "/scep"
+	_, caDER, _ := get(t, r.base+"/ca.cer")
+	oldFP := sha256.Sum256([]byte(caDER))
+	old := &scep.Client{URL: url, CAFingerprint: oldFP[:]}
+	announced, err := old.GetNextCACert(context.Background())
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(announced, nextCA.Certificate.Equal))
+	_, caps, _ := get(t, url+"?operation=GetCACaps")
+	require.Contains(t, caps, "GetNextCACert")
+
+	time.Sleep(time.Until(at) + 500*time.Millisecond)
+	_, err = old.GetCACert(context.Background())
+	require.ErrorIs(t, err, scep.ErrFingerprint, "GetCACert serves the next CA")
+	nextFP := sha256.Sum256(nextCA.Certificate.Raw)
+	served, err := (&scep.Client{URL: url, CAFingerprint: nextFP[:]}).GetCACert(context.Background())
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(served, nextCA.Certificate.Equal))
+
+	bob := scepclienttest.NewDevice(t)
+	out, err = bob.Enroll(url, "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
+	require.NoError(t, err, out)
+	bobCert, err := bob.Certificate()
+	require.NoError(t, err)
+	require.NoError(t, bobCert.CheckSignatureFrom(nextCA.Certificate))
+	id := hex.EncodeToString(nextCA.Certificate.SubjectKeyId)
+	require.Equal(t, []string{r.base + "/crl/" + id}, bobCert.CRLDistributionPoints)
+	require.Equal(t, []string{r.base + "/ca/" + id}, bobCert.IssuingCertificateURL)
+	_, body, _ := get(t, r.base+"/ca/"+id)
+	require.Equal(t, string(nextCA.Certificate.Raw), body)
+
+	out, err = alice.Enroll(url, "alice@example.com", "") // renews the previous CA's certificate
+	require.NoError(t, err, out)
+	renewed, err := alice.Certificate()
+	require.NoError(t, err)
+	require.NotEqual(t, aliceCert.SerialNumber, renewed.SerialNumber)
+	require.NoError(t, renewed.CheckSignatureFrom(nextCA.Certificate))
+
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", bobCert.SerialNumber.Text(16), "1")
+	require.NoError(t, err, out)
+	crl := readCRLAt(t, r.base+"/crl/"+id)
+	require.NoError(t, crl.CheckSignatureFrom(nextCA.Certificate))
+	require.True(t, crlLists(crl, bobCert.SerialNumber))
+	oldCA, err := x509.ParseCertificate([]byte(caDER))
+	require.NoError(t, err)
+	require.NoError(t, readCRL(t, r.base).CheckSignatureFrom(oldCA), "the previous CA's CRL stays at /crl")
+
+	require.GreaterOrEqual(t, metric(t, r.base, `scepkit_scep_rollover_seconds\{[^}]*\}`), 0.5)
+	logs := r.Logs()
+	require.Contains(t, logs, "rollover: serving the next CA and RA")
+	require.Contains(t, logs, "scep: rolled over to the next CA and RA")
+	r.stop(t)
+
+	outb, err = exec.Command(bin, "serve", "-config", f.config(t, "", "\n[rollover]\nat = \"tomorrow\"\ndir = \"/nonexistent\"\n")).CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(outb), "setting rollover.at (SCEPKIT_ROLLOVER_AT)")
 }
 
 // TestTracesToOTLP: with otlp.traces_url, the spans of an enrollment (one per
