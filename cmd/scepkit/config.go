@@ -25,7 +25,7 @@ type Config struct {
 	StateDir  string `toml:"state_dir" doc:"directory holding the CA and RA certificates (and their keys unless pkcs11 is set), created on first start, and state.db (the embedded store: challenge claims, transactions, pending requests, issued certificates, revocations) unless postgres.dsn is set" default:"/var/lib/scepkit"`
 	Identity  string `toml:"identity" doc:"this gateway's identity: the audience the MDM mints challenges for" default:"scepkit-gateway"`
 	MDMIssuer string `toml:"mdm_issuer" doc:"the issuer name in the MDM's challenges" default:"scepkit-mdm"`
-	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or http(s) URL (required)"`
+	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or https URL (plain http only on a loopback host) (required)"`
 	Directory string `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]} (required)"`
 	// Profiles are the ids challenges name in their prof claim.
 	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048 or more, client authentication" default:"win,ios,mac"`

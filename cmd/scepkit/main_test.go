@@ -695,6 +695,10 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"token readable by others", []string{"SCEPKIT_ADMIN_TOKEN_FILE=" + f.path("open-token")},
 			"setting admin.token_file (SCEPKIT_ADMIN_TOKEN_FILE): " + f.path("open-token") + " may be read or written by other users"},
+		// The MDM's keys over plain HTTP: anyone on the path could put in his own and
+		// mint challenges. Refused before anything is fetched (the host need not exist).
+		{"JWKS over plain HTTP", []string{"SCEPKIT_JWKS=http://mdm.invalid/jwks"},
+			"setting jwks (SCEPKIT_JWKS): JWKS http://mdm.invalid/jwks: plain http"},
 		{"PIN readable by others", []string{"SCEPKIT_PKCS11_MODULE=" + f.path("absent.so"), "SCEPKIT_PKCS11_TOKEN_LABEL=t",
 			"SCEPKIT_PKCS11_PIN_FILE=" + f.path("open-pin")},
 			"setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): " + f.path("open-pin") + " may be read or written by other users"},

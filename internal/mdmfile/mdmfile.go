@@ -6,9 +6,12 @@ package mdmfile
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -89,7 +92,9 @@ func LoadDirectory(path string) (*Directory, error) {
 }
 
 // LoadKeySet reads the MDM's challenge-verification keys, a JWKS document, from an
-// http(s) URL or a file.
+// https URL, an http URL on a loopback host, or a file. Plain http elsewhere, or a
+// redirect to it, is refused: whoever is on the path could put in keys of his own and
+// mint challenges.
 func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	var b []byte
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
@@ -99,7 +104,19 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		if !integrityProtected(req.URL) {
+			return nil, fmt.Errorf("JWKS %s: plain http from a host that is not loopback: use https or a file", src)
+		}
+		client := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if !integrityProtected(r.URL) {
+				return fmt.Errorf("redirected to plain http (%s)", r.URL.Redacted())
+			}
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return nil
+		}}
+		resp, err := client.Do(req)
 		if err != nil {
 			return nil, fmt.Errorf("JWKS %s: %w", src, err)
 		}
@@ -124,4 +141,21 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 		return nil, fmt.Errorf("JWKS %s: no usable signature key", src)
 	}
 	return ks, nil
+}
+
+// integrityProtected reports whether what is fetched from u cannot be changed on the
+// way: https, or http to a loopback host.
+func integrityProtected(u *url.URL) bool {
+	if u.Scheme == "https" {
+		return true
+	}
+	if u.Scheme != "http" {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
