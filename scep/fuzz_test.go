@@ -1,6 +1,8 @@
 package scep
 
 import (
+	"bytes"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"testing"
@@ -94,5 +96,85 @@ func FuzzCaps(f *testing.F) {
 			t.Fatalf("caps do not round-trip: %q -> %q", c, again)
 		}
 		_ = c.Cipher()
+	})
+}
+
+// FuzzDegenerate feeds arbitrary bytes to the certs-only SignedData reader a Client
+// uses for GetCACert, GetNextCACert and a CertRep SUCCESS: no panic, nothing returned
+// with an error, and what it returns is what DegenerateCertificates writes back.
+func FuzzDegenerate(f *testing.F) {
+	pki := newTestPKI(f)
+	for _, certs := range [][]*x509.Certificate{{pki.ca}, {pki.raSign, pki.raEnc, pki.ca}} {
+		der, err := DegenerateCertificates(certs)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(der)
+	}
+	if der, err := degenerate(nil, nil, []byte{0x30, 0x03, 0x02, 0x01, 0x01}); err == nil {
+		f.Add(der)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		certs, crls, err := parseDegenerate(b)
+		if err != nil {
+			if certs != nil || crls != nil {
+				t.Fatal("certificates or CRLs with an error")
+			}
+			return
+		}
+		if len(certs) == 0 {
+			return
+		}
+		again, err := DegenerateCertificates(certs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, _, err := parseDegenerate(again)
+		if err != nil || len(back) != len(certs) {
+			t.Fatalf("the certificates read do not round-trip: %v", err)
+		}
+	})
+}
+
+// FuzzBERToDER: the BER normalizer never panics, never writes more than it read, and
+// leaves its own output unchanged.
+func FuzzBERToDER(f *testing.F) {
+	addVectorSeeds(f)
+	f.Add([]byte{0x30, 0x80, 0x24, 0x80, 0x04, 0x01, 0xaa, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00})
+	f.Add([]byte{0x30, 0x81, 0x03, 0x02, 0x01, 0x05})
+	f.Add([]byte{0x1f, 0x81, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := berToDER(in)
+		if err != nil {
+			if out != nil {
+				t.Fatal("output with an error")
+			}
+			return
+		}
+		if len(out) > len(in) {
+			t.Fatalf("%d bytes in, %d out", len(in), len(out))
+		}
+		again, err := berToDER(out)
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("not a fixed point: %x -> %x (%v)", out, again, err)
+		}
+	})
+}
+
+// FuzzChallengePassword feeds arbitrary bytes as a CSR's TBS to the challengePassword
+// reader: no panic, and no password with an error.
+func FuzzChallengePassword(f *testing.F) {
+	d := newDevice(f)
+	for _, pw := range []string{"secret", "pässword", ""} {
+		csr, err := x509.ParseCertificateRequest(newCSR(f, d.key, "fuzz", pw))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(csr.RawTBSCertificateRequest)
+	}
+	f.Fuzz(func(t *testing.T, tbs []byte) {
+		if pw, err := challengePassword(tbs); err != nil && pw != "" {
+			t.Fatal("a password with an error")
+		}
 	})
 }
