@@ -73,13 +73,13 @@ const DefaultMaxOpenDecisions = 10000
 // recorded as lapsed first; see Complete for a certificate the completion carries).
 var (
 	// ErrNoDecision: no open decision has this transactionID, and no final record
-	// of it is kept (never decided here, or decided by another process, or its
-	// record expired after RecordTTL).
+	// of it is kept: never decided here (or decided by another process), completed
+	// as PENDING or with a transient failure, or its record expired (RecordTTL).
 	ErrNoDecision = errors.New("crp: no open decision for this transaction")
 	// ErrCompleted: no decision is open under this transactionID, and its record is
 	// final (SUCCESS or FAILURE): the decision was completed or lapsed, or Decide
-	// refused the request. It is known only while the record is kept (RecordTTL);
-	// afterwards the same completion gets ErrNoDecision.
+	// refused the request after claiming its challenge. It is known only while the
+	// record is kept (RecordTTL); afterwards the same completion gets ErrNoDecision.
 	ErrCompleted = errors.New("crp: decision already completed")
 	// ErrOtherRequest: the completion's CSR is not the one decided under this
 	// transactionID. The decision stays open for the right completion.
