@@ -12,17 +12,17 @@ package certmongertest
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scepkit/scepkit/internal/testserver"
 )
 
 // StartTimeout bounds how long Start waits for the bus and the daemon.
@@ -34,13 +34,11 @@ type Daemon struct {
 	// certificates there.
 	Dir string
 
-	t      testing.TB
-	env    []string
-	getc   string
-	mu     sync.Mutex
-	log    bytes.Buffer
-	procs  []*exec.Cmd
-	waited []chan struct{}
+	t     testing.TB
+	env   []string
+	getc  string
+	log   testserver.Output
+	procs []*testserver.Process
 }
 
 // Start starts a session bus and certmonger on it, and registers their stop with
@@ -49,21 +47,8 @@ func Start(t testing.TB) *Daemon {
 	t.Helper()
 	bins := map[string]string{}
 	for _, name := range []string{"dbus-daemon", "certmonger", "getcert"} {
-		p, err := exec.LookPath(name)
-		if err != nil {
-			for _, dir := range []string{"/usr/sbin", "/sbin"} {
-				if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-					p, err = filepath.Join(dir, name), nil
-				}
-			}
-		}
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("certmongertest: %s not found (CI installs certmonger and dbus: see .ci/run)", name)
-			}
-			t.Skipf("certmongertest: %s not installed", name)
-		}
-		bins[name] = p
+		bins[name] = testserver.LookPath(t, name, "certmongertest: apt-get install certmonger dbus-daemon",
+			"/usr/sbin", "/sbin")
 	}
 	// A short directory: a Unix socket path is limited to about 100 bytes.
 	dir, err := os.MkdirTemp("", "cm")
@@ -116,7 +101,7 @@ func Start(t testing.TB) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dbus.Stderr = &lockedWriter{d}
+	dbus.Stderr = &d.log
 	d.start(dbus)
 	addr := make(chan string, 1)
 	go func() {
@@ -135,7 +120,7 @@ func Start(t testing.TB) *Daemon {
 
 	cm := exec.Command(bins["certmonger"], "-s", "-n", "-B", "-d", "1")
 	cm.Env = d.env
-	cm.Stdout, cm.Stderr = &lockedWriter{d}, &lockedWriter{d}
+	cm.Stdout, cm.Stderr = &d.log, &d.log
 	d.start(cm)
 	deadline := time.Now().Add(StartTimeout)
 	for {
@@ -150,45 +135,22 @@ func Start(t testing.TB) *Daemon {
 }
 
 func (d *Daemon) start(cmd *exec.Cmd) {
-	// The kernel kills the process if the test process dies without its cleanups.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := testserver.Start(cmd, testserver.Ready{})
+	if err != nil {
 		d.t.Fatalf("certmongertest: starting %s: %v", cmd.Path, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	d.procs = append(d.procs, cmd)
-	d.waited = append(d.waited, done)
+	d.procs = append(d.procs, p)
 }
 
 // stop ends certmonger, then the bus, each by its own process id.
 func (d *Daemon) stop() {
 	for i := len(d.procs) - 1; i >= 0; i-- {
-		p := d.procs[i].Process
-		p.Signal(syscall.SIGTERM)
-		select {
-		case <-d.waited[i]:
-		case <-time.After(5 * time.Second):
-			p.Kill()
-			<-d.waited[i]
-		}
+		d.procs[i].Stop(syscall.SIGTERM, 5*time.Second)
 	}
 }
 
 // Log returns what the bus and certmonger wrote so far.
-func (d *Daemon) Log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.log.String()
-}
-
-type lockedWriter struct{ d *Daemon }
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.d.mu.Lock()
-	defer w.d.mu.Unlock()
-	return w.d.log.Write(b)
-}
+func (d *Daemon) Log() string { return d.log.String() }
 
 // Getcert runs "getcert COMMAND -s ARGS..." against the daemon and returns its
 // combined output.

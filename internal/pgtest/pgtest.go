@@ -20,14 +20,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/scepkit/scepkit/internal/testserver"
 )
 
 // StartTimeout bounds how long Start waits for the server to accept connections.
@@ -40,13 +39,11 @@ type Server struct {
 	Addr string
 	Port int
 
-	t    testing.TB
-	bin  string // the directory of initdb and postgres
-	dir  string // owns data/ and the log
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	dbs  atomic.Int64
+	t   testing.TB
+	bin string // the directory of initdb and postgres
+	dir string // owns data/ and the log
+	srv testserver.Restartable
+	dbs atomic.Int64
 }
 
 // BinDir returns the directory of PostgreSQL's server programs: the newest
@@ -77,10 +74,7 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := BinDir()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pgtest: %v (CI installs postgresql: see .ci/run)", err)
-		}
-		t.Skipf("pgtest: PostgreSQL not installed: %v", err)
+		testserver.Missing(t, "pgtest: PostgreSQL not installed (apt-get install postgresql): %v", err)
 	}
 	// Not t.TempDir: its parents are private to the test's user, and the server may
 	// run as another.
@@ -89,6 +83,10 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("pgtest: %v", err)
 	}
 	s := &Server{t: t, bin: bin, dir: dir}
+	// SIGINT is PostgreSQL's fast shutdown: connections are closed, the data is
+	// checkpointed.
+	s.srv = testserver.Restartable{Launch: s.launch, Signal: syscall.SIGINT, Grace: 30 * time.Second,
+		Around: reapBackends}
 	t.Cleanup(func() {
 		s.Stop()
 		os.RemoveAll(dir)
@@ -96,29 +94,11 @@ func Start(t testing.TB) *Server {
 	if err := s.initdb(); err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	for attempt := 0; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("pgtest: %v", err)
-		}
+	testserver.OnFreePort(t, "pgtest", testserver.FreePort, func(port int) error {
 		s.Port, s.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err = s.start(); err == nil {
-			return s
-		}
-		if attempt == 2 {
-			t.Fatalf("pgtest: %v", err)
-		}
-		t.Logf("pgtest: port %d: %v; trying another", port, err)
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+		return s.srv.Start()
+	})
+	return s
 }
 
 func (s *Server) command(name string, args ...string) (*exec.Cmd, error) {
@@ -150,17 +130,13 @@ func (s *Server) initdb() error {
 // fails the test if the server does not come up.
 func (s *Server) Restart() {
 	s.t.Helper()
-	if err := s.start(); err != nil {
+	if err := s.srv.Start(); err != nil {
 		s.t.Fatalf("pgtest: restart: %v", err)
 	}
 }
 
-func (s *Server) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		return errors.New("already running")
-	}
+// launch starts postgres and waits until it accepts connections.
+func (s *Server) launch() (*testserver.Process, error) {
 	logPath := filepath.Join(s.dir, "postgres.log")
 	cmd, err := s.command("postgres", "-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(s.Port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir,
@@ -171,36 +147,16 @@ func (s *Server) start() error {
 		// without waiting for the disk, which is shared with everything else here.
 		"-c", "fsync=off", "-c", "full_page_writes=off")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	s.cmd, s.done = cmd, done
-	deadline := time.Now().Add(StartTimeout)
-	for {
-		if err := s.ping(); err == nil {
-			return nil
-		}
-		select {
-		case <-done:
-			s.cmd, s.done = nil, nil
-			return fmt.Errorf("postgres exited: %s", tail(logPath))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.stopLocked(false)
-			return fmt.Errorf("postgres did not accept connections within %v: %s", StartTimeout, tail(logPath))
-		}
-	}
+	return testserver.Start(cmd, testserver.Ready{Check: s.ping, Poll: 50 * time.Millisecond,
+		Timeout: StartTimeout, Log: func() string { return testserver.TailFile(logPath) }})
 }
 
 func (s *Server) ping() error {
@@ -212,18 +168,6 @@ func (s *Server) ping() error {
 	}
 	defer c.Close(ctx)
 	return c.Ping(ctx)
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	out := strings.TrimSpace(string(b))
-	if len(out) > 2000 {
-		out = out[len(out)-2000:]
-	}
-	if out == "" {
-		return "(no output)"
-	}
-	return out
 }
 
 // DSN returns a connection string for database db as the superuser, with a short
@@ -250,72 +194,61 @@ func (s *Server) NewDatabase(t testing.TB) string {
 }
 
 // Stop ends the server with a fast shutdown (SIGINT: connections are closed, the
-// data is checkpointed), then SIGKILL after 10 s, and waits for it. Stopping a stopped
+// data is checkpointed), then SIGKILL after 30 s, and waits for it. Stopping a stopped
 // server does nothing.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(true)
-}
+func (s *Server) Stop() { s.srv.Stop() }
 
 // Kill ends the server at once (SIGKILL), as a crash would, and waits for it; its
-// backends exit when they see it gone. Restart recovers from the WAL.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(false)
-}
+// backends are killed too. Restart recovers from the WAL.
+func (s *Server) Kill() { s.srv.Kill() }
 
 // Freeze stops the server and its backends (SIGSTOP) without closing anything, as a
 // hung server or a network that drops packets looks to a client: connections are
 // accepted by the kernel and queries are never answered. Thaw resumes it.
-func (s *Server) Freeze() { s.signalGroup(syscall.SIGSTOP) }
+func (s *Server) Freeze() { s.signalAll(syscall.SIGSTOP) }
 
 // Thaw resumes a server Freeze stopped (SIGCONT).
-func (s *Server) Thaw() { s.signalGroup(syscall.SIGCONT) }
+func (s *Server) Thaw() { s.signalAll(syscall.SIGCONT) }
 
-func (s *Server) signalGroup(sig syscall.Signal) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	// The postmaster first (it forks no backend while stopped), then its children:
-	// each is a session leader of its own, so a signal to the postmaster's process
-	// group does not reach them. Only our own processes: the postmaster we started
-	// and the processes whose parent it is.
-	pid := s.cmd.Process.Pid
-	if err := syscall.Kill(pid, sig); err != nil {
-		s.t.Errorf("pgtest: %v: %v", sig, err)
-	}
-	for _, child := range children(pid) {
-		syscall.Kill(child, sig)
+// signalAll sends sig to the postmaster first (it forks no backend while stopped),
+// then to its children: each is a session leader of its own, so a signal to the
+// postmaster's process group does not reach them. Only our own processes: the
+// postmaster we started and the processes whose parent it is.
+func (s *Server) signalAll(sig syscall.Signal) {
+	s.srv.Pid(func(pid int) {
+		if err := syscall.Kill(pid, sig); err != nil {
+			s.t.Errorf("pgtest: %v: %v", sig, err)
+		}
+		for _, child := range children(pid) {
+			syscall.Kill(child, sig)
+		}
+	})
+}
+
+// reapBackends is called before the postmaster pid is stopped. The backends and
+// workers are its children, which exit when they see it gone; after a Kill, what is
+// left of them is killed too, as a crash would. Either way it waits until none is
+// left, so that the port, the shared memory and the data directory are free for
+// Restart.
+func reapBackends(pid int) func(killed bool) {
+	kids := children(pid)
+	return func(killed bool) {
+		if killed {
+			for _, kid := range kids {
+				syscall.Kill(kid, syscall.SIGKILL)
+			}
+		}
+		for i := 0; i < 100 && anyAlive(kids); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
 
-func (s *Server) stopLocked(graceful bool) {
-	if s.cmd == nil {
-		return
-	}
-	p := s.cmd.Process // only ever our own child, by its pid
-	if graceful {
-		p.Signal(syscall.SIGINT)
-		select {
-		case <-s.done:
-		case <-time.After(30 * time.Second):
-			p.Kill()
-			<-s.done
+func anyAlive(pids []int) bool {
+	for _, pid := range pids {
+		if alive(pid) {
+			return true
 		}
-	} else {
-		p.Kill()
-		<-s.done
 	}
-	// The backends and workers are the postmaster's children, in the process group it
-	// leads: end whatever is left of them, and wait until none is, so that the port,
-	// the shared memory and the data directory are free for Restart.
-	syscall.Kill(-p.Pid, syscall.SIGKILL)
-	for i := 0; i < 100 && syscall.Kill(-p.Pid, 0) == nil; i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.cmd, s.done = nil, nil
+	return false
 }

@@ -2,10 +2,16 @@
 
 package pgtest
 
-import "os/exec"
+import (
+	"os/exec"
+	"syscall"
+)
 
 // asServer runs cmd as the caller outside Linux.
 func asServer(*exec.Cmd) (uid, gid int) { return -1, -1 }
 
 // children finds no processes outside Linux (Freeze then stops the postmaster only).
 func children(int) []int { return nil }
+
+// alive reports whether process pid exists.
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }

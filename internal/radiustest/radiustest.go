@@ -10,7 +10,6 @@
 package radiustest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -23,10 +22,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scepkit/scepkit/internal/testserver"
 )
 
 // Binaries looked up in PATH (Debian packages freeradius and eapoltest).
@@ -64,24 +63,15 @@ type Server struct {
 	Dir string
 
 	t    testing.TB
-	cmd  *exec.Cmd
-	done chan struct{}
-	mu   sync.Mutex
-	log  bytes.Buffer
+	proc *testserver.Process // nil when stopped
+	log  testserver.Output
 }
 
-// skipOrFail skips the test when a binary is missing, or fails it under CI=true.
+// lookPath returns the path of bin, skipping the test when it is missing (failing it
+// under CI=true).
 func lookPath(t testing.TB, bin, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("radiustest: %s not found (CI installs Debian %s: see .ci/run): %v", bin, pkg, err)
-	}
-	t.Skipf("radiustest: %s not installed (apt-get install %s)", bin, pkg)
-	return ""
+	return testserver.LookPath(t, bin, "radiustest: apt-get install "+pkg)
 }
 
 // Require skips the test when freeradius or eapol_test is missing (fails it under
@@ -106,29 +96,11 @@ func Start(t testing.TB, o Options) *Server {
 		t.Fatalf("radiustest: %v", err)
 	}
 	t.Cleanup(s.stop)
-	for attempt := 0; ; attempt++ {
-		port, err := freeUDPPort()
-		if err != nil {
-			t.Fatalf("radiustest: %v", err)
-		}
+	testserver.OnFreePort(t, "radiustest", testserver.FreeUDPPort, func(port int) error {
 		s.Port, s.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err = s.start(bin, o); err == nil {
-			return s
-		}
-		if attempt == 2 {
-			t.Fatalf("radiustest: %v", err)
-		}
-		t.Logf("radiustest: port %d: %v; trying another", port, err)
-	}
-}
-
-func freeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+		return s.start(bin, o)
+	})
+	return s
 }
 
 func pemCerts(certs []*x509.Certificate) []byte {
@@ -238,75 +210,39 @@ server default {
 `, s.Dir, s.Secret, crl, s.Port)
 }
 
-// syncWriter lets the server's output be read while it runs.
-type syncWriter struct{ s *Server }
-
-func (w syncWriter) Write(p []byte) (int, error) {
-	w.s.mu.Lock()
-	defer w.s.mu.Unlock()
-	return w.s.log.Write(p)
-}
-
 // Log returns what the server has printed so far (its -X debug output).
-func (s *Server) Log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.log.String()
-}
+func (s *Server) Log() string { return s.log.String() }
 
 func (s *Server) start(bin string, o Options) error {
 	if err := os.WriteFile(filepath.Join(s.Dir, "radiusd.conf"), []byte(s.config(o)), 0o600); err != nil {
 		return err
 	}
-	s.mu.Lock()
 	s.log.Reset()
-	s.mu.Unlock()
 	cmd := exec.Command(bin, "-X", "-d", s.Dir, "-n", "radiusd")
 	cmd.Dir = s.Dir
-	cmd.Stdout, cmd.Stderr = syncWriter{s}, syncWriter{s}
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = &s.log, &s.log
+	ready := func() error {
+		if !strings.Contains(s.Log(), "Ready to process requests") {
+			return errors.New("not ready")
+		}
+		return nil
+	}
+	proc, err := testserver.Start(cmd, testserver.Ready{Check: ready, Poll: 20 * time.Millisecond,
+		Timeout: StartTimeout, Log: s.Log})
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	s.cmd, s.done = cmd, done
-	deadline := time.After(StartTimeout)
-	for !strings.Contains(s.Log(), "Ready to process requests") {
-		select {
-		case <-done:
-			s.cmd, s.done = nil, nil
-			return fmt.Errorf("%s exited: %s", ServerBinary, tail(s.Log()))
-		case <-deadline:
-			s.stop()
-			return fmt.Errorf("%s not ready within %v: %s", ServerBinary, StartTimeout, tail(s.Log()))
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	s.proc = proc
 	return nil
-}
-
-func tail(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > 3000 {
-		s = s[len(s)-3000:]
-	}
-	return s
 }
 
 // stop ends the server (only ever our own child, by its pid) and waits for it.
 func (s *Server) stop() {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-	s.cmd, s.done = nil, nil
+	s.proc.Stop(testserver.Terminate, 5*time.Second)
+	s.proc = nil
 }
 
 // Result is the outcome of one eapol_test run.

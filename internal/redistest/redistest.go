@@ -10,7 +10,6 @@ package redistest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -18,11 +17,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/scepkit/scepkit/internal/testserver"
 )
 
 // Binary is the redis-server program looked up in PATH.
@@ -47,13 +47,11 @@ type Server struct {
 	// Port is Addr's port.
 	Port int
 
-	t    testing.TB
-	opt  Options
-	bin  string
-	dir  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has been waited for
+	t   testing.TB
+	opt Options
+	bin string
+	dir string
+	srv testserver.Restartable
 }
 
 // Start starts a redis-server on a free loopback port and registers its stop with
@@ -67,62 +65,32 @@ func Start(t testing.TB) *Server {
 // StartWith is [Start] with options.
 func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
-	bin, err := exec.LookPath(Binary)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redistest: %s not found (CI installs it: see .ci/run): %v", Binary, err)
-		}
-		t.Skipf("redistest: %s not installed: %v", Binary, err)
-	}
+	bin := testserver.LookPath(t, Binary, "apt-get install redis-server")
 	s := &Server{t: t, opt: o, bin: bin, dir: t.TempDir()}
-	t.Cleanup(func() { s.Stop() })
-	// Another process may take the free port between our probe and the server's bind:
-	// try a few ports.
-	for attempt := 0; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("redistest: %v", err)
-		}
+	s.srv = testserver.Restartable{Launch: s.launch, Signal: testserver.Terminate, Grace: 5 * time.Second}
+	t.Cleanup(s.Stop)
+	testserver.OnFreePort(t, "redistest", testserver.FreePort, func(port int) error {
 		s.Port, s.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		err = s.start()
-		if err == nil {
-			return s
-		}
-		if attempt == 2 {
-			t.Fatalf("redistest: %v", err)
-		}
-		t.Logf("redistest: port %d: %v; trying another", port, err)
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+		return s.srv.Start()
+	})
+	return s
 }
 
 // Restart starts the server again on the same port and in the same directory after
 // Stop or Kill; the data is gone unless the server is Durable. It fails the test if the server does not come up.
 func (s *Server) Restart() {
 	s.t.Helper()
-	if err := s.start(); err != nil {
+	if err := s.srv.Start(); err != nil {
 		s.t.Fatalf("redistest: restart: %v", err)
 	}
 }
 
-func (s *Server) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		return errors.New("already running")
-	}
+// launch starts redis-server and waits until it answers PING.
+func (s *Server) launch() (*testserver.Process, error) {
 	logPath := filepath.Join(s.dir, "redis.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logf.Close()
 	aof := []string{"--appendonly", "no"}
@@ -135,30 +103,8 @@ func (s *Server) start() error {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	s.cmd, s.done = cmd, done
-
-	deadline := time.Now().Add(StartTimeout)
-	for {
-		if err := ping(s.Addr); err == nil {
-			return nil
-		}
-		select {
-		case <-done:
-			s.cmd, s.done = nil, nil
-			return fmt.Errorf("%s exited: %s", Binary, tail(logPath))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.stopLocked(false)
-			return fmt.Errorf("%s did not answer PING within %v: %s", Binary, StartTimeout, tail(logPath))
-		}
-	}
+	return testserver.Start(cmd, testserver.Ready{Check: func() error { return ping(s.Addr) },
+		Poll: 20 * time.Millisecond, Timeout: StartTimeout, Log: func() string { return testserver.TailFile(logPath) }})
 }
 
 // ping sends an inline PING and expects +PONG.
@@ -182,68 +128,21 @@ func ping(addr string) error {
 	return nil
 }
 
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	s := strings.TrimSpace(string(b))
-	if len(s) > 2000 {
-		s = s[len(s)-2000:]
-	}
-	if s == "" {
-		return "(no output)"
-	}
-	return s
-}
-
 // Stop ends the server gracefully (SIGTERM, then SIGKILL after 5 s) and waits for
 // it. Stopping a stopped server does nothing.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(true)
-}
+func (s *Server) Stop() { s.srv.Stop() }
 
 // Kill ends the server at once (SIGKILL), as a crash would, and waits for it.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(false)
-}
-
-func (s *Server) stopLocked(graceful bool) {
-	if s.cmd == nil {
-		return
-	}
-	p := s.cmd.Process // only ever our own child, by its pid
-	if graceful {
-		p.Signal(terminate)
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-			p.Kill()
-			<-s.done
-		}
-	} else {
-		p.Kill()
-		<-s.done
-	}
-	s.cmd, s.done = nil, nil
-}
+func (s *Server) Kill() { s.srv.Kill() }
 
 // Running reports whether the process is up (not whether it answers).
-func (s *Server) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cmd != nil
-}
+func (s *Server) Running() bool { return s.PID() != 0 }
 
 // PID returns the server's process id, or 0 when it is stopped.
 func (s *Server) PID() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return 0
-	}
-	return s.cmd.Process.Pid
+	pid := 0
+	s.srv.Pid(func(p int) { pid = p })
+	return pid
 }
 
 // Client returns a go-redis client for the server, closed by t.Cleanup. Its timeouts

@@ -37,19 +37,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/scepkit/scepkit/internal/testserver"
 )
 
 // Binary returns the path of step-ca, skipping or failing t when it is missing.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("step-ca"); err == nil {
-		return p
-	}
 	var dirs []string
 	if d := os.Getenv("GOBIN"); d != "" {
 		dirs = append(dirs, d)
@@ -57,18 +55,8 @@ func Binary(t testing.TB) string {
 	if h, err := os.UserHomeDir(); err == nil {
 		dirs = append(dirs, filepath.Join(h, "go", "bin"))
 	}
-	for _, d := range dirs {
-		p := filepath.Join(d, "step-ca")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	const hint = "go install github.com/smallstep/certificates/cmd/step-ca@v0.30.2"
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("stepcatest: step-ca not found (CI builds it: see .ci/run; %s)", hint)
-	}
-	t.Skipf("stepcatest: step-ca not installed (%s)", hint)
-	return ""
+	return testserver.LookPath(t, "step-ca",
+		"stepcatest: go install github.com/smallstep/certificates/cmd/step-ca@v0.30.2", dirs...)
 }
 
 // Options configures [Start].
@@ -99,26 +87,8 @@ type CA struct {
 	rootKey  crypto.Signer
 	intKey   crypto.Signer
 	adminKey *ecdsa.PrivateKey
-	cmd      *exec.Cmd
-	done     chan struct{}
-	log      syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	proc     *testserver.Process
+	log      testserver.Output
 }
 
 // Log returns what step-ca wrote so far.
@@ -145,56 +115,37 @@ func Start(t testing.TB, o Options) *CA {
 	cmd := exec.Command(bin, filepath.Join(c.Dir, "ca.json"))
 	cmd.Dir = c.Dir
 	cmd.Stdout, cmd.Stderr = &c.log, &c.log
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
+	client := c.Client()
+	healthy := func() error {
+		res, err := client.Get(c.URL + "/health")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("/health: HTTP %d", res.StatusCode)
+		}
+		return nil
+	}
+	proc, err := testserver.Start(cmd, testserver.Ready{Check: healthy, Poll: 100 * time.Millisecond,
+		Timeout: time.Minute, Log: c.Log})
+	if err != nil {
 		t.Fatalf("stepcatest: starting step-ca: %v", err)
 	}
-	c.cmd, c.done = cmd, make(chan struct{})
-	go func() { cmd.Wait(); close(c.done) }()
+	c.proc = proc
 	t.Cleanup(c.stop)
-
-	client := c.Client()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		res, err := client.Get(c.URL + "/health")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return c
-			}
-		}
-		select {
-		case <-c.done:
-			t.Fatalf("stepcatest: step-ca exited:\n%s", c.Log())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stepcatest: step-ca did not answer /health within a minute:\n%s", c.Log())
-		}
-	}
+	return c
 }
 
 // stop ends step-ca (SIGTERM, then SIGKILL after 5 s) and waits for it.
-func (c *CA) stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
-	}
-	c.cmd.Process.Signal(terminate)
-	select {
-	case <-c.done:
-	case <-time.After(5 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.done
-	}
-}
+func (c *CA) stop() { c.proc.Stop(testserver.Terminate, 5*time.Second) }
 
 func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testserver.FreePort()
 	if err != nil {
 		t.Fatalf("stepcatest: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // Client returns an HTTP client that trusts the CA's root.

@@ -1,8 +1,0 @@
-//go:build !linux
-
-package radiustest
-
-import "os/exec"
-
-// setParentDeathSignal does nothing where the kernel has no parent-death signal.
-func setParentDeathSignal(*exec.Cmd) {}
