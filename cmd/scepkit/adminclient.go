@@ -50,6 +50,11 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fs.Usage()
 		return errors.New("admin: a command is required")
 	}
+	// The admin API is HTTPS only: a bearer token sent to a plain-http URL (a typo, a
+	// wrong variable) would be readable on the way.
+	if base, err := url.Parse(*u); err != nil || base.Scheme != "https" || base.Host == "" {
+		return fmt.Errorf("admin: -url %q: the admin API is reached over https only", *u)
+	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if *caFile != "" {
 		b, err := os.ReadFile(*caFile)
@@ -76,7 +81,16 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc},
+		CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if r.URL.Scheme != "https" {
+				return fmt.Errorf("redirected to %s: the admin API is reached over https only", r.URL.Redacted())
+			}
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return nil
+		}}
 	call := func(method, path string, body any) error {
 		var rd io.Reader
 		if body != nil {

@@ -830,3 +830,35 @@ func TestAdminAnswers(t *testing.T) {
 	require.False(t, crlLists(readCRL(t, r.base), cert.SerialNumber), "nothing was revoked while the store was down")
 	r.stop(t)
 }
+
+// TestAdminCLISendsTokenOnlyOverHTTPS: the admin CLI refuses a plain-http URL, and a
+// redirect to one, before the bearer token leaves the machine.
+func TestAdminCLISendsTokenOnlyOverHTTPS(t *testing.T) {
+	f := newFixture(t)
+	var mu sync.Mutex
+	var seen []string
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Write([]byte("[]"))
+	}))
+	defer plain.Close()
+	redirect := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+	f.write(t, "redirect-ca.pem", pemCert(redirect.Certificate()))
+	for _, args := range [][]string{
+		{"-url", plain.URL},
+		{"-url", redirect.URL, "-ca", f.path("redirect-ca.pem")},
+	} {
+		args = append(append([]string{"admin"}, args...), "-token-file", f.path("token"), "pending")
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		require.Error(t, err, "%v: %s", args, out)
+		require.Contains(t, string(out), "https", "%v", args)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Empty(t, seen, "the admin CLI sent a request over plain http")
+}
