@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // device is a requester with its key and self-signed certificate.
@@ -510,4 +512,41 @@ func TestServerDisableDES3RefusesBeforeDecrypting(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Success, m.Status)
 	require.Equal(t, int32(1), key.n.Load())
+}
+
+// TestMetricLabelsBounded: a requester chooses its messageType, so the metric label
+// that names it must come from a fixed set: any number that is no message type counts
+// as "unknown", or a flood of validly self-signed messages with types 0 to 9999 would
+// make as many time series.
+func TestMetricLabelsBounded(t *testing.T) {
+	pki := newTestPKI(t)
+	reader := sdkmetric.NewManualReader()
+	s := pki.server(false)
+	s.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	require.NoError(t, s.Validate())
+	ts := httptestServer(t, s)
+	d := newDevice(t)
+	csr := newCSR(t, d.key, "device", "secret")
+	nonce := bytes.Repeat([]byte{7}, 16)
+	for _, typ := range []string{"0", "1", "99", "100", "4242", "9999", "-1", "18"} {
+		code, _, body := post(t, ts.URL, d.rawRequest(t, pki.raEnc, csr, stdAttrs(typ, nonce), crypto.SHA256))
+		expectFailure(t, pki, code, body, BadRequest)
+	}
+	require.Zero(t, pki.issuedCount())
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	types := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != MetricRequests {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				if v, ok := dp.Attributes.Value(AttrMessageType); ok {
+					types[v.AsString()] += dp.Value
+				}
+			}
+		}
+	}
+	require.Equal(t, map[string]int64{"unknown": 7, "UpdateReq": 1}, types)
 }

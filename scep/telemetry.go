@@ -18,7 +18,7 @@ const Instrumentation = "github.com/scepkit/scepkit/scep"
 // Metric names of a [Server] with a MeterProvider.
 const (
 	// MetricRequests counts HTTP requests by scep.operation and, for PKIOperation,
-	// scep.message_type, scep.status (SUCCESS, PENDING, FAILURE or "rejected" when no
+	// scep.message_type (an RFC 8894 name, or "unknown"), scep.status (SUCCESS, PENDING, FAILURE or "rejected" when no
 	// CertRep could be addressed) and scep.fail_info.
 	MetricRequests = "scepkit.scep.requests"
 	// MetricCertificateExpiry is the time left, in seconds, before each certificate
@@ -146,7 +146,7 @@ func (t *serverTelemetry) startSpan(r *http.Request, op string) (*http.Request, 
 func (t *serverTelemetry) pkiOperation(ctx context.Context, msg *PKIMessage, status string, info string) {
 	attrs := []otelattr.KeyValue{AttrOperation.String("PKIOperation"), AttrStatus.String(status)}
 	if msg != nil {
-		attrs = append(attrs, AttrMessageType.String(msg.MessageType.String()))
+		attrs = append(attrs, AttrMessageType.String(messageTypeLabel(msg.MessageType)))
 	}
 	if info != "" {
 		attrs = append(attrs, AttrFailInfo.String(info))
@@ -168,4 +168,13 @@ func (t *serverTelemetry) pkiOperation(ctx context.Context, msg *PKIMessage, sta
 // operation counts a request other than PKIOperation.
 func (t *serverTelemetry) operation(ctx context.Context, op string) {
 	t.requests.Add(ctx, 1, metric.WithAttributes(AttrOperation.String(op)))
+}
+
+// messageTypeLabel names t from a fixed set, "unknown" for any number that is no RFC 8894
+// message type: the requester chooses it, and each label value is a time series.
+func messageTypeLabel(t MessageType) string {
+	if t.known() || t == UpdateReq {
+		return t.String()
+	}
+	return "unknown"
 }
