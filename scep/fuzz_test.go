@@ -2,10 +2,21 @@ package scep
 
 import (
 	"bytes"
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // Fuzz targets: no input may panic; on error the result is nil; a parsed message that
@@ -177,4 +188,98 @@ func FuzzChallengePassword(f *testing.F) {
 			t.Fatal("a password with an error")
 		}
 	})
+}
+
+// FuzzClientCertRep: a Client enrolls with a server whose CertRep is correctly
+// addressed and signed by the RA, but carries an arbitrary status, failInfo and
+// payload (the content of the envelope encrypted to the device): the Client never
+// panics, and returns a certificate only when it is for the device's key and issued by
+// the pinned CA.
+func FuzzClientCertRep(f *testing.F) {
+	pki := newTestPKI(f)
+	d := newDevice(f)
+	s := pki.server(false)
+	issued := mkCert(f, &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "device"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, pki.ca, d.key.Public(), pki.caKey)
+	good, err := DegenerateCertificates([]*x509.Certificate{issued, pki.ca})
+	if err != nil {
+		f.Fatal(err)
+	}
+	other, err := DegenerateCertificates([]*x509.Certificate{d.self})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(uint8(Success), "", good)
+	f.Add(uint8(Success), "", other)
+	f.Add(uint8(Pending), "", good)
+	f.Add(uint8(Failure), "badCertId", []byte(nil))
+	f.Add(uint8(Failure), "7", []byte(nil))
+	f.Add(uint8(1), "", []byte{0x30, 0x00})
+	csr := newCSR(f, d.key, "device", "secret")
+	fp := sha256.Sum256(pki.ca.Raw)
+	f.Fuzz(func(t *testing.T, status uint8, failInfo string, payload []byte) {
+		rp := &Replier{Cert: pki.raSign, Key: pki.raKey}
+		polls := 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("operation") != "PKIOperation" {
+				s.ServeHTTP(w, r)
+				return
+			}
+			body, _ := io.ReadAll(r.Body)
+			m, err := ParsePKIMessage(body, ParseOptions{})
+			if err != nil || m.Decrypt(s.Recipients...) != nil {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			st := PKIStatus(status)
+			if st == Pending && m.MessageType == CertPoll {
+				if polls++; polls > 1 {
+					st = Success // one PENDING, then the payload
+				}
+			}
+			attrs := []signedAttr{{oidMessageType, printableValue("3")}, {oidTransactionID, printableValue(m.TransactionID)},
+				{oidPKIStatus, printableValue(strconv.Itoa(int(st)))}, {oidSenderNonce, octetValue(bytes.Repeat([]byte{1}, 16))},
+				{oidRecipientNonce, octetValue(m.SenderNonce)}}
+			if isPrintableString(failInfo) {
+				attrs = append(attrs, signedAttr{oidFailInfo, printableValue(failInfo)})
+			}
+			var content []byte
+			if st == Success {
+				if content, err = encryptTo(nil, payload, m.Signer, AES128CBC, 0); err != nil {
+					http.Error(w, "cannot encrypt", http.StatusInternalServerError)
+					return
+				}
+			}
+			der, err := buildSignedData(signOptions{content: content, attrs: attrs, cert: rp.Cert, key: rp.Key,
+				hash: crypto.SHA256})
+			if err != nil {
+				http.Error(w, "cannot sign", http.StatusInternalServerError)
+				return
+			}
+			w.Write(der)
+		}))
+		defer srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c := &Client{URL: srv.URL, CAFingerprint: fp[:], PollInterval: time.Millisecond}
+		cert, err := c.Enroll(ctx, csr, d.key)
+		if err != nil {
+			if cert != nil {
+				t.Fatal("a certificate with an error")
+			}
+			return
+		}
+		if !cert.PublicKey.(*rsa.PublicKey).Equal(d.key.Public()) || cert.CheckSignatureFrom(pki.ca) != nil {
+			t.Fatalf("the Client accepted a certificate that is not the device's from the CA: %v", cert.Subject)
+		}
+	})
+}
+
+func isPrintableString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isPrintable(s[i]) {
+			return false
+		}
+	}
+	return s != ""
 }
