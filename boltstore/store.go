@@ -25,7 +25,7 @@
 // [DefaultRecordTTL] from the write). Expired entries are deleted a few at a time by
 // later commits ([sweepBudget] per commit, through expiry indexes: never a full scan).
 // Certificates and revocations are kept: they are the inventory and the CRL. The file
-// grows with them (about 2.5 KB per certificate with its indexes) and reuses the
+// grows with them (about 2 KB per certificate with its indexes) and reuses the
 // pages freed by expired claims and records.
 //
 // One process opens the file at a time (bbolt locks it; [Open] waits up to
