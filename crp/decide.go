@@ -218,7 +218,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 //
 // A certificate that a refused completion carries (its decision lapsed, or was
 // completed already with another certificate) is not the device's answer, but the CA
-// issued it: it is recorded in the certificate inventory (when CACert signed it and
+// issued it: it is recorded in the certificate inventory (when our CA signed it and
 // its serial is not recorded yet), so that an operator finds it by serial, and logged
 // at ERROR as withheld, to be revoked. Its transaction record, FAILURE or another
 // certificate, tells it from a certificate the device got.
@@ -296,8 +296,9 @@ func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion, tx *
 // and it is not the device's answer: it is recorded in the inventory, where an
 // operator (and intune.CARevoker) finds it by serial to revoke it, and logged as
 // withheld. Nothing is logged for the certificate the inventory already holds (a
-// completion repeated with the same certificate); a certificate CACert did not sign
-// is not ours to record, and a serial recorded with another certificate is kept.
+// completion repeated with the same certificate); a certificate our CA did not sign
+// (CACert, as Complete checks it) is not ours to record, and a serial recorded with
+// another certificate is kept.
 func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCertificate) {
 	cert := ic.Certificate
 	have, err := rp.certificates().Lookup(ctx, cert.SerialNumber)
@@ -312,8 +313,8 @@ func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCert
 		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not recorded", err)
 		return
 	}
-	if err := cert.CheckSignatureFrom(rp.caCert()); err != nil {
-		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not signed by CACert, not recorded", err)
+	if err := rp.signedByOurCA(cert); err != nil {
+		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not signed by our CA, not recorded", err)
 		return
 	}
 	if err := rp.certificates().Add(ctx, ic); err != nil {

@@ -172,3 +172,48 @@ func TestSweepDecisions(t *testing.T) {
 	require.Equal(t, crp.ReasonDecisionLapsed, n[0].Reason)
 	require.Equal(t, 0, env.RP.SweepDecisions(ctx), "a decision lapses once")
 }
+
+// TestLateCertificateEdges: a late certificate another CA signed is logged as withheld
+// but not recorded (it is not ours); one completed under a transactionID never decided
+// here is recorded (our CA signed it: it must be found to be revoked).
+func TestLateCertificateEdges(t *testing.T) {
+	other := newEnv(t)
+	cases := []struct {
+		name     string
+		txID     string
+		ca       func(env *crptest.Env) *crptest.Env
+		want     error
+		recorded bool
+	}{
+		{name: "another CA", txID: "late-1", ca: func(*crptest.Env) *crptest.Env { return other },
+			want: crp.ErrCompleted, recorded: false},
+		{name: "never decided", txID: "unknown", ca: func(env *crptest.Env) *crptest.Env { return env },
+			want: crp.ErrNoDecision, recorded: true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env, now, logs := clockEnv(t)
+			env.RP.DecisionTTL = time.Minute
+			ctx := context.Background()
+			d, req, _ := decideAlice(t, env, "late-1")
+			now.Add(int64(2 * time.Minute))
+			tmpl := *d.Template
+			tmpl.SerialNumber = big.NewInt(int64(2000 + i))
+			cert, err := c.ca(env).CA.Sign(ctx, &tmpl, req.PublicKey)
+			require.NoError(t, err)
+			logs.Reset()
+
+			err = env.RP.Complete(ctx, &crp.Completion{TransactionID: c.txID, Certificate: cert})
+			require.ErrorIs(t, err, c.want)
+			_, err = env.Certificates.Lookup(ctx, cert.SerialNumber)
+			if c.recorded {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, crp.ErrNotFound)
+			}
+			require.Contains(t, logs.String(), "level=ERROR")
+			require.Contains(t, logs.String(), fmt.Sprintf("serial=%x", cert.SerialNumber))
+			require.Contains(t, logs.String(), "revoke it")
+		})
+	}
+}
