@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/scep"
@@ -28,6 +29,16 @@ func clockEnv(t *testing.T) (*crptest.Env, *atomic.Int64, *bytes.Buffer) {
 	var logs bytes.Buffer
 	env.RP.Logger = slogTo(&logs)
 	return env, now, &logs
+}
+
+// signDecided signs what d decided, with serial, as a CA of the caller's would.
+func signDecided(t *testing.T, ca *catemplate.CA, d *crp.Decision, serial int64, pub any) *x509.Certificate {
+	t.Helper()
+	tmpl := *d.Template
+	tmpl.SerialNumber = big.NewInt(serial)
+	cert, err := ca.Sign(context.Background(), &tmpl, pub)
+	require.NoError(t, err)
+	return cert
 }
 
 // TestLateCertificateInInventory: a certificate the CA issued for a decision that
@@ -57,13 +68,7 @@ func TestLateCertificateInInventory(t *testing.T) {
 			env.RP.DecisionTTL = c.ttl
 			ctx := context.Background()
 			d, req, _ := decideAlice(t, env, "late-1")
-			issue := func(serial int64) *x509.Certificate {
-				tmpl := *d.Template
-				tmpl.SerialNumber = big.NewInt(serial)
-				cert, err := env.CA.Sign(ctx, &tmpl, req.PublicKey)
-				require.NoError(t, err)
-				return cert
-			}
+			issue := func(serial int64) *x509.Certificate { return signDecided(t, env.CA, d, serial, req.PublicKey) }
 			late := issue(int64(1000 + 2*i))
 			if c.first {
 				first := issue(int64(1001 + 2*i))
@@ -197,13 +202,10 @@ func TestLateCertificateEdges(t *testing.T) {
 			ctx := context.Background()
 			d, req, _ := decideAlice(t, env, "late-1")
 			now.Add(int64(2 * time.Minute))
-			tmpl := *d.Template
-			tmpl.SerialNumber = big.NewInt(int64(2000 + i))
-			cert, err := c.ca(env).CA.Sign(ctx, &tmpl, req.PublicKey)
-			require.NoError(t, err)
+			cert := signDecided(t, c.ca(env).CA, d, int64(2000+i), req.PublicKey)
 			logs.Reset()
 
-			err = env.RP.Complete(ctx, &crp.Completion{TransactionID: c.txID, Certificate: cert})
+			err := env.RP.Complete(ctx, &crp.Completion{TransactionID: c.txID, Certificate: cert})
 			require.ErrorIs(t, err, c.want)
 			_, err = env.Certificates.Lookup(ctx, cert.SerialNumber)
 			if c.recorded {
