@@ -60,21 +60,24 @@ func adminTLS(c *Config, issuing [][]*x509.Certificate) (*tls.Config, error) {
 					chain[0].Subject.String())}
 			}
 		}
-		// A client certificate is optional at the TLS layer (a bearer token may be used
-		// instead) but, when sent, must verify against the client CA.
-		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		// A client certificate is optional (a bearer token may be used instead). It is
+		// requested at the TLS layer and verified against the client CA by the handler,
+		// so that a call with a certificate that does not verify is refused with 401 and
+		// an audit line naming it, instead of a failed handshake nobody audits.
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequestClientCert
 	}
 	return tc, nil
 }
 
 type admin struct {
-	g     *gateway
-	token []byte // nil: no bearer token accepted
-	log   *slog.Logger
+	g         *gateway
+	token     []byte         // nil: no bearer token accepted
+	clientCAs *x509.CertPool // nil: no client certificate accepted
+	log       *slog.Logger
 }
 
-func newAdmin(g *gateway) (*admin, error) {
-	a := &admin{g: g, log: g.log.With("audit", "admin")}
+func newAdmin(g *gateway, clientCAs *x509.CertPool) (*admin, error) {
+	a := &admin{g: g, clientCAs: clientCAs, log: g.log.With("audit", "admin")}
 	if f := g.cfg.Admin.TokenFile; f != "" {
 		b, err := readSecretFile(f)
 		if err != nil {
@@ -88,18 +91,32 @@ func newAdmin(g *gateway) (*admin, error) {
 	return a, nil
 }
 
-// who authenticates r: the verified client certificate's subject, or "token".
-func (a *admin) who(r *http.Request) (string, bool) {
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return "cert:" + r.TLS.VerifiedChains[0][0].Subject.String(), true
+// who authenticates r: the subject of a client certificate that verifies against
+// admin.client_ca (for clientAuth, as crypto/tls verifies one), or "token". A client
+// certificate that does not verify refuses the call whatever else it carries; refused
+// is then its (unverified) subject, for the audit line.
+func (a *admin) who(r *http.Request) (who, refused string, ok bool) {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		leaf := r.TLS.PeerCertificates[0]
+		if a.clientCAs != nil {
+			inter := x509.NewCertPool()
+			for _, c := range r.TLS.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: a.clientCAs, Intermediates: inter,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+				return "cert:" + leaf.Subject.String(), "", true
+			}
+		}
+		return "", leaf.Subject.String(), false
 	}
 	if a.token != nil {
 		if h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
 			subtle.ConstantTimeCompare([]byte(h), a.token) == 1 {
-			return "token", true
+			return "token", "", true
 		}
 	}
-	return "", false
+	return "", "", false
 }
 
 type statusWriter struct {
@@ -120,7 +137,7 @@ func (a *admin) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		who, ok := a.who(r)
+		who, refused, ok := a.who(r)
 		if !ok {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="scepkit admin"`)
 			writeJSON(sw, http.StatusUnauthorized, apiError{"authentication required"})
@@ -128,9 +145,13 @@ func (a *admin) handler() http.Handler {
 			r.Body = http.MaxBytesReader(sw, r.Body, 64<<10)
 			mux.ServeHTTP(sw, r)
 		}
-		a.log.LogAttrs(r.Context(), slog.LevelInfo, "admin call", slog.String("who", who),
+		attrs := []slog.Attr{slog.String("who", who)}
+		if refused != "" {
+			attrs = append(attrs, slog.String("refused_cert", refused))
+		}
+		a.log.LogAttrs(r.Context(), slog.LevelInfo, "admin call", append(attrs,
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
-			slog.Int("status", sw.status), slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(start)))
+			slog.Int("status", sw.status), slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(start)))...)
 	})
 }
 
@@ -269,7 +290,7 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 		badBody(w, err, want)
 		return
 	}
-	who, _ := a.who(r)
+	who, _, _ := a.who(r)
 	rev := &crp.Revocation{Serial: serial, Reason: *body.Reason, RevokedAt: time.Now(), By: who}
 	if crp.CheckRevocation(rev) != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{want})

@@ -138,7 +138,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		a, err := newAdmin(g)
+		a, err := newAdmin(g, tc.ClientCAs)
 		if err != nil {
 			return err
 		}

@@ -357,6 +357,11 @@ func TestGatewayBinary(t *testing.T) {
 	require.Contains(t, out, "401")
 	out, err = r.admin(t, f, []string{"-cert", f.path("rogue.crt"), "-key", f.path("rogue.key")}, "pending")
 	require.Error(t, err, out)
+	require.Contains(t, out, "401")
+	// A certificate that does not verify is refused even beside a good token.
+	out, err = r.admin(t, f, []string{"-cert", f.path("rogue.crt"), "-key", f.path("rogue.key"), "-token-file", f.path("token")}, "pending")
+	require.Error(t, err, out)
+	require.Contains(t, out, "401")
 	f.write(t, "wrong-token", []byte(strings.Repeat("x", 42)))
 	out, err = r.admin(t, f, []string{"-token-file", f.path("wrong-token")}, "pending")
 	require.Error(t, err, out)
@@ -389,6 +394,8 @@ func TestGatewayBinary(t *testing.T) {
 	logs := r.Logs()
 	require.Regexp(t, `"audit":"admin".*"who":"token".*"path":"/v1/certificates/`+serial+`/revoke".*"status":200`, logs)
 	require.Regexp(t, `"audit":"admin".*"who":"".*"status":401`, logs)
+	// The refused certificate is named in the audit line of the refused call.
+	require.Regexp(t, `"audit":"admin".*"who":"".*"refused_cert":"CN=rogue".*"status":401`, logs)
 	r.stop(t)
 }
 
