@@ -10,6 +10,7 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/scepkit/scepkit/internal/spanend"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -68,6 +69,16 @@ type telemetry struct {
 
 	phaseOK, phaseRefused [numPhases]metric.MeasurementOption
 	issued, pending       [2]metric.MeasurementOption // [renewal]
+	// requestDone holds the attribute sets of MetricRequestDuration by message type
+	// and status.
+	requestDone map[requestKey]metric.MeasurementOption
+	// phaseNames are the phase spans' names.
+	phaseNames [numPhases]string
+}
+
+type requestKey struct {
+	mt     scep.MessageType
+	status scep.PKIStatus
 }
 
 func (rp *RegistrationPoint) tel() *telemetry {
@@ -103,6 +114,16 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) *telemetry {
 		t.phaseOK[p] = metric.WithAttributeSet(attribute.NewSet(name, AttrOutcome.String("ok")))
 		t.phaseRefused[p] = metric.WithAttributeSet(attribute.NewSet(name, AttrOutcome.String("refused")))
 	}
+	t.requestDone = map[requestKey]metric.MeasurementOption{}
+	for _, mt := range []scep.MessageType{scep.PKCSReq, scep.RenewalReq, scep.CertPoll, scep.GetCert, scep.GetCRL} {
+		for _, st := range []scep.PKIStatus{scep.Success, scep.Failure, scep.Pending} {
+			t.requestDone[requestKey{mt, st}] = metric.WithAttributeSet(attribute.NewSet(
+				scep.AttrMessageType.String(mt.String()), AttrOutcome.String(st.String())))
+		}
+	}
+	for p := range numPhases {
+		t.phaseNames[p] = "crp " + Phase(p).String()
+	}
 	for i, r := range []bool{false, true} {
 		t.issued[i] = metric.WithAttributeSet(attribute.NewSet(AttrOutcome.String(string(OutcomeIssued)), AttrRenewal.Bool(r)))
 		t.pending[i] = metric.WithAttributeSet(attribute.NewSet(AttrOutcome.String(string(OutcomePending)), AttrRenewal.Bool(r)))
@@ -112,45 +133,62 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) *telemetry {
 
 // startRequest starts the span of one request and returns its context and the
 // function that ends it (and records the request's duration).
+//
+// The request's span and its phase spans are ended together (see package
+// internal/spanend): when the request's, or with a scep.Server the HTTP request's,
+// span ends, each with the time it really ended.
 func (t *telemetry) startRequest(ctx context.Context, name string, mt scep.MessageType, id string) (context.Context, func(status scep.PKIStatus, e *Error)) {
 	start := time.Now()
 	var span trace.Span
+	var batch *spanend.Batch
 	if t.tracer != nil {
 		ctx, span = t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
 			trace.WithAttributes(scep.AttrMessageType.String(mt.String()), scep.AttrTransaction.String(id)))
+		if span.IsRecording() {
+			ctx, batch = spanend.Start(ctx)
+		}
 	}
 	return ctx, func(status scep.PKIStatus, e *Error) {
-		t.reqDur.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
-			scep.AttrMessageType.String(mt.String()), AttrOutcome.String(status.String())))
+		now := time.Now()
+		opt, ok := t.requestDone[requestKey{mt, status}]
+		if !ok {
+			opt = metric.WithAttributes(scep.AttrMessageType.String(mt.String()), AttrOutcome.String(status.String()))
+		}
+		t.reqDur.Record(ctx, now.Sub(start).Seconds(), opt)
 		if span == nil {
 			return
 		}
-		span.SetAttributes(AttrOutcome.String(status.String()))
-		if e != nil {
-			span.SetAttributes(AttrPhase.String(e.Phase.String()), AttrReason.String(string(e.Reason)))
-			span.SetStatus(codes.Error, string(e.Reason))
+		if span.IsRecording() {
+			span.SetAttributes(AttrOutcome.String(status.String()))
+			if e != nil {
+				span.SetAttributes(AttrPhase.String(e.Phase.String()), AttrReason.String(string(e.Reason)))
+				span.SetStatus(codes.Error, string(e.Reason))
+			}
 		}
-		span.End()
+		spanend.End(ctx, span, now)
+		batch.Flush()
 	}
 }
 
 // startPhase starts the span of one phase, a child of the request's.
 func (t *telemetry) startPhase(ctx context.Context, p Phase) (context.Context, func(e *Error)) {
 	start := time.Now()
+	i := int(p)
+	if i < 0 || i >= numPhases {
+		i = int(PhaseGateway)
+	}
 	var span trace.Span
-	if t.tracer != nil {
-		ctx, span = t.tracer.Start(ctx, "crp "+p.String())
+	if parent := trace.SpanFromContext(ctx); t.tracer != nil && (parent.IsRecording() || !parent.SpanContext().IsValid()) {
+		// A phase of a request whose span is not sampled gets no span.
+		ctx, span = t.tracer.Start(ctx, t.phaseNames[i])
 	}
 	return ctx, func(e *Error) {
-		i := int(p)
-		if i < 0 || i >= numPhases {
-			i = int(PhaseGateway)
-		}
+		now := time.Now()
 		opt := t.phaseOK[i]
 		if e != nil {
 			opt = t.phaseRefused[i]
 		}
-		t.phaseDur.Record(ctx, time.Since(start).Seconds(), opt)
+		t.phaseDur.Record(ctx, now.Sub(start).Seconds(), opt)
 		if span == nil {
 			return
 		}
@@ -158,7 +196,7 @@ func (t *telemetry) startPhase(ctx context.Context, p Phase) (context.Context, f
 			span.SetAttributes(AttrReason.String(string(e.Reason)))
 			span.SetStatus(codes.Error, string(e.Reason))
 		}
-		span.End()
+		spanend.End(ctx, span, now)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,10 +159,61 @@ func TestSpanPerRequest(t *testing.T) {
 	}
 	require.Equal(t, "tx-span", attrs[scep.AttrTransaction])
 	require.Equal(t, challenge.Fingerprint(ch), attrs[crp.AttrChallenge])
+	// Each phase span is a child of the request's and keeps its own times, though
+	// the phase spans are handed to the processor together at the request's end.
+	prevEnd := req.StartTime()
 	for _, p := range []crp.Phase{crp.PhaseGateway, crp.PhaseExpiry, crp.PhaseGenuineness, crp.PhaseMapping,
 		crp.PhaseTemplate, crp.PhaseIssue, crp.PhaseNotify} {
 		s := byName["crp "+p.String()]
 		require.NotNil(t, s, p.String())
 		require.Equal(t, req.SpanContext().SpanID(), s.Parent().SpanID(), p.String())
+		require.False(t, s.StartTime().Before(prevEnd), "%v starts after the phase before it ends", p)
+		require.True(t, s.EndTime().After(s.StartTime()), p.String())
+		prevEnd = s.EndTime()
 	}
+	require.True(t, req.EndTime().After(prevEnd))
+}
+
+// dropSampler samples nothing and remembers the names of the spans it was asked
+// about: the spans started.
+type dropSampler struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (d *dropSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	d.mu.Lock()
+	d.names = append(d.names, p.Name)
+	d.mu.Unlock()
+	return sdktrace.SamplingResult{Decision: sdktrace.Drop}
+}
+
+func (d *dropSampler) Description() string { return "drop, remembering names" }
+
+// TestNoPhaseSpansUnsampled: a request whose span is not sampled starts no phase
+// spans (and its metrics are still recorded).
+func TestNoPhaseSpansUnsampled(t *testing.T) {
+	keys(t)
+	spans := tracetest.NewSpanRecorder()
+	sampler := &dropSampler{}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithSpanProcessor(spans))
+	reader := sdkmetric.NewManualReader()
+	env, err := crptest.New(crptest.Options{TracerProvider: tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	require.NoError(t, err)
+	t.Cleanup(func() { env.Close() })
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	_, err = env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "unsampled",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	require.NoError(t, err)
+	require.Empty(t, spans.Started())
+	require.Equal(t, []string{"crp Enroll"}, sampler.names, "only the request's span is started")
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	found := false
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			found = found || m.Name == crp.MetricPhaseDuration
+		}
+	}
+	require.True(t, found, "phase durations recorded")
 }

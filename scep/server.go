@@ -288,9 +288,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch op {
 	case "GetCACaps", "GetCACert", "GetNextCACert", "PKIOperation":
-		var span trace.Span
-		if r, span = tel.startSpan(r, op); span != nil {
-			defer span.End()
+		var end func()
+		if r, end = tel.startSpan(r, op); end != nil {
+			defer end()
 		}
 		if op != "PKIOperation" {
 			tel.operation(r.Context(), op)

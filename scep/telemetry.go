@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/x509"
 	"net/http"
+	"time"
 
 	otelattr "go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scepkit/scepkit/internal/spanend"
 )
 
 // Instrumentation is the name of the OpenTelemetry meter and tracer of this package.
@@ -132,14 +135,31 @@ func (s *Server) roleCerts() []roleCert {
 }
 
 // startSpan starts the span of one HTTP request when tracing, and returns r with its
-// context.
-func (t *serverTelemetry) startSpan(r *http.Request, op string) (*http.Request, trace.Span) {
+// context and the function that ends the span. A PKIOperation's span ends together
+// with the Responder's spans under it (see package internal/spanend).
+func (t *serverTelemetry) startSpan(r *http.Request, op string) (*http.Request, func()) {
 	if t.tracer == nil {
 		return r, nil
 	}
-	ctx, span := t.tracer.Start(r.Context(), "scep "+op, trace.WithSpanKind(trace.SpanKindServer),
+	name := "scep " + op
+	switch op {
+	case "PKIOperation":
+		name = "scep PKIOperation"
+	case "GetCACaps":
+		name = "scep GetCACaps"
+	case "GetCACert":
+		name = "scep GetCACert"
+	}
+	ctx, span := t.tracer.Start(r.Context(), name, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(AttrOperation.String(op)))
-	return r.WithContext(ctx), span
+	if op != "PKIOperation" || !span.IsRecording() {
+		return r.WithContext(ctx), func() { span.End() }
+	}
+	ctx, batch := spanend.Start(ctx)
+	return r.WithContext(ctx), func() {
+		spanend.End(ctx, span, time.Now())
+		batch.Flush()
+	}
 }
 
 // pkiOperation records one PKIOperation's outcome on the span and the counter.
