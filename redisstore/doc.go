@@ -3,8 +3,8 @@
 // transaction records that let polls and resends get the same answer. It is its own
 // package so that programs without Redis do not import a Redis client.
 //
-// A [Store] is a [challenge.ReplayStore] (with [challenge.Releaser]) and a
-// [crp.TransactionStore]. Give the same Store, or Stores with the same Prefix on the
+// A [Store] is a [challenge.ReplayStore] (with [challenge.Releaser]), a
+// [crp.TransactionStore] and a [crp.PendingLister]. Give the same Store, or Stores with the same Prefix on the
 // same Redis, to every gateway: set it as the challenge.Verifier's Replay and the
 // crp.RegistrationPoint's Transactions. The gateways must also share the challenge
 // issuer's public keys, the gateway identity (the challenges' audience) and, behind a
@@ -54,6 +54,15 @@
 // TTL ending at Record.Expires. Client-chosen transaction ids longer than 128 bytes are
 // replaced in the key by their SHA-256, under prefix+"tx#sha256:", a namespace no
 // literal id reaches.
+//
+// The ids of PENDING records are also members of the sorted set prefix+"pending",
+// scored by their record's expiry, so that an operator can list them
+// ([Store.Pending]). A PENDING record is indexed before it is written and a decided
+// one removed after, each one command on one key: a failure in between leaves an id
+// whose record is not pending, which Pending skips and removes. Every PENDING write
+// drops the ids whose records have expired, so the set holds the live pending
+// requests and no more (a pending request has passed the challenge checks: an
+// anonymous client cannot add to it).
 //
 // # Cost
 //

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,7 +51,8 @@ type Store struct {
 	// Empty means [DefaultPrefix]. Challenge claims are kept under Prefix+"claim:"+id,
 	// transaction records under Prefix+"tx:"+id; an id over 128 bytes is replaced by
 	// the hex SHA-256 of it under Prefix+"claim#sha256:" or Prefix+"tx#sha256:", which
-	// no literal id can reach.
+	// no literal id can reach. The ids of pending requests are indexed in the sorted
+	// set Prefix+"pending" (see [Store.Pending]).
 	Prefix string
 	// Now is the clock that turns the deadlines of Claim and of Record.Expires into
 	// TTLs; nil means time.Now. Redis expires keys by its own clock: only the
@@ -61,6 +64,7 @@ var (
 	_ challenge.ReplayStore = (*Store)(nil)
 	_ challenge.Releaser    = (*Store)(nil)
 	_ crp.TransactionStore  = (*Store)(nil)
+	_ crp.PendingLister     = (*Store)(nil)
 )
 
 func (s *Store) now() time.Time {
@@ -223,10 +227,79 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 	}
+	// The pending index is written before a pending record and cleaned after a
+	// decided one, each a command on one key (Redis Cluster): a failure between the
+	// two leaves an id in the index whose record is not pending, which Pending skips
+	// and removes, never a pending record missing from the index.
+	if r.Status == scep.Pending {
+		if err := s.indexPending(ctx, c, r.TransactionID, s.now().Add(ttl)); err != nil {
+			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
+		}
+	}
 	if err := c.Set(ctx, key, b, ttl).Err(); err != nil {
 		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 	}
+	if r.Status != scep.Pending {
+		if err := c.ZRem(ctx, s.key("", "pending"), r.TransactionID).Err(); err != nil {
+			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
+		}
+	}
 	return nil
+}
+
+// indexPending adds id to the pending index until its record expires at expires,
+// and drops the ids whose records have expired, so that the index holds at most the
+// pending requests still alive.
+func (s *Store) indexPending(ctx context.Context, c redis.UniversalClient, id string, expires time.Time) error {
+	idx := s.key("", "pending")
+	if err := c.ZAdd(ctx, idx, redis.Z{Score: float64(expires.UnixMilli()), Member: id}).Err(); err != nil {
+		return err
+	}
+	return c.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(s.now().UnixMilli(), 10)).Err()
+}
+
+// Pending lists the pending requests (crp.PendingLister): at most limit records
+// (limit <= 0 means crp.DefaultListLimit, capped at crp.MaxListLimit), ordered by
+// transaction id, after the id after. It reads the ids of the index whose records
+// have not expired, then each record; an id whose record is gone or decided is
+// removed from the index. The index never holds more ids than there are live
+// pending requests plus those decided by a Put that failed half-way.
+func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Record, error) {
+	c, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = crp.DefaultListLimit
+	}
+	limit = min(limit, crp.MaxListLimit)
+	idx := s.key("", "pending")
+	ids, err := c.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "(" + strconv.FormatInt(s.now().UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: pending: %w", err)
+	}
+	slices.Sort(ids)
+	out := make([]*crp.Record, 0, min(limit, len(ids)))
+	for _, id := range ids {
+		if id <= after {
+			continue
+		}
+		r, err := s.Get(ctx, id)
+		if errors.Is(err, crp.ErrNotFound) || err == nil && r.Status != scep.Pending {
+			if err := c.ZRem(ctx, idx, id).Err(); err != nil {
+				return nil, fmt.Errorf("redisstore: pending: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+		if len(out) == limit {
+			break
+		}
+	}
+	return out, nil
 }
 
 // Get returns the record stored under the transaction id, or an error matching

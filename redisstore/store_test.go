@@ -269,3 +269,33 @@ func TestNoClient(t *testing.T) {
 }
 
 var _ redis.UniversalClient = (*redis.ClusterClient)(nil)
+
+// TestPendingIndexBounded: the pending index holds the live pending requests only:
+// expired ones are dropped by the next pending write, decided ones when decided, and
+// an id left behind by a half-done write is skipped and removed by Pending.
+func TestPendingIndexBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	rc := srv.Client(t)
+	ctx := context.Background()
+	now := time.Now()
+	s := &redisstore.Store{Client: rc, Prefix: "bounded:", Now: func() time.Time { return now }}
+	for i := range 200 {
+		require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: fmt.Sprintf("old-%03d", i), Status: scep.Pending,
+			Expires: now.Add(time.Minute)}))
+	}
+	require.Equal(t, int64(200), rc.ZCard(ctx, "bounded:pending").Val())
+	now = now.Add(2 * time.Minute) // they have all expired
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "live", Status: scep.Pending, Expires: now.Add(time.Hour)}))
+	require.Equal(t, int64(1), rc.ZCard(ctx, "bounded:pending").Val())
+
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "live", Status: scep.Failure, Expires: now.Add(time.Hour)}))
+	require.Zero(t, rc.ZCard(ctx, "bounded:pending").Val(), "decided")
+
+	// An index entry whose record was never written (a Put that failed after
+	// indexing): not listed, and removed.
+	require.NoError(t, rc.ZAdd(ctx, "bounded:pending", redis.Z{Score: float64(now.Add(time.Hour).UnixMilli()), Member: "ghost"}).Err())
+	list, err := s.Pending(ctx, "", 0)
+	require.NoError(t, err)
+	require.Empty(t, list)
+	require.Zero(t, rc.ZCard(ctx, "bounded:pending").Val())
+}

@@ -399,11 +399,20 @@ func TestGatewayBinary(t *testing.T) {
 	r.stop(t)
 }
 
-// TestPendingApprovedThroughAdmin: with require_approval a request waits; approved
-// through the admin CLI, the device's next attempt collects the certificate.
+// TestPendingApprovedThroughAdmin: with require_approval a request waits, listed by
+// the admin API whether the transactions are in the embedded store or in Redis;
+// approved through the admin CLI, the device's next attempt collects the certificate.
 func TestPendingApprovedThroughAdmin(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { pendingApprovedThroughAdmin(t, "") })
+	t.Run("redis", func(t *testing.T) {
+		rs := redistest.Start(t)
+		pendingApprovedThroughAdmin(t, fmt.Sprintf("[redis]\naddr = %q\n", rs.Addr))
+	})
+}
+
+func pendingApprovedThroughAdmin(t *testing.T, extra string) {
 	f := newFixture(t)
-	r := start(t, f.config(t, "require_approval = true\n", ""))
+	r := start(t, f.config(t, "require_approval = true\n", extra))
 	dev := scepclienttest.NewDevice(t)
 	type result struct {
 		out string
