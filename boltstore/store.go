@@ -732,6 +732,9 @@ func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*cr
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	n := crp.ListLimit(q.Limit)
 	var prefix []byte
 	idx := bNotAfter

@@ -75,6 +75,9 @@ func (m *MemoryCertificates) Certificates(ctx context.Context, q CertificateQuer
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	var out []*IssuedCertificate
 	m.m.Range(func(_, v any) bool {
 		c := v.(*IssuedCertificate)

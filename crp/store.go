@@ -2,6 +2,8 @@ package crp
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math/big"
 	"time"
 
@@ -94,6 +96,19 @@ type CertificateQuery struct {
 	After *IssuedCertificate
 	// Limit is the page size (see [ListLimit]).
 	Limit int
+}
+
+// ErrBadQuery is returned by a CertificateQuerier for a query it cannot answer: an
+// After without its certificate and serial.
+var ErrBadQuery = errors.New("crp: bad certificate query")
+
+// Check returns an error matching ErrBadQuery when q cannot be answered (After set
+// without a certificate and serial). Every backend calls it first.
+func (q *CertificateQuery) Check() error {
+	if q.After != nil && (q.After.Certificate == nil || q.After.Certificate.SerialNumber == nil) {
+		return fmt.Errorf("%w: After has no certificate and serial to resume from", ErrBadQuery)
+	}
+	return nil
 }
 
 // Match reports whether c is selected by q's filters (not by After or Limit). It is

@@ -525,6 +525,9 @@ func (s *Store) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertifi
 // Certificates implements crp.CertificateQuerier, from the index on the user, the
 // device or not_after (each ordered by not_after, serial).
 func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*crp.IssuedCertificate, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	var where []string

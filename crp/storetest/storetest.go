@@ -64,6 +64,7 @@ var Cases = []Case{
 	{"issuance-recorded-together", needIssuanceRecorder, issuanceRecorded},
 	{"certificate-queries", needQueries, certificateQueries},
 	{"certificate-query-pages", needQueries, certificatePages},
+	{"certificate-query-bad-after-refused", needQueries, certificateBadAfter},
 	{"revocation-first-kept", needRevocations, revocationFirstKept},
 	{"revocation-since", needRevocations, revocationSince},
 	{"revocation-invalid-refused", needRevocations, revocationInvalid},
@@ -365,6 +366,24 @@ func issuanceRecorded(t *testing.T, b Backend) {
 	}
 	if _, err := b.Transactions.Get(ctx, "tx-refused"); !errors.Is(err, crp.ErrNotFound) {
 		t.Fatalf("the record of a refused issuance: %v, want ErrNotFound (neither written)", err)
+	}
+}
+
+// certificateBadAfter: a page that resumes after an IssuedCertificate without a
+// certificate (or without a serial) is refused with ErrBadQuery, not a panic.
+func certificateBadAfter(t *testing.T, b Backend) {
+	check(t, b.Certificates.Add(ctx, issued(t, 31, time.Now().Add(time.Hour), "alice", "laptop")), "add")
+	noSerial := Certificate(t, 32, time.Now().Add(time.Hour))
+	noSerial.SerialNumber = nil
+	for name, after := range map[string]*crp.IssuedCertificate{
+		"no certificate": {UserID: "alice"},
+		"no serial":      {Certificate: noSerial},
+	} {
+		for _, q := range []crp.CertificateQuery{{After: after}, {After: after, UserID: "alice"}, {After: after, DeviceID: "laptop"}} {
+			if _, err := b.Queries.Certificates(ctx, q); !errors.Is(err, crp.ErrBadQuery) {
+				t.Fatalf("%s, query %+v: %v, want ErrBadQuery", name, q, err)
+			}
+		}
 	}
 }
 
