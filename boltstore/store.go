@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -326,10 +327,16 @@ func decodeTime(b []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(b)^(1<<63)))
 }
 
+// hashedPrefix starts the key of a hashed id.
+const hashedPrefix = "sha256:"
+
+// idKey is the key of id: id itself, or, for an id over maxIDLen bytes or one that
+// starts like a hashed key, hashedPrefix and the hex SHA-256 of id. So no id a client
+// chooses (a transactionID reading "sha256:...") names the key of another.
 func idKey(id string) []byte {
-	if len(id) > maxIDLen {
+	if len(id) > maxIDLen || strings.HasPrefix(id, hashedPrefix) {
 		sum := sha256.Sum256([]byte(id))
-		return []byte("sha256:" + hex.EncodeToString(sum[:]))
+		return []byte(hashedPrefix + hex.EncodeToString(sum[:]))
 	}
 	return []byte(id)
 }
@@ -821,6 +828,7 @@ func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation,
 		have = rec
 		b := tx.Bucket(bRevoked)
 		if old := b.Get(sk); old != nil {
+			have = revocation{} // the first revocation alone, none of rec's fields
 			return json.Unmarshal(old, &have)
 		}
 		if err := b.Put(sk, v); err != nil {

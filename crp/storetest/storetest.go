@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -59,6 +61,7 @@ var Cases = []Case{
 	{"record-not-found", needTransactions, recordNotFound},
 	{"record-replaced", needTransactions, recordReplaced},
 	{"record-expired-forgotten", needTransactions, recordExpired},
+	{"record-long-id-own-key", needTransactions, recordLongIDOwnKey},
 	{"pending-listed-in-pages", needPending, pendingListed},
 	{"certificate-roundtrip", needCertificates, certificateRoundtrip},
 	{"issuance-recorded-together", needIssuanceRecorder, issuanceRecorded},
@@ -66,6 +69,7 @@ var Cases = []Case{
 	{"certificate-query-pages", needQueries, certificatePages},
 	{"certificate-query-bad-after-refused", needQueries, certificateBadAfter},
 	{"revocation-first-kept", needRevocations, revocationFirstKept},
+	{"revocation-first-kept-whole", needRevocations, revocationFirstKeptWhole},
 	{"revocation-since", needRevocations, revocationSince},
 	{"revocation-invalid-refused", needRevocations, revocationInvalid},
 	{"revocation-checker", needChecker, revocationChecker},
@@ -282,6 +286,53 @@ func recordExpired(t *testing.T, b Backend) {
 	}
 }
 
+// recordLongIDOwnKey: a transactionID is chosen by the client. A store that keys
+// long ids by their hash ("sha256:" and hex, as boltstore and pgstore do) must not let
+// an id that reads like such a key name the record, the pending entry or the claim of
+// the long id: writing the look-alike would replace another device's record, and
+// claiming it would find a fresh challenge "replayed".
+func recordLongIDOwnKey(t *testing.T, b Backend) {
+	long := fmt.Sprintf("%0300d", 7)
+	sum := sha256.Sum256([]byte(long))
+	lookalike := "sha256:" + hex.EncodeToString(sum[:])
+	exp := time.Now().Add(time.Hour)
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: long, Status: scep.Pending, CSR: []byte{1},
+		UserID: "long", Expires: exp}), "put long")
+	if _, err := b.Transactions.Get(ctx, lookalike); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("the look-alike id found a record (%v): it names the long id's key", err)
+	}
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: lookalike, Status: scep.Failure,
+		Reason: crp.ReasonRejected, UserID: "lookalike", Expires: exp}), "put look-alike")
+	for id, user := range map[string]string{long: "long", lookalike: "lookalike"} {
+		got, err := b.Transactions.Get(ctx, id)
+		check(t, err, "get "+user)
+		if got.TransactionID != id || got.UserID != user {
+			t.Fatalf("%s: got the record of %q (user %q)", user, got.TransactionID, got.UserID)
+		}
+	}
+	if b.Pending != nil {
+		list, err := b.Pending.Pending(ctx, "", 0)
+		check(t, err, "pending")
+		if len(list) != 1 || list[0].TransactionID != long {
+			t.Fatalf("pending lists %d records, want the long id's alone", len(list))
+		}
+	}
+	if b.Claims == nil {
+		return
+	}
+	check(t, b.Claims.Claim(ctx, long, exp), "claim long")
+	check(t, b.Claims.Claim(ctx, lookalike, exp), "claim look-alike (a fresh id)")
+	if err := b.Claims.Claim(ctx, long, exp); !errors.Is(err, challenge.ErrReplayed) {
+		t.Fatalf("claiming the long id again: %v, want ErrReplayed", err)
+	}
+	if r, ok := b.Claims.(challenge.Releaser); ok {
+		check(t, r.Release(ctx, lookalike), "release look-alike")
+		if err := b.Claims.Claim(ctx, long, exp); !errors.Is(err, challenge.ErrReplayed) {
+			t.Fatalf("releasing the look-alike released the long id: %v", err)
+		}
+	}
+}
+
 func pendingListed(t *testing.T, b Backend) {
 	exp := time.Now().Add(time.Hour)
 	for i := 0; i < 7; i++ {
@@ -474,6 +525,20 @@ func revocationFirstKept(t *testing.T, b Backend) {
 	check(t, err, "since")
 	if len(list) != 1 || list[0].Reason != 1 || !list[0].RevokedAt.Equal(at) {
 		t.Fatalf("listed %+v, want the first revocation only", list)
+	}
+}
+
+// revocationFirstKeptWhole: revoking again returns the first revocation as it was
+// recorded, none of its fields taken from the second (here By, empty the first time).
+func revocationFirstKeptWhole(t *testing.T, b Backend) {
+	at := time.Now().Add(-time.Minute).Truncate(time.Second)
+	_, err := b.Revocations.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(43), Reason: 1, RevokedAt: at})
+	check(t, err, "revoke")
+	got, err := b.Revocations.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(43), Reason: 4, RevokedAt: at.Add(time.Hour),
+		By: "intune:second"})
+	check(t, err, "revoke again")
+	if got.Reason != 1 || !got.RevokedAt.Equal(at) || got.By != "" {
+		t.Fatalf("revoking again returned %+v, want the first revocation (no By)", got)
 	}
 }
 
