@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"strconv"
@@ -19,7 +20,7 @@ import (
 // underscores: SCEPKIT_ADMIN_LISTEN), which wins.
 type Config struct {
 	Listen    string `toml:"listen" doc:"address of the SCEP, CRL, health and metrics listener (plain HTTP unless tls_cert is set)" default:"127.0.0.1:8080"`
-	PublicURL string `toml:"public_url" doc:"base URL devices and relying parties reach this listener at; the CRL distribution point and CA URL in issued certificates are under it (default http://LISTEN)"`
+	PublicURL string `toml:"public_url" doc:"base URL devices and relying parties reach this listener at; the CRL distribution point and CA URL in issued certificates are under it (default http://LISTEN; required when listen is every interface, such as 0.0.0.0:8080)"`
 	TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain for the SCEP listener; SCEP clients (RFC 8894) use plain HTTP, so this is optional"`
 	TLSKey    string `toml:"tls_key" doc:"PEM private key of tls_cert"`
 	StateDir  string `toml:"state_dir" doc:"directory holding the CA and RA certificates (and their keys unless pkcs11 is set), created on first start, and state.db (the embedded store: challenge claims, transactions, pending requests, issued certificates, revocations) unless postgres.dsn is set" default:"/var/lib/scepkit"`
@@ -240,6 +241,11 @@ func (c *Config) validate() error {
 	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		return bad("public_url", fmt.Errorf("%q is not an http(s) URL", c.PublicURL))
+	}
+	if host, _, err := net.SplitHostPort(c.Listen); c.PublicURL == "" && err == nil &&
+		(host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
+		// The default, http://LISTEN, would write 0.0.0.0 or [::] into every certificate.
+		return bad("public_url", fmt.Errorf("required when listen (%q) is every interface: the CRL and CA URLs in every issued certificate are under it", c.Listen))
 	}
 	return nil
 }

@@ -880,3 +880,35 @@ func TestAdminCLISendsTokenOnlyOverHTTPS(t *testing.T) {
 	defer mu.Unlock()
 	require.Empty(t, seen, "the admin CLI sent a request over plain http")
 }
+
+// TestPublicURLNeededOnWildcardListen: without public_url the CRL and CA URLs written
+// into every issued certificate are made from listen; on every interface (0.0.0.0,
+// [::], or no host) that is an address no relying party can reach, so public_url is
+// required there. Checked in LoadConfig, before anything listens.
+func TestPublicURLNeededOnWildcardListen(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config(t, "", "")
+	for _, tc := range []struct {
+		listen, publicURL string
+		ok                bool
+	}{
+		{"0.0.0.0:8080", "", false},
+		{"[::]:8080", "", false},
+		{":8080", "", false},
+		{"0.0.0.0:8080", "http://scep.example.com", true},
+		{"127.0.0.1:8080", "", true},
+		{"192.0.2.10:8080", "", true},
+	} {
+		t.Run(tc.listen+" "+tc.publicURL, func(t *testing.T) {
+			env := map[string]string{"SCEPKIT_LISTEN": tc.listen, "SCEPKIT_PUBLIC_URL": tc.publicURL}
+			_, err := LoadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			if tc.ok {
+				require.NoError(t, err)
+				return
+			}
+			var se *SettingError
+			require.ErrorAs(t, err, &se)
+			require.Equal(t, "public_url", se.Setting)
+		})
+	}
+}
