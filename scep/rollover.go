@@ -19,9 +19,11 @@ import (
 // From At on, GetCACert answers with the next set, CertReps are signed by SignerCert
 // and requests are decrypted with Recipients. A request still encrypted only to one
 // of the previous Recipients (a device that fetched GetCACert before the switch) is
-// decrypted with that one, chosen by the RecipientInfo's issuerAndSerialNumber, until
-// its certificate expires; its CertRep is signed by the previous signing certificate,
-// the only one such a device holds, if that has not expired either. Whatever
+// decrypted with that one, chosen by the RecipientInfo's issuerAndSerialNumber, while
+// both its certificate and the previous signing certificate are valid; its CertRep is
+// signed by the previous signing certificate, the only one such a device holds. After
+// either expires such a request is refused (badMessageCheck) before the Responder
+// sees it. Whatever
 // certificate the Responder issues is its own choice (package crp issues with the
 // next CA from the same time on).
 type Rollover struct {

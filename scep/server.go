@@ -457,14 +457,15 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	cur, prev := s.sets(start)
 	replier := &Replier{Cert: cur.signerCert, Key: cur.signer, Rand: s.Rand}
 	recipients := cur.recipients
-	if old := unexpired(prev.recipients, start); len(old) > 0 && !msg.addressedToAny(cur.recipients) && msg.addressedToAny(old) {
+	if old := unexpired(prev.recipients, start); len(old) > 0 && !start.After(prev.signerCert.NotAfter) &&
+		!msg.addressedToAny(cur.recipients) && msg.addressedToAny(old) {
 		// Encrypted to the RA in use before the rollover: the device holds the
 		// certificates GetCACert gave before the switch and verifies the reply with
-		// them (RFC 8894 §3.5.2).
+		// them (RFC 8894 §3.5.2), so only while the previous signing certificate is
+		// valid; after, the request is not decrypted and nothing is issued for a reply
+		// the device could not verify.
 		recipients = old
-		if !start.After(prev.signerCert.NotAfter) {
-			replier.Cert, replier.Key = prev.signerCert, prev.signer
-		}
+		replier.Cert, replier.Key = prev.signerCert, prev.signer
 	}
 	if dec, ok := s.CAKey.(crypto.Decrypter); ok && msg.addressedTo(s.CACerts[0]) {
 		// A client that pins the CA verifies the reply with the CA certificate only.
