@@ -441,7 +441,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy})
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
-		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "err", err)
+		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, errAttr(err))
 		s.telemetry().pkiOperation(ctx, nil, "rejected", "")
 		httpError(w, http.StatusBadRequest, "malformed PKIMessage")
 		return
@@ -480,7 +480,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusInternalServerError, "internal error")
 			return
 		}
-		reply(resp, "FAILURE", info.String(), "failInfo", info.String(), "err", err)
+		reply(resp, "FAILURE", info.String(), "failInfo", info.String(), errAttr(err))
 	}
 	if err == nil {
 		err = s.admit(msg)
@@ -534,6 +534,22 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(out, "SUCCESS", "")
+}
+
+// maxLoggedError bounds the text of an error in a log record: it may quote what a
+// requester chose (a messageType, an object identifier), as long as the body allows.
+const maxLoggedError = 512
+
+// errAttr is err for a log record, its text cut at maxLoggedError bytes.
+func errAttr(err error) slog.Attr {
+	if err == nil {
+		return slog.Any("err", nil)
+	}
+	msg := err.Error()
+	if len(msg) > maxLoggedError {
+		msg = strings.ToValidUTF8(msg[:maxLoggedError], "") + "…"
+	}
+	return slog.String("err", msg)
 }
 
 // canReceive refuses, before the Responder decides anything, a requester whose signer

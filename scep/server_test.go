@@ -9,8 +9,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -23,6 +25,8 @@ import (
 	"github.com/stretchr/testify/require"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // device is a requester with its key and self-signed certificate.
@@ -549,4 +553,40 @@ func TestMetricLabelsBounded(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]int64{"unknown": 7, "UpdateReq": 1}, types)
+}
+
+// TestLogBoundedOnHostileText: the text a requester chooses (a messageType of 50,000
+// characters, an object identifier of 20,000 arcs) reaches the log only cut short: each
+// log record stays under 2 KiB, and the request gets its answer.
+func TestLogBoundedOnHostileText(t *testing.T) {
+	pki := newTestPKI(t)
+	var logs bytes.Buffer
+	s := pki.server(false)
+	s.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	require.NoError(t, s.Validate())
+	ts := httptestServer(t, s)
+	d := newDevice(t)
+	nonce := bytes.Repeat([]byte{7}, 16)
+	csr := newCSR(t, d.key, "device", "secret")
+	code, _, body := post(t, ts.URL, d.rawRequest(t, pki.raEnc, csr, stdAttrs(strings.Repeat("A", 50000), nonce), crypto.SHA256))
+	expectFailure(t, pki, code, body, BadRequest)
+	long := make([]int, 20000)
+	for i := range long {
+		long[i] = 1
+	}
+	oid, err := asn1.Marshal(asn1.ObjectIdentifier(long))
+	require.NoError(t, err)
+	var ci cryptobyte.Builder
+	ci.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(oid)
+		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1NULL() })
+	})
+	code, _, _ = post(t, ts.URL, ci.BytesOrPanic())
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Zero(t, pki.issuedCount())
+	records := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	require.Len(t, records, 2)
+	for _, rec := range records {
+		require.Less(t, len(rec), 2048, "a log record of %d bytes", len(rec))
+	}
 }
