@@ -187,8 +187,11 @@ type RegistrationPoint struct {
 	// Certificates remembers issued certificates; nil means an in-memory store.
 	Certificates CertificateStore
 	// Revocation is asked about renewal signers; nil means the Issuer when it is a
-	// RevocationChecker (a [CAIssuer] is). With neither, renewals are refused unless
-	// Renewal.Disabled or Renewal.InsecureSkipRevocationCheck says otherwise.
+	// RevocationChecker (a [CAIssuer] is), and after a CA [Rollover], for
+	// certificates the next CA issued, the Rollover's Issuer or CA. With neither,
+	// renewals are refused unless Renewal.Disabled or
+	// Renewal.InsecureSkipRevocationCheck says otherwise. Set it for both CAs when it
+	// is set and a Rollover has a CA.
 	Revocation RevocationChecker
 	// Renewal is the renewal policy; the zero value accepts renewals of unexpired,
 	// unrevoked certificates we issued (and needs a RevocationChecker).
@@ -294,15 +297,20 @@ func (rp *RegistrationPoint) Validate() error {
 }
 
 // revocation is what renewal signers are checked against: Revocation, else the
-// Issuer if it is a RevocationChecker, else nil.
+// Issuer if it is a RevocationChecker (with a CA Rollover, the one of the CA that
+// issued the signer: see Rollover.revocation), else nil.
 func (rp *RegistrationPoint) revocation() RevocationChecker {
 	if rp.Revocation != nil {
 		return rp.Revocation
 	}
-	if rc, ok := rp.Issuer.(RevocationChecker); ok {
-		return rc
+	rc, ok := rp.Issuer.(RevocationChecker)
+	if !ok {
+		return nil
 	}
-	return nil
+	if r := rp.Rollover; r != nil && r.CA != nil {
+		return r.revocation(rc)
+	}
+	return rc
 }
 
 // externalReplay is where challenges the Validators accept are claimed.

@@ -2,6 +2,7 @@ package crp
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"errors"
 	"time"
@@ -113,4 +114,23 @@ func (rp *RegistrationPoint) isOurCAName(name []byte) bool {
 		}
 	}
 	return false
+}
+
+// revocation is the RevocationChecker of renewal signers when RegistrationPoint.
+// Revocation is nil and prev (the Issuer) is one: a certificate the Rollover's CA
+// issued is checked against that CA's revocations (Issuer's, if it is a
+// RevocationChecker, else CA's), any other against prev's. Asking prev alone would
+// let a certificate revoked on the next CA renew itself after the switch.
+func (r *Rollover) revocation(prev RevocationChecker) RevocationChecker {
+	next, ok := r.Issuer.(RevocationChecker)
+	if !ok {
+		next = CAIssuer{CA: r.CA}
+	}
+	ca := r.CA.Certificate
+	return RevocationCheckerFunc(func(ctx context.Context, cert *x509.Certificate) (bool, error) {
+		if cert != nil && bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil {
+			return next.IsRevoked(ctx, cert)
+		}
+		return prev.IsRevoked(ctx, cert)
+	})
 }

@@ -1,0 +1,83 @@
+package crp_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// TestRolloverRenewalOfRevoked: with no Revocation set, renewal signers are checked
+// against the revocations of the CA that issued them. After a CA rollover, a
+// certificate of the next CA revoked there (Revoke on the next CA) is refused for
+// renewal as one of the previous CA revoked there is (before: only the previous CA
+// was asked, and the next CA's revoked certificate renewed itself).
+func TestRolloverRenewalOfRevoked(t *testing.T) {
+	keys(t)
+	start := time.Now()
+	clock := &testClock{now: start}
+	env, err := crptest.New(crptest.Options{Now: clock.Now})
+	require.NoError(t, err)
+	t.Cleanup(func() { env.Close() })
+	nextCA, err := catemplate.NewCA(catemplate.CAOptions{Subject: pkix.Name{CommonName: "scepkit next CA"}})
+	require.NoError(t, err)
+	nextRA, err := catemplate.NewRA(nextCA, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit next RA"}})
+	require.NoError(t, err)
+	nextIssuer := &crptest.CountingIssuer{Next: crp.CAIssuer{CA: nextCA}} // not a RevocationChecker itself
+	at := start.Add(time.Hour)
+	env.RP.Issuer, env.RP.Revocation = crp.CAIssuer{CA: env.CA}, nil
+	env.RP.Rollover = &crp.Rollover{At: at, CA: nextCA, RA: nextRA, Issuer: nextIssuer}
+	require.NoError(t, env.RP.Validate())
+	srv := crp.NewServer(env.RP, env.RA)
+	require.NoError(t, srv.Validate())
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	ctx := context.Background()
+	oldClient := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+	nextFP := sha256.Sum256(nextCA.Certificate.Raw)
+	newClient := &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:]}
+
+	enroll := func(c *scep.Client, user, device string) (*x509.Certificate, *rsa.PrivateKey) {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		require.NoError(t, err)
+		cert, err := c.Enroll(ctx, csr(t, k, user, mint(t, env, user, device)).Raw, k)
+		require.NoError(t, err)
+		return cert, k
+	}
+	prevCert, prevKey := enroll(oldClient, "alice@example.com", "alice-laptop")
+	require.NoError(t, env.CA.Revoke(prevCert.SerialNumber, 1, clock.Now()))
+	clock.Set(at.Add(time.Minute))
+	nextCert, nextKey := enroll(newClient, "bob@example.com", "bob-phone")
+	require.NoError(t, nextCert.CheckSignatureFrom(nextCA.Certificate))
+	require.NoError(t, nextCA.Revoke(nextCert.SerialNumber, 1, clock.Now()))
+
+	for _, tc := range []struct {
+		name string
+		cert *x509.Certificate
+		key  *rsa.PrivateKey
+		user string
+	}{
+		{"revoked by the previous CA", prevCert, prevKey, "alice@example.com"},
+		{"revoked by the next CA", nextCert, nextKey, "bob@example.com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := nextIssuer.Count()
+			renewed, err := newClient.Renew(ctx, csr(t, tc.key, tc.user, "").Raw, tc.cert, tc.key)
+			require.ErrorIs(t, err, scep.ErrRefused)
+			require.Nil(t, renewed)
+			require.Equal(t, before, nextIssuer.Count(), "a revoked certificate was renewed")
+		})
+	}
+}
