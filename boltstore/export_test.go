@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"errors"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,4 +18,16 @@ func Count(t testing.TB, s *Store, bucket string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Check runs bbolt's consistency check of the file (every page reachable once, the
+// freelist right).
+func Check(s *Store) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
 }

@@ -1,0 +1,133 @@
+package boltstore_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/boltstore"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/storetest"
+	"github.com/scepkit/scepkit/internal/testserver"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// smallDisk mounts a tmpfs of size bytes (root only: skipped elsewhere, failed under
+// CI=true, which runs as root) and returns its directory.
+func smallDisk(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		testserver.Missing(t, "mounting a %d-byte tmpfs: %v (needs root)", size, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// fill writes a file until the disk is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	chunk := bytes.Repeat([]byte{0xAA}, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			return
+		}
+	}
+}
+
+// TestDiskFull: on a full disk every write fails (a claim is not reported made, a
+// record not reported kept, no certificate reported recorded) and what was written
+// before is intact; when space returns the store writes again without reopening, the
+// failed writes are absent, and the file reopens consistent.
+func TestDiskFull(t *testing.T) {
+	ctx := context.Background()
+	dir := smallDisk(t, 4<<20)
+	path := filepath.Join(dir, "state.db")
+	s, err := boltstore.Open(path, nil)
+	require.NoError(t, err)
+	defer func() { s.Close() }()
+	exp := time.Now().Add(time.Hour)
+	big64k := bytes.Repeat([]byte{1}, 64<<10)
+	require.NoError(t, s.Claim(ctx, "before", exp))
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "tx-before", Status: scep.Pending, CSR: big64k, Expires: exp}))
+
+	fill(t, filepath.Join(dir, "filler"))
+	// Writes large enough to need new pages, and the file to grow.
+	var failed int
+	for i := 0; i < 64; i++ {
+		id := fmt.Sprintf("tx-full-%d", i)
+		err := s.Put(ctx, &crp.Record{TransactionID: id, Status: scep.Pending, CSR: big64k, Expires: exp})
+		if err == nil {
+			continue // the file had free pages left
+		}
+		failed++
+		require.ErrorIs(t, err, syscall.ENOSPC, "the caller can tell the disk is full")
+		_, gerr := s.Get(ctx, id)
+		require.ErrorIs(t, gerr, crp.ErrNotFound, "a write that failed is there")
+	}
+	require.NotZero(t, failed, "no write failed on a full disk")
+	// Concurrent writes fail together in one group, then each alone: every caller gets
+	// its error, none waits forever.
+	var wg sync.WaitGroup
+	errs := make([]error, 16)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Put(ctx, &crp.Record{TransactionID: fmt.Sprintf("tx-group-%d", i), Status: scep.Pending,
+				CSR: big64k, Expires: exp})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			_, gerr := s.Get(ctx, fmt.Sprintf("tx-group-%d", i))
+			require.ErrorIs(t, gerr, crp.ErrNotFound)
+		}
+	}
+	cert := storetest.Certificate(t, 777, exp.Truncate(time.Second))
+	if err := s.Add(ctx, &crp.IssuedCertificate{Certificate: cert, UserID: "u"}); err != nil {
+		_, lerr := s.Lookup(ctx, big.NewInt(777))
+		require.ErrorIs(t, lerr, crp.ErrNotFound)
+	}
+	got, err := s.Get(ctx, "tx-before")
+	require.NoError(t, err, "a record written before the disk filled")
+	require.Equal(t, big64k, got.CSR)
+	require.ErrorIs(t, s.Claim(ctx, "before", exp), challenge.ErrReplayed)
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "filler")))
+	for i := 0; i < 8; i++ {
+		require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: fmt.Sprintf("tx-after-%d", i), Status: scep.Pending,
+			CSR: big64k, Expires: exp}), "writing once space returned")
+	}
+	require.NoError(t, s.Claim(ctx, "after", exp))
+	require.NoError(t, s.Close())
+
+	s, err = boltstore.Open(path, nil)
+	require.NoError(t, err, "reopening after a full disk")
+	pending, err := s.Pending(ctx, "", 0)
+	require.NoError(t, err)
+	ids := map[string]bool{}
+	for _, r := range pending {
+		ids[r.TransactionID] = true
+		require.Equal(t, big64k, r.CSR, "%s", r.TransactionID)
+	}
+	require.True(t, ids["tx-before"] && ids["tx-after-7"], "listed %v", ids)
+	require.ErrorIs(t, s.Claim(ctx, "after", exp), challenge.ErrReplayed)
+	require.NoError(t, boltstore.Check(s), "the file's pages and freelist after a full disk")
+}
