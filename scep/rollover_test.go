@@ -45,26 +45,66 @@ func TestRolloverPreviousRA(t *testing.T) {
 	require.NoError(t, srv.Validate())
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	d := newDevice(t)
-
-	for _, tc := range []struct {
-		name     string
-		at       time.Duration // from now
-		signedBy *x509.Certificate
-		status   PKIStatus
-	}{
+	runStale(t, p, ts.URL, p.raEnc, func(d time.Duration) { mu.Lock(); clock = now.Add(d); mu.Unlock() }, []staleCase{
 		{"after the switch, the previous RA can sign", 90 * time.Minute, oldSign, Success},
 		{"the previous signing certificate expired", 3 * time.Hour, next, Failure},
-	} {
+	})
+}
+
+// TestRolloverPreviousCAKey: a server that also decrypts requests encrypted to its CA
+// (CAKey) keeps doing so after a CA rollover for devices that pinned the previous CA,
+// but only while the previous CA certificate, which signs their CertRep, is valid.
+// After, such a request is refused before the Responder sees it (before: decrypted
+// with the previous CA's key, a certificate issued, and the reply signed by an expired
+// CA certificate).
+func TestRolloverPreviousCAKey(t *testing.T) {
+	p := newTestPKI(t)
+	now := time.Now()
+	nextKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	nextCATmpl := &x509.Certificate{SerialNumber: big.NewInt(30), Subject: pkix.Name{CommonName: "next CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(72 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	nextCA := mkCert(t, nextCATmpl, nextCATmpl, nextKey.Public(), nextKey)
+
+	var mu sync.Mutex
+	clock := now
+	srv := p.server(false)
+	srv.CAKey = p.caKey
+	srv.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	srv.Rollover = &Rollover{At: now.Add(time.Hour), CACerts: []*x509.Certificate{nextCA}, SignerCert: nextCA,
+		Signer: nextKey, Recipients: []Recipient{{Certificate: nextCA, Key: nextKey}}}
+	require.NoError(t, srv.Validate())
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	runStale(t, p, ts.URL, p.ca, func(d time.Duration) { mu.Lock(); clock = now.Add(d); mu.Unlock() }, []staleCase{
+		{"after the switch, the previous CA is valid", 2 * time.Hour, p.ca, Success},
+		{"the previous CA expired", 25 * time.Hour, nextCA, Failure},
+	})
+}
+
+// staleCase is a request from a device that fetched GetCACert before a rollover,
+// sent at a time from the test's start: who must sign the CertRep, with what status.
+type staleCase struct {
+	name     string
+	at       time.Duration
+	signedBy *x509.Certificate
+	status   PKIStatus
+}
+
+// runStale sends each case's PKCSReq encrypted to to, at its time (set moves the
+// server's clock): a SUCCESS issues one certificate, a FAILURE is badMessageCheck and
+// issues none.
+func runStale(t *testing.T, p *testPKI, url string, to *x509.Certificate, set func(time.Duration), cases []staleCase) {
+	d := newDevice(t)
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			mu.Lock()
-			clock = now.Add(tc.at)
-			mu.Unlock()
+			set(tc.at)
 			issued := p.issuedCount()
 			der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "stale-" + tc.at.String(),
-				Payload: newCSR(t, d.key, "device", "secret"), Recipient: p.raEnc, SignerCert: d.self, Signer: d.key})
+				Payload: newCSR(t, d.key, "device", "secret"), Recipient: to, SignerCert: d.self, Signer: d.key})
 			require.NoError(t, err)
-			code, _, body := post(t, ts.URL, der)
+			code, _, body := post(t, url, der)
 			require.Equal(t, 200, code, "%s", body)
 			rep, err := ParsePKIMessage(body, ParseOptions{})
 			require.NoError(t, err)

@@ -115,7 +115,9 @@ type Server struct {
 	// with the CA, the only certificate those clients verify a reply with. Off by
 	// default: such a request gets a FAILURE badMessageCheck signed by SignerCert,
 	// which those clients cannot verify. Setting it uses the CA key for key transport
-	// as well as for signing; leave it unset where policy keeps the two apart.
+	// as well as for signing; leave it unset where policy keeps the two apart. After a
+	// Rollover's switch it still serves devices that pinned CACerts[0], while that
+	// certificate is valid, as the previous RA does (see [Rollover]).
 	CAKey crypto.Signer
 	// AllowLegacy accepts SHA-1 signatures and single-DES envelopes, as micromdm's
 	// scepclient and other old clients send, and advertises SHA-1. Off by default:
@@ -467,7 +469,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		recipients = old
 		replier.Cert, replier.Key = prev.signerCert, prev.signer
 	}
-	if dec, ok := s.CAKey.(crypto.Decrypter); ok && msg.addressedTo(s.CACerts[0]) {
+	if dec, ok := s.CAKey.(crypto.Decrypter); ok && !start.After(s.CACerts[0].NotAfter) && msg.addressedTo(s.CACerts[0]) {
 		// A client that pins the CA verifies the reply with the CA certificate only.
 		replier.Cert, replier.Key = s.CACerts[0], s.CAKey
 		recipients = []Recipient{{Certificate: s.CACerts[0], Key: dec}}
