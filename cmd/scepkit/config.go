@@ -43,6 +43,17 @@ type Config struct {
 		RASignKey    string `toml:"ra_sign_key" doc:"with pkcs11: label of the next RA signing key pair" default:"scepkit-next-ra-sign"`
 		RAEncryptKey string `toml:"ra_encrypt_key" doc:"with pkcs11: label of the next RA encryption key pair (RSA)" default:"scepkit-next-ra-encrypt"`
 	} `toml:"rollover"`
+	Intune struct {
+		Tenant           string `toml:"tenant" doc:"Microsoft Entra tenant (its id or a verified domain) whose Intune SCEP challenges this gateway judges through Intune's validation service, and notifies of the outcome; empty disables Intune"`
+		ClientID         string `toml:"client_id" doc:"application (client) id of the Entra app registration holding Intune's SCEP challenge validation permission and Graph's Application.Read.All"`
+		ClientSecret     string `toml:"client_secret" doc:"the app's client secret; prefer client_secret_file, or give it in the environment only"`
+		ClientSecretFile string `toml:"client_secret_file" doc:"file holding the app's client secret (not readable by other users)"`
+		CertFile         string `toml:"cert_file" doc:"PEM certificate credential of the app, instead of a secret"`
+		KeyFile          string `toml:"key_file" doc:"PEM RSA private key of intune.cert_file (not readable by other users)"`
+		CallerInfo       string `toml:"caller_info" doc:"how this CA names itself in Intune's logs" default:"scepkit"`
+		Authority        string `toml:"authority" doc:"Entra sign-in endpoint (default https://login.microsoftonline.com/; another for national clouds)"`
+		GraphURL         string `toml:"graph_url" doc:"Microsoft Graph root for service discovery (default https://graph.microsoft.com/)"`
+	} `toml:"intune"`
 	CRL struct {
 		Validity Duration `toml:"validity" doc:"how long each CRL is valid (its nextUpdate)" default:"24h"`
 		Refresh  Duration `toml:"refresh" doc:"how often a new CRL is signed when nothing was revoked here" default:"1h"`
@@ -236,6 +247,9 @@ func (c *Config) validate() error {
 			return bad("next_ca_cert", errors.New("a rollover announces its own next CA: leave next_ca_cert empty"))
 		}
 	}
+	if err := c.validateIntune(bad); err != nil {
+		return err
+	}
 	if u := c.OTLP.TracesURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		return bad("otlp.traces_url", fmt.Errorf("%q is not an http(s) URL", u))
 	}
@@ -297,4 +311,37 @@ func (c *Config) rolloverAt() (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time such as 2027-01-31T00:00:00Z", c.Rollover.At)
 	}
 	return at, nil
+}
+
+// validateIntune checks the [intune] settings: all or nothing, and one credential.
+func (c *Config) validateIntune(bad func(string, error) error) error {
+	in := c.Intune
+	if in.Tenant == "" {
+		if in.ClientID != "" || in.ClientSecret != "" || in.ClientSecretFile != "" || in.CertFile != "" || in.KeyFile != "" {
+			return bad("intune.tenant", errors.New("required with the other intune settings"))
+		}
+		return nil
+	}
+	credentials := 0
+	for _, set := range []bool{in.ClientSecret != "", in.ClientSecretFile != "", in.CertFile != "" || in.KeyFile != ""} {
+		if set {
+			credentials++
+		}
+	}
+	switch {
+	case in.ClientID == "":
+		return bad("intune.client_id", errors.New("required with intune.tenant"))
+	case credentials != 1:
+		return bad("intune.client_secret_file", errors.New("set one credential: intune.client_secret_file, intune.client_secret, or intune.cert_file and intune.key_file"))
+	case (in.CertFile == "") != (in.KeyFile == ""):
+		return bad("intune.key_file", errors.New("intune.cert_file and intune.key_file go together"))
+	case in.CallerInfo == "":
+		return bad("intune.caller_info", errors.New("required with intune.tenant"))
+	}
+	for path, u := range map[string]string{"intune.authority": in.Authority, "intune.graph_url": in.GraphURL} {
+		if u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://127.0.0.1") && !strings.HasPrefix(u, "http://[::1]") {
+			return bad(path, fmt.Errorf("%q: https only (plain http for a loopback test service)", u))
+		}
+	}
+	return nil
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/internal/atomicfile"
 	"github.com/scepkit/scepkit/internal/mdmfile"
 	"github.com/scepkit/scepkit/pgstore"
@@ -64,6 +65,11 @@ type gateway struct {
 	meter    *sdkmetric.MeterProvider
 	tracer   *sdktrace.TracerProvider // nil without otlp.traces_url
 	registry *prometheus.Registry
+
+	intune        *intune.Client // nil without intune.tenant
+	intuneMu      sync.Mutex
+	intuneChecked time.Time // when /readyz last asked Intune
+	intuneErr     error
 
 	keyCheckMu sync.Mutex
 	keyChecked time.Time // when the CA and RA keys last signed for /readyz
@@ -193,6 +199,11 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	}
 	if g.tracer != nil {
 		g.rp.TracerProvider = g.tracer
+	}
+	if c.Intune.Tenant != "" {
+		if err := g.wireIntune(tmpl); err != nil {
+			return nil, err
+		}
 	}
 	if err := g.rp.Validate(); err != nil {
 		return nil, err
@@ -586,6 +597,9 @@ func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	add("certificates", g.server.Validate(), expiringDetail(g.server, time.Duration(g.cfg.ExpiryWarning)))
 	add("keys", g.keysSign(), "")
+	if g.intune != nil {
+		add("intune", g.intuneReady(ctx), "")
+	}
 	ready := true
 	for _, c := range checks {
 		ready = ready && c.OK

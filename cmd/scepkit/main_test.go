@@ -34,6 +34,8 @@ import (
 
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp/intune"
+	"github.com/scepkit/scepkit/crp/intune/intunetest"
 	"github.com/scepkit/scepkit/internal/pgtest"
 	"github.com/scepkit/scepkit/internal/redistest"
 	"github.com/scepkit/scepkit/internal/scepclienttest"
@@ -561,6 +563,51 @@ func TestRolloverAtConfiguredTime(t *testing.T) {
 	require.Contains(t, string(outb), "setting rollover.at (SCEPKIT_ROLLOVER_AT)")
 }
 
+// TestIntuneConfigured: with [intune] the gateway signs in to the tenant (here
+// Intune's emulator on loopback) and /readyz says so; a device presenting an Intune
+// challenge enrolls with scepclient, judged by Intune's validation service, which is
+// told of the certificate; a challenge Intune refuses issues nothing; scepkit's own
+// challenges keep working beside them.
+func TestIntuneConfigured(t *testing.T) {
+	emu := intunetest.NewServer()
+	defer emu.Close()
+	f := newFixture(t)
+	f.write(t, "intune-secret", []byte(emu.ClientSecret+"\n"))
+	r := start(t, f.config(t, "", fmt.Sprintf("\n[intune]\ntenant = %q\nclient_id = %q\nclient_secret_file = %q\nauthority = %q\ngraph_url = %q\n",
+		emu.Tenant, emu.ClientID, f.path("intune-secret"), emu.URL+"/", emu.URL+"/")))
+	code, body, _ := get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"name":"intune","ok":true`)
+
+	url := r.base + "/scep"
+	dev := scepclienttest.NewDevice(t)
+	out, err := dev.Enroll(url, "carol@example.com", emu.Challenge(intunetest.Verdict{}))
+	require.NoError(t, err, out)
+	cert, err := dev.Certificate()
+	require.NoError(t, err)
+	require.Equal(t, "carol@example.com", cert.Subject.CommonName, "the subject Intune judged")
+	require.Equal(t, 1, emu.Calls(intunetest.OpSuccess), "Intune told of the certificate")
+
+	out, err = scepclienttest.NewDevice(t).Enroll(url, "mallory@example.com",
+		emu.Challenge(intunetest.Verdict{Code: intune.CodeChallengeExpired}))
+	require.Error(t, err, out)
+	require.Equal(t, 1.0, metric(t, r.base, `scepkit_crp_enrollments_total\{[^}]*scepkit_outcome="issued"[^}]*\}`))
+
+	out, err = scepclienttest.NewDevice(t).Enroll(url, "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	require.Equal(t, 2, emu.Calls(intunetest.OpValidate), "scepkit's own challenge is not sent to Intune")
+	r.stop(t)
+
+	// Intune down: unready.
+	emu.Close()
+	r = start(t, f.config(t, "", fmt.Sprintf("\n[intune]\ntenant = %q\nclient_id = %q\nclient_secret_file = %q\nauthority = %q\ngraph_url = %q\n",
+		emu.Tenant, emu.ClientID, f.path("intune-secret"), emu.URL+"/", emu.URL+"/")))
+	code, body, _ = get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, `"name":"intune","ok":false`)
+	r.stop(t)
+}
+
 // TestTracesToOTLP: with otlp.traces_url, the spans of an enrollment (one per
 // request, a child per phase) reach an OTLP/HTTP receiver, flushed at shutdown; the
 // challenge is in none of them.
@@ -720,6 +767,21 @@ func TestConfigErrors(t *testing.T) {
 		{"PIN readable by others", []string{"SCEPKIT_PKCS11_MODULE=" + f.path("absent.so"), "SCEPKIT_PKCS11_TOKEN_LABEL=t",
 			"SCEPKIT_PKCS11_PIN_FILE=" + f.path("open-pin")},
 			"setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): " + f.path("open-pin") + " may be read or written by other users"},
+		{"Intune without client id", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_SECRET=s"},
+			"setting intune.client_id (SCEPKIT_INTUNE_CLIENT_ID): required with intune.tenant"},
+		{"Intune without credential", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_ID=app"},
+			"setting intune.client_secret_file (SCEPKIT_INTUNE_CLIENT_SECRET_FILE): set one credential"},
+		{"Intune with two credentials", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_ID=app",
+			"SCEPKIT_INTUNE_CLIENT_SECRET=s", "SCEPKIT_INTUNE_CLIENT_SECRET_FILE=" + f.path("token")},
+			"setting intune.client_secret_file (SCEPKIT_INTUNE_CLIENT_SECRET_FILE): set one credential"},
+		{"Intune secret readable by others", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_ID=app",
+			"SCEPKIT_INTUNE_CLIENT_SECRET_FILE=" + f.path("open-token")},
+			"setting intune.client_secret_file (SCEPKIT_INTUNE_CLIENT_SECRET_FILE): " + f.path("open-token") + " may be read or written by other users"},
+		{"Intune over plain HTTP", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_ID=app",
+			"SCEPKIT_INTUNE_CLIENT_SECRET=s", "SCEPKIT_INTUNE_AUTHORITY=http://login.invalid/"},
+			"setting intune.authority (SCEPKIT_INTUNE_AUTHORITY)"},
+		{"Intune settings without tenant", []string{"SCEPKIT_INTUNE_CLIENT_ID=app"},
+			"setting intune.tenant (SCEPKIT_INTUNE_TENANT): required with the other intune settings"},
 	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

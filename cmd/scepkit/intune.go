@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/crp/intune"
+	"github.com/scepkit/scepkit/profile"
+)
+
+// intuneProfile is the profile id Intune's transactions are recorded with; its
+// template takes the subject and SANs from the request, which Intune judged against
+// the tenant's SCEP profile.
+const intuneProfile = "intune"
+
+// wireIntune makes the registration point judge Intune's challenges through the
+// tenant's validation service and notify it of the outcome; scepkit's own challenges
+// keep their checks and template (base).
+func (g *gateway) wireIntune(base *catemplate.Template) error {
+	c := g.cfg.Intune
+	client := &intune.Client{Tenant: c.Tenant, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
+		CallerInfo: c.CallerInfo, Authority: c.Authority, GraphURL: c.GraphURL, Logger: g.log, MeterProvider: g.meter}
+	if c.ClientSecretFile != "" {
+		b, err := readSecretFile(c.ClientSecretFile)
+		if err != nil {
+			return &SettingError{"intune.client_secret_file", "SCEPKIT_INTUNE_CLIENT_SECRET_FILE", err}
+		}
+		client.ClientSecret = strings.TrimSpace(string(b))
+	}
+	if c.CertFile != "" {
+		cert, key, err := loadIntuneCredential(c.CertFile, c.KeyFile)
+		if err != nil {
+			return &SettingError{"intune.cert_file", "SCEPKIT_INTUNE_CERT_FILE", err}
+		}
+		client.Certificate, client.Key = cert, key
+	}
+	if err := client.Validate(); err != nil {
+		return &SettingError{"intune.tenant", "SCEPKIT_INTUNE_TENANT", err}
+	}
+	tmpl := *base
+	tmpl.Name, tmpl.SubjectFromRequest, tmpl.SANsFromRequest = "scepkit-intune", true, true
+	templates := catemplate.MapStore{base.Name: base, tmpl.Name: &tmpl}
+	g.rp.Templates = &catemplate.ProfileResolver{ByProfile: map[string]string{intuneProfile: tmpl.Name},
+		Fallback: &catemplate.NDESResolver{SignatureTemplate: base.Name, EncryptionTemplate: base.Name,
+			GeneralPurposeTemplate: base.Name, Templates: templates}, Templates: templates}
+	t := &intune.Tenant{Client: client, Profile: &profile.Profile{ID: intuneProfile}, IssuingCA: g.ca.Certificate.Subject.String()}
+	if _, err := t.Wire(g.rp); err != nil {
+		return &SettingError{"intune.tenant", "SCEPKIT_INTUNE_TENANT", err}
+	}
+	g.intune = client
+	return nil
+}
+
+// intuneReady signs in to Microsoft Entra and finds the validation service through
+// Graph, at most every minute (the client caches what it discovered for a day, so
+// later checks cost nothing while it holds).
+func (g *gateway) intuneReady(ctx context.Context) error {
+	g.intuneMu.Lock()
+	defer g.intuneMu.Unlock()
+	if time.Since(g.intuneChecked) < time.Minute {
+		return g.intuneErr
+	}
+	_, g.intuneErr = g.intune.Endpoint(ctx, intune.ValidationService)
+	g.intuneChecked = time.Now()
+	return g.intuneErr
+}
+
+// loadIntuneCredential reads the app's certificate and its RSA key (PKCS#8 or
+// PKCS#1), the key from a file other users cannot read.
+func loadIntuneCredential(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
+	certs, err := readCerts(certFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	kb, err := readSecretFile(keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	blk, _ := pem.Decode(kb)
+	if blk == nil {
+		return nil, nil, fmt.Errorf("%s: no PEM key", keyFile)
+	}
+	var k any
+	if blk.Type == "RSA PRIVATE KEY" {
+		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+	} else {
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok || !samePublic(signer, certs[0]) {
+		return nil, nil, errors.New(keyFile + " is not the key of " + certFile)
+	}
+	return certs[0], signer, nil
+}
+
+func samePublic(k crypto.Signer, c *x509.Certificate) bool {
+	pub, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(c.PublicKey)
+}
+
