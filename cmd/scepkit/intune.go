@@ -107,4 +107,3 @@ func samePublic(k crypto.Signer, c *x509.Certificate) bool {
 	pub, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool })
 	return ok && pub.Equal(c.PublicKey)
 }
-
