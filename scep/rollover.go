@@ -13,8 +13,8 @@ import (
 //
 // Before At, GetCACert and every reply use the server's own CACerts, SignerCert and
 // Recipients, and GetNextCACert announces the next set: a certificates-only SignedData
-// holding the next RA certificates and CA chain, signed by the current SignerCert
-// (RFC 8894 §4.7).
+// holding the next RA certificates and CA chain, signed by the current CA when the
+// server holds its key (Server.CAKey), else by the current SignerCert (RFC 8894 §4.7).
 //
 // From At on, GetCACert answers with the next set, CertReps are signed by SignerCert
 // and requests are decrypted with Recipients. A request still encrypted only to one

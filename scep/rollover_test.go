@@ -119,3 +119,40 @@ func runStale(t *testing.T, p *testPKI, url string, to *x509.Certificate, set fu
 		})
 	}
 }
+
+// TestGetNextCACertSigner: GetNextCACert's answer is signed by the current CA signing
+// key (RFC 8894 §4.7.1, and the application/x-x509-next-ca-cert registration) when the
+// server holds it (CAKey): clients that trust only the CA certificate can verify it.
+// Without CAKey the server has only the RA's key, and the RA signs.
+func TestGetNextCACertSigner(t *testing.T) {
+	p := newTestPKI(t)
+	next := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(51), Subject: pkix.Name{CommonName: "next CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}, p.ca, rsaKeys[3].Public(), p.caKey)
+	for _, tc := range []struct {
+		name   string
+		caKey  bool
+		signer *x509.Certificate
+	}{
+		{"RA only", false, p.raSign},
+		{"with the CA key", true, p.ca},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := p.server(false)
+			srv.NextCACerts = []*x509.Certificate{next}
+			if tc.caKey {
+				srv.CAKey = p.caKey
+			}
+			require.NoError(t, srv.Validate())
+			rec := httptestRecorder(srv, "GET", "/?operation=GetNextCACert", nil)
+			require.Equal(t, 200, rec.Code, rec.Body.String())
+			sd, err := parseSignedData(rec.Body.Bytes())
+			require.NoError(t, err)
+			require.Len(t, sd.signers, 1)
+			signer := sd.signers[0].findSigner([]*x509.Certificate{tc.signer})
+			require.NotNil(t, signer, "not signed by %s", tc.signer.Subject)
+			_, err = sd.signers[0].verify(signer, sd.content, false)
+			require.NoError(t, err)
+		})
+	}
+}

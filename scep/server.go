@@ -117,7 +117,8 @@ type Server struct {
 	// which those clients cannot verify. Setting it uses the CA key for key transport
 	// as well as for signing; leave it unset where policy keeps the two apart. After a
 	// Rollover's switch it still serves devices that pinned CACerts[0], while that
-	// certificate is valid, as the previous RA does (see [Rollover]).
+	// certificate is valid, as the previous RA does (see [Rollover]). With it the CA
+	// also signs GetNextCACert's answer, as RFC 8894 §4.7.1 asks.
 	CAKey crypto.Signer
 	// AllowLegacy accepts SHA-1 signatures and single-DES envelopes, as micromdm's
 	// scepclient and other old clients send, and advertises SHA-1. Off by default:
@@ -356,7 +357,8 @@ func (s *Server) getCACert(w http.ResponseWriter) {
 	w.Write(der)
 }
 
-// getNextCACert answers with a SignedData, signed by the current signer, whose content
+// getNextCACert answers with a SignedData, signed by the CA (with CAKey) or the current
+// RA, whose content
 // is a certs-only PKCS#7 of the rollover certificates (RFC 8894 §4.7): NextCACerts, or
 // a Rollover's RA certificates and CA chain before its switch.
 func (s *Server) getNextCACert(w http.ResponseWriter, r *http.Request) {
@@ -366,12 +368,17 @@ func (s *Server) getNextCACert(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "no rollover CA")
 		return
 	}
+	// Signed by the current CA signing key (RFC 8894 §4.7.1) when the server holds it,
+	// else by the current RA.
 	cur, _ := s.sets(now)
+	cert, key := cur.signerCert, cur.signer
+	if s.CAKey != nil {
+		cert, key = s.CACerts[0], s.CAKey
+	}
 	inner, err := DegenerateCertificates(next)
 	if err == nil {
 		var der []byte
-		der, err = buildSignedData(signOptions{content: inner, cert: cur.signerCert, key: cur.signer,
-			hash: crypto.SHA256, rand: s.Rand})
+		der, err = buildSignedData(signOptions{content: inner, cert: cert, key: key, hash: crypto.SHA256, rand: s.Rand})
 		if err == nil {
 			w.Header().Set("Content-Type", "application/x-x509-next-ca-cert")
 			w.Write(der)
