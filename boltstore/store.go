@@ -50,6 +50,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
@@ -178,6 +179,15 @@ func (s *Store) Close() error {
 	s.once.Do(func() { close(s.quit) })
 	<-s.done
 	return s.db.Close()
+}
+
+// view runs a read-only transaction; on a closed Store it returns ErrClosed.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	err := s.db.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
 }
 
 // write queues apply and waits until it is committed (durable) or failed. Once queued,
@@ -542,7 +552,7 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 	}
 	var rec record
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bTx).Get(idKey(id))
 		if v == nil {
 			return nil
@@ -581,7 +591,7 @@ func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Re
 	n := crp.ListLimit(limit)
 	now := s.now()
 	var out []*crp.Record
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bTx)
 		c := tx.Bucket(bPending).Cursor()
 		k, _ := seek(c, idKey(after))
@@ -716,7 +726,7 @@ func (s *Store) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertifi
 	}
 	var rec certificate
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bCerts).Get(serialKey(serial))
 		if v == nil {
 			return nil
@@ -770,7 +780,7 @@ func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*cr
 		end = cat(prefix, naKey(b))
 	}
 	var out []*crp.IssuedCertificate
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		certs := tx.Bucket(bCerts)
 		c := tx.Bucket(idx).Cursor()
 		for k, _ := seek(c, start); k != nil && len(out) < n; k, _ = c.Next() {
@@ -848,7 +858,7 @@ func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revoc
 		return nil, err
 	}
 	var out []*crp.Revocation
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bRevoked)
 		c := tx.Bucket(bRevokedAt).Cursor()
 		var start []byte
@@ -877,7 +887,7 @@ func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, er
 		return false, err
 	}
 	var revoked bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		revoked = tx.Bucket(bRevoked).Get(serialKey(cert.SerialNumber)) != nil
 		return nil
 	})

@@ -3,8 +3,10 @@ package boltstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/big"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,4 +124,75 @@ func TestOpenDirMigrates(t *testing.T) {
 	require.Zero(t, n, "the migration runs once")
 	_, err = s.Lookup(ctx, big.NewInt(901))
 	require.NoError(t, err)
+}
+
+// TestCloseDuringWrites: Close while writers are queueing: every write either
+// succeeds and is on disk after reopening, or fails with ErrClosed; no writer waits
+// forever, nothing panics (a send on a closed channel, a commit after the file closed).
+func TestCloseDuringWrites(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := boltstore.Open(path, nil)
+	require.NoError(t, err)
+	const writers = 16
+	var (
+		mu    sync.Mutex
+		acked []string
+		wg    sync.WaitGroup
+	)
+	until := time.Now().Add(time.Hour)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				err := s.Claim(ctx, id, until)
+				if err != nil {
+					if !errors.Is(err, boltstore.ErrClosed) {
+						t.Errorf("%s: %v, want nil or ErrClosed", id, err)
+					}
+					return
+				}
+				mu.Lock()
+				acked = append(acked, id)
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, s.Close())
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writers still waiting 10 s after Close")
+	}
+	require.NotEmpty(t, acked)
+	s = open(t, path)
+	for _, id := range acked {
+		require.ErrorIs(t, s.Claim(ctx, id, until), challenge.ErrReplayed, "acknowledged claim %s lost", id)
+	}
+}
+
+// TestReadsAfterClose: every method of a closed Store returns ErrClosed, reads as
+// well as writes (before: reads returned bbolt's "database not open").
+func TestReadsAfterClose(t *testing.T) {
+	ctx := context.Background()
+	s, err := boltstore.Open(filepath.Join(t.TempDir(), "state.db"), nil)
+	require.NoError(t, err)
+	cert := storetest.Certificate(t, 5, time.Now().Add(time.Hour))
+	require.NoError(t, s.Close())
+	for name, call := range map[string]func() error{
+		"Get":          func() error { _, err := s.Get(ctx, "tx"); return err },
+		"Pending":      func() error { _, err := s.Pending(ctx, "", 0); return err },
+		"Lookup":       func() error { _, err := s.Lookup(ctx, big.NewInt(5)); return err },
+		"Certificates": func() error { _, err := s.Certificates(ctx, crp.CertificateQuery{}); return err },
+		"RevokedSince": func() error { _, err := s.RevokedSince(ctx, time.Time{}); return err },
+		"IsRevoked":    func() error { _, err := s.IsRevoked(ctx, cert); return err },
+		"Put":          func() error { return s.Put(ctx, &crp.Record{TransactionID: "tx"}) },
+	} {
+		require.ErrorIs(t, call(), boltstore.ErrClosed, name)
+	}
 }
