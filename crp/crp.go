@@ -280,7 +280,7 @@ func (rp *RegistrationPoint) Validate() error {
 		return errors.New("crp: Validators need a Replay store (or a Verifier's): a challenge they accept is one-time")
 	}
 	if rp.Rollover != nil {
-		if err := rp.Rollover.validate(); err != nil {
+		if err := rp.Rollover.validate(rp.now()); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
@@ -34,7 +35,9 @@ type Rollover struct {
 	RA *catemplate.RA
 }
 
-func (r *Rollover) validate() error {
+// validate checks r; its certificates must be valid at its switch, or now when that
+// is later (a switch already past).
+func (r *Rollover) validate(now time.Time) error {
 	switch {
 	case r.At.IsZero() || r.RA == nil || r.RA.SigningCertificate == nil || r.RA.Signer == nil ||
 		r.RA.EncryptionCertificate == nil || r.RA.Decrypter == nil:
@@ -44,7 +47,26 @@ func (r *Rollover) validate() error {
 	case r.CA == nil && r.Issuer != nil:
 		return errors.New("crp: Rollover.Issuer needs Rollover.CA, the certificate it issues under")
 	}
+	when := r.At
+	if now.After(when) {
+		when = now
+	}
+	for _, c := range []*x509.Certificate{r.RA.SigningCertificate, r.RA.EncryptionCertificate, r.caCertificate()} {
+		if c != nil && (when.Before(c.NotBefore) || when.After(c.NotAfter)) {
+			return fmt.Errorf("crp: Rollover certificate %q is not valid at the rollover (%s): valid %s to %s",
+				c.Subject.String(), when.UTC().Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339),
+				c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
 	return nil
+}
+
+// caCertificate is the certificate of CA; nil for an RA-only rollover.
+func (r *Rollover) caCertificate() *x509.Certificate {
+	if r.CA == nil {
+		return nil
+	}
+	return r.CA.Certificate
 }
 
 // rolledOver reports whether the registration point issues with its Rollover's CA at

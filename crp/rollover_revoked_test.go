@@ -81,3 +81,18 @@ func TestRolloverRenewalOfRevoked(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloverCAValidAtSwitch: RegistrationPoint.Validate refuses a Rollover whose CA
+// is not valid at its switch time (here, expired by then): from At on every request
+// would fail at the template (the CA refuses to sign outside its validity).
+func TestRolloverCAValidAtSwitch(t *testing.T) {
+	env := newEnv(t)
+	short, err := catemplate.NewCA(catemplate.CAOptions{Subject: pkix.Name{CommonName: "short next CA"}, Validity: time.Hour})
+	require.NoError(t, err)
+	ra, err := catemplate.NewRA(env.CA, catemplate.RAOptions{})
+	require.NoError(t, err)
+	env.RP.Rollover = &crp.Rollover{At: time.Now().Add(30 * time.Minute), CA: short, RA: ra}
+	require.NoError(t, env.RP.Validate())
+	env.RP.Rollover.At = time.Now().Add(2 * time.Hour)
+	require.ErrorContains(t, env.RP.Validate(), "not valid at the rollover")
+}

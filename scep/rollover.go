@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/scepkit/scepkit/internal/cms"
@@ -91,7 +92,9 @@ func (s *Server) nextCerts(now time.Time) []*x509.Certificate {
 	return s.NextCACerts
 }
 
-func (r *Rollover) validate() error {
+// validate checks r; its certificates must be valid at its switch, or now when that
+// is later (a switch already past).
+func (r *Rollover) validate(now time.Time) error {
 	if r.At.IsZero() || len(r.CACerts) == 0 || r.SignerCert == nil || r.Signer == nil || len(r.Recipients) == 0 {
 		return errors.New("scep: Rollover needs At, CACerts, SignerCert, Signer and Recipients")
 	}
@@ -101,6 +104,17 @@ func (r *Rollover) validate() error {
 	for _, rc := range r.Recipients {
 		if rc.Certificate == nil || rc.Key == nil || !samePublicKey(rc.Key.Public(), rc.Certificate.PublicKey) {
 			return errors.New("scep: each Rollover recipient needs a certificate and its key")
+		}
+	}
+	when := r.At
+	if now.After(when) {
+		when = now
+	}
+	for _, c := range r.set().certs() {
+		if when.Before(c.NotBefore) || when.After(c.NotAfter) {
+			return fmt.Errorf("scep: Rollover certificate %q is not valid at the rollover (%s): valid %s to %s",
+				c.Subject.String(), when.UTC().Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339),
+				c.NotAfter.UTC().Format(time.RFC3339))
 		}
 	}
 	return nil

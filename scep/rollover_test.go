@@ -156,3 +156,45 @@ func TestGetNextCACertSigner(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloverValidAtSwitch: Validate refuses a Rollover whose certificates are not
+// valid at its switch time (not yet valid, or expired by then): the server would
+// switch to a set no device can enroll with, and find out only at At.
+func TestRolloverValidAtSwitch(t *testing.T) {
+	p := newTestPKI(t)
+	now := time.Now()
+	ra := func(notBefore, notAfter time.Time) *x509.Certificate {
+		return mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(40), Subject: pkix.Name{CommonName: "next RA"},
+			NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			UnknownExtKeyUsage: []asn1.ObjectIdentifier{oidCertificateRequestAgent}}, p.ca, p.raKey.Public(), p.caKey)
+	}
+	at := now.Add(2 * time.Hour)
+	for _, tc := range []struct {
+		name string
+		cert *x509.Certificate
+		ok   bool
+	}{
+		{"valid at the switch", ra(now, now.Add(10*time.Hour)), true},
+		{"valid from the switch on", ra(at, now.Add(10*time.Hour)), true},
+		{"not yet valid at the switch", ra(at.Add(time.Minute), now.Add(10*time.Hour)), false},
+		{"expired by the switch", ra(now, at.Add(-time.Minute)), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := p.server(false)
+			srv.Rollover = &Rollover{At: at, CACerts: []*x509.Certificate{p.ca}, SignerCert: tc.cert, Signer: p.raKey,
+				Recipients: []Recipient{{Certificate: tc.cert, Key: rsaKeys[1]}}}
+			err := srv.Validate()
+			if tc.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, "at the rollover")
+		})
+	}
+	// A switch already past needs certificates valid now, not at At.
+	srv := p.server(false)
+	cert := ra(now.Add(-time.Hour), now.Add(10*time.Hour))
+	srv.Rollover = &Rollover{At: now.Add(-3 * time.Hour), CACerts: []*x509.Certificate{p.ca}, SignerCert: cert,
+		Signer: p.raKey, Recipients: []Recipient{{Certificate: cert, Key: rsaKeys[1]}}}
+	require.NoError(t, srv.Validate())
+}

@@ -199,7 +199,7 @@ func (s *Server) Validate() error {
 		if len(s.NextCACerts) > 0 {
 			return errors.New("scep: Server.NextCACerts and Rollover are exclusive: Rollover announces its own")
 		}
-		if err := s.Rollover.validate(); err != nil {
+		if err := s.Rollover.validate(s.now()); err != nil {
 			return err
 		}
 	}
