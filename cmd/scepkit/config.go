@@ -23,7 +23,7 @@ type Config struct {
 	PublicURL string `toml:"public_url" doc:"base URL devices and relying parties reach this listener at; the CRL distribution point and CA URL in issued certificates are under it (default http://LISTEN; required when listen is every interface, such as 0.0.0.0:8080)"`
 	TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain for the SCEP listener; SCEP clients (RFC 8894) use plain HTTP, so this is optional"`
 	TLSKey    string `toml:"tls_key" doc:"PEM private key of tls_cert"`
-	StateDir  string `toml:"state_dir" doc:"directory holding the CA and RA certificates (and their keys unless pkcs11 is set), created on first start, and state.db (the embedded store: challenge claims, transactions, pending requests, issued certificates, revocations) unless postgres.dsn is set" default:"/var/lib/scepkit"`
+	StateDir  string `toml:"state_dir" doc:"directory holding the CA and RA certificates (and their keys unless pkcs11 is set), created on first start (other users may not write to it), and state.db (the embedded store: challenge claims, transactions, pending requests, issued certificates, revocations) unless postgres.dsn is set" default:"/var/lib/scepkit"`
 	Identity  string `toml:"identity" doc:"this gateway's identity: the audience the MDM mints challenges for" default:"scepkit-gateway"`
 	MDMIssuer string `toml:"mdm_issuer" doc:"the issuer name in the MDM's challenges" default:"scepkit-mdm"`
 	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or https URL (plain http only on a loopback host) (required)"`

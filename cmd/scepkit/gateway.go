@@ -118,6 +118,12 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 		g.tracer = sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(resource.NewSchemaless(
 			attribute.String("service.name", "scepkit"), attribute.String("service.instance.id", c.Identity))))
 	}
+	if fi, err := os.Stat(c.StateDir); err == nil && fi.Mode().Perm()&0o002 != 0 {
+		// Whoever may write there may put a CA and RA of his own (a key beside its
+		// certificate) in place of the gateway's.
+		return nil, &SettingError{"state_dir", "SCEPKIT_STATE_DIR", fmt.Errorf(
+			"%s may be written by other users (mode %v): chmod o-w it", c.StateDir, fi.Mode().Perm())}
+	}
 	if g.ca, g.ra, err = g.loadPKI(); err != nil {
 		return nil, err
 	}

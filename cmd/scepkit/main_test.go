@@ -753,11 +753,17 @@ func TestConfigErrors(t *testing.T) {
 	require.NoError(t, os.Chmod(f.path("open-token"), 0o644))
 	f.write(t, "open-pin", []byte("1234\n"))
 	require.NoError(t, os.Chmod(f.path("open-pin"), 0o604))
+	// A state directory others may write to: they could put a CA and RA of their own
+	// (a key and its certificate) in place of the gateway's.
+	require.NoError(t, os.MkdirAll(f.path("open-state"), 0o700))
+	require.NoError(t, os.Chmod(f.path("open-state"), 0o777))
 	cases = append(cases, []struct {
 		name string
 		env  []string
 		want string
 	}{
+		{"state_dir writable by others", []string{"SCEPKIT_STATE_DIR=" + f.path("open-state")},
+			"setting state_dir (SCEPKIT_STATE_DIR): " + f.path("open-state") + " may be written by other users"},
 		{"token readable by others", []string{"SCEPKIT_ADMIN_TOKEN_FILE=" + f.path("open-token")},
 			"setting admin.token_file (SCEPKIT_ADMIN_TOKEN_FILE): " + f.path("open-token") + " may be read or written by other users"},
 		// The MDM's keys over plain HTTP: anyone on the path could put in his own and
