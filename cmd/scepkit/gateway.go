@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -629,8 +631,8 @@ func expiringDetail(s *scep.Server, within time.Duration) string {
 	return strings.Join(parts, "; ")
 }
 
-// keysSign has the CA and RA keys sign a digest, at most every 30 seconds (a token
-// may have been removed, or its session lost).
+// keysSign has the CA and RA keys sign a digest, and the RA's decryption key decrypt
+// one, at most every 30 seconds (a token may have been removed, or its session lost).
 func (g *gateway) keysSign() error {
 	g.keyCheckMu.Lock()
 	defer g.keyCheckMu.Unlock()
@@ -651,8 +653,38 @@ func (g *gateway) keysSign() error {
 			g.keyErr = fmt.Errorf("%s key: %w", name, err)
 		}
 	}
+	// The RA's decryption key too: without it every request is answered
+	// badMessageCheck although the signing keys work.
+	for name, ra := range map[string]*catemplate.RA{"RA encryption": g.ra, "next RA encryption": g.nextRA} {
+		if ra == nil {
+			continue
+		}
+		if err := decrypts(ra, digest[:]); err != nil {
+			g.keyErr = fmt.Errorf("%s key: %w", name, err)
+		}
+	}
 	g.keyChecked = time.Now()
 	return g.keyErr
+}
+
+// decrypts encrypts probe to the RA's encryption certificate and has its key decrypt it.
+func decrypts(ra *catemplate.RA, probe []byte) error {
+	pub, ok := ra.EncryptionCertificate.PublicKey.(*rsa.PublicKey)
+	if !ok || ra.Decrypter == nil {
+		return errors.New("no RSA encryption certificate and key")
+	}
+	ct, err := rsa.EncryptPKCS1v15(rand.Reader, pub, probe)
+	if err != nil {
+		return err
+	}
+	pt, err := ra.Decrypter.Decrypt(rand.Reader, ct, nil)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(pt, probe) {
+		return errors.New("the key does not decrypt what is encrypted to its certificate")
+	}
+	return nil
 }
 
 // warnExpiring logs the CA and RA certificates that expire within the warning

@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThalesGroup/crypto11"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp/intune"
@@ -979,4 +980,40 @@ func TestPublicURLNeededOnWildcardListen(t *testing.T) {
 			require.Equal(t, "public_url", se.Setting)
 		})
 	}
+}
+
+// TestReadyzFollowsDecryptionKey: /readyz checks the RA's decryption key too, not
+// only the signing keys: once the token has lost it, every request would be answered
+// badMessageCheck, so the gateway reports itself unready.
+func TestReadyzFollowsDecryptionKey(t *testing.T) {
+	st := softhsmtest.New(t)
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+	require.NoError(t, err)
+	for _, label := range []string{"scepkit-ca", "scepkit-ra-sign", "scepkit-ra-encrypt"} {
+		_, err := tok.GenerateKey(label, pkcs11key.RSA2048)
+		require.NoError(t, err)
+	}
+	require.NoError(t, tok.Close())
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	r := start(t, f.config(t, "", fmt.Sprintf("[pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = %q\n", st.Module, st.Label, f.path("pin"))),
+		"SOFTHSM2_CONF="+st.Conf)
+	code, body, _ := get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: st.Module, TokenLabel: st.Label, Pin: st.PIN})
+	require.NoError(t, err)
+	defer ctx.Close()
+	enc, err := ctx.FindKeyPair(nil, []byte("scepkit-ra-encrypt"))
+	require.NoError(t, err)
+	require.NotNil(t, enc)
+	require.NoError(t, enc.(interface{ Delete() error }).Delete())
+
+	out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.Error(t, err, "enrolled without the RA's decryption key: %s", out)
+	require.Eventually(t, func() bool {
+		code, body, _ := get(t, r.base+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"name":"keys","ok":false`)
+	}, 45*time.Second, 500*time.Millisecond, "/readyz still ready without the RA's decryption key")
+	r.stop(t)
 }
