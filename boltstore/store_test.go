@@ -196,3 +196,30 @@ func TestReadsAfterClose(t *testing.T) {
 		require.ErrorIs(t, call(), boltstore.ErrClosed, name)
 	}
 }
+
+// TestOpenDirMigratesAgain: an issued/ directory that shows up again beside an
+// issued.migrated/ of an earlier migration (an older scepkit run in between wrote
+// there) is migrated too, and kept under another name: the gateway starts (before:
+// renaming onto the non-empty issued.migrated failed, and OpenDir with it, at every
+// start).
+func TestOpenDirMigratesAgain(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for round, serial := range []int64{911, 912} {
+		old, err := crp.OpenCertificateDir(filepath.Join(dir, "issued"))
+		require.NoError(t, err)
+		require.NoError(t, old.Add(ctx, &crp.IssuedCertificate{Certificate: storetest.Certificate(t, serial, time.Now().Add(time.Hour)),
+			UserID: "alice"}))
+		s, n, err := boltstore.OpenDir(dir, nil)
+		require.NoError(t, err, "round %d", round)
+		require.Equal(t, 1, n)
+		_, err = s.Lookup(ctx, big.NewInt(serial))
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+		require.NoDirExists(t, filepath.Join(dir, "issued"))
+	}
+	require.DirExists(t, filepath.Join(dir, "issued.migrated"))
+	kept, err := filepath.Glob(filepath.Join(dir, "issued.migrated*"))
+	require.NoError(t, err)
+	require.Len(t, kept, 2, "both migrated directories kept")
+}

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/scepkit/scepkit/internal/atomicfile"
@@ -113,9 +114,11 @@ func (d *CertificateDir) Certificates(ctx context.Context, q CertificateQuery) (
 // MigrateCertificateDir copies the certificates of a CertificateDir (the layout of
 // earlier versions: one JSON file per certificate) into to, then renames dir to
 // dir+".migrated", so that it runs once: on the first open of a new store over an
-// old state directory. A dir that does not exist is not an error (nothing to
-// migrate). It returns how many certificates were copied. Interrupted, it can be run
-// again: adding a certificate again replaces it with the same record.
+// old state directory. When that name is taken (a dir written again by an earlier
+// version after a first migration), dir+".migrated.2", ".3" and so on. A dir that
+// does not exist is not an error (nothing to migrate). It returns how many
+// certificates were copied. Interrupted, it can be run again: adding a certificate
+// again replaces it with the same record.
 func MigrateCertificateDir(ctx context.Context, dir string, to CertificateStore) (int, error) {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -142,8 +145,17 @@ func MigrateCertificateDir(ctx context.Context, dir string, to CertificateStore)
 		}
 		q.After = page[len(page)-1]
 	}
-	if err := os.Rename(dir, dir+".migrated"); err != nil {
-		return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
+	for i := 1; ; i++ {
+		dst := dir + ".migrated"
+		if i > 1 {
+			dst += "." + strconv.Itoa(i)
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := os.Rename(dir, dst); err != nil {
+			return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
+		}
+		return n, nil
 	}
-	return n, nil
 }
