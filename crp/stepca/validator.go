@@ -13,6 +13,7 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/plainhttp"
 )
 
 // DefaultMaxResponse bounds the answer a Validator reads.
@@ -23,6 +24,10 @@ const DefaultMaxResponse = 64 << 10
 // challenges: it posts the challenge, the SCEP transactionID and the CSR, signed with
 // X-Smallstep-Signature, and passes the request only on {"allow": true}. Put it in
 // RegistrationPoint.Validators.
+//
+// The URL must be https, or plain http on a loopback host, and no redirect may lead
+// to plain http elsewhere: the answer is not signed, so over plain http anyone on the
+// path could allow any challenge.
 //
 // A refusal ({"allow": false}) refuses in phase 2; no answer (transport error,
 // timeout, a non-2xx status, a malformed or oversized answer) refuses in phase 2 with
@@ -39,7 +44,8 @@ type Validator struct {
 	BearerToken        string
 	Username, Password string
 	// Client sends the request (its TLS settings carry any client certificate);
-	// nil means http.DefaultClient.
+	// nil means a client with http.DefaultTransport. Its CheckRedirect is kept, after
+	// the refusal of a redirect to plain http.
 	Client *http.Client
 	// Accept, if set, chooses the challenges to judge; nil means every non-empty
 	// challenge that is not one of scepkit's own (challenge.LooksLikeToken).
@@ -105,6 +111,10 @@ func (v *Validator) call(ctx context.Context, txID string, csr *x509.Certificate
 	if err != nil {
 		return nil, err
 	}
+	if !plainhttp.Protected(req.URL) {
+		// The answer is not signed: over plain http anyone on the path could allow.
+		return nil, errors.New("the webhook URL is plain http to a host that is not loopback: use https")
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(HeaderSignature, Sign(v.Secret, body))
 	if v.WebhookID != "" {
@@ -115,10 +125,11 @@ func (v *Validator) call(ctx context.Context, txID string, csr *x509.Certificate
 	} else if v.Username != "" || v.Password != "" {
 		req.SetBasicAuth(v.Username, v.Password)
 	}
-	client := v.Client
-	if client == nil {
-		client = http.DefaultClient
+	client := http.Client{}
+	if v.Client != nil {
+		client = *v.Client
 	}
+	client.CheckRedirect = plainhttp.CheckRedirect(client.CheckRedirect)
 	res, err := client.Do(req)
 	if err != nil {
 		return nil, err

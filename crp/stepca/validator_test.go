@@ -2,6 +2,8 @@ package stepca_test
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 
@@ -56,4 +58,52 @@ func TestValidator(t *testing.T) {
 	_, err = gw.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "v-4", CSR: newCSR(t, "alice@example.com", ch2), Challenge: ch2})
 	require.ErrorIs(t, err, crp.ErrUnavailable)
 	require.Equal(t, 1, gw.Issuer.Count())
+}
+
+// TestValidatorRefusesPlainHTTP: the webhook's answer is not signed, so over plain
+// http anyone on the path could answer {"allow": true} for any challenge. A Validator
+// asks only over https, or plain http on a loopback host, and follows no redirect to
+// plain http. Here a service reached as http://mdm.example (dialled to a loopback
+// server that allows everything, as a man in the middle would answer) is not asked:
+// the request is refused in phase 2 and nothing is issued.
+func TestValidatorRefusesPlainHTTP(t *testing.T) {
+	asked := 0
+	allowAll := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked++
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"allow": true}`))
+	}))
+	defer allowAll.Close()
+	toLoopback := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, allowAll.Listener.Addr().String())
+	}}}
+	redirect := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://mdm.example/challenge", http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+	viaRedirect := redirect.Client()
+	viaRedirect.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == "mdm.example:80" {
+			addr = allowAll.Listener.Addr().String()
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	for _, v := range []*stepca.Validator{
+		{URL: "http://mdm.example/challenge", Client: toLoopback},
+		{URL: redirect.URL + "/challenge", Client: viaRedirect},
+	} {
+		t.Run(v.URL, func(t *testing.T) {
+			gw, err := crptest.New(crptest.Options{Gateway: "other-gateway"})
+			require.NoError(t, err)
+			v.Secret, v.Accept = challengeSecret, func(string) bool { return true }
+			gw.RP.Validators = []crp.ChallengeValidator{v}
+			_, err = gw.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "plain-1",
+				CSR: newCSR(t, "alice@example.com", "forged"), Challenge: "forged"})
+			var e *crp.Error
+			require.ErrorAs(t, err, &e)
+			require.Equal(t, crp.PhaseGenuineness, e.Phase)
+			require.Zero(t, gw.Issuer.Count(), "issued on a plain-http verdict")
+		})
+	}
+	require.Zero(t, asked, "the plain-http service was asked")
 }

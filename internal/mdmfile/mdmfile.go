@@ -6,18 +6,16 @@ package mdmfile
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/plainhttp"
 	"github.com/scepkit/scepkit/profile"
 )
 
@@ -104,18 +102,10 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !integrityProtected(req.URL) {
+		if !plainhttp.Protected(req.URL) {
 			return nil, fmt.Errorf("JWKS %s: plain http from a host that is not loopback: use https or a file", src)
 		}
-		client := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
-			if !integrityProtected(r.URL) {
-				return fmt.Errorf("redirected to plain http (%s)", r.URL.Redacted())
-			}
-			if len(via) >= 10 {
-				return errors.New("stopped after 10 redirects")
-			}
-			return nil
-		}}
+		client := &http.Client{CheckRedirect: plainhttp.CheckRedirect(nil)}
 		resp, err := client.Do(req)
 		if err != nil {
 			return nil, fmt.Errorf("JWKS %s: %w", src, err)
@@ -141,21 +131,4 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 		return nil, fmt.Errorf("JWKS %s: no usable signature key", src)
 	}
 	return ks, nil
-}
-
-// integrityProtected reports whether what is fetched from u cannot be changed on the
-// way: https, or http to a loopback host.
-func integrityProtected(u *url.URL) bool {
-	if u.Scheme == "https" {
-		return true
-	}
-	if u.Scheme != "http" {
-		return false
-	}
-	h := u.Hostname()
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
