@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/scepkit/scepkit/internal/atomicfile"
 )
@@ -134,11 +135,10 @@ func MigrateCertificateDir(ctx context.Context, dir string, to CertificateStore)
 		if err != nil {
 			return n, err
 		}
-		for _, c := range page {
-			if err := to.Add(ctx, c); err != nil {
-				return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
-			}
-			n++
+		added, err := addAll(ctx, to, page)
+		n += added
+		if err != nil {
+			return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
 		}
 		if len(page) < q.Limit {
 			break
@@ -158,4 +158,48 @@ func MigrateCertificateDir(ctx context.Context, dir string, to CertificateStore)
 		}
 		return n, nil
 	}
+}
+
+// migrateWorkers is how many Adds of a migration run at once: a store that commits
+// concurrent writes together (boltstore) then shares its fsyncs among them.
+const migrateWorkers = 32
+
+// addAll adds every certificate of page to to, migrateWorkers at a time. It returns
+// how many were added and the first error.
+func addAll(ctx context.Context, to CertificateStore, page []*IssuedCertificate) (int, error) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		added int
+		first error
+	)
+	next := make(chan *IssuedCertificate)
+	for w := 0; w < migrateWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range next {
+				err := to.Add(ctx, c)
+				mu.Lock()
+				if err == nil {
+					added++
+				} else if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, c := range page {
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		next <- c
+	}
+	close(next)
+	wg.Wait()
+	return added, first
 }
