@@ -53,6 +53,8 @@ type Config struct {
 		CallerInfo       string `toml:"caller_info" doc:"how this CA names itself in Intune's logs" default:"scepkit"`
 		Authority        string `toml:"authority" doc:"Entra sign-in endpoint (default https://login.microsoftonline.com/; another for national clouds)"`
 		GraphURL         string `toml:"graph_url" doc:"Microsoft Graph root for service discovery (default https://graph.microsoft.com/)"`
+		// RevocationInterval paces the revocation poller.
+		RevocationInterval Duration `toml:"revocation_interval" doc:"how often to ask Intune for the revocations its admins requested when none are waiting; each is recorded, put in the CRL and reported back" default:"5m"`
 	} `toml:"intune"`
 	CRL struct {
 		Validity Duration `toml:"validity" doc:"how long each CRL is valid (its nextUpdate)" default:"24h"`
@@ -337,6 +339,8 @@ func (c *Config) validateIntune(bad func(string, error) error) error {
 		return bad("intune.key_file", errors.New("intune.cert_file and intune.key_file go together"))
 	case in.CallerInfo == "":
 		return bad("intune.caller_info", errors.New("required with intune.tenant"))
+	case in.RevocationInterval <= 0:
+		return bad("intune.revocation_interval", errors.New("must be positive"))
 	}
 	for path, u := range map[string]string{"intune.authority": in.Authority, "intune.graph_url": in.GraphURL} {
 		if u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://127.0.0.1") && !strings.HasPrefix(u, "http://[::1]") {

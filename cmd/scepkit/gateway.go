@@ -69,6 +69,7 @@ type gateway struct {
 	registry *prometheus.Registry
 
 	intune        *intune.Client // nil without intune.tenant
+	intunePoller  *intune.Poller // Intune's revocation requests; nil without intune.tenant
 	intuneMu      sync.Mutex
 	intuneChecked time.Time // when /readyz last asked Intune
 	intuneErr     error

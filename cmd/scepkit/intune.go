@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/profile"
 )
@@ -50,12 +51,27 @@ func (g *gateway) wireIntune(base *catemplate.Template) error {
 	g.rp.Templates = &catemplate.ProfileResolver{ByProfile: map[string]string{intuneProfile: tmpl.Name},
 		Fallback: &catemplate.NDESResolver{SignatureTemplate: base.Name, EncryptionTemplate: base.Name,
 			GeneralPurposeTemplate: base.Name, Templates: templates}, Templates: templates}
-	t := &intune.Tenant{Client: client, Profile: &profile.Profile{ID: intuneProfile}, IssuingCA: g.ca.Certificate.Subject.String()}
+	issuer := g.ca.Certificate.Subject.String()
+	t := &intune.Tenant{Client: client, Profile: &profile.Profile{ID: intuneProfile}, IssuingCA: issuer}
 	if _, err := t.Wire(g.rp); err != nil {
 		return &SettingError{"intune.tenant", "SCEPKIT_INTUNE_TENANT", err}
 	}
 	g.intune = client
+	g.intunePoller = &intune.Poller{Client: client, Interval: time.Duration(c.RevocationInterval), Logger: g.log,
+		Revoker: &intune.CARevoker{CA: g.ca, Certificates: g.store, Revocations: crlRevocations{g}, IssuerName: issuer}}
 	return nil
+}
+
+// crlRevocations records Intune's revocations through the CRL publisher, so that
+// the next CRL served lists them at once.
+type crlRevocations struct{ g *gateway }
+
+func (r crlRevocations) Revoke(ctx context.Context, rev *crp.Revocation) (*crp.Revocation, error) {
+	return r.g.crl.Revoke(ctx, rev)
+}
+
+func (r crlRevocations) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
+	return r.g.store.RevokedSince(ctx, since)
 }
 
 // intuneReady signs in to Microsoft Entra and finds the validation service through

@@ -154,6 +154,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	go g.warnExpiring(ctx)
 	go g.announceRollover(ctx)
+	if g.intunePoller != nil {
+		go g.intunePoller.Run(ctx)
+	}
 
 	errc := make(chan error, len(servers))
 	for i, s := range servers {

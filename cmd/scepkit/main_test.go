@@ -574,7 +574,7 @@ func TestIntuneConfigured(t *testing.T) {
 	defer emu.Close()
 	f := newFixture(t)
 	f.write(t, "intune-secret", []byte(emu.ClientSecret+"\n"))
-	r := start(t, f.config(t, "", fmt.Sprintf("\n[intune]\ntenant = %q\nclient_id = %q\nclient_secret_file = %q\nauthority = %q\ngraph_url = %q\n",
+	r := start(t, f.config(t, "", fmt.Sprintf("\n[intune]\ntenant = %q\nclient_id = %q\nclient_secret_file = %q\nauthority = %q\ngraph_url = %q\nrevocation_interval = \"200ms\"\n",
 		emu.Tenant, emu.ClientID, f.path("intune-secret"), emu.URL+"/", emu.URL+"/")))
 	code, body, _ := get(t, r.base+"/readyz")
 	require.Equal(t, http.StatusOK, code, body)
@@ -588,6 +588,12 @@ func TestIntuneConfigured(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "carol@example.com", cert.Subject.CommonName, "the subject Intune judged")
 	require.Equal(t, 1, emu.Calls(intunetest.OpSuccess), "Intune told of the certificate")
+
+	// Intune's admin revokes it: polled, recorded, in the CRL, reported back.
+	emu.QueueRevocation(cert.SerialNumber.Text(16), emu.Successes()[0].Notification.IssuingCertificateAuthority)
+	require.Eventually(t, func() bool { return len(emu.RevocationResults()) == 1 }, 20*time.Second, 100*time.Millisecond)
+	require.True(t, emu.RevocationResults()[0].Succeeded, "%+v", emu.RevocationResults()[0])
+	require.True(t, crlLists(readCRL(t, r.base), cert.SerialNumber))
 
 	out, err = scepclienttest.NewDevice(t).Enroll(url, "mallory@example.com",
 		emu.Challenge(intunetest.Verdict{Code: intune.CodeChallengeExpired}))
