@@ -202,7 +202,9 @@ func start(t *testing.T, cfg string, env ...string) *running {
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	r := &running{cmd: cmd, done: make(chan struct{})}
+	logged := make(chan struct{}) // the log is read to its end
 	go func() {
+		defer close(logged)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			r.mu.Lock()
@@ -218,7 +220,9 @@ func start(t *testing.T, cfg string, env ...string) *running {
 		}
 		close(lines)
 	}()
-	go func() { r.waitErr = cmd.Wait(); close(r.done) }()
+	// Wait closes the pipes once the process exits: read the log to its end first
+	// (os/exec), so that its last lines ("stopped") are not lost.
+	go func() { <-logged; r.waitErr = cmd.Wait(); close(r.done) }()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
