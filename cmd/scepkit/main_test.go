@@ -1027,3 +1027,48 @@ func TestReadyzFollowsDecryptionKey(t *testing.T) {
 	}, 45*time.Second, 500*time.Millisecond, "/readyz still ready without the RA's decryption key")
 	r.stop(t)
 }
+
+// TestAdminPathTricks: no spelling of a path or method reaches an admin call without
+// credentials (each answered 401 and audited), and a method-override header changes
+// nothing for an authenticated caller.
+func TestAdminPathTricks(t *testing.T) {
+	f := newFixture(t)
+	r := start(t, f.config(t, "", ""))
+	b, err := os.ReadFile(f.path("admin-ca.pem"))
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(b))
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	send := func(method, path, token string, hdr map[string]string) int {
+		req, err := http.NewRequest(method, r.adminURL+"/", nil)
+		require.NoError(t, err)
+		req.URL.Opaque = path // sent as written, not cleaned by the client
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/v1/pending"}, {http.MethodGet, "/v1/pending/"}, {http.MethodGet, "//v1/pending"},
+		{http.MethodGet, "/v1/./pending"}, {http.MethodGet, "/x/../v1/pending"}, {http.MethodGet, "/v1/%70ending"},
+		{http.MethodGet, "/V1/PENDING"}, {http.MethodHead, "/v1/pending"}, {http.MethodOptions, "/v1/pending"},
+		{http.MethodPost, "/v1/pending/tx/approve"}, {http.MethodPost, "/v1/pending/tx%2Fapprove"},
+		{http.MethodGet, "/v1/certificates"}, {http.MethodPost, "/v1/certificates/01/revoke"},
+	} {
+		require.Equal(t, http.StatusUnauthorized, send(c.method, c.path, "", nil), "%s %s", c.method, c.path)
+		require.Equal(t, http.StatusUnauthorized, send(c.method, c.path, "x"+f.token, nil), "%s %s", c.method, c.path)
+	}
+	require.Equal(t, http.StatusMethodNotAllowed, send(http.MethodPost, "/v1/pending", f.token,
+		map[string]string{"X-HTTP-Method-Override": "GET", "X-Method-Override": "GET"}))
+	require.Eventually(t, func() bool {
+		return strings.Count(r.Logs(), `"audit":"admin","who":"","method"`) >= 26
+	}, 5*time.Second, 20*time.Millisecond, "an audit line for every refused call")
+	r.stop(t)
+}
