@@ -51,23 +51,45 @@ func (g *gateway) wireIntune(base *catemplate.Template) error {
 	g.rp.Templates = &catemplate.ProfileResolver{ByProfile: map[string]string{intuneProfile: tmpl.Name},
 		Fallback: &catemplate.NDESResolver{SignatureTemplate: base.Name, EncryptionTemplate: base.Name,
 			GeneralPurposeTemplate: base.Name, Templates: templates}, Templates: templates}
-	issuer := g.ca.Certificate.Subject.String()
-	t := &intune.Tenant{Client: client, Profile: &profile.Profile{ID: intuneProfile}, IssuingCA: issuer}
+	// The success notifications name each certificate's issuer (the next CA's after
+	// a rollover), and the revocation requests that come back name it too.
+	t := &intune.Tenant{Client: client, Profile: &profile.Profile{ID: intuneProfile}}
 	if _, err := t.Wire(g.rp); err != nil {
 		return &SettingError{"intune.tenant", "SCEPKIT_INTUNE_TENANT", err}
 	}
 	g.intune = client
 	g.intunePoller = &intune.Poller{Client: client, Interval: time.Duration(c.RevocationInterval), Logger: g.log,
-		Revoker: &intune.CARevoker{CA: g.ca, Certificates: g.store, Revocations: crlRevocations{g}, IssuerName: issuer}}
+		Revoker: g.intuneRevoker()}
 	return nil
 }
 
-// crlRevocations records Intune's revocations through the CRL publisher, so that
-// the next CRL served lists them at once.
+// intuneRevoker applies Intune's revocation requests with the CA they name: the
+// current one, or the next one of a rollover.
+func (g *gateway) intuneRevoker() intune.Revoker {
+	cur := &intune.CARevoker{CA: g.ca, Certificates: g.store, Revocations: crlRevocations{g}}
+	if g.next == nil {
+		return cur
+	}
+	next := &intune.CARevoker{CA: g.next, Certificates: g.store, Revocations: crlRevocations{g}}
+	return intune.RevokerFunc(func(ctx context.Context, req *intune.RevocationRequest) error {
+		err := cur.Revoke(ctx, req)
+		if errors.Is(err, intune.ErrOtherCA) {
+			return next.Revoke(ctx, req)
+		}
+		return err
+	})
+}
+
+// crlRevocations records Intune's revocations through the CRL publisher of the
+// certificate's issuer, so that the next CRL it serves lists them at once.
 type crlRevocations struct{ g *gateway }
 
 func (r crlRevocations) Revoke(ctx context.Context, rev *crp.Revocation) (*crp.Revocation, error) {
-	return r.g.crl.Revoke(ctx, rev)
+	issued, err := r.g.store.Lookup(ctx, rev.Serial)
+	if err != nil {
+		return nil, err
+	}
+	return r.g.crlFor(issued.Certificate).Revoke(ctx, rev)
 }
 
 func (r crlRevocations) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
