@@ -132,7 +132,10 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	}
 	base := strings.TrimSuffix(c.PublicURL, "/")
 	g.ca.CRLDistributionPoints = []string{base + "/crl"}
-	g.ca.IssuingCertificateURL = []string{base + "/ca.cer"}
+	// The caIssuers URL names this CA for good: /ca.cer names the CA in force, which
+	// after a rollover is another (RFC 5280 section 4.2.2.1: the issuer of this
+	// certificate).
+	g.ca.IssuingCertificateURL = []string{base + "/ca/" + caID(g.ca)}
 	var rollover *crp.Rollover
 	if c.Rollover.Dir != "" {
 		if g.next, g.nextRA, err = g.loadRollover(); err != nil {
@@ -536,7 +539,10 @@ func (g *gateway) publicHandler() http.Handler {
 	scep.Mount(mux, "/scep", g.server)
 	scep.Mount(mux, "/certsrv/mscep/mscep.dll", g.server)
 	mux.Handle("GET /crl", g.crl)
-	mux.HandleFunc("GET /ca.cer", func(w http.ResponseWriter, r *http.Request) { serveCert(w, g.ca.Certificate) })
+	mux.HandleFunc("GET /ca.cer", func(w http.ResponseWriter, r *http.Request) {
+		ca, maxAge := g.caInForce(time.Now())
+		serveCert(w, ca.Certificate, maxAge)
+	})
 	// Each CA also by its key identifier: the URLs in the certificates of a CA that
 	// a rollover brought in.
 	mux.HandleFunc("GET /crl/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -548,7 +554,7 @@ func (g *gateway) publicHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /ca/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if p := g.crlByID(r.PathValue("id")); p != nil {
-			serveCert(w, p.CA.Certificate)
+			serveCert(w, p.CA.Certificate, time.Hour)
 			return
 		}
 		http.NotFound(w, r)
@@ -562,10 +568,25 @@ func (g *gateway) publicHandler() http.Handler {
 	return mux
 }
 
-func serveCert(w http.ResponseWriter, c *x509.Certificate) {
+// serveCert answers with c, DER, cacheable for maxAge.
+func serveCert(w http.ResponseWriter, c *x509.Certificate, maxAge time.Duration) {
 	w.Header().Set("Content-Type", "application/pkix-cert")
-	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(maxAge/time.Second)))
 	w.Write(c.Raw)
+}
+
+// caInForce is the CA that issues at now: the next CA of a rollover from its switch
+// on, else the current one; and how long a cache may keep it (an hour, but never
+// past the switch).
+func (g *gateway) caInForce(now time.Time) (*catemplate.CA, time.Duration) {
+	if g.next == nil {
+		return g.ca, time.Hour
+	}
+	if g.server.RolledOver(now) {
+		return g.next, time.Hour
+	}
+	at, _ := g.cfg.rolloverAt() // validated
+	return g.ca, min(time.Hour, at.Sub(now))
 }
 
 // crlByID is the CRL publisher of the CA caID names.

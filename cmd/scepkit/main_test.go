@@ -341,11 +341,14 @@ func TestGatewayBinary(t *testing.T) {
 	cert, err := alice.Certificate()
 	require.NoError(t, err)
 	require.Equal(t, []string{r.base + "/crl"}, cert.CRLDistributionPoints)
-	require.Equal(t, []string{r.base + "/ca.cer"}, cert.IssuingCertificateURL)
 	_, caDER, _ := get(t, r.base+"/ca.cer")
 	ca, err := x509.ParseCertificate([]byte(caDER))
 	require.NoError(t, err)
 	require.NoError(t, cert.CheckSignatureFrom(ca))
+	// The caIssuers URL names this CA for good (/ca.cer follows a rollover).
+	require.Equal(t, []string{r.base + "/ca/" + hex.EncodeToString(ca.SubjectKeyId)}, cert.IssuingCertificateURL)
+	_, body, _ = get(t, cert.IssuingCertificateURL[0])
+	require.Equal(t, caDER, body)
 
 	// Refusals: a challenge for another user's device (phase 3), a forged one (phase 2).
 	out, err = scepclienttest.NewDevice(t).Enroll(url, "alice@example.com", f.challenge(t, "alice@example.com", "bob-phone"))
@@ -498,6 +501,7 @@ func TestRolloverAtConfiguredTime(t *testing.T) {
 	require.NoError(t, err, out)
 	aliceCert, err := alice.Certificate()
 	require.NoError(t, err)
+	firstBase := r.base // the public URL of this run, in aliceCert
 	r.stop(t)
 
 	next := f.path("next")
@@ -528,6 +532,16 @@ func TestRolloverAtConfiguredTime(t *testing.T) {
 	served, err := (&scep.Client{URL: url, CAFingerprint: nextFP[:]}).GetCACert(context.Background())
 	require.NoError(t, err)
 	require.True(t, slices.ContainsFunc(served, nextCA.Certificate.Equal))
+	// The CA certificate download names the CA in force; the previous CA stays at
+	// the caIssuers URL of the certificates it issued.
+	_, body, hdr := get(t, r.base+"/ca.cer")
+	require.Equal(t, string(nextCA.Certificate.Raw), body, "/ca.cer after the switch")
+	require.Equal(t, "application/pkix-cert", hdr.Get("Content-Type"))
+	require.Len(t, aliceCert.IssuingCertificateURL, 1)
+	aia, ok := strings.CutPrefix(aliceCert.IssuingCertificateURL[0], firstBase)
+	require.True(t, ok, aliceCert.IssuingCertificateURL)
+	_, body, _ = get(t, r.base+aia)
+	require.Equal(t, caDER, body, "the previous CA at its certificates' caIssuers URL after the switch")
 
 	bob := scepclienttest.NewDevice(t)
 	out, err = bob.Enroll(url, "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
@@ -538,7 +552,7 @@ func TestRolloverAtConfiguredTime(t *testing.T) {
 	id := hex.EncodeToString(nextCA.Certificate.SubjectKeyId)
 	require.Equal(t, []string{r.base + "/crl/" + id}, bobCert.CRLDistributionPoints)
 	require.Equal(t, []string{r.base + "/ca/" + id}, bobCert.IssuingCertificateURL)
-	_, body, _ := get(t, r.base+"/ca/"+id)
+	_, body, _ = get(t, r.base+"/ca/"+id)
 	require.Equal(t, string(nextCA.Certificate.Raw), body)
 
 	out, err = alice.Enroll(url, "alice@example.com", "") // renews the previous CA's certificate
