@@ -298,7 +298,12 @@ func (g *gateway) crlFor(cert *x509.Certificate) *crp.CRLPublisher {
 func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
 	c := g.cfg
 	dir := c.Rollover.Dir
-	bad := func(err error) error { return &SettingError{"rollover.dir", "SCEPKIT_ROLLOVER_DIR", err} }
+	bad := func(err error) error {
+		if se := (*SettingError)(nil); errors.As(err, &se) {
+			return err // a key's label, already named
+		}
+		return &SettingError{"rollover.dir", "SCEPKIT_ROLLOVER_DIR", err}
+	}
 	var ca *catemplate.CA
 	var ra *catemplate.RA
 	caPath := filepath.Join(dir, catemplate.CACertFile)
@@ -315,33 +320,14 @@ func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
 		}
 	} else {
 		if _, err := os.Stat(caPath); err == nil {
-			key, err := g.tokenKey("rollover.ca_key", c.Rollover.CAKey)
-			if err != nil {
-				return nil, nil, err
-			}
-			certs, err := readCertFile(caPath, key)
-			if err != nil {
+			if ca, err = tokenCA(g.token, "rollover.ca_key", c.Rollover.CAKey, caPath); err != nil {
 				return nil, nil, bad(err)
 			}
-			ca = &catemplate.CA{Certificate: certs[0], Signer: key, Chain: certs[1:]}
 		}
-		signKey, err := g.tokenKey("rollover.ra_sign_key", c.Rollover.RASignKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		encKey, err := g.tokenKey("rollover.ra_encrypt_key", c.Rollover.RAEncryptKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		signCerts, err := readCertFile(filepath.Join(dir, catemplate.RASigningCertFile), signKey)
-		if err != nil {
+		var err error
+		if ra, err = tokenRA(g.token, "rollover", c.Rollover.RASignKey, c.Rollover.RAEncryptKey, dir); err != nil {
 			return nil, nil, bad(err)
 		}
-		encCerts, err := readCertFile(filepath.Join(dir, catemplate.RAEncryptCertFile), encKey)
-		if err != nil {
-			return nil, nil, bad(err)
-		}
-		ra = &catemplate.RA{SigningCertificate: signCerts[0], Signer: signKey, EncryptionCertificate: encCerts[0], Decrypter: encKey}
 	}
 	if ca != nil && !ca.Certificate.IsCA {
 		return nil, nil, bad(errors.New(catemplate.CACertFile + " is not a CA certificate"))
@@ -360,12 +346,91 @@ func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
 }
 
 // tokenKey finds the token's key labelled label, named in errors by its setting.
-func (g *gateway) tokenKey(setting, label string) (*pkcs11key.Key, error) {
-	k, err := g.token.Key(label)
+func tokenKey(tok *pkcs11key.Token, setting, label string) (*pkcs11key.Key, error) {
+	k, err := tok.Key(label)
 	if err != nil {
-		return nil, &SettingError{setting, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(setting, ".", "_")), err}
+		return nil, settingError(setting, err)
 	}
 	return k, nil
+}
+
+// settingError is err about setting, with its environment variable.
+func settingError(setting string, err error) error {
+	return &SettingError{setting, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(setting, ".", "_")), err}
+}
+
+// tokenCA is the CA whose key is the token's key labelled label (named in errors by
+// its setting) and whose certificate, then chain, is the file at path.
+func tokenCA(tok *pkcs11key.Token, setting, label, path string) (*catemplate.CA, error) {
+	key, err := tokenKey(tok, setting, label)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := readCertFile(path, key)
+	if err != nil {
+		return nil, err
+	}
+	return &catemplate.CA{Certificate: certs[0], Signer: key, Chain: certs[1:]}, nil
+}
+
+// tokenRA is the RA whose keys are the token's keys labelled signLabel and encLabel
+// (the settings section's ra_sign_key and ra_encrypt_key) and whose certificates are
+// in dir.
+func tokenRA(tok *pkcs11key.Token, section, signLabel, encLabel, dir string) (*catemplate.RA, error) {
+	signKey, err := tokenKey(tok, section+".ra_sign_key", signLabel)
+	if err != nil {
+		return nil, err
+	}
+	encKey, err := tokenKey(tok, section+".ra_encrypt_key", encLabel)
+	if err != nil {
+		return nil, err
+	}
+	signCerts, err := readCertFile(filepath.Join(dir, catemplate.RASigningCertFile), signKey)
+	if err != nil {
+		return nil, err
+	}
+	encCerts, err := readCertFile(filepath.Join(dir, catemplate.RAEncryptCertFile), encKey)
+	if err != nil {
+		return nil, err
+	}
+	return &catemplate.RA{SigningCertificate: signCerts[0], Signer: signKey, EncryptionCertificate: encCerts[0], Decrypter: encKey}, nil
+}
+
+// openToken logs in to the token of [pkcs11].
+func openToken(c *Config) (*pkcs11key.Token, error) {
+	pin, err := readSecretFile(c.PKCS11.PINFile)
+	if err != nil {
+		return nil, settingError("pkcs11.pin_file", err)
+	}
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: c.PKCS11.Module, TokenLabel: c.PKCS11.TokenLabel,
+		PIN: strings.TrimSpace(string(pin))})
+	if err != nil {
+		return nil, settingError("pkcs11.module", err)
+	}
+	return tok, nil
+}
+
+// writeCerts writes the certificates of ca (unless nil; with its chain) and ra into
+// dir, as state_dir holds them when the keys are in a token.
+func writeCerts(dir string, ca *catemplate.CA, ra *catemplate.RA) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	files := map[string][]*x509.Certificate{catemplate.RASigningCertFile: {ra.SigningCertificate},
+		catemplate.RAEncryptCertFile: {ra.EncryptionCertificate}}
+	if ca != nil {
+		files[catemplate.CACertFile] = append([]*x509.Certificate{ca.Certificate}, ca.Chain...)
+	}
+	for name, certs := range files {
+		var b []byte
+		for _, c := range certs {
+			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		if err := atomicfile.Write(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // loadPKI loads the CA and RA from the state directory, or creates them on first
@@ -398,45 +463,31 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 		g.log.Info("created a CA and an RA", "state_dir", c.StateDir)
 		return ca, ra, nil
 	}
-	pin, err := readSecretFile(c.PKCS11.PINFile)
+	tok, err := openToken(c)
 	if err != nil {
-		return nil, nil, &SettingError{"pkcs11.pin_file", "SCEPKIT_PKCS11_PIN_FILE", err}
-	}
-	tok, err := pkcs11key.Open(pkcs11key.Config{Module: c.PKCS11.Module, TokenLabel: c.PKCS11.TokenLabel,
-		PIN: strings.TrimSpace(string(pin))})
-	if err != nil {
-		return nil, nil, &SettingError{"pkcs11.module", "SCEPKIT_PKCS11_MODULE", err}
+		return nil, nil, err
 	}
 	g.token = tok
-	caKey, err := g.tokenKey("pkcs11.ca_key", c.PKCS11.CAKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	signKey, err := g.tokenKey("pkcs11.ra_sign_key", c.PKCS11.RASignKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	encKey, err := g.tokenKey("pkcs11.ra_encrypt_key", c.PKCS11.RAEncryptKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	caPath := filepath.Join(c.StateDir, catemplate.CACertFile)
-	signPath := filepath.Join(c.StateDir, catemplate.RASigningCertFile)
-	encPath := filepath.Join(c.StateDir, catemplate.RAEncryptCertFile)
-	caCerts, err := readCertFile(caPath, caKey)
+	ca, err := tokenCA(tok, "pkcs11.ca_key", c.PKCS11.CAKey, filepath.Join(c.StateDir, catemplate.CACertFile))
 	if errors.Is(err, os.ErrNotExist) {
+		caKey, err := tokenKey(tok, "pkcs11.ca_key", c.PKCS11.CAKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		signKey, err := tokenKey(tok, "pkcs11.ra_sign_key", c.PKCS11.RASignKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		encKey, err := tokenKey(tok, "pkcs11.ra_encrypt_key", c.PKCS11.RAEncryptKey)
+		if err != nil {
+			return nil, nil, err
+		}
 		ca, ra, err := newPKI(firstCAName, caKey, signKey, encKey)
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		if err := writeCerts(c.StateDir, ca, ra); err != nil {
 			return nil, nil, err
-		}
-		for path, cert := range map[string]*x509.Certificate{caPath: ca.Certificate,
-			signPath: ra.SigningCertificate, encPath: ra.EncryptionCertificate} {
-			if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
-				return nil, nil, err
-			}
 		}
 		g.log.Info("created a CA and an RA with keys in the token", "token", c.PKCS11.TokenLabel, "state_dir", c.StateDir)
 		return ca, ra, nil
@@ -444,16 +495,10 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	signCerts, err := readCertFile(signPath, signKey)
+	ra, err := tokenRA(tok, "pkcs11", c.PKCS11.RASignKey, c.PKCS11.RAEncryptKey, c.StateDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	encCerts, err := readCertFile(encPath, encKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	ca := &catemplate.CA{Certificate: caCerts[0], Signer: caKey, Chain: caCerts[1:]}
-	ra := &catemplate.RA{SigningCertificate: signCerts[0], Signer: signKey, EncryptionCertificate: encCerts[0], Decrypter: encKey}
 	return ca, ra, nil
 }
 

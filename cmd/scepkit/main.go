@@ -49,7 +49,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   scepkit serve [-config FILE]     run the gateway
   scepkit admin [flags] COMMAND    call the admin API (scepkit admin -h)
-  scepkit rollover-prepare -dir DIR [-ra-only]
+  scepkit rollover-prepare -dir DIR [-ra-only] [-generate-keys]
                                    write a next CA and RA for rollover.dir
 
 settings (in the TOML file, or in the environment variable in brackets, which wins):

@@ -717,17 +717,7 @@ func TestReadyzFollowsPostgres(t *testing.T) {
 // TestKeysInSoftHSM: the whole flow with the CA and RA keys in a SoftHSM2 token:
 // enrollment, revocation in the CRL (signed in the token), refused renewal.
 func TestKeysInSoftHSM(t *testing.T) {
-	st := softhsmtest.New(t)
-	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
-	require.NoError(t, err)
-	// RSA throughout: scepclient encrypts to every certificate GetCACert returns and
-	// cannot encrypt to an ECDSA CA.
-	for label, kt := range map[string]pkcs11key.KeyType{"scepkit-ca": pkcs11key.RSA2048,
-		"scepkit-ra-sign": pkcs11key.RSA2048, "scepkit-ra-encrypt": pkcs11key.RSA2048} {
-		_, err := tok.GenerateKey(label, kt)
-		require.NoError(t, err)
-	}
-	require.NoError(t, tok.Close())
+	st := tokenWithKeys(t)
 	f := newFixture(t)
 	f.write(t, "pin", []byte(st.PIN+"\n"))
 	cfg := f.config(t, "", fmt.Sprintf("[pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = %q\n", st.Module, st.Label, f.path("pin")))
@@ -750,6 +740,119 @@ func TestKeysInSoftHSM(t *testing.T) {
 	r = start(t, cfg, "SOFTHSM2_CONF="+st.Conf)
 	out, err = scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
 	require.NoError(t, err, out)
+	r.stop(t)
+}
+
+// tokenWithKeys is a fresh SoftHSM2 token holding the CA and RA keys under the
+// default pkcs11.*_key labels, made as an operator makes them before the first start.
+func tokenWithKeys(t *testing.T) *softhsmtest.Token {
+	t.Helper()
+	st := softhsmtest.New(t)
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+	require.NoError(t, err)
+	// RSA throughout: scepclient encrypts to every certificate GetCACert returns and
+	// cannot encrypt to an ECDSA CA.
+	for _, label := range []string{"scepkit-ca", "scepkit-ra-sign", "scepkit-ra-encrypt"} {
+		_, err := tok.GenerateKey(label, pkcs11key.RSA2048)
+		require.NoError(t, err)
+	}
+	require.NoError(t, tok.Close())
+	return st
+}
+
+// TestRolloverKeysInSoftHSM: with [pkcs11], "scepkit rollover-prepare" refuses while
+// the next keys are not in the token, and with -generate-keys makes them there
+// (sensitive, never extractable) and writes only their certificates. The gateway
+// switches at rollover.at to the next CA and RA in the token: /ca.cer names the next
+// CA, scepclient enrolls with a certificate that chains to it, and renews a
+// certificate of the previous CA under it; /readyz finds the next keys signing and
+// decrypting.
+func TestRolloverKeysInSoftHSM(t *testing.T) {
+	st := tokenWithKeys(t)
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	pkcs11 := fmt.Sprintf("[pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = %q\n", st.Module, st.Label, f.path("pin"))
+	env := "SOFTHSM2_CONF=" + st.Conf
+	cfg := f.config(t, "", pkcs11)
+	r := start(t, cfg, env)
+	alice := scepclienttest.NewDevice(t)
+	out, err := alice.Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	aliceCert, err := alice.Certificate()
+	require.NoError(t, err)
+	_, caDER, _ := get(t, r.base+"/ca.cer")
+	r.stop(t)
+
+	next := f.path("next")
+	prepare := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"rollover-prepare", "-config", cfg, "-dir", next}, args...)...)
+		cmd.Env = append(os.Environ(), env)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err = prepare()
+	require.Error(t, err, out)
+	require.Contains(t, out, "setting rollover.ra_sign_key (SCEPKIT_ROLLOVER_RA_SIGN_KEY)")
+	require.NoDirExists(t, next, "nothing written without the keys")
+	out, err = prepare("-generate-keys")
+	require.NoError(t, err, out)
+	files, err := os.ReadDir(next)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range files {
+		names = append(names, e.Name())
+	}
+	require.ElementsMatch(t, []string{catemplate.CACertFile, catemplate.RASigningCertFile, catemplate.RAEncryptCertFile}, names,
+		"certificates only: the keys stay in the token")
+	out, err = prepare("-generate-keys")
+	require.Error(t, err, "never overwrites a prepared rollover: %s", out)
+	nextCerts, err := readCerts(filepath.Join(next, catemplate.CACertFile))
+	require.NoError(t, err)
+	nextCA := nextCerts[0]
+
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: st.Module, TokenLabel: st.Label, Pin: st.PIN})
+	require.NoError(t, err)
+	for _, label := range []string{"scepkit-next-ca", "scepkit-next-ra-sign", "scepkit-next-ra-encrypt"} {
+		k, err := ctx.FindKeyPair(nil, []byte(label))
+		require.NoError(t, err)
+		require.NotNil(t, k, label)
+		attrs, err := ctx.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaSensitive, crypto11.CkaExtractable})
+		require.NoError(t, err)
+		require.Equal(t, []byte{1}, attrs[crypto11.CkaSensitive].Value, "%s CKA_SENSITIVE", label)
+		require.Equal(t, []byte{0}, attrs[crypto11.CkaExtractable].Value, "%s CKA_EXTRACTABLE", label)
+	}
+	require.NoError(t, ctx.Close())
+
+	at := time.Now().Add(8 * time.Second).UTC().Truncate(time.Second)
+	r = start(t, f.config(t, "", pkcs11+fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), next)), env)
+	url := r.base + "/scep"
+	_, body, _ := get(t, r.base+"/ca.cer")
+	require.Equal(t, caDER, body, "the current CA before the switch")
+	time.Sleep(time.Until(at) + 500*time.Millisecond)
+	_, body, _ = get(t, r.base+"/ca.cer")
+	require.Equal(t, string(nextCA.Raw), body, "the next CA after the switch")
+
+	roots := x509.NewCertPool()
+	roots.AddCert(nextCA)
+	bob := scepclienttest.NewDevice(t)
+	out, err = bob.Enroll(url, "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
+	require.NoError(t, err, out)
+	bobCert, err := bob.Certificate()
+	require.NoError(t, err)
+	_, err = bobCert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	require.NoError(t, err, "issued by the next CA, whose key is in the token")
+
+	out, err = alice.Enroll(url, "alice@example.com", "") // renews the previous CA's certificate
+	require.NoError(t, err, out)
+	renewed, err := alice.Certificate()
+	require.NoError(t, err)
+	require.NotEqual(t, aliceCert.SerialNumber, renewed.SerialNumber)
+	_, err = renewed.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	require.NoError(t, err)
+
+	code, body, _ := get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, r.Logs(), "rollover: serving the next CA and RA")
 	r.stop(t)
 }
 
@@ -1010,14 +1113,7 @@ func TestPublicURLNeededOnWildcardListen(t *testing.T) {
 // only the signing keys: once the token has lost it, every request would be answered
 // badMessageCheck, so the gateway reports itself unready.
 func TestReadyzFollowsDecryptionKey(t *testing.T) {
-	st := softhsmtest.New(t)
-	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
-	require.NoError(t, err)
-	for _, label := range []string{"scepkit-ca", "scepkit-ra-sign", "scepkit-ra-encrypt"} {
-		_, err := tok.GenerateKey(label, pkcs11key.RSA2048)
-		require.NoError(t, err)
-	}
-	require.NoError(t, tok.Close())
+	st := tokenWithKeys(t)
 	f := newFixture(t)
 	f.write(t, "pin", []byte(st.PIN+"\n"))
 	r := start(t, f.config(t, "", fmt.Sprintf("[pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = %q\n", st.Module, st.Label, f.path("pin"))),
