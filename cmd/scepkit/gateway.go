@@ -160,7 +160,7 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	if err != nil {
 		return nil, &SettingError{"directory", "SCEPKIT_DIRECTORY", err}
 	}
-	profiles, err := newProfiles(c, base+"/scep", g.ca)
+	profiles, err := g.profileSource(base + "/scep")
 	if err != nil {
 		return nil, err
 	}
@@ -554,6 +554,30 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: no certificate", path)
 	}
 	return certs, nil
+}
+
+// profileSource is the built-in profiles, whose root CA is the root of the CA in force
+// when they are looked up: the next CA's from a rollover's switch on, since the
+// certificates issued from then on chain to it.
+func (g *gateway) profileSource(scepURL string) (crp.ProfileSource, error) {
+	cur, err := newProfiles(g.cfg, scepURL, g.ca)
+	if err != nil || g.next == nil {
+		return cur, err
+	}
+	next, err := newProfiles(g.cfg, scepURL, g.next)
+	if err != nil {
+		return nil, err
+	}
+	return crp.ProfileSourceFunc(func(ctx context.Context, id string) (*profile.Profile, error) {
+		now := time.Now()
+		if g.rp.Now != nil {
+			now = g.rp.Now()
+		}
+		if g.server.RolledOver(now) {
+			return next.LookupProfile(ctx, id)
+		}
+		return cur.LookupProfile(ctx, id)
+	}), nil
 }
 
 func newProfiles(c *Config, scepURL string, ca *catemplate.CA) (crp.MemoryProfiles, error) {
