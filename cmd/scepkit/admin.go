@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,10 +11,12 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/secretcmp"
 )
 
 // The admin API, on its own HTTPS listener. Every call is authenticated (a client
@@ -112,7 +113,7 @@ func (a *admin) who(r *http.Request) (who, refused string, ok bool) {
 	}
 	if a.token != nil {
 		if h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
-			subtle.ConstantTimeCompare([]byte(h), a.token) == 1 {
+			secretcmp.Equal([]byte(h), a.token) {
 			return "token", "", true
 		}
 	}
@@ -122,9 +123,23 @@ func (a *admin) who(r *http.Request) (who, refused string, ok bool) {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	wrote  bool // the header is sent: the status can no longer change
 }
 
-func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (a *admin) handler() http.Handler {
 	mux := http.NewServeMux()
@@ -134,24 +149,50 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", a.revoke)
 	mux.HandleFunc("GET /v1/certificates/{serial}", a.certificate)
 	mux.HandleFunc("GET /v1/certificates", a.certificates)
+	return a.audited(mux)
+}
+
+// audited authenticates every call before next sees it, and writes its audit line
+// from a defer, so that a call whose handler panics is audited too. Such a panic is
+// logged and answered 500 with no detail (or, once the answer is under way, the
+// connection is cut, as net/http does).
+func (a *admin) audited(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		who, refused, ok := a.who(r)
+		defer func() {
+			p := recover()
+			aborted := false
+			if p != nil {
+				a.log.ErrorContext(r.Context(), "admin call panicked", "path", r.URL.Path, "panic", fmt.Sprint(p),
+					"stack", string(debug.Stack()))
+				if aborted = sw.wrote; !aborted {
+					writeJSON(sw, http.StatusInternalServerError, apiError{http.StatusText(http.StatusInternalServerError)})
+				}
+			}
+			attrs := []slog.Attr{slog.String("who", who)}
+			if refused != "" {
+				attrs = append(attrs, slog.String("refused_cert", refused))
+			}
+			attrs = append(attrs, slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.String("query", r.URL.RawQuery), slog.Int("status", sw.status))
+			if p != nil {
+				attrs = append(attrs, slog.Bool("panicked", true))
+			}
+			a.log.LogAttrs(r.Context(), slog.LevelInfo, "admin call", append(attrs,
+				slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(start)))...)
+			if aborted {
+				panic(http.ErrAbortHandler) // the status is sent: cut the answer short
+			}
+		}()
 		if !ok {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="scepkit admin"`)
 			writeJSON(sw, http.StatusUnauthorized, apiError{"authentication required"})
-		} else {
-			r.Body = http.MaxBytesReader(sw, r.Body, 64<<10)
-			mux.ServeHTTP(sw, r)
+			return
 		}
-		attrs := []slog.Attr{slog.String("who", who)}
-		if refused != "" {
-			attrs = append(attrs, slog.String("refused_cert", refused))
-		}
-		a.log.LogAttrs(r.Context(), slog.LevelInfo, "admin call", append(attrs,
-			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
-			slog.Int("status", sw.status), slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(start)))...)
+		r.Body = http.MaxBytesReader(sw, r.Body, 64<<10)
+		next.ServeHTTP(sw, r)
 	})
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/secretcmp"
 )
 
 // Defaults of a Handler.
@@ -43,7 +43,8 @@ const (
 //
 // Every request is checked, in this order, before its body is parsed: TLS client
 // certificate (when RequireClientCert), bearer token or basic auth (when set, compared
-// in constant time), size (MaxBody), the X-Smallstep-Signature HMAC of the exact body
+// by their SHA-256 digests in constant time, so that timing tells not even their
+// length), size (MaxBody), the X-Smallstep-Signature HMAC of the exact body
 // under the webhook's secret (constant time). Then its timestamp must be within
 // MaxSkew, and the request must be new (a body is accepted once: step-ca's own retry
 // of an answered request is refused too). A request that fails any check is answered
@@ -228,15 +229,15 @@ func (h *Handler) checkAuth(r *http.Request) error {
 	switch {
 	case h.BearerToken != "":
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(h.BearerToken)) != 1 {
+		if !ok || !secretcmp.Equal(got, h.BearerToken) {
 			return fmt.Errorf("%w: bearer token", ErrUnauthorized)
 		}
 	case h.Username != "" || h.Password != "":
 		u, p, ok := r.BasicAuth()
 		// Both compared, always, so that timing does not tell which one was wrong.
-		uok := subtle.ConstantTimeCompare([]byte(u), []byte(h.Username))
-		pok := subtle.ConstantTimeCompare([]byte(p), []byte(h.Password))
-		if !ok || uok&pok != 1 {
+		uok := secretcmp.Equal(u, h.Username)
+		pok := secretcmp.Equal(p, h.Password)
+		if !ok || !uok || !pok {
 			return fmt.Errorf("%w: basic auth", ErrUnauthorized)
 		}
 	}

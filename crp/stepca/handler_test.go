@@ -295,6 +295,10 @@ func TestHandlerRefusesForgeries(t *testing.T) {
 			stepca.HeaderSignature, strings.ToUpper(stepca.Sign(challengeSecret, first))), 409},
 		{"no bearer token", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", ""), 401},
 		{"wrong bearer token", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", "Bearer nope"), 401},
+		{"bearer token of the same length", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", "Bearer step-ca-tokeN"), 401},
+		{"bearer token's prefix", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", "Bearer step-ca-toke"), 401},
+		{"bearer token extended", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", "Bearer step-ca-token2"), 401},
+		{"empty bearer token", "/challenge", fresh, hdr(signed(challengeSecret, fresh), "Authorization", "Bearer "), 401},
 		{"oversized body", "/challenge", big, signed(challengeSecret, big), 413},
 		{"two JSON values", "/challenge", append(append([]byte{}, replayed...), "{}"...),
 			signed(challengeSecret, append(append([]byte{}, replayed...), "{}"...)), 400},
@@ -331,14 +335,18 @@ func TestHandlerBasicAuthAndClientCert(t *testing.T) {
 	body := challengeBody(t, csr, ch, "tx-basic", time.Now())
 	h := map[string]string{stepca.HeaderSignature: stepca.Sign(challengeSecret, body)}
 	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/challenge", nil)
-	req.SetBasicAuth("step", "wrong")
-	h["Authorization"] = req.Header.Get("Authorization")
-	status, _ := post(t, f.srv.URL+"/challenge", body, h)
-	require.Equal(t, 401, status)
+	// Wrong passwords and user names of the same length and of other lengths.
+	for _, up := range [][2]string{{"step", "wrong"}, {"step", "s3creT"}, {"step", "s3cre"}, {"step", "s3cret!"},
+		{"step", ""}, {"stop", "s3cret"}, {"ste", "s3cret"}, {"steps", "s3cret"}, {"", ""}} {
+		req.SetBasicAuth(up[0], up[1])
+		h["Authorization"] = req.Header.Get("Authorization")
+		status, _ := post(t, f.srv.URL+"/challenge", body, h)
+		require.Equal(t, 401, status, "%q:%q", up[0], up[1])
+	}
 	f.h.RequireClientCert = true
 	req.SetBasicAuth("step", "s3cret")
 	h["Authorization"] = req.Header.Get("Authorization")
-	status, _ = post(t, f.srv.URL+"/challenge", body, h)
+	status, _ := post(t, f.srv.URL+"/challenge", body, h)
 	require.Equal(t, 401, status, "no TLS client certificate")
 	f.h.RequireClientCert = false
 	status, resp := post(t, f.srv.URL+"/challenge", body, h)
