@@ -41,6 +41,7 @@ import (
 	"github.com/scepkit/scepkit/internal/redistest"
 	"github.com/scepkit/scepkit/internal/scepclienttest"
 	"github.com/scepkit/scepkit/internal/softhsmtest"
+	"github.com/scepkit/scepkit/internal/testserver"
 	"github.com/scepkit/scepkit/pkcs11key"
 	"github.com/scepkit/scepkit/profile"
 	"github.com/scepkit/scepkit/scep"
@@ -760,6 +761,17 @@ func tokenWithKeys(t *testing.T) *softhsmtest.Token {
 	return st
 }
 
+// hsmFixture is a fixture with the PIN of a token from tokenWithKeys, the [pkcs11]
+// section that names them, and the environment the gateway needs for the token.
+func hsmFixture(t *testing.T) (st *softhsmtest.Token, f *fixture, pkcs11, env string) {
+	t.Helper()
+	st = tokenWithKeys(t)
+	f = newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	pkcs11 = fmt.Sprintf("[pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = %q\n", st.Module, st.Label, f.path("pin"))
+	return st, f, pkcs11, "SOFTHSM2_CONF=" + st.Conf
+}
+
 // TestRolloverKeysInSoftHSM: with [pkcs11], "scepkit rollover-prepare" refuses while
 // the next keys are not in the token, and with -generate-keys makes them there
 // (sensitive, never extractable) and writes only their certificates. The gateway
@@ -768,11 +780,7 @@ func tokenWithKeys(t *testing.T) *softhsmtest.Token {
 // certificate of the previous CA under it; /readyz finds the next keys signing and
 // decrypting.
 func TestRolloverKeysInSoftHSM(t *testing.T) {
-	st := tokenWithKeys(t)
-	f := newFixture(t)
-	f.write(t, "pin", []byte(st.PIN+"\n"))
-	pkcs11 := fmt.Sprintf("[pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = %q\n", st.Module, st.Label, f.path("pin"))
-	env := "SOFTHSM2_CONF=" + st.Conf
+	st, f, pkcs11, env := hsmFixture(t)
 	cfg := f.config(t, "", pkcs11)
 	r := start(t, cfg, env)
 	alice := scepclienttest.NewDevice(t)
@@ -853,6 +861,62 @@ func TestRolloverKeysInSoftHSM(t *testing.T) {
 	code, body, _ := get(t, r.base+"/readyz")
 	require.Equal(t, http.StatusOK, code, body)
 	require.Contains(t, r.Logs(), "rollover: serving the next CA and RA")
+	r.stop(t)
+}
+
+// TestRolloverRAOnlyWithOperatorKeys: the steps docs/operations.md gives for next keys
+// an operator makes: pkcs11-tool generates the next RA keys in the token, "scepkit
+// rollover-prepare -ra-only" (without -generate-keys) finds them there and writes
+// their certificates only, issued with the current CA's key in the token. At the
+// switch GetCACert serves the next RA, and scepclient enrolls through it under the
+// same CA.
+func TestRolloverRAOnlyWithOperatorKeys(t *testing.T) {
+	tool := testserver.LookPath(t, "pkcs11-tool", "apt-get install opensc")
+	st, f, pkcs11, env := hsmFixture(t)
+	cfg := f.config(t, "", pkcs11)
+	r := start(t, cfg, env)
+	_, caDER, _ := get(t, r.base+"/ca.cer")
+	r.stop(t)
+	ca, err := x509.ParseCertificate([]byte(caDER))
+	require.NoError(t, err)
+
+	for _, label := range []string{"scepkit-next-ra-sign", "scepkit-next-ra-encrypt"} {
+		id := make([]byte, 8)
+		_, err := rand.Read(id)
+		require.NoError(t, err)
+		cmd := exec.Command(tool, "--module", st.Module, "--token-label", st.Label, "--login", "--pin", st.PIN,
+			"--keypairgen", "--key-type", "rsa:3072", "--label", label, "--id", hex.EncodeToString(id), "--sensitive")
+		cmd.Env = append(os.Environ(), env)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	next := f.path("next")
+	cmd := exec.Command(bin, "rollover-prepare", "-config", cfg, "-dir", next, "-ra-only")
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	files, err := os.ReadDir(next)
+	require.NoError(t, err)
+	require.Len(t, files, 2, "ra-sign.crt and ra-encrypt.crt only")
+	nextRA, err := readCerts(filepath.Join(next, catemplate.RASigningCertFile))
+	require.NoError(t, err)
+	require.NoError(t, nextRA[0].CheckSignatureFrom(ca))
+
+	at := time.Now().Add(8 * time.Second).UTC().Truncate(time.Second)
+	r = start(t, f.config(t, "", pkcs11+fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), next)), env)
+	time.Sleep(time.Until(at) + 500*time.Millisecond)
+	fp := sha256.Sum256([]byte(caDER))
+	served, err := (&scep.Client{URL: r.base + "/scep", CAFingerprint: fp[:]}).GetCACert(context.Background())
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(served, nextRA[0].Equal), "GetCACert serves the next RA")
+	dev := scepclienttest.NewDevice(t)
+	out2, err := dev.Enroll(r.base+"/scep", "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
+	require.NoError(t, err, out2)
+	cert, err := dev.Certificate()
+	require.NoError(t, err)
+	require.NoError(t, cert.CheckSignatureFrom(ca), "the same CA: only the RA rolled over")
+	_, body, _ := get(t, r.base+"/ca.cer")
+	require.Equal(t, caDER, body)
 	r.stop(t)
 }
 
