@@ -59,10 +59,34 @@ func TestMount(t *testing.T) {
 			})
 		}
 	}
-	for _, path := range []string{"/pkiclient.exe", "/scep/other.exe", "/scep/pkiclient.exe/pkiclient.exe"} {
+	// A path ending in "/" is served as given, not as a ServeMux subtree: nothing
+	// below it answers SCEP.
+	for _, path := range []string{"/pkiclient.exe", "/scep/other.exe", "/scep/pkiclient.exe/pkiclient.exe",
+		"/tree/x", "/tree/scep", "/tree/x/pkiclient.exe", "/tree/pkiclient.exe/", "/tree/pkiclient.exe/x"} {
 		resp, err := http.Get(ts.URL + path + "?operation=GetCACaps")
 		require.NoError(t, err)
 		resp.Body.Close()
 		require.Equal(t, http.StatusNotFound, resp.StatusCode, path)
+	}
+}
+
+// TestMountRefusesPatterns: Mount takes a literal path; a method, a host or a
+// wildcard (which could make a catch-all, "/{rest...}") panics, as ServeMux does on a
+// bad pattern, and registers nothing.
+func TestMountRefusesPatterns(t *testing.T) {
+	for _, path := range []string{"", "scep", "example.com/scep", "GET /scep", "/scep/{rest...}", "/{x}", "/scep/{$}"} {
+		t.Run(path, func(t *testing.T) {
+			mux := http.NewServeMux()
+			require.Panics(t, func() { Mount(mux, path, http.NotFoundHandler()) })
+			_, pattern := mux.Handler(httptest.NewRequest(http.MethodGet, "/scep/x", nil))
+			require.Empty(t, pattern, "registered despite the panic")
+		})
+	}
+	// "/" serves the root and /pkiclient.exe only.
+	mux := http.NewServeMux()
+	Mount(mux, "/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for path, served := range map[string]bool{"/": true, "/pkiclient.exe": true, "/x": false, "/x/pkiclient.exe": false} {
+		_, pattern := mux.Handler(httptest.NewRequest(http.MethodGet, path, nil))
+		require.Equal(t, served, pattern != "", path)
 	}
 }
