@@ -36,7 +36,9 @@ var (
 	// InsecureSkipCAVerify.
 	ErrFingerprint = errors.New("scep: CA fingerprint mismatch")
 	// ErrBadReply is returned for a reply that does not answer the request: wrong
-	// transactionID or recipientNonce, unknown signer, wrong content, bad HTTP status.
+	// transactionID or recipientNonce, unknown signer, wrong content, bad HTTP status,
+	// and a GetCRL answer whose CRL the CA it names did not sign (see
+	// [Client.GetCRL]).
 	ErrBadReply = errors.New("scep: bad reply")
 )
 
@@ -570,16 +572,48 @@ func (c *Client) GetCert(ctx context.Context, issuer []byte, serial *big.Int, ce
 	return nil, fmt.Errorf("%w: GetCert reply lacks the certificate", ErrBadReply)
 }
 
-// GetCRL fetches the CRL for the certificate issuer+serial names (RFC 8894 §3.3.4).
+// GetCRL fetches the CRL for the certificate issuer+serial names (RFC 8894 §3.3.4),
+// signing the request with cert and key.
+//
+// The RA's signature on the reply vouches for the message, not for the CRL inside it:
+// GetCRL returns the CRL only when it is issued and signed by a CA certificate the
+// Client keeps (see [Client]) whose subject is issuer, and, when cert is the
+// certificate asked about (its issuer and serial), by the CA that issued cert, which
+// during a CA rollover may be a CA other than the one the server now issues with.
+// Any other CRL, including one signed in the CA's name with another key (the RA's,
+// say), is refused with an error wrapping [ErrBadReply].
 func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.RevocationList, error) {
-	rep, _, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
+	rep, s, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
 	if err != nil {
 		return nil, err
 	}
 	if rep.CRL == nil {
 		return nil, fmt.Errorf("%w: GetCRL reply has no CRL", ErrBadReply)
 	}
-	return x509.ParseRevocationList(rep.CRL)
+	crl, err := x509.ParseRevocationList(rep.CRL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: GetCRL: %v", ErrBadReply, err)
+	}
+	if !crlSignedByIssuer(crl, issuer, serial, cert, s.certs) {
+		return nil, fmt.Errorf("%w: GetCRL: the CRL is not signed by the CA the request names", ErrBadReply)
+	}
+	return crl, nil
+}
+
+// crlSignedByIssuer reports whether crl was issued and signed by one of the CA
+// certificates in cas named issuer; when cert is the certificate issuer+serial names,
+// only by one that issued cert.
+func crlSignedByIssuer(crl *x509.RevocationList, issuer []byte, serial *big.Int, cert *x509.Certificate, cas []*x509.Certificate) bool {
+	asked := cert != nil && bytes.Equal(cert.RawIssuer, issuer) && cert.SerialNumber.Cmp(serial) == 0
+	for _, ca := range cas {
+		switch {
+		case !ca.IsCA || !bytes.Equal(ca.RawSubject, issuer) || !bytes.Equal(crl.RawIssuer, ca.RawSubject):
+		case asked && cert.CheckSignatureFrom(ca) != nil:
+		case crl.CheckSignatureFrom(ca) == nil:
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Client) issuerAndSerial(ctx context.Context, typ MessageType, issuer []byte, serial *big.Int,
