@@ -39,7 +39,7 @@ type Config struct {
 	Rollover        struct {
 		At           string `toml:"at" doc:"when to switch to the next CA and RA in rollover.dir, RFC 3339 (2027-01-31T00:00:00Z); before it they are announced through GetNextCACert, from it on GetCACert serves them, certificates are issued by the next CA and CertReps signed by the next RA, while requests still encrypted to the previous RA are decrypted and answered (RFC 8894 section 3.5.2)"`
 		Dir          string `toml:"dir" doc:"directory holding the next CA and RA, laid out as state_dir (scepkit rollover-prepare writes it); without ca.crt only the RA rolls over; with pkcs11 it holds the certificates and the keys are the token's rollover.*_key labels"`
-		CAKey        string `toml:"ca_key" doc:"with pkcs11: label of the next CA key pair in the token" default:"scepkit-next-ca"`
+		CAKey        string `toml:"ca_key" doc:"with pkcs11: label of the next CA key pair in the token (scepkit rollover-prepare -generate-keys makes the next keys there)" default:"scepkit-next-ca"`
 		RASignKey    string `toml:"ra_sign_key" doc:"with pkcs11: label of the next RA signing key pair" default:"scepkit-next-ra-sign"`
 		RAEncryptKey string `toml:"ra_encrypt_key" doc:"with pkcs11: label of the next RA encryption key pair (RSA)" default:"scepkit-next-ra-encrypt"`
 	} `toml:"rollover"`

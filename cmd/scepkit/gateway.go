@@ -278,7 +278,7 @@ func (g *gateway) announceRollover(ctx context.Context) {
 
 // currentCRL is the CRL of the CA that issues now, for SCEP's GetCRL.
 func (g *gateway) currentCRL(ctx context.Context) ([]byte, error) {
-	if g.nextCRL != nil && g.server.RolledOver(time.Now()) {
+	if g.nextCRL != nil && g.server.RolledOver(g.now()) {
 		return g.nextCRL.CRL(ctx)
 	}
 	return g.crl.CRL(ctx)
@@ -569,11 +569,7 @@ func (g *gateway) profileSource(scepURL string) (crp.ProfileSource, error) {
 		return nil, err
 	}
 	return crp.ProfileSourceFunc(func(ctx context.Context, id string) (*profile.Profile, error) {
-		now := time.Now()
-		if g.rp.Now != nil {
-			now = g.rp.Now()
-		}
-		if g.server.RolledOver(now) {
+		if g.server.RolledOver(g.now()) {
 			return next.LookupProfile(ctx, id)
 		}
 		return cur.LookupProfile(ctx, id)
@@ -609,7 +605,7 @@ func (g *gateway) publicHandler() http.Handler {
 	scep.Mount(mux, "/certsrv/mscep/mscep.dll", g.server)
 	mux.Handle("GET /crl", g.crl)
 	mux.HandleFunc("GET /ca.cer", func(w http.ResponseWriter, r *http.Request) {
-		ca, maxAge := g.caInForce(time.Now())
+		ca, maxAge := g.caInForce(g.now())
 		serveCert(w, ca.Certificate, maxAge)
 	})
 	// Each CA also by its key identifier: the URLs in the certificates of a CA that
@@ -642,6 +638,14 @@ func serveCert(w http.ResponseWriter, c *x509.Certificate, maxAge time.Duration)
 	w.Header().Set("Content-Type", "application/pkix-cert")
 	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(maxAge/time.Second)))
 	w.Write(c.Raw)
+}
+
+// now is the clock of the rollover's switch: the RegistrationPoint's.
+func (g *gateway) now() time.Time {
+	if g.rp.Now != nil {
+		return g.rp.Now()
+	}
+	return time.Now()
 }
 
 // caInForce is the CA that issues at now: the next CA of a rollover from its switch
