@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +48,7 @@ type Config struct {
 	Intune struct {
 		Tenant           string `toml:"tenant" doc:"Microsoft Entra tenant (its id or a verified domain) whose Intune SCEP challenges this gateway judges through Intune's validation service, and notifies of the outcome; empty disables Intune"`
 		ClientID         string `toml:"client_id" doc:"application (client) id of the Entra app registration holding Intune's SCEP challenge validation permission and Graph's Application.Read.All"`
-		ClientSecret     string `toml:"client_secret" doc:"the app's client secret; prefer client_secret_file, or give it in the environment only"`
+		ClientSecret     string `toml:"client_secret" doc:"the app's client secret; written in the configuration file, that file must give other users no access (refused otherwise); prefer client_secret_file or the environment"`
 		ClientSecretFile string `toml:"client_secret_file" doc:"file holding the app's client secret (not readable by other users)"`
 		CertFile         string `toml:"cert_file" doc:"PEM certificate credential of the app, instead of a secret"`
 		KeyFile          string `toml:"key_file" doc:"PEM RSA private key of intune.cert_file (not readable by other users)"`
@@ -71,7 +73,7 @@ type Config struct {
 		TracesURL string `toml:"traces_url" doc:"OTLP/HTTP traces endpoint of a collector (for example http://127.0.0.1:4318/v1/traces): one span per SCEP request with a child per CRP phase; empty sends no traces"`
 	} `toml:"otlp"`
 	Postgres struct {
-		DSN string `toml:"dsn" doc:"PostgreSQL connection string (postgres://user@host/db): keep everything in PostgreSQL, shared by gateways side by side, instead of state_dir/state.db"`
+		DSN string `toml:"dsn" doc:"PostgreSQL connection string (postgres://user@host/db): keep everything in PostgreSQL, shared by gateways side by side, instead of state_dir/state.db; with a password in it, the configuration file must give other users no access (prefer PGPASSFILE or the environment)"`
 	} `toml:"postgres"`
 	Redis struct {
 		Addr   string `toml:"addr" doc:"host:port of a Redis shared by gateways side by side: one-time use of challenges and transaction records"`
@@ -178,7 +180,7 @@ func LoadConfig(path string, env func(string) (string, bool)) (*Config, error) {
 		}
 	}
 	if path != "" {
-		b, err := os.ReadFile(path)
+		b, mode, err := readConfigFile(path)
 		if err != nil {
 			return nil, err
 		}
@@ -188,6 +190,13 @@ func LoadConfig(path string, env func(string) (string, bool)) (*Config, error) {
 		}
 		if undec := md.Undecoded(); len(undec) > 0 {
 			return nil, fmt.Errorf("%s: unknown setting %s", path, undec[0].String())
+		}
+		// A secret written in the file is as exposed as the file: the rule of
+		// readSecretFile applies to it.
+		if name := c.inlineSecret(); name != "" && mode&0o007 != 0 {
+			return nil, &SettingError{name, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(name, ".", "_")), fmt.Errorf(
+				"a secret written in %s, which other users may read or write (mode %v): chmod o-rwx it, or give the secret in a file or the environment",
+				path, mode)}
 		}
 	}
 	for _, s := range settings(c) {
@@ -305,6 +314,56 @@ func readSecretFile(path string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// readConfigFile reads the configuration file and its permissions, from one open file.
+func readConfigFile(path string) ([]byte, os.FileMode, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := io.ReadAll(f)
+	return b, fi.Mode().Perm(), err
+}
+
+// inlineSecret names the first setting of c that holds a secret in itself rather
+// than naming a file: intune.client_secret, a postgres.dsn with a password, a URL
+// setting with one in its user info. Empty when there is none.
+func (c *Config) inlineSecret() string {
+	switch {
+	case c.Intune.ClientSecret != "":
+		return "intune.client_secret"
+	case dsnHasPassword(c.Postgres.DSN):
+		return "postgres.dsn"
+	}
+	for _, u := range []struct{ name, value string }{{"jwks", c.JWKS}, {"otlp.traces_url", c.OTLP.TracesURL},
+		{"intune.authority", c.Intune.Authority}, {"intune.graph_url", c.Intune.GraphURL}} {
+		if p, err := url.Parse(u.value); err == nil {
+			if _, ok := p.User.Password(); ok {
+				return u.name
+			}
+		}
+	}
+	return ""
+}
+
+// dsnHasPassword reports whether a PostgreSQL connection string carries a password:
+// in a URL's user info or password parameter, or as a password keyword.
+func dsnHasPassword(dsn string) bool {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		_, inUser := u.User.Password()
+		return inUser || u.Query().Has("password")
+	}
+	return keywordPassword.MatchString(dsn)
+}
+
+// keywordPassword finds the password keyword of a keyword/value connection string
+// (spaces around = are allowed there).
+var keywordPassword = regexp.MustCompile(`(^|\s)password\s*=`)
 
 // rolloverAt is rollover.at as a time.
 func (c *Config) rolloverAt() (time.Time, error) {

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestInlineSecretNeedsPrivateConfig: a secret written in the configuration file
+// (intune.client_secret, a postgres.dsn with a password, a URL with one) is refused
+// when other users may read or write the file, as token_file and pin_file are; the
+// same file is accepted with o-rwx (group access is the operator's choice), and a
+// file without a secret in it may stay readable.
+func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
+	f := newFixture(t)
+	const intune = "[intune]\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\n"
+	cases := []struct {
+		name, extra string
+		secret      string // the setting refused in a file others may read; empty: none
+	}{
+		{"intune.client_secret", intune + "client_secret = \"s3cr3t\"\n", "intune.client_secret"},
+		{"intune.client_secret_file", intune + "client_secret_file = \"" + f.path("token") + "\"\n", ""},
+		{"dsn with a password in the URL", "[postgres]\ndsn = \"postgres://scepkit:hunter2@127.0.0.1/scepkit\"\n", "postgres.dsn"},
+		{"dsn with a password parameter", "[postgres]\ndsn = \"postgres://scepkit@127.0.0.1/scepkit?password=hunter2\"\n", "postgres.dsn"},
+		{"dsn with a password keyword", "[postgres]\ndsn = \"host=127.0.0.1 dbname=scepkit password = hunter2\"\n", "postgres.dsn"},
+		{"dsn without a password", "[postgres]\ndsn = \"postgres://scepkit@127.0.0.1/scepkit?sslmode=disable\"\n", ""},
+		{"traces URL with a password", "[otlp]\ntraces_url = \"http://u:hunter2@127.0.0.1:4318/v1/traces\"\n", "otlp.traces_url"},
+		{"no secret", "", ""},
+	}
+	for _, tc := range cases {
+		for _, mode := range []os.FileMode{0o600, 0o640, 0o644, 0o604, 0o602, 0o601} {
+			t.Run(tc.name+"/"+mode.String(), func(t *testing.T) {
+				cfg := f.config(t, "", tc.extra)
+				require.NoError(t, os.Chmod(cfg, mode))
+				_, err := LoadConfig(cfg, func(string) (string, bool) { return "", false })
+				if tc.secret == "" || mode&0o007 == 0 {
+					require.NoError(t, err)
+					return
+				}
+				var se *SettingError
+				require.ErrorAs(t, err, &se)
+				require.Equal(t, tc.secret, se.Setting)
+				require.Contains(t, err.Error(), cfg+", which other users may read or write")
+				require.NotContains(t, err.Error(), "hunter2", "the secret is not repeated in the error")
+				require.NotContains(t, err.Error(), "s3cr3t", "the secret is not repeated in the error")
+			})
+		}
+	}
+
+	// The secret given in the environment instead: the file may stay readable.
+	cfg := f.config(t, "", intune)
+	require.NoError(t, os.Chmod(cfg, 0o644))
+	env := map[string]string{"SCEPKIT_INTUNE_CLIENT_SECRET": "s3cr3t"}
+	_, err := LoadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	require.NoError(t, err)
+
+	// scepkit serve refuses to start on it, naming the setting and its variable.
+	cfg = f.config(t, "", intune+"client_secret = \"s3cr3t\"\n")
+	require.NoError(t, os.Chmod(cfg, 0o644))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "serve", "-config", cfg).CombinedOutput()
+	require.Error(t, err, string(out))
+	require.Contains(t, string(out), "setting intune.client_secret (SCEPKIT_INTUNE_CLIENT_SECRET): a secret written in "+cfg)
+	require.NotContains(t, string(out), "s3cr3t")
+}
