@@ -22,6 +22,7 @@ import (
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/internal/testserver"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -43,24 +44,6 @@ func (c *testClock) Set(t time.Time) {
 	c.mu.Unlock()
 }
 
-// lockedBuffer is a log destination safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRolloverOverHTTP: a next CA and RA prepared ahead are announced through
 // GetNextCACert (signed by the current RA, RFC 8894 §4.7) and switched to at the
 // configured time on the registration point's clock: from then on GetCACert serves
@@ -72,7 +55,7 @@ func TestRolloverOverHTTP(t *testing.T) {
 	keys(t)
 	start := time.Now()
 	clock := &testClock{now: start}
-	var logs lockedBuffer
+	var logs testserver.Output
 	reader := metric.NewManualReader()
 	env, err := crptest.New(crptest.Options{Now: clock.Now, Logger: slogTo(&logs),
 		MeterProvider: metric.NewMeterProvider(metric.WithReader(reader))})

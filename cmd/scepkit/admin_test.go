@@ -2,38 +2,26 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/scepkit/scepkit/internal/testserver"
 	"github.com/stretchr/testify/require"
 )
 
 // syncBuffer is a log destination the test server's goroutines may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+type syncBuffer struct{ testserver.Output }
 
 // lines returns the JSON log records written so far.
 func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(s.String()))
 	for sc.Scan() {
 		var m map[string]any
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &m), sc.Text())
@@ -110,9 +98,7 @@ func TestAdminAuditedMiddleware(t *testing.T) {
 			require.Equal(t, tc.path, line["path"])
 			require.EqualValues(t, tc.status, line["status"])
 			require.Equal(t, tc.path == "/panic" && tc.who != "", line["panicked"] == true)
-			logs.mu.Lock()
-			require.NotContains(t, logs.b.String(), token, "the token is never logged")
-			logs.mu.Unlock()
+			require.NotContains(t, logs.String(), token, "the token is never logged")
 		})
 	}
 
