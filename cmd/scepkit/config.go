@@ -184,6 +184,11 @@ func LoadConfig(path string, env func(string) (string, bool)) (*Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Whoever can edit the file chooses the gateway's keys, its CA, the MDM keys it
+		// trusts: the rule of state_dir applies to it.
+		if mode&0o002 != 0 {
+			return nil, fmt.Errorf("%s may be written by other users (mode %v): chmod o-w it", path, mode)
+		}
 		md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(c)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)

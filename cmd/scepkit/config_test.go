@@ -14,7 +14,8 @@ import (
 // (intune.client_secret, a postgres.dsn with a password, a URL with one) is refused
 // when other users may read or write the file, as token_file and pin_file are; the
 // same file is accepted with o-rwx (group access is the operator's choice), and a
-// file without a secret in it may stay readable.
+// file without a secret in it may stay readable; a file other users may write is
+// refused whatever it holds (they would choose the gateway's keys and trust).
 func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
 	f := newFixture(t)
 	const intune = "[intune]\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\n"
@@ -37,6 +38,11 @@ func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
 				cfg := f.config(t, "", tc.extra)
 				require.NoError(t, os.Chmod(cfg, mode))
 				_, err := LoadConfig(cfg, func(string) (string, bool) { return "", false })
+				if mode&0o002 != 0 {
+					// Writable by others: refused whatever it holds.
+					require.ErrorContains(t, err, cfg+" may be written by other users")
+					return
+				}
 				if tc.secret == "" || mode&0o007 == 0 {
 					require.NoError(t, err)
 					return
