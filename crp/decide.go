@@ -405,8 +405,14 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 	}
 	// The inventory holds the certificate before the device can: a certificate
 	// that could not be recorded is withheld (the device gets FAILURE).
+	return rp.addCertificate(ctx, ic)
+}
+
+// addCertificate writes ic to the inventory alone; a failure is an internal *Error.
+func (rp *RegistrationPoint) addCertificate(ctx context.Context, ic *IssuedCertificate) *Error {
 	if err := rp.certificates().Add(ctx, ic); err != nil {
 		rp.tel().storeError(ctx, "certificates")
+		rp.log().ErrorContext(ctx, "crp: recording the issued certificate", "transactionID", ic.TransactionID, "err", err)
 		return fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
 	}
 	return nil

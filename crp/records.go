@@ -73,13 +73,9 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		if ic := tx.unrecorded; ic != nil {
 			// No record to write it with: the certificate alone.
 			tx.unrecorded = nil
-			if err := rp.certificates().Add(ctx, ic); err != nil {
-				rp.tel().storeError(ctx, "certificates")
-				rp.log().ErrorContext(ctx, "crp: recording the issued certificate", "transactionID", tx.ID, "err", err)
-				if e == nil {
-					e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the issued certificate: %w", err))
-					rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
-				}
+			if ae := rp.addCertificate(ctx, ic); ae != nil && e == nil {
+				e = ae
+				rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
 			}
 		}
 		return e

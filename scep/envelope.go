@@ -88,7 +88,7 @@ func (m *PKIMessage) Decrypt(recipients ...Recipient) error {
 	if m.Envelope == nil {
 		return fmt.Errorf("%w: message has no envelope", ErrBadContent)
 	}
-	env, err := cms.Parse(m.Envelope)
+	env, err := m.envelope()
 	if err != nil {
 		return mapCMSError(err)
 	}
@@ -127,21 +127,23 @@ used:
 	return nil
 }
 
-// addressedTo reports whether the pkcsPKIEnvelope has a RecipientInfo for cert.
-func (m *PKIMessage) addressedTo(cert *x509.Certificate) bool {
-	if m.Envelope == nil {
-		return false
+// envelope parses m.Envelope, once: a server asks to whom it is addressed before it
+// decrypts it. A caller that sets another Envelope gets it parsed afresh.
+func (m *PKIMessage) envelope() (*cms.Envelope, error) {
+	if m.env != nil && len(m.envOf) == len(m.Envelope) && len(m.Envelope) > 0 && &m.envOf[0] == &m.Envelope[0] {
+		return m.env, nil
 	}
 	env, err := cms.Parse(m.Envelope)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	for _, r := range env.Recipients {
-		if r.Matches(cert) {
-			return true
-		}
-	}
-	return false
+	m.env, m.envOf = env, m.Envelope
+	return env, nil
+}
+
+// addressedTo reports whether the pkcsPKIEnvelope has a RecipientInfo for cert.
+func (m *PKIMessage) addressedTo(cert *x509.Certificate) bool {
+	return m.addressedToAny([]Recipient{{Certificate: cert}})
 }
 
 func mapCMSError(err error) error {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/scepkit/scepkit/internal/cms"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -57,6 +58,8 @@ type PKIMessage struct {
 	legacy       bool
 	noDES3       bool // set by a Server with DisableDES3: Decrypt refuses 3DES first
 	keyTransport keyTransport
+	env          *cms.Envelope // envOf parsed (see envelope)
+	envOf        []byte
 }
 
 // IssuerAndSerial identifies a certificate by its issuer's raw DER Name and its serial

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/scepkit/scepkit/internal/cms"
 )
 
 // Rollover is the CA and RA a [Server] moves to at a set time (RFC 8894 §3.5.2).
@@ -130,7 +128,7 @@ func (m *PKIMessage) addressedToAny(rs []Recipient) bool {
 	if m.Envelope == nil || len(rs) == 0 {
 		return false
 	}
-	env, err := cms.Parse(m.Envelope)
+	env, err := m.envelope()
 	if err != nil {
 		return false
 	}
