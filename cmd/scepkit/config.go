@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/scepkit/scepkit/internal/plainhttp"
 )
 
 // Config is the gateway's configuration: a TOML file, then the environment (every
@@ -407,7 +408,10 @@ func (c *Config) validateIntune(bad func(string, error) error) error {
 		return bad("intune.revocation_interval", errors.New("must be positive"))
 	}
 	for path, u := range map[string]string{"intune.authority": in.Authority, "intune.graph_url": in.GraphURL} {
-		if u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://127.0.0.1") && !strings.HasPrefix(u, "http://[::1]") {
+		if u == "" {
+			continue
+		}
+		if pu, err := url.Parse(u); err != nil || !plainhttp.Protected(pu) {
 			return bad(path, fmt.Errorf("%q: https only (plain http for a loopback test service)", u))
 		}
 	}

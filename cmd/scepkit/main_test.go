@@ -978,6 +978,13 @@ func TestConfigErrors(t *testing.T) {
 		{"Intune over plain HTTP", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_ID=app",
 			"SCEPKIT_INTUNE_CLIENT_SECRET=s", "SCEPKIT_INTUNE_AUTHORITY=http://login.invalid/"},
 			"setting intune.authority (SCEPKIT_INTUNE_AUTHORITY)"},
+		// A host that merely starts with a loopback address is not loopback.
+		{"Intune over plain HTTP to a look-alike host", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_ID=app",
+			"SCEPKIT_INTUNE_CLIENT_SECRET=s", "SCEPKIT_INTUNE_AUTHORITY=http://127.0.0.1.evil.invalid/"},
+			"setting intune.authority (SCEPKIT_INTUNE_AUTHORITY)"},
+		{"Intune over plain HTTP with a loopback user info", []string{"SCEPKIT_INTUNE_TENANT=contoso.onmicrosoft.com", "SCEPKIT_INTUNE_CLIENT_ID=app",
+			"SCEPKIT_INTUNE_CLIENT_SECRET=s", "SCEPKIT_INTUNE_GRAPH_URL=http://127.0.0.1@evil.invalid/"},
+			"setting intune.graph_url (SCEPKIT_INTUNE_GRAPH_URL)"},
 		{"Intune settings without tenant", []string{"SCEPKIT_INTUNE_CLIENT_ID=app"},
 			"setting intune.tenant (SCEPKIT_INTUNE_TENANT): required with the other intune settings"},
 	}...)
