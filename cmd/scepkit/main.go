@@ -134,6 +134,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(g.server.NextCACerts) > 0 {
 			issuing = append(issuing, g.server.NextCACerts)
 		}
+		if g.next != nil { // the CA a rollover switches to issues device certificates too
+			issuing = append(issuing, append([]*x509.Certificate{g.next.Certificate}, g.next.Chain...))
+		}
 		tc, err := adminTLS(c, issuing)
 		if err != nil {
 			return err

@@ -1054,6 +1054,31 @@ func TestAdminClientCAMustNotTrustDevices(t *testing.T) {
 	}
 }
 
+// The CA a rollover switches to issues device certificates too: an admin.client_ca
+// that trusts it is refused as the current CA's is (before, only the current CA was
+// checked, so after the switch every enrolled device could call the admin API).
+func TestAdminClientCAMustNotTrustNextCA(t *testing.T) {
+	f := newFixture(t)
+	r := start(t, f.config(t, "", "")) // makes the current CA and RA
+	r.stop(t)
+	next := f.path("next")
+	outb, err := exec.Command(bin, "rollover-prepare", "-config", f.config(t, "", ""), "-dir", next).CombinedOutput()
+	require.NoError(t, err, string(outb))
+	nextCA, err := catemplate.LoadCA(next)
+	require.NoError(t, err)
+	f.write(t, "next-ca.pem", pemCert(nextCA.Certificate))
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	cfg := f.config(t, "", fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), next))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+	cmd.Env = append(os.Environ(), "SCEPKIT_ADMIN_CLIENT_CA="+f.path("next-ca.pem"))
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, string(out))
+	require.NoError(t, ctx.Err(), "scepkit served instead of refusing the setting:\n%s", out)
+	require.Contains(t, string(out), "setting admin.client_ca (SCEPKIT_ADMIN_CLIENT_CA)")
+}
+
 // adminCall sends one request to the admin API with the bearer token and returns the
 // status and body.
 func (r *running) adminCall(t *testing.T, f *fixture, method, path string, body []byte) (int, string) {
