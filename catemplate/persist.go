@@ -6,9 +6,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/scepkit/scepkit/internal/atomicfile"
+	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/scepkit/scepkit/internal/atomicfile"
+	"github.com/scepkit/scepkit/internal/pemfile"
 )
 
 // File names used by [SaveCA], [LoadCA], [SaveRA] and [LoadRA] inside their directory.
@@ -46,7 +49,7 @@ func SaveCA(dir string, ca *CA) error {
 	if err := atomicfile.Write(filepath.Join(dir, CAKeyFile), key, 0o600); err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, CACertFile), certsPEM(certs), 0o644)
+	return atomicfile.Write(filepath.Join(dir, CACertFile), pemfile.Encode(certs), 0o644)
 }
 
 // LoadCA reads a CA written by [SaveCA] and checks that the key matches the
@@ -90,8 +93,8 @@ func SaveRA(dir string, ra *RA) error {
 	}{
 		{RASigningKeyFile, sk, 0o600},
 		{RAEncryptKeyFile, ek, 0o600},
-		{RASigningCertFile, certsPEM([]*x509.Certificate{ra.SigningCertificate}), 0o644},
-		{RAEncryptCertFile, certsPEM([]*x509.Certificate{ra.EncryptionCertificate}), 0o644},
+		{RASigningCertFile, pemfile.Encode([]*x509.Certificate{ra.SigningCertificate}), 0o644},
+		{RAEncryptCertFile, pemfile.Encode([]*x509.Certificate{ra.EncryptionCertificate}), 0o644},
 	} {
 		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
@@ -137,39 +140,14 @@ func keyPEM(k any) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-func certsPEM(certs []*x509.Certificate) []byte {
-	var out []byte
-	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
-}
-
+// readCerts reads the PEM certificates of the file at path; errors other than the
+// file's own name the package.
 func readCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+	certs, err := pemfile.ReadCertificates(path)
+	if pe := (*fs.PathError)(nil); err != nil && !errors.As(err, &pe) {
+		return nil, fmt.Errorf("catemplate: %w", err)
 	}
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("catemplate: %s: %w", path, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("catemplate: %s: no certificate", path)
-	}
-	return certs, nil
+	return certs, err
 }
 
 // publicKeyEqual is implemented by the standard library's public key types.

@@ -29,7 +29,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,6 +44,7 @@ import (
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/stepca"
 	"github.com/scepkit/scepkit/examples/internal/demo"
+	"github.com/scepkit/scepkit/internal/pemfile"
 )
 
 func main() {
@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	roots, err := readCerts(c.stepRoot)
+	roots, err := pemfile.ReadCertificates(c.stepRoot)
 	if err != nil {
 		return err
 	}
@@ -156,11 +156,11 @@ func newHandler(ctx context.Context, c *config, getenv func(string) string, log 
 	if err != nil {
 		return nil, err
 	}
-	issuing, err := readCerts(c.stepCACert)
+	issuing, err := pemfile.ReadCertificates(c.stepCACert)
 	if err != nil {
 		return nil, err
 	}
-	roots, err := readCerts(c.stepRoot)
+	roots, err := pemfile.ReadCertificates(c.stepRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -203,31 +203,4 @@ func newHandler(ctx context.Context, c *config, getenv func(string) string, log 
 	}
 	return &stepca.Handler{RP: rp, ChallengeSecret: chSecret, NotifySecret: notifySecret,
 		BearerToken: getenv("SCEPKIT_WEBHOOK_TOKEN"), RequireClientCert: true, Logger: log}, nil
-}
-
-func readCerts(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return out, nil
 }
