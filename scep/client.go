@@ -535,9 +535,8 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 // issuedFor returns the certificate of a SUCCESS whose key is pub and that was issued
 // by one of the CA certificates GetCACert returned (after pinning).
 func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (*x509.Certificate, error) {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
 	for _, cert := range rep.Issued {
-		if k, ok := cert.PublicKey.(equaler); !ok || !k.Equal(pub) {
+		if !samePublicKey(cert.PublicKey, pub) {
 			continue
 		}
 		if !issuedByOneOf(cert, cas) {

@@ -56,7 +56,7 @@ type PKIMessage struct {
 	CRL    []byte
 
 	legacy       bool
-	noDES3       bool // set by a Server with DisableDES3: Decrypt refuses 3DES first
+	noDES3       bool // ParseOptions.DisableDES3: Decrypt refuses 3DES first
 	keyTransport keyTransport
 	env          *cms.Envelope // envOf parsed (see envelope)
 	envOf        []byte
@@ -82,6 +82,9 @@ type ParseOptions struct {
 	// AllowLegacy accepts SHA-1 digests and, at decryption, single-DES envelopes, as
 	// old clients (micromdm's scepclient among them) send. One switch for both.
 	AllowLegacy bool
+	// DisableDES3 makes Decrypt refuse a 3DES envelope (ErrUnsupportedAlgorithm,
+	// answered badAlg) before any key is used, as a Server with DisableDES3 does.
+	DisableDES3 bool
 	// Time, when not zero, is the time at which the signer certificate must be valid.
 	// The sender's signingTime attribute is never used. A self-signed signer of a
 	// PKCSReq proves nothing by its validity, so servers leave this zero and check
@@ -118,7 +121,7 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		return nil, fmt.Errorf("%w: %d signers (SCEP needs exactly one)", ErrMalformed, len(sd.signers))
 	}
 	si := &sd.signers[0]
-	m := &PKIMessage{Raw: der, legacy: opts.AllowLegacy}
+	m := &PKIMessage{Raw: der, legacy: opts.AllowLegacy, noDES3: opts.DisableDES3}
 
 	// The attributes that address a reply come first, so that a reply can be built
 	// even when a later check fails.

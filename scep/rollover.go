@@ -4,8 +4,9 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"time"
+
+	"github.com/scepkit/scepkit/internal/rollover"
 )
 
 // Rollover is the CA and RA a [Server] moves to at a set time (RFC 8894 §3.5.2).
@@ -19,12 +20,15 @@ import (
 // and requests are decrypted with Recipients. A request still encrypted only to one
 // of the previous Recipients (a device that fetched GetCACert before the switch) is
 // decrypted with that one, chosen by the RecipientInfo's issuerAndSerialNumber, while
-// both its certificate and the previous signing certificate are valid; its CertRep is
-// signed by the previous signing certificate, the only one such a device holds. After
-// either expires such a request is refused (badMessageCheck) before the Responder
-// sees it. Whatever
-// certificate the Responder issues is its own choice (package crp issues with the
-// next CA from the same time on).
+// its certificate, the previous signing certificate and the previous CA (CACerts[0]
+// of the Server) are valid; its CertRep is signed by the previous signing
+// certificate, the only one such a device holds, and its Request.CACert is the
+// previous CA, the only CA whose certificate such a device accepts (package crp
+// issues with it; its certificates end no later than it does). After any of the
+// three expires such a request is refused (badMessageCheck) before the Responder
+// sees it, so that no challenge is spent on a certificate the device would refuse.
+// The set is chosen once per request, when it is received: a switch while the
+// Responder decides changes nothing for it.
 type Rollover struct {
 	// At is the switch time. Required.
 	At time.Time
@@ -54,6 +58,14 @@ func (p pkiSet) certs() []*x509.Certificate {
 		cs = append(cs, r.Certificate)
 	}
 	return dedupe(append(cs, p.caCerts...))
+}
+
+// ca is the issuing CA of the set (nil when it has none: a Server not validated).
+func (p pkiSet) ca() *x509.Certificate {
+	if len(p.caCerts) == 0 {
+		return nil
+	}
+	return p.caCerts[0]
 }
 
 func (s *Server) ownSet() pkiSet {
@@ -104,20 +116,11 @@ func (r *Rollover) validate(now time.Time) error {
 			return errors.New("scep: each Rollover recipient needs a certificate and its key")
 		}
 	}
-	when := r.At
-	if now.After(when) {
-		when = now
-	}
-	for _, c := range r.set().certs() {
-		if when.Before(c.NotBefore) || when.After(c.NotAfter) {
-			return fmt.Errorf("scep: Rollover certificate %q is not valid at the rollover (%s): valid %s to %s",
-				c.Subject.String(), when.UTC().Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339),
-				c.NotAfter.UTC().Format(time.RFC3339))
-		}
-	}
-	return nil
+	return rollover.CheckValidity("scep", r.At, now, r.set().certs()...)
 }
 
+// samePublicKey reports whether a and b are the same public key (a must have the
+// Equal method every standard key type has).
 func samePublicKey(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)

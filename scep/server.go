@@ -44,6 +44,14 @@ type Request struct {
 	// RenewalDisabled is set by a Server whose Renewal is false: the Responder must
 	// renew nothing, whatever signed the request (see [Server].Renewal).
 	RenewalDisabled bool
+	// CACert is the issuing CA of the set of certificates the server answers this
+	// request with, chosen once when the request was received: the CA of the RA
+	// certificate the request was encrypted to, whose certificate signs the
+	// CertRep (CACerts[0] before a [Rollover]'s switch; the Rollover's after it, or
+	// still CACerts[0] for a request encrypted to the previous RA or CA). It is
+	// the CA the requester trusts: a Responder that issues must issue under it, or
+	// the requester refuses the certificate.
+	CACert *x509.Certificate
 }
 
 // Response is a Responder's decision when it is not a failure.
@@ -141,6 +149,18 @@ type Server struct {
 	// MaxQueryBytes bounds the query of a GET (414 beyond it); zero means
 	// DefaultMaxQueryBytes.
 	MaxQueryBytes int
+	// MaxInFlight bounds the PKIOperation requests the server works on at once (each
+	// costs private-key operations, and the Responder's work). Requests beyond it wait
+	// for a turn, MaxQueued of them at most; more are answered 503 Service Unavailable
+	// with Retry-After before their body is read, so that a flood holds a bounded
+	// amount of memory and leaves the requests admitted their share of the CPU. Zero
+	// means 64 per GOMAXPROCS (room for Responders that wait on a remote CA); negative
+	// means no bound.
+	MaxInFlight int
+	// MaxQueued bounds the PKIOperation requests waiting for a turn; zero means four
+	// times the MaxInFlight bound. A request waits as long as its context lives (the
+	// http.Server's timeouts bound it).
+	MaxQueued int
 	// Rand is the source of randomness; nil means crypto/rand.
 	Rand io.Reader
 	// Now is the clock; nil means time.Now.
@@ -160,6 +180,8 @@ type Server struct {
 	telOnce      sync.Once
 	tel          *serverTelemetry
 	rolledLogged atomic.Bool
+	limOnce      sync.Once
+	lim          *limiter
 }
 
 // Caps returns the capabilities the server's configuration supports, as GetCACaps
@@ -190,8 +212,7 @@ func (s *Server) Validate() error {
 	}
 	s.telemetry() // registers the expiry gauge before the first request
 	if s.CAKey != nil {
-		pub, ok := s.CAKey.Public().(interface{ Equal(crypto.PublicKey) bool })
-		if _, dec := s.CAKey.(crypto.Decrypter); !dec || !ok || !pub.Equal(s.CACerts[0].PublicKey) {
+		if _, dec := s.CAKey.(crypto.Decrypter); !dec || !samePublicKey(s.CAKey.Public(), s.CACerts[0].PublicKey) {
 			return errors.New("scep: Server.CAKey must be a crypto.Decrypter holding the key of CACerts[0]")
 		}
 	}
@@ -318,6 +339,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "GetNextCACert":
 		s.getNextCACert(w, r)
 	case "PKIOperation":
+		if l := s.limiter(); l != nil {
+			if !l.admit(r.Context()) {
+				s.overloaded(w, r, l)
+				return
+			}
+			defer l.release()
+		}
 		s.pkiOperation(w, r)
 	case "":
 		httpError(w, http.StatusBadRequest, "missing operation")
@@ -447,7 +475,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	log := s.log()
-	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy})
+	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3})
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
 		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, errAttr(err))
@@ -463,23 +491,32 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		log.InfoContext(ctx, "scep: PKIOperation", append([]any{"type", msg.MessageType.String(),
 			"outcome", outcome, "cipher", msg.Cipher.String(), "digest", msg.Digest.String(), "duration", s.now().Sub(start), "remote", r.RemoteAddr}, attrs...)...)
 	}
+	// The set of certificates is chosen once, here, for the whole transaction: the
+	// recipient, the CertRep's signer and the CA the Responder issues under.
 	cur, prev := s.sets(start)
 	replier := &Replier{Cert: cur.signerCert, Key: cur.signer, Rand: s.Rand}
-	recipients := cur.recipients
+	recipients, caCert := cur.recipients, cur.ca()
+	var refused error
 	if old := unexpired(prev.recipients, start); len(old) > 0 && !start.After(prev.signerCert.NotAfter) &&
 		!msg.addressedToAny(cur.recipients) && msg.addressedToAny(old) {
 		// Encrypted to the RA in use before the rollover: the device holds the
-		// certificates GetCACert gave before the switch and verifies the reply with
-		// them (RFC 8894 §3.5.2), so only while the previous signing certificate is
-		// valid; after, the request is not decrypted and nothing is issued for a reply
-		// the device could not verify.
-		recipients = old
+		// certificates GetCACert gave before the switch, verifies the reply with them
+		// (RFC 8894 §3.5.2), so only while the previous signing certificate is valid,
+		// and accepts only a certificate of the previous CA. Once that CA has expired
+		// the request is refused undecrypted, in a reply the device can verify: the
+		// Responder neither sees it nor spends its challenge on a certificate the
+		// device would refuse.
 		replier.Cert, replier.Key = prev.signerCert, prev.signer
+		if prevCA := prev.ca(); prevCA == nil || start.After(prevCA.NotAfter) {
+			refused = Fail(BadMessageCheck, errors.New("scep: request encrypted to the previous RA, whose CA has expired"))
+		} else {
+			recipients, caCert = old, prevCA
+		}
 	}
 	if dec, ok := s.CAKey.(crypto.Decrypter); ok && !start.After(s.CACerts[0].NotAfter) && msg.addressedTo(s.CACerts[0]) {
 		// A client that pins the CA verifies the reply with the CA certificate only.
 		replier.Cert, replier.Key = s.CACerts[0], s.CAKey
-		recipients = []Recipient{{Certificate: s.CACerts[0], Key: dec}}
+		recipients, caCert = []Recipient{{Certificate: s.CACerts[0], Key: dec}}, s.CACerts[0]
 	}
 	fail := func(err error) {
 		info := FailInfoOf(err)
@@ -492,13 +529,15 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		reply(resp, "FAILURE", info.String(), "failInfo", info.String(), errAttr(err))
 	}
 	if err == nil {
+		err = refused
+	}
+	if err == nil {
 		err = s.admit(msg)
 	}
 	if err == nil {
 		err = canReceive(msg.Signer)
 	}
 	if err == nil {
-		msg.noDES3 = s.DisableDES3
 		err = msg.Decrypt(recipients...)
 	}
 	if err != nil {
@@ -509,7 +548,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		MessageType: msg.MessageType, TransactionID: msg.TransactionID,
 		CSR: msg.CSR, ChallengePassword: msg.ChallengePassword, Signer: msg.Signer,
 		IssuerAndSerial: msg.IssuerAndSerial, IssuerAndSubject: msg.IssuerAndSubject,
-		Message: msg, RemoteAddr: r.RemoteAddr, RenewalDisabled: !s.Renewal,
+		Message: msg, RemoteAddr: r.RemoteAddr, RenewalDisabled: !s.Renewal, CACert: caCert,
 	}
 	resp, err := s.respond(ctx, req)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -516,6 +517,52 @@ func TestServerDisableDES3RefusesBeforeDecrypting(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Success, m.Status)
 	require.Equal(t, int32(1), key.n.Load())
+}
+
+// TestParseOptionDisableDES3: ParseOptions.DisableDES3 makes Decrypt refuse a 3DES
+// envelope (ErrUnsupportedAlgorithm), the option a Server with DisableDES3 parses
+// with; without it the same message decrypts.
+func TestParseOptionDisableDES3(t *testing.T) {
+	pki := newTestPKI(t)
+	d := newDevice(t)
+	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "des3",
+		Payload: newCSR(t, d.key, "device", "secret"), Recipient: pki.raEnc, Cipher: DES3CBC, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	for _, disable := range []bool{true, false} {
+		m, err := ParsePKIMessage(der, ParseOptions{DisableDES3: disable})
+		require.NoError(t, err)
+		err = m.Decrypt(Recipient{Certificate: pki.raEnc, Key: pki.raEncK})
+		if disable {
+			require.ErrorIs(t, err, ErrUnsupportedAlgorithm)
+			require.Nil(t, m.CSR)
+		} else {
+			require.NoError(t, err)
+			require.NotNil(t, m.CSR)
+		}
+	}
+}
+
+// TestServerWithoutCACertsDoesNotPanic: a Server used without Validate and without
+// CACerts answers a PKIOperation (the Responder is told of no CA) instead of
+// panicking while it chooses the set of certificates.
+func TestServerWithoutCACertsDoesNotPanic(t *testing.T) {
+	pki := newTestPKI(t)
+	s := pki.server(false)
+	s.CACerts = nil
+	var seen *Request
+	s.Responder = ResponderFunc(func(_ context.Context, req *Request) (*Response, error) {
+		seen = req
+		return nil, Fail(BadRequest, errors.New("no CA"))
+	})
+	ts := httptestServer(t, s)
+	d := newDevice(t)
+	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "no-ca",
+		Payload: newCSR(t, d.key, "device", "secret"), Recipient: pki.raEnc, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	code, _, body := post(t, ts.URL, der)
+	expectFailure(t, pki, code, body, BadRequest)
+	require.NotNil(t, seen)
+	require.Nil(t, seen.CACert)
 }
 
 // TestMetricLabelsBounded: a requester chooses its messageType, so the metric label
