@@ -28,7 +28,8 @@ import (
 type CRLPublisher struct {
 	// CA signs the CRL. Required.
 	CA *catemplate.CA
-	// Revocations holds the revocations the CRL lists. Required.
+	// Revocations holds the revocations the CRL lists: those whose Issuer is the
+	// CA's subject, and those recorded without an issuer. Required.
 	Revocations RevocationStore
 	// Validity is how long each CRL is valid (its nextUpdate is thisUpdate plus
 	// Validity); zero means 24 hours.
@@ -114,6 +115,11 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	}
 	entries := make([]x509.RevocationListEntry, 0, len(revs))
 	for _, r := range revs {
+		// A CRL's entries are certificates of its issuer (RFC 5280 §5): after a
+		// rollover the store holds the other CA's revocations too.
+		if !r.For(p.CA.Certificate.RawSubject) {
+			continue
+		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: r.Serial, RevocationTime: r.RevokedAt.UTC(),
 			ReasonCode: r.Reason})
 	}
@@ -139,13 +145,19 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 }
 
 // Revoke records r in the store (see [RevocationStore.Revoke]) and has the next CRL
-// signed afresh, so that it lists r. It returns the revocation on record.
+// signed afresh, so that it lists r. A nil r.Issuer is recorded as the CA's name: r
+// is about a certificate of this CA. It returns the revocation on record.
 func (p *CRLPublisher) Revoke(ctx context.Context, r *Revocation) (*Revocation, error) {
 	if p.Revocations == nil {
 		return nil, errors.New("crp: CRLPublisher needs Revocations")
 	}
 	if err := CheckRevocation(r); err != nil {
 		return nil, err
+	}
+	if r.Issuer == nil && p.CA != nil && p.CA.Certificate != nil {
+		c := *r
+		c.Issuer = p.CA.Certificate.RawSubject
+		r = &c
 	}
 	got, err := p.Revocations.Revoke(ctx, r)
 	if err != nil {

@@ -90,7 +90,8 @@ type Transaction struct {
 	checkErr   error                 // what Verifier.Check said, judged phase by phase
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool
-	renewalOff bool // the SCEP server has renewal off (scep.Request.RenewalDisabled)
+	renewalOff bool      // the SCEP server has renewal off (scep.Request.RenewalDisabled)
+	ca         issuingCA // chosen when the transaction began
 }
 
 // UserID returns the user the transaction is for (from the challenge, or from the
@@ -196,7 +197,10 @@ type RegistrationPoint struct {
 	// Renewal is the renewal policy; the zero value accepts renewals of unexpired,
 	// unrevoked certificates we issued (and needs a RevocationChecker).
 	Renewal RenewalPolicy
-	// CRL returns the current CRL for GetCRL; nil refuses GetCRL.
+	// CRL returns the current CRL of the CA (CACert) for a GetCRL that names it as
+	// the issuer; nil refuses GetCRL. A GetCRL naming another issuer is refused with
+	// badCertId; after a CA Rollover, one naming the next CA is answered by
+	// Rollover.CRL.
 	CRL func(ctx context.Context) ([]byte, error)
 	// Checks are the user's own checks, placed around the phases.
 	Checks []Check

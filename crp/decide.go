@@ -33,6 +33,10 @@ type Decision struct {
 	Template *x509.Certificate
 	// TemplateName names the catemplate.Template that was applied.
 	TemplateName string
+	// CACert is the CA that must issue the certificate: the one in force when
+	// Decide was called (after a Rollover's switch, its CA), chosen once for the
+	// decision. Template's validity ends no later than CACert's.
+	CACert *x509.Certificate
 	// RequiresApproval is set when the template needs a CA manager's approval:
 	// complete with an error matching ErrPending to queue the request.
 	RequiresApproval bool
@@ -201,7 +205,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 		return nil, e
 	}
 	opened = true
-	return &Decision{TransactionID: tx.ID, Template: tx.CertTemplate, TemplateName: tx.Template.Name,
+	return &Decision{TransactionID: tx.ID, Template: tx.CertTemplate, TemplateName: tx.Template.Name, CACert: tx.ca.cert,
 		RequiresApproval: tx.Template.RequiresApproval, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
 		ProfileID: tx.ProfileID(), Expires: od.expires, Trace: tx.Trace}, nil
 }
@@ -209,7 +213,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 // Complete ends an open [Decision] with what the CA did, as Enroll ends a request
 // after its Issuer: an issued certificate is checked against the decision (same
 // subject, subjectAltName, key usages, public key, validity within the decided one,
-// not a CA, signed by CACert), recorded in the stores and notified (an Intune
+// not a CA, signed by the Decision's CACert), recorded in the stores and notified (an Intune
 // successNotification, say); a failure releases or burns the challenge by
 // Completion.Err and is notified. It returns nil, a *Error (the certificate does not
 // match, or the CA's failure, or a required notification that failed), or an error
@@ -244,8 +248,8 @@ func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error 
 	}
 	e := rp.runPhase(ctx, tx, PhaseIssue, builtin{"complete", func(ctx context.Context, tx *Transaction) *Error {
 		if c.Err == nil && c.Certificate != nil {
-			if err := rp.signedByOurCA(c.Certificate); err != nil {
-				rp.log().ErrorContext(ctx, "crp: completed with a certificate not signed by CACert; refused",
+			if err := signedBy(c.Certificate, tx.ca.cert); err != nil {
+				rp.log().ErrorContext(ctx, "crp: completed with a certificate not signed by the decided CA; refused",
 					"transactionID", tx.ID, "serial", fmt.Sprintf("%x", c.Certificate.SerialNumber))
 				return fail(PhaseIssue, ReasonCertMismatch, fmt.Errorf("not signed by the CA: %w", err))
 			}
@@ -297,7 +301,7 @@ func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion, tx *
 // operator (and intune.CARevoker) finds it by serial to revoke it, and logged as
 // withheld. Nothing is logged for the certificate the inventory already holds (a
 // completion repeated with the same certificate); a certificate our CA did not sign
-// (CACert, as Complete checks it) is not ours to record, and a serial recorded with
+// (neither CA of a rollover) is not ours to record, and a serial recorded with
 // another certificate is kept.
 func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCertificate) {
 	cert := ic.Certificate

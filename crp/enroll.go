@@ -63,7 +63,7 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 // proves, if any: a Proof for another CSR is refused.
 func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) (*Transaction, *Error) {
 	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
-		Trace: &Trace{TransactionID: req.TransactionID}}
+		Trace: &Trace{TransactionID: req.TransactionID}, ca: rp.issuingAt(rp.now())}
 	signer, err := req.Proof.signerFor(req.CSR)
 	if err != nil {
 		return tx, fail(PhaseGateway, ReasonRenewalSigner, err)

@@ -244,6 +244,12 @@ type Record struct {
 	// Validator is the name of the NamedValidator that judged a pending request ("":
 	// the built-in check did).
 	Validator string
+	// CAHash is the SHA-256 of the certificate of the CA a pending request is to be
+	// issued by: the one chosen when the request was received (after a rollover's
+	// switch, the previous CA for a device still on the previous RA, which accepts
+	// no other). Nil otherwise, and in records stored before it was kept: such a
+	// request is issued by the CA in force when it is approved.
+	CAHash []byte
 	// Expires is when the record may be forgotten.
 	Expires time.Time
 }

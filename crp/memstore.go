@@ -1,6 +1,7 @@
 package crp
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -121,6 +122,7 @@ func (m *MemoryRevocations) Revoke(ctx context.Context, r *Revocation) (*Revocat
 	}
 	c := *r
 	c.Serial = new(big.Int).Set(r.Serial)
+	c.Issuer = bytes.Clone(r.Issuer)
 	m.m[k] = &c
 	out := c
 	return &out, nil
@@ -154,8 +156,8 @@ func (m *MemoryRevocations) IsRevoked(ctx context.Context, cert *x509.Certificat
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	_, ok := m.m[cert.SerialNumber.String()]
-	return ok, nil
+	r, ok := m.m[cert.SerialNumber.String()]
+	return ok && r.For(cert.RawIssuer), nil
 }
 
 var errNoSerial = errors.New("crp: revocation check of a certificate without a serial")

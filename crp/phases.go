@@ -333,7 +333,7 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	}
 	tx.Template = t
 	// The CSR's signature was verified in the gateway step (proof of possession).
-	ct, err := catemplate.ApplyVerified(t, tx.CSR, tx.Rendered, rp.caCert(), rp.now(), rp.Rand)
+	ct, err := catemplate.ApplyVerified(t, tx.CSR, tx.Rendered, tx.ca.cert, rp.now(), rp.Rand)
 	switch {
 	case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType):
 		return fail(PhaseTemplate, ReasonKeyRefused, err)

@@ -87,6 +87,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		if nv, ok := tx.Validator.(NamedValidator); ok {
 			rec.Validator = nv.Name() // and its external verdict stands
 		}
+		rec.CAHash = caHash(tx.ca.cert) // and issued by the CA its requester trusts
 	}
 	if tx.Template != nil {
 		rec.Template = tx.Template.Name

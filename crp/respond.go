@@ -85,12 +85,24 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 		if err != nil {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, err)
 		}
+		// A serial is unique per issuer only (RFC 5280 §4.1.2.2): after a rollover
+		// both CAs may have issued it, and the request names its certificate by
+		// issuer and serial (RFC 8894 §3.3.4).
+		if !bytes.Equal(c.Certificate.RawIssuer, req.IssuerAndSerial.Issuer) {
+			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert: the serial is another issuer's"))
+		}
 		return &scep.Response{Certificate: c.Certificate}, nil
 	case scep.GetCRL:
-		if rp.CRL == nil {
+		// The CRL of the CA the request names, whose certificates it lists (RFC
+		// 5280 §5): after a rollover, devices ask about either CA's certificates.
+		crlOf, ours := rp.crlOf(ctx, req.IssuerAndSerial)
+		switch {
+		case !ours:
+			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCRL for another issuer"))
+		case crlOf == nil:
 			return nil, fail(PhaseIssue, ReasonCARefused, errors.New("no CRL configured"))
 		}
-		crl, err := rp.CRL(ctx)
+		crl, err := crlOf(ctx)
 		if err != nil {
 			return nil, fail(PhaseIssue, ReasonCAUnavailable, err)
 		}
@@ -140,7 +152,8 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 	signerKey := keyHash(req.Signer)
 	tx := &Transaction{ID: req.TransactionID, MessageType: req.MessageType, CSR: req.CSR,
 		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID},
-		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw), renewalOff: req.RenewalDisabled}
+		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw), renewalOff: req.RenewalDisabled,
+		ca: rp.issuingFor(req.CACert, rp.now())}
 	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
 		// A resend of the same request gets the same answer, never a second certificate.
 		if bytes.Equal(rec.Request, tx.reqHash) {

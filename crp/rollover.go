@@ -3,12 +3,14 @@ package crp
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
-	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/internal/rollover"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -18,7 +20,14 @@ import (
 // At on, certificates are issued by CA, GetCACert answers with RA and CA, CertReps are
 // signed by RA, and renewals of certificates the previous CA issued are still
 // accepted while those certificates are valid. Requests still encrypted to the
-// previous RA are decrypted and answered as [scep.Rollover] describes.
+// previous RA are decrypted and answered as [scep.Rollover] describes, with a
+// certificate of the previous CA (RegistrationPoint.Issuer), the only CA such a
+// device trusts, ending no later than that CA; once the previous CA has expired they
+// are refused before their challenge is claimed.
+//
+// The CA is chosen once per transaction, when the request is received (for SCEP,
+// scep.Request.CACert), and kept for its template, issuance, records and reply: a
+// switch while a request is decided changes nothing for it.
 type Rollover struct {
 	// At is the switch time, on the registration point's clock (Now). Required.
 	At time.Time
@@ -33,6 +42,10 @@ type Rollover struct {
 	// issued by CA (or by the current CA when CA is nil), since clients accept only
 	// an RA their CA issued. Required.
 	RA *catemplate.RA
+	// CRL returns CA's current CRL, for a GetCRL that names CA as the issuer (RFC
+	// 8894 §3.3.4) from At on; RegistrationPoint.CRL answers for the previous CA,
+	// and nil refuses GetCRL for CA. Only used with CA.
+	CRL func(ctx context.Context) ([]byte, error)
 }
 
 // validate checks r; its certificates must be valid at its switch, or now when that
@@ -47,18 +60,7 @@ func (r *Rollover) validate(now time.Time) error {
 	case r.CA == nil && r.Issuer != nil:
 		return errors.New("crp: Rollover.Issuer needs Rollover.CA, the certificate it issues under")
 	}
-	when := r.At
-	if now.After(when) {
-		when = now
-	}
-	for _, c := range []*x509.Certificate{r.RA.SigningCertificate, r.RA.EncryptionCertificate, r.caCertificate()} {
-		if c != nil && (when.Before(c.NotBefore) || when.After(c.NotAfter)) {
-			return fmt.Errorf("crp: Rollover certificate %q is not valid at the rollover (%s): valid %s to %s",
-				c.Subject.String(), when.UTC().Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339),
-				c.NotAfter.UTC().Format(time.RFC3339))
-		}
-	}
-	return nil
+	return rollover.CheckValidity("crp", r.At, now, r.RA.SigningCertificate, r.RA.EncryptionCertificate, r.caCertificate())
 }
 
 // caCertificate is the certificate of CA; nil for an RA-only rollover.
@@ -76,15 +78,64 @@ func (rp *RegistrationPoint) rolledOver(now time.Time) bool {
 	return r != nil && r.CA != nil && !now.Before(r.At)
 }
 
-// issuer is the Issuer at now: a CAIssuer of the Rollover's CA after its switch.
-func (rp *RegistrationPoint) issuer() Issuer {
-	if rp.rolledOver(rp.now()) {
+// issuingCA is the CA a transaction issues under: its certificate (the template's
+// CA, what the issued certificate must chain to) and the Issuer that signs with it.
+// It is chosen once, when the transaction begins, and carried through every step,
+// so that a Rollover's switch in the middle of a transaction cannot resolve its
+// template against one CA and issue it with the other, nor have it issued by a CA
+// the requester does not trust.
+type issuingCA struct {
+	cert   *x509.Certificate
+	issuer Issuer
+}
+
+// issuingAt is the CA in force at now: the Rollover's CA after its switch.
+func (rp *RegistrationPoint) issuingAt(now time.Time) issuingCA {
+	if rp.rolledOver(now) {
 		if rp.Rollover.Issuer != nil {
-			return rp.Rollover.Issuer
+			return issuingCA{rp.Rollover.CA.Certificate, rp.Rollover.Issuer}
 		}
-		return CAIssuer{CA: rp.Rollover.CA}
+		return issuingCA{rp.Rollover.CA.Certificate, CAIssuer{CA: rp.Rollover.CA}}
 	}
-	return rp.Issuer
+	return issuingCA{rp.firstCACert(), rp.Issuer}
+}
+
+// caHash identifies a CA certificate in a Record (Record.CAHash).
+func caHash(ca *x509.Certificate) []byte {
+	if ca == nil {
+		return nil
+	}
+	sum := sha256.Sum256(ca.Raw)
+	return sum[:]
+}
+
+// issuingByHash is the CA of ours that Record.CAHash names, or the CA in force at now
+// when it names none of them (a record stored before it was kept).
+func (rp *RegistrationPoint) issuingByHash(h []byte, now time.Time) issuingCA {
+	if len(h) > 0 && rp.Rollover != nil && rp.Rollover.CA != nil {
+		for _, ca := range []*x509.Certificate{rp.firstCACert(), rp.Rollover.CA.Certificate} {
+			if bytes.Equal(h, caHash(ca)) {
+				return rp.issuingFor(ca, now)
+			}
+		}
+	}
+	return rp.issuingAt(now)
+}
+
+// issuingFor is the CA of ours whose certificate is ca, the CA a scep.Server chose
+// for a request (scep.Request.CACert: the one the requester trusts, which after a
+// switch is still the previous CA for a request encrypted to the previous RA), or
+// the CA in force at now when ca is nil or is not one of ours.
+func (rp *RegistrationPoint) issuingFor(ca *x509.Certificate, now time.Time) issuingCA {
+	if ca != nil && rp.Rollover != nil && rp.Rollover.CA != nil {
+		if first := rp.firstCACert(); first != nil && ca.Equal(first) {
+			return issuingCA{first, rp.Issuer}
+		}
+		if ca.Equal(rp.Rollover.CA.Certificate) {
+			return rp.issuingAt(rp.Rollover.At)
+		}
+	}
+	return rp.issuingAt(now)
 }
 
 // caCerts are the CA certificates whose certificates the registration point
@@ -106,17 +157,51 @@ func (rp *RegistrationPoint) caCerts() []*x509.Certificate {
 // self-signed one, on every enrollment) are nobody's of ours, and a signature check
 // costs a public-key operation.
 func (rp *RegistrationPoint) signedByOurCA(cert *x509.Certificate) error {
-	err := errors.New("issuer name differs from the CA's")
+	err := errIssuerName
 	for _, ca := range rp.caCerts() {
-		if ca == nil || !bytes.Equal(cert.RawIssuer, ca.RawSubject) {
-			continue
-		}
-		if err = cert.CheckSignatureFrom(ca); err == nil {
+		if err = signedBy(cert, ca); err == nil {
 			return nil
 		}
 	}
 	return err
 }
+
+var errIssuerName = errors.New("issuer name differs from the CA's")
+
+// signedBy reports the error of checking cert's signature against ca, after
+// comparing the names and key identifiers (see mayHaveIssued): a certificate of
+// another CA costs no public-key operation.
+func signedBy(cert, ca *x509.Certificate) error {
+	if !mayHaveIssued(ca, cert) {
+		return errIssuerName
+	}
+	if h := signatureCheckHook.Load(); h != nil {
+		(*h)()
+	}
+	return cert.CheckSignatureFrom(ca)
+}
+
+// mayHaveIssued reports whether ca may have issued cert, without a signature check:
+// cert's issuer name is ca's subject and, when both carry key identifiers (RFC 5280
+// §4.2.1.1, §4.2.1.2), cert's authorityKeyIdentifier is ca's subjectKeyIdentifier.
+// After a rollover to a CA with the same name (a CA renewed with a new key), the
+// key identifier tells the two apart.
+func mayHaveIssued(ca, cert *x509.Certificate) bool {
+	if ca == nil || cert == nil || !bytes.Equal(cert.RawIssuer, ca.RawSubject) {
+		return false
+	}
+	return !keyIdentified(ca, cert) || bytes.Equal(cert.AuthorityKeyId, ca.SubjectKeyId)
+}
+
+// keyIdentified reports whether cert names its issuer's key and ca its own, so that
+// mayHaveIssued compared them.
+func keyIdentified(ca, cert *x509.Certificate) bool {
+	return len(cert.AuthorityKeyId) > 0 && len(ca.SubjectKeyId) > 0
+}
+
+// signatureCheckHook, when set, is called before each certificate signature check
+// signedBy makes (tests count them).
+var signatureCheckHook atomic.Pointer[func()]
 
 // scepRollover is the scep.Rollover of r on top of the server's current chain.
 func (r *Rollover) scep(current []*x509.Certificate) *scep.Rollover {
@@ -126,6 +211,36 @@ func (r *Rollover) scep(current []*x509.Certificate) *scep.Rollover {
 		out.CACerts = append([]*x509.Certificate{r.CA.Certificate}, r.CA.Chain...)
 	}
 	return out
+}
+
+// crlOf returns the CRL source of the CA a GetCRL names (RFC 8894 §3.3.4: the
+// issuer of the certificate asked about): RegistrationPoint.CRL for the first CA,
+// Rollover.CRL for the next one after the switch; nil, false for an issuer that is
+// not ours. When both CAs have the same name, the certificate on record with the
+// serial tells them apart (the CA in force when there is none).
+func (rp *RegistrationPoint) crlOf(ctx context.Context, ias *scep.IssuerAndSerial) (func(context.Context) ([]byte, error), bool) {
+	firstCA := rp.firstCACert()
+	var first, next bool
+	for _, ca := range rp.caCerts() {
+		switch {
+		case ca == nil || !bytes.Equal(ias.Issuer, ca.RawSubject):
+		case ca.Equal(firstCA):
+			first = true
+		default:
+			next = true
+		}
+	}
+	if first && next {
+		c, err := rp.certificates().Lookup(ctx, ias.Serial)
+		next = err != nil || signedBy(c.Certificate, firstCA) != nil
+	}
+	switch {
+	case next:
+		return rp.Rollover.CRL, true
+	case first:
+		return rp.CRL, true
+	}
+	return nil, false
 }
 
 // isOurCAName reports whether name is the subject of one of caCerts.
@@ -150,7 +265,9 @@ func (r *Rollover) revocation(prev RevocationChecker) RevocationChecker {
 	}
 	ca := r.CA.Certificate
 	return RevocationCheckerFunc(func(ctx context.Context, cert *x509.Certificate) (bool, error) {
-		if cert != nil && bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil {
+		// Which CA's list to ask: the key identifiers tell, else the signature (the
+		// renewal's signer was verified as ours before it is asked about).
+		if mayHaveIssued(ca, cert) && (keyIdentified(ca, cert) || signedBy(cert, ca) == nil) {
 			return next.IsRevoked(ctx, cert)
 		}
 		return prev.IsRevoked(ctx, cert)

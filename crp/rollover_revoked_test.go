@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -25,29 +23,13 @@ import (
 // renewal as one of the previous CA revoked there is (before: only the previous CA
 // was asked, and the next CA's revoked certificate renewed itself).
 func TestRolloverRenewalOfRevoked(t *testing.T) {
-	keys(t)
 	start := time.Now()
-	clock := &testClock{now: start}
-	env, err := crptest.New(crptest.Options{Now: clock.Now})
-	require.NoError(t, err)
-	t.Cleanup(func() { env.Close() })
-	nextCA, err := catemplate.NewCA(catemplate.CAOptions{Subject: pkix.Name{CommonName: "scepkit next CA"}})
-	require.NoError(t, err)
-	nextRA, err := catemplate.NewRA(nextCA, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit next RA"}})
-	require.NoError(t, err)
-	nextIssuer := &crptest.CountingIssuer{Next: crp.CAIssuer{CA: nextCA}} // not a RevocationChecker itself
-	at := start.Add(time.Hour)
+	renv := newRolloverEnv(t, crptest.Options{}, start, start.Add(time.Hour))
+	env, clock, nextCA, nextIssuer, at := renv.Env, renv.clock, renv.nextCA, renv.nextIssuer, renv.at
+	// nextIssuer is not a RevocationChecker itself.
 	env.RP.Issuer, env.RP.Revocation = crp.CAIssuer{CA: env.CA}, nil
-	env.RP.Rollover = &crp.Rollover{At: at, CA: nextCA, RA: nextRA, Issuer: nextIssuer}
-	require.NoError(t, env.RP.Validate())
-	srv := crp.NewServer(env.RP, env.RA)
-	require.NoError(t, srv.Validate())
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
+	oldClient, newClient := renv.serve(t)
 	ctx := context.Background()
-	oldClient := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
-	nextFP := sha256.Sum256(nextCA.Certificate.Raw)
-	newClient := &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:]}
 
 	enroll := func(c *scep.Client, user, device string) (*x509.Certificate, *rsa.PrivateKey) {
 		k, err := rsa.GenerateKey(rand.Reader, 2048)

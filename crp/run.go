@@ -5,7 +5,10 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/scepkit/scepkit/challenge"
 )
@@ -16,10 +19,33 @@ func (rp *RegistrationPoint) issuedBy(cert *x509.Certificate) bool {
 	return cert != nil && rp.signedByOurCA(cert) == nil
 }
 
+// checkIssuingCA refuses, before any challenge or renewal is claimed, a transaction
+// whose CA is not valid now: a request the scep.Server chose the previous CA for
+// (its requester knows no other) after that CA expired, or any request while the CA
+// in force is outside its validity. Nothing could be issued for it.
+func (rp *RegistrationPoint) checkIssuingCA(ctx context.Context, tx *Transaction) *Error {
+	now := rp.now()
+	ca := tx.ca.cert
+	if ca != nil && !now.Before(ca.NotBefore) && !now.After(ca.NotAfter) {
+		return nil
+	}
+	err := errors.New("no CA certificate to issue under")
+	if ca != nil {
+		err = fmt.Errorf("the CA %q the request is for is valid %s to %s", ca.Subject.String(),
+			ca.NotBefore.UTC().Format(time.RFC3339), ca.NotAfter.UTC().Format(time.RFC3339))
+	}
+	e := fail(PhaseGateway, ReasonMisconfigured, err)
+	rp.step(ctx, tx, PhaseGateway, "issuing-ca", now, e)
+	return e
+}
+
 // verify runs every check up to the template: gateway, phases 1-3, template. On
 // success the challenge is claimed (or the renewal signer accepted) and
 // tx.CertTemplate is ready to sign.
 func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error {
+	if e := rp.checkIssuingCA(ctx, tx); e != nil {
+		return e
+	}
 	if tx.Renewal {
 		if err := rp.runPhase(ctx, tx, PhaseGateway,
 			builtin{"csr-signature", rp.stepCSRSignature},
@@ -81,7 +107,7 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 		if tx.Template.RequiresApproval && !approved {
 			return nil
 		}
-		cert, err := rp.issuer().Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
+		cert, err := tx.ca.issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
 			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
 		return rp.accept(ctx, tx, cert, err)
 	}})

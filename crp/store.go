@@ -1,6 +1,7 @@
 package crp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -168,6 +169,20 @@ type Revocation struct {
 	// By says who asked, for the operator: an admin's name, "intune:" and the
 	// request's context, and so on. Free text; never sent to a device.
 	By string
+	// Issuer is the DER issuer name of the revoked certificate (its RawIssuer): a
+	// serial is unique per issuer only, and a CRL lists only its own CA's
+	// certificates (RFC 5280 §5). [CRLPublisher.Revoke] fills it with its CA's name
+	// when it is nil. Nil in records stored before issuers were recorded: such a
+	// record is listed on the CRL of every CA, and IsRevoked matches it whatever
+	// the certificate's issuer, as before.
+	Issuer []byte
+}
+
+// For reports whether r is about a certificate of the CA whose subject is issuer
+// (DER): r names that issuer, or no issuer at all (a record stored before issuers
+// were). It is for store implementers' IsRevoked, and for CRLs.
+func (r *Revocation) For(issuer []byte) bool {
+	return r.Issuer == nil || bytes.Equal(r.Issuer, issuer)
 }
 
 // RevocationStore keeps revocations. Used by the built-in CA's CRL (built from

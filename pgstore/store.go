@@ -122,6 +122,12 @@ var migrations = []string{
 	// a long one (the key no longer names it). NULL in rows written by version 1.
 	// (bytea: a transactionID of the crp.Enroll API may hold any bytes.)
 	`ALTER TABLE scepkit_transactions ADD COLUMN tx_id bytea;`,
+	// 3: the revoked certificate's DER issuer name (a CRL lists only its own CA's
+	// certificates). NULL in rows written before: any issuer's.
+	`ALTER TABLE scepkit_revocations ADD COLUMN issuer bytea;`,
+	// 4: the CA a pending request is to be issued by (crp.Record.CAHash). NULL in rows
+	// written before.
+	`ALTER TABLE scepkit_transactions ADD COLUMN ca bytea;`,
 }
 
 // migrationLock is the advisory lock key under which the schema is migrated.
@@ -315,7 +321,7 @@ func (s *Store) Release(ctx context.Context, id string) error {
 
 // ---- transaction records ----
 
-const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires, tx_id"
+const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires, tx_id, ca"
 
 // Put implements crp.TransactionStore.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
@@ -329,12 +335,12 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 }
 
 const putRecordSQL = `INSERT INTO scepkit_transactions (` + recordColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 	ON CONFLICT (id) DO UPDATE SET tx_id = EXCLUDED.tx_id, signer_key = EXCLUDED.signer_key, request = EXCLUDED.request,
 		csr = EXCLUDED.csr, status = EXCLUDED.status, certificate = EXCLUDED.certificate,
 		phase = EXCLUDED.phase, reason = EXCLUDED.reason, user_id = EXCLUDED.user_id,
 		device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
-		template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires`
+		template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires, ca = EXCLUDED.ca`
 
 func (s *Store) recordArgs(r *crp.Record) []any {
 	exp := r.Expires
@@ -346,7 +352,7 @@ func (s *Store) recordArgs(r *crp.Record) []any {
 		der = r.Certificate.Raw
 	}
 	return []any{idKey(r.TransactionID), r.SignerKey, r.Request, r.CSR, int(r.Status), der, int(r.Phase), string(r.Reason),
-		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp, []byte(r.TransactionID)}
+		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp, []byte(r.TransactionID), r.CAHash}
 }
 
 // RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
@@ -384,7 +390,7 @@ func scanRecord(row pgx.Row, id string) (*crp.Record, error) {
 		signer, request, csr []byte
 	)
 	if err := row.Scan(&key, &signer, &request, &csr, &status, &der, &phase, &reason, &r.UserID, &r.DeviceID,
-		&r.ProfileID, &r.Template, &r.Validator, &expires, &txID); err != nil {
+		&r.ProfileID, &r.Template, &r.Validator, &expires, &txID, &r.CAHash); err != nil {
 		return nil, err
 	}
 	switch {
@@ -583,7 +589,7 @@ func scanRevocation(row pgx.Row) (*crp.Revocation, error) {
 		r      crp.Revocation
 		serial string
 	)
-	if err := row.Scan(&serial, &r.Reason, &r.RevokedAt, &r.By); err != nil {
+	if err := row.Scan(&serial, &r.Reason, &r.RevokedAt, &r.By, &r.Issuer); err != nil {
 		return nil, err
 	}
 	n, ok := new(big.Int).SetString(serial, 10)
@@ -602,11 +608,11 @@ func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation,
 		return nil, err
 	}
 	serial := r.Serial.String()
-	if _, err := s.pool.Exec(ctx, `INSERT INTO scepkit_revocations (serial, reason, revoked_at, by_whom)
-		VALUES ($1::numeric, $2, $3, $4) ON CONFLICT (serial) DO NOTHING`, serial, r.Reason, r.RevokedAt, r.By); err != nil {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO scepkit_revocations (serial, reason, revoked_at, by_whom, issuer)
+		VALUES ($1::numeric, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING`, serial, r.Reason, r.RevokedAt, r.By, r.Issuer); err != nil {
 		return nil, wrap("revoking", err)
 	}
-	got, err := scanRevocation(s.pool.QueryRow(ctx, `SELECT serial::text, reason, revoked_at, by_whom
+	got, err := scanRevocation(s.pool.QueryRow(ctx, `SELECT serial::text, reason, revoked_at, by_whom, issuer
 		FROM scepkit_revocations WHERE serial = $1::numeric`, serial))
 	if err != nil {
 		return nil, wrap("revoking", err)
@@ -618,7 +624,7 @@ func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation,
 func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT serial::text, reason, revoked_at, by_whom FROM scepkit_revocations
+	rows, err := s.pool.Query(ctx, `SELECT serial::text, reason, revoked_at, by_whom, issuer FROM scepkit_revocations
 		WHERE revoked_at >= $1 ORDER BY revoked_at, serial`, since)
 	if err != nil {
 		return nil, wrap("revocations", err)
@@ -638,8 +644,9 @@ func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revoc
 	return out, nil
 }
 
-// IsRevoked implements crp.RevocationChecker. A certificate without a serial is an
-// error.
+// IsRevoked implements crp.RevocationChecker: the serial is revoked, for cert's
+// issuer or for no issuer in particular (see crp.Revocation.Issuer). A certificate
+// without a serial is an error.
 func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
@@ -647,8 +654,8 @@ func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, er
 		return false, errors.New("pgstore: revocation check of a certificate without a serial")
 	}
 	var revoked bool
-	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM scepkit_revocations WHERE serial = $1::numeric)",
-		cert.SerialNumber.String()).Scan(&revoked)
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM scepkit_revocations WHERE serial = $1::numeric
+		AND (issuer IS NULL OR issuer = $2))`, cert.SerialNumber.String(), cert.RawIssuer).Scan(&revoked)
 	if err != nil {
 		return false, wrap("revocation", err)
 	}

@@ -190,6 +190,7 @@ type record struct {
 	ProfileID     string         `json:"profile,omitempty"`
 	Template      string         `json:"template,omitempty"`
 	Validator     string         `json:"validator,omitempty"`
+	CA            []byte         `json:"ca,omitempty"`
 	Expires       time.Time      `json:"expires"`
 }
 
@@ -219,7 +220,7 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 	}
 	w := record{V: recordVersion, TransactionID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request,
 		CSR: r.CSR, Status: r.Status, Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID,
-		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, Expires: r.Expires}
+		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, CA: r.CAHash, Expires: r.Expires}
 	if r.Certificate != nil {
 		w.Certificate = r.Certificate.Raw
 	}
@@ -334,7 +335,7 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 	}
 	r := &crp.Record{TransactionID: w.TransactionID, SignerKey: w.SignerKey, Request: w.Request, CSR: w.CSR,
 		Status: w.Status, Phase: w.Phase, Reason: w.Reason, UserID: w.UserID, DeviceID: w.DeviceID,
-		ProfileID: w.ProfileID, Template: w.Template, Validator: w.Validator, Expires: w.Expires}
+		ProfileID: w.ProfileID, Template: w.Template, Validator: w.Validator, CAHash: w.CA, Expires: w.Expires}
 	if len(w.Certificate) > 0 {
 		if r.Certificate, err = x509.ParseCertificate(w.Certificate); err != nil {
 			return nil, fmt.Errorf("redisstore: get %q: certificate: %w", id, err)

@@ -1,6 +1,7 @@
 package intune
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -173,8 +174,9 @@ func (e *RevocationError) Unwrap() error { return e.Err }
 // certificate of ours has the same serial (serials are unique per issuer only).
 type CARevoker struct {
 	CA *catemplate.CA
-	// Certificates, if set, tells serials this CA issued from others
-	// (ErrorCertificateNotFound).
+	// Certificates, if set, tells serials this CA issued from others: a serial not
+	// on record is ErrorCertificateNotFound, one on record with a certificate of
+	// another issuer (the other CA of a rollover) ErrOtherCA.
 	Certificates crp.CertificateStore
 	// Revocations, if set, records each revocation durably (By "intune:" and the
 	// request's context) before the CA's in-memory list takes it, so that it
@@ -210,18 +212,26 @@ func (r *CARevoker) Revoke(ctx context.Context, req *RevocationRequest) error {
 	if err != nil {
 		return &RevocationError{Code: ErrorParameterDataInvalid, Err: err}
 	}
+	issuer := r.CA.Certificate.RawSubject // the revoked certificate's
 	if r.Certificates != nil {
-		if _, err := r.Certificates.Lookup(ctx, serial); errors.Is(err, crp.ErrNotFound) {
+		issued, err := r.Certificates.Lookup(ctx, serial)
+		if errors.Is(err, crp.ErrNotFound) {
 			return fmt.Errorf("%w: serial %s", ErrCertificateNotFound, req.SerialNumber)
 		} else if err != nil {
 			return fmt.Errorf("%w: %w", crp.ErrUnavailable, err)
+		}
+		if !bytes.Equal(issued.Certificate.RawIssuer, issuer) {
+			// The serial on record is another CA's (after a rollover, the inventory
+			// holds both CAs' certificates): not this CA's to revoke.
+			return fmt.Errorf("%w: serial %s was issued by %q", ErrOtherCA, req.SerialNumber, issued.Certificate.Issuer.String())
 		}
 	}
 	now := time.Now()
 	if r.Now != nil {
 		now = r.Now()
 	}
-	rev := &crp.Revocation{Serial: serial, Reason: r.Reason, RevokedAt: now, By: "intune:" + req.RequestContext}
+	rev := &crp.Revocation{Serial: serial, Reason: r.Reason, RevokedAt: now, By: "intune:" + req.RequestContext,
+		Issuer: issuer}
 	if r.Revocations != nil {
 		rec, err := r.Revocations.Revoke(ctx, rev)
 		if err != nil {
@@ -232,7 +242,8 @@ func (r *CARevoker) Revoke(ctx context.Context, req *RevocationRequest) error {
 	return r.CA.Revoke(serial, rev.Reason, rev.RevokedAt) // revoking again keeps the first entry: success
 }
 
-// Restore puts every revocation recorded in Revocations back into the CA's
+// Restore puts every revocation recorded in Revocations for the CA's certificates
+// (crp.Revocation.Issuer its subject, or no issuer) back into the CA's
 // in-memory list, so that a restarted CA's CRL shows them again (catemplate.CA keeps
 // revocations in memory only). Call it once at startup, before serving.
 func (r *CARevoker) Restore(ctx context.Context) error {
@@ -244,6 +255,9 @@ func (r *CARevoker) Restore(ctx context.Context) error {
 		return fmt.Errorf("intune: reading revocations: %w", err)
 	}
 	for _, rev := range list {
+		if !rev.For(r.CA.Certificate.RawSubject) {
+			continue // another CA's (after a rollover)
+		}
 		if err := r.CA.Revoke(rev.Serial, rev.Reason, rev.RevokedAt); err != nil {
 			return fmt.Errorf("intune: restoring the revocation of %x: %w", rev.Serial, err)
 		}

@@ -5,6 +5,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -73,6 +74,7 @@ var Cases = []Case{
 	{"revocation-since", needRevocations, revocationSince},
 	{"revocation-invalid-refused", needRevocations, revocationInvalid},
 	{"revocation-checker", needChecker, revocationChecker},
+	{"revocation-issuer", needChecker, revocationIssuer},
 	{"revocation-checker-no-serial-refused", needChecker, revocationCheckerNoSerial},
 }
 
@@ -227,7 +229,7 @@ func recordRoundtrip(t *testing.T, b Backend) {
 	cert := Certificate(t, 77, time.Now().Add(time.Hour).Truncate(time.Second))
 	want := &crp.Record{TransactionID: "tx-1", SignerKey: []byte{1, 2, 3}, Request: []byte{4, 5, 6}, CSR: []byte{7, 8},
 		Status: scep.Success, Certificate: cert, Phase: crp.PhaseIssue, Reason: crp.ReasonCARefused,
-		UserID: "u", DeviceID: "d", ProfileID: "p", Template: "t", Validator: "intune:contoso",
+		UserID: "u", DeviceID: "d", ProfileID: "p", Template: "t", Validator: "intune:contoso", CAHash: []byte{9, 10},
 		Expires: time.Now().Add(time.Hour).Truncate(time.Millisecond)}
 	check(t, b.Transactions.Put(ctx, want), "put")
 	got, err := b.Transactions.Get(ctx, "tx-1")
@@ -237,7 +239,7 @@ func recordRoundtrip(t *testing.T, b Backend) {
 		got.Status != want.Status || got.Certificate == nil || !got.Certificate.Equal(cert) ||
 		got.Phase != want.Phase || got.Reason != want.Reason || got.UserID != want.UserID ||
 		got.DeviceID != want.DeviceID || got.ProfileID != want.ProfileID || got.Template != want.Template ||
-		got.Validator != want.Validator {
+		got.Validator != want.Validator || !bytes.Equal(got.CAHash, want.CAHash) {
 		t.Fatalf("get returned %+v, want %+v", got, want)
 	}
 	if d := got.Expires.Sub(want.Expires); d < -time.Second || d > time.Second {
@@ -601,6 +603,50 @@ func revocationChecker(t *testing.T, b Backend) {
 	if ok, err := b.Checker.IsRevoked(ctx, other); err != nil || ok {
 		t.Fatalf("IsRevoked of another certificate: %v, %v", ok, err)
 	}
+}
+
+// revocationIssuer: a revocation keeps its certificate's issuer name; IsRevoked
+// matches a certificate of that issuer, not one of another CA with the same serial
+// (serials are unique per issuer only). A revocation without an issuer, as stored
+// before issuers were, matches a certificate of any issuer.
+func revocationIssuer(t *testing.T, b Backend) {
+	now := time.Now().Truncate(time.Second)
+	c := Certificate(t, 557, now.Add(time.Hour))
+	got, err := b.Revocations.Revoke(ctx, &crp.Revocation{Serial: c.SerialNumber, RevokedAt: now, Issuer: c.RawIssuer})
+	check(t, err, "revoke")
+	if !bytes.Equal(got.Issuer, c.RawIssuer) {
+		t.Fatalf("Revoke returned issuer %x, want %x", got.Issuer, c.RawIssuer)
+	}
+	_, err = b.Revocations.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(558), RevokedAt: now})
+	check(t, err, "revoke without issuer")
+	list, err := b.Revocations.RevokedSince(ctx, time.Time{})
+	check(t, err, "since")
+	if len(list) != 2 || !bytes.Equal(list[0].Issuer, c.RawIssuer) || list[1].Issuer != nil {
+		t.Fatalf("listed %+v, want 557 with its issuer and 558 without", list)
+	}
+	if ok, err := b.Checker.IsRevoked(ctx, c); err != nil || !ok {
+		t.Fatalf("IsRevoked of the revoked certificate: %v, %v", ok, err)
+	}
+	if ok, err := b.Checker.IsRevoked(ctx, otherIssuer(t, 557)); err != nil || ok {
+		t.Fatalf("IsRevoked of another CA's certificate with the revoked serial: %v, %v", ok, err)
+	}
+	if ok, err := b.Checker.IsRevoked(ctx, otherIssuer(t, 558)); err != nil || !ok {
+		t.Fatalf("IsRevoked for a revocation stored without issuer: %v, %v", ok, err)
+	}
+}
+
+// otherIssuer is a certificate with serial whose issuer is named "other CA".
+func otherIssuer(t *testing.T, serial int64) *x509.Certificate {
+	t.Helper()
+	c := theCA(t)
+	parent := &x509.Certificate{Subject: pkix.Name{CommonName: "other CA"}, SerialNumber: big.NewInt(1)}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(serial),
+		Subject: pkix.Name{CommonName: "device"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+		parent, c.key.Public(), c.key)
+	check(t, err, "certificate")
+	cert, err := x509.ParseCertificate(der)
+	check(t, err, "parse")
+	return cert
 }
 
 // revocationCheckerNoSerial: a certificate without a serial (or none at all) is an
