@@ -51,7 +51,9 @@ func TestCrash(t *testing.T) {
 		lines := bufio.NewScanner(out)
 		// Wait until the child writes, then kill it at a random moment.
 		require.True(t, lines.Scan(), "the child wrote nothing")
-		time.Sleep(time.Duration(50+rand.IntN(400)) * time.Millisecond)
+		// Sometimes before the first checkpoint (the journal alone holds the writes),
+		// sometimes after one or during one (a second, or 256 KiB of journal).
+		time.Sleep(time.Duration(50+rand.IntN(1500)) * time.Millisecond)
 		require.NoError(t, cmd.Process.Kill()) // our own child, by its pid
 		n := 0
 		for ok := true; ok; ok = lines.Scan() {
@@ -88,13 +90,16 @@ func TestCrash(t *testing.T) {
 			_, err := s.Lookup(ctx, n)
 			require.NoError(t, err, "certificate %s lost", serial)
 		}
+		require.Empty(t, acked["readerr"], "reads failed under the writes")
+		require.NoError(t, boltstore.Check(s), "the file's pages and freelist after SIGKILL")
 		require.NoError(t, s.Close())
 	}
 	require.NotEmpty(t, acked["cert"], "the children never wrote: the test proves nothing")
 }
 
 // crashChild writes claims, pending records and certificates from 8 goroutines
-// until it is killed, printing each after its call returned.
+// until it is killed, printing each after its call returned, while another goroutine
+// lists certificates, revocations and pending requests.
 func crashChild(t *testing.T, path, round string) {
 	s, err := boltstore.Open(path, &boltstore.Options{Timeout: 10 * time.Second})
 	if err != nil {
@@ -108,6 +113,21 @@ func crashChild(t *testing.T, path, round string) {
 	}
 	ctx := context.Background()
 	var wg sync.WaitGroup
+	// Reads alongside the writes: they run in the commit loop too.
+	go func() {
+		for {
+			_, err := s.Certificates(ctx, crp.CertificateQuery{UserID: "u", Limit: 50})
+			if err == nil {
+				_, err = s.RevokedSince(ctx, time.Time{})
+			}
+			if err == nil {
+				_, err = s.Pending(ctx, "", 20)
+			}
+			if err != nil {
+				ack("readerr", strings.ReplaceAll(err.Error(), " ", "_"))
+			}
+		}
+	}()
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
 		go func() {
@@ -117,7 +137,7 @@ func crashChild(t *testing.T, path, round string) {
 				if s.Claim(ctx, id, time.Now().Add(time.Hour)) == nil {
 					ack("claim", id)
 				}
-				if s.Put(ctx, &crp.Record{TransactionID: id, Status: scep.Pending, CSR: []byte(id),
+				if s.Put(ctx, &crp.Record{TransactionID: id, Status: scep.Pending, CSR: []byte(strings.Repeat(id, 200)),
 					Expires: time.Now().Add(time.Hour)}) == nil {
 					ack("pending", id)
 				}

@@ -55,7 +55,7 @@ func fill(t *testing.T, path string) {
 // failed writes are absent, and the file reopens consistent.
 func TestDiskFull(t *testing.T) {
 	ctx := context.Background()
-	dir := smallDisk(t, 4<<20)
+	dir := smallDisk(t, 24<<20) // the journal (8 MiB) and the file
 	path := filepath.Join(dir, "state.db")
 	s, err := boltstore.Open(path, nil)
 	require.NoError(t, err)
@@ -66,9 +66,10 @@ func TestDiskFull(t *testing.T) {
 	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "tx-before", Status: scep.Pending, CSR: big64k, Expires: exp}))
 
 	fill(t, filepath.Join(dir, "filler"))
-	// Writes large enough to need new pages, and the file to grow.
+	// Writes large enough to need new pages, and the file to grow, more than the
+	// journal holds.
 	var failed int
-	for i := 0; i < 64; i++ {
+	for i := 0; i < 256; i++ {
 		id := fmt.Sprintf("tx-full-%d", i)
 		err := s.Put(ctx, &crp.Record{TransactionID: id, Status: scep.Pending, CSR: big64k, Expires: exp})
 		if err == nil {
@@ -111,7 +112,12 @@ func TestDiskFull(t *testing.T) {
 	require.ErrorIs(t, s.Claim(ctx, "before", exp), challenge.ErrReplayed)
 
 	require.NoError(t, os.Remove(filepath.Join(dir, "filler")))
-	for i := 0; i < 8; i++ {
+	// The journal is full: the first write once space returns waits for the next
+	// checkpoint attempt, at most a second after the last failed.
+	require.Eventually(t, func() bool {
+		return s.Put(ctx, &crp.Record{TransactionID: "tx-after-0", Status: scep.Pending, CSR: big64k, Expires: exp}) == nil
+	}, 5*time.Second, 50*time.Millisecond, "writing once space returned")
+	for i := 1; i < 8; i++ {
 		require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: fmt.Sprintf("tx-after-%d", i), Status: scep.Pending,
 			CSR: big64k, Expires: exp}), "writing once space returned")
 	}

@@ -29,7 +29,7 @@ func setVersion(t *testing.T, path string, v byte) {
 func rawRecord(t *testing.T, s *Store, id string) string {
 	t.Helper()
 	var v string
-	if err := s.db.View(func(tx *bolt.Tx) error { v = string(tx.Bucket(bTx).Get(idKey(id))); return nil }); err != nil {
+	if err := s.view(context.Background(), func(tx *bolt.Tx) error { v = string(tx.Bucket(bTx).Get(idKey(id))); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return v
@@ -38,8 +38,9 @@ func rawRecord(t *testing.T, s *Store, id string) string {
 // A SUCCESS record written with its certificate (RecordIssuance) names the
 // certificate by serial instead of keeping a second copy; a record written alone
 // (Put) keeps its copy; both read back whole. A version 1 file (every record with its
-// copy) opens, reads, and is marked version 2; a file of a newer version is refused.
-func TestSchemaVersion2(t *testing.T) {
+// copy) opens, reads, and is marked version 3 (the journal's); a file of a newer version
+// is refused.
+func TestSchemaVersions(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
 	s, err := Open(path, nil)
@@ -81,13 +82,13 @@ func TestSchemaVersion2(t *testing.T) {
 	}
 	var v []byte
 	s.db.View(func(tx *bolt.Tx) error { v = append(v, tx.Bucket(bMeta).Get(keyVersion)...); return nil })
-	if len(v) != 1 || v[0] != 2 {
-		t.Fatalf("version after opening a version 1 file: %v, want 2", v)
+	if len(v) != 1 || v[0] != 3 {
+		t.Fatalf("version after opening a version 1 file: %v, want 3", v)
 	}
 	s.Close()
 
-	setVersion(t, path, 3)
+	setVersion(t, path, 4)
 	if _, err := Open(path, nil); err == nil || !strings.Contains(err.Error(), "newer") {
-		t.Fatalf("opening a version 3 file: %v, want refused as newer", err)
+		t.Fatalf("opening a version 4 file: %v, want refused as newer", err)
 	}
 }

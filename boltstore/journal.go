@@ -1,0 +1,263 @@
+package boltstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The journal makes a group of writes durable with one sequential write and one
+// fdatasync, where a bbolt commit costs two fdatasyncs and a write for every page the
+// group dirtied (a dozen for an enrollment: each bucket's leaf, branch pages, the
+// freelist, the meta page). The writes are applied to a bbolt write transaction that
+// stays open, and that transaction is committed (a checkpoint) every checkpointEvery,
+// or when the journal holds checkpointBytes, so that its pages are written once for
+// many groups.
+//
+// The file is preallocated with zeros, so that an fdatasync writes data blocks only
+// (no file-system metadata: no change of size, no unwritten extents to convert). It
+// holds one run of entries, each
+//
+//	length uint32 | crc32c uint32 | epoch uint64 | seq uint64 | payload (length bytes)
+//
+// where the CRC covers epoch, seq and payload, epoch is the checkpoint the entry
+// follows (kept in the meta bucket, raised by each checkpoint) and seq counts the
+// entries of the epoch from 0. A checkpoint commits the epoch's writes and the next
+// epoch in one bbolt transaction; the journal is then written again from its start.
+// On open, the entries of the file's epoch are applied in order, up to the first that
+// is torn, of another epoch or out of sequence, and committed; the next epoch is then
+// past the file's and past that of the entry at the journal's start (the latest any
+// entry has), so that no epoch is used twice, even for a file restored beside a later
+// run's journal. Entries hold physical
+// writes (put or delete of a key in a bucket), so applying one twice is harmless.
+//
+// The payload is a run of mutations: kind byte (mutPut, mutDelete) | bucket byte (its
+// index in allBuckets) | uvarint key length | key | for a put, uvarint value
+// length | value.
+
+const (
+	// journalSize is the journal file's size.
+	journalSize = 8 << 20
+	// journalHeader is the size of an entry's header.
+	journalHeader = 24
+	mutPut        = 1
+	mutDelete     = 2
+)
+
+var (
+	// keyEpoch (in the meta bucket) is the journal epoch the file's content follows.
+	keyEpoch = []byte("journal-epoch")
+	// keyClosed (in the meta bucket) is the epoch a Close committed: the journal holds
+	// no entry the file lacks. Open deletes it.
+	keyClosed = []byte("closed-epoch")
+	castagno  = crc32.MakeTable(crc32.Castagnoli)
+	// errJournal marks a journal entry that is well framed but cannot be applied.
+	errJournal = errors.New("boltstore: journal entry cannot be applied")
+)
+
+// journal is the store's journal file. It is used by the commit loop alone.
+type journal struct {
+	f     *os.File
+	epoch uint64 // of the entries being written
+	seq   uint64 // of the next entry
+	off   int64  // where the next entry goes
+	buf   []byte
+	sync  func(*os.File) error // nil means fdatasync; tests make it fail
+}
+
+// openJournal opens (creating and preallocating as needed) the journal at path. The
+// caller syncs the directory of a journal it created (created true).
+func openJournal(path string) (j *journal, created bool, err error) {
+	_, statErr := os.Lstat(path)
+	created = errors.Is(statErr, os.ErrNotExist)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, false, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	if st.Size() < journalSize {
+		// Write zeros rather than fallocate: an extent fallocate leaves unwritten would
+		// make each first write to it a metadata change, journaled by the file system.
+		zeros := make([]byte, 1<<20)
+		for off := st.Size(); off < journalSize; off += int64(len(zeros)) {
+			n := min(int64(len(zeros)), journalSize-off)
+			if _, err := f.WriteAt(zeros[:n], off); err != nil {
+				f.Close()
+				return nil, false, err
+			}
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, false, err
+		}
+	}
+	return &journal{f: f}, created, nil
+}
+
+// fits reports whether an entry with a payload of n bytes fits after the last.
+func (j *journal) fits(n int) bool {
+	return j.off+journalHeader+int64(n) <= journalSize
+}
+
+// append writes an entry and syncs it. On an error the entry counts as not written:
+// the next one goes in its place, and its header is overwritten with zeros (best
+// effort: on a disk that fails every write, it may stay), so that a crash before the
+// next entry does not bring back a write reported failed.
+func (j *journal) append(payload []byte) (err error) {
+	defer func() {
+		if err != nil {
+			var zeros [journalHeader]byte
+			if _, werr := j.f.WriteAt(zeros[:], j.off); werr == nil {
+				j.fdatasync()
+			}
+		}
+	}()
+	j.buf = append(j.buf[:0], make([]byte, journalHeader)...)
+	binary.LittleEndian.PutUint32(j.buf[0:], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(j.buf[8:], j.epoch)
+	binary.LittleEndian.PutUint64(j.buf[16:], j.seq)
+	j.buf = append(j.buf, payload...)
+	binary.LittleEndian.PutUint32(j.buf[4:], crc32.Checksum(j.buf[8:], castagno))
+	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
+		return fmt.Errorf("boltstore: writing the journal: %w", err)
+	}
+	if err := j.fdatasync(); err != nil {
+		return fmt.Errorf("boltstore: syncing the journal: %w", err)
+	}
+	j.off += int64(len(j.buf))
+	j.seq++
+	if cap(j.buf) > checkpointBytes {
+		j.buf = nil
+	}
+	return nil
+}
+
+func (j *journal) fdatasync() error {
+	if j.sync != nil {
+		return j.sync(j.f)
+	}
+	return fdatasync(j.f)
+}
+
+// restart begins the entries of epoch, from the start of the file.
+func (j *journal) restart(epoch uint64) {
+	j.epoch, j.seq, j.off = epoch, 0, 0
+}
+
+// replay applies to tx, in order, the entries of epoch j.epoch with a seq below upTo,
+// stopping at the first torn, foreign or out-of-sequence entry. It returns how many
+// it applied.
+func (j *journal) replay(tx *bolt.Tx, upTo uint64) (int, error) {
+	r := io.NewSectionReader(j.f, 0, journalSize)
+	var payload []byte
+	n := 0
+	for seq := uint64(0); seq < upTo; seq++ {
+		epoch, eseq, p, ok := readEntry(r, payload)
+		if !ok || epoch != j.epoch || eseq != seq {
+			break
+		}
+		payload = p
+		if err := applyMutations(tx, payload); err != nil {
+			return n, fmt.Errorf("%w: entry %d of epoch %d: %v", errJournal, seq, j.epoch, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// headEpoch returns the epoch of the entry at the start of the file, if one is intact
+// there: the latest epoch any entry was written in, since each epoch's entries start
+// at the beginning.
+func (j *journal) headEpoch() (uint64, bool) {
+	epoch, _, _, ok := readEntry(io.NewSectionReader(j.f, 0, journalSize), nil)
+	return epoch, ok
+}
+
+// readEntry reads the entry at r's position into buf's array, and reports whether its
+// frame is intact (its size within the file, its checksum right).
+func readEntry(r io.Reader, buf []byte) (epoch, seq uint64, payload []byte, ok bool) {
+	var hdr [journalHeader]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, 0, nil, false
+	}
+	size := binary.LittleEndian.Uint32(hdr[0:])
+	if int64(size) > journalSize-journalHeader {
+		return 0, 0, nil, false
+	}
+	payload = append(buf[:0], make([]byte, size)...)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, 0, nil, false
+	}
+	if crc32.Update(crc32.Checksum(hdr[8:], castagno), castagno, payload) != binary.LittleEndian.Uint32(hdr[4:]) {
+		return 0, 0, nil, false
+	}
+	return binary.LittleEndian.Uint64(hdr[8:]), binary.LittleEndian.Uint64(hdr[16:]), payload, true
+}
+
+// applyMutations applies a payload's mutations to tx. The keys and values are copied:
+// bbolt keeps what Put is given until the transaction ends.
+func applyMutations(tx *bolt.Tx, p []byte) error {
+	for len(p) > 0 {
+		if len(p) < 2 || int(p[1]) >= len(allBuckets) {
+			return errors.New("bad mutation header")
+		}
+		kind, b := p[0], tx.Bucket(allBuckets[p[1]])
+		p = p[2:]
+		k, rest, ok := cutBytes(p)
+		if !ok || len(k) == 0 {
+			return errors.New("bad key")
+		}
+		p = rest
+		switch kind {
+		case mutPut:
+			v, rest, ok := cutBytes(p)
+			if !ok {
+				return errors.New("bad value")
+			}
+			p = rest
+			if err := b.Put(clone(k), clone(v)); err != nil {
+				return err
+			}
+		case mutDelete:
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("unknown mutation %d", kind)
+		}
+	}
+	return nil
+}
+
+// cutBytes splits a uvarint-length-prefixed byte string off p.
+func cutBytes(p []byte) (b, rest []byte, ok bool) {
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n > uint64(len(p)-w) {
+		return nil, nil, false
+	}
+	return p[w : w+int(n)], p[w+int(n):], true
+}
+
+func clone(b []byte) []byte { return append(make([]byte, 0, len(b)), b...) }
+
+func appendMutation(p []byte, kind byte, bucket int, k, v []byte) []byte {
+	p = append(p, kind, byte(bucket))
+	p = binary.AppendUvarint(p, uint64(len(k)))
+	p = append(p, k...)
+	if kind == mutPut {
+		p = binary.AppendUvarint(p, uint64(len(v)))
+		p = append(p, v...)
+	}
+	return p
+}
+
+func (j *journal) close() error { return j.f.Close() }
