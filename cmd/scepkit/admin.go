@@ -12,38 +12,44 @@ import (
 	"math/big"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/pemfile"
 	"github.com/scepkit/scepkit/internal/secretcmp"
+	"github.com/scepkit/scepkit/scep"
 )
 
 // The admin API, on its own HTTPS listener. Every call is authenticated (a client
 // certificate issued by admin.client_ca, or the bearer token of admin.token_file)
 // and leaves one audit log line: who, what, on which object, and the outcome.
 //
-//	GET  /v1/pending                          pending requests
+//	GET  /v1/pending?after=                   pending requests, a page
 //	POST /v1/pending/{id}/approve             issue a pending request
 //	POST /v1/pending/{id}/reject              refuse it; body {"reason": "..."}
 //	POST /v1/certificates/{serial}/revoke     body {"reason": 0-10 (not 7)}; serial in hex
 //	GET  /v1/certificates/{serial}            one issued certificate
-//	GET  /v1/certificates?user=&device=&expiring_within=720h
+//	GET  /v1/certificates?user=&device=&expiring_within=720h&after=
+//
+// A list answers one page of at most pageSize entries, and "next" when there may be
+// more: the next page is the same call with after set to it.
 
 // adminTLS is the admin listener's TLS configuration. issuing are the CA certificates
 // that issue device certificates (with their chains): admin.client_ca may trust none
 // of them, since every certificate the gateway issues is a clientAuth certificate and
 // would make its device an operator.
-func adminTLS(c *Config, issuing [][]*x509.Certificate) (*tls.Config, error) {
+func adminTLS(c *config, issuing [][]*x509.Certificate) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(c.Admin.TLSCert, c.Admin.TLSKey)
 	if err != nil {
-		return nil, &SettingError{"admin.tls_cert", "SCEPKIT_ADMIN_TLS_CERT", err}
+		return nil, settingError("admin.tls_cert", err)
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.Admin.ClientCA != "" {
-		certs, err := readCerts(c.Admin.ClientCA)
+		certs, err := pemfile.ReadCertificates(c.Admin.ClientCA)
 		if err != nil {
-			return nil, &SettingError{"admin.client_ca", "SCEPKIT_ADMIN_CLIENT_CA", err}
+			return nil, settingError("admin.client_ca", err)
 		}
 		pool := x509.NewCertPool()
 		for _, cert := range certs {
@@ -56,9 +62,9 @@ func adminTLS(c *Config, issuing [][]*x509.Certificate) (*tls.Config, error) {
 			}
 			if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
 				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
-				return nil, &SettingError{"admin.client_ca", "SCEPKIT_ADMIN_CLIENT_CA", fmt.Errorf(
+				return nil, settingError("admin.client_ca", fmt.Errorf(
 					"it trusts %q, the CA that issues device certificates: every enrolled device could call the admin API",
-					chain[0].Subject.String())}
+					chain[0].Subject.String()))
 			}
 		}
 		// A client certificate is optional (a bearer token may be used instead). It is
@@ -82,11 +88,11 @@ func newAdmin(g *gateway, clientCAs *x509.CertPool) (*admin, error) {
 	if f := g.cfg.Admin.TokenFile; f != "" {
 		b, err := readSecretFile(f)
 		if err != nil {
-			return nil, &SettingError{"admin.token_file", "SCEPKIT_ADMIN_TOKEN_FILE", err}
+			return nil, settingError("admin.token_file", err)
 		}
 		a.token = []byte(strings.TrimSpace(string(b)))
 		if len(a.token) < 32 {
-			return nil, &SettingError{"admin.token_file", "SCEPKIT_ADMIN_TOKEN_FILE", errors.New("the token must have at least 32 characters")}
+			return nil, settingError("admin.token_file", errors.New("the token must have at least 32 characters"))
 		}
 	}
 	return a, nil
@@ -152,6 +158,15 @@ func (a *admin) handler() http.Handler {
 	return a.audited(mux)
 }
 
+// callerKey is the context key of the authenticated caller, as audited found it.
+type callerKey struct{}
+
+// caller is who made the call r, as audited authenticated it.
+func caller(r *http.Request) string {
+	who, _ := r.Context().Value(callerKey{}).(string)
+	return who
+}
+
 // audited authenticates every call before next sees it, and writes its audit line
 // from a defer, so that a call whose handler panics is audited too. Such a panic is
 // logged and answered 500 with no detail (or, once the answer is under way, the
@@ -192,7 +207,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, 64<<10)
-		next.ServeHTTP(sw, r)
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), callerKey{}, who)))
 	})
 }
 
@@ -207,8 +222,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// PendingRequest is one pending request as the admin API lists it.
-type PendingRequest struct {
+// pendingRequest is one pending request as the admin API lists it.
+type pendingRequest struct {
 	TransactionID string    `json:"transaction_id"`
 	UserID        string    `json:"user"`
 	DeviceID      string    `json:"device"`
@@ -217,8 +232,8 @@ type PendingRequest struct {
 	Expires       time.Time `json:"expires"`
 }
 
-// Certificate is one issued certificate as the admin API shows it.
-type Certificate struct {
+// apiCertificate is one issued certificate as the admin API shows it.
+type apiCertificate struct {
 	Serial    string    `json:"serial"`
 	Subject   string    `json:"subject"`
 	UserID    string    `json:"user"`
@@ -231,41 +246,82 @@ type Certificate struct {
 	PEM       string    `json:"pem,omitempty"`
 }
 
+// pageSize is how many entries a list call answers at most.
+const pageSize = crp.DefaultListLimit
+
+// pendingPage is one page of pending requests as the admin API lists them.
+type pendingPage struct {
+	Pending []pendingRequest `json:"pending"`
+	// Next, when set, is the after of the next page; absent on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// certificatePage is one page of issued certificates as the admin API lists them.
+type certificatePage struct {
+	Certificates []apiCertificate `json:"certificates"`
+	// Next, when set, is the after of the next page; absent on the last page.
+	Next string `json:"next,omitempty"`
+}
+
 func (a *admin) pending(w http.ResponseWriter, r *http.Request) {
 	if a.g.pending == nil {
 		writeJSON(w, http.StatusNotImplemented, apiError{"the transaction store (Redis) cannot list pending requests"})
 		return
 	}
-	recs, err := a.g.pending.Pending(r.Context(), r.URL.Query().Get("after"), 0)
+	recs, err := a.g.pending.Pending(r.Context(), r.URL.Query().Get("after"), pageSize)
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
-	out := []PendingRequest{}
+	out := pendingPage{Pending: []pendingRequest{}}
 	for _, rec := range recs {
-		out = append(out, PendingRequest{rec.TransactionID, rec.UserID, rec.DeviceID, rec.ProfileID, rec.Template, rec.Expires})
+		out.Pending = append(out.Pending, pendingRequest{rec.TransactionID, rec.UserID, rec.DeviceID, rec.ProfileID, rec.Template, rec.Expires})
+	}
+	if len(recs) == pageSize {
+		out.Next = recs[len(recs)-1].TransactionID
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
+// approve issues a pending request and answers with the certificate and what it was
+// issued for. The request is looked up first: an unknown id is 404 and a request no
+// longer pending 409, before anything is decided.
 func (a *admin) approve(w http.ResponseWriter, r *http.Request) {
-	cert, err := a.g.rp.Approve(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	rec, err := a.g.rp.Transactions.Get(r.Context(), id)
+	if err == nil && rec.Status != scep.Pending {
+		err = crp.ErrDecided
+	}
 	if err != nil {
 		a.decisionError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.certJSON(r.Context(), &crp.IssuedCertificate{Certificate: cert}))
+	cert, err := a.g.rp.Approve(r.Context(), id)
+	if err != nil {
+		a.decisionError(w, r, err)
+		return
+	}
+	// The inventory's record says what was issued (the template is resolved again on
+	// approval); should it not answer, the pending request says what was approved.
+	issued, err := a.g.store.Lookup(r.Context(), cert.SerialNumber)
+	if err != nil {
+		a.log.WarnContext(r.Context(), "approved, but the issued certificate's record cannot be read",
+			"transaction_id", id, "serial", cert.SerialNumber.Text(16), "err", err)
+		issued = &crp.IssuedCertificate{Certificate: cert, UserID: rec.UserID, DeviceID: rec.DeviceID,
+			ProfileID: rec.ProfileID, Template: rec.Template}
+	}
+	// Just issued: its serial is new, so no revocation can name it yet.
+	writeJSON(w, http.StatusOK, certificateJSON(issued, false))
 }
 
 func (a *admin) reject(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Reason string `json:"reason"`
 	}
-	if r.ContentLength != 0 {
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			badBody(w, err, `body: {"reason": "..."}`)
-			return
-		}
+	// The body is optional: none rejects without a reason.
+	if err := decodeBody(r.Body, &body); err != nil && err != io.EOF {
+		badBody(w, err, `body: {"reason": "..."}`)
+		return
 	}
 	why := errors.New("rejected by an operator")
 	if body.Reason != "" {
@@ -284,12 +340,13 @@ func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error)
 		writeJSON(w, http.StatusNotFound, apiError{"no such transaction"})
 	case errors.Is(err, crp.ErrDecided):
 		writeJSON(w, http.StatusConflict, apiError{"already decided"})
-	case errors.Is(err, crp.ErrUnavailable):
-		a.fail(w, r, http.StatusServiceUnavailable, err)
-	default:
-		// A refusal on re-checking (the device is no longer compliant, say), or the
-		// transaction is not pending: the detail is the operator's to read.
+	case errors.As(err, new(*crp.Error)) && !errors.Is(err, crp.ErrUnavailable):
+		// A refusal on re-checking (the device is no longer compliant, say): the
+		// phase and reason are the operator's to read.
 		writeJSON(w, http.StatusConflict, apiError{err.Error()})
+	default:
+		// The store or the CA failed: logged, not told.
+		a.fail(w, r, http.StatusServiceUnavailable, err)
 	}
 }
 
@@ -298,15 +355,52 @@ func (a *admin) fail(w http.ResponseWriter, r *http.Request, status int, err err
 	writeJSON(w, status, apiError{http.StatusText(status)})
 }
 
+// errTrailingData: a request body holds more than its one JSON object.
+var errTrailingData = errors.New("data after the JSON object")
+
+// decodeBody reads a request body into v: one JSON object with v's fields only, and
+// nothing after it but white space (a second object, or a field the call does not
+// take, is an operator's mistake that would otherwise be acted on as something
+// else). An empty body is io.EOF itself.
+func decodeBody(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	switch _, err := dec.Token(); {
+	case err == nil:
+		return errTrailingData
+	case err != io.EOF:
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return err
+		}
+		return errTrailingData
+	}
+	return nil
+}
+
 // badBody answers a request body that cannot be read: 413 beyond the size limit,
-// otherwise 400 with what the body should be.
+// otherwise 400 with what the body should be, and what is wrong with it when that
+// is a field the call does not take or data after the object.
 func badBody(w http.ResponseWriter, err error, want string) {
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{"body too large"})
 		return
 	}
-	writeJSON(w, http.StatusBadRequest, apiError{want})
+	msg := want
+	if err != nil {
+		// encoding/json has no error type for an unknown field; its text names the
+		// field (quoted by json).
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			msg = "unknown field " + field + "; " + want
+		} else if errors.Is(err, errTrailingData) {
+			msg = errTrailingData.Error() + "; " + want
+		}
+	}
+	writeJSON(w, http.StatusBadRequest, apiError{msg})
 }
 
 func parseSerial(s string) (*big.Int, bool) {
@@ -327,12 +421,11 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 		Reason *int `json:"reason"`
 	}
 	const want = `body: {"reason": CRLReason 0-10, not 7}`
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Reason == nil {
+	if err := decodeBody(r.Body, &body); err != nil || body.Reason == nil {
 		badBody(w, err, want)
 		return
 	}
-	who, _, _ := a.who(r)
-	rev := &crp.Revocation{Serial: serial, Reason: *body.Reason, RevokedAt: time.Now(), By: who}
+	rev := &crp.Revocation{Serial: serial, Reason: *body.Reason, RevokedAt: time.Now(), By: caller(r)}
 	if crp.CheckRevocation(rev) != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{want})
 		return
@@ -345,6 +438,7 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
+	rev.Issuer = issued.Certificate.RawIssuer
 	rev, err = a.g.crlFor(issued.Certificate).Revoke(r.Context(), rev)
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
@@ -353,9 +447,18 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"serial": rev.Serial.Text(16), "reason": rev.Reason, "revoked_at": rev.RevokedAt})
 }
 
-func (a *admin) certJSON(ctx context.Context, c *crp.IssuedCertificate) Certificate {
-	revoked, _ := a.g.store.IsRevoked(ctx, c.Certificate)
-	return Certificate{Serial: c.Certificate.SerialNumber.Text(16), Subject: c.Certificate.Subject.String(),
+// certJSON is c as the admin API shows it. An error of the revocation check is
+// returned, never answered as "not revoked".
+func (a *admin) certJSON(ctx context.Context, c *crp.IssuedCertificate) (apiCertificate, error) {
+	revoked, err := a.g.store.IsRevoked(ctx, c.Certificate)
+	if err != nil {
+		return apiCertificate{}, fmt.Errorf("revocation check of %s: %w", c.Certificate.SerialNumber.Text(16), err)
+	}
+	return certificateJSON(c, revoked), nil
+}
+
+func certificateJSON(c *crp.IssuedCertificate, revoked bool) apiCertificate {
+	return apiCertificate{Serial: c.Certificate.SerialNumber.Text(16), Subject: c.Certificate.Subject.String(),
 		UserID: c.UserID, DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template,
 		NotBefore: c.Certificate.NotBefore, NotAfter: c.Certificate.NotAfter, Revoked: revoked}
 }
@@ -374,7 +477,12 @@ func (a *admin) certificate(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.certJSON(r.Context(), c))
+	out, err := a.certJSON(r.Context(), c)
+	if err != nil {
+		a.fail(w, r, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
@@ -389,14 +497,54 @@ func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		cq.ExpiresAfter, cq.ExpiresBefore = now, now.Add(d)
 	}
+	if s := q.Get("after"); s != "" {
+		after, ok := parseCertCursor(s)
+		if !ok {
+			writeJSON(w, http.StatusBadRequest, apiError{"after: the next of the previous page"})
+			return
+		}
+		cq.After = after
+	}
+	cq.Limit = pageSize
 	list, err := a.g.store.Certificates(r.Context(), cq)
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
-	out := []Certificate{}
+	out := certificatePage{Certificates: []apiCertificate{}}
 	for _, c := range list {
-		out = append(out, a.certJSON(r.Context(), c))
+		cj, err := a.certJSON(r.Context(), c)
+		if err != nil {
+			a.fail(w, r, http.StatusServiceUnavailable, err)
+			return
+		}
+		out.Certificates = append(out.Certificates, cj)
+	}
+	if len(list) == pageSize {
+		out.Next = certCursor(list[len(list)-1].Certificate)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// certCursor is where a listing resumes after c, in the order of
+// crp.CertificateOrder: its NotAfter (Unix seconds) and serial (hex), "1798761600-3f9c2a".
+func certCursor(c *x509.Certificate) string {
+	return strconv.FormatInt(c.NotAfter.Unix(), 10) + "-" + c.SerialNumber.Text(16)
+}
+
+// parseCertCursor reads a certCursor into the crp.CertificateQuery.After it stands for.
+func parseCertCursor(s string) (*crp.IssuedCertificate, bool) {
+	na, hex, ok := strings.Cut(s, "-")
+	if !ok {
+		return nil, false
+	}
+	sec, err := strconv.ParseInt(na, 10, 64)
+	if err != nil || sec < 0 || strconv.FormatInt(sec, 10) != na {
+		return nil, false
+	}
+	serial, ok := parseSerial(hex)
+	if !ok {
+		return nil, false
+	}
+	return &crp.IssuedCertificate{Certificate: &x509.Certificate{NotAfter: time.Unix(sec, 0).UTC(), SerialNumber: serial}}, true
 }

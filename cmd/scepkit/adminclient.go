@@ -21,13 +21,13 @@ import (
 const adminUsage = `usage: scepkit admin [flags] COMMAND
 
 commands:
-  pending                       list pending requests
+  pending                       list pending requests (every page)
   approve TRANSACTION-ID        issue a pending request
   reject TRANSACTION-ID [WHY]   refuse a pending request
   revoke SERIAL REASON          revoke a certificate (serial in hex; RFC 5280 CRLReason 0-10, not 7)
   cert SERIAL                   show one issued certificate
   certs [-user U] [-device D] [-expiring-within 720h]
-                                list issued certificates
+                                list issued certificates (every page)
 
 flags (also from the environment in brackets):
 `
@@ -91,18 +91,20 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			}
 			return nil
 		}}
-	call := func(method, path string, body any) error {
+	// send makes one call and returns the answer's body, which it writes to stdout
+	// unless the status is 200.
+	send := func(method, path string, body any) ([]byte, error) {
 		var rd io.Reader
 		if body != nil {
 			b, err := json.Marshal(body)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			rd = bytes.NewReader(b)
 		}
 		req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(*u, "/")+path, rd)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
@@ -112,18 +114,61 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer resp.Body.Close()
 		out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			stdout.Write(out)
+			return nil, fmt.Errorf("admin API: %s", resp.Status)
+		}
+		return out, nil
+	}
+	call := func(method, path string, body any) error {
+		out, err := send(method, path, body)
+		if err == nil {
+			_, err = stdout.Write(out)
+		}
+		return err
+	}
+	// list follows a list call's pages (query q, entries under field) and prints
+	// their entries as one JSON array.
+	list := func(path string, q url.Values, field string) error {
+		all := []json.RawMessage{}
+		for {
+			out, err := send(http.MethodGet, path+"?"+q.Encode(), nil)
+			if err != nil {
+				return err
+			}
+			var page map[string]json.RawMessage
+			var entries []json.RawMessage
+			var next string
+			if err := json.Unmarshal(out, &page); err != nil {
+				return fmt.Errorf("admin API: %w", err)
+			}
+			if err := json.Unmarshal(page[field], &entries); err != nil {
+				return fmt.Errorf("admin API: %s: %w", field, err)
+			}
+			if raw, ok := page["next"]; ok {
+				if err := json.Unmarshal(raw, &next); err != nil {
+					return fmt.Errorf("admin API: next: %w", err)
+				}
+			}
+			all = append(all, entries...)
+			if next == "" || next == q.Get("after") {
+				break
+			}
+			q.Set("after", next)
+		}
+		b, err := json.Marshal(all)
+		if err != nil {
 			return err
 		}
-		stdout.Write(out)
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("admin API: %s", resp.Status)
-		}
-		return nil
+		_, err = stdout.Write(append(b, '\n'))
+		return err
 	}
 	need := func(n int) error {
 		if len(rest) < n+1 {
@@ -133,7 +178,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	switch rest[0] {
 	case "pending":
-		return call(http.MethodGet, "/v1/pending", nil)
+		return list("/v1/pending", url.Values{}, "pending")
 	case "approve":
 		if err := need(1); err != nil {
 			return err
@@ -178,7 +223,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if *within > 0 {
 			q.Set("expiring_within", within.String())
 		}
-		return call(http.MethodGet, "/v1/certificates?"+q.Encode(), nil)
+		return list("/v1/certificates", q, "certificates")
 	}
 	fs.Usage()
 	return fmt.Errorf("admin: unknown command %q", rest[0])

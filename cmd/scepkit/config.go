@@ -18,10 +18,10 @@ import (
 	"github.com/scepkit/scepkit/internal/plainhttp"
 )
 
-// Config is the gateway's configuration: a TOML file, then the environment (every
+// config is the gateway's configuration: a TOML file, then the environment (every
 // setting has a variable, SCEPKIT_ and its path in upper case with dots as
 // underscores: SCEPKIT_ADMIN_LISTEN), which wins.
-type Config struct {
+type config struct {
 	Listen    string `toml:"listen" doc:"address of the SCEP, CRL, health and metrics listener (plain HTTP unless tls_cert is set)" default:"127.0.0.1:8080"`
 	PublicURL string `toml:"public_url" doc:"base URL devices and relying parties reach this listener at; the CRL distribution point and CA URL in issued certificates are under it (default http://LISTEN; required when listen is every interface, such as 0.0.0.0:8080)"`
 	TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain for the SCEP listener; SCEP clients (RFC 8894) use plain HTTP, so this is optional"`
@@ -29,14 +29,14 @@ type Config struct {
 	StateDir  string `toml:"state_dir" doc:"directory holding the CA and RA certificates (and their keys unless pkcs11 is set), created on first start (other users may not write to it), and state.db (the embedded store: challenge claims, transactions, pending requests, issued certificates, revocations) unless postgres.dsn is set" default:"/var/lib/scepkit"`
 	Identity  string `toml:"identity" doc:"this gateway's identity: the audience the MDM mints challenges for" default:"scepkit-gateway"`
 	MDMIssuer string `toml:"mdm_issuer" doc:"the issuer name in the MDM's challenges" default:"scepkit-mdm"`
-	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or https URL (plain http only on a loopback host) (required)"`
-	Directory string `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]} (required)"`
+	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or https URL (plain http only on a loopback host), at most 1 MiB (required)"`
+	Directory string `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
 	// Profiles are the ids challenges name in their prof claim.
 	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048 or more, client authentication" default:"win,ios,mac"`
-	CertValidity    Duration `toml:"cert_validity" doc:"validity of issued certificates" default:"8760h"`
+	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates" default:"8760h"`
 	RequireApproval bool     `toml:"require_approval" doc:"queue every request (PENDING) until an operator approves it through the admin API"`
 	Legacy          bool     `toml:"legacy" doc:"accept single DES and SHA-1 from old clients (micromdm's scepclient needs it)"`
-	ExpiryWarning   Duration `toml:"expiry_warning" doc:"warn (log, /readyz detail) when a CA or RA certificate expires within this" default:"720h"`
+	ExpiryWarning   duration `toml:"expiry_warning" doc:"warn (log, /readyz detail) when a CA or RA certificate expires within this" default:"720h"`
 	Log             string   `toml:"log" doc:"log format: text or json (on stderr)" default:"text"`
 	NextCACert      string   `toml:"next_ca_cert" doc:"PEM file of the next CA certificate (then its chain), prepared ahead of a rollover and announced to devices through GetNextCACert (RFC 8894 section 4.7)"`
 	Rollover        struct {
@@ -57,11 +57,11 @@ type Config struct {
 		Authority        string `toml:"authority" doc:"Entra sign-in endpoint (default https://login.microsoftonline.com/; another for national clouds)"`
 		GraphURL         string `toml:"graph_url" doc:"Microsoft Graph root for service discovery (default https://graph.microsoft.com/)"`
 		// RevocationInterval paces the revocation poller.
-		RevocationInterval Duration `toml:"revocation_interval" doc:"how often to ask Intune for the revocations its admins requested when none are waiting; each is recorded, put in the CRL and reported back" default:"5m"`
+		RevocationInterval duration `toml:"revocation_interval" doc:"how often to ask Intune for the revocations its admins requested when none are waiting; each is recorded, put in the CRL and reported back" default:"5m"`
 	} `toml:"intune"`
 	CRL struct {
-		Validity Duration `toml:"validity" doc:"how long each CRL is valid (its nextUpdate)" default:"24h"`
-		Refresh  Duration `toml:"refresh" doc:"how often a new CRL is signed when nothing was revoked here" default:"1h"`
+		Validity duration `toml:"validity" doc:"how long each CRL is valid (its nextUpdate)" default:"24h"`
+		Refresh  duration `toml:"refresh" doc:"how often a new CRL is signed when nothing was revoked here" default:"1h"`
 	} `toml:"crl"`
 	Admin struct {
 		Listen    string `toml:"listen" doc:"address of the admin API listener (HTTPS only); empty disables it"`
@@ -90,41 +90,52 @@ type Config struct {
 	} `toml:"pkcs11"`
 }
 
-// Duration is a time.Duration written as "24h" in the file and the environment.
-type Duration time.Duration
+// duration is a time.Duration written as "24h" in the file and the environment.
+type duration time.Duration
 
 // UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Duration) UnmarshalText(b []byte) error {
+func (d *duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
 		return fmt.Errorf("a duration such as \"24h\" or \"90m\": %w", err)
 	}
-	*d = Duration(v)
+	*d = duration(v)
 	return nil
 }
 
 // MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
-// SettingError names the setting a configuration error is about.
-type SettingError struct {
+// badSetting names the setting a configuration error is about.
+type badSetting struct {
 	Setting, Env string
 	Err          error
 }
 
-func (e *SettingError) Error() string {
+func (e *badSetting) Error() string {
 	return fmt.Sprintf("setting %s (%s): %v", e.Setting, e.Env, e.Err)
 }
 
-func (e *SettingError) Unwrap() error { return e.Err }
+func (e *badSetting) Unwrap() error { return e.Err }
 
-// setting is one leaf of Config.
+// envName is the environment variable of the setting at path: SCEPKIT_ and the path
+// in upper case, dots as underscores.
+func envName(path string) string {
+	return "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+}
+
+// settingError is err about the setting at path, with its environment variable.
+func settingError(path string, err error) error {
+	return &badSetting{path, envName(path), err}
+}
+
+// setting is one leaf of config.
 type setting struct {
 	path, env, doc, def string
 	v                   reflect.Value
 }
 
-func settings(c *Config) []setting {
+func settings(c *config) []setting {
 	var out []setting
 	var walk func(v reflect.Value, prefix string)
 	walk = func(v reflect.Value, prefix string) {
@@ -132,11 +143,11 @@ func settings(c *Config) []setting {
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
 			name := prefix + f.Tag.Get("toml")
-			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration(0)) {
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(duration(0)) {
 				walk(v.Field(i), name+".")
 				continue
 			}
-			out = append(out, setting{path: name, env: "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(name, ".", "_")),
+			out = append(out, setting{path: name, env: envName(name),
 				doc: f.Tag.Get("doc"), def: f.Tag.Get("default"), v: v.Field(i)})
 		}
 	}
@@ -154,7 +165,7 @@ func setValue(s setting, raw string) error {
 			return err
 		}
 		*p = b
-	case *Duration:
+	case *duration:
 		return p.UnmarshalText([]byte(raw))
 	case *[]string:
 		*p = nil
@@ -169,10 +180,10 @@ func setValue(s setting, raw string) error {
 	return nil
 }
 
-// LoadConfig reads the defaults, then the file (if path is not empty), then the
+// loadConfig reads the defaults, then the file (if path is not empty), then the
 // environment, and validates the result.
-func LoadConfig(path string, env func(string) (string, bool)) (*Config, error) {
-	c := &Config{}
+func loadConfig(path string, env func(string) (string, bool)) (*config, error) {
+	c := &config{}
 	for _, s := range settings(c) {
 		if s.def != "" {
 			if err := setValue(s, s.def); err != nil {
@@ -200,90 +211,87 @@ func LoadConfig(path string, env func(string) (string, bool)) (*Config, error) {
 		// A secret written in the file is as exposed as the file: the rule of
 		// readSecretFile applies to it.
 		if name := c.inlineSecret(); name != "" && mode&0o007 != 0 {
-			return nil, &SettingError{name, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(name, ".", "_")), fmt.Errorf(
+			return nil, settingError(name, fmt.Errorf(
 				"a secret written in %s, which other users may read or write (mode %v): chmod o-rwx it, or give the secret in a file or the environment",
-				path, mode)}
+				path, mode))
 		}
 	}
 	for _, s := range settings(c) {
 		if raw, ok := env(s.env); ok {
 			if err := setValue(s, raw); err != nil {
-				return nil, &SettingError{s.path, s.env, err}
+				return nil, &badSetting{s.path, s.env, err}
 			}
 		}
 	}
 	return c, c.validate()
 }
 
-func (c *Config) validate() error {
-	bad := func(path string, err error) error {
-		return &SettingError{path, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_")), err}
-	}
+func (c *config) validate() error {
 	switch {
 	case c.Listen == "":
-		return bad("listen", errors.New("required"))
+		return settingError("listen", errors.New("required"))
 	case c.StateDir == "":
-		return bad("state_dir", errors.New("required"))
+		return settingError("state_dir", errors.New("required"))
 	case c.Identity == "":
-		return bad("identity", errors.New("required"))
+		return settingError("identity", errors.New("required"))
 	case c.MDMIssuer == "":
-		return bad("mdm_issuer", errors.New("required"))
+		return settingError("mdm_issuer", errors.New("required"))
 	case c.JWKS == "":
-		return bad("jwks", errors.New("required: the MDM's JWKS file or URL"))
+		return settingError("jwks", errors.New("required: the MDM's JWKS file or URL"))
 	case c.Directory == "":
-		return bad("directory", errors.New("required"))
+		return settingError("directory", errors.New("required"))
 	case len(c.Profiles) == 0:
-		return bad("profiles", errors.New("at least one profile id"))
+		return settingError("profiles", errors.New("at least one profile id"))
 	case c.CertValidity <= 0:
-		return bad("cert_validity", errors.New("must be positive"))
+		return settingError("cert_validity", errors.New("must be positive"))
 	case c.Log != "text" && c.Log != "json":
-		return bad("log", fmt.Errorf("%q: want text or json", c.Log))
+		return settingError("log", fmt.Errorf("%q: want text or json", c.Log))
 	case (c.TLSCert == "") != (c.TLSKey == ""):
-		return bad("tls_key", errors.New("tls_cert and tls_key go together"))
+		return settingError("tls_key", errors.New("tls_cert and tls_key go together"))
 	case c.CRL.Validity <= 0:
-		return bad("crl.validity", errors.New("must be positive"))
+		return settingError("crl.validity", errors.New("must be positive"))
 	case c.CRL.Refresh <= 0:
-		return bad("crl.refresh", errors.New("must be positive"))
+		return settingError("crl.refresh", errors.New("must be positive"))
 	case c.Admin.Listen != "" && (c.Admin.TLSCert == "" || c.Admin.TLSKey == ""):
-		return bad("admin.tls_cert", errors.New("the admin listener is HTTPS only: set admin.tls_cert and admin.tls_key"))
+		return settingError("admin.tls_cert", errors.New("the admin listener is HTTPS only: set admin.tls_cert and admin.tls_key"))
 	case c.Admin.Listen != "" && c.Admin.ClientCA == "" && c.Admin.TokenFile == "":
-		return bad("admin.token_file", errors.New("the admin API needs admin.client_ca or admin.token_file"))
+		return settingError("admin.token_file", errors.New("the admin API needs admin.client_ca or admin.token_file"))
 	case c.PKCS11.Module != "" && c.PKCS11.TokenLabel == "":
-		return bad("pkcs11.token_label", errors.New("required with pkcs11.module"))
+		return settingError("pkcs11.token_label", errors.New("required with pkcs11.module"))
 	case c.PKCS11.Module != "" && c.PKCS11.PINFile == "":
-		return bad("pkcs11.pin_file", errors.New("required with pkcs11.module"))
+		return settingError("pkcs11.pin_file", errors.New("required with pkcs11.module"))
 	}
 	if (c.Rollover.At == "") != (c.Rollover.Dir == "") {
-		return bad("rollover.at", errors.New("rollover.at and rollover.dir go together"))
+		return settingError("rollover.at", errors.New("rollover.at and rollover.dir go together"))
 	}
 	if c.Rollover.At != "" {
 		if _, err := c.rolloverAt(); err != nil {
-			return bad("rollover.at", err)
+			return settingError("rollover.at", err)
 		}
 		if c.NextCACert != "" {
-			return bad("next_ca_cert", errors.New("a rollover announces its own next CA: leave next_ca_cert empty"))
+			return settingError("next_ca_cert", errors.New("a rollover announces its own next CA: leave next_ca_cert empty"))
 		}
 	}
-	if err := c.validateIntune(bad); err != nil {
+	if err := c.validateIntune(); err != nil {
 		return err
 	}
 	if u := c.OTLP.TracesURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-		return bad("otlp.traces_url", fmt.Errorf("%q is not an http(s) URL", u))
+		return settingError("otlp.traces_url", fmt.Errorf("%q is not an http(s) URL", u))
 	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
-		return bad("public_url", fmt.Errorf("%q is not an http(s) URL", c.PublicURL))
+		return settingError("public_url", fmt.Errorf("%q is not an http(s) URL", c.PublicURL))
 	}
 	if host, _, err := net.SplitHostPort(c.Listen); c.PublicURL == "" && err == nil &&
 		(host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
 		// The default, http://LISTEN, would write 0.0.0.0 or [::] into every certificate.
-		return bad("public_url", fmt.Errorf("required when listen (%q) is every interface: the CRL and CA URLs in every issued certificate are under it", c.Listen))
+		return settingError("public_url", fmt.Errorf("required when listen (%q) is every interface: the CRL and CA URLs in every issued certificate are under it", c.Listen))
 	}
 	return nil
 }
 
 // printSettings writes every setting with its variable, default and meaning.
 func printSettings(w io.Writer) {
-	for _, s := range settings(&Config{}) {
+	for _, s := range settings(&config{}) {
 		def := ""
 		if s.def != "" {
 			def = " (default " + s.def + ")"
@@ -339,7 +347,7 @@ func readConfigFile(path string) ([]byte, os.FileMode, error) {
 // inlineSecret names the first setting of c that holds a secret in itself rather
 // than naming a file: intune.client_secret, a postgres.dsn with a password, a URL
 // setting with one in its user info. Empty when there is none.
-func (c *Config) inlineSecret() string {
+func (c *config) inlineSecret() string {
 	switch {
 	case c.Intune.ClientSecret != "":
 		return "intune.client_secret"
@@ -372,7 +380,7 @@ func dsnHasPassword(dsn string) bool {
 var keywordPassword = regexp.MustCompile(`(^|\s)password\s*=`)
 
 // rolloverAt is rollover.at as a time.
-func (c *Config) rolloverAt() (time.Time, error) {
+func (c *config) rolloverAt() (time.Time, error) {
 	at, err := time.Parse(time.RFC3339, c.Rollover.At)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time such as 2027-01-31T00:00:00Z", c.Rollover.At)
@@ -381,11 +389,11 @@ func (c *Config) rolloverAt() (time.Time, error) {
 }
 
 // validateIntune checks the [intune] settings: all or nothing, and one credential.
-func (c *Config) validateIntune(bad func(string, error) error) error {
+func (c *config) validateIntune() error {
 	in := c.Intune
 	if in.Tenant == "" {
 		if in.ClientID != "" || in.ClientSecret != "" || in.ClientSecretFile != "" || in.CertFile != "" || in.KeyFile != "" {
-			return bad("intune.tenant", errors.New("required with the other intune settings"))
+			return settingError("intune.tenant", errors.New("required with the other intune settings"))
 		}
 		return nil
 	}
@@ -397,22 +405,22 @@ func (c *Config) validateIntune(bad func(string, error) error) error {
 	}
 	switch {
 	case in.ClientID == "":
-		return bad("intune.client_id", errors.New("required with intune.tenant"))
+		return settingError("intune.client_id", errors.New("required with intune.tenant"))
 	case credentials != 1:
-		return bad("intune.client_secret_file", errors.New("set one credential: intune.client_secret_file, intune.client_secret, or intune.cert_file and intune.key_file"))
+		return settingError("intune.client_secret_file", errors.New("set one credential: intune.client_secret_file, intune.client_secret, or intune.cert_file and intune.key_file"))
 	case (in.CertFile == "") != (in.KeyFile == ""):
-		return bad("intune.key_file", errors.New("intune.cert_file and intune.key_file go together"))
+		return settingError("intune.key_file", errors.New("intune.cert_file and intune.key_file go together"))
 	case in.CallerInfo == "":
-		return bad("intune.caller_info", errors.New("required with intune.tenant"))
+		return settingError("intune.caller_info", errors.New("required with intune.tenant"))
 	case in.RevocationInterval <= 0:
-		return bad("intune.revocation_interval", errors.New("must be positive"))
+		return settingError("intune.revocation_interval", errors.New("must be positive"))
 	}
 	for path, u := range map[string]string{"intune.authority": in.Authority, "intune.graph_url": in.GraphURL} {
 		if u == "" {
 			continue
 		}
 		if pu, err := url.Parse(u); err != nil || !plainhttp.Protected(pu) {
-			return bad(path, fmt.Errorf("%q: https only (plain http for a loopback test service)", u))
+			return settingError(path, fmt.Errorf("%q: https only (plain http for a loopback test service)", u))
 		}
 	}
 	return nil

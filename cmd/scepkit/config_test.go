@@ -37,7 +37,7 @@ func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
 			t.Run(tc.name+"/"+mode.String(), func(t *testing.T) {
 				cfg := f.config(t, "", tc.extra)
 				require.NoError(t, os.Chmod(cfg, mode))
-				_, err := LoadConfig(cfg, func(string) (string, bool) { return "", false })
+				_, err := loadConfig(cfg, func(string) (string, bool) { return "", false })
 				if mode&0o002 != 0 {
 					// Writable by others: refused whatever it holds.
 					require.ErrorContains(t, err, cfg+" may be written by other users")
@@ -47,7 +47,7 @@ func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
 					require.NoError(t, err)
 					return
 				}
-				var se *SettingError
+				var se *badSetting
 				require.ErrorAs(t, err, &se)
 				require.Equal(t, tc.secret, se.Setting)
 				require.Contains(t, err.Error(), cfg+", which other users may read or write")
@@ -61,7 +61,7 @@ func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
 	cfg := f.config(t, "", intune)
 	require.NoError(t, os.Chmod(cfg, 0o644))
 	env := map[string]string{"SCEPKIT_INTUNE_CLIENT_SECRET": "s3cr3t"}
-	_, err := LoadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	_, err := loadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.NoError(t, err)
 
 	// scepkit serve refuses to start on it, naming the setting and its variable.

@@ -11,7 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +39,7 @@ import (
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/internal/atomicfile"
 	"github.com/scepkit/scepkit/internal/mdmfile"
+	"github.com/scepkit/scepkit/internal/pemfile"
 	"github.com/scepkit/scepkit/pgstore"
 	"github.com/scepkit/scepkit/pkcs11key"
 	"github.com/scepkit/scepkit/profile"
@@ -49,7 +49,7 @@ import (
 
 // gateway is the assembled gateway.
 type gateway struct {
-	cfg      *Config
+	cfg      *config
 	log      *slog.Logger
 	ca       *catemplate.CA
 	ra       *catemplate.RA
@@ -62,6 +62,7 @@ type gateway struct {
 	next     *catemplate.CA    // the CA of rollover.dir; nil without one
 	nextRA   *catemplate.RA    // the RA of rollover.dir; nil without a rollover
 	nextCRL  *crp.CRLPublisher // next's CRL; nil without next
+	switchAt time.Time         // rollover.at, parsed once; zero without a rollover
 	redis    *redis.Client     // nil without redis.addr
 	token    *pkcs11key.Token  // nil without pkcs11.module
 	meter    *sdkmetric.MeterProvider
@@ -73,6 +74,8 @@ type gateway struct {
 	intuneMu      sync.Mutex
 	intuneChecked time.Time // when /readyz last asked Intune
 	intuneErr     error
+
+	readiness readiness // the last outcome of /readyz
 
 	keyCheckMu sync.Mutex
 	keyChecked time.Time // when the CA and RA keys last signed for /readyz
@@ -100,7 +103,7 @@ func (g *gateway) close() {
 	}
 }
 
-func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, err error) {
+func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, err error) {
 	g := &gateway{cfg: c, log: log}
 	defer func() {
 		if err != nil {
@@ -116,7 +119,7 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	if c.OTLP.TracesURL != "" {
 		te, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(c.OTLP.TracesURL))
 		if err != nil {
-			return nil, &SettingError{"otlp.traces_url", "SCEPKIT_OTLP_TRACES_URL", err}
+			return nil, settingError("otlp.traces_url", err)
 		}
 		g.tracer = sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(resource.NewSchemaless(
 			attribute.String("service.name", "scepkit"), attribute.String("service.instance.id", c.Identity))))
@@ -124,8 +127,8 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	if fi, err := os.Stat(c.StateDir); err == nil && fi.Mode().Perm()&0o002 != 0 {
 		// Whoever may write there may put a CA and RA of his own (a key beside its
 		// certificate) in place of the gateway's.
-		return nil, &SettingError{"state_dir", "SCEPKIT_STATE_DIR", fmt.Errorf(
-			"%s may be written by other users (mode %v): chmod o-w it", c.StateDir, fi.Mode().Perm())}
+		return nil, settingError("state_dir", fmt.Errorf(
+			"%s may be written by other users (mode %v): chmod o-w it", c.StateDir, fi.Mode().Perm()))
 	}
 	if g.ca, g.ra, err = g.loadPKI(); err != nil {
 		return nil, err
@@ -141,8 +144,8 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 		if g.next, g.nextRA, err = g.loadRollover(); err != nil {
 			return nil, err
 		}
-		at, _ := c.rolloverAt() // validated
-		rollover = &crp.Rollover{At: at, CA: g.next, RA: g.nextRA}
+		g.switchAt, _ = c.rolloverAt() // validated
+		rollover = &crp.Rollover{At: g.switchAt, CA: g.next, RA: g.nextRA}
 		if g.next != nil {
 			// Certificates of each CA name that CA's own CRL: relying parties check a
 			// certificate of the previous CA against its CRL after the switch too.
@@ -154,11 +157,11 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 
 	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
 	if err != nil {
-		return nil, &SettingError{"jwks", "SCEPKIT_JWKS", err}
+		return nil, settingError("jwks", err)
 	}
 	dir, err := mdmfile.LoadDirectory(c.Directory)
 	if err != nil {
-		return nil, &SettingError{"directory", "SCEPKIT_DIRECTORY", err}
+		return nil, settingError("directory", err)
 	}
 	profiles, err := g.profileSource(base + "/scep")
 	if err != nil {
@@ -167,13 +170,13 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	if c.Postgres.DSN != "" {
 		pg, err := pgstore.Open(ctx, c.Postgres.DSN, nil)
 		if err != nil {
-			return nil, &SettingError{"postgres.dsn", "SCEPKIT_POSTGRES_DSN", err}
+			return nil, settingError("postgres.dsn", err)
 		}
 		g.store, g.closeDB = pg, func() error { pg.Close(); return nil }
 	} else {
 		bs, migrated, err := boltstore.OpenDir(c.StateDir, nil)
 		if err != nil {
-			return nil, &SettingError{"state_dir", "SCEPKIT_STATE_DIR", err}
+			return nil, settingError("state_dir", err)
 		}
 		if migrated > 0 {
 			log.Info("migrated issued certificates into the store", "count", migrated)
@@ -194,6 +197,7 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	if g.next != nil {
 		g.nextCRL = &crp.CRLPublisher{CA: g.next, Revocations: g.store,
 			Validity: time.Duration(c.CRL.Validity), Refresh: time.Duration(c.CRL.Refresh), Logger: log}
+		rollover.CRL = g.nextCRL.CRL
 	}
 	tmpl := &catemplate.Template{Name: "scepkit-user", Validity: time.Duration(c.CertValidity), Backdate: 5 * time.Minute,
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
@@ -207,7 +211,7 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 		Templates: &catemplate.NDESResolver{SignatureTemplate: tmpl.Name, EncryptionTemplate: tmpl.Name,
 			GeneralPurposeTemplate: tmpl.Name, Templates: catemplate.MapStore{tmpl.Name: tmpl}},
 		Issuer: crp.CAIssuer{CA: g.ca}, Transactions: transactions, Certificates: g.store,
-		Revocation: g.store, CRL: g.currentCRL, Logger: log, MeterProvider: g.meter, Rollover: rollover,
+		Revocation: g.store, CRL: g.crl.CRL, Logger: log, MeterProvider: g.meter, Rollover: rollover,
 	}
 	if g.tracer != nil {
 		g.rp.TracerProvider = g.tracer
@@ -222,12 +226,12 @@ func newGateway(ctx context.Context, c *Config, log *slog.Logger) (_ *gateway, e
 	}
 	g.server = crp.NewServer(g.rp, g.ra)
 	if c.NextCACert != "" {
-		next, err := readCerts(c.NextCACert)
+		next, err := pemfile.ReadCertificates(c.NextCACert)
 		if err != nil {
-			return nil, &SettingError{"next_ca_cert", "SCEPKIT_NEXT_CA_CERT", err}
+			return nil, settingError("next_ca_cert", err)
 		}
 		if !next[0].IsCA || time.Now().After(next[0].NotAfter) {
-			return nil, &SettingError{"next_ca_cert", "SCEPKIT_NEXT_CA_CERT", errors.New("not a valid CA certificate")}
+			return nil, settingError("next_ca_cert", errors.New("not a valid CA certificate"))
 		}
 		g.server.NextCACerts = next
 	}
@@ -257,7 +261,7 @@ func (g *gateway) announceRollover(ctx context.Context) {
 	if g.nextRA == nil {
 		return
 	}
-	at, _ := g.cfg.rolloverAt()
+	at := g.switchAt
 	if d := time.Until(at); d > 0 {
 		g.log.Info("rollover prepared: the next CA and RA are announced through GetNextCACert", "at", at)
 		t := time.NewTimer(d)
@@ -276,14 +280,6 @@ func (g *gateway) announceRollover(ctx context.Context) {
 		"ca_serial", ca.Certificate.SerialNumber.Text(16), "ra_serial", g.nextRA.SigningCertificate.SerialNumber.Text(16))
 }
 
-// currentCRL is the CRL of the CA that issues now, for SCEP's GetCRL.
-func (g *gateway) currentCRL(ctx context.Context) ([]byte, error) {
-	if g.nextCRL != nil && g.server.RolledOver(g.now()) {
-		return g.nextCRL.CRL(ctx)
-	}
-	return g.crl.CRL(ctx)
-}
-
 // crlFor is the CRL publisher of the CA that issued cert.
 func (g *gateway) crlFor(cert *x509.Certificate) *crp.CRLPublisher {
 	if g.nextCRL != nil && cert.CheckSignatureFrom(g.next.Certificate) == nil {
@@ -299,10 +295,10 @@ func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
 	c := g.cfg
 	dir := c.Rollover.Dir
 	bad := func(err error) error {
-		if se := (*SettingError)(nil); errors.As(err, &se) {
+		if se := (*badSetting)(nil); errors.As(err, &se) {
 			return err // a key's label, already named
 		}
-		return &SettingError{"rollover.dir", "SCEPKIT_ROLLOVER_DIR", err}
+		return settingError("rollover.dir", err)
 	}
 	var ca *catemplate.CA
 	var ra *catemplate.RA
@@ -354,11 +350,6 @@ func tokenKey(tok *pkcs11key.Token, setting, label string) (*pkcs11key.Key, erro
 	return k, nil
 }
 
-// settingError is err about setting, with its environment variable.
-func settingError(setting string, err error) error {
-	return &SettingError{setting, "SCEPKIT_" + strings.ToUpper(strings.ReplaceAll(setting, ".", "_")), err}
-}
-
 // tokenCA is the CA whose key is the token's key labelled label (named in errors by
 // its setting) and whose certificate, then chain, is the file at path.
 func tokenCA(tok *pkcs11key.Token, setting, label, path string) (*catemplate.CA, error) {
@@ -397,7 +388,7 @@ func tokenRA(tok *pkcs11key.Token, section, signLabel, encLabel, dir string) (*c
 }
 
 // openToken logs in to the token of [pkcs11].
-func openToken(c *Config) (*pkcs11key.Token, error) {
+func openToken(c *config) (*pkcs11key.Token, error) {
 	pin, err := readSecretFile(c.PKCS11.PINFile)
 	if err != nil {
 		return nil, settingError("pkcs11.pin_file", err)
@@ -422,11 +413,7 @@ func writeCerts(dir string, ca *catemplate.CA, ra *catemplate.RA) error {
 		files[catemplate.CACertFile] = append([]*x509.Certificate{ca.Certificate}, ca.Chain...)
 	}
 	for name, certs := range files {
-		var b []byte
-		for _, c := range certs {
-			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-		if err := atomicfile.Write(filepath.Join(dir, name), b, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, name), pemfile.Encode(certs), 0o644); err != nil {
 			return err
 		}
 	}
@@ -522,36 +509,13 @@ func newPKI(subject pkix.Name, caKey, signKey crypto.Signer, encKey crypto.Decry
 
 // readCertFile reads PEM certificates and checks that the first is key's.
 func readCertFile(path string, key crypto.Signer) ([]*x509.Certificate, error) {
-	certs, err := readCerts(path)
+	certs, err := pemfile.ReadCertificates(path)
 	if err != nil {
 		return nil, err
 	}
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(certs[0].PublicKey) {
 		return nil, fmt.Errorf("%s is not the certificate of the token's key", path)
-	}
-	return certs, nil
-}
-
-// readCerts reads the PEM certificates of a file.
-func readCerts(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", path)
 	}
 	return certs, nil
 }
@@ -576,7 +540,7 @@ func (g *gateway) profileSource(scepURL string) (crp.ProfileSource, error) {
 	}), nil
 }
 
-func newProfiles(c *Config, scepURL string, ca *catemplate.CA) (crp.MemoryProfiles, error) {
+func newProfiles(c *config, scepURL string, ca *catemplate.CA) (crp.MemoryProfiles, error) {
 	root := ca.Certificate
 	if len(ca.Chain) > 0 {
 		root = ca.Chain[len(ca.Chain)-1]
@@ -590,7 +554,7 @@ func newProfiles(c *Config, scepURL string, ca *catemplate.CA) (crp.MemoryProfil
 			ExtendedKeyUsages: []profile.EKU{profile.EKUClientAuth}, RenewalThresholdPercent: 20,
 			ServerURLs: []string{scepURL}, RootCA: root}
 		if err := p.Validate(); err != nil {
-			return nil, &SettingError{"profiles", "SCEPKIT_PROFILES", err}
+			return nil, settingError("profiles", err)
 		}
 		out[id] = p
 	}
@@ -658,8 +622,7 @@ func (g *gateway) caInForce(now time.Time) (*catemplate.CA, time.Duration) {
 	if g.server.RolledOver(now) {
 		return g.next, time.Hour
 	}
-	at, _ := g.cfg.rolloverAt() // validated
-	return g.ca, min(time.Hour, at.Sub(now))
+	return g.ca, min(time.Hour, g.switchAt.Sub(now))
 }
 
 // crlByID is the CRL publisher of the CA caID names.
@@ -672,10 +635,43 @@ func (g *gateway) crlByID(id string) *crp.CRLPublisher {
 	return nil
 }
 
+// readyInterval is how long /readyz answers with the outcome of its last checks: a
+// flood of probes costs the store and Redis at most one check each per interval.
+const readyInterval = time.Second
+
+// readiness is the last outcome of the /readyz checks.
+type readiness struct {
+	mu    sync.Mutex // held while checking: probes meanwhile wait for the outcome
+	at    time.Time  // when it was checked; zero: never
+	ready bool
+	body  []byte
+}
+
 // readyz reports whether the gateway can serve enrollments: the stores answer, the
-// CA and RA certificates are valid now, their keys sign.
+// CA and RA certificates are valid now, their keys sign. The checks run at most once
+// per readyInterval; the probes in between get their outcome.
 func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	rd := &g.readiness
+	rd.mu.Lock()
+	if now := g.now(); rd.at.IsZero() || now.Before(rd.at) || now.Sub(rd.at) >= readyInterval {
+		// Checked for every waiting probe, not for this one alone: its going away
+		// does not cut the checks short.
+		rd.ready, rd.body = g.checkReady(context.WithoutCancel(r.Context()))
+		rd.at = now
+	}
+	ready, body := rd.ready, rd.body
+	rd.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	w.Write(body)
+}
+
+// checkReady runs the readiness checks and returns their outcome and its JSON.
+func (g *gateway) checkReady(ctx context.Context) (bool, []byte) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	type check struct {
 		Name   string `json:"name"`
@@ -707,15 +703,14 @@ func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	for _, c := range checks {
 		ready = ready && c.OK
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	if !ready {
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}
-	json.NewEncoder(w).Encode(struct {
+	body, err := json.Marshal(struct {
 		Ready  bool    `json:"ready"`
 		Checks []check `json:"checks"`
 	}{ready, checks})
+	if err != nil { // strings and booleans only: cannot fail
+		return false, []byte(`{"ready":false}` + "\n")
+	}
+	return ready, append(body, '\n')
 }
 
 func expiringDetail(s *scep.Server, within time.Duration) string {

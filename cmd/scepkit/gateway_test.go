@@ -34,7 +34,7 @@ func TestProfilesFollowRollover(t *testing.T) {
 	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	cfg := f.config(t, "public_url = \"http://127.0.0.1:8080\"\n",
 		fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), f.path("next")))
-	c, err := LoadConfig(cfg, func(string) (string, bool) { return "", false })
+	c, err := loadConfig(cfg, func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	g, err := newGateway(context.Background(), c, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)

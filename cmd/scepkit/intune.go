@@ -7,12 +7,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/intune"
+	"github.com/scepkit/scepkit/internal/pemfile"
 	"github.com/scepkit/scepkit/profile"
 )
 
@@ -31,19 +33,19 @@ func (g *gateway) wireIntune(base *catemplate.Template) error {
 	if c.ClientSecretFile != "" {
 		b, err := readSecretFile(c.ClientSecretFile)
 		if err != nil {
-			return &SettingError{"intune.client_secret_file", "SCEPKIT_INTUNE_CLIENT_SECRET_FILE", err}
+			return settingError("intune.client_secret_file", err)
 		}
 		client.ClientSecret = strings.TrimSpace(string(b))
 	}
 	if c.CertFile != "" {
 		cert, key, err := loadIntuneCredential(c.CertFile, c.KeyFile)
 		if err != nil {
-			return &SettingError{"intune.cert_file", "SCEPKIT_INTUNE_CERT_FILE", err}
+			return settingError("intune.cert_file", err)
 		}
 		client.Certificate, client.Key = cert, key
 	}
 	if err := client.Validate(); err != nil {
-		return &SettingError{"intune.tenant", "SCEPKIT_INTUNE_TENANT", err}
+		return settingError("intune.tenant", err)
 	}
 	tmpl := *base
 	tmpl.Name, tmpl.SubjectFromRequest, tmpl.SANsFromRequest = "scepkit-intune", true, true
@@ -55,7 +57,7 @@ func (g *gateway) wireIntune(base *catemplate.Template) error {
 	// a rollover), and the revocation requests that come back name it too.
 	t := &intune.Tenant{Client: client, Profile: &profile.Profile{ID: intuneProfile}}
 	if _, err := t.Wire(g.rp); err != nil {
-		return &SettingError{"intune.tenant", "SCEPKIT_INTUNE_TENANT", err}
+		return settingError("intune.tenant", err)
 	}
 	g.intune = client
 	g.intunePoller = &intune.Poller{Client: client, Interval: time.Duration(c.RevocationInterval), Logger: g.log,
@@ -66,18 +68,40 @@ func (g *gateway) wireIntune(base *catemplate.Template) error {
 // intuneRevoker applies Intune's revocation requests with the CA they name: the
 // current one, or the next one of a rollover.
 func (g *gateway) intuneRevoker() intune.Revoker {
-	cur := &intune.CARevoker{CA: g.ca, Certificates: g.store, Revocations: crlRevocations{g}}
-	if g.next == nil {
-		return cur
+	certs, revs := rememberedLookups{g.store}, crlRevocations{g}
+	var rev intune.Revoker = &intune.CARevoker{CA: g.ca, Certificates: certs, Revocations: revs}
+	if g.next != nil {
+		cur, next := rev, &intune.CARevoker{CA: g.next, Certificates: certs, Revocations: revs}
+		rev = intune.RevokerFunc(func(ctx context.Context, req *intune.RevocationRequest) error {
+			err := cur.Revoke(ctx, req)
+			if errors.Is(err, intune.ErrOtherCA) {
+				return next.Revoke(ctx, req)
+			}
+			return err
+		})
 	}
-	next := &intune.CARevoker{CA: g.next, Certificates: g.store, Revocations: crlRevocations{g}}
 	return intune.RevokerFunc(func(ctx context.Context, req *intune.RevocationRequest) error {
-		err := cur.Revoke(ctx, req)
-		if errors.Is(err, intune.ErrOtherCA) {
-			return next.Revoke(ctx, req)
-		}
-		return err
+		return rev.Revoke(context.WithValue(ctx, lookedUpKey{}, new(lookedUp)), req)
 	})
+}
+
+// lookedUp is the inventory's record of the certificate a revocation request names,
+// as the CARevoker found it (it looks the serial up first, to tell ours from others),
+// so that crlRevocations chooses the CRL by it without a second lookup.
+type lookedUp struct{ c *crp.IssuedCertificate }
+
+type lookedUpKey struct{}
+
+// rememberedLookups is the certificate inventory whose lookups are remembered in
+// the request's lookedUp.
+type rememberedLookups struct{ crp.CertificateStore }
+
+func (s rememberedLookups) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertificate, error) {
+	c, err := s.CertificateStore.Lookup(ctx, serial)
+	if l, ok := ctx.Value(lookedUpKey{}).(*lookedUp); ok && err == nil {
+		l.c = c
+	}
+	return c, err
 }
 
 // crlRevocations records Intune's revocations through the CRL publisher of the
@@ -85,11 +109,15 @@ func (g *gateway) intuneRevoker() intune.Revoker {
 type crlRevocations struct{ g *gateway }
 
 func (r crlRevocations) Revoke(ctx context.Context, rev *crp.Revocation) (*crp.Revocation, error) {
-	issued, err := r.g.store.Lookup(ctx, rev.Serial)
-	if err != nil {
-		return nil, err
+	l, _ := ctx.Value(lookedUpKey{}).(*lookedUp)
+	if l == nil || l.c == nil || l.c.Certificate.SerialNumber.Cmp(rev.Serial) != 0 {
+		issued, err := r.g.store.Lookup(ctx, rev.Serial)
+		if err != nil {
+			return nil, err
+		}
+		l = &lookedUp{issued}
 	}
-	return r.g.crlFor(issued.Certificate).Revoke(ctx, rev)
+	return r.g.crlFor(l.c.Certificate).Revoke(ctx, rev)
 }
 
 func (r crlRevocations) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
@@ -113,7 +141,7 @@ func (g *gateway) intuneReady(ctx context.Context) error {
 // loadIntuneCredential reads the app's certificate and its RSA key (PKCS#8 or
 // PKCS#1), the key from a file other users cannot read.
 func loadIntuneCredential(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
-	certs, err := readCerts(certFile)
+	certs, err := pemfile.ReadCertificates(certFile)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -19,7 +19,8 @@ import (
 
 // TestIntuneRevokerAcrossRollover: a revocation request naming the next CA of a
 // rollover revokes that CA's certificate and its CRL lists it; one naming the
-// current CA revokes there; one naming a third CA changes nothing.
+// current CA revokes there; one naming no CA revokes with the CA that issued the
+// serial; one naming a third CA changes nothing.
 func TestIntuneRevokerAcrossRollover(t *testing.T) {
 	ctx := context.Background()
 	newCA := func(name string) *catemplate.CA {
@@ -60,6 +61,15 @@ func TestIntuneRevokerAcrossRollover(t *testing.T) {
 	require.NoError(t, r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "b", SerialNumber: old.SerialNumber.Text(16),
 		IssuerName: old.Issuer.String()}))
 	require.True(t, listed(g.crl, old.SerialNumber))
+
+	// A request that names no issuer goes to the CA that issued the serial on
+	// record: the next CA's certificate is not entered in the current CA's list.
+	unnamed := issue(g.next, 2003)
+	require.NoError(t, r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "d", SerialNumber: unnamed.SerialNumber.Text(16)}))
+	require.True(t, listed(g.nextCRL, unnamed.SerialNumber))
+	require.False(t, listed(g.crl, unnamed.SerialNumber))
+	require.True(t, g.next.IsRevoked(unnamed.SerialNumber))
+	require.False(t, g.ca.IsRevoked(unnamed.SerialNumber), "revoked by the current CA")
 
 	other := issue(newCA("another CA"), 3003)
 	err := r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "c", SerialNumber: other.SerialNumber.Text(16),

@@ -90,7 +90,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := LoadConfig(*path, os.LookupEnv)
+	c, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return &SettingError{"listen", "SCEPKIT_LISTEN", err}
+		return settingError("listen", err)
 	}
 	defer ln.Close()
 	if c.PublicURL == "" {
@@ -122,7 +122,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if c.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 		if err != nil {
-			return &SettingError{"tls_cert", "SCEPKIT_TLS_CERT", err}
+			return settingError("tls_cert", err)
 		}
 		public.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
@@ -147,7 +147,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		aln, err := net.Listen("tcp", c.Admin.Listen)
 		if err != nil {
-			return &SettingError{"admin.listen", "SCEPKIT_ADMIN_LISTEN", err}
+			return settingError("admin.listen", err)
 		}
 		defer aln.Close()
 		as := newHTTPServer(a.handler(), log)

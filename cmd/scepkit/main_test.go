@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -37,6 +38,7 @@ import (
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/crp/intune/intunetest"
+	"github.com/scepkit/scepkit/internal/pemfile"
 	"github.com/scepkit/scepkit/internal/pgtest"
 	"github.com/scepkit/scepkit/internal/redistest"
 	"github.com/scepkit/scepkit/internal/scepclienttest"
@@ -313,6 +315,42 @@ func readCRLAt(t *testing.T, url string) *x509.RevocationList {
 	return crl
 }
 
+// getCRL asks the SCEP server at url for the CRL of issuer through GetCRL, as a
+// device holding the certificates certs (what GetCACert returned) does, and returns
+// the CRL of the verified, decrypted reply.
+func getCRL(t *testing.T, url string, certs []*x509.Certificate, issuer []byte, serial *big.Int) *x509.RevocationList {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	self, err := scep.SelfSigned(key, pkix.Name{CommonName: "crl reader"}, nil)
+	require.NoError(t, err)
+	var ra *x509.Certificate
+	for _, c := range certs {
+		if !c.IsCA && c.KeyUsage&x509.KeyUsageKeyEncipherment != 0 {
+			ra = c
+		}
+	}
+	require.NotNil(t, ra, "no RA encryption certificate")
+	payload, err := scep.MarshalIssuerAndSerial(issuer, serial)
+	require.NoError(t, err)
+	der, _, err := scep.NewRequest(scep.RequestOptions{Type: scep.GetCRL, TransactionID: "getcrl-" + serial.Text(16),
+		Payload: payload, Recipient: ra, SignerCert: self, Signer: key})
+	require.NoError(t, err)
+	resp, err := http.Post(url+"?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(der))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	rep, err := scep.ParsePKIMessage(body, scep.ParseOptions{Certificates: certs})
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, rep.Status, "failInfo %v", rep.FailInfo)
+	require.NoError(t, rep.Decrypt(scep.Recipient{Certificate: self, Key: key}))
+	crl, err := x509.ParseRevocationList(rep.CRL)
+	require.NoError(t, err)
+	return crl
+}
+
 func crlLists(crl *x509.RevocationList, serial *big.Int) bool {
 	for _, e := range crl.RevokedCertificateEntries {
 		if e.SerialNumber.Cmp(serial) == 0 {
@@ -435,7 +473,7 @@ func pendingApprovedThroughAdmin(t *testing.T, extra string) {
 		done <- result{out, err}
 	}()
 	token := []string{"-token-file", f.path("token")}
-	var pending []PendingRequest
+	var pending []pendingRequest
 	require.Eventually(t, func() bool {
 		out, err := r.admin(t, f, token, "pending")
 		if err != nil || json.Unmarshal([]byte(out), &pending) != nil {
@@ -570,7 +608,16 @@ func TestRolloverAtConfiguredTime(t *testing.T) {
 	require.True(t, crlLists(crl, bobCert.SerialNumber))
 	oldCA, err := x509.ParseCertificate([]byte(caDER))
 	require.NoError(t, err)
-	require.NoError(t, readCRL(t, r.base).CheckSignatureFrom(oldCA), "the previous CA's CRL stays at /crl")
+	prevCRL := readCRL(t, r.base)
+	require.NoError(t, prevCRL.CheckSignatureFrom(oldCA), "the previous CA's CRL stays at /crl")
+	require.False(t, crlLists(prevCRL, bobCert.SerialNumber), "the previous CA's CRL lists only its own certificates")
+	// GetCRL names the issuer of the certificate asked about (RFC 8894 §3.3.4): the
+	// answer is that CA's CRL, the previous one's for alice's first certificate.
+	crl = getCRL(t, url, served, aliceCert.RawIssuer, aliceCert.SerialNumber)
+	require.NoError(t, crl.CheckSignatureFrom(oldCA), "GetCRL naming the previous CA")
+	crl = getCRL(t, url, served, bobCert.RawIssuer, bobCert.SerialNumber)
+	require.NoError(t, crl.CheckSignatureFrom(nextCA.Certificate), "GetCRL naming the next CA")
+	require.True(t, crlLists(crl, bobCert.SerialNumber))
 
 	require.GreaterOrEqual(t, metric(t, r.base, `scepkit_scep_rollover_seconds\{[^}]*\}`), 0.5)
 	logs := r.Logs()
@@ -667,6 +714,21 @@ func TestTracesToOTLP(t *testing.T) {
 	require.False(t, bytes.Contains(all, []byte(ch)), "the challenge was exported")
 }
 
+// readyzTurns waits until /readyz answers code, which it must within a few of its
+// readyInterval (the outcome of its checks is kept that long), and returns the body.
+func readyzTurns(t *testing.T, base string, code int) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * readyInterval)
+	for {
+		c, body, _ := get(t, base+"/readyz")
+		if c == code {
+			return body
+		}
+		require.True(t, time.Now().Before(deadline), "/readyz still answers %d: %s", c, body)
+		time.Sleep(readyInterval / 10)
+	}
+}
+
 // TestReadyzFollowsRedis: /readyz turns unready when Redis stops and ready again
 // when it returns.
 func TestReadyzFollowsRedis(t *testing.T) {
@@ -676,8 +738,7 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	code, body, _ := get(t, r.base+"/readyz")
 	require.Equal(t, http.StatusOK, code, body)
 	rs.Stop()
-	code, body, _ = get(t, r.base+"/readyz")
-	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	body = readyzTurns(t, r.base, http.StatusServiceUnavailable)
 	require.Contains(t, body, `"name":"redis","ok":false`)
 	// The error's text (here Redis's address) is for the log, not for whoever can
 	// reach the public listener.
@@ -703,8 +764,7 @@ func TestReadyzFollowsPostgres(t *testing.T) {
 	code, body, _ := get(t, r.base+"/readyz")
 	require.Equal(t, http.StatusOK, code, body)
 	pg.Stop()
-	code, body, _ = get(t, r.base+"/readyz")
-	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	body = readyzTurns(t, r.base, http.StatusServiceUnavailable)
 	require.Contains(t, body, `"name":"store","ok":false`)
 	pg.Restart()
 	require.Eventually(t, func() bool { c, _, _ := get(t, r.base+"/readyz"); return c == http.StatusOK },
@@ -814,7 +874,7 @@ func TestRolloverKeysInSoftHSM(t *testing.T) {
 		"certificates only: the keys stay in the token")
 	out, err = prepare("-generate-keys")
 	require.Error(t, err, "never overwrites a prepared rollover: %s", out)
-	nextCerts, err := readCerts(filepath.Join(next, catemplate.CACertFile))
+	nextCerts, err := pemfile.ReadCertificates(filepath.Join(next, catemplate.CACertFile))
 	require.NoError(t, err)
 	nextCA := nextCerts[0]
 
@@ -898,7 +958,7 @@ func TestRolloverRAOnlyWithOperatorKeys(t *testing.T) {
 	files, err := os.ReadDir(next)
 	require.NoError(t, err)
 	require.Len(t, files, 2, "ra-sign.crt and ra-encrypt.crt only")
-	nextRA, err := readCerts(filepath.Join(next, catemplate.RASigningCertFile))
+	nextRA, err := pemfile.ReadCertificates(filepath.Join(next, catemplate.RASigningCertFile))
 	require.NoError(t, err)
 	require.NoError(t, nextRA[0].CheckSignatureFrom(ca))
 
@@ -1011,11 +1071,11 @@ func TestConfigErrors(t *testing.T) {
 
 // TestShippedConfigParses: the example configuration in dist/ is valid.
 func TestShippedConfigParses(t *testing.T) {
-	c, err := LoadConfig("dist/scepkit.toml", func(string) (string, bool) { return "", false })
+	c, err := loadConfig("dist/scepkit.toml", func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:8443", c.Admin.Listen)
 	env := map[string]string{"SCEPKIT_ADMIN_LISTEN": "127.0.0.1:9443", "SCEPKIT_PROFILES": "a, b"}
-	c, err = LoadConfig("dist/scepkit.toml", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	c, err = loadConfig("dist/scepkit.toml", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:9443", c.Admin.Listen)
 	require.Equal(t, []string{"a", "b"}, c.Profiles)
@@ -1176,7 +1236,7 @@ func TestAdminCLISendsTokenOnlyOverHTTPS(t *testing.T) {
 // TestPublicURLNeededOnWildcardListen: without public_url the CRL and CA URLs written
 // into every issued certificate are made from listen; on every interface (0.0.0.0,
 // [::], or no host) that is an address no relying party can reach, so public_url is
-// required there. Checked in LoadConfig, before anything listens.
+// required there. Checked in loadConfig, before anything listens.
 func TestPublicURLNeededOnWildcardListen(t *testing.T) {
 	f := newFixture(t)
 	cfg := f.config(t, "", "")
@@ -1193,12 +1253,12 @@ func TestPublicURLNeededOnWildcardListen(t *testing.T) {
 	} {
 		t.Run(tc.listen+" "+tc.publicURL, func(t *testing.T) {
 			env := map[string]string{"SCEPKIT_LISTEN": tc.listen, "SCEPKIT_PUBLIC_URL": tc.publicURL}
-			_, err := LoadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			_, err := loadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 			if tc.ok {
 				require.NoError(t, err)
 				return
 			}
-			var se *SettingError
+			var se *badSetting
 			require.ErrorAs(t, err, &se)
 			require.Equal(t, "public_url", se.Setting)
 		})

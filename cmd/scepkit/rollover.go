@@ -40,7 +40,7 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 		fs.Usage()
 		return errors.New("-dir is required")
 	}
-	c, err := LoadConfig(*path, os.LookupEnv)
+	c, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,7 @@ type nextKeys struct {
 // RSA-2048 for the RA (scepclient and other SCEP clients encrypt to the CA certificate
 // too, so RSA throughout). Generation makes all or none: a label already in use
 // refuses it before any key is made.
-func tokenNextKeys(tok *pkcs11key.Token, c *Config, raOnly, generate bool, stdout io.Writer) (nextKeys, error) {
+func tokenNextKeys(tok *pkcs11key.Token, c *config, raOnly, generate bool, stdout io.Writer) (nextKeys, error) {
 	type want struct {
 		setting, label string
 		kt             pkcs11key.KeyType

@@ -4,8 +4,10 @@
 package mdmfile
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,23 +53,74 @@ type DirectoryFile struct {
 	} `json:"devices"`
 }
 
+// Size limits of what is read: a JWKS holds a few keys; a directory file may list many
+// thousands of users and devices.
+const (
+	MaxJWKSSize      = 1 << 20
+	MaxDirectorySize = 64 << 20
+)
+
+// Errors of LoadDirectory and LoadKeySet, besides those of reading and parsing: test
+// them with errors.Is.
+var (
+	// ErrTooLarge: the file or answer is over its size limit (MaxJWKSSize,
+	// MaxDirectorySize). It is refused whole, never read in part.
+	ErrTooLarge = errors.New("mdmfile: over the size limit")
+	// ErrDuplicate: a directory file lists a user id or a device id twice (the
+	// second would silently replace the first).
+	ErrDuplicate = errors.New("mdmfile: duplicate id")
+	// ErrTrailingData: something other than white space follows the JSON document.
+	ErrTrailingData = errors.New("mdmfile: data after the JSON document")
+)
+
+// readAll reads r, at most limit bytes: more is ErrTooLarge.
+func readAll(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+	}
+	return b, nil
+}
+
+// readFile reads the file at path, at most limit bytes: more is ErrTooLarge. Its
+// errors name the path.
+func readFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := readAll(f, limit)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, err
+}
+
 // Directory is a loaded DirectoryFile: a crp.UserDirectory and a crp.DeviceRegistry.
 type Directory struct {
 	crp.MemoryDirectory
 	crp.MemoryRegistry
 }
 
-// LoadDirectory reads a DirectoryFile.
+// LoadDirectory reads a DirectoryFile of at most MaxDirectorySize bytes: one JSON
+// document with the fields above only, each user id and each device id once.
 func LoadDirectory(path string) (*Directory, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path, MaxDirectorySize)
 	if err != nil {
 		return nil, err
 	}
 	var f DirectoryFile
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("directory %s: %w", path, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("directory %s: %w", path, ErrTrailingData)
 	}
 	d := &Directory{}
 	users := map[string]bool{}
@@ -75,24 +128,33 @@ func LoadDirectory(path string) (*Directory, error) {
 		if u.ID == "" {
 			return nil, fmt.Errorf("directory %s: users[%d] has no id", path, i)
 		}
+		if users[u.ID] {
+			return nil, fmt.Errorf("directory %s: users[%d]: %w %q", path, i, ErrDuplicate, u.ID)
+		}
 		users[u.ID] = true
 		d.MemoryDirectory.Put(crp.User{User: profile.User{ID: u.ID, UserPrincipalName: u.UPN, Email: u.Email,
 			UserName: u.Name}, Disabled: u.Disabled})
 	}
+	devices := map[string]bool{}
 	for i, dev := range f.Devices {
 		if dev.ID == "" || !users[dev.User] {
 			return nil, fmt.Errorf("directory %s: devices[%d] needs an id and a user of the file", path, i)
 		}
+		if devices[dev.ID] {
+			return nil, fmt.Errorf("directory %s: devices[%d]: %w %q", path, i, ErrDuplicate, dev.ID)
+		}
+		devices[dev.ID] = true
 		d.MemoryRegistry.Put(crp.Device{Device: profile.Device{ID: dev.ID, AADDeviceID: dev.ID, Name: dev.Name,
 			SerialNumber: dev.Serial}, UserID: dev.User, Compliant: dev.Compliant})
 	}
 	return d, nil
 }
 
-// LoadKeySet reads the MDM's challenge-verification keys, a JWKS document, from an
-// https URL, an http URL on a loopback host, or a file. Plain http elsewhere, or a
-// redirect to it, is refused: whoever is on the path could put in keys of his own and
-// mint challenges.
+// LoadKeySet reads the MDM's challenge-verification keys, a JWKS document of at most
+// MaxJWKSSize bytes (each kid once, nothing after the document), from an https URL,
+// an http URL on a loopback host, or a file. Plain http elsewhere, or a redirect to
+// it, is refused: whoever is on the path could put in keys of his own and mint
+// challenges.
 func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	var b []byte
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
@@ -114,12 +176,12 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("JWKS %s: HTTP %s", src, resp.Status)
 		}
-		if b, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20)); err != nil {
+		if b, err = readAll(resp.Body, MaxJWKSSize); err != nil {
 			return nil, fmt.Errorf("JWKS %s: %w", src, err)
 		}
 	} else {
 		var err error
-		if b, err = os.ReadFile(src); err != nil {
+		if b, err = readFile(src, MaxJWKSSize); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,145 @@
+package mdmfile
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/stretchr/testify/require"
+)
+
+// TestLoadDirectory: a directory file listing a user id or a device id twice, or
+// holding anything after its JSON document, is refused (before, the later entry
+// replaced the earlier one, and what followed the document was ignored: a second
+// document, or a stray bracket).
+func TestLoadDirectory(t *testing.T) {
+	cases := []struct {
+		file string
+		want error // nil: loads
+	}{
+		{"directory.json", nil},
+		{"directory-duplicate-user.json", ErrDuplicate},
+		{"directory-duplicate-device.json", ErrDuplicate},
+		{"directory-second-document.json", ErrTrailingData},
+		{"directory-trailing-bracket.json", ErrTrailingData},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			d, err := LoadDirectory(filepath.Join("testdata", tc.file))
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				require.Contains(t, err.Error(), tc.file, "the error names the file")
+				require.Nil(t, d)
+				return
+			}
+			require.NoError(t, err)
+			u, err := d.LookupUser(context.Background(), "alice@example.com")
+			require.NoError(t, err)
+			require.Equal(t, "alice@example.com", u.UserPrincipalName)
+			require.False(t, u.Disabled)
+			dev, err := d.LookupDevice(context.Background(), "bob-phone")
+			require.NoError(t, err)
+			require.Equal(t, "bob@example.com", dev.UserID)
+		})
+	}
+}
+
+// TestLoadKeySetFiles: JWKS files with two keys load; a kid twice and anything after
+// the document are refused.
+func TestLoadKeySetFiles(t *testing.T) {
+	cases := []struct {
+		file string
+		kids []string // nil: refused
+	}{
+		{"jwks-two-keys.json", []string{"2u9Frxiy", "6shXFmBV"}},
+		{"jwks-duplicate-kid.json", nil},
+		{"jwks-second-document.json", nil},
+		{"jwks-trailing-comma.json", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			ks, err := LoadKeySet(context.Background(), filepath.Join("testdata", tc.file))
+			if tc.kids == nil {
+				require.ErrorIs(t, err, challenge.ErrConfig)
+				require.Nil(t, ks)
+				return
+			}
+			require.NoError(t, err)
+			kids := ks.KeyIDs()
+			slices.Sort(kids)
+			require.Equal(t, tc.kids, kids)
+		})
+	}
+}
+
+// padded is the JWKS of testdata/jwks-two-keys.json followed by white space to n
+// bytes: a valid document of exactly n bytes.
+func padded(t *testing.T, n int) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "jwks-two-keys.json"))
+	require.NoError(t, err)
+	require.Less(t, len(b), n)
+	return append(b, bytes.Repeat([]byte(" "), n-len(b))...)
+}
+
+// TestSizeLimits: a JWKS (file or loopback URL) or a directory file over its limit is
+// refused with ErrTooLarge, one at the limit loads (before, the file was read whole
+// whatever its size, and an answer over 1 MiB was cut there without a word).
+func TestSizeLimits(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		size int
+		want error
+	}{
+		{"at the limit", MaxJWKSSize, nil},
+		{"one byte over", MaxJWKSSize + 1, ErrTooLarge},
+		{"far over", 8 * MaxJWKSSize, ErrTooLarge},
+	} {
+		doc := padded(t, tc.size)
+		t.Run("file "+tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "jwks.json")
+			require.NoError(t, os.WriteFile(path, doc, 0o600))
+			ks, err := LoadKeySet(context.Background(), path)
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				require.Contains(t, err.Error(), path)
+				require.Nil(t, ks)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, ks.KeyIDs(), 2)
+		})
+		t.Run("url "+tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(doc) }))
+			defer srv.Close()
+			ks, err := LoadKeySet(context.Background(), srv.URL+"/jwks")
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				require.Nil(t, ks)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, ks.KeyIDs(), 2)
+		})
+	}
+
+	t.Run("directory one byte over", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join("testdata", "directory.json"))
+		require.NoError(t, err)
+		path := filepath.Join(dir, "directory.json")
+		require.NoError(t, os.WriteFile(path, append(b, bytes.Repeat([]byte("\n"), MaxDirectorySize+1-len(b))...), 0o600))
+		d, err := LoadDirectory(path)
+		require.ErrorIs(t, err, ErrTooLarge)
+		require.Nil(t, d)
+		require.NoError(t, os.Truncate(path, MaxDirectorySize))
+		_, err = LoadDirectory(path)
+		require.NoError(t, err, "at the limit")
+	})
+}
