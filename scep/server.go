@@ -157,8 +157,9 @@ type Server struct {
 	// means 64 per GOMAXPROCS (room for Responders that wait on a remote CA); negative
 	// means no bound.
 	MaxInFlight int
-	// MaxQueued bounds the PKIOperation requests waiting for a turn; zero means four
-	// times the MaxInFlight bound. A request waits as long as its context lives (the
+	// MaxQueued bounds the PKIOperation requests waiting for a turn; zero means 16
+	// times the MaxInFlight bound (a waiting request holds about 19 KB: it has sent
+	// its headers, not its body). A request waits as long as its context lives (the
 	// http.Server's timeouts bound it).
 	MaxQueued int
 	// Rand is the source of randomness; nil means crypto/rand.
