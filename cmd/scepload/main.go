@@ -390,10 +390,16 @@ func outcome(status scep.PKIStatus, info scep.FailInfo, got, sent []byte) string
 	return "reply: status " + status.String()
 }
 
+// short shortens an error for the tally: a *url.Error loses its method and URL (the
+// same for every request) and keeps its cause, and what is left is cut at 120 bytes.
 func short(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
 	s := err.Error()
-	if len(s) > 60 {
-		s = s[:60]
+	if len(s) > 120 {
+		s = s[:120]
 	}
 	return s
 }
