@@ -73,7 +73,7 @@ func main() {
 	flag.IntVar(&c.conc, "c", 8, "concurrent devices")
 	flag.IntVar(&c.n, "n", 200, "enrollments measured (after -warmup)")
 	flag.IntVar(&c.warmup, "warmup", 0, "send this many enrollments first, then measure the -n that follow (the server's CPU and RSS growth then leave out its warm-up)")
-	flag.DurationVar(&c.dur, "d", time.Minute, "stop after this long at the latest (at most 10m)")
+	flag.DurationVar(&c.dur, "d", time.Minute, "stop the enrollments (warm-up and measured) after this long at the latest (at most 10m); building requests with -prebuild comes before and is not counted")
 	flag.IntVar(&c.pid, "pid", 0, "server process id, to report its CPU time per enrollment")
 	flag.IntVar(&c.keySize, "keysize", 2048, "device RSA key size")
 	flag.BoolVar(&c.prebuild, "prebuild", false, "build every request (challenge, CSR, signature) before the clock starts, so the generator spends little CPU while measuring")
@@ -122,8 +122,10 @@ func run(c *config, out io.Writer) error {
 	if c.conc < 1 || c.n < 1 || c.warmup < 0 || c.dur <= 0 || c.dur > 10*time.Minute {
 		return errors.New("-c and -n must be positive, -warmup not negative, -d in (0, 10m]")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.dur)
-	defer cancel()
+	// Getting ready (the CA's certificates, and with -prebuild every request) has a
+	// bound of its own; -d bounds the enrollments, from after it.
+	setup, cancelSetup := context.WithTimeout(context.Background(), setupLimit)
+	defer cancelSetup()
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c.conc}}
 	client := &scep.Client{URL: c.url, HTTPClient: hc}
 	if c.fingerprint == "" {
@@ -136,7 +138,7 @@ func run(c *config, out io.Writer) error {
 		}
 		client.CAFingerprint = fp
 	}
-	certs, err := client.GetCACert(ctx)
+	certs, err := client.GetCACert(setup)
 	if err != nil {
 		return fmt.Errorf("GetCACert: %w", err)
 	}
@@ -150,7 +152,7 @@ func run(c *config, out io.Writer) error {
 	total := c.warmup + c.n
 	var pre []*prepared
 	if c.prebuild {
-		caps, err := client.GetCACaps(ctx)
+		caps, err := client.GetCACaps(setup)
 		if err != nil {
 			return fmt.Errorf("GetCACaps: %w", err)
 		}
@@ -161,12 +163,17 @@ func run(c *config, out io.Writer) error {
 			go func(w int, d *device) {
 				defer bw.Done()
 				for i := w; i < total; i += len(devs) {
-					pre[i] = d.build(ctx, hc, c, caps, recipient, i)
+					pre[i] = d.build(setup, hc, c, caps, recipient, i)
 				}
 			}(w, d)
 		}
 		bw.Wait()
+		if err := setup.Err(); err != nil {
+			return fmt.Errorf("building the requests took over %v: %w", setupLimit, err)
+		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.dur)
+	defer cancel()
 	// drive sends enrollments lo to hi-1 from the devices at once.
 	drive := func(lo, hi int) chan result {
 		jobs := make(chan int)
@@ -392,6 +399,10 @@ func outcome(status scep.PKIStatus, info scep.FailInfo, got, sent []byte) string
 
 // short shortens an error for the tally: a *url.Error loses its method and URL (the
 // same for every request) and keeps its cause, and what is left is cut at 120 bytes.
+// setupLimit bounds what scepload does before the clock starts: fetching the CA's
+// certificates and, with -prebuild, building every request.
+const setupLimit = 10 * time.Minute
+
 func short(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
