@@ -161,7 +161,7 @@ func TestHugeWrite(t *testing.T) {
 	}
 	var dirty bool
 	var held int
-	inLoop(t, s, func() error { dirty, held = s.dirty, cap(s.w.payload)+cap(s.j.buf); return nil })
+	inLoop(t, s, func() error { dirty, held = s.j.off > 0, cap(s.w.payload)+cap(s.j.buf); return nil })
 	if dirty {
 		t.Error("the store has writes to checkpoint after committing the only one it had")
 	}
@@ -312,5 +312,30 @@ func TestJournalSyncFails(t *testing.T) {
 	Abandon(s)
 	if claimed(t, path, "failed") {
 		t.Fatal("a claim reported failed is held after a crash")
+	}
+}
+
+// TestOperationPanicFailsAlone: an operation that panics (a value it cannot decode in a
+// damaged file, say) fails with an error instead of ending the process from the commit
+// loop (before: the panic killed it); the writes of its group are not acknowledged,
+// what was acknowledged before stays, and the store goes on.
+func TestOperationPanicFailsAlone(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTemp(t)
+	must(t, s.Claim(ctx, "before", time.Now().Add(time.Hour)))
+	boom := func(*wtx) error { panic("decoding a damaged value") }
+	if err := s.view(ctx, func(*bolt.Tx) error { panic("decoding a damaged value") }); !errors.Is(err, errPanic) {
+		t.Fatalf("a read that panicked: %v, want errPanic", err)
+	}
+	if err := s.write(ctx, boom); !errors.Is(err, errPanic) {
+		t.Fatalf("a write that panicked: %v, want errPanic", err)
+	}
+	must(t, s.Claim(ctx, "after", time.Now().Add(time.Hour)))
+	must(t, Check(s))
+	Abandon(s)
+	for _, id := range []string{"before", "after"} {
+		if !claimed(t, path, id) {
+			t.Fatalf("claim %q lost", id)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -224,7 +225,7 @@ func applyMutations(tx *bolt.Tx, p []byte) error {
 				return errors.New("bad value")
 			}
 			p = rest
-			if err := b.Put(clone(k), clone(v)); err != nil {
+			if err := b.Put(bytes.Clone(k), bytes.Clone(v)); err != nil {
 				return err
 			}
 		case mutDelete:
@@ -246,8 +247,6 @@ func cutBytes(p []byte) (b, rest []byte, ok bool) {
 	}
 	return p[w : w+int(n)], p[w+int(n):], true
 }
-
-func clone(b []byte) []byte { return append(make([]byte, 0, len(b)), b...) }
 
 func appendMutation(p []byte, kind byte, bucket int, k, v []byte) []byte {
 	p = append(p, kind, byte(bucket))

@@ -120,8 +120,8 @@ var (
 var ErrClosed = errors.New("boltstore: closed")
 
 // ErrJournalMissing is returned by [Open] when the journal (path+"-journal") is
-// missing and the file's last run did not end with Close: writes acknowledged in its
-// last second may be in the journal alone. Put the journal back beside the file; to
+// missing and the file's last run did not end with Close: writes acknowledged since
+// its last checkpoint may be in the journal alone. Put the journal back beside the file; to
 // open the file without those writes, create the journal as an empty file.
 var ErrJournalMissing = errors.New("boltstore: the journal is missing and the file was not closed cleanly")
 
@@ -157,7 +157,6 @@ type Store struct {
 	// Owned by the commit loop.
 	j          *journal
 	tx         *bolt.Tx  // the open write transaction: every write and read goes through it
-	dirty      bool      // tx holds writes since the last checkpoint
 	lastCkpt   time.Time // of the last checkpoint, or of its last failure
 	ckptErr    error     // of the last failed checkpoint
 	retryAt    time.Time // no checkpoint is tried before, after one failed
@@ -202,6 +201,20 @@ type op struct {
 	done  chan error
 }
 
+// errPanic marks an operation that panicked, on a stored value it could not decode
+// (a damaged file) or in bbolt: it fails alone instead of ending the process.
+var errPanic = errors.New("boltstore: internal error")
+
+// run applies o to w; a panic is returned as an error wrapping errPanic.
+func (o *op) run(w *wtx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errPanic, r)
+		}
+	}()
+	return o.apply(w)
+}
+
 // wtx is the open write transaction as operations see it: their puts and deletes are
 // recorded for the journal, with what they replaced so that a failed operation can be
 // undone.
@@ -231,11 +244,7 @@ func (w *wtx) bucket(name []byte) *bolt.Bucket { return w.tx.Bucket(name) }
 // remember records that k held cur (nil: absent) in the named bucket before a
 // mutation, for rollback.
 func (w *wtx) remember(name, k, cur []byte) {
-	var old []byte
-	if cur != nil {
-		old = clone(cur)
-	}
-	w.undo = append(w.undo, undo{bucket: name, key: clone(k), old: old})
+	w.undo = append(w.undo, undo{bucket: name, key: bytes.Clone(k), old: bytes.Clone(cur)})
 }
 
 // put sets k to v in the named bucket. v and k must not change afterwards.
@@ -527,7 +536,7 @@ func (s *Store) run(batch []*op) {
 			continue
 		}
 		w.tx = s.tx
-		o.done <- o.apply(w)
+		o.done <- o.run(w)
 	}
 	batch = writes
 	if s.broken != nil {
@@ -537,10 +546,16 @@ func (s *Store) run(batch []*op) {
 	for _, o := range batch {
 		pm, um := len(w.payload), len(w.undo)
 		w.tx = s.tx
-		o.err = o.apply(w)
+		o.err = o.run(w)
+		if errors.Is(o.err, errPanic) {
+			// The transaction may be half changed: rebuild it from the file and the
+			// journal rather than trust the undo log.
+			s.fail(batch, o.err)
+			return
+		}
 		if o.err != nil {
 			if err := w.rollback(pm, um); err != nil {
-				s.fail(batch, err)
+				s.fail(batch, undoFailed(err))
 				return
 			}
 		}
@@ -549,7 +564,7 @@ func (s *Store) run(batch []*op) {
 		pm, um := len(w.payload), len(w.undo)
 		if err := sweep(w, s.now()); err != nil {
 			if err := w.rollback(pm, um); err != nil {
-				s.fail(batch, err)
+				s.fail(batch, undoFailed(err))
 				return
 			}
 		}
@@ -560,9 +575,8 @@ func (s *Store) run(batch []*op) {
 			err = s.j.append(w.payload)
 			if err == nil {
 				s.syncs.Add(1)
-				s.dirty = true
 			} else if rerr := w.rollback(0, 0); rerr != nil {
-				s.fail(batch, rerr)
+				s.fail(batch, undoFailed(rerr))
 				return
 			}
 		} else if time.Now().Before(s.retryAt) {
@@ -570,7 +584,7 @@ func (s *Store) run(batch []*op) {
 			// at once rather than rebuild the transaction for every write.
 			err = s.ckptErr
 			if rerr := w.rollback(0, 0); rerr != nil {
-				s.fail(batch, rerr)
+				s.fail(batch, undoFailed(rerr))
 				return
 			}
 		} else {
@@ -595,11 +609,14 @@ func answer(batch []*op, err error) {
 	}
 }
 
-// fail ends a group whose undo failed: the open transaction no longer matches what the
-// journal and the file hold, so it is rebuilt from them, and every operation of the
-// group fails.
+// undoFailed is the error of a group whose undo failed.
+func undoFailed(err error) error { return fmt.Errorf("boltstore: undoing a failed write: %w", err) }
+
+// fail ends a group whose open transaction can no longer be trusted (its undo failed,
+// or an operation panicked): it no longer matches what the journal and the file hold,
+// so it is rebuilt from them, and every operation of the group fails with err.
 func (s *Store) fail(batch []*op, err error) {
-	answer(batch, fmt.Errorf("boltstore: undoing a failed write: %w", err))
+	answer(batch, err)
 	s.tx.Rollback()
 	s.rebuild()
 }
@@ -608,7 +625,7 @@ func (s *Store) fail(batch []*op, err error) {
 // the last, or once the journal holds checkpointBytes. A failed checkpoint is tried
 // again a period later (the journal keeps the writes durable meanwhile).
 func (s *Store) maybeCheckpoint() {
-	if s.broken != nil || !s.dirty {
+	if s.broken != nil || s.j.off == 0 { // nothing written since the last checkpoint
 		return
 	}
 	if time.Since(s.lastCkpt) < checkpointEvery && s.j.off < checkpointBytes || time.Now().Before(s.retryAt) {
@@ -642,7 +659,6 @@ func (s *Store) commit() error {
 	}
 	s.checkpoint.Add(1)
 	s.j.restart(epoch)
-	s.dirty = false
 	s.tx, err = s.db.Begin(true)
 	if err != nil {
 		s.broken = fmt.Errorf("boltstore: %w", err)
@@ -678,7 +694,11 @@ func (s *Store) rebuild() {
 // store settles it: bbolt reads the file as it is, and Open's commit makes it durable.
 func (s *Store) replayEpoch(tx *bolt.Tx) error {
 	if v := tx.Bucket(bMeta).Get(keyEpoch); len(v) != 8 || binary.BigEndian.Uint64(v) != s.j.epoch {
-		return fmt.Errorf("the last checkpoint may have reached the file (its epoch %x, the journal's %d)", v, s.j.epoch)
+		var fileEpoch uint64
+		if len(v) == 8 {
+			fileEpoch = binary.BigEndian.Uint64(v)
+		}
+		return fmt.Errorf("the last checkpoint may have reached the file (its epoch %d, the journal's %d)", fileEpoch, s.j.epoch)
 	}
 	n, err := s.j.replay(tx, s.j.seq)
 	if err == nil && uint64(n) != s.j.seq {
@@ -1305,7 +1325,7 @@ func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revoc
 		}
 		for k, _ := seek(c, start); k != nil; k, _ = c.Next() {
 			if v := b.Get(k[8:]); v != nil {
-				raw = append(raw, clone(v))
+				raw = append(raw, bytes.Clone(v))
 			}
 		}
 		return nil
