@@ -67,3 +67,16 @@ func TestNotifyOutageAfterIssueKeepsChallengeBurnt(t *testing.T) {
 	t.Logf("second enrollment with the same challenge: err=%v, certificates issued=%d", err, env.Issuer.Count())
 	require.Equal(t, 1, env.Issuer.Count(), "one challenge yielded two certificates")
 }
+
+// TestIssuerAndSerialRequired: a GetCert or GetCRL handed to Respond without its
+// issuer and serial (a Responder request built by hand; scep.Server always parses
+// one) is refused, not a panic (before: GetCRL and GetCert dereferenced it).
+func TestIssuerAndSerialRequired(t *testing.T) {
+	env := newEnv(t)
+	for _, mt := range []scep.MessageType{scep.GetCert, scep.GetCRL} {
+		t.Run(mt.String(), func(t *testing.T) {
+			_, err := env.RP.Respond(context.Background(), &scep.Request{MessageType: mt, TransactionID: "no-ias"})
+			require.Equal(t, scep.BadCertID, scep.FailInfoOf(err))
+		})
+	}
+}

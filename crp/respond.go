@@ -77,6 +77,12 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 			return nil, e
 		}
 		return answer(rec)
+	case scep.GetCert, scep.GetCRL:
+		if req.IssuerAndSerial == nil {
+			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New(req.MessageType.String()+" without an issuer and serial"))
+		}
+	}
+	switch req.MessageType {
 	case scep.GetCert:
 		if !rp.isOurCAName(req.IssuerAndSerial.Issuer) {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert for another issuer"))

@@ -26,7 +26,8 @@ func (rp *RegistrationPoint) issuedBy(cert *x509.Certificate) bool {
 func (rp *RegistrationPoint) checkIssuingCA(ctx context.Context, tx *Transaction) *Error {
 	now := rp.now()
 	ca := tx.ca.cert
-	if ca != nil && !now.Before(ca.NotBefore) && !now.After(ca.NotAfter) {
+	// The bounds catemplate applies too: valid from NotBefore, up to but not at NotAfter.
+	if ca != nil && !now.Before(ca.NotBefore) && now.Before(ca.NotAfter) {
 		return nil
 	}
 	err := errors.New("no CA certificate to issue under")

@@ -41,16 +41,25 @@ func (s *Server) limiter() *limiter {
 			n = inFlightPerCore * runtime.GOMAXPROCS(0)
 		}
 		q := s.MaxQueued
-		if q <= 0 {
+		switch {
+		case q == 0:
 			q = queuedPerSlot * n
+		case q < 0:
+			q = 0
 		}
 		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q)}
 	})
 	return s.lim
 }
 
+// maxQueueWait bounds how long a request waits for a turn. Its context does not end
+// when its client goes away: net/http watches the connection only once the body has
+// been read, and this wait comes before.
+const maxQueueWait = 30 * time.Second
+
 // admit waits for a turn to work on a PKIOperation. It returns false when MaxQueued
-// requests already wait, or when ctx ends first; otherwise the caller calls release.
+// requests already wait, or when ctx ends or maxQueueWait passes first; otherwise the
+// caller calls release.
 func (l *limiter) admit(ctx context.Context) bool {
 	select {
 	case l.slots <- struct{}{}:
@@ -62,10 +71,14 @@ func (l *limiter) admit(ctx context.Context) bool {
 		return false
 	}
 	defer l.queued.Add(-1)
+	t := time.NewTimer(maxQueueWait)
+	defer t.Stop()
 	select {
 	case l.slots <- struct{}{}:
 		return true
 	case <-ctx.Done():
+		return false
+	case <-t.C:
 		return false
 	}
 }

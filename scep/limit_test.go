@@ -97,6 +97,8 @@ func TestMaxInFlightDefaults(t *testing.T) {
 	require.Equal(t, inFlightPerCore*runtimeProcs(), cap((&Server{}).limiter().slots))
 	require.Equal(t, int64(queuedPerSlot*inFlightPerCore*runtimeProcs()), (&Server{}).limiter().maxQueued)
 	require.Nil(t, (&Server{MaxInFlight: -1}).limiter())
+	// A negative MaxQueued lets none wait (before: it meant the default queue).
+	require.Zero(t, (&Server{MaxQueued: -1}).limiter().maxQueued)
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

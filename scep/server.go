@@ -159,8 +159,9 @@ type Server struct {
 	MaxInFlight int
 	// MaxQueued bounds the PKIOperation requests waiting for a turn; zero means 16
 	// times the MaxInFlight bound (a waiting request holds about 19 KB: it has sent
-	// its headers, not its body). A request waits as long as its context lives (the
-	// http.Server's timeouts bound it).
+	// its headers, not its body), negative means none wait. A request waits 30
+	// seconds at most, then is answered 503: its client may be gone, which net/http
+	// does not notice before the body is read.
 	MaxQueued int
 	// Rand is the source of randomness; nil means crypto/rand.
 	Rand io.Reader
