@@ -334,16 +334,24 @@ func (a *admin) reject(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"rejected": r.PathValue("id")})
 }
 
+// failedOnOurSide are the reasons of a *crp.Error that say the gateway, its store or
+// its CA failed, not that the request was refused.
+var failedOnOurSide = map[crp.Reason]bool{crp.ReasonInternal: true, crp.ReasonCARefused: true,
+	crp.ReasonCAUnavailable: true, crp.ReasonNotifyFailed: true, crp.ReasonMisconfigured: true}
+
 func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *crp.Error
 	switch {
 	case errors.Is(err, crp.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, apiError{"no such transaction"})
 	case errors.Is(err, crp.ErrDecided):
 		writeJSON(w, http.StatusConflict, apiError{"already decided"})
-	case errors.As(err, new(*crp.Error)) && !errors.Is(err, crp.ErrUnavailable):
+	case errors.As(err, &e) && !errors.Is(err, crp.ErrUnavailable) && !failedOnOurSide[e.Reason]:
 		// A refusal on re-checking (the device is no longer compliant, say): the
-		// phase and reason are the operator's to read.
-		writeJSON(w, http.StatusConflict, apiError{err.Error()})
+		// phase and reason are the operator's to read; what lies under them (an
+		// error of the directory's client, say) goes to the log.
+		a.log.InfoContext(r.Context(), "admin decision refused", "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusConflict, apiError{(&crp.Error{Phase: e.Phase, Reason: e.Reason}).Error()})
 	default:
 		// The store or the CA failed: logged, not told.
 		a.fail(w, r, http.StatusServiceUnavailable, err)
@@ -539,7 +547,8 @@ func parseCertCursor(s string) (*crp.IssuedCertificate, bool) {
 		return nil, false
 	}
 	sec, err := strconv.ParseInt(na, 10, 64)
-	if err != nil || sec < 0 || strconv.FormatInt(sec, 10) != na {
+	// 253402300799 is 9999-12-31T23:59:59Z, the latest time a certificate can name.
+	if err != nil || sec < 0 || sec > 253402300799 || strconv.FormatInt(sec, 10) != na {
 		return nil, false
 	}
 	serial, ok := parseSerial(hex)

@@ -657,7 +657,9 @@ func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		// Checked for every waiting probe, not for this one alone: its going away
 		// does not cut the checks short.
 		rd.ready, rd.body = g.checkReady(context.WithoutCancel(r.Context()))
-		rd.at = now
+		// From the end of the checks: the probes that waited for them (up to their
+		// timeout each) get this outcome instead of checking again in turn.
+		rd.at = g.now()
 	}
 	ready, body := rd.ready, rd.body
 	rd.mu.Unlock()

@@ -397,12 +397,12 @@ func outcome(status scep.PKIStatus, info scep.FailInfo, got, sent []byte) string
 	return "reply: status " + status.String()
 }
 
-// short shortens an error for the tally: a *url.Error loses its method and URL (the
-// same for every request) and keeps its cause, and what is left is cut at 120 bytes.
 // setupLimit bounds what scepload does before the clock starts: fetching the CA's
 // certificates and, with -prebuild, building every request.
 const setupLimit = 10 * time.Minute
 
+// short shortens an error for the tally: a *url.Error loses its method and URL (the
+// same for every request) and keeps its cause, and what is left is cut at 120 bytes.
 func short(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -60,8 +60,9 @@ const (
 	MaxDirectorySize = 64 << 20
 )
 
-// Errors of LoadDirectory and LoadKeySet, besides those of reading and parsing: test
-// them with errors.Is.
+// Errors besides those of reading and parsing, to test with errors.Is: ErrTooLarge of
+// LoadDirectory and LoadKeySet, ErrDuplicate and ErrTrailingData of LoadDirectory
+// (LoadKeySet reports a duplicate key id or trailing data as challenge.ErrConfig).
 var (
 	// ErrTooLarge: the file or answer is over its size limit (MaxJWKSSize,
 	// MaxDirectorySize). It is refused whole, never read in part.
