@@ -163,6 +163,9 @@ func (p *CRLPublisher) Revoke(ctx context.Context, r *Revocation) (*Revocation, 
 	if err != nil {
 		return nil, err
 	}
+	if !got.For(r.Issuer) {
+		return nil, fmt.Errorf("%w: serial %x", ErrRevokedForOtherCA, r.Serial)
+	}
 	p.mu.Lock()
 	p.stale = true
 	p.mu.Unlock()

@@ -339,6 +339,10 @@ func TestRolloverCRLsPerCA(t *testing.T) {
 	}
 	_, err := revs.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(3), RevokedAt: start}) // stored without issuer
 	require.NoError(t, err)
+	// The stores key revocations by serial: the next CA's serial 1, revoked after the
+	// previous CA's, is refused rather than reported revoked and left off its CRL.
+	_, err = nextCRL.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(1), RevokedAt: start})
+	require.ErrorIs(t, err, crp.ErrRevokedForOtherCA)
 	env.clock.Set(env.at.Add(time.Minute))
 
 	listed := func(der []byte, ca *x509.Certificate) []int64 {

@@ -103,6 +103,13 @@ type CertificateQuery struct {
 // After without its certificate and serial.
 var ErrBadQuery = errors.New("crp: bad certificate query")
 
+// ErrRevokedForOtherCA is returned by [CRLPublisher.Revoke] when the store already
+// holds a revocation of the serial for a certificate of another CA: stores key
+// revocations by serial alone, so the store kept that one and this certificate is
+// not revoked. It can happen only when two CAs issue the same serial (after a
+// rollover, with a CA that numbers its certificates in order).
+var ErrRevokedForOtherCA = errors.New("crp: the serial is already revoked for another CA's certificate")
+
 // Check returns an error matching ErrBadQuery when q cannot be answered (After set
 // without a certificate and serial). Every backend calls it first.
 func (q *CertificateQuery) Check() error {

@@ -448,6 +448,11 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	rev.Issuer = issued.Certificate.RawIssuer
 	rev, err = a.g.crlFor(issued.Certificate).Revoke(r.Context(), rev)
+	if errors.Is(err, crp.ErrRevokedForOtherCA) {
+		a.log.WarnContext(r.Context(), "admin revocation refused", "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusConflict, apiError{"the serial is already revoked for another CA's certificate"})
+		return
+	}
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
