@@ -9,13 +9,15 @@ import (
 )
 
 // limiter bounds the PKIOperation requests a Server works on at once, and those
-// waiting for a turn.
+// waiting for a turn, with the bytes of their bodies.
 type limiter struct {
-	slots     chan struct{}
-	maxQueued int64
-	queued    atomic.Int64
-	refused   atomic.Int64 // since the last log line
-	lastLog   atomic.Int64 // unix ns of the last log line
+	slots          chan struct{}
+	maxQueued      int64
+	maxQueuedBytes int64
+	queued         atomic.Int64
+	queuedBytes    atomic.Int64
+	refused        atomic.Int64 // since the last log line
+	lastLog        atomic.Int64 // unix ns of the last log line
 }
 
 // inFlightPerCore is the zero MaxInFlight's bound per GOMAXPROCS: enough for
@@ -24,12 +26,15 @@ type limiter struct {
 const inFlightPerCore = 64
 
 // queuedPerSlot is the zero MaxQueued's bound per MaxInFlight. A request waiting for
-// a turn has sent its headers, not its body: it holds about 19 KB (its goroutine, the
-// connection's buffers, the parsed request), so the default queue of 1024 per
-// GOMAXPROCS holds about 19 MB per core at most, and drains in a few seconds at a
-// core's 200-300 enrollments per second: a load of a thousand devices at once is
-// served, not refused.
+// a turn holds about 19 KB (its goroutine, the connection's buffers, the parsed
+// request) and its body (a few KiB; queuedBytesPerPlace on average at most), so the
+// default queue of 1024 per GOMAXPROCS holds about 36 MB per core at most, and drains
+// in a few seconds at a core's 200-300 enrollments per second: a load of a thousand
+// devices at once is served, not refused.
 const queuedPerSlot = 16
+
+// queuedBytesPerPlace bounds the bodies waiting together, per place in the queue.
+const queuedBytesPerPlace = 16 << 10
 
 func (s *Server) limiter() *limiter {
 	s.limOnce.Do(func() {
@@ -47,30 +52,41 @@ func (s *Server) limiter() *limiter {
 		case q < 0:
 			q = 0
 		}
-		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q)}
+		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q), maxQueuedBytes: int64(q) * queuedBytesPerPlace}
 	})
 	return s.lim
 }
 
-// maxQueueWait bounds how long a request waits for a turn. Its context does not end
-// when its client goes away: net/http watches the connection only once the body has
-// been read, and this wait comes before.
+// maxQueueWait bounds how long a request waits for a turn.
 const maxQueueWait = 30 * time.Second
 
-// admit waits for a turn to work on a PKIOperation. It returns false when MaxQueued
-// requests already wait, or when ctx ends or maxQueueWait passes first; otherwise the
-// caller calls release.
-func (l *limiter) admit(ctx context.Context) bool {
+// full reports whether every turn is taken and MaxQueued requests already wait: a
+// request that comes now would be refused, so it is refused before its body is read.
+func (l *limiter) full() bool {
+	return len(l.slots) == cap(l.slots) && l.queued.Load() >= l.maxQueued
+}
+
+// admit waits for a turn to work on a PKIOperation whose body is size bytes. It
+// returns false when MaxQueued requests already wait or their bodies and this one
+// would exceed the queue's bytes, or when ctx ends (the client went away) or
+// maxQueueWait passes first; otherwise the caller calls release.
+func (l *limiter) admit(ctx context.Context, size int) bool {
 	select {
 	case l.slots <- struct{}{}:
 		return true
 	default:
 	}
+	n := int64(size)
 	if l.queued.Add(1) > l.maxQueued {
 		l.queued.Add(-1)
 		return false
 	}
 	defer l.queued.Add(-1)
+	if l.queuedBytes.Add(n) > l.maxQueuedBytes {
+		l.queuedBytes.Add(-n)
+		return false
+	}
+	defer l.queuedBytes.Add(-n)
 	t := time.NewTimer(maxQueueWait)
 	defer t.Stop()
 	select {
@@ -85,8 +101,8 @@ func (l *limiter) admit(ctx context.Context) bool {
 
 func (l *limiter) release() { <-l.slots }
 
-// overloaded answers a PKIOperation the server has no turn for: 503 with Retry-After,
-// before its body is read; SCEP clients retry later. The refusals are logged at most
+// overloaded answers a PKIOperation the server has no turn for: 503 with Retry-After;
+// SCEP clients retry later. The refusals are logged at most
 // once a second, with their count.
 func (s *Server) overloaded(w http.ResponseWriter, r *http.Request, l *limiter) {
 	s.telemetry().pkiOperation(r.Context(), nil, "overloaded", "")

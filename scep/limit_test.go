@@ -1,13 +1,16 @@
 package scep
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -103,40 +106,152 @@ func TestMaxInFlightDefaults(t *testing.T) {
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 
-// TestMemoryPerQueued: a request waiting for a turn has sent its headers and not its
-// body; what it holds bounds what the default MaxQueued lets a flood hold. Measured
-// with requests whose body never comes, behind one that holds the only slot.
+// stalled opens a connection to addr that sends a PKIOperation's headers announcing
+// a body of 3000 bytes, and then only part of it.
+func stalled(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	_, err = io.WriteString(c, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Length: 3000\r\n\r\n0\x82")
+	require.NoError(t, err)
+	return c
+}
+
+// whole opens a connection to addr that sends a PKIOperation of size bytes whole
+// (garbage: waiting for a turn comes before parsing).
+func whole(t *testing.T, addr string, size int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	_, err = fmt.Fprintf(c, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Length: %d\r\n\r\n%s", size, make([]byte, size))
+	require.NoError(t, err)
+	return c
+}
+
+// TestSlowBodyHoldsNoTurn: clients that send their headers and then trickle or stall
+// their body take no turn. Before, a request took its turn before reading its body,
+// so that MaxInFlight stalled connections (128 on two cores, renewed every
+// ReadTimeout) kept every enrollment out; here one turn and one place in the queue,
+// 20 stalled connections, and an enrollment still gets its certificate.
+func TestSlowBodyHoldsNoTurn(t *testing.T) {
+	p := newTestPKI(t)
+	ts, s := p.httpServer(t, false)
+	s.MaxInFlight, s.MaxQueued = 1, 1
+	for range 20 {
+		stalled(t, ts.Listener.Addr().String())
+	}
+	fp := sha256.Sum256(p.ca.Raw)
+	c := &Client{URL: ts.URL, CAFingerprint: fp[:]}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d := newDevice(t)
+	_, err := c.Enroll(ctx, newCSR(t, d.key, "device", "secret"), d.key)
+	require.NoError(t, err)
+	require.Equal(t, 1, p.issuedCount())
+	require.Zero(t, len(s.limiter().slots))
+	require.Zero(t, s.limiter().queued.Load())
+}
+
+// TestBodyTimeout: a body that does not arrive within BodyTimeout is answered 408,
+// reaches no Responder and issues nothing; one that arrives in pieces within it is
+// served.
+func TestBodyTimeout(t *testing.T) {
+	g := &gatedPKI{testPKI: newTestPKI(t), gate: make(chan struct{})}
+	close(g.gate)
+	ts, s := g.httpServer(t, false)
+	s.Responder = ResponderFunc(g.respond)
+	s.BodyTimeout = 300 * time.Millisecond
+	conn := stalled(t, ts.Listener.Addr().String())
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err, "no answer to a stalled body")
+	resp.Body.Close()
+	require.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
+	require.Zero(t, g.entered.Load())
+	require.Zero(t, g.issuedCount())
+
+	// In two pieces, well within the time: served (a CertRep, not a timeout).
+	s.BodyTimeout = 5 * time.Second
+	d := newDevice(t)
+	msg := g.pkcsReq(t, d, "secret")
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = fmt.Fprintf(c, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg[:len(msg)/2])
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond)
+	_, err = c.Write(msg[len(msg)/2:])
+	require.NoError(t, err)
+	resp, err = http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, 1, g.issuedCount())
+}
+
+// TestMemoryPerQueued: what a request waiting for a turn holds (it has sent its body,
+// 4 KiB here), and what a connection whose body never comes holds (no turn, no place
+// in the queue); these bound what a flood can hold. Measured behind a request that
+// holds the only turn.
 func TestMemoryPerQueued(t *testing.T) {
 	g := &gatedPKI{testPKI: newTestPKI(t), gate: make(chan struct{})}
 	ts, s := g.httpServer(t, false)
 	s.Responder = ResponderFunc(g.respond)
 	s.MaxInFlight, s.MaxQueued = 1, 1<<20
 	addr := ts.Listener.Addr().String()
-	const head = "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Length: 100\r\n\r\n"
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
-		_, err = io.WriteString(c, head)
-		require.NoError(t, err)
-		return c
-	}
-	dial() // holds the slot: admitted, waiting for its body
-	waitFor(t, "the slot taken", func() bool { return len(s.limiter().slots) == 1 })
+	d := newDevice(t)
+	msg := g.pkcsReq(t, d, "secret")
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = fmt.Fprintf(c, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	require.NoError(t, err)
+	waitFor(t, "the turn taken", func() bool { return g.entered.Load() == 1 })
 
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	heap := func() int64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapInuse + m.StackInuse)
+	}
 	const n = 400
+	before := heap()
 	for range n {
-		dial()
+		whole(t, addr, 4096)
 	}
 	waitFor(t, "every request waiting", func() bool { return s.limiter().queued.Load() == n })
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := (int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)) / n
-	t.Logf("%d requests waiting: %d bytes each (heap and stacks, client side included)", n, per)
-	// 19 KB measured (Go 1.26, linux/amd64); the bound leaves room for other versions.
+	per := (heap() - before) / n
+	t.Logf("%d requests waiting with 4 KiB bodies: %d bytes each (heap and stacks, client side included)", n, per)
+	// 29 KB measured (Go 1.26, linux/amd64); the bound leaves room for other versions.
+	require.Less(t, per, int64(52<<10))
+
+	before = heap()
+	for range n {
+		stalled(t, addr)
+	}
+	waitFor(t, "every stalled body being read", func() bool { return readingBodies() >= n })
+	per = (heap() - before) / n
+	t.Logf("%d connections stalled in their body: %d bytes each", n, per)
+	// 26 KB measured: the connection, its goroutine, and the 3000 bytes announced.
 	require.Less(t, per, int64(48<<10))
-	require.Zero(t, g.entered.Load(), "a waiting request reached the Responder")
+	require.EqualValues(t, n, s.limiter().queued.Load(), "a stalled body took a place in the queue")
+	require.EqualValues(t, 1, g.entered.Load(), "a waiting request reached the Responder")
+	close(g.gate)
+}
+
+// pkcsReq builds a PKCSReq from d carrying challenge, encrypted to p's RA.
+func (p *testPKI) pkcsReq(t testing.TB, d device, challenge string) []byte {
+	t.Helper()
+	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: fmt.Sprintf("tx-%x", d.self.SerialNumber),
+		Payload: newCSR(t, d.key, "device", challenge), Recipient: p.raEnc, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	return der
+}
+
+// readingBodies counts the goroutines reading a PKIOperation's body.
+func readingBodies() int {
+	buf := make([]byte, 16<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "scep.readAllBody(")
 }

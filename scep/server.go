@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,6 +87,9 @@ func (f ResponderFunc) Respond(ctx context.Context, req *Request) (*Response, er
 const (
 	DefaultMaxBodyBytes  = 256 << 10
 	DefaultMaxQueryBytes = 64 << 10
+	// DefaultBodyTimeout is a Server's BodyTimeout when it is zero. A SCEP request
+	// is a few KiB: seconds even on a poor mobile link.
+	DefaultBodyTimeout = 20 * time.Second
 )
 
 // Server is an http.Handler that speaks SCEP (RFC 8894 §4): GetCACaps, GetCACert,
@@ -149,19 +153,29 @@ type Server struct {
 	// MaxQueryBytes bounds the query of a GET (414 beyond it); zero means
 	// DefaultMaxQueryBytes.
 	MaxQueryBytes int
+	// BodyTimeout bounds the time a PKIOperation's POST body takes to arrive once the
+	// handler starts reading it; a slower client is answered 408 Request Timeout. A
+	// request takes no turn (MaxInFlight) before its body has arrived, so slow
+	// senders hold only their connections, never the turns of the requests that
+	// arrived whole. It can only shorten the http.Server's ReadTimeout, never extend
+	// it, and needs a ResponseWriter that supports http.ResponseController's
+	// SetReadDeadline (net/http's does). Zero means DefaultBodyTimeout; negative means
+	// the http.Server's timeouts alone.
+	BodyTimeout time.Duration
 	// MaxInFlight bounds the PKIOperation requests the server works on at once (each
 	// costs private-key operations, and the Responder's work). Requests beyond it wait
 	// for a turn, MaxQueued of them at most; more are answered 503 Service Unavailable
-	// with Retry-After before their body is read, so that a flood holds a bounded
-	// amount of memory and leaves the requests admitted their share of the CPU. Zero
-	// means 64 per GOMAXPROCS (room for Responders that wait on a remote CA); negative
-	// means no bound.
+	// with Retry-After, before their body is read when the queue is already full, so
+	// that a flood holds a bounded amount of memory and leaves the requests admitted
+	// their share of the CPU. Zero means 64 per GOMAXPROCS (room for Responders that
+	// wait on a remote CA); negative means no bound.
 	MaxInFlight int
-	// MaxQueued bounds the PKIOperation requests waiting for a turn; zero means 16
-	// times the MaxInFlight bound (a waiting request holds about 19 KB: it has sent
-	// its headers, not its body), negative means none wait. A request waits 30
-	// seconds at most, then is answered 503: its client may be gone, which net/http
-	// does not notice before the body is read.
+	// MaxQueued bounds the PKIOperation requests waiting for a turn, whole (their
+	// body read); zero means 16 times the MaxInFlight bound, negative means none wait.
+	// A waiting request holds about 19 KB plus its body, and the bodies waiting
+	// together are bounded too, at 16 KiB per place in the queue (a request whose body
+	// does not fit is answered 503). A request waits 30 seconds at most, then is
+	// answered 503.
 	MaxQueued int
 	// Rand is the source of randomness; nil means crypto/rand.
 	Rand io.Reader
@@ -341,14 +355,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "GetNextCACert":
 		s.getNextCACert(w, r)
 	case "PKIOperation":
-		if l := s.limiter(); l != nil {
-			if !l.admit(r.Context()) {
+		// The body is read before the request takes a turn, so that a client that
+		// sends its headers and then nothing holds no turn; when the queue is full
+		// already, the answer comes without reading it.
+		l := s.limiter()
+		if l != nil && l.full() {
+			s.overloaded(w, r, l)
+			return
+		}
+		body, ok := s.readMessage(w, r)
+		if !ok {
+			return
+		}
+		if l != nil {
+			if !l.admit(r.Context(), len(body)) {
 				s.overloaded(w, r, l)
 				return
 			}
 			defer l.release()
 		}
-		s.pkiOperation(w, r)
+		s.pkiOperation(w, r, body)
 	case "":
 		httpError(w, http.StatusBadRequest, "missing operation")
 	default:
@@ -434,28 +460,20 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) ([]byte, bo
 			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
 			return nil, false
 		}
-		if n := r.ContentLength; n > 0 && n <= presizeBodyBytes {
-			// A typical message whose length is known: one allocation of that size
-			// instead of ReadAll's doubling (net/http ends the body at n bytes). Larger
-			// bodies grow as their bytes arrive, so that a client announcing a large
-			// body and sending nothing holds little memory.
-			body := make([]byte, n)
-			if _, err := io.ReadFull(r.Body, body); err != nil {
-				httpError(w, http.StatusBadRequest, "cannot read body")
-				return nil, false
-			}
+		body, err := s.readBody(w, r, limit)
+		switch {
+		case err == nil && int64(len(body)) > limit:
+			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.log().InfoContext(r.Context(), "scep: PKIOperation body not received in time", "remote", r.RemoteAddr,
+				"received", len(body))
+			httpError(w, http.StatusRequestTimeout, "request body not received in time")
+		case err != nil:
+			httpError(w, http.StatusBadRequest, "cannot read body")
+		default:
 			return body, true
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-		if err != nil {
-			httpError(w, http.StatusBadRequest, "cannot read body")
-			return nil, false
-		}
-		if int64(len(body)) > limit {
-			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
-			return nil, false
-		}
-		return body, true
+		return nil, false
 	case http.MethodGet:
 		msg, err := DecodeGETMessage(r.URL.RawQuery)
 		if err != nil {
@@ -469,12 +487,56 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) ([]byte, bo
 	return nil, false
 }
 
-func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request) {
-	start := s.now()
-	body, ok := s.readMessage(w, r)
-	if !ok {
-		return
+// readBody reads r's body, at most limit+1 bytes, within BodyTimeout: a timer moves
+// the connection's read deadline to the past when the time is up (so that it only ever
+// shortens the http.Server's own), and the read fails with os.ErrDeadlineExceeded.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	d := s.BodyTimeout
+	if d == 0 {
+		d = DefaultBodyTimeout
 	}
+	if d > 0 {
+		rc := http.NewResponseController(w)
+		var mu sync.Mutex
+		done, fired := false, false
+		t := time.AfterFunc(d, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !done {
+				fired = rc.SetReadDeadline(time.Now()) == nil
+			}
+		})
+		body, err := readAllBody(r, limit)
+		mu.Lock()
+		done = true
+		mu.Unlock()
+		t.Stop()
+		if fired && err == nil {
+			// The body was whole just as the time ran out: lift the deadline, or
+			// net/http would take the connection for closed.
+			rc.SetReadDeadline(time.Time{})
+		}
+		return body, err
+	}
+	return readAllBody(r, limit)
+}
+
+// readAllBody reads r's body, at most limit+1 bytes.
+func readAllBody(r *http.Request, limit int64) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= presizeBodyBytes {
+		// A typical message whose length is known: one allocation of that size
+		// instead of ReadAll's doubling (net/http ends the body at n bytes). Larger
+		// bodies grow as their bytes arrive, so that a client announcing a large
+		// body and sending nothing holds little memory.
+		body := make([]byte, n)
+		m, err := io.ReadFull(r.Body, body)
+		return body[:m], err
+	}
+	return io.ReadAll(io.LimitReader(r.Body, limit+1))
+}
+
+func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byte) {
+	start := s.now()
 	ctx := r.Context()
 	log := s.log()
 	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3})

@@ -346,7 +346,10 @@ func serve(ctx context.Context, c *config, env *crptest.Env, emu *intunetest.Ser
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux(env), ReadHeaderTimeout: 10 * time.Second}
+	// The same timeouts as the other examples: without ReadTimeout, a client that
+	// sends its headers and then nothing holds its connection forever.
+	srv := &http.Server{Handler: mux(env), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 128 << 10}
 	fmt.Fprintf(out, "SCEP gateway at http://%s/scep (and /certsrv/mscep/mscep.dll)\n", ln.Addr())
 	if emu != nil {
 		fmt.Fprintf(out, "emulated Intune challenge for CN=%s, RSA 2048 (valid 1h; another subject or key size is refused):\n%s\n",
