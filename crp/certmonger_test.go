@@ -88,8 +88,8 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 // TestCertmonger drives certmonger 0.79 (always GET, OpenSSL 3) against scep.Server +
 // crp: an enrollment as CN=bob@example.com (certmonger encodes it as a PrintableString,
 // which crypto/x509 refuses), a wrong challenge whose failInfo shows in getcert list,
-// a PENDING request that certmonger polls and that is approved through the API, and a
-// renewal with the issued certificate.
+// a PENDING request that certmonger polls and that is approved through the API, a
+// renewal with the issued certificate, and a rekey followed by a renewal.
 func TestCertmonger(t *testing.T) {
 	cm := certmongertest.Start(t)
 	gw := newCertmongerGateway(t, false)
@@ -137,6 +137,29 @@ func TestCertmonger(t *testing.T) {
 	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
 	require.Equal(t, cert.RawSubject, renewed.RawSubject)
 	require.Contains(t, gw.seen(), "signed by serial "+cert.SerialNumber.String(), "signed with the issued certificate")
+
+	// Rekey, then renew: certmonger asks for a new key's certificate, signing with
+	// the one it holds, then renews the new certificate signing with it, under the
+	// same transactionID (its CSR key's). Before, that renewal was refused as another
+	// requester's transaction, and every renewal after a rekey failed.
+	_, err = cm.Getcert("rekey", "-i", "bob")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c, err := os.ReadFile(file("bob.crt"))
+		return err == nil && !contains(c, renewed.Raw) && gw.env.Issuer.Count() == 3
+	}, time.Minute, 200*time.Millisecond, "rekeyed certificate installed; requests %v\n%s", gw.seen(), cm.Log())
+	f = cm.WaitStatus("bob", time.Minute, "MONITORING")
+	rekeyed := readCert(t, file("bob.crt"))
+	require.NotEqual(t, renewed.RawSubjectPublicKeyInfo, rekeyed.RawSubjectPublicKeyInfo, "a new key")
+	_, err = cm.Getcert("resubmit", "-i", "bob")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c, err := os.ReadFile(file("bob.crt"))
+		return err == nil && !contains(c, rekeyed.Raw) && gw.env.Issuer.Count() == 4
+	}, time.Minute, 200*time.Millisecond, "renewal after the rekey installed; requests %v\n%s", gw.seen(), cm.Log())
+	f = cm.WaitStatus("bob", time.Minute, "MONITORING", "CA_REJECTED", "CA_UNREACHABLE")
+	require.Equal(t, "MONITORING", f["status"], "%v", f)
+	require.Contains(t, gw.seen(), "signed by serial "+rekeyed.SerialNumber.String(), "signed with the rekeyed certificate")
 	t.Logf("requests seen: %v", gw.seen())
 
 	// A template that needs approval: PENDING; certmonger polls; the request is

@@ -134,6 +134,25 @@ func (rp *RegistrationPoint) record(ctx context.Context, req *scep.Request) (*Re
 	return rec, nil
 }
 
+// requestedKey reports whether csr, whose signature holds, is for the key rec's
+// request was for: its holder is the device rec's certificate was asked for.
+func requestedKey(rec *Record, csr *x509.CertificateRequest) bool {
+	var spki []byte
+	switch {
+	case len(rec.CSR) > 0:
+		old, err := x509.ParseCertificateRequest(rec.CSR)
+		if err != nil {
+			return false
+		}
+		spki = old.RawSubjectPublicKeyInfo
+	case rec.Certificate != nil:
+		spki = rec.Certificate.RawSubjectPublicKeyInfo
+	default:
+		return false
+	}
+	return bytes.Equal(spki, csr.RawSubjectPublicKeyInfo) && csr.CheckSignature() == nil
+}
+
 func answer(rec *Record) (*scep.Response, *Error) {
 	switch rec.Status {
 	case scep.Success:
@@ -166,8 +185,12 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 			return answer(rec)
 		}
 		// A transactionID is the requester's: another key cannot take it over (and
-		// replace the record a device will poll or resend for).
-		if !bytes.Equal(rec.SignerKey, signerKey) {
+		// replace the record a device will poll or resend for). The requester is the
+		// holder of the key that signed, or of the key the recorded request was for:
+		// clients name a transaction by their CSR's key (RFC 8894 §3.2.1.1), so a
+		// device that rekeyed, signing with its old certificate, signs its next
+		// renewal under the same transactionID with the new one (certmonger does).
+		if !bytes.Equal(rec.SignerKey, signerKey) && !requestedKey(rec, req.CSR) {
 			e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
 			rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
 			return nil, e
