@@ -1,6 +1,7 @@
 package scep
 
 import (
+	"crypto"
 	"net/http"
 	"testing"
 
@@ -15,13 +16,13 @@ import (
 func TestServerCAKey(t *testing.T) {
 	pki := newTestPKI(t)
 	d := newDevice(t)
-	request := func(to, cn, challenge string) []byte {
+	request := func(to, cn, challenge string, h ...crypto.Hash) []byte {
 		rcpt := pki.raEnc
 		if to == "CA" {
 			rcpt = pki.ca
 		}
 		der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "pin-" + cn, Payload: newCSR(t, d.key, cn, challenge),
-			Recipient: rcpt, SignerCert: d.self, Signer: d.key})
+			Recipient: rcpt, SignerCert: d.self, Signer: d.key, Digest: append(h, 0)[0]})
 		require.NoError(t, err)
 		return der
 	}
@@ -33,12 +34,17 @@ func TestServerCAKey(t *testing.T) {
 		status    PKIStatus
 		info      FailInfo
 		signer    string
+		digest    crypto.Hash
 	}{
-		{"to the CA, option off", false, "CA", "secret", Failure, BadMessageCheck, "RA"},
-		{"to the CA", true, "CA", "secret", Success, 0, "CA"},
-		{"to the CA, wrong challenge", true, "CA", "wrong", Failure, BadRequest, "CA"},
-		{"to the RA, option on", true, "RA", "secret", Success, 0, "RA"},
-		{"to the RA, option off", false, "RA", "secret", Success, 0, "RA"},
+		{"to the CA, option off", false, "CA", "secret", Failure, BadMessageCheck, "RA", 0},
+		{"to the CA", true, "CA", "secret", Success, 0, "CA", 0},
+		{"to the CA, wrong challenge", true, "CA", "wrong", Failure, BadRequest, "CA", 0},
+		// Refused before its envelope is opened (SHA-1 without AllowLegacy): still
+		// signed by the CA, or the client cannot read why. Before, the RA signed it
+		// and scepclient printed "pkcs7: No certificate for signer".
+		{"to the CA, SHA-1 refused", true, "CA", "secret", Failure, BadAlg, "CA", crypto.SHA1},
+		{"to the RA, option on", true, "RA", "secret", Success, 0, "RA", 0},
+		{"to the RA, option off", false, "RA", "secret", Success, 0, "RA", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := pki.server(false)
@@ -47,7 +53,7 @@ func TestServerCAKey(t *testing.T) {
 			}
 			require.NoError(t, s.Validate())
 			before := pki.issuedCount()
-			rec := httptestRecorder(s, http.MethodPost, "/scep?operation=PKIOperation", request(tc.to, tc.name, tc.challenge))
+			rec := httptestRecorder(s, http.MethodPost, "/scep?operation=PKIOperation", request(tc.to, tc.name, tc.challenge, tc.digest))
 			require.Equal(t, http.StatusOK, rec.Code)
 			rep, err := ParsePKIMessage(rec.Body.Bytes(), ParseOptions{})
 			require.NoError(t, err)
@@ -55,6 +61,7 @@ func TestServerCAKey(t *testing.T) {
 			require.Equal(t, want, rep.Signer.Raw, "signed by the %s", tc.signer)
 			require.Equal(t, tc.status, rep.Status)
 			require.Equal(t, tc.info, rep.FailInfo)
+			require.Equal(t, crypto.SHA256, rep.Digest, "never a SHA-1 signature without AllowLegacy")
 			if tc.status == Success {
 				require.NoError(t, rep.Decrypt(Recipient{Certificate: d.self, Key: d.key}))
 				require.Equal(t, tc.name, rep.Issued[0].Subject.CommonName)

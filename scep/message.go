@@ -60,6 +60,10 @@ type PKIMessage struct {
 	keyTransport keyTransport
 	env          *cms.Envelope // envOf parsed (see envelope)
 	envOf        []byte
+	// unchecked is the content of a message refused before its envelope was
+	// accepted (its signature or digest failed): only to choose which of the
+	// server's own certificates signs the FAILURE (addressedToAny).
+	unchecked []byte
 }
 
 // IssuerAndSerial identifies a certificate by its issuer's raw DER Name and its serial
@@ -145,6 +149,9 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 	if m.Digest == 0 {
 		m.Digest = crypto.SHA256
 	}
+	if sd.contentType.Equal(oidData) {
+		m.unchecked = sd.content
+	}
 
 	for _, raw := range sd.rawCerts {
 		c, err := parseCertificate(raw)
@@ -163,12 +170,13 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 	if sd.content == nil {
 		sd.content = []byte{}
 	}
-	if m.Digest, err = si.verify(m.Signer, sd.content, opts.AllowLegacy); err != nil {
-		if m.Digest == 0 {
-			m.Digest = crypto.SHA256
-		}
+	// On failure m.Digest keeps the digest the message names, for the log; a
+	// reply is never signed with SHA-1 unless AllowLegacy (certRep).
+	h, err := si.verify(m.Signer, sd.content, opts.AllowLegacy)
+	if err != nil {
 		return m, err
 	}
+	m.Digest = h
 	if !opts.Time.IsZero() && (opts.Time.Before(m.Signer.NotBefore) || opts.Time.After(m.Signer.NotAfter)) {
 		return m, Fail(BadTime, fmt.Errorf("%w: signer certificate not valid at %v", ErrBadSignature, opts.Time.UTC()))
 	}
@@ -223,6 +231,7 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		}
 		m.Envelope = sd.content
 	}
+	m.unchecked = nil
 	return m, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/scepkit/scepkit/internal/cms"
 	"github.com/scepkit/scepkit/internal/rollover"
 )
 
@@ -128,10 +129,21 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 
 // addressedToAny reports whether the envelope has a RecipientInfo for one of rs.
 func (m *PKIMessage) addressedToAny(rs []Recipient) bool {
-	if m.Envelope == nil || len(rs) == 0 {
+	if len(rs) == 0 {
 		return false
 	}
-	env, err := m.envelope()
+	var env *cms.Envelope
+	var err error
+	switch {
+	case m.Envelope != nil:
+		env, err = m.envelope()
+	case len(m.unchecked) > 0:
+		// Refused before its envelope was accepted: whom it was encrypted to still
+		// says which certificate the client will verify the FAILURE with.
+		env, err = cms.Parse(m.unchecked)
+	default:
+		return false
+	}
 	if err != nil {
 		return false
 	}
