@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"time"
@@ -45,6 +46,7 @@ type gateway struct {
 	RA         *catemplate.RA
 	Users      *crp.MemoryDirectory
 	Devices    *crp.MemoryRegistry
+	Enrolled   *deviceBook // the devices the MDM endpoint enrolled, kept in dir
 	Profile    *profile.Profile
 	Notifier   *crp.MemoryNotifier // what the MDM was told
 	Store      *boltstore.Store
@@ -52,12 +54,16 @@ type gateway struct {
 	Server     *scep.Server
 }
 
-// Close closes the store.
+// Close closes the store and the MDM's device file.
 func (g *gateway) Close() error {
-	if g.Store == nil {
-		return nil
+	var errs []error
+	if g.Enrolled != nil {
+		errs = append(errs, g.Enrolled.Close())
 	}
-	return g.Store.Close()
+	if g.Store != nil {
+		errs = append(errs, g.Store.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // newGateway wires the gateway by hand from scepkit's packages: this is the code to
@@ -98,6 +104,12 @@ func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logg
 			Disabled: u.disabled})
 		g.Devices.Put(crp.Device{Device: profile.Device{ID: u.device, AADDeviceID: u.device, Name: u.device},
 			UserID: u.upn, Compliant: true})
+	}
+	// The devices the MDM endpoint enrolled before a restart (mdm.go), each to its
+	// user: without them a challenge minted before the restart, or the renewal of a
+	// certificate issued to one of them, would find no device.
+	if g.Enrolled, err = openDeviceBook(filepath.Join(dir, "mdm-devices.jsonl"), g.Devices); err != nil {
+		return nil, err
 	}
 	g.Profile = &profile.Profile{
 		ID: profileID, Name: "scepkit demo device certificate",

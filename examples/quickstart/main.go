@@ -26,15 +26,19 @@
 //   - SCEP at /scep and at /certsrv/mscep/mscep.dll (where NDES clients look), each
 //     also with /pkiclient.exe appended (as Intune-managed devices ask for it).
 //   - GET /mdm/profile?user=U&device=D enrolls device D to user U in the demo registry
-//     (U must be an active user of the demo directory, else 403) and answers JSON:
-//     scep_url, challenge, subject, sans, key_size, ca_fingerprint (SHA-256 hex of the
-//     CA certificate) and expires (RFC 3339).
+//     (U must be an active user of the demo directory, else 403; D must not be another
+//     user's device, else 409) and answers JSON: scep_url, challenge, subject, sans,
+//     key_size, ca_fingerprint (SHA-256 hex of the CA certificate) and expires (RFC
+//     3339). The endpoint is unauthenticated, as a demo's is: it enrolls 200,000
+//     devices at most (503 beyond).
 //
 // Flags: -legacy accepts single DES and SHA-1 (micromdm's scepclient needs it);
 // -ca-envelopes (on by default) accepts requests encrypted to the CA certificate and
 // signs the replies to them with the CA, as clients that pin the CA need; -ttl
-// shortens the challenge lifetime (at most 1h); -state DIR keeps the CA, RA, MDM key
-// and issued certificates across restarts; -log text|json chooses the log format
+// shortens the challenge lifetime (at most 1h); -state DIR keeps the CA, RA, MDM key,
+// the devices /mdm/profile enrolled (mdm-devices.jsonl), and the gateway's store
+// (state.db: used challenges, transactions, issued certificates, revocations) across
+// restarts; -log text|json chooses the log format
 // (logs go to stderr, one line per step with the transactionID).
 package main
 

@@ -362,3 +362,55 @@ func TestServeModernStateRestart(t *testing.T) {
 	s2.Stop(t)
 	require.Contains(t, s2.Stderr.String(), "challenge already used")
 }
+
+// TestServeMDMDevicesSurviveRestart: the devices the MDM endpoint enrolled are kept in
+// the state directory. Before, they were in memory only: after a restart a challenge
+// minted before it failed at phase 3 ("device unknown", the challenge spent), and so did
+// the renewal of a certificate issued to such a device. The endpoint also refuses to
+// move a device to another user (it moved it silently, breaking its owner's
+// enrollments).
+func TestServeMDMDevicesSurviveRestart(t *testing.T) {
+	t.Parallel()
+	state := t.TempDir()
+	s := startServe(t, "-state", state)
+	ctx := context.Background()
+	enroll := func(base string, p *profileAnswer, key *rsa.PrivateKey) (*x509.Certificate, error) {
+		fp, err := hex.DecodeString(p.CAFingerprint)
+		require.NoError(t, err)
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: strings.TrimPrefix(p.Subject, "CN=")}}, key)
+		require.NoError(t, err)
+		csr, err = scep.AddChallengePassword(csr, p.Challenge, key, nil)
+		require.NoError(t, err)
+		return (&scep.Client{URL: base + "/scep", CAFingerprint: fp}).Enroll(ctx, csr, key)
+	}
+	code, kept, _ := getProfile(t, s.Base, "bob@example.com", "bob-tablet") // used after the restart
+	require.Equal(t, http.StatusOK, code)
+	code, p, _ := getProfile(t, s.Base, "bob@example.com", "bob-tablet-2")
+	require.Equal(t, http.StatusOK, code)
+	key, err := rsa.GenerateKey(rand.Reader, p.KeySize)
+	require.NoError(t, err)
+	cert, err := enroll(s.Base, p, key)
+	require.NoError(t, err)
+
+	// Another user cannot take bob's devices, enrolled here or the demo's own.
+	for _, dev := range []string{"bob-tablet", "bob-phone"} {
+		code, _, body := getProfile(t, s.Base, "alice@example.com", dev)
+		require.Equal(t, http.StatusConflict, code, "%s: %v", dev, body)
+	}
+	s.Stop(t)
+
+	s2 := startServe(t, "-state", state)
+	key2, err := rsa.GenerateKey(rand.Reader, kept.KeySize)
+	require.NoError(t, err)
+	_, err = enroll(s2.Base, kept, key2)
+	require.NoError(t, err, "a challenge minted before the restart, for a device the MDM enrolled")
+	fp, _ := hex.DecodeString(p.CAFingerprint)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: cert.Subject}, key)
+	require.NoError(t, err)
+	renewed, err := (&scep.Client{URL: s2.Base + "/scep", CAFingerprint: fp}).Renew(ctx, csr, cert, key)
+	require.NoError(t, err, "renewal after the restart")
+	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
+	s2.Stop(t)
+	require.NotContains(t, s2.Stderr.String(), "device unknown")
+}

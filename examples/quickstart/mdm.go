@@ -58,6 +58,11 @@ func (m *mdm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errForbidden):
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": err.Error()})
+	case errors.Is(err, errDeviceTaken):
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+	case errors.Is(err, errTooManyDevices):
+		m.log.WarnContext(r.Context(), "mdm: profile refused", "device", device, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 	case err != nil:
 		m.log.ErrorContext(r.Context(), "mdm: profile", "user", user, "device", device, "err", err)
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
@@ -77,8 +82,9 @@ func (m *mdm) issue(ctx context.Context, user, device string) (*profileJSON, *pr
 	if err != nil {
 		return nil, nil, err
 	}
-	m.gw.Devices.Put(crp.Device{Device: profile.Device{ID: device, AADDeviceID: device, Name: device},
-		UserID: u.ID, Compliant: true})
+	if err := m.gw.Enrolled.enroll(device, u.ID); err != nil {
+		return nil, nil, err
+	}
 	rendered, err := m.gw.Rendered(ctx, u.ID, device)
 	if err != nil {
 		return nil, nil, err

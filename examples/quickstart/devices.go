@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/profile"
+)
+
+// maxEnrolledDevices bounds the devices the demo MDM enrolls: its endpoint is
+// unauthenticated, and each device stays in memory and in its file (about 200 bytes).
+const maxEnrolledDevices = 200_000
+
+var (
+	// errDeviceTaken: the device is enrolled to another user. A real MDM retires a
+	// device before another user enrolls it.
+	errDeviceTaken = errors.New("device enrolled to another user")
+	// errTooManyDevices: maxEnrolledDevices are enrolled.
+	errTooManyDevices = errors.New("too many devices enrolled")
+)
+
+// deviceBook is the demo MDM's record of the devices its endpoint enrolled, each to
+// one user. It keeps them in a file of the state directory, one JSON line appended per
+// device, so that a gateway restarted on the same state still maps them: a challenge
+// minted before the restart, and the renewals of their certificates, keep working.
+// Lines are written, not synced, one by one (a crash of the process loses none; a
+// power loss may lose the latest); Close syncs the file. A real MDM keeps its devices
+// in its own database.
+type deviceBook struct {
+	reg *crp.MemoryRegistry
+
+	mu    sync.Mutex
+	f     *os.File
+	size  int64             // of f's lines, all whole
+	users map[string]string // device id -> user id, for the devices the endpoint enrolled
+}
+
+type deviceLine struct {
+	Device string `json:"device"`
+	User   string `json:"user"`
+}
+
+// openDeviceBook loads the devices enrolled before from path into reg, and opens path
+// to append the next ones.
+func openDeviceBook(path string, reg *crp.MemoryRegistry) (*deviceBook, error) {
+	b := &deviceBook{reg: reg, users: map[string]string{}}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.load(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	b.f = f
+	return b, nil
+}
+
+// load reads the lines of f. A line that does not parse is the last one, cut by a
+// crash mid-write: it and what follows it are dropped, so that the next line appended
+// starts clean.
+func (b *deviceBook) load(f *os.File) error {
+	r := bufio.NewReader(f)
+	var good int64
+	for {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF && len(line) == 0 {
+			b.size = good
+			return nil
+		}
+		var d deviceLine
+		if err != nil || json.Unmarshal(line, &d) != nil || d.Device == "" || d.User == "" || len(b.users) >= maxEnrolledDevices {
+			if err != nil && err != io.EOF {
+				return err
+			}
+			b.size = good
+			return f.Truncate(good)
+		}
+		good += int64(len(line))
+		b.users[d.Device] = d.User
+		b.put(d.Device, d.User)
+	}
+}
+
+func (b *deviceBook) put(device, user string) {
+	b.reg.Put(crp.Device{Device: profile.Device{ID: device, AADDeviceID: device, Name: device},
+		UserID: user, Compliant: true})
+}
+
+// enroll enrolls device to user: at once if it is already theirs, refused if it is
+// another user's (enrolled here, or one of the demo's own devices).
+func (b *deviceBook) enroll(device, user string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if u, ok := b.users[device]; ok {
+		if u != user {
+			return errDeviceTaken
+		}
+		return nil
+	}
+	if d, err := b.reg.LookupDevice(context.Background(), device); err == nil {
+		if d.UserID != user {
+			return errDeviceTaken
+		}
+		return nil
+	}
+	if len(b.users) >= maxEnrolledDevices {
+		return errTooManyDevices
+	}
+	line, err := json.Marshal(deviceLine{Device: device, User: user})
+	if err != nil {
+		return err
+	}
+	line = append(line, '\n')
+	if _, err := b.f.Write(line); err != nil {
+		b.f.Truncate(b.size) // no torn line for the next to follow
+		return err
+	}
+	b.size += int64(len(line))
+	b.users[device] = user
+	b.put(device, user)
+	return nil
+}
+
+// Close syncs and closes the file.
+func (b *deviceBook) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.f == nil {
+		return nil
+	}
+	err := b.f.Sync()
+	if cerr := b.f.Close(); err == nil {
+		err = cerr
+	}
+	b.f = nil
+	return err
+}

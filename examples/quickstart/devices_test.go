@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/crp"
+)
+
+// TestDeviceBookTornLine: a line cut by a crash mid-write, and what follows it, are
+// dropped on open, and the next device is appended after the last whole line.
+func TestDeviceBookTornLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mdm-devices.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(`{"device":"d1","user":"u1"}`+"\n"+`{"device":"d2","user":"u2"}`+"\n"+`{"device":"d3","us`), 0o600))
+	reg := &crp.MemoryRegistry{}
+	b, err := openDeviceBook(path, reg)
+	require.NoError(t, err)
+	for dev, user := range map[string]string{"d1": "u1", "d2": "u2"} {
+		d, err := reg.LookupDevice(context.Background(), dev)
+		require.NoError(t, err)
+		require.Equal(t, user, d.UserID)
+	}
+	_, err = reg.LookupDevice(context.Background(), "d3")
+	require.ErrorIs(t, err, crp.ErrNotFound)
+
+	require.NoError(t, b.enroll("d3", "u3"))
+	require.NoError(t, b.enroll("d3", "u3"), "again, same user")
+	require.ErrorIs(t, b.enroll("d1", "u3"), errDeviceTaken)
+	require.NoError(t, b.Close())
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, `{"device":"d1","user":"u1"}`+"\n"+`{"device":"d2","user":"u2"}`+"\n"+`{"device":"d3","user":"u3"}`+"\n", string(data))
+}
