@@ -310,12 +310,7 @@ func TestServeModernStateRestart(t *testing.T) {
 
 	key, err := rsa.GenerateKey(rand.Reader, p.KeySize)
 	require.NoError(t, err)
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: strings.TrimPrefix(p.Subject, "CN=")}}, key)
-	require.NoError(t, err)
-	csr, err = scep.AddChallengePassword(csr, p.Challenge, key, nil)
-	require.NoError(t, err)
-	cert, err := client.Enroll(ctx, csr, key)
+	cert, err := client.Enroll(ctx, profileCSR(t, p, p.Challenge, key), key)
 	require.NoError(t, err)
 	require.NoError(t, cert.CheckSignatureFrom(ca))
 	require.Equal(t, p.Subject, cert.Subject.String())
@@ -349,13 +344,8 @@ func TestServeModernStateRestart(t *testing.T) {
 	// claim is in the state directory, not in the stopped process.
 	key2, err := rsa.GenerateKey(rand.Reader, p.KeySize)
 	require.NoError(t, err)
-	csr2, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: strings.TrimPrefix(p.Subject, "CN=")}}, key2)
-	require.NoError(t, err)
-	csr2, err = scep.AddChallengePassword(csr2, p.Challenge, key2, nil)
-	require.NoError(t, err)
 	client2.Cipher, client2.Digest = scep.AES256CBC, crypto.SHA256
-	_, err = client2.Enroll(ctx, csr2, key2)
+	_, err = client2.Enroll(ctx, profileCSR(t, p, p.Challenge, key2), key2)
 	var fe *scep.FailError
 	require.ErrorAs(t, err, &fe, "a challenge used before the restart got a second certificate after it")
 	require.Equal(t, scep.BadRequest, fe.Info)
@@ -377,12 +367,7 @@ func TestServeMDMDevicesSurviveRestart(t *testing.T) {
 	enroll := func(base string, p *profileAnswer, key *rsa.PrivateKey) (*x509.Certificate, error) {
 		fp, err := hex.DecodeString(p.CAFingerprint)
 		require.NoError(t, err)
-		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: strings.TrimPrefix(p.Subject, "CN=")}}, key)
-		require.NoError(t, err)
-		csr, err = scep.AddChallengePassword(csr, p.Challenge, key, nil)
-		require.NoError(t, err)
-		return (&scep.Client{URL: base + "/scep", CAFingerprint: fp}).Enroll(ctx, csr, key)
+		return (&scep.Client{URL: base + "/scep", CAFingerprint: fp}).Enroll(ctx, profileCSR(t, p, p.Challenge, key), key)
 	}
 	code, kept, _ := getProfile(t, s.Base, "bob@example.com", "bob-tablet") // used after the restart
 	require.Equal(t, http.StatusOK, code)
@@ -413,4 +398,16 @@ func TestServeMDMDevicesSurviveRestart(t *testing.T) {
 	require.NotEqual(t, cert.SerialNumber, renewed.SerialNumber)
 	s2.Stop(t)
 	require.NotContains(t, s2.Stderr.String(), "device unknown")
+}
+
+// profileCSR is the CSR a device builds from the profile p: its subject, key and the
+// challenge.
+func profileCSR(t *testing.T, p *profileAnswer, challenge string, key *rsa.PrivateKey) []byte {
+	t.Helper()
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: strings.TrimPrefix(p.Subject, "CN=")}}, key)
+	require.NoError(t, err)
+	csr, err = scep.AddChallengePassword(csr, challenge, key, nil)
+	require.NoError(t, err)
+	return csr
 }
