@@ -158,13 +158,18 @@ type RegistrationPoint struct {
 	Replay challenge.ReplayStore
 	// Users, Devices and Profiles are consulted in phases 2 and 3. Required unless
 	// Validators is set; when one is nil, a request that needs it (a renewal, a
-	// challenge of the Verifier) is refused.
+	// challenge of the Verifier) is refused as ReasonMisconfigured, and its challenge
+	// released. So is a lookup that returns neither a value nor an error.
 	Users    UserDirectory
 	Devices  DeviceRegistry
 	Profiles ProfileSource
 	// Templates resolves the certificate template. Required.
 	Templates catemplate.Resolver
-	// Issuer signs. Required.
+	// Issuer signs. Required. A certificate it returns must be signed by the CA
+	// (CACert's key): unless it is a CAIssuer, whose CA checks its own signatures,
+	// the signature is checked, and a certificate that does not verify is withheld
+	// (ReasonCertMismatch). An error that matches context.DeadlineExceeded or
+	// context.Canceled counts as ErrUnavailable: the challenge is released.
 	Issuer Issuer
 	// CACert is the issuing CA's certificate: issued certificates never outlive it,
 	// renewal signers must chain to it. Nil means the certificate of the CA a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 
 	"github.com/scepkit/scepkit/scep"
 )
@@ -64,6 +65,14 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) (*Transaction, *Error) {
 	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
 		Trace: &Trace{TransactionID: req.TransactionID}, ca: rp.issuingAt(rp.now())}
+	switch {
+	case req.TransactionID == "":
+		// Records, polls and resends are keyed by it: two requests without one would
+		// share a record.
+		return tx, fail(PhaseGateway, ReasonRejected, errors.New("no transactionID"))
+	case req.CSR == nil:
+		return tx, fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
+	}
 	signer, err := req.Proof.signerFor(req.CSR)
 	if err != nil {
 		return tx, fail(PhaseGateway, ReasonRenewalSigner, err)

@@ -254,7 +254,7 @@ func (rp *RegistrationPoint) stepClaim(ctx context.Context, tx *Transaction) *Er
 
 func (rp *RegistrationPoint) stepUser(ctx context.Context, tx *Transaction) *Error {
 	if rp.Users == nil {
-		return fail(PhaseGenuineness, ReasonUserUnknown, errors.New("no UserDirectory configured"))
+		return fail(PhaseGenuineness, ReasonMisconfigured, errors.New("no UserDirectory configured"))
 	}
 	u, err := rp.Users.LookupUser(ctx, tx.UserID())
 	switch {
@@ -262,6 +262,8 @@ func (rp *RegistrationPoint) stepUser(ctx context.Context, tx *Transaction) *Err
 		return fail(PhaseGenuineness, ReasonUserUnknown, err)
 	case err != nil:
 		return unavailable(PhaseGenuineness, err)
+	case u == nil:
+		return fail(PhaseGenuineness, ReasonMisconfigured, errors.New("the UserDirectory returned neither a user nor an error"))
 	case u.Disabled:
 		return fail(PhaseGenuineness, ReasonUserDisabled, fmt.Errorf("user %q is disabled", u.ID))
 	}
@@ -275,7 +277,7 @@ func (rp *RegistrationPoint) stepDevice(ctx context.Context, tx *Transaction) *E
 		return fail(PhaseMapping, ReasonDeviceUnknown, errors.New("the challenge names no device"))
 	}
 	if rp.Devices == nil {
-		return fail(PhaseMapping, ReasonDeviceUnknown, errors.New("no DeviceRegistry configured"))
+		return fail(PhaseMapping, ReasonMisconfigured, errors.New("no DeviceRegistry configured"))
 	}
 	d, err := rp.Devices.LookupDevice(ctx, id)
 	switch {
@@ -283,6 +285,8 @@ func (rp *RegistrationPoint) stepDevice(ctx context.Context, tx *Transaction) *E
 		return fail(PhaseMapping, ReasonDeviceUnknown, err)
 	case err != nil:
 		return unavailable(PhaseMapping, err)
+	case d == nil:
+		return fail(PhaseMapping, ReasonMisconfigured, errors.New("the DeviceRegistry returned neither a device nor an error"))
 	case d.UserID != tx.UserID():
 		return fail(PhaseMapping, ReasonDeviceOtherUser, fmt.Errorf("device %q is enrolled to another user", id))
 	case !d.Compliant:
@@ -294,7 +298,7 @@ func (rp *RegistrationPoint) stepDevice(ctx context.Context, tx *Transaction) *E
 
 func (rp *RegistrationPoint) stepProfile(ctx context.Context, tx *Transaction) *Error {
 	if rp.Profiles == nil {
-		return fail(PhaseMapping, ReasonProfileUnknown, errors.New("no ProfileSource configured"))
+		return fail(PhaseMapping, ReasonMisconfigured, errors.New("no ProfileSource configured"))
 	}
 	p, err := rp.Profiles.LookupProfile(ctx, tx.ProfileID())
 	switch {
@@ -302,6 +306,8 @@ func (rp *RegistrationPoint) stepProfile(ctx context.Context, tx *Transaction) *
 		return fail(PhaseMapping, ReasonProfileUnknown, err)
 	case err != nil:
 		return unavailable(PhaseMapping, err)
+	case p == nil:
+		return fail(PhaseMapping, ReasonMisconfigured, errors.New("the ProfileSource returned neither a profile nor an error"))
 	}
 	tx.Profile = p
 	r, err := profile.Render(p, tx.User.User, tx.Device.Device, nil)
@@ -320,6 +326,9 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	if tx.Rendered != nil {
 		ku = tx.Rendered.KeyUsage
 	}
+	if rp.Templates == nil {
+		return fail(PhaseTemplate, ReasonMisconfigured, errors.New("no Templates configured"))
+	}
 	t, err := rp.Templates.Resolve(ctx, &catemplate.ResolveRequest{ProfileID: tx.ProfileID(),
 		KeyUsage: ku, CSR: tx.CSR, Rendered: tx.Rendered})
 	if err != nil {
@@ -330,6 +339,9 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 			return fail(PhaseTemplate, ReasonMisconfigured, err)
 		}
 		return fail(PhaseTemplate, ReasonNoTemplate, err)
+	}
+	if t == nil {
+		return fail(PhaseTemplate, ReasonMisconfigured, errors.New("the template resolver returned neither a template nor an error"))
 	}
 	tx.Template = t
 	// The CSR's signature was verified in the gateway step (proof of possession).

@@ -108,8 +108,30 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 		if tx.Template.RequiresApproval && !approved {
 			return nil
 		}
+		if tx.ca.issuer == nil {
+			return fail(PhaseIssue, ReasonMisconfigured, errors.New("no Issuer configured"))
+		}
 		cert, err := tx.ca.issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
 			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
+		if err != nil && !errors.Is(err, ErrUnavailable) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+			// The CA did not answer in time, or the request went away while it
+			// worked: nothing says it refused, so the device may try again.
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		if err == nil && cert != nil && issuerCA(tx.ca.issuer) == nil {
+			// Only the built-in CA is known to sign with tx.ca.cert's key (it checks
+			// its signatures itself); another Issuer's certificate is checked, or a
+			// device would get one that does not chain to the CA it was told of.
+			serr := errIssuerName
+			if mayHaveIssued(tx.ca.cert, cert) {
+				serr = cert.CheckSignatureFrom(tx.ca.cert)
+			}
+			if serr != nil {
+				e := fail(PhaseIssue, ReasonCertMismatch, fmt.Errorf("not signed by the CA: %w", serr))
+				rp.withheld(ctx, tx.ID, cert, string(ReasonCertMismatch), e.Err)
+				return e
+			}
+		}
 		return rp.accept(ctx, tx, cert, err)
 	}})
 }

@@ -1,0 +1,97 @@
+package crp_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+)
+
+// TestOperatorFaults: what the embedding code gets wrong is an operator fault, not
+// the device's. A collaborator left nil, or one that answers neither a value nor an
+// error, is refused as ReasonMisconfigured before anything is issued and the
+// challenge is released (before, each panicked after the challenge was claimed, so a
+// device could not enroll even once the fault was mended); an Issuer that runs out of
+// time releases it too. A certificate the Issuer signed with another CA's key is
+// withheld (before, the device got it, though it does not chain to the CA it was
+// told of). Each case ends with the fault mended and the same challenge enrolling,
+// except the last, where the CA did issue.
+func TestOperatorFaults(t *testing.T) {
+	other, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name     string
+		break_   func(env *crptest.Env)
+		reason   crp.Reason
+		released bool
+	}{
+		{"no Templates", func(env *crptest.Env) { env.RP.Templates = nil }, crp.ReasonMisconfigured, true},
+		{"no Issuer", func(env *crptest.Env) { env.RP.Issuer = nil }, crp.ReasonMisconfigured, true},
+		{"no DeviceRegistry", func(env *crptest.Env) { env.RP.Devices = nil }, crp.ReasonMisconfigured, true},
+		{"no UserDirectory", func(env *crptest.Env) { env.RP.Users = nil }, crp.ReasonMisconfigured, true},
+		{"user (nil, nil)", func(env *crptest.Env) {
+			env.RP.Users = crp.UserDirectoryFunc(func(context.Context, string) (*crp.User, error) { return nil, nil })
+		}, crp.ReasonMisconfigured, true},
+		{"device (nil, nil)", func(env *crptest.Env) {
+			env.RP.Devices = crp.DeviceRegistryFunc(func(context.Context, string) (*crp.Device, error) { return nil, nil })
+		}, crp.ReasonMisconfigured, true},
+		{"template (nil, nil)", func(env *crptest.Env) {
+			env.RP.Templates = catemplate.ResolverFunc(func(context.Context, *catemplate.ResolveRequest) (*catemplate.Template, error) {
+				return nil, nil
+			})
+		}, crp.ReasonMisconfigured, true},
+		{"Issuer out of time", func(env *crptest.Env) {
+			env.RP.Issuer = crp.IssuerFunc(func(context.Context, *crp.IssueRequest) (*x509.Certificate, error) {
+				return nil, fmt.Errorf("hsm: %w", context.DeadlineExceeded)
+			})
+		}, crp.ReasonCAUnavailable, true},
+		{"another CA's certificate", func(env *crptest.Env) {
+			env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+				return other.Sign(ctx, req.Template, req.PublicKey)
+			})
+		}, crp.ReasonCertMismatch, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t)
+			users, devices, templates, issuer := env.RP.Users, env.RP.Devices, env.RP.Templates, env.RP.Issuer
+			tc.break_(env)
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			req := &crp.EnrollRequest{TransactionID: "t-" + tc.name, CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch}
+			res, err := env.RP.Enroll(context.Background(), req)
+			var e *crp.Error
+			require.True(t, errors.As(err, &e), "%v", err)
+			require.Equal(t, tc.reason, e.Reason, "%v", e)
+			require.Nil(t, res.Certificate)
+			require.Zero(t, env.Issuer.Count())
+
+			env.RP.Users, env.RP.Devices, env.RP.Templates, env.RP.Issuer = users, devices, templates, issuer
+			res, err = env.RP.Enroll(context.Background(), req)
+			if tc.released {
+				require.NoError(t, err, "the challenge was spent on an operator fault")
+				require.NotNil(t, res.Certificate)
+			} else {
+				require.ErrorAs(t, err, &e)
+			}
+		})
+	}
+}
+
+// TestEnrollNeedsTransactionID: Enroll without a transactionID is refused (records
+// and resends are keyed by it); before, two such requests shared one record.
+func TestEnrollNeedsTransactionID(t *testing.T) {
+	env := newEnv(t)
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	_, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Zero(t, env.Issuer.Count())
+	_, err = env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "t", Challenge: ch})
+	require.ErrorAs(t, err, &e, "no CSR")
+}
