@@ -437,6 +437,9 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, nil, err
 		}
+		if err := noPriorState(c.StateDir, err); err != nil {
+			return nil, nil, err
+		}
 		ca, ra, err := newPKI(firstCAName, nil, nil, nil)
 		if err != nil {
 			return nil, nil, err
@@ -457,6 +460,9 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 	g.token = tok
 	ca, err := tokenCA(tok, "pkcs11.ca_key", c.PKCS11.CAKey, filepath.Join(c.StateDir, catemplate.CACertFile))
 	if errors.Is(err, os.ErrNotExist) {
+		if err := noPriorState(c.StateDir, err); err != nil {
+			return nil, nil, err
+		}
 		caKey, err := tokenKey(tok, "pkcs11.ca_key", c.PKCS11.CAKey)
 		if err != nil {
 			return nil, nil, err
@@ -487,6 +493,25 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 		return nil, nil, err
 	}
 	return ca, ra, nil
+}
+
+// priorStateFiles are what a state directory holds once a gateway has run in it.
+var priorStateFiles = []string{catemplate.CACertFile, catemplate.CAKeyFile, catemplate.RASigningCertFile,
+	catemplate.RASigningKeyFile, catemplate.RAEncryptCertFile, catemplate.RAEncryptKeyFile, boltstore.FileName, "issued", "issued.migrated"}
+
+// noPriorState refuses to make a new CA in a state directory a gateway has run in:
+// its CA's files are missing (missing says how), not absent. A new CA there would
+// serve under the same name as the old one, with another key: the certificates it
+// issued would no longer verify, and their CRL would be signed by a stranger.
+func noPriorState(dir string, missing error) error {
+	for _, name := range priorStateFiles {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return fmt.Errorf("state directory %s holds %s from an earlier run but not its CA (%w): restore the CA's files "+
+				"(%s, %s, and the RA's), or start on an empty directory to make a new CA", dir, name, missing,
+				catemplate.CACertFile, catemplate.CAKeyFile)
+		}
+	}
+	return nil
 }
 
 // firstCAName is the subject of the CA a gateway makes on its first start.

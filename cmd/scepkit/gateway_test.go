@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -56,4 +59,42 @@ func TestProfilesFollowRollover(t *testing.T) {
 			require.True(t, p.RootCA.Equal(tc.want.Certificate), "root CA %q", p.RootCA.Subject)
 		})
 	}
+}
+
+// TestMissingCAFilesRefused: a state directory a gateway ran in whose CA files went
+// missing is refused, naming what is there. Before, the gateway made a new CA with
+// the same name in it, overwrote what was left of the old one's files and served as
+// ready: the certificates it had issued no longer verified, and their CRL was signed
+// by another key. An empty directory still gets a new CA.
+func TestMissingCAFilesRefused(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, missing := range []string{catemplate.CAKeyFile, catemplate.CACertFile} {
+		t.Run(missing, func(t *testing.T) {
+			f := newFixture(t)
+			c, err := loadConfig(f.config(t, "public_url = \"http://127.0.0.1:8080\"\n", ""), func(string) (string, bool) { return "", false })
+			require.NoError(t, err)
+			g, err := newGateway(context.Background(), c, log) // the first start makes the CA
+			require.NoError(t, err)
+			first := g.ca.Certificate
+			g.close()
+			require.NoError(t, os.Remove(filepath.Join(f.path("state"), missing)))
+			before, _ := os.ReadFile(filepath.Join(f.path("state"), catemplate.CACertFile))
+
+			_, err = newGateway(context.Background(), c, log)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "not its CA")
+			after, _ := os.ReadFile(filepath.Join(f.path("state"), catemplate.CACertFile))
+			require.Equal(t, before, after, "what was left of the CA's files is untouched")
+			if missing == catemplate.CAKeyFile {
+				ca, err := catemplate.LoadCA(f.path("state"))
+				require.Error(t, err)
+				require.Nil(t, ca)
+				require.Contains(t, string(after), string(pemOf(first)))
+			}
+		})
+	}
+}
+
+func pemOf(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
