@@ -1,6 +1,7 @@
 package crp
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -12,8 +13,10 @@ import (
 )
 
 // Approve issues a pending request (one whose template needs approval, or that the CA
-// queued). Phase 3 and the template are checked again, since time has passed; the
-// device's next poll gets the certificate.
+// queued). Phase 3 and the template are checked again, since time has passed, and so
+// is the signer: a request signed with the key of a certificate issued to its device
+// and revoked since (a renewal whose signer was revoked while it waited) is refused.
+// The device's next poll gets the certificate.
 func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) (cert *x509.Certificate, err error) {
 	ctx, end := rp.tel().startRequest(ctx, "crp Approve", scep.PKCSReq, transactionID)
 	defer func() {
@@ -35,8 +38,10 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 		return nil, err
 	}
 	defer func() { done(err != nil && errors.Is(err, ErrUnavailable)) }()
-	var e *Error
-	if tx.Validator == nil { // an external validator's verdict stands: it judged phases 1-3
+	e := rp.runPhase(ctx, tx, PhaseGateway, builtin{"signer-revoked", func(ctx context.Context, tx *Transaction) *Error {
+		return rp.signerKeyRevoked(ctx, rec)
+	}})
+	if e == nil && tx.Validator == nil { // an external validator's verdict stands: it judged phases 1-3
 		e = rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser})
 		if e == nil {
 			e = rp.runPhase(ctx, tx, PhaseMapping, builtin{"device-mapping", rp.stepDevice}, builtin{"profile-match", rp.stepProfile})
@@ -55,6 +60,54 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 		return nil, e
 	}
 	return tx.Certificate, nil
+}
+
+// signerKeyRevoked refuses the approval of a request whose signer key is the key of
+// a certificate issued here to its device (or user) and revoked since: a renewal
+// whose signer was revoked while it waited (RFC 8894 §3.3.1.2 renewals rely on the
+// signer being in good standing), or a request signed with a key whose certificate
+// was revoked. The record keeps the signer's key, not its certificate, so the
+// certificates issued to the request's device are searched for it. Without a
+// RevocationChecker or a CertificateQuerier there is nothing to search.
+func (rp *RegistrationPoint) signerKeyRevoked(ctx context.Context, rec *Record) *Error {
+	rc := rp.revocation()
+	q, ok := rp.certificates().(CertificateQuerier)
+	if rc == nil || !ok || len(rec.SignerKey) == 0 {
+		return nil
+	}
+	query := CertificateQuery{DeviceID: rec.DeviceID, Limit: MaxListLimit}
+	if query.DeviceID == "" {
+		query.UserID = rec.UserID
+	}
+	if query.DeviceID == "" && query.UserID == "" {
+		return nil
+	}
+	for page := 0; page < 100; page++ {
+		certs, err := q.Certificates(ctx, query)
+		if err != nil {
+			rp.tel().storeError(ctx, "certificates")
+			return unavailable(PhaseGateway, err)
+		}
+		for _, ic := range certs {
+			if !bytes.Equal(keyHash(ic.Certificate), rec.SignerKey) {
+				continue
+			}
+			revoked, err := rc.IsRevoked(ctx, ic.Certificate)
+			if err != nil {
+				rp.tel().storeError(ctx, "revocations")
+				return unavailable(PhaseGateway, err)
+			}
+			if revoked {
+				return fail(PhaseGateway, ReasonRenewalSigner,
+					fmt.Errorf("the request was signed with the key of certificate %x, revoked since", ic.Certificate.SerialNumber))
+			}
+		}
+		if len(certs) < query.Limit {
+			return nil
+		}
+		query.After = certs[len(certs)-1]
+	}
+	return nil
 }
 
 // Reject refuses a pending request; the device's next poll gets FAILURE badRequest.

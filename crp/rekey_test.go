@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/scep"
 )
@@ -89,4 +90,30 @@ func selfSigned(t testing.TB, key *rsa.PrivateKey) *x509.Certificate {
 	c, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
 	return c
+}
+
+// TestApproveRenewalOfRevokedSigner: a renewal that waits for approval is not
+// approved once its signer has been revoked meanwhile. Before, Approve checked the
+// user, device, profile and template again but not the signer, and issued.
+func TestApproveRenewalOfRevokedSigner(t *testing.T) {
+	env := newEnv(t)
+	ts := httptest.NewServer(env.Server)
+	defer ts.Close()
+	ctx := context.Background()
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint(), PollInterval: 100 * time.Millisecond}
+	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", mint(t, env, "alice@example.com", "alice-laptop")).Raw, deviceKey)
+	require.NoError(t, err)
+
+	env.Templates[crptest.TemplateName].RequiresApproval = true
+	pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = client.Renew(pctx, csr(t, deviceKey, "alice@example.com", "").Raw, cert, deviceKey)
+	require.ErrorIs(t, err, scep.ErrPending)
+	require.NoError(t, env.CA.Revoke(cert.SerialNumber, 1, time.Now()))
+
+	_, err = env.RP.Approve(ctx, transactionIDOf(t, deviceKey))
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonRenewalSigner, e.Reason)
+	require.Equal(t, 1, env.Issuer.Count(), "a certificate for a revoked signer's renewal")
 }
