@@ -321,6 +321,9 @@ func Open(path string, o *Options) (*Store, error) {
 	}
 	_, statErr := os.Lstat(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("boltstore: %s is locked by another process (another gateway on this state directory?): %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: opening %s: %w", path, err)
 	}

@@ -1,7 +1,10 @@
 package scep
 
 import (
+	"bytes"
+	"context"
 	"crypto"
+	"log/slog"
 	"net/http"
 	"testing"
 
@@ -81,4 +84,37 @@ func TestServerCAKey(t *testing.T) {
 	// Served anyway, a CAKey that cannot decrypt is not used (and does not panic).
 	rec := httptestRecorder(s, http.MethodPost, "/scep?operation=PKIOperation", request("CA", "not-a-decrypter", "secret"))
 	expectFailure(t, pki, rec.Code, rec.Body.Bytes(), BadMessageCheck)
+}
+
+// TestServerValidateKeys: a Signer or a recipient key that is not its certificate's is
+// refused by Validate. Before, Validate passed them: with the wrong Signer every
+// enrollment was issued (its challenge spent) and answered with a CertRep the client
+// could not verify; with the wrong recipient key every request failed to decrypt.
+func TestServerValidateKeys(t *testing.T) {
+	pki := newTestPKI(t)
+	s := pki.server(false)
+	require.NoError(t, s.Validate())
+	s.Signer = pki.caKey
+	require.ErrorContains(t, s.Validate(), "Signer does not hold the key")
+
+	s = pki.server(false)
+	s.Recipients = []Recipient{{Certificate: pki.raEnc, Key: pki.caKey.(crypto.Decrypter)}}
+	require.ErrorContains(t, s.Validate(), "recipient needs a certificate and its key")
+}
+
+// TestResponderPanicLogged: a Responder that panics gets the device FAILURE
+// badRequest and the operator an ERROR record with the stack (before: only the
+// request's INFO line, without it).
+func TestResponderPanicLogged(t *testing.T) {
+	pki := newTestPKI(t)
+	s := pki.server(false)
+	var logged bytes.Buffer
+	s.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	s.Responder = ResponderFunc(func(context.Context, *Request) (*Response, error) { panic("a bug") })
+	d := newDevice(t)
+	rec := httptestRecorder(s, http.MethodPost, "/scep?operation=PKIOperation", pki.pkcsReq(t, d, "secret"))
+	expectFailure(t, pki, rec.Code, rec.Body.Bytes(), BadRequest)
+	require.Contains(t, logged.String(), `level=ERROR msg="scep: responder panicked"`)
+	require.Contains(t, logged.String(), "caenvelope_test.go", "the stack")
+	require.Zero(t, pki.issuedCount())
 }

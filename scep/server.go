@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -225,6 +226,17 @@ func (s *Server) Caps() Caps {
 func (s *Server) Validate() error {
 	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
 		return errors.New("scep: Server needs CACerts, SignerCert, Signer, Recipients and Responder")
+	}
+	// A key that is not its certificate's would fail every request, after the
+	// Responder's work (a CertRep the client cannot verify, an envelope that cannot
+	// be opened): refused here, as Rollover's are.
+	if !samePublicKey(s.Signer.Public(), s.SignerCert.PublicKey) {
+		return errors.New("scep: Server.Signer does not hold the key of Server.SignerCert")
+	}
+	for _, rc := range s.Recipients {
+		if rc.Certificate == nil || rc.Key == nil || !samePublicKey(rc.Key.Public(), rc.Certificate.PublicKey) {
+			return errors.New("scep: each Server recipient needs a certificate and its key")
+		}
 	}
 	s.telemetry() // registers the expiry gauge before the first request
 	if s.CAKey != nil {
@@ -694,6 +706,10 @@ func (s *Server) admit(m *PKIMessage) error {
 func (s *Server) respond(ctx context.Context, req *Request) (resp *Response, err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			// A bug in the Responder, not the device's fault: the operator needs
+			// the stack.
+			s.log().ErrorContext(ctx, "scep: responder panicked", "transactionID", req.TransactionID, "panic", fmt.Sprint(p),
+				"stack", string(debug.Stack()))
 			resp, err = nil, fmt.Errorf("scep: responder panicked: %v", p)
 		}
 	}()
