@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -41,9 +42,9 @@ import (
 // of them, since every certificate the gateway issues is a clientAuth certificate and
 // would make its device an operator.
 func adminTLS(c *config, issuing [][]*x509.Certificate) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.Admin.TLSCert, c.Admin.TLSKey)
+	cert, err := loadKeyPair("admin.", c.Admin.TLSCert, c.Admin.TLSKey)
 	if err != nil {
-		return nil, settingError("admin.tls_cert", err)
+		return nil, err
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.Admin.ClientCA != "" {
@@ -118,7 +119,8 @@ func (a *admin) who(r *http.Request) (who, refused string, ok bool) {
 		return "", leaf.Subject.String(), false
 	}
 	if a.token != nil {
-		if h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
+		// The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+		if scheme, h, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") &&
 			secretcmp.Equal([]byte(h), a.token) {
 			return "token", "", true
 		}
@@ -561,4 +563,18 @@ func parseCertCursor(s string) (*crp.IssuedCertificate, bool) {
 		return nil, false
 	}
 	return &crp.IssuedCertificate{Certificate: &x509.Certificate{NotAfter: time.Unix(sec, 0).UTC(), SerialNumber: serial}}, true
+}
+
+// loadKeyPair loads a TLS certificate and key, and names the setting at fault: the
+// key file's when the key cannot be read (tls.LoadX509KeyPair's error would be
+// reported against the certificate's). prefix is "" or "admin.".
+func loadKeyPair(prefix, certFile, keyFile string) (tls.Certificate, error) {
+	if _, err := os.ReadFile(keyFile); err != nil {
+		return tls.Certificate{}, settingError(prefix+"tls_key", err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, settingError(prefix+"tls_cert", err)
+	}
+	return cert, nil
 }

@@ -81,6 +81,9 @@ func TestAdminAuditedMiddleware(t *testing.T) {
 		{"empty", "/ok", "Bearer ", http.StatusUnauthorized, ""},
 		{"longer", "/ok", "Bearer " + token + "x", http.StatusUnauthorized, ""},
 		{"not a bearer", "/ok", "Basic " + token, http.StatusUnauthorized, ""},
+		// The scheme is case-insensitive (RFC 9110 §11.1); refused before.
+		{"the scheme in lower case", "/ok", "bearer " + token, http.StatusOK, "token"},
+		{"two spaces", "/ok", "Bearer  " + token, http.StatusUnauthorized, ""},
 		{"a panicking handler", "/panic", "Bearer " + token, http.StatusInternalServerError, "token"},
 		{"a panicking handler, refused first", "/panic", "Bearer x" + token, http.StatusUnauthorized, ""},
 	}

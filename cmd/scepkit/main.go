@@ -120,9 +120,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	public := newHTTPServer(g.publicHandler(), log)
 	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		cert, err := loadKeyPair("", c.TLSCert, c.TLSKey)
 		if err != nil {
-			return settingError("tls_cert", err)
+			return err
 		}
 		public.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}

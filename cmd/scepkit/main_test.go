@@ -994,6 +994,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no jwks", []string{"SCEPKIT_JWKS="}, "setting jwks (SCEPKIT_JWKS): required"},
 		{"bad duration", []string{"SCEPKIT_CRL_VALIDITY=soon"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY)"},
 		{"admin without TLS", []string{"SCEPKIT_ADMIN_TLS_CERT="}, "setting admin.tls_cert (SCEPKIT_ADMIN_TLS_CERT)"},
+		// The key file's setting, not the certificate's (named before).
+		{"admin key missing", []string{"SCEPKIT_ADMIN_TLS_KEY=" + f.path("absent.key")}, "setting admin.tls_key (SCEPKIT_ADMIN_TLS_KEY): open "},
 		{"bad log", []string{"SCEPKIT_LOG=xml"}, "setting log (SCEPKIT_LOG)"},
 		// Found once the gateway is half built (its store open): an error, not a panic.
 		{"missing jwks file", []string{"SCEPKIT_JWKS=" + f.path("absent.json")}, "setting jwks (SCEPKIT_JWKS): open "},
