@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scepkit/scepkit/internal/atomicfile"
 )
 
 // Count returns the number of keys in the named bucket.
@@ -63,6 +65,6 @@ func Checkpoints(s *Store) int64 { return s.checkpoint.Load() }
 func RecordDirSyncs(o *Options, synced *[]string) {
 	o.syncDir = func(dir string) error {
 		*synced = append(*synced, dir)
-		return syncDir(dir)
+		return atomicfile.SyncDir(dir)
 	}
 }

@@ -77,6 +77,7 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/atomicfile"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -143,7 +144,7 @@ type Options struct {
 // dirSyncer is o's syncDir.
 func (o *Options) dirSyncer() func(string) error {
 	if o == nil || o.syncDir == nil {
-		return syncDir
+		return atomicfile.SyncDir
 	}
 	return o.syncDir
 }

@@ -247,14 +247,7 @@ func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error 
 		return rp.noDecision(ctx, c, tx)
 	}
 	e := rp.runPhase(ctx, tx, PhaseIssue, builtin{"complete", func(ctx context.Context, tx *Transaction) *Error {
-		if c.Err == nil && c.Certificate != nil {
-			if err := signedBy(c.Certificate, tx.ca.cert); err != nil {
-				rp.log().ErrorContext(ctx, "crp: completed with a certificate not signed by the decided CA; refused",
-					"transactionID", tx.ID, "serial", fmt.Sprintf("%x", c.Certificate.SerialNumber))
-				return fail(PhaseIssue, ReasonCertMismatch, fmt.Errorf("not signed by the CA: %w", err))
-			}
-		}
-		return rp.accept(ctx, tx, c.Certificate, c.Err)
+		return rp.accept(ctx, tx, c.Certificate, c.Err, true)
 	}})
 	if e = rp.finish(ctx, tx, e, od.signerKey, tx.CSR.Raw); e != nil {
 		return e
@@ -383,8 +376,11 @@ func (rp *RegistrationPoint) lapse(ctx context.Context, od *openDecision) {
 
 // accept takes what the CA answered for tx: a certificate (checked against the
 // decision, then remembered), a queued request (tx.Certificate stays nil), or a
-// failure.
-func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *x509.Certificate, err error) *Error {
+// failure. With verify, the certificate's issuer name and signature are checked
+// against the decision's CA first: whatever signed it is not known to hold that CA's
+// key (only the built-in CA checks its own signatures). A certificate that fails
+// either check is withheld.
+func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *x509.Certificate, err error, verify bool) *Error {
 	switch {
 	case errors.Is(err, ErrPending):
 		return nil
@@ -394,6 +390,13 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 		return fail(PhaseIssue, ReasonCARefused, err)
 	case cert == nil:
 		return fail(PhaseIssue, ReasonCARefused, errors.New("the CA returned no certificate"))
+	}
+	if verify {
+		if err := issuedUnder(cert, tx.ca.cert, nil); err != nil {
+			e := fail(PhaseIssue, ReasonCertMismatch, fmt.Errorf("not signed by the CA: %w", err))
+			rp.withheld(ctx, tx.ID, cert, string(ReasonCertMismatch), e.Err)
+			return e
+		}
 	}
 	if err := Matches(tx.CertTemplate, cert); err != nil {
 		rp.withheld(ctx, tx.ID, cert, string(ReasonCertMismatch), err)

@@ -140,7 +140,7 @@ func requestedKey(rec *Record, csr *x509.CertificateRequest) bool {
 	var spki []byte
 	switch {
 	case len(rec.CSR) > 0:
-		old, err := x509.ParseCertificateRequest(rec.CSR)
+		old, err := scep.ParseCertificateRequest(rec.CSR) // as the request was parsed
 		if err != nil {
 			return false
 		}

@@ -172,11 +172,16 @@ var errIssuerName = errors.New("issuer name differs from the CA's")
 // comparing the names and key identifiers (see mayHaveIssued): a certificate of
 // another CA costs no public-key operation.
 func signedBy(cert, ca *x509.Certificate) error {
+	return issuedUnder(cert, ca, signatureCheckHook.Load())
+}
+
+// issuedUnder is signedBy, calling hook (when not nil) before the signature check.
+func issuedUnder(cert, ca *x509.Certificate, hook *func()) error {
 	if !mayHaveIssued(ca, cert) {
 		return errIssuerName
 	}
-	if h := signatureCheckHook.Load(); h != nil {
-		(*h)()
+	if hook != nil {
+		(*hook)()
 	}
 	return cert.CheckSignatureFrom(ca)
 }

@@ -118,21 +118,7 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 			// worked: nothing says it refused, so the device may try again.
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		if err == nil && cert != nil && issuerCA(tx.ca.issuer) == nil {
-			// Only the built-in CA is known to sign with tx.ca.cert's key (it checks
-			// its signatures itself); another Issuer's certificate is checked, or a
-			// device would get one that does not chain to the CA it was told of.
-			serr := errIssuerName
-			if mayHaveIssued(tx.ca.cert, cert) {
-				serr = cert.CheckSignatureFrom(tx.ca.cert)
-			}
-			if serr != nil {
-				e := fail(PhaseIssue, ReasonCertMismatch, fmt.Errorf("not signed by the CA: %w", serr))
-				rp.withheld(ctx, tx.ID, cert, string(ReasonCertMismatch), e.Err)
-				return e
-			}
-		}
-		return rp.accept(ctx, tx, cert, err)
+		return rp.accept(ctx, tx, cert, err, issuerCA(tx.ca.issuer) == nil)
 	}})
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/scepkit/scepkit/internal/cms"
@@ -109,15 +110,26 @@ func (r *Rollover) validate(now time.Time) error {
 	if r.At.IsZero() || len(r.CACerts) == 0 || r.SignerCert == nil || r.Signer == nil || len(r.Recipients) == 0 {
 		return errors.New("scep: Rollover needs At, CACerts, SignerCert, Signer and Recipients")
 	}
-	if !samePublicKey(r.Signer.Public(), r.SignerCert.PublicKey) {
-		return errors.New("scep: Rollover.Signer does not hold the key of Rollover.SignerCert")
-	}
-	for _, rc := range r.Recipients {
-		if rc.Certificate == nil || rc.Key == nil || !samePublicKey(rc.Key.Public(), rc.Certificate.PublicKey) {
-			return errors.New("scep: each Rollover recipient needs a certificate and its key")
-		}
+	if err := keysMatch("Rollover", r.SignerCert, r.Signer, r.Recipients); err != nil {
+		return err
 	}
 	return rollover.CheckValidity("scep", r.At, now, r.set().certs()...)
+}
+
+// keysMatch checks that signer holds signerCert's key and each recipient its
+// certificate's: a key that is not its certificate's would fail every request after
+// the Responder's work (a CertRep the client cannot verify, an envelope that cannot be
+// opened). who names the struct in the error.
+func keysMatch(who string, signerCert *x509.Certificate, signer crypto.Signer, recipients []Recipient) error {
+	if !samePublicKey(signer.Public(), signerCert.PublicKey) {
+		return fmt.Errorf("scep: %s.Signer does not hold the key of %s.SignerCert", who, who)
+	}
+	for _, rc := range recipients {
+		if rc.Certificate == nil || rc.Key == nil || !samePublicKey(rc.Key.Public(), rc.Certificate.PublicKey) {
+			return fmt.Errorf("scep: each %s recipient needs a certificate and its key", who)
+		}
+	}
+	return nil
 }
 
 // samePublicKey reports whether a and b are the same public key (a must have the

@@ -227,16 +227,8 @@ func (s *Server) Validate() error {
 	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
 		return errors.New("scep: Server needs CACerts, SignerCert, Signer, Recipients and Responder")
 	}
-	// A key that is not its certificate's would fail every request, after the
-	// Responder's work (a CertRep the client cannot verify, an envelope that cannot
-	// be opened): refused here, as Rollover's are.
-	if !samePublicKey(s.Signer.Public(), s.SignerCert.PublicKey) {
-		return errors.New("scep: Server.Signer does not hold the key of Server.SignerCert")
-	}
-	for _, rc := range s.Recipients {
-		if rc.Certificate == nil || rc.Key == nil || !samePublicKey(rc.Key.Public(), rc.Certificate.PublicKey) {
-			return errors.New("scep: each Server recipient needs a certificate and its key")
-		}
+	if err := keysMatch("Server", s.SignerCert, s.Signer, s.Recipients); err != nil {
+		return err
 	}
 	s.telemetry() // registers the expiry gauge before the first request
 	if s.CAKey != nil {

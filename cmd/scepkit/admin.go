@@ -569,10 +569,15 @@ func parseCertCursor(s string) (*crp.IssuedCertificate, bool) {
 // key file's when the key cannot be read (tls.LoadX509KeyPair's error would be
 // reported against the certificate's). prefix is "" or "admin.".
 func loadKeyPair(prefix, certFile, keyFile string) (tls.Certificate, error) {
-	if _, err := os.ReadFile(keyFile); err != nil {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, settingError(prefix+"tls_cert", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
 		return tls.Certificate{}, settingError(prefix+"tls_key", err)
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, settingError(prefix+"tls_cert", err)
 	}

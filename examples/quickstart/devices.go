@@ -36,10 +36,10 @@ var (
 type deviceBook struct {
 	reg *crp.MemoryRegistry
 
-	mu    sync.Mutex
-	f     *os.File
-	size  int64             // of f's lines, all whole
-	users map[string]string // device id -> user id, for the devices the endpoint enrolled
+	mu   sync.Mutex
+	f    *os.File
+	size int64 // of f's lines, all whole
+	n    int   // devices in f (reg holds them, and the demo's own)
 }
 
 type deviceLine struct {
@@ -50,7 +50,7 @@ type deviceLine struct {
 // openDeviceBook loads the devices enrolled before from path into reg, and opens path
 // to append the next ones.
 func openDeviceBook(path string, reg *crp.MemoryRegistry) (*deviceBook, error) {
-	b := &deviceBook{reg: reg, users: map[string]string{}}
+	b := &deviceBook{reg: reg}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func (b *deviceBook) load(f *os.File) error {
 			return nil
 		}
 		var d deviceLine
-		if err != nil || json.Unmarshal(line, &d) != nil || d.Device == "" || d.User == "" || len(b.users) >= maxEnrolledDevices {
+		if err != nil || json.Unmarshal(line, &d) != nil || d.Device == "" || d.User == "" || b.n >= maxEnrolledDevices {
 			if err != nil && err != io.EOF {
 				return err
 			}
@@ -84,7 +84,7 @@ func (b *deviceBook) load(f *os.File) error {
 			return f.Truncate(good)
 		}
 		good += int64(len(line))
-		b.users[d.Device] = d.User
+		b.n++
 		b.put(d.Device, d.User)
 	}
 }
@@ -99,19 +99,13 @@ func (b *deviceBook) put(device, user string) {
 func (b *deviceBook) enroll(device, user string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if u, ok := b.users[device]; ok {
-		if u != user {
-			return errDeviceTaken
-		}
-		return nil
-	}
 	if d, err := b.reg.LookupDevice(context.Background(), device); err == nil {
 		if d.UserID != user {
 			return errDeviceTaken
 		}
 		return nil
 	}
-	if len(b.users) >= maxEnrolledDevices {
+	if b.n >= maxEnrolledDevices {
 		return errTooManyDevices
 	}
 	line, err := json.Marshal(deviceLine{Device: device, User: user})
@@ -124,7 +118,7 @@ func (b *deviceBook) enroll(device, user string) error {
 		return err
 	}
 	b.size += int64(len(line))
-	b.users[device] = user
+	b.n++
 	b.put(device, user)
 	return nil
 }

@@ -38,9 +38,6 @@ func Write(path string, data []byte, mode os.FileMode) (err error) {
 	if err = os.Rename(tmp, path); err != nil {
 		return err
 	}
-	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-		d.Sync()
-		d.Close()
-	}
+	SyncDir(filepath.Dir(path)) // the file is whole either way; the rename may not last a power loss
 	return nil
 }
