@@ -156,6 +156,10 @@ func MigrateCertificateDir(ctx context.Context, dir string, to CertificateStore)
 		if err := os.Rename(dir, dst); err != nil {
 			return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
 		}
+		// Durable, or a power loss could undo the rename and run the migration again.
+		if err := atomicfile.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+			return n, fmt.Errorf("crp: migrating %s: %w", dir, err)
+		}
 		return n, nil
 	}
 }
