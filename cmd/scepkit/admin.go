@@ -37,11 +37,9 @@ import (
 // A list answers one page of at most pageSize entries, and "next" when there may be
 // more: the next page is the same call with after set to it.
 
-// adminTLS is the admin listener's TLS configuration. issuing are the CA certificates
-// that issue device certificates (with their chains): admin.client_ca may trust none
-// of them, since every certificate the gateway issues is a clientAuth certificate and
-// would make its device an operator.
-func adminTLS(c *config, issuing [][]*x509.Certificate) (*tls.Config, error) {
+// adminTLS is the admin listener's TLS configuration, read from its files. A client
+// CA it names is checked against the issuing CAs by checkClientCA once they are known.
+func adminTLS(c *config) (*tls.Config, error) {
 	cert, err := loadKeyPair("admin.", c.Admin.TLSCert, c.Admin.TLSKey)
 	if err != nil {
 		return nil, err
@@ -56,18 +54,6 @@ func adminTLS(c *config, issuing [][]*x509.Certificate) (*tls.Config, error) {
 		for _, cert := range certs {
 			pool.AddCert(cert)
 		}
-		for _, chain := range issuing {
-			inter := x509.NewCertPool()
-			for _, cert := range chain[1:] {
-				inter.AddCert(cert)
-			}
-			if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
-				return nil, settingError("admin.client_ca", fmt.Errorf(
-					"it trusts %q, the CA that issues device certificates: every enrolled device could call the admin API",
-					chain[0].Subject.String()))
-			}
-		}
 		// A client certificate is optional (a bearer token may be used instead). It is
 		// requested at the TLS layer and verified against the client CA by the handler,
 		// so that a call with a certificate that does not verify is refused with 401 and
@@ -77,6 +63,46 @@ func adminTLS(c *config, issuing [][]*x509.Certificate) (*tls.Config, error) {
 	return tc, nil
 }
 
+// checkClientCA refuses an admin.client_ca (pool, nil for none) that trusts one of
+// issuing, the CA certificates that issue device certificates (with their chains):
+// every certificate the gateway issues is a clientAuth certificate and would make its
+// device an operator.
+func checkClientCA(pool *x509.CertPool, issuing [][]*x509.Certificate) error {
+	if pool == nil {
+		return nil
+	}
+	for _, chain := range issuing {
+		inter := x509.NewCertPool()
+		for _, cert := range chain[1:] {
+			inter.AddCert(cert)
+		}
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			return settingError("admin.client_ca", fmt.Errorf(
+				"it trusts %q, the CA that issues device certificates: every enrolled device could call the admin API",
+				chain[0].Subject.String()))
+		}
+	}
+	return nil
+}
+
+// adminToken reads admin.token_file; nil when none is set (no bearer token accepted).
+func adminToken(c *config) ([]byte, error) {
+	f := c.Admin.TokenFile
+	if f == "" {
+		return nil, nil
+	}
+	b, err := readSecretFile(f)
+	if err != nil {
+		return nil, settingError("admin.token_file", err)
+	}
+	token := []byte(strings.TrimSpace(string(b)))
+	if len(token) < 32 {
+		return nil, settingError("admin.token_file", errors.New("the token must have at least 32 characters"))
+	}
+	return token, nil
+}
+
 type admin struct {
 	g         *gateway
 	token     []byte         // nil: no bearer token accepted
@@ -84,19 +110,8 @@ type admin struct {
 	log       *slog.Logger
 }
 
-func newAdmin(g *gateway, clientCAs *x509.CertPool) (*admin, error) {
-	a := &admin{g: g, clientCAs: clientCAs, log: g.log.With("audit", "admin")}
-	if f := g.cfg.Admin.TokenFile; f != "" {
-		b, err := readSecretFile(f)
-		if err != nil {
-			return nil, settingError("admin.token_file", err)
-		}
-		a.token = []byte(strings.TrimSpace(string(b)))
-		if len(a.token) < 32 {
-			return nil, settingError("admin.token_file", errors.New("the token must have at least 32 characters"))
-		}
-	}
-	return a, nil
+func newAdmin(g *gateway, clientCAs *x509.CertPool, token []byte) *admin {
+	return &admin{g: g, clientCAs: clientCAs, token: token, log: g.log.With("audit", "admin")}
 }
 
 // who authenticates r: the subject of a client certificate that verifies against

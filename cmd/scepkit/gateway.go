@@ -130,6 +130,22 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		return nil, settingError("state_dir", fmt.Errorf(
 			"%s may be written by other users (mode %v): chmod o-w it", c.StateDir, fi.Mode().Perm()))
 	}
+	// The MDM's keys, the directory and the Intune credential before the CA, which a
+	// first start makes: a start refused for one of them leaves no CA behind.
+	var tenant *intune.Client
+	if c.Intune.Tenant != "" {
+		if tenant, err = intuneClient(g); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
+	if err != nil {
+		return nil, settingError("jwks", err)
+	}
+	dir, err := mdmfile.LoadDirectory(c.Directory)
+	if err != nil {
+		return nil, settingError("directory", err)
+	}
 	if g.ca, g.ra, err = g.loadPKI(); err != nil {
 		return nil, err
 	}
@@ -155,14 +171,6 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		}
 	}
 
-	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
-	if err != nil {
-		return nil, settingError("jwks", err)
-	}
-	dir, err := mdmfile.LoadDirectory(c.Directory)
-	if err != nil {
-		return nil, settingError("directory", err)
-	}
 	profiles, err := g.profileSource(base + "/scep")
 	if err != nil {
 		return nil, err
@@ -216,8 +224,8 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	if g.tracer != nil {
 		g.rp.TracerProvider = g.tracer
 	}
-	if c.Intune.Tenant != "" {
-		if err := g.wireIntune(tmpl); err != nil {
+	if tenant != nil {
+		if err := g.wireIntune(tmpl, tenant); err != nil {
 			return nil, err
 		}
 	}

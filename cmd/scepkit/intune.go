@@ -23,30 +23,36 @@ import (
 // the tenant's SCEP profile.
 const intuneProfile = "intune"
 
-// wireIntune makes the registration point judge Intune's challenges through the
-// tenant's validation service and notify it of the outcome; scepkit's own challenges
-// keep their checks and template (base).
-func (g *gateway) wireIntune(base *catemplate.Template) error {
+// intuneClient is the client of the tenant's services the configuration describes,
+// its credential read from its files.
+func intuneClient(g *gateway) (*intune.Client, error) {
 	c := g.cfg.Intune
 	client := &intune.Client{Tenant: c.Tenant, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
 		CallerInfo: c.CallerInfo, Authority: c.Authority, GraphURL: c.GraphURL, Logger: g.log, MeterProvider: g.meter}
 	if c.ClientSecretFile != "" {
 		b, err := readSecretFile(c.ClientSecretFile)
 		if err != nil {
-			return settingError("intune.client_secret_file", err)
+			return nil, settingError("intune.client_secret_file", err)
 		}
 		client.ClientSecret = strings.TrimSpace(string(b))
 	}
 	if c.CertFile != "" {
 		cert, key, err := loadIntuneCredential(c.CertFile, c.KeyFile)
 		if err != nil {
-			return settingError("intune.cert_file", err)
+			return nil, settingError("intune.cert_file", err)
 		}
 		client.Certificate, client.Key = cert, key
 	}
 	if err := client.Validate(); err != nil {
-		return settingError("intune.tenant", err)
+		return nil, settingError("intune.tenant", err)
 	}
+	return client, nil
+}
+
+// wireIntune makes the registration point judge Intune's challenges through the
+// tenant's validation service and notify it of the outcome; scepkit's own challenges
+// keep their checks and template (base).
+func (g *gateway) wireIntune(base *catemplate.Template, client *intune.Client) error {
 	tmpl := *base
 	tmpl.Name, tmpl.SubjectFromRequest, tmpl.SANsFromRequest = "scepkit-intune", true, true
 	templates := catemplate.MapStore{base.Name: base, tmpl.Name: &tmpl}
@@ -60,7 +66,7 @@ func (g *gateway) wireIntune(base *catemplate.Template) error {
 		return settingError("intune.tenant", err)
 	}
 	g.intune = client
-	g.intunePoller = &intune.Poller{Client: client, Interval: time.Duration(c.RevocationInterval), Logger: g.log,
+	g.intunePoller = &intune.Poller{Client: client, Interval: time.Duration(g.cfg.Intune.RevocationInterval), Logger: g.log,
 		Revoker: g.intuneRevoker()}
 	return nil
 }

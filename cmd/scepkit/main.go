@@ -112,13 +112,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		c.PublicURL = scheme + "://" + ln.Addr().String()
 	}
-	g, err := newGateway(ctx, c, log)
-	if err != nil {
-		return err
-	}
-	defer g.close()
-
-	public := newHTTPServer(g.publicHandler(), log)
+	// What can refuse the start is read before newGateway, which makes the CA on a
+	// first start: a start refused for a missing file or a busy port leaves no CA.
+	public := newHTTPServer(nil, log)
 	if c.TLSCert != "" {
 		cert, err := loadKeyPair("", c.TLSCert, c.TLSKey)
 		if err != nil {
@@ -128,8 +124,32 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	servers := []*http.Server{public}
 	listeners := []net.Listener{ln}
-	var adminAddr string
+	var (
+		adminTC *tls.Config
+		token   []byte
+		aln     net.Listener
+	)
 	if c.Admin.Listen != "" {
+		if adminTC, err = adminTLS(c); err != nil {
+			return err
+		}
+		if token, err = adminToken(c); err != nil {
+			return err
+		}
+		if aln, err = net.Listen("tcp", c.Admin.Listen); err != nil {
+			return settingError("admin.listen", err)
+		}
+		defer aln.Close()
+	}
+	g, err := newGateway(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer g.close()
+	public.Handler = g.publicHandler()
+
+	var adminAddr string
+	if aln != nil {
 		issuing := [][]*x509.Certificate{append([]*x509.Certificate{g.ca.Certificate}, g.ca.Chain...)}
 		if len(g.server.NextCACerts) > 0 {
 			issuing = append(issuing, g.server.NextCACerts)
@@ -137,21 +157,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if g.next != nil { // the CA a rollover switches to issues device certificates too
 			issuing = append(issuing, append([]*x509.Certificate{g.next.Certificate}, g.next.Chain...))
 		}
-		tc, err := adminTLS(c, issuing)
-		if err != nil {
+		if err := checkClientCA(adminTC.ClientCAs, issuing); err != nil {
 			return err
 		}
-		a, err := newAdmin(g, tc.ClientCAs)
-		if err != nil {
-			return err
-		}
-		aln, err := net.Listen("tcp", c.Admin.Listen)
-		if err != nil {
-			return settingError("admin.listen", err)
-		}
-		defer aln.Close()
-		as := newHTTPServer(a.handler(), log)
-		as.TLSConfig = tc
+		as := newHTTPServer(newAdmin(g, adminTC.ClientCAs, token).handler(), log)
+		as.TLSConfig = adminTC
 		servers, listeners = append(servers, as), append(listeners, aln)
 		adminAddr = aln.Addr().String()
 	}

@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
@@ -986,6 +987,10 @@ func TestConfigErrors(t *testing.T) {
 	f := newFixture(t)
 	cfg := f.config(t, "", "")
 	f.write(t, "short-token", []byte("guessable\n"))
+	busyLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busyLn.Close()
+	busy := busyLn.Addr().String()
 	cases := []struct {
 		name string
 		env  []string
@@ -997,6 +1002,9 @@ func TestConfigErrors(t *testing.T) {
 		// The key file's setting, not the certificate's (named before).
 		{"admin key missing", []string{"SCEPKIT_ADMIN_TLS_KEY=" + f.path("absent.key")}, "setting admin.tls_key (SCEPKIT_ADMIN_TLS_KEY): open "},
 		{"bad log", []string{"SCEPKIT_LOG=xml"}, "setting log (SCEPKIT_LOG)"},
+		{"admin CA missing", []string{"SCEPKIT_ADMIN_CLIENT_CA=" + f.path("absent.pem")}, "setting admin.client_ca (SCEPKIT_ADMIN_CLIENT_CA): "},
+		{"directory missing", []string{"SCEPKIT_DIRECTORY=" + f.path("absent.json")}, "setting directory (SCEPKIT_DIRECTORY): "},
+		{"admin port busy", []string{"SCEPKIT_ADMIN_LISTEN=" + busy}, "setting admin.listen (SCEPKIT_ADMIN_LISTEN): "},
 		// Found once the gateway is half built (its store open): an error, not a panic.
 		{"missing jwks file", []string{"SCEPKIT_JWKS=" + f.path("absent.json")}, "setting jwks (SCEPKIT_JWKS): open "},
 		{"short token", []string{"SCEPKIT_ADMIN_TOKEN_FILE=" + f.path("short-token"), "SCEPKIT_ADMIN_CLIENT_CA="},
@@ -1059,6 +1067,10 @@ func TestConfigErrors(t *testing.T) {
 			out, err := cmd.CombinedOutput()
 			require.Error(t, err, string(out))
 			require.Contains(t, string(out), tc.want)
+			// A refused first start makes no CA: the next start, its setting mended,
+			// would otherwise use one nobody saw made.
+			_, err = os.Stat(filepath.Join(f.path("state"), catemplate.CAKeyFile))
+			require.ErrorIs(t, err, fs.ErrNotExist, "a refused start left a CA behind")
 		})
 	}
 	f.write(t, "unknown.toml", []byte("listne = \"127.0.0.1:0\"\n"))
