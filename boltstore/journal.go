@@ -69,6 +69,9 @@ type journal struct {
 	off   int64  // where the next entry goes
 	buf   []byte
 	sync  func(*os.File) error // nil means fdatasync; tests make it fail
+	// async makes the fdatasyncs without holding a processor (see asyncSync); nil
+	// where that is not available, or once the file system refused it.
+	async *asyncSync
 }
 
 // openJournal opens (creating and preallocating as needed) the journal at path. The
@@ -101,7 +104,11 @@ func openJournal(path string) (j *journal, created bool, err error) {
 			return nil, false, err
 		}
 	}
-	return &journal{f: f}, created, nil
+	j = &journal{f: f}
+	if a, err := newAsyncSync(); err == nil {
+		j.async = a
+	}
+	return j, created, nil
 }
 
 // fits reports whether an entry with a payload of n bytes fits after the last.
@@ -145,6 +152,14 @@ func (j *journal) append(payload []byte) (err error) {
 func (j *journal) fdatasync() error {
 	if j.sync != nil {
 		return j.sync(j.f)
+	}
+	if j.async != nil {
+		err := j.async.fdatasync(j.f)
+		if !errors.Is(err, errAsyncRefused) {
+			return err
+		}
+		j.async.close()
+		j.async = nil
 	}
 	return fdatasync(j.f)
 }
@@ -259,4 +274,10 @@ func appendMutation(p []byte, kind byte, bucket int, k, v []byte) []byte {
 	return p
 }
 
-func (j *journal) close() error { return j.f.Close() }
+func (j *journal) close() error {
+	if j.async != nil {
+		j.async.close()
+		j.async = nil
+	}
+	return j.f.Close()
+}

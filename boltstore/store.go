@@ -38,6 +38,14 @@
 // fails until the Store is reopened, which settles it (TestCheckpointFailedAfterMeta).
 // See BenchmarkEnrollmentWrites for the fsyncs per enrollment.
 //
+// On Linux the journal's fdatasync is made through the kernel's native AIO
+// (IOCB_CMD_FDSYNC, the same flush) and waited for on an eventfd through the Go
+// runtime's poller: an fdatasync(2) system call holds its goroutine's processor for as
+// long as the disk takes, which on one core (GOMAXPROCS=1, a container limited to one
+// CPU) left the core idle while requests waited to be decrypted and signed
+// (BenchmarkSyncFreeCore). Where AIO is refused (a seccomp profile, a file system
+// without it), the journal uses fdatasync(2). The checkpoints' fdatasyncs are bbolt's.
+//
 // # Retention
 //
 // Claims are kept until their challenge expires (at least a minute); transaction
