@@ -38,6 +38,7 @@ import (
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/internal/atomicfile"
+	"github.com/scepkit/scepkit/internal/filelock"
 	"github.com/scepkit/scepkit/internal/mdmfile"
 	"github.com/scepkit/scepkit/internal/pemfile"
 	"github.com/scepkit/scepkit/pgstore"
@@ -146,7 +147,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	if err != nil {
 		return nil, settingError("directory", err)
 	}
-	if g.ca, g.ra, err = g.loadPKI(); err != nil {
+	if g.ca, g.ra, err = g.loadPKI(ctx); err != nil {
 		return nil, err
 	}
 	base := strings.TrimSuffix(c.PublicURL, "/")
@@ -312,6 +313,9 @@ func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
 	var ra *catemplate.RA
 	caPath := filepath.Join(dir, catemplate.CACertFile)
 	if c.PKCS11.Module == "" {
+		if err := privateKeyFiles(dir); err != nil {
+			return nil, nil, bad(err)
+		}
 		var err error
 		if ca, err = catemplate.LoadCA(dir); errors.Is(err, os.ErrNotExist) {
 			ca, err = nil, nil
@@ -431,9 +435,25 @@ func writeCerts(dir string, ca *catemplate.CA, ra *catemplate.RA) error {
 // loadPKI loads the CA and RA from the state directory, or creates them on first
 // start. With pkcs11 the keys are the token's (found by label) and only the
 // certificates are files.
-func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
+func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, error) {
 	c := g.cfg
+	// Gateways started together on a new state directory take turns: the first makes
+	// the CA, the others load it (each making its own would leave all but the last
+	// one's key overwritten, and their certificates chaining to a lost key).
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return nil, nil, settingError("state_dir", err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, pkiLockWait)
+	defer cancel()
+	lock, err := filelock.Acquire(lctx, filepath.Join(c.StateDir, pkiLockFile))
+	if err != nil {
+		return nil, nil, settingError("state_dir", fmt.Errorf("waiting for another gateway to make the CA: %w", err))
+	}
+	defer lock.Unlock()
 	if c.PKCS11.Module == "" {
+		if err := privateKeyFiles(c.StateDir); err != nil {
+			return nil, nil, settingError("state_dir", err)
+		}
 		ca, err := catemplate.LoadCA(c.StateDir)
 		if err == nil {
 			ra, err := catemplate.LoadRA(c.StateDir)
@@ -502,6 +522,33 @@ func (g *gateway) loadPKI() (*catemplate.CA, *catemplate.RA, error) {
 	}
 	return ca, ra, nil
 }
+
+// privateKeyFiles refuses the CA and RA key files in dir (those present) when other
+// users may read or write them, as readSecretFile refuses a token: whoever reads the
+// CA's key issues certificates in its name.
+func privateKeyFiles(dir string) error {
+	for _, name := range []string{catemplate.CAKeyFile, catemplate.RASigningKeyFile, catemplate.RAEncryptKeyFile} {
+		path := filepath.Join(dir, name)
+		fi, err := os.Stat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o007 != 0 {
+			return fmt.Errorf("%s may be read or written by other users (mode %v): chmod o-rwx it", path, fi.Mode().Perm())
+		}
+	}
+	return nil
+}
+
+// pkiLockFile, in the state directory, is locked while a gateway loads or makes the
+// CA and RA; pkiLockWait bounds the wait for it.
+const (
+	pkiLockFile = "pki.lock"
+	pkiLockWait = time.Minute
+)
 
 // priorStateFiles are what a state directory holds once a gateway has run in it.
 var priorStateFiles = []string{catemplate.CACertFile, catemplate.CAKeyFile, catemplate.RASigningCertFile,

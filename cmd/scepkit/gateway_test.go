@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,4 +98,62 @@ func TestMissingCAFilesRefused(t *testing.T) {
 
 func pemOf(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// TestConcurrentFirstStart: gateways started together on a new state directory (side
+// by side on one PostgreSQL, as the docs describe) make one CA between them, not one
+// each with all but the last one's key lost.
+func TestConcurrentFirstStart(t *testing.T) {
+	f := newFixture(t)
+	c, err := loadConfig(f.config(t, "", ""), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	const n = 4
+	cas := make([]*x509.Certificate, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := &gateway{cfg: c, log: log}
+			ca, _, err := g.loadPKI(context.Background())
+			if err == nil {
+				cas[i] = ca.Certificate
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i])
+		require.True(t, cas[i].Equal(cas[0]), "gateway %d made a CA of its own", i)
+	}
+	ca, err := catemplate.LoadCA(f.path("state"))
+	require.NoError(t, err)
+	require.True(t, ca.Certificate.Equal(cas[0]), "the CA on disk is not the one served")
+}
+
+// TestCAKeyReadableByOthersRefused: a CA or RA key file other users may read is
+// refused, as the admin token and the PIN are.
+func TestCAKeyReadableByOthersRefused(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, name := range []string{catemplate.CAKeyFile, catemplate.RASigningKeyFile, catemplate.RAEncryptKeyFile} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			c, err := loadConfig(f.config(t, "public_url = \"http://127.0.0.1:8080\"\n", ""), func(string) (string, bool) { return "", false })
+			require.NoError(t, err)
+			g, err := newGateway(context.Background(), c, log) // the first start makes the CA
+			require.NoError(t, err)
+			g.close()
+			path := filepath.Join(f.path("state"), name)
+			require.NoError(t, os.Chmod(path, 0o644))
+			_, err = newGateway(context.Background(), c, log)
+			require.ErrorContains(t, err, "setting state_dir (SCEPKIT_STATE_DIR): "+path+" may be read or written by other users (mode -rw-r--r--)")
+			require.NoError(t, os.Chmod(path, 0o640))
+			g, err = newGateway(context.Background(), c, log)
+			require.NoError(t, err)
+			g.close()
+		})
+	}
 }

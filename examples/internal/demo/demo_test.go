@@ -8,8 +8,10 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
+	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/stretchr/testify/require"
@@ -118,4 +120,28 @@ func TestCertificateDirSeesOtherWriters(t *testing.T) {
 	require.Equal(t, "u", got.UserID)
 	_, err = b.Lookup(context.Background(), big.NewInt(0x9999))
 	require.ErrorIs(t, err, crp.ErrNotFound)
+}
+
+// TestLoadOrCreatePKIConcurrent: processes started together on a new directory share
+// one CA (the one on disk), instead of each serving a CA of its own.
+func TestLoadOrCreatePKIConcurrent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	const n = 4
+	cas := make([]*catemplate.CA, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cas[i], _, errs[i] = LoadOrCreatePKI(dir, "test")
+		}()
+	}
+	wg.Wait()
+	onDisk, err := catemplate.LoadCA(dir)
+	require.NoError(t, err)
+	for i := range n {
+		require.NoError(t, errs[i])
+		require.True(t, cas[i].Certificate.Equal(onDisk.Certificate), "process %d serves a CA that is not on disk", i)
+	}
 }

@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -10,13 +11,27 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/internal/filelock"
 )
 
 // LoadOrCreatePKI loads the CA and RA kept in dir (catemplate.SaveCA, SaveRA), or makes
 // an RSA-2048 CA named "<name> CA" and its RA, "<name> RA", and saves them there.
 func LoadOrCreatePKI(dir, name string) (*catemplate.CA, *catemplate.RA, error) {
+	// Processes started together on a new directory take turns, so that they share
+	// one CA instead of each making one and all but the last losing its key.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lock, err := filelock.Acquire(ctx, filepath.Join(dir, "pki.lock"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("waiting for another process to make the CA in %s: %w", dir, err)
+	}
+	defer lock.Unlock()
 	ca, err := catemplate.LoadCA(dir)
 	if err == nil {
 		ra, err := catemplate.LoadRA(dir)
