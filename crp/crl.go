@@ -125,8 +125,11 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	}
 	// The CRL number (RFC 5280 section 5.2.3) must grow from one CRL to the next, also
 	// across restarts and between gateways that sign in turn: it is the signing time
-	// in seconds, or one more than the last number if that is larger.
-	num := big.NewInt(now.Unix())
+	// in microseconds, or one more than the last number if that is larger. In seconds,
+	// a burst of revocations (a CRL each) ran the number ahead of the clock, and a
+	// restart within that lead went back. Gateways side by side need their clocks
+	// synchronised (NTP) for their numbers to grow between them too.
+	num := big.NewInt(now.UnixMicro())
 	if p.number != nil && num.Cmp(p.number) <= 0 {
 		num = new(big.Int).Add(p.number, big.NewInt(1))
 	}

@@ -128,3 +128,36 @@ func TestGetCRLFromStore(t *testing.T) {
 	require.Len(t, crl.RevokedCertificateEntries, 1)
 	require.Zero(t, crl.RevokedCertificateEntries[0].SerialNumber.Cmp(cert.SerialNumber))
 }
+
+// TestCRLNumberAcrossRestart: the CRL number grows from one CRL to the next (RFC 5280
+// section 5.2.3) also when many CRLs were signed in one second before a restart: a
+// publisher that remembers nothing (a new process) signs a larger number than the last.
+func TestCRLNumberAcrossRestart(t *testing.T) {
+	env := newEnv(t)
+	store := &crp.MemoryRevocations{}
+	ctx := context.Background()
+	clock := time.Now()
+	now := func() time.Time { return clock }
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: store, Now: now}
+	var last *big.Int
+	for i := range 40 {
+		_, err := pub.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(int64(1000 + i)), Reason: 1, RevokedAt: clock, By: "test"})
+		require.NoError(t, err)
+		der, err := pub.CRL(ctx)
+		require.NoError(t, err)
+		crl, err := x509.ParseRevocationList(der)
+		require.NoError(t, err)
+		if last != nil {
+			require.Equal(t, 1, crl.Number.Cmp(last), "CRL %d", i)
+		}
+		last = crl.Number
+	}
+	clock = clock.Add(time.Second) // the restart takes a second
+	restarted := &crp.CRLPublisher{CA: env.CA, Revocations: store, Now: now}
+	der, err := restarted.CRL(ctx)
+	require.NoError(t, err)
+	crl, err := x509.ParseRevocationList(der)
+	require.NoError(t, err)
+	require.Len(t, crl.RevokedCertificateEntries, 40)
+	require.Equal(t, 1, crl.Number.Cmp(last), "the CRL number went back after a restart: %v after %v", crl.Number, last)
+}
