@@ -6,8 +6,10 @@ import (
 )
 
 // Sentinel errors. Every error returned by [Verifier.Check] and
-// [Verifier.Verify] satisfies errors.Is with exactly one of them, in the
-// order listed in the package documentation ("# Check order").
+// [Verifier.Verify] about the challenge satisfies errors.Is with exactly one of them,
+// in the order listed in the package documentation ("# Check order"); an error of
+// the replay store itself (a network failure, say) matches none of them: it is not
+// the challenge's fault, and IsExpiry and IsGenuineness are false for it.
 //
 // Phase 1 of the CRP ("expiry", SCEP failInfo badTime) is [ErrExpired],
 // [ErrNotYetValid] and [ErrLifetime]; see [IsExpiry]. Every other sentinel
@@ -44,8 +46,9 @@ var (
 	ErrExpired = errors.New("challenge: expired")
 	// ErrLifetime: exp - iat exceeds [MaxLifetime], exp precedes iat, or
 	// nbf lies outside [iat, exp]. Also returned by [Issuer.Issue] for a
-	// requested lifetime over one hour or negative.
-	ErrLifetime = errors.New("challenge: lifetime over one hour")
+	// requested lifetime over one hour, negative, or under one second (a token's
+	// times are in whole seconds).
+	ErrLifetime = errors.New("challenge: lifetime out of bounds")
 	// ErrReplayed: the challenge's id was already claimed in the
 	// [ReplayStore].
 	ErrReplayed = errors.New("challenge: already used")

@@ -142,7 +142,7 @@ func (i *Issuer) algorithm() (alg, kid string, err error) {
 // to put in a SCEP profile, and the claims it signed.
 //
 // Errors: [ErrMissingClaim] when req has no UserID or Audience,
-// [ErrLifetime] for a Lifetime over one hour or negative, [ErrConfig] for a
+// [ErrLifetime] for a Lifetime over one hour, negative or under a second, [ErrConfig] for a
 // misconfigured Issuer; otherwise the signer's or Rand's error.
 func (i *Issuer) Issue(req Request) (challenge string, c *Claims, err error) {
 	if i.Name == "" {

@@ -24,7 +24,10 @@ type ReplayStore interface {
 	Claim(ctx context.Context, id string, until time.Time) error
 }
 
-// ReplayFunc adapts a function to a [ReplayStore].
+// ReplayFunc adapts a function to a [ReplayStore]. It cannot give a claim back (it
+// is no [Releaser]): a challenge claimed before a transient failure later in the
+// enrollment (a CA that cannot be reached) stays spent, and the device needs a new
+// one. Implement Releaser as well where that matters.
 type ReplayFunc func(ctx context.Context, id string, until time.Time) error
 
 // Claim calls f.

@@ -264,6 +264,16 @@ func (rp *RegistrationPoint) Validate() error {
 		slices.Sort(missing)
 		return fmt.Errorf("crp: RegistrationPoint needs %s", strings.Join(missing, ", "))
 	}
+	switch ci := rp.Issuer.(type) {
+	case CAIssuer:
+		if ci.CA == nil {
+			return errors.New("crp: the Issuer is a CAIssuer without a CA")
+		}
+	case *CAIssuer:
+		if ci == nil || ci.CA == nil {
+			return errors.New("crp: the Issuer is a CAIssuer without a CA")
+		}
+	}
 	names := map[string]int{}
 	for i, v := range rp.Validators {
 		if v == nil {

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -540,4 +541,37 @@ func TestTraceTimesEachStep(t *testing.T) {
 	for _, judge := range []string{"challenge-audience", "challenge-lifetime", "challenge-genuine"} {
 		require.Zero(t, took[judge], judge)
 	}
+}
+
+// TestApproveQueuedAgain: when the CA queues a request again while it is approved,
+// Approve says so (errors.Is ErrPending) and the request stays pending and decidable:
+// a later Approve issues it.
+func TestApproveQueuedAgain(t *testing.T) {
+	env := newEnv(t)
+	var queue atomic.Bool
+	queue.Store(true)
+	inner := env.RP.Issuer
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+		if queue.Load() {
+			return nil, crp.ErrPending
+		}
+		return inner.Issue(ctx, req)
+	})
+	ctx := context.Background()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "queued", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	require.NoError(t, err)
+	require.Equal(t, scep.Pending, res.Status)
+
+	_, err = env.RP.Approve(ctx, "queued")
+	require.ErrorIs(t, err, crp.ErrPending)
+	rec, err := env.RP.Transactions.Get(ctx, "queued")
+	require.NoError(t, err)
+	require.Equal(t, scep.Pending, rec.Status)
+
+	queue.Store(false)
+	cert, err := env.RP.Approve(ctx, "queued")
+	require.NoError(t, err, "a request the CA queued again can be approved again")
+	require.NotNil(t, cert)
+	require.Equal(t, 1, env.Issuer.Count())
 }

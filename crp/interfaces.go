@@ -126,6 +126,10 @@ func (c CAIssuer) IsRevoked(_ context.Context, cert *x509.Certificate) (bool, er
 
 // Issue signs req.Template with the CA.
 func (c CAIssuer) Issue(ctx context.Context, req *IssueRequest) (*x509.Certificate, error) {
+	if c.CA == nil {
+		// An operator's fault, not the device's: the challenge is given back.
+		return nil, fmt.Errorf("%w: CAIssuer without a CA", ErrUnavailable)
+	}
 	cert, err := c.CA.Sign(ctx, req.Template, req.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)

@@ -47,6 +47,7 @@ func TestOperatorFaults(t *testing.T) {
 				return nil, nil
 			})
 		}, crp.ReasonMisconfigured, true},
+		{"CAIssuer without a CA", func(env *crptest.Env) { env.RP.Issuer = crp.CAIssuer{} }, crp.ReasonCAUnavailable, true},
 		{"Issuer out of time", func(env *crptest.Env) {
 			env.RP.Issuer = crp.IssuerFunc(func(context.Context, *crp.IssueRequest) (*x509.Certificate, error) {
 				return nil, fmt.Errorf("hsm: %w", context.DeadlineExceeded)
@@ -94,4 +95,15 @@ func TestEnrollNeedsTransactionID(t *testing.T) {
 	require.Zero(t, env.Issuer.Count())
 	_, err = env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "t", Challenge: ch})
 	require.ErrorAs(t, err, &e, "no CSR")
+}
+
+// TestValidateCAIssuerWithoutCA: Validate refuses a CAIssuer without a CA (before, it
+// passed, and the first enrollment panicked after its challenge was claimed).
+func TestValidateCAIssuerWithoutCA(t *testing.T) {
+	for _, issuer := range []crp.Issuer{crp.CAIssuer{}, &crp.CAIssuer{}, (*crp.CAIssuer)(nil)} {
+		env := newEnv(t)
+		require.NoError(t, env.RP.Validate())
+		env.RP.Issuer = issuer
+		require.ErrorContains(t, env.RP.Validate(), "CAIssuer without a CA")
+	}
 }

@@ -16,7 +16,9 @@ import (
 // queued). Phase 3 and the template are checked again, since time has passed, and so
 // is the signer: a request signed with the key of a certificate issued to its device
 // and revoked since (a renewal whose signer was revoked while it waited) is refused.
-// The device's next poll gets the certificate.
+// The device's next poll gets the certificate. When the CA queues the request again,
+// the error wraps ErrPending and the request stays pending: approve it again later, or
+// let the CA Complete it.
 func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) (cert *x509.Certificate, err error) {
 	ctx, end := rp.tel().startRequest(ctx, "crp Approve", scep.PKCSReq, transactionID)
 	defer func() {
@@ -37,7 +39,10 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	if err != nil {
 		return nil, err
 	}
-	defer func() { done(err != nil && errors.Is(err, ErrUnavailable)) }()
+	// The decision is given back when it could not be carried out: a transient
+	// failure, or a CA that queued the request again (it stays pending, to be
+	// approved again or completed by the CA).
+	defer func() { done(err != nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPending))) }()
 	e := rp.runPhase(ctx, tx, PhaseGateway, builtin{"signer-revoked", func(ctx context.Context, tx *Transaction) *Error {
 		return rp.signerKeyRevoked(ctx, rec)
 	}})
@@ -54,7 +59,7 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 		e = rp.issue(ctx, tx, true)
 	}
 	if e == nil && tx.Certificate == nil {
-		return nil, fmt.Errorf("crp: the CA queued transaction %q again", transactionID)
+		return nil, fmt.Errorf("%w: the CA queued transaction %q again", ErrPending, transactionID)
 	}
 	if e = rp.finishRecord(ctx, tx, e, rec.SignerKey, rec.CSR); e != nil {
 		return nil, e
