@@ -226,6 +226,59 @@ func loadConfig(path string, env func(string) (string, bool)) (*config, error) {
 	return c, c.validate()
 }
 
+// clientEnv are the SCEPKIT_ variables that are not settings of serve: its -config,
+// and those of the admin client (scepkit admin), often set in the same environment.
+var clientEnv = []string{"SCEPKIT_CONFIG", "SCEPKIT_ADMIN_URL", "SCEPKIT_ADMIN_CA",
+	"SCEPKIT_ADMIN_CLIENT_CERT", "SCEPKIT_ADMIN_CLIENT_KEY"}
+
+// unknownEnv checks the SCEPKIT_ variables of environ that name no setting. One a
+// letter or two from a setting's is refused as an unknown key of the file is (a
+// misspelt SCEPKIT_REQUIRE_APPROVAL would otherwise start a gateway that issues
+// without approval); the others (another program's, say) are returned, to be logged.
+func unknownEnv(environ []string) (others []string, err error) {
+	known := map[string]bool{}
+	for _, s := range settings(&config{}) {
+		known[s.env] = true
+	}
+	for _, name := range clientEnv {
+		known[name] = true
+	}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "SCEPKIT_") || known[name] {
+			continue
+		}
+		for k := range known {
+			if editDistance(name, k) <= 2 {
+				return nil, fmt.Errorf("unknown setting %s in the environment: did you mean %s? (scepkit -h lists them)", name, k)
+			}
+		}
+		others = append(others, name)
+	}
+	return others, nil
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
 func (c *config) validate() error {
 	switch {
 	case c.Listen == "":

@@ -90,6 +90,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	otherEnv, err := unknownEnv(os.Environ())
+	if err != nil {
+		return err
+	}
 	c, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
 		return err
@@ -99,6 +103,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	log := slog.New(h)
+	if len(otherEnv) > 0 {
+		log.Warn("SCEPKIT_ variables that are no setting of scepkit serve, ignored", "names", otherEnv)
+	}
 
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {

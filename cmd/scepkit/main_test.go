@@ -1073,8 +1073,22 @@ func TestConfigErrors(t *testing.T) {
 			require.ErrorIs(t, err, fs.ErrNotExist, "a refused start left a CA behind")
 		})
 	}
+	// A misspelt variable is refused as a misspelt key is: this one would have
+	// started a gateway that issues without approval.
+	cmd := exec.Command(bin, "serve", "-config", cfg)
+	cmd.Env = append(os.Environ(), "SCEPKIT_REQUIRE_APROVAL=true")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "unknown setting SCEPKIT_REQUIRE_APROVAL in the environment: did you mean SCEPKIT_REQUIRE_APPROVAL?")
+	// The admin client's variables may share the environment; another program's are
+	// only reported.
+	others, err := unknownEnv([]string{"SCEPKIT_ADMIN_URL=https://127.0.0.1:8443", "SCEPKIT_REQUIRE_APPROVAL=true",
+		"HOME=/root", "SCEPKIT_CHALLENGE_SECRET=x"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"SCEPKIT_CHALLENGE_SECRET"}, others)
+
 	f.write(t, "unknown.toml", []byte("listne = \"127.0.0.1:0\"\n"))
-	out, err := exec.Command(bin, "serve", "-config", f.path("unknown.toml")).CombinedOutput()
+	out, err = exec.Command(bin, "serve", "-config", f.path("unknown.toml")).CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(out), "unknown setting listne")
 
