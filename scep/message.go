@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/internal/cms"
@@ -205,8 +206,9 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 	if err != nil {
 		return m, err
 	}
+	// A decimal number's text: digits only (strconv.Atoi would also take a sign).
 	n, err := strconv.Atoi(s)
-	if err != nil || len(s) > 4 {
+	if err != nil || len(s) > 4 || strings.TrimLeft(s, "0123456789") != "" {
 		return m, fmt.Errorf("%w: messageType %q", ErrUnknownMessageType, s)
 	}
 	m.MessageType = MessageType(n)

@@ -194,6 +194,9 @@ func TestServerHostileMessages(t *testing.T) {
 		{"messageType 99", d.rawRequest(t, pki.raEnc, csr, stdAttrs("99", nonce), crypto.SHA256), BadRequest},
 		{"messageType non-numeric", d.rawRequest(t, pki.raEnc, csr, stdAttrs("PKCSReq", nonce), crypto.SHA256), BadRequest},
 		{"messageType empty", d.rawRequest(t, pki.raEnc, csr, stdAttrs("", nonce), crypto.SHA256), BadRequest},
+		// A decimal number's text (RFC 8894 §3.2.1.2), not what strconv.Atoi takes.
+		{"messageType +19", d.rawRequest(t, pki.raEnc, csr, stdAttrs("+19", nonce), crypto.SHA256), BadRequest},
+		{"messageType -19", d.rawRequest(t, pki.raEnc, csr, stdAttrs("-19", nonce), crypto.SHA256), BadRequest},
 		{"UpdateReq", d.rawRequest(t, pki.raEnc, csr, stdAttrs("18", nonce), crypto.SHA256), BadRequest},
 		{"CertRep sent to server", d.rawRequest(t, pki.raEnc, csr, stdAttrs("3", nonce), crypto.SHA256), BadRequest},
 		{"nonce too short", d.rawRequest(t, pki.raEnc, csr, stdAttrs("19", []byte{1, 2, 3}), crypto.SHA256), BadRequest},
