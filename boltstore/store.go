@@ -131,6 +131,22 @@ var (
 // ErrClosed is returned by the methods of a closed Store.
 var ErrClosed = errors.New("boltstore: closed")
 
+// now is the store's clock; a Store Open did not make has none (its methods then
+// answer ErrNotOpen).
+func (s *Store) now() time.Time {
+	if s == nil || s.clock == nil {
+		return time.Now()
+	}
+	return s.clock()
+}
+
+// ErrLocked is returned by [Open] when another process holds the file open (a
+// second gateway on the same state directory): bbolt allows one writer process.
+var ErrLocked = errors.New("boltstore: locked")
+
+// ErrNotOpen is returned by a Store that Open did not make (a zero Store, a nil one).
+var ErrNotOpen = errors.New("boltstore: not opened (use Open or OpenDir)")
+
 // ErrJournalMissing is returned by [Open] when the journal (path+"-journal") is
 // missing and the file's last run did not end with Close: writes acknowledged since
 // its last checkpoint may be in the journal alone. Put the journal back beside the file; to
@@ -159,12 +175,12 @@ func (o *Options) dirSyncer() func(string) error {
 
 // Store is a crp.Store in one bbolt file. Its methods are safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	now  func() time.Time
-	ops  chan *op
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
+	db    *bolt.DB
+	clock func() time.Time
+	ops   chan *op
+	quit  chan struct{}
+	done  chan struct{}
+	once  sync.Once
 
 	// Owned by the commit loop.
 	j          *journal
@@ -331,7 +347,7 @@ func Open(path string, o *Options) (*Store, error) {
 	_, statErr := os.Lstat(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("boltstore: %s is locked by another process (another gateway on this state directory?): %w", path, err)
+		return nil, fmt.Errorf("%w: %s is locked by another process (another gateway on this state directory?): %w", ErrLocked, path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: opening %s: %w", path, err)
@@ -405,10 +421,10 @@ func Open(path string, o *Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: %w", err)
 	}
-	s := &Store{db: db, now: o.Now, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
+	s := &Store{db: db, clock: o.Now, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
 		j: j, tx: tx}
-	if s.now == nil {
-		s.now = time.Now
+	if s.clock == nil {
+		s.clock = time.Now
 	}
 	s.lastCkpt = time.Now()
 	go s.commitLoop()
@@ -439,6 +455,9 @@ func checkJournal(db *bolt.DB, jpath string) error {
 // and Close returns the failure; the next Open applies the journal. Calls after the
 // first return nil.
 func (s *Store) Close() error {
+	if s == nil || s.ops == nil {
+		return ErrNotOpen
+	}
 	first := false
 	s.once.Do(func() { first = true; close(s.quit) })
 	<-s.done
@@ -462,6 +481,9 @@ func (s *Store) write(ctx context.Context, apply func(w *wtx) error) error {
 }
 
 func (s *Store) enqueue(ctx context.Context, o *op) error {
+	if s == nil || s.ops == nil {
+		return ErrNotOpen
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

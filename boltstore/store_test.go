@@ -90,6 +90,7 @@ func TestOpenLocked(t *testing.T) {
 	open(t, path)
 	_, err := boltstore.Open(path, &boltstore.Options{Timeout: 50 * time.Millisecond})
 	require.ErrorContains(t, err, "locked by another process", "a second process must not open the file in use")
+	require.ErrorIs(t, err, boltstore.ErrLocked)
 	require.False(t, errors.Is(err, crp.ErrNotFound))
 }
 
@@ -222,4 +223,22 @@ func TestOpenDirMigratesAgain(t *testing.T) {
 	kept, err := filepath.Glob(filepath.Join(dir, "issued.migrated*"))
 	require.NoError(t, err)
 	require.Len(t, kept, 2, "both migrated directories kept")
+}
+
+// TestNotOpened: a Store that Open did not make (a zero one, a nil one) answers
+// ErrNotOpen from every method, instead of blocking forever or panicking.
+func TestNotOpened(t *testing.T) {
+	ctx := context.Background()
+	for _, s := range []*boltstore.Store{{}, nil} {
+		require.ErrorIs(t, s.Claim(ctx, "c", time.Now().Add(time.Minute)), boltstore.ErrNotOpen)
+		_, err := s.Get(ctx, "t")
+		require.ErrorIs(t, err, boltstore.ErrNotOpen)
+		_, err = s.Lookup(ctx, big.NewInt(1))
+		require.ErrorIs(t, err, boltstore.ErrNotOpen)
+		_, err = s.RevokedSince(ctx, time.Time{})
+		require.ErrorIs(t, err, boltstore.ErrNotOpen)
+		_, err = s.Pending(ctx, "", 10)
+		require.ErrorIs(t, err, boltstore.ErrNotOpen)
+		require.ErrorIs(t, s.Close(), boltstore.ErrNotOpen)
+	}
 }

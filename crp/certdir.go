@@ -60,6 +60,9 @@ func OpenCertificateDir(dir string) (*CertificateDir, error) {
 // Add implements CertificateStore: the file is written before the certificate is
 // known in memory.
 func (d *CertificateDir) Add(ctx context.Context, c *IssuedCertificate) error {
+	if err := checkIssued(c); err != nil {
+		return err
+	}
 	b, err := json.Marshal(certificateFile{Certificate: c.Certificate.Raw, UserID: c.UserID,
 		DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template})
 	if err != nil {

@@ -537,6 +537,15 @@ func (m *MemoryTransactions) Len() int {
 	return n
 }
 
+// checkIssued refuses what no store can record: no certificate, or one without a
+// positive serial (the key every store files it under).
+func checkIssued(c *IssuedCertificate) error {
+	if c == nil || c.Certificate == nil || c.Certificate.SerialNumber == nil || c.Certificate.SerialNumber.Sign() <= 0 {
+		return errors.New("crp: a certificate with a positive serial is needed")
+	}
+	return nil
+}
+
 // MemoryCertificates is a CertificateStore in memory, without a global lock (a
 // sync.Map keyed by serial). The zero value is ready.
 type MemoryCertificates struct {
@@ -545,6 +554,9 @@ type MemoryCertificates struct {
 
 // Add implements CertificateStore.
 func (m *MemoryCertificates) Add(_ context.Context, c *IssuedCertificate) error {
+	if err := checkIssued(c); err != nil {
+		return err
+	}
 	m.m.Store(c.Certificate.SerialNumber.String(), c)
 	return nil
 }

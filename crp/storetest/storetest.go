@@ -69,6 +69,7 @@ var Cases = []Case{
 	{"certificate-queries", needQueries, certificateQueries},
 	{"certificate-query-pages", needQueries, certificatePages},
 	{"certificate-query-bad-after-refused", needQueries, certificateBadAfter},
+	{"certificate-invalid-refused", needCertificates, certificateInvalid},
 	{"revocation-first-kept", needRevocations, revocationFirstKept},
 	{"revocation-first-kept-whole", needRevocations, revocationFirstKeptWhole},
 	{"revocation-since", needRevocations, revocationSince},
@@ -424,6 +425,26 @@ func issuanceRecorded(t *testing.T, b Backend) {
 
 // certificateBadAfter: a page that resumes after an IssuedCertificate without a
 // certificate (or without a serial) is refused with ErrBadQuery, not a panic.
+// certificateInvalid: what cannot be filed by serial is refused with an error, not a
+// panic, and leaves nothing behind.
+func certificateInvalid(t *testing.T, b Backend) {
+	noSerial := Certificate(t, 33, time.Now().Add(time.Hour))
+	noSerial.SerialNumber = nil
+	negative := Certificate(t, 34, time.Now().Add(time.Hour))
+	negative.SerialNumber = big.NewInt(-34)
+	for name, c := range map[string]*crp.IssuedCertificate{
+		"nil": nil, "no certificate": {UserID: "alice"}, "no serial": {Certificate: noSerial},
+		"negative serial": {Certificate: negative},
+	} {
+		if err := b.Certificates.Add(ctx, c); err == nil {
+			t.Errorf("%s: Add accepted it", name)
+		}
+	}
+	if _, err := b.Certificates.Lookup(ctx, big.NewInt(-34)); !errors.Is(err, crp.ErrNotFound) {
+		t.Errorf("a refused certificate was recorded: %v", err)
+	}
+}
+
 func certificateBadAfter(t *testing.T, b Backend) {
 	check(t, b.Certificates.Add(ctx, issued(t, 31, time.Now().Add(time.Hour), "alice", "laptop")), "add")
 	noSerial := Certificate(t, 32, time.Now().Add(time.Hour))
