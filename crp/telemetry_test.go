@@ -16,6 +16,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
@@ -216,4 +217,25 @@ func TestNoPhaseSpansUnsampled(t *testing.T) {
 		}
 	}
 	require.True(t, found, "phase durations recorded")
+}
+
+// TestServerCloseStopsExpiryGauge: a Server replaced by another (a reload with a new
+// RA) and closed no longer reports its certificates' expiry; before Close existed,
+// every Server ever made on the MeterProvider kept reporting its own.
+func TestServerCloseStopsExpiryGauge(t *testing.T) {
+	o := newObserved(t)
+	require.NoError(t, o.env.Server.Validate())
+	require.Len(t, o.sums(t, scep.MetricCertificateExpiry), 3)
+	old := o.env.Server
+	ra, err := catemplate.NewRA(o.env.CA, catemplate.RAOptions{})
+	require.NoError(t, err)
+	next := crp.NewServer(o.env.RP, ra)
+	next.MeterProvider = old.MeterProvider
+	require.NoError(t, next.Validate())
+	require.Len(t, o.sums(t, scep.MetricCertificateExpiry), 5, "both servers report until the old one is closed")
+	require.NoError(t, old.Close())
+	require.NoError(t, old.Close(), "a second Close does nothing")
+	expiry := o.sums(t, scep.MetricCertificateExpiry)
+	require.Len(t, expiry, 3, "CA, and the new RA's two certificates")
+	require.Contains(t, expiry, "scepkit.certificate.role=ra-signing,scepkit.certificate.serial="+ra.SigningCertificate.SerialNumber.Text(16)+",")
 }

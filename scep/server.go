@@ -195,6 +195,7 @@ type Server struct {
 	TracerProvider trace.TracerProvider
 
 	telOnce      sync.Once
+	telMu        sync.Mutex // guards tel.reg against concurrent Close
 	tel          *serverTelemetry
 	rolledLogged atomic.Bool
 	limOnce      sync.Once

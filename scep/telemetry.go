@@ -93,6 +93,24 @@ func (s *Server) telemetry() *serverTelemetry {
 	return s.tel
 }
 
+// Close unregisters what the server registered with its MeterProvider (the
+// callback that reports its certificates' expiry), so that a Server replaced by
+// another (a reload with a new RA, say) stops reporting certificates no longer in use.
+// It does not stop the server from answering requests, which go on being counted;
+// call it once the Server is out of service. Close on a Server without a
+// MeterProvider, or a second Close, does nothing.
+func (s *Server) Close() error {
+	t := s.telemetry()
+	s.telMu.Lock()
+	defer s.telMu.Unlock()
+	if t.reg == nil {
+		return nil
+	}
+	err := t.reg.Unregister()
+	t.reg = nil
+	return err
+}
+
 type roleCert struct {
 	role string
 	cert *x509.Certificate
