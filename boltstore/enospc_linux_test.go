@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -57,7 +58,8 @@ func TestDiskFull(t *testing.T) {
 	ctx := context.Background()
 	dir := smallDisk(t, 24<<20) // the journal (8 MiB) and the file
 	path := filepath.Join(dir, "state.db")
-	s, err := boltstore.Open(path, nil)
+	var logged syncBuffer
+	s, err := boltstore.Open(path, &boltstore.Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	require.NoError(t, err)
 	defer func() { s.Close() }()
 	exp := time.Now().Add(time.Hour)
@@ -123,6 +125,10 @@ func TestDiskFull(t *testing.T) {
 	}
 	require.NoError(t, s.Claim(ctx, "after", exp))
 	require.NoError(t, s.Close())
+	// The operator heard of it before the writes failed, and when it was over.
+	require.Contains(t, logged.String(), "level=ERROR msg=\"boltstore: checkpoint failed")
+	require.Contains(t, logged.String(), "no space left on device")
+	require.Contains(t, logged.String(), "level=INFO msg=\"boltstore: checkpoint made again\"")
 
 	s, err = boltstore.Open(path, nil)
 	require.NoError(t, err, "reopening after a full disk")
@@ -136,4 +142,22 @@ func TestDiskFull(t *testing.T) {
 	require.True(t, ids["tx-before"] && ids["tx-after-7"], "listed %v", ids)
 	require.ErrorIs(t, s.Claim(ctx, "after", exp), challenge.ErrReplayed)
 	require.NoError(t, boltstore.Check(s), "the file's pages and freelist after a full disk")
+}
+
+// syncBuffer is a bytes.Buffer safe for the commit loop's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -71,6 +71,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/big"
 	"os"
@@ -160,6 +161,10 @@ type Options struct {
 	Timeout time.Duration
 	// Now is the clock of expiries; nil means time.Now.
 	Now func() time.Time
+	// Logger receives an ERROR line when a checkpoint fails (a full disk, say: the
+	// writes go on in the journal until it is full too), at most one a minute while
+	// they keep failing, and an INFO line when one succeeds again; nil means none.
+	Logger *slog.Logger
 
 	// syncDir syncs a directory; nil means syncDir. Tests count the calls.
 	syncDir func(dir string) error
@@ -192,6 +197,10 @@ type Store struct {
 	closeErr   error     // of the last checkpoint, made by Close
 	w          wtx
 	checkpoint atomic.Int64 // checkpoints made, for the tests
+	log        *slog.Logger
+	path       string
+	ckptFails  int       // checkpoints failed in a row
+	ckptLogged time.Time // of the last line about them
 
 	syncs atomic.Int64 // fdatasyncs made (journal, and two per checkpoint), for the benchmarks
 
@@ -422,7 +431,7 @@ func Open(path string, o *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: %w", err)
 	}
 	s := &Store{db: db, clock: o.Now, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
-		j: j, tx: tx}
+		j: j, tx: tx, log: o.Logger, path: path}
 	if s.clock == nil {
 		s.clock = time.Now
 	}
@@ -701,7 +710,19 @@ func (s *Store) commit() error {
 		s.rebuild()
 		s.ckptErr = fmt.Errorf("boltstore: committing: %w", err)
 		s.retryAt = time.Now().Add(retryCheckpoint)
+		s.ckptFails++
+		if s.log != nil && (s.ckptFails == 1 || time.Since(s.ckptLogged) >= time.Minute) {
+			s.ckptLogged = time.Now()
+			s.log.Error("boltstore: checkpoint failed; writes go on in the journal until it is full, then fail",
+				"path", s.path, "err", err, "failed_in_a_row", s.ckptFails, "journal_used", fmt.Sprintf("%d of %d bytes", s.j.off, journalSize))
+		}
 		return s.ckptErr
+	}
+	if s.ckptFails > 0 {
+		if s.log != nil {
+			s.log.Info("boltstore: checkpoint made again", "path", s.path, "failed_before", s.ckptFails)
+		}
+		s.ckptFails = 0
 	}
 	s.checkpoint.Add(1)
 	s.j.restart(epoch)

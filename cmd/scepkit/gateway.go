@@ -183,7 +183,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		}
 		g.store, g.closeDB = pg, func() error { pg.Close(); return nil }
 	} else {
-		bs, migrated, err := boltstore.OpenDir(c.StateDir, nil)
+		bs, migrated, err := boltstore.OpenDir(c.StateDir, &boltstore.Options{Logger: log})
 		if err != nil {
 			return nil, settingError("state_dir", err)
 		}

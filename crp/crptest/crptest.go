@@ -279,7 +279,7 @@ func New(o Options) (env *Env, err error) {
 
 // openStore opens the boltstore in o.Dir (migrating the older layout, o.Dir/issued).
 func openStore(o Options) (*boltstore.Store, error) {
-	s, n, err := boltstore.OpenDir(o.Dir, &boltstore.Options{Now: o.Now})
+	s, n, err := boltstore.OpenDir(o.Dir, &boltstore.Options{Now: o.Now, Logger: o.Logger})
 	if err == nil && n > 0 && o.Logger != nil {
 		o.Logger.Info("crptest: migrated issued certificates into the store", "count", n, "dir", o.Dir)
 	}

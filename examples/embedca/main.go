@@ -174,7 +174,7 @@ func newCA(ctx context.Context, c *config, log *slog.Logger) (*ca, error) {
 	}
 	// Challenge claims, transactions and issued certificates survive restarts and
 	// crashes in one file (a challenge is used once, also across a restart).
-	store, migrated, err := boltstore.OpenDir(c.state, nil)
+	store, migrated, err := boltstore.OpenDir(c.state, &boltstore.Options{Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -292,7 +292,7 @@ func stores(ctx context.Context, c *config, log *slog.Logger) (*storeSet, error)
 		closers = append(closers, func() error { s.Close(); return nil })
 		set.replay, set.transactions, set.certificates, set.revocation = s, s, s, s
 	case c.Redis == "":
-		s, migrated, err := boltstore.OpenDir(c.State, nil)
+		s, migrated, err := boltstore.OpenDir(c.State, &boltstore.Options{Logger: log})
 		if err != nil {
 			return nil, err
 		}

@@ -131,7 +131,7 @@ func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logg
 	// What it remembers (used challenges, transactions, issued certificates,
 	// revocations) is in one file, dir/state.db, durable before a device is answered:
 	// a restart or a crash neither forgets a used challenge nor loses a certificate.
-	if g.Store, _, err = boltstore.OpenDir(dir, nil); err != nil {
+	if g.Store, _, err = boltstore.OpenDir(dir, &boltstore.Options{Logger: logger}); err != nil {
 		return nil, err
 	}
 	g.Notifier = &crp.MemoryNotifier{Keep: 64} // the latest only: memory stays flat under load
