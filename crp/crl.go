@@ -24,6 +24,8 @@ import (
 //
 // A CRL is signed when first asked for, again once it is older than Refresh, and
 // after each [CRLPublisher.Revoke]; in between, every request gets the same bytes.
+// When the store cannot be read at a refresh, the last CRL is served until its
+// nextUpdate, unless this publisher revoked something since.
 // Set the fields before first use. It is safe for concurrent use.
 type CRLPublisher struct {
 	// CA signs the CRL. Required.
@@ -111,6 +113,16 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	}
 	revs, err := p.Revocations.RevokedSince(ctx, time.Time{})
 	if err != nil {
+		if c := p.cur; c != nil && !p.stale && now.Before(c.nextUpdate) {
+			// The store cannot be read (an outage): the CRL signed last is still
+			// valid and lacks nothing revoked here, so relying parties keep it rather
+			// than find none. After a Revoke here it would lack that one: no CRL then.
+			if p.Logger != nil {
+				p.Logger.WarnContext(ctx, "crp: revocations cannot be read; serving the last CRL until its nextUpdate",
+					"err", err, "next_update", c.nextUpdate)
+			}
+			return c, nil
+		}
 		return nil, fmt.Errorf("%w: reading revocations: %w", ErrUnavailable, err)
 	}
 	entries := make([]x509.RevocationListEntry, 0, len(revs))

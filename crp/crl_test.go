@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,4 +161,46 @@ func TestCRLNumberAcrossRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, crl.RevokedCertificateEntries, 40)
 	require.Equal(t, 1, crl.Number.Cmp(last), "the CRL number went back after a restart: %v after %v", crl.Number, last)
+}
+
+// failingRevocations fails RevokedSince while down is set.
+type failingRevocations struct {
+	crp.MemoryRevocations
+	down atomic.Bool
+}
+
+func (f *failingRevocations) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
+	if f.down.Load() {
+		return nil, errors.New("store unreachable")
+	}
+	return f.MemoryRevocations.RevokedSince(ctx, since)
+}
+
+// TestCRLDuringStoreOutage: when the store cannot be read at a refresh, the last CRL
+// (still valid, and lacking nothing revoked through this publisher) is served rather
+// than 503; after a revocation here, it is not (it would hide that one).
+func TestCRLDuringStoreOutage(t *testing.T) {
+	env := newEnv(t)
+	store := &failingRevocations{}
+	clock := time.Now()
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: store, Refresh: time.Minute, Now: func() time.Time { return clock }}
+	ctx := context.Background()
+	first, err := pub.CRL(ctx)
+	require.NoError(t, err)
+	store.down.Store(true)
+	clock = clock.Add(2 * time.Minute) // past Refresh: a new CRL is due
+	got, err := pub.CRL(ctx)
+	require.NoError(t, err, "the last CRL is still valid")
+	require.Equal(t, first, got)
+
+	store.down.Store(false)
+	_, err = pub.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(77), Reason: 1, RevokedAt: clock, By: "test"})
+	require.NoError(t, err)
+	store.down.Store(true)
+	_, err = pub.CRL(ctx)
+	require.ErrorIs(t, err, crp.ErrUnavailable, "the last CRL lacks a revocation made here")
+	clock = clock.Add(25 * time.Hour)
+	store.down.Store(false)
+	_, err = pub.CRL(ctx)
+	require.NoError(t, err)
 }
