@@ -63,7 +63,7 @@ func Start(t testing.TB) *Daemon {
 		}
 		os.RemoveAll(dir)
 	})
-	for _, sub := range []string{"requests", "cas", "tmp"} {
+	for _, sub := range []string{"requests", "cas", "tmp", "config", "local"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -92,6 +92,12 @@ func Start(t testing.TB) *Daemon {
 		"CERTMONGER_REQUESTS_DIR="+filepath.Join(dir, "requests"),
 		"CERTMONGER_CAS_DIR="+filepath.Join(dir, "cas"),
 		"CERTMONGER_TMPDIR="+filepath.Join(dir, "tmp"),
+		// certmonger takes a lock, /var/lib/certmonger/lock unless told otherwise: a
+		// private one, so that a certmonger already running (the system's, or another
+		// test's) does not keep this one waiting for it.
+		"CERTMONGER_SYSTEM_LOCK_FILE="+filepath.Join(dir, "lock"),
+		"CERTMONGER_CONFIG_DIR="+filepath.Join(dir, "config"),
+		"CERTMONGER_LOCAL_CA_DIR="+filepath.Join(dir, "local"),
 	)
 
 	// The bus prints its address once it listens.
