@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -140,6 +141,10 @@ func TestRolloverOverHTTP(t *testing.T) {
 	carol, err := newClient.Enroll(ctx, csr(t, carolKey, "alice@example.com", mint(t, env, "alice@example.com", "alice-laptop")).Raw, carolKey)
 	require.NoError(t, err)
 	require.NoError(t, carol.CheckSignatureFrom(nextCA.Certificate))
+	// The log names each certificate issued and its CA: around a switch, what tells
+	// the two CAs' certificates apart.
+	require.Regexp(t, `step=issue .*outcome=ok serial=`+carol.SerialNumber.Text(16)+` issuer="`+regexp.QuoteMeta(nextCA.Certificate.Subject.String())+`"`, logs.String())
+	require.Regexp(t, `step=issue .*outcome=ok serial=`+alice.SerialNumber.Text(16)+` issuer="`+regexp.QuoteMeta(env.CA.Certificate.Subject.String())+`"`, logs.String())
 
 	// Renewal of a certificate the previous CA issued, after the switch.
 	renewed, err := newClient.Renew(ctx, csr(t, aliceKey, "alice@example.com", "").Raw, alice, aliceKey)

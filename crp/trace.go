@@ -80,6 +80,11 @@ func (rp *RegistrationPoint) step(ctx context.Context, tx *Transaction, p Phase,
 	}
 	if err == nil {
 		attrs = append(attrs, slog.String("outcome", "ok"))
+		if c := tx.Certificate; p == PhaseIssue && c != nil {
+			// Which certificate, from which CA: what an operator searches the log for
+			// (to revoke it, or around a rollover, to tell the CAs apart).
+			attrs = append(attrs, slog.String("serial", c.SerialNumber.Text(16)), slog.String("issuer", c.Issuer.String()))
+		}
 		log.LogAttrs(ctx, slog.LevelInfo, "crp", attrs...)
 		return
 	}

@@ -554,7 +554,14 @@ func TestRolloverAtConfiguredTime(t *testing.T) {
 	require.NoError(t, err)
 
 	at := time.Now().Add(8 * time.Second).UTC().Truncate(time.Second)
-	r = start(t, f.config(t, "", fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), next)))
+	rolling := f.config(t, "", fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), next))
+	// One rollover at a time: with [rollover] set, the CA in state_dir is (or will be)
+	// the previous one, and a rollover prepared from it would bring it back.
+	outb, err = exec.Command(bin, "rollover-prepare", "-config", rolling, "-dir", f.path("next2")).CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(outb), "setting rollover.dir (SCEPKIT_ROLLOVER_DIR): a rollover is configured")
+	require.NoDirExists(t, f.path("next2"))
+	r = start(t, rolling)
 	url = r.base + "/scep"
 	_, caDER, _ := get(t, r.base+"/ca.cer")
 	oldFP := sha256.Sum256([]byte(caDER))

@@ -44,6 +44,13 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	if c.Rollover.Dir != "" {
+		// The CA in state_dir is the previous one once the switch has passed: a
+		// rollover prepared from it would bring that CA back and strand the one in
+		// force. One rollover at a time: promote this one first.
+		return settingError("rollover.dir", fmt.Errorf("a rollover is configured (%s): once it is promoted "+
+			"(its files moved into state_dir, [rollover] removed), prepare the next one", c.Rollover.Dir))
+	}
 	if *generate && c.PKCS11.Module == "" {
 		return errors.New("-generate-keys makes keys in a PKCS#11 token: set [pkcs11]")
 	}
@@ -71,7 +78,8 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 			return err
 		}
 	}
-	suffix := time.Now().UTC().Format("2006-01-02")
+	// The time of day too, so that two CAs prepared on one day have different names.
+	suffix := time.Now().UTC().Format("2006-01-02T150405Z")
 	var next *catemplate.CA
 	var ra *catemplate.RA
 	if *raOnly {
