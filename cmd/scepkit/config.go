@@ -36,6 +36,7 @@ type config struct {
 	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates" default:"8760h"`
 	RequireApproval bool     `toml:"require_approval" doc:"queue every request (PENDING) until an operator approves it through the admin API"`
 	Legacy          bool     `toml:"legacy" doc:"accept single DES and SHA-1 from old clients (micromdm's scepclient needs it)"`
+	CAEnvelopes     bool     `toml:"ca_envelopes" doc:"accept requests encrypted to the CA certificate, and sign the replies to them with the CA, as clients that pin the CA by fingerprint need (scepclient -ca-fingerprint); the CA key (RSA) then serves key transport as well as signing"`
 	ExpiryWarning   duration `toml:"expiry_warning" doc:"warn (log, /readyz detail) when a CA or RA certificate expires within this" default:"720h"`
 	Log             string   `toml:"log" doc:"log format: text or json (on stderr)" default:"text"`
 	NextCACert      string   `toml:"next_ca_cert" doc:"PEM file of the next CA certificate (then its chain), prepared ahead of a rollover and announced to devices through GetNextCACert (RFC 8894 section 4.7)"`

@@ -245,6 +245,12 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		g.server.NextCACerts = next
 	}
 	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, log, g.meter
+	if c.CAEnvelopes {
+		g.server.CAKey = g.ca.Signer
+		if _, ok := g.ca.Signer.(crypto.Decrypter); !ok {
+			return nil, settingError("ca_envelopes", errors.New("the CA key cannot decrypt (an RSA key is needed)"))
+		}
+	}
 	if g.tracer != nil {
 		g.server.TracerProvider = g.tracer
 	}

@@ -1373,3 +1373,30 @@ func TestAdminPathTricks(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond, "an audit line for every refused call")
 	r.stop(t)
 }
+
+// TestCAEnvelopes: with ca_envelopes, micromdm's scepclient with -ca-fingerprint (the
+// CA pinned, the request encrypted to it, the reply verified with it alone) enrolls;
+// without it, scepkit serve had no way to serve such clients and they got a reply
+// signed by the RA, which they cannot verify.
+func TestCAEnvelopes(t *testing.T) {
+	f := newFixture(t)
+	for _, on := range []bool{false, true} {
+		r := start(t, f.config(t, fmt.Sprintf("ca_envelopes = %t\n", on), ""))
+		_, caDER, _ := get(t, r.base+"/ca.cer")
+		fp := sha256.Sum256([]byte(caDER))
+		dev := scepclienttest.NewDevice(t)
+		out, err := dev.Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"),
+			"-ca-fingerprint", hex.EncodeToString(fp[:]))
+		if on {
+			require.NoError(t, err, out)
+			cert, err := dev.Certificate()
+			require.NoError(t, err)
+			require.Equal(t, "alice@example.com", cert.Subject.CommonName)
+		} else {
+			require.Error(t, err, out)
+			_, err := dev.Certificate()
+			require.Error(t, err, "no certificate without ca_envelopes")
+		}
+		r.stop(t)
+	}
+}
