@@ -3,9 +3,9 @@ package boltstore
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -23,13 +23,21 @@ import (
 // the kernel runs as vfs_fsync(file, 1), the call fdatasync(2) makes) and waits for its
 // completion on an eventfd read through the runtime's poller, so that the goroutine is
 // parked and its processor free while the disk works. Where AIO is not available (no
-// io_setup, a seccomp profile refusing it, a file system refusing the command), the
-// journal falls back to fdatasync(2).
+// io_setup, a seccomp profile refusing it with an error, a file system refusing the
+// command, an eventfd the poller cannot watch), the journal falls back to fdatasync(2).
+//
+// The runtime polls its network poller only when a processor has nothing else to run
+// (or every 10 ms, from sysmon): on a busy core an eventfd that became readable could
+// wait that long. So the wait also has a deadline of pollEvery, whose timer is checked
+// at every scheduling point, after which the completion is looked for without waiting;
+// the eventfd is only a wake-up, and the completion is always taken from the ring with
+// io_getevents, never waited for there (that would hold the processor again).
 type asyncSync struct {
-	ctx   uintptr  // aio_context_t
-	ev    *os.File // eventfd, non-blocking: read through the poller
-	evfd  int
-	event ioEvent
+	ctx    uintptr  // aio_context_t
+	ev     *os.File // eventfd, non-blocking: read through the poller
+	evfd   int
+	event  ioEvent
+	closed bool
 }
 
 // iocb is struct iocb of linux/aio_abi.h (the key and rw_flags fields, swapped on big
@@ -71,8 +79,24 @@ func newAsyncSync() (*asyncSync, error) {
 		unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	return &asyncSync{ctx: ctx, ev: os.NewFile(uintptr(fd), "boltstore-aio"), evfd: fd}, nil
+	a := &asyncSync{ctx: ctx, ev: os.NewFile(uintptr(fd), "boltstore-aio"), evfd: fd}
+	// A file the poller does not watch (epoll_ctl failed: the user's watches are
+	// used up) has no deadlines, and its Read would not wait: no AIO then.
+	if err := a.ev.SetReadDeadline(time.Time{}); err != nil {
+		a.close()
+		return nil, fmt.Errorf("eventfd not pollable: %w", err)
+	}
+	return a, nil
 }
+
+// pollEvery bounds how long a completion waits to be noticed on a busy core.
+const pollEvery = 200 * time.Microsecond
+
+// errAsyncBroken marks a sync whose outcome could not be learned after its request
+// was submitted: the AIO context is destroyed (which waits for the request) and the
+// journal uses fdatasync(2) from then on. The sync itself counts as failed: its
+// error, if the flush had one, may have been taken by the lost request.
+var errAsyncBroken = errors.New("boltstore: asynchronous fdatasync lost")
 
 // errAsyncRefused marks a submission the kernel refused (nothing of it ran): the
 // caller syncs with fdatasync(2) instead.
@@ -83,7 +107,7 @@ var errAsyncRefused = errors.New("boltstore: asynchronous fdatasync refused")
 func (a *asyncSync) fdatasync(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errAsyncRefused, err)
 	}
 	var submitErr error
 	if err := rc.Control(func(fd uintptr) {
@@ -99,38 +123,62 @@ func (a *asyncSync) fdatasync(f *os.File) error {
 			submitErr = fmt.Errorf("%w: io_submit took %d requests", errAsyncRefused, n)
 		}
 	}); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errAsyncRefused, err)
 	}
 	if submitErr != nil {
 		return submitErr
 	}
-	// The completion: the eventfd's counter, then the event itself, ready by then.
-	var cnt [8]byte
-	if _, err := io.ReadFull(a.ev, cnt[:]); err != nil {
-		return fmt.Errorf("boltstore: waiting for fdatasync: %w", err)
+	res, err := a.wait()
+	if err != nil {
+		a.close() // io_destroy waits for the request in flight
+		return fmt.Errorf("%w: %w", errAsyncBroken, err)
 	}
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, a.ctx, 1, 1, uintptr(unsafe.Pointer(&a.event)), 0, 0)
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != 0 {
-			return fmt.Errorf("boltstore: io_getevents: %w", e)
-		}
-		if n != 1 {
-			return fmt.Errorf("boltstore: io_getevents returned %d events", n)
-		}
-		break
-	}
-	if a.event.res < 0 {
-		return syscall.Errno(-a.event.res)
+	if res < 0 {
+		return syscall.Errno(-res)
 	}
 	return nil
 }
 
-// close releases the AIO context and the eventfd. No request is in flight: each
-// fdatasync waits for its own.
+// wait returns the result of the one request in flight.
+func (a *asyncSync) wait() (int64, error) {
+	var cnt [8]byte
+	for {
+		if ok, err := a.reap(); ok || err != nil {
+			return a.event.res, err
+		}
+		if err := a.ev.SetReadDeadline(time.Now().Add(pollEvery)); err != nil {
+			return 0, err
+		}
+		// A count left from an earlier completion only wakes this loop early.
+		if _, err := a.ev.Read(cnt[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, fmt.Errorf("reading the eventfd: %w", err)
+		}
+	}
+}
+
+// reap takes the completed event from the ring without waiting (a zero timeout).
+func (a *asyncSync) reap() (bool, error) {
+	var zero unix.Timespec
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, a.ctx, 0, 1, uintptr(unsafe.Pointer(&a.event)),
+			uintptr(unsafe.Pointer(&zero)), 0)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e != 0:
+			return false, fmt.Errorf("io_getevents: %w", e)
+		}
+		return n == 1, nil
+	}
+}
+
+// close releases the AIO context (io_destroy waits for a request in flight) and the
+// eventfd; a second close does nothing.
 func (a *asyncSync) close() error {
+	if a.closed {
+		return nil
+	}
+	a.closed = true
 	_, _, e := unix.Syscall(unix.SYS_IO_DESTROY, a.ctx, 0, 0)
 	err := a.ev.Close()
 	if e != 0 {

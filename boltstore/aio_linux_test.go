@@ -57,6 +57,53 @@ func TestAsyncSync(t *testing.T) {
 	}
 }
 
+// TestAsyncSyncLost: when the outcome of a submitted sync cannot be learned (here the
+// eventfd is gone before the wait), the context is destroyed, which waits for the
+// request, the sync fails (its error may have gone with the request), and the journal
+// uses fdatasync(2) from then on. Before, such a request stayed in the ring and the
+// next sync took its completion for its own, and said done before its flush was.
+func TestAsyncSyncLost(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a, err := newAsyncSync()
+	if err != nil {
+		t.Skip("no AIO here:", err)
+	}
+	// Enough dirty pages that the flush is still running when the wait begins.
+	chunk := make([]byte, 1<<20)
+	for i := range 64 {
+		if _, err := f.WriteAt(chunk, int64(i)<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The eventfd stays open for the kernel; the file the wait reads is closed.
+	dup, err := syscall.Dup(a.evfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := a.ev
+	defer kept.Close()
+	a.ev = os.NewFile(uintptr(dup), "closed")
+	a.ev.Close()
+	j := &journal{f: f, async: a}
+	err = j.fdatasync()
+	if err == nil {
+		t.Skip("the flush completed before the wait began", err)
+	}
+	if !errors.Is(err, errAsyncBroken) {
+		t.Fatalf("sync with its outcome lost: %v, want errAsyncBroken", err)
+	}
+	if j.async != nil || !a.closed {
+		t.Fatal("the journal kept the AIO context whose request was lost")
+	}
+	if err := j.fdatasync(); err != nil {
+		t.Fatalf("the next sync, with fdatasync(2): %v", err)
+	}
+}
+
 // BenchmarkSyncFreeCore measures, with one processor (GOMAXPROCS=1), how much of it
 // other goroutines get while one goroutine syncs a file again and again: the
 // free-core metric is the work a CPU-bound goroutine did while the syncs ran, over

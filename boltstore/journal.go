@@ -155,11 +155,19 @@ func (j *journal) fdatasync() error {
 	}
 	if j.async != nil {
 		err := j.async.fdatasync(j.f)
-		if !errors.Is(err, errAsyncRefused) {
+		switch {
+		case errors.Is(err, errAsyncRefused):
+			// Nothing was submitted: fdatasync(2) does it, now and from now on.
+			j.async.close()
+			j.async = nil
+		case errors.Is(err, errAsyncBroken):
+			// Submitted, outcome lost (the context is gone): this sync failed, the
+			// next ones use fdatasync(2).
+			j.async = nil
+			return err
+		default:
 			return err
 		}
-		j.async.close()
-		j.async = nil
 	}
 	return fdatasync(j.f)
 }

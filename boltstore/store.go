@@ -43,8 +43,12 @@
 // runtime's poller: an fdatasync(2) system call holds its goroutine's processor for as
 // long as the disk takes, which on one core (GOMAXPROCS=1, a container limited to one
 // CPU) left the core idle while requests waited to be decrypted and signed
-// (BenchmarkSyncFreeCore). Where AIO is refused (a seccomp profile, a file system
-// without it), the journal uses fdatasync(2). The checkpoints' fdatasyncs are bbolt's.
+// (BenchmarkSyncFreeCore). On a busy core the completion is noticed at the next
+// scheduling point, or within 200 µs (a deadline on the wait), rather than at once.
+// Where AIO is refused (a seccomp profile returning an error, a file system without
+// it), the journal uses fdatasync(2); a sync whose outcome was lost after submission
+// fails, and the journal uses fdatasync(2) from then on. The checkpoints' fdatasyncs
+// are bbolt's.
 //
 // # Retention
 //
