@@ -400,7 +400,7 @@ const MaxRSABits = 8192
 // operation with a key a requester supplied.
 func CheckKeySize(pub any) error {
 	if k, ok := pub.(*rsa.PublicKey); ok {
-		if k.N.BitLen() > MaxRSABits || k.E > 1<<32-1 || k.E < 3 {
+		if k.N.BitLen() > MaxRSABits || int64(k.E) > 1<<32-1 || k.E < 3 {
 			return fmt.Errorf("%w: RSA key of %d bits, exponent %d", ErrUnsupportedAlgorithm, k.N.BitLen(), k.E)
 		}
 	}
