@@ -443,6 +443,23 @@ func writeCerts(dir string, ca *catemplate.CA, ra *catemplate.RA) error {
 // certificates are files.
 func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, error) {
 	c := g.cfg
+	// A state directory that holds the certificates is loaded without a lock, so that
+	// it may be read-only (keys mounted from a secret store, with PostgreSQL for the
+	// state); should that fail, the locked path below says why.
+	complete := true
+	for _, name := range []string{catemplate.CACertFile, catemplate.RASigningCertFile, catemplate.RAEncryptCertFile} {
+		if _, err := os.Stat(filepath.Join(c.StateDir, name)); err != nil {
+			complete = false
+		}
+	}
+	var fastErr error
+	if complete && c.PKCS11.Module == "" {
+		ca, ra, err := loadSoftPKI(c.StateDir)
+		if err == nil {
+			return ca, ra, nil
+		}
+		fastErr = err
+	}
 	// Gateways started together on a new state directory take turns: the first makes
 	// the CA, the others load it (each making its own would leave all but the last
 	// one's key overwritten, and their certificates chaining to a lost key).
@@ -453,28 +470,21 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 	defer cancel()
 	lock, err := filelock.Acquire(lctx, filepath.Join(c.StateDir, pkiLockFile))
 	if err != nil {
+		if fastErr != nil {
+			return nil, nil, fastErr
+		}
 		return nil, nil, settingError("state_dir", fmt.Errorf("waiting for another gateway to make the CA: %w", err))
 	}
 	defer lock.Unlock()
 	if c.PKCS11.Module == "" {
-		if err := privateKeyFiles(c.StateDir); err != nil {
-			return nil, nil, settingError("state_dir", err)
-		}
-		ca, err := catemplate.LoadCA(c.StateDir)
-		if err == nil {
-			ra, err := catemplate.LoadRA(c.StateDir)
-			if err != nil {
-				return nil, nil, fmt.Errorf("CA found in %s but not its RA: %w", c.StateDir, err)
-			}
-			return ca, ra, nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return nil, nil, err
+		ca, ra, err := loadSoftPKI(c.StateDir)
+		if err == nil || !errors.Is(err, os.ErrNotExist) || ca != nil {
+			return ca, ra, err
 		}
 		if err := noPriorState(c.StateDir, err); err != nil {
 			return nil, nil, err
 		}
-		ca, ra, err := newPKI(firstCAName, nil, nil, nil)
+		ca, ra, err = newPKI(firstCAName, nil, nil, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -525,6 +535,24 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 	ra, err := tokenRA(tok, "pkcs11", c.PKCS11.RASignKey, c.PKCS11.RAEncryptKey, c.StateDir)
 	if err != nil {
 		return nil, nil, err
+	}
+	return ca, ra, nil
+}
+
+// loadSoftPKI loads the CA and RA whose keys are files in dir. A missing CA gives an
+// error wrapping os.ErrNotExist and a nil CA; a CA without its RA, an error (and the
+// CA, so that the caller does not take it for a first start).
+func loadSoftPKI(dir string) (*catemplate.CA, *catemplate.RA, error) {
+	if err := privateKeyFiles(dir); err != nil {
+		return nil, nil, settingError("state_dir", err)
+	}
+	ca, err := catemplate.LoadCA(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	ra, err := catemplate.LoadRA(dir)
+	if err != nil {
+		return ca, nil, fmt.Errorf("CA found in %s but not its RA: %w", dir, err)
 	}
 	return ca, ra, nil
 }

@@ -157,3 +157,26 @@ func TestCAKeyReadableByOthersRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestCompleteStateNeedsNoLock: a state directory that holds the CA and RA is loaded
+// without the lock that guards their making, so that it may be read-only (keys
+// mounted from a secret store, the state in PostgreSQL). Here the lock cannot be
+// taken at all (its name is a directory).
+func TestCompleteStateNeedsNoLock(t *testing.T) {
+	f := newFixture(t)
+	c, err := loadConfig(f.config(t, "public_url = \"http://127.0.0.1:8080\"\n", ""), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	g := &gateway{cfg: c, log: log}
+	first, _, err := g.loadPKI(context.Background()) // makes them
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(filepath.Join(f.path("state"), pkiLockFile)))
+	require.NoError(t, os.Mkdir(filepath.Join(f.path("state"), pkiLockFile), 0o700))
+	again, _, err := g.loadPKI(context.Background())
+	require.NoError(t, err)
+	require.True(t, again.Certificate.Equal(first.Certificate))
+	// What is wrong with such a directory is still said as such, not as a lock error.
+	require.NoError(t, os.Remove(filepath.Join(f.path("state"), catemplate.RASigningKeyFile)))
+	_, _, err = g.loadPKI(context.Background())
+	require.ErrorContains(t, err, "CA found in")
+}
