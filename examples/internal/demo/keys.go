@@ -20,6 +20,12 @@ import (
 // LoadOrCreatePKI loads the CA and RA kept in dir (catemplate.SaveCA, SaveRA), or makes
 // an RSA-2048 CA named "<name> CA" and its RA, "<name> RA", and saves them there.
 func LoadOrCreatePKI(dir, name string) (*catemplate.CA, *catemplate.RA, error) {
+	// A directory that holds them is only read (it may be read-only).
+	if ca, err := catemplate.LoadCA(dir); err == nil {
+		if ra, err := catemplate.LoadRA(dir); err == nil {
+			return ca, ra, nil
+		}
+	}
 	// Processes started together on a new directory take turns, so that they share
 	// one CA instead of each making one and all but the last losing its key.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
