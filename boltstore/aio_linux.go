@@ -92,16 +92,6 @@ func newAsyncSync() (*asyncSync, error) {
 // pollEvery bounds how long a completion waits to be noticed on a busy core.
 const pollEvery = 200 * time.Microsecond
 
-// errAsyncBroken marks a sync whose outcome could not be learned after its request
-// was submitted: the AIO context is destroyed (which waits for the request) and the
-// journal uses fdatasync(2) from then on. The sync itself counts as failed: its
-// error, if the flush had one, may have been taken by the lost request.
-var errAsyncBroken = errors.New("boltstore: asynchronous fdatasync lost")
-
-// errAsyncRefused marks a submission the kernel refused (nothing of it ran): the
-// caller syncs with fdatasync(2) instead.
-var errAsyncRefused = errors.New("boltstore: asynchronous fdatasync refused")
-
 // fdatasync flushes f's data (not its times) to the disk; it is called by one
 // goroutine at a time.
 func (a *asyncSync) fdatasync(f *os.File) error {
@@ -116,6 +106,9 @@ func (a *asyncSync) fdatasync(f *os.File) error {
 		// A refused submission started nothing: fdatasync(2) may take its place, and
 		// answers for the file itself (EBADF, EINVAL, EIO) if the cause was there.
 		n, _, e := unix.Syscall(unix.SYS_IO_SUBMIT, a.ctx, 1, uintptr(unsafe.Pointer(&cbs[0])))
+		for e == syscall.EINTR {
+			n, _, e = unix.Syscall(unix.SYS_IO_SUBMIT, a.ctx, 1, uintptr(unsafe.Pointer(&cbs[0])))
+		}
 		switch {
 		case e != 0:
 			submitErr = fmt.Errorf("%w: io_submit: %w", errAsyncRefused, e)
@@ -130,7 +123,7 @@ func (a *asyncSync) fdatasync(f *os.File) error {
 	}
 	res, err := a.wait()
 	if err != nil {
-		a.close() // io_destroy waits for the request in flight
+		// The caller closes a (io_destroy waits for the request in flight).
 		return fmt.Errorf("%w: %w", errAsyncBroken, err)
 	}
 	if res < 0 {

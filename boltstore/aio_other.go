@@ -11,11 +11,6 @@ import (
 // journal syncs with fdatasync(2) or fsync(2).
 type asyncSync struct{}
 
-var (
-	errAsyncRefused = errors.New("boltstore: asynchronous fdatasync refused")
-	errAsyncBroken  = errors.New("boltstore: asynchronous fdatasync lost")
-)
-
 func newAsyncSync() (*asyncSync, error) { return nil, errors.ErrUnsupported }
 
 func (*asyncSync) fdatasync(*os.File) error { return errAsyncRefused }

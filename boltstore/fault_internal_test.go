@@ -339,3 +339,20 @@ func TestOperationPanicFailsAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepPanicFailsGroup: the expiry sweep that follows a group's writes reads
+// stored index keys too; a damaged one (shorter than its time) fails the group with
+// errPanic instead of ending the process.
+func TestSweepPanicFailsGroup(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	defer s.Close()
+	damage := func(w *wtx) error { return w.put(bClaimExp, []byte{0}, nil) }
+	// The group that writes the damaged key sweeps it at once.
+	if err := s.write(ctx, damage); !errors.Is(err, errPanic) {
+		t.Fatalf("a group whose sweep met a damaged key: %v, want errPanic", err)
+	}
+	if err := s.Claim(ctx, "after", time.Now().Add(time.Hour)); err != nil && !errors.Is(err, errPanic) {
+		t.Fatalf("the next write: %v", err)
+	}
+}

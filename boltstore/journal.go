@@ -57,6 +57,14 @@ var (
 	// no entry the file lacks. Open deletes it.
 	keyClosed = []byte("closed-epoch")
 	castagno  = crc32.MakeTable(crc32.Castagnoli)
+	// errAsyncRefused marks an asynchronous fdatasync whose submission the kernel
+	// refused (nothing of it ran): the journal syncs with fdatasync(2) instead.
+	errAsyncRefused = errors.New("boltstore: asynchronous fdatasync refused")
+	// errAsyncBroken marks an asynchronous fdatasync whose outcome could not be
+	// learned after submission: the sync counts as failed (its error, if the flush had
+	// one, may have gone with the request), and the journal closes the AIO context
+	// (which waits for the request) and uses fdatasync(2) from then on.
+	errAsyncBroken = errors.New("boltstore: asynchronous fdatasync lost")
 	// errJournal marks a journal entry that is well framed but cannot be applied.
 	errJournal = errors.New("boltstore: journal entry cannot be applied")
 )
@@ -161,8 +169,9 @@ func (j *journal) fdatasync() error {
 			j.async.close()
 			j.async = nil
 		case errors.Is(err, errAsyncBroken):
-			// Submitted, outcome lost (the context is gone): this sync failed, the
-			// next ones use fdatasync(2).
+			// Submitted, outcome lost: this sync failed, the next ones use
+			// fdatasync(2).
+			j.async.close()
 			j.async = nil
 			return err
 		default:

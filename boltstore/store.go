@@ -145,8 +145,9 @@ func (s *Store) now() time.Time {
 	return s.clock()
 }
 
-// ErrLocked is returned by [Open] when another process holds the file open (a
-// second gateway on the same state directory): bbolt allows one writer process.
+// ErrLocked is returned by [Open] when the file is held open by another Store, of
+// this process or another (a second gateway on the same state directory): bbolt's
+// lock admits one at a time.
 var ErrLocked = errors.New("boltstore: locked")
 
 // ErrNotOpen is returned by a Store that Open did not make (a zero Store, a nil one).
@@ -247,13 +248,16 @@ type op struct {
 var errPanic = errors.New("boltstore: internal error")
 
 // run applies o to w; a panic is returned as an error wrapping errPanic.
-func (o *op) run(w *wtx) (err error) {
+func (o *op) run(w *wtx) error { return safely(func() error { return o.apply(w) }) }
+
+// safely runs fn, returning a panic as an error wrapping errPanic.
+func safely(fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", errPanic, r)
 		}
 	}()
-	return o.apply(w)
+	return fn()
 }
 
 // wtx is the open write transaction as operations see it: their puts and deletes are
@@ -436,9 +440,6 @@ func Open(path string, o *Options) (*Store, error) {
 	}
 	s := &Store{db: db, clock: o.Now, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
 		j: j, tx: tx, log: o.Logger, path: path}
-	if s.clock == nil {
-		s.clock = time.Now
-	}
 	s.lastCkpt = time.Now()
 	go s.commitLoop()
 	return s, nil
@@ -621,7 +622,11 @@ func (s *Store) run(batch []*op) {
 	}
 	if len(w.payload) > 0 {
 		pm, um := len(w.payload), len(w.undo)
-		if err := sweep(w, s.now()); err != nil {
+		// The sweep reads stored keys too: a damaged one fails the group, not the process.
+		if err := safely(func() error { return sweep(w, s.now()) }); errors.Is(err, errPanic) {
+			s.fail(batch, err)
+			return
+		} else if err != nil {
 			if err := w.rollback(pm, um); err != nil {
 				s.fail(batch, undoFailed(err))
 				return

@@ -169,11 +169,8 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 	if e != nil {
 		return nil, e
 	}
-	if _, open := rp.open.m.Load(tx.ID); open || tx.ID == "" {
+	if _, open := rp.open.m.Load(tx.ID); open { // enrollTx refused an empty transactionID
 		e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("a decision for this transactionID is open"))
-		if tx.ID == "" {
-			e = fail(PhaseGateway, ReasonInternal, errors.New("no transactionID"))
-		}
 		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
 		return nil, e
 	}
@@ -386,6 +383,10 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 		return nil
 	case errors.Is(err, ErrUnavailable):
 		return fail(PhaseIssue, ReasonCAUnavailable, err)
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		// The CA did not answer in time, or the request went away while it worked:
+		// nothing says it refused, so the device may try again.
+		return fail(PhaseIssue, ReasonCAUnavailable, fmt.Errorf("%w: %w", ErrUnavailable, err))
 	case err != nil:
 		return fail(PhaseIssue, ReasonCARefused, err)
 	case cert == nil:

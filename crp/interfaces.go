@@ -131,7 +131,10 @@ func (c CAIssuer) Issue(ctx context.Context, req *IssueRequest) (*x509.Certifica
 		return nil, fmt.Errorf("%w: CAIssuer without a CA", ErrUnavailable)
 	}
 	cert, err := c.CA.Sign(ctx, req.Template, req.PublicKey)
-	if err != nil {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		return nil, err // out of time (a remote signer): not a refusal
+	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	return cert, nil

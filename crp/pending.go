@@ -112,7 +112,9 @@ func (rp *RegistrationPoint) signerKeyRevoked(ctx context.Context, rec *Record) 
 		}
 		query.After = certs[len(certs)-1]
 	}
-	return nil
+	// More certificates than were searched: the signer's standing is not known, so
+	// the approval waits rather than passes.
+	return unavailable(PhaseGateway, fmt.Errorf("over %d certificates for this device or user: the signer's key was not found among them", 100*MaxListLimit))
 }
 
 // Reject refuses a pending request; the device's next poll gets FAILURE badRequest.

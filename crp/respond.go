@@ -68,6 +68,9 @@ func failInfoFor(e *Error) scep.FailInfo {
 }
 
 func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*scep.Response, *Error) {
+	if (req.MessageType == scep.GetCert || req.MessageType == scep.GetCRL) && req.IssuerAndSerial == nil {
+		return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New(req.MessageType.String()+" without an issuer and serial"))
+	}
 	switch req.MessageType {
 	case scep.PKCSReq, scep.RenewalReq:
 		return rp.enrollSCEP(ctx, req)
@@ -77,12 +80,6 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 			return nil, e
 		}
 		return answer(rec)
-	case scep.GetCert, scep.GetCRL:
-		if req.IssuerAndSerial == nil {
-			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New(req.MessageType.String()+" without an issuer and serial"))
-		}
-	}
-	switch req.MessageType {
 	case scep.GetCert:
 		if !rp.isOurCAName(req.IssuerAndSerial.Issuer) {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert for another issuer"))

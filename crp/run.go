@@ -113,11 +113,6 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 		}
 		cert, err := tx.ca.issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
 			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
-		if err != nil && !errors.Is(err, ErrUnavailable) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
-			// The CA did not answer in time, or the request went away while it
-			// worked: nothing says it refused, so the device may try again.
-			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
 		return rp.accept(ctx, tx, cert, err, issuerCA(tx.ca.issuer) == nil)
 	}})
 }

@@ -249,10 +249,14 @@ func unknownEnv(environ []string) (others []string, err error) {
 		if !strings.HasPrefix(name, "SCEPKIT_") || known[name] {
 			continue
 		}
+		best, bestD := "", 3
 		for k := range known {
-			if editDistance(name, k) <= 2 {
-				return nil, fmt.Errorf("unknown setting %s in the environment: did you mean %s? (scepkit -h lists them)", name, k)
+			if d := editDistance(name, k); d < bestD || d == bestD && k < best {
+				best, bestD = k, d
 			}
+		}
+		if best != "" {
+			return nil, fmt.Errorf("unknown setting %s in the environment: did you mean %s? (scepkit -h lists them)", name, best)
 		}
 		others = append(others, name)
 	}
@@ -370,8 +374,8 @@ func readSecretFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi.Mode().Perm()&0o007 != 0 {
-		return nil, fmt.Errorf("%s may be read or written by other users (mode %v): chmod o-rwx it", path, fi.Mode().Perm())
+	if err := privateMode(path, fi); err != nil {
+		return nil, err
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
@@ -381,6 +385,15 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: over %d bytes", path, maxSecretFile)
 	}
 	return b, nil
+}
+
+// privateMode refuses a file of secrets (fi, at path) that other users may read or
+// write.
+func privateMode(path string, fi os.FileInfo) error {
+	if fi.Mode().Perm()&0o007 != 0 {
+		return fmt.Errorf("%s may be read or written by other users (mode %v): chmod o-rwx it", path, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // readConfigFile reads the configuration file and its permissions, from one open file.

@@ -570,8 +570,8 @@ func privateKeyFiles(dir string) error {
 		if err != nil {
 			return err
 		}
-		if fi.Mode().Perm()&0o007 != 0 {
-			return fmt.Errorf("%s may be read or written by other users (mode %v): chmod o-rwx it", path, fi.Mode().Perm())
+		if err := privateMode(path, fi); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -90,14 +89,10 @@ func TestMissingCAFilesRefused(t *testing.T) {
 				ca, err := catemplate.LoadCA(f.path("state"))
 				require.Error(t, err)
 				require.Nil(t, ca)
-				require.Contains(t, string(after), string(pemOf(first)))
+				require.Contains(t, string(after), string(pemCert(first)))
 			}
 		})
 	}
-}
-
-func pemOf(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
 // TestConcurrentFirstStart: gateways started together on a new state directory (side

@@ -40,6 +40,9 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 		fs.Usage()
 		return errors.New("-dir is required")
 	}
+	if _, err := unknownEnv(os.Environ()); err != nil {
+		return err
+	}
 	c, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
 		return err

@@ -63,25 +63,30 @@ func openDeviceBook(path string, reg *crp.MemoryRegistry) (*deviceBook, error) {
 	return b, nil
 }
 
-// load reads the lines of f. A line that does not parse is the last one, cut by a
-// crash mid-write: it and what follows it are dropped, so that the next line appended
-// starts clean.
+// load reads the lines of f. A last line without its newline was cut by a crash
+// mid-write: it is dropped, so that the next line appended starts clean. Any other
+// line that does not parse is damage, and refused: nothing written whole is cut.
 func (b *deviceBook) load(f *os.File) error {
 	r := bufio.NewReader(f)
 	var good int64
 	for {
 		line, err := r.ReadBytes('\n')
-		if err == io.EOF && len(line) == 0 {
+		switch {
+		case err == io.EOF && len(line) == 0:
 			b.size = good
 			return nil
-		}
-		var d deviceLine
-		if err != nil || json.Unmarshal(line, &d) != nil || d.Device == "" || d.User == "" || b.n >= maxEnrolledDevices {
-			if err != nil && err != io.EOF {
-				return err
-			}
+		case err == io.EOF:
 			b.size = good
 			return f.Truncate(good)
+		case err != nil:
+			return err
+		}
+		var d deviceLine
+		if json.Unmarshal(line, &d) != nil || d.Device == "" || d.User == "" {
+			return fmt.Errorf("line at byte %d is not a device", good)
+		}
+		if b.n >= maxEnrolledDevices {
+			return fmt.Errorf("over %d devices", maxEnrolledDevices)
 		}
 		good += int64(len(line))
 		b.n++

@@ -35,3 +35,17 @@ func TestDeviceBookTornLine(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, `{"device":"d1","user":"u1"}`+"\n"+`{"device":"d2","user":"u2"}`+"\n"+`{"device":"d3","user":"u3"}`+"\n", string(data))
 }
+
+// TestDeviceBookDamagedLineKept: a whole line that does not parse, followed by good
+// ones, is damage, not a torn write: the book refuses to open and the file keeps every
+// line (before, the line and all after it were cut).
+func TestDeviceBookDamagedLineKept(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mdm-devices.jsonl")
+	content := `{"device":"d1","user":"u1"}` + "\n" + `garbage` + "\n" + `{"device":"d2","user":"u2"}` + "\n"
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	_, err := openDeviceBook(path, &crp.MemoryRegistry{})
+	require.ErrorContains(t, err, "is not a device")
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, content, string(data))
+}
