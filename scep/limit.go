@@ -33,7 +33,8 @@ const inFlightPerCore = 64
 // devices at once is served, not refused.
 const queuedPerSlot = 16
 
-// queuedBytesPerPlace bounds the bodies waiting together, per place in the queue.
+// queuedBytesPerPlace bounds the bodies waiting together, per place in the queue (and
+// at least one MaxBodyBytes body may wait, however short the queue).
 const queuedBytesPerPlace = 16 << 10
 
 func (s *Server) limiter() *limiter {
@@ -52,7 +53,7 @@ func (s *Server) limiter() *limiter {
 		case q < 0:
 			q = 0
 		}
-		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q), maxQueuedBytes: int64(q) * queuedBytesPerPlace}
+		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q), maxQueuedBytes: max(int64(q)*queuedBytesPerPlace, s.maxBodyBytes())}
 	})
 	return s.lim
 }

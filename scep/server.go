@@ -174,8 +174,8 @@ type Server struct {
 	// MaxQueued bounds the PKIOperation requests waiting for a turn, whole (their
 	// body read); zero means 16 times the MaxInFlight bound, negative means none wait.
 	// A waiting request holds about 19 KB plus its body, and the bodies waiting
-	// together are bounded too, at 16 KiB per place in the queue (a request whose body
-	// does not fit is answered 503). A request waits 30 seconds at most, then is
+	// together are bounded too, at 16 KiB per place in the queue or one MaxBodyBytes
+	// body, whichever is more (a request whose body does not fit is answered 503). A request waits 30 seconds at most, then is
 	// answered 503.
 	MaxQueued int
 	// Rand is the source of randomness; nil means crypto/rand.
@@ -454,13 +454,18 @@ func (s *Server) getNextCACert(w http.ResponseWriter, r *http.Request) {
 // the bytes arrive. SCEP requests are a few KiB.
 const presizeBodyBytes = 16 << 10
 
+// maxBodyBytes is MaxBodyBytes, or its default.
+func (s *Server) maxBodyBytes() int64 {
+	if s.MaxBodyBytes <= 0 {
+		return DefaultMaxBodyBytes
+	}
+	return s.MaxBodyBytes
+}
+
 func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	switch r.Method {
 	case http.MethodPost:
-		limit := s.MaxBodyBytes
-		if limit <= 0 {
-			limit = DefaultMaxBodyBytes
-		}
+		limit := s.maxBodyBytes()
 		if r.ContentLength > limit {
 			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
 			return nil, false
