@@ -16,6 +16,8 @@ type limiter struct {
 	maxQueuedBytes int64
 	queued         atomic.Int64
 	queuedBytes    atomic.Int64
+	maxHeldBytes   int64
+	heldBytes      atomic.Int64 // of the bodies read or being read, until their request ends
 	refused        atomic.Int64 // since the last log line
 	lastLog        atomic.Int64 // unix ns of the last log line
 }
@@ -53,7 +55,9 @@ func (s *Server) limiter() *limiter {
 		case q < 0:
 			q = 0
 		}
-		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q), maxQueuedBytes: max(int64(q)*queuedBytesPerPlace, s.maxBodyBytes())}
+		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q),
+			maxQueuedBytes: max(int64(q)*queuedBytesPerPlace, s.maxBodyBytes()),
+			maxHeldBytes:   max(int64(n+q)*queuedBytesPerPlace, 2*(s.maxBodyBytes()+1))}
 	})
 	return s.lim
 }
@@ -102,6 +106,26 @@ func (l *limiter) admit(ctx context.Context, size int) bool {
 
 func (l *limiter) release() { <-l.slots }
 
+// hold counts n more bytes of PKIOperation bodies held in memory, and reports false,
+// counting nothing, when that would exceed the bound. A nil limiter bounds nothing.
+func (l *limiter) hold(n int64) bool {
+	if l == nil {
+		return true
+	}
+	if l.heldBytes.Add(n) > l.maxHeldBytes {
+		l.heldBytes.Add(-n)
+		return false
+	}
+	return true
+}
+
+// unhold gives back n bytes counted by hold.
+func (l *limiter) unhold(n int64) {
+	if l != nil && n != 0 {
+		l.heldBytes.Add(-n)
+	}
+}
+
 // overloaded answers a PKIOperation the server has no turn for: 503 with Retry-After;
 // SCEP clients retry later. The refusals are logged at most
 // once a second, with their count.
@@ -115,5 +139,9 @@ func (s *Server) overloaded(w http.ResponseWriter, r *http.Request, l *limiter) 
 			"remote", r.RemoteAddr)
 	}
 	w.Header().Set("Retry-After", "1")
+	// The body may be unread, or read in part: closing the connection lets the answer
+	// go at once, where net/http would otherwise first read what is left of the body
+	// (a client trickling it would wait for its own timeout).
+	w.Header().Set("Connection", "close")
 	httpError(w, http.StatusServiceUnavailable, "too many requests at once, retry later")
 }

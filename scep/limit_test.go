@@ -255,3 +255,100 @@ func readingBodies() int {
 	buf := make([]byte, 16<<20)
 	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "scep.readAllBody(")
 }
+
+// stalledN opens a connection to addr that sends a PKIOperation's headers announcing a
+// body of size bytes (chunked when size is negative), and then only its first bytes.
+func stalledN(t *testing.T, addr string, size int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	head := fmt.Sprintf("Content-Length: %d\r\n\r\n0\x82", size)
+	if size < 0 {
+		head = "Transfer-Encoding: chunked\r\n\r\n800\r\n" + string(make([]byte, 0x800)) + "\r\n"
+	}
+	_, err = io.WriteString(c, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\n"+head)
+	require.NoError(t, err)
+	return c
+}
+
+// TestBodiesHeldBound: the memory PKIOperation bodies hold from their first byte is
+// bounded, whatever the number of connections. Before, every connection that sent its
+// headers held what it announced (up to 16 KiB at once) or what it had sent (up to
+// MaxBodyBytes) for BodyTimeout, without limit: any number of clients could trickle
+// bodies until the process ran out of memory. Beyond the bound a request is answered
+// 503 with Retry-After, reaches no Responder and issues nothing; once the senders go,
+// enrollments are served again and nothing stays counted.
+func TestBodiesHeldBound(t *testing.T) {
+	g := &gatedPKI{testPKI: newTestPKI(t), gate: make(chan struct{})}
+	close(g.gate)
+	ts, s := g.httpServer(t, false)
+	s.Responder = ResponderFunc(g.respond)
+	s.MaxInFlight, s.MaxQueued, s.MaxBodyBytes = 1, 1, 8<<10
+	l := s.limiter()
+	require.EqualValues(t, 2*queuedBytesPerPlace, l.maxHeldBytes)
+	addr := ts.Listener.Addr().String()
+
+	var conns []net.Conn
+	for range 4 { // 4 × 8000 bytes announced: within the bound of 32 KiB
+		conns = append(conns, stalledN(t, addr, 8000))
+	}
+	waitFor(t, "four bodies held", func() bool { return l.heldBytes.Load() == 4*8000 })
+	// A fifth, and an enrollment: 503 at once, not a wait for BodyTimeout.
+	c := stalledN(t, addr, 8000)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+	d := newDevice(t)
+	resp, err = http.Post(ts.URL+"?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(g.pkcsReq(t, d, "secret")))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+
+	// A chunked body grows its count as its bytes arrive, and is refused once the
+	// bound is reached, mid-body: 3 × 8000 + 4000 held, then 1, 2 and 4 KiB fit, 8 KiB
+	// does not.
+	conns[0].Close()
+	waitFor(t, "a body given back", func() bool { return l.heldBytes.Load() == 3*8000 })
+	conns = append(conns, stalledN(t, addr, 4000))
+	waitFor(t, "28000 bytes held", func() bool { return l.heldBytes.Load() == 28000 })
+	c = stalledN(t, addr, -1)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	answer := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		answer <- resp
+	}()
+	var resp2 *http.Response
+	for i := 0; resp2 == nil; i++ {
+		require.Less(t, i, 8, "a chunked body beyond the bound was not refused")
+		require.LessOrEqual(t, l.heldBytes.Load(), l.maxHeldBytes)
+		io.WriteString(c, "800\r\n"+string(make([]byte, 0x800))+"\r\n")
+		select {
+		case resp2 = <-answer:
+			require.NotNil(t, resp2)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	require.Equal(t, http.StatusServiceUnavailable, resp2.StatusCode)
+	require.Equal(t, int64(28000), l.heldBytes.Load())
+	require.Zero(t, g.entered.Load())
+	require.Zero(t, g.issuedCount())
+
+	for _, c := range conns {
+		c.Close()
+	}
+	c.Close()
+	waitFor(t, "every body given back", func() bool { return l.heldBytes.Load() == 0 })
+	fp := sha256.Sum256(g.ca.Raw)
+	_, err = (&Client{URL: ts.URL, CAFingerprint: fp[:]}).Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
+	require.NoError(t, err)
+	require.Equal(t, 1, g.issuedCount())
+	waitFor(t, "the enrollment's body given back", func() bool { return l.heldBytes.Load() == 0 })
+}

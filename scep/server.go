@@ -177,6 +177,14 @@ type Server struct {
 	// together are bounded too, at 16 KiB per place in the queue or one MaxBodyBytes
 	// body, whichever is more (a request whose body does not fit is answered 503). A request waits 30 seconds at most, then is
 	// answered 503.
+	//
+	// The memory held by PKIOperation bodies, from their first byte until their request
+	// ends (being received, waiting or worked on), is bounded too: at 16 KiB per turn
+	// and place in the queue, or two MaxBodyBytes bodies, whichever is more. A request
+	// whose body would exceed it is answered 503 with Retry-After as its bytes arrive.
+	// Clients that open many connections and trickle bodies can so hold the others
+	// off for up to BodyTimeout, never exhaust the memory: limit connections per
+	// client in front of the server (a reverse proxy) where that matters.
 	MaxQueued int
 	// Rand is the source of randomness; nil means crypto/rand.
 	Rand io.Reader
@@ -368,7 +376,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.overloaded(w, r, l)
 			return
 		}
-		body, ok := s.readMessage(w, r)
+		body, held, ok := s.readMessage(w, r, l)
+		defer l.unhold(held)
 		if !ok {
 			return
 		}
@@ -462,18 +471,23 @@ func (s *Server) maxBodyBytes() int64 {
 	return s.MaxBodyBytes
 }
 
-func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// readMessage reads a PKIOperation's message, from the POST body or the GET query,
+// and answers the client itself when it cannot. held is the memory l counts for the
+// body, which the caller gives back with l.unhold when the request ends.
+func (s *Server) readMessage(w http.ResponseWriter, r *http.Request, l *limiter) (msg []byte, held int64, ok bool) {
 	switch r.Method {
 	case http.MethodPost:
 		limit := s.maxBodyBytes()
 		if r.ContentLength > limit {
 			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
-			return nil, false
+			return nil, 0, false
 		}
-		body, err := s.readBody(w, r, limit)
+		body, held, err := s.readBody(w, r, limit, l)
 		switch {
 		case err == nil && int64(len(body)) > limit:
 			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		case errors.Is(err, errBodiesHeld):
+			s.overloaded(w, r, l)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			s.log().InfoContext(r.Context(), "scep: PKIOperation body not received in time", "remote", r.RemoteAddr,
 				"received", len(body))
@@ -481,26 +495,26 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) ([]byte, bo
 		case err != nil:
 			httpError(w, http.StatusBadRequest, "cannot read body")
 		default:
-			return body, true
+			return body, held, true
 		}
-		return nil, false
+		return nil, held, false
 	case http.MethodGet:
 		msg, err := DecodeGETMessage(r.URL.RawQuery)
 		if err != nil {
 			httpError(w, http.StatusBadRequest, "bad message parameter")
-			return nil, false
+			return nil, 0, false
 		}
-		return msg, true
+		return msg, 0, true
 	}
 	w.Header().Set("Allow", "GET, POST")
 	httpError(w, http.StatusMethodNotAllowed, "method not allowed")
-	return nil, false
+	return nil, 0, false
 }
 
 // readBody reads r's body, at most limit+1 bytes, within BodyTimeout: a timer moves
 // the connection's read deadline to the past when the time is up (so that it only ever
 // shortens the http.Server's own), and the read fails with os.ErrDeadlineExceeded.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, l *limiter) ([]byte, int64, error) {
 	d := s.BodyTimeout
 	if d == 0 {
 		d = DefaultBodyTimeout
@@ -516,7 +530,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 				fired = rc.SetReadDeadline(time.Now()) == nil
 			}
 		})
-		body, err := readAllBody(r, limit)
+		body, held, err := readAllBody(r, limit, l)
 		mu.Lock()
 		done = true
 		mu.Unlock()
@@ -526,23 +540,56 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 			// net/http would take the connection for closed.
 			rc.SetReadDeadline(time.Time{})
 		}
-		return body, err
+		return body, held, err
 	}
-	return readAllBody(r, limit)
+	return readAllBody(r, limit, l)
 }
 
-// readAllBody reads r's body, at most limit+1 bytes.
-func readAllBody(r *http.Request, limit int64) ([]byte, error) {
-	if n := r.ContentLength; n > 0 && n <= presizeBodyBytes {
-		// A typical message whose length is known: one allocation of that size
-		// instead of ReadAll's doubling (net/http ends the body at n bytes). Larger
-		// bodies grow as their bytes arrive, so that a client announcing a large
-		// body and sending nothing holds little memory.
-		body := make([]byte, n)
-		m, err := io.ReadFull(r.Body, body)
-		return body[:m], err
+// errBodiesHeld: the PKIOperation bodies the server holds already reach its bound.
+var errBodiesHeld = errors.New("scep: request bodies held at once reach the bound")
+
+// firstBodyBytes is the buffer a body of unknown length starts with.
+const firstBodyBytes = 1 << 10
+
+// readAllBody reads r's body, at most limit+1 bytes, counting the memory it allocates
+// with l.hold, as it allocates it: held is that count, which the caller gives back with
+// l.unhold once the body is no longer needed, whatever the error. A typical message
+// whose length is announced is read into one allocation of that size (net/http ends
+// the body at that length); a larger or unannounced one grows as its bytes arrive, so
+// that a client announcing a large body and sending nothing holds little memory.
+func readAllBody(r *http.Request, limit int64, l *limiter) (body []byte, held int64, err error) {
+	want := limit + 1
+	if r.ContentLength >= 0 {
+		want = min(want, r.ContentLength)
 	}
-	return io.ReadAll(io.LimitReader(r.Body, limit+1))
+	size := min(want, firstBodyBytes)
+	if r.ContentLength >= 0 && want <= presizeBodyBytes {
+		size = want
+	}
+	if !l.hold(size) {
+		return nil, 0, errBodiesHeld
+	}
+	held = size
+	body = make([]byte, 0, size)
+	for int64(len(body)) < want {
+		if len(body) == cap(body) {
+			next := min(2*int64(cap(body)), want)
+			if !l.hold(next - held) {
+				return body, held, errBodiesHeld
+			}
+			held = next
+			body = append(make([]byte, 0, next), body...)
+		}
+		n, err := r.Body.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			return body, held, nil
+		}
+		if err != nil {
+			return body, held, err
+		}
+	}
+	return body, held, nil
 }
 
 func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byte) {
