@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -187,10 +188,21 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 		// clients name a transaction by their CSR's key (RFC 8894 §3.2.1.1), so a
 		// device that rekeyed, signing with its old certificate, signs its next
 		// renewal under the same transactionID with the new one (certmonger does).
+		//
+		// Unless the transactionID is derived from this requester's key and not from the
+		// recorded one: then it is this requester's, and whoever recorded it first had
+		// chosen it to squat a device whose public key it knew (its next enrollment
+		// would be refused for as long as the record lives). The record is replaced by
+		// this request's.
 		if !bytes.Equal(rec.SignerKey, signerKey) && !requestedKey(rec, req.CSR) {
-			e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
-			rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
-			return nil, e
+			if !ownsTransactionID(req.TransactionID, req.Signer, req.CSR) {
+				e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
+				rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
+				return nil, e
+			}
+			rp.log().WarnContext(ctx, "crp: transactionID recorded for another key is derived from this requester's: its record is replaced",
+				"transactionID", req.TransactionID, "recorded_signer", hex.EncodeToString(rec.SignerKey),
+				"recorded_user", rec.UserID, "recorded_device", rec.DeviceID, "recorded_status", rec.Status.String())
 		}
 	}
 	ours := rp.issuedBy(req.Signer)
