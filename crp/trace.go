@@ -3,6 +3,7 @@ package crp
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -91,7 +92,21 @@ func (rp *RegistrationPoint) step(ctx context.Context, tx *Transaction, p Phase,
 	attrs = append(attrs, slog.String("outcome", "refused"), slog.String("reason", string(err.Reason)),
 		slog.String("failInfo", err.FailInfo().String()))
 	if err.Err != nil {
-		attrs = append(attrs, slog.String("err", err.Err.Error()))
+		attrs = append(attrs, slog.String("err", loggedError(err.Err)))
 	}
 	log.LogAttrs(ctx, slog.LevelWarn, "crp", attrs...)
+}
+
+// maxLoggedError bounds the text of an error in a step's log record: it may quote what
+// a requester chose (a CSR's subject and names, as long as the body allows), and one
+// request must not write a log record of its own size.
+const maxLoggedError = 1024
+
+// loggedError is err's text, cut at maxLoggedError bytes.
+func loggedError(err error) string {
+	msg := err.Error()
+	if len(msg) > maxLoggedError {
+		msg = strings.ToValidUTF8(msg[:maxLoggedError], "") + "…"
+	}
+	return msg
 }
