@@ -87,6 +87,7 @@ type Transaction struct {
 	claimStore challenge.ReplayStore // where claimID was claimed
 	reqHash    []byte                // requestHash of the request, computed once
 	unrecorded *IssuedCertificate    // Certificate, to be written with the transaction record
+	recordErr  error                 // why the outcome could not be recorded, if it could not
 	checkErr   error                 // what Verifier.Check said, judged phase by phase
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool

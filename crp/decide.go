@@ -198,7 +198,9 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 		// transactionID of the winner's open decision.
 		e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("a decision for this transactionID is open"))
 		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
-		rp.release(ctx, tx)
+		rctx, cancel := detached(ctx)
+		rp.release(rctx, tx)
+		cancel()
 		return nil, e
 	}
 	opened = true

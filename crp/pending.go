@@ -40,9 +40,12 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 		return nil, err
 	}
 	// The decision is given back when it could not be carried out: a transient
-	// failure, or a CA that queued the request again (it stays pending, to be
-	// approved again or completed by the CA).
-	defer func() { done(err != nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPending))) }()
+	// failure, a CA that queued the request again (it stays pending, to be approved
+	// again or completed by the CA), or an outcome the store could not record (the
+	// record still says PENDING).
+	defer func() {
+		done(err != nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPending) || tx.recordErr != nil))
+	}()
 	e := rp.runPhase(ctx, tx, PhaseGateway, builtin{"signer-revoked", func(ctx context.Context, tx *Transaction) *Error {
 		return rp.signerKeyRevoked(ctx, rec)
 	}})
@@ -118,6 +121,8 @@ func (rp *RegistrationPoint) signerKeyRevoked(ctx context.Context, rec *Record) 
 }
 
 // Reject refuses a pending request; the device's next poll gets FAILURE badRequest.
+// When the store cannot record the rejection, the error wraps ErrUnavailable and the
+// request stays pending, to be decided again.
 func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, why error) (err error) {
 	defer func() { rp.tel().decision(ctx, "reject", err) }()
 	rec, tx, err := rp.pending(ctx, transactionID)
@@ -128,8 +133,13 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 	if err != nil {
 		return err
 	}
-	defer done(false)
 	rp.finishRecord(ctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR)
+	if tx.recordErr != nil {
+		// Still PENDING: the decision is given back, to be made again.
+		done(true)
+		return fmt.Errorf("%w: recording the rejection: %w", ErrUnavailable, tx.recordErr)
+	}
+	done(false)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/scep"
@@ -45,7 +46,14 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 // finishRecord is finish for a transaction whose request hash (tx.reqHash) is set:
 // the one of the request being answered, or the one a pending request's record
 // keeps.
+//
+// It runs with ctx's values but not its end: a client that hangs up once its request is
+// being decided (the HTTP request's context ends) must not leave its challenge claimed
+// after a transient failure, nor a certificate the CA signed out of the record and the
+// inventory. finishTimeout bounds it instead.
 func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	// A notification that fails is logged by its step. Only a required notification
 	// of an issued certificate changes the outcome (notify returns nil otherwise).
 	if nerr := rp.notify(ctx, tx, e); e == nil {
@@ -109,6 +117,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		err = rp.transactions().Put(ctx, rec)
 	}
 	if err != nil {
+		tx.recordErr = err
 		rp.tel().storeError(ctx, "transactions")
 		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
 		if e == nil {
@@ -121,6 +130,15 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		}
 	}
 	return e
+}
+
+// finishTimeout bounds what concludes a transaction once the caller's context no
+// longer does (see finishRecord).
+const finishTimeout = 30 * time.Second
+
+// detached is ctx without its cancellation or deadline, bounded by finishTimeout.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 }
 
 // release undoes the claims a transaction made (its challenge, an external challenge,

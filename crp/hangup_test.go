@@ -1,0 +1,160 @@
+package crp_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"math/big"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+// envs are the registration points these tests run on: memory stores, and boltstore.
+func hangupEnvs(t *testing.T) map[string]func(t *testing.T) *crptest.Env {
+	keys(t)
+	return map[string]func(t *testing.T) *crptest.Env{
+		"memory": func(t *testing.T) *crptest.Env { return newEnv(t) },
+		"boltstore": func(t *testing.T) *crptest.Env {
+			env, err := crptest.New(crptest.Options{Dir: t.TempDir()})
+			require.NoError(t, err)
+			t.Cleanup(func() { env.Close() })
+			return env
+		},
+	}
+}
+
+// TestHangUpReleasesChallenge: a client that hangs up while the CA works (the HTTP
+// request's context ends; here its deadline passes) gets its challenge back, as the
+// Issuer's documentation promises for a context error. Before, the release was made
+// with the ended context, which the replay store refused ("crp: releasing challenge
+// err=context deadline exceeded"), and the device's retry with the same challenge was
+// refused as replayed.
+func TestHangUpReleasesChallenge(t *testing.T) {
+	for name, newEnv := range hangupEnvs(t) {
+		t.Run(name, func(t *testing.T) {
+			env := newEnv(t)
+			inner := env.RP.Issuer
+			env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+				<-ctx.Done() // a slow CA
+				return nil, ctx.Err()
+			})
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			req := csr(t, deviceKey, "alice@example.com", ch)
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			_, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "hangup-1", CSR: req, Challenge: ch})
+			require.ErrorIs(t, err, crp.ErrUnavailable)
+			require.Zero(t, env.Issuer.Count())
+
+			env.RP.Issuer = inner
+			res, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "hangup-2", CSR: req, Challenge: ch})
+			require.NoError(t, err, "the retry with the same challenge")
+			require.Equal(t, scep.Success, res.Status)
+		})
+	}
+}
+
+// TestHangUpAfterSigning: when the client hangs up just after the CA signed, the
+// certificate is still recorded, in the inventory and in the transaction's record, so
+// that a resend gets it and an operator finds it by serial. Before, both writes were
+// made with the ended context and failed: the certificate was withheld and known only
+// from a log line.
+func TestHangUpAfterSigning(t *testing.T) {
+	for name, newEnv := range hangupEnvs(t) {
+		t.Run(name, func(t *testing.T) {
+			env := newEnv(t)
+			inner := env.RP.Issuer
+			ctx, cancel := context.WithCancel(context.Background())
+			var serial atomic.Pointer[big.Int]
+			env.RP.Issuer = crp.IssuerFunc(func(ictx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+				c, err := inner.Issue(ictx, req)
+				if err == nil {
+					serial.Store(c.SerialNumber)
+				}
+				cancel() // the client hangs up
+				return c, err
+			})
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			enroll := &crp.EnrollRequest{TransactionID: "signed", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch}
+			_, err := env.RP.Enroll(ctx, enroll)
+			require.NoError(t, err)
+			require.NotNil(t, serial.Load())
+			require.Equal(t, 1, env.Issuer.Count())
+
+			ic, err := env.RP.Certificates.Lookup(context.Background(), serial.Load())
+			require.NoError(t, err, "the signed certificate is in the inventory")
+			require.Equal(t, "signed", ic.TransactionID)
+			rec, err := env.RP.Transactions.Get(context.Background(), "signed")
+			require.NoError(t, err, "and in the transaction's record, for resends and polls")
+			require.Equal(t, scep.Success, rec.Status)
+			require.Zero(t, rec.Certificate.SerialNumber.Cmp(serial.Load()))
+			require.Equal(t, 1, env.Issuer.Count())
+		})
+	}
+}
+
+// flakyTransactions fails every Put while down.
+type flakyTransactions struct {
+	crp.TransactionStore
+	down atomic.Bool
+}
+
+func (f *flakyTransactions) Put(ctx context.Context, r *crp.Record) error {
+	if f.down.Load() {
+		return errors.New("database down")
+	}
+	return f.TransactionStore.Put(ctx, r)
+}
+
+// TestDecisionNotRecorded: a decision the store could not record is an error and is
+// given back: the request stays pending and can be decided again. Before, Reject
+// returned nil with the record still PENDING (the device polled PENDING until the
+// record expired), and after either decision had failed to be recorded every later
+// Approve or Reject returned ErrDecided for a request Pending still listed.
+func TestDecisionNotRecorded(t *testing.T) {
+	for _, decision := range []string{"reject", "approve"} {
+		t.Run(decision, func(t *testing.T) {
+			env := newEnv(t)
+			env.Templates[crptest.TemplateName].RequiresApproval = true
+			ctx := context.Background()
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+			require.NoError(t, err)
+			require.Equal(t, scep.Pending, res.Status)
+			flaky := &flakyTransactions{TransactionStore: env.RP.Transactions}
+			env.RP.Transactions = flaky
+
+			decide := func() error {
+				if decision == "reject" {
+					return env.RP.Reject(ctx, "wait", errors.New("no"))
+				}
+				_, err := env.RP.Approve(ctx, "wait")
+				return err
+			}
+			flaky.down.Store(true)
+			err = decide()
+			require.Error(t, err, "a decision not recorded is not a success")
+			rec, gerr := flaky.Get(ctx, "wait")
+			require.NoError(t, gerr)
+			require.Equal(t, scep.Pending, rec.Status)
+			require.NotErrorIs(t, decide(), crp.ErrDecided, "given back: decided again, still failing while the store is down")
+
+			flaky.down.Store(false)
+			require.NoError(t, decide(), "decided once the store is back")
+			rec, err = flaky.Get(ctx, "wait")
+			require.NoError(t, err)
+			want := scep.Failure
+			if decision == "approve" {
+				want = scep.Success
+			}
+			require.Equal(t, want, rec.Status)
+			require.ErrorIs(t, decide(), crp.ErrDecided, "and only once")
+		})
+	}
+}
