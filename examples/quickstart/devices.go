@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/profile"
@@ -112,6 +113,11 @@ func (b *deviceBook) enroll(device, user string) error {
 	}
 	if b.n >= maxEnrolledDevices {
 		return errTooManyDevices
+	}
+	if !utf8.ValidString(device) || !utf8.ValidString(user) {
+		// JSON would write U+FFFD in place of the invalid bytes: two devices here would
+		// be one after a restart.
+		return errBadName
 	}
 	line, err := json.Marshal(deviceLine{Device: device, User: user})
 	if err != nil {

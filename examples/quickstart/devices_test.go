@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,4 +50,24 @@ func TestDeviceBookDamagedLineKept(t *testing.T) {
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.Equal(t, content, string(data))
+}
+
+// TestDeviceNamesMustBeUTF8: names that are not UTF-8 are refused, by the MDM endpoint
+// (400) and by the device book. Before, "dup\xff" and "dup\uFFFD" were two devices in
+// memory but one in the book, where JSON wrote U+FFFD for the invalid byte: after a
+// restart, the user who enrolled the first owned the second user's device.
+func TestDeviceNamesMustBeUTF8(t *testing.T) {
+	b, err := openDeviceBook(filepath.Join(t.TempDir(), "mdm-devices.jsonl"), &crp.MemoryRegistry{})
+	require.NoError(t, err)
+	defer b.Close()
+	require.NoError(t, b.enroll("dup\uFFFD", "alice@example.com"))
+	require.ErrorIs(t, b.enroll("dup\xff", "bob@example.com"), errBadName)
+	require.ErrorIs(t, b.enroll("laptop", "bob\xff@example.com"), errBadName)
+
+	m := &mdm{}
+	for _, q := range []string{"user=bob@example.com&device=dup%FF", "user=bob%FF@example.com&device=x", "user=bob@example.com&device=a%0Ab"} {
+		rec := httptest.NewRecorder()
+		m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mdm/profile?"+q, nil))
+		require.Equal(t, http.StatusBadRequest, rec.Code, q)
+	}
 }

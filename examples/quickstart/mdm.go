@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
@@ -54,6 +56,10 @@ func (m *mdm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user and device are required"})
 		return
 	}
+	if !printableName(user) || !printableName(device) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user and device must be printable UTF-8 text"})
+		return
+	}
 	p, _, err := m.issue(r.Context(), user, device)
 	switch {
 	case errors.Is(err, errForbidden):
@@ -72,6 +78,23 @@ func (m *mdm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var errForbidden = errors.New("user unknown or disabled")
+
+// errBadName: a user or device name that is not UTF-8.
+var errBadName = errors.New("user and device must be UTF-8 text")
+
+// printableName reports whether s is UTF-8 without control characters: a name that
+// goes into certificates, logs and the device book as it is.
+func printableName(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
 
 // issue enrolls device to user and mints the profile and challenge for them.
 func (m *mdm) issue(ctx context.Context, user, device string) (*profileJSON, *profile.Rendered, error) {
