@@ -55,7 +55,7 @@
 // Claims are kept until their challenge expires (at least a minute); transaction
 // records, and so pending requests, until Record.Expires (a zero Expires is
 // [DefaultRecordTTL] from the write). Expired entries are deleted a few at a time by
-// later commits ([sweepBudget] per commit, through expiry indexes: never a full scan).
+// later commits (64 at most per commit, through expiry indexes: never a full scan).
 // Certificates and revocations are kept: they are the inventory and the CRL. The file
 // grows with them (about 2 KB per certificate with its indexes) and reuses the
 // pages freed by expired claims and records.
@@ -364,7 +364,7 @@ func Open(path string, o *Options) (*Store, error) {
 	_, statErr := os.Lstat(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s is locked by another process (another gateway on this state directory?): %w", ErrLocked, path, err)
+		return nil, fmt.Errorf("%w: %s is locked by another Store, of this process or another (another gateway on this state directory?): %w", ErrLocked, path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: opening %s: %w", path, err)

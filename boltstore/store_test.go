@@ -89,7 +89,7 @@ func TestOpenLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	open(t, path)
 	_, err := boltstore.Open(path, &boltstore.Options{Timeout: 50 * time.Millisecond})
-	require.ErrorContains(t, err, "locked by another process", "a second process must not open the file in use")
+	require.ErrorContains(t, err, "locked by another Store", "a second process must not open the file in use")
 	require.ErrorIs(t, err, boltstore.ErrLocked)
 	require.False(t, errors.Is(err, crp.ErrNotFound))
 }

@@ -66,6 +66,26 @@ func (v *Verifier) now() time.Time {
 	return time.Now()
 }
 
+var errVerifierFields = fmt.Errorf("%w: Verifier needs Keys, Issuer and Audience", ErrConfig)
+
+// Validate reports, as an error matching [ErrConfig], what would make every
+// [Verifier.Check] and [Verifier.Verify] fail whatever the challenge: no Keys, Issuer
+// or Audience, no Replay store, a Leeway over [MaxLeeway], Algorithms empty or naming
+// one that cannot be allowed. Call it at start, before the first device does.
+func (v *Verifier) Validate() error {
+	if v.Keys == nil || v.Issuer == "" || v.Audience == "" {
+		return errVerifierFields
+	}
+	if v.Replay == nil {
+		return fmt.Errorf("%w: Verifier has no Replay store: challenges are one-time", ErrConfig)
+	}
+	if _, err := v.leeway(); err != nil {
+		return err
+	}
+	_, err := v.algorithms()
+	return err
+}
+
 func (v *Verifier) leeway() (time.Duration, error) {
 	switch {
 	case v.Leeway == 0:
@@ -103,7 +123,7 @@ func (v *Verifier) algorithms() ([]string, error) {
 // sets that may one day fetch keys.
 func (v *Verifier) Check(ctx context.Context, challenge string) (*Claims, error) {
 	if v.Keys == nil || v.Issuer == "" || v.Audience == "" {
-		return nil, fmt.Errorf("%w: Verifier needs Keys, Issuer and Audience", ErrConfig)
+		return nil, errVerifierFields
 	}
 	leeway, err := v.leeway()
 	if err != nil {

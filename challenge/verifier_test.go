@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -404,4 +405,36 @@ func TestVerifyConcurrent(t *testing.T) {
 	done.Wait()
 	require.EqualValues(t, 1, ok.Load())
 	require.EqualValues(t, n-1, replayed.Load())
+}
+
+// TestVerifierValidate: Validate refuses, with ErrConfig, what would make every Check
+// or Verify fail, and passes a Verifier that works.
+func TestVerifierValidate(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	for _, c := range []struct {
+		name   string
+		mangle func(v *Verifier)
+		ok     bool
+	}{
+		{"complete", func(v *Verifier) {}, true},
+		{"no Keys", func(v *Verifier) { v.Keys = nil }, false},
+		{"no Issuer", func(v *Verifier) { v.Issuer = "" }, false},
+		{"no Audience", func(v *Verifier) { v.Audience = "" }, false},
+		{"no Replay", func(v *Verifier) { v.Replay = nil }, false},
+		{"Leeway over MaxLeeway", func(v *Verifier) { v.Leeway = MaxLeeway + time.Second }, false},
+		{"NoLeeway", func(v *Verifier) { v.Leeway = NoLeeway }, true},
+		{"empty Algorithms", func(v *Verifier) { v.Algorithms = []string{} }, false},
+		{"none allowed", func(v *Verifier) { v.Algorithms = []string{"none"} }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := testVerifier(t, key)
+			v.Replay = &MemoryReplayStore{}
+			c.mangle(v)
+			if c.ok {
+				require.NoError(t, v.Validate())
+			} else {
+				require.ErrorIs(t, v.Validate(), ErrConfig)
+			}
+		})
+	}
 }

@@ -304,6 +304,12 @@ func (rp *RegistrationPoint) Validate() error {
 			return err
 		}
 	}
+	if ca := issuerCA(rp.Issuer); ca != nil && rp.CACert != nil && !rp.CACert.Equal(ca.Certificate) {
+		return errors.New("crp: CACert is not the certificate of the CAIssuer's CA: devices would be told one CA and issued by another")
+	}
+	if c := rp.caCert(); c != nil && !rp.now().Before(c.NotAfter) {
+		return fmt.Errorf("crp: the CA certificate %q expired at %v", c.Subject, c.NotAfter)
+	}
 	if rp.Verifier == nil {
 		return nil
 	}
@@ -312,6 +318,9 @@ func (rp *RegistrationPoint) Validate() error {
 	}
 	if rp.Verifier.Replay == nil {
 		return errors.New("crp: the Verifier needs a Replay store: challenges are one-time")
+	}
+	if err := rp.Verifier.Validate(); err != nil {
+		return fmt.Errorf("crp: %w", err)
 	}
 	return nil
 }

@@ -164,6 +164,9 @@ func (rp *RegistrationPoint) decisionTTL() time.Duration {
 //
 // Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
 func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
+	if req == nil {
+		return nil, errNilRequest
+	}
 	rp.sweepDecisions(ctx)
 	tx, e := rp.enrollTx(req)
 	if e != nil {
@@ -226,6 +229,9 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 // at ERROR as withheld, to be revoked. Its transaction record, FAILURE or another
 // certificate, tells it from a certificate the device got.
 func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error {
+	if c == nil {
+		return errNilRequest
+	}
 	rp.sweepDecisions(ctx)
 	v, ok := rp.open.m.Load(c.TransactionID)
 	if !ok {

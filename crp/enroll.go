@@ -34,6 +34,9 @@ type EnrollRequest struct {
 // front end (ACME, EST, REST). On refusal it returns a *Error and a Result that still
 // carries the Trace.
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
+	if req == nil {
+		return &Result{Status: scep.Failure, Trace: &Trace{}}, errNilRequest
+	}
 	ctx, end := rp.tel().startRequest(ctx, "crp Enroll", scep.PKCSReq, req.TransactionID)
 	res, e := rp.enroll(ctx, req)
 	end(res.Status, e)

@@ -153,6 +153,10 @@ func (e *Error) releases() bool {
 
 func fail(p Phase, r Reason, err error) *Error { return &Error{Phase: p, Reason: r, Err: err} }
 
+// errNilRequest is Enroll's, Decide's, Complete's and Respond's answer to a nil
+// request: a caller's mistake, refused without a trace in the store.
+var errNilRequest = &Error{Phase: PhaseGateway, Reason: ReasonRejected, Err: errors.New("nil request")}
+
 // Errors the interfaces of this package return, and that callers test with errors.Is.
 var (
 	// ErrNotFound: a directory, registry or store has no such entry.

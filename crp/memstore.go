@@ -24,6 +24,10 @@ import (
 // requests are never recorded), certificates and revocations for the life of the
 // process (about 2 KB per certificate: use boltstore or pgstore when that is not
 // bounded enough).
+//
+// Its parts each have their own clock and size: name the part, as in
+// m.MemoryReplayStore.Now = clock and m.MemoryTransactions.Len() (m.Now and m.Len
+// alone are ambiguous selectors, which the compiler refuses).
 type MemoryStore struct {
 	challenge.MemoryReplayStore
 	MemoryTransactions

@@ -3,15 +3,19 @@ package crp_test
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
 )
 
 // TestOperatorFaults: what the embedding code gets wrong is an operator fault, not
@@ -106,4 +110,73 @@ func TestValidateCAIssuerWithoutCA(t *testing.T) {
 		env.RP.Issuer = issuer
 		require.ErrorContains(t, env.RP.Validate(), "CAIssuer without a CA")
 	}
+}
+
+// TestValidateRefusesWhatFailsEveryEnrollment: Validate refuses a configuration with
+// which every enrollment would fail: a Verifier without Keys or Issuer, with a Leeway
+// over the maximum or no algorithm; a CA certificate that has expired; a CACert that
+// is not the CAIssuer's CA. Before, each passed Validate.
+func TestValidateRefusesWhatFailsEveryEnrollment(t *testing.T) {
+	other, err := catemplate.NewCA(catemplate.CAOptions{Subject: pkix.Name{CommonName: "another CA"}})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name   string
+		mangle func(env *crptest.Env)
+		want   string
+	}{
+		{"Verifier without Keys", func(env *crptest.Env) { env.RP.Verifier.Keys = nil }, "needs Keys"},
+		{"Verifier without Issuer", func(env *crptest.Env) { env.RP.Verifier.Issuer = "" }, "needs Keys, Issuer"},
+		{"Leeway over the maximum", func(env *crptest.Env) { env.RP.Verifier.Leeway = 2 * time.Minute }, "leeway"},
+		{"no algorithm", func(env *crptest.Env) { env.RP.Verifier.Algorithms = []string{} }, "empty Algorithms"},
+		{"expired CA", func(env *crptest.Env) {
+			env.RP.Now = func() time.Time { return env.CA.Certificate.NotAfter.Add(time.Second) }
+		}, "expired"},
+		{"CACert of another CA than the CAIssuer's", func(env *crptest.Env) { env.RP.CACert = other.Certificate }, "not the certificate of the CAIssuer's CA"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := newEnv(t)
+			env.RP.Issuer = crp.CAIssuer{CA: env.CA}
+			require.NoError(t, env.RP.Validate())
+			c.mangle(env)
+			require.ErrorContains(t, env.RP.Validate(), c.want)
+		})
+	}
+}
+
+// TestVerifierConfigIsOperatorFault: a Verifier that cannot work (challenge.ErrConfig)
+// refuses as an operator fault (ReasonMisconfigured, badCertId), not as the device's
+// (it was ReasonInternal, badRequest), and the challenge stays usable once fixed.
+func TestVerifierConfigIsOperatorFault(t *testing.T) {
+	env := newEnv(t)
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	req := csr(t, deviceKey, "alice@example.com", ch)
+	env.RP.Verifier.Leeway = 2 * time.Minute
+	_, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "cfg-1", CSR: req, Challenge: ch})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonMisconfigured, e.Reason)
+	require.Equal(t, scep.BadCertID, e.FailInfo())
+	require.ErrorIs(t, err, challenge.ErrConfig)
+	require.Zero(t, env.Issuer.Count())
+
+	env.RP.Verifier.Leeway = 0
+	res, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "cfg-2", CSR: req, Challenge: ch})
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, res.Status)
+}
+
+// TestNilRequests: the entry points refuse a nil request with an error instead of
+// panicking.
+func TestNilRequests(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	res, err := env.RP.Enroll(ctx, nil)
+	require.Error(t, err)
+	require.Equal(t, scep.Failure, res.Status)
+	_, err = env.RP.Decide(ctx, nil)
+	require.Error(t, err)
+	require.Error(t, env.RP.Complete(ctx, nil))
+	_, err = env.RP.Respond(ctx, nil)
+	require.Error(t, err)
+	require.Zero(t, env.Issuer.Count())
 }

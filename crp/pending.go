@@ -17,8 +17,9 @@ import (
 // is the signer: a request signed with the key of a certificate issued to its device
 // and revoked since (a renewal whose signer was revoked while it waited) is refused.
 // The device's next poll gets the certificate. When the CA queues the request again,
-// the error wraps ErrPending and the request stays pending: approve it again later, or
-// let the CA Complete it.
+// the error wraps ErrPending and the request stays pending: approve (or reject) it
+// again later. Approve issues through the Issuer: a request queued by
+// [RegistrationPoint.Complete] with ErrPending has no open decision left to complete.
 func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) (cert *x509.Certificate, err error) {
 	ctx, end := rp.tel().startRequest(ctx, "crp Approve", scep.PKCSReq, transactionID)
 	defer func() {
@@ -41,7 +42,7 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	}
 	// The decision is given back when it could not be carried out: a transient
 	// failure, a CA that queued the request again (it stays pending, to be approved
-	// again or completed by the CA), or an outcome the store could not record (the
+	// again), or an outcome the store could not record (the
 	// record still says PENDING).
 	defer func() {
 		done(err != nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPending) || tx.recordErr != nil))

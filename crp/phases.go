@@ -105,7 +105,9 @@ func (rp *RegistrationPoint) stepVerifyChallenge(ctx context.Context, tx *Transa
 	}
 	tx.Claims, tx.checkErr = rp.Verifier.Check(ctx, tx.Challenge)
 	if errors.Is(tx.checkErr, challenge.ErrConfig) {
-		return fail(PhaseGateway, ReasonInternal, tx.checkErr)
+		// The operator's fault, not the device's: badCertId, and the challenge stays
+		// usable once the Verifier is fixed.
+		return fail(PhaseGateway, ReasonMisconfigured, tx.checkErr)
 	}
 	return nil
 }

@@ -44,6 +44,9 @@ func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
 // answers from the transaction record; GetCert from the certificate store; GetCRL from
 // CRL. Refusals are *Error values wrapped in a scep.FailError with the phase's failInfo.
 func (rp *RegistrationPoint) Respond(ctx context.Context, req *scep.Request) (*scep.Response, error) {
+	if req == nil {
+		return nil, scep.Fail(scep.BadRequest, errNilRequest)
+	}
 	ctx, end := rp.tel().startRequest(ctx, "crp "+req.MessageType.String(), req.MessageType, req.TransactionID)
 	resp, e := rp.respond(ctx, req)
 	end(statusOf(resp, e), e)

@@ -2,7 +2,8 @@
 // issuer and verifier, a demo directory and device registry, a profile, templates, the
 // registration point and the SCEP server), for tests of code that embeds scepkit. Like
 // net/http/httptest, it is for tests and demos, not production: its keys are made on
-// the fly (or kept in a directory) and its stores are in memory. It hides the wiring a
+// the fly (or kept in a directory) and its stores are in memory (a boltstore in the
+// directory when Options.Dir is set). It hides the wiring a
 // gateway needs; to see it, read examples/minimal or examples/quickstart/gateway.go.
 package crptest
 
