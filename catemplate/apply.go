@@ -94,7 +94,10 @@ func apply(t *Template, csr *x509.CertificateRequest, r *profile.Rendered, ca *x
 		notBefore = ca.NotBefore
 	}
 	notAfter := now.Add(t.Validity)
-	if r != nil {
+	// The profile's validity shortens the template's, except on iOS and macOS, whose
+	// certificates Intune issues for the template's (the Apple SCEP payload carries no
+	// validity).
+	if r != nil && (r.Profile == nil || (r.Profile.Platform != profile.IOS && r.Profile.Platform != profile.MacOS)) {
 		if end := r.Validity.End(now); r.Validity.Value > 0 && end.Before(notAfter) {
 			notAfter = end
 		}

@@ -318,3 +318,38 @@ func TestApplyVerified(t *testing.T) {
 	_, err = ApplyVerified(clientTemplate(), small, r, ca.Certificate, testNow, nil)
 	require.ErrorIs(t, err, ErrKeyTooSmall, "every other check still runs")
 }
+
+// TestApplyValidityApple: on iOS and macOS the template's validity applies, not the
+// profile's, as in Intune (the Apple SCEP payload carries none). Before, a 30-day
+// profile cut the 365-day template's certificates to 30 days on every platform.
+func TestApplyValidityApple(t *testing.T) {
+	keys(t)
+	day := 24 * time.Hour
+	for _, c := range []struct {
+		platform profile.Platform
+		want     time.Time
+	}{
+		{profile.Windows, testNow.Add(30 * day)},
+		{profile.Android, testNow.Add(30 * day)},
+		{profile.IOS, testNow.Add(365 * day)},
+		{profile.MacOS, testNow.Add(365 * day)},
+	} {
+		t.Run(c.platform.String(), func(t *testing.T) {
+			p := userProfile()
+			p.Platform = c.platform
+			p.Validity = profile.ValidityPeriod{Value: 30, Unit: profile.Days}
+			if c.platform != profile.Windows {
+				p.KeyStorageProvider, p.Hash, p.TemplateName = 0, 0, ""
+			}
+			require.NoError(t, p.Validate())
+			r, err := profile.Render(p, profile.User{UserPrincipalName: "jane@contoso.com", Email: "jane@contoso.com"},
+				profile.Device{ID: "dev-1", Name: "laptop"}, nil)
+			require.NoError(t, err)
+			tp := clientTemplate()
+			tp.Validity = 365 * day
+			tmpl, err := Apply(tp, makeCSR(t, r, rsa2048), r, testCA(t, 10*365*day).Certificate, testNow, nil)
+			require.NoError(t, err)
+			require.Equal(t, c.want, tmpl.NotAfter)
+		})
+	}
+}

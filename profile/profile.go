@@ -264,10 +264,13 @@ type Profile struct {
 	// "CN={{UserPrincipalName}},O=Contoso". See [ParseSubjectFormat] for the grammar.
 	SubjectNameFormat       string
 	SubjectAlternativeNames []SAN
-	Validity                ValidityPeriod
-	KeyStorageProvider      KeyStorageProvider
-	KeyUsage                KeyUsage
-	KeyType                 KeyType
+	// Validity is the certificate lifetime asked for: the issued certificate's is the
+	// shorter of it and the CA template's. On iOS and macOS, as in Intune, the
+	// template's alone applies (package catemplate ignores it there).
+	Validity           ValidityPeriod
+	KeyStorageProvider KeyStorageProvider
+	KeyUsage           KeyUsage
+	KeyType            KeyType
 	// KeySize is the RSA modulus size in bits, or the curve size (256, 384) for ECDSA.
 	KeySize           int
 	Hash              Hash
