@@ -673,6 +673,8 @@ func (b *syncBuilder) scepCommands(r *Rendered, opts ExportOptions) (syncCmd, er
 		num("KeyProtection", 3)
 	case KSPWindowsHello:
 		num("KeyProtection", 4)
+		// Without it the device fails the enrollment (ClientCertificateInstall CSP).
+		chr("ContainerName", p.helloContainer())
 	}
 	if p.TemplateName != "" {
 		chr("TemplateName", p.TemplateName)

@@ -267,3 +267,21 @@ func checkPlist(t *testing.T, b []byte, r *Rendered) {
 	require.Equal(t, []any{"janes-laptop.corp.contoso.com", "janes-laptop.contoso.com"}, c.SubjectAltName["dNSName"])
 	require.Equal(t, "jane@contoso.com", c.SubjectAltName["ntPrincipalName"])
 }
+
+// TestExportSyncMLWindowsHello: with the Windows Hello key storage provider the export
+// names a container, without which Windows fails the enrollment (ClientCertificateInstall
+// CSP, KeyProtection 4); before, KeyProtection 4 went without it.
+func TestExportSyncMLWindowsHello(t *testing.T) {
+	for _, c := range []struct{ container, want string }{{"", "scepkit-prof-1"}, {"corp-vpn", "corp-vpn"}} {
+		p := exportProfile(Windows)
+		p.KeyStorageProvider, p.ContainerName = KSPWindowsHello, c.container
+		require.NoError(t, p.Validate())
+		r, err := Render(p, testUser(), testDevice(), nil)
+		require.NoError(t, err)
+		b, err := SyncML(r, exportOpts)
+		require.NoError(t, err)
+		require.Contains(t, string(b), "<LocURI>./User/Vendor/MSFT/ClientCertificateInstall/SCEP/prof-1/Install/KeyProtection</LocURI>")
+		require.Contains(t, string(b), "<LocURI>./User/Vendor/MSFT/ClientCertificateInstall/SCEP/prof-1/Install/ContainerName</LocURI>")
+		require.Contains(t, string(b), "<Data>"+c.want+"</Data>")
+	}
+}

@@ -269,8 +269,12 @@ type Profile struct {
 	// template's alone applies (package catemplate ignores it there).
 	Validity           ValidityPeriod
 	KeyStorageProvider KeyStorageProvider
-	KeyUsage           KeyUsage
-	KeyType            KeyType
+	// ContainerName is the Windows Hello for Business container the key is made in,
+	// with KSPWindowsHello only (Windows fails the enrollment without one); zero means
+	// "scepkit-" followed by the profile's ID.
+	ContainerName string
+	KeyUsage      KeyUsage
+	KeyType       KeyType
 	// KeySize is the RSA modulus size in bits, or the curve size (256, 384) for ECDSA.
 	KeySize           int
 	Hash              Hash
@@ -311,4 +315,12 @@ func (p *Profile) CAThumbprint() []byte {
 		return nil
 	}
 	return append([]byte(nil), p.CAFingerprint...)
+}
+
+// helloContainer is ContainerName, or its default.
+func (p *Profile) helloContainer() string {
+	if p.ContainerName != "" {
+		return p.ContainerName
+	}
+	return "scepkit-" + p.ID
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Bounds of the settings, as Intune and the device payloads allow them.
@@ -41,8 +43,9 @@ const (
 //   - SubjectAlternativeNames: at most 32, known Type, non-empty Value, well-formed
 //     variables.
 //   - Validity: 1 or more, at most 24 months (730 days, 24 months, 2 years).
-//   - KeyStorageProvider: Windows only; Windows Hello needs a 2048-bit RSA key; TPM
-//     providers allow at most 2048 bits.
+//   - KeyStorageProvider: Windows only; Windows Hello needs a 2048-bit RSA key and
+//     SHA-2; TPM providers allow at most 2048 bits. ContainerName: Windows Hello only,
+//     at most 256 printable characters without ;.
 //   - KeyUsage: digitalSignature, keyEncipherment or both.
 //   - KeyType RSA: KeySize 2048, 3072 or 4096 (1024 with AllowLegacyKeySize); Apple
 //     and Windows payloads cannot express 3072. ECDSA: Android only; KeySize 0 or the
@@ -179,11 +182,21 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 		if p.KeyStorageProvider == KSPWindowsHello && (p.KeyType != RSA || p.KeySize != 2048) {
 			bad("KeyStorageProvider", p.KeyStorageProvider, "Windows Hello needs a 2048-bit RSA key")
 		}
+		if p.KeyStorageProvider == KSPWindowsHello && p.Hash == SHA1 {
+			bad("Hash", p.Hash, "Windows Hello for Business supports SHA-2 only")
+		}
 		if (p.KeyStorageProvider == KSPTPMRequired || p.KeyStorageProvider == KSPTPMIfPresent) && p.KeySize > 2048 {
 			bad("KeySize", p.KeySize, "TPM key storage allows at most 2048 bits (4096 needs the software KSP)")
 		}
 	default:
 		bad("KeyStorageProvider", p.KeyStorageProvider, "unknown provider")
+	}
+
+	if p.ContainerName != "" && p.KeyStorageProvider != KSPWindowsHello {
+		bad("ContainerName", p.ContainerName, "only for the Windows Hello key storage provider")
+	}
+	if len(p.ContainerName) > 256 || strings.ContainsRune(p.ContainerName, ';') || !printableText(p.ContainerName) {
+		bad("ContainerName", p.ContainerName, "at most 256 printable characters, no ;")
 	}
 
 	// Key usage.
@@ -376,4 +389,17 @@ func (p *Profile) effectiveKeySize() int {
 		return 384
 	}
 	return p.KeySize
+}
+
+// printableText reports whether s is UTF-8 without control characters.
+func printableText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
