@@ -193,6 +193,9 @@ func (rc *renderCtx) lookup(name string, san int, uri bool) (string, error) {
 			return "", &VariableError{Name: name, Where: where(san), Err: ErrVariableNotAllowed, Detail: "allowed in URI SANs only"}
 		}
 		v := bv.get(rc.u, rc.d)
+		if dv := inDevice[bv.name]; dv != nil && rc.p.CertificateType == DeviceCertificate {
+			v = dv(rc.d)
+		}
 		if v == "" {
 			return "", &VariableError{Name: name, Where: where(san), Err: ErrEmptyVariable}
 		}

@@ -39,6 +39,11 @@ type Device struct {
 	WiFiMAC      string
 	EthernetMAC  string
 	EASID        string
+	// OnPremSecurityIdentifier is the SID of a hybrid-joined Windows device, synced
+	// from on-premises Active Directory: in a device certificate,
+	// {{OnPremisesSecurityIdentifier}} renders it (as User.OnPremSecurityIdentifier
+	// in a user certificate).
+	OnPremSecurityIdentifier string
 }
 
 // Values maps variable names (without braces) to values. It is how callers pass custom
@@ -51,6 +56,20 @@ type variable struct {
 	user    bool   // user variable: not allowed in device certificates
 	uriOnly bool
 	get     func(u *User, d *Device) string
+}
+
+// inDevice holds the variables whose value in a device certificate is the device's
+// own, where a user certificate has the user's.
+var inDevice = map[string]func(d *Device) string{
+	"OnPremisesSecurityIdentifier": func(d *Device) string { return sidURI(d.OnPremSecurityIdentifier) },
+}
+
+// sidURI is the URI {{OnPremisesSecurityIdentifier}} renders for sid ("" for none).
+func sidURI(sid string) string {
+	if sid == "" {
+		return ""
+	}
+	return sidURIPrefix + sid
 }
 
 const sidURIPrefix = "tag:microsoft.com,2022-09-14:sid:"
@@ -66,11 +85,8 @@ var builtins = []variable{
 	{"UserId", true, false, func(u *User, _ *Device) string { return u.ID }},
 	{"OnPrem_Distinguished_Name", true, false, func(u *User, _ *Device) string { return u.OnPremDistinguishedName }},
 	{"OnPremisesSamAccountName", true, false, func(u *User, _ *Device) string { return u.OnPremSamAccountName }},
-	{"OnPremisesSecurityIdentifier", true, true, func(u *User, _ *Device) string {
-		if u.OnPremSecurityIdentifier == "" {
-			return ""
-		}
-		return sidURIPrefix + u.OnPremSecurityIdentifier
+	{"OnPremisesSecurityIdentifier", false, true, func(u *User, _ *Device) string {
+		return sidURI(u.OnPremSecurityIdentifier)
 	}},
 	{"AAD_Device_ID", false, false, func(_ *User, d *Device) string { return d.AADDeviceID }},
 	{"AzureADDeviceId", false, false, func(_ *User, d *Device) string { return d.AADDeviceID }},
