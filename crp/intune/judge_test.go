@@ -16,6 +16,7 @@ import (
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/crp/intune/intunetest"
+	profilepkg "github.com/scepkit/scepkit/profile"
 	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
@@ -148,4 +149,50 @@ func TestJudgedByEmulator(t *testing.T) {
 	require.Equal(t, 1, g.Issuer.Count())
 	require.Empty(t, g.Emu.Failures())
 	require.Empty(t, g.Emu.Violations())
+}
+
+// TestJudgedByEmulatorUPN: the emulator judges user principal names (otherName
+// 1.3.6.1.4.1.311.20.2.3), one of the SAN types of an Intune profile. Before, its
+// Profile had no UPNs, so a CSR with another user's UPN passed validateRequest.
+func TestJudgedByEmulatorUPN(t *testing.T) {
+	g := newGateway(t, false)
+	ctx := context.Background()
+	prof := intunetest.Profile{Subject: pkix.Name{CommonName: "jane"}, UPNs: []string{"jane@contoso.com"}, DeviceID: "d-7"}
+	csrWith := func(t *testing.T, ch string, upns ...string) *x509.CertificateRequest {
+		k := key(t)
+		ext, err := (&profilepkg.AltNames{UPNs: upns}).Extension(false)
+		require.NoError(t, err)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "jane"},
+			ExtraExtensions: []pkix.Extension{ext}}, k)
+		require.NoError(t, err)
+		der, err = scep.AddChallengePassword(der, ch, k, nil)
+		require.NoError(t, err)
+		c, err := x509.ParseCertificateRequest(der)
+		require.NoError(t, err)
+		return c
+	}
+	for _, c := range []struct {
+		name string
+		upns []string
+		want intune.Code
+	}{
+		{"another user's UPN", []string{"ceo@contoso.com"}, intune.CodeSubjectAltNameMismatch},
+		{"an extra UPN", []string{"jane@contoso.com", "ceo@contoso.com"}, intune.CodeSubjectAltNameMismatch},
+		{"matches", []string{"jane@contoso.com"}, intune.CodeSuccess},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ch := g.Emu.Mint(prof)
+			before := g.Issuer.Count()
+			_, err := g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "upn-" + c.name, CSR: csrWith(t, ch, c.upns...), Challenge: ch})
+			if c.want == intune.CodeSuccess {
+				require.NoError(t, err)
+				require.Equal(t, before+1, g.Issuer.Count())
+				return
+			}
+			var se *intune.ServiceError
+			require.ErrorAs(t, err, &se)
+			require.Equal(t, c.want, se.Code)
+			require.Equal(t, before, g.Issuer.Count(), "nothing issued")
+		})
+	}
 }

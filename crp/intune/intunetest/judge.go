@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/crp/intune"
+	"github.com/scepkit/scepkit/profile"
 )
 
 // Profile is what Intune minted a challenge for: a SCEP profile's settings as they
@@ -18,7 +19,8 @@ import (
 //
 //   - Subject: an empty CSR subject is SubjectNameMissing, another one
 //     SubjectNameMismatch (the subjects are compared as RFC 4514 strings);
-//   - DNSNames, EmailAddresses, URIs: no subjectAltName extension is
+//   - DNSNames, EmailAddresses, URIs, UPNs (user principal names, the otherName
+//     1.3.6.1.4.1.311.20.2.3): no subjectAltName extension is
 //     SubjectAltNameMissing, other names (as sets, per type) SubjectAltNameMismatch;
 //   - KeyUsage: a requested keyUsage extension other than KeyUsage (or none) is
 //     KeyUsageMismatch;
@@ -33,6 +35,7 @@ import (
 type Profile struct {
 	Subject                        pkix.Name
 	DNSNames, EmailAddresses, URIs []string
+	UPNs                           []string
 	KeyUsage                       x509.KeyUsage
 	KeySize                        int
 	ExtKeyUsages                   []x509.ExtKeyUsage
@@ -69,15 +72,19 @@ func (p *Profile) judge(csr *x509.CertificateRequest) (intune.Code, string) {
 			return intune.CodeSubjectNameMismatch, fmt.Sprintf("Subject Name in CSR %s and challenge %s do not match%s", got, want, dev)
 		}
 	}
-	if len(p.DNSNames)+len(p.EmailAddresses)+len(p.URIs) > 0 {
-		var uris []string
+	if len(p.DNSNames)+len(p.EmailAddresses)+len(p.URIs)+len(p.UPNs) > 0 {
+		var uris, upns []string
 		for _, u := range csr.URIs {
 			uris = append(uris, u.String())
+		}
+		if names, err := profile.RequestAltNames(csr); err == nil && names != nil {
+			upns = names.UPNs
 		}
 		switch {
 		case !hasExtension(csr, oidSAN):
 			return intune.CodeSubjectAltNameMissing, "the CSR has no subjectAltName" + dev
-		case !sameSet(csr.DNSNames, p.DNSNames) || !sameSet(csr.EmailAddresses, p.EmailAddresses) || !sameSet(uris, p.URIs):
+		case !sameSet(csr.DNSNames, p.DNSNames) || !sameSet(csr.EmailAddresses, p.EmailAddresses) || !sameSet(uris, p.URIs) ||
+			!sameSet(upns, p.UPNs):
 			return intune.CodeSubjectAltNameMismatch, "Subject Alternative Name in CSR and challenge do not match" + dev
 		}
 	}
