@@ -149,14 +149,15 @@ func validOIDs(tmpl *x509.Certificate) bool {
 	return true
 }
 
-// Revoke records serial as revoked for reason (an RFC 5280 CRLReason, 0-10 but not 7)
+// Revoke records serial as revoked for reason (an RFC 5280 CRLReason, 0-10 but not 7,
+// nor 8, removeFromCRL, which only a delta CRL may carry)
 // at time at; it shows in the next [CA.CRL]. Revoking a serial again keeps the first
 // entry. Revocations live in memory only: [SaveCA] does not persist them.
 func (ca *CA) Revoke(serial *big.Int, reason int, at time.Time) error {
 	if serial == nil || serial.Sign() <= 0 {
 		return errors.New("catemplate: revoke: serial must be positive")
 	}
-	if reason < 0 || reason > 10 || reason == 7 {
+	if reason < 0 || reason > 10 || reason == 7 || reason == 8 {
 		return fmt.Errorf("catemplate: revoke: invalid reason %d", reason)
 	}
 	ca.mu.Lock()

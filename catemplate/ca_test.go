@@ -97,6 +97,7 @@ func TestRevokeAndCRL(t *testing.T) {
 	require.False(t, ca.IsRevoked(nil))
 	require.Error(t, ca.Revoke(nil, 1, testNow))
 	require.Error(t, ca.Revoke(big.NewInt(3), 7, testNow))
+	require.Error(t, ca.Revoke(big.NewInt(3), 8, testNow), "removeFromCRL is for delta CRLs")
 	require.Error(t, ca.Revoke(big.NewInt(3), 11, testNow))
 
 	der, err := ca.CRL(ctx, testNow.Add(24*time.Hour))

@@ -177,14 +177,16 @@ func RevocationOrder(a, b *Revocation) int {
 }
 
 // CheckRevocation reports a revocation no CRL could carry (a serial that is not
-// positive, a CRLReason outside RFC 5280 section 5.3.1, no time). It is for store
+// positive, a CRLReason outside RFC 5280 section 5.3.1 or removeFromCRL, no time). It is for store
 // implementers: every backend's Revoke calls it first and refuses those (the
 // conformance suite crp/storetest checks it).
 func CheckRevocation(r *Revocation) error {
 	switch {
 	case r == nil || r.Serial == nil || r.Serial.Sign() <= 0:
 		return fmt.Errorf("crp: revocation: serial must be positive")
-	case r.Reason < 0 || r.Reason > 10 || r.Reason == 7:
+	case r.Reason < 0 || r.Reason > 10 || r.Reason == 7 || r.Reason == 8:
+		// 7 is unassigned; 8, removeFromCRL, belongs in delta CRLs only (RFC 5280
+		// section 5.3.1): in a full CRL, OpenSSL takes the certificate for valid.
 		return fmt.Errorf("crp: revocation: invalid CRLReason %d", r.Reason)
 	case r.RevokedAt.IsZero():
 		return fmt.Errorf("crp: revocation: no time")

@@ -168,7 +168,8 @@ func (f CertificateQuerierFunc) Certificates(ctx context.Context, q CertificateQ
 type Revocation struct {
 	// Serial is the revoked certificate's serial number.
 	Serial *big.Int
-	// Reason is the CRLReason (RFC 5280 section 5.3.1): 0-10 but not 7; 0 is
+	// Reason is the CRLReason (RFC 5280 section 5.3.1): 0-6, 9 or 10 (7 is unassigned,
+	// 8, removeFromCRL, is for delta CRLs only); 0 is
 	// unspecified.
 	Reason int
 	// RevokedAt is when the certificate was revoked (the CRL's revocationDate).

@@ -30,7 +30,7 @@ import (
 //	GET  /v1/pending?after=                   pending requests, a page
 //	POST /v1/pending/{id}/approve             issue a pending request
 //	POST /v1/pending/{id}/reject              refuse it; body {"reason": "..."}
-//	POST /v1/certificates/{serial}/revoke     body {"reason": 0-10 (not 7)}; serial in hex
+//	POST /v1/certificates/{serial}/revoke     body {"reason": 0-6, 9 or 10}; serial in hex
 //	GET  /v1/certificates/{serial}            one issued certificate
 //	GET  /v1/certificates?user=&device=&expiring_within=720h&after=
 //
@@ -445,7 +445,7 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Reason *int `json:"reason"`
 	}
-	const want = `body: {"reason": CRLReason 0-10, not 7}`
+	const want = `body: {"reason": CRLReason 0-6, 9 or 10}`
 	if err := decodeBody(r.Body, &body); err != nil || body.Reason == nil {
 		badBody(w, err, want)
 		return

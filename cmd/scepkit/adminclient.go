@@ -24,7 +24,7 @@ commands:
   pending                       list pending requests (every page)
   approve TRANSACTION-ID        issue a pending request
   reject TRANSACTION-ID [WHY]   refuse a pending request
-  revoke SERIAL REASON          revoke a certificate (serial in hex; RFC 5280 CRLReason 0-10, not 7)
+  revoke SERIAL REASON          revoke a certificate (serial in hex; RFC 5280 CRLReason 0-6, 9 or 10)
   cert SERIAL                   show one issued certificate
   certs [-user U] [-device D] [-expiring-within 720h]
                                 list issued certificates (every page)

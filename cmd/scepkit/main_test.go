@@ -1215,8 +1215,10 @@ func TestAdminAnswers(t *testing.T) {
 	require.Equal(t, http.StatusRequestEntityTooLarge, code, body)
 	code, body = r.adminCall(t, f, http.MethodPost, "/v1/certificates/"+serial+"/revoke", big)
 	require.Equal(t, http.StatusRequestEntityTooLarge, code, body)
-	code, body = r.adminCall(t, f, http.MethodPost, "/v1/certificates/"+serial+"/revoke", []byte(`{"reason": 7}`))
-	require.Equal(t, http.StatusBadRequest, code, body)
+	for _, reason := range []string{"7", "8"} { // unassigned; removeFromCRL (delta CRLs only)
+		code, body = r.adminCall(t, f, http.MethodPost, "/v1/certificates/"+serial+"/revoke", []byte(`{"reason": `+reason+`}`))
+		require.Equal(t, http.StatusBadRequest, code, body)
+	}
 
 	pg.Stop()
 	for _, c := range []struct{ method, path, body string }{
