@@ -213,7 +213,10 @@ type RegistrationPoint struct {
 	// RecordTTL is how long transaction records are kept; zero means 24 hours.
 	RecordTTL time.Duration
 	// DecisionTTL is how long a decision of [RegistrationPoint.Decide] waits for its
-	// completion; zero means DefaultDecisionTTL.
+	// completion, and the lease an Approve or Reject holds on a pending request in a
+	// shared store (Decisions, or the Verifier's Replay): its work is bounded to end
+	// within it, and a request whose decider died (a gateway killed mid-approval) can
+	// be decided again once it has passed. Zero means DefaultDecisionTTL.
 	DecisionTTL time.Duration
 	// MaxOpenDecisions is how many decisions of Decide may wait for their
 	// completion at once (each holds its request in memory until it is completed or

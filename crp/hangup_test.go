@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"math/big"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,4 +158,59 @@ func TestDecisionNotRecorded(t *testing.T) {
 			require.ErrorIs(t, decide(), crp.ErrDecided, "and only once")
 		})
 	}
+}
+
+// TestDecisionLeaseAfterDeath: a gateway that dies while approving (killed between
+// its claim on the decision and its record) leaves the request decidable again once
+// DecisionTTL has passed. Before, the claim lasted until the record expired (24 hours
+// by default): Pending listed the request, its device polled PENDING, and every
+// Approve or Reject answered ErrDecided. A decider whose work outlives its lease
+// neither finishes it nor gives back a claim that may be another's.
+func TestDecisionLeaseAfterDeath(t *testing.T) {
+	keys(t)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	env, err := crptest.New(crptest.Options{Now: clock, Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { env.Close() })
+	env.Templates[crptest.TemplateName].RequiresApproval = true
+	env.RP.DecisionTTL = 2 * time.Second
+	ctx := context.Background()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	require.NoError(t, err)
+	require.Equal(t, scep.Pending, res.Status)
+
+	inner := env.RP.Issuer
+	entered := make(chan struct{})
+	var calls atomic.Int32
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+		if calls.Add(1) == 1 { // the gateway that dies: it never gets past its CA
+			close(entered)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return inner.Issue(ctx, req)
+	})
+	first := make(chan error, 1)
+	go func() { _, err := env.RP.Approve(ctx, "wait"); first <- err }()
+	<-entered
+	_, err = env.RP.Approve(ctx, "wait")
+	require.ErrorIs(t, err, crp.ErrDecided, "the lease holds")
+
+	mu.Lock()
+	now = now.Add(time.Minute) // past the lease
+	mu.Unlock()
+	cert, err := env.RP.Approve(ctx, "wait")
+	require.NoError(t, err, "decidable again once the lease has passed")
+	require.NotNil(t, cert)
+
+	require.ErrorIs(t, <-first, crp.ErrUnavailable, "the first decider's work ends with its lease")
+	rec, err := env.RP.Transactions.Get(ctx, "wait")
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, rec.Status)
+	require.Zero(t, rec.Certificate.SerialNumber.Cmp(cert.SerialNumber))
+	require.Equal(t, 1, env.Issuer.Count())
+	require.ErrorIs(t, env.RP.Reject(ctx, "wait", errors.New("late")), crp.ErrDecided)
 }

@@ -36,7 +36,7 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	if err != nil {
 		return nil, err
 	}
-	done, err := rp.decide(ctx, rec)
+	dctx, done, err := rp.decide(ctx, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -47,25 +47,25 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	defer func() {
 		done(err != nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPending) || tx.recordErr != nil))
 	}()
-	e := rp.runPhase(ctx, tx, PhaseGateway, builtin{"signer-revoked", func(ctx context.Context, tx *Transaction) *Error {
+	e := rp.runPhase(dctx, tx, PhaseGateway, builtin{"signer-revoked", func(ctx context.Context, tx *Transaction) *Error {
 		return rp.signerKeyRevoked(ctx, rec)
 	}})
 	if e == nil && tx.Validator == nil { // an external validator's verdict stands: it judged phases 1-3
-		e = rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser})
+		e = rp.runPhase(dctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser})
 		if e == nil {
-			e = rp.runPhase(ctx, tx, PhaseMapping, builtin{"device-mapping", rp.stepDevice}, builtin{"profile-match", rp.stepProfile})
+			e = rp.runPhase(dctx, tx, PhaseMapping, builtin{"device-mapping", rp.stepDevice}, builtin{"profile-match", rp.stepProfile})
 		}
 	}
 	if e == nil {
-		e = rp.runPhase(ctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
+		e = rp.runPhase(dctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
 	}
 	if e == nil {
-		e = rp.issue(ctx, tx, true)
+		e = rp.issue(dctx, tx, true)
 	}
 	if e == nil && tx.Certificate == nil {
 		return nil, fmt.Errorf("%w: the CA queued transaction %q again", ErrPending, transactionID)
 	}
-	if e = rp.finishRecord(ctx, tx, e, rec.SignerKey, rec.CSR); e != nil {
+	if e = rp.finishRecord(dctx, tx, e, rec.SignerKey, rec.CSR); e != nil {
 		return nil, e
 	}
 	return tx.Certificate, nil
@@ -130,11 +130,11 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 	if err != nil {
 		return err
 	}
-	done, err := rp.decide(ctx, rec)
+	dctx, done, err := rp.decide(ctx, rec)
 	if err != nil {
 		return err
 	}
-	rp.finishRecord(ctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR)
+	rp.finishRecord(dctx, tx, fail(PhaseIssue, ReasonRejected, why), rec.SignerKey, rec.CSR)
 	if tx.recordErr != nil {
 		// Still PENDING: the decision is given back, to be made again.
 		done(true)
@@ -146,36 +146,67 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 
 // ErrDecided is returned by Approve and Reject when the pending request is already
 // being decided, or was (its record is no longer PENDING): a pending request is
-// decided once.
+// decided once. A decision left unfinished by a gateway that died holds the request
+// for RegistrationPoint.DecisionTTL at most.
 var ErrDecided = errors.New("crp: pending request already decided")
 
 // decide claims the right to decide a pending request, atomically (in the Decisions
 // store or the Verifier's replay store, shared by gateways side by side; in this
 // process otherwise). The returned func ends the claim: with true it gives the
-// decision back (a transient failure), with false it keeps it.
-func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record) (func(release bool), error) {
+// decision back (a transient failure), with false it keeps it. The returned context
+// bounds the decision's work, so that it ends within the claim.
+//
+// A claim in a shared store is a lease of DecisionTTL: a gateway that dies while
+// deciding (killed, or its host lost) leaves the request pending and decidable again
+// once the lease has passed, not stuck until the record expires. The decision's work
+// is bounded to end well within the lease, and the record is read again once the claim
+// is held, so that a request another gateway decided meanwhile is not decided twice.
+func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record) (context.Context, func(release bool), error) {
 	id := "decide:" + hex.EncodeToString(rec.Request)
 	claims := rp.Decisions
 	if claims == nil && rp.Verifier != nil {
 		claims = rp.Verifier.Replay
 	}
 	if claims != nil {
-		switch err := claims.Claim(ctx, id, rec.Expires); {
-		case errors.Is(err, challenge.ErrReplayed):
-			return nil, ErrDecided
-		case err != nil:
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		lease := rp.decisionTTL()
+		until := rp.now().Add(lease)
+		if rec.Expires.Before(until) {
+			until = rec.Expires
 		}
-		return func(release bool) {
-			if r, ok := claims.(challenge.Releaser); ok && release {
+		switch err := claims.Claim(ctx, id, until); {
+		case errors.Is(err, challenge.ErrReplayed):
+			return nil, nil, ErrDecided
+		case err != nil:
+			return nil, nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		release := func() {
+			if r, ok := claims.(challenge.Releaser); ok {
 				r.Release(context.WithoutCancel(ctx), id)
+			}
+		}
+		switch now, err := rp.transactions().Get(ctx, rec.TransactionID); {
+		case err != nil:
+			release()
+			return nil, nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		case now.Status != scep.Pending || !bytes.Equal(now.Request, rec.Request):
+			return nil, nil, fmt.Errorf("%w: transaction %q was decided meanwhile", ErrDecided, rec.TransactionID)
+		}
+		// The work ends while the lease holds, with room for the final writes
+		// (finishRecord's own bound).
+		wctx, cancel := context.WithTimeout(ctx, lease-min(lease/2, 2*finishTimeout))
+		return wctx, func(give bool) {
+			cancel()
+			// Given back only while the lease holds: past it, the claim may be
+			// another gateway's.
+			if give && rp.now().Before(until) {
+				release()
 			}
 		}, nil
 	}
 	if _, busy := rp.deciding.LoadOrStore(id, true); busy {
-		return nil, ErrDecided
+		return nil, nil, ErrDecided
 	}
-	return func(bool) { rp.deciding.Delete(id) }, nil
+	return ctx, func(bool) { rp.deciding.Delete(id) }, nil
 }
 
 func (rp *RegistrationPoint) pending(ctx context.Context, id string) (*Record, *Transaction, error) {
