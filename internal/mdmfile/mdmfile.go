@@ -158,27 +158,29 @@ func LoadDirectory(path string) (*Directory, error) {
 // challenges.
 func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	var b []byte
+	name := src // what errors call the source: a URL without its password
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 		if err != nil {
-			return nil, err
+			return nil, errors.New("JWKS: the URL does not parse") // the parser's error quotes it whole
 		}
+		name = req.URL.Redacted()
 		if !plainhttp.Protected(req.URL) {
-			return nil, fmt.Errorf("JWKS %s: plain http from a host that is not loopback: use https or a file", src)
+			return nil, fmt.Errorf("JWKS %s: plain http from a host that is not loopback: use https or a file", name)
 		}
 		client := &http.Client{CheckRedirect: plainhttp.CheckRedirect(nil)}
 		resp, err := client.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("JWKS %s: %w", src, err)
+			return nil, fmt.Errorf("JWKS %s: %w", name, err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("JWKS %s: HTTP %s", src, resp.Status)
+			return nil, fmt.Errorf("JWKS %s: HTTP %s", name, resp.Status)
 		}
 		if b, err = readAll(resp.Body, MaxJWKSSize); err != nil {
-			return nil, fmt.Errorf("JWKS %s: %w", src, err)
+			return nil, fmt.Errorf("JWKS %s: %w", name, err)
 		}
 	} else {
 		var err error
@@ -188,10 +190,10 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	}
 	ks, err := challenge.ParseJWKS(b)
 	if err != nil {
-		return nil, fmt.Errorf("JWKS %s: %w", src, err)
+		return nil, fmt.Errorf("JWKS %s: %w", name, err)
 	}
 	if len(ks.KeyIDs()) == 0 {
-		return nil, fmt.Errorf("JWKS %s: no usable signature key", src)
+		return nil, fmt.Errorf("JWKS %s: no usable signature key", name)
 	}
 	return ks, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/scepkit/scepkit/challenge"
@@ -142,4 +143,24 @@ func TestSizeLimits(t *testing.T) {
 		_, err = LoadDirectory(path)
 		require.NoError(t, err, "at the limit")
 	})
+}
+
+// TestLoadKeySetRedactsPassword: a JWKS URL's password never reaches an error (which
+// cmd/scepkit prints at start). Before, "JWKS http://mdm:S3CRETPW@...: HTTP 401".
+func TestLoadKeySetRedactsPassword(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	for _, src := range []string{
+		strings.Replace(srv.URL, "http://", "http://mdm:S3CRETPW@", 1) + "/jwks",    // answers 401
+		strings.Replace(closed.URL, "http://", "http://mdm:S3CRETPW@", 1) + "/jwks", // refuses the connection
+		"http://mdm:S3CRETPW@127.0.0.1:99999/jwks",                                  // does not parse
+	} {
+		_, err := LoadKeySet(context.Background(), src)
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "S3CRETPW", src)
+	}
 }
