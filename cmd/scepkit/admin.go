@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -46,6 +47,9 @@ func adminTLS(c *config) (*tls.Config, error) {
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.Admin.ClientCA != "" {
+		if err := othersMayWrite(c.Admin.ClientCA); err != nil {
+			return nil, settingError("admin.client_ca", err)
+		}
 		certs, err := pemfile.ReadCertificates(c.Admin.ClientCA)
 		if err != nil {
 			return nil, settingError("admin.client_ca", err)
@@ -207,8 +211,15 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			if refused != "" {
 				attrs = append(attrs, slog.String("refused_cert", refused))
 			}
-			attrs = append(attrs, slog.String("method", r.Method), slog.String("path", r.URL.Path),
-				slog.String("query", r.URL.RawQuery), slog.Int("status", sw.status))
+			// Bounded, and a caller who did not authenticate gets no query logged (it may
+			// hold a token sent where it does not belong).
+			attrs = append(attrs, slog.String("method", r.Method), slog.String("path", cut(r.URL.Path, 256)))
+			if ok {
+				attrs = append(attrs, slog.String("query", cut(r.URL.RawQuery, 512)))
+			} else if r.URL.RawQuery != "" {
+				attrs = append(attrs, slog.Int("query_bytes", len(r.URL.RawQuery)))
+			}
+			attrs = append(attrs, slog.Int("status", sw.status))
 			if p != nil {
 				attrs = append(attrs, slog.Bool("panicked", true))
 			}
@@ -221,6 +232,10 @@ func (a *admin) audited(next http.Handler) http.Handler {
 		if !ok {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="scepkit admin"`)
 			writeJSON(sw, http.StatusUnauthorized, apiError{"authentication required"})
+			return
+		}
+		if crossSite(r) {
+			writeJSON(sw, http.StatusForbidden, apiError{"cross-site requests are refused"})
 			return
 		}
 		r.Body = http.MaxBytesReader(sw, r.Body, 64<<10)
@@ -592,9 +607,44 @@ func loadKeyPair(prefix, certFile, keyFile string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, settingError(prefix+"tls_key", err)
 	}
+	// Whoever reads the key can pose as this listener (to scepkit admin, and collect
+	// its token; to devices, as the gateway).
+	if fi, err := os.Stat(keyFile); err == nil {
+		if err := privateMode(keyFile, fi); err != nil {
+			return tls.Certificate{}, settingError(prefix+"tls_key", err)
+		}
+	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, settingError(prefix+"tls_cert", err)
 	}
 	return cert, nil
+}
+
+// crossSite reports whether r is a request a browser made on another site's behalf: an
+// operator whose browser holds an admin client certificate must not have a web page
+// approve, reject or revoke through it (a form POST needs no script). Browsers mark
+// such requests with Origin and Sec-Fetch-Site; scepkit admin and curl send neither.
+func crossSite(r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return false
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return true
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		return err != nil || u.Scheme != "https" || u.Host != r.Host
+	}
+	return false
+}
+
+// cut is s, at most n bytes of it (whole UTF-8 sequences), marked when cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }

@@ -396,6 +396,18 @@ func privateMode(path string, fi os.FileInfo) error {
 	return nil
 }
 
+// othersMayWrite refuses a file or directory (at path) that decides whom the gateway
+// trusts or what it signs with, and that other users may write: the MDM's keys, the
+// directory, the admin client CA, a rollover's CA and RA. Whoever may write there may
+// put keys of his own in place. A path that does not exist is left to its reader.
+func othersMayWrite(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o002 == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s may be written by other users (mode %v): chmod o-w it", path, fi.Mode().Perm())
+}
+
 // readConfigFile reads the configuration file and its permissions, from one open file.
 func readConfigFile(path string) ([]byte, os.FileMode, error) {
 	f, err := os.Open(path)

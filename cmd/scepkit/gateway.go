@@ -139,6 +139,21 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 			return nil, err
 		}
 	}
+	if !strings.HasPrefix(c.JWKS, "http://") && !strings.HasPrefix(c.JWKS, "https://") {
+		if err := othersMayWrite(c.JWKS); err != nil {
+			return nil, settingError("jwks", err)
+		}
+	}
+	if err := othersMayWrite(c.Directory); err != nil {
+		return nil, settingError("directory", err)
+	}
+	if d := c.Rollover.Dir; d != "" {
+		for _, p := range []string{d, filepath.Join(d, catemplate.CACertFile), filepath.Join(d, catemplate.RASigningCertFile)} {
+			if err := othersMayWrite(p); err != nil {
+				return nil, settingError("rollover.dir", err)
+			}
+		}
+	}
 	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
 	if err != nil {
 		return nil, settingError("jwks", err)
@@ -473,7 +488,11 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 		if fastErr != nil {
 			return nil, nil, fastErr
 		}
-		return nil, nil, settingError("state_dir", fmt.Errorf("waiting for another gateway to make the CA: %w", err))
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return nil, nil, settingError("state_dir", fmt.Errorf("waiting for another gateway to make the CA: %w", err))
+		}
+		// Not a wait: the lock file cannot be made (a read-only or missing state_dir).
+		return nil, nil, settingError("state_dir", fmt.Errorf("the CA and RA are missing and cannot be made here: %w", err))
 	}
 	defer lock.Unlock()
 	if c.PKCS11.Module == "" {

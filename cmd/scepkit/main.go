@@ -30,6 +30,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"go.opentelemetry.io/otel"
 )
 
 func main() {
@@ -103,6 +105,27 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	log := slog.New(h)
+	// SIGHUP, which operators and renewal hooks send to mean "reload": scepkit reads
+	// its settings at start only, so it says so and goes on (the signal's default
+	// action ended the process at once, dropping requests in flight, without a word).
+	hup, served := make(chan os.Signal, 1), make(chan struct{})
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(served) }()
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Warn("SIGHUP ignored: scepkit serve reads its settings at start only; restart it to apply a change")
+			case <-served:
+				return
+			}
+		}
+	}()
+	// OpenTelemetry's export errors in the gateway's log, in its format (by default
+	// they went to stderr as plain text, breaking JSON log pipelines).
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("opentelemetry export", "err", err)
+	}))
 	if len(otherEnv) > 0 {
 		log.Warn("SCEPKIT_ variables that are no setting of scepkit serve, ignored", "names", otherEnv)
 	}

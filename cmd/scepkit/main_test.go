@@ -1026,6 +1026,38 @@ func TestConfigErrors(t *testing.T) {
 	// (a key and its certificate) in place of the gateway's.
 	require.NoError(t, os.MkdirAll(f.path("open-state"), 0o700))
 	require.NoError(t, os.Chmod(f.path("open-state"), 0o777))
+	// Files that decide whom the gateway trusts, writable by anyone: the MDM's keys,
+	// the directory, the admin client CA, a rollover's directory. And the admin
+	// listener's TLS key readable by anyone (whoever holds it poses as the listener
+	// and collects operators' tokens).
+	for _, name := range []string{"jwks.json", "directory.json", "admin-ca.pem"} {
+		b, err := os.ReadFile(f.path(name))
+		require.NoError(t, err)
+		f.write(t, "open-"+name, b)
+		require.NoError(t, os.Chmod(f.path("open-"+name), 0o666))
+	}
+	require.NoError(t, os.MkdirAll(f.path("open-next"), 0o700))
+	require.NoError(t, os.Chmod(f.path("open-next"), 0o777))
+	keyPEM, err := os.ReadFile(f.path("admin-server.key"))
+	require.NoError(t, err)
+	f.write(t, "open-admin.key", keyPEM)
+	require.NoError(t, os.Chmod(f.path("open-admin.key"), 0o644))
+	cases = append(cases, []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"JWKS file writable by others", []string{"SCEPKIT_JWKS=" + f.path("open-jwks.json")},
+			"setting jwks (SCEPKIT_JWKS): " + f.path("open-jwks.json") + " may be written by other users"},
+		{"directory writable by others", []string{"SCEPKIT_DIRECTORY=" + f.path("open-directory.json")},
+			"setting directory (SCEPKIT_DIRECTORY): " + f.path("open-directory.json") + " may be written by other users"},
+		{"admin client CA writable by others", []string{"SCEPKIT_ADMIN_CLIENT_CA=" + f.path("open-admin-ca.pem")},
+			"setting admin.client_ca (SCEPKIT_ADMIN_CLIENT_CA): " + f.path("open-admin-ca.pem") + " may be written by other users"},
+		{"admin TLS key readable by others", []string{"SCEPKIT_ADMIN_TLS_KEY=" + f.path("open-admin.key")},
+			"setting admin.tls_key (SCEPKIT_ADMIN_TLS_KEY): " + f.path("open-admin.key") + " may be read or written by other users"},
+		{"rollover directory writable by others", []string{"SCEPKIT_ROLLOVER_DIR=" + f.path("open-next"), "SCEPKIT_ROLLOVER_AT=2030-01-01T00:00:00Z"},
+			"setting rollover.dir (SCEPKIT_ROLLOVER_DIR): " + f.path("open-next") + " may be written by other users"},
+	}...)
 	cases = append(cases, []struct {
 		name string
 		env  []string
@@ -1370,9 +1402,33 @@ func TestAdminPathTricks(t *testing.T) {
 	}
 	require.Equal(t, http.StatusMethodNotAllowed, send(http.MethodPost, "/v1/pending", f.token,
 		map[string]string{"X-HTTP-Method-Override": "GET", "X-Method-Override": "GET"}))
+
+	// A browser holding an operator's client certificate, on another site's page: a
+	// form POST needs no script. Refused by its Origin or Sec-Fetch-Site (before,
+	// answered; revocations cannot be undone). Tools that send neither are served.
+	for _, hdr := range []map[string]string{
+		{"Origin": "https://evil.example"},
+		{"Origin": "null"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "same-site"},
+	} {
+		require.Equal(t, http.StatusForbidden, send(http.MethodPost, "/v1/pending/tx/approve", f.token, hdr), "%v", hdr)
+	}
+	require.Equal(t, http.StatusNotFound, send(http.MethodPost, "/v1/pending/tx/approve", f.token, nil))
+	require.Equal(t, http.StatusOK, send(http.MethodGet, "/v1/pending", f.token, map[string]string{"Sec-Fetch-Site": "cross-site"}),
+		"reads are not refused")
+
+	// An unauthenticated call's query is not logged (a token sent in it), its path
+	// is cut: one request cannot write a log line of its own size.
+	require.Equal(t, http.StatusUnauthorized, send(http.MethodGet, "/v1/pending?token=QUERYSECRET", "", nil))
+	require.Equal(t, http.StatusUnauthorized, send(http.MethodGet, "/v1/"+strings.Repeat("p", 60000), "", nil))
 	require.Eventually(t, func() bool {
-		return strings.Count(r.Logs(), `"audit":"admin","who":"","method"`) >= 26
+		return strings.Count(r.Logs(), `"audit":"admin","who":"","method"`) >= 28
 	}, 5*time.Second, 20*time.Millisecond, "an audit line for every refused call")
+	require.NotContains(t, r.Logs(), "QUERYSECRET")
+	for _, l := range strings.Split(r.Logs(), "\n") {
+		require.Less(t, len(l), 4096)
+	}
 	r.stop(t)
 }
 
@@ -1401,4 +1457,18 @@ func TestCAEnvelopes(t *testing.T) {
 		}
 		r.stop(t)
 	}
+}
+
+// TestSIGHUPIgnored: SIGHUP, which operators and renewal hooks send to mean "reload",
+// is logged and ignored. Before, its default action ended the gateway at once,
+// dropping requests in flight, with nothing in the log.
+func TestSIGHUPIgnored(t *testing.T) {
+	f := newFixture(t)
+	r := start(t, f.config(t, "", ""))
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool { return strings.Contains(r.Logs(), "SIGHUP ignored") }, 5*time.Second, 20*time.Millisecond)
+	code, _, _ := get(t, r.base+"/healthz")
+	require.Equal(t, http.StatusOK, code, "still serving")
+	r.stop(t)
+	require.Contains(t, r.Logs(), "stopped")
 }

@@ -57,6 +57,9 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 	if *generate && c.PKCS11.Module == "" {
 		return errors.New("-generate-keys makes keys in a PKCS#11 token: set [pkcs11]")
 	}
+	if err := othersMayWrite(*dir); err != nil {
+		return fmt.Errorf("-dir: %w", err)
+	}
 	for _, f := range []string{catemplate.CACertFile, catemplate.RASigningCertFile} {
 		if _, err := os.Stat(filepath.Join(*dir, f)); err == nil {
 			return fmt.Errorf("%s already holds %s: choose an empty directory", *dir, f)
