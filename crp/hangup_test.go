@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -214,3 +216,31 @@ func TestDecisionLeaseAfterDeath(t *testing.T) {
 	require.Equal(t, 1, env.Issuer.Count())
 	require.ErrorIs(t, env.RP.Reject(ctx, "wait", errors.New("late")), crp.ErrDecided)
 }
+
+// TestRejectLogsWhy: the operator's reason for a rejection is in the log, with the
+// transaction, user and device (it was nowhere: not in the audit line, not in the
+// device's later FAILURE line).
+func TestRejectLogsWhy(t *testing.T) {
+	keys(t)
+	var logs strings.Builder
+	var mu sync.Mutex
+	env, err := crptest.New(crptest.Options{Logger: slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))})
+	require.NoError(t, err)
+	env.Templates[crptest.TemplateName].RequiresApproval = true
+	ctx := context.Background()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	_, err = env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	require.NoError(t, err)
+	require.NoError(t, env.RP.Reject(ctx, "wait", errors.New("laptop reported stolen")))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Contains(t, logs.String(), `"msg":"crp: pending request rejected","transactionID":"wait","why":"laptop reported stolen"`)
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -141,6 +141,12 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 		return fmt.Errorf("%w: recording the rejection: %w", ErrUnavailable, tx.recordErr)
 	}
 	done(false)
+	reason := ""
+	if why != nil {
+		reason = loggedError(why)
+	}
+	rp.log().InfoContext(ctx, "crp: pending request rejected", "transactionID", transactionID, "why", reason,
+		"user", rec.UserID, "device", rec.DeviceID)
 	return nil
 }
 

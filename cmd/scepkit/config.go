@@ -300,16 +300,21 @@ func (c *config) validate() error {
 		return settingError("directory", errors.New("required"))
 	case len(c.Profiles) == 0:
 		return settingError("profiles", errors.New("at least one profile id"))
-	case c.CertValidity <= 0:
-		return settingError("cert_validity", errors.New("must be positive"))
+	case c.CertValidity < duration(time.Hour):
+		// Issued certificates start 5 minutes back (clock skew): shorter than this,
+		// devices would get certificates that have expired or are about to.
+		return settingError("cert_validity", errors.New("at least 1h"))
 	case c.Log != "text" && c.Log != "json":
 		return settingError("log", fmt.Errorf("%q: want text or json", c.Log))
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return settingError("tls_key", errors.New("tls_cert and tls_key go together"))
-	case c.CRL.Validity <= 0:
-		return settingError("crl.validity", errors.New("must be positive"))
+	case c.CRL.Validity < duration(time.Minute):
+		return settingError("crl.validity", errors.New("at least 1m"))
 	case c.CRL.Refresh <= 0:
 		return settingError("crl.refresh", errors.New("must be positive"))
+	case c.CRL.Refresh >= c.CRL.Validity:
+		// Relying parties would hold an expired CRL until the next one is signed.
+		return settingError("crl.refresh", errors.New("must be shorter than crl.validity"))
 	case c.Admin.Listen != "" && (c.Admin.TLSCert == "" || c.Admin.TLSKey == ""):
 		return settingError("admin.tls_cert", errors.New("the admin listener is HTTPS only: set admin.tls_cert and admin.tls_key"))
 	case c.Admin.Listen != "" && c.Admin.ClientCA == "" && c.Admin.TokenFile == "":

@@ -170,6 +170,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return settingError("admin.listen", err)
 		}
 		defer aln.Close()
+		if a, ok := aln.Addr().(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+			log.Warn("the admin API listens on every interface: prefer a loopback or management address",
+				"admin.listen", c.Admin.Listen)
+		}
 	}
 	g, err := newGateway(ctx, c, log)
 	if err != nil {

@@ -1005,6 +1005,11 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"no jwks", []string{"SCEPKIT_JWKS="}, "setting jwks (SCEPKIT_JWKS): required"},
 		{"bad duration", []string{"SCEPKIT_CRL_VALIDITY=soon"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY)"},
+		// Certificates expired on arrival, CRLs expired before the next is signed.
+		{"certificates of a nanosecond", []string{"SCEPKIT_CERT_VALIDITY=1ns"}, "setting cert_validity (SCEPKIT_CERT_VALIDITY): at least 1h"},
+		{"CRL of a second", []string{"SCEPKIT_CRL_VALIDITY=1s"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY): at least 1m"},
+		{"CRL refreshed after it expires", []string{"SCEPKIT_CRL_VALIDITY=1h", "SCEPKIT_CRL_REFRESH=2h"},
+			"setting crl.refresh (SCEPKIT_CRL_REFRESH): must be shorter than crl.validity"},
 		{"admin without TLS", []string{"SCEPKIT_ADMIN_TLS_CERT="}, "setting admin.tls_cert (SCEPKIT_ADMIN_TLS_CERT)"},
 		// The key file's setting, not the certificate's (named before).
 		{"admin key missing", []string{"SCEPKIT_ADMIN_TLS_KEY=" + f.path("absent.key")}, "setting admin.tls_key (SCEPKIT_ADMIN_TLS_KEY): open "},
