@@ -115,16 +115,19 @@ func (f *flakyTransactions) Put(ctx context.Context, r *crp.Record) error {
 	return f.TransactionStore.Put(ctx, r)
 }
 
-// TestDecisionNotRecorded: a decision the store could not record is an error and is
-// given back: the request stays pending and can be decided again. Before, Reject
-// returned nil with the record still PENDING (the device polled PENDING until the
-// record expired), and after either decision had failed to be recorded every later
-// Approve or Reject returned ErrDecided for a request Pending still listed.
+// TestDecisionNotRecorded: a decision the store could not record is an error, and the
+// request stays pending and can be decided again. Before, Reject returned nil with the
+// record still PENDING (the device polled PENDING until the record expired), and after
+// either decision had failed to be recorded every later Approve or Reject returned
+// ErrDecided for a request Pending still listed. A rejection is given back at once; an
+// approval whose certificate the CA signed is not (another Approve would sign again
+// at each try): the request waits for the decision's lease, the certificate withheld.
 func TestDecisionNotRecorded(t *testing.T) {
 	for _, decision := range []string{"reject", "approve"} {
 		t.Run(decision, func(t *testing.T) {
 			env := newEnv(t)
 			env.Templates[crptest.TemplateName].RequiresApproval = true
+			env.RP.DecisionTTL = time.Second
 			ctx := context.Background()
 			ch := mint(t, env, "alice@example.com", "alice-laptop")
 			res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
@@ -146,7 +149,14 @@ func TestDecisionNotRecorded(t *testing.T) {
 			rec, gerr := flaky.Get(ctx, "wait")
 			require.NoError(t, gerr)
 			require.Equal(t, scep.Pending, rec.Status)
-			require.NotErrorIs(t, decide(), crp.ErrDecided, "given back: decided again, still failing while the store is down")
+			if decision == "reject" {
+				require.NotErrorIs(t, decide(), crp.ErrDecided, "given back: decided again, still failing while the store is down")
+			} else {
+				require.Equal(t, 1, env.Issuer.Count())
+				require.ErrorIs(t, decide(), crp.ErrDecided, "signed: not given back")
+				require.Equal(t, 1, env.Issuer.Count(), "no second certificate at once")
+				time.Sleep(1100 * time.Millisecond) // the lease passes
+			}
 
 			flaky.down.Store(false)
 			require.NoError(t, decide(), "decided once the store is back")
@@ -244,3 +254,41 @@ func TestRejectLogsWhy(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestDecisionLeaseOverrun: a decider whose notification outlasts its lease does not
+// write its outcome: another gateway may have taken the request since, and the late
+// record would overwrite its decision. Before, the record was written under a fresh
+// 30 s whatever the lease, and the first decider's record replaced the second's (the
+// device then polled a certificate the record no longer named). The late decider's
+// certificate is withheld (logged, to be revoked) and its Approve fails.
+func TestDecisionLeaseOverrun(t *testing.T) {
+	env := newEnv(t)
+	env.Templates[crptest.TemplateName].RequiresApproval = true
+	env.RP.DecisionTTL = 2 * time.Second
+	ctx := context.Background()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	require.NoError(t, err)
+	require.Equal(t, scep.Pending, res.Status)
+
+	entered := make(chan struct{})
+	var calls atomic.Int32
+	env.RP.Notifier = crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
+		if n.Certificate != nil && calls.Add(1) == 1 {
+			close(entered)
+			time.Sleep(2500 * time.Millisecond) // a slow MDM webhook that ignores its context
+		}
+		return nil
+	})
+	first := make(chan error, 1)
+	go func() { _, err := env.RP.Approve(ctx, "wait"); first <- err }()
+	<-entered
+	time.Sleep(2100 * time.Millisecond) // the first decider's lease has passed, its work has not
+	second, err := env.RP.Approve(ctx, "wait")
+	require.NoError(t, err, "another gateway decides once the lease has passed")
+	require.Error(t, <-first, "the late decider's outcome is not recorded")
+	rec, err := env.RP.Transactions.Get(ctx, "wait")
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, rec.Status)
+	require.Zero(t, rec.Certificate.SerialNumber.Cmp(second.SerialNumber), "the record names the certificate of the decider that held the lease")
+}

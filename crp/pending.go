@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/scep"
@@ -36,16 +37,19 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	if err != nil {
 		return nil, err
 	}
-	dctx, done, err := rp.decide(ctx, rec)
+	dctx, done, err := rp.decide(ctx, rec, tx)
 	if err != nil {
 		return nil, err
 	}
-	// The decision is given back when it could not be carried out: a transient
-	// failure, a CA that queued the request again (it stays pending, to be approved
-	// again), or an outcome the store could not record (the
-	// record still says PENDING).
+	// The decision is given back when it could not be carried out and nothing was
+	// signed: a transient failure, a CA that queued the request again (it stays
+	// pending, to be approved again), or an outcome the store could not record (the
+	// record still says PENDING). A certificate signed but not recorded is withheld
+	// (logged, to be revoked), and the request waits for the lease to pass.
 	defer func() {
-		done(err != nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPending) || tx.recordErr != nil))
+		// Never once the CA has signed: another Approve would sign again.
+		done(err != nil && tx.Certificate == nil &&
+			(errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPending) || tx.recordErr != nil))
 	}()
 	e := rp.runPhase(dctx, tx, PhaseGateway, builtin{"signer-revoked", func(ctx context.Context, tx *Transaction) *Error {
 		return rp.signerKeyRevoked(ctx, rec)
@@ -58,6 +62,9 @@ func (rp *RegistrationPoint) Approve(ctx context.Context, transactionID string) 
 	}
 	if e == nil {
 		e = rp.runPhase(dctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
+	}
+	if e == nil && dctx.Err() != nil {
+		e = unavailable(PhaseIssue, fmt.Errorf("the decision's time ran out before the CA was asked: %w", dctx.Err()))
 	}
 	if e == nil {
 		e = rp.issue(dctx, tx, true)
@@ -130,7 +137,7 @@ func (rp *RegistrationPoint) Reject(ctx context.Context, transactionID string, w
 	if err != nil {
 		return err
 	}
-	dctx, done, err := rp.decide(ctx, rec)
+	dctx, done, err := rp.decide(ctx, rec, tx)
 	if err != nil {
 		return err
 	}
@@ -167,7 +174,7 @@ var ErrDecided = errors.New("crp: pending request already decided")
 // once the lease has passed, not stuck until the record expires. The decision's work
 // is bounded to end well within the lease, and the record is read again once the claim
 // is held, so that a request another gateway decided meanwhile is not decided twice.
-func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record) (context.Context, func(release bool), error) {
+func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record, tx *Transaction) (context.Context, func(release bool), error) {
 	id := "decide:" + hex.EncodeToString(rec.Request)
 	claims := rp.Decisions
 	if claims == nil && rp.Verifier != nil {
@@ -197,9 +204,13 @@ func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record) (context.C
 		case now.Status != scep.Pending || !bytes.Equal(now.Request, rec.Request):
 			return nil, nil, fmt.Errorf("%w: transaction %q was decided meanwhile", ErrDecided, rec.TransactionID)
 		}
-		// The work ends while the lease holds, with room for the final writes
-		// (finishRecord's own bound).
-		wctx, cancel := context.WithTimeout(ctx, lease-min(lease/2, 2*finishTimeout))
+		// Everything ends while the lease holds, a margin before it: the work (three
+		// quarters of the time), then the notification and the record, which
+		// finishRecord bounds by tx.leaseEnd and skips once it has passed (a record
+		// written after the lease could overwrite another gateway's decision).
+		total := lease - min(lease/4, finishTimeout)
+		tx.leaseEnd = time.Now().Add(total)
+		wctx, cancel := context.WithTimeout(ctx, total*3/4)
 		return wctx, func(give bool) {
 			cancel()
 			// Given back only while the lease holds: past it, the claim may be

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"time"
 
@@ -54,6 +55,11 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
 	ctx, cancel := detached(ctx)
 	defer cancel()
+	if !tx.leaseEnd.IsZero() {
+		var c2 context.CancelFunc
+		ctx, c2 = context.WithDeadline(ctx, tx.leaseEnd)
+		defer c2()
+	}
 	// A notification that fails is logged by its step. Only a required notification
 	// of an issued certificate changes the outcome (notify returns nil otherwise).
 	if nerr := rp.notify(ctx, tx, e); e == nil {
@@ -109,11 +115,16 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		rec.Status = scep.Pending
 	}
 	var err error
-	if ic := tx.unrecorded; ic != nil {
+	switch ic := tx.unrecorded; {
+	case !tx.leaseEnd.IsZero() && !time.Now().Before(tx.leaseEnd):
+		// The decision's lease has passed: another gateway may have decided since,
+		// and this record would overwrite its. Not written; a certificate is withheld.
+		err = errors.New("the decision's lease ran out before its outcome was recorded")
+	case ic != nil:
 		// The certificate and its record in one commit.
 		tx.unrecorded = nil
 		err = rp.issuanceRecorder().RecordIssuance(ctx, ic, rec)
-	} else {
+	default:
 		err = rp.transactions().Put(ctx, rec)
 	}
 	if err != nil {
