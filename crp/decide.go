@@ -165,7 +165,7 @@ func (rp *RegistrationPoint) decisionTTL() time.Duration {
 // Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
 func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
 	if req == nil {
-		return nil, errNilRequest
+		return nil, errNilRequest()
 	}
 	rp.sweepDecisions(ctx)
 	tx, e := rp.enrollTx(req)
@@ -230,7 +230,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 // certificate, tells it from a certificate the device got.
 func (rp *RegistrationPoint) Complete(ctx context.Context, c *Completion) error {
 	if c == nil {
-		return errNilRequest
+		return errNilRequest()
 	}
 	rp.sweepDecisions(ctx)
 	v, ok := rp.open.m.Load(c.TransactionID)

@@ -35,7 +35,7 @@ type EnrollRequest struct {
 // carries the Trace.
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
 	if req == nil {
-		return &Result{Status: scep.Failure, Trace: &Trace{}}, errNilRequest
+		return &Result{Status: scep.Failure, Trace: &Trace{}}, errNilRequest()
 	}
 	ctx, end := rp.tel().startRequest(ctx, "crp Enroll", scep.PKCSReq, req.TransactionID)
 	res, e := rp.enroll(ctx, req)

@@ -154,8 +154,11 @@ func (e *Error) releases() bool {
 func fail(p Phase, r Reason, err error) *Error { return &Error{Phase: p, Reason: r, Err: err} }
 
 // errNilRequest is Enroll's, Decide's, Complete's and Respond's answer to a nil
-// request: a caller's mistake, refused without a trace in the store.
-var errNilRequest = &Error{Phase: PhaseGateway, Reason: ReasonRejected, Err: errors.New("nil request")}
+// request: a caller's mistake, refused without a trace in the store. A new *Error each
+// time, since callers may change what they get.
+func errNilRequest() *Error {
+	return &Error{Phase: PhaseGateway, Reason: ReasonRejected, Err: errors.New("nil request")}
+}
 
 // Errors the interfaces of this package return, and that callers test with errors.Is.
 var (

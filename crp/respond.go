@@ -45,7 +45,7 @@ func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
 // CRL. Refusals are *Error values wrapped in a scep.FailError with the phase's failInfo.
 func (rp *RegistrationPoint) Respond(ctx context.Context, req *scep.Request) (*scep.Response, error) {
 	if req == nil {
-		return nil, scep.Fail(scep.BadRequest, errNilRequest)
+		return nil, scep.Fail(scep.BadRequest, errNilRequest())
 	}
 	ctx, end := rp.tel().startRequest(ctx, "crp "+req.MessageType.String(), req.MessageType, req.TransactionID)
 	resp, e := rp.respond(ctx, req)

@@ -77,10 +77,13 @@ func (p *Profile) judge(csr *x509.CertificateRequest) (intune.Code, string) {
 		for _, u := range csr.URIs {
 			uris = append(uris, u.String())
 		}
-		if names, err := profile.RequestAltNames(csr); err == nil && names != nil {
+		names, nameErr := profile.RequestAltNames(csr)
+		if nameErr == nil && names != nil {
 			upns = names.UPNs
 		}
 		switch {
+		case nameErr != nil:
+			return intune.CodeSubjectAltNameMismatch, "the CSR's subjectAltName does not parse" + dev
 		case !hasExtension(csr, oidSAN):
 			return intune.CodeSubjectAltNameMissing, "the CSR has no subjectAltName" + dev
 		case !sameSet(csr.DNSNames, p.DNSNames) || !sameSet(csr.EmailAddresses, p.EmailAddresses) || !sameSet(uris, p.URIs) ||
