@@ -141,7 +141,11 @@ func (s *Server) overloaded(w http.ResponseWriter, r *http.Request, l *limiter) 
 	w.Header().Set("Retry-After", "1")
 	// The body may be unread, or read in part: closing the connection lets the answer
 	// go at once, where net/http would otherwise first read what is left of the body
-	// (a client trickling it would wait for its own timeout).
-	w.Header().Set("Connection", "close")
+	// (a client trickling it would wait for its own timeout). HTTP/1 only: over HTTP/2
+	// it would end every other stream of the connection (GOAWAY), and a stream's
+	// unread body does not hold the answer back.
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
 	httpError(w, http.StatusServiceUnavailable, "too many requests at once, retry later")
 }
