@@ -201,7 +201,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			p := recover()
 			aborted := false
 			if p != nil {
-				a.log.ErrorContext(r.Context(), "admin call panicked", "path", r.URL.Path, "panic", fmt.Sprint(p),
+				a.log.ErrorContext(r.Context(), "admin call panicked", "path", cut(r.URL.Path, 256), "panic", fmt.Sprint(p),
 					"stack", string(debug.Stack()))
 				if aborted = sw.wrote; !aborted {
 					writeJSON(sw, http.StatusInternalServerError, apiError{http.StatusText(http.StatusInternalServerError)})
@@ -209,7 +209,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			}
 			attrs := []slog.Attr{slog.String("who", who)}
 			if refused != "" {
-				attrs = append(attrs, slog.String("refused_cert", refused))
+				attrs = append(attrs, slog.String("refused_cert", cut(refused, 256)))
 			}
 			// Bounded, and a caller who did not authenticate gets no query logged (it may
 			// hold a token sent where it does not belong).
@@ -382,7 +382,7 @@ func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error)
 		// A refusal on re-checking (the device is no longer compliant, say): the
 		// phase and reason are the operator's to read; what lies under them (an
 		// error of the directory's client, say) goes to the log.
-		a.log.InfoContext(r.Context(), "admin decision refused", "path", r.URL.Path, "err", err)
+		a.log.InfoContext(r.Context(), "admin decision refused", "path", cut(r.URL.Path, 256), "err", err)
 		writeJSON(w, http.StatusConflict, apiError{(&crp.Error{Phase: e.Phase, Reason: e.Reason}).Error()})
 	default:
 		// The store or the CA failed: logged, not told.
@@ -391,7 +391,7 @@ func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error)
 }
 
 func (a *admin) fail(w http.ResponseWriter, r *http.Request, status int, err error) {
-	a.log.ErrorContext(r.Context(), "admin call failed", "path", r.URL.Path, "err", err)
+	a.log.ErrorContext(r.Context(), "admin call failed", "path", cut(r.URL.Path, 256), "err", err)
 	writeJSON(w, status, apiError{http.StatusText(status)})
 }
 
@@ -481,7 +481,7 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	rev.Issuer = issued.Certificate.RawIssuer
 	rev, err = a.g.crlFor(issued.Certificate).Revoke(r.Context(), rev)
 	if errors.Is(err, crp.ErrRevokedForOtherCA) {
-		a.log.WarnContext(r.Context(), "admin revocation refused", "path", r.URL.Path, "err", err)
+		a.log.WarnContext(r.Context(), "admin revocation refused", "path", cut(r.URL.Path, 256), "err", err)
 		writeJSON(w, http.StatusConflict, apiError{"the serial is already revoked for another CA's certificate"})
 		return
 	}

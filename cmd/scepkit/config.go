@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -407,10 +408,18 @@ func privateMode(path string, fi os.FileInfo) error {
 // put keys of his own in place. A path that does not exist is left to its reader.
 func othersMayWrite(path string) error {
 	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm()&0o002 == 0 {
+	if err != nil {
 		return nil
 	}
-	return fmt.Errorf("%s may be written by other users (mode %v): chmod o-w it", path, fi.Mode().Perm())
+	if fi.Mode().Perm()&0o002 != 0 {
+		return fmt.Errorf("%s may be written by other users (mode %v): chmod o-w it", path, fi.Mode().Perm())
+	}
+	// Its directory too, unless sticky (as /tmp is): there anyone may replace it.
+	dir := filepath.Dir(filepath.Clean(path))
+	if di, err := os.Stat(dir); err == nil && di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("%s is in %s, which other users may write (mode %v): chmod o-w it", path, dir, di.Mode().Perm())
+	}
+	return nil
 }
 
 // readConfigFile reads the configuration file and its permissions, from one open file.

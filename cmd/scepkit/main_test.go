@@ -1043,6 +1043,13 @@ func TestConfigErrors(t *testing.T) {
 	}
 	require.NoError(t, os.MkdirAll(f.path("open-next"), 0o700))
 	require.NoError(t, os.Chmod(f.path("open-next"), 0o777))
+	// A file of its own mode 0600, in a directory anyone may write (not sticky):
+	// anyone may replace it.
+	require.NoError(t, os.MkdirAll(f.path("open-dir"), 0o700))
+	b, err := os.ReadFile(f.path("jwks.json"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(f.path("open-dir"), "jwks.json"), b, 0o600))
+	require.NoError(t, os.Chmod(f.path("open-dir"), 0o777))
 	keyPEM, err := os.ReadFile(f.path("admin-server.key"))
 	require.NoError(t, err)
 	f.write(t, "open-admin.key", keyPEM)
@@ -1054,6 +1061,8 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"JWKS file writable by others", []string{"SCEPKIT_JWKS=" + f.path("open-jwks.json")},
 			"setting jwks (SCEPKIT_JWKS): " + f.path("open-jwks.json") + " may be written by other users"},
+		{"JWKS file in a directory writable by others", []string{"SCEPKIT_JWKS=" + filepath.Join(f.path("open-dir"), "jwks.json")},
+			"setting jwks (SCEPKIT_JWKS): " + filepath.Join(f.path("open-dir"), "jwks.json") + " is in " + f.path("open-dir") + ", which other users may write"},
 		{"directory writable by others", []string{"SCEPKIT_DIRECTORY=" + f.path("open-directory.json")},
 			"setting directory (SCEPKIT_DIRECTORY): " + f.path("open-directory.json") + " may be written by other users"},
 		{"admin client CA writable by others", []string{"SCEPKIT_ADMIN_CLIENT_CA=" + f.path("open-admin-ca.pem")},

@@ -166,7 +166,12 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 		if err != nil {
 			return nil, errors.New("JWKS: the URL does not parse") // the parser's error quotes it whole
 		}
-		name = req.URL.Redacted()
+		// Without its password nor its query (an API key may ride there).
+		u := *req.URL
+		if u.RawQuery != "" {
+			u.RawQuery = "…"
+		}
+		name = u.Redacted()
 		if !plainhttp.Protected(req.URL) {
 			return nil, fmt.Errorf("JWKS %s: plain http from a host that is not loopback: use https or a file", name)
 		}

@@ -158,6 +158,7 @@ func TestLoadKeySetRedactsPassword(t *testing.T) {
 		strings.Replace(srv.URL, "http://", "http://mdm:S3CRETPW@", 1) + "/jwks",    // answers 401
 		strings.Replace(closed.URL, "http://", "http://mdm:S3CRETPW@", 1) + "/jwks", // refuses the connection
 		"http://mdm:S3CRETPW@127.0.0.1:99999/jwks",                                  // does not parse
+		srv.URL + "/jwks?api_key=S3CRETPW",                                          // a key in the query
 	} {
 		_, err := LoadKeySet(context.Background(), src)
 		require.Error(t, err)
