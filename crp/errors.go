@@ -97,8 +97,11 @@ const (
 	ReasonUnknownTransaction  Reason = "unknown transaction"
 	ReasonTransactionConflict Reason = "transactionID in use by another requester"
 	ReasonRejected            Reason = "request rejected"
-	ReasonInternal            Reason = "internal error"
-	ReasonCheckFailed         Reason = "check failed"
+	// ReasonRevoked: a resend or poll whose recorded certificate has been revoked
+	// since; the device enrolls again rather than install it.
+	ReasonRevoked     Reason = "certificate revoked since"
+	ReasonInternal    Reason = "internal error"
+	ReasonCheckFailed Reason = "check failed"
 	// ReasonMisconfigured is an operator fault, not the device's: the profile cannot
 	// be rendered for this user and device (an invalid profile, a variable the
 	// directory has no value for), or the template cannot be applied (an invalid

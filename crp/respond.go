@@ -83,7 +83,7 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 		if e != nil {
 			return nil, e
 		}
-		return answer(rec)
+		return rp.answer(ctx, rec)
 	case scep.GetCert:
 		if !rp.isOurCAName(req.IssuerAndSerial.Issuer) {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert for another issuer"))
@@ -154,6 +154,25 @@ func requestedKey(rec *Record, csr *x509.CertificateRequest) bool {
 	return bytes.Equal(spki, csr.RawSubjectPublicKeyInfo) && csr.CheckSignature() == nil
 }
 
+// answer is the recorded answer of a transaction, for a resend or a poll: never a
+// certificate revoked since, which the client would install as a dead credential
+// without a word (ReasonRevoked).
+func (rp *RegistrationPoint) answer(ctx context.Context, rec *Record) (*scep.Response, *Error) {
+	if rec.Status == scep.Success && rec.Certificate != nil {
+		if rc := rp.revocation(); rc != nil {
+			switch revoked, err := rc.IsRevoked(ctx, rec.Certificate); {
+			case err != nil:
+				rp.tel().storeError(ctx, "revocations")
+				return nil, unavailable(PhaseIssue, err)
+			case revoked:
+				return nil, fail(PhaseIssue, ReasonRevoked,
+					fmt.Errorf("the certificate answered before, serial %x, has been revoked since", rec.Certificate.SerialNumber))
+			}
+		}
+	}
+	return answer(rec)
+}
+
 func answer(rec *Record) (*scep.Response, *Error) {
 	switch rec.Status {
 	case scep.Success:
@@ -183,7 +202,7 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
 		// A resend of the same request gets the same answer, never a second certificate.
 		if bytes.Equal(rec.Request, tx.reqHash) {
-			return answer(rec)
+			return rp.answer(ctx, rec)
 		}
 		// A transactionID is the requester's: another key cannot take it over (and
 		// replace the record a device will poll or resend for). The requester is the
@@ -228,7 +247,7 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 		if e.Reason == ReasonReplayed {
 			if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil &&
 				bytes.Equal(rec.Request, tx.reqHash) && rec.Status != scep.Failure {
-				return answer(rec)
+				return rp.answer(ctx, rec)
 			}
 		}
 		return nil, e
