@@ -33,8 +33,11 @@ type CRLPublisher struct {
 	// Revocations holds the revocations the CRL lists: those whose Issuer is the
 	// CA's subject, and those recorded without an issuer. Required.
 	Revocations RevocationStore
-	// Validity is how long each CRL is valid (its nextUpdate is thisUpdate plus
-	// Validity); zero means 24 hours.
+	// Validity is how long each CRL is valid (its nextUpdate is its signing time plus
+	// Validity); zero means 24 hours. Its thisUpdate is CRLBackdate before the
+	// signing, as certificates' notBefore is, so that relying parties whose clocks
+	// are a little behind do not take it for not yet valid (and every certificate
+	// with it for unverifiable).
 	Validity time.Duration
 	// Refresh is how often a new CRL is signed when this publisher revoked nothing
 	// (another gateway sharing the store may have); zero means an hour, and it is
@@ -54,8 +57,12 @@ type CRLPublisher struct {
 type signedCRL struct {
 	der                    []byte
 	number                 *big.Int
+	signed                 time.Time // when: refreshes and cache lifetimes count from it
 	thisUpdate, nextUpdate time.Time
 }
+
+// CRLBackdate is how far before its signing a CRL's thisUpdate is set.
+const CRLBackdate = 5 * time.Minute
 
 // DefaultCRLValidity is the validity of a CRL when CRLPublisher.Validity is zero.
 const DefaultCRLValidity = 24 * time.Hour
@@ -108,7 +115,7 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	if c := p.cur; c != nil && !p.stale && now.Sub(c.thisUpdate) < p.refresh() && now.Before(c.nextUpdate) {
+	if c := p.cur; c != nil && !p.stale && now.Sub(c.signed) < p.refresh() && now.Before(c.nextUpdate) {
 		return c, nil
 	}
 	revs, err := p.Revocations.RevokedSince(ctx, time.Time{})
@@ -147,15 +154,16 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	}
 	// thisUpdate is written in seconds; keep the same precision here, so that
 	// Last-Modified and If-Modified-Since agree with the CRL.
-	this := now.Truncate(time.Second)
-	next := this.Add(p.validity())
+	signed := now.Truncate(time.Second)
+	this := signed.Add(-CRLBackdate)
+	next := signed.Add(p.validity())
 	der, err := p.CA.SignCRL(ctx, &x509.RevocationList{Number: num, ThisUpdate: this, NextUpdate: next,
 		RevokedCertificateEntries: entries})
 	if err != nil {
 		return nil, fmt.Errorf("%w: signing the CRL: %w", ErrUnavailable, err)
 	}
 	p.number, p.stale = num, false
-	p.cur = &signedCRL{der: der, number: num, thisUpdate: this, nextUpdate: next}
+	p.cur = &signedCRL{der: der, number: num, signed: signed, thisUpdate: this, nextUpdate: next}
 	return p.cur, nil
 }
 
@@ -207,7 +215,7 @@ func (p *CRLPublisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := p.now()
-	maxAge := c.thisUpdate.Add(p.refresh()).Sub(now)
+	maxAge := c.signed.Add(p.refresh()).Sub(now)
 	if until := c.nextUpdate.Sub(now); until < maxAge {
 		maxAge = until
 	}

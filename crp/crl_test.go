@@ -4,11 +4,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,7 +59,10 @@ func TestCRLOverHTTP(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, crl.CheckSignatureFrom(env.CA.Certificate))
 	require.Empty(t, crl.RevokedCertificateEntries)
-	require.InDelta(t, 48*time.Hour.Seconds(), crl.NextUpdate.Sub(crl.ThisUpdate).Seconds(), 1)
+	// Valid for Validity from its signing, and from CRLBackdate before it: a relying
+	// party whose clock is a few minutes behind does not take it for not yet valid.
+	require.InDelta(t, (48*time.Hour + crp.CRLBackdate).Seconds(), crl.NextUpdate.Sub(crl.ThisUpdate).Seconds(), 1)
+	require.True(t, crl.ThisUpdate.Before(time.Now().Add(-crp.CRLBackdate+2*time.Second)), "thisUpdate %v is backdated", crl.ThisUpdate)
 	exp, err := http.ParseTime(resp.Header.Get("Expires"))
 	require.NoError(t, err)
 	require.True(t, exp.Equal(crl.NextUpdate))
@@ -203,4 +211,51 @@ func TestCRLDuringStoreOutage(t *testing.T) {
 	store.down.Store(false)
 	_, err = pub.CRL(ctx)
 	require.NoError(t, err)
+}
+
+// TestCRLForRelyingPartyBehind: OpenSSL, as a relying party whose clock is half a
+// minute behind, accepts the CRL: a good certificate verifies with -crl_check and a
+// revoked one is reported revoked. Before, thisUpdate was the signing second, and such
+// a relying party refused every certificate ("CRL is not yet valid").
+func TestCRLForRelyingPartyBehind(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("openssl is needed (.ci/run installs it)")
+		}
+		t.Skip("no openssl")
+	}
+	env := newEnv(t)
+	ctx := context.Background()
+	var certs []*x509.Certificate
+	for _, tid := range []string{"good", "revoked"} {
+		ch := mint(t, env, "alice@example.com", "alice-laptop")
+		res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: tid, CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+		require.NoError(t, err)
+		certs = append(certs, res.Certificate)
+	}
+	store := &crp.MemoryRevocations{}
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: store}
+	_, err = pub.Revoke(ctx, &crp.Revocation{Serial: certs[1].SerialNumber, Reason: 1, RevokedAt: time.Now()})
+	require.NoError(t, err)
+	ts := httptest.NewServer(pub)
+	defer ts.Close()
+	_, der := getCRL(t, ts.URL, nil)
+
+	dir := t.TempDir()
+	write := func(name, typ string, b []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600))
+		return p
+	}
+	ca := write("ca.pem", "CERTIFICATE", env.CA.Certificate.Raw)
+	crl := write("crl.pem", "X509 CRL", der)
+	at := strconv.FormatInt(time.Now().Add(-30*time.Second).Unix(), 10)
+	verify := func(c *x509.Certificate) string {
+		out, _ := exec.Command(openssl, "verify", "-attime", at, "-crl_check", "-CAfile", ca, "-CRLfile", crl,
+			write("c.pem", "CERTIFICATE", c.Raw)).CombinedOutput()
+		return string(out)
+	}
+	require.Contains(t, verify(certs[0]), ": OK")
+	require.Contains(t, verify(certs[1]), "certificate revoked")
 }
