@@ -229,7 +229,8 @@ func TestDecisionLeaseAfterDeath(t *testing.T) {
 
 // TestRejectLogsWhy: the operator's reason for a rejection is in the log, with the
 // transaction, user and device (it was nowhere: not in the audit line, not in the
-// device's later FAILURE line).
+// device's later FAILURE line); and the issue step of a request queued for approval
+// is logged as pending (it said "ok", as if a certificate had been issued).
 func TestRejectLogsWhy(t *testing.T) {
 	keys(t)
 	var logs strings.Builder
@@ -245,6 +246,10 @@ func TestRejectLogsWhy(t *testing.T) {
 	ch := mint(t, env, "alice@example.com", "alice-laptop")
 	_, err = env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
 	require.NoError(t, err)
+	mu.Lock()
+	require.Contains(t, logs.String(), `"step":"issue"`)
+	require.Contains(t, logs.String(), `"outcome":"pending"`, "queued for approval, not issued")
+	mu.Unlock()
 	require.NoError(t, env.RP.Reject(ctx, "wait", errors.New("laptop reported stolen")))
 	mu.Lock()
 	defer mu.Unlock()

@@ -80,7 +80,11 @@ func (rp *RegistrationPoint) step(ctx context.Context, tx *Transaction, p Phase,
 		attrs = append(attrs, slog.String("challenge", tx.Trace.ChallengeFingerprint))
 	}
 	if err == nil {
-		attrs = append(attrs, slog.String("outcome", "ok"))
+		outcome := "ok"
+		if p == PhaseIssue && name == "issue" && tx.pending {
+			outcome = "pending" // queued for approval: nothing issued
+		}
+		attrs = append(attrs, slog.String("outcome", outcome))
 		if c := tx.Certificate; p == PhaseIssue && c != nil {
 			// Which certificate, from which CA: what an operator searches the log for
 			// (to revoke it, or around a rollover, to tell the CAs apart).

@@ -50,6 +50,14 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fs.Usage()
 		return errors.New("admin: a command is required")
 	}
+	// A flag after the command ("approve -h") is a request for help, never a
+	// transaction ID or serial sent to the API.
+	for _, a := range rest[1:] {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.Usage()
+			return flag.ErrHelp
+		}
+	}
 	// The admin API is HTTPS only: a bearer token sent to a plain-http URL (a typo, a
 	// wrong variable) would be readable on the way.
 	if base, err := url.Parse(*u); err != nil || base.Scheme != "https" || base.Host == "" {

@@ -33,7 +33,7 @@ type config struct {
 	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or https URL (plain http only on a loopback host), at most 1 MiB (required)"`
 	Directory string `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
 	// Profiles are the ids challenges name in their prof claim.
-	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048 or more, client authentication" default:"win,ios,mac"`
+	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048, client authentication" default:"win,ios,mac"`
 	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates" default:"8760h"`
 	RequireApproval bool     `toml:"require_approval" doc:"queue every request (PENDING) until an operator approves it through the admin API"`
 	Legacy          bool     `toml:"legacy" doc:"accept single DES and SHA-1 from old clients (micromdm's scepclient needs it)"`

@@ -1312,8 +1312,26 @@ func TestAdminCLISendsTokenOnlyOverHTTPS(t *testing.T) {
 		require.Contains(t, string(out), "https", "%v", args)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	require.Empty(t, seen, "the admin CLI sent a request over plain http")
+	mu.Unlock()
+
+	// "approve -h" prints the usage: it was sent to the API as transaction "-h".
+	got := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path)
+		mu.Unlock()
+	}))
+	defer got.Close()
+	f.write(t, "got-ca.pem", pemCert(got.Certificate()))
+	for _, cmd := range [][]string{{"approve", "-h"}, {"reject", "-h"}, {"revoke", "-h"}, {"pending", "-h"}} {
+		args := append([]string{"admin", "-url", got.URL, "-ca", f.path("got-ca.pem"), "-token-file", f.path("token")}, cmd...)
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		require.NoError(t, err, "%v: %s", cmd, out)
+		require.Contains(t, string(out), "usage: scepkit admin", "%v", cmd)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Empty(t, seen, "help was sent to the admin API")
 }
 
 // TestPublicURLNeededOnWildcardListen: without public_url the CRL and CA URLs written
