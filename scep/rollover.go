@@ -44,6 +44,12 @@ type Rollover struct {
 	// Recipients are the certificates requests are encrypted to from At on, with
 	// their keys. Required.
 	Recipients []Recipient
+	// CAKey is the key of CACerts[0], serving from At on what [Server.CAKey] serves
+	// before (clients that pin the CA: requests encrypted to it, replies signed by it);
+	// nil when the server does not hold it. Like Server.CAKey it must also be a
+	// crypto.Decrypter. Without it, a client that pins the next CA cannot enroll from
+	// At on; a Rollover of the RA alone needs none (Server.CAKey still serves).
+	CAKey crypto.Signer
 }
 
 // pkiSet is one set of certificates and keys a server answers with.
@@ -52,6 +58,7 @@ type pkiSet struct {
 	signerCert *x509.Certificate
 	signer     crypto.Signer
 	recipients []Recipient
+	caKey      crypto.Signer // of caCerts[0], when the server holds it
 }
 
 func (p pkiSet) certs() []*x509.Certificate {
@@ -71,11 +78,11 @@ func (p pkiSet) ca() *x509.Certificate {
 }
 
 func (s *Server) ownSet() pkiSet {
-	return pkiSet{caCerts: s.CACerts, signerCert: s.SignerCert, signer: s.Signer, recipients: s.Recipients}
+	return pkiSet{caCerts: s.CACerts, signerCert: s.SignerCert, signer: s.Signer, recipients: s.Recipients, caKey: s.CAKey}
 }
 
 func (r *Rollover) set() pkiSet {
-	return pkiSet{caCerts: r.CACerts, signerCert: r.SignerCert, signer: r.Signer, recipients: r.Recipients}
+	return pkiSet{caCerts: r.CACerts, signerCert: r.SignerCert, signer: r.Signer, recipients: r.Recipients, caKey: r.CAKey}
 }
 
 // RolledOver reports whether the server has switched to its Rollover at now.
@@ -112,6 +119,11 @@ func (r *Rollover) validate(now time.Time) error {
 	}
 	if err := keysMatch("Rollover", r.SignerCert, r.Signer, r.Recipients); err != nil {
 		return err
+	}
+	if r.CAKey != nil {
+		if _, dec := r.CAKey.(crypto.Decrypter); !dec || !samePublicKey(r.CAKey.Public(), r.CACerts[0].PublicKey) {
+			return errors.New("scep: Rollover.CAKey must be a crypto.Decrypter holding the key of Rollover.CACerts[0]")
+		}
 	}
 	return rollover.CheckValidity("scep", r.At, now, r.set().certs()...)
 }

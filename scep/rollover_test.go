@@ -198,3 +198,46 @@ func TestRolloverValidAtSwitch(t *testing.T) {
 		Signer: p.raKey, Recipients: []Recipient{{Certificate: cert, Key: rsaKeys[1]}}}
 	require.NoError(t, srv.Validate())
 }
+
+// TestRolloverNextCAKey: with Rollover.CAKey, clients that pin the CA keep enrolling
+// after a switch to a next CA: a request encrypted to the next CA is decrypted with
+// its key and answered signed by it. Before, only the previous CA's key was held, and
+// scepclient -ca-fingerprint with the next CA's fingerprint got FAILURE ("envelope not
+// addressed to this server") from the switch until the rollover was promoted.
+func TestRolloverNextCAKey(t *testing.T) {
+	p := newTestPKI(t)
+	now := time.Now()
+	nextKey, raKey := rsaKeys[3], rsaKeys[2]
+	nextCATmpl := &x509.Certificate{SerialNumber: big.NewInt(40), Subject: pkix.Name{CommonName: "next CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(72 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	nextCA := mkCert(t, nextCATmpl, nextCATmpl, nextKey.Public(), nextKey)
+	nextRA := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(41), Subject: pkix.Name{CommonName: "next RA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(48 * time.Hour),
+		KeyUsage:           x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{oidCertificateRequestAgent}}, nextCA, raKey.Public(), nextKey)
+
+	for _, withKey := range []bool{false, true} {
+		var mu sync.Mutex
+		clock := now
+		srv := p.server(false)
+		srv.CAKey = p.caKey
+		srv.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+		srv.Rollover = &Rollover{At: now.Add(time.Hour), CACerts: []*x509.Certificate{nextCA}, SignerCert: nextRA,
+			Signer: raKey, Recipients: []Recipient{{Certificate: nextRA, Key: raKey}}}
+		want := staleCase{"pinned to the next CA, after the switch, without its key", 2 * time.Hour, nextRA, Failure}
+		if withKey {
+			srv.Rollover.CAKey = nextKey
+			want = staleCase{"pinned to the next CA, after the switch, with its key", 2 * time.Hour, nextCA, Success}
+		}
+		require.NoError(t, srv.Validate())
+		ts := httptest.NewServer(srv)
+		runStale(t, p, ts.URL, nextCA, func(d time.Duration) { mu.Lock(); clock = now.Add(d); mu.Unlock() }, []staleCase{want})
+		ts.Close()
+	}
+	// A CAKey that is not the next CA's is refused.
+	srv := p.server(false)
+	srv.Rollover = &Rollover{At: now.Add(time.Hour), CACerts: []*x509.Certificate{nextCA}, SignerCert: nextRA,
+		Signer: raKey, Recipients: []Recipient{{Certificate: nextRA, Key: raKey}}, CAKey: raKey}
+	require.ErrorContains(t, srv.Validate(), "Rollover.CAKey")
+}

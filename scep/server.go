@@ -129,9 +129,10 @@ type Server struct {
 	// default: such a request gets a FAILURE badMessageCheck signed by SignerCert,
 	// which those clients cannot verify. Setting it uses the CA key for key transport
 	// as well as for signing; leave it unset where policy keeps the two apart. After a
-	// Rollover's switch it still serves devices that pinned CACerts[0], while that
-	// certificate is valid, as the previous RA does (see [Rollover]). With it the CA
-	// also signs GetNextCACert's answer, as RFC 8894 §4.7.1 asks.
+	// Rollover's switch it still answers a request encrypted to CACerts[0] while that
+	// certificate is valid (one a device built before the switch), and Rollover.CAKey
+	// serves the clients that pin the next CA. With it the CA also signs GetNextCACert's
+	// answer, as RFC 8894 §4.7.1 asks.
 	CAKey crypto.Signer
 	// AllowLegacy accepts SHA-1 signatures and single-DES envelopes, as micromdm's
 	// scepclient and other old clients send, and advertises SHA-1. Off by default:
@@ -634,10 +635,15 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 			recipients, caCert = old, prevCA
 		}
 	}
-	if dec, ok := s.CAKey.(crypto.Decrypter); ok && !start.After(s.CACerts[0].NotAfter) && msg.addressedTo(s.CACerts[0]) {
-		// A client that pins the CA verifies the reply with the CA certificate only.
-		replier.Cert, replier.Key = s.CACerts[0], s.CAKey
-		recipients, caCert = []Recipient{{Certificate: s.CACerts[0], Key: dec}}, s.CACerts[0]
+	// A client that pins the CA verifies the reply with the CA certificate only: the
+	// CA in force, or before it (a request in flight over a switch) the previous one.
+	for _, set := range []pkiSet{cur, prev} {
+		ca := set.ca()
+		if dec, ok := set.caKey.(crypto.Decrypter); ok && ca != nil && !start.After(ca.NotAfter) && msg.addressedTo(ca) {
+			replier.Cert, replier.Key = ca, set.caKey
+			recipients, caCert = []Recipient{{Certificate: ca, Key: dec}}, ca
+			break
+		}
 	}
 	fail := func(err error) {
 		info := FailInfoOf(err)

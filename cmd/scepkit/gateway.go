@@ -265,6 +265,13 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		if _, ok := g.ca.Signer.(crypto.Decrypter); !ok {
 			return nil, settingError("ca_envelopes", errors.New("the CA key cannot decrypt (an RSA key is needed)"))
 		}
+		// From the switch on, clients that pin the next CA encrypt to it.
+		if g.next != nil && g.server.Rollover != nil {
+			if _, ok := g.next.Signer.(crypto.Decrypter); !ok {
+				return nil, settingError("ca_envelopes", errors.New("the next CA key cannot decrypt (an RSA key is needed)"))
+			}
+			g.server.Rollover.CAKey = g.next.Signer
+		}
 	}
 	if g.tracer != nil {
 		g.server.TracerProvider = g.tracer
