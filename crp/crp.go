@@ -89,7 +89,6 @@ type Transaction struct {
 	unrecorded *IssuedCertificate    // Certificate, to be written with the transaction record
 	recordErr  error                 // why the outcome could not be recorded, if it could not
 	leaseEnd   time.Time             // when set, a decision's lease: no record is written after it
-	pending    bool                  // the issue step queued the request for approval
 	checkErr   error                 // what Verifier.Check said, judged phase by phase
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool

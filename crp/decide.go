@@ -201,7 +201,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 		// transactionID of the winner's open decision.
 		e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("a decision for this transactionID is open"))
 		rp.step(ctx, tx, PhaseGateway, "transaction-open", rp.now(), e)
-		rctx, cancel := detached(ctx)
+		rctx, cancel := detached(ctx, time.Time{})
 		rp.release(rctx, tx)
 		cancel()
 		return nil, e

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/big"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/internal/testserver"
 	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
@@ -233,32 +233,19 @@ func TestDecisionLeaseAfterDeath(t *testing.T) {
 // is logged as pending (it said "ok", as if a certificate had been issued).
 func TestRejectLogsWhy(t *testing.T) {
 	keys(t)
-	var logs strings.Builder
-	var mu sync.Mutex
-	env, err := crptest.New(crptest.Options{Logger: slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logs.Write(p)
-	}), nil))})
+	var logs testserver.Output
+	env, err := crptest.New(crptest.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	require.NoError(t, err)
 	env.Templates[crptest.TemplateName].RequiresApproval = true
 	ctx := context.Background()
 	ch := mint(t, env, "alice@example.com", "alice-laptop")
 	_, err = env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
 	require.NoError(t, err)
-	mu.Lock()
 	require.Contains(t, logs.String(), `"step":"issue"`)
 	require.Contains(t, logs.String(), `"outcome":"pending"`, "queued for approval, not issued")
-	mu.Unlock()
 	require.NoError(t, env.RP.Reject(ctx, "wait", errors.New("laptop reported stolen")))
-	mu.Lock()
-	defer mu.Unlock()
 	require.Contains(t, logs.String(), `"msg":"crp: pending request rejected","transactionID":"wait","why":"laptop reported stolen"`)
 }
-
-type writerFunc func(p []byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // TestDecisionLeaseOverrun: a decider whose notification outlasts its lease does not
 // write its outcome: another gateway may have taken the request since, and the late

@@ -197,11 +197,11 @@ func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record, tx *Transa
 				r.Release(context.WithoutCancel(ctx), id)
 			}
 		}
-		switch now, err := rp.transactions().Get(ctx, rec.TransactionID); {
+		switch cur, err := rp.transactions().Get(ctx, rec.TransactionID); {
 		case err != nil:
 			release()
 			return nil, nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-		case now.Status != scep.Pending || !bytes.Equal(now.Request, rec.Request):
+		case cur.Status != scep.Pending || !bytes.Equal(cur.Request, rec.Request):
 			return nil, nil, fmt.Errorf("%w: transaction %q was decided meanwhile", ErrDecided, rec.TransactionID)
 		}
 		// Everything ends while the lease holds, a margin before it: the work (three

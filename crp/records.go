@@ -53,13 +53,8 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 // after a transient failure, nor a certificate the CA signed out of the record and the
 // inventory. finishTimeout bounds it instead.
 func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
-	ctx, cancel := detached(ctx)
+	ctx, cancel := detached(ctx, tx.leaseEnd)
 	defer cancel()
-	if !tx.leaseEnd.IsZero() {
-		var c2 context.CancelFunc
-		ctx, c2 = context.WithDeadline(ctx, tx.leaseEnd)
-		defer c2()
-	}
 	// A notification that fails is logged by its step. Only a required notification
 	// of an issued certificate changes the outcome (notify returns nil otherwise).
 	if nerr := rp.notify(ctx, tx, e); e == nil {
@@ -147,9 +142,14 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 // longer does (see finishRecord).
 const finishTimeout = 30 * time.Second
 
-// detached is ctx without its cancellation or deadline, bounded by finishTimeout.
-func detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+// detached is ctx without its cancellation or deadline, bounded by finishTimeout, and
+// by end when it is set (a decision's lease) and earlier.
+func detached(ctx context.Context, end time.Time) (context.Context, context.CancelFunc) {
+	d := time.Now().Add(finishTimeout)
+	if !end.IsZero() && end.Before(d) {
+		d = end
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), d)
 }
 
 // release undoes the claims a transaction made (its challenge, an external challenge,

@@ -106,7 +106,6 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approved bool) *Error {
 	return rp.runPhase(ctx, tx, PhaseIssue, builtin{"issue", func(ctx context.Context, tx *Transaction) *Error {
 		if tx.Template.RequiresApproval && !approved {
-			tx.pending = true // its step is logged as pending, not as an issuance
 			return nil
 		}
 		if tx.ca.issuer == nil {

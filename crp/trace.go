@@ -3,8 +3,9 @@ package crp
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"time"
+
+	"github.com/scepkit/scepkit/internal/logtext"
 )
 
 // Trace is the record of one transaction's way through the registration point: one
@@ -81,8 +82,8 @@ func (rp *RegistrationPoint) step(ctx context.Context, tx *Transaction, p Phase,
 	}
 	if err == nil {
 		outcome := "ok"
-		if p == PhaseIssue && name == "issue" && tx.pending {
-			outcome = "pending" // queued for approval: nothing issued
+		if p == PhaseIssue && name == "issue" && tx.Certificate == nil {
+			outcome = "pending" // queued, for approval or by the CA: nothing issued
 		}
 		attrs = append(attrs, slog.String("outcome", outcome))
 		if c := tx.Certificate; p == PhaseIssue && c != nil {
@@ -107,10 +108,4 @@ func (rp *RegistrationPoint) step(ctx context.Context, tx *Transaction, p Phase,
 const maxLoggedError = 1024
 
 // loggedError is err's text, cut at maxLoggedError bytes.
-func loggedError(err error) string {
-	msg := err.Error()
-	if len(msg) > maxLoggedError {
-		msg = strings.ToValidUTF8(msg[:maxLoggedError], "") + "…"
-	}
-	return msg
-}
+func loggedError(err error) string { return logtext.Cut(err.Error(), maxLoggedError) }

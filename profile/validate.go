@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 )
 
 // Bounds of the settings, as Intune and the device payloads allow them.
@@ -195,7 +193,7 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 	if p.ContainerName != "" && p.KeyStorageProvider != KSPWindowsHello {
 		bad("ContainerName", p.ContainerName, "only for the Windows Hello key storage provider")
 	}
-	if len(p.ContainerName) > 256 || strings.ContainsRune(p.ContainerName, ';') || !printableText(p.ContainerName) {
+	if c := p.ContainerName; c != "" && (len(c) > 256 || strings.ContainsRune(c, ';') || checkValue(nil, c) != "") {
 		bad("ContainerName", p.ContainerName, "at most 256 printable characters, no ;")
 	}
 
@@ -389,17 +387,4 @@ func (p *Profile) effectiveKeySize() int {
 		return 384
 	}
 	return p.KeySize
-}
-
-// printableText reports whether s is UTF-8 without control characters.
-func printableText(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
 }

@@ -22,6 +22,8 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scepkit/scepkit/internal/logtext"
 )
 
 // Request is what a [Responder] is asked to decide: a verified, decrypted request.
@@ -720,11 +722,7 @@ func errAttr(err error) slog.Attr {
 	if err == nil {
 		return slog.Any("err", nil)
 	}
-	msg := err.Error()
-	if len(msg) > maxLoggedError {
-		msg = strings.ToValidUTF8(msg[:maxLoggedError], "") + "…"
-	}
-	return slog.String("err", msg)
+	return slog.String("err", logtext.Cut(err.Error(), maxLoggedError))
 }
 
 // canReceive refuses, before the Responder decides anything, a requester whose signer

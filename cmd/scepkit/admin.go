@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/logtext"
 	"github.com/scepkit/scepkit/internal/pemfile"
 	"github.com/scepkit/scepkit/internal/secretcmp"
 	"github.com/scepkit/scepkit/scep"
@@ -201,7 +202,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			p := recover()
 			aborted := false
 			if p != nil {
-				a.log.ErrorContext(r.Context(), "admin call panicked", "path", cut(r.URL.Path, 256), "panic", fmt.Sprint(p),
+				a.log.ErrorContext(r.Context(), "admin call panicked", "path", logtext.Cut(r.URL.Path, 256), "panic", fmt.Sprint(p),
 					"stack", string(debug.Stack()))
 				if aborted = sw.wrote; !aborted {
 					writeJSON(sw, http.StatusInternalServerError, apiError{http.StatusText(http.StatusInternalServerError)})
@@ -209,13 +210,13 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			}
 			attrs := []slog.Attr{slog.String("who", who)}
 			if refused != "" {
-				attrs = append(attrs, slog.String("refused_cert", cut(refused, 256)))
+				attrs = append(attrs, slog.String("refused_cert", logtext.Cut(refused, 256)))
 			}
 			// Bounded, and a caller who did not authenticate gets no query logged (it may
 			// hold a token sent where it does not belong).
-			attrs = append(attrs, slog.String("method", r.Method), slog.String("path", cut(r.URL.Path, 256)))
+			attrs = append(attrs, slog.String("method", r.Method), slog.String("path", logtext.Cut(r.URL.Path, 256)))
 			if ok {
-				attrs = append(attrs, slog.String("query", cut(r.URL.RawQuery, 512)))
+				attrs = append(attrs, slog.String("query", logtext.Cut(r.URL.RawQuery, 512)))
 			} else if r.URL.RawQuery != "" {
 				attrs = append(attrs, slog.Int("query_bytes", len(r.URL.RawQuery)))
 			}
@@ -382,7 +383,7 @@ func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error)
 		// A refusal on re-checking (the device is no longer compliant, say): the
 		// phase and reason are the operator's to read; what lies under them (an
 		// error of the directory's client, say) goes to the log.
-		a.log.InfoContext(r.Context(), "admin decision refused", "path", cut(r.URL.Path, 256), "err", err)
+		a.log.InfoContext(r.Context(), "admin decision refused", "path", logtext.Cut(r.URL.Path, 256), "err", err)
 		writeJSON(w, http.StatusConflict, apiError{(&crp.Error{Phase: e.Phase, Reason: e.Reason}).Error()})
 	default:
 		// The store or the CA failed: logged, not told.
@@ -391,7 +392,7 @@ func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error)
 }
 
 func (a *admin) fail(w http.ResponseWriter, r *http.Request, status int, err error) {
-	a.log.ErrorContext(r.Context(), "admin call failed", "path", cut(r.URL.Path, 256), "err", err)
+	a.log.ErrorContext(r.Context(), "admin call failed", "path", logtext.Cut(r.URL.Path, 256), "err", err)
 	writeJSON(w, status, apiError{http.StatusText(status)})
 }
 
@@ -481,7 +482,7 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	rev.Issuer = issued.Certificate.RawIssuer
 	rev, err = a.g.crlFor(issued.Certificate).Revoke(r.Context(), rev)
 	if errors.Is(err, crp.ErrRevokedForOtherCA) {
-		a.log.WarnContext(r.Context(), "admin revocation refused", "path", cut(r.URL.Path, 256), "err", err)
+		a.log.WarnContext(r.Context(), "admin revocation refused", "path", logtext.Cut(r.URL.Path, 256), "err", err)
 		writeJSON(w, http.StatusConflict, apiError{"the serial is already revoked for another CA's certificate"})
 		return
 	}
@@ -639,12 +640,4 @@ func crossSite(r *http.Request) bool {
 		return err != nil || u.Scheme != "https" || u.Host != r.Host
 	}
 	return false
-}
-
-// cut is s, at most n bytes of it (whole UTF-8 sequences), marked when cut.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,24 +12,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-type auditBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *auditBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *auditBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestAuditRefusedCertBounded: an anonymous client presents a self-signed client
 // certificate (the admin listener requests one, tls.RequestClientCert, and verifies it
@@ -38,7 +24,7 @@ func (l *auditBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.
 // every request on the connection. Before, each audit line carried it whole (60 KB); now
 // it is cut at 256 bytes.
 func TestAuditRefusedCertBounded(t *testing.T) {
-	var logs auditBuf
+	var logs syncBuffer
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "admin CA"}, IsCA: true,
 		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}

@@ -125,11 +125,10 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		g.tracer = sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(resource.NewSchemaless(
 			attribute.String("service.name", "scepkit"), attribute.String("service.instance.id", c.Identity))))
 	}
-	if fi, err := os.Stat(c.StateDir); err == nil && fi.Mode().Perm()&0o002 != 0 {
-		// Whoever may write there may put a CA and RA of his own (a key beside its
-		// certificate) in place of the gateway's.
-		return nil, settingError("state_dir", fmt.Errorf(
-			"%s may be written by other users (mode %v): chmod o-w it", c.StateDir, fi.Mode().Perm()))
+	// Whoever may write there may put a CA and RA of his own (a key beside its
+	// certificate) in place of the gateway's.
+	if err := othersMayWrite(c.StateDir); err != nil {
+		return nil, settingError("state_dir", err)
 	}
 	// The MDM's keys, the directory and the Intune credential before the CA, which a
 	// first start makes: a start refused for one of them leaves no CA behind.
