@@ -29,8 +29,8 @@
 // signing key (mdm-ed25519.pem, PKCS#8, mode 0600), so challenges and the JWKS survive
 // a restart; -name is the challenges' issuer and -gateway their audience (the gateway's
 // identity); -scep-url goes into profiles; -ca-cert is the root CA devices pin (the
-// gateway writes it as ca.crt in its state directory; it is read when the first profile
-// is asked for, so the MDM may start first); -ttl shortens the challenge lifetime (at
+// gateway writes it as ca.crt in its state directory; it is read at each profile
+// request, so the MDM may start first and follows a CA rollover without a restart); -ttl shortens the challenge lifetime (at
 // most 1h); -log text|json; -wifi-ssid SSID with -radius-server NAMES (the RADIUS
 // server certificate's names, comma-separated) and -vpn-server HOST shape /bundle:
 //
@@ -40,6 +40,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -171,7 +172,8 @@ type mdm struct {
 	log    *slog.Logger
 
 	mu            sync.Mutex
-	profiles      crp.MemoryProfiles // built once the CA certificate is known
+	profiles      crp.MemoryProfiles // built from caPEM
+	caPEM         []byte             // the CA certificate file as last read
 	notifications []json.RawMessage
 }
 
@@ -366,16 +368,24 @@ func (m *mdm) serve(w http.ResponseWriter, r *http.Request, what string, export 
 	w.Write(body)
 }
 
-// loadProfiles builds the profiles once the root CA certificate can be read.
+// loadProfiles builds the profiles from the root CA certificate file, once it can be
+// read, and again whenever its content changes (a CA rollover promoted, the certificate
+// renewed), so that profiles pin the CA the gateway serves now rather than the one it
+// served when the MDM started. The file is small and read at each profile request.
 func (m *mdm) loadProfiles() (crp.MemoryProfiles, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.profiles != nil {
-		return m.profiles, nil
-	}
-	b, err := os.ReadFile(m.cfg.caCert)
+	f, err := os.Open(m.cfg.caCert)
 	if err != nil {
 		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.profiles != nil && bytes.Equal(b, m.caPEM) {
+		return m.profiles, nil
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "CERTIFICATE" {
@@ -389,7 +399,10 @@ func (m *mdm) loadProfiles() (crp.MemoryProfiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.profiles = p
+	if m.profiles != nil {
+		m.log.Info("CA certificate changed: profiles now pin it", "file", m.cfg.caCert, "subject", ca.Subject.String())
+	}
+	m.profiles, m.caPEM = p, b
 	return p, nil
 }
 

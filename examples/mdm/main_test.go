@@ -170,6 +170,37 @@ func TestMDM(t *testing.T) {
 	m2.Stop(t)
 }
 
+// TestProfilesFollowCACertificate: once the CA certificate file is replaced (a rollover
+// promoted), new profiles pin the new CA without a restart of the MDM.
+func TestProfilesFollowCACertificate(t *testing.T) {
+	bin := exectest.Build(t, ".")
+	caPath := filepath.Join(t.TempDir(), "ca.crt")
+	writeCA(t, caPath)
+	m := exectest.Start(t, bin, "-listen", "127.0.0.1:0", "-state", t.TempDir(), "-directory", "../directory.json",
+		"-ca-cert", caPath, "-log", "json")
+	pinned := func() string {
+		t.Helper()
+		code, _, body := get(t, m.Base+"/profile?user=alice@example.com&device=alice-laptop")
+		require.Equal(t, http.StatusOK, code, string(body))
+		var p profile.JSONProfile
+		require.NoError(t, json.Unmarshal(body, &p))
+		b, err := os.ReadFile(caPath)
+		require.NoError(t, err)
+		blk, _ := pem.Decode(b)
+		sum := sha256.Sum256(blk.Bytes)
+		require.Equal(t, hex.EncodeToString(sum[:]), p.CAFingerprintSHA256, "the profile pins the CA in the file now")
+		return p.CAFingerprintSHA256
+	}
+	first := pinned()
+	require.Equal(t, first, pinned(), "same file, same pin")
+	next := filepath.Join(filepath.Dir(caPath), "next.crt")
+	writeCA(t, next)
+	require.NoError(t, os.Rename(next, caPath))
+	require.NotEqual(t, first, pinned())
+	m.Stop(t)
+	require.Contains(t, m.Stderr.String(), "CA certificate changed")
+}
+
 // TestFlags: a challenge lives at most an hour; the directory and CA are required.
 func TestFlags(t *testing.T) {
 	bin := exectest.Build(t, ".")
