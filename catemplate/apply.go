@@ -29,7 +29,8 @@ var emptyRDNSequence = []byte{0x30, 0x00}
 // It refuses (as a [*TemplateError]): an invalid or unpublished template
 // ([ErrInvalidTemplate], [ErrNotPublished]); a CSR whose signature does not verify
 // ([ErrBadSignature]); a key type the template does not list ([ErrKeyType]) or below its
-// minimum size ([ErrKeyTooSmall]); a CA not valid at now ([ErrCAExpired]); a result with
+// minimum size ([ErrKeyTooSmall]) or an RSA key over [MaxRSAKeySize] bits
+// ([ErrKeyTooLarge], refused before its signature is checked); a CA not valid at now ([ErrCAExpired]); a result with
 // neither subject nor SAN ([ErrNoSubject]).
 //
 // The fields it sets, and from where:
@@ -76,13 +77,14 @@ func apply(t *Template, csr *x509.CertificateRequest, r *profile.Rendered, ca *x
 	if ca == nil {
 		return nil, fail(ErrCAExpired, "no CA certificate")
 	}
+	// The key first: its size bounds what checking the signature costs.
+	if err := checkKey(t, csr.PublicKey); err != nil {
+		return nil, err
+	}
 	if checkSignature {
 		if err := csr.CheckSignature(); err != nil {
 			return nil, fail(ErrBadSignature, err.Error())
 		}
-	}
-	if err := checkKey(t, csr.PublicKey); err != nil {
-		return nil, err
 	}
 
 	// Validity.
@@ -167,6 +169,10 @@ func apply(t *Template, csr *x509.CertificateRequest, r *profile.Rendered, ca *x
 }
 
 // checkKey applies the template's key type and size rules.
+// MaxRSAKeySize is the largest RSA modulus, in bits, a request may carry: verifying its
+// signature costs the square of its size, and the requester chooses it.
+const MaxRSAKeySize = 8192
+
 func checkKey(t *Template, pub any) error {
 	fail := func(err error, detail string) error {
 		return &TemplateError{Template: t.Name, Err: err, Detail: detail}
@@ -175,6 +181,12 @@ func checkKey(t *Template, pub any) error {
 	case *rsa.PublicKey:
 		if !t.allowsKeyType(profile.RSA) {
 			return fail(ErrKeyType, "rsa")
+		}
+		if k.N == nil {
+			return fail(ErrKeyType, "rsa without modulus")
+		}
+		if k.N.BitLen() > MaxRSAKeySize || k.E < 3 || int64(k.E) > 1<<31-1 {
+			return fail(ErrKeyTooLarge, "rsa "+strconv.Itoa(k.N.BitLen())+" bits, exponent "+strconv.Itoa(k.E))
 		}
 		if n := k.N.BitLen(); n < t.MinKeySize {
 			return fail(ErrKeyTooSmall, strconv.Itoa(n)+" < "+strconv.Itoa(t.MinKeySize)+" bits")

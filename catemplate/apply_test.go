@@ -3,6 +3,7 @@ package catemplate
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -137,6 +138,16 @@ func TestApplyRefusals(t *testing.T) {
 	tampered.Signature[0] ^= 1
 	small := makeCSR(t, r, rsa1024)
 	ec := makeCSR(t, r, p256)
+	// A key the requester chose, under a signature that does not verify: refused for
+	// its size before the signature is checked with it.
+	withKey := func(pub *rsa.PublicKey) *x509.CertificateRequest {
+		c := *good
+		c.PublicKey = pub
+		return &c
+	}
+	ones := func(bits uint) *big.Int {
+		return new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), bits), big.NewInt(1))
+	}
 
 	cases := []struct {
 		name string
@@ -148,6 +159,8 @@ func TestApplyRefusals(t *testing.T) {
 		{"bad signature", nil, &tampered, r, ErrBadSignature},
 		{"nil csr", nil, nil, r, ErrBadSignature},
 		{"key too small", nil, small, r, ErrKeyTooSmall},
+		{"rsa key over 8192 bits", nil, withKey(&rsa.PublicKey{N: ones(16384), E: 65537}), r, ErrKeyTooLarge},
+		{"rsa exponent over 2^31-1", nil, withKey(&rsa.PublicKey{N: ones(2048), E: 1 << 31}), r, ErrKeyTooLarge},
 		{"ecdsa not allowed", nil, ec, r, ErrKeyType},
 		{"ecdsa allowed", func(t *Template) { t.KeyTypes = []profile.KeyType{profile.RSA, profile.ECDSAP256} }, ec, r, nil},
 		{"ecdsa curve too small", func(t *Template) {

@@ -349,7 +349,7 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	// The CSR's signature was verified in the gateway step (proof of possession).
 	ct, err := catemplate.ApplyVerified(t, tx.CSR, tx.Rendered, tx.ca.cert, rp.now(), rp.Rand)
 	switch {
-	case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType):
+	case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType), errors.Is(err, catemplate.ErrKeyTooLarge):
 		return fail(PhaseTemplate, ReasonKeyRefused, err)
 	case errors.Is(err, catemplate.ErrNotPublished):
 		return fail(PhaseTemplate, ReasonTemplateUnpublish, err)

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+
+	"github.com/scepkit/scepkit/scep"
 )
 
 // ErrNoProof is returned by [TLSProof] and [SignatureProof] when what they were given
@@ -72,6 +74,9 @@ func SignatureProof(cert *x509.Certificate, csr *x509.CertificateRequest, sig []
 		alg = x509.PureEd25519
 	default:
 		return nil, fmt.Errorf("%w: unsupported key type %T", ErrNoProof, cert.PublicKey)
+	}
+	if err := scep.CheckKeySize(cert.PublicKey); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoProof, err)
 	}
 	if err := cert.CheckSignature(alg, csr.Raw, sig); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoProof, err)

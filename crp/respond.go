@@ -151,7 +151,12 @@ func requestedKey(rec *Record, csr *x509.CertificateRequest) bool {
 	default:
 		return false
 	}
-	return bytes.Equal(spki, csr.RawSubjectPublicKeyInfo) && csr.CheckSignature() == nil
+	return bytes.Equal(spki, csr.RawSubjectPublicKeyInfo) && csrVerifies(csr)
+}
+
+// csrVerifies reports whether csr's signature holds, with its key bounded first.
+func csrVerifies(csr *x509.CertificateRequest) bool {
+	return scep.CheckKeySize(csr.PublicKey) == nil && csr.CheckSignature() == nil
 }
 
 // answer is the recorded answer of a transaction, for a resend or a poll: never a
@@ -199,6 +204,14 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID},
 		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw), renewalOff: req.RenewalDisabled,
 		ca: rp.issuingFor(req.CACert, rp.now())}
+	// The CSR's key is the requester's choice: bounded before anything below verifies
+	// a signature with it (the cost of an RSA operation grows with the square of its
+	// modulus, seconds for a key of 256 Kbit).
+	if err := scep.CheckKeySize(req.CSR.PublicKey); err != nil {
+		e := fail(PhaseGateway, ReasonCSRSignature, err)
+		rp.step(ctx, tx, PhaseGateway, "csr-signature", rp.now(), e)
+		return nil, e
+	}
 	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
 		// A resend of the same request gets the same answer, never a second certificate.
 		if bytes.Equal(rec.Request, tx.reqHash) {

@@ -65,5 +65,5 @@ func ownsTransactionID(id string, signer *x509.Certificate, csr *x509.Certificat
 	if signer != nil && namesKey(id, signer.RawSubjectPublicKeyInfo) {
 		return true
 	}
-	return csr != nil && namesKey(id, csr.RawSubjectPublicKeyInfo) && csr.CheckSignature() == nil
+	return csr != nil && namesKey(id, csr.RawSubjectPublicKeyInfo) && csrVerifies(csr)
 }

@@ -69,4 +69,9 @@ func TestCheckKeySize(t *testing.T) {
 	big8193 := new(big.Int).Lsh(big.NewInt(1), 8192)
 	require.ErrorIs(t, CheckKeySize(&rsa.PublicKey{N: big8193, E: 65537}), ErrUnsupportedAlgorithm)
 	require.ErrorIs(t, CheckKeySize(&rsa.PublicKey{N: rsaKeys[0].N, E: 1}), ErrUnsupportedAlgorithm)
+	// crypto/rsa refuses exponents over 2^31-1: refused here as badAlg, not left to
+	// fail the signature check as badMessageCheck.
+	require.NoError(t, CheckKeySize(&rsa.PublicKey{N: rsaKeys[0].N, E: 1<<31 - 1}))
+	require.ErrorIs(t, CheckKeySize(&rsa.PublicKey{N: rsaKeys[0].N, E: 1 << 31}), ErrUnsupportedAlgorithm)
+	require.ErrorIs(t, CheckKeySize(&rsa.PublicKey{E: 65537}), ErrUnsupportedAlgorithm)
 }

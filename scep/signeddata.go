@@ -396,11 +396,14 @@ func (si *signerInfo) verify(signer *x509.Certificate, content []byte, legacy bo
 const MaxRSABits = 8192
 
 // CheckKeySize refuses, with an error wrapping ErrUnsupportedAlgorithm (badAlg), an RSA
-// public key larger than MaxRSABits or with an exponent over 2^32: call it before any
-// operation with a key a requester supplied.
+// public key larger than MaxRSABits or with an exponent crypto/rsa refuses (below 3 or
+// over 2^31-1): call it before any operation with a key a requester supplied.
 func CheckKeySize(pub any) error {
 	if k, ok := pub.(*rsa.PublicKey); ok {
-		if k.N.BitLen() > MaxRSABits || int64(k.E) > 1<<32-1 || k.E < 3 {
+		if k.N == nil {
+			return fmt.Errorf("%w: RSA key without modulus", ErrUnsupportedAlgorithm)
+		}
+		if k.N.BitLen() > MaxRSABits || int64(k.E) > 1<<31-1 || k.E < 3 {
 			return fmt.Errorf("%w: RSA key of %d bits, exponent %d", ErrUnsupportedAlgorithm, k.N.BitLen(), k.E)
 		}
 	}
