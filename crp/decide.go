@@ -163,6 +163,8 @@ func (rp *RegistrationPoint) decisionTTL() time.Duration {
 // matches ErrUnavailable.
 //
 // Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
+// A transactionID with a record is refused ([ReasonTransactionConflict]): another
+// requester's, or this very request decided before.
 func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
 	if req == nil {
 		return nil, errNilRequest()
@@ -170,6 +172,17 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 	rp.sweepDecisions(ctx)
 	tx, e := rp.enrollTx(req)
 	if e != nil {
+		return nil, e
+	}
+	// A transactionID recorded by another requester is theirs; the same request,
+	// recorded, was decided already: a second decision could only be refused later
+	// (its challenge is spent) or, for a renewal, make a second certificate.
+	switch rec, e := rp.priorRecord(ctx, tx, keyHash(tx.Signer)); {
+	case e != nil:
+		return nil, e
+	case rec != nil:
+		e := fail(PhaseGateway, ReasonTransactionConflict, fmt.Errorf("this request was decided before (%s): no second decision", rec.Status))
+		rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
 		return nil, e
 	}
 	if _, open := rp.open.m.Load(tx.ID); open { // enrollTx refused an empty transactionID

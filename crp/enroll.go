@@ -33,6 +33,12 @@ type EnrollRequest struct {
 // Enroll runs the whole flow for one request without SCEP, for a CA with its own
 // front end (ACME, EST, REST). On refusal it returns a *Error and a Result that still
 // carries the Trace.
+//
+// Its transactionID is treated as a SCEP one is: the same request sent again gets the
+// recorded answer (the same certificate, PENDING, or the same refusal), never a second
+// certificate; a request from another requester under a recorded transactionID is
+// refused ([ReasonTransactionConflict]). The requester is the holder of the CSR's key,
+// or of the certificate req.Proof proves.
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
 	if req == nil {
 		return &Result{Status: scep.Failure, Trace: &Trace{}}, errNilRequest()
@@ -49,6 +55,20 @@ func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*R
 func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*Result, *Error) {
 	tx, e := rp.enrollTx(req)
 	if e == nil {
+		var rec *Record
+		if rec, e = rp.priorRecord(ctx, tx, keyHash(tx.Signer)); rec != nil {
+			// A resend of a recorded request: the recorded answer.
+			resp, re := rp.answer(ctx, rec)
+			if re != nil {
+				return &Result{Status: scep.Failure, Trace: tx.Trace}, re
+			}
+			if resp.Status == scep.Pending {
+				return &Result{Status: scep.Pending, Trace: tx.Trace}, nil
+			}
+			return &Result{Status: scep.Success, Certificate: resp.Certificate, Trace: tx.Trace}, nil
+		}
+	}
+	if e == nil {
 		e = rp.run(ctx, tx, csrRaw(req.CSR), keyHash(tx.Signer))
 	}
 	if e != nil {
@@ -64,7 +84,8 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 }
 
 // enrollTx makes the transaction of req. Its Signer is the certificate req.Proof
-// proves, if any: a Proof for another CSR is refused.
+// proves, if any: a Proof for another CSR is refused. The CSR's key is bounded
+// (scep.CheckKeySize) before anything verifies a signature with it.
 func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) (*Transaction, *Error) {
 	tx := &Transaction{ID: req.TransactionID, MessageType: scep.PKCSReq, CSR: req.CSR, Challenge: req.Challenge,
 		Trace: &Trace{TransactionID: req.TransactionID}, ca: rp.issuingAt(rp.now())}
@@ -76,11 +97,15 @@ func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) (*Transaction, *Error)
 	case req.CSR == nil:
 		return tx, fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
 	}
+	if err := scep.CheckKeySize(req.CSR.PublicKey); err != nil {
+		return tx, fail(PhaseGateway, ReasonCSRSignature, err)
+	}
 	signer, err := req.Proof.signerFor(req.CSR)
 	if err != nil {
 		return tx, fail(PhaseGateway, ReasonRenewalSigner, err)
 	}
 	tx.Signer = signer
+	tx.reqHash = requestHash(tx.MessageType, signer, csrRaw(req.CSR))
 	tx.Renewal = rp.issuedBy(signer) && rp.validatorFor(req.Challenge) == nil
 	return tx, nil
 }

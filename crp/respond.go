@@ -159,6 +159,47 @@ func csrVerifies(csr *x509.CertificateRequest) bool {
 	return scep.CheckKeySize(csr.PublicKey) == nil && csr.CheckSignature() == nil
 }
 
+// priorRecord looks up the record of tx's transactionID, if any, before a new request
+// runs under it. It returns the record when it is of this very request (tx.reqHash):
+// a resend gets the recorded answer, never a second certificate. It refuses the
+// request (ReasonTransactionConflict) when the record is another requester's.
+//
+// A transactionID is its requester's: another key cannot take it over and replace the
+// record a device will poll or resend for. The requester is the holder of the key that
+// signed (signerKey, when there is a signer), or of the key the recorded request was
+// for: clients name a transaction by their CSR's key (RFC 8894 §3.2.1.1), so a device
+// that rekeyed, signing with its old certificate, signs its next renewal under the same
+// transactionID with the new one (certmonger does).
+//
+// Unless the transactionID is derived from this requester's key and not from the
+// recorded one: then it is this requester's, and whoever recorded it first had chosen
+// it to squat a device whose public key it knew (its next enrollment would be refused
+// for as long as the record lives). The record is then replaced by this request's.
+//
+// A store that cannot be read is not a verdict: the request runs, and the stores it
+// needs next answer for themselves.
+func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, signerKey []byte) (*Record, *Error) {
+	rec, err := rp.transactions().Get(ctx, tx.ID)
+	if err != nil {
+		return nil, nil
+	}
+	if bytes.Equal(rec.Request, tx.reqHash) {
+		return rec, nil
+	}
+	sameSigner := len(signerKey) > 0 && bytes.Equal(rec.SignerKey, signerKey)
+	if !sameSigner && !requestedKey(rec, tx.CSR) {
+		if !ownsTransactionID(tx.ID, tx.Signer, tx.CSR) {
+			e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
+			rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
+			return nil, e
+		}
+		rp.log().WarnContext(ctx, "crp: transactionID recorded for another key is derived from this requester's: its record is replaced",
+			"transactionID", tx.ID, "recorded_signer", hex.EncodeToString(rec.SignerKey),
+			"recorded_user", rec.UserID, "recorded_device", rec.DeviceID, "recorded_status", rec.Status.String())
+	}
+	return nil, nil
+}
+
 // answer is the recorded answer of a transaction, for a resend or a poll: never a
 // certificate revoked since, which the client would install as a dead credential
 // without a word (ReasonRevoked).
@@ -212,33 +253,10 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 		rp.step(ctx, tx, PhaseGateway, "csr-signature", rp.now(), e)
 		return nil, e
 	}
-	if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil {
-		// A resend of the same request gets the same answer, never a second certificate.
-		if bytes.Equal(rec.Request, tx.reqHash) {
-			return rp.answer(ctx, rec)
-		}
-		// A transactionID is the requester's: another key cannot take it over (and
-		// replace the record a device will poll or resend for). The requester is the
-		// holder of the key that signed, or of the key the recorded request was for:
-		// clients name a transaction by their CSR's key (RFC 8894 §3.2.1.1), so a
-		// device that rekeyed, signing with its old certificate, signs its next
-		// renewal under the same transactionID with the new one (certmonger does).
-		//
-		// Unless the transactionID is derived from this requester's key and not from the
-		// recorded one: then it is this requester's, and whoever recorded it first had
-		// chosen it to squat a device whose public key it knew (its next enrollment
-		// would be refused for as long as the record lives). The record is replaced by
-		// this request's.
-		if !bytes.Equal(rec.SignerKey, signerKey) && !requestedKey(rec, req.CSR) {
-			if !ownsTransactionID(req.TransactionID, req.Signer, req.CSR) {
-				e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
-				rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
-				return nil, e
-			}
-			rp.log().WarnContext(ctx, "crp: transactionID recorded for another key is derived from this requester's: its record is replaced",
-				"transactionID", req.TransactionID, "recorded_signer", hex.EncodeToString(rec.SignerKey),
-				"recorded_user", rec.UserID, "recorded_device", rec.DeviceID, "recorded_status", rec.Status.String())
-		}
+	if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil {
+		return nil, e
+	} else if rec != nil {
+		return rp.answer(ctx, rec)
 	}
 	ours := rp.issuedBy(req.Signer)
 	switch {
