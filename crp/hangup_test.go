@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/internal/testserver"
@@ -60,6 +61,46 @@ func TestHangUpReleasesChallenge(t *testing.T) {
 			require.NoError(t, err, "the retry with the same challenge")
 			require.Equal(t, scep.Success, res.Status)
 		})
+	}
+}
+
+// TestHangUpDuringTemplate: a client that hangs up while the template is resolved
+// (the resolver sees the ended context), or a template store that cannot be reached,
+// leaves the challenge usable: the same request sent again is issued. Before, any
+// resolver error but "not published" was the definitive "no template": the challenge
+// burnt and recorded, and the device's resend answered FAILURE "as answered before"
+// (a crash probe saw 43 of 300 devices that hung up lose their challenge this way).
+func TestHangUpDuringTemplate(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  func(ctx context.Context) error
+	}{
+		{"the client hangs up", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }},
+		{"the template store is down", func(context.Context) error { return errors.New("template database: connection refused") }},
+	} {
+		for name, newEnv := range hangupEnvs(t) {
+			t.Run(c.name+"/"+name, func(t *testing.T) {
+				env := newEnv(t)
+				inner := env.RP.Templates
+				env.RP.Templates = catemplate.ResolverFunc(func(ctx context.Context, req *catemplate.ResolveRequest) (*catemplate.Template, error) {
+					return nil, c.err(ctx)
+				})
+				ch := mint(t, env, "alice@example.com", "alice-laptop")
+				enroll := &crp.EnrollRequest{TransactionID: "template-hangup", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch}
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				defer cancel()
+				_, err := env.RP.Enroll(ctx, enroll)
+				require.ErrorIs(t, err, crp.ErrUnavailable)
+				_, err = env.RP.Transactions.Get(context.Background(), "template-hangup")
+				require.ErrorIs(t, err, crp.ErrNotFound, "nothing recorded for a transient failure")
+
+				env.RP.Templates = inner
+				res, err := env.RP.Enroll(context.Background(), enroll)
+				require.NoError(t, err, "the same request again")
+				require.Equal(t, scep.Success, res.Status)
+				require.Equal(t, 1, env.Issuer.Count())
+			})
+		}
 	}
 }
 

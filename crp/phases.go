@@ -339,8 +339,13 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 			return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
 		case errors.Is(err, catemplate.ErrInvalidTemplate):
 			return fail(PhaseTemplate, ReasonMisconfigured, err)
+		case errors.Is(err, catemplate.ErrNoTemplate), errors.Is(err, catemplate.ErrUnknownTemplate):
+			return fail(PhaseTemplate, ReasonNoTemplate, err)
 		}
-		return fail(PhaseTemplate, ReasonNoTemplate, err)
+		// Anything else is no verdict on the request: the request's context ended
+		// (the device hung up), a template store could not be reached. Transient: the
+		// challenge is released for the device's retry, as for a directory.
+		return unavailable(PhaseTemplate, err)
 	}
 	if t == nil {
 		return fail(PhaseTemplate, ReasonMisconfigured, errors.New("the template resolver returned neither a template nor an error"))
