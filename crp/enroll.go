@@ -21,7 +21,8 @@ type Result struct {
 type EnrollRequest struct {
 	// TransactionID names the transaction in traces and records; required.
 	TransactionID string
-	CSR           *x509.CertificateRequest
+	// CSR is the request; its signature must verify (proof of possession); required.
+	CSR *x509.CertificateRequest
 	// Challenge is the challenge password (from the CSR, or sent beside it).
 	Challenge string
 	// Proof, when it proves a certificate this CA issued, makes the request a

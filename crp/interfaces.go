@@ -50,7 +50,9 @@ type Device struct {
 }
 
 // DeviceRegistry finds devices by the id a challenge names. LookupDevice returns an
-// error matching ErrNotFound for an unknown device. It is called concurrently.
+// error matching ErrNotFound for an unknown device; any other error is treated as the
+// registry being unavailable (the request fails, its challenge is released for a
+// retry). It is called concurrently.
 type DeviceRegistry interface {
 	LookupDevice(ctx context.Context, id string) (*Device, error)
 }
@@ -87,7 +89,8 @@ type IssueRequest struct {
 	// CSR is the request, for CAs that want it.
 	CSR *x509.CertificateRequest
 	// TemplateName names the catemplate.Template applied.
-	TemplateName  string
+	TemplateName string
+	// TransactionID is the request's transactionID, for the CA's own records.
 	TransactionID string
 }
 

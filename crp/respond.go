@@ -19,8 +19,12 @@ import (
 // rp.Renewal.Disabled, Now is rp.Now, and Rollover is rp.Rollover's CA and RA (see
 // [Rollover]). The other fields keep their zero values (no legacy
 // algorithms, no logging): set them on the result before it serves. Call
-// [scep.Server.Validate] before serving, as for any Server.
+// [scep.Server.Validate] before serving, as for any Server. A nil rp gives a Server
+// without a Responder, which Validate refuses.
 func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
+	if rp == nil {
+		return &scep.Server{}
+	}
 	srv := &scep.Server{Responder: rp, Renewal: !rp.Renewal.Disabled, Now: rp.Now}
 	if ca := rp.firstCACert(); ca != nil {
 		srv.CACerts = []*x509.Certificate{ca}

@@ -236,8 +236,18 @@ func (s *Server) Caps() Caps {
 // Validate reports a configuration the server cannot serve with, and an error when a
 // CA, signing or encryption certificate has expired.
 func (s *Server) Validate() error {
-	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
-		return errors.New("scep: Server needs CACerts, SignerCert, Signer, Recipients and Responder")
+	var missing []string
+	for _, f := range []struct {
+		name string
+		none bool
+	}{{"CACerts", len(s.CACerts) == 0}, {"SignerCert", s.SignerCert == nil}, {"Signer", s.Signer == nil},
+		{"Recipients", len(s.Recipients) == 0}, {"Responder", s.Responder == nil}} {
+		if f.none {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return errors.New("scep: Server needs " + strings.Join(missing, ", "))
 	}
 	if err := keysMatch("Server", s.SignerCert, s.Signer, s.Recipients); err != nil {
 		return err
@@ -325,8 +335,14 @@ func (s *Server) log() *slog.Logger {
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. A Server without the fields Validate requires
+// (a zero Server, say) answers every request 503: it advertises no capabilities it
+// cannot serve.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
+		httpError(w, http.StatusServiceUnavailable, "SCEP server not configured")
+		return
+	}
 	maxQ := s.MaxQueryBytes
 	if maxQ <= 0 {
 		maxQ = DefaultMaxQueryBytes

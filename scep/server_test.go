@@ -546,26 +546,45 @@ func TestParseOptionDisableDES3(t *testing.T) {
 }
 
 // TestServerWithoutCACertsDoesNotPanic: a Server used without Validate and without
-// CACerts answers a PKIOperation (the Responder is told of no CA) instead of
-// panicking while it chooses the set of certificates.
+// CACerts (or any other field Validate requires) answers 503 to every operation, its
+// Responder never called: it used to panic while choosing the set of certificates,
+// then to answer a PKIOperation with no CA, and a zero Server advertised capabilities
+// in GetCACaps.
 func TestServerWithoutCACertsDoesNotPanic(t *testing.T) {
 	pki := newTestPKI(t)
-	s := pki.server(false)
-	s.CACerts = nil
-	var seen *Request
-	s.Responder = ResponderFunc(func(_ context.Context, req *Request) (*Response, error) {
-		seen = req
-		return nil, Fail(BadRequest, errors.New("no CA"))
-	})
-	ts := httptestServer(t, s)
 	d := newDevice(t)
 	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "no-ca",
 		Payload: newCSR(t, d.key, "device", "secret"), Recipient: pki.raEnc, SignerCert: d.self, Signer: d.key})
 	require.NoError(t, err)
-	code, _, body := post(t, ts.URL, der)
-	expectFailure(t, pki, code, body, BadRequest)
-	require.NotNil(t, seen)
-	require.Nil(t, seen.CACert)
+	for _, c := range []struct {
+		name  string
+		unset func(*Server)
+	}{
+		{"zero Server", func(s *Server) { *s = Server{} }},
+		{"no CACerts", func(s *Server) { s.CACerts = nil }},
+		{"no Recipients", func(s *Server) { s.Recipients = nil }},
+		{"no Signer", func(s *Server) { s.Signer = nil }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := pki.server(false)
+			called := false
+			s.Responder = ResponderFunc(func(context.Context, *Request) (*Response, error) {
+				called = true
+				return nil, Fail(BadRequest, errors.New("no CA"))
+			})
+			c.unset(s)
+			ts := httptestServer(t, s)
+			code, _, body := post(t, ts.URL, der)
+			require.Equal(t, http.StatusServiceUnavailable, code, string(body))
+			for _, op := range []string{"GetCACaps", "GetCACert", "GetNextCACert"} {
+				resp, err := http.Get(ts.URL + "?operation=" + op)
+				require.NoError(t, err)
+				resp.Body.Close()
+				require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, op)
+			}
+			require.False(t, called)
+		})
+	}
 }
 
 // TestMetricLabelsBounded: a requester chooses its messageType, so the metric label

@@ -16,7 +16,7 @@
 //
 //	go run ./examples/quickstart -serve 127.0.0.1:8080 -legacy
 //	curl 'http://127.0.0.1:8080/mdm/profile?user=alice@example.com&device=my-laptop'
-//	cd "$(mktemp -d)"  # scepclient leaves csr.pem and self.pem here and reuses them
+//	cd "$(mktemp -d)"  # scepclient leaves csr.pem (and self.pem after a failure) here and reuses them
 //	scepclient -server-url http://127.0.0.1:8080/scep -challenge '<challenge>' \
 //	    -cn alice@example.com -organization '' -ou '' -country '' \
 //	    -ca-fingerprint '<ca_fingerprint>' -private-key key.pem -certificate cert.pem
