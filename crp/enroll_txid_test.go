@@ -4,10 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
+	"log/slog"
+	"sync/atomic"
 	"testing"
 
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/internal/testserver"
 	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
@@ -88,4 +92,43 @@ func TestEnrollTransactionIDs(t *testing.T) {
 		conflict(t, err)
 		require.Equal(t, 1, env.Issuer.Count())
 	})
+}
+
+// unreadableTransactions fails every Get, as a store that does not answer.
+type unreadableTransactions struct {
+	crp.TransactionStore
+	gets atomic.Int32
+}
+
+func (u *unreadableTransactions) Get(context.Context, string) (*crp.Record, error) {
+	u.gets.Add(1)
+	return nil, errors.New("transactions store: i/o timeout")
+}
+
+// TestTransactionStoreUnreadable: a transaction store that cannot be read fails the
+// request at once as transient, its challenge unclaimed, logged as the step
+// transaction-record. Before, the error was ignored: the request went on as if new
+// (a resend could not get its answer, a transactionID could be taken over), and a
+// PostgreSQL that stopped answering held the device for two store timeouts instead of
+// one, the first one logged nowhere.
+func TestTransactionStoreUnreadable(t *testing.T) {
+	keys(t)
+	logs := &testserver.Output{}
+	env, err := crptest.New(crptest.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	require.NoError(t, err)
+	store := &unreadableTransactions{TransactionStore: env.RP.Transactions}
+	env.RP.Transactions = store
+	ctx := context.Background()
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	req := &crp.EnrollRequest{TransactionID: "t1", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch}
+	_, err = env.RP.Enroll(ctx, req)
+	require.ErrorIs(t, err, crp.ErrUnavailable)
+	require.Equal(t, int32(1), store.gets.Load())
+	require.Zero(t, env.Issuer.Count())
+	require.Contains(t, logs.String(), `"step":"transaction-record"`)
+
+	env.RP.Transactions = store.TransactionStore
+	res, err := env.RP.Enroll(ctx, req)
+	require.NoError(t, err, "the challenge was not claimed")
+	require.Equal(t, scep.Success, res.Status)
 }

@@ -268,7 +268,8 @@ type Record struct {
 // recorded answer and pending requests can be decided later. Used by the
 // RegistrationPoint (RegistrationPoint.Transactions) for every authenticated request.
 // Get returns an error matching ErrNotFound when there is none, or when the record
-// has expired. Put replaces any record with the same id, and returns once the record
+// has expired; any other error fails the request as transient (ErrUnavailable) before
+// anything is claimed, since a resend could not get its answer. Put replaces any record with the same id, and returns once the record
 // is durable. A store may forget a record after its Expires. Both are called
 // concurrently; with several gateways, the store is shared (packages pgstore,
 // redisstore).

@@ -180,12 +180,20 @@ func csrVerifies(csr *x509.CertificateRequest) bool {
 // it to squat a device whose public key it knew (its next enrollment would be refused
 // for as long as the record lives). The record is then replaced by this request's.
 //
-// A store that cannot be read is not a verdict: the request runs, and the stores it
-// needs next answer for themselves.
+// A store that cannot be read fails the request at once (transient, ErrUnavailable):
+// without the record, a resend cannot get its answer nor a transactionID be kept its
+// requester's.
 func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, signerKey []byte) (*Record, *Error) {
+	start := rp.now()
 	rec, err := rp.transactions().Get(ctx, tx.ID)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return nil, nil
+	case err != nil:
+		rp.tel().storeError(ctx, "transactions")
+		e := unavailable(PhaseGateway, fmt.Errorf("reading the transaction's record: %w", err))
+		rp.step(ctx, tx, PhaseGateway, "transaction-record", start, e)
+		return nil, e
 	}
 	if bytes.Equal(rec.Request, tx.reqHash) {
 		return rec, nil
