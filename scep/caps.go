@@ -95,15 +95,15 @@ func (cs Caps) Sorted() Caps {
 	return out
 }
 
-// Cipher returns the strongest content cipher the caps allow: AES-256 when AES is
-// listed (or SCEPStandard, or the caps are empty, as RFC 8894 §3.5.2 expects of a modern
-// server), 3DES when only DES3 is, and single DES otherwise.
+// Cipher returns the content cipher to use with a server announcing cs: AES-256 when
+// AES is listed (or SCEPStandard, or the caps are empty, as RFC 8894 §3.5.2 expects of
+// a modern server), 3DES otherwise. Never single DES: GetCACaps travels unsigned, so
+// anyone on the path could strip AES and DES3 from it and then break the 56-bit key
+// to read the request's challenge. A client that must speak single DES to an old
+// server chooses it explicitly ([Client].Cipher).
 func (cs Caps) Cipher() Cipher {
-	switch {
-	case cs.Has(CapAES) || cs.Has(CapSCEPStandard) || len(cs) == 0:
+	if cs.Has(CapAES) || cs.Has(CapSCEPStandard) || len(cs) == 0 {
 		return AES256CBC
-	case cs.Has(CapDES3):
-		return DES3CBC
 	}
-	return DESCBC
+	return DES3CBC
 }

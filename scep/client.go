@@ -85,7 +85,10 @@ type Client struct {
 	// only to look at a server by hand or in tests that are about something else.
 	InsecureSkipCAVerify bool
 	// Cipher and Digest force the algorithms; zero means negotiated from GetCACaps:
-	// AES-256 when AES is listed, 3DES when DES3 is; SHA-256 (or SHA-512) when listed.
+	// AES-256 when AES is listed, 3DES otherwise; SHA-512 when it is listed and
+	// SHA-256 is not, SHA-256 otherwise. Single DES and SHA-1 are used only when set
+	// here: GetCACaps is not signed, and negotiating them from it would let anyone on
+	// the network path downgrade a pinned Client.
 	Cipher Cipher
 	Digest crypto.Hash
 	// PollInterval is the wait between CertPoll requests while PENDING; zero means 10s.
@@ -100,7 +103,24 @@ func (c *Client) httpClient() *http.Client {
 	if c.HTTPClient != nil {
 		return c.HTTPClient
 	}
-	return &http.Client{Timeout: 30 * time.Second}
+	return &http.Client{Timeout: 30 * time.Second, CheckRedirect: sameServer}
+}
+
+// sameServer is the default Client's redirect policy: a redirect is followed only to
+// the same host name (any port), with the same scheme or from http to https, and at
+// most 5 times, so that a server (or anyone answering for it over plain HTTP) cannot
+// send the request, its challenge encrypted but its metadata in clear, to another
+// host.
+func sameServer(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("scep: stopped after 5 redirects")
+	}
+	first := via[0].URL
+	scheme := req.URL.Scheme == first.Scheme || (first.Scheme == "http" && req.URL.Scheme == "https")
+	if !scheme || !strings.EqualFold(req.URL.Hostname(), first.Hostname()) {
+		return fmt.Errorf("%w: redirect to another server refused", ErrBadReply)
+	}
+	return nil
 }
 
 func (c *Client) rand() io.Reader {
@@ -182,6 +202,15 @@ func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: GetCACert returned no certificate", ErrBadReply)
 	}
+	if len(certs) > MaxCACerts {
+		return nil, fmt.Errorf("%w: GetCACert returned %d certificates (at most %d)", ErrBadReply, len(certs), MaxCACerts)
+	}
+	for _, cert := range certs {
+		// Keys the client verifies with, and encrypts to.
+		if err := CheckKeySize(cert.PublicKey); err != nil {
+			return nil, fmt.Errorf("%w: GetCACert: %w", ErrBadReply, err)
+		}
+	}
 	switch {
 	case len(c.CAFingerprint) > 0:
 		if certs = pinned(certs, c.CAFingerprint); certs == nil {
@@ -192,6 +221,11 @@ func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	}
 	return certs, nil
 }
+
+// MaxCACerts is the most certificates a [Client] accepts from GetCACert: a CA, its
+// chain and its RA certificates are a handful, and each one kept costs signature
+// checks.
+const MaxCACerts = 32
 
 // oidCertificateRequestAgent is the extended key usage that marks an RA certificate.
 var oidCertificateRequestAgent = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 1}
@@ -225,27 +259,32 @@ func IsRA(cert *x509.Certificate) bool {
 // returns nil when no certificate has the fingerprint.
 func pinned(certs []*x509.Certificate, fp []byte) []*x509.Certificate {
 	trusted := make([]bool, len(certs))
-	found := false
+	var work []int // trusted CAs whose children are still to be found
 	for i, cert := range certs {
 		sum := sha256.Sum256(cert.Raw)
 		if subtle.ConstantTimeCompare(sum[:], fp) == 1 {
-			trusted[i], found = true, true
+			trusted[i] = true
+			work = append(work, i)
 		}
 	}
-	if !found {
+	if len(work) == 0 {
 		return nil
 	}
-	for changed := true; changed; {
-		changed = false
+	// Each trusted CA is taken once and checks the certificates it names as their
+	// issuer: every pair at most once, whatever order the server sent them in.
+	for len(work) > 0 {
+		parent := certs[work[0]]
+		work = work[1:]
+		if !parent.IsCA {
+			continue
+		}
 		for i, cert := range certs {
-			if trusted[i] {
+			if trusted[i] || !(cert.IsCA || IsRA(cert)) || !bytes.Equal(cert.RawIssuer, parent.RawSubject) {
 				continue
 			}
-			for j, parent := range certs {
-				if trusted[j] && parent.IsCA && (cert.IsCA || IsRA(cert)) && cert.CheckSignatureFrom(parent) == nil {
-					trusted[i], changed = true, true
-					break
-				}
+			if cert.CheckSignatureFrom(parent) == nil {
+				trusted[i] = true
+				work = append(work, i)
 			}
 		}
 	}
@@ -312,15 +351,9 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 		s.cipher = caps.Cipher()
 	}
 	if s.digest == 0 {
-		switch {
-		case caps.Has(CapSHA256) || caps.Has(CapSCEPStandard) || len(caps) == 0:
-			s.digest = crypto.SHA256
-		case caps.Has(CapSHA512):
+		s.digest = crypto.SHA256
+		if caps.Has(CapSHA512) && !caps.Has(CapSHA256) && !caps.Has(CapSCEPStandard) {
 			s.digest = crypto.SHA512
-		case caps.Has(CapSHA1):
-			s.digest = crypto.SHA1
-		default:
-			s.digest = crypto.SHA256
 		}
 	}
 	// The recipient is an RA certificate for key encipherment when there is one, then
@@ -532,8 +565,10 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	return issuedFor(rep, parsed.PublicKey, s.certs)
 }
 
-// issuedFor returns the certificate of a SUCCESS whose key is pub and that was issued
-// by one of the CA certificates GetCACert returned (after pinning).
+// issuedFor returns the certificate of a SUCCESS whose key is pub, that was issued by
+// one of the CA certificates GetCACert returned (after pinning), and that has not
+// expired. Its subject is the CA's choice (RFC 8894 lets a CA change what the CSR
+// asked for): callers that need the CSR's check it.
 func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (*x509.Certificate, error) {
 	for _, cert := range rep.Issued {
 		if !samePublicKey(cert.PublicKey, pub) {
@@ -541,6 +576,9 @@ func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (
 		}
 		if !issuedByOneOf(cert, cas) {
 			return nil, fmt.Errorf("%w: the issued certificate does not chain to the CA", ErrBadReply)
+		}
+		if time.Now().After(cert.NotAfter) {
+			return nil, fmt.Errorf("%w: the issued certificate expired on %s", ErrBadReply, cert.NotAfter.UTC().Format(time.RFC3339))
 		}
 		return cert, nil
 	}

@@ -209,7 +209,7 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 	// A decimal number's text: digits only (strconv.Atoi would also take a sign).
 	n, err := strconv.Atoi(s)
 	if err != nil || len(s) > 4 || strings.TrimLeft(s, "0123456789") != "" {
-		return m, fmt.Errorf("%w: messageType %q", ErrUnknownMessageType, s)
+		return m, fmt.Errorf("%w: messageType %s", ErrUnknownMessageType, quoted(s))
 	}
 	m.MessageType = MessageType(n)
 	if !m.MessageType.known() {
@@ -261,7 +261,7 @@ func readCertRepAttrs(m *PKIMessage, si *signerInfo) error {
 	case "3":
 		m.Status = Pending
 	default:
-		return fmt.Errorf("%w: pkiStatus %q", ErrMalformed, s)
+		return fmt.Errorf("%w: pkiStatus %s", ErrMalformed, quoted(s))
 	}
 	if m.Status != Failure {
 		return nil

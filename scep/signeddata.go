@@ -58,7 +58,7 @@ func hashForDigestOID(oid asn1.ObjectIdentifier, legacy bool) (crypto.Hash, erro
 		}
 		return 0, fmt.Errorf("%w: SHA-1 digest (legacy algorithms not allowed)", ErrUnsupportedAlgorithm)
 	}
-	return 0, fmt.Errorf("%w: digest %v", ErrUnsupportedAlgorithm, oid)
+	return 0, fmt.Errorf("%w: digest %s", ErrUnsupportedAlgorithm, oidText(oid))
 }
 
 func digestOID(h crypto.Hash) (asn1.ObjectIdentifier, error) {
@@ -108,7 +108,7 @@ func schemeForSignatureOID(oid asn1.ObjectIdentifier) (sigScheme, crypto.Hash, e
 	case oid.Equal(oidECDSAWithS512):
 		return schemeECDSA, crypto.SHA512, nil
 	}
-	return 0, 0, fmt.Errorf("%w: signature algorithm %v", ErrUnsupportedAlgorithm, oid)
+	return 0, 0, fmt.Errorf("%w: signature algorithm %s", ErrUnsupportedAlgorithm, oidText(oid))
 }
 
 // attribute is one CMS Attribute as received: its type and the raw DER of each value.
@@ -307,7 +307,7 @@ func (si *signerInfo) attr(oid asn1.ObjectIdentifier) (cryptobyte.String, error)
 			continue
 		}
 		if seen || len(si.attrs[i].values) != 1 {
-			return nil, fmt.Errorf("%w: %v", ErrDuplicateAttribute, oid)
+			return nil, fmt.Errorf("%w: %s", ErrDuplicateAttribute, oidText(oid))
 		}
 		seen = true
 		found = si.attrs[i].values[0]

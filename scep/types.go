@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/scepkit/scepkit/internal/logtext"
 )
 
 // MessageType is the SCEP messageType attribute (RFC 8894 §3.2.1.2). On the wire it is a
@@ -117,8 +119,18 @@ func ParseFailInfo(s string) (FailInfo, error) {
 			return f, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: failInfo %q", ErrMalformed, s)
+	return 0, fmt.Errorf("%w: failInfo %s", ErrMalformed, quoted(s))
 }
+
+// maxQuoted bounds what an error quotes of a value the peer chose (an attribute, an
+// OID): the error reaches logs and, in a client, its caller's output.
+const maxQuoted = 64
+
+// quoted is s, cut to maxQuoted bytes, as a Go string literal.
+func quoted(s string) string { return strconv.Quote(logtext.Cut(s, maxQuoted)) }
+
+// oidText is oid in dotted form, cut to maxQuoted bytes.
+func oidText(oid asn1.ObjectIdentifier) string { return logtext.Cut(oid.String(), maxQuoted) }
 
 // Errors returned by the codec. Each one maps to a failInfo through [FailInfoOf].
 var (
