@@ -24,9 +24,10 @@ type ResolveRequest struct {
 // Resolver picks the template for a request. Implementations return a published
 // template, or an error wrapping [ErrNoTemplate], [ErrUnknownTemplate] or
 // [ErrNotPublished] (as a [*TemplateError]); they must be safe for concurrent use.
-// Any other error (a template store that cannot be reached, the request's context
-// ended) is no verdict on the request: crp treats it as transient and releases the
-// request's challenge.
+// A *TemplateError is a verdict on the request (crp refuses it, its challenge spent);
+// a context error, an error matching crp.ErrUnavailable, or any error that is not a
+// *TemplateError (a template store that cannot be reached) is no verdict: crp treats
+// it as transient and releases the request's challenge.
 type Resolver interface {
 	Resolve(ctx context.Context, req *ResolveRequest) (*Template, error)
 }

@@ -163,8 +163,8 @@ func (rp *RegistrationPoint) decisionTTL() time.Duration {
 // matches ErrUnavailable.
 //
 // Decide, the CA, then Complete is what Enroll does with the Issuer, step for step.
-// A transactionID with a record is refused ([ReasonTransactionConflict]): another
-// requester's, or this very request decided before.
+// A transactionID is kept its requester's as by Enroll: the same request decided
+// before, or another requester's record, is refused ([ReasonTransactionConflict]).
 func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*Decision, error) {
 	if req == nil {
 		return nil, errNilRequest()

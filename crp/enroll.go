@@ -1,6 +1,7 @@
 package crp
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -38,8 +39,9 @@ type EnrollRequest struct {
 // Its transactionID is treated as a SCEP one is: the same request sent again gets the
 // recorded answer (the same certificate, PENDING, or the same refusal), never a second
 // certificate; a request from another requester under a recorded transactionID is
-// refused ([ReasonTransactionConflict]). The requester is the holder of the CSR's key,
-// or of the certificate req.Proof proves.
+// refused ([ReasonTransactionConflict]), unless the transactionID is derived from its
+// own key (then the record is replaced: see the package documentation). The
+// requester is the holder of the CSR's key, or of the certificate req.Proof proves.
 func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*Result, error) {
 	if req == nil {
 		return &Result{Status: scep.Failure, Trace: &Trace{}}, errNilRequest()
@@ -58,19 +60,19 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 	if e == nil {
 		var rec *Record
 		if rec, e = rp.priorRecord(ctx, tx, keyHash(tx.Signer)); rec != nil {
-			// A resend of a recorded request: the recorded answer.
-			resp, re := rp.answer(ctx, rec)
-			if re != nil {
-				return &Result{Status: scep.Failure, Trace: tx.Trace}, re
-			}
-			if resp.Status == scep.Pending {
-				return &Result{Status: scep.Pending, Trace: tx.Trace}, nil
-			}
-			return &Result{Status: scep.Success, Certificate: resp.Certificate, Trace: tx.Trace}, nil
+			return rp.recordedResult(ctx, tx, rec)
 		}
 	}
 	if e == nil {
 		e = rp.run(ctx, tx, csrRaw(req.CSR), keyHash(tx.Signer))
+		// The same request won the race elsewhere (a concurrent resend, another
+		// gateway): answer as that transaction did, as Respond does.
+		if e != nil && e.Reason == ReasonReplayed {
+			if rec, err := rp.transactions().Get(ctx, tx.ID); err == nil &&
+				bytes.Equal(rec.Request, tx.reqHash) && rec.Status != scep.Failure {
+				return rp.recordedResult(ctx, tx, rec)
+			}
+		}
 	}
 	if e != nil {
 		rp.tel().enrollment(ctx, tx.Renewal, scep.Failure, e)
@@ -79,6 +81,22 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 	res := &Result{Status: scep.Pending, Trace: tx.Trace, Certificate: tx.Certificate}
 	if tx.Certificate != nil {
 		res.Status = scep.Success
+	}
+	rp.tel().enrollment(ctx, tx.Renewal, res.Status, nil)
+	return res, nil
+}
+
+// recordedResult is the recorded answer of rec, for a resend of the request it
+// records.
+func (rp *RegistrationPoint) recordedResult(ctx context.Context, tx *Transaction, rec *Record) (*Result, *Error) {
+	resp, e := rp.answer(ctx, rec)
+	if e != nil {
+		rp.tel().enrollment(ctx, tx.Renewal, scep.Failure, e)
+		return &Result{Status: scep.Failure, Trace: tx.Trace}, e
+	}
+	res := &Result{Status: scep.Success, Certificate: resp.Certificate, Trace: tx.Trace}
+	if resp.Status == scep.Pending {
+		res = &Result{Status: scep.Pending, Trace: tx.Trace}
 	}
 	rp.tel().enrollment(ctx, tx.Renewal, res.Status, nil)
 	return res, nil

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
@@ -131,4 +133,98 @@ func TestTransactionStoreUnreadable(t *testing.T) {
 	res, err := env.RP.Enroll(ctx, req)
 	require.NoError(t, err, "the challenge was not claimed")
 	require.Equal(t, scep.Success, res.Status)
+}
+
+// TestEnrollRetryAfterRefusal: a requester without a signer (Enroll without a Proof,
+// Decide) whose request was refused after its challenge was claimed (recorded) may
+// send another request under its transactionID with the same key, as a SCEP device
+// may. The refusal's record now keeps the CSR, the key that made the request; without
+// it, the retry was a "transactionID in use by another requester" for the record's
+// whole life.
+func TestEnrollRetryAfterRefusal(t *testing.T) {
+	keys(t)
+	ctx := context.Background()
+	for _, via := range []string{"Enroll", "Decide"} {
+		t.Run(via, func(t *testing.T) {
+			env := newEnv(t)
+			send := func(cn string) error {
+				ch := mint(t, env, "alice@example.com", "alice-laptop")
+				req := &crp.EnrollRequest{TransactionID: "device-0001", CSR: csr(t, deviceKey, cn, ch), Challenge: ch}
+				if via == "Decide" {
+					_, err := env.RP.Decide(ctx, req)
+					return err
+				}
+				_, err := env.RP.Enroll(ctx, req)
+				return err
+			}
+			var ce *crp.Error
+			require.ErrorAs(t, send("not-alice@example.com"), &ce, "refused after the claim: the CSR does not match the profile")
+			require.Equal(t, crp.ReasonCSRMismatch, ce.Reason)
+			rec, err := env.RP.Transactions.Get(ctx, "device-0001")
+			require.NoError(t, err)
+			require.Equal(t, scep.Failure, rec.Status)
+			require.NoError(t, send("alice@example.com"), "the same key, a fixed CSR, a fresh challenge")
+		})
+	}
+}
+
+// gatedTransactions holds the second Get, once it has read, until release is closed,
+// and closes read2 then.
+type gatedTransactions struct {
+	crp.TransactionStore
+	n       atomic.Int32
+	read2   chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedTransactions) Get(ctx context.Context, id string) (*crp.Record, error) {
+	rec, err := g.TransactionStore.Get(ctx, id)
+	if g.n.Add(1) == 2 {
+		close(g.read2)
+		<-g.release
+	}
+	return rec, err
+}
+
+// TestEnrollConcurrentResend: the same request sent twice at once through Enroll, the
+// second finding no record yet but losing the challenge's claim to the first, gets the
+// first's certificate, as a SCEP resend does. It got "challenge already used".
+func TestEnrollConcurrentResend(t *testing.T) {
+	env := newEnv(t)
+	store := &gatedTransactions{TransactionStore: env.RP.Transactions, read2: make(chan struct{}), release: make(chan struct{})}
+	env.RP.Transactions = store
+	inner := env.RP.Issuer
+	inIssue := make(chan struct{})
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
+		close(inIssue)
+		select { // the resend has looked for a record, and found none
+		case <-store.read2:
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("the resend never looked for the record")
+		}
+		return inner.Issue(ctx, r)
+	})
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	req := &crp.EnrollRequest{TransactionID: "tx-1", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch}
+	ctx := context.Background()
+	type outcome struct {
+		res *crp.Result
+		err error
+	}
+	first, second := make(chan outcome, 1), make(chan outcome, 1)
+	go func() {
+		res, err := env.RP.Enroll(ctx, req)
+		first <- outcome{res, err}
+		close(store.release)
+	}()
+	<-inIssue // the first request holds the challenge, its record not yet written
+	go func() {
+		res, err := env.RP.Enroll(ctx, req)
+		second <- outcome{res, err}
+	}()
+	a, b := <-first, <-second
+	require.NoError(t, a.err)
+	require.NoError(t, b.err, "the resend gets the recorded answer")
+	require.Equal(t, a.res.Certificate.Raw, b.res.Certificate.Raw)
+	require.Equal(t, 1, env.Issuer.Count())
 }

@@ -339,12 +339,20 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 			return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
 		case errors.Is(err, catemplate.ErrInvalidTemplate):
 			return fail(PhaseTemplate, ReasonMisconfigured, err)
-		case errors.Is(err, catemplate.ErrNoTemplate), errors.Is(err, catemplate.ErrUnknownTemplate):
+		case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType), errors.Is(err, catemplate.ErrKeyTooLarge):
+			return fail(PhaseTemplate, ReasonKeyRefused, err)
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrUnavailable):
+			// No verdict on the request: the request's context ended (the device hung
+			// up), or the resolver says it could not reach its store. Transient: the
+			// challenge is released for the device's retry, as for a directory.
+			return unavailable(PhaseTemplate, err)
+		}
+		var te *catemplate.TemplateError
+		if errors.As(err, &te) || errors.Is(err, catemplate.ErrNoTemplate) || errors.Is(err, catemplate.ErrUnknownTemplate) {
 			return fail(PhaseTemplate, ReasonNoTemplate, err)
 		}
-		// Anything else is no verdict on the request: the request's context ended
-		// (the device hung up), a template store could not be reached. Transient: the
-		// challenge is released for the device's retry, as for a directory.
+		// Neither a verdict the resolver names nor a transient failure it names: an
+		// error from a store behind it, say. Transient too.
 		return unavailable(PhaseTemplate, err)
 	}
 	if t == nil {

@@ -91,6 +91,12 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	}
 	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: tx.reqHash, Expires: rp.now().Add(rp.ttl()),
 		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
+	if e != nil && len(signerKey) == 0 {
+		// A refusal of a request without a signer (Enroll without a Proof, Decide)
+		// keeps its CSR: the key that made the request, whose holder may send another
+		// request under the transactionID (priorRecord).
+		rec.CSR = csrDER
+	}
 	if e == nil && tx.Certificate == nil {
 		rec.CSR = csrDER // a PENDING request is decided later, from its CSR
 		if nv, ok := tx.Validator.(NamedValidator); ok {

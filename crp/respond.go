@@ -23,7 +23,7 @@ import (
 // without a Responder, which Validate refuses.
 func NewServer(rp *RegistrationPoint, ra *catemplate.RA) *scep.Server {
 	if rp == nil {
-		return &scep.Server{}
+		return &scep.Server{} // Validate names every field missing, ra's included
 	}
 	srv := &scep.Server{Responder: rp, Renewal: !rp.Renewal.Disabled, Now: rp.Now}
 	if ca := rp.firstCACert(); ca != nil {
