@@ -606,7 +606,25 @@ func (c *Client) GetCert(ctx context.Context, issuer []byte, serial *big.Int, ce
 			return c, nil
 		}
 	}
+	if !namesKeptCA(issuer, s.certs) {
+		return nil, fmt.Errorf("%w: GetCert: %s", ErrBadReply, errIssuerNotKept)
+	}
 	return nil, fmt.Errorf("%w: GetCert reply lacks the certificate", ErrBadReply)
+}
+
+// errIssuerNotKept explains a reply about a certificate of a CA the server no longer
+// returns: the client has nothing to check it with.
+const errIssuerNotKept = "the issuer named is not among the CA certificates GetCACert returns " +
+	"(after a CA rollover, the previous CA is no longer returned: check its certificates and CRL against it directly)"
+
+// namesKeptCA reports whether one of the CA certificates in cas has the subject issuer.
+func namesKeptCA(issuer []byte, cas []*x509.Certificate) bool {
+	for _, ca := range cas {
+		if ca.IsCA && bytes.Equal(ca.RawSubject, issuer) {
+			return true
+		}
+	}
+	return false
 }
 
 // GetCRL fetches the CRL for the certificate issuer+serial names (RFC 8894 §3.3.4),
@@ -632,6 +650,9 @@ func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cer
 		return nil, fmt.Errorf("%w: GetCRL: %v", ErrBadReply, err)
 	}
 	if !crlSignedByIssuer(crl, issuer, serial, cert, s.certs) {
+		if !namesKeptCA(issuer, s.certs) {
+			return nil, fmt.Errorf("%w: GetCRL: %s", ErrBadReply, errIssuerNotKept)
+		}
 		return nil, fmt.Errorf("%w: GetCRL: the CRL is not signed by the CA the request names", ErrBadReply)
 	}
 	return crl, nil

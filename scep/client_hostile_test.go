@@ -3,6 +3,7 @@ package scep
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -212,4 +213,39 @@ func TestPeerValuesBoundedInErrors(t *testing.T) {
 	require.Error(t, err)
 	require.Less(t, len(err.Error()), 200)
 	require.True(t, errors.Is(err, ErrUnsupportedAlgorithm))
+}
+
+// TestClientNamesRolledOverCA: after a CA rollover the server's GetCACert no longer
+// returns the previous CA, so the client cannot check a CRL or a certificate of that
+// CA; it says so, instead of "not signed by the CA the request names".
+func TestClientNamesRolledOverCA(t *testing.T) {
+	pki := newTestPKI(t)
+	d := newDevice(t)
+	now := time.Now()
+	prevTmpl := &x509.Certificate{SerialNumber: big.NewInt(90), Subject: pkix.Name{CommonName: "previous CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	prev := mkCert(t, prevTmpl, prevTmpl, rsaKeys[1].Public(), rsaKeys[1])
+	old := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(91), Subject: pkix.Name{CommonName: "device"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}, prev, d.key.Public(), rsaKeys[1])
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+		ThisUpdate: now, NextUpdate: now.Add(time.Hour)}, prev, rsaKeys[1])
+	require.NoError(t, err)
+	s := pki.server(false)
+	s.Responder = ResponderFunc(func(_ context.Context, req *Request) (*Response, error) {
+		if req.MessageType == GetCRL {
+			return &Response{CRL: crl}, nil
+		}
+		return &Response{Certificate: old}, nil
+	})
+	require.NoError(t, s.Validate())
+	ts := httptestServer(t, s)
+	fp := sha256.Sum256(pki.ca.Raw)
+	cl := &Client{URL: ts.URL, CAFingerprint: fp[:]}
+	_, err = cl.GetCRL(context.Background(), old.RawIssuer, old.SerialNumber, old, d.key)
+	require.ErrorIs(t, err, ErrBadReply)
+	require.Contains(t, err.Error(), "not among the CA certificates GetCACert returns")
+	_, err = cl.GetCert(context.Background(), old.RawIssuer, old.SerialNumber, old, d.key)
+	require.ErrorIs(t, err, ErrBadReply)
+	require.Contains(t, err.Error(), "not among the CA certificates GetCACert returns")
 }
