@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/scepkit/scepkit/internal/rsabound"
 	"github.com/scepkit/scepkit/profile"
 )
 
@@ -29,9 +30,9 @@ var emptyRDNSequence = []byte{0x30, 0x00}
 // It refuses (as a [*TemplateError]): an invalid or unpublished template
 // ([ErrInvalidTemplate], [ErrNotPublished]); a CSR whose signature does not verify
 // ([ErrBadSignature]); a key type the template does not list ([ErrKeyType]) or below its
-// minimum size ([ErrKeyTooSmall]) or an RSA key over [MaxRSAKeySize] bits
-// ([ErrKeyTooLarge], refused before its signature is checked); a CA not valid at now ([ErrCAExpired]); a result with
-// neither subject nor SAN ([ErrNoSubject]).
+// minimum size ([ErrKeyTooSmall]) or an RSA key over 8192 bits, scep.MaxRSABits
+// ([ErrKeyTooLarge], refused before its signature is checked); a CA not valid at now
+// ([ErrCAExpired]); a result with neither subject nor SAN ([ErrNoSubject]).
 //
 // The fields it sets, and from where:
 //
@@ -168,11 +169,8 @@ func apply(t *Template, csr *x509.CertificateRequest, r *profile.Rendered, ca *x
 	}, nil
 }
 
-// checkKey applies the template's key type and size rules.
-// MaxRSAKeySize is the largest RSA modulus, in bits, a request may carry: verifying its
-// signature costs the square of its size, and the requester chooses it.
-const MaxRSAKeySize = 8192
-
+// checkKey applies the template's key type and size rules, and refuses an RSA key
+// over scep.MaxRSABits (8192 bits) or with an exponent crypto/rsa refuses.
 func checkKey(t *Template, pub any) error {
 	fail := func(err error, detail string) error {
 		return &TemplateError{Template: t.Name, Err: err, Detail: detail}
@@ -185,7 +183,7 @@ func checkKey(t *Template, pub any) error {
 		if k.N == nil {
 			return fail(ErrKeyType, "rsa without modulus")
 		}
-		if k.N.BitLen() > MaxRSAKeySize || k.E < 3 || int64(k.E) > 1<<31-1 {
+		if !rsabound.OK(k) {
 			return fail(ErrKeyTooLarge, "rsa "+strconv.Itoa(k.N.BitLen())+" bits, exponent "+strconv.Itoa(k.E))
 		}
 		if n := k.N.BitLen(); n < t.MinKeySize {

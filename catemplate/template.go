@@ -22,7 +22,7 @@ var (
 	ErrNotPublished = errors.New("catemplate: template not published on the CA")
 	// ErrKeyTooSmall: the request's key is below the template's minimum size.
 	ErrKeyTooSmall = errors.New("catemplate: key too small for template")
-	// ErrKeyTooLarge: the request's RSA key is larger than MaxRSAKeySize bits, or its
+	// ErrKeyTooLarge: the request's RSA key is larger than 8192 bits (scep.MaxRSABits), or its
 	// exponent is one crypto/rsa refuses; refused before its signature is checked.
 	ErrKeyTooLarge = errors.New("catemplate: key too large")
 	// ErrKeyType: the request's key type is not allowed by the template.

@@ -1,7 +1,6 @@
 package crp
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -65,13 +64,8 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 	}
 	if e == nil {
 		e = rp.run(ctx, tx, csrRaw(req.CSR), keyHash(tx.Signer))
-		// The same request won the race elsewhere (a concurrent resend, another
-		// gateway): answer as that transaction did, as Respond does.
-		if e != nil && e.Reason == ReasonReplayed {
-			if rec, err := rp.transactions().Get(ctx, tx.ID); err == nil &&
-				bytes.Equal(rec.Request, tx.reqHash) && rec.Status != scep.Failure {
-				return rp.recordedResult(ctx, tx, rec)
-			}
+		if rec := rp.wonElsewhere(ctx, tx, e); rec != nil {
+			return rp.recordedResult(ctx, tx, rec)
 		}
 	}
 	if e != nil {
@@ -116,8 +110,8 @@ func (rp *RegistrationPoint) enrollTx(req *EnrollRequest) (*Transaction, *Error)
 	case req.CSR == nil:
 		return tx, fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
 	}
-	if err := scep.CheckKeySize(req.CSR.PublicKey); err != nil {
-		return tx, fail(PhaseGateway, ReasonCSRSignature, err)
+	if e := csrKeyRefused(req.CSR); e != nil {
+		return tx, e
 	}
 	signer, err := req.Proof.signerFor(req.CSR)
 	if err != nil {

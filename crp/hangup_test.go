@@ -164,6 +164,18 @@ func TestHangUpAfterSigning(t *testing.T) {
 	}
 }
 
+// enrollPending enrolls alice's laptop under the transactionID "wait" with a template
+// that requires approval: the request is left PENDING.
+func enrollPending(t *testing.T, env *crptest.Env) {
+	t.Helper()
+	env.Templates[crptest.TemplateName].RequiresApproval = true
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	res, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "wait",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	require.NoError(t, err)
+	require.Equal(t, scep.Pending, res.Status)
+}
+
 // flakyTransactions fails every Put while down.
 type flakyTransactions struct {
 	crp.TransactionStore
@@ -188,13 +200,9 @@ func TestDecisionNotRecorded(t *testing.T) {
 	for _, decision := range []string{"reject", "approve"} {
 		t.Run(decision, func(t *testing.T) {
 			env := newEnv(t)
-			env.Templates[crptest.TemplateName].RequiresApproval = true
 			env.RP.DecisionTTL = time.Second
 			ctx := context.Background()
-			ch := mint(t, env, "alice@example.com", "alice-laptop")
-			res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
-			require.NoError(t, err)
-			require.Equal(t, scep.Pending, res.Status)
+			enrollPending(t, env)
 			flaky := &flakyTransactions{TransactionStore: env.RP.Transactions}
 			env.RP.Transactions = flaky
 
@@ -206,7 +214,7 @@ func TestDecisionNotRecorded(t *testing.T) {
 				return err
 			}
 			flaky.down.Store(true)
-			err = decide()
+			err := decide()
 			require.Error(t, err, "a decision not recorded is not a success")
 			rec, gerr := flaky.Get(ctx, "wait")
 			require.NoError(t, gerr)
@@ -248,13 +256,9 @@ func TestDecisionLeaseAfterDeath(t *testing.T) {
 	env, err := crptest.New(crptest.Options{Now: clock, Dir: t.TempDir()})
 	require.NoError(t, err)
 	t.Cleanup(func() { env.Close() })
-	env.Templates[crptest.TemplateName].RequiresApproval = true
 	env.RP.DecisionTTL = 2 * time.Second
 	ctx := context.Background()
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
-	require.NoError(t, err)
-	require.Equal(t, scep.Pending, res.Status)
+	enrollPending(t, env)
 
 	inner := env.RP.Issuer
 	entered := make(chan struct{})
@@ -298,11 +302,8 @@ func TestRejectLogsWhy(t *testing.T) {
 	var logs testserver.Output
 	env, err := crptest.New(crptest.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	require.NoError(t, err)
-	env.Templates[crptest.TemplateName].RequiresApproval = true
 	ctx := context.Background()
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	_, err = env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
-	require.NoError(t, err)
+	enrollPending(t, env)
 	require.Contains(t, logs.String(), `"step":"issue"`)
 	require.Contains(t, logs.String(), `"outcome":"pending"`, "queued for approval, not issued")
 	require.NoError(t, env.RP.Reject(ctx, "wait", errors.New("laptop reported stolen")))
@@ -317,13 +318,9 @@ func TestRejectLogsWhy(t *testing.T) {
 // certificate is withheld (logged, to be revoked) and its Approve fails.
 func TestDecisionLeaseOverrun(t *testing.T) {
 	env := newEnv(t)
-	env.Templates[crptest.TemplateName].RequiresApproval = true
 	env.RP.DecisionTTL = 2 * time.Second
 	ctx := context.Background()
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "wait", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
-	require.NoError(t, err)
-	require.Equal(t, scep.Pending, res.Status)
+	enrollPending(t, env)
 
 	entered := make(chan struct{})
 	var calls atomic.Int32

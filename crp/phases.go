@@ -13,7 +13,6 @@ import (
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/profile"
-	"github.com/scepkit/scepkit/scep"
 )
 
 // runPhase runs the user's Before checks, the built-in steps and the After checks of
@@ -81,8 +80,8 @@ func (rp *RegistrationPoint) stepCSRSignature(_ context.Context, tx *Transaction
 	if tx.CSR == nil {
 		return fail(PhaseGateway, ReasonCSRSignature, errors.New("no CSR"))
 	}
-	if err := scep.CheckKeySize(tx.CSR.PublicKey); err != nil { // before any RSA operation
-		return fail(PhaseGateway, ReasonCSRSignature, err)
+	if e := csrKeyRefused(tx.CSR); e != nil { // before any RSA operation
+		return e
 	}
 	if err := tx.CSR.CheckSignature(); err != nil {
 		return fail(PhaseGateway, ReasonCSRSignature, err)
@@ -339,7 +338,7 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 			return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
 		case errors.Is(err, catemplate.ErrInvalidTemplate):
 			return fail(PhaseTemplate, ReasonMisconfigured, err)
-		case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType), errors.Is(err, catemplate.ErrKeyTooLarge):
+		case keyRefusal(err):
 			return fail(PhaseTemplate, ReasonKeyRefused, err)
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrUnavailable):
 			// No verdict on the request: the request's context ended (the device hung
@@ -362,7 +361,7 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	// The CSR's signature was verified in the gateway step (proof of possession).
 	ct, err := catemplate.ApplyVerified(t, tx.CSR, tx.Rendered, tx.ca.cert, rp.now(), rp.Rand)
 	switch {
-	case errors.Is(err, catemplate.ErrKeyTooSmall), errors.Is(err, catemplate.ErrKeyType), errors.Is(err, catemplate.ErrKeyTooLarge):
+	case keyRefusal(err):
 		return fail(PhaseTemplate, ReasonKeyRefused, err)
 	case errors.Is(err, catemplate.ErrNotPublished):
 		return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
@@ -374,6 +373,12 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	}
 	tx.CertTemplate = ct
 	return nil
+}
+
+// keyRefusal reports whether err is a template's refusal of the request's key.
+func keyRefusal(err error) bool {
+	return errors.Is(err, catemplate.ErrKeyTooSmall) || errors.Is(err, catemplate.ErrKeyType) ||
+		errors.Is(err, catemplate.ErrKeyTooLarge)
 }
 
 // stepRenewalSigner checks the certificate a renewal is signed with.

@@ -212,6 +212,30 @@ func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, s
 	return nil, nil
 }
 
+// wonElsewhere is the record of tx's very request when e refused tx for a challenge
+// already used and that request won the race elsewhere (a concurrent resend, another
+// gateway): tx is then answered as that transaction was. Nil otherwise.
+func (rp *RegistrationPoint) wonElsewhere(ctx context.Context, tx *Transaction, e *Error) *Record {
+	if e == nil || e.Reason != ReasonReplayed {
+		return nil
+	}
+	rec, err := rp.transactions().Get(ctx, tx.ID)
+	if err != nil || !bytes.Equal(rec.Request, tx.reqHash) || rec.Status == scep.Failure {
+		return nil
+	}
+	return rec
+}
+
+// csrKeyRefused bounds a CSR's key (scep.CheckKeySize) before anything verifies a
+// signature with it: the requester chooses it, and an RSA operation's cost grows with
+// the square of its modulus (seconds for a key of 256 Kbit).
+func csrKeyRefused(csr *x509.CertificateRequest) *Error {
+	if err := scep.CheckKeySize(csr.PublicKey); err != nil {
+		return fail(PhaseGateway, ReasonCSRSignature, err)
+	}
+	return nil
+}
+
 // answer is the recorded answer of a transaction, for a resend or a poll: never a
 // certificate revoked since, which the client would install as a dead credential
 // without a word (ReasonRevoked).
@@ -257,11 +281,7 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 		Challenge: req.ChallengePassword, Signer: req.Signer, Trace: &Trace{TransactionID: req.TransactionID},
 		reqHash: requestHash(req.MessageType, req.Signer, req.CSR.Raw), renewalOff: req.RenewalDisabled,
 		ca: rp.issuingFor(req.CACert, rp.now())}
-	// The CSR's key is the requester's choice: bounded before anything below verifies
-	// a signature with it (the cost of an RSA operation grows with the square of its
-	// modulus, seconds for a key of 256 Kbit).
-	if err := scep.CheckKeySize(req.CSR.PublicKey); err != nil {
-		e := fail(PhaseGateway, ReasonCSRSignature, err)
+	if e := csrKeyRefused(req.CSR); e != nil {
 		rp.step(ctx, tx, PhaseGateway, "csr-signature", rp.now(), e)
 		return nil, e
 	}
@@ -285,13 +305,8 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 	}
 	*renewal = tx.Renewal
 	if e := rp.run(ctx, tx, req.CSR.Raw, signerKey); e != nil {
-		// The same request won the race elsewhere (another gateway, a concurrent
-		// resend): answer as that transaction did.
-		if e.Reason == ReasonReplayed {
-			if rec, err := rp.transactions().Get(ctx, req.TransactionID); err == nil &&
-				bytes.Equal(rec.Request, tx.reqHash) && rec.Status != scep.Failure {
-				return rp.answer(ctx, rec)
-			}
+		if rec := rp.wonElsewhere(ctx, tx, e); rec != nil {
+			return rp.answer(ctx, rec)
 		}
 		return nil, e
 	}

@@ -21,8 +21,6 @@ import (
 )
 
 var (
-	oidRSAKey          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
-	oidSHA256RSA       = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
 	oidChallengeAttr   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
 	oversizedKeyBits   = 65536 // 80–170 ms per signature check; 256 Kbit took 2.8 s
 	refusedExponent    = int64(1) << 31
@@ -44,7 +42,7 @@ func fakeRSACSR(t testing.TB, bits int, e int64, cn, challenge string) (csr, spk
 	})
 	spki = der(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			algID(b, oidRSAKey, []byte{0x05, 0x00})
+			algID(b, oidRSAEncryption, []byte{0x05, 0x00})
 			b.AddASN1BitString(pub)
 		})
 	})
@@ -69,7 +67,7 @@ func fakeRSACSR(t testing.TB, bits int, e int64, cn, challenge string) (csr, spk
 	csr = der(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			b.AddBytes(tbs)
-			algID(b, oidSHA256RSA, []byte{0x05, 0x00})
+			algID(b, oidSHA256WithRSA, []byte{0x05, 0x00})
 			b.AddASN1BitString(bytes.Repeat([]byte{0x7f}, bits/8))
 		})
 	})

@@ -233,20 +233,31 @@ func (s *Server) Caps() Caps {
 	return append(caps, CapSHA256, CapSHA512, CapSCEPStandard)
 }
 
+// missingFields names the required fields s lacks; nil (and nothing allocated) when
+// it has them all.
+func (s *Server) missingFields() (missing []string) {
+	if len(s.CACerts) == 0 {
+		missing = append(missing, "CACerts")
+	}
+	if s.SignerCert == nil {
+		missing = append(missing, "SignerCert")
+	}
+	if s.Signer == nil {
+		missing = append(missing, "Signer")
+	}
+	if len(s.Recipients) == 0 {
+		missing = append(missing, "Recipients")
+	}
+	if s.Responder == nil {
+		missing = append(missing, "Responder")
+	}
+	return missing
+}
+
 // Validate reports a configuration the server cannot serve with, and an error when a
 // CA, signing or encryption certificate has expired.
 func (s *Server) Validate() error {
-	var missing []string
-	for _, f := range []struct {
-		name string
-		none bool
-	}{{"CACerts", len(s.CACerts) == 0}, {"SignerCert", s.SignerCert == nil}, {"Signer", s.Signer == nil},
-		{"Recipients", len(s.Recipients) == 0}, {"Responder", s.Responder == nil}} {
-		if f.none {
-			missing = append(missing, f.name)
-		}
-	}
-	if len(missing) > 0 {
+	if missing := s.missingFields(); missing != nil {
 		return errors.New("scep: Server needs " + strings.Join(missing, ", "))
 	}
 	if err := keysMatch("Server", s.SignerCert, s.Signer, s.Recipients); err != nil {
@@ -339,7 +350,7 @@ var discardLogger = slog.New(slog.DiscardHandler)
 // (a zero Server, say) answers every request 503: it advertises no capabilities it
 // cannot serve.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(s.CACerts) == 0 || s.SignerCert == nil || s.Signer == nil || len(s.Recipients) == 0 || s.Responder == nil {
+	if s.missingFields() != nil {
 		httpError(w, http.StatusServiceUnavailable, "SCEP server not configured")
 		return
 	}

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/scepkit/scepkit/internal/rsabound"
 )
 
 // This file holds the CMS SignedData (RFC 5652 §5) that SCEP wraps around every
@@ -392,18 +394,18 @@ func (si *signerInfo) verify(signer *x509.Certificate, content []byte, legacy bo
 
 // MaxRSABits is the largest RSA modulus scepkit verifies or encrypts to, as crypto/tls
 // bounds it: an RSA operation's cost grows with the square of the modulus, and an
-// unauthenticated sender chooses its own key.
-const MaxRSABits = 8192
+// unauthenticated sender chooses its own key. catemplate applies the same bound.
+const MaxRSABits = rsabound.MaxBits
 
 // CheckKeySize refuses, with an error wrapping ErrUnsupportedAlgorithm (badAlg), an RSA
 // public key larger than MaxRSABits or with an exponent crypto/rsa refuses (below 3 or
 // over 2^31-1): call it before any operation with a key a requester supplied.
 func CheckKeySize(pub any) error {
 	if k, ok := pub.(*rsa.PublicKey); ok {
-		if k.N == nil {
+		switch {
+		case k.N == nil:
 			return fmt.Errorf("%w: RSA key without modulus", ErrUnsupportedAlgorithm)
-		}
-		if k.N.BitLen() > MaxRSABits || int64(k.E) > 1<<31-1 || k.E < 3 {
+		case !rsabound.OK(k):
 			return fmt.Errorf("%w: RSA key of %d bits, exponent %d", ErrUnsupportedAlgorithm, k.N.BitLen(), k.E)
 		}
 	}

@@ -202,7 +202,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			p := recover()
 			aborted := false
 			if p != nil {
-				a.log.ErrorContext(r.Context(), "admin call panicked", "path", logtext.Cut(r.URL.Path, 256), "panic", fmt.Sprint(p),
+				a.log.ErrorContext(r.Context(), "admin call panicked", "path", loggedPath(r), "panic", fmt.Sprint(p),
 					"stack", string(debug.Stack()))
 				if aborted = sw.wrote; !aborted {
 					writeJSON(sw, http.StatusInternalServerError, apiError{http.StatusText(http.StatusInternalServerError)})
@@ -214,7 +214,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			}
 			// Bounded, and a caller who did not authenticate gets no query logged (it may
 			// hold a token sent where it does not belong).
-			attrs = append(attrs, slog.String("method", r.Method), slog.String("path", logtext.Cut(r.URL.Path, 256)))
+			attrs = append(attrs, slog.String("method", r.Method), slog.String("path", loggedPath(r)))
 			if ok {
 				attrs = append(attrs, slog.String("query", logtext.Cut(r.URL.RawQuery, 512)))
 			} else if r.URL.RawQuery != "" {
@@ -383,7 +383,7 @@ func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error)
 		// A refusal on re-checking (the device is no longer compliant, say): the
 		// phase and reason are the operator's to read; what lies under them (an
 		// error of the directory's client, say) goes to the log.
-		a.log.InfoContext(r.Context(), "admin decision refused", "path", logtext.Cut(r.URL.Path, 256), "err", err)
+		a.log.InfoContext(r.Context(), "admin decision refused", "path", loggedPath(r), "err", err)
 		writeJSON(w, http.StatusConflict, apiError{(&crp.Error{Phase: e.Phase, Reason: e.Reason}).Error()})
 	default:
 		// The store or the CA failed: logged, not told.
@@ -392,7 +392,7 @@ func (a *admin) decisionError(w http.ResponseWriter, r *http.Request, err error)
 }
 
 func (a *admin) fail(w http.ResponseWriter, r *http.Request, status int, err error) {
-	a.log.ErrorContext(r.Context(), "admin call failed", "path", logtext.Cut(r.URL.Path, 256), "err", err)
+	a.log.ErrorContext(r.Context(), "admin call failed", "path", loggedPath(r), "err", err)
 	writeJSON(w, status, apiError{http.StatusText(status)})
 }
 
@@ -482,7 +482,7 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	rev.Issuer = issued.Certificate.RawIssuer
 	rev, err = a.g.crlFor(issued.Certificate).Revoke(r.Context(), rev)
 	if errors.Is(err, crp.ErrRevokedForOtherCA) {
-		a.log.WarnContext(r.Context(), "admin revocation refused", "path", logtext.Cut(r.URL.Path, 256), "err", err)
+		a.log.WarnContext(r.Context(), "admin revocation refused", "path", loggedPath(r), "err", err)
 		writeJSON(w, http.StatusConflict, apiError{"the serial is already revoked for another CA's certificate"})
 		return
 	}
@@ -641,3 +641,7 @@ func crossSite(r *http.Request) bool {
 	}
 	return false
 }
+
+// loggedPath is r's path as the admin log records it: cut at 256 bytes, since the
+// caller chooses it, authenticated or not.
+func loggedPath(r *http.Request) string { return logtext.Cut(r.URL.Path, 256) }
