@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -118,8 +119,15 @@ func (b *Bundle) Validate() error {
 		errs = append(errs, bundleErr("DeviceID", b.DeviceID, "required, at most 256 bytes, no control characters"))
 	}
 	for i, c := range b.Intermediates {
-		if c == nil || !c.IsCA {
+		switch {
+		case c == nil || !c.IsCA:
 			errs = append(errs, bundleErr(fmt.Sprintf("Intermediates[%d]", i), "", "not a CA certificate"))
+		case p.RootCA != nil && c.Equal(p.RootCA):
+			errs = append(errs, bundleErr(fmt.Sprintf("Intermediates[%d]", i), c.Subject.String(), "the root certificate, installed already as the root"))
+		case slices.ContainsFunc(b.Intermediates[:i], c.Equal):
+			// Each certificate is one payload (its UUID) and one CSP node (its hash):
+			// a second copy would repeat the UUID, and its Add would fail on Windows.
+			errs = append(errs, bundleErr(fmt.Sprintf("Intermediates[%d]", i), c.Subject.String(), "listed twice"))
 		}
 	}
 	if w := b.WiFi; w != nil {
@@ -376,7 +384,9 @@ func thumbprint(c *x509.Certificate, spaced bool) string {
 	return strings.Join(parts, " ")
 }
 
-// SyncML returns the bundle as one Windows SyncML message:
+// SyncML returns the bundle as the body of one Windows SyncML message (a SyncML
+// element holding a SyncBody, without SyncHdr: the MDM's OMA-DM session adds the
+// header, with its SessionID, MsgID, Target and Source, when it sends the commands):
 //
 //   - an Add of ./Device/Vendor/MSFT/RootCATrustedCertificates/Root/{SHA-1}/EncodedCertificate
 //     (format b64) for the root (the CSP has no ./User root store), and of .../CA/{SHA-1}/
@@ -428,8 +438,14 @@ func (b *Bundle) SyncML(opts ExportOptions) ([]byte, error) {
 }
 
 // escapeSegment percent-escapes every byte of s that is not unreserved in a URI
-// (RFC 3986 section 2.3), so s stays one segment of a LocURI whatever it holds.
+// (RFC 3986 section 2.3), so s stays one segment of a LocURI whatever it holds. The
+// dot-segments "." and ".." are escaped whole (%2E): unescaped, a URI's path
+// normalisation (RFC 3986 section 5.2.4) would remove them, and with them the node's
+// name or its parent.
 func escapeSegment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
 	var sb strings.Builder
 	for _, c := range []byte(s) {
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {

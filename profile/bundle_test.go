@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"encoding/xml"
 	"errors"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -375,7 +376,8 @@ func TestBundleSyncML(t *testing.T) {
 	require.True(t, tls.Simple)
 	require.True(t, tls.NoPrompt)
 	require.True(t, tls.Perform)
-	require.Equal(t, "radius.contoso.com;*.nps.contoso.com", tls.ServerNames)
+	// Windows reads each name as a regular expression: the wildcard is written as one.
+	require.Equal(t, `radius.contoso.com;.*\.nps\.contoso\.com`, tls.ServerNames)
 	require.Equal(t, thumbprint(root, true), tls.TrustedRoot, "TrustedRootCA is the root")
 	require.Equal(t, strings.ToLower(thumbprint(root, false)), strings.ReplaceAll(tls.TrustedRoot, " ", ""))
 	require.True(t, tls.Filtering.CAHashList.Enabled)
@@ -457,6 +459,8 @@ func TestBundleHostileValues(t *testing.T) {
 	}{
 		{"SSID with markup", func(b *Bundle) { b.WiFi.SSID = `</string><key>x` }, ""},
 		{"SSID with a slash", func(b *Bundle) { b.WiFi.SSID = "a/../b" }, ""},
+		{"SSID dot", func(b *Bundle) { b.WiFi.SSID = "." }, ""},
+		{"SSID dot-dot", func(b *Bundle) { b.WiFi.SSID = ".." }, ""},
 		{"SSID with a newline", func(b *Bundle) { b.WiFi.SSID = "corp\nx" }, "WiFi.SSID"},
 		{"SSID with NUL", func(b *Bundle) { b.WiFi.SSID = "corp\x00" }, "WiFi.SSID"},
 		{"SSID of 33 bytes", func(b *Bundle) { b.WiFi.SSID = strings.Repeat("x", 33) }, "WiFi.SSID"},
@@ -472,6 +476,8 @@ func TestBundleHostileValues(t *testing.T) {
 		{"no device", func(b *Bundle) { b.DeviceID = "" }, "DeviceID"},
 		{"no root certificate", func(b *Bundle) { b.SCEP.Profile.RootCA = nil }, "SCEP.Profile.RootCA"},
 		{"leaf as intermediate", func(b *Bundle) { b.Intermediates = []*x509.Certificate{{}} }, "Intermediates[0]"},
+		{"intermediate twice", func(b *Bundle) { b.Intermediates = append(b.Intermediates, b.Intermediates[0]) }, "Intermediates[1]"},
+		{"root as intermediate", func(b *Bundle) { b.Intermediates = append(b.Intermediates, b.SCEP.Profile.RootCA) }, "Intermediates[1]"},
 		{"no Client Authentication", func(b *Bundle) { b.SCEP.Profile.ExtendedKeyUsages = []EKU{EKUEmailProtection} }, "SCEP.Profile.ExtendedKeyUsages"},
 		{"Any Purpose", func(b *Bundle) { b.SCEP.Profile.ExtendedKeyUsages = []EKU{EKUAnyPurpose} }, ""},
 		{"no digitalSignature", func(b *Bundle) { b.SCEP.Profile.KeyUsage = x509.KeyUsageKeyEncipherment }, "SCEP.Profile.KeyUsage"},
@@ -520,8 +526,14 @@ func TestBundleHostileValues(t *testing.T) {
 					var doc syncDoc
 					strictDecode(t, outs[0], &doc)
 					uri := doc.Body.Cmds[3].LocURI
-					require.Equal(t, 1, strings.Count(strings.TrimPrefix(uri, "./User/Vendor/MSFT/WiFi/Profile/"), "/"),
-						"the SSID stays one segment of %s", uri)
+					seg, ok := strings.CutSuffix(strings.TrimPrefix(uri, "./User/Vendor/MSFT/WiFi/Profile/"), "/WlanXml")
+					require.True(t, ok, uri)
+					require.NotContains(t, seg, "/", "the SSID stays one segment of %s", uri)
+					// Not a dot-segment, which URI normalisation removes (RFC 3986 section 5.2.4).
+					require.NotContains(t, []string{".", ".."}, seg, "the SSID stays one segment of %s", uri)
+					back, err := url.PathUnescape(seg)
+					require.NoError(t, err)
+					require.Equal(t, b.WiFi.SSID, back)
 					var w parsedWLAN
 					strictDecode(t, []byte(doc.Body.Cmds[3].Data), &w)
 					require.Equal(t, b.WiFi.SSID, w.SSID)

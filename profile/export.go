@@ -509,7 +509,7 @@ func (b *syncBuilder) atomic() syncCmd {
 	return syncCmd{XMLName: xml.Name{Local: "Atomic"}, CmdID: b.cmdID}
 }
 
-// document marshals cmds as one SyncML message.
+// document marshals cmds as the SyncBody of one SyncML message, without SyncHdr.
 func (b *syncBuilder) document(cmds ...syncCmd) ([]byte, error) {
 	if b.badValue != "" {
 		return nil, exportErr("value %q cannot be written to XML", b.badValue)
@@ -549,7 +549,8 @@ const (
 
 // SyncML returns the Windows ClientCertificateInstall CSP commands that install r: one
 // Atomic holding Add (or Replace) commands for the SCEP/{UniqueID} node and its
-// Install/ nodes, ending with Exec on Install/Enroll. User certificates go under
+// Install/ nodes, ending with Exec on Install/Enroll, in a SyncML element's SyncBody
+// (no SyncHdr: the MDM's OMA-DM session adds it when it sends them). User certificates go under
 // ./User/Vendor/MSFT, device certificates under ./Device/Vendor/MSFT.
 //
 // Node values: ServerURL (URLs joined by ";"), Challenge (base64 of opts.Challenge),

@@ -234,6 +234,8 @@ func FuzzBundle(f *testing.F) {
 	f.Add("Contoso", "radius.contoso.com", "VPN", "vpn.contoso.com")
 	f.Add(`</string><key>x`, "a;b", "x\ny", "1.2.3.4")
 	f.Add("a/../b%2F", "*.nps.contoso.com", "<&>", "::1")
+	f.Add("..", "radius.contoso.com", "VPN", "vpn.contoso.com")
+	f.Add(".", "*.a.b", "VPN", "vpn.contoso.com")
 	f.Fuzz(func(t *testing.T, ssid, server, vpnName, vpnAddr string) {
 		for _, platform := range []Platform{IOS, Windows} {
 			b := testBundle(t, platform)
@@ -278,7 +280,7 @@ func FuzzBundle(f *testing.F) {
 			}
 			seg, ok := strings.CutPrefix(doc.Body.Cmds[3].LocURI, "./User/Vendor/MSFT/WiFi/Profile/")
 			seg, ok2 := strings.CutSuffix(seg, "/WlanXml")
-			if !ok || !ok2 || strings.Contains(seg, "/") {
+			if !ok || !ok2 || strings.Contains(seg, "/") || seg == "." || seg == ".." {
 				t.Fatalf("SSID %q is not one segment: %s", ssid, doc.Body.Cmds[3].LocURI)
 			}
 			if back, err := url.PathUnescape(seg); err != nil || back != ssid {
@@ -287,7 +289,7 @@ func FuzzBundle(f *testing.F) {
 			var w parsedWLAN
 			dec = xml.NewDecoder(strings.NewReader(doc.Body.Cmds[3].Data))
 			dec.Strict = true
-			if err := dec.Decode(&w); err != nil || w.SSID != ssid || w.Name != ssid || w.OneX.Host.Eap.TLS.ServerNames != server {
+			if err := dec.Decode(&w); err != nil || w.SSID != ssid || w.Name != ssid || w.OneX.Host.Eap.TLS.ServerNames != windowsServerNames([]string{server}) {
 				t.Fatalf("WLAN profile: %v %+v", err, w)
 			}
 		}

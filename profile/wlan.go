@@ -102,7 +102,8 @@ type eapTLSType struct {
 //     (ClientAuthEKUList Enabled): the SCEP certificate, not another one the device
 //     may hold;
 //   - validates the RADIUS server: PerformServerValidation and AcceptServerName true,
-//     ServerNames the trusted names joined by ";", TrustedRootCA the root's SHA-1, and DisableUserPromptForServerValidation true, so that a
+//     ServerNames the trusted names joined by ";" (a wildcard written as Windows
+//     reads it, see [windowsServerNames]), TrustedRootCA the root's SHA-1, and DisableUserPromptForServerValidation true, so that a
 //     server failing these checks is refused rather than offered to the user.
 //
 // Element names, order and namespaces follow Microsoft's WLAN_profile,
@@ -135,7 +136,7 @@ func (b *Bundle) WLANProfile() ([]byte, error) {
 	t := &eh.Config.Eap.EapType
 	t.CredentialsSource.CertificateStore.SimpleCertSelection = true
 	t.ServerValidation.DisableUserPromptForServerValidation = true
-	t.ServerValidation.ServerNames = strings.Join(w.TrustedServerNames, ";")
+	t.ServerValidation.ServerNames = windowsServerNames(w.TrustedServerNames)
 	root := b.SCEP.Profile.RootCA
 	t.ServerValidation.TrustedRootCA = thumbprint(root, true)
 	t.PerformServerValidation, t.AcceptServerName = true, true
@@ -148,4 +149,20 @@ func (b *Bundle) WLANProfile() ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte(xml.Header), out...), nil
+}
+
+// windowsServerNames joins names for the ServerNames of a WLAN profile. Windows reads
+// each name there as a regular expression (EapTlsConnectionPropertiesV1's
+// ServerNames), where "*.example.com", as Apple and the bundle write a wildcard, is no
+// valid expression: it is written ".*\.example\.com", the form Microsoft's own example
+// uses. Names without a wildcard are written as they are, as Intune writes them.
+func windowsServerNames(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		if rest, ok := strings.CutPrefix(n, "*."); ok {
+			n = `.*\.` + strings.ReplaceAll(rest, ".", `\.`)
+		}
+		out[i] = n
+	}
+	return strings.Join(out, ";")
 }
