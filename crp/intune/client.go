@@ -52,6 +52,10 @@ const (
 	DefaultMaxResponse = 1 << 20
 	// DefaultRetries is how many times a retryable call is tried again (scepkit's choice).
 	DefaultRetries = 2
+	// MaxRetryAfter is the longest Retry-After (of a 429 or 503) a call waits for
+	// before it tries again; a service asking for longer fails the call at once
+	// (transient: a device's challenge is released, to retry later).
+	MaxRetryAfter = 30 * time.Second
 )
 
 // Errors a Client returns; test them with errors.Is. Every one of them also matches
@@ -120,7 +124,8 @@ type Client struct {
 	RevocationVersion string
 
 	// HTTPClient makes the requests; nil means a client with Timeout. Its own
-	// Timeout, if any, applies too.
+	// Timeout, if any, applies too. Redirects are never followed, whatever its
+	// CheckRedirect: a 3xx answer is no answer (the Client uses a copy of it).
 	HTTPClient *http.Client
 	// Timeout bounds each HTTP exchange; 0 means DefaultTimeout.
 	Timeout time.Duration
@@ -217,10 +222,17 @@ func (c *Client) Validate() error {
 func (c *Client) init() {
 	c.initOnce.Do(func() {
 		c.discovery.sem = make(chan struct{}, 1)
-		c.http = c.HTTPClient
-		if c.http == nil {
-			c.http = &http.Client{Timeout: c.timeout()}
+		hc := c.HTTPClient
+		if hc == nil {
+			hc = &http.Client{Timeout: c.timeout()}
 		}
+		// A copy that never follows a redirect: the answer to a validation must come
+		// from the service asked (a POST re-sent elsewhere carries the CSR and its
+		// challenge, and the other host's "Success" would be taken as Intune's). A 3xx
+		// is a non-2xx answer, so no verdict, as Microsoft's library treats it.
+		cp := *hc
+		cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		c.http = &cp
 		mp := c.MeterProvider
 		if mp == nil {
 			mp = metricnoop.NewMeterProvider()
@@ -335,13 +347,15 @@ type exchange struct {
 	retry       bool   // safe to retry after a transient failure
 	op          string // for logs and errors: "validateRequest", ...
 	txID        string // SCEP transactionID, for logs
+	requestID   *string // if set, receives the client-request-id of the last attempt
 }
 
 // statusError is a non-2xx answer.
 type statusError struct {
-	status    int
-	requestID string
-	detail    string
+	status     int
+	requestID  string
+	detail     string
+	retryAfter time.Duration // the Retry-After of a 429 or 503, 0 if none
 }
 
 func (e *statusError) Error() string {
@@ -393,8 +407,34 @@ func (c *Client) do(ctx context.Context, ex exchange, out any) (err error) {
 		if err == nil || !retry || ctx.Err() != nil {
 			break
 		}
+		var se *statusError
+		if errors.As(err, &se) && se.retryAfter > 0 && i+1 < attempts {
+			// The service's own schedule (RFC 9110 section 10.2.3), when it is longer
+			// than ours; one it sets past MaxRetryAfter, or past the caller's deadline,
+			// is not waited for: the call fails now, transient.
+			if d, ok := ctx.Deadline(); se.retryAfter > MaxRetryAfter || ok && time.Until(d) < se.retryAfter {
+				break
+			}
+			pause = max(pause, se.retryAfter)
+		}
 	}
 	return err
+}
+
+// retryAfter reads a Retry-After header: delay-seconds or an HTTP-date; 0 when absent
+// or unreadable.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 func unavailable(kind, err error) error {
@@ -427,6 +467,9 @@ func (c *Client) once(ctx context.Context, ex exchange, body []byte, out any) (r
 		return false, fmt.Errorf("%w: intune: %s: %w", ErrConfig, ex.op, err)
 	}
 	reqID := newRequestID()
+	if ex.requestID != nil {
+		*ex.requestID = reqID
+	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("client-request-id", reqID)
 	req.Header.Set("Accept", "application/json")
@@ -461,8 +504,11 @@ func (c *Client) once(ctx context.Context, ex exchange, body []byte, out any) (r
 		if resp.StatusCode == http.StatusUnauthorized {
 			c.forgetToken(ex.scope)
 		}
-		return retryableStatus(resp.StatusCode), unavailable(ErrService, fmt.Errorf("intune: %s: %w", ex.op,
-			&statusError{status: resp.StatusCode, requestID: reqID, detail: snippet(data)}))
+		se := &statusError{status: resp.StatusCode, requestID: reqID, detail: snippet(data)}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			se.retryAfter = retryAfter(resp.Header, time.Now())
+		}
+		return retryableStatus(resp.StatusCode), unavailable(ErrService, fmt.Errorf("intune: %s: %w", ex.op, se))
 	}
 	if out == nil {
 		return false, nil

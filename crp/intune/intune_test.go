@@ -238,7 +238,7 @@ func TestFailureNotification(t *testing.T) {
 	f := g.Emu.Failures()
 	require.Len(t, f, 1)
 	require.Equal(t, "tx-ca", f[0].Notification.TransactionID)
-	require.Equal(t, int64(intune.HResultAccessDenied), f[0].Notification.HResult)
+	require.Equal(t, int64(-2147024891), f[0].Notification.HResult, "an HRESULT is a signed 32-bit integer on the wire")
 	require.LessOrEqual(t, len([]rune(f[0].Notification.ErrorDescription)), intune.MaxErrorDescription)
 	require.Contains(t, f[0].Notification.ErrorDescription, "issue: CA refused")
 	require.Empty(t, g.Emu.Successes())

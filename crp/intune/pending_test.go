@@ -48,7 +48,7 @@ func TestPending(t *testing.T) {
 	f := g.Emu.Failures()
 	require.Len(t, f, 1)
 	require.Equal(t, "tx-reject", f[0].Notification.TransactionID)
-	require.Equal(t, int64(intune.HResultAccessDenied), f[0].Notification.HResult)
+	require.Equal(t, int64(-2147024891), f[0].Notification.HResult, "an HRESULT is a signed 32-bit integer on the wire")
 	require.Contains(t, f[0].Notification.ErrorDescription, "not approved by the PKI team")
 
 	require.Len(t, g.Emu.Validations(), 2, "the verdict stands: Intune is not asked again")

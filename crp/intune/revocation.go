@@ -405,8 +405,10 @@ func (p *Poller) log() *slog.Logger {
 	return discard
 }
 
-// Run polls until ctx ends, and returns ctx's error. A full batch is followed at once
-// by another poll; an empty or partial one by Interval; a failed poll by a backoff.
+// Run polls until ctx ends, and returns ctx's error. A full batch it answered is
+// followed at once by another poll; an empty or partial one, or a full one it could
+// answer none of (requests without a requestContext, which Intune offers again), by
+// Interval; a failed poll by a backoff.
 func (p *Poller) Run(ctx context.Context) error {
 	if p.Client == nil || p.Revoker == nil {
 		return fmt.Errorf("%w: the Poller needs a Client and a Revoker", ErrConfig)
@@ -420,7 +422,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			p.log().WarnContext(ctx, "intune: revocation poll failed", "err", err, "retryIn", failPause)
 			wait = failPause
 			failPause = min(2*failPause, p.interval())
-		case res.Downloaded == p.batch():
+		case res.Downloaded == p.batch() && res.Revoked+res.Failed > 0:
 			wait, failPause = 0, p.backoff()
 		default:
 			failPause = p.backoff()

@@ -1,17 +1,19 @@
 package intune
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
 	"strings"
-	"unicode/utf8"
+	"unicode/utf16"
 
 	"github.com/scepkit/scepkit/crp"
 )
@@ -129,6 +131,56 @@ func (e *ServiceError) Error() string {
 type scepAnswer struct {
 	Code             *string `json:"code"`
 	ErrorDescription string  `json:"errorDescription"`
+}
+
+// UnmarshalJSON reads the answer's members by their exact names, as Microsoft's
+// library does (encoding/json would also take "Code" or "CODE"), and refuses a
+// member given twice: {"code":"SubjectNameMismatch","CODE":"Success"} is no
+// Success. Other members are ignored.
+func (a *scepAnswer) UnmarshalJSON(b []byte) error {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(b, &members); err != nil {
+		return err
+	}
+	if members == nil {
+		return errors.New("the answer is not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.Token(); err != nil { // {
+		return err
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := t.(string)
+		if (name == "code" || name == "errorDescription") && seen[name] {
+			return fmt.Errorf("the answer has %q twice", name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	*a = scepAnswer{}
+	if raw, ok := members["code"]; ok {
+		if err := json.Unmarshal(raw, &a.Code); err != nil {
+			return fmt.Errorf("code: %w", err)
+		}
+	}
+	if raw, ok := members["errorDescription"]; ok {
+		var d *string
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return fmt.Errorf("errorDescription: %w", err)
+		}
+		if d != nil {
+			a.ErrorDescription = *d
+		}
+	}
+	return nil
 }
 
 // ValidationRequest is the body of validateRequest.
@@ -256,7 +308,9 @@ func (c *Client) NotifyFailure(ctx context.Context, transactionID string, csrDER
 	n := &body.Notification
 	n.TransactionID = transactionID
 	n.CertificateRequest = base64.StdEncoding.EncodeToString(csrDER)
-	n.HResult = int64(hResult)
+	// An HRESULT is a signed 32-bit integer: E_ACCESSDENIED is -2147024891 on the
+	// wire, as Microsoft's Java library sends its int.
+	n.HResult = int64(int32(hResult))
 	n.ErrorDescription = truncate(description, MaxErrorDescription)
 	if n.ErrorDescription == "" {
 		n.ErrorDescription = "certificate not issued"
@@ -265,14 +319,27 @@ func (c *Client) NotifyFailure(ctx context.Context, transactionID string, csrDER
 	return c.scepCall(ctx, "failureNotification", "ScepActions/failureNotification", transactionID, body)
 }
 
-// truncate cuts s to at most n characters (runes), never inside one.
+// truncate cuts s to at most n characters as the service's Java and .NET count
+// them (UTF-16 code units: a character outside the Basic Multilingual Plane is two),
+// never inside one, marking the cut with "…".
 func truncate(s string, n int) string {
 	s = strings.ToValidUTF8(s, "?")
-	if utf8.RuneCountInString(s) <= n {
+	units := func(r rune) int { return utf16.RuneLen(r) }
+	total := 0
+	for _, r := range s {
+		total += units(r)
+	}
+	if total <= n {
 		return s
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	used := 0
+	for i, r := range s {
+		if used+units(r) > n-1 { // room for the "…", one unit
+			return s[:i] + "…"
+		}
+		used += units(r)
+	}
+	return s
 }
 
 // scepCall posts to the validation service and judges its answer. Validation and
@@ -285,8 +352,10 @@ func (c *Client) scepCall(ctx context.Context, op, suffix, txID string, body any
 		return err
 	}
 	var ans scepAnswer
+	var reqID string
 	err = c.do(ctx, exchange{method: http.MethodPost, url: base + "/" + suffix, scope: c.intuneScope(),
-		apiVersion: orDefault(c.ValidationVersion, ValidationAPIVersion), body: body, retry: true, op: op, txID: txID}, &ans)
+		apiVersion: orDefault(c.ValidationVersion, ValidationAPIVersion), body: body, retry: true, op: op, txID: txID,
+		requestID: &reqID}, &ans)
 	if err != nil {
 		if errors.Is(err, ErrService) || errors.Is(err, ErrTransport) {
 			c.forgetEndpoints()
@@ -297,7 +366,8 @@ func (c *Client) scepCall(ctx context.Context, op, suffix, txID string, body any
 		return unavailable(ErrResponse, fmt.Errorf("intune: %s: the answer has no code", op))
 	}
 	if Code(*ans.Code) != CodeSuccess {
-		return &ServiceError{Op: op, Code: Code(*ans.Code), Description: truncate(ans.ErrorDescription, 512), TransactionID: txID}
+		return &ServiceError{Op: op, Code: Code(*ans.Code), Description: truncate(ans.ErrorDescription, 512), TransactionID: txID,
+			RequestID: reqID}
 	}
 	return nil
 }

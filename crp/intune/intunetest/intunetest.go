@@ -85,6 +85,8 @@ type Fault struct {
 	Body string
 	// Delay holds the answer back (the request's context still ends it).
 	Delay time.Duration
+	// Header is added to the answer (Location for a redirect, Retry-After).
+	Header http.Header
 	// Times is how many requests the fault applies to; 0 means all until cleared.
 	Times int
 }
@@ -212,7 +214,7 @@ func (s *Server) SetNow(now func() time.Time) {
 func (s *Server) SetFault(op Op, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f == (Fault{}) {
+	if f.Status == 0 && f.Body == "" && f.Delay == 0 && f.Times == 0 && len(f.Header) == 0 {
 		delete(s.faults, op)
 		return
 	}
@@ -372,6 +374,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, op Op, h func(*h
 				return
 			case <-t.C:
 			}
+		}
+		for k, v := range fault.Header {
+			w.Header()[k] = v
 		}
 		if fault.Status != 0 || fault.Body != "" {
 			status := fault.Status
