@@ -341,12 +341,12 @@ func newRequestID() string {
 // exchange is one call to an Intune service (or Graph).
 type exchange struct {
 	method, url string
-	scope       string // token scope
-	apiVersion  string // api-version header; "" for none
-	body        any    // JSON body for POST
-	retry       bool   // safe to retry after a transient failure
-	op          string // for logs and errors: "validateRequest", ...
-	txID        string // SCEP transactionID, for logs
+	scope       string  // token scope
+	apiVersion  string  // api-version header; "" for none
+	body        any     // JSON body for POST
+	retry       bool    // safe to retry after a transient failure
+	op          string  // for logs and errors: "validateRequest", ...
+	txID        string  // SCEP transactionID, for logs
 	requestID   *string // if set, receives the client-request-id of the last attempt
 }
 
