@@ -21,7 +21,9 @@
 // -mdm-issuer, -jwks (URL or file), -directory, -step-root, -step-ca-cert (the
 // certificate that signs, step-ca's intermediate), -tls-cert and -tls-key (the
 // server's certificate, which step-ca must trust: one from step-ca itself will do),
-// -print-template, -log text|json.
+// -state (state.db: challenge claims, transaction records and the inventory of what
+// step-ca issued, package boltstore: a challenge is used once, also across a restart
+// or a crash), -print-template, -log text|json.
 package main
 
 import (
@@ -40,6 +42,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/stepca"
@@ -60,8 +63,8 @@ func main() {
 }
 
 type config struct {
-	listen, identity, mdmIssuer, jwks, directory, stepRoot, stepCACert, tlsCert, tlsKey, log string
-	printTemplate                                                                            bool
+	listen, identity, mdmIssuer, jwks, directory, stepRoot, stepCACert, tlsCert, tlsKey, log, state string
+	printTemplate                                                                                   bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -77,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.stepCACert, "step-ca-cert", "", "the certificate step-ca signs with, its intermediate `FILE` (PEM); required")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "this server's certificate `FILE` (PEM, with its chain); required")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "this server's key `FILE` (PEM); required")
+	fs.StringVar(&c.state, "state", "scepkit-stepca-state", "challenge claims, transaction records and issued certificates `DIR`")
 	fs.BoolVar(&c.printTemplate, "print-template", false, "print the step-ca X.509 template for the SCEP provisioner and exit")
 	fs.StringVar(&c.log, "log", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -105,10 +109,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	h, err := newHandler(ctx, c, getenv, log)
+	h, store, err := newHandler(ctx, c, getenv, log)
 	if err != nil {
 		return err
 	}
+	defer store.Close()
 	roots, err := pemfile.ReadCertificates(c.stepRoot)
 	if err != nil {
 		return err
@@ -139,8 +144,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // newHandler assembles the registration point (the MDM's keys and a verifier for this
 // identity, the directory and device registry, the MDM's profiles, the template) and
-// the webhook handler around it. Nothing here issues: step-ca does.
-func newHandler(ctx context.Context, c *config, getenv func(string) string, log *slog.Logger) (*stepca.Handler, error) {
+// the webhook handler around it, and opens the store it remembers in (the caller
+// closes it). Nothing here issues: step-ca does.
+func newHandler(ctx context.Context, c *config, getenv func(string) string, log *slog.Logger) (_ *stepca.Handler, _ *boltstore.Store, err error) {
 	secret := func(name string) ([]byte, error) {
 		b, err := base64.StdEncoding.DecodeString(getenv(name))
 		if err != nil || len(b) < 16 {
@@ -150,37 +156,52 @@ func newHandler(ctx context.Context, c *config, getenv func(string) string, log 
 	}
 	chSecret, err := secret("SCEPKIT_CHALLENGE_SECRET")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	notifySecret, err := secret("SCEPKIT_NOTIFY_SECRET")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	issuing, err := pemfile.ReadCertificates(c.stepCACert)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	roots, err := pemfile.ReadCertificates(c.stepRoot)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	keys, err := demo.LoadKeySet(ctx, c.jwks)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dir, err := demo.LoadDirectory(c.directory)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The profiles the MDM hands out: the server URL does not matter here, only what
 	// the CSR must carry.
 	profiles, err := demo.Profiles("https://step-ca.invalid/scep", roots[0])
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	// Challenge claims and transaction records survive restarts and crashes in one
+	// file: kept in memory, a challenge used before a restart would pass again after it.
+	store, migrated, err := boltstore.OpenDir(c.state, &boltstore.Options{Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			store.Close()
+		}
+	}()
+	if migrated > 0 {
+		log.Info("migrated issued certificates into the store", "count", migrated)
 	}
 	rp := &crp.RegistrationPoint{
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: c.mdmIssuer, Audience: c.identity,
-			Replay: &challenge.MemoryReplayStore{}},
+			Replay: store},
+		Transactions: store, Certificates: store,
 		Users: &dir.MemoryDirectory, Devices: &dir.MemoryRegistry, Profiles: profiles,
 		Templates: demo.Templates(), CACert: issuing[0],
 		// The webhook judges challenges only: step-ca's SCEP renewals never reach
@@ -199,8 +220,8 @@ func newHandler(ctx context.Context, c *config, getenv func(string) string, log 
 		Logger: log,
 	}
 	if err := rp.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return &stepca.Handler{RP: rp, ChallengeSecret: chSecret, NotifySecret: notifySecret,
-		BearerToken: getenv("SCEPKIT_WEBHOOK_TOKEN"), RequireClientCert: true, Logger: log}, nil
+		BearerToken: getenv("SCEPKIT_WEBHOOK_TOKEN"), RequireClientCert: true, Logger: log}, store, nil
 }

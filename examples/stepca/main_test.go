@@ -64,8 +64,13 @@ func TestStepCA(t *testing.T) {
 		"-directory", "../directory.json", "-ca-cert", ca.RootFile(), "-scep-url", ca.SCEPURL,
 		"-gateway", "scepkit-stepca")
 	certFile, keyFile := ca.WriteServerCertificate(t.TempDir())
-	srv := exectest.Start(t, bin, "-listen", addr, "-jwks", mdm.Base+"/jwks", "-directory", "../directory.json",
-		"-step-root", ca.RootFile(), "-step-ca-cert", ca.IntermediateFile(), "-tls-cert", certFile, "-tls-key", keyFile)
+	state := t.TempDir()
+	start := func() *exectest.Process {
+		return exectest.Start(t, bin, "-listen", addr, "-jwks", mdm.Base+"/jwks", "-directory", "../directory.json",
+			"-step-root", ca.RootFile(), "-step-ca-cert", ca.IntermediateFile(), "-tls-cert", certFile, "-tls-key", keyFile,
+			"-state", state)
+	}
+	srv := start()
 	require.Equal(t, "https://"+addr, srv.Base)
 
 	ch := challengeFor(t, mdm.Base, "alice@example.com", "alice-laptop")
@@ -85,15 +90,22 @@ func TestStepCA(t *testing.T) {
 	require.Contains(t, srv.Stderr.String(), "outcome=issued")
 	require.Contains(t, srv.Stderr.String(), "serial="+serial)
 
-	// The same challenge on another device: refused, no certificate.
-	dev2 := &scepclienttest.Device{Bin: scepclient, Dir: t.TempDir()}
-	out, err = dev2.Enroll(ca.SCEPURL, "alice@example.com", ch)
-	require.Error(t, err, out)
-	if c, err := dev2.Certificate(); err == nil {
-		require.Error(t, c.CheckSignatureFrom(ca.Intermediate), "only scepclient's self-signed certificate")
+	// The same challenge on another device: refused, no certificate; also after the
+	// webhook server restarts on the same state (a deploy, a crash).
+	for _, restart := range []bool{false, true} {
+		if restart {
+			srv.Stop(t)
+			srv = start()
+		}
+		dev2 := &scepclienttest.Device{Bin: scepclient, Dir: t.TempDir()}
+		out, err = dev2.Enroll(ca.SCEPURL, "alice@example.com", ch)
+		require.Error(t, err, out)
+		if c, err := dev2.Certificate(); err == nil {
+			require.Error(t, c.CheckSignatureFrom(ca.Intermediate), "only scepclient's self-signed certificate (restart %v)", restart)
+		}
+		require.Contains(t, srv.Stderr.String(), "challenge already used", "restart %v", restart)
+		require.True(t, ca.Contains("webhook server did not allow request"))
 	}
-	require.Contains(t, srv.Stderr.String(), "challenge already used")
-	require.True(t, ca.Contains("webhook server did not allow request"))
 
 	// Without step-ca's client certificate the server does not even answer.
 	_, err = ca.Client().Post(srv.Base+"/challenge", "application/json", strings.NewReader("{}"))
