@@ -244,6 +244,7 @@ type RegistrationPoint struct {
 	memTx     *MemoryTransactions
 	memCerts  *MemoryCertificates
 	deciding  sync.Map  // pending requests being decided, without a shared replay store
+	flights   sync.Map  // transaction ID -> *flight: the requests this process is running
 	open      decisions // decisions of Decide waiting for Complete
 }
 

@@ -63,6 +63,19 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 		}
 	}
 	if e == nil {
+		var land func()
+		var waited bool
+		if land, waited, e = rp.board(ctx, tx); e == nil {
+			defer land()
+		}
+		if waited {
+			var rec *Record
+			if rec, e = rp.priorRecord(ctx, tx, keyHash(tx.Signer)); rec != nil {
+				return rp.recordedResult(ctx, tx, rec)
+			}
+		}
+	}
+	if e == nil {
 		e = rp.run(ctx, tx, csrRaw(req.CSR), keyHash(tx.Signer))
 		if rec := rp.wonElsewhere(ctx, tx, e); rec != nil {
 			return rp.recordedResult(ctx, tx, rec)

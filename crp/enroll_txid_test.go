@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"log/slog"
 	"sync/atomic"
@@ -227,4 +228,63 @@ func TestEnrollConcurrentResend(t *testing.T) {
 	require.NoError(t, b.err, "the resend gets the recorded answer")
 	require.Equal(t, a.res.Certificate.Raw, b.res.Certificate.Raw)
 	require.Equal(t, 1, env.Issuer.Count())
+}
+
+// TestResendDuringIssue: a device resends its request while the first copy is still
+// being signed (a slow HSM or CA), through Enroll and through SCEP. The resend waits
+// for the first copy and gets its answer; it got FAILURE ("challenge already used",
+// badRequest) while the first copy's certificate went nowhere.
+func TestResendDuringIssue(t *testing.T) {
+	for _, viaSCEP := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Enroll", true: "SCEP"}[viaSCEP], func(t *testing.T) {
+			env := newEnv(t)
+			inner := env.RP.Issuer
+			var calls atomic.Int32
+			inIssue := make(chan struct{})
+			env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
+				if calls.Add(1) == 1 {
+					close(inIssue)
+					time.Sleep(300 * time.Millisecond) // the resend arrives meanwhile
+				}
+				return inner.Issue(ctx, r)
+			})
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			der := csr(t, deviceKey, "alice@example.com", ch)
+			self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+			require.NoError(t, err)
+			send := func() (*x509.Certificate, error) {
+				if viaSCEP {
+					resp, err := env.RP.Respond(context.Background(), &scep.Request{MessageType: scep.PKCSReq,
+						TransactionID: "tx-1", CSR: der, ChallengePassword: ch, Signer: self})
+					if err != nil {
+						return nil, err
+					}
+					return resp.Certificate, nil
+				}
+				res, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "tx-1", CSR: der, Challenge: ch})
+				return res.Certificate, err
+			}
+			type outcome struct {
+				cert *x509.Certificate
+				err  error
+			}
+			first := make(chan outcome, 1)
+			go func() {
+				c, err := send()
+				first <- outcome{c, err}
+			}()
+			select {
+			case <-inIssue:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first copy never reached the CA")
+			}
+			c2, err2 := send()
+			a := <-first
+			require.NoError(t, a.err)
+			require.NoError(t, err2, "the resend waits for the copy being signed")
+			require.NotNil(t, c2)
+			require.Equal(t, a.cert.Raw, c2.Raw)
+			require.Equal(t, 1, env.Issuer.Count())
+		})
+	}
 }

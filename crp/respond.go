@@ -212,6 +212,41 @@ func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, s
 	return nil, nil
 }
 
+// flight is a request this registration point is running: its transaction's request
+// hash, and done, closed once it has ended (its record written, if it makes one).
+type flight struct {
+	req  []byte
+	done chan struct{}
+}
+
+// board registers tx as running in this process. When a copy of the same request
+// (its transactionID and request hash) is running already, tx waits for it to end
+// (a device that resent while its first copy was being signed: by a slow HSM or CA)
+// and returns true; its caller then answers from that copy's record, or runs tx when
+// it left none (a transient failure). Otherwise it returns land, to be called when tx
+// has ended.
+func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction) (land func(), waited bool, e *Error) {
+	f := &flight{req: tx.reqHash, done: make(chan struct{})}
+	prev, loaded := rp.flights.LoadOrStore(tx.ID, f)
+	if !loaded {
+		return func() { rp.flights.Delete(tx.ID); close(f.done) }, false, nil
+	}
+	other := prev.(*flight)
+	if !bytes.Equal(other.req, tx.reqHash) {
+		// Another request under this transactionID: priorRecord and the claims judge
+		// it as they would one from another gateway.
+		return func() {}, false, nil
+	}
+	select {
+	case <-other.done:
+		return func() {}, true, nil
+	case <-ctx.Done():
+		e := unavailable(PhaseGateway, fmt.Errorf("waiting for the copy of this request already running: %w", ctx.Err()))
+		rp.step(ctx, tx, PhaseGateway, "resend", rp.now(), e)
+		return nil, false, e
+	}
+}
+
 // wonElsewhere is the record of tx's very request when e refused tx for a challenge
 // already used and that request won the race elsewhere (a concurrent resend, another
 // gateway): tx is then answered as that transaction was. Nil otherwise.
@@ -289,6 +324,18 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 		return nil, e
 	} else if rec != nil {
 		return rp.answer(ctx, rec)
+	}
+	land, waited, e := rp.board(ctx, tx)
+	if e != nil {
+		return nil, e
+	}
+	defer land()
+	if waited {
+		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil {
+			return nil, e
+		} else if rec != nil {
+			return rp.answer(ctx, rec)
+		}
 	}
 	ours := rp.issuedBy(req.Signer)
 	switch {
