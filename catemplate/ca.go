@@ -23,6 +23,12 @@ import (
 // ErrRefused is returned by [CA.Sign] for a template it will not sign.
 var ErrRefused = errors.New("catemplate: CA refuses to sign")
 
+// ErrSigner is returned by [CA.Sign] when the CA's key failed, not the request: the
+// Signer returned an error (a token removed, a session lost, a mechanism the key does
+// not allow), a signature its public key does not verify, or it does not hold the key
+// of the CA certificate. No certificate was made.
+var ErrSigner = errors.New("catemplate: the CA's signer failed")
+
 // CA is a built-in certificate authority that signs through a crypto.Signer, so the
 // key may live in an HSM or a cloud KMS. Create one with [NewCA] or [LoadCA], or fill
 // Certificate and Signer for a CA you already have.
@@ -124,12 +130,34 @@ func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Publi
 	}
 	der, err := ca.signDirect(tmpl, pub)
 	if errors.Is(err, errNotDirect) {
-		der, err = x509.CreateCertificate(ca.rand(), tmpl, ca.Certificate, pub, ca.Signer)
+		if eq, ok := ca.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(ca.Certificate.PublicKey) {
+			return nil, fmt.Errorf("%w: it does not hold the key of the CA certificate", ErrSigner)
+		}
+		s := &watchedSigner{Signer: ca.Signer}
+		der, err = x509.CreateCertificate(ca.rand(), tmpl, ca.Certificate, pub, s)
+		if err != nil && s.called {
+			// crypto/x509 calls the signer last, then only checks its signature.
+			err = fmt.Errorf("%w: %w", ErrSigner, err)
+		}
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrSigner):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("catemplate: signing: %w", err)
 	}
 	return x509.ParseCertificate(der)
+}
+
+// watchedSigner records whether crypto/x509 got as far as asking for the signature.
+type watchedSigner struct {
+	crypto.Signer
+	called bool
+}
+
+func (w *watchedSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	w.called = true
+	return w.Signer.Sign(rand, digest, opts)
 }
 
 // validOIDs reports whether every object identifier tmpl carries for the certificate

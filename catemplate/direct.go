@@ -177,7 +177,7 @@ func (ca *CA) signDirect(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, 
 	}
 	eq, ok := signerPub.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !eq.Equal(parent.PublicKey) {
-		return nil, errors.New("the CA's signer does not hold the key of its certificate")
+		return nil, fmt.Errorf("%w: it does not hold the key of the CA certificate", ErrSigner)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
@@ -261,12 +261,12 @@ func (ca *CA) signDirect(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, 
 
 	sig, err := crypto.SignMessage(ca.Signer, ca.rand(), tbs, alg.hash)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrSigner, err)
 	}
 	if _, checked := ca.Signer.(*rsa.PrivateKey); !checked {
 		verifier := &x509.Certificate{PublicKey: signerPub}
 		if err := verifier.CheckSignature(alg.x509Algo, tbs, sig); err != nil {
-			return nil, fmt.Errorf("the signer returned an invalid signature: %w", err)
+			return nil, fmt.Errorf("%w: it returned an invalid signature: %w", ErrSigner, err)
 		}
 	}
 

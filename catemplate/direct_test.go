@@ -220,6 +220,20 @@ func TestSignDirectFallsBack(t *testing.T) {
 // might.
 type faultySigner struct{ crypto.Signer }
 
+// failingSigner fails as a token does when it is removed.
+type failingSigner struct{ crypto.Signer }
+
+func (failingSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("pkcs11: 0x32: CKR_DEVICE_REMOVED")
+}
+
+// withDNS is tmpl with a DNS SAN, which signDirect leaves to crypto/x509.
+func withDNS(tmpl *x509.Certificate) *x509.Certificate {
+	c := *tmpl
+	c.ExtraExtensions, c.DNSNames = nil, []string{"a.example"}
+	return &c
+}
+
 func (f faultySigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	sig, err := f.Signer.Sign(r, digest, opts)
 	if err == nil {
@@ -253,11 +267,18 @@ func TestSignDirectRefusesBadSigners(t *testing.T) {
 		{"a p256 key", &CA{Certificate: ca.Certificate, Signer: p256}, tmpl},
 		{"faulty rsa signer", &CA{Certificate: ca.Certificate, Signer: faultySigner{ca.Signer}}, tmpl},
 		{"faulty ecdsa signer", &CA{Certificate: ec.Certificate, Signer: faultySigner{ec.Signer}}, ecTmpl},
+		{"failing signer", &CA{Certificate: ca.Certificate, Signer: failingSigner{ca.Signer}}, tmpl},
+		// Templates crypto/x509 encodes (signDirect declines them): the same errors.
+		{"another rsa key, x509 encoder", &CA{Certificate: ca.Certificate, Signer: other}, withDNS(tmpl)},
+		{"faulty rsa signer, x509 encoder", &CA{Certificate: ca.Certificate, Signer: faultySigner{ca.Signer}}, withDNS(tmpl)},
+		{"failing signer, x509 encoder", &CA{Certificate: ca.Certificate, Signer: failingSigner{ca.Signer}}, withDNS(tmpl)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cert, err := c.ca.Sign(t.Context(), c.tmpl, csr.PublicKey)
 			require.Error(t, err)
+			require.ErrorIs(t, err, ErrSigner, "the CA's key failed, not the request")
+			require.NotErrorIs(t, err, ErrRefused)
 			require.False(t, errors.Is(err, errNotDirect))
 			require.Equal(t, 1, strings.Count(err.Error(), "catemplate:"), "one prefix: %v", err)
 			require.Nil(t, cert)

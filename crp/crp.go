@@ -2,6 +2,7 @@ package crp
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -307,6 +308,12 @@ func (rp *RegistrationPoint) Validate() error {
 	if rp.Rollover != nil {
 		if err := rp.Rollover.validate(rp.now()); err != nil {
 			return err
+		}
+	}
+	if ca := issuerCA(rp.Issuer); ca != nil && ca.Certificate != nil && ca.Signer != nil {
+		// A Signer that does not hold the certificate's key fails every enrollment.
+		if eq, ok := ca.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(ca.Certificate.PublicKey) {
+			return fmt.Errorf("crp: the CAIssuer's CA Signer does not hold the key of its certificate %q", ca.Certificate.Subject)
 		}
 	}
 	if ca := issuerCA(rp.Issuer); ca != nil && rp.CACert != nil && !rp.CACert.Equal(ca.Certificate) {

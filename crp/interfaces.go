@@ -127,7 +127,9 @@ func (c CAIssuer) IsRevoked(_ context.Context, cert *x509.Certificate) (bool, er
 	return c.CA.IsRevoked(cert.SerialNumber), nil
 }
 
-// Issue signs req.Template with the CA.
+// Issue signs req.Template with the CA. A failure of the CA's key
+// ([catemplate.ErrSigner]) matches [ErrUnavailable]; the CA's other refusals match
+// [ErrRefused].
 func (c CAIssuer) Issue(ctx context.Context, req *IssueRequest) (*x509.Certificate, error) {
 	if c.CA == nil {
 		// An operator's fault, not the device's: the challenge is given back.
@@ -137,6 +139,11 @@ func (c CAIssuer) Issue(ctx context.Context, req *IssueRequest) (*x509.Certifica
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		return nil, err // out of time (a remote signer): not a refusal
+	case errors.Is(err, catemplate.ErrSigner):
+		// The CA's key failed (a token removed, a lost session, a key that cannot
+		// make this signature), not the request: no certificate was made, and the
+		// challenge is given back for the device's retry once the key is back.
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
 	}

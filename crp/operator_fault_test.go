@@ -2,10 +2,12 @@ package crp_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -57,6 +59,11 @@ func TestOperatorFaults(t *testing.T) {
 				return nil, fmt.Errorf("hsm: %w", context.DeadlineExceeded)
 			})
 		}, crp.ReasonCAUnavailable, true},
+		{"CA key unplugged", func(env *crptest.Env) {
+			// A token removed or a lost session: the CA's key fails, not the request.
+			env.RP.Issuer = crp.CAIssuer{CA: &catemplate.CA{Certificate: env.CA.Certificate,
+				Signer: unpluggedSigner{env.CA.Signer}, Chain: env.CA.Chain}}
+		}, crp.ReasonCAUnavailable, true},
 		{"another CA's certificate", func(env *crptest.Env) {
 			env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
 				return other.Sign(ctx, req.Template, req.PublicKey)
@@ -86,6 +93,13 @@ func TestOperatorFaults(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unpluggedSigner fails as a PKCS#11 token does once it is removed.
+type unpluggedSigner struct{ crypto.Signer }
+
+func (unpluggedSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("pkcs11: 0x32: CKR_DEVICE_REMOVED")
 }
 
 // TestEnrollNeedsTransactionID: Enroll without a transactionID is refused (records
@@ -132,6 +146,9 @@ func TestValidateRefusesWhatFailsEveryEnrollment(t *testing.T) {
 			env.RP.Now = func() time.Time { return env.CA.Certificate.NotAfter.Add(time.Second) }
 		}, "expired"},
 		{"CACert of another CA than the CAIssuer's", func(env *crptest.Env) { env.RP.CACert = other.Certificate }, "not the certificate of the CAIssuer's CA"},
+		{"CA Signer without the certificate's key", func(env *crptest.Env) {
+			env.RP.Issuer = crp.CAIssuer{CA: &catemplate.CA{Certificate: env.CA.Certificate, Signer: other.Signer}}
+		}, "does not hold the key of its certificate"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			env := newEnv(t)
