@@ -31,6 +31,9 @@ type config struct {
 	Identity  string `toml:"identity" doc:"this gateway's identity: the audience the MDM mints challenges for" default:"scepkit-gateway"`
 	MDMIssuer string `toml:"mdm_issuer" doc:"the issuer name in the MDM's challenges" default:"scepkit-mdm"`
 	JWKS      string `toml:"jwks" doc:"the MDM's challenge keys: a JWKS file or https URL (plain http only on a loopback host), at most 1 MiB (required)"`
+	// JWKSRefresh paces the re-reading of JWKS, so that the MDM's key rotation needs
+	// no restart.
+	JWKSRefresh duration `toml:"jwks_refresh" doc:"how often to read jwks again, so that a key the MDM adds is trusted and one it removes is not, without a restart (on failure the keys in use stay); 0 reads it at start only" default:"5m"`
 	Directory string `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
 	// Profiles are the ids challenges name in their prof claim.
 	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048, client authentication" default:"win,ios,mac"`
@@ -297,6 +300,8 @@ func (c *config) validate() error {
 		return settingError("mdm_issuer", errors.New("required"))
 	case c.JWKS == "":
 		return settingError("jwks", errors.New("required: the MDM's JWKS file or URL"))
+	case c.JWKSRefresh < 0 || c.JWKSRefresh > 0 && c.JWKSRefresh < duration(time.Second):
+		return settingError("jwks_refresh", errors.New("0 (at start only) or at least 1s"))
 	case c.Directory == "":
 		return settingError("directory", errors.New("required"))
 	case len(c.Profiles) == 0:

@@ -81,6 +81,8 @@ type gateway struct {
 	keyCheckMu sync.Mutex
 	keyChecked time.Time // when the CA and RA keys last signed for /readyz
 	keyErr     error
+
+	keys *challenge.KeySet // the MDM's keys, which refreshKeys keeps in step with jwks
 }
 
 func (g *gateway) close() {
@@ -157,6 +159,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	if err != nil {
 		return nil, settingError("jwks", err)
 	}
+	g.keys = keys
 	dir, err := mdmfile.LoadDirectory(c.Directory)
 	if err != nil {
 		return nil, settingError("directory", err)
@@ -920,6 +923,38 @@ func decrypts(ra *catemplate.RA, probe []byte) error {
 
 // warnExpiring logs the CA and RA certificates that expire within the warning
 // period, now and then every hour.
+// refreshKeys reads jwks again every jwks_refresh and makes the Verifier's keys those
+// it holds: a key the MDM adds is trusted, one it removes no longer is. On failure the
+// keys in use stay, and the failure is logged.
+func (g *gateway) refreshKeys(ctx context.Context) {
+	every := time.Duration(g.cfg.JWKSRefresh)
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ks, err := mdmfile.LoadKeySet(ctx, g.cfg.JWKS)
+		changed := false
+		if err == nil {
+			changed, err = mdmfile.SyncKeySet(g.keys, ks)
+		}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			g.log.Warn("jwks: reading the MDM's keys again failed; the keys in use stay", "err", err)
+		case changed:
+			g.log.Info("jwks: the MDM's keys changed", "kids", g.keys.KeyIDs())
+		}
+	}
+}
+
 func (g *gateway) warnExpiring(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()

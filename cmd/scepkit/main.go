@@ -201,6 +201,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	go g.warnExpiring(ctx)
 	go g.announceRollover(ctx)
+	go g.refreshKeys(ctx)
 	if g.intunePoller != nil {
 		go g.intunePoller.Run(ctx)
 	}

@@ -1004,6 +1004,7 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"no jwks", []string{"SCEPKIT_JWKS="}, "setting jwks (SCEPKIT_JWKS): required"},
+		{"negative jwks_refresh", []string{"SCEPKIT_JWKS_REFRESH=-1s"}, "setting jwks_refresh (SCEPKIT_JWKS_REFRESH)"},
 		{"bad duration", []string{"SCEPKIT_CRL_VALIDITY=soon"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY)"},
 		// Certificates expired on arrival, CRLs expired before the next is signed.
 		{"certificates of a nanosecond", []string{"SCEPKIT_CERT_VALIDITY=1ns"}, "setting cert_validity (SCEPKIT_CERT_VALIDITY): at least 1h"},
@@ -1503,4 +1504,38 @@ func TestSIGHUPIgnored(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "still serving")
 	r.stop(t)
 	require.Contains(t, r.Logs(), "stopped")
+}
+
+// TestJWKSFollowsRotation: the MDM rotates its challenge key (a new key in its JWKS,
+// the old one gone) and the running gateway follows within jwks_refresh: the new
+// key's challenges enroll, the old key's are refused, and a JWKS that cannot be read
+// keeps the keys in use. It read the JWKS at start only: every enrollment after a
+// rotation failed ("challenge key unknown") until a restart, with /readyz still 200.
+func TestJWKSFollowsRotation(t *testing.T) {
+	f := newFixture(t)
+	r := start(t, f.config(t, "jwks_refresh = \"1s\"\n", ""))
+	url := r.base + "/scep"
+	old := f.challenge(t, "alice@example.com", "alice-laptop")
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	f.mdm = &challenge.Issuer{Name: "test-mdm", Key: key}
+	ks := challenge.NewKeySet()
+	_, err = ks.AddKey(key.Public())
+	require.NoError(t, err)
+	jwks, err := json.Marshal(ks)
+	require.NoError(t, err)
+	f.write(t, "jwks.json", jwks)
+	require.Eventually(t, func() bool { return strings.Contains(r.Logs(), "the MDM's keys changed") },
+		10*time.Second, 50*time.Millisecond, "the rotation was not noticed")
+	out, err := scepclienttest.NewDevice(t).Enroll(url, "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, "a challenge of the MDM's new key: %s", out)
+	out, err = scepclienttest.NewDevice(t).Enroll(url, "bob@example.com", old)
+	require.Error(t, err, "a challenge of the key the MDM removed: %s", out)
+
+	f.write(t, "jwks.json", []byte("{not json"))
+	require.Eventually(t, func() bool { return strings.Contains(r.Logs(), "the keys in use stay") },
+		10*time.Second, 50*time.Millisecond)
+	out, err = scepclienttest.NewDevice(t).Enroll(url, "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
+	require.NoError(t, err, "the keys in use stay when the JWKS cannot be read: %s", out)
 }
