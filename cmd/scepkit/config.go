@@ -34,7 +34,7 @@ type config struct {
 	// JWKSRefresh paces the re-reading of JWKS, so that the MDM's key rotation needs
 	// no restart.
 	JWKSRefresh duration `toml:"jwks_refresh" doc:"how often to read jwks again, so that a key the MDM adds is trusted and one it removes is not, without a restart (on failure the keys in use stay); 0 reads it at start only" default:"5m"`
-	Directory string `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
+	Directory   string   `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
 	// Profiles are the ids challenges name in their prof claim.
 	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048, client authentication" default:"win,ios,mac"`
 	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates" default:"8760h"`
