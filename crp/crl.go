@@ -59,6 +59,7 @@ type signedCRL struct {
 	number                 *big.Int
 	signed                 time.Time // when: refreshes and cache lifetimes count from it
 	thisUpdate, nextUpdate time.Time
+	modified               time.Time // Last-Modified: thisUpdate, or later (see sign)
 }
 
 // CRLBackdate is how far before its signing a CRL's thisUpdate is set.
@@ -162,8 +163,15 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: signing the CRL: %w", ErrUnavailable, err)
 	}
+	// Last-Modified grows with each CRL, a second at least: two CRLs signed within one
+	// second (a burst of revocations) have the same thisUpdate, and a client holding
+	// the first would be told by If-Modified-Since that it still has the second.
+	modified := this
+	if p.cur != nil && !modified.After(p.cur.modified) {
+		modified = p.cur.modified.Add(time.Second)
+	}
 	p.number, p.stale = num, false
-	p.cur = &signedCRL{der: der, number: num, signed: signed, thisUpdate: this, nextUpdate: next}
+	p.cur = &signedCRL{der: der, number: num, signed: signed, thisUpdate: this, nextUpdate: next, modified: modified}
 	return p.cur, nil
 }
 
@@ -196,7 +204,9 @@ func (p *CRLPublisher) Revoke(ctx context.Context, r *Revocation) (*Revocation, 
 }
 
 // ServeHTTP serves the current CRL to GET and HEAD: DER, Content-Type
-// application/pkix-crl, Last-Modified its thisUpdate, an ETag from its CRL number,
+// application/pkix-crl, Last-Modified its thisUpdate (a second after the previous
+// CRL's when both were signed within one second, so that If-Modified-Since never
+// takes a changed CRL for the one a client holds), an ETag from its CRL number,
 // Expires its nextUpdate, and Cache-Control letting caches keep it until the next
 // one is due. Conditional requests get 304. When no CRL can be signed it answers 503
 // without detail (the detail goes to the Logger).
@@ -227,5 +237,5 @@ func (p *CRLPublisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "public, no-transform, max-age="+strconv.FormatInt(int64(maxAge/time.Second), 10))
 	h.Set("Expires", c.nextUpdate.UTC().Format(http.TimeFormat))
 	h.Set("ETag", `"`+c.number.Text(16)+`"`)
-	http.ServeContent(w, r, "", c.thisUpdate, bytes.NewReader(c.der))
+	http.ServeContent(w, r, "", c.modified, bytes.NewReader(c.der))
 }

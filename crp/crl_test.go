@@ -94,6 +94,37 @@ func TestCRLOverHTTP(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, post.StatusCode)
 }
 
+// TestCRLRevalidatedByDate: two revocations within one second give two CRLs; a
+// client revalidating the first by If-Modified-Since gets the second, not 304. Both
+// CRLs had the same Last-Modified (their thisUpdate, in seconds), and the 304 came
+// with an hour's max-age.
+func TestCRLRevalidatedByDate(t *testing.T) {
+	env := newEnv(t)
+	now := time.Now().Truncate(time.Second).Add(100 * time.Millisecond)
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: &crp.MemoryRevocations{}, Validity: 48 * time.Hour,
+		Now: func() time.Time { return now }}
+	ts := httptest.NewServer(pub)
+	defer ts.Close()
+	var last string
+	for i, serial := range []int64{0xa, 0xb, 0xc} {
+		_, err := pub.Revoke(context.Background(), &crp.Revocation{Serial: big.NewInt(serial), Reason: 1, RevokedAt: now, By: "test"})
+		require.NoError(t, err)
+		now = now.Add(200 * time.Millisecond) // all three within one second
+		hdr := map[string]string{}
+		if last != "" {
+			hdr["If-Modified-Since"] = last
+		}
+		resp, der := getCRL(t, ts.URL, hdr)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "revocation %d: the CRL changed", i+1)
+		crl, err := x509.ParseRevocationList(der)
+		require.NoError(t, err)
+		require.Len(t, crl.RevokedCertificateEntries, i+1)
+		last = resp.Header.Get("Last-Modified")
+		resp, _ = getCRL(t, ts.URL, map[string]string{"If-Modified-Since": last})
+		require.Equal(t, http.StatusNotModified, resp.StatusCode, "unchanged since")
+	}
+}
+
 type brokenRevocations struct{ crp.MemoryRevocations }
 
 func (*brokenRevocations) RevokedSince(context.Context, time.Time) ([]*crp.Revocation, error) {
