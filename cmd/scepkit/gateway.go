@@ -703,12 +703,27 @@ func newProfiles(c *config, scepURL string, ca *catemplate.CA) (crp.MemoryProfil
 	return out, nil
 }
 
+// withDeadline gives each request's context a deadline d after it reaches h, so that
+// the work behind an answer (Intune's validation and notification, with their
+// retries, can take minutes) ends while the answer can still be written: past the
+// server's WriteTimeout the device would get no answer at all, while a certificate
+// might be signed. Work cut short is transient: the device gets a FAILURE and its
+// challenge is released.
+func withDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
 // publicHandler serves SCEP, the CRL and CA certificate, health, readiness and
 // metrics.
 func (g *gateway) publicHandler() http.Handler {
 	mux := http.NewServeMux()
-	scep.Mount(mux, "/scep", g.server)
-	scep.Mount(mux, "/certsrv/mscep/mscep.dll", g.server)
+	sh := withDeadline(g.server, answerWithin)
+	scep.Mount(mux, "/scep", sh)
+	scep.Mount(mux, "/certsrv/mscep/mscep.dll", sh)
 	mux.Handle("GET /crl", g.crl)
 	mux.HandleFunc("GET /ca.cer", func(w http.ResponseWriter, r *http.Request) {
 		ca, maxAge := g.caInForce(g.now())

@@ -245,12 +245,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// writeTimeout bounds the time from a request's headers to the end of its answer;
+// answerWithin, a margin shorter, bounds the work behind a SCEP answer.
+const (
+	writeTimeout = 60 * time.Second
+	answerWithin = writeTimeout - 10*time.Second
+)
+
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
+		WriteTimeout:      writeTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    128 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
