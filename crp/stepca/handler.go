@@ -302,7 +302,12 @@ func (h *Handler) notify(ctx context.Context, req *Request) *Response {
 		}
 		c.Certificate = cert
 	} else {
-		c.Err = fmt.Errorf("%w: step-ca: code %d: %s", crp.ErrRefused, req.SCEPErrorCode,
+		// step-ca reports a failure to sign a request its SCEPCHALLENGE webhook had
+		// allowed: its own configuration (a template beyond --x509-max-dur, a policy,
+		// a key or a database it cannot use), never the request, which was judged
+		// already. No certificate was made, so the challenge is released: the device's
+		// retry succeeds once the CA is mended.
+		c.Err = fmt.Errorf("%w: step-ca could not sign: code %d: %s", crp.ErrUnavailable, req.SCEPErrorCode,
 			oneLine(req.SCEPErrorDescription, 200))
 	}
 	if err := h.RP.Complete(ctx, c); err != nil {
