@@ -359,7 +359,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		maxQ = DefaultMaxQueryBytes
 	}
 	if len(r.URL.RawQuery) > maxQ {
-		httpError(w, http.StatusRequestURITooLong, "query too long")
+		s.refuse(w, r, operationLabel(queryValue(r.URL.RawQuery, "operation")), http.StatusRequestURITooLong, "query too long")
 		return
 	}
 	op := queryValue(r.URL.RawQuery, "operation")
@@ -505,25 +505,24 @@ func (s *Server) maxBodyBytes() int64 {
 // and answers the client itself when it cannot. held is the memory l counts for the
 // body, which the caller gives back with l.unhold when the request ends.
 func (s *Server) readMessage(w http.ResponseWriter, r *http.Request, l *limiter) (msg []byte, held int64, ok bool) {
+	const op = "PKIOperation"
 	switch r.Method {
 	case http.MethodPost:
 		limit := s.maxBodyBytes()
 		if r.ContentLength > limit {
-			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			s.refuse(w, r, op, http.StatusRequestEntityTooLarge, "request body too large")
 			return nil, 0, false
 		}
 		body, held, err := s.readBody(w, r, limit, l)
 		switch {
 		case err == nil && int64(len(body)) > limit:
-			httpError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			s.refuse(w, r, op, http.StatusRequestEntityTooLarge, "request body too large")
 		case errors.Is(err, errBodiesHeld):
 			s.overloaded(w, r, l)
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			s.log().InfoContext(r.Context(), "scep: PKIOperation body not received in time", "remote", r.RemoteAddr,
-				"received", len(body))
-			httpError(w, http.StatusRequestTimeout, "request body not received in time")
+			s.refuse(w, r, op, http.StatusRequestTimeout, "request body not received in time", "received", len(body))
 		case err != nil:
-			httpError(w, http.StatusBadRequest, "cannot read body")
+			s.refuse(w, r, op, http.StatusBadRequest, "cannot read body")
 		default:
 			return body, held, true
 		}
@@ -531,14 +530,36 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request, l *limiter)
 	case http.MethodGet:
 		msg, err := DecodeGETMessage(r.URL.RawQuery)
 		if err != nil {
-			httpError(w, http.StatusBadRequest, "bad message parameter")
+			s.refuse(w, r, op, http.StatusBadRequest, "bad message parameter")
 			return nil, 0, false
 		}
 		return msg, 0, true
 	}
 	w.Header().Set("Allow", "GET, POST")
-	httpError(w, http.StatusMethodNotAllowed, "method not allowed")
+	s.refuse(w, r, op, http.StatusMethodNotAllowed, "method not allowed")
 	return nil, 0, false
+}
+
+// refuse answers a request refused before its message could reach the Responder
+// with code and reason, counts it (scep.status "rejected", with the HTTP status code)
+// and logs it once at Warn with the remote address, the operation (a label from a
+// fixed set), the method and the status: never the query or the body, which the
+// client chooses. attrs are added to the log record.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, op string, code int, reason string, attrs ...any) {
+	s.telemetry().rejected(r.Context(), op, code)
+	s.log().WarnContext(r.Context(), "scep: request refused", append([]any{"remote", r.RemoteAddr,
+		"operation", op, "method", logtext.Cut(r.Method, maxQuoted), "status", code, "reason", reason}, attrs...)...)
+	httpError(w, code, reason)
+}
+
+// operationLabel names the operation op from a fixed set, "unknown" for any other
+// value: the client chooses it, and each label value is a time series.
+func operationLabel(op string) string {
+	switch op {
+	case "GetCACaps", "GetCACert", "GetNextCACert", "PKIOperation":
+		return op
+	}
+	return "unknown"
 }
 
 // readBody reads r's body, at most limit+1 bytes, within BodyTimeout: a timer moves
@@ -629,8 +650,9 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3})
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
-		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, errAttr(err))
-		s.telemetry().pkiOperation(ctx, nil, "rejected", "")
+		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "operation", "PKIOperation",
+			"status", http.StatusBadRequest, errAttr(err))
+		s.telemetry().rejected(ctx, "PKIOperation", http.StatusBadRequest)
 		httpError(w, http.StatusBadRequest, "malformed PKIMessage")
 		return
 	}

@@ -21,8 +21,13 @@ const Instrumentation = "github.com/scepkit/scepkit/scep"
 // Metric names of a [Server] with a MeterProvider.
 const (
 	// MetricRequests counts HTTP requests by scep.operation and, for PKIOperation,
-	// scep.message_type (an RFC 8894 name, or "unknown"), scep.status (SUCCESS, PENDING, FAILURE or "rejected" when no
-	// CertRep could be addressed) and scep.fail_info.
+	// scep.message_type (an RFC 8894 name, or "unknown"), scep.status (SUCCESS,
+	// PENDING, FAILURE, "overloaded" when refused 503 for want of a turn, or
+	// "rejected" when no CertRep could be addressed) and scep.fail_info. A request
+	// refused before its message reaches the Responder (a query or body too long, a
+	// body that cannot be read or does not arrive in time, a wrong method, a message
+	// that cannot be decoded or parsed) counts as "rejected" with
+	// http.response.status_code, the HTTP status it was answered with.
 	MetricRequests = "scepkit.scep.requests"
 	// MetricCertificateExpiry is the time left, in seconds, before each certificate
 	// the server uses expires (negative once expired), by scepkit.certificate.role
@@ -46,6 +51,8 @@ const (
 	AttrFailInfo    = otelattr.Key("scep.fail_info")
 	AttrCertRole    = otelattr.Key("scepkit.certificate.role")
 	AttrCertSerial  = otelattr.Key("scepkit.certificate.serial")
+	// AttrHTTPStatus is the HTTP status code of a request counted as "rejected".
+	AttrHTTPStatus = otelattr.Key("http.response.status_code")
 )
 
 type serverTelemetry struct {
@@ -201,6 +208,20 @@ func (t *serverTelemetry) pkiOperation(ctx context.Context, msg *PKIMessage, sta
 	if status == "FAILURE" || status == "rejected" {
 		span.SetStatus(codes.Error, status+" "+info)
 	}
+}
+
+// rejected counts a request refused before its message reached the Responder, by
+// operation (a label from a fixed set) and the HTTP status code it was answered with,
+// and marks its span, if any, as failed.
+func (t *serverTelemetry) rejected(ctx context.Context, op string, code int) {
+	attrs := []otelattr.KeyValue{AttrOperation.String(op), AttrStatus.String("rejected"), AttrHTTPStatus.Int(code)}
+	t.requests.Add(ctx, 1, metric.WithAttributes(attrs...))
+	if t.tracer == nil {
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(attrs[1:]...)
+	span.SetStatus(codes.Error, "rejected "+http.StatusText(code))
 }
 
 // operation counts a request other than PKIOperation.

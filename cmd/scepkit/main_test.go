@@ -401,6 +401,20 @@ func TestGatewayBinary(t *testing.T) {
 	require.Equal(t, 1.0, metric(t, r.base, `scepkit_crp_enrollments_total\{[^}]*scepkit_outcome="failed",scepkit_phase="phase2-genuineness"[^}]*\}`))
 	require.Positive(t, metric(t, r.base, `scepkit_certificate_expiry_seconds\{[^}]*scepkit_certificate_role="ca"[^}]*\}`))
 
+	// Refusals before the CRP: counted by HTTP status and logged, without the query.
+	code, _, _ = get(t, url+"?operation=PKIOperation&message="+strings.Repeat("SECRETQUERY", 7000))
+	require.Equal(t, http.StatusRequestURITooLong, code)
+	req, err := http.NewRequest(http.MethodPut, url+"?operation=PKIOperation", strings.NewReader("SECRETBODY"))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, 1.0, metric(t, r.base, `scepkit_scep_requests_total\{http_response_status_code="414",[^}]*scep_operation="PKIOperation",scep_status="rejected"[^}]*\}`))
+	require.Equal(t, 1.0, metric(t, r.base, `scepkit_scep_requests_total\{http_response_status_code="405",[^}]*scep_operation="PKIOperation",scep_status="rejected"[^}]*\}`))
+	require.Regexp(t, `"msg":"scep: request refused".*"operation":"PKIOperation".*"status":414`, r.Logs())
+	require.NotContains(t, r.Logs(), "SECRET")
+
 	// The admin API: refused without credentials and with another CA's certificate.
 	out, err = r.admin(t, f, nil, "pending")
 	require.Error(t, err, out)
