@@ -2,8 +2,10 @@ package scep
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -19,7 +21,9 @@ type limiter struct {
 	maxHeldBytes   int64
 	heldBytes      atomic.Int64 // of the bodies read or being read, until their request ends
 	refused        atomic.Int64 // since the last log line
-	lastLog        atomic.Int64 // unix ns of the last log line
+	flushArmed     atomic.Bool  // a timer will log the refusals counted (set and cleared under logMu)
+	logMu          sync.Mutex
+	lastLog        time.Time // of the last log line of refusals, under logMu
 }
 
 // inFlightPerCore is the zero MaxInFlight's bound per GOMAXPROCS: enough for
@@ -127,17 +131,11 @@ func (l *limiter) unhold(n int64) {
 }
 
 // overloaded answers a PKIOperation the server has no turn for: 503 with Retry-After;
-// SCEP clients retry later. The refusals are logged at most
-// once a second, with their count.
+// SCEP clients retry later. The refusals are logged at most once a second, with their
+// count (see noteRefused).
 func (s *Server) overloaded(w http.ResponseWriter, r *http.Request, l *limiter) {
 	s.telemetry().pkiOperation(r.Context(), nil, "overloaded", "")
-	n := l.refused.Add(1)
-	now := time.Now().UnixNano()
-	if last := l.lastLog.Load(); now-last >= int64(time.Second) && l.lastLog.CompareAndSwap(last, now) {
-		l.refused.Add(-n)
-		s.log().WarnContext(r.Context(), "scep: PKIOperation refused: too many requests at once", "refused", n,
-			"remote", r.RemoteAddr)
-	}
+	l.noteRefused(r.Context(), s.log(), r.RemoteAddr)
 	w.Header().Set("Retry-After", "1")
 	// The body may be unread, or read in part: closing the connection lets the answer
 	// go at once, where net/http would otherwise first read what is left of the body
@@ -148,4 +146,52 @@ func (s *Server) overloaded(w http.ResponseWriter, r *http.Request, l *limiter) 
 		w.Header().Set("Connection", "close")
 	}
 	httpError(w, http.StatusServiceUnavailable, "too many requests at once, retry later")
+}
+
+// refusedLogInterval is the least time between two log lines of the limiter's
+// refusals.
+const refusedLogInterval = time.Second
+
+// noteRefused counts one refusal for want of a turn. When no line was logged in the
+// last refusedLogInterval it logs the count at once, with remote, the address of the
+// refusal that completes it; otherwise it arms a timer, one at a time, that logs the
+// count when that interval is over, so that the count of the last burst is logged
+// even if no refusal follows. No timer is left once the count is logged, and a
+// refusal while one is armed only counts.
+func (l *limiter) noteRefused(ctx context.Context, log *slog.Logger, remote string) {
+	l.refused.Add(1)
+	if l.flushArmed.Load() {
+		return // the timer, which clears flushArmed before taking the count, logs this one
+	}
+	l.logMu.Lock()
+	if l.flushArmed.Load() {
+		l.logMu.Unlock()
+		return
+	}
+	now := time.Now()
+	if wait := l.lastLog.Add(refusedLogInterval).Sub(now); wait > 0 {
+		l.flushArmed.Store(true)
+		l.logMu.Unlock()
+		time.AfterFunc(wait, func() { l.flushRefused(log) })
+		return
+	}
+	l.lastLog = now
+	n := l.refused.Swap(0)
+	l.logMu.Unlock()
+	if n > 0 {
+		log.WarnContext(ctx, "scep: PKIOperation refused: too many requests at once", "refused", n, "remote", remote)
+	}
+}
+
+// flushRefused logs the refusals counted since the last line: the timer armed by
+// noteRefused calls it.
+func (l *limiter) flushRefused(log *slog.Logger) {
+	l.logMu.Lock()
+	l.flushArmed.Store(false) // before the count is taken: a refusal counted after arms again
+	l.lastLog = time.Now()
+	n := l.refused.Swap(0)
+	l.logMu.Unlock()
+	if n > 0 {
+		log.Warn("scep: PKIOperation refused: too many requests at once", "refused", n)
+	}
 }

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -351,4 +353,55 @@ func TestBodiesHeldBound(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, g.issuedCount())
 	waitFor(t, "the enrollment's body given back", func() bool { return l.heldBytes.Load() == 0 })
+}
+
+// TestOverloadLogFlushed: the count of refusals for want of a turn is logged within
+// about a second even when no refusal follows. Before, a line was logged only when a
+// refusal came a second or more after the last line, so the count of the last burst
+// was never logged (1,432 refusals, 106 in no line). Here a burst of 20: the first is
+// logged at once, the other 19 in one line about a second later; the timer that
+// logged them is not armed again while the server is idle.
+func TestOverloadLogFlushed(t *testing.T) {
+	p := newTestPKI(t)
+	logs := &lockedBuffer{}
+	s := p.server(false)
+	s.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	s.MaxInFlight, s.MaxQueued = 1, -1
+	require.NoError(t, s.Validate())
+	ts := httptestServer(t, s)
+	l := s.limiter()
+	l.slots <- struct{}{} // the only turn is taken
+	defer l.release()
+
+	const burst = 20
+	for range burst {
+		resp, err := http.Post(ts.URL+"?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(make([]byte, 64)))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	}
+	last := time.Now()
+	refusedLogged := func() (lines int, sum int64) {
+		for _, rec := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m struct {
+				Msg     string `json:"msg"`
+				Refused int64  `json:"refused"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(rec), &m), rec)
+			if m.Msg == "scep: PKIOperation refused: too many requests at once" {
+				lines++
+				sum += m.Refused
+			}
+		}
+		return lines, sum
+	}
+	waitFor(t, "every refusal counted in a log line", func() bool {
+		_, sum := refusedLogged()
+		return sum == burst
+	})
+	require.Less(t, time.Since(last), 2*refusedLogInterval, "the count was logged late")
+	lines, _ := refusedLogged()
+	require.LessOrEqual(t, lines, 3, "more than a line a second")
+	require.False(t, l.flushArmed.Load(), "a timer armed while idle")
+	require.Zero(t, l.refused.Load())
 }
