@@ -59,6 +59,10 @@ type config struct {
 	prebuild, skipDecrypt   bool
 	verify                  bool
 	device                  string
+	// runID is this run's random prefix of the transactionIDs, in hex: a gateway
+	// keeps a transactionID's record (24 hours in scepkit) and refuses it to another
+	// requester, so IDs that repeated from run to run refused a second run entirely.
+	runID string
 }
 
 func main() {
@@ -121,6 +125,10 @@ func run(c *config, out io.Writer) error {
 	}
 	if c.conc < 1 || c.n < 1 || c.warmup < 0 || c.dur <= 0 || c.dur > 10*time.Minute {
 		return errors.New("-c and -n must be positive, -warmup not negative, -d in (0, 10m]")
+	}
+	var err error
+	if c.runID, err = newRunID(); err != nil {
+		return err
 	}
 	// Getting ready (the CA's certificates, and with -prebuild every request) has a
 	// bound of its own; -d bounds the enrollments, from after it.
@@ -216,7 +224,8 @@ func run(c *config, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "scepload: warm-up of %d enrollments done (%d failed)\n", c.warmup, failed)
 	}
-	fmt.Fprintf(out, "scepload: %d devices, %d enrollments, target %s\n", c.conc, c.n, c.url)
+	fmt.Fprintf(out, "scepload: %d devices, %d enrollments, target %s, transactionIDs %s\n", c.conc, c.n, c.url,
+		transactionID(c.runID, 0, 0))
 	cpu0, _ := cpuTime(c.pid)
 	self0, _ := cpuTime(os.Getpid())
 	rss0, _ := rss(c.pid)
@@ -240,6 +249,25 @@ func run(c *config, out io.Writer) error {
 			float64((self1-self0).Microseconds())/1000/float64(c.n))
 	}
 	return nil
+}
+
+// runIDBytes is the number of random bytes of a run's prefix: 8 hex digits, so that
+// two runs share it with a chance of one in 4 billion.
+const runIDBytes = 4
+
+// newRunID returns a new random run prefix, hex from crypto/rand.
+func newRunID() (string, error) {
+	b := make([]byte, runIDBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("run ID: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// transactionID names enrollment i of device dev in the run whose prefix is run:
+// load-RUN-DEV-I, printable and far below the 256 bytes a scep parser accepts.
+func transactionID(run string, dev, i int) string {
+	return fmt.Sprintf("load-%s-%d-%d", run, dev, i)
 }
 
 // pickRecipient chooses the RA encryption certificate (or the CA).
@@ -338,7 +366,7 @@ func (d *device) build(ctx context.Context, hc *http.Client, c *config, caps sce
 	if !caps.Has(scep.CapSHA256) && !caps.Has(scep.CapSCEPStandard) && caps.Has(scep.CapSHA1) {
 		digest = crypto.SHA1
 	}
-	msg, nonce, err := scep.NewRequest(scep.RequestOptions{Type: scep.PKCSReq, TransactionID: fmt.Sprintf("load-%d-%d", d.id, i),
+	msg, nonce, err := scep.NewRequest(scep.RequestOptions{Type: scep.PKCSReq, TransactionID: transactionID(c.runID, d.id, i),
 		Payload: csr, Recipient: recipient, Cipher: caps.Cipher(), Digest: digest, SignerCert: d.self, Signer: d.key})
 	if err != nil {
 		return &prepared{fail: "build: " + short(err)}
