@@ -3,8 +3,10 @@ package scep
 import (
 	"bufio"
 	"bytes"
+	"crypto"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -181,4 +183,35 @@ func (ts *httptestServerT) get(t *testing.T, q string) int {
 	require.NoError(t, err)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// brokenSigner holds the RA's key but cannot sign with it, as a token key that was
+// removed, or restricted to other mechanisms.
+type brokenSigner struct{ crypto.Signer }
+
+func (brokenSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("pkcs11: 0x70: CKR_MECHANISM_INVALID")
+}
+
+// TestReplyCannotBeSigned: the Responder issued, but the RA key cannot sign the
+// CertRep. The client gets 500 (no CertRep can be signed, not even a FAILURE) and the
+// log says plainly that the decision stands and what failed; it said only "building
+// CertRep FAILURE".
+func TestReplyCannotBeSigned(t *testing.T) {
+	pki := newTestPKI(t)
+	s := pki.server(false)
+	s.Signer = brokenSigner{pki.raKey}
+	var logs lockedBuffer
+	s.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	d := newDevice(t)
+	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "broken-ra", Payload: newCSR(t, d.key, "broken-ra", "secret"),
+		Recipient: pki.raEnc, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	before := pki.issuedCount()
+	rec := httptestRecorder(s, http.MethodPost, "/scep?operation=PKIOperation", der)
+	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	require.Equal(t, before+1, pki.issuedCount(), "the Responder issued")
+	require.Contains(t, logs.String(), "building the CertRep failed; the Responder's decision stands")
+	require.Contains(t, logs.String(), `"status":"SUCCESS"`)
+	require.Contains(t, logs.String(), "CKR_MECHANISM_INVALID")
 }

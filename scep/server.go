@@ -750,8 +750,13 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 		return
 	}
 	if err != nil {
-		// The decision stands but the requester cannot read an answer (for example its
-		// key cannot receive an RSA key transport).
+		// The decision stands but its answer cannot be built: the requester's key
+		// cannot receive an RSA key transport, or the RA's key cannot sign (a token
+		// removed). Said plainly, since the FAILURE that follows (if it can be signed)
+		// answers a request whose outcome is recorded: a resend gets it once the reply
+		// can be built.
+		log.ErrorContext(ctx, "scep: building the CertRep failed; the Responder's decision stands",
+			"type", msg.MessageType.String(), "status", resp.Status.String(), errAttr(err))
 		fail(err)
 		return
 	}
