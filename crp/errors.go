@@ -54,7 +54,7 @@ func (p Phase) String() string {
 }
 
 // FailInfo is the SCEP failInfo a refusal in phase p answers with: badTime for phase 1
-// (an expired or not yet valid challenge, RFC 8894 §3.2.1.4.5), badRequest for the
+// (an expired or not yet valid challenge, RFC 8894 §3.2.1.4), badRequest for the
 // others.
 func (p Phase) FailInfo() scep.FailInfo {
 	if p == PhaseExpiry {
@@ -136,7 +136,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // like any other signature that does not verify) unless its key is one scepkit does
 // not verify with (badAlg, as [scep.CheckKeySize] refuses it), and for an operator fault
 // ([ReasonMisconfigured]), which answers badCertId ("no certificate could be
-// identified matching the provided criteria", RFC 8894 §3.2.1.4.5): the gateway
+// identified matching the provided criteria", RFC 8894 §3.2.1.4): the gateway
 // cannot make a certificate for this profile, whatever the device sends, and a
 // device log tells it apart from a refused request (badRequest).
 func (e *Error) FailInfo() scep.FailInfo {
