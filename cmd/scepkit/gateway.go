@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -166,6 +169,11 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	}
 	if g.ca, g.ra, err = g.loadPKI(ctx); err != nil {
 		return nil, err
+	}
+	if c.PKCS11.Module == "" { // the token's keys are checked as they are loaded
+		if err := softKeysSign("state_dir", g.ca, g.ra); err != nil {
+			return nil, err
+		}
 	}
 	base := strings.TrimSuffix(c.PublicURL, "/")
 	g.ca.CRLDistributionPoints = []string{base + "/crl"}
@@ -356,6 +364,9 @@ func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
 		if ra, err = catemplate.LoadRA(dir); err != nil {
 			return nil, nil, bad(err)
 		}
+		if err := softKeysSign("rollover.dir", ca, ra); err != nil {
+			return nil, nil, err
+		}
 	} else {
 		if _, err := os.Stat(caPath); err == nil {
 			if ca, err = tokenCA(g.token, "rollover.ca_key", c.Rollover.CAKey, caPath); err != nil {
@@ -403,6 +414,9 @@ func tokenCA(tok *pkcs11key.Token, setting, label, path string) (*catemplate.CA,
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSigns(setting, key, certs[0].PublicKey, caSigns); err != nil {
+		return nil, err
+	}
 	return &catemplate.CA{Certificate: certs[0], Signer: key, Chain: certs[1:]}, nil
 }
 
@@ -424,6 +438,9 @@ func tokenRA(tok *pkcs11key.Token, section, signLabel, encLabel, dir string) (*c
 	}
 	encCerts, err := readCertFile(filepath.Join(dir, catemplate.RAEncryptCertFile), encKey)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkSigns(section+".ra_sign_key", signKey, signCerts[0].PublicKey, raSigns); err != nil {
 		return nil, err
 	}
 	return &catemplate.RA{SigningCertificate: signCerts[0], Signer: signKey, EncryptionCertificate: encCerts[0], Decrypter: encKey}, nil
@@ -547,6 +564,14 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 		if err != nil {
 			return nil, nil, err
 		}
+		// Before the certificates are made: a key that cannot sign would otherwise
+		// leave them behind, and every later start would refuse them.
+		if err := checkSigns("pkcs11.ca_key", caKey, caKey.Public(), caSigns); err != nil {
+			return nil, nil, err
+		}
+		if err := checkSigns("pkcs11.ra_sign_key", signKey, signKey.Public(), raSigns); err != nil {
+			return nil, nil, err
+		}
 		ca, ra, err := newPKI(firstCAName, caKey, signKey, encKey)
 		if err != nil {
 			return nil, nil, err
@@ -647,6 +672,82 @@ func newPKI(subject pkix.Name, caKey, signKey crypto.Signer, encKey crypto.Decry
 		return nil, nil, err
 	}
 	return ca, ra, nil
+}
+
+// signRole says what a key signs for the gateway, and so with which algorithm.
+type signRole int
+
+const (
+	caSigns signRole = iota // certificates and CRLs (and GetNextCACert with ca_envelopes)
+	raSigns                 // CertReps and GetNextCACert
+)
+
+// signAlgorithm is the algorithm the gateway signs with a key whose public key is
+// pub: for the CA, the one crypto/x509 picks by default and catemplate's own
+// encoder writes (SHA-256 with RSA PKCS#1 v1.5; ECDSA with the curve's hash;
+// Ed25519); for the RA, the one scep signs CertReps with (RSA PKCS#1 v1.5 or ECDSA,
+// SHA-256 unless the request's digest is SHA-384 or SHA-512, which the same
+// mechanisms make). opts are what the Signer is handed.
+func signAlgorithm(pub crypto.PublicKey, role signRole) (x509.SignatureAlgorithm, crypto.SignerOpts, error) {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return x509.SHA256WithRSA, crypto.SHA256, nil
+	case *ecdsa.PublicKey:
+		if role == raSigns {
+			return x509.ECDSAWithSHA256, crypto.SHA256, nil
+		}
+		switch k.Curve {
+		case elliptic.P256():
+			return x509.ECDSAWithSHA256, crypto.SHA256, nil
+		case elliptic.P384():
+			return x509.ECDSAWithSHA384, crypto.SHA384, nil
+		case elliptic.P521():
+			return x509.ECDSAWithSHA512, crypto.SHA512, nil
+		}
+	case ed25519.PublicKey:
+		if role == caSigns {
+			return x509.PureEd25519, crypto.Hash(0), nil
+		}
+	}
+	return 0, nil, fmt.Errorf("no signature algorithm for a %T key here: RSA or ECDSA", pub)
+}
+
+// checkSigns has key make one signature, with the algorithm and options the gateway
+// signs with in role, and checks that pub (its certificate's public key) verifies
+// it. A key the token will not sign with that way (one restricted to RSA-PSS, say,
+// which answers CKR_MECHANISM_INVALID) would otherwise let the gateway start and
+// fail every enrollment after issuing its certificate. Errors name setting.
+func checkSigns(setting string, key crypto.Signer, pub crypto.PublicKey, role signRole) error {
+	alg, opts, err := signAlgorithm(pub, role)
+	if err != nil {
+		return settingError(setting, err)
+	}
+	msg := []byte("scepkit: does " + setting + " sign?")
+	digest := msg
+	if h := opts.HashFunc(); h != 0 {
+		d := h.New()
+		d.Write(msg)
+		digest = d.Sum(nil)
+	}
+	sig, err := key.Sign(rand.Reader, digest, opts)
+	if err != nil {
+		return settingError(setting, fmt.Errorf("the key cannot make the %v signatures the gateway needs: %w", alg, err))
+	}
+	if err := (&x509.Certificate{PublicKey: pub}).CheckSignature(alg, msg, sig); err != nil {
+		return settingError(setting, fmt.Errorf("the key's %v signature does not verify with its certificate's public key: %w", alg, err))
+	}
+	return nil
+}
+
+// softKeysSign checks that the CA's key (unless ca is nil) and the RA's signing key,
+// files in the directory of setting, sign as the gateway will.
+func softKeysSign(setting string, ca *catemplate.CA, ra *catemplate.RA) error {
+	if ca != nil {
+		if err := checkSigns(setting, ca.Signer, ca.Certificate.PublicKey, caSigns); err != nil {
+			return err
+		}
+	}
+	return checkSigns(setting, ra.Signer, ra.SigningCertificate.PublicKey, raSigns)
 }
 
 // readCertFile reads PEM certificates and checks that the first is key's.

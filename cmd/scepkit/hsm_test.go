@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThalesGroup/crypto11"
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/internal/softhsmtest"
+	"github.com/scepkit/scepkit/internal/testserver"
+	"github.com/scepkit/scepkit/pkcs11key"
+)
+
+// pssOnly is how an operator restricts a token key to RSA-PSS: pkcs11-tool's
+// --allowed-mechanisms (CKA_ALLOWED_MECHANISMS).
+const pssOnly = "RSA-PKCS-PSS,SHA256-RSA-PKCS-PSS"
+
+// tokenWithRestrictedKeys is tokenWithKeys, except that the keys labelled in
+// restricted are made by pkcs11-tool and may be used with RSA-PSS only.
+func tokenWithRestrictedKeys(t *testing.T, restricted ...string) *softhsmtest.Token {
+	t.Helper()
+	tool := testserver.LookPath(t, "pkcs11-tool", "apt-get install opensc")
+	st := softhsmtest.New(t)
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+	require.NoError(t, err)
+	defer tok.Close()
+	for _, label := range []string{"scepkit-ca", "scepkit-ra-sign", "scepkit-ra-encrypt"} {
+		if !slices.Contains(restricted, label) {
+			_, err := tok.GenerateKey(label, pkcs11key.RSA2048)
+			require.NoError(t, err)
+			continue
+		}
+		id := make([]byte, 8)
+		rand.Read(id)
+		cmd := exec.Command(tool, "--module", st.Module, "--token-label", st.Label, "--login", "--pin", st.PIN,
+			"--keypairgen", "--key-type", "rsa:2048", "--label", label, "--id", hex.EncodeToString(id),
+			"--sensitive", "--allowed-mechanisms", pssOnly)
+		cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+st.Conf)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	return st
+}
+
+// certsForTokenKeys writes into stateDir the CA and RA certificates of the token's
+// keys, as a first start with keys that all sign would have (the CA's must).
+func certsForTokenKeys(t *testing.T, st *softhsmtest.Token, stateDir string) {
+	t.Helper()
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+	require.NoError(t, err)
+	defer tok.Close()
+	keys := map[string]*pkcs11key.Key{}
+	for _, label := range []string{"scepkit-ca", "scepkit-ra-sign", "scepkit-ra-encrypt"} {
+		keys[label], err = tok.Key(label)
+		require.NoError(t, err)
+	}
+	ca, ra, err := newPKI(firstCAName, keys["scepkit-ca"], keys["scepkit-ra-sign"], keys["scepkit-ra-encrypt"])
+	require.NoError(t, err)
+	require.NoError(t, writeCerts(stateDir, ca, ra))
+}
+
+// deleteTokenKey deletes the token's key pair labelled label.
+func deleteTokenKey(t *testing.T, st *softhsmtest.Token, label string) {
+	t.Helper()
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: st.Module, TokenLabel: st.Label, Pin: st.PIN})
+	require.NoError(t, err)
+	defer ctx.Close()
+	k, err := ctx.FindKeyPair(nil, []byte(label))
+	require.NoError(t, err)
+	require.NotNil(t, k)
+	require.NoError(t, k.(interface{ Delete() error }).Delete())
+}
+
+// TestKeysThatCannotSignRefused: a CA or RA signing key in the token that cannot make
+// the signatures the gateway makes (restricted to RSA-PSS, or gone) refuses the
+// start, naming its setting, on a first start (before any certificate is made) and
+// on a later one. It started: /readyz said the keys were not ok, and every
+// enrollment issued and recorded a certificate, then answered HTTP 500 because the
+// CertRep could not be signed (CKR_MECHANISM_INVALID).
+func TestKeysThatCannotSignRefused(t *testing.T) {
+	cases := []struct {
+		name       string
+		restricted []string
+		certs      bool   // the certificates are in state_dir already
+		deleted    string // a key deleted after the certificates were made
+		want       []string
+	}{
+		{name: "RA signing key restricted to RSA-PSS, first start", restricted: []string{"scepkit-ra-sign"},
+			want: []string{"setting pkcs11.ra_sign_key (SCEPKIT_PKCS11_RA_SIGN_KEY): the key cannot make the SHA256-RSA signatures", "CKR_MECHANISM_INVALID"}},
+		{name: "RA signing key restricted to RSA-PSS, certificates made", restricted: []string{"scepkit-ra-sign"}, certs: true,
+			want: []string{"setting pkcs11.ra_sign_key (SCEPKIT_PKCS11_RA_SIGN_KEY): the key cannot make the SHA256-RSA signatures", "CKR_MECHANISM_INVALID"}},
+		{name: "CA key restricted to RSA-PSS, first start", restricted: []string{"scepkit-ca"},
+			want: []string{"setting pkcs11.ca_key (SCEPKIT_PKCS11_CA_KEY): the key cannot make the SHA256-RSA signatures", "CKR_MECHANISM_INVALID"}},
+		{name: "RA signing key deleted", certs: true, deleted: "scepkit-ra-sign",
+			want: []string{"setting pkcs11.ra_sign_key (SCEPKIT_PKCS11_RA_SIGN_KEY): pkcs11key: key not found"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := tokenWithRestrictedKeys(t, tc.restricted...)
+			f := newFixture(t)
+			f.write(t, "pin", []byte(st.PIN+"\n"))
+			if tc.certs {
+				certsForTokenKeys(t, st, f.path("state"))
+			}
+			if tc.deleted != "" {
+				deleteTokenKey(t, st, tc.deleted)
+			}
+			out, _ := refusedStart(t, f.config(t, "", pkcs11Section(st, f)), "SOFTHSM2_CONF="+st.Conf)
+			for _, w := range tc.want {
+				require.Contains(t, out, w)
+			}
+			if !tc.certs {
+				_, err := os.Stat(filepath.Join(f.path("state"), catemplate.CACertFile))
+				require.ErrorIs(t, err, os.ErrNotExist, "a refused first start left a CA certificate behind")
+			}
+		})
+	}
+}
+
+// pkcs11Section is the [pkcs11] section for st, with its PIN in f's file "pin".
+func pkcs11Section(st *softhsmtest.Token, f *fixture) string {
+	return "[pkcs11]\nmodule = \"" + st.Module + "\"\ntoken_label = \"" + st.Label + "\"\npin_file = \"" + f.path("pin") + "\"\n"
+}
+
+// refusedStart runs "scepkit serve -config cfg" with env added, on loopback ports of
+// 26900-26999, expects it to exit with an error within a minute, and returns its
+// output and exit status.
+func refusedStart(t *testing.T, cfg string, env ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+	port := 26900 + 2*int(refusedPorts.Add(1)%50)
+	cmd.Env = append(append(os.Environ(), fmt.Sprintf("SCEPKIT_LISTEN=127.0.0.1:%d", port),
+		fmt.Sprintf("SCEPKIT_ADMIN_LISTEN=127.0.0.1:%d", port+1)), env...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "not refused:\n%s", out)
+	return string(out), ee.ExitCode()
+}
+
+var refusedPorts atomic.Int32
