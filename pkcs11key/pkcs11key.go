@@ -51,6 +51,9 @@ import (
 var (
 	// ErrConfig is returned by Open for an incomplete configuration.
 	ErrConfig = errors.New("pkcs11key: invalid configuration")
+	// ErrTokenNotFound is returned by Open when no token of the module has the label
+	// or serial number.
+	ErrTokenNotFound = errors.New("pkcs11key: token not found")
 	// ErrKeyNotFound is returned by Token.Key when no key pair has the label.
 	ErrKeyNotFound = errors.New("pkcs11key: key not found")
 	// ErrNotRSA is returned by Key.Decrypt for a key that is not RSA.
@@ -86,7 +89,9 @@ type Token struct {
 	closed bool
 }
 
-// Open logs in to the token c names.
+// Open logs in to the token c names. A token the module does not have gives an
+// error wrapping ErrTokenNotFound; one the module reports (the PIN refused with
+// CKR_PIN_INCORRECT or CKR_PIN_LOCKED, say) wraps its pkcs11.Error, for errors.As.
 func Open(c Config) (*Token, error) {
 	switch {
 	case c.Module == "":
@@ -99,10 +104,21 @@ func Open(c Config) (*Token, error) {
 	ctx, err := crypto11.Configure(&crypto11.Config{Path: c.Module, TokenLabel: c.TokenLabel,
 		TokenSerial: c.TokenSerial, Pin: c.PIN, MaxSessions: c.MaxSessions})
 	if err != nil {
+		if err.Error() == crypto11TokenNotFound {
+			which := "label " + fmt.Sprintf("%q", c.TokenLabel)
+			if c.TokenSerial != "" {
+				which = "serial number " + fmt.Sprintf("%q", c.TokenSerial)
+			}
+			return nil, fmt.Errorf("%w: the module has no token with %s", ErrTokenNotFound, which)
+		}
 		return nil, fmt.Errorf("pkcs11key: opening token: %w", err)
 	}
 	return &Token{ctx: ctx}, nil
 }
+
+// crypto11TokenNotFound is the text of crypto11's unexported error for a token it
+// does not find (TestOpenRefuses checks it against the crypto11 in go.mod).
+const crypto11TokenNotFound = "could not find PKCS#11 token"
 
 // Close logs out and releases the token's sessions. Calling it again does nothing.
 func (t *Token) Close() error {

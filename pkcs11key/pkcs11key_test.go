@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/pkcs11"
+
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/internal/cms"
@@ -35,13 +37,15 @@ func TestOpenRefuses(t *testing.T) {
 		name string
 		c    pkcs11key.Config
 		is   error
+		code pkcs11.Error // the module's error, through errors.As; zero: none checked
 	}{
-		{"no module", pkcs11key.Config{TokenLabel: st.Label, PIN: st.PIN}, pkcs11key.ErrConfig},
-		{"no token", pkcs11key.Config{Module: st.Module, PIN: st.PIN}, pkcs11key.ErrConfig},
-		{"two selectors", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, TokenSerial: "1", PIN: st.PIN}, pkcs11key.ErrConfig},
-		{"one session", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN, MaxSessions: 1}, pkcs11key.ErrConfig},
-		{"unknown token", pkcs11key.Config{Module: st.Module, TokenLabel: "no-such-token", PIN: st.PIN}, nil},
-		{"wrong PIN", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: "0000"}, nil},
+		{"no module", pkcs11key.Config{TokenLabel: st.Label, PIN: st.PIN}, pkcs11key.ErrConfig, 0},
+		{"no token", pkcs11key.Config{Module: st.Module, PIN: st.PIN}, pkcs11key.ErrConfig, 0},
+		{"two selectors", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, TokenSerial: "1", PIN: st.PIN}, pkcs11key.ErrConfig, 0},
+		{"one session", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN, MaxSessions: 1}, pkcs11key.ErrConfig, 0},
+		{"unknown token", pkcs11key.Config{Module: st.Module, TokenLabel: "no-such-token", PIN: st.PIN}, pkcs11key.ErrTokenNotFound, 0},
+		{"unknown serial", pkcs11key.Config{Module: st.Module, TokenSerial: "no-such-serial", PIN: st.PIN}, pkcs11key.ErrTokenNotFound, 0},
+		{"wrong PIN", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: "0000"}, nil, pkcs11.CKR_PIN_INCORRECT},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,6 +56,11 @@ func TestOpenRefuses(t *testing.T) {
 			require.Error(t, err)
 			if tc.is != nil {
 				require.ErrorIs(t, err, tc.is)
+			}
+			if tc.code != 0 {
+				var code pkcs11.Error
+				require.ErrorAs(t, err, &code)
+				require.Equal(t, tc.code, code, err.Error())
 			}
 		})
 	}

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/pkcs11"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -455,9 +456,33 @@ func openToken(c *config) (*pkcs11key.Token, error) {
 	tok, err := pkcs11key.Open(pkcs11key.Config{Module: c.PKCS11.Module, TokenLabel: c.PKCS11.TokenLabel,
 		PIN: strings.TrimSpace(string(pin))})
 	if err != nil {
-		return nil, settingError("pkcs11.module", err)
+		return nil, tokenOpenError(err)
 	}
 	return tok, nil
+}
+
+// tokenOpenError names the setting a failure of pkcs11key.Open is about: the PIN's
+// when the token refuses it, the label's when the module has no such token, else the
+// module's.
+func tokenOpenError(err error) error {
+	var code pkcs11.Error
+	if errors.As(err, &code) {
+		switch code {
+		case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_LEN_RANGE, pkcs11.CKR_PIN_INVALID:
+			return settingError("pkcs11.pin_file", fmt.Errorf("the token refused the user PIN (tokens lock it after a few "+
+				"wrong ones: correct the PIN before starting again): %w", err))
+		case pkcs11.CKR_PIN_LOCKED:
+			return settingError("pkcs11.pin_file", fmt.Errorf("the token's user PIN is locked: the token's security "+
+				"officer (SO) must unlock it (set a new user PIN with the SO PIN) before the gateway can log in: %w", err))
+		case pkcs11.CKR_PIN_EXPIRED:
+			return settingError("pkcs11.pin_file", fmt.Errorf("the token's user PIN has expired: set a new one "+
+				"(with the token's tools) and put it in the file: %w", err))
+		}
+	}
+	if errors.Is(err, pkcs11key.ErrTokenNotFound) {
+		return settingError("pkcs11.token_label", err)
+	}
+	return settingError("pkcs11.module", err)
 }
 
 // writeCerts writes the certificates of ca (unless nil; with its chain) and ra into

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
+	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/require"
 
 	"github.com/scepkit/scepkit/catemplate"
@@ -151,3 +152,54 @@ func refusedStart(t *testing.T, cfg string, env ...string) (string, int) {
 }
 
 var refusedPorts atomic.Int32
+
+// TestTokenOpenErrorsNameSetting: a PIN the token refuses is blamed on
+// pkcs11.pin_file, a token the module does not have on pkcs11.token_label, and only
+// what else fails on pkcs11.module (every failure of pkcs11key.Open was the
+// module's); a locked PIN says that the token's SO must unlock it.
+func TestTokenOpenErrorsNameSetting(t *testing.T) {
+	st := softhsmtest.New(t)
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	f.write(t, "wrong-pin", []byte("9999\n"))
+	f.write(t, "short-pin", []byte("1\n"))
+	cfg := f.config(t, "", pkcs11Section(st, f))
+	cases := []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"wrong PIN", []string{"SCEPKIT_PKCS11_PIN_FILE=" + f.path("wrong-pin")},
+			[]string{"setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): the token refused the user PIN", "CKR_PIN_INCORRECT"}},
+		{"PIN too short", []string{"SCEPKIT_PKCS11_PIN_FILE=" + f.path("short-pin")},
+			[]string{"setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): the token refused the user PIN"}},
+		{"unknown token", []string{"SCEPKIT_PKCS11_TOKEN_LABEL=no-such-token"},
+			[]string{"setting pkcs11.token_label (SCEPKIT_PKCS11_TOKEN_LABEL): pkcs11key: token not found", `"no-such-token"`}},
+		{"missing module", []string{"SCEPKIT_PKCS11_MODULE=" + f.path("absent.so")},
+			[]string{"setting pkcs11.module (SCEPKIT_PKCS11_MODULE): "}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _ := refusedStart(t, cfg, append(tc.env, "SOFTHSM2_CONF="+st.Conf)...)
+			for _, w := range tc.want {
+				require.Contains(t, out, w)
+			}
+		})
+	}
+
+	// What SoftHSM2 does not do: lock or expire the PIN. The codes as a module
+	// returns them, through pkcs11key.Open's wrapping.
+	codes := []struct {
+		code pkcs11.Error
+		want string
+	}{
+		{pkcs11.CKR_PIN_LOCKED, "setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): the token's user PIN is locked: the token's security officer (SO) must unlock it"},
+		{pkcs11.CKR_PIN_EXPIRED, "setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): the token's user PIN has expired"},
+		{pkcs11.CKR_PIN_LEN_RANGE, "setting pkcs11.pin_file (SCEPKIT_PKCS11_PIN_FILE): the token refused the user PIN"},
+		{pkcs11.CKR_DEVICE_ERROR, "setting pkcs11.module (SCEPKIT_PKCS11_MODULE): "},
+	}
+	for _, c := range codes {
+		err := tokenOpenError(fmt.Errorf("pkcs11key: opening token: failed to log into long term session: %w", c.code))
+		require.ErrorContains(t, err, c.want)
+	}
+}
