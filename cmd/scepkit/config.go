@@ -115,6 +115,10 @@ func (d duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 type badSetting struct {
 	Setting, Env string
 	Err          error
+	// Retry is set when the setting may be right and what it names unavailable for
+	// now (a store, a port, a token not yet present): a restart may mend it, so it
+	// exits with exitFailure rather than exitConfig.
+	Retry bool
 }
 
 func (e *badSetting) Error() string {
@@ -131,7 +135,13 @@ func envName(path string) string {
 
 // settingError is err about the setting at path, with its environment variable.
 func settingError(path string, err error) error {
-	return &badSetting{path, envName(path), err}
+	return &badSetting{Setting: path, Env: envName(path), Err: err}
+}
+
+// unavailableSetting is err about the setting at path, whose target may come up
+// later: a restart may succeed (see badSetting.Retry).
+func unavailableSetting(path string, err error) error {
+	return &badSetting{Setting: path, Env: envName(path), Err: err, Retry: true}
 }
 
 // setting is one leaf of config.
@@ -224,7 +234,7 @@ func loadConfig(path string, env func(string) (string, bool)) (*config, error) {
 	for _, s := range settings(c) {
 		if raw, ok := env(s.env); ok {
 			if err := setValue(s, raw); err != nil {
-				return nil, &badSetting{s.path, s.env, err}
+				return nil, &badSetting{Setting: s.path, Env: s.env, Err: err}
 			}
 		}
 	}

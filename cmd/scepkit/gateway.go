@@ -161,6 +161,9 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	}
 	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
 	if err != nil {
+		if strings.HasPrefix(c.JWKS, "https://") { // the MDM may be unreachable for now
+			return nil, unavailableSetting("jwks", err)
+		}
 		return nil, settingError("jwks", err)
 	}
 	g.keys = keys
@@ -205,13 +208,13 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	if c.Postgres.DSN != "" {
 		pg, err := pgstore.Open(ctx, c.Postgres.DSN, nil)
 		if err != nil {
-			return nil, settingError("postgres.dsn", err)
+			return nil, unavailableSetting("postgres.dsn", err) // the database may not be up yet
 		}
 		g.store, g.closeDB = pg, func() error { pg.Close(); return nil }
 	} else {
 		bs, migrated, err := boltstore.OpenDir(c.StateDir, &boltstore.Options{Logger: log})
 		if err != nil {
-			return nil, settingError("state_dir", err)
+			return nil, unavailableSetting("state_dir", err) // held by a gateway still stopping, say
 		}
 		if migrated > 0 {
 			log.Info("migrated issued certificates into the store", "count", migrated)
@@ -479,10 +482,12 @@ func tokenOpenError(err error) error {
 				"(with the token's tools) and put it in the file: %w", err))
 		}
 	}
+	// No PIN was tried: restarts until the token (or the module's daemon) is there
+	// lock nothing.
 	if errors.Is(err, pkcs11key.ErrTokenNotFound) {
-		return settingError("pkcs11.token_label", err)
+		return unavailableSetting("pkcs11.token_label", err)
 	}
-	return settingError("pkcs11.module", err)
+	return unavailableSetting("pkcs11.module", err)
 }
 
 // writeCerts writes the certificates of ca (unless nil; with its chain) and ra into
@@ -540,7 +545,7 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 			return nil, nil, fastErr
 		}
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return nil, nil, settingError("state_dir", fmt.Errorf("waiting for another gateway to make the CA: %w", err))
+			return nil, nil, unavailableSetting("state_dir", fmt.Errorf("waiting for another gateway to make the CA: %w", err))
 		}
 		// Not a wait: the lock file cannot be made (a read-only or missing state_dir).
 		return nil, nil, settingError("state_dir", fmt.Errorf("the CA and RA are missing and cannot be made here: %w", err))

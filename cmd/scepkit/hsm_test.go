@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,4 +204,64 @@ func TestTokenOpenErrorsNameSetting(t *testing.T) {
 		err := tokenOpenError(fmt.Errorf("pkcs11key: opening token: failed to log into long term session: %w", c.code))
 		require.ErrorContains(t, err, c.want)
 	}
+}
+
+// TestExitStatus: a start refused for its configuration (a setting, the file, the
+// command line, the token's PIN, a key that cannot sign) exits with exitConfig, 2,
+// which dist/scepkit.service lists in RestartPreventExitStatus; what a restart may
+// mend (a token not present, a port busy) exits 1, and -h 0. Every failure exited 1,
+// so systemd's Restart=on-failure tried a wrong PIN every 5 seconds, which locks
+// tokens that lock the user PIN after a few failures.
+func TestExitStatus(t *testing.T) {
+	st := tokenWithRestrictedKeys(t, "scepkit-ra-sign")
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	f.write(t, "wrong-pin", []byte("9999\n"))
+	f.write(t, "unknown.toml", []byte("listne = \"127.0.0.1:0\"\n"))
+	cfg := f.config(t, "", "")
+	hsm := f.config(t, "", pkcs11Section(st, f))
+	busy, err := net.Listen("tcp", "127.0.0.1:26899")
+	require.NoError(t, err)
+	defer busy.Close()
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want int
+	}{
+		{"help", []string{"-h"}, nil, 0},
+		{"unknown command", []string{"serv"}, nil, exitConfig},
+		{"unknown flag", []string{"serve", "-confg", cfg}, nil, exitConfig},
+		{"unknown setting in the file", []string{"serve", "-config", f.path("unknown.toml")}, nil, exitConfig},
+		{"misspelt variable", []string{"serve", "-config", cfg}, []string{"SCEPKIT_REQUIRE_APROVAL=true"}, exitConfig},
+		{"bad setting", []string{"serve", "-config", cfg}, []string{"SCEPKIT_LOG=xml"}, exitConfig},
+		{"missing file", []string{"serve", "-config", cfg}, []string{"SCEPKIT_DIRECTORY=" + f.path("absent.json")}, exitConfig},
+		{"wrong PIN", []string{"serve", "-config", hsm}, []string{"SCEPKIT_PKCS11_PIN_FILE=" + f.path("wrong-pin")}, exitConfig},
+		{"RA key that cannot sign", []string{"serve", "-config", hsm}, nil, exitConfig},
+		{"token not present", []string{"serve", "-config", hsm}, []string{"SCEPKIT_PKCS11_TOKEN_LABEL=not-plugged-in"}, exitFailure},
+		{"port busy", []string{"serve", "-config", cfg}, []string{"SCEPKIT_ADMIN_LISTEN=127.0.0.1:26899"}, exitFailure},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tc.args...)
+			cmd.Env = append(append(os.Environ(), "SOFTHSM2_CONF="+st.Conf,
+				"SCEPKIT_LISTEN=127.0.0.1:26897", "SCEPKIT_ADMIN_LISTEN=127.0.0.1:26898"), tc.env...)
+			out, err := cmd.CombinedOutput()
+			code := 0
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else {
+				require.NoError(t, err)
+			}
+			require.Equal(t, tc.want, code, string(out))
+		})
+	}
+
+	// The unit does not restart on exitConfig, and restarts on the rest.
+	unit, err := os.ReadFile("dist/scepkit.service")
+	require.NoError(t, err)
+	require.Contains(t, string(unit), fmt.Sprintf("\nRestartPreventExitStatus=%d\n", exitConfig))
+	require.Contains(t, string(unit), "\nRestart=on-failure\n")
 }

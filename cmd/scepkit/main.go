@@ -43,8 +43,38 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scepkit:", err)
-		os.Exit(1)
+		os.Exit(exitStatus(err))
 	}
+}
+
+// Exit statuses. dist/scepkit.service lists exitConfig in RestartPreventExitStatus:
+// a start refused for its configuration fails the same way on every restart, and a
+// refused PIN retried every few seconds locks the token's user PIN.
+const (
+	exitFailure = 1 // anything else, a restart may mend it: a store or token not there yet, a port busy
+	exitConfig  = 2 // the configuration is refused: a setting, a file it names, a key, a PIN, the command line
+)
+
+// configError is an error of the configuration that is not about one setting: the
+// file, the environment, the command line.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// exitStatus is the exit status for err: exitConfig for a refused configuration (a
+// badSetting unless it may be retried, a configError), else exitFailure.
+func exitStatus(err error) int {
+	if bs := (*badSetting)(nil); errors.As(err, &bs) {
+		if bs.Retry {
+			return exitFailure
+		}
+		return exitConfig
+	}
+	if ce := (*configError)(nil); errors.As(err, &ce) {
+		return exitConfig
+	}
+	return exitFailure
 }
 
 func usage(w io.Writer) {
@@ -62,7 +92,7 @@ settings (in the TOML file, or in the environment variable in brackets, which wi
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		usage(stderr)
-		return errors.New("a command is required: serve or admin")
+		return &configError{errors.New("a command is required: serve or admin")}
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -76,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return rolloverPrepare(ctx, args[1:], stdout, stderr)
 	}
 	usage(stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	return &configError{fmt.Errorf("unknown command %q", args[0])}
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -90,15 +120,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printSettings(stderr)
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &configError{err}
 	}
 	otherEnv, err := unknownEnv(os.Environ())
 	if err != nil {
-		return err
+		return &configError{err}
 	}
 	c, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
-		return err
+		return &configError{err}
 	}
 	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if c.Log == "json" {
@@ -132,7 +165,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return settingError("listen", err)
+		return unavailableSetting("listen", err) // busy, perhaps for a moment
 	}
 	defer ln.Close()
 	if c.PublicURL == "" {
@@ -167,7 +200,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if aln, err = net.Listen("tcp", c.Admin.Listen); err != nil {
-			return settingError("admin.listen", err)
+			return unavailableSetting("admin.listen", err)
 		}
 		defer aln.Close()
 		if a, ok := aln.Addr().(*net.TCPAddr); ok && a.IP.IsUnspecified() {
