@@ -414,7 +414,7 @@ func tokenCA(tok *pkcs11key.Token, setting, label, path string) (*catemplate.CA,
 	if err != nil {
 		return nil, err
 	}
-	certs, err := readCertFile(path, key)
+	certs, err := readCertFile(path, setting, label, key)
 	if err != nil {
 		return nil, err
 	}
@@ -436,11 +436,14 @@ func tokenRA(tok *pkcs11key.Token, section, signLabel, encLabel, dir string) (*c
 	if err != nil {
 		return nil, err
 	}
-	signCerts, err := readCertFile(filepath.Join(dir, catemplate.RASigningCertFile), signKey)
+	if err := rsaEncryptKey(section+".ra_encrypt_key", encKey); err != nil {
+		return nil, err
+	}
+	signCerts, err := readCertFile(filepath.Join(dir, catemplate.RASigningCertFile), section+".ra_sign_key", signLabel, signKey)
 	if err != nil {
 		return nil, err
 	}
-	encCerts, err := readCertFile(filepath.Join(dir, catemplate.RAEncryptCertFile), encKey)
+	encCerts, err := readCertFile(filepath.Join(dir, catemplate.RAEncryptCertFile), section+".ra_encrypt_key", encLabel, encKey)
 	if err != nil {
 		return nil, err
 	}
@@ -600,6 +603,9 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 			return nil, nil, err
 		}
 		if err := checkSigns("pkcs11.ra_sign_key", signKey, signKey.Public(), raSigns); err != nil {
+			return nil, nil, err
+		}
+		if err := rsaEncryptKey("pkcs11.ra_encrypt_key", encKey); err != nil {
 			return nil, nil, err
 		}
 		ca, ra, err := newPKI(firstCAName, caKey, signKey, encKey)
@@ -780,17 +786,32 @@ func softKeysSign(setting string, ca *catemplate.CA, ra *catemplate.RA) error {
 	return checkSigns(setting, ra.Signer, ra.SigningCertificate.PublicKey, raSigns)
 }
 
-// readCertFile reads PEM certificates and checks that the first is key's.
-func readCertFile(path string, key crypto.Signer) ([]*x509.Certificate, error) {
+// readCertFile reads PEM certificates and checks that the first is key's, the
+// token's key labelled label, which setting names.
+func readCertFile(path, setting, label string, key crypto.Signer) ([]*x509.Certificate, error) {
 	certs, err := pemfile.ReadCertificates(path)
 	if err != nil {
 		return nil, err
 	}
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(certs[0].PublicKey) {
-		return nil, fmt.Errorf("%s is not the certificate of the token's key", path)
+		return nil, settingError(setting, fmt.Errorf("%s is not the certificate of the token's key labelled %q: "+
+			"the label names another key than the one the certificate was made for", path, label))
 	}
 	return certs, nil
+}
+
+// rsaEncryptKey refuses an RA encryption key that is not RSA, naming its setting:
+// clients encrypt their requests to it with RSA key transport.
+func rsaEncryptKey(setting string, key crypto.Signer) error {
+	switch pub := key.Public().(type) {
+	case *rsa.PublicKey:
+		return nil
+	case *ecdsa.PublicKey:
+		return settingError(setting, errors.New("the RA encryption key must be RSA (clients encrypt their requests to it), not ECDSA"))
+	default:
+		return settingError(setting, fmt.Errorf("the RA encryption key must be RSA (clients encrypt their requests to it), not %T", pub))
+	}
 }
 
 // profileSource is the built-in profiles, whose root CA is the root of the CA in force

@@ -265,3 +265,60 @@ func TestExitStatus(t *testing.T) {
 	require.Contains(t, string(unit), fmt.Sprintf("\nRestartPreventExitStatus=%d\n", exitConfig))
 	require.Contains(t, string(unit), "\nRestart=on-failure\n")
 }
+
+// TestKeyErrorsNameSetting: an RA encryption key that is not RSA, and a certificate
+// in state_dir that is not the labelled key's, are reported with the pkcs11.*_key
+// (or rollover.*_key) setting that names the key. They said only "catemplate: the RA
+// encryption key must be RSA", and "…/ca.crt is not the certificate of the token's
+// key", which names the file but not the label to check.
+func TestKeyErrorsNameSetting(t *testing.T) {
+	st := tokenWithKeys(t)
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+	require.NoError(t, err)
+	_, err = tok.GenerateKey("ec-key", pkcs11key.ECDSAP256)
+	require.NoError(t, err)
+	require.NoError(t, tok.Close())
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	first := f.config(t, "", pkcs11Section(st, f))
+	made := newFixture(t) // its state_dir holds the certificates of the token's keys
+	made.write(t, "pin", []byte(st.PIN+"\n"))
+	certsForTokenKeys(t, st, made.path("state"))
+	later := made.config(t, "", pkcs11Section(st, made))
+	cases := []struct {
+		name string
+		cfg  string
+		env  []string
+		want string
+	}{
+		{"ECDSA RA encryption key, first start", first, []string{"SCEPKIT_PKCS11_RA_ENCRYPT_KEY=ec-key"},
+			"setting pkcs11.ra_encrypt_key (SCEPKIT_PKCS11_RA_ENCRYPT_KEY): the RA encryption key must be RSA"},
+		{"ECDSA RA encryption key, later start", later, []string{"SCEPKIT_PKCS11_RA_ENCRYPT_KEY=ec-key"},
+			"setting pkcs11.ra_encrypt_key (SCEPKIT_PKCS11_RA_ENCRYPT_KEY): the RA encryption key must be RSA"},
+		{"CA certificate of another key", later, []string{"SCEPKIT_PKCS11_CA_KEY=scepkit-ra-sign"},
+			"setting pkcs11.ca_key (SCEPKIT_PKCS11_CA_KEY): " + filepath.Join(made.path("state"), catemplate.CACertFile) +
+				` is not the certificate of the token's key labelled "scepkit-ra-sign"`},
+		{"RA signing certificate of another key", later, []string{"SCEPKIT_PKCS11_RA_SIGN_KEY=scepkit-ra-encrypt"},
+			"setting pkcs11.ra_sign_key (SCEPKIT_PKCS11_RA_SIGN_KEY): " + filepath.Join(made.path("state"), catemplate.RASigningCertFile) +
+				` is not the certificate of the token's key labelled "scepkit-ra-encrypt"`},
+		{"RA encryption certificate of another key", later, []string{"SCEPKIT_PKCS11_RA_ENCRYPT_KEY=scepkit-ra-sign"},
+			"setting pkcs11.ra_encrypt_key (SCEPKIT_PKCS11_RA_ENCRYPT_KEY): " + filepath.Join(made.path("state"), catemplate.RAEncryptCertFile) +
+				` is not the certificate of the token's key labelled "scepkit-ra-sign"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _ := refusedStart(t, tc.cfg, append(tc.env, "SOFTHSM2_CONF="+st.Conf)...)
+			require.Contains(t, out, tc.want)
+		})
+	}
+	_, err = os.Stat(filepath.Join(f.path("state"), catemplate.CACertFile))
+	require.ErrorIs(t, err, os.ErrNotExist, "a refused first start left a CA certificate behind")
+
+	// rollover-prepare, with next RA keys in the token: the encryption key is ECDSA.
+	cmd := exec.Command(bin, "rollover-prepare", "-config", later, "-dir", made.path("next"), "-ra-only")
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+st.Conf, "SCEPKIT_ROLLOVER_RA_SIGN_KEY=scepkit-ra-sign",
+		"SCEPKIT_ROLLOVER_RA_ENCRYPT_KEY=ec-key")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, string(out))
+	require.Contains(t, string(out), "setting rollover.ra_encrypt_key (SCEPKIT_ROLLOVER_RA_ENCRYPT_KEY): the RA encryption key must be RSA")
+}

@@ -168,6 +168,9 @@ func tokenNextKeys(tok *pkcs11key.Token, c *config, raOnly, generate bool, stdou
 			fmt.Fprintf(stdout, "generated %s key pair %q in the token\n", w.kt, w.label)
 		}
 	}
+	if err := rsaEncryptKey(wants[1].setting, wants[1].key); err != nil {
+		return nextKeys{}, err
+	}
 	keys := nextKeys{sign: wants[0].key, encrypt: wants[1].key}
 	if !raOnly {
 		keys.ca = wants[2].key
