@@ -3,8 +3,8 @@ package scep
 import (
 	"bufio"
 	"bytes"
-	"crypto"
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
