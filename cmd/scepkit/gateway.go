@@ -171,6 +171,15 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	if err != nil {
 		return nil, settingError("directory", err)
 	}
+	if c.Postgres.DSN != "" {
+		// Before the CA, which a first start makes: a wrong DSN leaves no CA behind
+		// (a gateway meant to share the first one's would have made its own).
+		pg, err := pgstore.Open(ctx, c.Postgres.DSN, nil)
+		if err != nil {
+			return nil, unavailableSetting("postgres.dsn", err) // the database may not be up yet
+		}
+		g.store, g.closeDB = pg, func() error { pg.Close(); return nil }
+	}
 	if g.ca, g.ra, err = g.loadPKI(ctx); err != nil {
 		return nil, err
 	}
@@ -205,13 +214,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	if err != nil {
 		return nil, err
 	}
-	if c.Postgres.DSN != "" {
-		pg, err := pgstore.Open(ctx, c.Postgres.DSN, nil)
-		if err != nil {
-			return nil, unavailableSetting("postgres.dsn", err) // the database may not be up yet
-		}
-		g.store, g.closeDB = pg, func() error { pg.Close(); return nil }
-	} else {
+	if c.Postgres.DSN == "" {
 		bs, migrated, err := boltstore.OpenDir(c.StateDir, &boltstore.Options{Logger: log})
 		if err != nil {
 			return nil, unavailableSetting("state_dir", err) // held by a gateway still stopping, say

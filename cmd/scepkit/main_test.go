@@ -1125,6 +1125,10 @@ func TestConfigErrors(t *testing.T) {
 			"setting intune.graph_url (SCEPKIT_INTUNE_GRAPH_URL)"},
 		{"Intune settings without tenant", []string{"SCEPKIT_INTUNE_CLIENT_ID=app"},
 			"setting intune.tenant (SCEPKIT_INTUNE_TENANT): required with the other intune settings"},
+		// A gateway meant to share the first one's CA through PostgreSQL made its own
+		// before finding the DSN wrong.
+		{"PostgreSQL not reachable", []string{"SCEPKIT_POSTGRES_DSN=postgres://scepkit@127.0.0.1:1/scepkit?connect_timeout=2"},
+			"setting postgres.dsn (SCEPKIT_POSTGRES_DSN)"},
 	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
