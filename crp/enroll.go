@@ -64,15 +64,11 @@ func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*R
 	}
 	if e == nil {
 		var land func()
-		var waited bool
-		if land, waited, e = rp.board(ctx, tx); e == nil {
+		var rec *Record
+		if land, rec, e = rp.board(ctx, tx, keyHash(tx.Signer)); rec != nil {
+			return rp.recordedResult(ctx, tx, rec)
+		} else if e == nil {
 			defer land()
-		}
-		if waited {
-			var rec *Record
-			if rec, e = rp.priorRecord(ctx, tx, keyHash(tx.Signer)); rec != nil {
-				return rp.recordedResult(ctx, tx, rec)
-			}
 		}
 	}
 	if e == nil {

@@ -7,7 +7,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -287,4 +289,48 @@ func TestResendDuringIssue(t *testing.T) {
 			require.Equal(t, 1, env.Issuer.Count())
 		})
 	}
+}
+
+// TestResendsAfterTransientFailure: two resends wait for a first copy that then fails
+// transiently (challenge released, no record). Woken, one runs and the other waits
+// for it in turn; both get the certificate. Both ran at once, and one was refused
+// "challenge already used" while the other was being signed.
+func TestResendsAfterTransientFailure(t *testing.T) {
+	env := newEnv(t)
+	inner := env.RP.Issuer
+	var calls atomic.Int32
+	inIssue := make(chan struct{})
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
+		n := calls.Add(1)
+		time.Sleep(300 * time.Millisecond)
+		if n == 1 {
+			close(inIssue)
+			time.Sleep(200 * time.Millisecond)
+			return nil, fmt.Errorf("%w: HSM busy", crp.ErrUnavailable)
+		}
+		return inner.Issue(ctx, r)
+	})
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	der := csr(t, deviceKey, "alice@example.com", ch)
+	send := func() (*crp.Result, error) {
+		return env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "tx-1", CSR: der, Challenge: ch})
+	}
+	first := make(chan error, 1)
+	go func() { _, err := send(); first <- err }()
+	select {
+	case <-inIssue:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first copy never reached the CA")
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = send() }()
+	}
+	wg.Wait()
+	require.ErrorIs(t, <-first, crp.ErrUnavailable)
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	require.Equal(t, 1, env.Issuer.Count())
 }

@@ -219,31 +219,35 @@ type flight struct {
 	done chan struct{}
 }
 
-// board registers tx as running in this process. When a copy of the same request
-// (its transactionID and request hash) is running already, tx waits for it to end
-// (a device that resent while its first copy was being signed: by a slow HSM or CA)
-// and returns true; its caller then answers from that copy's record, or runs tx when
-// it left none (a transient failure). Otherwise it returns land, to be called when tx
-// has ended.
-func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction) (land func(), waited bool, e *Error) {
-	f := &flight{req: tx.reqHash, done: make(chan struct{})}
-	prev, loaded := rp.flights.LoadOrStore(tx.ID, f)
-	if !loaded {
-		return func() { rp.flights.Delete(tx.ID); close(f.done) }, false, nil
-	}
-	other := prev.(*flight)
-	if !bytes.Equal(other.req, tx.reqHash) {
-		// Another request under this transactionID: priorRecord and the claims judge
-		// it as they would one from another gateway.
-		return func() {}, false, nil
-	}
-	select {
-	case <-other.done:
-		return func() {}, true, nil
-	case <-ctx.Done():
-		e := unavailable(PhaseGateway, fmt.Errorf("waiting for the copy of this request already running: %w", ctx.Err()))
-		rp.step(ctx, tx, PhaseGateway, "resend", rp.now(), e)
-		return nil, false, e
+// board registers tx as running in this process and returns land, to be called
+// when tx has ended. When a copy of the same request (its transactionID and request
+// hash) is running already (a device that resent while its first copy was being
+// signed: by a slow HSM or CA), tx waits for that copy to end and returns its record,
+// to be answered from; if the copy left none (a transient failure), tx boards again,
+// so that of several waiting copies one runs and the others wait for it in turn.
+func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerKey []byte) (land func(), rec *Record, e *Error) {
+	for {
+		f := &flight{req: tx.reqHash, done: make(chan struct{})}
+		prev, loaded := rp.flights.LoadOrStore(tx.ID, f)
+		if !loaded {
+			return func() { rp.flights.Delete(tx.ID); close(f.done) }, nil, nil
+		}
+		other := prev.(*flight)
+		if !bytes.Equal(other.req, tx.reqHash) {
+			// Another request under this transactionID: priorRecord and the claims
+			// judge it as they would one from another gateway.
+			return func() {}, nil, nil
+		}
+		select {
+		case <-other.done:
+		case <-ctx.Done():
+			e := unavailable(PhaseGateway, fmt.Errorf("waiting for the copy of this request already running: %w", ctx.Err()))
+			rp.step(ctx, tx, PhaseGateway, "resend", rp.now(), e)
+			return nil, nil, e
+		}
+		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil || rec != nil {
+			return nil, rec, e
+		}
 	}
 }
 
@@ -325,18 +329,14 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 	} else if rec != nil {
 		return rp.answer(ctx, rec)
 	}
-	land, waited, e := rp.board(ctx, tx)
-	if e != nil {
+	land, rec, e := rp.board(ctx, tx, signerKey)
+	switch {
+	case e != nil:
 		return nil, e
+	case rec != nil:
+		return rp.answer(ctx, rec)
 	}
 	defer land()
-	if waited {
-		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil {
-			return nil, e
-		} else if rec != nil {
-			return rp.answer(ctx, rec)
-		}
-	}
 	ours := rp.issuedBy(req.Signer)
 	switch {
 	case req.MessageType == scep.RenewalReq && !ours:
