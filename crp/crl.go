@@ -59,7 +59,7 @@ type signedCRL struct {
 	number                 *big.Int
 	signed                 time.Time // when: refreshes and cache lifetimes count from it
 	thisUpdate, nextUpdate time.Time
-	modified               time.Time // Last-Modified: thisUpdate, or later (see sign)
+	modified               time.Time // Last-Modified: thisUpdate, or zero for none (see sign)
 }
 
 // CRLBackdate is how far before its signing a CRL's thisUpdate is set.
@@ -163,12 +163,14 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: signing the CRL: %w", ErrUnavailable, err)
 	}
-	// Last-Modified grows with each CRL, a second at least: two CRLs signed within one
-	// second (a burst of revocations) have the same thisUpdate, and a client holding
-	// the first would be told by If-Modified-Since that it still has the second.
+	// Last-Modified is thisUpdate, which HTTP dates hold to the second. A CRL with the
+	// thisUpdate of the one before it (both signed within one second: a burst of
+	// revocations) has none: If-Modified-Since would take it for the one a client
+	// holds. It is revalidated by its ETag, and so is every CRL whose date says less
+	// than its number.
 	modified := this
-	if p.cur != nil && !modified.After(p.cur.modified) {
-		modified = p.cur.modified.Add(time.Second)
+	if p.cur != nil && p.cur.thisUpdate.Equal(this) {
+		modified = time.Time{}
 	}
 	p.number, p.stale = num, false
 	p.cur = &signedCRL{der: der, number: num, signed: signed, thisUpdate: this, nextUpdate: next, modified: modified}
@@ -204,8 +206,8 @@ func (p *CRLPublisher) Revoke(ctx context.Context, r *Revocation) (*Revocation, 
 }
 
 // ServeHTTP serves the current CRL to GET and HEAD: DER, Content-Type
-// application/pkix-crl, Last-Modified its thisUpdate (a second after the previous
-// CRL's when both were signed within one second, so that If-Modified-Since never
+// application/pkix-crl, Last-Modified its thisUpdate (none when the CRL before it had
+// the same thisUpdate, signed within the same second, so that If-Modified-Since never
 // takes a changed CRL for the one a client holds), an ETag from its CRL number,
 // Expires its nextUpdate, and Cache-Control letting caches keep it until the next
 // one is due. Conditional requests get 304. When no CRL can be signed it answers 503

@@ -94,35 +94,58 @@ func TestCRLOverHTTP(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, post.StatusCode)
 }
 
-// TestCRLRevalidatedByDate: two revocations within one second give two CRLs; a
-// client revalidating the first by If-Modified-Since gets the second, not 304. Both
-// CRLs had the same Last-Modified (their thisUpdate, in seconds), and the 304 came
-// with an hour's max-age.
+// TestCRLRevalidatedByDate: revocations within one second give CRLs with the same
+// thisUpdate; a client revalidating an earlier one by If-Modified-Since gets the
+// later one, not 304: the later ones carry no Last-Modified and are revalidated by
+// their ETag. Both CRLs had the same Last-Modified, and the 304 came with an hour's
+// max-age. A Last-Modified bumped a second per CRL instead went back after a restart,
+// which the second half checks.
 func TestCRLRevalidatedByDate(t *testing.T) {
 	env := newEnv(t)
 	now := time.Now().Truncate(time.Second).Add(100 * time.Millisecond)
-	pub := &crp.CRLPublisher{CA: env.CA, Revocations: &crp.MemoryRevocations{}, Validity: 48 * time.Hour,
-		Now: func() time.Time { return now }}
+	revs := &crp.MemoryRevocations{}
+	clock := func() time.Time { return now }
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: revs, Validity: 48 * time.Hour, Now: clock}
 	ts := httptest.NewServer(pub)
 	defer ts.Close()
-	var last string
-	for i, serial := range []int64{0xa, 0xb, 0xc} {
+	var first string
+	for i, serial := range []int64{0xa, 0xb, 0xc, 0xd} {
 		_, err := pub.Revoke(context.Background(), &crp.Revocation{Serial: big.NewInt(serial), Reason: 1, RevokedAt: now, By: "test"})
 		require.NoError(t, err)
-		now = now.Add(200 * time.Millisecond) // all three within one second
+		now = now.Add(200 * time.Millisecond) // all four within one second
 		hdr := map[string]string{}
-		if last != "" {
-			hdr["If-Modified-Since"] = last
+		if first != "" {
+			hdr["If-Modified-Since"] = first
 		}
 		resp, der := getCRL(t, ts.URL, hdr)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "revocation %d: the CRL changed", i+1)
 		crl, err := x509.ParseRevocationList(der)
 		require.NoError(t, err)
 		require.Len(t, crl.RevokedCertificateEntries, i+1)
-		last = resp.Header.Get("Last-Modified")
-		resp, _ = getCRL(t, ts.URL, map[string]string{"If-Modified-Since": last})
-		require.Equal(t, http.StatusNotModified, resp.StatusCode, "unchanged since")
+		if i == 0 {
+			first = resp.Header.Get("Last-Modified")
+			require.NotEmpty(t, first)
+			resp, _ = getCRL(t, ts.URL, map[string]string{"If-Modified-Since": first})
+			require.Equal(t, http.StatusNotModified, resp.StatusCode, "unchanged since")
+		} else {
+			require.Empty(t, resp.Header.Get("Last-Modified"), "revocation %d: the date of the CRL before", i+1)
+		}
+		resp, _ = getCRL(t, ts.URL, map[string]string{"If-None-Match": resp.Header.Get("ETag")})
+		require.Equal(t, http.StatusNotModified, resp.StatusCode, "revalidated by its ETag")
 	}
+	// A restart (or another gateway sharing the store) a second later: its CRL's date
+	// is later than any the client holds.
+	now = now.Add(time.Second)
+	pub2 := &crp.CRLPublisher{CA: env.CA, Revocations: revs, Validity: 48 * time.Hour, Now: clock}
+	ts2 := httptest.NewServer(pub2)
+	defer ts2.Close()
+	_, err := pub2.Revoke(context.Background(), &crp.Revocation{Serial: big.NewInt(0xe), Reason: 1, RevokedAt: now, By: "test"})
+	require.NoError(t, err)
+	resp, der := getCRL(t, ts2.URL, map[string]string{"If-Modified-Since": first})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	crl, err := x509.ParseRevocationList(der)
+	require.NoError(t, err)
+	require.Len(t, crl.RevokedCertificateEntries, 5)
 }
 
 type brokenRevocations struct{ crp.MemoryRevocations }
