@@ -278,11 +278,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// writeTimeout bounds the time from a request's headers to the end of its answer;
-// answerWithin, a margin shorter, bounds the work behind a SCEP answer.
+// writeTimeout bounds the time from a request's headers to the end of its answer.
+// answerWithin bounds the work behind a SCEP answer; once a certificate is signed,
+// recording it and notifying (Intune's success notification) take up to 30 s more
+// (crp's own bound), and the answer still leaves before writeTimeout.
 const (
-	writeTimeout = 60 * time.Second
-	answerWithin = writeTimeout - 10*time.Second
+	writeTimeout = 2 * time.Minute
+	answerWithin = 80 * time.Second
 )
 
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
