@@ -215,3 +215,42 @@ func TestReplyCannotBeSigned(t *testing.T) {
 	require.Contains(t, logs.String(), `"status":"SUCCESS"`)
 	require.Contains(t, logs.String(), "CKR_MECHANISM_INVALID")
 }
+
+// TestRefusalLogRationed: a client sending malformed requests as fast as it can does
+// not flood the log: refusals are logged one by one up to refusalLogLines a window,
+// the rest counted and their count logged when the window ends; the metric counts
+// every one. Each was a Warn line (500 bad GETs, 500 lines).
+func TestRefusalLogRationed(t *testing.T) {
+	pki := newTestPKI(t)
+	reader := sdkmetric.NewManualReader()
+	logs := &lockedBuffer{}
+	s := pki.server(false)
+	s.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	s.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	require.NoError(t, s.Validate())
+	hs := httptestServer(t, s)
+	ts := &httptestServerT{url: hs.URL, addr: hs.Listener.Addr().String()}
+	const sent = 300
+	for range sent {
+		require.Equal(t, http.StatusBadRequest, ts.get(t, "?operation=PKIOperation&message=%25%25"))
+	}
+	count := func() (lines, counted int) {
+		for _, rec := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m map[string]any
+			require.NoError(t, json.Unmarshal([]byte(rec), &m), rec)
+			switch m["msg"] {
+			case "scep: request refused":
+				lines++
+			case "scep: requests refused, not logged one by one":
+				counted += int(m["refused"].(float64))
+			}
+		}
+		return lines, counted
+	}
+	require.Eventually(t, func() bool { l, c := count(); return l+c == sent }, 5*time.Second, 20*time.Millisecond,
+		"every refusal is in a line or a count")
+	lines, _ := count()
+	require.Less(t, lines, sent/2, "refusals logged one by one")
+	require.Equal(t, map[string]int64{"http.response.status_code=400,scep.operation=PKIOperation,scep.status=rejected": sent},
+		requestCounts(t, reader))
+}

@@ -211,6 +211,7 @@ type Server struct {
 	rolledLogged atomic.Bool
 	limOnce      sync.Once
 	lim          *limiter
+	refusals     logBudget // the log lines of refusals before the Responder
 }
 
 // Caps returns the capabilities the server's configuration supports, as GetCACaps
@@ -547,9 +548,59 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request, l *limiter)
 // client chooses. attrs are added to the log record.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, op string, code int, reason string, attrs ...any) {
 	s.telemetry().rejected(r.Context(), op, code)
-	s.log().WarnContext(r.Context(), "scep: request refused", append([]any{"remote", r.RemoteAddr,
-		"operation", op, "method", logtext.Cut(r.Method, maxQuoted), "status", code, "reason", reason}, attrs...)...)
+	log := s.log()
+	if s.refusals.allow(time.Now(), func(n int) {
+		log.Warn("scep: requests refused, not logged one by one", "refused", n, "per", refusalLogWindow)
+	}) {
+		log.WarnContext(r.Context(), "scep: request refused", append([]any{"remote", r.RemoteAddr,
+			"operation", op, "method", logtext.Cut(r.Method, maxQuoted), "status", code, "reason", reason}, attrs...)...)
+	}
 	httpError(w, code, reason)
+}
+
+// Refusals before the Responder are logged one by one up to refusalLogLines in each
+// refusalLogWindow; beyond, they are counted (the metric has each one) and the count
+// is logged when the window ends, so that a client sending malformed requests as
+// fast as it can does not flood the log.
+const (
+	refusalLogLines  = 20
+	refusalLogWindow = time.Second
+)
+
+// logBudget rations log lines: allow reports whether one more may be written now.
+// When not, it counts the line and arms a timer, one at a time, that hands the count
+// to flush when the window ends; no timer is left once it has. The zero value is
+// ready to use.
+type logBudget struct {
+	mu         sync.Mutex
+	window     time.Time // start of the current window
+	used       int       // lines written in it
+	suppressed int       // lines counted instead since the last flush
+	armed      bool
+}
+
+func (b *logBudget) allow(now time.Time, flush func(n int)) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Sub(b.window) >= refusalLogWindow {
+		b.window, b.used = now, 0
+	}
+	if b.used < refusalLogLines {
+		b.used++
+		return true
+	}
+	b.suppressed++
+	if !b.armed {
+		b.armed = true
+		time.AfterFunc(b.window.Add(refusalLogWindow).Sub(now), func() {
+			b.mu.Lock()
+			n := b.suppressed
+			b.suppressed, b.armed = 0, false
+			b.mu.Unlock()
+			flush(n)
+		})
+	}
+	return false
 }
 
 // operationLabel names the operation op from a fixed set, "unknown" for any other
