@@ -231,15 +231,19 @@ func TestRefusalLogRationed(t *testing.T) {
 	hs := httptestServer(t, s)
 	ts := &httptestServerT{url: hs.URL, addr: hs.Listener.Addr().String()}
 	const sent = 300
-	for range sent {
-		require.Equal(t, http.StatusBadRequest, ts.get(t, "?operation=PKIOperation&message=%25%25"))
+	for i := range sent {
+		if i%2 == 0 {
+			require.Equal(t, http.StatusBadRequest, ts.get(t, "?operation=PKIOperation&message=%25%25"))
+		} else { // no PKIMessage
+			require.Equal(t, http.StatusBadRequest, rawExchange(t, ts.addr, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Length: 3\r\n\r\nabc"))
+		}
 	}
 	count := func() (lines, counted int) {
 		for _, rec := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 			var m map[string]any
 			require.NoError(t, json.Unmarshal([]byte(rec), &m), rec)
 			switch m["msg"] {
-			case "scep: request refused":
+			case "scep: request refused", "scep: PKIOperation refused":
 				lines++
 			case "scep: requests refused, not logged one by one":
 				counted += int(m["refused"].(float64))

@@ -701,8 +701,12 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3})
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
-		log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "operation", "PKIOperation",
-			"status", http.StatusBadRequest, errAttr(err))
+		if s.refusals.allow(time.Now(), func(n int) {
+			log.Warn("scep: requests refused, not logged one by one", "refused", n, "per", refusalLogWindow)
+		}) {
+			log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "operation", "PKIOperation",
+				"status", http.StatusBadRequest, errAttr(err))
+		}
 		s.telemetry().rejected(ctx, "PKIOperation", http.StatusBadRequest)
 		httpError(w, http.StatusBadRequest, "malformed PKIMessage")
 		return
