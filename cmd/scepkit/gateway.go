@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,7 @@ import (
 	"github.com/scepkit/scepkit/internal/filelock"
 	"github.com/scepkit/scepkit/internal/mdmfile"
 	"github.com/scepkit/scepkit/internal/pemfile"
+	"github.com/scepkit/scepkit/internal/plainhttp"
 	"github.com/scepkit/scepkit/pgstore"
 	"github.com/scepkit/scepkit/pkcs11key"
 	"github.com/scepkit/scepkit/profile"
@@ -161,8 +163,8 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	}
 	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
 	if err != nil {
-		if strings.HasPrefix(c.JWKS, "https://") { // the MDM may be unreachable for now
-			return nil, unavailableSetting("jwks", err)
+		if u, perr := url.Parse(c.JWKS); perr == nil && (u.Scheme == "https" || u.Scheme == "http") && plainhttp.Protected(u) {
+			return nil, unavailableSetting("jwks", err) // the MDM may be unreachable for now
 		}
 		return nil, settingError("jwks", err)
 	}
@@ -496,6 +498,23 @@ func tokenOpenError(err error) error {
 	return unavailableSetting("pkcs11.module", err)
 }
 
+// transientTokenError reports whether err is a token's failure that may pass without
+// a change of configuration (the device removed or in error, a session lost), as
+// opposed to a key that cannot make the signature (CKR_MECHANISM_INVALID, say).
+func transientTokenError(err error) bool {
+	var code pkcs11.Error
+	if !errors.As(err, &code) {
+		return false
+	}
+	switch code {
+	case pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT,
+		pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_COUNT,
+		pkcs11.CKR_FUNCTION_FAILED, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_HOST_MEMORY:
+		return true
+	}
+	return false
+}
+
 // writeCerts writes the certificates of ca (unless nil; with its chain) and ra into
 // dir, as state_dir holds them when the keys are in a token.
 func writeCerts(dir string, ca *catemplate.CA, ra *catemplate.RA) error {
@@ -770,7 +789,11 @@ func checkSigns(setting string, key crypto.Signer, pub crypto.PublicKey, role si
 	}
 	sig, err := key.Sign(rand.Reader, digest, opts)
 	if err != nil {
-		return settingError(setting, fmt.Errorf("the key cannot make the %v signatures the gateway needs: %w", alg, err))
+		err = fmt.Errorf("the key cannot make the %v signatures the gateway needs: %w", alg, err)
+		if transientTokenError(err) {
+			return unavailableSetting(setting, err) // a restart may find the token back
+		}
+		return settingError(setting, err)
 	}
 	if err := (&x509.Certificate{PublicKey: pub}).CheckSignature(alg, msg, sig); err != nil {
 		return settingError(setting, fmt.Errorf("the key's %v signature does not verify with its certificate's public key: %w", alg, err))

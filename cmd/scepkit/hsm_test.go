@@ -240,6 +240,9 @@ func TestExitStatus(t *testing.T) {
 		{"RA key that cannot sign", []string{"serve", "-config", hsm}, nil, exitConfig},
 		{"token not present", []string{"serve", "-config", hsm}, []string{"SCEPKIT_PKCS11_TOKEN_LABEL=not-plugged-in"}, exitFailure},
 		{"port busy", []string{"serve", "-config", cfg}, []string{"SCEPKIT_ADMIN_LISTEN=127.0.0.1:26899"}, exitFailure},
+		// The MDM may come up later, on loopback over plain HTTP too.
+		{"JWKS URL not reachable", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=http://127.0.0.1:1/jwks"}, exitFailure},
+		{"JWKS over plain HTTP off loopback", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=http://mdm.example.com/jwks"}, exitConfig},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
