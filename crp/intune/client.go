@@ -391,16 +391,17 @@ func (c *Client) do(ctx context.Context, ex exchange, out any) (err error) {
 		attempts += c.retries()
 	}
 	pause := c.backoff()
+	var asked time.Duration // the Retry-After of the last answer, if longer
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
-			t := time.NewTimer(pause)
+			t := time.NewTimer(max(pause, asked))
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return unavailable(ErrTransport, fmt.Errorf("intune: %s: %w (after %v)", ex.op, ctx.Err(), err))
 			case <-t.C:
 			}
-			pause *= 2
+			pause, asked = pause*2, 0
 		}
 		var retry bool
 		retry, err = c.once(ctx, ex, body, out)
@@ -415,7 +416,7 @@ func (c *Client) do(ctx context.Context, ex exchange, out any) (err error) {
 			if d, ok := ctx.Deadline(); se.retryAfter > MaxRetryAfter || ok && time.Until(d) < se.retryAfter {
 				break
 			}
-			pause = max(pause, se.retryAfter)
+			asked = se.retryAfter // for this pause only: the schedule goes on from ours
 		}
 	}
 	return err
