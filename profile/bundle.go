@@ -131,8 +131,14 @@ func (b *Bundle) Validate() error {
 		}
 	}
 	if w := b.WiFi; w != nil {
-		if len(w.SSID) == 0 || len(w.SSID) > 32 || checkText(w.SSID, 32) != "" {
+		switch {
+		case len(w.SSID) == 0 || len(w.SSID) > 32 || checkText(w.SSID, 32) != "":
 			errs = append(errs, bundleErr("WiFi.SSID", w.SSID, "1 to 32 bytes of UTF-8 without control characters"))
+		case w.SSID == "." || w.SSID == "..":
+			// The Wi-Fi CSP names the profile's node by its SSID: a dot-segment, even
+			// percent-escaped, is removed by URI normalisation (RFC 3986 sections 5.2.4
+			// and 6.2.2.2) and the profile lands on another node.
+			errs = append(errs, bundleErr("WiFi.SSID", w.SSID, "a dot-segment cannot name the Windows Wi-Fi CSP's node"))
 		}
 		if len(w.TrustedServerNames) == 0 {
 			errs = append(errs, bundleErr("WiFi.TrustedServerNames", "", "at least one RADIUS server name is required"))
@@ -438,14 +444,9 @@ func (b *Bundle) SyncML(opts ExportOptions) ([]byte, error) {
 }
 
 // escapeSegment percent-escapes every byte of s that is not unreserved in a URI
-// (RFC 3986 section 2.3), so s stays one segment of a LocURI whatever it holds. The
-// dot-segments "." and ".." are escaped whole (%2E): unescaped, a URI's path
-// normalisation (RFC 3986 section 5.2.4) would remove them, and with them the node's
-// name or its parent.
+// (RFC 3986 section 2.3), so s stays one segment of a LocURI whatever it holds
+// (Validate refuses the dot-segments "." and "..", which no escape keeps).
 func escapeSegment(s string) string {
-	if s == "." || s == ".." {
-		return strings.Repeat("%2E", len(s))
-	}
 	var sb strings.Builder
 	for _, c := range []byte(s) {
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {

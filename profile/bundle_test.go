@@ -459,8 +459,9 @@ func TestBundleHostileValues(t *testing.T) {
 	}{
 		{"SSID with markup", func(b *Bundle) { b.WiFi.SSID = `</string><key>x` }, ""},
 		{"SSID with a slash", func(b *Bundle) { b.WiFi.SSID = "a/../b" }, ""},
-		{"SSID dot", func(b *Bundle) { b.WiFi.SSID = "." }, ""},
-		{"SSID dot-dot", func(b *Bundle) { b.WiFi.SSID = ".." }, ""},
+		{"SSID dot", func(b *Bundle) { b.WiFi.SSID = "." }, "WiFi.SSID"},
+		{"SSID dot-dot", func(b *Bundle) { b.WiFi.SSID = ".." }, "WiFi.SSID"},
+		{"SSID of three dots", func(b *Bundle) { b.WiFi.SSID = "..." }, ""},
 		{"SSID with a newline", func(b *Bundle) { b.WiFi.SSID = "corp\nx" }, "WiFi.SSID"},
 		{"SSID with NUL", func(b *Bundle) { b.WiFi.SSID = "corp\x00" }, "WiFi.SSID"},
 		{"SSID of 33 bytes", func(b *Bundle) { b.WiFi.SSID = strings.Repeat("x", 33) }, "WiFi.SSID"},

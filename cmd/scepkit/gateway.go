@@ -1114,8 +1114,6 @@ func decrypts(ra *catemplate.RA, probe []byte) error {
 	return nil
 }
 
-// warnExpiring logs the CA and RA certificates that expire within the warning
-// period, now and then every hour.
 // refreshKeys reads jwks again every jwks_refresh and makes the Verifier's keys those
 // it holds: a key the MDM adds is trusted, one it removes no longer is. On failure the
 // keys in use stay, and the failure is logged.
@@ -1148,6 +1146,8 @@ func (g *gateway) refreshKeys(ctx context.Context) {
 	}
 }
 
+// warnExpiring logs the CA and RA certificates that expire within the warning
+// period, now and then every hour.
 func (g *gateway) warnExpiring(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
