@@ -1118,32 +1118,7 @@ func decrypts(ra *catemplate.RA, probe []byte) error {
 // it holds: a key the MDM adds is trusted, one it removes no longer is. On failure the
 // keys in use stay, and the failure is logged.
 func (g *gateway) refreshKeys(ctx context.Context) {
-	every := time.Duration(g.cfg.JWKSRefresh)
-	if every <= 0 {
-		return
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ks, err := mdmfile.LoadKeySet(ctx, g.cfg.JWKS)
-		changed := false
-		if err == nil {
-			changed, err = mdmfile.SyncKeySet(g.keys, ks)
-		}
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			g.log.Warn("jwks: reading the MDM's keys again failed; the keys in use stay", "err", err)
-		case changed:
-			g.log.Info("jwks: the MDM's keys changed", "kids", g.keys.KeyIDs())
-		}
-	}
+	mdmfile.FollowKeySet(ctx, g.cfg.JWKS, g.keys, time.Duration(g.cfg.JWKSRefresh), g.log)
 }
 
 // warnExpiring logs the CA and RA certificates that expire within the warning

@@ -85,15 +85,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir()}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	f.mdm = &challenge.Issuer{Name: "test-mdm", Key: key}
-	ks := challenge.NewKeySet()
-	_, err = ks.AddKey(key.Public())
-	require.NoError(t, err)
-	jwks, err := json.Marshal(ks)
-	require.NoError(t, err)
-	f.write(t, "jwks.json", jwks)
+	f.newMDMKey(t)
 	f.write(t, "directory.json", []byte(`{"users": [
 	  {"id": "alice@example.com", "upn": "alice@example.com", "email": "alice@example.com", "name": "alice"},
 	  {"id": "bob@example.com", "upn": "bob@example.com", "email": "bob@example.com", "name": "bob"}],
@@ -103,6 +95,7 @@ func newFixture(t *testing.T) *fixture {
 	f.token = strings.Repeat("s3cr3t-", 6)
 	f.write(t, "token", []byte(f.token+"\n"))
 	// The admin listener's certificate and the operators' client certificates.
+	var err error
 	f.adminCA, err = catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Subject: pkix.Name{CommonName: "admin CA"}})
 	require.NoError(t, err)
 	f.write(t, "admin-ca.pem", pemCert(f.adminCA.Certificate))
@@ -113,6 +106,20 @@ func newFixture(t *testing.T) *fixture {
 	require.NoError(t, err)
 	f.issue(t, rogueCA, "rogue", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return f
+}
+
+// newMDMKey gives the MDM a new key, the only one in jwks.json.
+func (f *fixture) newMDMKey(t *testing.T) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	f.mdm = &challenge.Issuer{Name: "test-mdm", Key: key}
+	ks := challenge.NewKeySet()
+	_, err = ks.AddKey(key.Public())
+	require.NoError(t, err)
+	jwks, err := json.Marshal(ks)
+	require.NoError(t, err)
+	f.write(t, "jwks.json", jwks)
 }
 
 func (f *fixture) path(name string) string { return filepath.Join(f.dir, name) }
@@ -1535,15 +1542,7 @@ func TestJWKSFollowsRotation(t *testing.T) {
 	url := r.base + "/scep"
 	old := f.challenge(t, "alice@example.com", "alice-laptop")
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	f.mdm = &challenge.Issuer{Name: "test-mdm", Key: key}
-	ks := challenge.NewKeySet()
-	_, err = ks.AddKey(key.Public())
-	require.NoError(t, err)
-	jwks, err := json.Marshal(ks)
-	require.NoError(t, err)
-	f.write(t, "jwks.json", jwks)
+	f.newMDMKey(t) // the MDM rotates: a new key in its JWKS, the old one gone
 	require.Eventually(t, func() bool { return strings.Contains(r.Logs(), "the MDM's keys changed") },
 		10*time.Second, 50*time.Millisecond, "the rotation was not noticed")
 	out, err := scepclienttest.NewDevice(t).Enroll(url, "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))

@@ -91,6 +91,7 @@ import (
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/examples/internal/demo"
+	"github.com/scepkit/scepkit/internal/mdmfile"
 	"github.com/scepkit/scepkit/pgstore"
 	"github.com/scepkit/scepkit/redisstore"
 	"github.com/scepkit/scepkit/scep"
@@ -428,27 +429,7 @@ func loadKeysRetrying(ctx context.Context, src string, log *slog.Logger) (*chall
 
 // refreshKeys re-reads the JWKS every interval; on failure the keys in use stay.
 func (g *gateway) refreshKeys(ctx context.Context, src string, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ks, err := demo.LoadKeySet(ctx, src)
-		changed := false
-		if err == nil {
-			changed, err = demo.SyncKeySet(g.keys, ks)
-		}
-		if err != nil {
-			g.log.Warn("JWKS refresh failed; keeping the keys in use", "jwks", src, "err", err)
-			continue
-		}
-		if changed {
-			g.log.Info("MDM keys changed", "keys", g.keys.KeyIDs())
-		}
-	}
+	mdmfile.FollowKeySet(ctx, src, g.keys, every, g.log)
 }
 
 // notifier reports outcomes to the MDM, as Intune's connector reports to Intune.

@@ -141,7 +141,7 @@ func TestGateway(t *testing.T) {
 
 	// The MDM rotates its key: the gateway picks up the new JWKS without a restart.
 	writeJWKS(t, jwks, key2)
-	require.Eventually(t, func() bool { return strings.Contains(gw.Stderr.String(), "MDM keys changed") },
+	require.Eventually(t, func() bool { return strings.Contains(gw.Stderr.String(), "the MDM's keys changed") },
 		5*time.Second, 20*time.Millisecond)
 	bobChallenge := key2.challenge(t, "bob@example.com", "bob-phone", "gw-t")
 	_, _, err = enroll(t, client, "bob@example.com", bobChallenge)

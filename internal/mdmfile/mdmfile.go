@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -233,4 +234,36 @@ func SyncKeySet(dst, src *challenge.KeySet) (changed bool, err error) {
 		}
 	}
 	return changed, nil
+}
+
+// FollowKeySet reads src again every interval until ctx ends and makes dst hold its
+// keys (SyncKeySet), so that a Verifier using dst follows the MDM's key rotation
+// without a restart. On failure the keys in use stay and the failure is logged; a
+// change is logged with the key IDs now trusted.
+func FollowKeySet(ctx context.Context, src string, dst *challenge.KeySet, every time.Duration, log *slog.Logger) {
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ks, err := LoadKeySet(ctx, src)
+		changed := false
+		if err == nil {
+			changed, err = SyncKeySet(dst, ks)
+		}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Warn("jwks: reading the MDM's keys again failed; the keys in use stay", "err", err)
+		case changed:
+			log.Info("jwks: the MDM's keys changed", "kids", dst.KeyIDs())
+		}
+	}
 }

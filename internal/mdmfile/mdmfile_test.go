@@ -3,6 +3,9 @@ package mdmfile
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -164,4 +167,68 @@ func TestLoadKeySetRedactsPassword(t *testing.T) {
 		require.Error(t, err)
 		require.NotContains(t, err.Error(), "S3CRETPW", src)
 	}
+}
+
+func TestSyncKeySet(t *testing.T) {
+	add := func(ks *challenge.KeySet) string {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		kid, err := ks.AddKey(pub)
+		require.NoError(t, err)
+		return kid
+	}
+	dst, src := challenge.NewKeySet(), challenge.NewKeySet()
+	a := add(src)
+	changed, err := SyncKeySet(dst, src)
+	require.NoError(t, err)
+	require.True(t, changed)
+	require.Equal(t, []string{a}, dst.KeyIDs())
+	changed, err = SyncKeySet(dst, src)
+	require.NoError(t, err)
+	require.False(t, changed, "same keys: no change")
+
+	// Rotation: b added, a removed.
+	src2 := challenge.NewKeySet()
+	b := add(src2)
+	changed, err = SyncKeySet(dst, src2)
+	require.NoError(t, err)
+	require.True(t, changed)
+	require.Equal(t, []string{b}, dst.KeyIDs())
+}
+
+// A JWKS key pinned to PS256 must stay pinned after a rotation copies it: SyncKeySet
+// used Add, which dropped the pin, and the key then accepted RS256 as well.
+func TestSyncKeySetKeepsAlgorithmPin(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	src, dst := challenge.NewKeySet(), challenge.NewKeySet()
+	require.NoError(t, src.AddWithAlgorithm("mdm-1", challenge.PS256, key.Public()))
+	_, err = SyncKeySet(dst, src)
+	require.NoError(t, err)
+	alg, ok := dst.Algorithm("mdm-1")
+	require.True(t, ok)
+	require.Equal(t, challenge.PS256, alg)
+
+	ctx := context.Background()
+	v := &challenge.Verifier{Keys: dst, Issuer: "mdm", Audience: "gw", Replay: &challenge.MemoryReplayStore{}}
+	mint := func(alg string) string {
+		ch, _, err := (&challenge.Issuer{Name: "mdm", KeyID: "mdm-1", Key: key, Algorithm: alg}).Issue(
+			challenge.Request{UserID: "alice@example.com", Audience: "gw"})
+		require.NoError(t, err)
+		return ch
+	}
+	_, err = v.Check(ctx, mint(challenge.RS256))
+	require.ErrorIs(t, err, challenge.ErrAlgorithm, "RS256 accepted by a PS256-pinned key")
+	_, err = v.Check(ctx, mint(challenge.PS256))
+	require.NoError(t, err)
+
+	// Unchanged keys and pins are no change; a changed pin is one.
+	changed, err := SyncKeySet(dst, src)
+	require.NoError(t, err)
+	require.False(t, changed)
+	src2 := challenge.NewKeySet()
+	require.NoError(t, src2.AddWithAlgorithm("mdm-1", challenge.RS256, key.Public()))
+	changed, err = SyncKeySet(dst, src2)
+	require.NoError(t, err)
+	require.True(t, changed)
 }

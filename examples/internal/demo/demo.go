@@ -92,11 +92,6 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	return mdmfile.LoadKeySet(ctx, src)
 }
 
-// SyncKeySet makes dst hold exactly the keys of src: see mdmfile.SyncKeySet.
-func SyncKeySet(dst, src *challenge.KeySet) (changed bool, err error) {
-	return mdmfile.SyncKeySet(dst, src)
-}
-
 // NewLogger returns a slog logger writing to w in format "text" or "json".
 func NewLogger(format string, w io.Writer) (*slog.Logger, error) {
 	switch format {
