@@ -91,16 +91,31 @@ func (ca *CA) rand() io.Reader {
 // certificate without a public key crypto/x509 can read. The signature is verified
 // with the CA's key before the certificate is returned; Sign's own encoder skips that
 // check only for a *rsa.PrivateKey, which crypto/rsa already makes on every signature.
+// Validate reports what would make every Sign fail whatever the template: no
+// certificate or no Signer, or a certificate whose public key crypto/x509 cannot read
+// (matching [ErrRefused]), or a Signer that does not hold the certificate's key
+// (matching [ErrSigner]). Sign checks it first; call it at start to find out before
+// the first request.
+func (ca *CA) Validate() error {
+	switch {
+	case ca == nil || ca.Certificate == nil || ca.Signer == nil:
+		return fmt.Errorf("%w: CA has no certificate or signer", ErrRefused)
+	case ca.Certificate.PublicKey == nil:
+		// Without it nothing can check that the Signer holds the CA's key.
+		return fmt.Errorf("%w: CA certificate has no public key crypto/x509 can read", ErrRefused)
+	}
+	if eq, ok := ca.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(ca.Certificate.PublicKey) {
+		return fmt.Errorf("%w: the Signer does not hold the key of its certificate", ErrSigner)
+	}
+	return nil
+}
+
 func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if ca.Certificate == nil || ca.Signer == nil {
-		return nil, fmt.Errorf("%w: CA has no certificate or signer", ErrRefused)
-	}
-	if ca.Certificate.PublicKey == nil {
-		// Without it neither encoder can check that the Signer holds the CA's key.
-		return nil, fmt.Errorf("%w: CA certificate has no public key crypto/x509 can read", ErrRefused)
+	if err := ca.Validate(); err != nil {
+		return nil, err
 	}
 	switch {
 	case tmpl == nil:
@@ -130,9 +145,6 @@ func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Publi
 	}
 	der, err := ca.signDirect(tmpl, pub)
 	if errors.Is(err, errNotDirect) {
-		if eq, ok := ca.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(ca.Certificate.PublicKey) {
-			return nil, fmt.Errorf("%w: it does not hold the key of the CA certificate", ErrSigner)
-		}
 		s := &watchedSigner{Signer: ca.Signer}
 		der, err = x509.CreateCertificate(ca.rand(), tmpl, ca.Certificate, pub, s)
 		if err != nil && s.called {

@@ -156,10 +156,11 @@ var errNotDirect = errors.New("catemplate: not for the direct encoder")
 // template or key it does not handle. Its other errors are unprefixed: [CA.Sign]
 // wraps them.
 //
-// Like CreateCertificate it refuses a signer whose key is not the CA certificate's,
-// and it verifies the signature before returning it, except from a *rsa.PrivateKey:
-// crypto/rsa already checks each of its private-key results with the public key
-// (against fault attacks on RSA-CRT), so a second check would only repeat it.
+// Sign has checked that the signer holds the CA certificate's key (CA.Validate), as
+// CreateCertificate would. signDirect verifies the signature before returning it,
+// except from a *rsa.PrivateKey: crypto/rsa already checks each of its private-key
+// results with the public key (against fault attacks on RSA-CRT), so a second check
+// would only repeat it.
 func (ca *CA) signDirect(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
 	parent := ca.Certificate
 	if !directEligible(tmpl) || len(parent.RawSubject) == 0 || parent.PublicKey == nil {
@@ -174,10 +175,6 @@ func (ca *CA) signDirect(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, 
 	alg, ok := directAlgorithmFor(signerPub)
 	if !ok {
 		return nil, errNotDirect
-	}
-	eq, ok := signerPub.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !eq.Equal(parent.PublicKey) {
-		return nil, fmt.Errorf("%w: it does not hold the key of the CA certificate", ErrSigner)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {

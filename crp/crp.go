@@ -2,7 +2,6 @@ package crp
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -310,10 +309,11 @@ func (rp *RegistrationPoint) Validate() error {
 			return err
 		}
 	}
-	if ca := issuerCA(rp.Issuer); ca != nil && ca.Certificate != nil && ca.Signer != nil {
-		// A Signer that does not hold the certificate's key fails every enrollment.
-		if eq, ok := ca.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(ca.Certificate.PublicKey) {
-			return fmt.Errorf("crp: the CAIssuer's CA Signer does not hold the key of its certificate %q", ca.Certificate.Subject)
+	if ca := issuerCA(rp.Issuer); ca != nil {
+		// A CA that fails every Sign (a Signer without its certificate's key, say)
+		// fails every enrollment.
+		if err := ca.Validate(); err != nil {
+			return fmt.Errorf("crp: the CAIssuer's CA: %w", err)
 		}
 	}
 	if ca := issuerCA(rp.Issuer); ca != nil && rp.CACert != nil && !rp.CACert.Equal(ca.Certificate) {

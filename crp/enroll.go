@@ -57,12 +57,6 @@ func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*R
 func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*Result, *Error) {
 	tx, e := rp.enrollTx(req)
 	if e == nil {
-		var rec *Record
-		if rec, e = rp.priorRecord(ctx, tx, keyHash(tx.Signer)); rec != nil {
-			return rp.recordedResult(ctx, tx, rec)
-		}
-	}
-	if e == nil {
 		var land func()
 		var rec *Record
 		if land, rec, e = rp.board(ctx, tx, keyHash(tx.Signer)); rec != nil {

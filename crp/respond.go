@@ -219,14 +219,19 @@ type flight struct {
 	done chan struct{}
 }
 
-// board registers tx as running in this process and returns land, to be called
-// when tx has ended. When a copy of the same request (its transactionID and request
-// hash) is running already (a device that resent while its first copy was being
-// signed: by a slow HSM or CA), tx waits for that copy to end and returns its record,
-// to be answered from; if the copy left none (a transient failure), tx boards again,
-// so that of several waiting copies one runs and the others wait for it in turn.
+// board looks for the record of tx's transactionID (priorRecord) and, when there is
+// none to answer from, registers tx as running in this process and returns land, to
+// be called when tx has ended. When a copy of the same request (its transactionID
+// and request hash) is running already (a device that resent while its first copy
+// was being signed: by a slow HSM or CA), tx waits for that copy to end and looks
+// again: it is answered from the copy's record, or, when the copy left none (a
+// transient failure), boards in its turn, so that of several waiting copies one runs
+// and the others wait for it.
 func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerKey []byte) (land func(), rec *Record, e *Error) {
 	for {
+		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil || rec != nil {
+			return nil, rec, e
+		}
 		f := &flight{req: tx.reqHash, done: make(chan struct{})}
 		prev, loaded := rp.flights.LoadOrStore(tx.ID, f)
 		if !loaded {
@@ -234,8 +239,8 @@ func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerK
 		}
 		other := prev.(*flight)
 		if !bytes.Equal(other.req, tx.reqHash) {
-			// Another request under this transactionID: priorRecord and the claims
-			// judge it as they would one from another gateway.
+			// Another request under this transactionID: the claims judge it as they
+			// would one from another gateway.
 			return func() {}, nil, nil
 		}
 		select {
@@ -244,9 +249,6 @@ func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerK
 			e := unavailable(PhaseGateway, fmt.Errorf("waiting for the copy of this request already running: %w", ctx.Err()))
 			rp.step(ctx, tx, PhaseGateway, "resend", rp.now(), e)
 			return nil, nil, e
-		}
-		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil || rec != nil {
-			return nil, rec, e
 		}
 	}
 }
@@ -323,11 +325,6 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 	if e := csrKeyRefused(req.CSR); e != nil {
 		rp.step(ctx, tx, PhaseGateway, "csr-signature", rp.now(), e)
 		return nil, e
-	}
-	if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil {
-		return nil, e
-	} else if rec != nil {
-		return rp.answer(ctx, rec)
 	}
 	land, rec, e := rp.board(ctx, tx, signerKey)
 	switch {

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -20,10 +19,7 @@ type limiter struct {
 	queuedBytes    atomic.Int64
 	maxHeldBytes   int64
 	heldBytes      atomic.Int64 // of the bodies read or being read, until their request ends
-	refused        atomic.Int64 // since the last log line
-	flushArmed     atomic.Bool  // a timer will log the refusals counted (set and cleared under logMu)
-	logMu          sync.Mutex
-	lastLog        time.Time // of the last log line of refusals, under logMu
+	refusals       logBudget    // the log lines of refusals for want of a turn
 }
 
 // inFlightPerCore is the zero MaxInFlight's bound per GOMAXPROCS: enough for
@@ -148,50 +144,13 @@ func (s *Server) overloaded(w http.ResponseWriter, r *http.Request, l *limiter) 
 	httpError(w, http.StatusServiceUnavailable, "too many requests at once, retry later")
 }
 
-// refusedLogInterval is the least time between two log lines of the limiter's
-// refusals.
-const refusedLogInterval = time.Second
-
-// noteRefused counts one refusal for want of a turn. When no line was logged in the
-// last refusedLogInterval it logs the count at once, with remote, the address of the
-// refusal that completes it; otherwise it arms a timer, one at a time, that logs the
-// count when that interval is over, so that the count of the last burst is logged
-// even if no refusal follows. No timer is left once the count is logged, and a
-// refusal while one is armed only counts.
+// noteRefused logs a refusal for want of a turn, at most one line a logWindow: the
+// first of a window with remote, the refusals after it counted into one line when
+// the window ends, so that the count of the last burst is logged even if no refusal
+// follows.
 func (l *limiter) noteRefused(ctx context.Context, log *slog.Logger, remote string) {
-	l.refused.Add(1)
-	if l.flushArmed.Load() {
-		return // the timer, which clears flushArmed before taking the count, logs this one
-	}
-	l.logMu.Lock()
-	if l.flushArmed.Load() {
-		l.logMu.Unlock()
-		return
-	}
-	now := time.Now()
-	if wait := l.lastLog.Add(refusedLogInterval).Sub(now); wait > 0 {
-		l.flushArmed.Store(true)
-		l.logMu.Unlock()
-		time.AfterFunc(wait, func() { l.flushRefused(log) })
-		return
-	}
-	l.lastLog = now
-	n := l.refused.Swap(0)
-	l.logMu.Unlock()
-	if n > 0 {
-		log.WarnContext(ctx, "scep: PKIOperation refused: too many requests at once", "refused", n, "remote", remote)
-	}
-}
-
-// flushRefused logs the refusals counted since the last line: the timer armed by
-// noteRefused calls it.
-func (l *limiter) flushRefused(log *slog.Logger) {
-	l.logMu.Lock()
-	l.flushArmed.Store(false) // before the count is taken: a refusal counted after arms again
-	l.lastLog = time.Now()
-	n := l.refused.Swap(0)
-	l.logMu.Unlock()
-	if n > 0 {
-		log.Warn("scep: PKIOperation refused: too many requests at once", "refused", n)
+	const msg = "scep: PKIOperation refused: too many requests at once"
+	if l.refusals.allow(time.Now(), 1, func(n int64) { log.Warn(msg, "refused", n) }) {
+		log.WarnContext(ctx, msg, "refused", 1, "remote", remote)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/internal/testserver"
 )
 
 // gatedPKI is the test PKI whose Responder waits at a gate, counting who reached it.
@@ -363,7 +365,7 @@ func TestBodiesHeldBound(t *testing.T) {
 // logged them is not armed again while the server is idle.
 func TestOverloadLogFlushed(t *testing.T) {
 	p := newTestPKI(t)
-	logs := &lockedBuffer{}
+	logs := &testserver.Output{}
 	s := p.server(false)
 	s.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	s.MaxInFlight, s.MaxQueued = 1, -1
@@ -399,9 +401,10 @@ func TestOverloadLogFlushed(t *testing.T) {
 		_, sum := refusedLogged()
 		return sum == burst
 	})
-	require.Less(t, time.Since(last), 2*refusedLogInterval, "the count was logged late")
+	require.Less(t, time.Since(last), 2*logWindow, "the count was logged late")
 	lines, _ := refusedLogged()
 	require.LessOrEqual(t, lines, 3, "more than a line a second")
-	require.False(t, l.flushArmed.Load(), "a timer armed while idle")
-	require.Zero(t, l.refused.Load())
+	n, armed := l.refusals.pending()
+	require.False(t, armed, "a timer armed while idle")
+	require.Zero(t, n)
 }

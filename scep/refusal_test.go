@@ -2,7 +2,6 @@ package scep
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto"
 	"encoding/json"
@@ -14,32 +13,15 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/internal/testserver"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the server's goroutines and the test's.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // rawExchange sends req as it is over a new connection to ts and returns the status
 // of the answer.
@@ -134,7 +116,7 @@ func TestRefusalsCountedAndLogged(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reader := sdkmetric.NewManualReader()
-			logs := &lockedBuffer{}
+			logs := &testserver.Output{}
 			s := pki.server(false)
 			s.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 			s.Logger = slog.New(slog.NewJSONHandler(logs, nil))
@@ -201,7 +183,7 @@ func TestReplyCannotBeSigned(t *testing.T) {
 	pki := newTestPKI(t)
 	s := pki.server(false)
 	s.Signer = brokenSigner{pki.raKey}
-	var logs lockedBuffer
+	var logs testserver.Output
 	s.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	d := newDevice(t)
 	der, _, err := NewRequest(RequestOptions{Type: PKCSReq, TransactionID: "broken-ra", Payload: newCSR(t, d.key, "broken-ra", "secret"),
@@ -223,7 +205,7 @@ func TestReplyCannotBeSigned(t *testing.T) {
 func TestRefusalLogRationed(t *testing.T) {
 	pki := newTestPKI(t)
 	reader := sdkmetric.NewManualReader()
-	logs := &lockedBuffer{}
+	logs := &testserver.Output{}
 	s := pki.server(false)
 	s.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	s.Logger = slog.New(slog.NewJSONHandler(logs, nil))

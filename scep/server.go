@@ -548,60 +548,27 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request, l *limiter)
 // client chooses. attrs are added to the log record.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, op string, code int, reason string, attrs ...any) {
 	s.telemetry().rejected(r.Context(), op, code)
-	log := s.log()
-	if s.refusals.allow(time.Now(), func(n int) {
-		log.Warn("scep: requests refused, not logged one by one", "refused", n, "per", refusalLogWindow)
-	}) {
-		log.WarnContext(r.Context(), "scep: request refused", append([]any{"remote", r.RemoteAddr,
+	if s.mayLogRefusal() {
+		s.log().WarnContext(r.Context(), "scep: request refused", append([]any{"remote", r.RemoteAddr,
 			"operation", op, "method", logtext.Cut(r.Method, maxQuoted), "status", code, "reason", reason}, attrs...)...)
 	}
 	httpError(w, code, reason)
 }
 
+// mayLogRefusal reports whether a refusal before the Responder may be logged one by
+// one now (see refusalLogLines); when not, it is counted into a later line.
+func (s *Server) mayLogRefusal() bool {
+	log := s.log()
+	return s.refusals.allow(time.Now(), refusalLogLines, func(n int64) {
+		log.Warn("scep: requests refused, not logged one by one", "refused", n, "per", logWindow)
+	})
+}
+
 // Refusals before the Responder are logged one by one up to refusalLogLines in each
-// refusalLogWindow; beyond, they are counted (the metric has each one) and the count
-// is logged when the window ends, so that a client sending malformed requests as
-// fast as it can does not flood the log.
-const (
-	refusalLogLines  = 20
-	refusalLogWindow = time.Second
-)
-
-// logBudget rations log lines: allow reports whether one more may be written now.
-// When not, it counts the line and arms a timer, one at a time, that hands the count
-// to flush when the window ends; no timer is left once it has. The zero value is
-// ready to use.
-type logBudget struct {
-	mu         sync.Mutex
-	window     time.Time // start of the current window
-	used       int       // lines written in it
-	suppressed int       // lines counted instead since the last flush
-	armed      bool
-}
-
-func (b *logBudget) allow(now time.Time, flush func(n int)) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if now.Sub(b.window) >= refusalLogWindow {
-		b.window, b.used = now, 0
-	}
-	if b.used < refusalLogLines {
-		b.used++
-		return true
-	}
-	b.suppressed++
-	if !b.armed {
-		b.armed = true
-		time.AfterFunc(b.window.Add(refusalLogWindow).Sub(now), func() {
-			b.mu.Lock()
-			n := b.suppressed
-			b.suppressed, b.armed = 0, false
-			b.mu.Unlock()
-			flush(n)
-		})
-	}
-	return false
-}
+// logWindow; beyond, they are counted (the metric has each one) and the count is
+// logged when the window ends, so that a client sending malformed requests as fast
+// as it can does not flood the log.
+const refusalLogLines = 20
 
 // operationLabel names the operation op from a fixed set, "unknown" for any other
 // value: the client chooses it, and each label value is a time series.
@@ -701,9 +668,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3})
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
-		if s.refusals.allow(time.Now(), func(n int) {
-			log.Warn("scep: requests refused, not logged one by one", "refused", n, "per", refusalLogWindow)
-		}) {
+		if s.mayLogRefusal() {
 			log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "operation", "PKIOperation",
 				"status", http.StatusBadRequest, errAttr(err))
 		}
