@@ -225,6 +225,41 @@ func (s *KeySet) Remove(kid string) bool {
 	return true
 }
 
+// Replace makes s hold exactly the keys of src, each with its algorithm pin, in one
+// step: a [Verifier] using s sees either the old keys or the new ones, never a kid
+// missing while its key is swapped (the way to follow an MDM's published JWKS). It
+// reports whether s changed. A nil src empties s.
+func (s *KeySet) Replace(src *KeySet) (changed bool) {
+	var next map[string]*keyEntry
+	if src != nil {
+		if m := src.keys.Load(); m != nil {
+			next = *m
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.keys.Load()
+	if lenMap(old) == len(next) {
+		same := true
+		for kid, e := range next {
+			if have, ok := (*old)[kid]; !ok || !sameKey(have, e) {
+				same = false
+				break
+			}
+		}
+		if same {
+			return false
+		}
+	}
+	// Entries are never changed once made, so both sets may hold the same ones.
+	m := make(map[string]*keyEntry, len(next))
+	for kid, e := range next {
+		m[kid] = e
+	}
+	s.keys.Store(&m)
+	return true
+}
+
 // Lookup returns the public key with id kid. For an HMAC secret it returns
 // (nil, true): the secret never leaves the set.
 func (s *KeySet) Lookup(kid string) (crypto.PublicKey, bool) {

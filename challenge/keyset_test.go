@@ -1,9 +1,11 @@
 package challenge
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
@@ -122,4 +124,40 @@ func TestKeySetAddKey(t *testing.T) {
 	requireOnly(t, err, ErrConfig)
 	requireOnly(t, ks.Add("", edKey.Public()), ErrConfig)
 	require.Empty(t, ks.KeyIDs())
+}
+
+func TestKeySetReplace(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	secret := bytes.Repeat([]byte{7}, MinSecretLen)
+	build := func(alg string, withSecret bool) *KeySet {
+		ks := NewKeySet()
+		require.NoError(t, ks.AddWithAlgorithm("k1", alg, pub))
+		if withSecret {
+			require.NoError(t, ks.AddSecret("s1", secret))
+		}
+		return ks
+	}
+	dst := NewKeySet()
+	for _, tc := range []struct {
+		name    string
+		src     *KeySet
+		changed bool
+		kids    []string
+	}{
+		{"first keys", build("", true), true, []string{"k1", "s1"}},
+		{"same keys", build("", true), false, []string{"k1", "s1"}},
+		{"pin added", build(EdDSA, true), true, []string{"k1", "s1"}},
+		{"secret gone", build(EdDSA, false), true, []string{"k1"}},
+		{"nil empties", nil, true, nil},
+		{"empty stays empty", NewKeySet(), false, nil},
+	} {
+		require.Equal(t, tc.changed, dst.Replace(tc.src), tc.name)
+		require.ElementsMatch(t, tc.kids, dst.KeyIDs(), tc.name)
+		if tc.src != nil && len(tc.kids) > 0 {
+			want, _ := tc.src.Algorithm("k1")
+			got, _ := dst.Algorithm("k1")
+			require.Equal(t, want, got, "%s: the pin is copied", tc.name)
+		}
+	}
 }

@@ -6,7 +6,6 @@ package mdmfile
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -206,34 +205,12 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 }
 
 // SyncKeySet makes dst hold exactly the keys of src (new keys added, removed ones
-// removed), each with its algorithm pin (a JWKS key's "alg"), so that a Verifier
-// using dst follows the MDM's key rotation without a restart and a PS256-pinned key
-// never starts accepting RS256. It reports whether dst changed.
-func SyncKeySet(dst, src *challenge.KeySet) (changed bool, err error) {
-	want := map[string]bool{}
-	for _, kid := range src.KeyIDs() {
-		want[kid] = true
-		k, _ := src.Lookup(kid)
-		alg, _ := src.Algorithm(kid)
-		if old, ok := dst.Lookup(kid); ok {
-			oldAlg, _ := dst.Algorithm(kid)
-			if eq, ok := old.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(k) && oldAlg == alg {
-				continue
-			}
-			dst.Remove(kid) // same kid, another key or another pin
-		}
-		if err := dst.AddWithAlgorithm(kid, alg, k); err != nil {
-			return true, err
-		}
-		changed = true
-	}
-	for _, kid := range dst.KeyIDs() {
-		if !want[kid] {
-			dst.Remove(kid)
-			changed = true
-		}
-	}
-	return changed, nil
+// removed), each with its algorithm pin (a JWKS key's "alg"), in one step
+// (challenge.KeySet.Replace), so that a Verifier using dst follows the MDM's key
+// rotation without a restart, never misses a kid whose key is being swapped, and a
+// PS256-pinned key never starts accepting RS256. It reports whether dst changed.
+func SyncKeySet(dst, src *challenge.KeySet) (changed bool) {
+	return dst.Replace(src)
 }
 
 // FollowKeySet reads src again every interval until ctx ends and makes dst hold its
@@ -255,7 +232,7 @@ func FollowKeySet(ctx context.Context, src string, dst *challenge.KeySet, every 
 		ks, err := LoadKeySet(ctx, src)
 		changed := false
 		if err == nil {
-			changed, err = SyncKeySet(dst, ks)
+			changed = SyncKeySet(dst, ks)
 		}
 		switch {
 		case err != nil && ctx.Err() != nil:

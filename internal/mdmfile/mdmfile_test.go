@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -179,19 +180,16 @@ func TestSyncKeySet(t *testing.T) {
 	}
 	dst, src := challenge.NewKeySet(), challenge.NewKeySet()
 	a := add(src)
-	changed, err := SyncKeySet(dst, src)
-	require.NoError(t, err)
+	changed := SyncKeySet(dst, src)
 	require.True(t, changed)
 	require.Equal(t, []string{a}, dst.KeyIDs())
-	changed, err = SyncKeySet(dst, src)
-	require.NoError(t, err)
+	changed = SyncKeySet(dst, src)
 	require.False(t, changed, "same keys: no change")
 
 	// Rotation: b added, a removed.
 	src2 := challenge.NewKeySet()
 	b := add(src2)
-	changed, err = SyncKeySet(dst, src2)
-	require.NoError(t, err)
+	changed = SyncKeySet(dst, src2)
 	require.True(t, changed)
 	require.Equal(t, []string{b}, dst.KeyIDs())
 }
@@ -203,8 +201,7 @@ func TestSyncKeySetKeepsAlgorithmPin(t *testing.T) {
 	require.NoError(t, err)
 	src, dst := challenge.NewKeySet(), challenge.NewKeySet()
 	require.NoError(t, src.AddWithAlgorithm("mdm-1", challenge.PS256, key.Public()))
-	_, err = SyncKeySet(dst, src)
-	require.NoError(t, err)
+	SyncKeySet(dst, src)
 	alg, ok := dst.Algorithm("mdm-1")
 	require.True(t, ok)
 	require.Equal(t, challenge.PS256, alg)
@@ -223,12 +220,52 @@ func TestSyncKeySetKeepsAlgorithmPin(t *testing.T) {
 	require.NoError(t, err)
 
 	// Unchanged keys and pins are no change; a changed pin is one.
-	changed, err := SyncKeySet(dst, src)
-	require.NoError(t, err)
+	changed := SyncKeySet(dst, src)
 	require.False(t, changed)
 	src2 := challenge.NewKeySet()
 	require.NoError(t, src2.AddWithAlgorithm("mdm-1", challenge.RS256, key.Public()))
-	changed, err = SyncKeySet(dst, src2)
-	require.NoError(t, err)
+	changed = SyncKeySet(dst, src2)
 	require.True(t, changed)
+}
+
+// A kid whose key or pin changes is swapped in one step: SyncKeySet removed the old
+// entry and then added the new one, and a challenge verified in between failed with
+// "key unknown" although the MDM published that kid all along.
+func TestSyncKeySetNoGap(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	pinned, free := challenge.NewKeySet(), challenge.NewKeySet()
+	require.NoError(t, pinned.AddWithAlgorithm("mdm-1", challenge.EdDSA, pub))
+	require.NoError(t, free.Add("mdm-1", pub))
+	dst := challenge.NewKeySet()
+	require.True(t, SyncKeySet(dst, free))
+
+	stop := make(chan struct{})
+	missed := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				missed <- n
+				return
+			default:
+			}
+			if _, ok := dst.Lookup("mdm-1"); !ok {
+				n++
+			}
+		}
+	}()
+	for i := 0; i < 20000; i++ {
+		src := pinned
+		if i%2 == 1 {
+			src = free
+		}
+		require.True(t, SyncKeySet(dst, src), "the pin changes every round")
+		if i%64 == 0 {
+			runtime.Gosched()
+		}
+	}
+	close(stop)
+	require.Zero(t, <-missed, "lookups that found no key for a kid published throughout")
 }
