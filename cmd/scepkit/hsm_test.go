@@ -243,6 +243,11 @@ func TestExitStatus(t *testing.T) {
 		// The MDM may come up later, on loopback over plain HTTP too.
 		{"JWKS URL not reachable", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=http://127.0.0.1:1/jwks"}, exitFailure},
 		{"JWKS over plain HTTP off loopback", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=http://mdm.example.com/jwks"}, exitConfig},
+		// rollover-prepare refuses the same way: nothing in it is mended by running it again.
+		{"rollover-prepare without -dir", []string{"rollover-prepare", "-config", cfg}, nil, exitConfig},
+		{"rollover-prepare unknown flag", []string{"rollover-prepare", "-config", cfg, "-dri", f.path("next")}, nil, exitConfig},
+		{"rollover-prepare misspelt variable", []string{"rollover-prepare", "-config", cfg, "-dir", f.path("next")},
+			[]string{"SCEPKIT_STATE_DIRR=x"}, exitConfig},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -34,14 +34,17 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &configError{err}
 	}
 	if *dir == "" {
 		fs.Usage()
-		return errors.New("-dir is required")
+		return &configError{errors.New("-dir is required")}
 	}
 	if _, err := unknownEnv(os.Environ()); err != nil {
-		return err
+		return &configError{err}
 	}
 	c, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
@@ -55,14 +58,14 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 			"(its files moved into state_dir, [rollover] removed), prepare the next one", c.Rollover.Dir))
 	}
 	if *generate && c.PKCS11.Module == "" {
-		return errors.New("-generate-keys makes keys in a PKCS#11 token: set [pkcs11]")
+		return &configError{errors.New("-generate-keys makes keys in a PKCS#11 token: set [pkcs11]")}
 	}
 	if err := othersMayWrite(*dir); err != nil {
-		return fmt.Errorf("-dir: %w", err)
+		return &configError{fmt.Errorf("-dir: %w", err)}
 	}
 	for _, f := range []string{catemplate.CACertFile, catemplate.RASigningCertFile} {
 		if _, err := os.Stat(filepath.Join(*dir, f)); err == nil {
-			return fmt.Errorf("%s already holds %s: choose an empty directory", *dir, f)
+			return &configError{fmt.Errorf("%s already holds %s: choose an empty directory", *dir, f)}
 		}
 	}
 	var current *catemplate.CA
