@@ -145,9 +145,13 @@ func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Publi
 	}
 	der, err := ca.signDirect(tmpl, pub)
 	if errors.Is(err, errNotDirect) {
-		s := &watchedSigner{Signer: ca.Signer}
+		w := &watchedSigner{Signer: ca.Signer}
+		var s crypto.Signer = w
+		if _, ok := ca.Signer.(crypto.MessageSigner); ok {
+			s = watchedMessageSigner{w}
+		}
 		der, err = x509.CreateCertificate(ca.rand(), tmpl, ca.Certificate, pub, s)
-		if err != nil && s.called {
+		if err != nil && w.called {
 			// crypto/x509 calls the signer last, then only checks its signature.
 			err = fmt.Errorf("%w: %w", ErrSigner, err)
 		}
@@ -170,6 +174,16 @@ type watchedSigner struct {
 func (w *watchedSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	w.called = true
 	return w.Signer.Sign(rand, digest, opts)
+}
+
+// watchedMessageSigner is a watchedSigner for a crypto.MessageSigner, which crypto/x509
+// gives the message to sign rather than its digest (as signDirect does): a signer that
+// hashes itself, or signs only messages, keeps working on either encoder.
+type watchedMessageSigner struct{ *watchedSigner }
+
+func (w watchedMessageSigner) SignMessage(rand io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	w.called = true
+	return w.Signer.(crypto.MessageSigner).SignMessage(rand, msg, opts)
 }
 
 // validOIDs reports whether every object identifier tmpl carries for the certificate

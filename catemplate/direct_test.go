@@ -386,3 +386,43 @@ func TestSignDirectP224CA(t *testing.T) {
 	require.Equal(t, x509.ECDSAWithSHA256, cert.SignatureAlgorithm)
 	require.NoError(t, cert.CheckSignatureFrom(ca.Certificate))
 }
+
+// messageOnlySigner signs messages (crypto.MessageSigner) and refuses digests, as a
+// signer that hashes inside its token may.
+type messageOnlySigner struct{ key *rsa.PrivateKey }
+
+func (m messageOnlySigner) Public() crypto.PublicKey { return m.key.Public() }
+
+func (m messageOnlySigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("this signer takes messages, not digests")
+}
+
+func (m messageOnlySigner) SignMessage(rand io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return crypto.SignMessage(m.key, rand, msg, opts)
+}
+
+// TestSignMessageSigner: a crypto.MessageSigner is asked for SignMessage on both
+// encoders. Through crypto/x509 the wrapper that watches the signer hid the
+// interface, and such a signer failed every template the direct encoder leaves.
+func TestSignMessageSigner(t *testing.T) {
+	keys(t)
+	r := render(t)
+	csr := makeCSR(t, r, rsa2048)
+	base := testCA(t, 10*365*24*time.Hour)
+	ca := &CA{Certificate: base.Certificate, Signer: messageOnlySigner{base.Signer.(*rsa.PrivateKey)},
+		Now: func() time.Time { return testNow }}
+	for _, tc := range []struct {
+		name string
+		mod  func(*x509.Certificate)
+	}{
+		{"direct", func(*x509.Certificate) {}},
+		{"crypto/x509", func(c *x509.Certificate) { c.CRLDistributionPoints = []string{"http://127.0.0.1/ca.crl"} }},
+	} {
+		tmpl, err := Apply(clientTemplate(), csr, r, ca.Certificate, testNow, rand.Reader)
+		require.NoError(t, err)
+		tc.mod(tmpl)
+		cert, err := ca.Sign(t.Context(), tmpl, csr.PublicKey)
+		require.NoError(t, err, tc.name)
+		require.NoError(t, cert.CheckSignatureFrom(ca.Certificate), tc.name)
+	}
+}
