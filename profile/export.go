@@ -11,6 +11,8 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,8 +30,16 @@ type ExportOptions struct {
 	// leaves it out (Apple) or is an error (Windows, where the node is required).
 	Challenge string
 	// ServerURL is the single URL an Apple device gets; empty means the first of
-	// Profile.ServerURLs (Intune picks one URL for iOS).
+	// Profile.ServerURLs (in the device's order with SpreadURLs).
 	ServerURL string
+	// SpreadURLs gives each device Profile.ServerURLs in an order of its own, so that
+	// devices spread over the gateways rather than all starting at the first, as
+	// Intune does (Windows and Android get the list shuffled, an Apple device one URL
+	// picked from it). The order is derived from Challenge, which is per device and per
+	// profile delivery: the same export options give the same bytes. Without a
+	// Challenge, or when false, the list keeps the profile's order (a primary first,
+	// fallbacks after).
+	SpreadURLs bool
 	// CAName is the Apple payload's Name (CA instance name); empty means Profile.Name.
 	CAName string
 	// PayloadIdentifier is the Apple profile's reverse-DNS identifier; empty means
@@ -47,6 +57,23 @@ type ExportOptions struct {
 	// Replace emits SyncML Replace commands instead of Add (to update an installed
 	// node).
 	Replace bool
+}
+
+// serverURLs returns p.ServerURLs in the order the device of opts gets them: a
+// shuffle seeded by opts.Challenge with SpreadURLs, else the profile's order. It
+// returns a copy.
+func serverURLs(p *Profile, opts ExportOptions) []string {
+	urls := slices.Clone(p.ServerURLs)
+	if urls == nil {
+		urls = []string{}
+	}
+	if !opts.SpreadURLs || opts.Challenge == "" || len(urls) < 2 {
+		return urls
+	}
+	// Not a secret: the order only needs to differ from device to device.
+	seed := sha256.Sum256([]byte("scepkit server URL order\x00" + opts.Challenge))
+	mrand.New(mrand.NewChaCha8(seed)).Shuffle(len(urls), func(i, j int) { urls[i], urls[j] = urls[j], urls[i] })
+	return urls
 }
 
 func exportErr(format string, a ...any) error {
@@ -138,7 +165,7 @@ func (r *Rendered) JSON(opts ExportOptions) *JSONProfile {
 		Hash:                    r.Hash.String(),
 		Validity:                JSONValidity{Value: r.Validity.Value, Unit: r.Validity.Unit.String()},
 		RenewalThresholdPercent: p.RenewalThresholdPercent,
-		ServerURLs:              append([]string{}, p.ServerURLs...),
+		ServerURLs:              serverURLs(p, opts),
 		CAThumbprint:            hex.EncodeToString(p.CAThumbprint()),
 		CAFingerprintSHA256:     caSHA256(p),
 		Challenge:               opts.Challenge,
@@ -340,7 +367,7 @@ func appleSettings(r *Rendered, opts ExportOptions) (appleSCEP, error) {
 		if len(p.ServerURLs) == 0 {
 			return appleSCEP{}, exportErr("no SCEP server URL")
 		}
-		a.url = p.ServerURLs[0]
+		a.url = serverURLs(p, opts)[0]
 	}
 	if a.name == "" {
 		a.name = p.Name
@@ -616,7 +643,7 @@ func (b *syncBuilder) scepCommands(r *Rendered, opts ExportOptions) (syncCmd, er
 	if !opts.Replace {
 		add("Add", base, "node", nil)
 	}
-	chr("ServerURL", strings.Join(p.ServerURLs, ";"))
+	chr("ServerURL", strings.Join(serverURLs(p, opts), ";"))
 	chr("Challenge", base64.StdEncoding.EncodeToString([]byte(opts.Challenge)))
 	var ekus []string
 	for _, e := range p.ExtendedKeyUsages {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +285,59 @@ func TestExportSyncMLWindowsHello(t *testing.T) {
 		require.Contains(t, string(b), "<LocURI>./User/Vendor/MSFT/ClientCertificateInstall/SCEP/prof-1/Install/ContainerName</LocURI>")
 		require.Contains(t, string(b), "<Data>"+c.want+"</Data>")
 	}
+}
+
+// TestSpreadURLs: with SpreadURLs each device gets the profile's URLs in an order of
+// its own (the same order every time its export is built), all of them, and an Apple
+// device the first of its order; without it, every device starts at the first URL.
+func TestSpreadURLs(t *testing.T) {
+	p := exportProfile(Windows)
+	p.ServerURLs = []string{"https://gw1.contoso.com/scep", "https://gw2.contoso.com/scep",
+		"https://gw3.contoso.com/scep", "https://gw4.contoso.com/scep"}
+	r, err := Render(p, testUser(), testDevice(), nil)
+	require.NoError(t, err)
+	pa := exportProfile(IOS)
+	pa.ServerURLs = p.ServerURLs
+	ra, err := Render(pa, testUser(), testDevice(), nil)
+	require.NoError(t, err)
+
+	syncmlURLs := func(opts ExportOptions) string {
+		b, err := SyncML(r, opts)
+		require.NoError(t, err)
+		i := bytes.Index(b, []byte("/Install/ServerURL"))
+		require.Positive(t, i)
+		rest := b[i:]
+		start := bytes.Index(rest, []byte("<Data>")) + len("<Data>")
+		return string(rest[start : start+bytes.Index(rest[start:], []byte("</Data>"))])
+	}
+	firsts := map[string]int{}
+	appleFirsts := map[string]int{}
+	for i := 0; i < 200; i++ {
+		opts := ExportOptions{Challenge: "challenge-" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strconv.Itoa(i), SpreadURLs: true}
+		got := syncmlURLs(opts)
+		require.Equal(t, got, syncmlURLs(opts), "the same options export the same bytes")
+		urls := strings.Split(got, ";")
+		require.ElementsMatch(t, p.ServerURLs, urls, "every URL, once")
+		firsts[urls[0]]++
+
+		j := r.JSON(opts)
+		require.Equal(t, urls, j.ServerURLs, "the JSON export gives the same device the same order")
+
+		b, err := MobileConfig(ra, opts)
+		require.NoError(t, err)
+		for _, u := range pa.ServerURLs {
+			if bytes.Contains(b, []byte("<string>"+u+"</string>")) {
+				appleFirsts[u]++
+			}
+		}
+	}
+	require.Len(t, firsts, 4, "devices start at every gateway: %v", firsts)
+	require.Len(t, appleFirsts, 4, "Apple devices are given every gateway: %v", appleFirsts)
+	for u, n := range firsts {
+		require.Greater(t, n, 20, "%s first for %d of 200 devices", u, n)
+	}
+
+	// Off, or no challenge to derive an order from: the profile's order.
+	require.Equal(t, strings.Join(p.ServerURLs, ";"), syncmlURLs(ExportOptions{Challenge: "c"}))
+	require.Equal(t, p.ServerURLs, r.JSON(ExportOptions{SpreadURLs: true}).ServerURLs)
 }
