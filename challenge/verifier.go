@@ -147,11 +147,14 @@ func (v *Verifier) Check(ctx context.Context, challenge string) (*Claims, error)
 	)
 	keyfunc := func(t *jwt.Token) (any, error) {
 		keyCalled = true
-		keyErr = v.keyFor(t, algs, &kid)
+		var e *keyEntry
+		// The entry keyFor checked, not a second lookup: the set may lose kid (a
+		// rotation's Remove) in between, and a nil entry would panic here.
+		e, keyErr = v.keyFor(t, algs, &kid)
 		if keyErr != nil {
 			return nil, keyErr
 		}
-		return v.Keys.lookup(kid).verifyKey(), nil
+		return e.verifyKey(), nil
 	}
 	parser := jwt.NewParser(jwt.WithValidMethods(algs), jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding())
 	tok, err := parser.ParseWithClaims(jws, &w, keyfunc)
@@ -176,30 +179,30 @@ func (v *Verifier) Check(ctx context.Context, challenge string) (*Claims, error)
 }
 
 // keyFor checks the header of t and finds its key: typ, crit, alg, kid,
-// and that the key's type fits the alg.
-func (v *Verifier) keyFor(t *jwt.Token, algs []string, kid *string) error {
+// and that the key's type fits the alg. It returns the key's entry.
+func (v *Verifier) keyFor(t *jwt.Token, algs []string, kid *string) (*keyEntry, error) {
 	if typ, _ := t.Header["typ"].(string); typ != TokenType {
-		return fail(ErrType, "typ %q", truncate(typ))
+		return nil, fail(ErrType, "typ %q", truncate(typ))
 	}
 	if _, ok := t.Header["crit"]; ok {
-		return fail(ErrMalformed, "crit header")
+		return nil, fail(ErrMalformed, "crit header")
 	}
 	alg := t.Method.Alg()
 	if !slices.Contains(algs, alg) {
-		return fail(ErrAlgorithm, "%q not allowed", truncate(alg))
+		return nil, fail(ErrAlgorithm, "%q not allowed", truncate(alg))
 	}
 	*kid, _ = t.Header["kid"].(string)
 	if *kid == "" {
-		return fail(ErrUnknownKey, "no kid")
+		return nil, fail(ErrUnknownKey, "no kid")
 	}
 	e := v.Keys.lookup(*kid)
 	if e == nil {
-		return fail(ErrUnknownKey, "kid %q", truncate(*kid))
+		return nil, fail(ErrUnknownKey, "kid %q", truncate(*kid))
 	}
 	if kindFor(alg) != e.kind || (e.alg != "" && e.alg != alg) {
-		return fail(ErrAlgorithm, "%s with the key of kid %q", alg, truncate(*kid))
+		return nil, fail(ErrAlgorithm, "%s with the key of kid %q", alg, truncate(*kid))
 	}
-	return nil
+	return e, nil
 }
 
 func truncate(s string) string {

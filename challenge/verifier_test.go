@@ -438,3 +438,38 @@ func TestVerifierValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckDuringKeyRemoval: a key removed while Check runs (a JWKS refresh
+// dropping a kid) makes Check fail with ErrUnknownKey or succeed, never panic.
+// Check used to look the kid up twice, and the second lookup could find nothing.
+func TestCheckDuringKeyRemoval(t *testing.T) {
+	t.Parallel()
+	ch, _, err := testIssuer(edKey).Issue(stdRequest)
+	require.NoError(t, err)
+	v := testVerifier(t, edKey)
+	kid := kidOf(t, edKey.Public())
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v.Keys.Remove(kid)
+			_ = v.Keys.Add(kid, edKey.Public())
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	n := 20000 // the window is a few instructions wide: before the fix, most runs panicked
+	if raceEnabled {
+		n = 2000
+	}
+	for range n {
+		if _, err := v.Check(context.Background(), ch); err != nil {
+			requireOnly(t, err, ErrUnknownKey)
+		}
+	}
+}
