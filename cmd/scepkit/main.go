@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/scepkit/scepkit/internal/headerbudget"
 	"go.opentelemetry.io/otel"
 )
 
@@ -240,7 +241,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	errc := make(chan error, len(servers))
+	var headers headerbudget.Budget // one bound for the headers being received on both
 	for i, s := range servers {
+		listeners[i] = headers.Install(s, listeners[i])
 		go func(s *http.Server, ln net.Listener) {
 			if s.TLSConfig != nil {
 				errc <- s.ServeTLS(ln, "", "")

@@ -55,6 +55,7 @@ import (
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/crp/intune/intunetest"
+	"github.com/scepkit/scepkit/internal/headerbudget"
 	"github.com/scepkit/scepkit/profile"
 	"github.com/scepkit/scepkit/scep"
 )
@@ -360,6 +361,7 @@ func serve(ctx context.Context, c *config, env *crptest.Env, emu *intunetest.Ser
 	polled := make(chan error, 1)
 	go func() { polled <- poller.Run(ctx) }()
 	served := make(chan error, 1)
+	ln = new(headerbudget.Budget).Install(srv, ln) // headers being received: bounded
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case <-ctx.Done():

@@ -57,6 +57,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/internal/headerbudget"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -150,6 +151,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mdm := &mdm{gw: gw, base: base, ttl: c.ttl, log: logger}
 	srv := newHTTPServer(gw, mdm)
 	serveErr := make(chan error, 1)
+	// Headers being received hold memory until they end: bounded for all connections.
+	ln = new(headerbudget.Budget).Install(srv, ln)
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	if c.serve == "" {

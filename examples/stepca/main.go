@@ -130,8 +130,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: clientCAs,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})
+	tc := &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: clientCAs,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 	mux := http.NewServeMux()
 	mux.Handle("POST /challenge", h)
 	mux.Handle("POST /notify", h)
@@ -139,7 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "scepkit stepca serving on %s\n", base)
 	fmt.Fprintf(stdout, "  SCEPCHALLENGE webhook: %s/challenge\n  NOTIFYING webhook:     %s/notify\n", base, base)
 	log.Info("serving", "addr", base, "identity", c.identity, "mdm", c.mdmIssuer)
-	return demo.Serve(ctx, tlsLn, mux, log)
+	return demo.ServeTLS(ctx, ln, tc, mux, log)
 }
 
 // newHandler assembles the registration point (the MDM's keys and a verifier for this

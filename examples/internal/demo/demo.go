@@ -8,10 +8,12 @@ package demo
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/scepkit/scepkit/internal/atomicfile"
+	"github.com/scepkit/scepkit/internal/headerbudget"
 	"io"
 	"log/slog"
 	"net"
@@ -112,7 +114,15 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 // ctx ends; then it stops accepting, lets requests in flight finish (10 s at most) and
 // returns nil.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	return ServeTLS(ctx, ln, nil, h, log)
+}
+
+// ServeTLS is Serve over TLS with cfg (plain HTTP when cfg is nil), ln the plain
+// listener: the bound on headers being received counts below TLS, and net/http sees
+// its own *tls.Conn (for r.TLS and client certificates).
+func ServeTLS(ctx context.Context, ln net.Listener, cfg *tls.Config, h http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
+		TLSConfig:         cfg,
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -122,7 +132,14 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	ln = new(headerbudget.Budget).Install(srv, ln) // headers being received: bounded
+	go func() {
+		if cfg != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
 	select {
 	case err := <-errc:
 		return err
