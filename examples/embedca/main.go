@@ -4,7 +4,7 @@
 // crp.RegistrationPoint by hand (see newCA) and call RegistrationPoint.Enroll.
 //
 //	go run ./examples/mdm -gateway scepkit-embedca -directory examples/directory.json \
-//	    -ca-cert embedca-state/ca.crt
+//	    -ca-cert embedca-state/ca.crt &
 //	go run ./examples/embedca -state embedca-state -jwks http://127.0.0.1:8081/jwks \
 //	    -directory examples/directory.json
 //

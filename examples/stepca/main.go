@@ -8,7 +8,7 @@
 // devices.
 //
 //	go run ./examples/mdm -gateway scepkit-stepca -directory examples/directory.json \
-//	    -ca-cert $(step path)/certs/root_ca.crt -scep-url https://ca.example:9000/scep/scepkit
+//	    -ca-cert $(step path)/certs/root_ca.crt -scep-url https://ca.example:9000/scep/scepkit &
 //	SCEPKIT_CHALLENGE_SECRET=... SCEPKIT_NOTIFY_SECRET=... SCEPKIT_WEBHOOK_TOKEN=... \
 //	go run ./examples/stepca -jwks http://127.0.0.1:8081/jwks -directory examples/directory.json \
 //	    -step-root $(step path)/certs/root_ca.crt -step-ca-cert $(step path)/certs/intermediate_ca.crt \
