@@ -35,8 +35,8 @@
 // server certificate's names, comma-separated) and -vpn-server HOST shape /bundle:
 //
 //	go run ./examples/mdm -directory examples/directory.json -ca-cert gateway-state/ca.crt \
-//	    -wifi-ssid Corp -radius-server radius.example.com
-//	curl 'http://127.0.0.1:8081/bundle?user=alice@example.com&device=alice-laptop&format=mobileconfig'
+//	    -wifi-ssid Corp -radius-server radius.example.com &
+//	until curl -sf 'http://127.0.0.1:8081/bundle?user=alice@example.com&device=alice-laptop&format=mobileconfig'; do sleep 1; done
 package main
 
 import (
