@@ -175,6 +175,11 @@ func TestBodyTimeout(t *testing.T) {
 	require.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
 	require.Zero(t, g.entered.Load())
 	require.Zero(t, g.issuedCount())
+	// Answered, the connection is closed at once: net/http no longer waits, until its
+	// ReadTimeout (none here), to discard the body the client withholds.
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+	_, err = conn.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the connection is closed after the 408")
 
 	// In two pieces, well within the time: served (a CertRep, not a timeout).
 	s.BodyTimeout = 5 * time.Second
@@ -306,6 +311,11 @@ func TestBodiesHeldBound(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+	// And its connection closed at once, not held by net/http waiting to discard the
+	// body the client withholds (until ReadTimeout; none here).
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the connection is closed after the 503")
 	d := newDevice(t)
 	resp, err = http.Post(ts.URL+"?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(g.pkcsReq(t, d, "secret")))
 	require.NoError(t, err)

@@ -552,7 +552,14 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, op string, code 
 		s.log().WarnContext(r.Context(), "scep: request refused", append([]any{"remote", r.RemoteAddr,
 			"operation", op, "method", logtext.Cut(r.Method, maxQuoted), "status", code, "reason", reason}, attrs...)...)
 	}
+	unread := code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge
+	if unread {
+		closeUnread(w, r)
+	}
 	httpError(w, code, reason)
+	if unread {
+		stopReading(w, r)
+	}
 }
 
 // mayLogRefusal reports whether a refusal before the Responder may be logged one by
