@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -56,6 +57,11 @@ func Abandon(s *Store) error {
 	}
 	return err
 }
+
+// NoTimedCheckpoints has the stores opened with o checkpoint only when their journal
+// is full or they are closed, not every checkpointEvery: what a test writes before
+// Abandon stays in the journal alone however slow the machine.
+func NoTimedCheckpoints(o *Options) { o.checkpointEvery = time.Hour }
 
 // Checkpoints returns the number of checkpoints s made.
 func Checkpoints(s *Store) int64 { return s.checkpoint.Load() }

@@ -32,6 +32,16 @@ func keys(t *testing.T, path, bucket string) int {
 	return n
 }
 
+// journalOnly returns Options whose stores make no checkpoint before their journal is
+// full or they are closed: the writes a test makes before Abandon are in the journal
+// alone, however long they take (a checkpoint every second moved them into the file
+// on a loaded machine, and the tests below then failed or tested nothing).
+func journalOnly() *boltstore.Options {
+	o := &boltstore.Options{}
+	boltstore.NoTimedCheckpoints(o)
+	return o
+}
+
 // TestJournalReplayed: writes that returned nil are in the journal; a process that
 // ends without Close (before any checkpoint) leaves them out of the file, and the next
 // Open applies them: the claim still refuses a replay, the pending request is still
@@ -40,7 +50,7 @@ func keys(t *testing.T, path, bucket string) int {
 func TestJournalReplayed(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := boltstore.Open(path, nil)
+	s, err := boltstore.Open(path, journalOnly())
 	require.NoError(t, err)
 	exp := time.Now().Add(time.Hour)
 	cert := storetest.Certificate(t, 4242, exp.Truncate(time.Second))
@@ -101,7 +111,7 @@ func TestJournalMissing(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
-			s, err := boltstore.Open(path, nil)
+			s, err := boltstore.Open(path, journalOnly())
 			require.NoError(t, err)
 			require.NoError(t, s.Claim(ctx, "claimed", exp))
 			c.close(s)
@@ -122,7 +132,7 @@ func TestJournalMissing(t *testing.T) {
 	}
 	t.Run("empty journal created", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "state.db")
-		s, err := boltstore.Open(path, nil)
+		s, err := boltstore.Open(path, journalOnly())
 		require.NoError(t, err)
 		require.NoError(t, s.Claim(ctx, "claimed", exp))
 		boltstore.Abandon(s)
@@ -149,14 +159,14 @@ func TestRestoredFileJournalAhead(t *testing.T) {
 	backup, err := os.ReadFile(path)
 	require.NoError(t, err)
 
-	s, err = boltstore.Open(path, nil) // the run the restore discards
+	s, err = boltstore.Open(path, journalOnly()) // the run the restore discards
 	require.NoError(t, err)
 	require.NoError(t, s.Claim(ctx, "a", exp))
 	require.NoError(t, s.Claim(ctx, "zombie", exp))
 	require.NoError(t, s.Close())
 
 	require.NoError(t, os.WriteFile(path, backup, 0o600)) // the restore, state.db alone
-	s, err = boltstore.Open(path, nil)
+	s, err = boltstore.Open(path, journalOnly())
 	require.NoError(t, err)
 	require.NoError(t, s.Claim(ctx, "b", exp)) // an entry as long as the discarded run's first
 	require.NoError(t, boltstore.Abandon(s))

@@ -173,6 +173,10 @@ type Options struct {
 
 	// syncDir syncs a directory; nil means syncDir. Tests count the calls.
 	syncDir func(dir string) error
+	// checkpointEvery replaces the package's checkpointEvery when positive. Tests of
+	// the journal make it longer than they last, so that a slow machine does not
+	// checkpoint the writes they mean to leave in the journal alone.
+	checkpointEvery time.Duration
 }
 
 // dirSyncer is o's syncDir.
@@ -212,6 +216,9 @@ type Store struct {
 	// commitTx commits a checkpoint's transaction; nil means tx.Commit. Tests make it
 	// fail.
 	commitTx func(tx *bolt.Tx) error
+
+	// ckptEvery is checkpointEvery, or Options.checkpointEvery.
+	ckptEvery time.Duration
 }
 
 var (
@@ -439,7 +446,10 @@ func Open(path string, o *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: %w", err)
 	}
 	s := &Store{db: db, clock: o.Now, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
-		j: j, tx: tx, log: o.Logger, path: path}
+		j: j, tx: tx, log: o.Logger, path: path, ckptEvery: checkpointEvery}
+	if o.checkpointEvery > 0 {
+		s.ckptEvery = o.checkpointEvery
+	}
 	s.lastCkpt = time.Now()
 	go s.commitLoop()
 	return s, nil
@@ -692,7 +702,7 @@ func (s *Store) maybeCheckpoint() {
 	if s.broken != nil || s.j.off == 0 { // nothing written since the last checkpoint
 		return
 	}
-	if time.Since(s.lastCkpt) < checkpointEvery && s.j.off < checkpointBytes || time.Now().Before(s.retryAt) {
+	if time.Since(s.lastCkpt) < s.ckptEvery && s.j.off < checkpointBytes || time.Now().Before(s.retryAt) {
 		return
 	}
 	s.commit()
