@@ -12,9 +12,12 @@
 // A [Budget] counts the bytes each connection reads while no handler of its runs
 // (the headers of its next request, and on TLS the handshake). The first Free bytes
 // are the connection's own; beyond them the bytes are taken from Max, shared by all
-// connections, and given back when a handler starts or the connection closes. A
-// connection that needs more than is left is answered 503 (on plain HTTP) and
-// closed. Requests with ordinary headers never touch Max.
+// connections, and given back when a handler starts, when the connection goes idle
+// between requests (also after one net/http answered itself, such as OPTIONS *) or
+// when it closes. A connection that needs more than is left is closed, answered 503
+// first when it is plain HTTP and has not been served a request yet. Requests with
+// ordinary headers never touch Max. The servers it is installed on speak HTTP/1 only:
+// HTTP/2 receives one stream's headers while another's handler runs.
 package headerbudget
 
 import (
@@ -91,8 +94,9 @@ func (b *Budget) take(n int64) bool {
 func (b *Budget) Used() int64 { return b.used.Load() }
 
 // Install makes srv's connections accepted on ln draw on b: it wraps srv.Handler
-// (http.DefaultServeMux when nil) and srv.ConnContext, and returns the listener to
-// serve, with Serve or ServeTLS. Call it once per server, before serving. For TLS,
+// (http.DefaultServeMux when nil), srv.ConnContext and srv.ConnState, turns HTTP/2 off
+// (an empty srv.TLSNextProto, unless set), and returns the listener to serve, with
+// Serve or ServeTLS. Call it once per server, before serving. For TLS,
 // give it the plain listener and serve with ServeTLS: connections that ln hands out
 // already as *tls.Conn (a tls.NewListener) are served unbounded, since net/http must
 // see its *tls.Conn to fill r.TLS.
@@ -113,15 +117,35 @@ func (b *Budget) Install(srv *http.Server, ln net.Listener) net.Listener {
 		if next != nil {
 			ctx = next(ctx, nc)
 		}
-		if tc, ok := nc.(*tls.Conn); ok {
-			nc = tc.NetConn()
-		}
-		if c, ok := nc.(*conn); ok {
+		if c := unwrap(nc); c != nil {
 			ctx = context.WithValue(ctx, connKey{}, c)
 		}
 		return ctx
 	}
+	state := srv.ConnState
+	srv.ConnState = func(nc net.Conn, s http.ConnState) {
+		if s == http.StateIdle {
+			if c := unwrap(nc); c != nil {
+				c.idle()
+			}
+		}
+		if state != nil {
+			state(nc, s)
+		}
+	}
+	if srv.TLSNextProto == nil {
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
 	return &listener{Listener: ln, b: b}
+}
+
+// unwrap returns the counting conn under nc, nil if there is none.
+func unwrap(nc net.Conn) *conn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, _ := nc.(*conn)
+	return c
 }
 
 type connKey struct{}
@@ -153,6 +177,7 @@ type conn struct {
 	charged  int64 // of read, drawn from the budget
 	first    bool  // the first byte was read
 	tls      bool  // the first byte opened a TLS handshake: no plain-HTTP answer
+	served   bool  // a handler has run: a raw answer could follow or mix with its own
 	closed   bool
 }
 
@@ -186,13 +211,16 @@ func (c *conn) account(b0 byte, n int64) bool {
 	return true
 }
 
-// refuse answers a plain-HTTP connection 503 before it is closed: the budget is spent
-// for now, and another try may pass.
+// refuse closes the connection: the budget is spent for now. A plain-HTTP connection
+// that has not been served a request is answered 503 first, since another try may
+// pass; after a request, net/http may be discarding what is left of its body with the
+// answer sent, and a raw answer would be a second one.
 func (c *conn) refuse() {
 	c.mu.Lock()
-	plain := !c.tls
+	answer := !c.tls && !c.served
 	c.mu.Unlock()
-	if !plain {
+	defer c.Conn.Close() // Close gives back what it drew when net/http closes the conn
+	if !answer {
 		return
 	}
 	const body = "busy: too many requests being received; try again\n"
@@ -206,6 +234,16 @@ func (c *conn) enter() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.handlers++
+	c.served = true
+	c.giveBack()
+	c.read = 0
+}
+
+// idle marks the connection idle between requests: what its last request drew goes
+// back, also when net/http answered it without a handler.
+func (c *conn) idle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.giveBack()
 	c.read = 0
 }
