@@ -35,6 +35,15 @@ func serve(t *testing.T, b *Budget) string {
 	return ln.Addr().String()
 }
 
+// dial opens a connection to addr, closed when the test ends, and its reader.
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
 // get sends one GET with a header of extra bytes on c and reads the answer's status.
 func get(t *testing.T, c net.Conn, r *bufio.Reader, extra int) int {
 	t.Helper()
@@ -83,10 +92,7 @@ func TestStalledHeadersBounded(t *testing.T) {
 	require.GreaterOrEqual(t, refused, 3, "stalled connections beyond the budget are refused")
 
 	// A request with ordinary headers is not refused while the budget is spent.
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer c.Close()
-	r := bufio.NewReader(c)
+	c, r := dial(t, addr)
 	require.Equal(t, http.StatusOK, get(t, c, r, 1000))
 
 	for _, s := range stalled {
@@ -101,10 +107,7 @@ func TestStalledHeadersBounded(t *testing.T) {
 func TestHandlerGivesBack(t *testing.T) {
 	b := &Budget{Free: 4 << 10, Max: 64 << 10}
 	addr := serve(t, b)
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer c.Close()
-	r := bufio.NewReader(c)
+	c, r := dial(t, addr)
 	for i := 0; i < 20; i++ {
 		require.Equal(t, http.StatusOK, get(t, c, r, 40<<10), "request %d", i)
 		require.Zero(t, b.Used(), "request %d: given back", i)
@@ -209,10 +212,7 @@ func TestRefusal(t *testing.T) {
 func TestIdleGivesBack(t *testing.T) {
 	b := &Budget{Free: 4 << 10, Max: 64 << 10}
 	addr := serve(t, b)
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer c.Close()
-	r := bufio.NewReader(c)
+	c, r := dial(t, addr)
 	for i := 0; i < 200; i++ {
 		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: x\r\nX-Pad: "+strings.Repeat("a", 3<<10)+"\r\n\r\n")
 		require.NoError(t, err)
@@ -224,8 +224,6 @@ func TestIdleGivesBack(t *testing.T) {
 	require.Eventually(t, func() bool { return b.Used() == 0 }, 5*time.Second, 10*time.Millisecond)
 
 	// Another client's request with a 12 KiB header (a GET PKIOperation) still passes.
-	c2, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer c2.Close()
-	require.Equal(t, http.StatusOK, get(t, c2, bufio.NewReader(c2), 12<<10))
+	c2, r2 := dial(t, addr)
+	require.Equal(t, http.StatusOK, get(t, c2, r2, 12<<10))
 }
