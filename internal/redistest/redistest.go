@@ -10,7 +10,9 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -103,12 +105,17 @@ func (s *Server) launch() (*testserver.Process, error) {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	return testserver.Start(cmd, testserver.Ready{Check: func() error { return ping(s.Addr) },
+	// Ready once this very process answers: on a restart, the port was free while the
+	// server was down, and another test's redis-server may have taken it meanwhile
+	// (go test ./... runs packages side by side). Its PONG must not pass for ours:
+	// the test would go on against another server, without the data it kept.
+	return testserver.Start(cmd, testserver.Ready{Check: func() error { return ping(s.Addr, cmd.Process.Pid) },
 		Poll: 20 * time.Millisecond, Timeout: StartTimeout, Log: func() string { return testserver.TailFile(logPath) }})
 }
 
-// ping sends an inline PING and expects +PONG.
-func ping(addr string) error {
+// ping sends an inline PING and expects +PONG, then checks with INFO server that the
+// server answering is the process pid.
+func ping(addr string, pid int) error {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return err
@@ -118,14 +125,48 @@ func ping(addr string) error {
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
 	if strings.TrimSpace(line) != "+PONG" {
 		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
 	}
+	got, err := serverPID(c, r)
+	if err != nil {
+		return err
+	}
+	if got != pid {
+		return fmt.Errorf("%s is answered by redis-server process %d, not by ours (%d)", addr, got, pid)
+	}
 	return nil
+}
+
+// serverPID asks INFO server on c and returns its process_id.
+func serverPID(c net.Conn, r *bufio.Reader) (int, error) {
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	head = strings.TrimSpace(head)
+	n, err := strconv.Atoi(strings.TrimPrefix(head, "$"))
+	if !strings.HasPrefix(head, "$") || err != nil || n < 0 {
+		return 0, fmt.Errorf("INFO server answered %q", head)
+	}
+	body := make([]byte, n+2)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server without process_id")
 }
 
 // Stop ends the server gracefully (SIGTERM, then SIGKILL after 5 s) and waits for
