@@ -89,6 +89,7 @@ func Start(t testing.TB) *Server {
 		Around: reapBackends}
 	t.Cleanup(func() {
 		s.Stop()
+		s.srv.LetGo()
 		os.RemoveAll(dir)
 	})
 	if err := s.initdb(); err != nil {
@@ -96,6 +97,7 @@ func Start(t testing.TB) *Server {
 	}
 	testserver.OnFreePort(t, "pgtest", testserver.FreePort, func(port int) error {
 		s.Port, s.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s.srv.Port = port // held while the server is down (Stop, Kill), until Restart
 		return s.srv.Start()
 	})
 	return s

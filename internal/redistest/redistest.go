@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,9 +54,6 @@ type Server struct {
 	bin string
 	dir string
 	srv testserver.Restartable
-
-	mu      sync.Mutex
-	release func() // set while the port is held for a server that is down
 }
 
 // Start starts a redis-server on a free loopback port and registers its stop with
@@ -74,10 +70,11 @@ func StartWith(t testing.TB, o Options) *Server {
 	bin := testserver.LookPath(t, Binary, "apt-get install redis-server")
 	s := &Server{t: t, opt: o, bin: bin, dir: t.TempDir()}
 	s.srv = testserver.Restartable{Launch: s.launch, Signal: testserver.Terminate, Grace: 5 * time.Second}
-	t.Cleanup(s.letGo) // after Stop: cleanups run last first
+	t.Cleanup(s.srv.LetGo)
 	t.Cleanup(s.Stop)
 	testserver.OnFreePort(t, "redistest", testserver.FreePort, func(port int) error {
 		s.Port, s.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s.srv.Port = port
 		return s.srv.Start()
 	})
 	return s
@@ -87,7 +84,6 @@ func StartWith(t testing.TB, o Options) *Server {
 // Stop or Kill; the data is gone unless the server is Durable. It fails the test if the server does not come up.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.letGo()
 	if err := s.srv.Start(); err != nil {
 		s.t.Fatalf("redistest: restart: %v", err)
 	}
@@ -177,36 +173,11 @@ func serverPID(c net.Conn, r *bufio.Reader) (int, error) {
 
 // Stop ends the server gracefully (SIGTERM, then SIGKILL after 5 s) and waits for
 // it. Stopping a stopped server does nothing.
-func (s *Server) Stop() {
-	s.srv.Stop()
-	s.hold()
-}
+func (s *Server) Stop() { s.srv.Stop() }
 
-// Kill ends the server at once (SIGKILL), as a crash would, and waits for it.
-func (s *Server) Kill() {
-	s.srv.Kill()
-	s.hold()
-}
-
-// hold keeps the port of a server that is down from being given to another test's
-// server until Restart (see holdPort).
-func (s *Server) hold() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.release == nil && s.Port != 0 {
-		s.release = holdPort(s.Port)
-	}
-}
-
-// letGo lets the held port go, for Restart or at the end of the test.
-func (s *Server) letGo() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.release != nil {
-		s.release()
-		s.release = nil
-	}
-}
+// Kill ends the server at once (SIGKILL), as a crash would, and waits for it. Its
+// port stays held until Restart (testserver.Restartable.Port).
+func (s *Server) Kill() { s.srv.Kill() }
 
 // Running reports whether the process is up (not whether it answers).
 func (s *Server) Running() bool { return s.PID() != 0 }

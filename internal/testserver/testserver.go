@@ -211,9 +211,13 @@ type Restartable struct {
 	// or killed; the function it returns is called once the process has ended, with
 	// whether it was killed (for processes of its own that the server leaves).
 	Around func(pid int) (after func(killed bool))
+	// Port, when set, is held while the server is down ([HoldPort]) and let go when it
+	// starts again, so that no other test's server is given it meanwhile.
+	Port int
 
 	mu   sync.Mutex
 	proc *Process // nil when stopped
+	held func()   // lets the held port go
 }
 
 // Start launches the server; it is an error while it runs.
@@ -223,6 +227,7 @@ func (r *Restartable) Start() error {
 	if r.proc != nil {
 		return errors.New("already running")
 	}
+	r.letGo()
 	p, err := r.Launch()
 	if err != nil {
 		return err
@@ -255,6 +260,24 @@ func (r *Restartable) end(kill bool) {
 	}
 	after(kill)
 	r.proc = nil
+	if r.Port != 0 && r.held == nil {
+		r.held = HoldPort(r.Port)
+	}
+}
+
+// LetGo lets the port go that a server that is down holds; register it with
+// t.Cleanup before the cleanup that stops the server (cleanups run last first).
+func (r *Restartable) LetGo() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.letGo()
+}
+
+func (r *Restartable) letGo() {
+	if r.held != nil {
+		r.held()
+		r.held = nil
+	}
 }
 
 // Pid calls f with the server's process id while it runs (it is not stopped

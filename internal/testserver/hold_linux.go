@@ -1,12 +1,12 @@
-package redistest
+package testserver
 
 import "syscall"
 
-// holdPort binds a TCP socket to 127.0.0.1:port without listening on it: a client
+// HoldPort binds a TCP socket to 127.0.0.1:port without listening on it: a client
 // that connects is refused, as by a server that is down, and the kernel gives the port
 // to no one who asks for a free one (another test's server, go test ./... running
 // packages side by side), so that Restart finds it free. The returned func lets go.
-func holdPort(port int) func() {
+func HoldPort(port int) func() {
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return func() {}
