@@ -79,18 +79,6 @@ func (ca *CA) rand() io.Reader {
 	return cryptorand.Reader
 }
 
-// Sign issues an end-entity certificate from tmpl (usually from [Apply]) for pub. It
-// refuses ([ErrRefused]) a CA template, a missing, non-positive or over-long (more
-// than 20 octets) serial number, a malformed object identifier among the extensions
-// or extended key usages, and a validity outside the CA's own. ctx is checked before
-// signing; a signer that talks to a remote KMS should be given its own deadline.
-//
-// A template with only the fields Apply sets is encoded by Sign itself, to the same
-// bytes x509.CreateCertificate would write; any other goes through CreateCertificate.
-// A Signer whose key is not the CA certificate's is refused, and so is a CA
-// certificate without a public key crypto/x509 can read. The signature is verified
-// with the CA's key before the certificate is returned; Sign's own encoder skips that
-// check only for a *rsa.PrivateKey, which crypto/rsa already makes on every signature.
 // Validate reports what would make every Sign fail whatever the template: no
 // certificate or no Signer, or a certificate whose public key crypto/x509 cannot read
 // (matching [ErrRefused]), or a Signer that does not hold the certificate's key
@@ -110,6 +98,19 @@ func (ca *CA) Validate() error {
 	return nil
 }
 
+// Sign issues an end-entity certificate from tmpl (usually from [Apply]) for pub. It
+// refuses ([ErrRefused]) a CA template, a missing, non-positive or over-long (more
+// than 20 octets) serial number, a malformed object identifier among the extensions
+// or extended key usages, and a validity outside the CA's own. ctx is checked before
+// signing; a signer that talks to a remote KMS should be given its own deadline.
+//
+// A template with only the fields Apply sets is encoded by Sign itself, to the same
+// bytes x509.CreateCertificate would write; any other goes through CreateCertificate.
+// A CA that fails [CA.Validate] is refused with its error. The signature is verified
+// with the CA's key before the certificate is returned; Sign's own encoder skips that
+// check only for a *rsa.PrivateKey, which crypto/rsa already makes on every signature.
+// A Signer that fails or returns a bad signature gives an error matching [ErrSigner]:
+// the CA's fault, not the request's.
 func (ca *CA) Sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -251,12 +251,12 @@ func (s *KeySet) Replace(src *KeySet) (changed bool) {
 			return false
 		}
 	}
-	// Entries are never changed once made, so both sets may hold the same ones.
-	m := make(map[string]*keyEntry, len(next))
-	for kid, e := range next {
-		m[kid] = e
+	// A set's map and its entries are never changed once stored (every writer stores
+	// a new map), so both sets may share them.
+	if next == nil {
+		next = map[string]*keyEntry{}
 	}
-	s.keys.Store(&m)
+	s.keys.Store(&next)
 	return true
 }
 

@@ -315,9 +315,9 @@ func (rp *RegistrationPoint) Validate() error {
 		if err := ca.Validate(); err != nil {
 			return fmt.Errorf("crp: the CAIssuer's CA: %w", err)
 		}
-	}
-	if ca := issuerCA(rp.Issuer); ca != nil && rp.CACert != nil && !rp.CACert.Equal(ca.Certificate) {
-		return errors.New("crp: CACert is not the certificate of the CAIssuer's CA: devices would be told one CA and issued by another")
+		if rp.CACert != nil && !rp.CACert.Equal(ca.Certificate) {
+			return errors.New("crp: CACert is not the certificate of the CAIssuer's CA: devices would be told one CA and issued by another")
+		}
 	}
 	if c := rp.caCert(); c != nil && !rp.now().Before(c.NotAfter) {
 		return fmt.Errorf("crp: the CA certificate %q expired at %v", c.Subject, c.NotAfter)

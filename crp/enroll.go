@@ -57,18 +57,19 @@ func (rp *RegistrationPoint) Enroll(ctx context.Context, req *EnrollRequest) (*R
 func (rp *RegistrationPoint) enroll(ctx context.Context, req *EnrollRequest) (*Result, *Error) {
 	tx, e := rp.enrollTx(req)
 	if e == nil {
-		var land func()
-		var rec *Record
-		if land, rec, e = rp.board(ctx, tx, keyHash(tx.Signer)); rec != nil {
+		signerKey := keyHash(tx.Signer)
+		land, rec, be := rp.board(ctx, tx, signerKey)
+		switch {
+		case rec != nil:
 			return rp.recordedResult(ctx, tx, rec)
-		} else if e == nil {
+		case be != nil:
+			e = be
+		default:
 			defer land()
-		}
-	}
-	if e == nil {
-		e = rp.run(ctx, tx, csrRaw(req.CSR), keyHash(tx.Signer))
-		if rec := rp.wonElsewhere(ctx, tx, e); rec != nil {
-			return rp.recordedResult(ctx, tx, rec)
+			e = rp.run(ctx, tx, csrRaw(req.CSR), signerKey)
+			if rec := rp.wonElsewhere(ctx, tx, e); rec != nil {
+				return rp.recordedResult(ctx, tx, rec)
+			}
 		}
 	}
 	if e != nil {

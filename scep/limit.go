@@ -138,26 +138,21 @@ func (s *Server) overloaded(w http.ResponseWriter, r *http.Request, l *limiter) 
 	// (a client trickling it would wait for its own timeout). HTTP/1 only: over HTTP/2
 	// it would end every other stream of the connection (GOAWAY), and a stream's
 	// unread body does not hold the answer back.
-	closeUnread(w, r)
-	httpError(w, http.StatusServiceUnavailable, "too many requests at once, retry later")
-	stopReading(w, r)
+	answerUnread(w, r, http.StatusServiceUnavailable, "too many requests at once, retry later")
 }
 
-// closeUnread makes an HTTP/1 answer close its connection: the request's body may be
-// unread, or read in part.
-func closeUnread(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 {
-		w.Header().Set("Connection", "close")
+// answerUnread answers code and reason to a request whose body may be unread, or read
+// in part, and on HTTP/1 closes the connection at once: net/http would otherwise, once
+// the answer is sent, wait to discard up to 256 KiB of the body a client withholds,
+// holding the connection until its ReadTimeout.
+func answerUnread(w http.ResponseWriter, r *http.Request, code int, reason string) {
+	if r.ProtoMajor != 1 {
+		httpError(w, code, reason)
+		return
 	}
-}
-
-// stopReading ends the reading of an HTTP/1 connection that closeUnread closes:
-// net/http would otherwise, once the answer is sent, wait to discard up to 256 KiB
-// of the body a client withholds, holding the connection until its ReadTimeout.
-func stopReading(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 {
-		http.NewResponseController(w).SetReadDeadline(time.Now())
-	}
+	w.Header().Set("Connection", "close")
+	httpError(w, code, reason)
+	http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // noteRefused logs a refusal for want of a turn, at most one line a logWindow: the

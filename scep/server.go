@@ -552,14 +552,11 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, op string, code 
 		s.log().WarnContext(r.Context(), "scep: request refused", append([]any{"remote", r.RemoteAddr,
 			"operation", op, "method", logtext.Cut(r.Method, maxQuoted), "status", code, "reason", reason}, attrs...)...)
 	}
-	unread := code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge
-	if unread {
-		closeUnread(w, r)
+	if code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge {
+		answerUnread(w, r, code, reason)
+		return
 	}
 	httpError(w, code, reason)
-	if unread {
-		stopReading(w, r)
-	}
 }
 
 // mayLogRefusal reports whether a refusal before the Responder may be logged one by
@@ -675,12 +672,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3})
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
-		if s.mayLogRefusal() {
-			log.WarnContext(ctx, "scep: PKIOperation refused", "remote", r.RemoteAddr, "operation", "PKIOperation",
-				"status", http.StatusBadRequest, errAttr(err))
-		}
-		s.telemetry().rejected(ctx, "PKIOperation", http.StatusBadRequest)
-		httpError(w, http.StatusBadRequest, "malformed PKIMessage")
+		s.refuse(w, r, "PKIOperation", http.StatusBadRequest, "malformed PKIMessage", errAttr(err))
 		return
 	}
 	log = log.With("transactionID", msg.TransactionID)
@@ -783,7 +775,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 		// answers a request whose outcome is recorded: a resend gets it once the reply
 		// can be built.
 		log.ErrorContext(ctx, "scep: building the CertRep failed; the Responder's decision stands",
-			"type", msg.MessageType.String(), "status", resp.Status.String(), errAttr(err))
+			"type", msg.MessageType.String(), "status", resp.Status.String()) // fail logs err
 		fail(err)
 		return
 	}

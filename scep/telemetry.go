@@ -205,7 +205,7 @@ func (t *serverTelemetry) pkiOperation(ctx context.Context, msg *PKIMessage, sta
 		span.SetAttributes(AttrTransaction.String(msg.TransactionID))
 	}
 	span.SetAttributes(attrs[1:]...)
-	if status == "FAILURE" || status == "rejected" {
+	if status == "FAILURE" {
 		span.SetStatus(codes.Error, status+" "+info)
 	}
 }

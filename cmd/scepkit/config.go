@@ -196,8 +196,17 @@ func setValue(s setting, raw string) error {
 }
 
 // loadConfig reads the defaults, then the file (if path is not empty), then the
-// environment, and validates the result.
+// environment, and validates the result. Its errors are configuration errors
+// (exitConfig), a badSetting keeping its own status.
 func loadConfig(path string, env func(string) (string, bool)) (*config, error) {
+	c, err := readConfig(path, env)
+	if err != nil {
+		return nil, &configError{err}
+	}
+	return c, nil
+}
+
+func readConfig(path string, env func(string) (string, bool)) (*config, error) {
 	c := &config{}
 	for _, s := range settings(c) {
 		if s.def != "" {

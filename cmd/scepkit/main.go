@@ -132,7 +132,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	c, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
-		return &configError{err}
+		return err
 	}
 	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if c.Log == "json" {

@@ -324,20 +324,15 @@ func (c *Client) NotifyFailure(ctx context.Context, transactionID string, csrDER
 // never inside one, marking the cut with "…".
 func truncate(s string, n int) string {
 	s = strings.ToValidUTF8(s, "?")
-	units := func(r rune) int { return utf16.RuneLen(r) }
-	total := 0
-	for _, r := range s {
-		total += units(r)
-	}
-	if total <= n {
-		return s
-	}
-	used := 0
+	used, cut := 0, -1
 	for i, r := range s {
-		if used+units(r) > n-1 { // room for the "…", one unit
-			return s[:i] + "…"
+		u := utf16.RuneLen(r)
+		if cut < 0 && used+u > n-1 { // room for the "…", one unit
+			cut = i
 		}
-		used += units(r)
+		if used += u; used > n {
+			return s[:cut] + "…"
+		}
 	}
 	return s
 }

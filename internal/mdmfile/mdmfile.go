@@ -204,17 +204,8 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	return ks, nil
 }
 
-// SyncKeySet makes dst hold exactly the keys of src (new keys added, removed ones
-// removed), each with its algorithm pin (a JWKS key's "alg"), in one step
-// (challenge.KeySet.Replace), so that a Verifier using dst follows the MDM's key
-// rotation without a restart, never misses a kid whose key is being swapped, and a
-// PS256-pinned key never starts accepting RS256. It reports whether dst changed.
-func SyncKeySet(dst, src *challenge.KeySet) (changed bool) {
-	return dst.Replace(src)
-}
-
 // FollowKeySet reads src again every interval until ctx ends and makes dst hold its
-// keys (SyncKeySet), so that a Verifier using dst follows the MDM's key rotation
+// keys in one step (challenge.KeySet.Replace, algorithm pins included), so that a Verifier using dst follows the MDM's key rotation
 // without a restart. On failure the keys in use stay and the failure is logged; a
 // change is logged with the key IDs now trusted.
 func FollowKeySet(ctx context.Context, src string, dst *challenge.KeySet, every time.Duration, log *slog.Logger) {
@@ -232,7 +223,7 @@ func FollowKeySet(ctx context.Context, src string, dst *challenge.KeySet, every 
 		ks, err := LoadKeySet(ctx, src)
 		changed := false
 		if err == nil {
-			changed = SyncKeySet(dst, ks)
+			changed = dst.Replace(ks)
 		}
 		switch {
 		case err != nil && ctx.Err() != nil:

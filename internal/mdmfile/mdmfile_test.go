@@ -170,7 +170,7 @@ func TestLoadKeySetRedactsPassword(t *testing.T) {
 	}
 }
 
-func TestSyncKeySet(t *testing.T) {
+func TestKeySync(t *testing.T) {
 	add := func(ks *challenge.KeySet) string {
 		pub, _, err := ed25519.GenerateKey(rand.Reader)
 		require.NoError(t, err)
@@ -180,28 +180,28 @@ func TestSyncKeySet(t *testing.T) {
 	}
 	dst, src := challenge.NewKeySet(), challenge.NewKeySet()
 	a := add(src)
-	changed := SyncKeySet(dst, src)
+	changed := dst.Replace(src)
 	require.True(t, changed)
 	require.Equal(t, []string{a}, dst.KeyIDs())
-	changed = SyncKeySet(dst, src)
+	changed = dst.Replace(src)
 	require.False(t, changed, "same keys: no change")
 
 	// Rotation: b added, a removed.
 	src2 := challenge.NewKeySet()
 	b := add(src2)
-	changed = SyncKeySet(dst, src2)
+	changed = dst.Replace(src2)
 	require.True(t, changed)
 	require.Equal(t, []string{b}, dst.KeyIDs())
 }
 
-// A JWKS key pinned to PS256 must stay pinned after a rotation copies it: SyncKeySet
+// A JWKS key pinned to PS256 must stay pinned after a rotation copies it: the sync
 // used Add, which dropped the pin, and the key then accepted RS256 as well.
-func TestSyncKeySetKeepsAlgorithmPin(t *testing.T) {
+func TestKeySyncKeepsAlgorithmPin(t *testing.T) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
 	src, dst := challenge.NewKeySet(), challenge.NewKeySet()
 	require.NoError(t, src.AddWithAlgorithm("mdm-1", challenge.PS256, key.Public()))
-	SyncKeySet(dst, src)
+	dst.Replace(src)
 	alg, ok := dst.Algorithm("mdm-1")
 	require.True(t, ok)
 	require.Equal(t, challenge.PS256, alg)
@@ -220,25 +220,25 @@ func TestSyncKeySetKeepsAlgorithmPin(t *testing.T) {
 	require.NoError(t, err)
 
 	// Unchanged keys and pins are no change; a changed pin is one.
-	changed := SyncKeySet(dst, src)
+	changed := dst.Replace(src)
 	require.False(t, changed)
 	src2 := challenge.NewKeySet()
 	require.NoError(t, src2.AddWithAlgorithm("mdm-1", challenge.RS256, key.Public()))
-	changed = SyncKeySet(dst, src2)
+	changed = dst.Replace(src2)
 	require.True(t, changed)
 }
 
-// A kid whose key or pin changes is swapped in one step: SyncKeySet removed the old
+// A kid whose key or pin changes is swapped in one step: the sync removed the old
 // entry and then added the new one, and a challenge verified in between failed with
 // "key unknown" although the MDM published that kid all along.
-func TestSyncKeySetNoGap(t *testing.T) {
+func TestKeySyncNoGap(t *testing.T) {
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	pinned, free := challenge.NewKeySet(), challenge.NewKeySet()
 	require.NoError(t, pinned.AddWithAlgorithm("mdm-1", challenge.EdDSA, pub))
 	require.NoError(t, free.Add("mdm-1", pub))
 	dst := challenge.NewKeySet()
-	require.True(t, SyncKeySet(dst, free))
+	require.True(t, dst.Replace(free))
 
 	stop := make(chan struct{})
 	missed := make(chan int)
@@ -261,7 +261,7 @@ func TestSyncKeySetNoGap(t *testing.T) {
 		if i%2 == 1 {
 			src = free
 		}
-		require.True(t, SyncKeySet(dst, src), "the pin changes every round")
+		require.True(t, dst.Replace(src), "the pin changes every round")
 		if i%64 == 0 {
 			runtime.Gosched()
 		}
