@@ -776,11 +776,23 @@ func signAlgorithm(pub crypto.PublicKey, role signRole) (x509.SignatureAlgorithm
 // which answers CKR_MECHANISM_INVALID) would otherwise let the gateway start and
 // fail every enrollment after issuing its certificate. Errors name setting.
 func checkSigns(setting string, key crypto.Signer, pub crypto.PublicKey, role signRole) error {
-	alg, opts, err := signAlgorithm(pub, role)
-	if err != nil {
+	if err := signsAs(key, pub, role); err != nil {
+		if transientTokenError(err) {
+			return unavailableSetting(setting, err) // a restart may find the token back
+		}
 		return settingError(setting, err)
 	}
-	msg := []byte("scepkit: does " + setting + " sign?")
+	return nil
+}
+
+// signsAs has key, whose certificate holds pub, sign as the gateway will in role and
+// checks the signature with pub.
+func signsAs(key crypto.Signer, pub crypto.PublicKey, role signRole) error {
+	alg, opts, err := signAlgorithm(pub, role)
+	if err != nil {
+		return err
+	}
+	msg := []byte("scepkit: does this key sign?")
 	digest := msg
 	if h := opts.HashFunc(); h != 0 {
 		d := h.New()
@@ -789,14 +801,10 @@ func checkSigns(setting string, key crypto.Signer, pub crypto.PublicKey, role si
 	}
 	sig, err := key.Sign(rand.Reader, digest, opts)
 	if err != nil {
-		err = fmt.Errorf("the key cannot make the %v signatures the gateway needs: %w", alg, err)
-		if transientTokenError(err) {
-			return unavailableSetting(setting, err) // a restart may find the token back
-		}
-		return settingError(setting, err)
+		return fmt.Errorf("the key cannot make the %v signatures the gateway needs: %w", alg, err)
 	}
 	if err := (&x509.Certificate{PublicKey: pub}).CheckSignature(alg, msg, sig); err != nil {
-		return settingError(setting, fmt.Errorf("the key's %v signature does not verify with its certificate's public key: %w", alg, err))
+		return fmt.Errorf("the key's %v signature does not verify with its certificate's public key: %w", alg, err)
 	}
 	return nil
 }
@@ -1058,8 +1066,9 @@ func expiringDetail(s *scep.Server, within time.Duration) string {
 	return strings.Join(parts, "; ")
 }
 
-// keysSign has the CA and RA keys sign a digest, and the RA's decryption key decrypt
-// one, at most every 30 seconds (a token may have been removed, or its session lost).
+// keysSign has the CA and RA keys sign as the gateway does (signsAs: an Ed25519 CA
+// with no digest, a P-384 one with SHA-384), and the RA's decryption key decrypt a
+// probe, at most every 30 seconds (a token may have been removed, or its session lost).
 func (g *gateway) keysSign() error {
 	g.keyCheckMu.Lock()
 	defer g.keyCheckMu.Unlock()
@@ -1068,15 +1077,21 @@ func (g *gateway) keysSign() error {
 	}
 	digest := sha256.Sum256([]byte("scepkit readiness"))
 	g.keyErr = nil
-	signers := map[string]crypto.Signer{"CA": g.ca.Signer, "RA signing": g.ra.Signer}
+	type signing struct {
+		key  crypto.Signer
+		cert *x509.Certificate
+		role signRole
+	}
+	signers := map[string]signing{"CA": {g.ca.Signer, g.ca.Certificate, caSigns},
+		"RA signing": {g.ra.Signer, g.ra.SigningCertificate, raSigns}}
 	if g.next != nil {
-		signers["next CA"] = g.next.Signer
+		signers["next CA"] = signing{g.next.Signer, g.next.Certificate, caSigns}
 	}
 	if g.nextRA != nil {
-		signers["next RA signing"] = g.nextRA.Signer
+		signers["next RA signing"] = signing{g.nextRA.Signer, g.nextRA.SigningCertificate, raSigns}
 	}
 	for name, s := range signers {
-		if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+		if err := signsAs(s.key, s.cert.PublicKey, s.role); err != nil {
 			g.keyErr = fmt.Errorf("%s key: %w", name, err)
 		}
 	}
