@@ -745,7 +745,8 @@ const (
 // encoder writes (SHA-256 with RSA PKCS#1 v1.5; ECDSA with the curve's hash;
 // Ed25519); for the RA, the one scep signs CertReps with (RSA PKCS#1 v1.5 or ECDSA,
 // SHA-256 unless the request's digest is SHA-384 or SHA-512, which the same
-// mechanisms make). opts are what the Signer is handed.
+// mechanisms make). opts are what the Signer is handed. TestSignAlgorithmIsTheCAs
+// holds the CA's choice to catemplate's.
 func signAlgorithm(pub crypto.PublicKey, role signRole) (x509.SignatureAlgorithm, crypto.SignerOpts, error) {
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
@@ -767,7 +768,10 @@ func signAlgorithm(pub crypto.PublicKey, role signRole) (x509.SignatureAlgorithm
 			return x509.PureEd25519, crypto.Hash(0), nil
 		}
 	}
-	return 0, nil, fmt.Errorf("no signature algorithm for a %T key here: RSA or ECDSA", pub)
+	if role == raSigns {
+		return 0, nil, fmt.Errorf("a %T key cannot sign CertReps: the RA signs with RSA or ECDSA", pub)
+	}
+	return 0, nil, fmt.Errorf("a %T key cannot sign certificates here: the CA signs with RSA, ECDSA (P-256, P-384, P-521) or Ed25519", pub)
 }
 
 // checkSigns has key make one signature, with the algorithm and options the gateway
