@@ -839,17 +839,40 @@ func readCertFile(path, setting, label string, key crypto.Signer) ([]*x509.Certi
 	return certs, nil
 }
 
-// rsaEncryptKey refuses an RA encryption key that is not RSA, naming its setting:
-// clients encrypt their requests to it with RSA key transport.
+// rsaEncryptKey refuses an RA encryption key that is not RSA or that does not
+// decrypt what is encrypted to its public key, naming its setting: clients encrypt
+// their requests to it with RSA key transport (PKCS#1 v1.5), and a key the token will
+// not decrypt with (one restricted to RSA-PSS signatures, say) would let the gateway
+// start and answer every request badMessageCheck.
 func rsaEncryptKey(setting string, key crypto.Signer) error {
-	switch pub := key.Public().(type) {
-	case *rsa.PublicKey:
-		return nil
-	case *ecdsa.PublicKey:
-		return settingError(setting, errors.New("the RA encryption key must be RSA (clients encrypt their requests to it), not ECDSA"))
-	default:
-		return settingError(setting, fmt.Errorf("the RA encryption key must be RSA (clients encrypt their requests to it), not %T", pub))
+	pub, ok := key.Public().(*rsa.PublicKey)
+	if !ok {
+		return settingError(setting, fmt.Errorf("the RA encryption key must be RSA (clients encrypt their requests to it), not %s", keyType(key.Public())))
 	}
+	dec, ok := key.(crypto.Decrypter)
+	if !ok {
+		return settingError(setting, fmt.Errorf("the RA encryption key (%T) cannot decrypt", key))
+	}
+	probe := []byte("scepkit: does this key decrypt?")
+	if err := decryptsTo(pub, dec, probe); err != nil {
+		err = fmt.Errorf("the key cannot decrypt what clients encrypt to it: %w", err)
+		if transientTokenError(err) {
+			return unavailableSetting(setting, err) // a restart may find the token back
+		}
+		return settingError(setting, err)
+	}
+	return nil
+}
+
+// keyType names a public key's type for an operator: "ECDSA", "Ed25519" or its Go type.
+func keyType(pub crypto.PublicKey) string {
+	switch pub.(type) {
+	case *ecdsa.PublicKey:
+		return "ECDSA"
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return fmt.Sprintf("%T", pub)
 }
 
 // profileSource is the built-in profiles, whose root CA is the root of the CA in force
@@ -1119,11 +1142,17 @@ func decrypts(ra *catemplate.RA, probe []byte) error {
 	if !ok || ra.Decrypter == nil {
 		return errors.New("no RSA encryption certificate and key")
 	}
+	return decryptsTo(pub, ra.Decrypter, probe)
+}
+
+// decryptsTo encrypts probe to pub (RSA PKCS#1 v1.5, as clients encrypt the content
+// key of their requests) and has dec decrypt it.
+func decryptsTo(pub *rsa.PublicKey, dec crypto.Decrypter, probe []byte) error {
 	ct, err := rsa.EncryptPKCS1v15(rand.Reader, pub, probe)
 	if err != nil {
 		return err
 	}
-	pt, err := ra.Decrypter.Decrypt(rand.Reader, ct, nil)
+	pt, err := dec.Decrypt(rand.Reader, ct, nil)
 	if err != nil {
 		return err
 	}

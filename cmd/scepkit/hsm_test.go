@@ -105,6 +105,10 @@ func TestKeysThatCannotSignRefused(t *testing.T) {
 			want: []string{"setting pkcs11.ra_sign_key (SCEPKIT_PKCS11_RA_SIGN_KEY): the key cannot make the SHA256-RSA signatures", "CKR_MECHANISM_INVALID"}},
 		{name: "CA key restricted to RSA-PSS, first start", restricted: []string{"scepkit-ca"},
 			want: []string{"setting pkcs11.ca_key (SCEPKIT_PKCS11_CA_KEY): the key cannot make the SHA256-RSA signatures", "CKR_MECHANISM_INVALID"}},
+		{name: "RA encryption key restricted to RSA-PSS, first start", restricted: []string{"scepkit-ra-encrypt"},
+			want: []string{"setting pkcs11.ra_encrypt_key (SCEPKIT_PKCS11_RA_ENCRYPT_KEY): the key cannot decrypt what clients encrypt to it", "CKR_MECHANISM_INVALID"}},
+		{name: "RA encryption key restricted to RSA-PSS, certificates made", restricted: []string{"scepkit-ra-encrypt"}, certs: true,
+			want: []string{"setting pkcs11.ra_encrypt_key (SCEPKIT_PKCS11_RA_ENCRYPT_KEY): the key cannot decrypt what clients encrypt to it", "CKR_MECHANISM_INVALID"}},
 		{name: "RA signing key deleted", certs: true, deleted: "scepkit-ra-sign",
 			want: []string{"setting pkcs11.ra_sign_key (SCEPKIT_PKCS11_RA_SIGN_KEY): pkcs11key: key not found"}},
 	}
