@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +45,6 @@ import (
 	"github.com/scepkit/scepkit/internal/filelock"
 	"github.com/scepkit/scepkit/internal/mdmfile"
 	"github.com/scepkit/scepkit/internal/pemfile"
-	"github.com/scepkit/scepkit/internal/plainhttp"
 	"github.com/scepkit/scepkit/pgstore"
 	"github.com/scepkit/scepkit/pkcs11key"
 	"github.com/scepkit/scepkit/profile"
@@ -146,7 +144,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 			return nil, err
 		}
 	}
-	if !strings.HasPrefix(c.JWKS, "http://") && !strings.HasPrefix(c.JWKS, "https://") {
+	if !mdmfile.IsURL(c.JWKS) {
 		if err := othersMayWrite(c.JWKS); err != nil {
 			return nil, settingError("jwks", err)
 		}
@@ -163,8 +161,8 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	}
 	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
 	if err != nil {
-		if u, perr := url.Parse(c.JWKS); perr == nil && (u.Scheme == "https" || u.Scheme == "http") && plainhttp.Protected(u) {
-			return nil, unavailableSetting("jwks", err) // the MDM may be unreachable for now
+		if errors.Is(err, mdmfile.ErrUnreachable) {
+			return nil, unavailableSetting("jwks", err) // the MDM may be starting
 		}
 		return nil, settingError("jwks", err)
 	}

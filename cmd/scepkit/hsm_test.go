@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,6 +229,17 @@ func TestExitStatus(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:26899")
 	require.NoError(t, err)
 	defer busy.Close()
+	mdm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/busy":
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		case "/broken":
+			w.Write([]byte(`{"keys": [`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer mdm.Close()
 	cases := []struct {
 		name string
 		args []string
@@ -246,7 +259,12 @@ func TestExitStatus(t *testing.T) {
 		{"port busy", []string{"serve", "-config", cfg}, []string{"SCEPKIT_ADMIN_LISTEN=127.0.0.1:26899"}, exitFailure},
 		// The MDM may come up later, on loopback over plain HTTP too.
 		{"JWKS URL not reachable", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=http://127.0.0.1:1/jwks"}, exitFailure},
+		{"JWKS URL answers 503", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=" + mdm.URL + "/busy"}, exitFailure},
 		{"JWKS over plain HTTP off loopback", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=http://mdm.example.com/jwks"}, exitConfig},
+		// Waiting mends none of these: systemd restarted the gateway every 5 s.
+		{"JWKS URL answers 404", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=" + mdm.URL + "/typo"}, exitConfig},
+		{"JWKS URL answers what is not a JWKS", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=" + mdm.URL + "/broken"}, exitConfig},
+		{"JWKS URL port out of range", []string{"serve", "-config", cfg}, []string{"SCEPKIT_JWKS=http://127.0.0.1:99999/jwks"}, exitConfig},
 		// rollover-prepare refuses the same way: nothing in it is mended by running it again.
 		{"rollover-prepare without -dir", []string{"rollover-prepare", "-config", cfg}, nil, exitConfig},
 		{"rollover-prepare unknown flag", []string{"rollover-prepare", "-config", cfg, "-dri", f.path("next")}, nil, exitConfig},

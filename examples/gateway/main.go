@@ -414,8 +414,8 @@ func loadKeysRetrying(ctx context.Context, src string, log *slog.Logger) (*chall
 		if ks, err = demo.LoadKeySet(ctx, src); err == nil {
 			return ks, nil
 		}
-		if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
-			return nil, err
+		if !errors.Is(err, demo.ErrUnreachable) {
+			return nil, err // a file, or an answer that waiting will not change
 		}
 		log.Warn("MDM keys not available yet", "jwks", src, "err", err)
 		select {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,7 +74,19 @@ var (
 	ErrDuplicate = errors.New("mdmfile: duplicate id")
 	// ErrTrailingData: something other than white space follows the JSON document.
 	ErrTrailingData = errors.New("mdmfile: data after the JSON document")
+	// ErrUnreachable: LoadKeySet could not have a JWKS URL's answer for now (no
+	// connection, a timeout, HTTP 429 or 5xx), so that trying again later may
+	// succeed; a malformed URL, a refused redirect, another status or a document
+	// that does not parse will not change by waiting and is not ErrUnreachable.
+	ErrUnreachable = errors.New("mdmfile: the MDM did not answer for now")
 )
+
+// IsURL reports whether src, a JWKS setting, is read over HTTP (an http or https URL,
+// the scheme in any case) rather than from a file.
+func IsURL(src string) bool {
+	scheme, _, ok := strings.Cut(src, "://")
+	return ok && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https"))
+}
 
 // readAll reads r, at most limit bytes: more is ErrTooLarge.
 func readAll(r io.Reader, limit int64) ([]byte, error) {
@@ -160,7 +173,7 @@ func LoadDirectory(path string) (*Directory, error) {
 func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	var b []byte
 	name := src // what errors call the source: a URL without its password
-	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+	if IsURL(src) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
@@ -173,19 +186,39 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 			u.RawQuery = "…"
 		}
 		name = u.Redacted()
+		if port := req.URL.Port(); req.URL.Hostname() == "" || port != "" && !validPort(port) {
+			return nil, fmt.Errorf("JWKS %s: no host, or a port out of range", name)
+		}
 		if !plainhttp.Protected(req.URL) {
 			return nil, fmt.Errorf("JWKS %s: plain http from a host that is not loopback: use https or a file", name)
 		}
-		client := &http.Client{CheckRedirect: plainhttp.CheckRedirect(nil)}
+		check := plainhttp.CheckRedirect(nil)
+		client := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if err := check(r, via); err != nil {
+				return &redirectError{err}
+			}
+			return nil
+		}}
 		resp, err := client.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("JWKS %s: %w", name, err)
+			var redirect *redirectError
+			if errors.As(err, &redirect) {
+				return nil, fmt.Errorf("JWKS %s: %w", name, redirect.err)
+			}
+			return nil, fmt.Errorf("JWKS %s: %w (%w)", name, ErrUnreachable, err)
 		}
 		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		switch {
+		case resp.StatusCode == http.StatusOK:
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+			return nil, fmt.Errorf("JWKS %s: %w: HTTP %s", name, ErrUnreachable, resp.Status)
+		default:
 			return nil, fmt.Errorf("JWKS %s: HTTP %s", name, resp.Status)
 		}
 		if b, err = readAll(resp.Body, MaxJWKSSize); err != nil {
+			if !errors.Is(err, ErrTooLarge) {
+				err = fmt.Errorf("%w (%w)", ErrUnreachable, err) // the answer broke off
+			}
 			return nil, fmt.Errorf("JWKS %s: %w", name, err)
 		}
 	} else {
@@ -203,6 +236,18 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 	}
 	return ks, nil
 }
+
+// validPort reports whether p is a TCP port number, 1 to 65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// redirectError is a redirect LoadKeySet refused: a setting to mend, not an MDM
+// that is down.
+type redirectError struct{ err error }
+
+func (e *redirectError) Error() string { return e.err.Error() }
 
 // FollowKeySet reads src again every interval until ctx ends and makes dst hold its
 // keys in one step (challenge.KeySet.Replace, algorithm pins included), so that a Verifier using dst follows the MDM's key rotation

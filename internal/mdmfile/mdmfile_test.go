@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -268,4 +269,67 @@ func TestKeySyncNoGap(t *testing.T) {
 	}
 	close(stop)
 	require.Zero(t, <-missed, "lookups that found no key for a kid published throughout")
+}
+
+// TestLoadKeySetUnreachable: only what waiting may mend is ErrUnreachable (a gateway
+// exits to be restarted on it, and examples/gateway retries it); a setting or a
+// document to mend is not. Every error from a URL counted as retryable, so a JWKS that
+// does not parse had systemd restart the gateway every five seconds.
+func TestLoadKeySetUnreachable(t *testing.T) {
+	good, err := os.ReadFile(filepath.Join("testdata", "jwks-two-keys.json"))
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok":
+			w.Write(good)
+		case "/busy":
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		case "/slow-down":
+			http.Error(w, "later", http.StatusTooManyRequests)
+		case "/broken":
+			w.Write([]byte(`{"keys": [`))
+		case "/huge":
+			w.Write(bytes.Repeat([]byte(" "), MaxJWKSSize+1))
+		case "/away":
+			http.Redirect(w, r, "http://mdm.example.com/jwks", http.StatusFound)
+		case "/cut":
+			w.Header().Set("Content-Length", "1000")
+			w.Write(good[:10])
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	cases := []struct {
+		src         string
+		unreachable bool
+	}{
+		{closed.URL + "/jwks", true},
+		{srv.URL + "/busy", true},
+		{srv.URL + "/slow-down", true},
+		{srv.URL + "/cut", true},
+		{srv.URL + "/missing", false},
+		{srv.URL + "/broken", false},
+		{srv.URL + "/huge", false},
+		{srv.URL + "/away", false},
+		{"http://127.0.0.1:99999/jwks", false},
+		{"http://mdm.example.com/jwks", false},
+		{filepath.Join(t.TempDir(), "absent.json"), false},
+	}
+	for _, tc := range cases {
+		_, err := LoadKeySet(context.Background(), tc.src)
+		require.Error(t, err, tc.src)
+		require.Equal(t, tc.unreachable, errors.Is(err, ErrUnreachable), "%s: %v", tc.src, err)
+	}
+	_, err = LoadKeySet(context.Background(), strings.ToUpper(srv.URL[:4])+srv.URL[4:]+"/ok")
+	require.NoError(t, err, "an upper-case scheme is a URL too")
+
+	for src, want := range map[string]bool{
+		"https://mdm/jwks": true, "http://127.0.0.1/jwks": true, "HTTPS://mdm/jwks": true,
+		"/etc/scepkit/jwks.json": false, "jwks.json": false, "ftp://mdm/jwks": false, "https:jwks": false,
+	} {
+		require.Equal(t, want, IsURL(src), src)
+	}
 }

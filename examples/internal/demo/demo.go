@@ -88,6 +88,10 @@ func Templates() catemplate.Resolver {
 		GeneralPurposeTemplate: TemplateName, Templates: store}
 }
 
+// ErrUnreachable is LoadKeySet's error for a JWKS URL that did not answer for now (no
+// connection, a timeout, HTTP 429 or 5xx): the MDM may be starting.
+var ErrUnreachable = mdmfile.ErrUnreachable
+
 // LoadKeySet reads the MDM's challenge-verification keys, a JWKS document, from an
 // http(s) URL or a file.
 func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
