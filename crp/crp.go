@@ -280,6 +280,21 @@ func (rp *RegistrationPoint) Validate() error {
 			return errors.New("crp: the Issuer is a CAIssuer without a CA")
 		}
 	}
+	if rp.RequireNotification && rp.Notifier == nil {
+		return errors.New("crp: RequireNotification needs a Notifier: without one every certificate would go out untold")
+	}
+	for i, c := range rp.Checks {
+		switch {
+		case c.Name == "":
+			return fmt.Errorf("crp: Checks[%d] has no Name (the trace and the logs name each check)", i)
+		case c.Func == nil:
+			return fmt.Errorf("crp: Checks[%d] (%q) has no Func", i, c.Name)
+		case c.Phase < PhaseGateway || c.Phase > PhaseNotify:
+			return fmt.Errorf("crp: Checks[%d] (%q) is in no phase (%d): it would never run", i, c.Name, int(c.Phase))
+		case c.Phase == PhaseNotify && rp.Notifier == nil:
+			return fmt.Errorf("crp: Checks[%d] (%q) is in PhaseNotify, which runs only with a Notifier: it would never run", i, c.Name)
+		}
+	}
 	names := map[string]int{}
 	for i, v := range rp.Validators {
 		if v == nil {

@@ -149,6 +149,23 @@ func TestValidateRefusesWhatFailsEveryEnrollment(t *testing.T) {
 		{"CA Signer without the certificate's key", func(env *crptest.Env) {
 			env.RP.Issuer = crp.CAIssuer{CA: &catemplate.CA{Certificate: env.CA.Certificate, Signer: other.Signer}}
 		}, "does not hold the key of its certificate"},
+		// These issued, or panicked, with no word from Validate.
+		{"RequireNotification without a Notifier", func(env *crptest.Env) {
+			env.RP.RequireNotification, env.RP.Notifier = true, nil
+		}, "RequireNotification needs a Notifier"},
+		{"Check without Func", func(env *crptest.Env) {
+			env.RP.Checks = []crp.Check{{Name: "allow-list", Phase: crp.PhaseMapping}}
+		}, `Checks[0] ("allow-list") has no Func`},
+		{"Check without Name", func(env *crptest.Env) {
+			env.RP.Checks = []crp.Check{{Phase: crp.PhaseMapping, Func: func(context.Context, *crp.Transaction) error { return nil }}}
+		}, "Checks[0] has no Name"},
+		{"Check in no phase", func(env *crptest.Env) {
+			env.RP.Checks = []crp.Check{{Name: "rate-limit", Phase: crp.PhaseNotify + 1, Func: func(context.Context, *crp.Transaction) error { return nil }}}
+		}, `Checks[0] ("rate-limit") is in no phase`},
+		{"Check in PhaseNotify without a Notifier", func(env *crptest.Env) {
+			env.RP.Notifier = nil
+			env.RP.Checks = []crp.Check{{Name: "audit", Phase: crp.PhaseNotify, Func: func(context.Context, *crp.Transaction) error { return nil }}}
+		}, `Checks[0] ("audit") is in PhaseNotify, which runs only with a Notifier`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			env := newEnv(t)
