@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/scep"
 )
 
 // issuedBy reports whether cert was signed by our CA (the previous one too, after a
@@ -46,6 +48,21 @@ func (rp *RegistrationPoint) checkIssuingCA(ctx context.Context, tx *Transaction
 func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error {
 	if e := rp.checkIssuingCA(ctx, tx); e != nil {
 		return e
+	}
+	if tx.Renewal && tx.MessageType == scep.PKCSReq && tx.Challenge != "" {
+		// A PKCSReq signed by one of our certificates and carrying a challenge: a
+		// renewal if the signer may renew; otherwise (expired, revoked, another
+		// subject) the challenge authorizes it as a new enrollment (RFC 8894 §2.3, §3.3.1),
+		// as it would with a self-signed signer. Clients such as certmonger and sscep
+		// sign with the certificate they hold, which may be the revoked one a fresh
+		// challenge is meant to replace.
+		if _, e := rp.renewableSigner(ctx, tx); e != nil && e.Reason == ReasonRenewalSigner {
+			tx.Renewal = false
+			if log := rp.log(); log.Enabled(ctx, slog.LevelInfo) {
+				log.LogAttrs(ctx, slog.LevelInfo, "crp: the signer cannot renew; the challenge decides",
+					slog.String("transactionID", tx.ID), slog.String("err", loggedError(e.Err)))
+			}
+		}
 	}
 	if tx.Renewal {
 		if err := rp.runPhase(ctx, tx, PhaseGateway,

@@ -1,0 +1,119 @@
+package crp_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/scep"
+	"github.com/stretchr/testify/require"
+)
+
+// capsWithoutRenewal serves h but answers GetCACaps without Renewal, so that
+// scep.Client.Renew sends a PKCSReq signed by the old certificate, as certmonger and
+// sscep do whatever the caps say.
+func capsWithoutRenewal(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("operation") == "GetCACaps" {
+			io.WriteString(w, "POSTPKIOperation\nSHA-256\nAES\n")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// TestPKCSReqChallengeDecidesForUnrenewableSigner: a PKCSReq signed by a certificate
+// of this CA that can no longer renew (revoked here) but carrying a fresh challenge
+// is a new enrollment the challenge authorizes (RFC 8894 §2.3, §3.3.1), as with a
+// self-signed signer. It was taken for a renewal and refused "signer certificate is
+// revoked", so a device whose certificate was revoked could never enroll again with
+// a client that signs with the certificate it holds (certmonger, sscep). The
+// challenge still decides everything: a used one is refused, and with no challenge
+// the revoked certificate does not renew.
+func TestPKCSReqChallengeDecidesForUnrenewableSigner(t *testing.T) {
+	env := newEnv(t)
+	ts := httptest.NewServer(capsWithoutRenewal(env.Server))
+	defer ts.Close()
+	ctx := context.Background()
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+
+	used := mint(t, env, "alice@example.com", "alice-laptop")
+	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", used).Raw, deviceKey)
+	require.NoError(t, err)
+	require.NoError(t, env.CA.Revoke(cert.SerialNumber, 1, time.Now()))
+	issued := env.Issuer.Count()
+
+	for _, tc := range []struct {
+		name      string
+		challenge string
+		want      crp.Reason // "" issues
+	}{
+		{"no challenge: a renewal, refused", "", crp.ReasonRenewalSigner},
+		{"the challenge already used", used, crp.ReasonReplayed},
+		{"a fresh challenge", mint(t, env, "alice@example.com", "alice-laptop"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := env.Issuer.Count()
+			got, err := client.Renew(ctx, csr(t, deviceKey, "alice@example.com", tc.challenge).Raw, cert, deviceKey)
+			if tc.want == "" {
+				require.NoError(t, err)
+				require.NotEqual(t, cert.SerialNumber, got.SerialNumber)
+				require.Equal(t, before+1, env.Issuer.Count())
+				return
+			}
+			var fe *scep.FailError
+			require.ErrorAs(t, err, &fe)
+			require.Equal(t, scep.BadRequest, fe.Info)
+			require.Equal(t, before, env.Issuer.Count(), "nothing issued")
+			n := env.Notifier.Notifications()
+			require.Equal(t, tc.want, n[len(n)-1].Reason)
+		})
+	}
+	require.Equal(t, issued+1, env.Issuer.Count())
+}
+
+// TestRefusedRenewalRenewsLater: a renewal refused with nothing issued (here a key
+// size the profile does not allow) leaves the certificate its one renewal. The claim
+// was kept, and the corrected request was refused "already renewed": the device could
+// neither renew nor, signing with that certificate, enroll again.
+func TestRefusedRenewalRenewsLater(t *testing.T) {
+	env := newEnv(t)
+	ts := httptest.NewServer(env.Server)
+	defer ts.Close()
+	ctx := context.Background()
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
+	require.NoError(t, err)
+	issued := env.Issuer.Count()
+
+	big, err := rsa.GenerateKey(rand.Reader, 3072)
+	require.NoError(t, err)
+	_, err = client.Renew(ctx, csr(t, big, "alice@example.com", "").Raw, cert, deviceKey)
+	var fe *scep.FailError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, issued, env.Issuer.Count())
+
+	renewed, err := client.Renew(ctx, csr(t, deviceKey, "alice@example.com", "").Raw, cert, deviceKey)
+	require.NoError(t, err)
+	require.Equal(t, issued+1, env.Issuer.Count())
+
+	// The same request again is a resend: the same certificate.
+	again, err := client.Renew(ctx, csr(t, deviceKey, "alice@example.com", "").Raw, cert, deviceKey)
+	require.NoError(t, err)
+	require.Equal(t, renewed.Raw, again.Raw)
+	// Once renewed, it renews no more.
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	_, err = client.Renew(ctx, csr(t, other, "alice@example.com", "").Raw, cert, deviceKey)
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, issued+1, env.Issuer.Count())
+	n := env.Notifier.Notifications()
+	require.Equal(t, crp.ReasonRenewalSigner, n[len(n)-1].Reason)
+}
