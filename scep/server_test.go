@@ -57,6 +57,22 @@ func (d device) rawRequest(t testing.TB, to *x509.Certificate, payload []byte, a
 	return der
 }
 
+// authEnvelopedRequest is a request whose pkcsPKIEnvelope is a ContentInfo of type
+// id-ct-authEnvelopedData (RFC 5083), as a client encrypting with AES-GCM sends.
+func authEnvelopedRequest(t testing.TB, d device, attrs []signedAttr) []byte {
+	t.Helper()
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1ObjectIdentifier(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 1, 23})
+		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1Int64(0) })
+		})
+	})
+	der, err := buildSignedData(signOptions{content: b.BytesOrPanic(), attrs: attrs, cert: d.self, key: d.key, hash: crypto.SHA256})
+	require.NoError(t, err)
+	return der
+}
+
 func stdAttrs(typ string, nonce []byte) []signedAttr {
 	return []signedAttr{
 		{oidMessageType, printableValue(typ)},
@@ -203,6 +219,9 @@ func TestServerHostileMessages(t *testing.T) {
 		{"SHA-1 without legacy", d.rawRequest(t, pki.raEnc, csr, stdAttrs("19", nonce), crypto.SHA1), BadAlg},
 		{"encrypted to another RA", d.rawRequest(t, otherRA, csr, stdAttrs("19", nonce), crypto.SHA256), BadMessageCheck},
 		{"no envelope", d.rawRequest(t, pki.raEnc, nil, stdAttrs("19", nonce), crypto.SHA256), BadRequest},
+		// AES-GCM (RFC 5083), not an EnvelopedData: an unsupported algorithm
+		// (RFC 8894 §3.2.1.4), as DES is; it was badRequest.
+		{"AuthEnvelopedData", authEnvelopedRequest(t, d, stdAttrs("19", nonce)), BadAlg},
 		{"not a CSR", d.rawRequest(t, pki.raEnc, []byte{0x30, 0x00}, stdAttrs("19", nonce), crypto.SHA256), BadMessageCheck},
 		{"duplicate messageType", d.rawRequest(t, pki.raEnc, csr, append(stdAttrs("19", nonce),
 			signedAttr{oidMessageType, printableValue("19")}), crypto.SHA256), BadRequest},

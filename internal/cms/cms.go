@@ -13,6 +13,8 @@ import (
 var (
 	oidData          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1} // RFC 5652 §4
 	oidEnvelopedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 3} // RFC 5652 §6.1
+	// id-ct-authEnvelopedData, RFC 5083 §1.1: AES-GCM and other AEAD content.
+	oidAuthEnvelopedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 1, 23}
 
 	oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1} // RFC 3370 §4.2.1
 	oidRSAESOAEP     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 7} // RFC 3560 §2.2
@@ -188,8 +190,9 @@ var (
 // allowed. It matches ErrUnsupportedAlgorithm with errors.Is.
 type AlgorithmError struct {
 	// Role is what the algorithm was for: "content encryption",
-	// "key transport", "OAEP hash", "OAEP mask generation" or
-	// "OAEP label source".
+	// "key transport", "OAEP hash", "OAEP mask generation",
+	// "OAEP label source" or "authenticated encryption" (an AuthEnvelopedData,
+	// RFC 5083, whose ciphers such as AES-GCM SCEP does not use).
 	Role string
 	// OID is the algorithm identifier found (nil when there is none, e.g.
 	// for a non-RSA public key given to Encrypt).

@@ -256,6 +256,25 @@ func TestUnsupportedAlgorithms(t *testing.T) {
 		})
 	}
 
+	t.Run("AuthEnvelopedData (AES-GCM)", func(t *testing.T) {
+		t.Parallel()
+		// It was "malformed", which scep answers badRequest; RFC 8894 §3.2.1.4 has
+		// badAlg for an unsupported algorithm.
+		oid := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 1, 23}
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier(oid)
+			b.AddASN1(tagCtx0Cons, func(b *cryptobyte.Builder) {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1Int64(0) })
+			})
+		})
+		_, _, err := Decrypt(b.BytesOrPanic(), f.us(), DecryptOptions{})
+		require.ErrorIs(t, err, ErrUnsupportedAlgorithm)
+		require.NotErrorIs(t, err, ErrMalformed)
+		var ae *AlgorithmError
+		require.ErrorAs(t, err, &ae)
+		require.True(t, oid.Equal(ae.OID))
+	})
 	t.Run("DES allowed", func(t *testing.T) {
 		t.Parallel()
 		der, err := Encrypt(nil, []byte("legacy"), []*x509.Certificate{f.recipientCert}, DESCBC, RSAPKCS1v15)

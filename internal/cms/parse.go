@@ -127,6 +127,12 @@ func parse(der []byte) (*Envelope, error) {
 		if !outer.ReadASN1ObjectIdentifier(&ct) {
 			return nil, malformed("bad ContentInfo contentType")
 		}
+		if ct.Equal(oidAuthEnvelopedData) {
+			// Well formed, but not what SCEP encrypts with (RFC 8894 §3.2.2): an
+			// algorithm the client may fall back from (badAlg), not garbage.
+			return nil, &AlgorithmError{Role: "authenticated encryption", OID: ct,
+				Reason: "AuthEnvelopedData is not supported: use EnvelopedData"}
+		}
 		if !ct.Equal(oidEnvelopedData) {
 			return nil, malformed("ContentInfo contentType %v is not id-envelopedData", ct)
 		}
