@@ -98,11 +98,27 @@
 //
 // # One-time use and retries
 //
-// The CRP calls [Verifier.Check], runs its other phases, calls
-// [Verifier.Claim] just before issuing, and [Verifier.Release] when the CA
-// fails for a transient reason, so a device can retry with the same
-// challenge ([Releaser]). [Verifier.Verify] is Check plus Claim for callers
-// without that need.
+// The CRP (package crp) calls [Verifier.Check] once, in its gateway phase,
+// and judges the result phase by phase: the audience, then the lifetime
+// (phase 1), then genuineness (phase 2). It calls [Verifier.Claim] at the
+// end of phase 2, after the challenge is found genuine and the user it
+// names active (step "challenge-unused"), and so before phase 3 (device
+// mapping, profile match), the template and issuance: of concurrent
+// requests with one challenge, only one runs them.
+//
+// A refusal after the claim burns the challenge unless it is no fault of
+// the device's: a transient failure (a directory, registry, store or CA
+// that could not be reached or did not answer in time: an error matching
+// crp.ErrUnavailable) or an operator fault (crp.ReasonMisconfigured, a
+// profile or template the gateway cannot use). Those call
+// [Verifier.Release], so that the device can retry with the same
+// challenge, provided nothing was issued yet and the ReplayStore is a
+// [Releaser]. Every other refusal (an unknown device or one enrolled to
+// another user, a CSR that does not match the profile, a template or a CA
+// that refuses the request) leaves it claimed: the device needs a new
+// challenge. A PENDING answer leaves it claimed too, and so does any
+// failure once the CA has signed. [Verifier.Verify] is Check plus Claim for
+// callers without that need.
 //
 // # Performance and memory
 //

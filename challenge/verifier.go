@@ -117,10 +117,14 @@ func (v *Verifier) algorithms() ([]string, error) {
 // the package documentation ("# Check order"), and returns its claims. The
 // error satisfies errors.Is with exactly one sentinel of this package.
 //
-// The CRP calls Check first and claims the id with [Verifier.Claim] only
-// when it is about to issue, so that a transient failure after the checks
-// does not burn the challenge. ctx is unused today; it is there for key
-// sets that may one day fetch keys.
+// The CRP calls Check first and claims the id with [Verifier.Claim] later,
+// at the end of its phase 2 (once the user is found active), before the
+// device and profile checks of phase 3, the template and issuance. It
+// releases the claim ([Verifier.Release]) when a later step fails for a
+// transient reason or an operator fault, so that such a failure does not
+// burn the challenge; any other later refusal does (see the package
+// documentation, "# One-time use and retries"). ctx is unused today; it is
+// there for key sets that may one day fetch keys.
 func (v *Verifier) Check(ctx context.Context, challenge string) (*Claims, error) {
 	if v.Keys == nil || v.Issuer == "" || v.Audience == "" {
 		return nil, errVerifierFields

@@ -24,11 +24,15 @@
 //
 // # One certificate per challenge
 //
-// The challenge is claimed in phase 2 through the Verifier's replay store: of many
-// concurrent requests with one challenge, one proceeds. A transient failure after the
-// claim (an error matching [ErrUnavailable], a CA that cannot be reached) releases it,
-// so the device retries with the same challenge, and so does an operator fault; a
-// definitive refusal burns it. [RegistrationPoint.Validate] validates the profiles of
+// The challenge is claimed at the end of phase 2 (step "challenge-unused", once the
+// user is found active), before phase 3, the template and issuance, through the
+// Verifier's replay store: of many concurrent requests with one challenge, one
+// proceeds. A transient failure after the claim (an error matching [ErrUnavailable],
+// a CA that cannot be reached) releases it, when the replay store is a
+// challenge.Releaser and nothing was issued, so the device retries with the same
+// challenge, and so does an operator fault ([ReasonMisconfigured]); a definitive
+// refusal (phase 3, the template, the CA's [ErrRefused]) burns it, and a PENDING
+// answer keeps it. [RegistrationPoint.Validate] validates the profiles of
 // a [MemoryProfiles], so that a profile no device could enroll with stops the gateway
 // at start. A
 // request resent with the same transactionID gets the recorded answer, and polls must
