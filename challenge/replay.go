@@ -14,12 +14,24 @@ import (
 // Claim returns nil exactly once per id until the time until, and an error
 // matching [ErrReplayed] for every later Claim of that id before until.
 // After until the store may forget the id (a verifier refuses the challenge
-// as expired by then). An empty id must be refused (an error matching
+// as expired by then). An until that is already past when Claim runs (a
+// challenge that expired in flight, clocks that differ between gateways)
+// still records the id for a while: a second Claim of it right after must
+// return ErrReplayed, never nil. The stores of this module keep such an id
+// one minute from the claim ([MemoryReplayStore.Claim]).
+//
+// Ids are compared as whole strings: a store that keys them by a digest or
+// a shortened form must keep distinct ids apart, so that an id chosen to
+// look like another's stored key neither collides with it when claimed nor
+// releases it. An empty id must be refused (an error matching
 // [ErrMissingClaim]), never treated as fresh. Any other error means the
 // store could not decide (for example it is unreachable); the caller must
 // then refuse the challenge for now. Claim must be safe for concurrent use
-// and atomic: of N concurrent claims of one id, exactly one succeeds, also
-// across processes when several gateways share the store.
+// and atomic: of N concurrent claims of one id, exactly one succeeds (the
+// others get ErrReplayed), also across processes when several gateways
+// share the store.
+//
+// The conformance suite in package crp/storetest checks these rules.
 type ReplayStore interface {
 	Claim(ctx context.Context, id string, until time.Time) error
 }
@@ -37,8 +49,10 @@ func (f ReplayFunc) Claim(ctx context.Context, id string, until time.Time) error
 
 // Releaser is an optional upgrade of a [ReplayStore]: Release undoes a
 // successful Claim of id, so that a challenge whose issuance failed for a
-// transient reason (the CA unreachable) can be presented again. Releasing
-// an id that is not claimed is not an error.
+// transient reason (the CA unreachable) can be presented again. After
+// Release, the next Claim of id returns nil and the one after it
+// [ErrReplayed], as for an id never claimed. Releasing an id that is not
+// claimed is not an error, and releases no other id.
 type Releaser interface {
 	Release(ctx context.Context, id string) error
 }

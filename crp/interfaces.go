@@ -274,12 +274,21 @@ type Record struct {
 // TransactionStore keeps Records by transaction id, so that polls and resends get the
 // recorded answer and pending requests can be decided later. Used by the
 // RegistrationPoint (RegistrationPoint.Transactions) for every authenticated request.
-// Get returns an error matching ErrNotFound when there is none, or when the record
-// has expired; any other error fails the request as transient (ErrUnavailable) before
-// anything is claimed, since a resend could not get its answer. Put replaces any record with the same id, and returns once the record
-// is durable. A store may forget a record after its Expires. Both are called
-// concurrently; with several gateways, the store is shared (packages pgstore,
-// redisstore).
+//
+// Get returns the record as Put stored it, every field included (Expires to the
+// second at least). It returns an error matching ErrNotFound when there is none, or
+// when the record's Expires has passed (even if the store has not deleted it yet);
+// any other error fails the request as transient (ErrUnavailable) before anything is
+// claimed, since a resend could not get its answer. Put replaces any record with the
+// same id, and returns once the record is durable. A store may forget a record after
+// its Expires.
+//
+// A transaction id is chosen by the client and may be long (hundreds of bytes): a
+// store that keys long ids by a digest must keep every id apart, so that an id
+// written to look like another's stored key never reads, replaces or lists the
+// other's record. Both methods are called concurrently; with several gateways, the
+// store is shared (packages pgstore, redisstore). The conformance suite in package
+// crp/storetest checks these rules.
 type TransactionStore interface {
 	Get(ctx context.Context, id string) (*Record, error)
 	Put(ctx context.Context, r *Record) error
@@ -302,9 +311,18 @@ type IssuedCertificate struct {
 // certificate was issued for), for the operator (by serial: Lookup; other queries:
 // [CertificateQuerier]) and for Intune's revocations (which serials are ours). Used by
 // the RegistrationPoint (RegistrationPoint.Certificates), admin tools and
-// intune.CARevoker. Add returns once the record is durable: the certificate is not
-// sent before (an error withholds it). Adding a serial again replaces its record.
-// Lookup returns an error matching ErrNotFound for an unknown serial.
+// intune.CARevoker.
+//
+// Add returns once the record is durable: the certificate is not sent before (an
+// error withholds it). Adding a serial again replaces its record. Add refuses what
+// cannot be filed by serial (a nil c, a c without Certificate, a certificate whose
+// serial is nil, zero or negative) with an error, never a panic, and records nothing
+// of it. Certificates are kept past their NotAfter: they are the inventory.
+//
+// Lookup returns the IssuedCertificate as Add stored it, every field included
+// (IssuedAt to the second at least), and an error matching ErrNotFound for an unknown
+// serial. Both methods are called concurrently. The conformance suite in package
+// crp/storetest checks these rules.
 type CertificateStore interface {
 	Add(ctx context.Context, c *IssuedCertificate) error
 	Lookup(ctx context.Context, serial *big.Int) (*IssuedCertificate, error)
@@ -315,13 +333,22 @@ type CertificateStore interface {
 // writes an issued certificate to the inventory and the transaction record that
 // carries it in one durable write, so that an enrollment pays one commit for both
 // instead of two. It returns nil once both are durable, and an error when neither was
-// written. boltstore and pgstore implement it; a store without it gets Add then Put.
+// written: a c that [CertificateStore.Add] would refuse (a serial of zero, say) fails
+// it, and then r is not written either. boltstore and pgstore implement it; a store
+// without it gets Add then Put.
 type IssuanceRecorder interface {
 	RecordIssuance(ctx context.Context, c *IssuedCertificate, r *Record) error
 }
 
 // RevocationChecker says whether a certificate we issued was revoked, for renewals
 // (RegistrationPoint.Revocation). Every backend's RevocationStore implements it.
+//
+// IsRevoked reports true when a revocation of cert's serial is on record for cert's
+// issuer ([Revocation.For] with cert.RawIssuer: a revocation of another CA's
+// certificate with the same serial does not count, one recorded without an issuer
+// does), and false otherwise. A nil cert, or one without a serial, is an error (with
+// false), never a panic. It is called concurrently. The conformance suite in package
+// crp/storetest checks these rules.
 type RevocationChecker interface {
 	IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, error)
 }

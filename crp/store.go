@@ -50,8 +50,12 @@ type Store interface {
 // [RegistrationPoint.Approve] or [RegistrationPoint.Reject]. Used by admin tools.
 //
 // Pending returns at most limit records (limit <= 0 means [DefaultListLimit]; more
-// than [MaxListLimit] is capped), ordered by transaction id, starting after the id
-// after ("" starts at the beginning): pass the last id of a page to get the next.
+// than [MaxListLimit] is capped: see [ListLimit]), ordered by transaction id,
+// starting after the id after ("" starts at the beginning): pass the last id of a
+// page to get the next. Each is the whole record, as [TransactionStore.Get] returns
+// it (its CSR and UserID included). A record replaced by one with another Status
+// (the request was decided) leaves the list, and so does one whose Expires has
+// passed. The conformance suite in package crp/storetest checks these rules.
 type PendingLister interface {
 	Pending(ctx context.Context, after string, limit int) ([]*Record, error)
 }
@@ -150,8 +154,15 @@ func CertificateOrder(a, b *IssuedCertificate) int {
 // inventory: what was issued to this user or device, what expires soon. (By serial:
 // [CertificateStore.Lookup].) Used by admin tools and reports.
 //
-// Certificates returns the certificates q selects, ordered by [CertificateOrder], at
-// most [ListLimit](q.Limit) of them.
+// Certificates returns the certificates q selects ([CertificateQuery.Match]), ordered
+// by [CertificateOrder], at most [ListLimit](q.Limit) of them, each as
+// [CertificateStore.Add] stored it (the user, device and template it was issued
+// for). Certificates past their NotAfter are listed too. With q.After set, the
+// page starts strictly after that certificate in that order (certificates with the
+// same NotAfter are told apart by serial). A query [CertificateQuery.Check] refuses
+// (an After without its certificate or serial) returns an error matching
+// [ErrBadQuery], never a panic. It is called concurrently. The conformance suite in
+// package crp/storetest checks these rules.
 type CertificateQuerier interface {
 	Certificates(ctx context.Context, q CertificateQuery) ([]*IssuedCertificate, error)
 }
@@ -199,10 +210,15 @@ func (r *Revocation) For(issuer []byte) bool {
 // restart.
 //
 // Revoke records r and returns the revocation on record for r.Serial: r itself, or,
-// when the serial was already revoked, the first revocation (it is kept unchanged:
-// revoking again is not an error). RevokedSince returns the revocations whose
-// RevokedAt is at or after since (the zero time: all), ordered by RevokedAt then
-// serial.
+// when the serial was already revoked, the first revocation, whole and unchanged
+// (none of its fields, not even an empty By, is taken from r: revoking again is not
+// an error). It refuses, keeping nothing, what [CheckRevocation] refuses (a serial
+// that is nil, zero or negative, a CRLReason 7, 8 or outside 0-10, a zero RevokedAt):
+// call it first. Issuer is kept as given, nil staying nil. RevokedSince returns the
+// revocations whose RevokedAt is at or after since (the zero time: all), ordered by
+// RevokedAt then serial, each with every field Revoke recorded. Both methods are
+// called concurrently. The conformance suite in package crp/storetest checks these
+// rules.
 type RevocationStore interface {
 	Revoke(ctx context.Context, r *Revocation) (*Revocation, error)
 	RevokedSince(ctx context.Context, since time.Time) ([]*Revocation, error)
