@@ -38,8 +38,12 @@ var emptyRDNSequence = []byte{0x30, 0x00}
 //
 //   - SerialNumber: 128 random bits from rand (nil means crypto/rand), positive, non-zero.
 //   - NotBefore: now minus t.Backdate, not before ca.NotBefore.
-//   - NotAfter: the earliest of now+t.Validity, the profile's validity from now (if r is
-//     not nil) and ca.NotAfter: a certificate never outlives its CA.
+//   - NotAfter: the earliest of now+t.Validity, the profile's validity from now and
+//     ca.NotAfter: a certificate never outlives its CA. The profile's validity
+//     (r.Validity) counts only when r is not nil, its Value is positive and its
+//     platform is neither iOS nor macOS: as in Intune, certificates for Apple
+//     devices get the template's validity whatever the profile asks (see
+//     profile.Profile's Validity field).
 //   - RawSubject: r.RawSubject, or the CSR's subject if t.SubjectFromRequest.
 //   - ExtraExtensions: the subjectAltName extension, built here (it carries UPN
 //     otherNames), from r or, if t.SANsFromRequest, from the CSR; critical when the
