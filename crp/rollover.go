@@ -155,21 +155,33 @@ func (rp *RegistrationPoint) caCerts() []*x509.Certificate {
 // certificates of caCerts whose subject is cert's issuer: nil when one of them signed
 // it. The names are compared first: most certificates asked about (a device's
 // self-signed one, on every enrollment) are nobody's of ours, and a signature check
-// costs a public-key operation.
+// costs a public-key operation. Of the CAs' errors, it returns the one that says
+// most: a key identifier or a signature that differs rather than another CA's name.
 func (rp *RegistrationPoint) signedByOurCA(cert *x509.Certificate) error {
-	err := errIssuerName
+	out := errIssuerName
 	for _, ca := range rp.caCerts() {
-		if err = signedBy(cert, ca); err == nil {
+		err := signedBy(cert, ca)
+		if err == nil {
 			return nil
 		}
+		if out == errIssuerName || out == errNoCertificate {
+			out = err
+		}
 	}
-	return err
+	return out
 }
 
-var errIssuerName = errors.New("issuer name differs from the CA's")
+// Why a certificate is not one the CA issued, found before any signature check
+// (issuerMismatch).
+var (
+	errNoCertificate  = errors.New("no certificate, or no CA certificate, to compare")
+	errIssuerName     = errors.New("issuer name differs from the CA's subject name")
+	errAuthorityKeyID = errors.New("issuer name is the CA's, but the authority key identifier differs from " +
+		"the CA's subject key identifier (another key under the same CA name)")
+)
 
 // signedBy reports the error of checking cert's signature against ca, after
-// comparing the names and key identifiers (see mayHaveIssued): a certificate of
+// comparing the names and key identifiers (see issuerMismatch): a certificate of
 // another CA costs no public-key operation.
 func signedBy(cert, ca *x509.Certificate) error {
 	return issuedUnder(cert, ca, signatureCheckHook.Load())
@@ -177,8 +189,8 @@ func signedBy(cert, ca *x509.Certificate) error {
 
 // issuedUnder is signedBy, calling hook (when not nil) before the signature check.
 func issuedUnder(cert, ca *x509.Certificate, hook *func()) error {
-	if !mayHaveIssued(ca, cert) {
-		return errIssuerName
+	if err := issuerMismatch(ca, cert); err != nil {
+		return err
 	}
 	if hook != nil {
 		(*hook)()
@@ -186,16 +198,28 @@ func issuedUnder(cert, ca *x509.Certificate, hook *func()) error {
 	return cert.CheckSignatureFrom(ca)
 }
 
-// mayHaveIssued reports whether ca may have issued cert, without a signature check:
-// cert's issuer name is ca's subject and, when both carry key identifiers (RFC 5280
-// §4.2.1.1, §4.2.1.2), cert's authorityKeyIdentifier is ca's subjectKeyIdentifier.
-// After a rollover to a CA with the same name (a CA renewed with a new key), the
-// key identifier tells the two apart.
+// mayHaveIssued reports whether ca may have issued cert, without a signature check
+// (issuerMismatch finds nothing against it).
 func mayHaveIssued(ca, cert *x509.Certificate) bool {
-	if ca == nil || cert == nil || !bytes.Equal(cert.RawIssuer, ca.RawSubject) {
-		return false
+	return issuerMismatch(ca, cert) == nil
+}
+
+// issuerMismatch says why ca cannot have issued cert, without a signature check:
+// cert's issuer name is not ca's subject (errIssuerName) or, when both carry key
+// identifiers (RFC 5280 §4.2.1.1, §4.2.1.2), cert's authorityKeyIdentifier is not
+// ca's subjectKeyIdentifier (errAuthorityKeyID). After a rollover to a CA with the
+// same name (a CA renewed with a new key), the key identifier alone tells the two
+// apart. It returns nil when ca may have issued cert.
+func issuerMismatch(ca, cert *x509.Certificate) error {
+	switch {
+	case ca == nil || cert == nil:
+		return errNoCertificate
+	case !bytes.Equal(cert.RawIssuer, ca.RawSubject):
+		return errIssuerName
+	case keyIdentified(ca, cert) && !bytes.Equal(cert.AuthorityKeyId, ca.SubjectKeyId):
+		return errAuthorityKeyID
 	}
-	return !keyIdentified(ca, cert) || bytes.Equal(cert.AuthorityKeyId, ca.SubjectKeyId)
+	return nil
 }
 
 // keyIdentified reports whether cert names its issuer's key and ca its own, so that
