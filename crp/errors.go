@@ -8,7 +8,10 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// Phase names a step of the registration point's flow.
+// Phase names a step of the registration point's flow. Its zero value is
+// [PhaseGateway]: a field that names the phase of a refusal (Notification.Phase,
+// Record.Phase) holds PhaseGateway, meaning nothing, for a certificate issued or a
+// request pending; read it only with OutcomeFailed or a Failure status.
 type Phase int
 
 // The phases, in the order a request runs through them.

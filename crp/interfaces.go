@@ -201,17 +201,20 @@ type Notification struct {
 	TransactionID               string
 	Outcome                     Outcome
 	UserID, DeviceID, ProfileID string
-	Phase                       Phase  // where it failed, for OutcomeFailed
-	Reason                      Reason // why, for OutcomeFailed
-	Err                         error  // detail, for OutcomeFailed; never sent to the device
-	Certificate                 *x509.Certificate
-	Serial                      *big.Int
-	Thumbprint                  string // SHA-1 of the certificate DER, upper-case hex
-	NotAfter                    time.Time
-	ChallengeFingerprint        string
-	Template                    string
-	CSR                         *x509.CertificateRequest
-	IssuedAt                    time.Time
+	// Phase is where it failed, for OutcomeFailed. For OutcomeIssued and
+	// OutcomePending it is the zero value, PhaseGateway, which means nothing then.
+	Phase Phase
+	// Reason is why it failed, for OutcomeFailed; "" otherwise.
+	Reason               Reason
+	Err                  error // detail, for OutcomeFailed; never sent to the device
+	Certificate          *x509.Certificate
+	Serial               *big.Int
+	Thumbprint           string // SHA-1 of the certificate DER, upper-case hex
+	NotAfter             time.Time
+	ChallengeFingerprint string
+	Template             string
+	CSR                  *x509.CertificateRequest
+	IssuedAt             time.Time
 	// Renewal is set when the request renewed a certificate we issued.
 	Renewal bool
 	// Trace is the transaction's trace so far (the notify step is appended to it after
@@ -252,7 +255,9 @@ type Record struct {
 	Status scep.PKIStatus
 	// Certificate is set when Status is Success.
 	Certificate *x509.Certificate
-	// Phase and Reason are set when Status is Failure.
+	// Phase and Reason are set when Status is Failure. For a certificate issued
+	// (Success) or a request pending, Phase is the zero value, PhaseGateway, which
+	// means nothing then, and Reason is "".
 	Phase  Phase
 	Reason Reason
 	// UserID, DeviceID, ProfileID and Template describe the request, for a pending

@@ -295,6 +295,10 @@ func TestFailInfoOf(t *testing.T) {
 		{ErrNotForUs, BadMessageCheck},
 		{ErrMalformed, BadRequest},
 		{errors.New("other"), BadRequest},
+		// A FailError without Info answers its zero value, badAlg, whatever it
+		// wraps (FailError's doc says so).
+		{&FailError{Err: errors.New("other")}, BadAlg},
+		{&FailError{Err: ErrBadSignature}, BadAlg},
 	}
 	for _, tt := range tests {
 		require.Equal(t, tt.want, FailInfoOf(tt.err), "%v", tt.err)

@@ -82,7 +82,8 @@ func (s PKIStatus) String() string {
 	return "unknown(" + strconv.Itoa(int(s)) + ")"
 }
 
-// FailInfo is the failInfo attribute of a CertRep FAILURE (RFC 8894 §3.2.1.4).
+// FailInfo is the failInfo attribute of a CertRep FAILURE (RFC 8894 §3.2.1.4). Its
+// values are the RFC's, so its zero value is [BadAlg], not "no failInfo".
 type FailInfo int
 
 // The failInfo values of RFC 8894 §3.2.1.4.
@@ -165,8 +166,13 @@ var (
 // A [Responder] returns one to choose the failInfo; [FailInfoOf] reads it back.
 // The wrapped error is for logs; it is never sent to the client.
 type FailError struct {
+	// Info is the failInfo the client receives. Its zero value is [BadAlg]: a
+	// FailError without Info, such as &FailError{Err: err}, answers badAlg whatever
+	// err is. Set Info (or use [Fail]); to let [FailInfoOf] choose from err's
+	// sentinels instead, return err without a FailError around it.
 	Info FailInfo
-	Err  error
+	// Err is the cause, for logs; never sent to the client.
+	Err error
 }
 
 // Fail returns a *FailError with info wrapping err.
