@@ -135,10 +135,10 @@ func (tx *Transaction) ProfileID() string {
 }
 
 // RegistrationPoint is the Certificate Registration Point: it decides SCEP requests
-// (it is a scep.Responder) and can be embedded in any CA front end ([Enroll]). For
-// each request it runs the gateway check, phase 1 (expiry), phase 2 (genuineness),
-// phase 3 (mapping), template resolution, issuance and notification, each step
-// traced and logged with the transactionID.
+// (it is a scep.Responder) and can be embedded in any CA front end
+// ([RegistrationPoint.Enroll]). For each request it runs the gateway check, phase 1
+// (expiry), phase 2 (genuineness), phase 3 (mapping), template resolution, issuance
+// and notification, each step traced and logged with the transactionID.
 //
 // Set the fields, then use it; do not change them while it serves. It is safe for
 // concurrent use and holds no global lock on the request path.

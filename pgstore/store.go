@@ -32,7 +32,7 @@
 // Claims are kept until their challenge expires (at least a minute), transaction
 // records and pending requests until Record.Expires (a zero Expires is
 // [DefaultRecordTTL] from the write); expired rows are deleted in small batches by
-// every [SweepEvery]th write. Certificates and revocations are kept.
+// once every [SweepEvery] writes. Certificates and revocations are kept.
 package pgstore
 
 import (

@@ -1,7 +1,7 @@
 // Package pkcs11key opens private keys held in a PKCS#11 token (a hardware security
 // module, a smart card, SoftHSM2) as a crypto.Signer and, for RSA keys, a
-// crypto.Decrypter, so that the built-in CA ([catemplate.CA]) signs certificates and
-// CRLs, and the RA ([catemplate.RA]) signs CertReps and decrypts requests, without
+// crypto.Decrypter, so that the built-in CA (a catemplate.CA) signs certificates and
+// CRLs, and the RA (a catemplate.RA) signs CertReps and decrypts requests, without
 // the private keys ever leaving the token.
 //
 // It is a package of its own because it needs cgo (the PKCS#11 module is a C shared

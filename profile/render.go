@@ -74,7 +74,8 @@ func (r *Rendered) SubjectString() string { return formatDN(r.Attributes) }
 // [ErrUnknownVariable], an empty one [ErrEmptyVariable], a user variable in a device
 // certificate [ErrVariableNotAllowed]; all as a [*VariableError].
 //
-// Render validates p first and returns its [FieldError]s if it is invalid.
+// Render validates p first and, if it is invalid, returns one [*FieldError] per bad
+// setting.
 func Render(p *Profile, u User, d Device, custom Values) (*Rendered, error) {
 	if p == nil {
 		return nil, &FieldError{Field: "Profile", Value: "nil", Reason: "no profile"}

@@ -102,9 +102,11 @@ type eapTLSType struct {
 //     (ClientAuthEKUList Enabled): the SCEP certificate, not another one the device
 //     may hold;
 //   - validates the RADIUS server: PerformServerValidation and AcceptServerName true,
-//     ServerNames the trusted names joined by ";" (a wildcard written as Windows
-//     reads it, see [windowsServerNames]), TrustedRootCA the root's SHA-1, and DisableUserPromptForServerValidation true, so that a
-//     server failing these checks is refused rather than offered to the user.
+//     ServerNames the trusted names joined by ";", TrustedRootCA the root's SHA-1,
+//     and DisableUserPromptForServerValidation true, so that a server failing these
+//     checks is refused rather than offered to the user. Windows reads each server
+//     name as a regular expression, so a wildcard name such as "*.example.com" is
+//     written ".*\.example\.com"; names without a wildcard are written as they are.
 //
 // Element names, order and namespaces follow Microsoft's WLAN_profile,
 // EapHostConfig, BaseEapConnectionPropertiesV1 and EapTlsConnectionProperties V1-V3

@@ -100,7 +100,7 @@ func (cs Caps) Sorted() Caps {
 // a modern server), 3DES otherwise. Never single DES: GetCACaps travels unsigned, so
 // anyone on the path could strip AES and DES3 from it and then break the 56-bit key
 // to read the request's challenge. A client that must speak single DES to an old
-// server chooses it explicitly ([Client].Cipher).
+// server chooses it explicitly ([Client.Cipher]).
 func (cs Caps) Cipher() Cipher {
 	if cs.Has(CapAES) || cs.Has(CapSCEPStandard) || len(cs) == 0 {
 		return AES256CBC

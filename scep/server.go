@@ -46,7 +46,7 @@ type Request struct {
 	// RemoteAddr is the HTTP peer, for logs.
 	RemoteAddr string
 	// RenewalDisabled is set by a Server whose Renewal is false: the Responder must
-	// renew nothing, whatever signed the request (see [Server].Renewal).
+	// renew nothing, whatever signed the request (see [Server.Renewal]).
 	RenewalDisabled bool
 	// CACert is the issuing CA of the set of certificates the server answers this
 	// request with, chosen once when the request was received: the CA of the RA
