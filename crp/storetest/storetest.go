@@ -43,16 +43,17 @@ func Of(s crp.Store) Backend {
 	return Backend{Claims: s, Transactions: s, Pending: s, Certificates: s, Queries: s, Revocations: s, Checker: s}
 }
 
-// A Case is one behaviour of the suite.
-type Case struct {
-	Name string
-	// Needs says which parts the case uses; it is skipped when one is nil.
-	Needs func(b Backend) bool
-	Run   func(t *testing.T, b Backend)
+// A testCase is one behaviour of the suite.
+type testCase struct {
+	name string
+	// needs says which parts the case uses; it is skipped when one is nil.
+	needs func(b Backend) bool
+	run   func(t *testing.T, b Backend)
 }
 
-// Cases is the table Run runs.
-var Cases = []Case{
+// cases is the table Run runs; the interfaces' docs in packages crp and challenge
+// state each rule a case checks.
+var cases = []testCase{
 	{"claim-once", needClaims, claimOnce},
 	{"claim-concurrent-one-winner", needClaims, claimConcurrent},
 	{"claim-empty-id-refused", needClaims, claimEmpty},
@@ -79,16 +80,22 @@ var Cases = []Case{
 	{"revocation-checker-no-serial-refused", needChecker, revocationCheckerNoSerial},
 }
 
-// Run runs every case that applies, each on a store open returns (fresh and empty; it
-// is not reused across cases).
+// Run runs every case that applies as a subtest named after it ("claim-once",
+// "certificate-invalid-refused", ...), each on a store open returns (fresh and empty;
+// it is not reused across cases). A case whose parts of the Backend are nil is
+// skipped. The rules the cases check are those the docs of challenge.ReplayStore,
+// challenge.Releaser, crp.TransactionStore, crp.PendingLister, crp.CertificateStore,
+// crp.IssuanceRecorder, crp.CertificateQuerier, crp.RevocationStore and
+// crp.RevocationChecker state. Run one case with go test -run, as
+// -run 'TestStore/claim-once' for a test TestStore that calls Run.
 func Run(t *testing.T, open func(t *testing.T) Backend) {
-	for _, c := range Cases {
-		t.Run(c.Name, func(t *testing.T) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			b := open(t)
-			if !c.Needs(b) {
+			if !c.needs(b) {
 				t.Skip("the backend does not implement this part")
 			}
-			c.Run(t, b)
+			c.run(t, b)
 		})
 	}
 }
@@ -423,8 +430,6 @@ func issuanceRecorded(t *testing.T, b Backend) {
 	}
 }
 
-// certificateBadAfter: a page that resumes after an IssuedCertificate without a
-// certificate (or without a serial) is refused with ErrBadQuery, not a panic.
 // certificateInvalid: what cannot be filed by serial is refused with an error, not a
 // panic, and leaves nothing behind.
 func certificateInvalid(t *testing.T, b Backend) {
@@ -445,6 +450,8 @@ func certificateInvalid(t *testing.T, b Backend) {
 	}
 }
 
+// certificateBadAfter: a page that resumes after an IssuedCertificate without a
+// certificate (or without a serial) is refused with ErrBadQuery, not a panic.
 func certificateBadAfter(t *testing.T, b Backend) {
 	check(t, b.Certificates.Add(ctx, issued(t, 31, time.Now().Add(time.Hour), "alice", "laptop")), "add")
 	noSerial := Certificate(t, 32, time.Now().Add(time.Hour))
