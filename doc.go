@@ -15,6 +15,17 @@
 //   - crp: the Certificate Registration Point: phases, interfaces, errors, traces.
 //   - profile: SCEP profiles as an MDM admin defines them; rendering and CSR checks.
 //   - catemplate: certificate templates, NDES-style resolution, a built-in CA.
+//   - boltstore: everything a gateway remembers, in one local file (bbolt): the
+//     default for a single gateway.
+//   - pgstore: the same in PostgreSQL, shared by gateways running side by side.
+//   - redisstore: challenge claims and transaction records in Redis, shared by
+//     gateways.
+//   - crp/storetest: the conformance suite of storage backends; run it on your own.
+//   - pkcs11key: CA and RA keys held in a PKCS#11 token (an HSM); needs cgo.
+//   - crp/intune: Microsoft Intune's challenges, notifications and revocations for a
+//     registration point.
+//   - crp/stepca: the registration point behind step-ca's SCEP provisioner, through
+//     its webhooks.
 //   - examples: runnable programs assembling the packages (start with quickstart and
 //     minimal).
 //

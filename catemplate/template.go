@@ -46,8 +46,16 @@ type TemplateError struct {
 	// Purpose is what the request asked for, when a resolver failed: "signature",
 	// "encryption", "general purpose", or "profile <id>".
 	Purpose string
-	Err     error
-	Detail  string
+	// Err is the sentinel of this package the error is (ErrKeyType, ErrCAExpired,
+	// ...); Unwrap returns it, so test it with errors.Is.
+	Err error
+	// Detail says what exactly was refused, for logs and operators: the key at
+	// fault (such as "2048 < 3072 bits" or "ecdsa P-224"), the CA's validity
+	// window, the template setting that is invalid, why the CSR's signature or
+	// subjectAltName did not verify or parse. Free text, "" when Err says it all;
+	// Error appends it after Err. It is not meant to be parsed, and package crp
+	// never sends it to a device.
+	Detail string
 }
 
 // Error implements error.

@@ -54,33 +54,71 @@ type Check struct {
 }
 
 // Transaction is one request on its way through the registration point. Steps read
-// and fill it; user checks may read it.
+// and fill it; user checks may read it. A field a step fills is nil (or zero) in the
+// steps before it, and stays so when the request is refused before that step.
 type Transaction struct {
-	ID          string
+	// ID is the request's transactionID (RFC 8894 §3.2.1.1), set when the
+	// transaction begins: the SCEP message's, or EnrollRequest.TransactionID.
+	ID string
+	// MessageType is the SCEP message type the request came as, set when the
+	// transaction begins: PKCSReq or RenewalReq; PKCSReq for Enroll, Decide,
+	// Approve and Reject.
 	MessageType scep.MessageType
-	CSR         *x509.CertificateRequest
+	// CSR is the certificate request, set when the transaction begins (for Approve
+	// and Reject, the one the pending request's record kept).
+	CSR *x509.CertificateRequest
 	// Challenge is the challenge password as sent. Never log it: use
 	// Trace.ChallengeFingerprint.
 	Challenge string
 	// Signer is the certificate that signed the SCEP message (verified by the
 	// scep.Server), or the one an EnrollRequest's Proof proved, if any.
 	Signer *x509.Certificate
-	// Renewal is set when Signer is a certificate we issued; Renewed is its record.
+	// Renewal is set when the transaction begins, when Signer is a certificate we
+	// issued and the request renews it rather than enrolls with a challenge (see
+	// the package documentation, "# Renewal"). Renewed is that certificate's record
+	// in the CertificateStore, set by the gateway step "renewal-signer" once Signer
+	// is accepted; Approve and Reject set it too, with only the user, device and
+	// profile ids of the pending request's record.
 	Renewal bool
 	Renewed *IssuedCertificate
 
-	Claims       *challenge.Claims
-	User         *User
-	Device       *Device
-	Profile      *profile.Profile
-	Rendered     *profile.Rendered
-	Template     *catemplate.Template
+	// Claims are the challenge's claims, set by the gateway step "challenge-verify"
+	// when Verifier.Check accepts the challenge: every check but one-time use
+	// passed (the claim is made at the end of phase 2, step "challenge-unused").
+	// Nil when Check refused it, for renewals, and for a challenge an external
+	// validator judged.
+	Claims *challenge.Claims
+	// User is the user the request is for, set in phase 2 (step "user-active") once
+	// the UserDirectory finds the user active, or by an external validator.
+	User *User
+	// Device is set in phase 3 (step "device-mapping") once the DeviceRegistry finds
+	// the device enrolled to User and compliant, or by an external validator.
+	Device *Device
+	// Profile is the SCEP profile the request is for, set in phase 3 (step
+	// "profile-match") from the ProfileSource, or by an external validator.
+	Profile *profile.Profile
+	// Rendered is Profile rendered for User and Device, set by step "profile-match"
+	// before the CSR is checked against it (a refusal with ReasonCSRMismatch leaves
+	// it set), or by an external validator. Nil otherwise: template resolution then
+	// goes by the CSR's key usage.
+	Rendered *profile.Rendered
+	// Template is the certificate template resolved in the template phase (step
+	// "template").
+	Template *catemplate.Template
+	// CertTemplate is the certificate to sign, made in the same step from
+	// Template, the CSR and Rendered (catemplate.ApplyVerified).
 	CertTemplate *x509.Certificate
-	Certificate  *x509.Certificate
-	Trace        *Trace
+	// Certificate is the certificate the CA issued, set in the issue phase (step
+	// "issue"; by Complete after Decide) once it matches CertTemplate. Nil while
+	// the request is pending, and when it was refused before.
+	Certificate *x509.Certificate
+	// Trace is the transaction's trace, made when it begins; every step appends
+	// to it.
+	Trace *Trace
 	// Validator is the external validator that judged the challenge (one of
-	// RegistrationPoint.Validators); nil when the built-in check did, and for
-	// renewals.
+	// RegistrationPoint.Validators), set before the gateway phase (for Approve and
+	// Reject, from the pending record's Validator); nil when the built-in check
+	// did, and for renewals.
 	Validator ChallengeValidator
 
 	claimID    string                // a replay-store id claimed: the renewal of Signer, or an external challenge

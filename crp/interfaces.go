@@ -198,23 +198,41 @@ const (
 // Notification tells the MDM how a transaction ended, as Intune's connector reports
 // back to Intune.
 type Notification struct {
-	TransactionID               string
-	Outcome                     Outcome
+	// TransactionID is the request's transactionID.
+	TransactionID string
+	// Outcome is how the transaction ended: issued, pending or failed.
+	Outcome Outcome
+	// UserID, DeviceID and ProfileID are what the request is for, from the
+	// challenge, the renewed certificate's record or the external validator's
+	// profile; "" when the request was refused before they were known.
 	UserID, DeviceID, ProfileID string
 	// Phase is where it failed, for OutcomeFailed. For OutcomeIssued and
 	// OutcomePending it is the zero value, PhaseGateway, which means nothing then.
 	Phase Phase
 	// Reason is why it failed, for OutcomeFailed; "" otherwise.
-	Reason               Reason
-	Err                  error // detail, for OutcomeFailed; never sent to the device
-	Certificate          *x509.Certificate
-	Serial               *big.Int
-	Thumbprint           string // SHA-1 of the certificate DER, upper-case hex
-	NotAfter             time.Time
+	Reason Reason
+	// Err is the detail of the refusal, for OutcomeFailed; never sent to the device.
+	Err error
+	// Certificate, Serial (its serial number), Thumbprint (the SHA-1 of its DER,
+	// in upper-case hex) and NotAfter (its expiry) are set for OutcomeIssued only:
+	// nil, "" and the zero time otherwise.
+	Certificate *x509.Certificate
+	Serial      *big.Int
+	Thumbprint  string
+	NotAfter    time.Time
+	// ChallengeFingerprint identifies the challenge (challenge.Fingerprint); ""
+	// without one (a renewal).
 	ChallengeFingerprint string
-	Template             string
-	CSR                  *x509.CertificateRequest
-	IssuedAt             time.Time
+	// Template names the certificate template resolved; "" when the request was
+	// refused before one was.
+	Template string
+	// CSR is the request's certificate request.
+	CSR *x509.CertificateRequest
+	// IssuedAt is set for every outcome: the registration point's time (Now) when
+	// the outcome was reached and the notification made, just after issuance for
+	// OutcomeIssued. It is not the certificate's NotBefore, which the template may
+	// backdate.
+	IssuedAt time.Time
 	// Renewal is set when the request renewed a certificate we issued.
 	Renewal bool
 	// Trace is the transaction's trace so far (the notify step is appended to it after
