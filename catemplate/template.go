@@ -67,9 +67,15 @@ func (e *TemplateError) Error() string {
 	if e.Purpose != "" {
 		s += "for " + e.Purpose + ": "
 	}
-	s += trimPrefix(e.Err.Error())
-	if e.Detail != "" {
-		s += ": " + e.Detail
+	switch {
+	case e.Err != nil && e.Detail != "":
+		s += trimPrefix(e.Err.Error()) + ": " + e.Detail
+	case e.Err != nil:
+		s += trimPrefix(e.Err.Error())
+	case e.Detail != "":
+		s += e.Detail // a resolver's verdict without a sentinel
+	default:
+		s += "refused"
 	}
 	return s
 }
