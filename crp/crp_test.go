@@ -190,7 +190,8 @@ func failCases(t *testing.T, env *crptest.Env) []failCase {
 			env.Templates[crptest.TemplateName].MinKeySize = 4096
 			return good("alice@example.com", "alice-laptop")(t, env)
 		}, cleanup: func(env *crptest.Env) { env.Templates[crptest.TemplateName].MinKeySize = 2048 },
-			phase: crp.PhaseTemplate, reason: crp.ReasonKeyRefused, info: scep.BadRequest},
+			// The profile asks for that key: the operator's fault (TestTemplateRefusesProfileKey).
+			phase: crp.PhaseTemplate, reason: crp.ReasonMisconfigured, info: scep.BadCertID},
 		{name: "no template", setup: func(t *testing.T, env *crptest.Env) (*x509.CertificateRequest, string) {
 			env.Templates["saved"] = env.Templates[crptest.TemplateName]
 			delete(env.Templates, crptest.TemplateName)

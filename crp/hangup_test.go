@@ -105,20 +105,22 @@ func TestHangUpDuringTemplate(t *testing.T) {
 }
 
 // TestTemplateVerdictBurnsChallenge: a resolver's *catemplate.TemplateError is a
-// verdict on the request: refused, its challenge spent, unlike a hang-up.
+// verdict on the request: refused, its challenge spent, unlike a hang-up. (A refusal of
+// the key the profile asked for is the operator's fault instead:
+// TestTemplateRefusesProfileKey.)
 func TestTemplateVerdictBurnsChallenge(t *testing.T) {
 	env := newEnv(t)
 	calls := 0
 	env.RP.Templates = catemplate.ResolverFunc(func(context.Context, *catemplate.ResolveRequest) (*catemplate.Template, error) {
 		calls++
-		return nil, &catemplate.TemplateError{Template: "ou-based", Err: catemplate.ErrKeyType, Detail: "this OU takes ECDSA keys"}
+		return nil, &catemplate.TemplateError{Template: "ou-based", Err: catemplate.ErrNoTemplate, Detail: "no template for this OU"}
 	})
 	ch := mint(t, env, "alice@example.com", "alice-laptop")
 	req := csr(t, deviceKey, "alice@example.com", ch)
 	_, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "verdict-1", CSR: req, Challenge: ch})
 	var ce *crp.Error
 	require.ErrorAs(t, err, &ce)
-	require.Equal(t, crp.ReasonKeyRefused, ce.Reason)
+	require.Equal(t, crp.ReasonNoTemplate, ce.Reason)
 	_, err = env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "verdict-2", CSR: req, Challenge: ch})
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, crp.ReasonReplayed, ce.Reason, "the challenge was spent")

@@ -339,7 +339,7 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 		case errors.Is(err, catemplate.ErrInvalidTemplate):
 			return fail(PhaseTemplate, ReasonMisconfigured, err)
 		case keyRefusal(err):
-			return fail(PhaseTemplate, ReasonKeyRefused, err)
+			return templateKeyRefusal(tx, err)
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrUnavailable):
 			// No verdict on the request: the request's context ended (the device hung
 			// up), or the resolver says it could not reach its store. Transient: the
@@ -362,7 +362,7 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	ct, err := catemplate.ApplyVerified(t, tx.CSR, tx.Rendered, tx.ca.cert, rp.now(), rp.Rand)
 	switch {
 	case keyRefusal(err):
-		return fail(PhaseTemplate, ReasonKeyRefused, err)
+		return templateKeyRefusal(tx, err)
 	case errors.Is(err, catemplate.ErrNotPublished):
 		return fail(PhaseTemplate, ReasonTemplateUnpublish, err)
 	case errors.Is(err, catemplate.ErrInvalidTemplate), errors.Is(err, catemplate.ErrCAExpired):
@@ -373,6 +373,18 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	}
 	tx.CertTemplate = ct
 	return nil
+}
+
+// templateKeyRefusal is the verdict on a template that refuses the request's key. With
+// a rendered profile, phase 3 has checked that key against it: the template refuses
+// what the profile tells devices to make, so no device can satisfy both, an operator
+// fault that gives the challenge back (ReasonMisconfigured). Without one (an external
+// validator judged the CSR) the key is the device's choice: ReasonKeyRefused.
+func templateKeyRefusal(tx *Transaction, err error) *Error {
+	if tx.Rendered != nil {
+		return fail(PhaseTemplate, ReasonMisconfigured, fmt.Errorf("the template refuses the key profile %q asks for: %w", tx.ProfileID(), err))
+	}
+	return fail(PhaseTemplate, ReasonKeyRefused, err)
 }
 
 // keyRefusal reports whether err is a template's refusal of the request's key.
