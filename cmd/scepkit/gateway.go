@@ -85,6 +85,8 @@ type gateway struct {
 	keyCheckMu sync.Mutex
 	keyChecked time.Time // when the CA and RA keys last signed for /readyz
 	keyErr     error
+	// When the store last made a write durable for /readyz (storeWrites).
+	storeWritten time.Time
 
 	keys *challenge.KeySet // the MDM's keys, which refreshKeys keeps in step with jwks
 }
@@ -1060,6 +1062,9 @@ func (g *gateway) checkReady(ctx context.Context) (bool, []byte) {
 		checks = append(checks, c)
 	}
 	_, err := g.store.Pending(ctx, "", 1)
+	if err == nil {
+		err = g.storeWrites(ctx)
+	}
 	add("store", err, "")
 	if g.redis != nil {
 		add("redis", g.redis.Ping(ctx).Err(), "")
@@ -1132,6 +1137,32 @@ func (g *gateway) keysSign() error {
 	}
 	g.keyChecked = time.Now()
 	return g.keyErr
+}
+
+// storeWriteInterval is how long a write the store made durable for /readyz stands
+// for the next ones: at most one probe write per interval while it succeeds, one per
+// readiness check while it fails.
+const storeWriteInterval = 10 * time.Second
+
+// storeWrites has the store make one claim durable and give it back. A store that
+// still reads but cannot write (a full disk, a file system remounted read-only, a
+// read-only database) refuses every enrollment while a read answers. It runs under
+// the readiness lock (readyz), so probes never write at once.
+func (g *gateway) storeWrites(ctx context.Context) error {
+	if !g.storeWritten.IsZero() && time.Since(g.storeWritten) < storeWriteInterval {
+		return nil
+	}
+	var b [12]byte
+	rand.Read(b[:])
+	id := "readyz:" + hex.EncodeToString(b[:])
+	if err := g.store.Claim(ctx, id, g.now().Add(time.Minute)); err != nil {
+		return fmt.Errorf("a write to the store: %w", err)
+	}
+	if err := g.store.Release(ctx, id); err != nil {
+		return fmt.Errorf("a write to the store: %w", err)
+	}
+	g.storeWritten = time.Now()
+	return nil
 }
 
 // decrypts encrypts probe to the RA's encryption certificate and has its key decrypt it.

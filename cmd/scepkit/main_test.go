@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
+	"github.com/jackc/pgx/v5"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp/intune"
@@ -1555,4 +1556,44 @@ func TestJWKSFollowsRotation(t *testing.T) {
 		10*time.Second, 50*time.Millisecond)
 	out, err = scepclienttest.NewDevice(t).Enroll(url, "bob@example.com", f.challenge(t, "bob@example.com", "bob-phone"))
 	require.NoError(t, err, "the keys in use stay when the JWKS cannot be read: %s", out)
+}
+
+// TestReadyzFollowsStoreWrites: /readyz turns unready when the store still answers
+// reads but refuses writes (here PostgreSQL made read-only; a full disk or a file
+// system remounted read-only does the same to boltstore), and ready again when it
+// writes. It read only (Pending), and answered 200 while every enrollment failed.
+func TestReadyzFollowsStoreWrites(t *testing.T) {
+	pg := pgtest.Start(t)
+	f := newFixture(t)
+	dsn := pg.NewDatabase(t)
+	r := start(t, f.config(t, "", fmt.Sprintf("[postgres]\ndsn = %q\n", dsn)))
+	code, body, _ := get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	readOnly := func(on bool) {
+		_, err := conn.Exec(ctx, fmt.Sprintf("ALTER SYSTEM SET default_transaction_read_only = %v", on))
+		require.NoError(t, err)
+		_, err = conn.Exec(ctx, "SELECT pg_reload_conf()")
+		require.NoError(t, err)
+	}
+	readOnly(true)
+	defer readOnly(false)
+	// A write that worked stands for storeWriteInterval.
+	require.Eventually(t, func() bool {
+		code, body, _ = get(t, r.base+"/readyz")
+		return code == http.StatusServiceUnavailable
+	}, storeWriteInterval+5*time.Second, 200*time.Millisecond)
+	require.Contains(t, body, `"name":"store","ok":false`)
+	out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.Error(t, err, "a read-only store issues nothing: %s", out)
+
+	readOnly(false)
+	readyzTurns(t, r.base, http.StatusOK)
+	out, err = scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+	require.NoError(t, err, out)
+	r.stop(t)
 }
