@@ -460,8 +460,13 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	var body struct {
 		Reason *int `json:"reason"`
+		// Unrecorded revokes a serial the inventory does not hold: a certificate the CA
+		// signed that could not be recorded and was withheld from the device (logged
+		// "certificate issued but withheld from the device; revoke it"). It goes into
+		// the CRL of the CA in force now, which signed it.
+		Unrecorded bool `json:"unrecorded"`
 	}
-	const want = `body: {"reason": CRLReason 0-6, 9 or 10}`
+	const want = `body: {"reason": CRLReason 0-6, 9 or 10, "unrecorded": optional boolean}`
 	if err := decodeBody(r.Body, &body); err != nil || body.Reason == nil {
 		badBody(w, err, want)
 		return
@@ -472,15 +477,29 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	issued, err := a.g.store.Lookup(r.Context(), serial)
-	if errors.Is(err, crp.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, apiError{"no certificate with this serial was issued here"})
+	var crl *crp.CRLPublisher
+	switch {
+	case errors.Is(err, crp.ErrNotFound) && body.Unrecorded:
+		ca := a.g.ca
+		crl = a.g.crl
+		if a.g.nextCRL != nil && a.g.server.RolledOver(a.g.now()) {
+			ca, crl = a.g.next, a.g.nextCRL
+		}
+		rev.Issuer = ca.Certificate.RawSubject
+		a.log.WarnContext(r.Context(), "admin revocation of a serial not in the inventory", "serial", serial.Text(16),
+			"issuer", ca.Certificate.Subject.String())
+	case errors.Is(err, crp.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, apiError{"no certificate with this serial was issued here " +
+			"(for one withheld from its device and not recorded, revoke with \"unrecorded\": true)"})
 		return
-	} else if err != nil {
+	case err != nil:
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
+	default:
+		rev.Issuer = issued.Certificate.RawIssuer
+		crl = a.g.crlFor(issued.Certificate)
 	}
-	rev.Issuer = issued.Certificate.RawIssuer
-	rev, err = a.g.crlFor(issued.Certificate).Revoke(r.Context(), rev)
+	rev, err = crl.Revoke(r.Context(), rev)
 	if errors.Is(err, crp.ErrRevokedForOtherCA) {
 		a.log.WarnContext(r.Context(), "admin revocation refused", "path", loggedPath(r), "err", err)
 		writeJSON(w, http.StatusConflict, apiError{"the serial is already revoked for another CA's certificate"})

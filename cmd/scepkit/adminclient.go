@@ -24,7 +24,10 @@ commands:
   pending                       list pending requests (every page)
   approve TRANSACTION-ID        issue a pending request
   reject TRANSACTION-ID [WHY]   refuse a pending request
-  revoke SERIAL REASON          revoke a certificate (serial in hex; RFC 5280 CRLReason 0-6, 9 or 10)
+  revoke [-unrecorded] SERIAL REASON
+                                revoke a certificate (serial in hex; RFC 5280 CRLReason 0-6, 9 or 10);
+                                -unrecorded for one the log says was withheld from its device and not
+                                recorded in the inventory
   cert SERIAL                   show one issued certificate
   certs [-user U] [-device D] [-expiring-within 720h]
                                 list issued certificates (every page)
@@ -199,6 +202,10 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		why := strings.Join(rest[2:], " ")
 		return call(http.MethodPost, "/v1/pending/"+url.PathEscape(rest[1])+"/reject", map[string]string{"reason": why})
 	case "revoke":
+		unrecorded := len(rest) > 1 && rest[1] == "-unrecorded"
+		if unrecorded {
+			rest = append(rest[:1:1], rest[2:]...)
+		}
 		if err := need(2); err != nil {
 			return err
 		}
@@ -206,7 +213,8 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return fmt.Errorf("admin revoke: REASON is a number (RFC 5280 CRLReason): %w", err)
 		}
-		return call(http.MethodPost, "/v1/certificates/"+url.PathEscape(rest[1])+"/revoke", map[string]int{"reason": reason})
+		return call(http.MethodPost, "/v1/certificates/"+url.PathEscape(rest[1])+"/revoke",
+			map[string]any{"reason": reason, "unrecorded": unrecorded})
 	case "cert":
 		if err := need(1); err != nil {
 			return err

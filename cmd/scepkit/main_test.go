@@ -457,6 +457,20 @@ func TestGatewayBinary(t *testing.T) {
 	require.NoError(t, crl.CheckSignatureFrom(ca))
 	require.True(t, crlLists(crl, cert.SerialNumber))
 
+	// A serial the inventory does not hold (a certificate withheld from its device
+	// because it could not be recorded, which the log says to revoke): refused
+	// unless named unrecorded, then in the CRL. It could not be revoked at all.
+	withheld := new(big.Int).SetBytes([]byte("withheld-0001"))
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", withheld.Text(16), "1")
+	require.Error(t, err, out)
+	require.Contains(t, out, "unrecorded")
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", "-unrecorded", withheld.Text(16), "1")
+	require.NoError(t, err, out)
+	crl = readCRL(t, r.base)
+	require.NoError(t, crl.CheckSignatureFrom(ca))
+	require.True(t, crlLists(crl, withheld))
+	require.True(t, crlLists(crl, cert.SerialNumber))
+
 	out, err = alice.Enroll(url, "alice@example.com", "") // renewal with the revoked certificate
 	require.Error(t, err, out)
 	renewed, err := alice.Certificate()
