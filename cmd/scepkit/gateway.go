@@ -105,7 +105,12 @@ func (g *gateway) close() {
 		g.redis.Close()
 	}
 	if g.closeDB != nil {
-		g.closeDB()
+		if err := g.closeDB(); err != nil {
+			// A last checkpoint that failed (a full disk, a file system gone
+			// read-only): what the journal holds is replayed at the next start, but
+			// the operator must know the store did not close cleanly.
+			g.log.Error("closing the store failed; the next start replays its journal", "err", err)
+		}
 	}
 	if g.token != nil {
 		g.token.Close()
@@ -217,6 +222,13 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		return nil, err
 	}
 	if c.Postgres.DSN == "" {
+		// Whoever may write the store or its journal may un-revoke a certificate or
+		// un-claim a challenge (the journal is replayed at the next start).
+		for _, name := range []string{boltstore.FileName, boltstore.FileName + "-journal"} {
+			if err := othersMayWrite(filepath.Join(c.StateDir, name)); err != nil {
+				return nil, settingError("state_dir", err)
+			}
+		}
 		bs, migrated, err := boltstore.OpenDir(c.StateDir, &boltstore.Options{Logger: log})
 		if err != nil {
 			return nil, unavailableSetting("state_dir", err) // held by a gateway still stopping, say

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/profile"
 	"github.com/stretchr/testify/require"
@@ -145,6 +146,31 @@ func TestCAKeyReadableByOthersRefused(t *testing.T) {
 			require.NoError(t, os.Chmod(path, 0o644))
 			_, err = newGateway(context.Background(), c, log)
 			require.ErrorContains(t, err, "setting state_dir (SCEPKIT_STATE_DIR): "+path+" may be read or written by other users (mode -rw-r--r--)")
+			require.NoError(t, os.Chmod(path, 0o640))
+			g, err = newGateway(context.Background(), c, log)
+			require.NoError(t, err)
+			g.close()
+		})
+	}
+}
+
+// TestStoreWritableByOthersRefused: the store or its journal writable by other users
+// is refused (whoever writes the journal may un-revoke or un-claim: it is replayed at
+// the next start); before, a gateway started on both at mode 0666.
+func TestStoreWritableByOthersRefused(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, name := range []string{boltstore.FileName, boltstore.FileName + "-journal"} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			c, err := loadConfig(f.config(t, "public_url = \"http://127.0.0.1:8080\"\n", ""), func(string) (string, bool) { return "", false })
+			require.NoError(t, err)
+			g, err := newGateway(context.Background(), c, log)
+			require.NoError(t, err)
+			g.close()
+			path := filepath.Join(f.path("state"), name)
+			require.NoError(t, os.Chmod(path, 0o666))
+			_, err = newGateway(context.Background(), c, log)
+			require.ErrorContains(t, err, "setting state_dir (SCEPKIT_STATE_DIR): "+path+" may be written by other users")
 			require.NoError(t, os.Chmod(path, 0o640))
 			g, err = newGateway(context.Background(), c, log)
 			require.NoError(t, err)
