@@ -32,9 +32,14 @@ var (
 	// ErrPending is returned when the server still answers PENDING as the context ends.
 	ErrPending = errors.New("scep: request still pending")
 	// ErrFingerprint is returned when no certificate GetCACert returned matches the
-	// pinned CA fingerprint, and when a Client has no CAFingerprint and does not set
-	// InsecureSkipCAVerify.
+	// pinned CA fingerprint, and, before any request is sent, when a Client has no
+	// CAFingerprint and does not set InsecureSkipCAVerify or has one that is not 32
+	// bytes (a SHA-256).
 	ErrFingerprint = errors.New("scep: CA fingerprint mismatch")
+	// ErrClientKey is returned by the Client's requests for a requester key it cannot
+	// use: the CertRep is encrypted to that key with RSA key transport, so it must be
+	// an RSA key that is also a crypto.Decrypter.
+	ErrClientKey = errors.New("scep: unusable requester key")
 	// ErrBadReply is returned for a reply that does not answer the request: wrong
 	// transactionID or recipientNonce, unknown signer, wrong content, bad HTTP status,
 	// and a GetCRL answer whose CRL the CA it names did not sign (see
@@ -184,6 +189,9 @@ func (c *Client) GetCACaps(ctx context.Context) (Caps, error) {
 // GetCACert returns the CA (and RA) certificates the Client trusts: the pinned CA and
 // what chains to it (see [Client]), or with InsecureSkipCAVerify everything returned.
 func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
+	if err := c.checkPin(); err != nil {
+		return nil, err
+	}
 	body, mt, err := c.get(ctx, "GetCACert", "")
 	if err != nil {
 		return nil, err
@@ -211,15 +219,39 @@ func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
 			return nil, fmt.Errorf("%w: GetCACert: %w", ErrBadReply, err)
 		}
 	}
-	switch {
-	case len(c.CAFingerprint) > 0:
+	if len(c.CAFingerprint) > 0 {
 		if certs = pinned(certs, c.CAFingerprint); certs == nil {
 			return nil, ErrFingerprint
 		}
-	case !c.InsecureSkipCAVerify:
-		return nil, fmt.Errorf("%w: no CAFingerprint to check the server against (set it, or InsecureSkipCAVerify)", ErrFingerprint)
 	}
 	return certs, nil
+}
+
+// requesterKey is key as the Decrypter that reads the CertRep, which is encrypted to
+// the signer certificate's key with RSA key transport (RFC 8894 §3.3.2).
+func requesterKey(key crypto.Signer) (crypto.Decrypter, error) {
+	if key == nil {
+		return nil, fmt.Errorf("%w: no key", ErrClientKey)
+	}
+	dec, ok := key.(crypto.Decrypter)
+	if _, rsaKey := key.Public().(*rsa.PublicKey); !ok || !rsaKey {
+		return nil, fmt.Errorf("%w: the requester key must be an RSA key that is also a crypto.Decrypter, "+
+			"to read the reply encrypted to it (got %T)", ErrClientKey, key)
+	}
+	return dec, nil
+}
+
+// checkPin refuses, before anything is sent, a Client that could trust no answer: no
+// CAFingerprint without InsecureSkipCAVerify, or a CAFingerprint that is not a SHA-256
+// (which no certificate could match).
+func (c *Client) checkPin() error {
+	switch n := len(c.CAFingerprint); {
+	case n == 0 && !c.InsecureSkipCAVerify:
+		return fmt.Errorf("%w: no CAFingerprint to check the server against (set it, or InsecureSkipCAVerify)", ErrFingerprint)
+	case n != 0 && n != sha256.Size:
+		return fmt.Errorf("%w: CAFingerprint is %d bytes, not the %d of a SHA-256", ErrFingerprint, n, sha256.Size)
+	}
+	return nil
 }
 
 // MaxCACerts is the most certificates a [Client] accepts from GetCACert: a CA, its
@@ -338,6 +370,9 @@ type session struct {
 }
 
 func (c *Client) open(ctx context.Context) (*session, error) {
+	if err := c.checkPin(); err != nil {
+		return nil, err
+	}
 	caps, err := c.GetCACaps(ctx)
 	if err != nil {
 		return nil, err
@@ -388,9 +423,9 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 // exchange sends one request and returns the verified, decrypted CertRep.
 func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid string, payload []byte,
 	signerCert *x509.Certificate, key crypto.Signer) (*PKIMessage, error) {
-	dec, ok := key.(crypto.Decrypter)
-	if !ok {
-		return nil, fmt.Errorf("scep: the requester key must also be a crypto.Decrypter to read the reply")
+	dec, err := requesterKey(key)
+	if err != nil {
+		return nil, err
 	}
 	der, nonce, err := NewRequest(RequestOptions{Type: typ, TransactionID: tid, Payload: payload,
 		Recipient: s.recipient, Cipher: s.cipher, Digest: s.digest, SignerCert: signerCert, Signer: key,
@@ -492,6 +527,9 @@ func SelfSigned(key crypto.Signer, subject pkix.Name, r io.Reader) (*x509.Certif
 // polls with CertPoll every PollInterval until ctx ends. A FAILURE is a *[FailError]
 // wrapping [ErrRefused].
 func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x509.Certificate, error) {
+	if _, err := requesterKey(key); err != nil {
+		return nil, err
+	}
 	parsed, err := x509.ParseCertificateRequest(csr)
 	if err != nil {
 		return nil, err
@@ -507,6 +545,12 @@ func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x5
 // and its key: a RenewalReq when the server lists Renewal, else a PKCSReq signed by the
 // old certificate (RFC 8894 §3.3.1.2). The CSR may carry a new key.
 func (c *Client) Renew(ctx context.Context, csr []byte, old *x509.Certificate, oldKey crypto.Signer) (*x509.Certificate, error) {
+	if old == nil {
+		return nil, fmt.Errorf("%w: Renew needs the certificate being renewed", ErrClientKey)
+	}
+	if _, err := requesterKey(oldKey); err != nil {
+		return nil, err
+	}
 	parsed, err := x509.ParseCertificateRequest(csr)
 	if err != nil {
 		return nil, err
