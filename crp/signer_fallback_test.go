@@ -117,3 +117,11 @@ func TestRefusedRenewalRenewsLater(t *testing.T) {
 	n := env.Notifier.Notifications()
 	require.Equal(t, crp.ReasonRenewalSigner, n[len(n)-1].Reason)
 }
+
+// TestNilTraceFailed: Failed on a nil Trace (an embedder's zero Result) is nil, not a
+// panic.
+func TestNilTraceFailed(t *testing.T) {
+	var tr *crp.Trace
+	require.Nil(t, tr.Failed())
+	require.Nil(t, (&crp.Result{}).Trace.Failed())
+}

@@ -50,8 +50,11 @@ type TraceStep struct {
 	Duration time.Duration
 }
 
-// Failed returns the step that refused the transaction, or nil.
+// Failed returns the step that refused the transaction, or nil (also for a nil Trace).
 func (t *Trace) Failed() *TraceStep {
+	if t == nil {
+		return nil // no trace: a request refused before the registration point
+	}
 	for i := range t.Steps {
 		if !t.Steps[i].OK {
 			return &t.Steps[i]
