@@ -50,6 +50,20 @@
 // fails, and the journal uses fdatasync(2) from then on. The checkpoints' fdatasyncs
 // are bbolt's.
 //
+// # Damaged state
+//
+// Open never starts silently without writes it acknowledged: a lost claim lets a
+// one-time challenge issue a second certificate, a lost revocation un-revokes one. It
+// refuses, with an error naming the file, a file missing or empty beside a journal
+// that holds writes of an earlier run ([ErrStateMissing]; a first start has neither
+// file). A file deleted or replaced while the store runs is noticed before the next
+// checkpoint (about a second later): writes fail with ErrStateMissing from then on,
+// and an ERROR line is logged.
+//
+// A journal of zero bytes is the operator's way to open the file as it is, without the
+// journal's writes: truncate state.db-journal to zero bytes (both files, to start
+// afresh).
+//
 // # Retention
 //
 // Claims are kept until their challenge expires (at least a minute); transaction
@@ -208,8 +222,9 @@ type Store struct {
 	checkpoint atomic.Int64 // checkpoints made, for the tests
 	log        *slog.Logger
 	path       string
-	ckptFails  int       // checkpoints failed in a row
-	ckptLogged time.Time // of the last line about them
+	opened     os.FileInfo // of the file at path when it was opened (see checkPath)
+	ckptFails  int         // checkpoints failed in a row
+	ckptLogged time.Time   // of the last line about them
 
 	syncs atomic.Int64 // fdatasyncs made (journal, and two per checkpoint), for the benchmarks
 
@@ -368,8 +383,17 @@ func Open(path string, o *Options) (*Store, error) {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
+	if err := checkStatePresent(path, path+"-journal"); err != nil {
+		return nil, err
+	}
 	_, statErr := os.Lstat(path)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	var dbFile *os.File // the file bbolt opened
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			dbFile = f
+			return f, err
+		}})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s is locked by another Store, of this process or another (another gateway on this state directory?): %w", ErrLocked, path, err)
 	}
@@ -379,6 +403,11 @@ func Open(path string, o *Options) (*Store, error) {
 	if err := checkJournal(db, path+"-journal"); err != nil {
 		db.Close()
 		return nil, err
+	}
+	opened, err := dbFile.Stat()
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: opening %s: %w", path, err)
 	}
 	j, jcreated, err := openJournal(path + "-journal")
 	if err != nil {
@@ -446,7 +475,7 @@ func Open(path string, o *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: %w", err)
 	}
 	s := &Store{db: db, clock: o.Now, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
-		j: j, tx: tx, log: o.Logger, path: path, ckptEvery: checkpointEvery}
+		j: j, tx: tx, log: o.Logger, path: path, opened: opened, ckptEvery: checkpointEvery}
 	if o.checkpointEvery > 0 {
 		s.ckptEvery = o.checkpointEvery
 	}
@@ -713,6 +742,17 @@ func (s *Store) maybeCheckpoint() {
 // the journal, so that it holds again every write that returned nil.
 func (s *Store) commit() error {
 	s.lastCkpt = time.Now()
+	if err := s.checkPath(); err != nil {
+		// Not a failure to retry: the file the checkpoints go to is lost to the next
+		// Open. The journal keeps this epoch's entries; the store stops here.
+		s.tx.Rollback()
+		s.broken = err
+		if s.log != nil {
+			s.log.Error("boltstore: the store's file was deleted or replaced; every operation fails until it is reopened",
+				"path", s.path, "err", err)
+		}
+		return err
+	}
 	epoch := s.j.epoch + 1
 	err := s.tx.Bucket(bMeta).Put(keyEpoch, binary.BigEndian.AppendUint64(nil, epoch))
 	if err == nil {

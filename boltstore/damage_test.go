@@ -1,0 +1,170 @@
+package boltstore_test
+
+// Stores of a gateway killed under load (their last writes in the journal alone), then
+// damaged: Open refuses them with an error that names the file, or opens them with
+// every acknowledged write; it never starts silently without writes it acknowledged,
+// and never panics or dies of a fault.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/boltstore"
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// killedStore makes a store whose last run was killed: the claim "checkpointed" and
+// the revocation of serial 7 and 300 pending records are in state.db (a checkpoint), the claims "journaled-0"
+// to "journaled-3" in the journal alone (entries 0 to 3 of the epoch after that
+// checkpoint). It returns state.db's path.
+func killedStore(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := boltstore.Open(path, journalOnly())
+	require.NoError(t, err)
+	require.NoError(t, s.Claim(ctx, "checkpointed", exp))
+	_, err = s.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(7), Reason: 1, RevokedAt: time.Now()})
+	require.NoError(t, err)
+	for i := range 300 { // enough pages that a truncated file lacks some
+		require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: fmt.Sprint("tx-", i), Status: scep.Pending,
+			CSR: bytes.Repeat([]byte{byte(i)}, 1000), Expires: exp}))
+	}
+	require.NoError(t, boltstore.Check(s)) // a checkpoint
+	ckpts := boltstore.Checkpoints(s)
+	for i := range 4 {
+		require.NoError(t, s.Claim(ctx, fmt.Sprint("journaled-", i), exp))
+	}
+	require.Equal(t, ckpts, boltstore.Checkpoints(s), "a checkpoint moved the journaled claims into state.db")
+	require.NoError(t, boltstore.Abandon(s))
+	return path
+}
+
+// TestDamagedStoreRefused: each damage would have Open start without writes it
+// acknowledged (a claim made again, a certificate un-revoked) or die; Open refuses it
+// with the error that says which, naming the file.
+func TestDamagedStoreRefused(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+		want   error
+		names  string // in the error: the file, and where in it
+	}{
+		{"state.db deleted", func(t *testing.T, path string) {
+			require.NoError(t, os.Remove(path))
+		}, boltstore.ErrStateMissing, "state.db"},
+		{"state.db emptied", func(t *testing.T, path string) {
+			require.NoError(t, os.Truncate(path, 0))
+		}, boltstore.ErrStateMissing, "state.db"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := killedStore(t)
+			c.damage(t, path)
+			before, _ := os.ReadFile(path)
+			s, err := boltstore.Open(path, nil)
+			if err == nil {
+				s.Close()
+			}
+			require.ErrorIs(t, err, c.want)
+			require.Contains(t, err.Error(), c.names)
+			after, _ := os.ReadFile(path)
+			require.Equal(t, before, after, "a refused Open changed state.db")
+		})
+	}
+}
+
+// TestStateDeletedWhileRunning: a store whose file is deleted while it runs would
+// checkpoint into the unlinked file, and its next Open would start without what it
+// acknowledged. The checkpoint notices that the path no longer names the file: it
+// fails with ErrStateMissing, so do the writes after it and Close, and the operator is
+// told (before: the checkpoint and the writes succeeded, into a file no one would open
+// again).
+func TestStateDeletedWhileRunning(t *testing.T) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	path := filepath.Join(t.TempDir(), "state.db")
+	var logged syncBuffer
+	o := journalOnly()
+	o.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	s, err := boltstore.Open(path, o)
+	require.NoError(t, err)
+	require.NoError(t, s.Claim(ctx, "before", exp))
+	require.NoError(t, os.Remove(path))
+	require.ErrorIs(t, boltstore.Check(s), boltstore.ErrStateMissing, "a checkpoint into the deleted file")
+	require.ErrorIs(t, s.Claim(ctx, "after", exp), boltstore.ErrStateMissing)
+	require.ErrorIs(t, s.Close(), boltstore.ErrStateMissing)
+	require.Contains(t, logged.String(), "level=ERROR")
+	require.Contains(t, logged.String(), path)
+	_, err = boltstore.Open(path, nil)
+	require.ErrorIs(t, err, boltstore.ErrStateMissing, "the journal holds the claim the deleted file lacks")
+}
+
+// TestRecoverableStoreOpens: what a crash or an operator leaves, with nothing lost
+// that was acknowledged or with the loss asked for, still opens: the claims and the
+// revocation it should hold are there, the ones it should not are not.
+func TestRecoverableStoreOpens(t *testing.T) {
+	journaled := []string{"journaled-0", "journaled-1", "journaled-2", "journaled-3"}
+	for _, c := range []struct {
+		name    string
+		damage  func(t *testing.T, path string)
+		held    []string // claims refused as replays after Open
+		revoked bool     // serial 7 is revoked
+	}{
+		{"killed", func(*testing.T, string) {}, append([]string{"checkpointed"}, journaled...), true},
+		{"journal emptied: the operator opens without it", func(t *testing.T, path string) {
+			require.NoError(t, os.Truncate(path+"-journal", 0))
+		}, []string{"checkpointed"}, true},
+		{"both emptied: the operator starts afresh", func(t *testing.T, path string) {
+			require.NoError(t, os.Truncate(path+"-journal", 0))
+			require.NoError(t, os.Truncate(path, 0))
+		}, nil, false},
+		{"both removed: a first start", func(t *testing.T, path string) {
+			require.NoError(t, os.Remove(path+"-journal"))
+			require.NoError(t, os.Remove(path))
+		}, nil, false},
+		{"a first start that failed on a full disk", func(t *testing.T, path string) {
+			// bbolt made nothing of the file, and the journal's preallocation stopped
+			// short: zeros alone.
+			require.NoError(t, os.Truncate(path, 0))
+			require.NoError(t, os.WriteFile(path+"-journal", make([]byte, 1<<20), 0o600))
+		}, nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			exp := time.Now().Add(time.Hour)
+			path := killedStore(t)
+			c.damage(t, path)
+			s, err := boltstore.Open(path, nil)
+			require.NoError(t, err)
+			defer s.Close()
+			held := map[string]bool{}
+			for _, id := range c.held {
+				held[id] = true
+			}
+			for _, id := range append([]string{"checkpointed"}, journaled...) {
+				err := s.Claim(ctx, id, exp)
+				if held[id] {
+					require.ErrorIs(t, err, challenge.ErrReplayed, "claim %s lost", id)
+				} else {
+					require.NoError(t, err, "claim %s", id)
+				}
+			}
+			revoked, err := s.RevokedSince(ctx, time.Time{})
+			require.NoError(t, err)
+			require.Equal(t, c.revoked, len(revoked) == 1)
+			require.NoError(t, boltstore.Check(s))
+		})
+	}
+}
