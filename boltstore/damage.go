@@ -21,6 +21,15 @@ import (
 // the path is checked before each checkpoint.
 var ErrStateMissing = errors.New("boltstore: the file is missing but its journal holds writes")
 
+// ErrJournalDamaged is returned by [Open] when the journal (path+"-journal") holds
+// writes it cannot give back: an entry is damaged and an intact entry of the same
+// checkpoint follows it (a crash tears the last entry at most), or the file is
+// shorter than it is preallocated to and holds entries (truncated). The error names
+// the journal, and the entry and offset. Restore the file with its journal from a
+// backup; to open the file without the writes since its last checkpoint, empty the
+// journal (truncate it to zero bytes).
+var ErrJournalDamaged = errors.New("boltstore: the journal is damaged")
+
 // checkStatePresent returns ErrStateMissing when the file at path is missing or empty
 // while the journal at jpath holds an entry header at its start: the journal was
 // written by an earlier run, whose file held what it acknowledged. A first start has

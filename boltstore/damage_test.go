@@ -8,6 +8,7 @@ package boltstore_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -24,10 +25,10 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// killedStore makes a store whose last run was killed: the claim "checkpointed" and
-// the revocation of serial 7 and 300 pending records are in state.db (a checkpoint), the claims "journaled-0"
-// to "journaled-3" in the journal alone (entries 0 to 3 of the epoch after that
-// checkpoint). It returns state.db's path.
+// killedStore makes a store whose last run was killed: the claim "checkpointed", the
+// revocation of serial 7 and 300 pending records are in state.db (a checkpoint), the
+// claims "journaled-0" to "journaled-3" in the journal alone (entries 0 to 3 of the
+// epoch after that checkpoint). It returns state.db's path.
 func killedStore(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
@@ -52,6 +53,43 @@ func killedStore(t *testing.T) string {
 	return path
 }
 
+// entryOffsets returns the offsets of the journal's first n entries, read from their
+// length fields.
+func entryOffsets(t *testing.T, jpath string, n int) []int64 {
+	t.Helper()
+	b, err := os.ReadFile(jpath)
+	require.NoError(t, err)
+	var offs []int64
+	off := int64(0)
+	for range n {
+		offs = append(offs, off)
+		off += 24 + int64(binary.LittleEndian.Uint32(b[off:]))
+	}
+	return offs
+}
+
+// flipByte inverts the byte at off in the file at path.
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	var b [1]byte
+	_, err = f.ReadAt(b[:], off)
+	require.NoError(t, err)
+	b[0] ^= 0x10
+	_, err = f.WriteAt(b[:], off)
+	require.NoError(t, err)
+}
+
+// truncateTo truncates the file at path to size(its size).
+func truncateTo(t *testing.T, path string, size func(int64) int64) {
+	t.Helper()
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(path, size(st.Size())))
+}
+
 // TestDamagedStoreRefused: each damage would have Open start without writes it
 // acknowledged (a claim made again, a certificate un-revoked) or die; Open refuses it
 // with the error that says which, naming the file.
@@ -68,6 +106,21 @@ func TestDamagedStoreRefused(t *testing.T) {
 		{"state.db emptied", func(t *testing.T, path string) {
 			require.NoError(t, os.Truncate(path, 0))
 		}, boltstore.ErrStateMissing, "state.db"},
+		{"bit flipped in entry 0", func(t *testing.T, path string) {
+			flipByte(t, path+"-journal", entryOffsets(t, path+"-journal", 1)[0]+30)
+		}, boltstore.ErrJournalDamaged, "state.db-journal: entry 0"},
+		{"length of entry 0 damaged", func(t *testing.T, path string) {
+			flipByte(t, path+"-journal", 1)
+		}, boltstore.ErrJournalDamaged, "state.db-journal: entry 0"},
+		{"bit flipped in entry 2 of 4", func(t *testing.T, path string) {
+			flipByte(t, path+"-journal", entryOffsets(t, path+"-journal", 3)[2]+30)
+		}, boltstore.ErrJournalDamaged, "state.db-journal: entry 2"},
+		{"journal truncated", func(t *testing.T, path string) {
+			truncateTo(t, path+"-journal", func(int64) int64 { return 1 << 20 })
+		}, boltstore.ErrJournalDamaged, "state.db-journal"},
+		{"journal truncated in entry 1", func(t *testing.T, path string) {
+			truncateTo(t, path+"-journal", func(int64) int64 { return entryOffsets(t, path+"-journal", 2)[1] + 10 })
+		}, boltstore.ErrJournalDamaged, "state.db-journal"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := killedStore(t)
@@ -123,6 +176,12 @@ func TestRecoverableStoreOpens(t *testing.T) {
 		revoked bool     // serial 7 is revoked
 	}{
 		{"killed", func(*testing.T, string) {}, append([]string{"checkpointed"}, journaled...), true},
+		{"last entry torn", func(t *testing.T, path string) {
+			flipByte(t, path+"-journal", entryOffsets(t, path+"-journal", 4)[3]+30)
+		}, append([]string{"checkpointed"}, journaled[:3]...), true},
+		{"last entry's header torn", func(t *testing.T, path string) {
+			flipByte(t, path+"-journal", entryOffsets(t, path+"-journal", 4)[3]+1)
+		}, append([]string{"checkpointed"}, journaled[:3]...), true},
 		{"journal emptied: the operator opens without it", func(t *testing.T, path string) {
 			require.NoError(t, os.Truncate(path+"-journal", 0))
 		}, []string{"checkpointed"}, true},

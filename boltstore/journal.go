@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,7 +32,9 @@ import (
 // entries of the epoch from 0. A checkpoint commits the epoch's writes and the next
 // epoch in one bbolt transaction; the journal is then written again from its start.
 // On open, the entries of the file's epoch are applied in order, up to the first that
-// is torn, of another epoch or out of sequence, and committed; the next epoch is then
+// is torn, of another epoch or out of sequence, and committed (an intact entry of the
+// epoch after that one means the journal was damaged, not torn by a crash: Open
+// refuses it); the next epoch is then
 // past the file's and past that of the entry at the journal's start (the latest any
 // entry has), so that no epoch is used twice, even for a file restored beside a later
 // run's journal. Entries hold physical
@@ -190,50 +193,147 @@ func (j *journal) restart(epoch uint64) {
 // stopping at the first torn, foreign or out-of-sequence entry. It returns how many
 // it applied.
 func (j *journal) replay(tx *bolt.Tx, upTo uint64) (int, error) {
-	r := io.NewSectionReader(j.f, 0, journalSize)
-	var payload []byte
-	n := 0
+	data, err := j.load()
+	if err != nil {
+		return 0, err
+	}
+	n, _, err := j.replayData(tx, data, upTo)
+	return n, err
+}
+
+// load reads the whole journal.
+func (j *journal) load() ([]byte, error) {
+	data := make([]byte, journalSize)
+	n, err := j.f.ReadAt(data, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("boltstore: reading the journal: %w", err)
+	}
+	return data[:n], nil
+}
+
+// replayData is replay of the journal's content, data. It returns too where the
+// entries it applied end.
+func (j *journal) replayData(tx *bolt.Tx, data []byte, upTo uint64) (n int, end int, err error) {
 	for seq := uint64(0); seq < upTo; seq++ {
-		epoch, eseq, p, ok := readEntry(r, payload)
+		epoch, eseq, payload, size, ok := parseEntry(data[end:])
 		if !ok || epoch != j.epoch || eseq != seq {
 			break
 		}
-		payload = p
 		if err := applyMutations(tx, payload); err != nil {
-			return n, fmt.Errorf("%w: entry %d of epoch %d: %v", errJournal, seq, j.epoch, err)
+			return n, end, fmt.Errorf("%w: entry %d of epoch %d: %v", errJournal, seq, j.epoch, err)
 		}
 		n++
+		end += size
+	}
+	return n, end, nil
+}
+
+// recover is Open's replay: it applies to tx every entry of epoch j.epoch, and fails
+// with ErrJournalDamaged when the journal holds an intact entry of that epoch after
+// the entries it applied. A crash leaves the last entry torn at most (its write was
+// under way), and nothing of the epoch after it: an intact entry there means that one
+// before it was damaged, and the writes from there on would be lost. name is the
+// journal's path, for the error.
+func (j *journal) recover(tx *bolt.Tx, name string) (int, error) {
+	data, err := j.load()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s", err, name)
+	}
+	n, end, err := j.replayData(tx, data, math.MaxUint64)
+	if err != nil {
+		return n, err
+	}
+	if j.epoch == 0 {
+		return n, nil // a file without an epoch: no entry is ever written in epoch 0
+	}
+	if at, seq, ok := findEntry(data, end, j.epoch); ok {
+		return n, fmt.Errorf("%w: %s: entry %d of epoch %d, at offset %d, is damaged, but entry %d of that epoch "+
+			"follows intact at offset %d: the writes of the entries from %d on would be lost. "+
+			"Restore state.db with its journal from a backup; to open state.db without the writes since its "+
+			"last checkpoint, empty the journal (truncate it to zero bytes)",
+			ErrJournalDamaged, name, n, j.epoch, end, seq, at, n)
 	}
 	return n, nil
+}
+
+// findEntry returns the offset and seq of the first intact entry of epoch at or after
+// from. Every offset is tried (a damaged entry's length does not say where the next
+// one starts): those where the epoch's 8 bytes are, found by bytes.Index.
+func findEntry(data []byte, from int, epoch uint64) (at int, seq uint64, ok bool) {
+	key := binary.LittleEndian.AppendUint64(nil, epoch)
+	for off := from; off+journalHeader <= len(data); off++ {
+		i := bytes.Index(data[off+8:], key)
+		if i < 0 {
+			break
+		}
+		off += i // the entry's header would start here
+		if e, seq, _, _, ok := parseEntry(data[off:]); ok && e == epoch {
+			return off, seq, true
+		}
+	}
+	return 0, 0, false
 }
 
 // headEpoch returns the epoch of the entry at the start of the file, if one is intact
 // there: the latest epoch any entry was written in, since each epoch's entries start
 // at the beginning.
 func (j *journal) headEpoch() (uint64, bool) {
-	epoch, _, _, ok := readEntry(io.NewSectionReader(j.f, 0, journalSize), nil)
-	return epoch, ok
-}
-
-// readEntry reads the entry at r's position into buf's array, and reports whether its
-// frame is intact (its size within the file, its checksum right).
-func readEntry(r io.Reader, buf []byte) (epoch, seq uint64, payload []byte, ok bool) {
 	var hdr [journalHeader]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, 0, nil, false
+	if _, err := j.f.ReadAt(hdr[:], 0); err != nil {
+		return 0, false
 	}
 	size := binary.LittleEndian.Uint32(hdr[0:])
 	if int64(size) > journalSize-journalHeader {
-		return 0, 0, nil, false
+		return 0, false
 	}
-	payload = append(buf[:0], make([]byte, size)...)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		return 0, 0, nil, false
+	entry := make([]byte, journalHeader+int(size))
+	if _, err := j.f.ReadAt(entry, 0); err != nil {
+		return 0, false
 	}
-	if crc32.Update(crc32.Checksum(hdr[8:], castagno), castagno, payload) != binary.LittleEndian.Uint32(hdr[4:]) {
-		return 0, 0, nil, false
+	epoch, _, _, _, ok := parseEntry(entry)
+	return epoch, ok
+}
+
+// parseEntry reads the entry at the start of b, and reports whether its frame is
+// intact (its size within b, its checksum right). size is the entry's, header
+// included.
+func parseEntry(b []byte) (epoch, seq uint64, payload []byte, size int, ok bool) {
+	if len(b) < journalHeader {
+		return 0, 0, nil, 0, false
 	}
-	return binary.LittleEndian.Uint64(hdr[8:]), binary.LittleEndian.Uint64(hdr[16:]), payload, true
+	n := binary.LittleEndian.Uint32(b[0:])
+	if int64(n) > int64(len(b)-journalHeader) {
+		return 0, 0, nil, 0, false
+	}
+	size = journalHeader + int(n)
+	payload = b[journalHeader:size]
+	if crc32.Update(crc32.Checksum(b[8:journalHeader], castagno), castagno, payload) != binary.LittleEndian.Uint32(b[4:]) {
+		return 0, 0, nil, 0, false
+	}
+	return binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:]), payload, size, true
+}
+
+// checkJournalSize returns ErrJournalDamaged when the journal at jpath is shorter than
+// it is preallocated to and holds anything but zeros: it was truncated, with entries
+// the file may lack. Zero bytes is the operator's choice to open without the journal;
+// zeros alone are a preallocation that stopped on a full disk, before any entry.
+func checkJournalSize(jpath string) error {
+	st, err := os.Lstat(jpath)
+	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 || st.Size() >= journalSize {
+		return nil // absent, or not a file (openJournal says so), or whole
+	}
+	data, err := os.ReadFile(jpath)
+	if err != nil {
+		return fmt.Errorf("boltstore: reading the journal %s: %w", jpath, err)
+	}
+	if isZero(data) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is %d bytes, shorter than the %d it is preallocated to, and holds entries: "+
+		"it was truncated, and the writes of the entries cut off would be lost. "+
+		"Restore state.db with its journal from a backup; to open state.db without the writes since its "+
+		"last checkpoint, empty the journal (truncate it to zero bytes)",
+		ErrJournalDamaged, jpath, len(data), journalSize)
 }
 
 // applyMutations applies a payload's mutations to tx. The keys and values are copied:

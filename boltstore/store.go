@@ -23,7 +23,7 @@
 // the file (a checkpoint: bbolt's two fdatasyncs) every second, when the journal holds
 // 256 KiB, and on Close; a group too large for the journal is committed at once.
 // Open applies the journal's writes the file lacks (a process that ended without
-// Close), up to the first torn entry, and commits them. Close marks the file as holding
+// Close), up to the torn entry a crash may leave last, and commits them. Close marks the file as holding
 // everything; without that mark, Open refuses a file whose journal is missing
 // ([ErrJournalMissing]) rather than open it without the writes the journal held. Reads see every write that
 // returned, and return only once the writes they may see are durable.
@@ -56,7 +56,11 @@
 // one-time challenge issue a second certificate, a lost revocation un-revokes one. It
 // refuses, with an error naming the file, a file missing or empty beside a journal
 // that holds writes of an earlier run ([ErrStateMissing]; a first start has neither
-// file). A file deleted or replaced while the store runs is noticed before the next
+// file), and a journal that cannot give back every write it holds
+// ([ErrJournalDamaged]): a damaged entry followed by an intact entry of the same
+// checkpoint (a crash tears the last entry at most, which Open drops: its write never
+// returned), or a journal shorter than its 8 MiB that holds entries (truncated; one of
+// zeros alone is a preallocation that stopped on a full disk, and opens). A file deleted or replaced while the store runs is noticed before the next
 // checkpoint (about a second later): writes fail with ErrStateMissing from then on,
 // and an ERROR line is logged.
 //
@@ -90,7 +94,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -386,6 +389,9 @@ func Open(path string, o *Options) (*Store, error) {
 	if err := checkStatePresent(path, path+"-journal"); err != nil {
 		return nil, err
 	}
+	if err := checkJournalSize(path + "-journal"); err != nil {
+		return nil, err
+	}
 	_, statErr := os.Lstat(path)
 	var dbFile *os.File // the file bbolt opened
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout,
@@ -447,7 +453,7 @@ func Open(path string, o *Options) (*Store, error) {
 		if v := meta.Get(keyEpoch); len(v) == 8 {
 			j.epoch = binary.BigEndian.Uint64(v)
 		}
-		if _, err := j.replay(tx, math.MaxUint64); err != nil {
+		if _, err := j.recover(tx, path+"-journal"); err != nil {
 			return err
 		}
 		// The next epoch is past every epoch the journal holds entries of: a file
