@@ -30,6 +30,14 @@ var ErrStateMissing = errors.New("boltstore: the file is missing but its journal
 // journal (truncate it to zero bytes).
 var ErrJournalDamaged = errors.New("boltstore: the journal is damaged")
 
+// ErrJournalAhead is returned by [Open] when the journal holds an entry of a later
+// checkpoint than the file's: the file is older than its journal, restored from a
+// backup without it or damaged (a damaged newest meta page has bbolt read the previous
+// checkpoint), and lacks the writes of the checkpoints since. Restore the file with its
+// journal; to start deliberately from the file as it is, without those writes, empty
+// the journal (truncate it to zero bytes).
+var ErrJournalAhead = errors.New("boltstore: the file is older than its journal")
+
 // checkStatePresent returns ErrStateMissing when the file at path is missing or empty
 // while the journal at jpath holds an entry header at its start: the journal was
 // written by an earlier run, whose file held what it acknowledged. A first start has

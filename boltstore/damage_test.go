@@ -82,6 +82,24 @@ func flipByte(t *testing.T, path string, off int64) {
 	require.NoError(t, err)
 }
 
+// newestMeta returns the offset of bbolt's meta page with the highest transaction id,
+// the page size, and the size of the pages in use that meta page gives (its high
+// water mark).
+func newestMeta(t *testing.T, path string) (off, pageSize, used int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	// A page header (16 bytes), then magic, version, page size, flags (uint32s), the
+	// root bucket (16 bytes), the freelist's page id, the high water mark and the
+	// transaction id (uint64s).
+	pageSize = int64(binary.NativeEndian.Uint32(b[16+8:]))
+	txid := func(off int64) uint64 { return binary.NativeEndian.Uint64(b[off+16+48:]) }
+	if txid(pageSize) > txid(0) {
+		off = pageSize
+	}
+	return off, pageSize, int64(binary.NativeEndian.Uint64(b[off+16+40:])) * pageSize
+}
+
 // truncateTo truncates the file at path to size(its size).
 func truncateTo(t *testing.T, path string, size func(int64) int64) {
 	t.Helper()
@@ -121,6 +139,15 @@ func TestDamagedStoreRefused(t *testing.T) {
 		{"journal truncated in entry 1", func(t *testing.T, path string) {
 			truncateTo(t, path+"-journal", func(int64) int64 { return entryOffsets(t, path+"-journal", 2)[1] + 10 })
 		}, boltstore.ErrJournalDamaged, "state.db-journal"},
+		{"newest meta page damaged", func(t *testing.T, path string) {
+			off, _, _ := newestMeta(t, path)
+			flipByte(t, path, off+16+20) // in the root bucket's page id: the checksum fails
+		}, boltstore.ErrJournalAhead, "state.db-journal holds entry 0 of epoch"},
+		{"newest meta page and entry 0 damaged", func(t *testing.T, path string) {
+			off, _, _ := newestMeta(t, path)
+			flipByte(t, path, off+16+20)
+			flipByte(t, path+"-journal", entryOffsets(t, path+"-journal", 1)[0]+30)
+		}, boltstore.ErrJournalAhead, "state.db-journal holds entry 1 of epoch"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := killedStore(t)

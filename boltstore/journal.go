@@ -34,10 +34,10 @@ import (
 // On open, the entries of the file's epoch are applied in order, up to the first that
 // is torn, of another epoch or out of sequence, and committed (an intact entry of the
 // epoch after that one means the journal was damaged, not torn by a crash: Open
-// refuses it); the next epoch is then
-// past the file's and past that of the entry at the journal's start (the latest any
-// entry has), so that no epoch is used twice, even for a file restored beside a later
-// run's journal. Entries hold physical
+// refuses it); the next epoch is the file's plus one. An entry of a later epoch than
+// the file's (at the journal's start: the latest any entry has) means the file is
+// older than its journal, and Open refuses it, so that no epoch is used twice, and no
+// checkpoint's writes are lost silently. Entries hold physical
 // writes (put or delete of a key in a bucket), so applying one twice is harmless.
 //
 // The payload is a run of mutations: kind byte (mutPut, mutDelete) | bucket byte (its
@@ -243,6 +243,9 @@ func (j *journal) recover(tx *bolt.Tx, name string) (int, error) {
 	if err != nil {
 		return n, err
 	}
+	if err := j.checkAhead(data, name); err != nil {
+		return n, err
+	}
 	if j.epoch == 0 {
 		return n, nil // a file without an epoch: no entry is ever written in epoch 0
 	}
@@ -254,6 +257,44 @@ func (j *journal) recover(tx *bolt.Tx, name string) (int, error) {
 			ErrJournalDamaged, name, n, j.epoch, end, seq, at, n)
 	}
 	return n, nil
+}
+
+// checkAhead returns ErrJournalAhead when the journal holds an entry of an epoch
+// later than the file's, j.epoch. Such an entry was written after a checkpoint the
+// file no longer has: the file is older than its journal (restored from a backup
+// without it, or its newest meta page is damaged and bbolt read the previous one), and
+// the checkpoint's writes are not in it. The latest epoch's entries start at offset 0:
+// the entry there, intact, or, damaged, a later entry of the epoch its header names or
+// of the epoch after the file's (the one a damaged meta page falls back from).
+func (j *journal) checkAhead(data []byte, name string) error {
+	at, epoch, seq := 0, uint64(0), uint64(0)
+	e, s, _, _, ok := parseEntry(data)
+	switch {
+	case ok && e > j.epoch:
+		epoch, seq = e, s
+	case ok || len(data) < journalHeader:
+		return nil
+	default:
+		candidates := []uint64{j.epoch + 1}
+		if e := binary.LittleEndian.Uint64(data[8:]); e > j.epoch+1 {
+			candidates = append(candidates, e)
+		}
+		for _, e := range candidates {
+			if at, seq, ok = findEntry(data, 1, e); ok {
+				epoch = e
+				break
+			}
+		}
+		if !ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s holds entry %d of epoch %d at offset %d, and the file beside it is at epoch %d: "+
+		"the file is older than its journal (restored from a backup without it, or damaged: a damaged newest meta "+
+		"page has bbolt read the previous checkpoint), and opening it would lose the writes since. "+
+		"Restore the file with its journal; to start deliberately from the file as it is, without those writes, "+
+		"empty the journal (truncate it to zero bytes)",
+		ErrJournalAhead, name, seq, epoch, at, j.epoch)
 }
 
 // findEntry returns the offset and seq of the first intact entry of epoch at or after
@@ -272,26 +313,6 @@ func findEntry(data []byte, from int, epoch uint64) (at int, seq uint64, ok bool
 		}
 	}
 	return 0, 0, false
-}
-
-// headEpoch returns the epoch of the entry at the start of the file, if one is intact
-// there: the latest epoch any entry was written in, since each epoch's entries start
-// at the beginning.
-func (j *journal) headEpoch() (uint64, bool) {
-	var hdr [journalHeader]byte
-	if _, err := j.f.ReadAt(hdr[:], 0); err != nil {
-		return 0, false
-	}
-	size := binary.LittleEndian.Uint32(hdr[0:])
-	if int64(size) > journalSize-journalHeader {
-		return 0, false
-	}
-	entry := make([]byte, journalHeader+int(size))
-	if _, err := j.f.ReadAt(entry, 0); err != nil {
-		return 0, false
-	}
-	epoch, _, _, _, ok := parseEntry(entry)
-	return epoch, ok
 }
 
 // parseEntry reads the entry at the start of b, and reports whether its frame is

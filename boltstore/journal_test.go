@@ -145,10 +145,12 @@ func TestJournalMissing(t *testing.T) {
 }
 
 // TestRestoredFileJournalAhead: a state.db restored from a backup beside the journal
-// of a later run (its entries of later epochs) must not reuse those epochs: an entry
-// left from the discarded run would otherwise follow the new run's entries in the
-// same epoch and be applied after a crash (before: the claim "zombie", made only in the
-// discarded run, came back).
+// of a later run (its entries of later epochs) is older than its journal: Open cannot
+// tell it from a file whose newest checkpoint was damaged, and refuses it with
+// ErrJournalAhead (before: it opened, skipping the journal's epochs, which lost a
+// damaged checkpoint's writes silently). Once the operator empties the journal, the
+// file opens as restored, and an entry left from the discarded run is never applied
+// (here, the claim "zombie", made only in the discarded run).
 func TestRestoredFileJournalAhead(t *testing.T) {
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
@@ -166,6 +168,10 @@ func TestRestoredFileJournalAhead(t *testing.T) {
 	require.NoError(t, s.Close())
 
 	require.NoError(t, os.WriteFile(path, backup, 0o600)) // the restore, state.db alone
+	_, err = boltstore.Open(path, journalOnly())
+	require.ErrorIs(t, err, boltstore.ErrJournalAhead)
+	require.Contains(t, err.Error(), path+"-journal")
+	require.NoError(t, os.Truncate(path+"-journal", 0)) // the operator's choice
 	s, err = boltstore.Open(path, journalOnly())
 	require.NoError(t, err)
 	require.NoError(t, s.Claim(ctx, "b", exp)) // an entry as long as the discarded run's first

@@ -54,13 +54,22 @@
 //
 // Open never starts silently without writes it acknowledged: a lost claim lets a
 // one-time challenge issue a second certificate, a lost revocation un-revokes one. It
-// refuses, with an error naming the file, a file missing or empty beside a journal
-// that holds writes of an earlier run ([ErrStateMissing]; a first start has neither
-// file), and a journal that cannot give back every write it holds
-// ([ErrJournalDamaged]): a damaged entry followed by an intact entry of the same
-// checkpoint (a crash tears the last entry at most, which Open drops: its write never
-// returned), or a journal shorter than its 8 MiB that holds entries (truncated; one of
-// zeros alone is a preallocation that stopped on a full disk, and opens). A file deleted or replaced while the store runs is noticed before the next
+// refuses, with an error naming the file:
+//
+//   - a file missing or empty beside a journal that holds writes of an earlier run
+//     ([ErrStateMissing]; a first start has neither file);
+//   - a journal that cannot give back every write it holds ([ErrJournalDamaged]): a
+//     damaged entry followed by an intact entry of the same checkpoint (a crash tears
+//     the last entry at most, which Open drops: its write never returned), or a
+//     journal shorter than its 8 MiB that holds entries (truncated; one of zeros alone
+//     is a preallocation that stopped on a full disk, and opens);
+//   - a file older than its journal ([ErrJournalAhead]): the journal holds an entry
+//     of a later checkpoint than the file's, because the file was restored from a
+//     backup without its journal, or its newest meta page is damaged and bbolt read
+//     the previous checkpoint. The two cannot be told apart, and the second loses
+//     that checkpoint's writes.
+//
+// A file deleted or replaced while the store runs is noticed before the next
 // checkpoint (about a second later): writes fail with ErrStateMissing from then on,
 // and an ERROR line is logged.
 //
@@ -456,13 +465,9 @@ func Open(path string, o *Options) (*Store, error) {
 		if _, err := j.recover(tx, path+"-journal"); err != nil {
 			return err
 		}
-		// The next epoch is past every epoch the journal holds entries of: a file
-		// restored from a backup beside a later run's journal would otherwise reuse
-		// that run's epochs, and its entries could follow the new ones.
+		// The journal holds no entry of a later epoch (recover refused it): the next
+		// epoch was never used.
 		next = j.epoch + 1
-		if e, ok := j.headEpoch(); ok && e >= next {
-			next = e + 1
-		}
 		if err := meta.Delete(keyClosed); err != nil {
 			return err
 		}
