@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -148,6 +149,25 @@ func TestDamagedStoreRefused(t *testing.T) {
 			flipByte(t, path, off+16+20)
 			flipByte(t, path+"-journal", entryOffsets(t, path+"-journal", 1)[0]+30)
 		}, boltstore.ErrJournalAhead, "state.db-journal holds entry 1 of epoch"},
+		{"state.db truncated to half", func(t *testing.T, path string) {
+			truncateTo(t, path, func(n int64) int64 { return n / 2 })
+		}, boltstore.ErrCorrupt, "state.db"},
+		{"state.db lost its last page", func(t *testing.T, path string) {
+			_, ps, used := newestMeta(t, path)
+			truncateTo(t, path, func(int64) int64 { return used - ps })
+		}, boltstore.ErrCorrupt, "state.db"},
+		{"state.db lost a few bytes", func(t *testing.T, path string) {
+			_, _, used := newestMeta(t, path)
+			truncateTo(t, path, func(int64) int64 { return used - 100 })
+		}, boltstore.ErrCorrupt, "state.db"},
+		{"page ids damaged", func(t *testing.T, path string) {
+			st, err := os.Stat(path)
+			require.NoError(t, err)
+			_, ps, _ := newestMeta(t, path)
+			for off := 2 * ps; off < st.Size(); off += ps {
+				flipByte(t, path, off) // the page's id
+			}
+		}, boltstore.ErrCorrupt, "state.db"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := killedStore(t)
@@ -209,6 +229,10 @@ func TestRecoverableStoreOpens(t *testing.T) {
 		{"last entry's header torn", func(t *testing.T, path string) {
 			flipByte(t, path+"-journal", entryOffsets(t, path+"-journal", 4)[3]+1)
 		}, append([]string{"checkpointed"}, journaled[:3]...), true},
+		{"unused tail of state.db cut", func(t *testing.T, path string) {
+			_, _, used := newestMeta(t, path)
+			truncateTo(t, path, func(int64) int64 { return used })
+		}, append([]string{"checkpointed"}, journaled...), true},
 		{"journal emptied: the operator opens without it", func(t *testing.T, path string) {
 			require.NoError(t, os.Truncate(path+"-journal", 0))
 		}, []string{"checkpointed"}, true},
@@ -253,4 +277,69 @@ func TestRecoverableStoreOpens(t *testing.T) {
 			require.NoError(t, boltstore.Check(s))
 		})
 	}
+}
+
+// TestStateTruncatedWhileRunning: a file truncated under a running store (its pages
+// mapped by bbolt are gone) makes bbolt fault when the checkpoint reads them; the
+// store fails its operations with ErrCorrupt from then on, and Close returns, instead
+// of the process dying of SIGBUS (before: "fatal error: fault" in the commit loop).
+func TestStateTruncatedWhileRunning(t *testing.T) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	path := killedStore(t)
+	s, err := boltstore.Open(path, journalOnly())
+	require.NoError(t, err)
+	require.NoError(t, s.Claim(ctx, "before", exp))
+	_, ps, _ := newestMeta(t, path)
+	require.NoError(t, os.Truncate(path, 2*ps)) // the meta pages alone
+	require.ErrorIs(t, boltstore.Check(s), boltstore.ErrCorrupt, "a checkpoint of a truncated file")
+	require.ErrorIs(t, s.Claim(ctx, "after", exp), boltstore.ErrCorrupt)
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, boltstore.ErrCorrupt)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close of a store whose file was truncated still waiting after 10 s")
+	}
+}
+
+// TestRandomDamageNeverKills: bytes of state.db changed at random (pages, meta pages,
+// page headers) make Open fail or open a store whose operations may fail, but never
+// end the process with a panic or a fault (before: "assertion failed: Page expected",
+// SIGSEGV in bbolt, through Open's replay transaction).
+func TestRandomDamageNeverKills(t *testing.T) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	orig := killedStore(t)
+	file, err := os.ReadFile(orig)
+	require.NoError(t, err)
+	journal, err := os.ReadFile(orig + "-journal")
+	require.NoError(t, err)
+	_, ps, used := newestMeta(t, orig)
+	failed := 0
+	for seed := range 40 {
+		rng := rand.New(rand.NewPCG(uint64(seed), 0))
+		damaged := bytes.Clone(file)
+		for range 8 { // anywhere, and in the headers of pages past the meta pages
+			damaged[rng.Int64N(used)] ^= byte(1 << rng.IntN(8))
+			damaged[(2+rng.Int64N(used/ps-2))*ps+rng.Int64N(32)] ^= byte(1 << rng.IntN(8))
+		}
+		path := filepath.Join(t.TempDir(), "state.db")
+		require.NoError(t, os.WriteFile(path, damaged, 0o600))
+		require.NoError(t, os.WriteFile(path+"-journal", journal, 0o600))
+		s, err := boltstore.Open(path, nil)
+		if err != nil {
+			failed++
+			require.ErrorIs(t, err, boltstore.ErrCorrupt, "seed %d", seed)
+			continue
+		}
+		s.Claim(ctx, "checkpointed", exp)
+		s.Certificates(ctx, crp.CertificateQuery{})
+		s.RevokedSince(ctx, time.Time{})
+		s.Pending(ctx, "", 0)
+		s.Close() // a checkpoint (not boltstore.Check: bbolt checks in a goroutine of its own)
+	}
+	t.Logf("%d of 40 damaged files refused", failed)
+	require.NotZero(t, failed, "no damage was noticed: the test proves little")
 }

@@ -67,7 +67,14 @@
 //     of a later checkpoint than the file's, because the file was restored from a
 //     backup without its journal, or its newest meta page is damaged and bbolt read
 //     the previous checkpoint. The two cannot be told apart, and the second loses
-//     that checkpoint's writes.
+//     that checkpoint's writes;
+//   - a damaged file ([ErrCorrupt]): shorter than its meta page says it is
+//     (truncated), or one bbolt fails on (a fault reading a page the file lacks, an
+//     assertion on a damaged page). bbolt reads the file through a memory map: Open
+//     and the commit loop run it with faults turned into panics
+//     (runtime/debug.SetPanicOnFault, on their goroutines alone), which they recover.
+//     When that happens while the store runs, every operation fails with ErrCorrupt
+//     until it is reopened.
 //
 // A file deleted or replaced while the store runs is noticed before the next
 // checkpoint (about a second later): writes fail with ErrStateMissing from then on,
@@ -107,6 +114,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,6 +243,8 @@ type Store struct {
 	log        *slog.Logger
 	path       string
 	opened     os.FileInfo // of the file at path when it was opened (see checkPath)
+	dbFile     *os.File    // the file bbolt opened
+	wedged     bool        // bbolt panicked and may hold its lock: Close closes dbFile, not db
 	ckptFails  int         // checkpoints failed in a row
 	ckptLogged time.Time   // of the last line about them
 
@@ -387,13 +397,13 @@ func (w *wtx) rollback(payloadMark, undoMark int) error {
 // Open opens (creating if needed) the store in the file at path, and its journal in
 // path+"-journal". Writes the journal holds that were not yet in the file (the process
 // ended without Close) are applied first. A file it creates has its directory synced.
-func Open(path string, o *Options) (*Store, error) {
+//
+// Open refuses a damaged file or journal rather than open it without writes it
+// acknowledged (see the package documentation): with ErrStateMissing,
+// ErrJournalDamaged, ErrJournalAhead or ErrCorrupt, each naming the file.
+func Open(path string, o *Options) (s *Store, err error) {
 	if o == nil {
 		o = &Options{}
-	}
-	timeout := o.Timeout
-	if timeout <= 0 {
-		timeout = time.Second
 	}
 	if err := checkStatePresent(path, path+"-journal"); err != nil {
 		return nil, err
@@ -401,12 +411,53 @@ func Open(path string, o *Options) (*Store, error) {
 	if err := checkJournalSize(path + "-journal"); err != nil {
 		return nil, err
 	}
+	if err := checkStateFile(path); err != nil {
+		return nil, err
+	}
+	// bbolt reads the file through a memory map: a page the file no longer has is a
+	// fault (SIGBUS, SIGSEGV), and a damaged one fails its assertions (panics). Both
+	// are an error of this Open, not the end of the process.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var opened openFiles
+	defer func() {
+		if r := recover(); r != nil {
+			// db.Close could wait forever for the lock of the transaction that
+			// panicked: the file is closed instead (which releases bbolt's lock),
+			// leaving its memory map.
+			opened.close()
+			s, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	return open(path, o, &opened)
+}
+
+// openFiles are the files open made, for Open to close after a panic.
+type openFiles struct {
+	db *os.File // the file bbolt opened
+	j  *journal
+}
+
+func (f *openFiles) close() {
+	if f.j != nil {
+		f.j.close()
+	}
+	if f.db != nil {
+		f.db.Close()
+	}
+}
+
+// open is Open after the checks of the files, which it records in opened as it
+// opens them.
+func open(path string, o *Options, opened *openFiles) (*Store, error) {
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
 	_, statErr := os.Lstat(path)
-	var dbFile *os.File // the file bbolt opened
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout,
 		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, perm)
-			dbFile = f
+			opened.db = f
 			return f, err
 		}})
 	if errors.Is(err, bolt.ErrTimeout) {
@@ -419,7 +470,7 @@ func Open(path string, o *Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	opened, err := dbFile.Stat()
+	dbInfo, err := opened.db.Stat()
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: opening %s: %w", path, err)
@@ -429,6 +480,7 @@ func Open(path string, o *Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: opening the journal of %s: %w", path, err)
 	}
+	opened.j = j
 	if errors.Is(statErr, os.ErrNotExist) || jcreated {
 		// A file's name is as durable as its content only once its directory is
 		// synced (fsync(2) of the file alone does not write the entry on Linux).
@@ -486,7 +538,7 @@ func Open(path string, o *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: %w", err)
 	}
 	s := &Store{db: db, clock: o.Now, ops: make(chan *op, maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
-		j: j, tx: tx, log: o.Logger, path: path, opened: opened, ckptEvery: checkpointEvery}
+		j: j, tx: tx, log: o.Logger, path: path, dbFile: opened.db, opened: dbInfo, ckptEvery: checkpointEvery}
 	if o.checkpointEvery > 0 {
 		s.ckptEvery = o.checkpointEvery
 	}
@@ -527,6 +579,11 @@ func (s *Store) Close() error {
 	<-s.done
 	if !first {
 		return nil
+	}
+	if s.wedged {
+		// bbolt may hold the lock of the transaction that panicked, which its Close
+		// would wait for: the file is closed instead, its memory map left.
+		return errors.Join(s.closeErr, s.j.close(), s.dbFile.Close())
 	}
 	return errors.Join(s.closeErr, s.j.close(), s.db.Close())
 }
@@ -580,6 +637,9 @@ func (s *Store) enqueue(ctx context.Context, o *op) error {
 
 func (s *Store) commitLoop() {
 	defer close(s.done)
+	// A fault on the file's memory map (a page its file lost) is a panic that safely
+	// and guard turn into an error, not the end of the process.
+	debug.SetPanicOnFault(true)
 	tick := time.NewTicker(checkpointEvery / 4)
 	defer tick.Stop()
 	batch := make([]*op, 0, maxBatch)
@@ -731,8 +791,9 @@ func undoFailed(err error) error { return fmt.Errorf("boltstore: undoing a faile
 // so it is rebuilt from them, and every operation of the group fails with err.
 func (s *Store) fail(batch []*op, err error) {
 	answer(batch, err)
-	s.tx.Rollback()
-	s.rebuild()
+	if s.guard("rolling back", s.tx.Rollback); s.broken == nil {
+		s.rebuild()
+	}
 }
 
 // maybeCheckpoint commits the open transaction when it is due: checkpointEvery after
@@ -765,16 +826,22 @@ func (s *Store) commit() error {
 		return err
 	}
 	epoch := s.j.epoch + 1
-	err := s.tx.Bucket(bMeta).Put(keyEpoch, binary.BigEndian.AppendUint64(nil, epoch))
-	if err == nil {
-		if s.commitTx != nil {
-			err = s.commitTx(s.tx)
+	err := s.guard("checkpoint", func() error {
+		err := s.tx.Bucket(bMeta).Put(keyEpoch, binary.BigEndian.AppendUint64(nil, epoch))
+		if err == nil {
+			if s.commitTx != nil {
+				err = s.commitTx(s.tx)
+			} else {
+				err = s.tx.Commit()
+			}
+			s.syncs.Add(2)
 		} else {
-			err = s.tx.Commit()
+			s.tx.Rollback()
 		}
-		s.syncs.Add(2)
-	} else {
-		s.tx.Rollback()
+		return err
+	})
+	if errors.Is(err, ErrCorrupt) {
+		return err
 	}
 	if err != nil {
 		s.rebuild()
@@ -796,8 +863,8 @@ func (s *Store) commit() error {
 	}
 	s.checkpoint.Add(1)
 	s.j.restart(epoch)
-	s.tx, err = s.db.Begin(true)
-	if err != nil {
+	if err := s.guard("beginning a transaction", func() (err error) { s.tx, err = s.db.Begin(true); return err }); err != nil && s.broken == nil {
+		s.tx = nil
 		s.broken = fmt.Errorf("boltstore: %w", err)
 	}
 	return nil
@@ -807,12 +874,20 @@ func (s *Store) commit() error {
 // the current epoch to it. On failure the store is broken: reopening it applies the
 // journal again.
 func (s *Store) rebuild() {
-	tx, err := s.db.Begin(true)
-	if err == nil {
-		err = s.replayEpoch(tx)
-		if err != nil {
+	var tx *bolt.Tx
+	s.tx = nil
+	err := s.guard("rebuilding the transaction", func() (err error) {
+		if tx, err = s.db.Begin(true); err != nil {
+			return err
+		}
+		s.tx = tx // for guard to roll back
+		if err = s.replayEpoch(tx); err != nil {
 			tx.Rollback()
 		}
+		return err
+	})
+	if errors.Is(err, ErrCorrupt) {
+		return
 	}
 	if err != nil {
 		s.broken = fmt.Errorf("boltstore: the store must be reopened: %w", err)
@@ -853,12 +928,14 @@ func (s *Store) finish() error {
 	}
 	// Even without writes: the mark of a Close tells the next Open that the journal
 	// holds nothing the file lacks (see checkJournal).
-	err := s.tx.Bucket(bMeta).Put(keyClosed, binary.BigEndian.AppendUint64(nil, s.j.epoch+1))
+	err := s.guard("closing", func() error {
+		return s.tx.Bucket(bMeta).Put(keyClosed, binary.BigEndian.AppendUint64(nil, s.j.epoch+1))
+	})
 	if err == nil {
 		err = s.commit()
 	}
 	if s.broken == nil {
-		s.tx.Rollback()
+		s.guard("closing", s.tx.Rollback)
 	}
 	return err
 }
