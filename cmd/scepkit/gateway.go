@@ -230,7 +230,14 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 			}
 		}
 		bs, migrated, err := boltstore.OpenDir(c.StateDir, &boltstore.Options{Logger: log})
-		if err != nil {
+		switch {
+		case errors.Is(err, boltstore.ErrStateMissing), errors.Is(err, boltstore.ErrJournalDamaged),
+			errors.Is(err, boltstore.ErrJournalAhead), errors.Is(err, boltstore.ErrCorrupt),
+			errors.Is(err, boltstore.ErrJournalMissing):
+			// Damaged or incomplete state: an operator must look (the error says how);
+			// starting again changes nothing.
+			return nil, settingError("state_dir", err)
+		case err != nil:
 			return nil, unavailableSetting("state_dir", err) // held by a gateway still stopping, say
 		}
 		if migrated > 0 {

@@ -36,6 +36,7 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/jackc/pgx/v5"
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp/intune"
@@ -1610,4 +1611,39 @@ func TestReadyzFollowsStoreWrites(t *testing.T) {
 	out, err = scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
 	require.NoError(t, err, out)
 	r.stop(t)
+}
+
+// TestDamagedStateRefused: a state directory whose store lost acknowledged writes
+// (state.db deleted beside its journal; the journal cut short) refuses the start with
+// exit status 2, naming state_dir, so systemd does not restart it in a loop; before,
+// the first started on an empty store that had forgotten the challenges used and the
+// revocations made.
+func TestDamagedStateRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		want   string
+	}{
+		{"state.db deleted", func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, boltstore.FileName)))
+		}, "the file is missing but its journal holds writes"},
+		{"journal cut short", func(t *testing.T, dir string) {
+			require.NoError(t, os.Truncate(filepath.Join(dir, boltstore.FileName+"-journal"), 4096))
+		}, "the journal is damaged"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			cfg := f.config(t, "", "")
+			r := start(t, cfg)
+			out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
+			require.NoError(t, err, out)
+			require.NoError(t, r.cmd.Process.Kill()) // a crash: no last checkpoint
+			<-r.done
+			tc.damage(t, f.path("state"))
+			out, code := refusedStart(t, cfg)
+			require.Equal(t, exitConfig, code, out)
+			require.Contains(t, out, "setting state_dir")
+			require.Contains(t, out, tc.want)
+		})
+	}
 }
