@@ -64,12 +64,14 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	// claimed and the outcome is recorded, so that a retry cannot obtain a second
 	// certificate (for example when a required notification fails after issuance).
 	transient := e != nil && e.releases() && tx.Certificate == nil
-	if transient || e != nil && tx.Renewal && tx.Certificate == nil {
-		// A renewal refused with nothing issued gives its one renewal back: the
+	if transient || e != nil && tx.Renewal && tx.Certificate == nil && e.Phase < PhaseIssue {
+		// A renewal refused before the CA was asked gives its one renewal back: the
 		// certificate proves its holder as well as before, and keeping the claim
 		// left a device whose renewal was refused (a key size its profile does not
-		// allow, a user disabled for a while) unable to renew at all. A challenge
-		// stays spent: its holder gets a new one from the MDM.
+		// allow, a user disabled for a while) unable to renew at all. Once the CA
+		// was asked (a decision that lapsed, a certificate withheld for not matching
+		// it) it may have signed: the claim stays. A challenge stays spent: its
+		// holder gets a new one from the MDM.
 		rp.release(ctx, tx)
 	}
 	if e != nil && tx.Certificate != nil {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,4 +127,55 @@ func TestNilTraceFailed(t *testing.T) {
 	var tr *crp.Trace
 	require.Nil(t, tr.Failed())
 	require.Nil(t, (&crp.Result{}).Trace.Failed())
+}
+
+// TestRenewalAskedOfCAStaysClaimed: a renewal refused once the CA was asked keeps its
+// claim, since the CA may have signed: a decision that lapsed (an external CA that
+// reports late) and a certificate withheld for not matching the decision. Giving
+// those back let one certificate renew again and again.
+func TestRenewalAskedOfCAStaysClaimed(t *testing.T) {
+	ctx := context.Background()
+	t.Run("decision lapsed", func(t *testing.T) {
+		env := newEnv(t)
+		old := enrollAlice(t, env)
+		env.RP.DecisionTTL = 50 * time.Millisecond
+		decide := func(id string) error {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			require.NoError(t, err)
+			req := csr(t, k, "alice@example.com", "")
+			proof, err := crp.SignatureProof(old, req, signCSR(t, deviceKey, req))
+			require.NoError(t, err)
+			_, err = env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: id, CSR: req, Proof: proof})
+			return err
+		}
+		require.NoError(t, decide("renew-1"))
+		time.Sleep(100 * time.Millisecond)
+		require.Equal(t, 1, env.RP.SweepDecisions(ctx))
+		var e *crp.Error
+		require.ErrorAs(t, decide("renew-2"), &e)
+		require.Equal(t, crp.ReasonRenewalSigner, e.Reason, "already renewed")
+	})
+	t.Run("certificate withheld", func(t *testing.T) {
+		env := newEnv(t)
+		ts := httptest.NewServer(env.Server)
+		defer ts.Close()
+		client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+		ch := mint(t, env, "alice@example.com", "alice-laptop")
+		cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
+		require.NoError(t, err)
+		var signed atomic.Int32
+		env.Issuer.Next = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+			tmpl := *req.Template
+			tmpl.RawSubject, tmpl.Subject = nil, pkix.Name{CommonName: "someone-else"}
+			signed.Add(1)
+			return env.CA.Sign(ctx, &tmpl, req.PublicKey)
+		})
+		for range 3 {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			require.NoError(t, err)
+			_, err = client.Renew(ctx, csr(t, k, "alice@example.com", "").Raw, cert, deviceKey)
+			require.Error(t, err)
+		}
+		require.Equal(t, int32(1), signed.Load(), "the CA was asked again for a renewal it may have signed")
+	})
 }
