@@ -130,8 +130,10 @@ type Transaction struct {
 	checkErr   error                 // what Verifier.Check said, judged phase by phase
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool
-	renewalOff bool      // the SCEP server has renewal off (scep.Request.RenewalDisabled)
-	ca         issuingCA // chosen when the transaction began
+	renewalOff bool // the SCEP server has renewal off (scep.Request.RenewalDisabled)
+	// profileChecked: phase 3 checked the CSR against the rendered profile.
+	profileChecked bool
+	ca             issuingCA // chosen when the transaction began
 }
 
 // UserID returns the user the transaction is for (from the challenge, or from the

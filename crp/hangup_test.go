@@ -105,22 +105,22 @@ func TestHangUpDuringTemplate(t *testing.T) {
 }
 
 // TestTemplateVerdictBurnsChallenge: a resolver's *catemplate.TemplateError is a
-// verdict on the request: refused, its challenge spent, unlike a hang-up. (A refusal of
-// the key the profile asked for is the operator's fault instead:
-// TestTemplateRefusesProfileKey.)
+// verdict on the request: refused, its challenge spent, unlike a hang-up; a resolver's
+// verdict on the key too (a template's own settings refusing the key the profile asked
+// for are the operator's fault instead: TestTemplateRefusesProfileKey).
 func TestTemplateVerdictBurnsChallenge(t *testing.T) {
 	env := newEnv(t)
 	calls := 0
 	env.RP.Templates = catemplate.ResolverFunc(func(context.Context, *catemplate.ResolveRequest) (*catemplate.Template, error) {
 		calls++
-		return nil, &catemplate.TemplateError{Template: "ou-based", Err: catemplate.ErrNoTemplate, Detail: "no template for this OU"}
+		return nil, &catemplate.TemplateError{Template: "ou-based", Err: catemplate.ErrKeyType, Detail: "this OU takes ECDSA keys"}
 	})
 	ch := mint(t, env, "alice@example.com", "alice-laptop")
 	req := csr(t, deviceKey, "alice@example.com", ch)
 	_, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "verdict-1", CSR: req, Challenge: ch})
 	var ce *crp.Error
 	require.ErrorAs(t, err, &ce)
-	require.Equal(t, crp.ReasonNoTemplate, ce.Reason)
+	require.Equal(t, crp.ReasonKeyRefused, ce.Reason)
 	_, err = env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "verdict-2", CSR: req, Challenge: ch})
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, crp.ReasonReplayed, ce.Reason, "the challenge was spent")

@@ -319,6 +319,7 @@ func (rp *RegistrationPoint) stepProfile(ctx context.Context, tx *Transaction) *
 	if err := profile.Check(tx.CSR, r); err != nil {
 		return fail(PhaseMapping, ReasonCSRMismatch, err)
 	}
+	tx.profileChecked = true // the CSR, its key included, is what the profile asks for
 	return nil
 }
 
@@ -339,7 +340,8 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 		case errors.Is(err, catemplate.ErrInvalidTemplate):
 			return fail(PhaseTemplate, ReasonMisconfigured, err)
 		case keyRefusal(err):
-			return templateKeyRefusal(tx, err)
+			// The resolver's own verdict on this key (a blocklist, say): the device's.
+			return fail(PhaseTemplate, ReasonKeyRefused, err)
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrUnavailable):
 			// No verdict on the request: the request's context ended (the device hung
 			// up), or the resolver says it could not reach its store. Transient: the
@@ -375,13 +377,14 @@ func (rp *RegistrationPoint) stepTemplate(ctx context.Context, tx *Transaction) 
 	return nil
 }
 
-// templateKeyRefusal is the verdict on a template that refuses the request's key. With
-// a rendered profile, phase 3 has checked that key against it: the template refuses
-// what the profile tells devices to make, so no device can satisfy both, an operator
-// fault that gives the challenge back (ReasonMisconfigured). Without one (an external
-// validator judged the CSR) the key is the device's choice: ReasonKeyRefused.
+// templateKeyRefusal is the verdict on a template whose settings (MinKeySize,
+// KeyTypes) refuse the request's key. When phase 3 has checked the CSR against the
+// profile (profile.Check), the template refuses what the profile tells devices to
+// make, so no device can satisfy both: an operator fault that gives the challenge back
+// (ReasonMisconfigured). Otherwise (an external validator judged the CSR) the key is
+// the device's choice: ReasonKeyRefused.
 func templateKeyRefusal(tx *Transaction, err error) *Error {
-	if tx.Rendered != nil {
+	if tx.profileChecked {
 		return fail(PhaseTemplate, ReasonMisconfigured, fmt.Errorf("the template refuses the key profile %q asks for: %w", tx.ProfileID(), err))
 	}
 	return fail(PhaseTemplate, ReasonKeyRefused, err)
