@@ -343,7 +343,7 @@ func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCert
 // withheld logs, at ERROR, a certificate the CA issued that the device is not given:
 // an operator must revoke it. why says what happened, err (if any) the detail.
 func (rp *RegistrationPoint) withheld(ctx context.Context, txID string, cert *x509.Certificate, why string, err error) {
-	attrs := []any{"transactionID", txID, "serial", fmt.Sprintf("%x", cert.SerialNumber), "reason", why}
+	attrs := []any{"transactionID", txID, "serial", fmt.Sprintf("%x", cert.SerialNumber), "issuer", cert.Issuer.String(), "reason", why}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}

@@ -463,7 +463,8 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 		// Unrecorded revokes a serial the inventory does not hold: a certificate the CA
 		// signed that could not be recorded and was withheld from the device (logged
 		// "certificate issued but withheld from the device; revoke it"). It goes into
-		// the CRL of the CA in force now, which signed it.
+		// the CRL of every CA the gateway serves (current and next), since which one
+		// signed it is not on record.
 		Unrecorded bool `json:"unrecorded"`
 	}
 	const want = `body: {"reason": CRLReason 0-6, 9 or 10, "unrecorded": optional boolean}`
@@ -480,14 +481,21 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 	var crl *crp.CRLPublisher
 	switch {
 	case errors.Is(err, crp.ErrNotFound) && body.Unrecorded:
-		ca := a.g.ca
-		crl = a.g.crl
-		if a.g.nextCRL != nil && a.g.server.RolledOver(a.g.now()) {
-			ca, crl = a.g.next, a.g.nextCRL
+		// Which CA signed it is not on record (around a rollover either may have):
+		// revoked for every CA (no Issuer), recorded first, so that each CRL
+		// publisher finds it there and lists it.
+		a.log.WarnContext(r.Context(), "admin revocation of a serial not in the inventory, for every CA", "serial", serial.Text(16))
+		if rev, err = a.g.store.Revoke(r.Context(), rev); err != nil {
+			a.fail(w, r, http.StatusServiceUnavailable, err)
+			return
 		}
-		rev.Issuer = ca.Certificate.RawSubject
-		a.log.WarnContext(r.Context(), "admin revocation of a serial not in the inventory", "serial", serial.Text(16),
-			"issuer", ca.Certificate.Subject.String())
+		crl = a.g.crl
+		if a.g.nextCRL != nil {
+			if _, err := a.g.nextCRL.Revoke(r.Context(), rev); err != nil {
+				a.fail(w, r, http.StatusServiceUnavailable, err)
+				return
+			}
+		}
 	case errors.Is(err, crp.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, apiError{"no certificate with this serial was issued here " +
 			"(for one withheld from its device and not recorded, revoke with \"unrecorded\": true)"})

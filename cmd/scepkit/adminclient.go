@@ -27,7 +27,7 @@ commands:
   revoke [-unrecorded] SERIAL REASON
                                 revoke a certificate (serial in hex; RFC 5280 CRLReason 0-6, 9 or 10);
                                 -unrecorded for one the log says was withheld from its device and not
-                                recorded in the inventory
+                                recorded in the inventory (listed in every CA's CRL)
   cert SERIAL                   show one issued certificate
   certs [-user U] [-device D] [-expiring-within 720h]
                                 list issued certificates (every page)
@@ -202,9 +202,13 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		why := strings.Join(rest[2:], " ")
 		return call(http.MethodPost, "/v1/pending/"+url.PathEscape(rest[1])+"/reject", map[string]string{"reason": why})
 	case "revoke":
-		unrecorded := len(rest) > 1 && rest[1] == "-unrecorded"
-		if unrecorded {
-			rest = append(rest[:1:1], rest[2:]...)
+		unrecorded := false
+		for i := 1; i < len(rest); i++ { // the flag before or after the arguments
+			if rest[i] == "-unrecorded" || rest[i] == "--unrecorded" {
+				unrecorded = true
+				rest = append(rest[:i:i], rest[i+1:]...)
+				break
+			}
 		}
 		if err := need(2); err != nil {
 			return err

@@ -465,7 +465,7 @@ func TestGatewayBinary(t *testing.T) {
 	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", withheld.Text(16), "1")
 	require.Error(t, err, out)
 	require.Contains(t, out, "unrecorded")
-	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", "-unrecorded", withheld.Text(16), "1")
+	out, err = r.admin(t, f, []string{"-token-file", f.path("token")}, "revoke", withheld.Text(16), "1", "-unrecorded")
 	require.NoError(t, err, out)
 	crl = readCRL(t, r.base)
 	require.NoError(t, crl.CheckSignatureFrom(ca))
