@@ -220,7 +220,7 @@ func (j *journal) replayData(tx *bolt.Tx, data []byte, upTo uint64) (n int, end 
 			break
 		}
 		if err := applyMutations(tx, payload); err != nil {
-			return n, end, fmt.Errorf("%w: entry %d of epoch %d: %v", errJournal, seq, j.epoch, err)
+			return n, end, fmt.Errorf("%w (%w): entry %d of epoch %d: %v", ErrJournalDamaged, errJournal, seq, j.epoch, err)
 		}
 		n++
 		end += size

@@ -203,8 +203,8 @@ func TestJournalBadEntryRefused(t *testing.T) {
 	j.restart(epoch)
 	must(t, j.append(entry(mutPut, "good")), j.append([]byte{mutPut, 200, 1, 'k', 1, 'v'}))
 	j.close()
-	if _, err := Open(path, nil); !errors.Is(err, errJournal) {
-		t.Fatalf("Open with an entry naming bucket 200: %v, want errJournal", err)
+	if _, err := Open(path, nil); !errors.Is(err, errJournal) || !errors.Is(err, ErrJournalDamaged) {
+		t.Fatalf("Open with an entry naming bucket 200: %v, want errJournal and ErrJournalDamaged", err)
 	}
 	if n := keysIn(t, path, bClaims); n != 0 {
 		t.Fatalf("the file has %d claims after a refused journal, want 0", n)

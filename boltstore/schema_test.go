@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -88,7 +89,7 @@ func TestSchemaVersions(t *testing.T) {
 	s.Close()
 
 	setVersion(t, path, 4)
-	if _, err := Open(path, nil); err == nil || !strings.Contains(err.Error(), "newer") {
+	if _, err := Open(path, nil); !errors.Is(err, ErrNewerSchema) {
 		t.Fatalf("opening a version 4 file: %v, want refused as newer", err)
 	}
 }

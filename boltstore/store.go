@@ -170,6 +170,10 @@ var (
 // ErrClosed is returned by the methods of a closed Store.
 var ErrClosed = errors.New("boltstore: closed")
 
+// ErrNewerSchema is returned by [Open] for a file a newer release of this package
+// wrote: its layout is not known here. Run that release, or restore a backup.
+var ErrNewerSchema = errors.New("boltstore: the file was written by a newer release")
+
 // now is the store's clock; a Store Open did not make has none (its methods then
 // answer ErrNotOpen).
 func (s *Store) now() time.Time {
@@ -504,7 +508,7 @@ func open(path string, o *Options, opened *openFiles) (*Store, error) {
 				return err
 			}
 		case len(v) != 1 || v[0] > schemaVersion:
-			return fmt.Errorf("boltstore: %s has schema version %v, newer than this package's %d", path, v, schemaVersion)
+			return fmt.Errorf("%w: %s has schema version %v, newer than this package's %d", ErrNewerSchema, path, v, schemaVersion)
 		case v[0] < schemaVersion:
 			if err := meta.Put(keyVersion, []byte{schemaVersion}); err != nil {
 				return err

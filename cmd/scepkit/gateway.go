@@ -233,7 +233,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		switch {
 		case errors.Is(err, boltstore.ErrStateMissing), errors.Is(err, boltstore.ErrJournalDamaged),
 			errors.Is(err, boltstore.ErrJournalAhead), errors.Is(err, boltstore.ErrCorrupt),
-			errors.Is(err, boltstore.ErrJournalMissing):
+			errors.Is(err, boltstore.ErrJournalMissing), errors.Is(err, boltstore.ErrNewerSchema):
 			// Damaged or incomplete state: an operator must look (the error says how);
 			// starting again changes nothing.
 			return nil, settingError("state_dir", err)
