@@ -225,8 +225,10 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		// Whoever may write the store or its journal may un-revoke a certificate or
 		// un-claim a challenge (the journal is replayed at the next start).
 		for _, name := range []string{boltstore.FileName, boltstore.FileName + "-journal"} {
-			if err := othersMayWrite(filepath.Join(c.StateDir, name)); err != nil {
-				return nil, settingError("state_dir", err)
+			path := filepath.Join(c.StateDir, name)
+			if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o022 != 0 {
+				return nil, settingError("state_dir", fmt.Errorf("%s may be written by other users (mode %v): chmod go-w it",
+					path, fi.Mode().Perm()))
 			}
 		}
 		bs, migrated, err := boltstore.OpenDir(c.StateDir, &boltstore.Options{Logger: log})

@@ -168,9 +168,11 @@ func TestStoreWritableByOthersRefused(t *testing.T) {
 			require.NoError(t, err)
 			g.close()
 			path := filepath.Join(f.path("state"), name)
-			require.NoError(t, os.Chmod(path, 0o666))
-			_, err = newGateway(context.Background(), c, log)
-			require.ErrorContains(t, err, "setting state_dir (SCEPKIT_STATE_DIR): "+path+" may be written by other users")
+			for _, mode := range []os.FileMode{0o666, 0o620} {
+				require.NoError(t, os.Chmod(path, mode))
+				_, err = newGateway(context.Background(), c, log)
+				require.ErrorContains(t, err, "setting state_dir (SCEPKIT_STATE_DIR): "+path+" may be written by other users")
+			}
 			require.NoError(t, os.Chmod(path, 0o640))
 			g, err = newGateway(context.Background(), c, log)
 			require.NoError(t, err)

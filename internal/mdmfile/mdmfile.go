@@ -6,6 +6,8 @@ package mdmfile
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -205,6 +207,11 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 			if errors.As(err, &redirect) {
 				return nil, fmt.Errorf("JWKS %s: %w", name, redirect.err)
 			}
+			if untrusted(err) {
+				// A certificate the system does not trust or that names another
+				// host: a setting (or an attack) to look at, not an MDM starting.
+				return nil, fmt.Errorf("JWKS %s: %w", name, err)
+			}
 			return nil, fmt.Errorf("JWKS %s: %w (%w)", name, ErrUnreachable, err)
 		}
 		defer resp.Body.Close()
@@ -235,6 +242,18 @@ func LoadKeySet(ctx context.Context, src string) (*challenge.KeySet, error) {
 		return nil, fmt.Errorf("JWKS %s: no usable signature key", name)
 	}
 	return ks, nil
+}
+
+// untrusted reports whether err is the TLS verification of the server's certificate
+// failing: unknown authority, another host name, invalid.
+func untrusted(err error) bool {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify)
 }
 
 // validPort reports whether p is a TCP port number, 1 to 65535.

@@ -302,10 +302,13 @@ func TestLoadKeySetUnreachable(t *testing.T) {
 	defer srv.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
+	selfSigned := httptest.NewTLSServer(http.NotFoundHandler()) // a certificate the system does not trust
+	defer selfSigned.Close()
 	cases := []struct {
 		src         string
 		unreachable bool
 	}{
+		{selfSigned.URL + "/jwks", false},
 		{closed.URL + "/jwks", true},
 		{srv.URL + "/busy", true},
 		{srv.URL + "/slow-down", true},
