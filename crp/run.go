@@ -49,28 +49,23 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 	if e := rp.checkIssuingCA(ctx, tx); e != nil {
 		return e
 	}
-	if tx.Renewal && tx.MessageType == scep.PKCSReq && tx.Challenge != "" {
-		// A PKCSReq signed by one of our certificates and carrying a challenge: a
-		// renewal if the signer may renew; otherwise (expired, revoked, another
-		// subject) the challenge authorizes it as a new enrollment (RFC 8894 §2.3, §3.3.1),
-		// as it would with a self-signed signer. Clients such as certmonger and sscep
-		// sign with the certificate they hold, which may be the revoked one a fresh
-		// challenge is meant to replace.
-		if _, e := rp.renewableSigner(ctx, tx); e != nil && e.Reason == ReasonRenewalSigner {
-			tx.Renewal = false
-			if log := rp.log(); log.Enabled(ctx, slog.LevelInfo) {
-				log.LogAttrs(ctx, slog.LevelInfo, "crp: the signer cannot renew; the challenge decides",
-					slog.String("transactionID", tx.ID), slog.String("err", loggedError(e.Err)))
-			}
+	signerOrChallenge := tx.Renewal && tx.MessageType == scep.PKCSReq && tx.Challenge != ""
+	if tx.Renewal {
+		step := builtin{"renewal-signer", rp.stepRenewalSigner}
+		if signerOrChallenge {
+			step = builtin{"renewal-signer-or-challenge", rp.stepSignerOrChallenge}
+		}
+		if err := rp.runPhase(ctx, tx, PhaseGateway, builtin{"csr-signature", rp.stepCSRSignature}, step); err != nil {
+			return err
 		}
 	}
 	if tx.Renewal {
-		if err := rp.runPhase(ctx, tx, PhaseGateway,
-			builtin{"csr-signature", rp.stepCSRSignature},
-			builtin{"renewal-signer", rp.stepRenewalSigner}); err != nil {
+		if err := rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser}); err != nil {
 			return err
 		}
-		if err := rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser}); err != nil {
+	} else if signerOrChallenge {
+		// The signer could not renew; its step verified the challenge instead.
+		if err := rp.challengePhases(ctx, tx); err != nil {
 			return err
 		}
 	} else if tx.Validator = rp.validatorFor(tx.Challenge); tx.Validator != nil {
@@ -100,13 +95,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 			builtin{"challenge-audience", rp.stepAudience}); err != nil {
 			return err
 		}
-		if err := rp.runPhase(ctx, tx, PhaseExpiry, builtin{"challenge-lifetime", rp.stepExpiry}); err != nil {
-			return err
-		}
-		if err := rp.runPhase(ctx, tx, PhaseGenuineness,
-			builtin{"challenge-genuine", rp.stepGenuine},
-			builtin{"user-active", rp.stepUser},
-			builtin{"challenge-unused", rp.stepClaim}); err != nil {
+		if err := rp.challengePhases(ctx, tx); err != nil {
 			return err
 		}
 	}
@@ -116,6 +105,44 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 		return err
 	}
 	return rp.runPhase(ctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
+}
+
+// challengePhases runs phases 1 and 2 of a challenge of the Verifier, verified in the
+// gateway phase: its lifetime, then its genuineness, the user, and its claim.
+func (rp *RegistrationPoint) challengePhases(ctx context.Context, tx *Transaction) *Error {
+	if err := rp.runPhase(ctx, tx, PhaseExpiry, builtin{"challenge-lifetime", rp.stepExpiry}); err != nil {
+		return err
+	}
+	return rp.runPhase(ctx, tx, PhaseGenuineness,
+		builtin{"challenge-genuine", rp.stepGenuine},
+		builtin{"user-active", rp.stepUser},
+		builtin{"challenge-unused", rp.stepClaim})
+}
+
+// stepSignerOrChallenge decides a PKCSReq signed by one of our certificates that
+// carries a challenge: a renewal if the signer may renew (stepRenewalSigner, which
+// claims it); otherwise (expired, revoked, another subject, already renewed) the
+// challenge authorizes it as a new enrollment (RFC 8894 §2.3, §3.3.1), as it would
+// with a self-signed signer, and this step verifies the challenge as challenge-verify
+// and challenge-audience do. Clients such as certmonger and sscep sign with the
+// certificate they hold, which may be the very one a fresh challenge is meant to
+// replace. One step, so that the signer is judged once.
+func (rp *RegistrationPoint) stepSignerOrChallenge(ctx context.Context, tx *Transaction) *Error {
+	e := rp.stepRenewalSigner(ctx, tx)
+	if e == nil || e.Reason != ReasonRenewalSigner {
+		return e
+	}
+	tx.Renewal = false
+	if log := rp.log(); log.Enabled(ctx, slog.LevelInfo) {
+		log.LogAttrs(ctx, slog.LevelInfo, "crp: the signer cannot renew; the challenge decides",
+			slog.String("transactionID", tx.ID), slog.String("err", loggedError(e.Err)))
+	}
+	tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
+	rp.tel().challengeFingerprint(ctx, tx.Trace.ChallengeFingerprint)
+	if e := rp.stepVerifyChallenge(ctx, tx); e != nil {
+		return e
+	}
+	return rp.stepAudience(ctx, tx)
 }
 
 // issue runs the issue phase; it returns a nil error with tx.Certificate nil when the

@@ -179,3 +179,39 @@ func TestRenewalAskedOfCAStaysClaimed(t *testing.T) {
 		require.Equal(t, int32(1), signed.Load(), "the CA was asked again for a renewal it may have signed")
 	})
 }
+
+// TestPKCSReqChallengeDecidesForRenewedSigner: a certificate that already renewed
+// signs a PKCSReq with a fresh challenge (a client that kept the old certificate):
+// the challenge decides, one step judging the signer once. It was refused "already
+// renewed" without the challenge being looked at.
+func TestPKCSReqChallengeDecidesForRenewedSigner(t *testing.T) {
+	env := newEnv(t)
+	ts := httptest.NewServer(capsWithoutRenewal(env.Server))
+	defer ts.Close()
+	ctx := context.Background()
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
+	require.NoError(t, err)
+	k1, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	_, err = client.Renew(ctx, csr(t, k1, "alice@example.com", "").Raw, cert, deviceKey) // its one renewal
+	require.NoError(t, err)
+	issued := env.Issuer.Count()
+
+	k2, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	_, err = client.Renew(ctx, csr(t, k2, "alice@example.com", "").Raw, cert, deviceKey)
+	require.Error(t, err, "no second renewal")
+	k3, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	got, err := client.Renew(ctx, csr(t, k3, "alice@example.com", mint(t, env, "alice@example.com", "alice-laptop")).Raw, cert, deviceKey)
+	require.NoError(t, err, "a fresh challenge decides")
+	require.NotNil(t, got)
+	require.Equal(t, issued+1, env.Issuer.Count())
+	n := env.Notifier.Notifications()
+	steps := n[len(n)-1].Trace.Steps
+	require.Equal(t, "renewal-signer-or-challenge", steps[1].Step)
+	require.True(t, steps[1].OK)
+	require.Nil(t, n[len(n)-1].Trace.Failed())
+}
