@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/scep"
 	"github.com/stretchr/testify/require"
 )
@@ -31,6 +32,22 @@ func capsWithoutRenewal(h http.Handler) http.Handler {
 	})
 }
 
+// enrolledAlice serves env over h (env.Server when nil) and enrolls alice-laptop with
+// a fresh challenge: the client, the certificate and the challenge used.
+func enrolledAlice(t *testing.T, env *crptest.Env, h http.Handler) (*scep.Client, *x509.Certificate, string) {
+	t.Helper()
+	if h == nil {
+		h = env.Server
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	cert, err := client.Enroll(context.Background(), csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
+	require.NoError(t, err)
+	return client, cert, ch
+}
+
 // TestPKCSReqChallengeDecidesForUnrenewableSigner: a PKCSReq signed by a certificate
 // of this CA that can no longer renew (revoked here) but carrying a fresh challenge
 // is a new enrollment the challenge authorizes (RFC 8894 §2.3, §3.3.1), as with a
@@ -41,14 +58,8 @@ func capsWithoutRenewal(h http.Handler) http.Handler {
 // the revoked certificate does not renew.
 func TestPKCSReqChallengeDecidesForUnrenewableSigner(t *testing.T) {
 	env := newEnv(t)
-	ts := httptest.NewServer(capsWithoutRenewal(env.Server))
-	defer ts.Close()
 	ctx := context.Background()
-	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
-
-	used := mint(t, env, "alice@example.com", "alice-laptop")
-	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", used).Raw, deviceKey)
-	require.NoError(t, err)
+	client, cert, used := enrolledAlice(t, env, capsWithoutRenewal(env.Server))
 	require.NoError(t, env.CA.Revoke(cert.SerialNumber, 1, time.Now()))
 	issued := env.Issuer.Count()
 
@@ -87,13 +98,8 @@ func TestPKCSReqChallengeDecidesForUnrenewableSigner(t *testing.T) {
 // neither renew nor, signing with that certificate, enroll again.
 func TestRefusedRenewalRenewsLater(t *testing.T) {
 	env := newEnv(t)
-	ts := httptest.NewServer(env.Server)
-	defer ts.Close()
 	ctx := context.Background()
-	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
-	require.NoError(t, err)
+	client, cert, _ := enrolledAlice(t, env, nil)
 	issued := env.Issuer.Count()
 
 	big, err := rsa.GenerateKey(rand.Reader, 3072)
@@ -157,12 +163,7 @@ func TestRenewalAskedOfCAStaysClaimed(t *testing.T) {
 	})
 	t.Run("certificate withheld", func(t *testing.T) {
 		env := newEnv(t)
-		ts := httptest.NewServer(env.Server)
-		defer ts.Close()
-		client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
-		ch := mint(t, env, "alice@example.com", "alice-laptop")
-		cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
-		require.NoError(t, err)
+		client, cert, _ := enrolledAlice(t, env, nil)
 		var signed atomic.Int32
 		env.Issuer.Next = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
 			tmpl := *req.Template
@@ -186,13 +187,8 @@ func TestRenewalAskedOfCAStaysClaimed(t *testing.T) {
 // renewed" without the challenge being looked at.
 func TestPKCSReqChallengeDecidesForRenewedSigner(t *testing.T) {
 	env := newEnv(t)
-	ts := httptest.NewServer(capsWithoutRenewal(env.Server))
-	defer ts.Close()
 	ctx := context.Background()
-	client := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	cert, err := client.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
-	require.NoError(t, err)
+	client, cert, _ := enrolledAlice(t, env, capsWithoutRenewal(env.Server))
 	k1, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
 	_, err = client.Renew(ctx, csr(t, k1, "alice@example.com", "").Raw, cert, deviceKey) // its one renewal
