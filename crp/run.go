@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/challenge"
-	"github.com/scepkit/scepkit/scep"
 )
 
 // issuedBy reports whether cert was signed by our CA (the previous one too, after a
@@ -49,7 +48,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 	if e := rp.checkIssuingCA(ctx, tx); e != nil {
 		return e
 	}
-	signerOrChallenge := tx.Renewal && tx.MessageType == scep.PKCSReq && tx.Challenge != ""
+	signerOrChallenge := tx.Renewal && tx.Challenge != "" // a PKCSReq or a RenewalReq (scepclient sends one)
 	if tx.Renewal {
 		step := builtin{"renewal-signer", rp.stepRenewalSigner}
 		if signerOrChallenge {
@@ -119,14 +118,15 @@ func (rp *RegistrationPoint) challengePhases(ctx context.Context, tx *Transactio
 		builtin{"challenge-unused", rp.stepClaim})
 }
 
-// stepSignerOrChallenge decides a PKCSReq signed by one of our certificates that
-// carries a challenge: a renewal if the signer may renew (stepRenewalSigner, which
+// stepSignerOrChallenge decides a PKCSReq or RenewalReq signed by one of our
+// certificates that carries a challenge: a renewal if the signer may renew (stepRenewalSigner, which
 // claims it); otherwise (expired, revoked, another subject, already renewed) the
 // challenge authorizes it as a new enrollment (RFC 8894 §2.3, §3.3.1), as it would
 // with a self-signed signer, and this step verifies the challenge as challenge-verify
 // and challenge-audience do. Clients such as certmonger and sscep sign with the
 // certificate they hold, which may be the very one a fresh challenge is meant to
-// replace. One step, so that the signer is judged once.
+// replace, and scepclient sends a RenewalReq whenever it holds a certificate. One
+// step, so that the signer is judged once.
 func (rp *RegistrationPoint) stepSignerOrChallenge(ctx context.Context, tx *Transaction) *Error {
 	e := rp.stepRenewalSigner(ctx, tx)
 	if e == nil || e.Reason != ReasonRenewalSigner {

@@ -185,10 +185,23 @@ func TestRenewalAskedOfCAStaysClaimed(t *testing.T) {
 // signs a PKCSReq with a fresh challenge (a client that kept the old certificate):
 // the challenge decides, one step judging the signer once. It was refused "already
 // renewed" without the challenge being looked at.
+//
+// As a RenewalReq too: scepclient sends one whenever it holds a certificate, and was
+// refused the same way.
 func TestPKCSReqChallengeDecidesForRenewedSigner(t *testing.T) {
+	for name, strip := range map[string]bool{"PKCSReq": true, "RenewalReq": false} {
+		t.Run(name, func(t *testing.T) { challengeDecidesForRenewedSigner(t, strip) })
+	}
+}
+
+func challengeDecidesForRenewedSigner(t *testing.T, stripRenewal bool) {
 	env := newEnv(t)
 	ctx := context.Background()
-	client, cert, _ := enrolledAlice(t, env, capsWithoutRenewal(env.Server))
+	var h http.Handler = env.Server
+	if stripRenewal {
+		h = capsWithoutRenewal(env.Server)
+	}
+	client, cert, _ := enrolledAlice(t, env, h)
 	k1, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
 	_, err = client.Renew(ctx, csr(t, k1, "alice@example.com", "").Raw, cert, deviceKey) // its one renewal

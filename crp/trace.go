@@ -31,7 +31,7 @@ import (
 //
 // so the judging steps take next to nothing: the cost of the challenge is under
 // challenge-verify. Renewals and external validators run other steps
-// (renewal-signer, challenge-external, external-<phase>); a PKCSReq signed by one of
+// (renewal-signer, challenge-external, external-<phase>); a request signed by one of
 // our certificates with a challenge runs renewal-signer-or-challenge, which renews if
 // the signer may and otherwise verifies the challenge; user Checks add theirs.
 type Trace struct {
