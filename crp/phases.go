@@ -398,11 +398,39 @@ func keyRefusal(err error) bool {
 
 // stepRenewalSigner checks the certificate a renewal is signed with.
 func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transaction) *Error {
-	rec, e := rp.renewableSigner(ctx, tx)
-	if e != nil {
-		return e
+	if rp.renewalDisabled(tx) {
+		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal is disabled"))
 	}
 	s := tx.Signer
+	now := rp.now()
+	if now.Before(s.NotBefore) || now.After(s.NotAfter.Add(rp.Renewal.Grace)) {
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x not valid now", s.SerialNumber))
+	}
+	switch rc := rp.revocation(); {
+	case rc != nil:
+		revoked, err := rc.IsRevoked(ctx, s)
+		if err != nil {
+			rp.tel().storeError(ctx, "revocations")
+			return unavailable(PhaseGateway, err)
+		}
+		if revoked {
+			return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x is revoked", s.SerialNumber))
+		}
+	case !rp.Renewal.InsecureSkipRevocationCheck:
+		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal needs a RevocationChecker"))
+	}
+	rec, err := rp.certificates().Lookup(ctx, s.SerialNumber)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x was not issued here", s.SerialNumber))
+	case err != nil:
+		rp.tel().storeError(ctx, "certificates")
+		return unavailable(PhaseGateway, err)
+	case !bytes.Equal(rec.Certificate.Raw, s.Raw):
+		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("signer certificate differs from the one issued"))
+	case !bytes.Equal(tx.CSR.RawSubject, s.RawSubject):
+		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("a renewal must keep the subject"))
+	}
 	// A certificate renews once: claim it in the replay store, as a challenge is
 	// claimed, so that a stolen certificate cannot mint certificates without end (and
 	// across gateways when the store is shared).
@@ -420,46 +448,6 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	tx.claimID, tx.claimStore = id, rp.Verifier.Replay
 	tx.Renewed = rec
 	return nil
-}
-
-// renewableSigner checks what stepRenewalSigner checks before it claims the renewal:
-// renewal is on, and tx.Signer is valid now, not revoked, the very certificate issued
-// here, with the CSR's subject. It returns the signer's record.
-func (rp *RegistrationPoint) renewableSigner(ctx context.Context, tx *Transaction) (*IssuedCertificate, *Error) {
-	if rp.renewalDisabled(tx) {
-		return nil, fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal is disabled"))
-	}
-	s := tx.Signer
-	now := rp.now()
-	if now.Before(s.NotBefore) || now.After(s.NotAfter.Add(rp.Renewal.Grace)) {
-		return nil, fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x not valid now", s.SerialNumber))
-	}
-	switch rc := rp.revocation(); {
-	case rc != nil:
-		revoked, err := rc.IsRevoked(ctx, s)
-		if err != nil {
-			rp.tel().storeError(ctx, "revocations")
-			return nil, unavailable(PhaseGateway, err)
-		}
-		if revoked {
-			return nil, fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x is revoked", s.SerialNumber))
-		}
-	case !rp.Renewal.InsecureSkipRevocationCheck:
-		return nil, fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal needs a RevocationChecker"))
-	}
-	rec, err := rp.certificates().Lookup(ctx, s.SerialNumber)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return nil, fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x was not issued here", s.SerialNumber))
-	case err != nil:
-		rp.tel().storeError(ctx, "certificates")
-		return nil, unavailable(PhaseGateway, err)
-	case !bytes.Equal(rec.Certificate.Raw, s.Raw):
-		return nil, fail(PhaseGateway, ReasonRenewalSigner, errors.New("signer certificate differs from the one issued"))
-	case !bytes.Equal(tx.CSR.RawSubject, s.RawSubject):
-		return nil, fail(PhaseGateway, ReasonRenewalSigner, errors.New("a renewal must keep the subject"))
-	}
-	return rec, nil
 }
 
 // renewalDisabled reports whether renewal is off for tx: by the policy, or by the SCEP

@@ -347,8 +347,7 @@ func (rp *RegistrationPoint) enrollMessage(ctx context.Context, req *scep.Reques
 	case ours && (req.MessageType == scep.RenewalReq || !rp.renewalDisabled(tx) || req.ChallengePassword == ""):
 		tx.Renewal = true
 	}
-	*renewal = tx.Renewal
-	defer func() { *renewal = tx.Renewal }() // the challenge may decide instead (verify)
+	defer func() { *renewal = tx.Renewal }() // as decided: the challenge may decide instead (verify)
 	if e := rp.run(ctx, tx, req.CSR.Raw, signerKey); e != nil {
 		if rec := rp.wonElsewhere(ctx, tx, e); rec != nil {
 			return rp.answer(ctx, rec)

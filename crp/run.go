@@ -58,7 +58,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 			return err
 		}
 	}
-	if tx.Renewal {
+	if tx.Renewal { // still: the signer renews
 		if err := rp.runPhase(ctx, tx, PhaseGenuineness, builtin{"user-active", rp.stepUser}); err != nil {
 			return err
 		}
@@ -70,8 +70,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 	} else if tx.Validator = rp.validatorFor(tx.Challenge); tx.Validator != nil {
 		// An external validator judges the challenge and the CSR against what the
 		// MDM expects (phases 1-3); the user, device and profile steps do not run.
-		tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
-		rp.tel().challengeFingerprint(ctx, tx.Trace.ChallengeFingerprint)
+		rp.noteChallenge(ctx, tx)
 		if err := rp.runPhase(ctx, tx, PhaseGateway,
 			builtin{"csr-signature", rp.stepCSRSignature},
 			builtin{"challenge-external", rp.stepExternal}); err != nil {
@@ -85,8 +84,7 @@ func (rp *RegistrationPoint) verify(ctx context.Context, tx *Transaction) *Error
 		return rp.runPhase(ctx, tx, PhaseTemplate, builtin{"template", rp.stepTemplate})
 	} else {
 		if tx.Challenge != "" {
-			tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
-			rp.tel().challengeFingerprint(ctx, tx.Trace.ChallengeFingerprint)
+			rp.noteChallenge(ctx, tx)
 		}
 		if err := rp.runPhase(ctx, tx, PhaseGateway,
 			builtin{"csr-signature", rp.stepCSRSignature},
@@ -137,12 +135,18 @@ func (rp *RegistrationPoint) stepSignerOrChallenge(ctx context.Context, tx *Tran
 		log.LogAttrs(ctx, slog.LevelInfo, "crp: the signer cannot renew; the challenge decides",
 			slog.String("transactionID", tx.ID), slog.String("err", loggedError(e.Err)))
 	}
-	tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
-	rp.tel().challengeFingerprint(ctx, tx.Trace.ChallengeFingerprint)
+	rp.noteChallenge(ctx, tx)
 	if e := rp.stepVerifyChallenge(ctx, tx); e != nil {
 		return e
 	}
 	return rp.stepAudience(ctx, tx)
+}
+
+// noteChallenge records the fingerprint of tx's challenge in its trace and its span:
+// what identifies the challenge in logs, never the challenge itself.
+func (rp *RegistrationPoint) noteChallenge(ctx context.Context, tx *Transaction) {
+	tx.Trace.ChallengeFingerprint = challenge.Fingerprint(tx.Challenge)
+	rp.tel().challengeFingerprint(ctx, tx.Trace.ChallengeFingerprint)
 }
 
 // issue runs the issue phase; it returns a nil error with tx.Certificate nil when the
