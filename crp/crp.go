@@ -223,7 +223,8 @@ type RegistrationPoint struct {
 	// Notifier tells the MDM; nil means nobody is told.
 	Notifier Notifier
 	// RequireNotification withholds an issued certificate (FAILURE to the device)
-	// when Notifier fails, as Intune requires.
+	// when Notifier fails. A certificate issued on the verdict of a
+	// [NotifiedValidator] (Intune's) is withheld so whether or not it is set.
 	RequireNotification bool
 	// Transactions keeps transaction records; nil means an in-memory store.
 	Transactions TransactionStore
@@ -322,6 +323,11 @@ func (rp *RegistrationPoint) Validate() error {
 	}
 	if rp.RequireNotification && rp.Notifier == nil {
 		return errors.New("crp: RequireNotification needs a Notifier: without one every certificate would go out untold")
+	}
+	for i, v := range rp.Validators {
+		if rp.Notifier == nil && notificationRequired(v) {
+			return fmt.Errorf("crp: Validators[%d] requires its service to hear of each certificate issued on its verdict, and there is no Notifier", i)
+		}
 	}
 	for i, c := range rp.Checks {
 		switch {

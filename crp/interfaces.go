@@ -185,6 +185,23 @@ type NamedValidator interface {
 	Name() string
 }
 
+// NotifiedValidator is a ChallengeValidator whose service must hear of every
+// certificate issued on its verdict before the device may have it: Intune's, whose
+// rule is that a certificate whose successNotification failed is not issued. For a
+// transaction such a validator judged, a failed notification of the issued
+// certificate withholds it (FAILURE to the device) as RequireNotification does, set or
+// not; RegistrationPoint.Validate refuses such a validator without a Notifier.
+type NotifiedValidator interface {
+	ChallengeValidator
+	RequiresNotification() bool
+}
+
+// notificationRequired reports whether v is a NotifiedValidator that requires it.
+func notificationRequired(v ChallengeValidator) bool {
+	nv, ok := v.(NotifiedValidator)
+	return ok && nv.RequiresNotification()
+}
+
 // Outcome is how a transaction ended (so far).
 type Outcome string
 

@@ -187,7 +187,8 @@ func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notificati
 }
 
 // notify runs the notify phase. A failed notification of an issued certificate is a
-// refusal when RequireNotification is set.
+// refusal when RequireNotification is set or the transaction's validator requires
+// its notification.
 func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Error) *Error {
 	if rp.Notifier == nil {
 		return nil
@@ -201,7 +202,7 @@ func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Err
 		}
 		return nil
 	}})
-	if out != nil && e == nil && tx.Certificate != nil && rp.RequireNotification {
+	if out != nil && e == nil && tx.Certificate != nil && (rp.RequireNotification || notificationRequired(tx.Validator)) {
 		return out
 	}
 	return nil

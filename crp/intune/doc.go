@@ -25,7 +25,10 @@
 //
 // Put a [Validator] in RegistrationPoint.Validators and a [Notifier] in
 // RegistrationPoint.Notifier, and set RequireNotification ([Tenant.Wire] does all
-// three). The Validator accepts every challenge that is not one of scepkit's own JWT
+// three). A certificate the Validator judged is withheld when its successNotification
+// fails whether or not RequireNotification is set (the Validator is a
+// crp.NotifiedValidator), and a registration point with the Validator but no
+// Notifier fails Validate. The Validator accepts every challenge that is not one of scepkit's own JWT
 // challenges (challenge.LooksLikeToken), so one gateway serves both. Intune checked
 // the CSR against its profile, so the template that issues for Intune should take
 // subject and SANs from the request (catemplate.Template.SubjectFromRequest and

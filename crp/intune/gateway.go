@@ -28,7 +28,16 @@ type Validator struct {
 	Profile *profile.Profile
 }
 
-var _ crp.NamedValidator = (*Validator)(nil)
+var (
+	_ crp.NamedValidator    = (*Validator)(nil)
+	_ crp.NotifiedValidator = (*Validator)(nil)
+)
+
+// RequiresNotification implements crp.NotifiedValidator: true. The service requires
+// that a certificate whose successNotification failed is not issued, so a
+// registration point withholds it even without RequireNotification, and refuses an
+// Intune Validator without a Notifier (use [Notifier], or [Tenant.Wire]).
+func (v *Validator) RequiresNotification() bool { return true }
 
 // Name implements crp.NamedValidator: "intune:" and the Client's tenant. A pending
 // request (a template that needs approval, a CA that queues) is recorded with it, so

@@ -330,3 +330,27 @@ func selfSigned(t *testing.T, k crypto.Signer) *x509.Certificate {
 	require.NoError(t, err)
 	return c
 }
+
+// Intune's rule (a certificate whose successNotification failed is not issued) holds
+// for a registration point wired by hand without RequireNotification, and one with an
+// Intune Validator but no Notifier is refused at Validate. scepkit's own challenges
+// keep RequireNotification's choice.
+func TestSuccessNotificationRequiredWithoutFlag(t *testing.T) {
+	g := newGateway(t, false)
+	g.RP.RequireNotification = false
+	require.NoError(t, g.RP.Validate())
+	ctx := context.Background()
+	g.Emu.SetFault(intunetest.OpSuccess, intunetest.Fault{Status: http.StatusInternalServerError, Times: 1})
+	ch := g.Emu.Challenge(intunetest.Verdict{})
+	out, err := g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "tx-untold", CSR: csr(t, "d", ch), Challenge: ch})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e, "a certificate Intune was not told of is withheld")
+	require.Equal(t, crp.PhaseNotify, e.Phase)
+	if out != nil {
+		require.Nil(t, out.Certificate)
+	}
+	require.Empty(t, g.Emu.Successes())
+
+	g.RP.Notifier = nil
+	require.ErrorContains(t, g.RP.Validate(), "Notifier")
+}

@@ -52,7 +52,7 @@ func TestExternalChallengeIsOneTime(t *testing.T) {
 		// A second gateway beside the first: its own transaction records, the same
 		// replay store (Redis, in production).
 		g2 := &crp.RegistrationPoint{Validators: g.RP.Validators, Templates: g.RP.Templates, Issuer: g.Issuer,
-			CACert: g.CA.Certificate, Replay: g.Verifier.Replay, Revocation: g.RP.Revocation}
+			CACert: g.CA.Certificate, Replay: g.Verifier.Replay, Revocation: g.RP.Revocation, Notifier: g.RP.Notifier}
 		require.NoError(t, g2.Validate())
 		ch := g.Emu.Challenge(intunetest.Verdict{})
 		res, err := g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "device", CSR: csr(t, "device-1", ch), Challenge: ch})
