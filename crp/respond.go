@@ -102,6 +102,14 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 		if !bytes.Equal(c.Certificate.RawIssuer, req.IssuerAndSerial.Issuer) {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert: the serial is another issuer's"))
 		}
+		// GetCert lets a client fetch its own certificate (RFC 8894, "Certificate
+		// Access"): the request must be signed with that certificate's key. Anyone
+		// else, with a serial read from the CRL say, would get the holder's name
+		// and identifiers. The answer is the one an unknown serial gets, so it
+		// tells nothing either.
+		if !bytes.Equal(keyHash(c.Certificate), keyHash(req.Signer)) {
+			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert signed by another key than the certificate's"))
+		}
 		return &scep.Response{Certificate: c.Certificate}, nil
 	case scep.GetCRL:
 		// The CRL of the CA the request names, whose certificates it lists (RFC
