@@ -128,6 +128,14 @@ func cases() []hcase {
 			q := getMessage(w.body)
 			return wire{method: http.MethodGet, query: q + "&" + strings.TrimPrefix(q, "operation=PKIOperation&")}
 		}},
+		{name: "POST with two operation parameters", want: status(400), build: func(t *testing.T, h *harness) wire {
+			// The first would win while a proxy in front may read the last.
+			return wire{query: "operation=PKIOperation&operation=GetCACaps", body: h.message(t, spec{}).body}
+		}},
+		{name: "GET with two operation parameters", want: status(400), build: func(t *testing.T, h *harness) wire {
+			w := h.message(t, spec{})
+			return wire{method: http.MethodGet, query: "operation=GetCACaps&" + getMessage(w.body)}
+		}},
 		{name: "GET message that is not base64", want: status(400), build: func(t *testing.T, h *harness) wire {
 			return wire{method: http.MethodGet, query: "operation=PKIOperation&message=%25%25%25%7B%7D"}
 		}},

@@ -364,6 +364,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op := queryValue(r.URL.RawQuery, "operation")
+	if queryHasTwo(r.URL.RawQuery, "operation") {
+		// The first would win here while a proxy or filter in front may read the
+		// last: refused, as two message parameters are.
+		s.refuse(w, r, "unknown", http.StatusBadRequest, "operation given more than once")
+		return
+	}
 	tel := s.telemetry()
 	if s.Rollover != nil && !s.rolledLogged.Load() && s.RolledOver(s.now()) && s.rolledLogged.CompareAndSwap(false, true) {
 		s.log().InfoContext(r.Context(), "scep: rolled over to the next CA and RA", "at", s.Rollover.At,
@@ -856,6 +862,22 @@ func queryValue(rawQuery, key string) string {
 		}
 	}
 	return ""
+}
+
+// queryHasTwo reports whether rawQuery names key more than once.
+func queryHasTwo(rawQuery, key string) bool {
+	seen := false
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			if seen {
+				return true
+			}
+			seen = true
+		}
+	}
+	return false
 }
 
 // DecodeGETMessage extracts and decodes the message parameter of a GET PKIOperation
