@@ -32,7 +32,8 @@ type PKIMessage struct {
 	FailInfoText string // the optional RFC 8894 failInfoText, when sent
 
 	// Signer is the certificate whose key signed the message; Certificates holds every
-	// certificate the SignedData carried, the signer's included.
+	// certificate the SignedData carried, the signer's included (in a request a Server
+	// parsed, only the signer's).
 	Signer       *x509.Certificate
 	Certificates []*x509.Certificate
 	// Digest is the digest algorithm the sender used. Replies use the same one.
@@ -99,6 +100,11 @@ type ParseOptions struct {
 	// SignedData carries none (NDES sends its CertRep so): pass the GetCACert
 	// certificates.
 	Certificates []*x509.Certificate
+
+	// signerOnly parses only the certificate the SignerInfo names (PKIMessage.
+	// Certificates then holds just that one): a Server's requester chooses how many
+	// certificates it sends, each costly to parse, and only the signer's is used.
+	signerOnly bool
 }
 
 // maxTransactionID bounds the transactionID the parser accepts.
@@ -154,12 +160,23 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		m.unchecked = sd.content
 	}
 
+	found := false
 	for _, raw := range sd.rawCerts {
+		if opts.signerOnly {
+			match, ok := si.names(raw)
+			if !ok {
+				return m, fmt.Errorf("%w: certificate: not a certificate's structure", ErrMalformed)
+			}
+			if !match || found {
+				continue
+			}
+		}
 		c, err := parseCertificate(raw)
 		if err != nil {
 			return m, fmt.Errorf("%w: certificate: %v", ErrMalformed, err)
 		}
 		m.Certificates = append(m.Certificates, c)
+		found = opts.signerOnly && si.findSigner(m.Certificates[len(m.Certificates)-1:]) != nil
 	}
 	m.Signer = si.findSigner(m.Certificates)
 	if m.Signer == nil {

@@ -675,7 +675,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 	start := s.now()
 	ctx := r.Context()
 	log := s.log()
-	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3})
+	msg, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.AllowLegacy, DisableDES3: s.DisableDES3, signerOnly: true})
 	if msg == nil {
 		// Without a transactionID and nonce no CertRep can be addressed.
 		s.refuse(w, r, "PKIOperation", http.StatusBadRequest, "malformed PKIMessage", errAttr(err))

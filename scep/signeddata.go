@@ -333,6 +333,59 @@ func (si *signerInfo) findSigner(certs []*x509.Certificate) *x509.Certificate {
 	return nil
 }
 
+// oidSubjectKeyID is the subjectKeyIdentifier extension (RFC 5280 §4.2.1.2).
+var oidSubjectKeyID = asn1.ObjectIdentifier{2, 5, 29, 14}
+
+// names reports whether the certificate raw is the one si names, reading only its
+// serial, issuer and subjectKeyIdentifier, without parsing it: a request may carry
+// many certificates, each costly to parse, of which only the signer's is needed. ok
+// is false when raw does not have a certificate's structure that far.
+func (si *signerInfo) names(raw []byte) (match, ok bool) {
+	in := cryptobyte.String(raw)
+	var cert, tbs cryptobyte.String
+	serial := new(big.Int)
+	var issuer cryptobyte.String
+	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !cert.ReadASN1(&tbs, cbasn1.SEQUENCE) ||
+		!tbs.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()) ||
+		!tbs.ReadASN1Integer(serial) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
+		!tbs.ReadASN1Element(&issuer, cbasn1.SEQUENCE) {
+		return false, false
+	}
+	if si.ski == nil {
+		return si.serial != nil && serial.Cmp(si.serial) == 0 && bytes.Equal(issuer, si.issuer), true
+	}
+	var exts cryptobyte.String
+	var present bool
+	if !tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
+		!tbs.SkipOptionalASN1(cbasn1.Tag(1).ContextSpecific()) ||
+		!tbs.SkipOptionalASN1(cbasn1.Tag(2).ContextSpecific()) ||
+		!tbs.ReadOptionalASN1(&exts, &present, cbasn1.Tag(3).Constructed().ContextSpecific()) {
+		return false, false
+	}
+	if !present {
+		return false, true // no subjectKeyIdentifier: x509 would find none either
+	}
+	var list cryptobyte.String
+	if !exts.ReadASN1(&list, cbasn1.SEQUENCE) {
+		return false, false
+	}
+	for !list.Empty() {
+		var ext, value, keyID cryptobyte.String
+		var id asn1.ObjectIdentifier
+		if !list.ReadASN1(&ext, cbasn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&id) ||
+			!ext.SkipOptionalASN1(cbasn1.BOOLEAN) || !ext.ReadASN1(&value, cbasn1.OCTET_STRING) {
+			return false, false
+		}
+		if id.Equal(oidSubjectKeyID) {
+			if !value.ReadASN1(&keyID, cbasn1.OCTET_STRING) {
+				return false, false
+			}
+			return bytes.Equal(keyID, si.ski), true
+		}
+	}
+	return false, true
+}
+
 // verify checks the signature of si over content with the public key of signer, and
 // returns the digest algorithm used. The signed attributes are hashed exactly as
 // received, with their [0] tag replaced by SET OF as RFC 5652 §5.4 says.
