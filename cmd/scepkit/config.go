@@ -37,7 +37,7 @@ type config struct {
 	Directory   string   `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
 	// Profiles are the ids challenges name in their prof claim.
 	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048, client authentication" default:"win,ios,mac"`
-	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates" default:"8760h"`
+	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates, at most 17520h (730 days, the longest a profile may carry)" default:"8760h"`
 	RequireApproval bool     `toml:"require_approval" doc:"queue every request (PENDING) until an operator approves it through the admin API"`
 	Legacy          bool     `toml:"legacy" doc:"accept single DES and SHA-1 from old clients (micromdm's scepclient needs it)"`
 	CAEnvelopes     bool     `toml:"ca_envelopes" doc:"accept requests encrypted to the CA certificate, and sign the replies to them with the CA, as clients that pin the CA by fingerprint need (scepclient -ca-fingerprint); the CA key (RSA) then serves key transport as well as signing"`
@@ -329,6 +329,11 @@ func (c *config) validate() error {
 		// Issued certificates start 5 minutes back (clock skew): shorter than this,
 		// devices would get certificates that have expired or are about to.
 		return settingError("cert_validity", errors.New("at least 1h"))
+	case c.CertValidity > duration(730*24*time.Hour):
+		// The built-in profiles carry it, and a profile's validity is at most 24
+		// months (Intune's limit, which profile.Validate keeps): a longer one would be
+		// cut to the profile's without a word.
+		return settingError("cert_validity", errors.New("at most 17520h (730 days, the longest validity a profile may carry)"))
 	case c.Log != "text" && c.Log != "json":
 		return settingError("log", fmt.Errorf("%q: want text or json", c.Log))
 	case (c.TLSCert == "") != (c.TLSKey == ""):

@@ -925,7 +925,7 @@ func newProfiles(c *config, scepURL string, ca *catemplate.CA) (crp.MemoryProfil
 	for _, id := range c.Profiles {
 		p := &profile.Profile{ID: id, Name: "scepkit " + id, CertificateType: profile.UserCertificate,
 			Platform: profile.Windows, SubjectNameFormat: "CN={{UserPrincipalName}}",
-			Validity: profile.ValidityPeriod{Value: 1, Unit: profile.Years},
+			Validity: profileValidity(time.Duration(c.CertValidity)),
 			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, KeySize: 2048,
 			ExtendedKeyUsages: []profile.EKU{profile.EKUClientAuth}, RenewalThresholdPercent: 20,
 			ServerURLs: []string{scepURL}, RootCA: root}
@@ -935,6 +935,13 @@ func newProfiles(c *config, scepURL string, ca *catemplate.CA) (crp.MemoryProfil
 		out[id] = p
 	}
 	return out, nil
+}
+
+// profileValidity is the validity the built-in profiles carry for cert_validity d:
+// whole days, rounded up, so that the template's validity, which is d exactly, is the
+// shorter and decides (issuance keeps the shorter of the two).
+func profileValidity(d time.Duration) profile.ValidityPeriod {
+	return profile.ValidityPeriod{Value: int((d + 24*time.Hour - 1) / (24 * time.Hour)), Unit: profile.Days}
 }
 
 // withDeadline gives each request's context a deadline d after it reaches h, so that

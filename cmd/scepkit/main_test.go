@@ -1045,6 +1045,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad duration", []string{"SCEPKIT_CRL_VALIDITY=soon"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY)"},
 		// Certificates expired on arrival, CRLs expired before the next is signed.
 		{"certificates of a nanosecond", []string{"SCEPKIT_CERT_VALIDITY=1ns"}, "setting cert_validity (SCEPKIT_CERT_VALIDITY): at least 1h"},
+		{"certificates longer than a profile carries", []string{"SCEPKIT_CERT_VALIDITY=100000h"}, "setting cert_validity (SCEPKIT_CERT_VALIDITY): at most 17520h"},
 		{"CRL of a second", []string{"SCEPKIT_CRL_VALIDITY=1s"}, "setting crl.validity (SCEPKIT_CRL_VALIDITY): at least 1m"},
 		{"CRL refreshed after it expires", []string{"SCEPKIT_CRL_VALIDITY=1h", "SCEPKIT_CRL_REFRESH=2h"},
 			"setting crl.refresh (SCEPKIT_CRL_REFRESH): must be shorter than crl.validity"},
