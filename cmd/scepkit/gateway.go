@@ -599,8 +599,13 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 	defer lock.Unlock()
 	if c.PKCS11.Module == "" {
 		ca, ra, err := loadSoftPKI(c.StateDir)
-		if err == nil || !errors.Is(err, os.ErrNotExist) || ca != nil {
-			return ca, ra, err
+		if err == nil {
+			return ca, ra, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || ca != nil {
+			// A CA or RA file missing beside the others, or unreadable: no restart
+			// brings it back.
+			return nil, nil, settingError("state_dir", err)
 		}
 		if err := noPriorState(c.StateDir, err); err != nil {
 			return nil, nil, err
@@ -727,9 +732,9 @@ var priorStateFiles = []string{catemplate.CACertFile, catemplate.CAKeyFile, cate
 func noPriorState(dir string, missing error) error {
 	for _, name := range priorStateFiles {
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			return fmt.Errorf("state directory %s holds %s from an earlier run but not its CA (%w): restore the CA's files "+
+			return settingError("state_dir", fmt.Errorf("state directory %s holds %s from an earlier run but not its CA (%w): restore the CA's files "+
 				"(%s, %s, and the RA's), or start on an empty directory to make a new CA", dir, name, missing,
-				catemplate.CACertFile, catemplate.CAKeyFile)
+				catemplate.CACertFile, catemplate.CAKeyFile))
 		}
 	}
 	return nil

@@ -1631,6 +1631,16 @@ func TestDamagedStateRefused(t *testing.T) {
 		{"journal cut short", func(t *testing.T, dir string) {
 			require.NoError(t, os.Truncate(filepath.Join(dir, boltstore.FileName+"-journal"), 4096))
 		}, "the journal is damaged"},
+		// The CA's or RA's files gone: exit 2, not a restart every few seconds.
+		{"ca.crt deleted", func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, catemplate.CACertFile)))
+		}, "from an earlier run but not its CA"},
+		{"ca.key deleted", func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, catemplate.CAKeyFile)))
+		}, "from an earlier run but not its CA"},
+		{"ra-sign.key deleted", func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, catemplate.RASigningKeyFile)))
+		}, catemplate.RASigningKeyFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
