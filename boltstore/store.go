@@ -109,6 +109,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"os"
@@ -289,6 +290,9 @@ type op struct {
 	read  bool
 	err   error
 	done  chan error
+	// snap, set on a read, receives a read transaction on the file as of a
+	// checkpoint made for it (see Backup).
+	snap chan *bolt.Tx
 }
 
 // errPanic marks an operation that panicked, on a stored value it could not decode
@@ -709,6 +713,12 @@ func (s *Store) run(batch []*op) {
 			writes = append(writes, o)
 			continue
 		}
+		if o.snap != nil {
+			rtx, err := s.snapshot()
+			o.snap <- rtx
+			o.done <- err
+			continue
+		}
 		w.tx = s.tx
 		o.done <- o.run(w)
 	}
@@ -778,6 +788,54 @@ func (s *Store) run(batch []*op) {
 	for _, o := range batch {
 		o.done <- o.err
 	}
+}
+
+// snapshot makes a checkpoint if the journal holds writes the file lacks, and returns
+// a read transaction on the file: what every write that returned nil left.
+func (s *Store) snapshot() (*bolt.Tx, error) {
+	if s.j.off > 0 {
+		if err := s.commit(); err != nil {
+			return nil, err
+		}
+		if s.broken != nil {
+			return nil, s.broken
+		}
+	}
+	var rtx *bolt.Tx
+	err := s.guard("beginning a backup", func() (err error) { rtx, err = s.db.Begin(false); return err })
+	if err != nil {
+		return nil, err
+	}
+	return rtx, nil
+}
+
+// Backup writes to w a copy of the store that opens on its own: one file holding
+// every write that returned nil before Backup was called, while the store goes on
+// serving. It makes a checkpoint first, then copies the file as of that checkpoint
+// (bbolt's Tx.WriteTo) outside the commit loop. A checkpoint that must grow the file
+// waits until the copy ends, so write to a local file, not to a slow network peer:
+// the admin API of cmd/scepkit copies to a file in the state directory first.
+//
+// To restore, stop the process, put the copy in place of FileName and make
+// FileName+"-journal" an empty file (zero bytes: "open the file as it is"). What was
+// written after the copy is lost: revocations to make again, certificates missing
+// from the inventory, and challenge claims, so that a challenge used after the copy
+// and still within its lifetime would pass again (see docs/operations.md).
+func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	snap := make(chan *bolt.Tx, 1)
+	if err := s.enqueue(ctx, &op{read: true, snap: snap}); err != nil {
+		select {
+		case rtx := <-snap:
+			if rtx != nil {
+				rtx.Rollback()
+			}
+		default:
+		}
+		return 0, err
+	}
+	rtx := <-snap
+	defer rtx.Rollback()
+	return rtx.WriteTo(w)
 }
 
 // answer ends every operation of batch with err.
