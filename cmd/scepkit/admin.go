@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/internal/logtext"
 	"github.com/scepkit/scepkit/internal/pemfile"
@@ -177,6 +178,7 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", a.revoke)
 	mux.HandleFunc("GET /v1/certificates/{serial}", a.certificate)
 	mux.HandleFunc("GET /v1/certificates", a.certificates)
+	mux.HandleFunc("GET /v1/backup", a.backup)
 	return a.audited(mux)
 }
 
@@ -517,6 +519,10 @@ func (a *admin) revoke(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
+	// With its reason, which the audit line (path and status) lacks: after a restore
+	// from a backup, the revocations made since are made again from these lines.
+	a.log.InfoContext(r.Context(), "admin: revoked", "serial", rev.Serial.Text(16), "reason", rev.Reason,
+		"revoked_at", rev.RevokedAt, "by", rev.By, "unrecorded", body.Unrecorded)
 	writeJSON(w, http.StatusOK, map[string]any{"serial": rev.Serial.Text(16), "reason": rev.Reason, "revoked_at": rev.RevokedAt})
 }
 
@@ -556,6 +562,43 @@ func (a *admin) certificate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// backup answers a copy of the embedded store taken while the gateway serves
+// (boltstore's Backup): first into a file in the state directory, so that a slow
+// caller never holds the store's checkpoints, then to the caller. With PostgreSQL the
+// database is backed up with its own tools.
+func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
+	bs, ok := a.g.store.(*boltstore.Store)
+	if !ok {
+		writeJSON(w, http.StatusNotImplemented, apiError{"the store is PostgreSQL: back it up with pg_dump"})
+		return
+	}
+	f, err := os.CreateTemp(a.g.cfg.StateDir, "backup-*.tmp")
+	if err != nil {
+		a.fail(w, r, http.StatusServiceUnavailable, err)
+		return
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	n, err := bs.Backup(r.Context(), f)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		a.fail(w, r, http.StatusServiceUnavailable, err)
+		return
+	}
+	// A large store takes longer to send than the listener's write timeout allows
+	// an answer.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Hour))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	w.Header().Set("Content-Disposition", `attachment; filename="`+boltstore.FileName+`"`)
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.CopyN(w, f, n); err != nil {
+		a.log.WarnContext(r.Context(), "admin: backup not sent whole", "err", err)
+	}
 }
 
 func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,9 @@ commands:
   cert SERIAL                   show one issued certificate
   certs [-user U] [-device D] [-expiring-within 720h]
                                 list issued certificates (every page)
+  backup FILE                   save a copy of state.db taken while the gateway serves (not
+                                with PostgreSQL); restore it as state.db beside an empty
+                                state.db-journal, with the gateway stopped
 
 flags (also from the environment in brackets):
 `
@@ -188,6 +192,11 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return nil
 	}
 	switch rest[0] {
+	case "backup":
+		if err := need(1); err != nil {
+			return err
+		}
+		return backupTo(ctx, client, strings.TrimSuffix(*u, "/")+"/v1/backup", token, rest[1])
 	case "pending":
 		return list("/v1/pending", url.Values{}, "pending")
 	case "approve":
@@ -247,4 +256,46 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fs.Usage()
 	return fmt.Errorf("admin: unknown command %q", rest[0])
+}
+
+// backupTo saves the store's backup the admin API answers at url into path, whole or
+// not at all: a file of its own beside path, synced, then renamed. It is readable by
+// its owner alone: it holds every certificate and transaction.
+func backupTo(ctx context.Context, client *http.Client, url, token, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("admin API: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	n, err := io.Copy(f, resp.Body)
+	switch {
+	case err != nil:
+		return fmt.Errorf("admin backup: %w", err)
+	case resp.ContentLength >= 0 && n != resp.ContentLength:
+		return fmt.Errorf("admin backup: %d of %d bytes received", n, resp.ContentLength)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
