@@ -82,7 +82,7 @@ type config struct {
 		DSN string `toml:"dsn" doc:"PostgreSQL connection string (postgres://user@host/db): keep everything in PostgreSQL, shared by gateways side by side, instead of state_dir/state.db; with a password in it, the configuration file must give other users no access (prefer PGPASSFILE or the environment)"`
 	} `toml:"postgres"`
 	Redis struct {
-		Addr   string `toml:"addr" doc:"host:port of a Redis shared by gateways side by side: one-time use of challenges and transaction records"`
+		Addr   string `toml:"addr" doc:"host:port of a Redis for the one-time use of challenges and transaction records; it does not replace state.db: gateways side by side need postgres.dsn"`
 		Prefix string `toml:"prefix" doc:"key prefix in Redis"`
 	} `toml:"redis"`
 	PKCS11 struct {
