@@ -25,6 +25,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -61,7 +62,7 @@ func main() {
 
 type config struct {
 	url, challenge, subject, keyPath, certPath, fingerprint string
-	renew, insecure                                         bool
+	renew, insecure, sha1                                   bool
 	keySize                                                 int
 	timeout                                                 time.Duration
 }
@@ -78,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.fingerprint, "ca-fingerprint", "", "SHA-256 of the CA certificate, `hex`: pins the CA")
 	fs.BoolVar(&c.insecure, "insecure-skip-ca-verify", false, "trust whatever CA the server presents (no -ca-fingerprint); unsafe")
 	fs.BoolVar(&c.renew, "renew", false, "renew the certificate in -cert, signing with it and -key")
+	fs.BoolVar(&c.sha1, "sha1", false, "sign with SHA-1 and accept replies signed with it, for servers that sign their replies so (step-ca v0.30); off: SHA-1 is refused")
 	fs.IntVar(&c.keySize, "key-size", 2048, "RSA key size in bits")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "give up after this long (polling included)")
 	if err := fs.Parse(args); err != nil {
@@ -108,6 +110,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	client := &scep.Client{URL: c.url}
+	if c.sha1 {
+		client.Digest = crypto.SHA1
+	}
 	if c.fingerprint == "" {
 		fmt.Fprintln(stderr, "device: warning: -insecure-skip-ca-verify: the CA is not pinned")
 		client.InsecureSkipCAVerify = true

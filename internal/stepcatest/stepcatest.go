@@ -68,6 +68,8 @@ type Options struct {
 	// MaxDuration is the longest certificate the provisioner issues; zero means a
 	// year and a day.
 	MaxDuration time.Duration
+	// Challenge, when set, is the provisioner's static challenge password.
+	Challenge string
 }
 
 // CA is a running step-ca.
@@ -212,6 +214,9 @@ func (c *CA) writeConfig(o Options, tlsPort, scepPort int) {
 		"encryptionAlgorithmIdentifier": 2,
 		"claims": map[string]any{"maxTLSCertDuration": o.MaxDuration.String(),
 			"defaultTLSCertDuration": o.MaxDuration.String()}}
+	if o.Challenge != "" {
+		scep["challenge"] = o.Challenge
+	}
 	if o.Template != "" {
 		c.must(os.WriteFile(filepath.Join(c.Dir, "scep.tpl"), []byte(o.Template), 0o600))
 		scep["options"] = map[string]any{"x509": map[string]any{"templateFile": filepath.Join(c.Dir, "scep.tpl")}}
