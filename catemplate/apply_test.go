@@ -227,6 +227,7 @@ func TestApplyFromRequest(t *testing.T) {
 	// Only SANs, empty subject: the SAN extension is critical.
 	p := userProfile()
 	p.SubjectNameFormat = ""
+	p.Platform = profile.IOS // Windows requires a subject name
 	onlySAN, err := profile.Render(p, profile.User{UserPrincipalName: "jane@contoso.com", Email: "jane@contoso.com"}, profile.Device{ID: "d", Name: "laptop"}, nil)
 	require.NoError(t, err)
 	tmpl, err = Apply(clientTemplate(), makeCSR(t, onlySAN, rsa2048), onlySAN, ca.Certificate, testNow, nil)

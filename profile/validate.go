@@ -113,6 +113,14 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 					bad(field, "{{"+n+"}}", "variable allowed in URI SANs only")
 				}
 			}
+			if strings.EqualFold(n, "FullyQualifiedDomainName") && p.Platform != Windows {
+				field := "SubjectNameFormat"
+				if san >= 0 {
+					field = sanField(san) + ".Value"
+				}
+				// Intune fills it for domain-joined Windows devices only.
+				bad(field, "{{"+n+"}}", "Windows only (domain-joined devices)")
+			}
 		}
 	}
 	f, err := ParseSubjectFormat(p.SubjectNameFormat)
@@ -129,8 +137,12 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 				checkVars(-1, a.value, false)
 			}
 		}
-		if f.Len() == 0 && len(p.SubjectAlternativeNames) == 0 {
+		switch {
+		case f.Len() == 0 && len(p.SubjectAlternativeNames) == 0:
 			bad("SubjectNameFormat", "", "a subject or at least one subject alternative name is required")
+		case f.Len() == 0 && p.Platform == Windows:
+			// ClientCertificateInstall's SCEP SubjectName is a required node.
+			bad("SubjectNameFormat", "", "Windows requires a subject name")
 		}
 	}
 	if len(p.SubjectAlternativeNames) > MaxSANs {
@@ -329,8 +341,13 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 			bad("CAFingerprint", hex.EncodeToString(p.CAFingerprint), "does not match RootCA")
 		}
 	}
-	if p.RootCA != nil && !p.RootCA.IsCA {
+	switch {
+	case p.RootCA != nil && !p.RootCA.IsCA:
 		bad("RootCA", p.RootCA.Subject.String(), "not a CA certificate")
+	case p.RootCA != nil && !bytes.Equal(p.RootCA.RawIssuer, p.RootCA.RawSubject):
+		// Its SHA-1 is the profile's CAThumbprint (Windows) and CAFingerprint
+		// (Apple): the root the device's trusted-certificate profile installs.
+		bad("RootCA", p.RootCA.Subject.String(), "not a root: its issuer is "+p.RootCA.Issuer.String()+" (give the top of the chain)")
 	}
 
 	if p.RetryCount < 0 || p.RetryCount > MaxRetryCount {

@@ -53,7 +53,16 @@ func TestValidateBounds(t *testing.T) {
 		{"platform zero", func(p *Profile) { p.Platform = 0 }, "Platform"},
 		{"platform 5", func(p *Profile) { p.Platform = 5 }, "Platform"},
 		{"bad subject", func(p *Profile) { p.SubjectNameFormat = "CN=a,,O=b" }, "SubjectNameFormat"},
-		{"no subject, SANs", func(p *Profile) { p.SubjectNameFormat = "" }, ""},
+		{"no subject, SANs", func(p *Profile) { p.SubjectNameFormat = ""; p.Platform = IOS }, ""},
+		// ClientCertificateInstall's SubjectName is a required node.
+		{"no subject, SANs, Windows", func(p *Profile) { p.SubjectNameFormat = "" }, "SubjectNameFormat"},
+		// Intune fills it for domain-joined Windows devices only.
+		{"FQDN on Windows", func(p *Profile) { p.SubjectNameFormat = "CN={{FullyQualifiedDomainName}}" }, ""},
+		{"FQDN on iOS", func(p *Profile) { p.SubjectNameFormat = "CN={{FullyQualifiedDomainName}}"; p.Platform = IOS }, "SubjectNameFormat"},
+		{"FQDN in a SAN on Android", func(p *Profile) {
+			p.Platform = Android
+			p.SubjectAlternativeNames[0] = SAN{Type: SANDNS, Value: "{{FullyQualifiedDomainName}}"}
+		}, "SubjectAlternativeNames[0].Value"},
 		{"no subject, no SANs", func(p *Profile) { p.SubjectNameFormat = ""; p.SubjectAlternativeNames = nil }, "SubjectNameFormat"},
 		{"SAN type zero", func(p *Profile) { p.SubjectAlternativeNames[0].Type = 0 }, "SubjectAlternativeNames[0].Type"},
 		{"SAN empty", func(p *Profile) { p.SubjectAlternativeNames[1].Value = "" }, "SubjectAlternativeNames[1].Value"},
@@ -135,6 +144,10 @@ func TestValidateBounds(t *testing.T) {
 		{"root cert", func(p *Profile) { p.CAFingerprint = nil; p.RootCA = root }, ""},
 		{"root and matching fingerprint", func(p *Profile) { p.RootCA = root; p.CAFingerprint = rootFP[:] }, ""},
 		{"root and other fingerprint", func(p *Profile) { p.RootCA = root }, "CAFingerprint"},
+		{"root not a root", func(p *Profile) {
+			p.CAFingerprint = nil
+			p.RootCA = &x509.Certificate{Raw: []byte("int"), IsCA: true, RawSubject: []byte("int"), RawIssuer: []byte("root")}
+		}, "RootCA"},
 		{"root not CA", func(p *Profile) { p.CAFingerprint = nil; p.RootCA = &x509.Certificate{Raw: []byte("x")} }, "RootCA"},
 		{"retry count 30", func(p *Profile) { p.RetryCount = 30 }, ""},
 		{"retry count 31", func(p *Profile) { p.RetryCount = 31 }, "RetryCount"},
