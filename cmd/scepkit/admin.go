@@ -607,7 +607,7 @@ func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("expiring_within"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			writeJSON(w, http.StatusBadRequest, apiError{"expiring_within: a positive duration such as 720h"})
+			writeJSON(w, http.StatusBadRequest, apiError{"expiring_within: a positive duration such as 720h (at most 2562047h, Go's longest)"})
 			return
 		}
 		now := time.Now()
