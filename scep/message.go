@@ -160,23 +160,26 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		m.unchecked = sd.content
 	}
 
-	found := false
+	parsed := false
 	for _, raw := range sd.rawCerts {
 		if opts.signerOnly {
 			match, ok := si.names(raw)
 			if !ok {
 				return m, fmt.Errorf("%w: certificate: not a certificate's structure", ErrMalformed)
 			}
-			if !match || found {
+			// One certificate parsed at most: should the walk and x509 ever
+			// disagree, a second candidate is not parsed, and the signer is
+			// not found.
+			if !match || parsed {
 				continue
 			}
+			parsed = true
 		}
 		c, err := parseCertificate(raw)
 		if err != nil {
 			return m, fmt.Errorf("%w: certificate: %v", ErrMalformed, err)
 		}
 		m.Certificates = append(m.Certificates, c)
-		found = opts.signerOnly && si.findSigner(m.Certificates[len(m.Certificates)-1:]) != nil
 	}
 	m.Signer = si.findSigner(m.Certificates)
 	if m.Signer == nil {

@@ -345,14 +345,20 @@ func (si *signerInfo) names(raw []byte) (match, ok bool) {
 	var cert, tbs cryptobyte.String
 	serial := new(big.Int)
 	var issuer cryptobyte.String
+	version := int64(0) // v1 when absent (RFC 5280 §4.1.2.1)
 	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !cert.ReadASN1(&tbs, cbasn1.SEQUENCE) ||
-		!tbs.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()) ||
+		!tbs.ReadOptionalASN1Integer(&version, cbasn1.Tag(0).Constructed().ContextSpecific(), int64(0)) ||
 		!tbs.ReadASN1Integer(serial) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
 		!tbs.ReadASN1Element(&issuer, cbasn1.SEQUENCE) {
 		return false, false
 	}
 	if si.ski == nil {
 		return si.serial != nil && serial.Cmp(si.serial) == 0 && bytes.Equal(issuer, si.issuer), true
+	}
+	if len(si.ski) == 0 || version != 2 {
+		// findSigner matches no empty identifier, and x509 reads the extensions of
+		// a v3 certificate only: what it would not match is not parsed either.
+		return false, true
 	}
 	var exts cryptobyte.String
 	var present bool

@@ -108,6 +108,59 @@ func TestSignerNames(t *testing.T) {
 	}
 }
 
+// TestSignerNamesWhatX509Ignores: the walk matches no certificate that findSigner
+// would not match once x509 parsed it, so that a request cannot have many parsed for
+// nothing: an empty subjectKeyIdentifier (findSigner matches none), and the
+// extensions of a certificate that is not v3 (x509 reads none). Both were matched,
+// and 6 such certificates cost 12 ms of CPU per anonymous request (a hostile probe).
+func TestSignerNamesWhatX509Ignores(t *testing.T) {
+	testKeys(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(5), Subject: pkix.Name{CommonName: "c"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), SubjectKeyId: []byte{7, 7, 7}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, rsaKeys[1].Public(), rsaKeys[1])
+	require.NoError(t, err)
+
+	empty := &x509.Certificate{SerialNumber: big.NewInt(6), Subject: pkix.Name{CommonName: "c"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+		ExtraExtensions: []pkix.Extension{{Id: oidSubjectKeyID, Value: []byte{0x04, 0x00}}}}
+	emptyDER, err := x509.CreateCertificate(rand.Reader, empty, empty, rsaKeys[1].Public(), rsaKeys[1])
+	require.NoError(t, err)
+	match, ok := (&signerInfo{ski: []byte{}}).names(emptyDER)
+	require.True(t, ok)
+	require.False(t, match, "an empty key identifier names no certificate, not even one with an empty one")
+
+	v1 := withoutVersion(t, der)
+	match, ok = (&signerInfo{ski: []byte{7, 7, 7}}).names(v1)
+	require.True(t, ok)
+	require.False(t, match, "a v1 certificate's extensions are not read")
+	match, ok = (&signerInfo{ski: []byte{7, 7, 7}}).names(der)
+	require.True(t, ok)
+	require.True(t, match, "the same certificate as v3")
+}
+
+// withoutVersion drops the version field of a certificate's TBSCertificate, making it
+// v1 with its extensions still there.
+func withoutVersion(t *testing.T, der []byte) []byte {
+	t.Helper()
+	var c struct {
+		TBS    asn1.RawValue
+		SigAlg asn1.RawValue
+		Sig    asn1.RawValue
+	}
+	_, err := asn1.Unmarshal(der, &c)
+	require.NoError(t, err)
+	var version asn1.RawValue
+	rest, err := asn1.Unmarshal(c.TBS.Bytes, &version)
+	require.NoError(t, err)
+	require.Equal(t, asn1.ClassContextSpecific, version.Class)
+	tbs, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: rest})
+	require.NoError(t, err)
+	body := append(append(tbs, c.SigAlg.FullBytes...), c.Sig.FullBytes...)
+	out, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: body})
+	require.NoError(t, err)
+	return out
+}
+
 // truncateAfterIssuer keeps a certificate's outer headers, version, serial,
 // signature algorithm and issuer, and drops the rest of its TBSCertificate.
 func truncateAfterIssuer(t *testing.T, der []byte) []byte {
