@@ -132,6 +132,15 @@ func cases() []hcase {
 			// The first would win while a proxy in front may read the last.
 			return wire{query: "operation=PKIOperation&operation=GetCACaps", body: h.message(t, spec{}).body}
 		}},
+		{name: "POST naming operation twice, once percent-encoded", want: status(400), build: func(t *testing.T, h *harness) wire {
+			// url.ParseQuery, and proxies, decode the name: two operations.
+			return wire{query: "%6Fperation=GetCACaps&operation=PKIOperation", body: h.message(t, spec{}).body}
+		}},
+		{name: "GET naming message twice, once percent-encoded", want: status(400), build: func(t *testing.T, h *harness) wire {
+			w := h.message(t, spec{})
+			q := getMessage(w.body)
+			return wire{method: http.MethodGet, query: q + "&%6Dessage=" + strings.TrimPrefix(q, "operation=PKIOperation&message=")}
+		}},
 		{name: "GET with two operation parameters", want: status(400), build: func(t *testing.T, h *harness) wire {
 			w := h.message(t, spec{})
 			return wire{method: http.MethodGet, query: "operation=GetCACaps&" + getMessage(w.body)}

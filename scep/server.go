@@ -854,7 +854,7 @@ func queryValue(rawQuery, key string) string {
 		var kv string
 		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
 		k, v, _ := strings.Cut(kv, "=")
-		if k == key {
+		if queryKey(k) == key {
 			if u, err := url.QueryUnescape(v); err == nil {
 				return u
 			}
@@ -864,13 +864,25 @@ func queryValue(rawQuery, key string) string {
 	return ""
 }
 
+// queryKey is a query parameter's name as URL decoders read it (net/url, proxies):
+// percent-decoded, so that "%6Fperation" counts as "operation" here too.
+func queryKey(k string) string {
+	if strings.IndexByte(k, '%') < 0 && strings.IndexByte(k, '+') < 0 {
+		return k
+	}
+	if u, err := url.QueryUnescape(k); err == nil {
+		return u
+	}
+	return k
+}
+
 // queryHasTwo reports whether rawQuery names key more than once.
 func queryHasTwo(rawQuery, key string) bool {
 	seen := false
 	for rawQuery != "" {
 		var kv string
 		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
-		if k, _, _ := strings.Cut(kv, "="); k == key {
+		if k, _, _ := strings.Cut(kv, "="); queryKey(k) == key {
 			if seen {
 				return true
 			}
@@ -890,7 +902,7 @@ func DecodeGETMessage(rawQuery string) ([]byte, error) {
 	for q := rawQuery; q != ""; {
 		var kv string
 		kv, q, _ = strings.Cut(q, "&")
-		if k, v, ok := strings.Cut(kv, "="); ok && k == "message" {
+		if k, v, ok := strings.Cut(kv, "="); ok && queryKey(k) == "message" {
 			if found {
 				return nil, fmt.Errorf("%w: two message parameters", ErrMalformed)
 			}
