@@ -564,6 +564,9 @@ func (a *admin) certificate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// backupPattern names the copies the admin API makes in the state directory.
+const backupPattern = "backup-*.tmp"
+
 // backup answers a copy of the embedded store taken while the gateway serves
 // (boltstore's Backup): first into a file in the state directory, so that a slow
 // caller never holds the store's checkpoints, then to the caller. With PostgreSQL the
@@ -574,7 +577,13 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotImplemented, apiError{"the store is PostgreSQL: back it up with pg_dump"})
 		return
 	}
-	f, err := os.CreateTemp(a.g.cfg.StateDir, "backup-*.tmp")
+	if !a.g.backupMu.TryLock() {
+		// Each copy is the size of the store, on the store's disk.
+		writeJSON(w, http.StatusConflict, apiError{"a backup is being taken: try again once it is done"})
+		return
+	}
+	defer a.g.backupMu.Unlock()
+	f, err := os.CreateTemp(a.g.cfg.StateDir, backupPattern)
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return

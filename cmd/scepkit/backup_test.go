@@ -59,7 +59,12 @@ func TestAdminBackup(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(state, boltstore.FileName), data, 0o600))
 	require.NoError(t, os.Truncate(filepath.Join(state, boltstore.FileName+"-journal"), 0))
+	// A copy the admin API was sending when the process ended is removed at start.
+	stale := filepath.Join(state, "backup-123.tmp")
+	require.NoError(t, os.WriteFile(stale, data, 0o600))
 	r = start(t, cfg)
+	_, err = os.Stat(stale)
+	require.ErrorIs(t, err, os.ErrNotExist)
 	out, err = r.admin(t, f, token, "cert", serial)
 	require.NoError(t, err, out)
 	require.Contains(t, out, `"revoked":true`)
@@ -81,4 +86,17 @@ func TestAdminBackupPostgres(t *testing.T) {
 	require.Equal(t, http.StatusNotImplemented, code, body)
 	require.Contains(t, body, "pg_dump")
 	r.stop(t)
+}
+
+// TestAdminBackupOneAtATime: a second backup while one is being taken is refused
+// (each copy is the size of the store, on its disk).
+func TestAdminBackupOneAtATime(t *testing.T) {
+	p := startInProcess(t, newFixture(t), "", "")
+	p.g.backupMu.Lock()
+	code, body := p.call(t, http.MethodGet, "/v1/backup", nil)
+	require.Equal(t, http.StatusConflict, code, body)
+	p.g.backupMu.Unlock()
+	code, body = p.call(t, http.MethodGet, "/v1/backup", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.NotEmpty(t, body)
 }

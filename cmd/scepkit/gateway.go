@@ -58,7 +58,8 @@ type gateway struct {
 	log      *slog.Logger
 	ca       *catemplate.CA
 	ra       *catemplate.RA
-	store    crp.Store // the durable store: boltstore, or pgstore with postgres.dsn
+	store    crp.Store  // the durable store: boltstore, or pgstore with postgres.dsn
+	backupMu sync.Mutex // held while the admin API takes a backup: one at a time
 	closeDB  func() error
 	pending  crp.PendingLister // nil when the transactions are in a store that cannot list them
 	rp       *crp.RegistrationPoint
@@ -246,6 +247,13 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 			log.Info("migrated issued certificates into the store", "count", migrated)
 		}
 		g.store, g.closeDB = bs, bs.Close
+		// Copies the admin API was sending when the process ended.
+		if stale, _ := filepath.Glob(filepath.Join(c.StateDir, backupPattern)); len(stale) > 0 {
+			for _, name := range stale {
+				os.Remove(name)
+			}
+			log.Info("removed backup copies left by an earlier run", "count", len(stale))
+		}
 	}
 	var replay challenge.ReplayStore = g.store
 	var transactions crp.TransactionStore = g.store
