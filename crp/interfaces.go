@@ -202,6 +202,16 @@ func notificationRequired(v ChallengeValidator) bool {
 	return ok && nv.RequiresNotification()
 }
 
+// Pinger is a store that can say whether it answers, in one cheap call. Before the CA
+// signs, a registration point pings each store it will record the outcome in that is
+// not the store its claim went to (a Redis for claims and records beside PostgreSQL for
+// the inventory, say): an outage there refuses the request and gives its challenge
+// back, instead of having the CA sign certificates that cannot be recorded and are
+// withheld. pgstore.Store and redisstore.Store are Pingers.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // Outcome is how a transaction ended (so far).
 type Outcome string
 

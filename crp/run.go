@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"time"
 
@@ -159,10 +160,49 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 		if tx.ca.issuer == nil {
 			return fail(PhaseIssue, ReasonMisconfigured, errors.New("no Issuer configured"))
 		}
+		if e := rp.pingStores(ctx, tx); e != nil {
+			return e
+		}
 		cert, err := tx.ca.issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
 			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
 		return rp.accept(ctx, tx, cert, err, issuerCA(tx.ca.issuer) == nil)
 	}})
+}
+
+// pingStores pings, before the CA signs, each store the outcome is recorded in that is
+// not the one tx's claim went to (see [Pinger]): that store answered the claim a moment
+// ago, another one may be down.
+func (rp *RegistrationPoint) pingStores(ctx context.Context, tx *Transaction) *Error {
+	var claimed any
+	switch {
+	case tx.claimID != "":
+		claimed = tx.claimStore
+	case tx.claimed:
+		claimed = rp.Verifier.Replay
+	}
+	for _, st := range []struct {
+		name  string
+		store any
+	}{{"certificates", rp.certificates()}, {"transactions", rp.transactions()}} {
+		p, ok := st.store.(Pinger)
+		if !ok || sameStore(st.store, claimed) {
+			continue
+		}
+		if err := p.Ping(ctx); err != nil {
+			rp.tel().storeError(ctx, st.name)
+			return unavailable(PhaseIssue, fmt.Errorf("the %s store does not answer, so nothing is signed: %w", st.name, err))
+		}
+	}
+	return nil
+}
+
+// sameStore reports whether a and b are the same store value.
+func sameStore(a, b any) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
 }
 
 func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notification {

@@ -281,6 +281,17 @@ func (s *Store) wrote(ctx context.Context) {
 
 func wrap(what string, err error) error { return fmt.Errorf("pgstore: %s: %w", what, err) }
 
+// Ping implements crp.Pinger: one round trip to the database, within the store's
+// timeout.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if err := s.pool.Ping(ctx); err != nil {
+		return wrap("ping", err)
+	}
+	return nil
+}
+
 // ---- challenge claims ----
 
 // Claim implements challenge.ReplayStore. An id whose claim has expired can be

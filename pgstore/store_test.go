@@ -162,7 +162,9 @@ func TestPostgres(t *testing.T) {
 	t.Run("outage", func(t *testing.T) {
 		s := open(t, srv.NewDatabase(t))
 		require.NoError(t, s.Claim(ctx, "before", time.Now().Add(time.Hour)))
+		require.NoError(t, s.Ping(ctx))
 		srv.Stop()
+		require.Error(t, s.Ping(ctx), "crp.Pinger: the outage is seen before the CA signs")
 		err := s.Claim(ctx, "during", time.Now().Add(time.Hour))
 		require.Error(t, err)
 		require.False(t, errors.Is(err, challenge.ErrReplayed))

@@ -93,6 +93,18 @@ func (s *Store) client() (redis.UniversalClient, error) {
 	return s.Client, nil
 }
 
+// Ping implements crp.Pinger: one PING to Redis.
+func (s *Store) Ping(ctx context.Context) error {
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redisstore: ping: %w", err)
+	}
+	return nil
+}
+
 // Claim records one-time use of the challenge id until the time until. It returns nil
 // for the first claim and [challenge.ErrReplayed] for every later claim of id before
 // until, from this process or any other using the same Redis and Prefix. An until

@@ -299,3 +299,11 @@ func TestPendingIndexBounded(t *testing.T) {
 	require.Empty(t, list)
 	require.Zero(t, rc.ZCard(ctx, "bounded:pending").Val())
 }
+
+// TestPing: Ping (crp.Pinger) answers while Redis does, and fails once it stops.
+func TestPing(t *testing.T) {
+	s, srv := newStore(t)
+	require.NoError(t, s.Ping(context.Background()))
+	srv.Stop()
+	require.Error(t, s.Ping(context.Background()))
+}
