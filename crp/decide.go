@@ -433,8 +433,13 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 		return nil
 	}
 	// The inventory holds the certificate before the device can: a certificate
-	// that could not be recorded is withheld (the device gets FAILURE).
-	return rp.addCertificate(ctx, ic)
+	// that could not be recorded is withheld (the device gets FAILURE). Written
+	// whether or not the device hangs up meanwhile, as finishRecord writes: a write
+	// cut by the request's end may reach the store after all, and the operator could
+	// not tell which revocation the withheld certificate needs.
+	dctx, cancel := detached(ctx, tx.leaseEnd)
+	defer cancel()
+	return rp.addCertificate(dctx, ic)
 }
 
 // addCertificate writes ic to the inventory alone; a failure is an internal *Error.
