@@ -341,13 +341,8 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 			bad("CAFingerprint", hex.EncodeToString(p.CAFingerprint), "does not match RootCA")
 		}
 	}
-	switch {
-	case p.RootCA != nil && !p.RootCA.IsCA:
+	if p.RootCA != nil && !p.RootCA.IsCA {
 		bad("RootCA", p.RootCA.Subject.String(), "not a CA certificate")
-	case p.RootCA != nil && !bytes.Equal(p.RootCA.RawIssuer, p.RootCA.RawSubject):
-		// Its SHA-1 is the profile's CAThumbprint (Windows) and CAFingerprint
-		// (Apple): the root the device's trusted-certificate profile installs.
-		bad("RootCA", p.RootCA.Subject.String(), "not a root: its issuer is "+p.RootCA.Issuer.String()+" (give the top of the chain)")
 	}
 
 	if p.RetryCount < 0 || p.RetryCount > MaxRetryCount {

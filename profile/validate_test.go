@@ -144,10 +144,6 @@ func TestValidateBounds(t *testing.T) {
 		{"root cert", func(p *Profile) { p.CAFingerprint = nil; p.RootCA = root }, ""},
 		{"root and matching fingerprint", func(p *Profile) { p.RootCA = root; p.CAFingerprint = rootFP[:] }, ""},
 		{"root and other fingerprint", func(p *Profile) { p.RootCA = root }, "CAFingerprint"},
-		{"root not a root", func(p *Profile) {
-			p.CAFingerprint = nil
-			p.RootCA = &x509.Certificate{Raw: []byte("int"), IsCA: true, RawSubject: []byte("int"), RawIssuer: []byte("root")}
-		}, "RootCA"},
 		{"root not CA", func(p *Profile) { p.CAFingerprint = nil; p.RootCA = &x509.Certificate{Raw: []byte("x")} }, "RootCA"},
 		{"retry count 30", func(p *Profile) { p.RetryCount = 30 }, ""},
 		{"retry count 31", func(p *Profile) { p.RetryCount = 31 }, "RetryCount"},
