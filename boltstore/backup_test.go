@@ -36,18 +36,27 @@ func restore(t *testing.T, backup []byte) *boltstore.Store {
 // with the gateway stopped.
 func TestBackup(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), boltstore.FileName))
+	path := filepath.Join(t.TempDir(), boltstore.FileName)
+	// A copy a Backup was making when its process ended is removed at Open.
+	stale := path + ".backup-123"
+	require.NoError(t, os.WriteFile(stale, []byte("half a copy"), 0o600))
+	s := open(t, path)
+	_, err := os.Stat(stale)
+	require.ErrorIs(t, err, os.ErrNotExist)
 	until := time.Now().Add(time.Hour)
 	cert := storetest.Certificate(t, 4242, until.Truncate(time.Second))
 	require.NoError(t, s.Claim(ctx, "before", until))
 	require.NoError(t, s.Add(ctx, &crp.IssuedCertificate{Certificate: cert, UserID: "u", DeviceID: "d"}))
-	_, err := s.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(4242), Reason: 1, RevokedAt: time.Now()})
+	_, err = s.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(4242), Reason: 1, RevokedAt: time.Now()})
 	require.NoError(t, err)
 
 	var buf safeBuffer
 	n, err := s.Backup(ctx, &buf)
 	require.NoError(t, err)
 	require.Equal(t, int64(len(buf.Bytes())), n)
+	staged, err := filepath.Glob(filepath.Join(filepath.Dir(path), "*.backup-*"))
+	require.NoError(t, err)
+	require.Empty(t, staged, "the copy made beside the store is removed")
 	require.NoError(t, s.Claim(ctx, "after", until))
 
 	r := restore(t, buf.Bytes())
@@ -138,4 +147,60 @@ func (b *safeBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b
+}
+
+// heldWriter takes its first write, then holds every later one until released.
+type heldWriter struct {
+	safeBuffer
+	first   chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *heldWriter) Write(p []byte) (int, error) {
+	if len(w.Bytes()) > 0 {
+		<-w.release
+	}
+	n, err := w.safeBuffer.Write(p)
+	w.once.Do(func() { close(w.first) })
+	return n, err
+}
+
+// TestBackupToSlowWriterHoldsNothing: writes go on while a Backup's writer holds,
+// also when their checkpoints must grow the file: the read transaction lasts the copy
+// beside the store, not the writer. Before, a checkpoint that had to grow the file's
+// memory map waited for the writer, and with it every write.
+func TestBackupToSlowWriterHoldsNothing(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), boltstore.FileName))
+	until := time.Now().Add(time.Hour)
+	big := make([]byte, 64<<10)
+	for i := range 4 {
+		require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: fmt.Sprintf("fill-%d", i), CSR: big, Expires: until}))
+	}
+	w := &heldWriter{first: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { _, err := s.Backup(ctx, w); done <- err }()
+	<-w.first
+	// The writer holds: 200 writes of 64 KiB, enough for checkpoints to grow the
+	// file several times over, must all return meanwhile.
+	wrote := make(chan error, 1)
+	go func() {
+		for i := range 200 {
+			if err := s.Put(ctx, &crp.Record{TransactionID: fmt.Sprintf("grow-%d", i), CSR: big, Expires: until}); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	select {
+	case err := <-wrote:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		close(w.release)
+		t.Fatal("the writes waited for the backup's writer")
+	}
+	close(w.release)
+	require.NoError(t, <-done)
 }

@@ -474,6 +474,13 @@ func open(path string, o *Options, opened *openFiles) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: opening %s: %w", path, err)
 	}
+	// Copies a Backup was making when its process ended (the file is locked now:
+	// no other Store is making one).
+	if stale, _ := filepath.Glob(path + backupSuffix + "*"); len(stale) > 0 {
+		for _, name := range stale {
+			os.Remove(name)
+		}
+	}
 	if err := checkJournal(db, path+"-journal"); err != nil {
 		db.Close()
 		return nil, err
@@ -713,6 +720,11 @@ func (s *Store) run(batch []*op) {
 			writes = append(writes, o)
 			continue
 		}
+		if s.broken != nil {
+			// A snapshot's checkpoint before it in this group broke the store.
+			o.done <- s.broken
+			continue
+		}
 		if o.snap != nil {
 			rtx, err := s.snapshot()
 			o.snap <- rtx
@@ -809,12 +821,17 @@ func (s *Store) snapshot() (*bolt.Tx, error) {
 	return rtx, nil
 }
 
+// backupSuffix, after the file's name, names the copies Backup makes beside it.
+const backupSuffix = ".backup-"
+
 // Backup writes to w a copy of the store that opens on its own: one file holding
 // every write that returned nil before Backup was called, while the store goes on
-// serving. It makes a checkpoint first, then copies the file as of that checkpoint
-// (bbolt's Tx.WriteTo) outside the commit loop. A checkpoint that must grow the file
-// waits until the copy ends, so write to a local file, not to a slow network peer:
-// the admin API of cmd/scepkit copies to a file in the state directory first.
+// serving. It makes a checkpoint, copies the file as of it into a file of its own
+// beside the store (bbolt's Tx.WriteTo on a read transaction, outside the commit
+// loop), then writes that copy to w and removes it: the read transaction lasts a
+// local copy, not as long as w takes (a checkpoint that must grow the file waits for
+// it to end, and with it every write). The disk holding the store needs room for one
+// more copy meanwhile; one a process left behind is removed by the next Open.
 //
 // To restore, stop the process, put the copy in place of FileName and make
 // FileName+"-journal" an empty file (zero bytes: "open the file as it is"). What was
@@ -834,8 +851,22 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 		return 0, err
 	}
 	rtx := <-snap
-	defer rtx.Rollback()
-	return rtx.WriteTo(w)
+	f, err := os.CreateTemp(filepath.Dir(s.path), filepath.Base(s.path)+backupSuffix+"*")
+	if err != nil {
+		rtx.Rollback()
+		return 0, fmt.Errorf("boltstore: backup: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	n, err := rtx.WriteTo(f)
+	rtx.Rollback()
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("boltstore: backup: %w", err)
+	}
+	return io.CopyN(w, f, n)
 }
 
 // answer ends every operation of batch with err.
