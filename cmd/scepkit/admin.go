@@ -203,7 +203,10 @@ func (a *admin) audited(next http.Handler) http.Handler {
 		defer func() {
 			p := recover()
 			aborted := false
-			if p != nil {
+			if p == http.ErrAbortHandler {
+				// A handler that cut its own answer short, and said why.
+				aborted = true
+			} else if p != nil {
 				a.log.ErrorContext(r.Context(), "admin call panicked", "path", loggedPath(r), "panic", fmt.Sprint(p),
 					"stack", string(debug.Stack()))
 				if aborted = sw.wrote; !aborted {
@@ -223,7 +226,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 				attrs = append(attrs, slog.Int("query_bytes", len(r.URL.RawQuery)))
 			}
 			attrs = append(attrs, slog.Int("status", sw.status))
-			if p != nil {
+			if p != nil && p != http.ErrAbortHandler {
 				attrs = append(attrs, slog.Bool("panicked", true))
 			}
 			a.log.LogAttrs(r.Context(), slog.LevelInfo, "admin call", append(attrs,
@@ -564,13 +567,10 @@ func (a *admin) certificate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// backupPattern names the copies the admin API makes in the state directory.
-const backupPattern = "backup-*.tmp"
-
 // backup answers a copy of the embedded store taken while the gateway serves
-// (boltstore's Backup): first into a file in the state directory, so that a slow
-// caller never holds the store's checkpoints, then to the caller. With PostgreSQL the
-// database is backed up with its own tools.
+// (boltstore's Backup, which copies beside the store first, so that a slow caller
+// holds nothing of the store's). One at a time: each copy is the size of the store,
+// on its disk. With PostgreSQL the database is backed up with its own tools.
 func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 	bs, ok := a.g.store.(*boltstore.Store)
 	if !ok {
@@ -578,36 +578,38 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.g.backupMu.TryLock() {
-		// Each copy is the size of the store, on the store's disk.
 		writeJSON(w, http.StatusConflict, apiError{"a backup is being taken: try again once it is done"})
 		return
 	}
 	defer a.g.backupMu.Unlock()
-	f, err := os.CreateTemp(a.g.cfg.StateDir, backupPattern)
-	if err != nil {
-		a.fail(w, r, http.StatusServiceUnavailable, err)
-		return
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	n, err := bs.Backup(r.Context(), f)
-	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
-	}
-	if err != nil {
-		a.fail(w, r, http.StatusServiceUnavailable, err)
-		return
-	}
 	// A large store takes longer to send than the listener's write timeout allows
 	// an answer.
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Hour))
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 	w.Header().Set("Content-Disposition", `attachment; filename="`+boltstore.FileName+`"`)
-	w.WriteHeader(http.StatusOK)
-	if _, err := io.CopyN(w, f, n); err != nil {
+	bw := &startedWriter{w: w}
+	if _, err := bs.Backup(r.Context(), bw); err != nil {
+		if !bw.started {
+			a.fail(w, r, http.StatusServiceUnavailable, err)
+			return
+		}
+		// Sent in part: the connection is cut, so that the caller cannot take
+		// what it received for a whole copy (its chunked body ends without its last
+		// chunk).
 		a.log.WarnContext(r.Context(), "admin: backup not sent whole", "err", err)
+		panic(http.ErrAbortHandler)
 	}
+}
+
+// startedWriter reports whether anything was written through it.
+type startedWriter struct {
+	w       io.Writer
+	started bool
+}
+
+func (s *startedWriter) Write(p []byte) (int, error) {
+	s.started = true
+	return s.w.Write(p)
 }
 
 func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {

@@ -269,7 +269,16 @@ func backupTo(ctx context.Context, client *http.Client, url, token, path string)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
+	// A copy of a large store takes longer than the other calls' whole timeout:
+	// bounded here while the gateway makes its copy, not while it sends.
+	c := *client
+	c.Timeout = 0
+	if t, ok := c.Transport.(*http.Transport); ok {
+		t = t.Clone()
+		t.ResponseHeaderTimeout = 10 * time.Minute
+		c.Transport = t
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -59,8 +62,8 @@ func TestAdminBackup(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(state, boltstore.FileName), data, 0o600))
 	require.NoError(t, os.Truncate(filepath.Join(state, boltstore.FileName+"-journal"), 0))
-	// A copy the admin API was sending when the process ended is removed at start.
-	stale := filepath.Join(state, "backup-123.tmp")
+	// A copy a backup was making when the process ended is removed at start.
+	stale := filepath.Join(state, boltstore.FileName+".backup-123")
 	require.NoError(t, os.WriteFile(stale, data, 0o600))
 	r = start(t, cfg)
 	_, err = os.Stat(stale)
@@ -99,4 +102,25 @@ func TestAdminBackupOneAtATime(t *testing.T) {
 	code, body = p.call(t, http.MethodGet, "/v1/backup", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.NotEmpty(t, body)
+}
+
+// TestBackupOutlastsCallTimeout: the CLI's backup is not cut by the timeout of the
+// other admin calls (30 s, here 100 ms): a large store takes longer to send. Before,
+// a backup that took longer failed "context deadline exceeded ... while reading body".
+func TestBackupOutlastsCallTimeout(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range 5 {
+			fmt.Fprintf(w, "part %d\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(60 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	client := srv.Client()
+	client.Timeout = 100 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "copy.db")
+	require.NoError(t, backupTo(context.Background(), client, srv.URL+"/v1/backup", "", path))
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, "part 0\npart 1\npart 2\npart 3\npart 4\n", string(got))
 }

@@ -247,13 +247,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 			log.Info("migrated issued certificates into the store", "count", migrated)
 		}
 		g.store, g.closeDB = bs, bs.Close
-		// Copies the admin API was sending when the process ended.
-		if stale, _ := filepath.Glob(filepath.Join(c.StateDir, backupPattern)); len(stale) > 0 {
-			for _, name := range stale {
-				os.Remove(name)
-			}
-			log.Info("removed backup copies left by an earlier run", "count", len(stale))
-		}
+
 	}
 	var replay challenge.ReplayStore = g.store
 	var transactions crp.TransactionStore = g.store
