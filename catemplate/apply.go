@@ -105,7 +105,7 @@ func apply(t *Template, csr *x509.CertificateRequest, r *profile.Rendered, ca *x
 	// certificates Intune issues for the template's (the Apple SCEP payload carries no
 	// validity).
 	if r != nil && (r.Profile == nil || (r.Profile.Platform != profile.IOS && r.Profile.Platform != profile.MacOS)) {
-		if end := r.Validity.End(now); r.Validity.Value > 0 && end.Before(notAfter) {
+		if end := r.Validity.End(now.UTC()); r.Validity.Value > 0 && end.Before(notAfter) {
 			notAfter = end
 		}
 	}
