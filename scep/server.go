@@ -41,7 +41,8 @@ type Request struct {
 	// IssuerAndSerial is set for GetCert and GetCRL; IssuerAndSubject for CertPoll.
 	IssuerAndSerial  *IssuerAndSerial
 	IssuerAndSubject *IssuerAndSubject
-	// Message is the whole parsed message.
+	// Message is the whole parsed message. Of the certificates its SignedData
+	// carried, Message.Certificates holds only the signer's: a Server parses no other.
 	Message *PKIMessage
 	// RemoteAddr is the HTTP peer, for logs.
 	RemoteAddr string
@@ -848,7 +849,8 @@ func (s *Server) respond(ctx context.Context, req *Request) (resp *Response, err
 	return resp, err
 }
 
-// queryValue returns the raw (still percent-encoded) value of key in a raw query.
+// queryValue returns the percent-decoded value of the first parameter named key
+// (name decoded too) in a raw query; the raw value when it does not decode.
 func queryValue(rawQuery, key string) string {
 	for rawQuery != "" {
 		var kv string
