@@ -68,3 +68,61 @@ func ExampleOpenDir() {
 	// tx-1 after reopening: PENDING
 	// claim after reopening replayed: true
 }
+
+// A backup taken while the store serves, and its restore: the copy in place of
+// state.db beside an empty journal, with the process stopped. What was written after
+// the copy is not in it (here the second claim).
+func ExampleStore_Backup() {
+	parent, err := os.MkdirTemp("", "scepkit-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(parent)
+	dir := filepath.Join(parent, "state")
+	ctx := context.Background()
+	until := time.Now().Add(time.Hour)
+
+	store, _, err := boltstore.OpenDir(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := store.Claim(ctx, "before", until); err != nil {
+		log.Fatal(err)
+	}
+	copyPath := filepath.Join(parent, "state-copy.db")
+	f, err := os.OpenFile(copyPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := store.Backup(ctx, f); err != nil {
+		log.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		log.Fatal(err)
+	}
+	if err := store.Claim(ctx, "after", until); err != nil {
+		log.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		log.Fatal(err)
+	}
+
+	// Restore, with the process stopped.
+	path := filepath.Join(dir, boltstore.FileName)
+	if err := os.Rename(copyPath, path); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.Truncate(path+"-journal", 0); err != nil { // "open the file as it is"
+		log.Fatal(err)
+	}
+	store, _, err = boltstore.OpenDir(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	fmt.Println("claimed before the copy, replayed:", errors.Is(store.Claim(ctx, "before", until), challenge.ErrReplayed))
+	fmt.Println("claimed after the copy, replayed:", errors.Is(store.Claim(ctx, "after", until), challenge.ErrReplayed))
+	// Output:
+	// claimed before the copy, replayed: true
+	// claimed after the copy, replayed: false
+}
