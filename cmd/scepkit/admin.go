@@ -582,12 +582,9 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer a.g.backupMu.Unlock()
-	// A large store takes longer to send than the listener's write timeout allows
-	// an answer.
-	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Hour))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+boltstore.FileName+`"`)
-	bw := &startedWriter{w: w}
+	bw := &startedWriter{w: w, rc: http.NewResponseController(w)}
 	if _, err := bs.Backup(r.Context(), bw); err != nil {
 		if !bw.started {
 			a.fail(w, r, http.StatusServiceUnavailable, err)
@@ -601,14 +598,22 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// startedWriter reports whether anything was written through it.
+// backupStall is how long a backup's caller may take to accept each part of it: a
+// large store takes longer to send than the listener's write timeout allows an
+// answer, and a caller that stops reading must not hold the one backup at a time.
+var backupStall = time.Minute
+
+// startedWriter reports whether anything was written through it, and gives each
+// write backupStall to go through.
 type startedWriter struct {
 	w       io.Writer
+	rc      *http.ResponseController
 	started bool
 }
 
 func (s *startedWriter) Write(p []byte) (int, error) {
 	s.started = true
+	s.rc.SetWriteDeadline(time.Now().Add(backupStall))
 	return s.w.Write(p)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/scepkit/scepkit/boltstore"
+	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/internal/pgtest"
 	"github.com/scepkit/scepkit/internal/scepclienttest"
 )
@@ -123,4 +125,42 @@ func TestBackupOutlastsCallTimeout(t *testing.T) {
 	got, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.Equal(t, "part 0\npart 1\npart 2\npart 3\npart 4\n", string(got))
+}
+
+// TestAdminBackupStalledCaller: a caller that stops reading a backup is cut after
+// backupStall without progress, and the next backup is taken. Before, its write
+// deadline was an hour and every other backup got 409 meanwhile.
+func TestAdminBackupStalledCaller(t *testing.T) {
+	old := backupStall
+	backupStall = 200 * time.Millisecond
+	t.Cleanup(func() { backupStall = old })
+	p := startInProcess(t, newFixture(t), "", "")
+	bs := p.g.store.(*boltstore.Store)
+	big := make([]byte, 64<<10)
+	for i := range 200 { // a store of about 13 MB: more than the sockets buffer
+		require.NoError(t, bs.Put(context.Background(), &crp.Record{TransactionID: fmt.Sprintf("fill-%d", i), CSR: big,
+			Expires: time.Now().Add(time.Hour)}))
+	}
+	req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+p.f.token)
+	resp, err := p.admin.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	_, err = io.ReadFull(resp.Body, make([]byte, 1024)) // then stop reading
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+p.f.token)
+		r, err := p.admin.Client().Do(req)
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		io.Copy(io.Discard, r.Body)
+		return r.StatusCode == http.StatusOK
+	}, 20*time.Second, 100*time.Millisecond, "the stalled caller still holds the backup")
 }
