@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -324,11 +323,6 @@ func (rp *RegistrationPoint) Validate() error {
 	if rp.RequireNotification && rp.Notifier == nil {
 		return errors.New("crp: RequireNotification needs a Notifier: without one every certificate would go out untold")
 	}
-	for i, v := range rp.Validators {
-		if rp.Notifier == nil && notificationRequired(v) {
-			return fmt.Errorf("crp: Validators[%d] requires its service to hear of each certificate issued on its verdict, and there is no Notifier", i)
-		}
-	}
 	for i, c := range rp.Checks {
 		switch {
 		case c.Name == "":
@@ -345,6 +339,9 @@ func (rp *RegistrationPoint) Validate() error {
 	for i, v := range rp.Validators {
 		if v == nil {
 			return fmt.Errorf("crp: Validators[%d] is nil", i)
+		}
+		if rp.Notifier == nil && notificationRequired(v) {
+			return fmt.Errorf("crp: Validators[%d] requires its service to hear of each certificate issued on its verdict, and there is no Notifier", i)
 		}
 		if nv, ok := v.(NamedValidator); ok {
 			if j, dup := names[nv.Name()]; dup {
@@ -496,11 +493,7 @@ func (rp *RegistrationPoint) certificates() CertificateStore {
 // and implements IssuanceRecorder; nil otherwise.
 func (rp *RegistrationPoint) issuanceRecorder() IssuanceRecorder {
 	r, ok := rp.Transactions.(IssuanceRecorder)
-	if !ok || rp.Certificates == nil {
-		return nil
-	}
-	if t := reflect.TypeOf(rp.Certificates); t != reflect.TypeOf(rp.Transactions) || !t.Comparable() ||
-		any(rp.Certificates) != any(rp.Transactions) {
+	if !ok || !sameStore(rp.Certificates, rp.Transactions) {
 		return nil
 	}
 	return r

@@ -192,6 +192,11 @@ func (c *Client) GetCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	if err := c.checkPin(); err != nil {
 		return nil, err
 	}
+	return c.getCACert(ctx)
+}
+
+// getCACert is GetCACert for a Client whose pin was checked.
+func (c *Client) getCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	body, mt, err := c.get(ctx, "GetCACert", "")
 	if err != nil {
 		return nil, err
@@ -377,7 +382,7 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs, err := c.GetCACert(ctx)
+	certs, err := c.getCACert(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -361,11 +361,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		maxQ = DefaultMaxQueryBytes
 	}
 	if len(r.URL.RawQuery) > maxQ {
-		s.refuse(w, r, operationLabel(queryValue(r.URL.RawQuery, "operation")), http.StatusRequestURITooLong, "query too long")
+		op, _ := queryValue(r.URL.RawQuery, "operation")
+		s.refuse(w, r, operationLabel(op), http.StatusRequestURITooLong, "query too long")
 		return
 	}
-	op := queryValue(r.URL.RawQuery, "operation")
-	if queryHasTwo(r.URL.RawQuery, "operation") {
+	op, n := queryValue(r.URL.RawQuery, "operation")
+	if n > 1 {
 		// The first would win here while a proxy or filter in front may read the
 		// last: refused, as two message parameters are.
 		s.refuse(w, r, "unknown", http.StatusBadRequest, "operation given more than once")
@@ -849,21 +850,25 @@ func (s *Server) respond(ctx context.Context, req *Request) (resp *Response, err
 	return resp, err
 }
 
-// queryValue returns the percent-decoded value of the first parameter named key
-// (name decoded too) in a raw query; the raw value when it does not decode.
-func queryValue(rawQuery, key string) string {
+// queryValue returns the percent-decoded value of the first parameter named key (its
+// name decoded too, see queryKey) in a raw query, the raw value when it does not
+// decode, and how many parameters are named key.
+func queryValue(rawQuery, key string) (value string, n int) {
 	for rawQuery != "" {
 		var kv string
 		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
 		k, v, _ := strings.Cut(kv, "=")
-		if queryKey(k) == key {
+		if queryKey(k) != key {
+			continue
+		}
+		if n++; n == 1 {
+			value = v
 			if u, err := url.QueryUnescape(v); err == nil {
-				return u
+				value = u
 			}
-			return v
 		}
 	}
-	return ""
+	return value, n
 }
 
 // queryKey is a query parameter's name as URL decoders read it (net/url, proxies):
@@ -876,22 +881,6 @@ func queryKey(k string) string {
 		return u
 	}
 	return k
-}
-
-// queryHasTwo reports whether rawQuery names key more than once.
-func queryHasTwo(rawQuery, key string) bool {
-	seen := false
-	for rawQuery != "" {
-		var kv string
-		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
-		if k, _, _ := strings.Cut(kv, "="); queryKey(k) == key {
-			if seen {
-				return true
-			}
-			seen = true
-		}
-	}
-	return false
 }
 
 // DecodeGETMessage extracts and decodes the message parameter of a GET PKIOperation
