@@ -11,6 +11,24 @@ import (
 	"os"
 )
 
+// ErrNeedsOperator matches every error of [Open] that no retry mends, because the
+// file or its journal is not what the store left there: [ErrStateMissing],
+// [ErrJournalDamaged], [ErrJournalAhead], [ErrCorrupt], [ErrJournalMissing] and
+// [ErrNewerSchema] (errors.Is(err, ErrNeedsOperator) is true for each). An operator
+// must look at the files; a program should not restart in a loop on it. ErrLocked and
+// I/O errors do not match: they may pass.
+var ErrNeedsOperator = errors.New("boltstore: the state needs an operator")
+
+// damageError is a sentinel that also matches ErrNeedsOperator.
+type damageError string
+
+func damage(msg string) error { return damageError(msg) }
+
+func (e damageError) Error() string { return string(e) }
+
+// Is reports whether target is ErrNeedsOperator.
+func (e damageError) Is(target error) bool { return target == ErrNeedsOperator }
+
 // ErrStateMissing is returned by [Open] when the file is missing or empty while its
 // journal holds writes of an earlier run: bbolt would create an empty file, and the
 // store would start without everything its earlier runs acknowledged (claims made
@@ -18,10 +36,10 @@ import (
 // start deliberately with an empty store, empty the journal (truncate it to zero
 // bytes) or remove it too.
 //
-// A Store's writes fail with it, and the Store must be reopened, when its file was
+// A Store's operations fail with it, and the Store must be reopened, when its file was
 // deleted or replaced while it ran (its checkpoints would go to a file no one opens):
 // the path is checked before each checkpoint.
-var ErrStateMissing = errors.New("boltstore: the file is missing but its journal holds writes")
+var ErrStateMissing error = damage("boltstore: the file is missing but its journal holds writes")
 
 // ErrJournalDamaged is returned by [Open] when the journal (path+"-journal") holds
 // writes it cannot give back: an entry is damaged and an intact entry of the same
@@ -30,7 +48,7 @@ var ErrStateMissing = errors.New("boltstore: the file is missing but its journal
 // the journal, and the entry and offset. Restore the file with its journal from a
 // backup; to open the file without the writes since its last checkpoint, empty the
 // journal (truncate it to zero bytes).
-var ErrJournalDamaged = errors.New("boltstore: the journal is damaged")
+var ErrJournalDamaged error = damage("boltstore: the journal is damaged")
 
 // ErrJournalAhead is returned by [Open] when the journal holds an entry of a later
 // checkpoint than the file's: the file is older than its journal, restored from a
@@ -38,7 +56,7 @@ var ErrJournalDamaged = errors.New("boltstore: the journal is damaged")
 // checkpoint), and lacks the writes of the checkpoints since. Restore the file with its
 // journal; to start deliberately from the file as it is, without those writes, empty
 // the journal (truncate it to zero bytes).
-var ErrJournalAhead = errors.New("boltstore: the file is older than its journal")
+var ErrJournalAhead error = damage("boltstore: the file is older than its journal")
 
 // checkStatePresent returns ErrStateMissing when the file at path is missing or empty
 // while the journal at jpath holds an entry header at its start: the journal was
@@ -75,7 +93,7 @@ func checkStatePresent(path, jpath string) error {
 	}
 	return fmt.Errorf("%w: %s is %s, but its journal %s holds writes of an earlier run "+
 		"(an entry of epoch %d at offset 0): opening would start from an empty store without them. "+
-		"Restore state.db with its journal from a backup; to start deliberately with an empty store, "+
+		"Restore the file with its journal from a backup; to start deliberately with an empty store, "+
 		"empty the journal (truncate it to zero bytes)",
 		ErrStateMissing, path, what, jpath, binary.LittleEndian.Uint64(hdr[8:]))
 }
@@ -114,7 +132,7 @@ func isZero(b []byte) bool {
 // operations fail with it, and the Store must be reopened, when that happens to its
 // file while it runs. The error names the file. Restore the file with its journal from
 // a backup.
-var ErrCorrupt = errors.New("boltstore: the file is damaged")
+var ErrCorrupt error = damage("boltstore: the file is damaged")
 
 // boltMeta is what checkStateFile reads of one of bbolt's two meta pages: a page header
 // (16 bytes), then magic, version, page size, flags (uint32s), the root bucket (its

@@ -178,6 +178,7 @@ func TestDamagedStoreRefused(t *testing.T) {
 				s.Close()
 			}
 			require.ErrorIs(t, err, c.want)
+			require.ErrorIs(t, err, boltstore.ErrNeedsOperator, "one error says: an operator must look")
 			require.Contains(t, err.Error(), c.names)
 			after, _ := os.ReadFile(path)
 			require.Equal(t, before, after, "a refused Open changed state.db")

@@ -252,7 +252,7 @@ func (j *journal) recover(tx *bolt.Tx, name string) (int, error) {
 	if at, seq, ok := findEntry(data, end, j.epoch); ok {
 		return n, fmt.Errorf("%w: %s: entry %d of epoch %d, at offset %d, is damaged, but entry %d of that epoch "+
 			"follows intact at offset %d: the writes of the entries from %d on would be lost. "+
-			"Restore state.db with its journal from a backup; to open state.db without the writes since its "+
+			"Restore the file with its journal from a backup; to open the file without the writes since its "+
 			"last checkpoint, empty the journal (truncate it to zero bytes)",
 			ErrJournalDamaged, name, n, j.epoch, end, seq, at, n)
 	}
@@ -352,7 +352,7 @@ func checkJournalSize(jpath string) error {
 	}
 	return fmt.Errorf("%w: %s is %d bytes, shorter than the %d it is preallocated to, and holds entries: "+
 		"it was truncated, and the writes of the entries cut off would be lost. "+
-		"Restore state.db with its journal from a backup; to open state.db without the writes since its "+
+		"Restore the file with its journal from a backup; to open the file without the writes since its "+
 		"last checkpoint, empty the journal (truncate it to zero bytes)",
 		ErrJournalDamaged, jpath, len(data), journalSize)
 }

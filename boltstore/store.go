@@ -77,7 +77,7 @@
 //     until it is reopened.
 //
 // A file deleted or replaced while the store runs is noticed before the next
-// checkpoint (about a second later): writes fail with ErrStateMissing from then on,
+// checkpoint (about a second later): operations fail with ErrStateMissing from then on,
 // and an ERROR line is logged.
 //
 // A journal of zero bytes is the operator's way to open the file as it is, without the
@@ -173,7 +173,7 @@ var ErrClosed = errors.New("boltstore: closed")
 
 // ErrNewerSchema is returned by [Open] for a file a newer release of this package
 // wrote: its layout is not known here. Run that release, or restore a backup.
-var ErrNewerSchema = errors.New("boltstore: the file was written by a newer release")
+var ErrNewerSchema error = damage("boltstore: the file was written by a newer release")
 
 // now is the store's clock; a Store Open did not make has none (its methods then
 // answer ErrNotOpen).
@@ -196,7 +196,7 @@ var ErrNotOpen = errors.New("boltstore: not opened (use Open or OpenDir)")
 // missing and the file's last run did not end with Close: writes acknowledged since
 // its last checkpoint may be in the journal alone. Put the journal back beside the file; to
 // open the file without those writes, create the journal as an empty file.
-var ErrJournalMissing = errors.New("boltstore: the journal is missing and the file was not closed cleanly")
+var ErrJournalMissing error = damage("boltstore: the journal is missing and the file was not closed cleanly")
 
 // Options configures [Open]. The zero value has defaults.
 type Options struct {
@@ -407,8 +407,10 @@ func (w *wtx) rollback(payloadMark, undoMark int) error {
 // ended without Close) are applied first. A file it creates has its directory synced.
 //
 // Open refuses a damaged file or journal rather than open it without writes it
-// acknowledged (see the package documentation): with ErrStateMissing,
-// ErrJournalDamaged, ErrJournalAhead or ErrCorrupt, each naming the file.
+// acknowledged (see the package documentation): with an error that matches
+// [ErrNeedsOperator] and names the file (ErrStateMissing, ErrJournalDamaged,
+// ErrJournalAhead, ErrCorrupt, ErrJournalMissing, ErrNewerSchema). A file another
+// Store holds is ErrLocked.
 func Open(path string, o *Options) (s *Store, err error) {
 	if o == nil {
 		o = &Options{}
@@ -476,10 +478,9 @@ func open(path string, o *Options, opened *openFiles) (*Store, error) {
 	}
 	// Copies a Backup was making when its process ended (the file is locked now:
 	// no other Store is making one).
-	if stale, _ := filepath.Glob(path + backupSuffix + "*"); len(stale) > 0 {
-		for _, name := range stale {
-			os.Remove(name)
-		}
+	stale, _ := filepath.Glob(path + backupSuffix + "*")
+	for _, name := range stale {
+		os.Remove(name)
 	}
 	if err := checkJournal(db, path+"-journal"); err != nil {
 		db.Close()
@@ -831,24 +832,19 @@ const backupSuffix = ".backup-"
 // loop), then writes that copy to w and removes it: the read transaction lasts a
 // local copy, not as long as w takes (a checkpoint that must grow the file waits for
 // it to end, and with it every write). The disk holding the store needs room for one
-// more copy meanwhile; one a process left behind is removed by the next Open.
+// more copy per Backup in progress; one a process left behind is removed by the next
+// Open.
 //
-// To restore, stop the process, put the copy in place of FileName and make
-// FileName+"-journal" an empty file (zero bytes: "open the file as it is"). What was
+// To restore, stop the process, put the copy in place of the store's file (path, or
+// FileName in the directory of OpenDir) and make its journal (path+"-journal") an
+// empty file (zero bytes: "open the file as it is"). What was
 // written after the copy is lost: revocations to make again, certificates missing
 // from the inventory, and challenge claims, so that a challenge used after the copy
 // and still within its lifetime would pass again (see docs/operations.md).
 func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	snap := make(chan *bolt.Tx, 1)
 	if err := s.enqueue(ctx, &op{read: true, snap: snap}); err != nil {
-		select {
-		case rtx := <-snap:
-			if rtx != nil {
-				rtx.Rollback()
-			}
-		default:
-		}
-		return 0, err
+		return 0, err // snapshot hands out no transaction with an error
 	}
 	rtx := <-snap
 	f, err := os.CreateTemp(filepath.Dir(s.path), filepath.Base(s.path)+backupSuffix+"*")

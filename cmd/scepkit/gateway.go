@@ -234,9 +234,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		}
 		bs, migrated, err := boltstore.OpenDir(c.StateDir, &boltstore.Options{Logger: log})
 		switch {
-		case errors.Is(err, boltstore.ErrStateMissing), errors.Is(err, boltstore.ErrJournalDamaged),
-			errors.Is(err, boltstore.ErrJournalAhead), errors.Is(err, boltstore.ErrCorrupt),
-			errors.Is(err, boltstore.ErrJournalMissing), errors.Is(err, boltstore.ErrNewerSchema):
+		case errors.Is(err, boltstore.ErrNeedsOperator):
 			// Damaged or incomplete state: an operator must look (the error says how);
 			// starting again changes nothing.
 			return nil, settingError("state_dir", err)
@@ -247,7 +245,6 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 			log.Info("migrated issued certificates into the store", "count", migrated)
 		}
 		g.store, g.closeDB = bs, bs.Close
-
 	}
 	var replay challenge.ReplayStore = g.store
 	var transactions crp.TransactionStore = g.store
