@@ -202,11 +202,9 @@ func (a *admin) audited(next http.Handler) http.Handler {
 		who, refused, ok := a.who(r)
 		defer func() {
 			p := recover()
-			aborted := false
-			if p == http.ErrAbortHandler {
-				// A handler that cut its own answer short, and said why.
-				aborted = true
-			} else if p != nil {
+			aborted := p == http.ErrAbortHandler // a handler that cut its own answer short, and said why
+			panicked := p != nil && !aborted
+			if panicked {
 				a.log.ErrorContext(r.Context(), "admin call panicked", "path", loggedPath(r), "panic", fmt.Sprint(p),
 					"stack", string(debug.Stack()))
 				if aborted = sw.wrote; !aborted {
@@ -226,7 +224,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 				attrs = append(attrs, slog.Int("query_bytes", len(r.URL.RawQuery)))
 			}
 			attrs = append(attrs, slog.Int("status", sw.status))
-			if p != nil && p != http.ErrAbortHandler {
+			if panicked {
 				attrs = append(attrs, slog.Bool("panicked", true))
 			}
 			a.log.LogAttrs(r.Context(), slog.LevelInfo, "admin call", append(attrs,
