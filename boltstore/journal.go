@@ -220,7 +220,7 @@ func (j *journal) replayData(tx *bolt.Tx, data []byte, upTo uint64) (n int, end 
 			break
 		}
 		if err := applyMutations(tx, payload); err != nil {
-			return n, end, fmt.Errorf("%w (%w): entry %d of epoch %d: %v", ErrJournalDamaged, errJournal, seq, j.epoch, err)
+			return n, end, fmt.Errorf("%w: entry %d of epoch %d: %v", errJournal, seq, j.epoch, err)
 		}
 		n++
 		end += size
@@ -241,7 +241,9 @@ func (j *journal) recover(tx *bolt.Tx, name string) (int, error) {
 	}
 	n, end, err := j.replayData(tx, data, math.MaxUint64)
 	if err != nil {
-		return n, err
+		// At Open, an entry that cannot be applied is a damaged journal; at run
+		// time (rebuild) it stays errJournal: the store must be reopened.
+		return n, fmt.Errorf("%w (%w): %s", ErrJournalDamaged, err, name)
 	}
 	if err := j.checkAhead(data, name); err != nil {
 		return n, err
