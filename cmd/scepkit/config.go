@@ -37,6 +37,7 @@ type config struct {
 	Directory   string   `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
 	// Profiles are the ids challenges name in their prof claim.
 	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048, client authentication" default:"win,ios,mac"`
+	CAName          string   `toml:"ca_name" doc:"distinguished name of the CA made on the first start in an empty state_dir, and by rollover-prepare with the date appended to its CN, written as RFC 4514 writes it (CN=Example Device CA,O=Example,C=FR; escape a comma in a value: O=Example\\, Inc.); its RA is named alike, CN ending RA; a CA already made keeps its name" default:"CN=scepkit CA,O=scepkit"`
 	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates, at most 17520h (730 days, the longest a profile may carry)" default:"8760h"`
 	RequireApproval bool     `toml:"require_approval" doc:"queue every request (PENDING) until an operator approves it through the admin API"`
 	Legacy          bool     `toml:"legacy" doc:"accept single DES and SHA-1 from old clients (micromdm's scepclient needs it)"`
@@ -307,6 +308,21 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// caNameErr is the error of parsing ca_name.
+func (c *config) caNameErr() error {
+	_, err := parseCAName(c.CAName)
+	return err
+}
+
+// caName is ca_name parsed; validate has checked it.
+func (c *config) caName() caName {
+	n, err := parseCAName(c.CAName)
+	if err != nil {
+		panic("scepkit: ca_name not validated: " + err.Error())
+	}
+	return n
+}
+
 func (c *config) validate() error {
 	switch {
 	case c.Listen == "":
@@ -325,6 +341,8 @@ func (c *config) validate() error {
 		return settingError("directory", errors.New("required"))
 	case len(c.Profiles) == 0:
 		return settingError("profiles", errors.New("at least one profile id"))
+	case c.caNameErr() != nil:
+		return settingError("ca_name", c.caNameErr())
 	case c.CertValidity < duration(time.Hour):
 		// Issued certificates start 5 minutes back (clock skew): shorter than this,
 		// devices would get certificates that have expired or are about to.

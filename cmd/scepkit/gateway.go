@@ -11,7 +11,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -609,7 +608,7 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 		if err := noPriorState(c.StateDir, err); err != nil {
 			return nil, nil, err
 		}
-		ca, ra, err = newPKI(firstCAName, nil, nil, nil)
+		ca, ra, err = newPKI(c.caName(), "", nil, nil, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -655,7 +654,7 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 		if err := rsaEncryptKey("pkcs11.ra_encrypt_key", encKey); err != nil {
 			return nil, nil, err
 		}
-		ca, ra, err := newPKI(firstCAName, caKey, signKey, encKey)
+		ca, ra, err := newPKI(c.caName(), "", caKey, signKey, encKey)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -739,17 +738,14 @@ func noPriorState(dir string, missing error) error {
 	return nil
 }
 
-// firstCAName is the subject of the CA a gateway makes on its first start.
-var firstCAName = pkix.Name{CommonName: "scepkit CA", Organization: []string{"scepkit"}}
-
-// newPKI makes a CA named subject and its RA, with the given keys or fresh software
-// keys.
-func newPKI(subject pkix.Name, caKey, signKey crypto.Signer, encKey crypto.Decrypter) (*catemplate.CA, *catemplate.RA, error) {
-	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 3072, Signer: caKey, Subject: subject})
+// newPKI makes a CA named after name, with suffix appended to its CN, and its RA,
+// with the given keys or fresh software keys.
+func newPKI(name caName, suffix string, caKey, signKey crypto.Signer, encKey crypto.Decrypter) (*catemplate.CA, *catemplate.RA, error) {
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 3072, Signer: caKey, Subject: name.subject("CA", suffix)})
 	if err != nil {
 		return nil, nil, err
 	}
-	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit RA"},
+	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: name.subject("RA", suffix),
 		SigningKey: signKey, EncryptionKey: encKey})
 	if err != nil {
 		return nil, nil, err

@@ -70,7 +70,9 @@ func certsForTokenKeys(t *testing.T, st *softhsmtest.Token, stateDir string) {
 		keys[label], err = tok.Key(label)
 		require.NoError(t, err)
 	}
-	ca, ra, err := newPKI(firstCAName, keys["scepkit-ca"], keys["scepkit-ra-sign"], keys["scepkit-ra-encrypt"])
+	name, err := parseCAName("CN=scepkit CA,O=scepkit")
+	require.NoError(t, err)
+	ca, ra, err := newPKI(name, "", keys["scepkit-ca"], keys["scepkit-ra-sign"], keys["scepkit-ra-encrypt"])
 	require.NoError(t, err)
 	require.NoError(t, writeCerts(stateDir, ca, ra))
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/x509/pkix"
 	"errors"
 	"flag"
 	"fmt"
@@ -92,11 +91,10 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 	var next *catemplate.CA
 	var ra *catemplate.RA
 	if *raOnly {
-		ra, err = catemplate.NewRA(current, catemplate.RAOptions{Subject: pkix.Name{CommonName: "scepkit RA " + suffix},
+		ra, err = catemplate.NewRA(current, catemplate.RAOptions{Subject: c.caName().subject("RA", suffix),
 			SigningKey: keys.sign, EncryptionKey: keys.encrypt})
 	} else {
-		next, ra, err = newPKI(pkix.Name{CommonName: "scepkit CA " + suffix, Organization: []string{"scepkit"}},
-			keys.ca, keys.sign, keys.encrypt)
+		next, ra, err = newPKI(c.caName(), suffix, keys.ca, keys.sign, keys.encrypt)
 	}
 	if err != nil {
 		return err
