@@ -29,7 +29,9 @@ type Decision struct {
 	// subjectAltName extension (in ExtraExtensions; absent when there are no SANs),
 	// KeyUsage, ExtKeyUsage, UnknownExtKeyUsage, NotBefore and NotAfter, for
 	// PublicKey (the CSR's key). SerialNumber and SubjectKeyId are suggestions the
-	// CA may replace. Complete refuses a certificate that differs.
+	// CA may replace. Complete refuses a certificate that differs from the decision
+	// the registration point keeps: Template is the caller's copy, and changing it
+	// changes nothing Complete checks against.
 	Template *x509.Certificate
 	// TemplateName names the catemplate.Template that was applied.
 	TemplateName string
@@ -220,7 +222,7 @@ func (rp *RegistrationPoint) Decide(ctx context.Context, req *EnrollRequest) (*D
 		return nil, e
 	}
 	opened = true
-	return &Decision{TransactionID: tx.ID, Template: tx.CertTemplate, TemplateName: tx.Template.Name, CACert: tx.ca.cert,
+	return &Decision{TransactionID: tx.ID, Template: cloneTemplate(tx.CertTemplate), TemplateName: tx.Template.Name, CACert: tx.ca.cert,
 		RequiresApproval: tx.Template.RequiresApproval, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
 		ProfileID: tx.ProfileID(), Expires: od.expires, Trace: tx.Trace}, nil
 }

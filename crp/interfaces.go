@@ -82,7 +82,9 @@ func (f ProfileSourceFunc) LookupProfile(ctx context.Context, id string) (*profi
 // IssueRequest is what an Issuer is asked to sign.
 type IssueRequest struct {
 	// Template is the certificate to sign, from catemplate.Apply: serial, validity,
-	// subject, SANs, key usages are all decided.
+	// subject, SANs, key usages are all decided. It is the Issuer's own copy: changing
+	// it (to set the CA's serial, or add its extensions) changes nothing the returned
+	// certificate is checked against.
 	Template *x509.Certificate
 	// PublicKey is the requester's key (the CSR's).
 	PublicKey crypto.PublicKey
@@ -92,6 +94,10 @@ type IssueRequest struct {
 	TemplateName string
 	// TransactionID is the request's transactionID, for the CA's own records.
 	TransactionID string
+	// UserID, DeviceID and ProfileID say whom the certificate is for, as the
+	// registration point found them (empty when a request named none), for the
+	// CA's own records.
+	UserID, DeviceID, ProfileID string
 }
 
 // Issuer signs certificates: the built-in CA ([CAIssuer]) or a CA the user already

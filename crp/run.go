@@ -163,8 +163,12 @@ func (rp *RegistrationPoint) issue(ctx context.Context, tx *Transaction, approve
 		if e := rp.pingStores(ctx, tx); e != nil {
 			return e
 		}
-		cert, err := tx.ca.issuer.Issue(ctx, &IssueRequest{Template: tx.CertTemplate, PublicKey: tx.CSR.PublicKey,
-			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID})
+		// The Issuer gets its own copy of the template: a CA that sets its serial or
+		// adds its extensions in place must not change what its certificate is
+		// checked against (accept).
+		cert, err := tx.ca.issuer.Issue(ctx, &IssueRequest{Template: cloneTemplate(tx.CertTemplate), PublicKey: tx.CSR.PublicKey,
+			CSR: tx.CSR, TemplateName: tx.Template.Name, TransactionID: tx.ID,
+			UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()})
 		return rp.accept(ctx, tx, cert, err, issuerCA(tx.ca.issuer) == nil)
 	}})
 }
