@@ -31,8 +31,12 @@
 // a CA that cannot be reached) releases it, when the replay store is a
 // challenge.Releaser and nothing was issued, so the device retries with the same
 // challenge, and so does an operator fault ([ReasonMisconfigured]); a definitive
-// refusal (phase 3, the template, the CA's [ErrRefused]) burns it, and a PENDING
-// answer keeps it. [RegistrationPoint.Validate] validates the profiles of
+// refusal (phase 3, the template, the CA's [ErrRefused], any other error of the
+// Issuer, a certificate that does not match the decision) burns it, and a PENDING
+// answer keeps it. A step whose code panics (the user's directory, registry, check,
+// Issuer or notifier) fails its request with [ReasonInternal], logged with its stack:
+// the challenge is given back when the panic came before the issue phase, kept from
+// it on (the CA may have signed). [RegistrationPoint.Validate] validates the profiles of
 // a [MemoryProfiles], so that a profile no device could enroll with stops the gateway
 // at start. A
 // request resent with the same transactionID gets the recorded answer, and polls must

@@ -158,7 +158,8 @@ func (e *Error) FailInfo() scep.FailInfo {
 // releases reports whether the refusal leaves the challenge usable again: a
 // transient failure, or an operator fault, before anything was issued.
 func (e *Error) releases() bool {
-	return e.Reason == ReasonMisconfigured || errors.Is(e.Err, ErrUnavailable)
+	return e.Reason == ReasonMisconfigured || errors.Is(e.Err, ErrUnavailable) ||
+		e.Phase < PhaseIssue && errors.Is(e.Err, errPanicked)
 }
 
 func fail(p Phase, r Reason, err error) *Error { return &Error{Phase: p, Reason: r, Err: err} }

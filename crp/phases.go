@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
@@ -34,7 +35,7 @@ func (rp *RegistrationPoint) runSteps(ctx context.Context, tx *Transaction, p Ph
 	}
 	for _, b := range builtins {
 		start := rp.now()
-		err := b.run(ctx, tx)
+		err := rp.guard(ctx, tx, p, b.name, func() *Error { return b.run(ctx, tx) })
 		rp.step(ctx, tx, p, b.name, start, err)
 		if err != nil {
 			return err
@@ -57,14 +58,37 @@ type builtin struct {
 
 func (rp *RegistrationPoint) runCheck(ctx context.Context, tx *Transaction, c Check) *Error {
 	start := rp.now()
-	var e *Error
-	if err := c.Func(ctx, tx); err != nil {
-		if !errors.As(err, &e) {
+	e := rp.guard(ctx, tx, c.Phase, c.Name, func() *Error {
+		var e *Error
+		if err := c.Func(ctx, tx); err != nil && !errors.As(err, &e) {
 			e = fail(c.Phase, ReasonCheckFailed, err)
 		}
-	}
+		return e
+	})
 	rp.step(ctx, tx, c.Phase, c.Name, start, e)
 	return e
+}
+
+// errPanicked marks the failure of a step whose code (the user's Issuer, directory,
+// registry, notifier or check, or a bug of ours) panicked.
+var errPanicked = errors.New("panicked")
+
+// guard runs step run of phase p, turning a panic into an internal failure of the
+// step, logged at ERROR with its stack, so that the request ends as any refusal does:
+// recorded, notified, and its challenge given back when nothing can have been issued
+// yet (a panic before the issue phase), kept otherwise (the CA may have signed). A
+// panic that escaped would leave the challenge claimed with no record and no
+// notification (the SCEP server recovers it as a bare failure), or end an embedding
+// caller's goroutine.
+func (rp *RegistrationPoint) guard(ctx context.Context, tx *Transaction, p Phase, name string, run func() *Error) (e *Error) {
+	defer func() {
+		if v := recover(); v != nil {
+			rp.log().ErrorContext(ctx, "crp: a step panicked", "transactionID", tx.ID, "phase", p.String(), "step", name,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			e = fail(p, ReasonInternal, fmt.Errorf("step %s %w: %v", name, errPanicked, v))
+		}
+	}()
+	return run()
 }
 
 // unavailable wraps an unexpected error from a directory, registry or store: a
