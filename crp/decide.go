@@ -317,29 +317,37 @@ func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion, tx *
 // (neither CA of a rollover) is not ours to record, and a serial recorded with
 // another certificate is kept.
 func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCertificate) {
+	rp.recordWithheld(ctx, ic, "completed late", nil)
+}
+
+// recordWithheld records in the inventory a certificate the CA issued that the device
+// is not given (why, with the detail cause), as lateCertificate says, and logs it as
+// withheld: the inventory is where an operator, or code of the embedding CA, finds
+// what to revoke.
+func (rp *RegistrationPoint) recordWithheld(ctx context.Context, ic *IssuedCertificate, why string, cause error) {
 	cert := ic.Certificate
 	have, err := rp.certificates().Lookup(ctx, cert.SerialNumber)
 	switch {
 	case err == nil && bytes.Equal(have.Certificate.Raw, cert.Raw):
 		return
 	case err == nil:
-		rp.withheld(ctx, ic.TransactionID, cert, "completed late, with the serial of another certificate", nil)
+		rp.withheld(ctx, ic.TransactionID, cert, why+", with the serial of another certificate", cause)
 		return
 	case !errors.Is(err, ErrNotFound):
 		rp.tel().storeError(ctx, "certificates")
-		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not recorded", err)
+		rp.withheld(ctx, ic.TransactionID, cert, why+"; not recorded", errors.Join(cause, err))
 		return
 	}
 	if err := rp.signedByOurCA(cert); err != nil {
-		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not signed by our CA, not recorded", err)
+		rp.withheld(ctx, ic.TransactionID, cert, why+"; not signed by our CA, not recorded", errors.Join(cause, err))
 		return
 	}
 	if err := rp.certificates().Add(ctx, ic); err != nil {
 		rp.tel().storeError(ctx, "certificates")
-		rp.withheld(ctx, ic.TransactionID, cert, "completed late; not recorded", err)
+		rp.withheld(ctx, ic.TransactionID, cert, why+"; not recorded", errors.Join(cause, err))
 		return
 	}
-	rp.withheld(ctx, ic.TransactionID, cert, "completed late; recorded in the inventory", nil)
+	rp.withheld(ctx, ic.TransactionID, cert, why+"; recorded in the inventory", cause)
 }
 
 // withheld logs, at ERROR, a certificate the CA issued that the device is not given:
@@ -410,10 +418,16 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 		// The CA did not answer in time, or the request went away while it worked:
 		// nothing says it refused, so the device may try again.
 		return fail(PhaseIssue, ReasonCAUnavailable, fmt.Errorf("%w: %w", ErrUnavailable, err))
+	case err != nil && !errors.Is(err, ErrRefused):
+		// Any other error is a definitive refusal too: said so to errors.Is.
+		return fail(PhaseIssue, ReasonCARefused, fmt.Errorf("%w: %w", ErrRefused, err))
 	case err != nil:
 		return fail(PhaseIssue, ReasonCARefused, err)
 	case cert == nil:
-		return fail(PhaseIssue, ReasonCARefused, errors.New("the CA returned no certificate"))
+		// Neither a certificate nor an error: a bug of the Issuer, as a directory
+		// that returns neither is (ReasonMisconfigured): nothing was issued that the
+		// registration point knows of, so the challenge is given back.
+		return fail(PhaseIssue, ReasonMisconfigured, errors.New("the Issuer returned neither a certificate nor an error"))
 	}
 	if verify {
 		if err := issuedUnder(cert, tx.ca.cert, nil); err != nil {
@@ -422,13 +436,17 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 			return e
 		}
 	}
+	ic := &IssuedCertificate{Certificate: cert, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
+		ProfileID: tx.ProfileID(), Template: tx.Template.Name, TransactionID: tx.ID, IssuedAt: rp.now()}
 	if err := Matches(tx.CertTemplate, cert); err != nil {
-		rp.withheld(ctx, tx.ID, cert, string(ReasonCertMismatch), err)
+		// Our CA signed it (checked above, or a CAIssuer's): it exists, valid until
+		// revoked, so the inventory lists it for the operator to revoke.
+		dctx, cancel := detached(ctx, tx.leaseEnd)
+		rp.recordWithheld(dctx, ic, string(ReasonCertMismatch), err)
+		cancel()
 		return fail(PhaseIssue, ReasonCertMismatch, err)
 	}
 	tx.Certificate = cert
-	ic := &IssuedCertificate{Certificate: cert, UserID: tx.UserID(), DeviceID: tx.DeviceID(),
-		ProfileID: tx.ProfileID(), Template: tx.Template.Name, TransactionID: tx.ID, IssuedAt: rp.now()}
 	if rp.issuanceRecorder() != nil {
 		// Written with the transaction record, in one commit (finishRecord).
 		tx.unrecorded = ic

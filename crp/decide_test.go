@@ -117,7 +117,9 @@ func TestDecideRefusals(t *testing.T) {
 
 // TestCompleteMismatch: a certificate that is not what was decided (another
 // subject, key usage, validity, key, a CA, or not from CACert) is refused and logged,
-// the transaction fails and the certificate is not remembered as ours.
+// and the transaction fails. One our CA signed exists all the same: the inventory
+// lists it (by serial, for its user and device) so that an operator, or the embedding
+// CA's code, finds it to revoke; one another CA signed is not ours to record.
 func TestCompleteMismatch(t *testing.T) {
 	other := newEnv(t) // another CA
 	keys(t)
@@ -165,8 +167,16 @@ func TestCompleteMismatch(t *testing.T) {
 			require.ErrorAs(t, err, &e)
 			require.Equal(t, crp.ReasonCertMismatch, e.Reason)
 			require.Contains(t, logs.String(), "level=ERROR")
-			_, err = env.Certificates.Lookup(ctx, cert.SerialNumber)
-			require.ErrorIs(t, err, crp.ErrNotFound)
+			ic, err := env.Certificates.Lookup(ctx, cert.SerialNumber)
+			if c.ca != nil {
+				require.ErrorIs(t, err, crp.ErrNotFound)
+			} else {
+				require.NoError(t, err, "recorded, to be revoked")
+				require.True(t, ic.Certificate.Equal(cert))
+				require.Equal(t, "alice@example.com", ic.UserID)
+				require.Equal(t, txID, ic.TransactionID)
+				require.Contains(t, logs.String(), "recorded in the inventory")
+			}
 			rec, err := env.RP.Transactions.Get(ctx, txID)
 			require.NoError(t, err)
 			require.Equal(t, scep.Failure, rec.Status)
@@ -270,7 +280,8 @@ func TestDecisionOpenOnce(t *testing.T) {
 }
 
 // TestEnrollChecksTheIssuer: Enroll runs the same completion, so an Issuer that signs
-// something else than the template is refused as well.
+// something else than the template is refused as well, and what it signed is listed in
+// the inventory to be revoked.
 func TestEnrollChecksTheIssuer(t *testing.T) {
 	env := newEnv(t)
 	env.Issuer.Next = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
@@ -285,6 +296,10 @@ func TestEnrollChecksTheIssuer(t *testing.T) {
 	var e *crp.Error
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, crp.ReasonCertMismatch, e.Reason)
+	ic, err := env.Certificates.Lookup(context.Background(), big.NewInt(7))
+	require.NoError(t, err, "the withheld certificate is in the inventory")
+	require.Equal(t, "enroll-check", ic.TransactionID)
+	require.Equal(t, "alice-laptop", ic.DeviceID)
 }
 
 func mustName(t *testing.T, dn string) []byte {

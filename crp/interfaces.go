@@ -102,8 +102,11 @@ type IssueRequest struct {
 
 // Issuer signs certificates: the built-in CA ([CAIssuer]) or a CA the user already
 // runs. Issue returns an error matching ErrPending to queue the request, ErrUnavailable
-// for a transient failure (the challenge is released so the device can retry), and
-// anything else (ErrRefused, say) for a definitive refusal. The certificate it returns
+// (or context.DeadlineExceeded or context.Canceled: the CA did not answer in time, the
+// request went away) for a transient failure (the challenge is released so the device
+// can retry), and anything else for a definitive refusal (the challenge is spent; the
+// registration point's error then matches ErrRefused). Neither a certificate nor an
+// error is a bug of the Issuer (ReasonMisconfigured: the challenge is given back). The certificate it returns
 // must carry what req.Template says (see [Matches]: serial and other extensions are the
 // CA's); one that differs is withheld from the device and logged for revocation
 // (ReasonCertMismatch). It is called concurrently.

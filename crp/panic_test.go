@@ -41,8 +41,9 @@ func TestPanickingStep(t *testing.T) {
 			return func() { env.RP.Checks = nil }
 		}},
 		{"issuer", crp.PhaseIssue, false, func(env *crptest.Env) func() {
+			ca := env.Issuer.Next
 			env.Issuer.Next = crp.IssuerFunc(func(context.Context, *crp.IssueRequest) (*x509.Certificate, error) { panic("CA bug") })
-			return func() { env.Issuer.Next = nil }
+			return func() { env.Issuer.Next = ca }
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
