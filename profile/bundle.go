@@ -50,6 +50,16 @@ type Bundle struct {
 // WiFi is an enterprise Wi-Fi network the device joins by EAP-TLS with the SCEP
 // certificate, trusting RADIUS servers whose certificate chains to the bundle's root
 // and carries one of TrustedServerNames.
+//
+// That root also issues every enrolled device's certificate, whose names may come
+// from values a user controls ({{DeviceName}}). So that no device certificate can
+// pass for the RADIUS server's, [Bundle.Validate] refuses a Wi-Fi bundle whose profile
+// asks for Server Authentication, anyExtendedKeyUsage (2.5.29.37.0) or Microsoft's Any
+// Purpose (1.3.6.1.4.1.311.10.12.1), and the issuing CA's template must never add
+// those EKUs or leave the EKU extension out (the EKUs come from the template, not the
+// profile); TrustedServerNames must be names no device can obtain a certificate for.
+// The bundle has no RADIUS anchor of its own: the server is trusted through the SCEP
+// root.
 type WiFi struct {
 	// SSID is the network name: 1 to 32 bytes of UTF-8, no control characters.
 	SSID string
@@ -58,7 +68,9 @@ type WiFi struct {
 	// TrustedServerNames are the names the RADIUS server's certificate may carry
 	// (Apple matches the common name and allows a leading "*." wildcard label;
 	// Windows matches the names, separated by ";" in its profile). At least one is
-	// required: without a name any certificate from the root would be trusted.
+	// required: without a name any certificate from the root would be trusted. None
+	// may be a name, or a wildcard covering a name, that an enrolled device's
+	// certificate can carry.
 	TrustedServerNames []string
 }
 
@@ -108,7 +120,7 @@ func (b *Bundle) Validate() error {
 				oids = append(oids, e.OID.String())
 			}
 			errs = append(errs, bundleErr("SCEP.Profile.ExtendedKeyUsages", strings.Join(oids, ","),
-				"EAP-TLS and IKEv2 need Client Authentication (or an any-purpose EKU) in the certificate"))
+				"EAP-TLS and IKEv2 need Client Authentication in the certificate (a VPN alone also accepts an any-purpose EKU)"))
 		}
 		if p.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
 			errs = append(errs, bundleErr("SCEP.Profile.KeyUsage", fmt.Sprint(int(p.KeyUsage)),
@@ -131,6 +143,13 @@ func (b *Bundle) Validate() error {
 		}
 	}
 	if w := b.WiFi; w != nil {
+		for i, e := range p.ExtendedKeyUsages {
+			if servesTLS(e) {
+				errs = append(errs, bundleErr(fmt.Sprintf("SCEP.Profile.ExtendedKeyUsages[%d]", i), e.OID.String(),
+					"with a Wi-Fi network the certificate must not be able to authenticate a TLS server: "+
+						"its root is the RADIUS server's trust anchor, so a device could pose as the server"))
+			}
+		}
 		switch {
 		case len(w.SSID) == 0 || len(w.SSID) > 32 || checkText(w.SSID, 32) != "":
 			errs = append(errs, bundleErr("WiFi.SSID", w.SSID, "1 to 32 bytes of UTF-8 without control characters"))
@@ -175,6 +194,15 @@ func (b *Bundle) Validate() error {
 // anyPurposeMicrosoft is Microsoft's Any Purpose EKU, which Windows' EAP certificate
 // filter accepts in place of Client Authentication.
 var anyPurposeMicrosoft = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 10, 12, 1}
+
+// servesTLS reports whether a certificate with EKU e may authenticate a TLS server:
+// Server Authentication, anyExtendedKeyUsage (RFC 5280 section 4.2.1.12) or
+// Microsoft's Any Purpose. Apple's EAP trust policy (SecPolicyCreateEAP) accepts a
+// RADIUS server certificate that has Server Authentication or anyExtendedKeyUsage,
+// or no extendedKeyUsage extension at all.
+func servesTLS(e EKU) bool {
+	return e.OID.Equal(EKUServerAuth.OID) || e.OID.Equal(EKUAnyPurpose.OID) || e.OID.Equal(anyPurposeMicrosoft)
+}
 
 // authenticates reports whether ekus let the certificate authenticate a TLS client:
 // Client Authentication, anyExtendedKeyUsage (RFC 5280 section 4.2.1.12) or

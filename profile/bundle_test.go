@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -480,7 +481,7 @@ func TestBundleHostileValues(t *testing.T) {
 		{"intermediate twice", func(b *Bundle) { b.Intermediates = append(b.Intermediates, b.Intermediates[0]) }, "Intermediates[1]"},
 		{"root as intermediate", func(b *Bundle) { b.Intermediates = append(b.Intermediates, b.SCEP.Profile.RootCA) }, "Intermediates[1]"},
 		{"no Client Authentication", func(b *Bundle) { b.SCEP.Profile.ExtendedKeyUsages = []EKU{EKUEmailProtection} }, "SCEP.Profile.ExtendedKeyUsages"},
-		{"Any Purpose", func(b *Bundle) { b.SCEP.Profile.ExtendedKeyUsages = []EKU{EKUAnyPurpose} }, ""},
+		{"Any Purpose", func(b *Bundle) { b.SCEP.Profile.ExtendedKeyUsages = []EKU{EKUAnyPurpose} }, "SCEP.Profile.ExtendedKeyUsages[0]"},
 		{"no digitalSignature", func(b *Bundle) { b.SCEP.Profile.KeyUsage = x509.KeyUsageKeyEncipherment }, "SCEP.Profile.KeyUsage"},
 	}
 	for _, tc := range cases {
@@ -557,4 +558,57 @@ func TestBundleWrongPlatform(t *testing.T) {
 	b.WiFi = nil
 	_, err = b.WLANProfile()
 	require.ErrorIs(t, err, ErrExport)
+}
+
+// TestBundleWiFiRefusesServerEKU: the RADIUS server is trusted for chaining to the
+// profile's root and carrying a trusted name, and that root also signs every device's
+// certificate, whose names may come from variables a user controls ({{DeviceName}}).
+// A Wi-Fi bundle therefore refuses a profile whose certificates could serve as a
+// RADIUS server's: Server Authentication, anyExtendedKeyUsage or Microsoft's Any
+// Purpose (Apple's EAP trust policy accepts a server certificate with Server
+// Authentication, anyExtendedKeyUsage or no EKU at all), and a profile without EKUs.
+// A VPN-only bundle keeps accepting the any-purpose EKUs for its client certificate.
+func TestBundleWiFiRefusesServerEKU(t *testing.T) {
+	msAnyPurpose := EKU{"Any Purpose (Microsoft)", asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 10, 12, 1}}
+	cases := []struct {
+		name  string
+		ekus  []EKU
+		wifi  bool
+		field string // "" means accepted
+	}{
+		{"Client Authentication", []EKU{EKUClientAuth}, true, ""},
+		{"Client Authentication and Secure Email", []EKU{EKUClientAuth, EKUEmailProtection}, true, ""},
+		{"Server Authentication too", []EKU{EKUClientAuth, EKUServerAuth}, true, "SCEP.Profile.ExtendedKeyUsages[1]"},
+		{"anyExtendedKeyUsage", []EKU{EKUAnyPurpose}, true, "SCEP.Profile.ExtendedKeyUsages[0]"},
+		{"anyExtendedKeyUsage too", []EKU{EKUClientAuth, EKUAnyPurpose}, true, "SCEP.Profile.ExtendedKeyUsages[1]"},
+		{"Microsoft Any Purpose", []EKU{EKUClientAuth, msAnyPurpose}, true, "SCEP.Profile.ExtendedKeyUsages[1]"},
+		{"no EKU", nil, true, "SCEP.Profile.ExtendedKeyUsages"},
+		{"VPN only, anyExtendedKeyUsage", []EKU{EKUAnyPurpose}, false, ""},
+		{"VPN only, Microsoft Any Purpose", []EKU{msAnyPurpose}, false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, platform := range []Platform{IOS, Windows} {
+				b := testBundle(t, platform)
+				b.VPN.ServerCertificateIssuerCommonName = "Contoso Issuing CA 1"
+				b.SCEP.Profile.ExtendedKeyUsages = tc.ekus
+				if !tc.wifi {
+					b.WiFi = nil
+				}
+				err := b.Validate()
+				if tc.field == "" {
+					require.NoError(t, err)
+					continue
+				}
+				require.ErrorIs(t, err, ErrInvalidProfile)
+				var fe *FieldError
+				require.ErrorAs(t, err, &fe)
+				require.Equal(t, tc.field, fe.Field)
+				_, err = b.JSON(bundleOpts)
+				require.ErrorIs(t, err, ErrInvalidProfile)
+				_, err = b.WLANProfile()
+				require.ErrorIs(t, err, ErrInvalidProfile)
+			}
+		})
+	}
 }
