@@ -191,8 +191,9 @@ func (b *Bundle) Validate() error {
 	return errors.Join(errs...)
 }
 
-// anyPurposeMicrosoft is Microsoft's Any Purpose EKU, which Windows' EAP certificate
-// filter accepts in place of Client Authentication.
+// anyPurposeMicrosoft is Microsoft's Any Purpose EKU. The Windows WLAN profile does
+// not select a certificate by it (see [Bundle.WLANProfile]), and a Wi-Fi bundle
+// refuses it; only a VPN-only bundle takes it for Client Authentication.
 var anyPurposeMicrosoft = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 10, 12, 1}
 
 // servesTLS reports whether a certificate with EKU e may authenticate a TLS server:
@@ -204,9 +205,11 @@ func servesTLS(e EKU) bool {
 	return e.OID.Equal(EKUServerAuth.OID) || e.OID.Equal(EKUAnyPurpose.OID) || e.OID.Equal(anyPurposeMicrosoft)
 }
 
-// authenticates reports whether ekus let the certificate authenticate a TLS client:
-// Client Authentication, anyExtendedKeyUsage (RFC 5280 section 4.2.1.12) or
-// Microsoft's Any Purpose.
+// authenticates reports whether ekus let the certificate authenticate a TLS or IKE
+// client: Client Authentication, anyExtendedKeyUsage (RFC 5280 section 4.2.1.12) or
+// Microsoft's Any Purpose. With a Wi-Fi network [Bundle.Validate] refuses the last
+// two, so a Wi-Fi certificate always has Client Authentication, the EKU the Windows
+// WLAN profile selects by.
 func authenticates(ekus []EKU) bool {
 	for _, e := range ekus {
 		if e.OID.Equal(EKUClientAuth.OID) || e.OID.Equal(EKUAnyPurpose.OID) || e.OID.Equal(anyPurposeMicrosoft) {

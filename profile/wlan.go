@@ -100,7 +100,10 @@ type eapTLSType struct {
 //     filtered to those whose chain holds the bundle's root (CAHashList Enabled, its
 //     SHA-1 as IssuerHash) and that carry the Client Authentication EKU
 //     (ClientAuthEKUList Enabled): the SCEP certificate, not another one the device
-//     may hold;
+//     may hold. AllPurposeEnabled and AnyPurposeEKUList are left out, so Windows does
+//     not select a certificate by an any-purpose EKU or one without EKUs
+//     (EapTlsConnectionPropertiesV3 FilterInfoParams); [Bundle.Validate] refuses the
+//     any-purpose EKUs for a Wi-Fi bundle anyway;
 //   - validates the RADIUS server: PerformServerValidation and AcceptServerName true,
 //     ServerNames the trusted names joined by ";", TrustedRootCA the root's SHA-1,
 //     and DisableUserPromptForServerValidation true, so that a server failing these
