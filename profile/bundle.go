@@ -85,9 +85,12 @@ type VPN struct {
 	// LocalIdentifier is the device's IKE identity; empty means the certificate's
 	// first UPN, else its first DNS name, else its first email address.
 	LocalIdentifier string
-	// ServerCertificateIssuerCommonName, if set, is the common name of the CA that
-	// issued the server's certificate (the device asks the server for a certificate
-	// from that issuer).
+	// ServerCertificateIssuerCommonName is the common name of the CA that issued the
+	// VPN server's certificate; required. The device sends the server a certificate
+	// request for that issuer, and a server (strongSwan by default) may send its
+	// certificate only when asked. Apple's com.apple.vpn.managed schema requires the
+	// key whenever CertificateType is present, and the Apple export always writes
+	// CertificateType.
 	ServerCertificateIssuerCommonName string
 }
 
@@ -178,11 +181,14 @@ func (b *Bundle) Validate() error {
 		}
 		for _, f := range []struct{ name, v string }{
 			{"VPN.RemoteIdentifier", v.RemoteIdentifier}, {"VPN.LocalIdentifier", v.LocalIdentifier},
-			{"VPN.ServerCertificateIssuerCommonName", v.ServerCertificateIssuerCommonName},
 		} {
 			if checkText(f.v, 256) != "" {
 				errs = append(errs, bundleErr(f.name, f.v, "at most 256 bytes, no control characters"))
 			}
+		}
+		if n := v.ServerCertificateIssuerCommonName; n == "" || checkText(n, 256) != "" {
+			errs = append(errs, bundleErr("VPN.ServerCertificateIssuerCommonName", n,
+				"required (Apple's IKEv2 payload needs it with CertificateType), at most 256 bytes, no control characters"))
 		}
 		if v.LocalIdentifier == "" && len(b.SCEP.UPNs)+len(b.SCEP.DNSNames)+len(b.SCEP.EmailAddresses) == 0 {
 			errs = append(errs, bundleErr("VPN.LocalIdentifier", "", "required when the certificate has no UPN, DNS or email name"))
@@ -314,7 +320,7 @@ func (b *Bundle) vpnDefaults() VPN {
 //   - com.apple.vpn.managed: VPNType "IKEv2", UserDefinedName, and an IKEv2
 //     dictionary with AuthenticationMethod "Certificate", CertificateType "RSA",
 //     PayloadCertificateUUID naming the SCEP payload, RemoteAddress,
-//     RemoteIdentifier, LocalIdentifier, ServerCertificateIssuerCommonName (if set),
+//     RemoteIdentifier, LocalIdentifier, ServerCertificateIssuerCommonName,
 //     ExtendedAuthEnabled 0.
 //
 // The profile's PayloadIdentifier defaults to "com.scepkit.bundle.<Profile.ID>"; each
@@ -388,9 +394,7 @@ func (b *Bundle) MobileConfig(opts ExportOptions) ([]byte, error) {
 		w.str("PayloadCertificateUUID", id.scep)
 		w.str("RemoteAddress", v.RemoteAddress)
 		w.str("RemoteIdentifier", v.RemoteIdentifier)
-		if v.ServerCertificateIssuerCommonName != "" {
-			w.str("ServerCertificateIssuerCommonName", v.ServerCertificateIssuerCommonName)
-		}
+		w.str("ServerCertificateIssuerCommonName", v.ServerCertificateIssuerCommonName)
 		w.close("dict")
 		w.str("UserDefinedName", v.Name)
 		w.str("VPNType", "IKEv2")

@@ -53,7 +53,7 @@ func testBundle(t testing.TB, platform Platform) *Bundle {
 	return &Bundle{
 		SCEP: r, DeviceID: testDevice().ID, Intermediates: []*x509.Certificate{intermediate},
 		WiFi: &WiFi{SSID: `Contoso <Corp> & "Guests"`, TrustedServerNames: []string{"radius.contoso.com", "*.nps.contoso.com"}},
-		VPN:  &VPN{Name: "Contoso VPN", RemoteAddress: "vpn.contoso.com"},
+		VPN:  &VPN{Name: "Contoso VPN", RemoteAddress: "vpn.contoso.com", ServerCertificateIssuerCommonName: "Contoso Issuing CA 1"},
 	}
 }
 
@@ -185,7 +185,6 @@ var appleSchema = map[string]map[string]string{
 // defines for its payload type, with the schema's type.
 func TestBundleAppleSchema(t *testing.T) {
 	b := testBundle(t, MacOS)
-	b.VPN.ServerCertificateIssuerCommonName = "Contoso Issuing CA 1"
 	refs := readMobileConfig(t, must(b.MobileConfig(bundleOpts)))
 	common := appleSchema["Configuration"]
 	check := func(typ string, keys map[string]string) {
@@ -590,7 +589,6 @@ func TestBundleWiFiRefusesServerEKU(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, platform := range []Platform{IOS, Windows} {
 				b := testBundle(t, platform)
-				b.VPN.ServerCertificateIssuerCommonName = "Contoso Issuing CA 1"
 				b.SCEP.Profile.ExtendedKeyUsages = tc.ekus
 				if !tc.wifi {
 					b.WiFi = nil
@@ -609,6 +607,45 @@ func TestBundleWiFiRefusesServerEKU(t *testing.T) {
 				_, err = b.WLANProfile()
 				require.ErrorIs(t, err, ErrInvalidProfile)
 			}
+		})
+	}
+}
+
+// TestBundleVPNNeedsServerIssuer: the Apple IKEv2 payload carries CertificateType, and
+// Apple's com.apple.vpn.managed schema requires ServerCertificateIssuerCommonName
+// whenever CertificateType is present (it is what makes the device send a certificate
+// request, without which a gateway such as strongSwan sends no certificate). Validate
+// requires it; every export that carries the VPN writes it.
+func TestBundleVPNNeedsServerIssuer(t *testing.T) {
+	cases := []struct {
+		name, issuer string
+		field        string // "" means accepted
+	}{
+		{"issuer given", "Contoso Issuing CA 1", ""},
+		{"issuer missing", "", "VPN.ServerCertificateIssuerCommonName"},
+		{"issuer with a newline", "CA\n1", "VPN.ServerCertificateIssuerCommonName"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := testBundle(t, IOS)
+			b.VPN.ServerCertificateIssuerCommonName = tc.issuer
+			mc, err := b.MobileConfig(bundleOpts)
+			j, jerr := b.JSON(bundleOpts)
+			if tc.field != "" {
+				for _, err := range []error{err, jerr} {
+					var fe *FieldError
+					require.ErrorAs(t, err, &fe)
+					require.Equal(t, tc.field, fe.Field)
+				}
+				return
+			}
+			require.NoError(t, err)
+			require.NoError(t, jerr)
+			require.Contains(t, string(mc), "<key>CertificateType</key>")
+			require.Contains(t, string(mc), "<key>ServerCertificateIssuerCommonName</key>\n\t\t\t\t<string>"+tc.issuer+"</string>")
+			var jb JSONBundle
+			require.NoError(t, json.Unmarshal(j, &jb))
+			require.Equal(t, tc.issuer, jb.VPN.ServerCertificateIssuerCommonName)
 		})
 	}
 }

@@ -70,7 +70,7 @@ func newWorld(t *testing.T) *world {
 	dir, err := demo.LoadDirectory("../directory.json")
 	require.NoError(t, err)
 	cfg := &config{gateway: env.Verifier.Audience, ttl: time.Hour, scepURL: gw.URL + "/scep", caCert: caPath,
-		wifiSSID: "scepkit corp", radiusServers: radiusName, vpnServer: "vpn.scepkit.test"}
+		wifiSSID: "scepkit corp", radiusServers: radiusName, vpnServer: "vpn.scepkit.test", vpnIssuer: "scepkit VPN CA"}
 	require.NoError(t, checkNetworks(cfg))
 	m := &mdm{issuer: env.Challenges, cfg: cfg, dir: dir, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	srv := httptest.NewServer(m.routes())
@@ -407,6 +407,7 @@ func TestBundleEndpoint(t *testing.T) {
 	require.Equal(t, []string{j.Root.UUID}, j.WiFi.AnchorUUIDs)
 	require.Equal(t, "vpn.scepkit.test", j.VPN.RemoteAddress)
 	require.Equal(t, "alice@example.com", j.VPN.LocalIdentifier)
+	require.Equal(t, "scepkit VPN CA", j.VPN.ServerCertificateIssuerCommonName)
 	require.NotEmpty(t, j.SCEP.Profile.Challenge)
 	require.Contains(t, string(w.bundle(t, "mobileconfig", "ios")), "<string>com.apple.vpn.managed</string>")
 	require.Contains(t, string(w.bundle(t, "syncml", "windows")), "/Vendor/MSFT/WiFi/Profile/scepkit%20corp/WlanXml")
@@ -427,12 +428,17 @@ func TestBundleEndpoint(t *testing.T) {
 		{"-radius-server", radiusName},
 		{"-wifi-ssid", strings.Repeat("x", 33), "-radius-server", radiusName},
 		{"-wifi-ssid", "corp", "-radius-server", "radius.example;evil.example"},
-		{"-vpn-server", "vpn.example/x"},
+		{"-vpn-server", "vpn.example/x", "-vpn-issuer", "VPN CA"},
+		{"-vpn-server", "vpn.example"},
+		{"-vpn-issuer", "VPN CA"},
+		{"-vpn-server", "vpn.example", "-vpn-issuer", "VPN\nCA"},
 	} {
 		_, err := parseFlags(append(base, bad...), io.Discard)
 		require.Error(t, err, "%q", bad)
 	}
 	_, err := parseFlags(append(base, "-wifi-ssid", "corp", "-radius-server", "a.example,b.example"), io.Discard)
+	require.NoError(t, err)
+	_, err = parseFlags(append(base, "-vpn-server", "vpn.example", "-vpn-issuer", "VPN CA"), io.Discard)
 	require.NoError(t, err)
 }
 

@@ -32,7 +32,8 @@
 // gateway writes it as ca.crt in its state directory; it is read at each profile
 // request, so the MDM may start first and follows a CA rollover without a restart); -ttl shortens the challenge lifetime (at
 // most 1h); -log text|json; -wifi-ssid SSID with -radius-server NAMES (the RADIUS
-// server certificate's names, comma-separated) and -vpn-server HOST shape /bundle:
+// server certificate's names, comma-separated) and -vpn-server HOST with -vpn-issuer CN
+// (the common name of the CA that issued the VPN server's certificate) shape /bundle:
 //
 //	go run ./examples/mdm -directory examples/directory.json -ca-cert gateway-state/ca.crt \
 //	    -wifi-ssid Corp -radius-server radius.example.com &
@@ -85,7 +86,7 @@ func main() {
 
 type config struct {
 	listen, state, name, gateway, scepURL, caCert, directory, log string
-	wifiSSID, radiusServers, vpnServer                            string
+	wifiSSID, radiusServers, vpnServer, vpnIssuer                 string
 	ttl                                                           time.Duration
 }
 
@@ -105,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.wifiSSID, "wifi-ssid", "", "bundles add an EAP-TLS Wi-Fi network of this `SSID`")
 	fs.StringVar(&c.radiusServers, "radius-server", "", "the RADIUS server certificate's `NAMES` (comma-separated) the Wi-Fi trusts")
 	fs.StringVar(&c.vpnServer, "vpn-server", "", "bundles add an IKEv2 VPN to this `HOST` (certificate authentication)")
+	fs.StringVar(&c.vpnIssuer, "vpn-issuer", "", "common `NAME` of the CA that issued the VPN server's certificate (with -vpn-server)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -119,6 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-ttl %v: a challenge lives at most %v (and more than zero)", c.ttl, challenge.MaxLifetime)
 	case (c.wifiSSID == "") != (c.radiusServers == ""):
 		return nil, errors.New("-wifi-ssid and -radius-server go together")
+	case (c.vpnServer == "") != (c.vpnIssuer == ""):
+		return nil, errors.New("-vpn-server and -vpn-issuer go together")
 	}
 	if err := checkNetworks(c); err != nil {
 		return nil, err
@@ -245,7 +249,8 @@ func newBundle(c *config, rendered *profile.Rendered, deviceID string) *profile.
 		b.WiFi = &profile.WiFi{SSID: c.wifiSSID, TrustedServerNames: strings.Split(c.radiusServers, ",")}
 	}
 	if c.vpnServer != "" {
-		b.VPN = &profile.VPN{Name: "scepkit example VPN", RemoteAddress: c.vpnServer}
+		b.VPN = &profile.VPN{Name: "scepkit example VPN", RemoteAddress: c.vpnServer,
+			ServerCertificateIssuerCommonName: c.vpnIssuer}
 		if len(rendered.Attributes) > 0 {
 			// The demo certificates carry no SAN: the device's IKE identity is its CN, the UPN.
 			b.VPN.LocalIdentifier = rendered.Attributes[0].Value
@@ -284,7 +289,7 @@ func checkNetworks(c *config) error {
 		return err
 	}
 	if err := newBundle(c, rendered, "check").Validate(); err != nil {
-		return fmt.Errorf("-wifi-ssid, -radius-server or -vpn-server: %w", err)
+		return fmt.Errorf("-wifi-ssid, -radius-server, -vpn-server or -vpn-issuer: %w", err)
 	}
 	return nil
 }
