@@ -443,7 +443,42 @@ func thumbprint(c *x509.Certificate, spaced bool) string {
 // existing profile, Add only for a new one). A bundle with a VPN is refused with
 // [ErrExport]: the Windows VPN (VPNv2 CSP) is not covered, and a device should not
 // silently miss what the MDM meant to deploy.
+//
+// The device runs the enrollment (Exec of .../Install/Enroll) asynchronously, so in
+// this one message the Wi-Fi profile arrives before the certificate it selects exists.
+// Microsoft's Wi-Fi CSP asks the server to configure and enroll the client certificate
+// before it deploys a Wi-Fi profile that uses it: [Bundle.SyncMLSteps] splits the
+// same commands into the two messages that order needs.
 func (b *Bundle) SyncML(opts ExportOptions) ([]byte, error) {
+	msgs, err := b.syncMessages(opts, false)
+	if err != nil {
+		return nil, err
+	}
+	return msgs[0], nil
+}
+
+// SyncMLSteps returns the commands of [Bundle.SyncML] as two SyncML messages, in the
+// order Microsoft's Wi-Fi CSP asks for: enroll installs the root and intermediates and
+// enrolls the SCEP certificate; network adds the Wi-Fi profile, and is nil when the
+// bundle has no WiFi. The MDM sends network only once the enrollment has finished:
+// when a Get of <scope>/Vendor/MSFT/ClientCertificateInstall/SCEP/{UniqueID}/Status
+// reports it finished successfully (ClientCertificateInstall CSP), or the certificate
+// is otherwise known to be installed. Each message numbers its commands from 1.
+func (b *Bundle) SyncMLSteps(opts ExportOptions) (enroll, network []byte, err error) {
+	msgs, err := b.syncMessages(opts, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	enroll = msgs[0]
+	if len(msgs) > 1 {
+		network = msgs[1]
+	}
+	return enroll, network, nil
+}
+
+// syncMessages builds the SyncML of the bundle: one message, or with split the
+// enrollment and the Wi-Fi profile in two (one when the bundle has no Wi-Fi).
+func (b *Bundle) syncMessages(opts ExportOptions, split bool) ([][]byte, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
@@ -468,14 +503,26 @@ func (b *Bundle) SyncML(opts ExportOptions) ([]byte, error) {
 		return nil, err
 	}
 	cmds = append(cmds, atomic)
+	var msgs [][]byte
 	if b.WiFi != nil {
 		wlan, err := b.WLANProfile()
 		if err != nil {
 			return nil, err
 		}
+		if split {
+			doc, err := sb.document(cmds...)
+			if err != nil {
+				return nil, err
+			}
+			msgs, sb, cmds = append(msgs, doc), &syncBuilder{}, nil
+		}
 		add(scopeOf(b.SCEP.Profile)+"/Vendor/MSFT/WiFi/Profile/"+escapeSegment(b.WiFi.SSID)+"/WlanXml", "chr", string(wlan))
 	}
-	return sb.document(cmds...)
+	doc, err := sb.document(cmds...)
+	if err != nil {
+		return nil, err
+	}
+	return append(msgs, doc), nil
 }
 
 // escapeSegment percent-escapes every byte of s that is not unreserved in a URI

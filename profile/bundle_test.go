@@ -684,3 +684,53 @@ func TestWindowsServerNames(t *testing.T) {
 	}
 	require.Equal(t, `a\.example;.*\.b\.example`, windowsServerNames([]string{"a.example", "*.b.example"}))
 }
+
+// TestBundleSyncMLSteps: the two-message export holds the commands of the one-message
+// export, split where Microsoft's Wi-Fi CSP asks: the certificates and the SCEP
+// enrollment first, the Wi-Fi profile in a message of its own; without Wi-Fi the
+// second message is nil.
+func TestBundleSyncMLSteps(t *testing.T) {
+	cases := []struct {
+		name    string
+		wifi    bool
+		replace bool
+	}{
+		{"Wi-Fi, Add", true, false},
+		{"Wi-Fi, Replace", true, true},
+		{"no Wi-Fi", false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := testBundle(t, Windows)
+			b.VPN = nil
+			if !tc.wifi {
+				b.WiFi = nil
+			}
+			opts := bundleOpts
+			opts.Replace = tc.replace
+			var one syncDoc
+			strictDecode(t, must(b.SyncML(opts)), &one)
+			enroll, network, err := b.SyncMLSteps(opts)
+			require.NoError(t, err)
+			var first syncDoc
+			strictDecode(t, enroll, &first)
+			cmds := one.Body.Cmds[:len(one.Body.Cmds)-1] // Final aside
+			if !tc.wifi {
+				require.Nil(t, network)
+				require.Equal(t, one, first)
+				return
+			}
+			wifi := cmds[len(cmds)-1]
+			require.True(t, strings.HasSuffix(wifi.LocURI, "/WlanXml"), wifi.LocURI)
+			require.Equal(t, append(append([]syncParsed{}, cmds[:len(cmds)-1]...), one.Body.Cmds[len(cmds)]), first.Body.Cmds)
+			require.Equal(t, "Atomic", first.Body.Cmds[len(first.Body.Cmds)-2].XMLName.Local, "the enrollment ends the first message")
+			var second syncDoc
+			strictDecode(t, network, &second)
+			require.Equal(t, []syncParsed{wifi, one.Body.Cmds[len(cmds)]}, second.Body.Cmds)
+			require.Contains(t, string(network), "<CmdID>1</CmdID>", "each message numbers its commands from 1")
+		})
+	}
+	b := testBundle(t, Windows)
+	_, _, err := b.SyncMLSteps(bundleOpts)
+	require.ErrorIs(t, err, ErrExport, "a VPN is refused as by SyncML")
+}
