@@ -600,6 +600,9 @@ func (b *Bundle) JSON(opts ExportOptions) ([]byte, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
+	if err := checkPayloadUUIDs(opts); err != nil {
+		return nil, err
+	}
 	id := b.ids(opts)
 	cert := func(uuid string, c *x509.Certificate) JSONCertificate {
 		return JSONCertificate{UUID: uuid, SHA1: thumbprint(c, false), Certificate: base64.StdEncoding.EncodeToString(c.Raw)}

@@ -734,3 +734,53 @@ func TestBundleSyncMLSteps(t *testing.T) {
 	_, _, err := b.SyncMLSteps(bundleOpts)
 	require.ErrorIs(t, err, ErrExport, "a VPN is refused as by SyncML")
 }
+
+// TestExportPayloadUUIDOverrides: ExportOptions.PayloadUUID and SCEPPayloadUUID, when
+// set, must be UUIDs in the textual form of RFC 4122 section 3 (what Apple's tools
+// generate for PayloadUUID), and differ from each other; every export that writes
+// them refuses anything else with ErrExport.
+func TestExportPayloadUUIDOverrides(t *testing.T) {
+	const u1, u2 = "0E3B6A6C-9F0D-4C1B-8A57-3D2B1C0E9F11", "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+	cases := []struct {
+		name, profile, scep string
+		ok                  bool
+	}{
+		{"defaults", "", "", true},
+		{"both set", u1, u2, true},
+		{"profile only", u2, "", true},
+		{"not a UUID", "profile-1", "", false},
+		{"markup", u1, "</string><key>x", false},
+		{"no hyphens", strings.ReplaceAll(u1, "-", ""), "", false},
+		{"braces", "{" + u1 + "}", "", false},
+		{"not hex", "0E3B6A6C-9F0D-4C1B-8A57-3D2B1C0E9F1G", "", false},
+		{"trailing newline", u1 + "\n", "", false},
+		{"same UUID twice", u1, strings.ToLower(u1), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := bundleOpts
+			opts.PayloadUUID, opts.SCEPPayloadUUID = tc.profile, tc.scep
+			b := testBundle(t, IOS)
+			mc, err := b.MobileConfig(opts)
+			j, jerr := b.JSON(opts)
+			one, oerr := MobileConfig(b.SCEP, opts)
+			for i, err := range []error{err, jerr, oerr} {
+				if tc.ok {
+					require.NoError(t, err, "export %d", i)
+				} else {
+					require.ErrorIs(t, err, ErrExport, "export %d", i)
+				}
+			}
+			if !tc.ok {
+				require.Nil(t, mc)
+				require.Nil(t, j)
+				require.Nil(t, one)
+				return
+			}
+			if tc.profile != "" {
+				require.Contains(t, string(mc), "<string>"+tc.profile+"</string>")
+				require.Contains(t, string(one), "<string>"+tc.profile+"</string>")
+			}
+		})
+	}
+}

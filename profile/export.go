@@ -46,7 +46,10 @@ type ExportOptions struct {
 	// "com.scepkit.profile.<Profile.ID>". The SCEP payload's is this plus ".scep".
 	PayloadIdentifier string
 	// PayloadUUID and SCEPPayloadUUID default to UUIDs derived from the identifier,
-	// so the same profile always exports the same bytes.
+	// so the same profile always exports the same bytes. Set, each must be a UUID in
+	// the textual form of RFC 4122 section 3 (8-4-4-4-12 hexadecimal digits, as
+	// Apple's uuidgen writes a PayloadUUID), and the two must differ; the Apple and
+	// bundle JSON exports refuse anything else with [ErrExport].
 	PayloadUUID     string
 	SCEPPayloadUUID string
 	// Organization is the Apple PayloadOrganization; empty leaves it out.
@@ -342,6 +345,42 @@ func MobileConfig(r *Rendered, opts ExportOptions) ([]byte, error) {
 	return w.end(r.Profile, a.ident, uuid, opts.Organization)
 }
 
+// checkPayloadUUIDs refuses PayloadUUID and SCEPPayloadUUID overrides that are not
+// UUIDs, or that name the same UUID (two payloads of one profile would share it).
+func checkPayloadUUIDs(opts ExportOptions) error {
+	for _, f := range []struct{ name, v string }{{"PayloadUUID", opts.PayloadUUID}, {"SCEPPayloadUUID", opts.SCEPPayloadUUID}} {
+		if f.v != "" && !isUUID(f.v) {
+			return exportErr("%s %.40q: not a UUID (8-4-4-4-12 hexadecimal digits)", f.name, f.v)
+		}
+	}
+	if opts.PayloadUUID != "" && strings.EqualFold(opts.PayloadUUID, opts.SCEPPayloadUUID) {
+		return exportErr("PayloadUUID and SCEPPayloadUUID are the same UUID")
+	}
+	return nil
+}
+
+// isUUID reports whether s is a UUID in the textual form of RFC 4122 section 3:
+// hexadecimal digits (either case) grouped 8-4-4-4-12 by hyphens.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // appleSCEP is what the Apple SCEP payload needs beyond the rendered profile.
 type appleSCEP struct {
 	url, name, challenge string
@@ -361,6 +400,9 @@ func appleSettings(r *Rendered, opts ExportOptions) (appleSCEP, error) {
 	}
 	if r.KeyType != RSA {
 		return appleSCEP{}, exportErr("the Apple SCEP payload supports RSA keys only")
+	}
+	if err := checkPayloadUUIDs(opts); err != nil {
+		return appleSCEP{}, err
 	}
 	a := appleSCEP{url: opts.ServerURL, name: opts.CAName, challenge: opts.Challenge, ident: opts.PayloadIdentifier}
 	if a.url == "" {
