@@ -543,6 +543,12 @@ func escapeSegment(s string) string {
 // JSONBundle is the JSON export of a [Bundle], for MDMs that render their own formats.
 // References between parts are by the same UUIDs the Apple export uses. Field names
 // are stable as in [JSONProfile]; Version is 1.
+//
+// SHA-1 thumbprints are hexadecimal in two cases within one document, each as its
+// field has always been written: Root.SHA1 and Intermediates[].SHA1 upper-case, as
+// the Windows RootCATrustedCertificates CSP nodes are named, and
+// SCEP.Profile.CAThumbprint lower-case, as NDES profiles carry it. Compare them
+// without regard to case.
 type JSONBundle struct {
 	Version       int               `json:"version"`
 	Identifier    string            `json:"identifier"`
@@ -558,7 +564,7 @@ type JSONBundle struct {
 // JSONCertificate is a CA certificate of the bundle.
 type JSONCertificate struct {
 	UUID        string `json:"uuid"`
-	SHA1        string `json:"sha1"`        // upper-case hex
+	SHA1        string `json:"sha1"`        // upper-case hex (JSONProfile.CAThumbprint is lower-case)
 	Certificate string `json:"certificate"` // base64 DER
 }
 

@@ -103,7 +103,7 @@ type JSONProfile struct {
 	Validity                JSONValidity    `json:"validity"`
 	RenewalThresholdPercent int             `json:"renewalThresholdPercent"`
 	ServerURLs              []string        `json:"serverUrls"`
-	CAThumbprint            string          `json:"caThumbprint"` // SHA-1, lower-case hex, as NDES profiles carry it
+	CAThumbprint            string          `json:"caThumbprint"` // SHA-1, lower-case hex, as NDES profiles carry it (JSONCertificate.SHA1 is upper-case)
 	// CAFingerprintSHA256 is the SHA-256 of the root CA certificate, lower-case hex,
 	// for clients that pin by SHA-256 (scep.Client.CAFingerprint); empty when the
 	// profile knows only a SHA-1 CAFingerprint.
