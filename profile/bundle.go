@@ -80,7 +80,13 @@ type VPN struct {
 	Name string
 	// RemoteAddress is the VPN server's host name or IP address; required.
 	RemoteAddress string
-	// RemoteIdentifier is the server's IKE identity; empty means RemoteAddress.
+	// RemoteIdentifier is the server's IKE identity; empty means RemoteAddress. The
+	// device trusts a server certificate that chains to a root it trusts (this
+	// bundle's root among them) and carries this identity: as with a Wi-Fi network's
+	// TrustedServerNames, it must be a name no enrolled device can obtain a
+	// certificate for, and a server certificate from another CA than the SCEP one
+	// (named by ServerCertificateIssuerCommonName) keeps device certificates out of
+	// the question.
 	RemoteIdentifier string
 	// LocalIdentifier is the device's IKE identity; empty means the certificate's
 	// first UPN, else its first DNS name, else its first email address.
@@ -462,7 +468,7 @@ func (b *Bundle) SyncML(opts ExportOptions) ([]byte, error) {
 // enrolls the SCEP certificate; network adds the Wi-Fi profile, and is nil when the
 // bundle has no WiFi. The MDM sends network only once the enrollment has finished:
 // when a Get of <scope>/Vendor/MSFT/ClientCertificateInstall/SCEP/{UniqueID}/Status
-// reports it finished successfully (ClientCertificateInstall CSP), or the certificate
+// reports it finished successfully (1, in the ClientCertificateInstall CSP), or the certificate
 // is otherwise known to be installed. Each message numbers its commands from 1.
 func (b *Bundle) SyncMLSteps(opts ExportOptions) (enroll, network []byte, err error) {
 	msgs, err := b.syncMessages(opts, true)
