@@ -17,7 +17,10 @@ import (
 // [CAIssuer]'s CA certificate followed by its Chain), SignerCert and Signer are ra's
 // signing pair, Recipients ra's encryption pair, and Renewal is on unless
 // rp.Renewal.Disabled, Now is rp.Now, and Rollover is rp.Rollover's CA and RA (see
-// [Rollover]). The other fields keep their zero values (no legacy
+// [Rollover]). With another Issuer whose CA is an intermediate, append the
+// certificates above rp.CACert, up to the root devices pin, to the result's CACerts
+// yourself: GetCACert then serves the chain (RFC 8894 section 4.2.1.2). The other
+// fields keep their zero values (no legacy
 // algorithms, no logging): set them on the result before it serves. Call
 // [scep.Server.Validate] before serving, as for any Server. A nil rp gives a Server
 // without a Responder, which Validate refuses.
