@@ -53,6 +53,7 @@ func cloneTemplate(t *x509.Certificate) *x509.Certificate {
 	c.CRLDistributionPoints = slices.Clone(t.CRLDistributionPoints)
 	c.PolicyIdentifiers = cloneOIDs(t.PolicyIdentifiers)
 	c.Policies = slices.Clone(t.Policies) // x509.OID has no method that changes it
+	c.PolicyMappings = slices.Clone(t.PolicyMappings)
 	return &c
 }
 
@@ -72,8 +73,12 @@ func cloneATVs(in []pkix.AttributeTypeAndValue) []pkix.AttributeTypeAndValue {
 	out := make([]pkix.AttributeTypeAndValue, len(in))
 	for i, a := range in {
 		out[i] = pkix.AttributeTypeAndValue{Type: slices.Clone(a.Type), Value: a.Value}
-		if b, ok := a.Value.([]byte); ok {
-			out[i].Value = bytes.Clone(b)
+		switch v := a.Value.(type) {
+		case []byte:
+			out[i].Value = bytes.Clone(v)
+		case asn1.RawValue:
+			v.Bytes, v.FullBytes = bytes.Clone(v.Bytes), bytes.Clone(v.FullBytes)
+			out[i].Value = v
 		}
 	}
 	return out

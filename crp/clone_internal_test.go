@@ -12,8 +12,8 @@ import (
 )
 
 // TestCloneTemplateSharesNothing fills every field of a template that holds memory
-// (slices, pointers, maps) and checks that its clone holds none of it, so that a field
-// crypto/x509 adds later and cloneTemplate misses fails here.
+// (slices, pointers, maps; it fails when crypto/x509 adds one it does not fill) and
+// checks that its clone holds none of it.
 func TestCloneTemplateSharesNothing(t *testing.T) {
 	oid := asn1.ObjectIdentifier{1, 2, 3}
 	name := pkix.Name{Country: []string{"FR"}, Organization: []string{"o"}, OrganizationalUnit: []string{"ou"},
@@ -42,7 +42,21 @@ func TestCloneTemplateSharesNothing(t *testing.T) {
 		PermittedEmailAddresses: []string{"p"}, ExcludedEmailAddresses: []string{"e"},
 		PermittedURIDomains: []string{"p"}, ExcludedURIDomains: []string{"e"},
 		CRLDistributionPoints: []string{"c"}, PolicyIdentifiers: []asn1.ObjectIdentifier{oid},
-		Policies: []x509.OID{policy},
+		Policies: []x509.OID{policy}, PolicyMappings: []x509.PolicyMapping{{IssuerDomainPolicy: policy, SubjectDomainPolicy: policy}},
+	}
+	in.Subject.ExtraNames = append(in.Subject.ExtraNames, pkix.AttributeTypeAndValue{Type: oid,
+		Value: asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte("r"), FullBytes: []byte{12, 1, 'r'}}})
+	// Every field that holds memory is filled above: one crypto/x509 adds later is
+	// not, and fails here until it is (and cloneTemplate copies it).
+	ct := reflect.TypeOf(*in)
+	for i := 0; i < ct.NumField(); i++ {
+		f := ct.Field(i)
+		switch f.Type.Kind() {
+		case reflect.Slice, reflect.Pointer, reflect.Map:
+			if reflect.ValueOf(*in).Field(i).IsZero() {
+				t.Errorf("x509.Certificate.%s is not filled: fill it, and make cloneTemplate copy it", f.Name)
+			}
+		}
 	}
 	out := cloneTemplate(in)
 	if !reflect.DeepEqual(in, out) {

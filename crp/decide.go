@@ -424,10 +424,9 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 	case err != nil:
 		return fail(PhaseIssue, ReasonCARefused, err)
 	case cert == nil:
-		// Neither a certificate nor an error: a bug of the Issuer, as a directory
-		// that returns neither is (ReasonMisconfigured): nothing was issued that the
-		// registration point knows of, so the challenge is given back.
-		return fail(PhaseIssue, ReasonMisconfigured, errors.New("the Issuer returned neither a certificate nor an error"))
+		// Neither a certificate nor an error: a bug of the Issuer. The CA was asked
+		// and may have signed, so the challenge stays spent, as after a refusal.
+		return fail(PhaseIssue, ReasonCARefused, errors.New("the Issuer returned neither a certificate nor an error"))
 	}
 	if verify {
 		if err := issuedUnder(cert, tx.ca.cert, nil); err != nil {

@@ -106,7 +106,8 @@ type IssueRequest struct {
 // request went away) for a transient failure (the challenge is released so the device
 // can retry), and anything else for a definitive refusal (the challenge is spent; the
 // registration point's error then matches ErrRefused). Neither a certificate nor an
-// error is a bug of the Issuer (ReasonMisconfigured: the challenge is given back). The certificate it returns
+// error is a bug of the Issuer, refused as ReasonCARefused: the challenge stays spent,
+// since the CA may have signed. The certificate it returns
 // must carry what req.Template says (see [Matches]: serial and other extensions are the
 // CA's); one that differs is withheld from the device and logged for revocation
 // (ReasonCertMismatch). It is called concurrently.

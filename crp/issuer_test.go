@@ -15,9 +15,9 @@ import (
 
 // TestIssuerOutcomes: what an Issuer returns decides the reason, what errors.Is
 // matches, and whether the challenge may be used again. Before, an Issuer's own error
-// did not match ErrRefused although it is a definitive refusal, and an Issuer that
-// returned neither a certificate nor an error spent the challenge, where a directory
-// doing the same gives it back.
+// did not match ErrRefused although it is a definitive refusal. An Issuer that returns
+// neither a certificate nor an error keeps the challenge spent: the CA was asked and
+// may have signed.
 func TestIssuerOutcomes(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -31,7 +31,7 @@ func TestIssuerOutcomes(t *testing.T) {
 		{"ErrRefused", nil, fmt.Errorf("policy: %w", crp.ErrRefused), crp.ReasonCARefused, crp.ErrRefused, false},
 		{"ErrUnavailable", nil, fmt.Errorf("down: %w", crp.ErrUnavailable), crp.ReasonCAUnavailable, crp.ErrUnavailable, true},
 		{"deadline", nil, context.DeadlineExceeded, crp.ReasonCAUnavailable, crp.ErrUnavailable, true},
-		{"neither", nil, nil, crp.ReasonMisconfigured, nil, true},
+		{"neither", nil, nil, crp.ReasonCARefused, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newEnv(t)

@@ -79,3 +79,29 @@ func TestPanickingStep(t *testing.T) {
 		})
 	}
 }
+
+// TestPanickingNotifier: a notifier that panics told nobody. With RequireNotification
+// the certificate is withheld, as when Notify fails; without it the device still gets
+// its certificate. Before, the recovered panic counted as a notification sent, and a
+// required notification was skipped without a word.
+func TestPanickingNotifier(t *testing.T) {
+	for _, required := range []bool{true, false} {
+		t.Run(map[bool]string{true: "required", false: "optional"}[required], func(t *testing.T) {
+			env := newEnv(t)
+			env.RP.RequireNotification = required
+			env.RP.Notifier = crp.NotifierFunc(func(context.Context, *crp.Notification) error { panic("MDM client bug") })
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			res, err := env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: "notify-panic",
+				CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+			if !required {
+				require.NoError(t, err)
+				require.NotNil(t, res.Certificate)
+				return
+			}
+			var e *crp.Error
+			require.ErrorAs(t, err, &e)
+			require.Equal(t, crp.ReasonNotifyFailed, e.Reason, "%v", err)
+			require.Nil(t, res.Certificate, "withheld")
+		})
+	}
+}

@@ -85,7 +85,9 @@ func (rp *RegistrationPoint) guard(ctx context.Context, tx *Transaction, p Phase
 		if v := recover(); v != nil {
 			rp.log().ErrorContext(ctx, "crp: a step panicked", "transactionID", tx.ID, "phase", p.String(), "step", name,
 				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			e = fail(p, ReasonInternal, fmt.Errorf("step %s %w: %v", name, errPanicked, v))
+			// The panic's value is logged, not carried: the error reaches notifiers
+			// (an MDM) and callers, and the value may quote anything.
+			e = fail(p, ReasonInternal, fmt.Errorf("step %s %w", name, errPanicked))
 		}
 	}()
 	return run()

@@ -239,13 +239,18 @@ func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Err
 	}
 	n := rp.notification(tx, e)
 	var out *Error
-	rp.runPhase(ctx, tx, PhaseNotify, builtin{"notify-" + string(n.Outcome), func(ctx context.Context, tx *Transaction) *Error {
+	pe := rp.runPhase(ctx, tx, PhaseNotify, builtin{"notify-" + string(n.Outcome), func(ctx context.Context, tx *Transaction) *Error {
 		if err := rp.Notifier.Notify(ctx, n); err != nil {
 			out = fail(PhaseNotify, ReasonNotifyFailed, err)
 			return out
 		}
 		return nil
 	}})
+	if out == nil && pe != nil && errors.Is(pe.Err, errPanicked) {
+		// A notifier (or a check of this phase) that panicked told nobody: a failed
+		// notification, which a required one may not be.
+		out = fail(PhaseNotify, ReasonNotifyFailed, pe.Err)
+	}
 	if out != nil && e == nil && tx.Certificate != nil && (rp.RequireNotification || notificationRequired(tx.Validator)) {
 		return out
 	}
