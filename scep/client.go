@@ -47,6 +47,17 @@ var (
 	ErrBadReply = errors.New("scep: bad reply")
 )
 
+// ClockSkew is how far the Client lets its clock be from the server's when it
+// checks the validity dates of the certificates it keeps and of the certificate it is
+// issued: a certificate is taken as valid from ClockSkew before its NotBefore to
+// ClockSkew after its NotAfter.
+const ClockSkew = 5 * time.Minute
+
+// validAt reports whether cert is valid at now, give or take ClockSkew.
+func validAt(cert *x509.Certificate, now time.Time) bool {
+	return !now.Before(cert.NotBefore.Add(-ClockSkew)) && !now.After(cert.NotAfter.Add(ClockSkew))
+}
+
 // DefaultMaxResponseBytes bounds what a Client reads of one HTTP response.
 const DefaultMaxResponseBytes = 1 << 20
 
@@ -68,7 +79,11 @@ const DefaultMaxResponseBytes = 1 << 20
 //     anyExtendedKeyUsage.
 //
 // Everything else is dropped: a device certificate the same CA issued to someone else
-// is not an RA. Requests are encrypted to a kept RA certificate with keyEncipherment,
+// is not an RA, and neither is an RA or intermediate CA certificate that is not valid
+// now (give or take [ClockSkew]): the key of a retired, expired RA certificate may have
+// been leaked or kept by whoever decommissioned it, and a certificate not yet valid is
+// not yet in service. The pinned CA itself is kept whatever its dates: the fingerprint
+// is the caller's own decision, and replacing an expired CA means changing it. Requests are encrypted to a kept RA certificate with keyEncipherment,
 // else to a kept RA, else to the CA; a CertRep or a GetNextCACert answer is accepted
 // only when signed by a kept certificate; an issued certificate only when a kept CA
 // certificate issued it. A server whose RA certificates lack the EKU can still be used:
@@ -225,7 +240,7 @@ func (c *Client) getCACert(ctx context.Context) ([]*x509.Certificate, error) {
 		}
 	}
 	if len(c.CAFingerprint) > 0 {
-		if certs = pinned(certs, c.CAFingerprint); certs == nil {
+		if certs = pinned(certs, c.CAFingerprint, time.Now()); certs == nil {
 			return nil, ErrFingerprint
 		}
 	}
@@ -292,9 +307,11 @@ func IsRA(cert *x509.Certificate) bool {
 
 // pinned returns the pinned CA, the CA certificates that chain to it and the RA
 // certificates ([IsRA]) those issued, dropping any other: a man in the middle can slip
-// in neither an RA of his own nor a device certificate the same CA issued him. It
-// returns nil when no certificate has the fingerprint.
-func pinned(certs []*x509.Certificate, fp []byte) []*x509.Certificate {
+// in neither an RA of his own nor a device certificate the same CA issued him. A
+// certificate other than the pinned one is kept only when valid at now (see
+// [ClockSkew]), and nothing is kept through one that is not. It returns nil when no
+// certificate has the fingerprint.
+func pinned(certs []*x509.Certificate, fp []byte, now time.Time) []*x509.Certificate {
 	trusted := make([]bool, len(certs))
 	var work []int // trusted CAs whose children are still to be found
 	for i, cert := range certs {
@@ -316,7 +333,8 @@ func pinned(certs []*x509.Certificate, fp []byte) []*x509.Certificate {
 			continue
 		}
 		for i, cert := range certs {
-			if trusted[i] || !(cert.IsCA || IsRA(cert)) || !bytes.Equal(cert.RawIssuer, parent.RawSubject) {
+			if trusted[i] || !(cert.IsCA || IsRA(cert)) || !bytes.Equal(cert.RawIssuer, parent.RawSubject) ||
+				!validAt(cert, now) {
 				continue
 			}
 			if cert.CheckSignatureFrom(parent) == nil {
@@ -367,9 +385,10 @@ func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error)
 // session is what one exchange with the server needs: its certificates and algorithms.
 type session struct {
 	caps      Caps
-	certs     []*x509.Certificate
-	ca        *x509.Certificate // the issuing CA, for CertPoll's issuer
-	recipient *x509.Certificate // where requests are encrypted to
+	certs     []*x509.Certificate // kept by getCACert when the session opened
+	fp        []byte              // the Client's CAFingerprint
+	ca        *x509.Certificate   // the issuing CA, for CertPoll's issuer
+	recipient *x509.Certificate   // where requests are encrypted to
 	cipher    Cipher
 	digest    crypto.Hash
 }
@@ -386,7 +405,7 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{caps: caps, certs: certs, cipher: c.Cipher, digest: c.Digest}
+	s := &session{caps: caps, certs: certs, fp: c.CAFingerprint, cipher: c.Cipher, digest: c.Digest}
 	if s.cipher == 0 {
 		s.cipher = caps.Cipher()
 	}
@@ -425,6 +444,15 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
+// kept returns the session's certificates that are still kept at now: polling can
+// outlast an RA or intermediate certificate.
+func (s *session) kept(now time.Time) []*x509.Certificate {
+	if len(s.fp) == 0 {
+		return s.certs
+	}
+	return pinned(s.certs, s.fp, now)
+}
+
 // exchange sends one request and returns the verified, decrypted CertRep.
 func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid string, payload []byte,
 	signerCert *x509.Certificate, key crypto.Signer) (*PKIMessage, error) {
@@ -460,8 +488,10 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 			return nil, err
 		}
 	}
+	// The signer's dates are checked with ClockSkew by kept, not by ParseOptions.Time.
+	kept := s.kept(time.Now())
 	rep, err := ParsePKIMessage(body, ParseOptions{AllowLegacy: s.digest == crypto.SHA1 || s.cipher == DESCBC,
-		Certificates: s.certs})
+		Certificates: kept})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
 	}
@@ -474,13 +504,13 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 		return nil, fmt.Errorf("%w: recipientNonce does not match our senderNonce", ErrBadReply)
 	}
 	trusted := false
-	for _, cert := range s.certs {
+	for _, cert := range kept {
 		if bytes.Equal(cert.Raw, rep.Signer.Raw) {
 			trusted = true
 		}
 	}
 	if !trusted {
-		return nil, fmt.Errorf("%w: CertRep signed by a certificate GetCACert did not return", ErrBadReply)
+		return nil, fmt.Errorf("%w: CertRep signed by a certificate GetCACert did not return, or one not valid now", ErrBadReply)
 	}
 	switch rep.Status {
 	case Failure:
@@ -611,7 +641,7 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	if err != nil {
 		return nil, err
 	}
-	return issuedFor(rep, parsed.PublicKey, s.certs)
+	return issuedFor(rep, parsed.PublicKey, s.kept(time.Now()))
 }
 
 // issuedFor returns the certificate of a SUCCESS whose key is pub, that was issued by
