@@ -225,7 +225,7 @@ func (c *Client) getCACert(ctx context.Context) ([]*x509.Certificate, error) {
 		certs = []*x509.Certificate{cert}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: GetCACert: %v", ErrBadReply, err)
+		return nil, fmt.Errorf("%w: GetCACert: %s", ErrBadReply, errText(err))
 	}
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: GetCACert returned no certificate", ErrBadReply)
@@ -373,11 +373,11 @@ func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error)
 		return nil, fmt.Errorf("%w: GetNextCACert not signed by the current CA or RA", ErrBadReply)
 	}
 	if _, err := sd.signers[0].verify(signer, sd.content, false); err != nil {
-		return nil, fmt.Errorf("%w: GetNextCACert: %v", ErrBadReply, err)
+		return nil, fmt.Errorf("%w: GetNextCACert: %s", ErrBadReply, errText(err))
 	}
 	certs, _, err := parseDegenerate(sd.content)
 	if err != nil {
-		return nil, fmt.Errorf("%w: GetNextCACert: %v", ErrBadReply, err)
+		return nil, fmt.Errorf("%w: GetNextCACert: %s", ErrBadReply, errText(err))
 	}
 	return certs, nil
 }
@@ -493,7 +493,7 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 	rep, err := ParsePKIMessage(body, ParseOptions{AllowLegacy: s.digest == crypto.SHA1 || s.cipher == DESCBC,
 		Certificates: kept})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
+		return nil, fmt.Errorf("%w: %s", ErrBadReply, errText(err))
 	}
 	switch {
 	case rep.MessageType != CertRep:
@@ -519,7 +519,7 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 		return rep, nil
 	}
 	if err := rep.Decrypt(Recipient{Certificate: signerCert, Key: dec}); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
+		return nil, fmt.Errorf("%w: %s", ErrBadReply, errText(err))
 	}
 	return rep, nil
 }
@@ -726,7 +726,7 @@ func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cer
 	}
 	crl, err := x509.ParseRevocationList(rep.CRL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: GetCRL: %v", ErrBadReply, err)
+		return nil, fmt.Errorf("%w: GetCRL: %s", ErrBadReply, errText(err))
 	}
 	if !crlSignedByIssuer(crl, issuer, serial, cert, s.certs) {
 		if !namesKeptCA(issuer, s.certs) {

@@ -18,13 +18,16 @@ import (
 )
 
 // scriptedServer plays a server the Client does not control, or anyone answering for
-// it over plain HTTP: it answers GetCACaps with caps, GetCACert with certs, and each
+// it over plain HTTP: it answers GetCACaps with caps, GetCACert with certs (or, when
+// set, with the single certificate caCertDER), GetNextCACert with next, and each
 // PKIOperation with what reply makes of the request, decrypted when one of recipients
 // can.
 type scriptedServer struct {
 	t          testing.TB
 	caps       string
 	certs      []*x509.Certificate
+	caCertDER  []byte
+	next       []byte
 	recipients []Recipient
 	reply      func(m *PKIMessage) []byte
 
@@ -38,10 +41,18 @@ func (h *scriptedServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "GetCACaps":
 		io.WriteString(w, h.caps)
 	case "GetCACert":
+		if h.caCertDER != nil {
+			w.Header().Set("Content-Type", "application/x-x509-ca-cert")
+			w.Write(h.caCertDER)
+			return
+		}
 		der, err := DegenerateCertificates(h.certs)
 		require.NoError(h.t, err)
 		w.Header().Set("Content-Type", "application/x-x509-ca-ra-cert")
 		w.Write(der)
+	case "GetNextCACert":
+		w.Header().Set("Content-Type", "application/x-x509-next-ca-cert")
+		w.Write(h.next)
 	case "PKIOperation":
 		var body []byte
 		if r.Method == http.MethodPost {

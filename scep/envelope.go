@@ -149,13 +149,13 @@ func (m *PKIMessage) addressedTo(cert *x509.Certificate) bool {
 func mapCMSError(err error) error {
 	switch {
 	case errors.Is(err, cms.ErrUnsupportedAlgorithm):
-		return fmt.Errorf("%w: %v", ErrUnsupportedAlgorithm, err)
+		return fmt.Errorf("%w: %s", ErrUnsupportedAlgorithm, errText(err))
 	case errors.Is(err, cms.ErrNoRecipient):
 		return ErrNotForUs
 	case errors.Is(err, cms.ErrDecrypt):
 		return ErrDecrypt
 	}
-	return fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	return fmt.Errorf("%w: envelope: %s", ErrMalformed, errText(err))
 }
 
 func (m *PKIMessage) parsePayload(content []byte) error {
@@ -163,7 +163,7 @@ func (m *PKIMessage) parsePayload(content []byte) error {
 	case PKCSReq, RenewalReq:
 		csr, err := ParseCertificateRequest(content)
 		if err != nil {
-			return fmt.Errorf("%w: CSR: %v", ErrBadContent, err)
+			return fmt.Errorf("%w: CSR: %s", ErrBadContent, errText(err))
 		}
 		pw, err := challengePassword(csr.RawTBSCertificateRequest)
 		if err != nil {

@@ -177,7 +177,7 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 		}
 		c, err := parseCertificate(raw)
 		if err != nil {
-			return m, fmt.Errorf("%w: certificate: %v", ErrMalformed, err)
+			return m, fmt.Errorf("%w: certificate: %s", ErrMalformed, errText(err))
 		}
 		m.Certificates = append(m.Certificates, c)
 	}

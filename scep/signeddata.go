@@ -163,7 +163,7 @@ func parseSignedDataDER(der []byte) (*signedData, error) {
 		return nil, fmt.Errorf("%w: not a CMS ContentInfo", ErrMalformed)
 	}
 	if !ct.Equal(oidSignedData) {
-		return nil, fmt.Errorf("%w: content type %v is not signedData", ErrMalformed, ct)
+		return nil, fmt.Errorf("%w: content type %s is not signedData", ErrMalformed, oidText(ct))
 	}
 	var sd cryptobyte.String
 	var version int64
@@ -704,7 +704,7 @@ func parseDegenerateDER(der []byte) ([]*x509.Certificate, [][]byte, error) {
 			}
 			cert, err := x509.ParseCertificate(c)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %v", ErrBadContent, err)
+				return nil, nil, fmt.Errorf("%w: %s", ErrBadContent, errText(err))
 			}
 			certs = append(certs, cert)
 		}

@@ -130,6 +130,14 @@ const maxQuoted = 64
 // quoted is s, cut to maxQuoted bytes, as a Go string literal.
 func quoted(s string) string { return strconv.Quote(logtext.Cut(s, maxQuoted)) }
 
+// maxWrappedError bounds what an error of this package quotes of the text of an error
+// from crypto/x509 or CMS parsing: that text may carry what the peer chose (a
+// certificate's URI or name, whole).
+const maxWrappedError = 256
+
+// errText is err's text, cut to maxWrappedError bytes.
+func errText(err error) string { return logtext.Cut(err.Error(), maxWrappedError) }
+
 // oidText is oid in dotted form, cut to maxQuoted bytes.
 func oidText(oid asn1.ObjectIdentifier) string { return logtext.Cut(oid.String(), maxQuoted) }
 
