@@ -123,12 +123,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		client.CAFingerprint = fp
 	}
-	// GetCACert checks the pin before anything is sent.
-	certs, err := client.GetCACert(ctx)
-	if err != nil {
+	// GetCACert checks the pin before the key is made and the challenge sent.
+	if _, err := client.GetCACert(ctx); err != nil {
 		return fmt.Errorf("GetCACert: %w", err)
 	}
-	ca := pinnedCA(certs, client.CAFingerprint)
 
 	key, err := rsa.GenerateKey(rand.Reader, c.keySize)
 	if err != nil {
@@ -147,11 +145,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if ca != nil {
-		if err := cert.CheckSignatureFrom(ca); err != nil {
-			return fmt.Errorf("the issued certificate is not signed by the pinned CA: %w", err)
-		}
-	}
+	// The Client accepts only a certificate a CA it keeps issued: the pinned CA or an
+	// intermediate chaining to it, such as an issuing CA under a pinned root.
 	if err := save(c, key, cert); err != nil {
 		return err
 	}
@@ -162,21 +157,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "%s: subject %s, serial %x, valid until %s, issuer %s\n", verb, cert.Subject,
 		cert.SerialNumber, cert.NotAfter.UTC().Format(time.RFC3339), cert.Issuer)
 	fmt.Fprintf(stdout, "key %s, certificate %s\n", c.keyPath, c.certPath)
-	return nil
-}
-
-// pinnedCA returns the certificate with the pinned fingerprint, or without a pin the
-// first CA certificate.
-func pinnedCA(certs []*x509.Certificate, fp []byte) *x509.Certificate {
-	for _, cert := range certs {
-		sum := sha256.Sum256(cert.Raw)
-		if len(fp) > 0 && string(sum[:]) == string(fp) {
-			return cert
-		}
-		if len(fp) == 0 && cert.IsCA {
-			return cert
-		}
-	}
 	return nil
 }
 
