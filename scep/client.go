@@ -83,9 +83,13 @@ const DefaultMaxResponseBytes = 1 << 20
 // now (give or take [ClockSkew]): the key of a retired, expired RA certificate may have
 // been leaked or kept by whoever decommissioned it, and a certificate not yet valid is
 // not yet in service. The pinned CA itself is kept whatever its dates: the fingerprint
-// is the caller's own decision, and replacing an expired CA means changing it. Requests are encrypted to a kept RA certificate with keyEncipherment,
-// else to a kept RA, else to the CA; a CertRep or a GetNextCACert answer is accepted
-// only when signed by a kept certificate; an issued certificate only when a kept CA
+// is the caller's own decision, and replacing an expired CA means changing it.
+//
+// Requests are encrypted to a kept RA certificate with keyEncipherment, else to a kept
+// RA, else to the issuing CA (the kept CA certificate that issued no other kept CA
+// certificate). CertPoll names as the issuer (RFC 8894 §3.3.3) the CA that issued
+// that RA, else the issuing CA. A CertRep or a GetNextCACert answer is accepted only
+// when signed by a kept certificate; an issued certificate only when a kept CA
 // certificate issued it. A server whose RA certificates lack the EKU can still be used:
 // pin the CA and the client encrypts to the CA; if the server cannot decrypt that, its
 // RA certificates need the EKU.
@@ -416,15 +420,9 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 		}
 	}
 	// The recipient is an RA certificate for key encipherment when there is one, then
-	// any non-CA certificate, then the CA.
+	// any other RSA certificate that is not a CA, then the issuing CA.
 	for _, cert := range certs {
-		if _, ok := cert.PublicKey.(*rsa.PublicKey); !ok {
-			continue
-		}
-		if cert.IsCA {
-			if s.ca == nil {
-				s.ca = cert
-			}
+		if _, ok := cert.PublicKey.(*rsa.PublicKey); !ok || cert.IsCA {
 			continue
 		}
 		if s.recipient == nil || (cert.KeyUsage&x509.KeyUsageKeyEncipherment != 0 &&
@@ -432,16 +430,53 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 			s.recipient = cert
 		}
 	}
-	if s.ca == nil {
-		s.ca = certs[len(certs)-1]
-	}
+	s.ca = issuingCA(certs, s.recipient)
 	if s.recipient == nil {
 		s.recipient = s.ca
+		for _, cert := range certs {
+			if _, ok := s.recipient.PublicKey.(*rsa.PublicKey); ok {
+				break
+			}
+			if cert.IsCA {
+				s.recipient = cert // an RSA CA, when the issuing one is not
+			}
+		}
 	}
 	if _, ok := s.recipient.PublicKey.(*rsa.PublicKey); !ok {
 		return nil, fmt.Errorf("%w: no RSA certificate to encrypt to", ErrUnsupportedAlgorithm)
 	}
 	return s, nil
+}
+
+// issuingCA returns the CA certificate that CertPoll names as the issuer (RFC 8894
+// §3.3.3), of any key type: the one among certs that issued ra when ra is not nil,
+// else the deepest, one that issued no other CA certificate among certs (the first
+// such in the server's order), else the last certificate.
+func issuingCA(certs []*x509.Certificate, ra *x509.Certificate) *x509.Certificate {
+	if ra != nil {
+		for _, ca := range certs {
+			if ca.IsCA && bytes.Equal(ra.RawIssuer, ca.RawSubject) && ra.CheckSignatureFrom(ca) == nil {
+				return ca
+			}
+		}
+	}
+	for _, ca := range certs {
+		if !ca.IsCA {
+			continue
+		}
+		parent := false
+		for _, child := range certs {
+			if child != ca && child.IsCA && bytes.Equal(child.RawIssuer, ca.RawSubject) &&
+				!bytes.Equal(child.RawSubject, ca.RawSubject) {
+				parent = true
+				break
+			}
+		}
+		if !parent {
+			return ca
+		}
+	}
+	return certs[len(certs)-1]
 }
 
 // kept returns the session's certificates that are still kept at now: polling can
