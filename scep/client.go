@@ -96,7 +96,10 @@ const DefaultMaxResponseBytes = 1 << 20
 type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
-	// HTTPClient sends the requests; nil means a client with a 30-second timeout.
+	// HTTPClient sends the requests; nil means a client with a 30-second timeout whose
+	// transport reads at most DefaultMaxResponseHeaderBytes of response headers. Its
+	// Transport's MaxResponseHeaderBytes bounds the headers it reads (zero means
+	// net/http's default, megabytes).
 	HTTPClient *http.Client
 	// CAFingerprint is the SHA-256 of the CA certificate: GetCACert fails unless one
 	// of the returned certificates has it, and keeps only the certificates described
@@ -117,17 +120,33 @@ type Client struct {
 	Digest crypto.Hash
 	// PollInterval is the wait between CertPoll requests while PENDING; zero means 10s.
 	PollInterval time.Duration
-	// MaxResponseBytes bounds a response; zero means DefaultMaxResponseBytes.
+	// MaxResponseBytes bounds the body of a response; zero means
+	// DefaultMaxResponseBytes. Headers are bounded by the HTTPClient's transport.
 	MaxResponseBytes int64
 	// Rand is the source of randomness; nil means crypto/rand.
 	Rand io.Reader
 }
 
+// DefaultMaxResponseHeaderBytes bounds the response headers the default HTTP client
+// of a [Client] reads: a SCEP answer needs a few hundred bytes of them.
+const DefaultMaxResponseHeaderBytes = 64 << 10
+
+// defaultHTTPClient is the HTTP client of a Client whose HTTPClient is nil; one, so
+// that its connections are reused.
+var defaultHTTPClient = func() *http.Client {
+	tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		tr = dt.Clone()
+	}
+	tr.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	return &http.Client{Timeout: 30 * time.Second, CheckRedirect: sameServer, Transport: tr}
+}()
+
 func (c *Client) httpClient() *http.Client {
 	if c.HTTPClient != nil {
 		return c.HTTPClient
 	}
-	return &http.Client{Timeout: 30 * time.Second, CheckRedirect: sameServer}
+	return defaultHTTPClient
 }
 
 // sameServer is the default Client's redirect policy: a redirect is followed only to

@@ -177,6 +177,38 @@ func TestClientRedirectStaysOnServer(t *testing.T) {
 	require.Zero(t, pki.issuedCount())
 }
 
+// TestClientBoundsResponseHeaders: the default HTTP client reads at most
+// DefaultMaxResponseHeaderBytes of headers. MaxResponseBytes bounds only the body, and
+// megabytes of headers were read whole.
+func TestClientBoundsResponseHeaders(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		headers int
+		ok      bool
+	}{
+		{"a few headers", 1 << 10, true},
+		{"a megabyte of headers", 1 << 20, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				line := strings.Repeat("a", 1000)
+				for i := 0; i < c.headers/len(line); i++ {
+					w.Header().Add(fmt.Sprintf("X-Filler-%d", i), line)
+				}
+				io.WriteString(w, "AES\n")
+			}))
+			caps, err := (&Client{URL: ts.URL}).GetCACaps(context.Background())
+			if c.ok {
+				require.NoError(t, err)
+				require.True(t, caps.Has(CapAES))
+				return
+			}
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "header")
+		})
+	}
+}
+
 // TestClientRefusesExpiredCertificate: a SUCCESS whose certificate for the device's
 // key has expired is not an enrollment. It was accepted.
 func TestClientRefusesExpiredCertificate(t *testing.T) {
