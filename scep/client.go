@@ -97,9 +97,11 @@ type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
 	// HTTPClient sends the requests; nil means a client with a 30-second timeout whose
-	// transport reads at most DefaultMaxResponseHeaderBytes of response headers. Its
-	// Transport's MaxResponseHeaderBytes bounds the headers it reads (zero means
-	// net/http's default, megabytes).
+	// transport reads at most DefaultMaxResponseHeaderBytes of response headers. When
+	// its CheckRedirect is nil, the Client uses a copy with the same redirect policy as
+	// its default: a redirect is followed only to the same host name, at most 5 times
+	// (see [ErrBadReply]). Its Transport's MaxResponseHeaderBytes bounds the headers
+	// it reads (zero means net/http's default, megabytes).
 	HTTPClient *http.Client
 	// CAFingerprint is the SHA-256 of the CA certificate: GetCACert fails unless one
 	// of the returned certificates has it, and keeps only the certificates described
@@ -143,13 +145,18 @@ var defaultHTTPClient = func() *http.Client {
 }()
 
 func (c *Client) httpClient() *http.Client {
-	if c.HTTPClient != nil {
-		return c.HTTPClient
+	if c.HTTPClient == nil {
+		return defaultHTTPClient
 	}
-	return defaultHTTPClient
+	if c.HTTPClient.CheckRedirect == nil {
+		hc := *c.HTTPClient
+		hc.CheckRedirect = sameServer
+		return &hc
+	}
+	return c.HTTPClient
 }
 
-// sameServer is the default Client's redirect policy: a redirect is followed only to
+// sameServer is the Client's redirect policy, unless its HTTPClient has one: a redirect is followed only to
 // the same host name (any port), with the same scheme or from http to https, and at
 // most 5 times, so that a server (or anyone answering for it over plain HTTP) cannot
 // send the request, its challenge encrypted but its metadata in clear, to another

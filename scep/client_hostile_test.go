@@ -140,41 +140,56 @@ func TestClientGetCACertBounded(t *testing.T) {
 	})
 }
 
-// TestClientRedirectStaysOnServer: the default Client follows a redirect only on the
-// same scheme and host. Before, a 307 on PKIOperation re-posted the request, with its
-// encrypted challenge, to whichever host the answer named.
+// TestClientRedirectStaysOnServer: the Client follows a redirect only on the same
+// scheme and host, with its default HTTP client and with one of the caller's that has
+// no redirect policy of its own. Before, a 307 on PKIOperation re-posted the request,
+// with its encrypted challenge, to whichever host the answer named; a caller's
+// HTTPClient still did.
 func TestClientRedirectStaysOnServer(t *testing.T) {
-	pki := newTestPKI(t)
-	d := newDevice(t)
-	ts, _ := pki.httpServer(t, false)
-	var elsewhere int
-	var mu sync.Mutex
-	other := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		elsewhere++
-		mu.Unlock()
-		http.Error(w, "no", http.StatusNotFound)
-	}))
-	// The other server on another host name for the same loopback address.
-	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
-	front := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Query().Get("operation") {
-		case "PKIOperation":
-			http.Redirect(w, r, otherURL+"/scep?"+r.URL.RawQuery, http.StatusTemporaryRedirect)
-		default:
-			http.Redirect(w, r, ts.URL+"?"+r.URL.RawQuery, http.StatusTemporaryRedirect) // same host, other port
-		}
-	}))
-	fp := sha256.Sum256(pki.ca.Raw)
-	cl := &Client{URL: front.URL, CAFingerprint: fp[:]}
-	_, err := cl.GetCACert(context.Background())
-	require.NoError(t, err, "the same host on another port (an http to https move, say) is followed")
-	_, err = cl.Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
-	require.Error(t, err)
-	mu.Lock()
-	defer mu.Unlock()
-	require.Zero(t, elsewhere, "nothing sent to the other server")
-	require.Zero(t, pki.issuedCount())
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{
+		{"default HTTP client", nil},
+		{"HTTPClient without CheckRedirect", &http.Client{Timeout: 10 * time.Second}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pki := newTestPKI(t)
+			d := newDevice(t)
+			ts, _ := pki.httpServer(t, false)
+			var elsewhere int
+			var mu sync.Mutex
+			other := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				elsewhere++
+				mu.Unlock()
+				http.Error(w, "no", http.StatusNotFound)
+			}))
+			// The other server on another host name for the same loopback address.
+			otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+			front := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Query().Get("operation") {
+				case "PKIOperation":
+					http.Redirect(w, r, otherURL+"/scep?"+r.URL.RawQuery, http.StatusTemporaryRedirect)
+				default:
+					http.Redirect(w, r, ts.URL+"?"+r.URL.RawQuery, http.StatusTemporaryRedirect) // same host, other port
+				}
+			}))
+			fp := sha256.Sum256(pki.ca.Raw)
+			cl := &Client{URL: front.URL, CAFingerprint: fp[:], HTTPClient: c.client}
+			_, err := cl.GetCACert(context.Background())
+			require.NoError(t, err, "the same host on another port (an http to https move, say) is followed")
+			_, err = cl.Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
+			require.ErrorIs(t, err, ErrBadReply)
+			mu.Lock()
+			defer mu.Unlock()
+			require.Zero(t, elsewhere, "nothing sent to the other server")
+			require.Zero(t, pki.issuedCount())
+			if c.client != nil {
+				require.Nil(t, c.client.CheckRedirect, "the caller's HTTPClient was changed")
+			}
+		})
+	}
 }
 
 // TestClientBoundsResponseHeaders: the default HTTP client reads at most
