@@ -706,8 +706,8 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 }
 
 // issuedFor returns the certificate of a SUCCESS whose key is pub, that was issued by
-// one of the CA certificates GetCACert returned (after pinning), and that has not
-// expired. Its subject is the CA's choice (RFC 8894 lets a CA change what the CSR
+// one of the CA certificates GetCACert returned (after pinning), that has not expired
+// and that is valid now or within ClockSkew. Its subject is the CA's choice (RFC 8894 lets a CA change what the CSR
 // asked for): callers that need the CSR's check it.
 func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (*x509.Certificate, error) {
 	for _, cert := range rep.Issued {
@@ -717,8 +717,10 @@ func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (
 		if !issuedByOneOf(cert, cas) {
 			return nil, fmt.Errorf("%w: the issued certificate does not chain to the CA", ErrBadReply)
 		}
-		if time.Now().After(cert.NotAfter) {
+		if now := time.Now(); now.After(cert.NotAfter) {
 			return nil, fmt.Errorf("%w: the issued certificate expired on %s", ErrBadReply, cert.NotAfter.UTC().Format(time.RFC3339))
+		} else if now.Before(cert.NotBefore.Add(-ClockSkew)) {
+			return nil, fmt.Errorf("%w: the issued certificate is not valid until %s", ErrBadReply, cert.NotBefore.UTC().Format(time.RFC3339))
 		}
 		return cert, nil
 	}

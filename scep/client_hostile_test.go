@@ -224,24 +224,44 @@ func TestClientBoundsResponseHeaders(t *testing.T) {
 	}
 }
 
-// TestClientRefusesExpiredCertificate: a SUCCESS whose certificate for the device's
-// key has expired is not an enrollment. It was accepted.
-func TestClientRefusesExpiredCertificate(t *testing.T) {
-	pki := newTestPKI(t)
-	d := newDevice(t)
-	s := pki.server(false)
-	s.Responder = ResponderFunc(func(_ context.Context, req *Request) (*Response, error) {
-		now := time.Now()
-		c := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(5), Subject: req.CSR.Subject,
-			NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}, pki.ca, req.CSR.PublicKey, pki.caKey)
-		return &Response{Certificate: c}, nil
-	})
-	require.NoError(t, s.Validate())
-	ts := httptestServer(t, s)
-	fp := sha256.Sum256(pki.ca.Raw)
-	_, err := (&Client{URL: ts.URL, CAFingerprint: fp[:]}).Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
-	require.ErrorIs(t, err, ErrBadReply)
-	require.Contains(t, err.Error(), "expired")
+// TestClientRefusesCertificateOutsideValidity: a SUCCESS whose certificate for the
+// device's key has expired, or is not valid until later than ClockSkew from now, is
+// not an enrollment. Both were accepted, the first until it was refused on its own.
+func TestClientRefusesCertificateOutsideValidity(t *testing.T) {
+	now := time.Now()
+	for _, c := range []struct {
+		name      string
+		notBefore time.Time
+		notAfter  time.Time
+		want      string // in the error; empty: accepted
+	}{
+		{"expired", now.Add(-48 * time.Hour), now.Add(-24 * time.Hour), "expired"},
+		{"valid in ten years", now.Add(10 * 365 * 24 * time.Hour), now.Add(20 * 365 * 24 * time.Hour), "not valid until"},
+		{"valid within the clock skew", now.Add(ClockSkew / 2), now.Add(time.Hour), ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pki := newTestPKI(t)
+			d := newDevice(t)
+			s := pki.server(false)
+			s.Responder = ResponderFunc(func(_ context.Context, req *Request) (*Response, error) {
+				cert := mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(5), Subject: req.CSR.Subject,
+					NotBefore: c.notBefore, NotAfter: c.notAfter}, pki.ca, req.CSR.PublicKey, pki.caKey)
+				return &Response{Certificate: cert}, nil
+			})
+			require.NoError(t, s.Validate())
+			ts := httptestServer(t, s)
+			fp := sha256.Sum256(pki.ca.Raw)
+			cert, err := (&Client{URL: ts.URL, CAFingerprint: fp[:]}).Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
+			if c.want == "" {
+				require.NoError(t, err)
+				require.NotNil(t, cert)
+				return
+			}
+			require.ErrorIs(t, err, ErrBadReply)
+			require.Contains(t, err.Error(), c.want)
+			require.Nil(t, cert)
+		})
+	}
 }
 
 // TestPeerValuesBoundedInErrors: a value the peer chose is quoted in an error at most
