@@ -528,7 +528,8 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 		return nil, err
 	}
 	var body []byte
-	if s.caps.Has(CapPOSTPKIOp) {
+	// RFC 8894 §3.5.2: SCEPStandard means the server supports POSTPKIOperation.
+	if s.caps.Has(CapPOSTPKIOp) || s.caps.Has(CapSCEPStandard) {
 		u, err := url.Parse(c.URL)
 		if err != nil {
 			return nil, err
