@@ -45,6 +45,9 @@ var (
 	// and a GetCRL answer whose CRL the CA it names did not sign (see
 	// [Client.GetCRL]).
 	ErrBadReply = errors.New("scep: bad reply")
+	// ErrStaleCRL is returned by [Client.GetCRL], along with ErrBadReply, for a CRL
+	// whose nextUpdate has passed: the revocations since are missing from it.
+	ErrStaleCRL = errors.New("scep: CRL past its nextUpdate")
 )
 
 // ClockSkew is how far the Client lets its clock be from the server's when it
@@ -779,7 +782,10 @@ func namesKeptCA(issuer []byte, cas []*x509.Certificate) bool {
 // certificate asked about (its issuer and serial), by the CA that issued cert, which
 // during a CA rollover may be a CA other than the one the server now issues with.
 // Any other CRL, including one signed in the CA's name with another key (the RA's,
-// say), is refused with an error wrapping [ErrBadReply].
+// say), is refused with an error wrapping [ErrBadReply]. A CRL whose nextUpdate is
+// more than [ClockSkew] past is refused with an error wrapping both ErrBadReply and
+// [ErrStaleCRL]: anyone on the path could replay an old CRL that predates a
+// revocation. A CRL without nextUpdate is returned as it is.
 func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.RevocationList, error) {
 	rep, s, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
 	if err != nil {
@@ -797,6 +803,10 @@ func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cer
 			return nil, fmt.Errorf("%w: GetCRL: %s", ErrBadReply, errIssuerNotKept)
 		}
 		return nil, fmt.Errorf("%w: GetCRL: the CRL is not signed by the CA the request names", ErrBadReply)
+	}
+	if !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate.Add(ClockSkew)) {
+		return nil, fmt.Errorf("%w: GetCRL: %w: nextUpdate was %s", ErrBadReply, ErrStaleCRL,
+			crl.NextUpdate.UTC().Format(time.RFC3339))
 	}
 	return crl, nil
 }

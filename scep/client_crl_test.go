@@ -101,3 +101,47 @@ func TestClientGetCRLSignature(t *testing.T) {
 		})
 	}
 }
+
+// TestClientGetCRLFreshness: GetCRL refuses a CRL the CA really signed whose
+// nextUpdate is past by more than ClockSkew, with ErrStaleCRL: an old CRL replayed
+// hides the revocations since. A current one and one past its nextUpdate within the
+// skew are returned. A CRL a year stale was returned.
+func TestClientGetCRLFreshness(t *testing.T) {
+	pki := newTestPKI(t)
+	d := newDevice(t)
+	now := time.Now()
+	day := 24 * time.Hour
+	for _, c := range []struct {
+		name       string
+		thisUpdate time.Time
+		nextUpdate time.Time
+		stale      bool
+	}{
+		{"current", now.Add(-time.Hour), now.Add(day), false},
+		{"past nextUpdate within the clock skew", now.Add(-day), now.Add(-ClockSkew / 2), false},
+		{"past nextUpdate by a year", now.Add(-400 * day), now.Add(-300 * day), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: c.thisUpdate, NextUpdate: c.nextUpdate}
+			crl, err := x509.CreateRevocationList(rand.Reader, tmpl, pki.ca, pki.caKey)
+			require.NoError(t, err)
+			h := &scriptedServer{t: t, caps: "AES\nSHA-256\nPOSTPKIOperation\n",
+				certs:      []*x509.Certificate{pki.ca, pki.raSign, pki.raEnc},
+				recipients: []Recipient{{Certificate: pki.raEnc, Key: pki.raEncK}}}
+			h.reply = func(m *PKIMessage) []byte {
+				rep, err := (&Replier{Cert: pki.raSign, Key: pki.raKey}).SuccessCRL(m, crl)
+				require.NoError(t, err)
+				return rep
+			}
+			got, err := h.client(pki.ca).GetCRL(context.Background(), pki.ca.RawSubject, big.NewInt(5), d.self, d.key)
+			if !c.stale {
+				require.NoError(t, err)
+				require.Equal(t, crl, got.Raw)
+				return
+			}
+			require.ErrorIs(t, err, ErrBadReply)
+			require.ErrorIs(t, err, ErrStaleCRL)
+			require.Nil(t, got)
+		})
+	}
+}
