@@ -66,7 +66,7 @@ func TestRolloverOverHTTP(t *testing.T) {
 	defer ts.Close()
 	ctx := context.Background()
 	oldFP := env.CAFingerprint()
-	oldClient := &scep.Client{URL: ts.URL, CAFingerprint: oldFP}
+	oldClient := &scep.Client{URL: ts.URL, CAFingerprint: oldFP, Now: clock.Now}
 
 	// Before the switch: the current set, and the next one announced.
 	caps, err := oldClient.GetCACaps(ctx)
@@ -96,7 +96,7 @@ func TestRolloverOverHTTP(t *testing.T) {
 	_, err = oldClient.GetCACert(ctx)
 	require.ErrorIs(t, err, scep.ErrFingerprint, "GetCACert no longer serves the previous CA")
 	nextFP := sha256.Sum256(nextCA.Certificate.Raw)
-	newClient := &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:]}
+	newClient := &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:], Now: clock.Now}
 	served, err := newClient.GetCACert(ctx)
 	require.NoError(t, err)
 	require.True(t, containsCert(served, nextRA.EncryptionCertificate))

@@ -62,7 +62,7 @@ func (e *rolloverEnv) serve(t *testing.T) (old, next *scep.Client) {
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	nextFP := sha256.Sum256(e.nextCA.Certificate.Raw)
-	return &scep.Client{URL: ts.URL, CAFingerprint: e.CAFingerprint()}, &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:]}
+	return &scep.Client{URL: ts.URL, CAFingerprint: e.CAFingerprint(), Now: e.clock.Now}, &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:], Now: e.clock.Now}
 }
 
 // TestRolloverChosenOncePerTransaction: the CA and RA are chosen once per
@@ -99,7 +99,7 @@ func TestRolloverChosenOncePerTransaction(t *testing.T) {
 					require.NoError(t, srv.Validate())
 					ts := httptest.NewServer(srv)
 					defer ts.Close()
-					c := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+					c := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint(), Now: env.clock.Now}
 					got, err := c.Enroll(ctx, req.Raw, deviceKey)
 					require.NoError(t, err, "the device accepts the certificate")
 					require.NoError(t, got.CheckSignatureFrom(env.CA.Certificate))
@@ -199,7 +199,7 @@ func TestRolloverDeviceOnPreviousRA(t *testing.T) {
 			defer ts.Close()
 			ctx := context.Background()
 			ch := mint(t, env.Env, "alice@example.com", "alice-laptop")
-			device := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint()}
+			device := &scep.Client{URL: ts.URL, CAFingerprint: env.CAFingerprint(), Now: env.clock.Now}
 			cert, err := device.Enroll(ctx, csr(t, deviceKey, "alice@example.com", ch).Raw, deviceKey)
 			require.Equal(t, tc.sendAt, env.clock.Now(), "the request came after the switch")
 			if tc.issued {
@@ -218,7 +218,7 @@ func TestRolloverDeviceOnPreviousRA(t *testing.T) {
 			require.Equal(t, 0, env.Issuer.Count()+env.nextIssuer.Count(), "nothing issued")
 			// The challenge was not spent: with the next CA fetched, it enrolls.
 			nextFP := sha256.Sum256(env.nextCA.Certificate.Raw)
-			fresh := &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:]}
+			fresh := &scep.Client{URL: ts.URL, CAFingerprint: nextFP[:], Now: env.clock.Now}
 			key, err := rsa.GenerateKey(rand.Reader, 2048)
 			require.NoError(t, err)
 			cert, err = fresh.Enroll(ctx, csr(t, key, "alice@example.com", ch).Raw, key)

@@ -130,6 +130,18 @@ type Client struct {
 	MaxResponseBytes int64
 	// Rand is the source of randomness; nil means crypto/rand.
 	Rand io.Reader
+	// Now is the clock the Client checks validity dates against (the certificates it
+	// keeps, the certificate it is issued, a CRL's nextUpdate), give or take
+	// ClockSkew; nil means time.Now. A device whose clock cannot be trusted may pass
+	// a better source.
+	Now func() time.Time
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // DefaultMaxResponseHeaderBytes bounds the response headers the default HTTP client
@@ -273,7 +285,7 @@ func (c *Client) getCACert(ctx context.Context) ([]*x509.Certificate, error) {
 		}
 	}
 	if len(c.CAFingerprint) > 0 {
-		if certs = pinned(certs, c.CAFingerprint, time.Now()); certs == nil {
+		if certs = pinned(certs, c.CAFingerprint, c.now()); certs == nil {
 			return nil, ErrFingerprint
 		}
 	}
@@ -554,7 +566,7 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 		}
 	}
 	// The signer's dates are checked with ClockSkew by kept, not by ParseOptions.Time.
-	kept := s.kept(time.Now())
+	kept := s.kept(c.now())
 	rep, err := ParsePKIMessage(body, ParseOptions{AllowLegacy: s.digest == crypto.SHA1 || s.cipher == DESCBC,
 		Certificates: kept})
 	if err != nil {
@@ -706,14 +718,16 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	if err != nil {
 		return nil, err
 	}
-	return issuedFor(rep, parsed.PublicKey, s.kept(time.Now()))
+	now := c.now()
+	return issuedFor(rep, parsed.PublicKey, s.kept(now), now)
 }
 
 // issuedFor returns the certificate of a SUCCESS whose key is pub, that was issued by
 // one of the CA certificates GetCACert returned (after pinning), that has not expired
-// and that is valid now or within ClockSkew. Its subject is the CA's choice (RFC 8894 lets a CA change what the CSR
-// asked for): callers that need the CSR's check it.
-func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (*x509.Certificate, error) {
+// at now and that is valid at now or within ClockSkew after. Its subject is the CA's
+// choice (RFC 8894 lets a CA change what the CSR asked for): callers that need the
+// CSR's check it.
+func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate, now time.Time) (*x509.Certificate, error) {
 	for _, cert := range rep.Issued {
 		if !samePublicKey(cert.PublicKey, pub) {
 			continue
@@ -721,7 +735,7 @@ func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate) (
 		if !issuedByOneOf(cert, cas) {
 			return nil, fmt.Errorf("%w: the issued certificate does not chain to the CA", ErrBadReply)
 		}
-		if now := time.Now(); now.After(cert.NotAfter) {
+		if now.After(cert.NotAfter) {
 			return nil, fmt.Errorf("%w: the issued certificate expired on %s", ErrBadReply, cert.NotAfter.UTC().Format(time.RFC3339))
 		} else if now.Before(cert.NotBefore.Add(-ClockSkew)) {
 			return nil, fmt.Errorf("%w: the issued certificate is not valid until %s", ErrBadReply, cert.NotBefore.UTC().Format(time.RFC3339))
@@ -804,7 +818,7 @@ func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cer
 		}
 		return nil, fmt.Errorf("%w: GetCRL: the CRL is not signed by the CA the request names", ErrBadReply)
 	}
-	if !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate.Add(ClockSkew)) {
+	if !crl.NextUpdate.IsZero() && c.now().After(crl.NextUpdate.Add(ClockSkew)) {
 		return nil, fmt.Errorf("%w: GetCRL: %w: nextUpdate was %s", ErrBadReply, ErrStaleCRL,
 			crl.NextUpdate.UTC().Format(time.RFC3339))
 	}
