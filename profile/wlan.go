@@ -3,7 +3,6 @@ package profile
 import (
 	"encoding/hex"
 	"encoding/xml"
-	"regexp"
 	"strings"
 )
 
@@ -109,10 +108,8 @@ type eapTLSType struct {
 //     ServerNames the trusted names joined by ";", TrustedRootCA the root's SHA-1,
 //     and DisableUserPromptForServerValidation true, so that a server failing these
 //     checks is refused rather than offered to the user. Windows reads each server
-//     name as a regular expression, so each is written with its dots escaped
-//     ("radius\.example\.com"), and a wildcard name such as "*.example.com" as
-//     ".*\.example\.com", which, unlike Apple's one-label wildcard, also matches
-//     several labels.
+//     name as a regular expression, so a wildcard name such as "*.example.com" is
+//     written ".*\.example\.com"; names without a wildcard are written as they are.
 //
 // Element names, order and namespaces follow Microsoft's WLAN_profile,
 // EapHostConfig, BaseEapConnectionPropertiesV1 and EapTlsConnectionProperties V1-V3
@@ -161,20 +158,16 @@ func (b *Bundle) WLANProfile() ([]byte, error) {
 
 // windowsServerNames joins names for the ServerNames of a WLAN profile. Windows reads
 // each name there as a regular expression (EapTlsConnectionPropertiesV1's
-// ServerNames), so every name is written with its metacharacters escaped (the dots of
-// "radius.example.com" would otherwise match any character), and a leading "*." label,
-// as Apple and the bundle write a wildcard, becomes ".*\.", the form of Microsoft's own
-// example: "*.example.com" is written ".*\.example\.com". Unlike Apple's wildcard,
-// which stands for one label, ".*" also matches several labels; Microsoft documents no
-// regular-expression syntax beyond its example, so the profile does not rely on more.
+// ServerNames), where "*.example.com", as Apple and the bundle write a wildcard, is no
+// valid expression: it is written ".*\.example\.com", the form Microsoft's own example
+// uses. Names without a wildcard are written as they are, as Intune writes them.
 func windowsServerNames(names []string) string {
 	out := make([]string, len(names))
 	for i, n := range names {
 		if rest, ok := strings.CutPrefix(n, "*."); ok {
-			out[i] = `.*\.` + regexp.QuoteMeta(rest)
-		} else {
-			out[i] = regexp.QuoteMeta(n)
+			n = `.*\.` + strings.ReplaceAll(rest, ".", `\.`)
 		}
+		out[i] = n
 	}
 	return strings.Join(out, ";")
 }
