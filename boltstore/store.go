@@ -1373,6 +1373,7 @@ type certificate struct {
 	Template      string `json:"template,omitempty"`
 	TransactionID string `json:"transaction_id,omitempty"`
 	IssuedAt      int64  `json:"issued_at,omitempty"` // unix ns; 0 unknown
+	Withheld      bool   `json:"withheld,omitempty"`
 }
 
 func (c *certificate) decode() (*crp.IssuedCertificate, error) {
@@ -1381,7 +1382,7 @@ func (c *certificate) decode() (*crp.IssuedCertificate, error) {
 		return nil, fmt.Errorf("boltstore: stored certificate: %w", err)
 	}
 	out := &crp.IssuedCertificate{Certificate: cert, UserID: c.UserID, DeviceID: c.DeviceID, ProfileID: c.ProfileID,
-		Template: c.Template, TransactionID: c.TransactionID}
+		Template: c.Template, TransactionID: c.TransactionID, Withheld: c.Withheld}
 	if c.IssuedAt != 0 {
 		out.IssuedAt = time.Unix(0, c.IssuedAt)
 	}
@@ -1427,7 +1428,7 @@ func addCertificate(c *crp.IssuedCertificate) (func(w *wtx) error, error) {
 		return nil, errors.New("boltstore: a certificate with a positive serial is needed")
 	}
 	rec := certificate{DER: c.Certificate.Raw, UserID: c.UserID, DeviceID: c.DeviceID, ProfileID: c.ProfileID,
-		Template: c.Template, TransactionID: c.TransactionID}
+		Template: c.Template, TransactionID: c.TransactionID, Withheld: c.Withheld}
 	if !c.IssuedAt.IsZero() {
 		rec.IssuedAt = c.IssuedAt.UnixNano()
 	}

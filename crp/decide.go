@@ -317,8 +317,11 @@ func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion, tx *
 // (neither CA of a rollover) is not ours to record, and a serial recorded with
 // another certificate is kept.
 func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCertificate) {
-	rp.recordWithheld(ctx, ic, "completed late", nil)
+	rp.recordWithheld(ctx, ic, lateCompletion, nil)
 }
+
+// lateCompletion is why lateCertificate withholds a certificate.
+const lateCompletion = "completed late"
 
 // recordWithheld records in the inventory a certificate the CA issued that the device
 // is not given (why, with the detail cause), as lateCertificate says, and logs it as
@@ -328,7 +331,14 @@ func (rp *RegistrationPoint) recordWithheld(ctx context.Context, ic *IssuedCerti
 	cert := ic.Certificate
 	have, err := rp.certificates().Lookup(ctx, cert.SerialNumber)
 	switch {
+	case err == nil && bytes.Equal(have.Certificate.Raw, cert.Raw) && (have.Withheld || why == lateCompletion):
+		// A completion repeated with the same certificate: said already, or that
+		// certificate is the device's.
+		return
 	case err == nil && bytes.Equal(have.Certificate.Raw, cert.Raw):
+		// Recorded as given to a device before (an Issuer that returned a
+		// certificate it had issued already): that record stands.
+		rp.withheld(ctx, ic.TransactionID, cert, why+"; already recorded as issued for transaction "+have.TransactionID, cause)
 		return
 	case err == nil:
 		rp.withheld(ctx, ic.TransactionID, cert, why+", with the serial of another certificate", cause)
@@ -342,12 +352,14 @@ func (rp *RegistrationPoint) recordWithheld(ctx context.Context, ic *IssuedCerti
 		rp.withheld(ctx, ic.TransactionID, cert, why+"; not signed by our CA, not recorded", errors.Join(cause, err))
 		return
 	}
-	if err := rp.certificates().Add(ctx, ic); err != nil {
+	withheld := *ic
+	withheld.Withheld = true
+	if err := rp.certificates().Add(ctx, &withheld); err != nil {
 		rp.tel().storeError(ctx, "certificates")
 		rp.withheld(ctx, ic.TransactionID, cert, why+"; not recorded", errors.Join(cause, err))
 		return
 	}
-	rp.withheld(ctx, ic.TransactionID, cert, why+"; recorded in the inventory", cause)
+	rp.withheld(ctx, ic.TransactionID, cert, why+"; recorded in the inventory as withheld", cause)
 }
 
 // withheld logs, at ERROR, a certificate the CA issued that the device is not given:

@@ -87,6 +87,7 @@ func TestLateCertificateInInventory(t *testing.T) {
 			require.NoError(t, err, "the CA issued it: the inventory must know it")
 			require.Equal(t, late.Raw, got.Certificate.Raw)
 			require.Equal(t, "late-1", got.TransactionID)
+			require.Equal(t, !c.same, got.Withheld, "a late certificate is marked (GetCert and renewals refuse it); the device's is not")
 			require.Equal(t, "alice-laptop", got.DeviceID)
 			list, err := env.Certificates.Certificates(ctx, crp.CertificateQuery{DeviceID: "alice-laptop"})
 			require.NoError(t, err)

@@ -175,6 +175,7 @@ func TestCompleteMismatch(t *testing.T) {
 				require.True(t, ic.Certificate.Equal(cert))
 				require.Equal(t, "alice@example.com", ic.UserID)
 				require.Equal(t, txID, ic.TransactionID)
+				require.True(t, ic.Withheld)
 				require.Contains(t, logs.String(), "recorded in the inventory")
 			}
 			rec, err := env.RP.Transactions.Get(ctx, txID)

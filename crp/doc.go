@@ -49,7 +49,8 @@
 //
 // A RenewalReq, or a PKCSReq signed by a certificate this CA issued, renews without a
 // challenge: the signer must chain to CACert, be valid now (or within
-// RenewalPolicy.Grace), not be revoked, be known to the CertificateStore, and the new
+// RenewalPolicy.Grace), not be revoked, be known to the CertificateStore and not
+// withheld from its requester ([IssuedCertificate].Withheld), and the new
 // CSR must keep its subject; phases 2 (user) and 3 (device, profile) still run.
 // Revocation is always checked, by RegistrationPoint.Revocation or an Issuer that is a
 // [RevocationChecker] ([CAIssuer] is): with neither, renewals are refused unless

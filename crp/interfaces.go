@@ -364,6 +364,11 @@ type IssuedCertificate struct {
 	// IssuedAt is when the registration point received it from the CA (zero if
 	// unknown: records migrated from older layouts).
 	IssuedAt time.Time
+	// Withheld is set on a certificate the CA issued that the device was not given
+	// (it did not match the decision, or its completion came after the decision had
+	// ended): it is listed for an operator, or the embedding CA, to revoke, but
+	// GetCert does not serve it and no renewal is signed by it.
+	Withheld bool
 }
 
 // CertificateStore is the issued-certificate inventory: it remembers every certificate
@@ -380,7 +385,8 @@ type IssuedCertificate struct {
 // of it. Certificates are kept past their NotAfter: they are the inventory.
 //
 // Lookup returns the IssuedCertificate as Add stored it, every field included
-// (IssuedAt to the second at least), and an error matching ErrNotFound for an unknown
+// (IssuedAt to the second at least; Withheld too: a store that drops it would let
+// GetCert serve, and a renewal use, a certificate the device was refused), and an error matching ErrNotFound for an unknown
 // serial. Both methods are called concurrently. The conformance suite in package
 // crp/storetest checks these rules.
 type CertificateStore interface {

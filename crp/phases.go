@@ -454,6 +454,8 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 		return unavailable(PhaseGateway, err)
 	case !bytes.Equal(rec.Certificate.Raw, s.Raw):
 		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("signer certificate differs from the one issued"))
+	case rec.Withheld:
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("signer certificate %x was withheld from its requester", s.SerialNumber))
 	case !bytes.Equal(tx.CSR.RawSubject, s.RawSubject):
 		return fail(PhaseGateway, ReasonRenewalSigner, errors.New("a renewal must keep the subject"))
 	}

@@ -99,6 +99,11 @@ func (rp *RegistrationPoint) respond(ctx context.Context, req *scep.Request) (*s
 		if err != nil {
 			return nil, fail(PhaseIssue, ReasonUnknownTransaction, err)
 		}
+		if c.Withheld {
+			// Refused to its requester: not to be fetched by another way. The
+			// answer of an unknown serial.
+			return nil, fail(PhaseIssue, ReasonUnknownTransaction, errors.New("GetCert for a certificate that was withheld"))
+		}
 		// A serial is unique per issuer only (RFC 5280 §4.1.2.2): after a rollover
 		// both CAs may have issued it, and the request names its certificate by
 		// issuer and serial (RFC 8894 §3.3.4).

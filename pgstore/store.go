@@ -128,6 +128,8 @@ var migrations = []string{
 	// 4: the CA a pending request is to be issued by (crp.Record.CAHash). NULL in rows
 	// written before.
 	`ALTER TABLE scepkit_transactions ADD COLUMN ca bytea;`,
+	// 5: certificates the device was not given (crp.IssuedCertificate.Withheld).
+	`ALTER TABLE scepkit_certificates ADD COLUMN withheld boolean NOT NULL DEFAULT false;`,
 }
 
 // migrationLock is the advisory lock key under which the schema is migrated.
@@ -467,7 +469,7 @@ func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Re
 
 // ---- the certificate inventory ----
 
-const certColumns = "der, user_id, device_id, profile_id, template, transaction_id, issued_at"
+const certColumns = "der, user_id, device_id, profile_id, template, transaction_id, issued_at, withheld"
 
 // Add implements crp.CertificateStore.
 func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
@@ -484,10 +486,11 @@ func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
 }
 
 const addCertificateSQL = `INSERT INTO scepkit_certificates (serial, not_after, ` + certColumns + `)
-	VALUES ($1::numeric, $2, $3, $4, $5, $6, $7, $8, $9)
+	VALUES ($1::numeric, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 	ON CONFLICT (serial) DO UPDATE SET not_after = EXCLUDED.not_after, der = EXCLUDED.der,
 		user_id = EXCLUDED.user_id, device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
-		template = EXCLUDED.template, transaction_id = EXCLUDED.transaction_id, issued_at = EXCLUDED.issued_at`
+		template = EXCLUDED.template, transaction_id = EXCLUDED.transaction_id, issued_at = EXCLUDED.issued_at,
+		withheld = EXCLUDED.withheld`
 
 func certificateArgs(c *crp.IssuedCertificate) ([]any, error) {
 	if c == nil || c.Certificate == nil || c.Certificate.SerialNumber == nil || c.Certificate.SerialNumber.Sign() <= 0 {
@@ -498,7 +501,7 @@ func certificateArgs(c *crp.IssuedCertificate) ([]any, error) {
 		issuedAt = &c.IssuedAt
 	}
 	return []any{c.Certificate.SerialNumber.String(), c.Certificate.NotAfter, c.Certificate.Raw, c.UserID, c.DeviceID,
-		c.ProfileID, c.Template, c.TransactionID, issuedAt}, nil
+		c.ProfileID, c.Template, c.TransactionID, issuedAt, c.Withheld}, nil
 }
 
 func scanCertificate(row pgx.Row) (*crp.IssuedCertificate, error) {
@@ -507,7 +510,7 @@ func scanCertificate(row pgx.Row) (*crp.IssuedCertificate, error) {
 		der      []byte
 		issuedAt *time.Time
 	)
-	if err := row.Scan(&der, &c.UserID, &c.DeviceID, &c.ProfileID, &c.Template, &c.TransactionID, &issuedAt); err != nil {
+	if err := row.Scan(&der, &c.UserID, &c.DeviceID, &c.ProfileID, &c.Template, &c.TransactionID, &issuedAt, &c.Withheld); err != nil {
 		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)

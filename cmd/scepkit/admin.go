@@ -279,7 +279,9 @@ type apiCertificate struct {
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	Revoked   bool      `json:"revoked"`
-	PEM       string    `json:"pem,omitempty"`
+	// Withheld: the CA issued it, the device was refused it (revoke it).
+	Withheld bool   `json:"withheld,omitempty"`
+	PEM      string `json:"pem,omitempty"`
 }
 
 // pageSize is how many entries a list call answers at most.
@@ -540,7 +542,7 @@ func (a *admin) certJSON(ctx context.Context, c *crp.IssuedCertificate) (apiCert
 func certificateJSON(c *crp.IssuedCertificate, revoked bool) apiCertificate {
 	return apiCertificate{Serial: c.Certificate.SerialNumber.Text(16), Subject: c.Certificate.Subject.String(),
 		UserID: c.UserID, DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template,
-		NotBefore: c.Certificate.NotBefore, NotAfter: c.Certificate.NotAfter, Revoked: revoked}
+		NotBefore: c.Certificate.NotBefore, NotAfter: c.Certificate.NotAfter, Revoked: revoked, Withheld: c.Withheld}
 }
 
 func (a *admin) certificate(w http.ResponseWriter, r *http.Request) {

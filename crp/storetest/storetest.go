@@ -389,8 +389,24 @@ func certificateRoundtrip(t *testing.T, b Backend) {
 	check(t, err, "lookup")
 	if !got.Certificate.Equal(c.Certificate) || got.UserID != "alice" || got.DeviceID != "laptop" ||
 		got.ProfileID != "prof" || got.Template != "tmpl" || got.TransactionID != c.TransactionID ||
-		!got.IssuedAt.Equal(c.IssuedAt) {
+		!got.IssuedAt.Equal(c.IssuedAt) || got.Withheld {
 		t.Fatalf("lookup returned %+v, want %+v", got, c)
+	}
+	// Withheld is kept, by Lookup and by a query.
+	w := issued(t, 1<<40+8, time.Now().Add(time.Hour), "withheld-user", "laptop")
+	w.Withheld = true
+	check(t, b.Certificates.Add(ctx, w), "add withheld")
+	got, err = b.Certificates.Lookup(ctx, w.Certificate.SerialNumber)
+	check(t, err, "lookup withheld")
+	if !got.Withheld || !got.Certificate.Equal(w.Certificate) {
+		t.Fatalf("lookup of a withheld certificate returned %+v, want Withheld", got)
+	}
+	if b.Queries != nil {
+		list, err := b.Queries.Certificates(ctx, crp.CertificateQuery{UserID: "withheld-user"})
+		check(t, err, "query withheld")
+		if len(list) != 1 || !list[0].Withheld {
+			t.Fatalf("query of a withheld certificate returned %+v, want it Withheld", list)
+		}
 	}
 	for _, s := range []*big.Int{big.NewInt(6), big.NewInt(1<<40 + 6)} {
 		if _, err := b.Certificates.Lookup(ctx, s); !errors.Is(err, crp.ErrNotFound) {
