@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -70,14 +71,14 @@ func parseCAName(s string) (caName, error) {
 		}
 		n := utf8.RuneCountInString(value)
 		switch {
-		case value == "":
+		case strings.TrimSpace(value) == "":
 			return nil, fmt.Errorf("%s: empty value", key)
-		case strings.ContainsFunc(value, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		case strings.ContainsFunc(value, unicode.IsControl):
 			return nil, fmt.Errorf("%s: a control character", key)
 		case kw.printable && !printableString(value):
 			return nil, fmt.Errorf("%s %q: only letters, digits, spaces and '()+,-./:=? (a PrintableString)", key, value)
-		case key == "C" && n != 2:
-			return nil, fmt.Errorf("C %q: a two-letter country code (ISO 3166)", value)
+		case key == "C" && (n != 2 || strings.ToUpper(value) != value):
+			return nil, fmt.Errorf("C %q: a two-letter country code in capitals (ISO 3166)", value)
 		case key == "CN" && n > kw.max-caNameSuffixRoom:
 			return nil, fmt.Errorf("CN: %d characters, at most %d, so that the date a rollover appends keeps it within 64 (RFC 5280 ub-common-name)",
 				n, kw.max-caNameSuffixRoom)
@@ -148,7 +149,7 @@ func splitAVA(ava string) (key, value string, err error) {
 				return "", "", fmt.Errorf("%s: \\%c escapes nothing (RFC 4514 section 2.4)", key, v[i+1])
 			}
 			trailing = 0
-		case c == '"' || c == '<' || c == '>' || c == '=':
+		case c == '"' || c == '<' || c == '>':
 			return "", "", fmt.Errorf("%s: %q must be escaped with a backslash", key, c)
 		default:
 			b.WriteByte(c)
@@ -204,8 +205,8 @@ func printableString(s string) bool {
 
 // subject is the name of the CA made from n (role "CA") or of its RA (role "RA"),
 // with suffix (a rollover's date) appended to the CN when not empty. The RA's CN is
-// the CA's with a final " CA" replaced by " RA", or " RA" appended. The encoding
-// follows RFC 4514: the string's last attribute is the first RDN.
+// the CA's with a final " CA" replaced by " RA", or " RA" appended, before the
+// suffix. The encoding follows RFC 4514: the string's last attribute is the first RDN.
 func (n caName) subject(role, suffix string) pkix.Name {
 	var out pkix.Name
 	for i := len(n) - 1; i >= 0; i-- {
@@ -226,4 +227,30 @@ func (n caName) subject(role, suffix string) pkix.Name {
 		out.ExtraNames = append(out.ExtraNames, pkix.AttributeTypeAndValue{Type: a.oid, Value: v})
 	}
 	return out
+}
+
+// raNameFor is the name of a new RA for the CA named caSubject (its DER), made by
+// rollover-prepare -ra-only: the CA's attributes, its CN turned as subject turns it
+// (a CA named before ca_name was set, or under another ca_name, keeps its own name
+// in its RA's).
+func raNameFor(caSubject []byte, suffix string) (pkix.Name, error) {
+	var seq pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(caSubject, &seq); err != nil || len(rest) > 0 {
+		return pkix.Name{}, fmt.Errorf("the current CA's subject: %v", err)
+	}
+	var n caName
+	for i := len(seq) - 1; i >= 0; i-- {
+		for _, atv := range seq[i] {
+			v, ok := atv.Value.(string)
+			if !ok {
+				return pkix.Name{}, fmt.Errorf("the current CA's subject holds a %v that is not a string", atv.Type)
+			}
+			key := ""
+			if atv.Type.Equal(caNameKeywords["CN"].oid) {
+				key = "CN"
+			}
+			n = append(n, caNameAttr{key: key, oid: atv.Type, value: v})
+		}
+	}
+	return n.subject("RA", suffix), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"os/exec"
 	"strings"
@@ -43,6 +44,10 @@ func TestParseCAName(t *testing.T) {
 		{in: "CN=a\\", wantErr: "lone backslash"},
 		{in: "CN=a\\q", wantErr: "escapes nothing"},
 		{in: "CN=a<b", wantErr: "must be escaped"},
+		{in: "CN=a=b", ca: "CN=a=b S", ra: "CN=a=b RA S", openssl: "CN=a=b S"},
+		{in: "CN=\\20\\20", wantErr: "empty value"},
+		{in: "CN=a\u0085b", wantErr: "control character"},
+		{in: "CN=a,C=fr", wantErr: "capitals"},
 		{in: "CN=a\\FF", wantErr: "not UTF-8"},
 		{in: "CN=a\x01", wantErr: "control character"},
 	} {
@@ -114,4 +119,22 @@ func TestCAName(t *testing.T) {
 	outb, err = exec.Command(bin, "serve", "-config", g.config(t, "ca_name = 'O=Example'\n", "")).CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(outb), "setting ca_name (SCEPKIT_CA_NAME): no CN")
+}
+
+// TestRANameForCurrentCA: rollover-prepare -ra-only names the new RA after the CA in
+// force, whatever ca_name says now (it may have been set after that CA was made).
+func TestRANameForCurrentCA(t *testing.T) {
+	for _, tc := range []struct {
+		ca   pkix.Name
+		want string
+	}{
+		{pkix.Name{CommonName: "scepkit CA", Organization: []string{"scepkit"}}, "CN=scepkit RA S,O=scepkit"},
+		{pkix.Name{CommonName: "Old Issuing", Country: []string{"FR"}}, "CN=Old Issuing RA S,C=FR"},
+	} {
+		der, err := asn1.Marshal(tc.ca.ToRDNSequence())
+		require.NoError(t, err)
+		got, err := raNameFor(der, "S")
+		require.NoError(t, err)
+		require.Equal(t, tc.want, got.String())
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/x509/pkix"
 	"errors"
 	"flag"
 	"fmt"
@@ -91,8 +92,11 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 	var next *catemplate.CA
 	var ra *catemplate.RA
 	if *raOnly {
-		ra, err = catemplate.NewRA(current, catemplate.RAOptions{Subject: c.caName().subject("RA", suffix),
-			SigningKey: keys.sign, EncryptionKey: keys.encrypt})
+		var name pkix.Name
+		if name, err = raNameFor(current.Certificate.RawSubject, suffix); err == nil {
+			ra, err = catemplate.NewRA(current, catemplate.RAOptions{Subject: name,
+				SigningKey: keys.sign, EncryptionKey: keys.encrypt})
+		}
 	} else {
 		next, ra, err = newPKI(c.caName(), suffix, keys.ca, keys.sign, keys.encrypt)
 	}
