@@ -32,9 +32,11 @@ var (
 	// ErrPending is returned when the server still answers PENDING as the context ends.
 	ErrPending = errors.New("scep: request still pending")
 	// ErrFingerprint is returned when no certificate GetCACert returned matches the
-	// pinned CA fingerprint, and, before any request is sent, when a Client has no
-	// CAFingerprint and does not set InsecureSkipCAVerify or has one that is not 32
-	// bytes (a SHA-256).
+	// pinned CA fingerprint, and, before an exchange that needs the CA sends anything
+	// (Enroll, Renew, GetCert, GetCRL, GetCACert), when a Client has no CAFingerprint
+	// and does not set InsecureSkipCAVerify or has one that is not 32 bytes (a
+	// SHA-256). GetCACaps alone needs no pin: its answer is not trusted for anything
+	// that could weaken the exchange (see Cipher).
 	ErrFingerprint = errors.New("scep: CA fingerprint mismatch")
 	// ErrClientKey is returned by the Client's requests for a requester key it cannot
 	// use: the CertRep is encrypted to that key with RSA key transport, so it must be
@@ -117,8 +119,9 @@ type Client struct {
 	// only to look at a server by hand or in tests that are about something else.
 	InsecureSkipCAVerify bool
 	// Cipher and Digest force the algorithms; zero means negotiated from GetCACaps:
-	// AES-256 when AES is listed, 3DES otherwise; SHA-512 when it is listed and
-	// SHA-256 is not, SHA-256 otherwise. Single DES and SHA-1 are used only when set
+	// AES-256 when AES or SCEPStandard is listed or nothing is (RFC 8894 section
+	// 3.5.2: SCEPStandard implies AES), 3DES otherwise; SHA-512 when it is listed and
+	// neither SHA-256 nor SCEPStandard (which implies SHA-256) is, SHA-256 otherwise. Single DES and SHA-1 are used only when set
 	// here: GetCACaps is not signed, and negotiating them from it would let anyone on
 	// the network path downgrade a pinned Client.
 	Cipher Cipher
@@ -399,7 +402,10 @@ func pinned(certs []*x509.Certificate, fp []byte, now time.Time) []*x509.Certifi
 
 // GetNextCACert returns the rollover CA chain the server announces, accepted only when
 // signed by a certificate GetCACert kept: the pinned CA, a CA under it, or an RA (see
-// [Client]).
+// [Client]); at most MaxCACerts certificates, each with a key CheckKeySize accepts,
+// none of them expired. The announcement carries no nonce and no date (RFC 8894
+// section 4.7): an older one, signed by the same CA or RA, can be replayed. The caller
+// decides which of the certificates to trust as the next CA, and when, as for a pin.
 func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	current, err := c.GetCACert(ctx)
 	if err != nil {
@@ -423,6 +429,18 @@ func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error)
 	certs, _, err := parseDegenerate(sd.content)
 	if err != nil {
 		return nil, fmt.Errorf("%w: GetNextCACert: %s", ErrBadReply, errText(err))
+	}
+	if len(certs) == 0 || len(certs) > MaxCACerts {
+		return nil, fmt.Errorf("%w: GetNextCACert returned %d certificates (1 to %d)", ErrBadReply, len(certs), MaxCACerts)
+	}
+	now := c.now()
+	for _, cert := range certs {
+		if err := CheckKeySize(cert.PublicKey); err != nil {
+			return nil, fmt.Errorf("%w: GetNextCACert: %w", ErrBadReply, err)
+		}
+		if now.After(cert.NotAfter.Add(ClockSkew)) {
+			return nil, fmt.Errorf("%w: GetNextCACert: a certificate expired on %s", ErrBadReply, cert.NotAfter.UTC().Format(time.RFC3339))
+		}
 	}
 	return certs, nil
 }

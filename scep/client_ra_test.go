@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -183,5 +184,55 @@ func TestIsRA(t *testing.T) {
 	require.False(t, IsRA(nil))
 	for name, cert := range attackerCerts(t, pki) {
 		require.False(t, IsRA(cert), name)
+	}
+}
+
+// TestClientGetNextCACertBounds: an announcement the current CA really signed is still
+// bounded as GetCACert's answer is: at most MaxCACerts certificates, none expired.
+// Before, 200 expired certificates came back as the next CA chain.
+func TestClientGetNextCACertBounds(t *testing.T) {
+	pki := newTestPKI(t)
+	fp := sha256.Sum256(pki.ca.Raw)
+	now := time.Now()
+	next := func(serial int64, notAfter time.Time) *x509.Certificate {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprint("next CA ", serial)},
+			NotBefore: now.Add(-48 * time.Hour), NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}
+		return mkCert(t, tmpl, tmpl, rsaKeys[2].Public(), rsaKeys[2])
+	}
+	many := make([]*x509.Certificate, MaxCACerts+1)
+	for i := range many {
+		many[i] = next(int64(100+i), now.Add(time.Hour))
+	}
+	for _, tc := range []struct {
+		name  string
+		certs []*x509.Certificate
+		ok    bool
+	}{
+		{"one next CA", []*x509.Certificate{next(90, now.Add(365*24*time.Hour))}, true},
+		{"expired", []*x509.Certificate{next(91, now.Add(-time.Hour))}, false},
+		{"too many", many, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if serveMITMCACert(w, r, pki.ca, pki.raSign) {
+					return
+				}
+				inner, err := DegenerateCertificates(tc.certs)
+				require.NoError(t, err)
+				der, err := buildSignedData(signOptions{content: inner, cert: pki.ca, key: pki.caKey, hash: crypto.SHA256})
+				require.NoError(t, err)
+				w.Header().Set("Content-Type", "application/x-x509-next-ca-cert")
+				w.Write(der)
+			}))
+			got, err := (&Client{URL: ts.URL, CAFingerprint: fp[:]}).GetNextCACert(context.Background())
+			if tc.ok {
+				require.NoError(t, err)
+				require.Len(t, got, len(tc.certs))
+				return
+			}
+			require.ErrorIs(t, err, ErrBadReply)
+			require.Nil(t, got)
+		})
 	}
 }
