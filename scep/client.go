@@ -654,8 +654,10 @@ func SelfSigned(key crypto.Signer, subject pkix.Name, r io.Reader) (*x509.Certif
 // Enroll sends a PKCSReq for csr (DER; add the challenge with [AddChallengePassword])
 // signed by a self-signed certificate for key, and returns the issued certificate. key
 // must be the CSR's key and, to read the reply, a crypto.Decrypter (RSA). On PENDING it
-// polls with CertPoll every PollInterval until ctx ends. A FAILURE is a *[FailError]
-// wrapping [ErrRefused].
+// polls with CertPoll every PollInterval until ctx ends, with no bound of its own (an
+// approval may take days: RFC 8894 section 3.3.3 leaves the limit to the client), so
+// give ctx the deadline you accept; it then returns an error matching [ErrPending]. A
+// FAILURE is a *[FailError] wrapping [ErrRefused].
 func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x509.Certificate, error) {
 	if _, err := requesterKey(key); err != nil {
 		return nil, err
@@ -673,7 +675,8 @@ func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x5
 
 // Renew asks for a new certificate for csr, signing with the certificate being renewed
 // and its key: a RenewalReq when the server lists Renewal, else a PKCSReq signed by the
-// old certificate (RFC 8894 §3.3.1.2). The CSR may carry a new key.
+// old certificate (RFC 8894 §3.3.1.2). The CSR may carry a new key. On PENDING it
+// polls as Enroll does, until ctx ends.
 func (c *Client) Renew(ctx context.Context, csr []byte, old *x509.Certificate, oldKey crypto.Signer) (*x509.Certificate, error) {
 	if old == nil {
 		return nil, fmt.Errorf("%w: Renew needs the certificate being renewed", ErrClientKey)
