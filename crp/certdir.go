@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/scepkit/scepkit/internal/atomicfile"
 )
@@ -32,6 +33,10 @@ type certificateFile struct {
 	DeviceID    string `json:"device_id"`
 	ProfileID   string `json:"profile_id"`
 	Template    string `json:"template"`
+	// Added later: absent (zero) in files written before.
+	TransactionID string `json:"transaction_id,omitempty"`
+	IssuedAt      int64  `json:"issued_at,omitempty"` // unix ns
+	Withheld      bool   `json:"withheld,omitempty"`
 }
 
 // OpenCertificateDir creates dir if needed and loads the certificates it holds.
@@ -63,8 +68,12 @@ func (d *CertificateDir) Add(ctx context.Context, c *IssuedCertificate) error {
 	if err := checkIssued(c); err != nil {
 		return err
 	}
-	b, err := json.Marshal(certificateFile{Certificate: c.Certificate.Raw, UserID: c.UserID,
-		DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template})
+	f := certificateFile{Certificate: c.Certificate.Raw, UserID: c.UserID, DeviceID: c.DeviceID,
+		ProfileID: c.ProfileID, Template: c.Template, TransactionID: c.TransactionID, Withheld: c.Withheld}
+	if !c.IssuedAt.IsZero() {
+		f.IssuedAt = c.IssuedAt.UnixNano()
+	}
+	b, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}
@@ -103,8 +112,12 @@ func readCertificateFile(path string) (*IssuedCertificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
-	return &IssuedCertificate{Certificate: c, UserID: f.UserID, DeviceID: f.DeviceID,
-		ProfileID: f.ProfileID, Template: f.Template}, nil
+	ic := &IssuedCertificate{Certificate: c, UserID: f.UserID, DeviceID: f.DeviceID,
+		ProfileID: f.ProfileID, Template: f.Template, TransactionID: f.TransactionID, Withheld: f.Withheld}
+	if f.IssuedAt != 0 {
+		ic.IssuedAt = time.Unix(0, f.IssuedAt)
+	}
+	return ic, nil
 }
 
 // Len returns how many certificates are stored.

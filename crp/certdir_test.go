@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/storetest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -41,4 +42,33 @@ func TestCertificateDir(t *testing.T) {
 	info, err := entries[0].Info()
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}
+
+// TestCertificateDirConformance: CertificateDir passes the certificate cases of the
+// conformance suite, on disk: each case reads back through a second CertificateDir on
+// the same directory, so that what is kept is what the files hold (a field the file
+// format dropped, Withheld say, comes back zero and fails).
+func TestCertificateDirConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Backend {
+		dir := t.TempDir()
+		w, err := crp.OpenCertificateDir(dir)
+		require.NoError(t, err)
+		return storetest.Backend{Certificates: reopening{w: w, dir: dir}}
+	})
+}
+
+// reopening writes through w and reads through a CertificateDir opened afresh on dir.
+type reopening struct {
+	w   *crp.CertificateDir
+	dir string
+}
+
+func (r reopening) Add(ctx context.Context, c *crp.IssuedCertificate) error { return r.w.Add(ctx, c) }
+
+func (r reopening) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertificate, error) {
+	d, err := crp.OpenCertificateDir(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	return d.Lookup(ctx, serial)
 }

@@ -124,6 +124,7 @@ type Transaction struct {
 	claimStore challenge.ReplayStore // where claimID was claimed
 	reqHash    []byte                // requestHash of the request, computed once
 	unrecorded *IssuedCertificate    // Certificate, to be written with the transaction record
+	added      *IssuedCertificate    // Certificate, written to the inventory alone (no IssuanceRecorder)
 	recordErr  error                 // why the outcome could not be recorded, if it could not
 	leaseEnd   time.Time             // when set, a decision's lease: no record is written after it
 	checkErr   error                 // what Verifier.Check said, judged phase by phase

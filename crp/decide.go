@@ -359,6 +359,23 @@ func (rp *RegistrationPoint) recordWithheld(ctx context.Context, ic *IssuedCerti
 		rp.withheld(ctx, ic.TransactionID, cert, why+"; not recorded", errors.Join(cause, err))
 		return
 	}
+	// A completion of this same certificate that the device did get may have been
+	// recorded between the Lookup above and this Add (the same certificate completed
+	// twice at once), and this Add replaced its entry: its transaction record says
+	// so, and the entry is put back as issued.
+	if ic.TransactionID != "" {
+		if rec, err := rp.transactions().Get(ctx, ic.TransactionID); err == nil && rec.Status == scep.Success &&
+			rec.Certificate != nil && bytes.Equal(rec.Certificate.Raw, cert.Raw) {
+			issued := *ic
+			issued.Withheld = false
+			if err := rp.certificates().Add(ctx, &issued); err != nil {
+				rp.tel().storeError(ctx, "certificates")
+				rp.log().ErrorContext(ctx, "crp: restoring an issued certificate marked withheld by a concurrent completion",
+					"transactionID", ic.TransactionID, "serial", fmt.Sprintf("%x", cert.SerialNumber), "err", err)
+			}
+			return
+		}
+	}
 	rp.withheld(ctx, ic.TransactionID, cert, why+"; recorded in the inventory as withheld", cause)
 }
 
@@ -470,7 +487,11 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 	// not tell which revocation the withheld certificate needs.
 	dctx, cancel := detached(ctx, tx.leaseEnd)
 	defer cancel()
-	return rp.addCertificate(dctx, ic)
+	if e := rp.addCertificate(dctx, ic); e != nil {
+		return e
+	}
+	tx.added = ic
+	return nil
 }
 
 // addCertificate writes ic to the inventory alone; a failure is an internal *Error.

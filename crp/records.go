@@ -76,6 +76,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	}
 	if e != nil && tx.Certificate != nil {
 		rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
+		rp.markWithheld(ctx, tx)
 	}
 	// Recorded: successes, PENDING, and refusals of requests that were authenticated
 	// (challenge claimed, an external challenge claimed, renewal signer accepted, or
@@ -145,10 +146,35 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 			e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the transaction: %w", err))
 			if tx.Certificate != nil {
 				rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
+				rp.markWithheld(ctx, tx) // when the inventory holds it already
 			}
 		}
 	}
 	return e
+}
+
+// markWithheld marks tx's certificate withheld in the inventory (see
+// [IssuedCertificate].Withheld): in the entry still to be written with the
+// transaction record, or again in the inventory when it was written there alone
+// already. A failure to mark it is logged: the certificate stays listed as issued, and
+// the withheld log line says to revoke it.
+func (rp *RegistrationPoint) markWithheld(ctx context.Context, tx *Transaction) {
+	if ic := tx.unrecorded; ic != nil {
+		ic.Withheld = true
+		return
+	}
+	if tx.added == nil {
+		return
+	}
+	marked := *tx.added
+	marked.Withheld = true
+	if err := rp.certificates().Add(ctx, &marked); err != nil {
+		rp.tel().storeError(ctx, "certificates")
+		rp.log().ErrorContext(ctx, "crp: marking a withheld certificate in the inventory", "transactionID", tx.ID,
+			"serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "err", err)
+		return
+	}
+	tx.added = &marked
 }
 
 // finishTimeout bounds what concludes a transaction once the caller's context no
