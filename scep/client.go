@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -52,15 +53,16 @@ var (
 	ErrStaleCRL = errors.New("scep: CRL past its nextUpdate")
 )
 
-// ClockSkew is how far the Client lets its clock be from the server's when it
-// checks the validity dates of the certificates it keeps and of the certificate it is
-// issued: a certificate is taken as valid from ClockSkew before its NotBefore to
-// ClockSkew after its NotAfter.
+// ClockSkew is how far past a certificate's NotAfter (or a CRL's nextUpdate) the
+// Client's clock may be before it takes the certificate as expired (the CRL as stale).
+// A NotBefore still to come is not held against a certificate: devices enroll with
+// clocks far behind (no real-time clock, no time source yet), and what a date still
+// to come would guard against is the CA's own doing.
 const ClockSkew = 5 * time.Minute
 
-// validAt reports whether cert is valid at now, give or take ClockSkew.
-func validAt(cert *x509.Certificate, now time.Time) bool {
-	return !now.Before(cert.NotBefore.Add(-ClockSkew)) && !now.After(cert.NotAfter.Add(ClockSkew))
+// notExpired reports whether cert has not expired at now, give or take ClockSkew.
+func notExpired(cert *x509.Certificate, now time.Time) bool {
+	return !now.After(cert.NotAfter.Add(ClockSkew))
 }
 
 // DefaultMaxResponseBytes bounds what a Client reads of one HTTP response.
@@ -84,11 +86,11 @@ const DefaultMaxResponseBytes = 1 << 20
 //     anyExtendedKeyUsage.
 //
 // Everything else is dropped: a device certificate the same CA issued to someone else
-// is not an RA, and neither is an RA or intermediate CA certificate that is not valid
-// now (give or take [ClockSkew]): the key of a retired, expired RA certificate may have
-// been leaked or kept by whoever decommissioned it, and a certificate not yet valid is
-// not yet in service. The pinned CA itself is kept whatever its dates: the fingerprint
-// is the caller's own decision, and replacing an expired CA means changing it.
+// is not an RA, and neither is an RA or intermediate CA certificate that has expired
+// (give or take [ClockSkew]): the key of a retired RA certificate may have been leaked
+// or kept by whoever decommissioned it. The pinned CA itself is kept whatever its
+// dates: the fingerprint is the caller's own decision, and replacing an expired CA
+// means changing it.
 //
 // Requests are encrypted to a kept RA certificate with keyEncipherment, else to a kept
 // RA, else to the issuing CA (the kept CA certificate that issued no other kept CA
@@ -102,7 +104,8 @@ type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
 	// HTTPClient sends the requests; nil means a client with a 30-second timeout whose
-	// transport reads at most DefaultMaxResponseHeaderBytes of response headers. When
+	// transport, a clone of http.DefaultTransport made when a Client first needs it,
+	// reads at most DefaultMaxResponseHeaderBytes of response headers. When
 	// its CheckRedirect is nil, the Client uses a copy with the same redirect policy as
 	// its default: a redirect is followed only to the same host name, at most 5 times
 	// (see [ErrBadReply]). Its Transport's MaxResponseHeaderBytes bounds the headers
@@ -133,10 +136,9 @@ type Client struct {
 	MaxResponseBytes int64
 	// Rand is the source of randomness; nil means crypto/rand.
 	Rand io.Reader
-	// Now is the clock the Client checks validity dates against (the certificates it
-	// keeps, the certificate it is issued, a CRL's nextUpdate), give or take
-	// ClockSkew; nil means time.Now. A device whose clock cannot be trusted may pass
-	// a better source.
+	// Now is the clock the Client checks expiry against (the certificates it keeps,
+	// the certificate it is issued, a CRL's nextUpdate), give or take ClockSkew; nil
+	// means time.Now. A device whose clock cannot be trusted may pass a better source.
 	Now func() time.Time
 }
 
@@ -152,19 +154,21 @@ func (c *Client) now() time.Time {
 const DefaultMaxResponseHeaderBytes = 64 << 10
 
 // defaultHTTPClient is the HTTP client of a Client whose HTTPClient is nil; one, so
-// that its connections are reused.
-var defaultHTTPClient = func() *http.Client {
+// that its connections are reused. Its transport is a clone of http.DefaultTransport
+// made when a Client first needs it, not when the package loads, so that a program
+// that configures http.DefaultTransport in main (a proxy, its RootCAs) is heard.
+var defaultHTTPClient = sync.OnceValue(func() *http.Client {
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
 	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
 		tr = dt.Clone()
 	}
 	tr.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 	return &http.Client{Timeout: 30 * time.Second, CheckRedirect: sameServer, Transport: tr}
-}()
+})
 
 func (c *Client) httpClient() *http.Client {
 	if c.HTTPClient == nil {
-		return defaultHTTPClient
+		return defaultHTTPClient()
 	}
 	if c.HTTPClient.CheckRedirect == nil {
 		hc := *c.HTTPClient
@@ -356,8 +360,8 @@ func IsRA(cert *x509.Certificate) bool {
 // pinned returns the pinned CA, the CA certificates that chain to it and the RA
 // certificates ([IsRA]) those issued, dropping any other: a man in the middle can slip
 // in neither an RA of his own nor a device certificate the same CA issued him. A
-// certificate other than the pinned one is kept only when valid at now (see
-// [ClockSkew]), and nothing is kept through one that is not. It returns nil when no
+// certificate other than the pinned one is kept only when it has not expired at now
+// (see [ClockSkew]), and nothing is kept through one that has. It returns nil when no
 // certificate has the fingerprint.
 func pinned(certs []*x509.Certificate, fp []byte, now time.Time) []*x509.Certificate {
 	trusted := make([]bool, len(certs))
@@ -382,7 +386,7 @@ func pinned(certs []*x509.Certificate, fp []byte, now time.Time) []*x509.Certifi
 		}
 		for i, cert := range certs {
 			if trusted[i] || !(cert.IsCA || IsRA(cert)) || !bytes.Equal(cert.RawIssuer, parent.RawSubject) ||
-				!validAt(cert, now) {
+				!notExpired(cert, now) {
 				continue
 			}
 			if cert.CheckSignatureFrom(parent) == nil {
@@ -402,8 +406,9 @@ func pinned(certs []*x509.Certificate, fp []byte, now time.Time) []*x509.Certifi
 
 // GetNextCACert returns the rollover CA chain the server announces, accepted only when
 // signed by a certificate GetCACert kept: the pinned CA, a CA under it, or an RA (see
-// [Client]); at most MaxCACerts certificates, each with a key CheckKeySize accepts,
-// none of them expired. The announcement carries no nonce and no date (RFC 8894
+// [Client]); at most MaxCACerts certificates, each with a key CheckKeySize accepts, the
+// expired ones left out (a chain may carry an expired cross-certificate), and an error
+// when none is left. The announcement carries no nonce and no date (RFC 8894
 // section 4.7): an older one, signed by the same CA or RA, can be replayed. The caller
 // decides which of the certificates to trust as the next CA, and when, as for a pin.
 func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error) {
@@ -434,15 +439,19 @@ func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error)
 		return nil, fmt.Errorf("%w: GetNextCACert returned %d certificates (1 to %d)", ErrBadReply, len(certs), MaxCACerts)
 	}
 	now := c.now()
+	var out []*x509.Certificate
 	for _, cert := range certs {
 		if err := CheckKeySize(cert.PublicKey); err != nil {
 			return nil, fmt.Errorf("%w: GetNextCACert: %w", ErrBadReply, err)
 		}
-		if now.After(cert.NotAfter.Add(ClockSkew)) {
-			return nil, fmt.Errorf("%w: GetNextCACert: a certificate expired on %s", ErrBadReply, cert.NotAfter.UTC().Format(time.RFC3339))
+		if notExpired(cert, now) {
+			out = append(out, cert)
 		}
 	}
-	return certs, nil
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: GetNextCACert: every certificate announced has expired", ErrBadReply)
+	}
+	return out, nil
 }
 
 // session is what one exchange with the server needs: its certificates and algorithms.
@@ -744,8 +753,10 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 }
 
 // issuedFor returns the certificate of a SUCCESS whose key is pub, that was issued by
-// one of the CA certificates GetCACert returned (after pinning), that has not expired
-// at now and that is valid at now or within ClockSkew after. Its subject is the CA's
+// one of the CA certificates GetCACert returned (after pinning) and that has not
+// expired at now. A NotBefore still to come is accepted: the device's clock may be
+// behind, and refusing now would lose a certificate whose challenge is spent. Its
+// subject is the CA's
 // choice (RFC 8894 lets a CA change what the CSR asked for): callers that need the
 // CSR's check it.
 func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate, now time.Time) (*x509.Certificate, error) {
@@ -758,8 +769,6 @@ func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate, n
 		}
 		if now.After(cert.NotAfter) {
 			return nil, fmt.Errorf("%w: the issued certificate expired on %s", ErrBadReply, cert.NotAfter.UTC().Format(time.RFC3339))
-		} else if now.Before(cert.NotBefore.Add(-ClockSkew)) {
-			return nil, fmt.Errorf("%w: the issued certificate is not valid until %s", ErrBadReply, cert.NotBefore.UTC().Format(time.RFC3339))
 		}
 		return cert, nil
 	}

@@ -188,8 +188,9 @@ func TestIsRA(t *testing.T) {
 }
 
 // TestClientGetNextCACertBounds: an announcement the current CA really signed is still
-// bounded as GetCACert's answer is: at most MaxCACerts certificates, none expired.
-// Before, 200 expired certificates came back as the next CA chain.
+// bounded as GetCACert's answer is: at most MaxCACerts certificates, the expired ones
+// left out, an error when none is left. Before, 200 expired certificates came back as
+// the next CA chain.
 func TestClientGetNextCACertBounds(t *testing.T) {
 	pki := newTestPKI(t)
 	fp := sha256.Sum256(pki.ca.Raw)
@@ -211,6 +212,7 @@ func TestClientGetNextCACertBounds(t *testing.T) {
 	}{
 		{"one next CA", []*x509.Certificate{next(90, now.Add(365*24*time.Hour))}, true},
 		{"expired", []*x509.Certificate{next(91, now.Add(-time.Hour))}, false},
+		{"an expired cross-certificate left out", []*x509.Certificate{next(92, now.Add(time.Hour)), next(93, now.Add(-time.Hour))}, true},
 		{"too many", many, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -228,7 +230,7 @@ func TestClientGetNextCACertBounds(t *testing.T) {
 			got, err := (&Client{URL: ts.URL, CAFingerprint: fp[:]}).GetNextCACert(context.Background())
 			if tc.ok {
 				require.NoError(t, err)
-				require.Len(t, got, len(tc.certs))
+				require.Equal(t, tc.certs[:1], got)
 				return
 			}
 			require.ErrorIs(t, err, ErrBadReply)

@@ -10,9 +10,10 @@ import (
 )
 
 // TestClientKeepsOnlyCertificatesValidNow: an RA or intermediate CA certificate that
-// the pinned CA issued but that is not valid now (expired, its key retired and perhaps
-// not destroyed, or not yet in service) is not kept: the request is not encrypted to
-// it, and a CertRep it signed is refused. Within ClockSkew of its dates it is kept.
+// the pinned CA issued but that has expired (its key retired and perhaps not
+// destroyed) is not kept: the request is not encrypted to it, and a CertRep it signed
+// is refused. Within ClockSkew of its NotAfter it is kept, and so is one whose
+// NotBefore is still to come (the device's clock may be behind).
 func TestClientKeepsOnlyCertificatesValidNow(t *testing.T) {
 	pki := newTestPKI(t)
 	d := newDevice(t)
@@ -28,9 +29,9 @@ func TestClientKeepsOnlyCertificatesValidNow(t *testing.T) {
 		accepted bool
 	}{
 		{name: "expired RA", ra: expired},
-		{name: "RA not yet valid", ra: future},
+		{name: "RA not yet valid (the device's clock is behind)", ra: future, accepted: true},
 		{name: "valid RA under an expired intermediate", ra: current, mid: &expired},
-		{name: "valid RA under an intermediate not yet valid", ra: current, mid: &future},
+		{name: "valid RA under an intermediate not yet valid", ra: current, mid: &future, accepted: true},
 		{name: "RA expired within the clock skew", ra: [2]time.Time{now.Add(-year), now.Add(-ClockSkew / 2)}, accepted: true},
 		{name: "RA valid within the clock skew", ra: [2]time.Time{now.Add(ClockSkew / 2), now.Add(year)}, accepted: true},
 		{name: "valid RA under a valid intermediate", ra: current, mid: &current, accepted: true},
