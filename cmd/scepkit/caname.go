@@ -5,6 +5,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -247,10 +248,20 @@ func raNameFor(caSubject []byte, suffix string) (pkix.Name, error) {
 			}
 			key := ""
 			if atv.Type.Equal(caNameKeywords["CN"].oid) {
-				key = "CN"
+				// A CA a rollover made carries its date: the RA gets its own.
+				key, v = "CN", rolloverDate.ReplaceAllString(v, "")
 			}
 			n = append(n, caNameAttr{key: key, oid: atv.Type, value: v})
 		}
 	}
-	return n.subject("RA", suffix), nil
+	name := n.subject("RA", suffix)
+	for _, atv := range name.ExtraNames {
+		if v, _ := atv.Value.(string); atv.Type.Equal(caNameKeywords["CN"].oid) && utf8.RuneCountInString(v) > 64 {
+			return pkix.Name{}, fmt.Errorf("the RA's CN would be %q, longer than 64 characters (RFC 5280 ub-common-name)", v)
+		}
+	}
+	return name, nil
 }
+
+// rolloverDate is the date rollover-prepare appends to a CN.
+var rolloverDate = regexp.MustCompile(` \d{4}-\d\d-\d\dT\d{6}Z$`)

@@ -130,6 +130,8 @@ func TestRANameForCurrentCA(t *testing.T) {
 	}{
 		{pkix.Name{CommonName: "scepkit CA", Organization: []string{"scepkit"}}, "CN=scepkit RA S,O=scepkit"},
 		{pkix.Name{CommonName: "Old Issuing", Country: []string{"FR"}}, "CN=Old Issuing RA S,C=FR"},
+		{pkix.Name{CommonName: "Example Corporation Device Issuing CA 2026-01-02T150405Z"},
+			"CN=Example Corporation Device Issuing RA S"},
 	} {
 		der, err := asn1.Marshal(tc.ca.ToRDNSequence())
 		require.NoError(t, err)
@@ -137,4 +139,8 @@ func TestRANameForCurrentCA(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.want, got.String())
 	}
+	der, err := asn1.Marshal(pkix.Name{CommonName: strings.Repeat("x", 62)}.ToRDNSequence())
+	require.NoError(t, err)
+	_, err = raNameFor(der, "2027-01-02T150405Z")
+	require.ErrorContains(t, err, "longer than 64")
 }
