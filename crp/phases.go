@@ -25,17 +25,29 @@ func (rp *RegistrationPoint) runPhase(ctx context.Context, tx *Transaction, p Ph
 	return e
 }
 
-func (rp *RegistrationPoint) runSteps(ctx context.Context, tx *Transaction, p Phase, builtins []builtin) *Error {
+// runSteps runs the steps of phase p. One deferred recover serves the whole phase: a
+// panic in the step running (the user's check, directory, registry, Issuer or notifier,
+// or a bug of ours) fails that step, as panicked says.
+func (rp *RegistrationPoint) runSteps(ctx context.Context, tx *Transaction, p Phase, builtins []builtin) (e *Error) {
+	var name string // the step running, and when it started
+	var start time.Time
+	defer func() {
+		if v := recover(); v != nil {
+			e = rp.panicked(ctx, tx, p, name, v)
+			rp.step(ctx, tx, p, name, start, e)
+		}
+	}()
 	for _, c := range rp.Checks {
 		if c.Phase == p && !c.After {
-			if err := rp.runCheck(ctx, tx, c); err != nil {
+			name, start = c.Name, rp.now()
+			if err := rp.runCheck(ctx, tx, c, start); err != nil {
 				return err
 			}
 		}
 	}
 	for _, b := range builtins {
-		start := rp.now()
-		err := rp.guard(ctx, tx, p, b.name, func() *Error { return b.run(ctx, tx) })
+		name, start = b.name, rp.now()
+		err := b.run(ctx, tx)
 		rp.step(ctx, tx, p, b.name, start, err)
 		if err != nil {
 			return err
@@ -43,7 +55,8 @@ func (rp *RegistrationPoint) runSteps(ctx context.Context, tx *Transaction, p Ph
 	}
 	for _, c := range rp.Checks {
 		if c.Phase == p && c.After {
-			if err := rp.runCheck(ctx, tx, c); err != nil {
+			name, start = c.Name, rp.now()
+			if err := rp.runCheck(ctx, tx, c, start); err != nil {
 				return err
 			}
 		}
@@ -56,15 +69,11 @@ type builtin struct {
 	run  func(ctx context.Context, tx *Transaction) *Error
 }
 
-func (rp *RegistrationPoint) runCheck(ctx context.Context, tx *Transaction, c Check) *Error {
-	start := rp.now()
-	e := rp.guard(ctx, tx, c.Phase, c.Name, func() *Error {
-		var e *Error
-		if err := c.Func(ctx, tx); err != nil && !errors.As(err, &e) {
-			e = fail(c.Phase, ReasonCheckFailed, err)
-		}
-		return e
-	})
+func (rp *RegistrationPoint) runCheck(ctx context.Context, tx *Transaction, c Check, start time.Time) *Error {
+	var e *Error
+	if err := c.Func(ctx, tx); err != nil && !errors.As(err, &e) {
+		e = fail(c.Phase, ReasonCheckFailed, err)
+	}
 	rp.step(ctx, tx, c.Phase, c.Name, start, e)
 	return e
 }
@@ -73,24 +82,18 @@ func (rp *RegistrationPoint) runCheck(ctx context.Context, tx *Transaction, c Ch
 // registry, notifier or check, or a bug of ours) panicked.
 var errPanicked = errors.New("panicked")
 
-// guard runs step run of phase p, turning a panic into an internal failure of the
-// step, logged at ERROR with its stack, so that the request ends as any refusal does:
-// recorded, notified, and its challenge given back when nothing can have been issued
-// yet (a panic before the issue phase), kept otherwise (the CA may have signed). A
-// panic that escaped would leave the challenge claimed with no record and no
-// notification (the SCEP server recovers it as a bare failure), or end an embedding
-// caller's goroutine.
-func (rp *RegistrationPoint) guard(ctx context.Context, tx *Transaction, p Phase, name string, run func() *Error) (e *Error) {
-	defer func() {
-		if v := recover(); v != nil {
-			rp.log().ErrorContext(ctx, "crp: a step panicked", "transactionID", tx.ID, "phase", p.String(), "step", name,
-				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			// The panic's value is logged, not carried: the error reaches notifiers
-			// (an MDM) and callers, and the value may quote anything.
-			e = fail(p, ReasonInternal, fmt.Errorf("step %s %w", name, errPanicked))
-		}
-	}()
-	return run()
+// panicked is the failure of step name of phase p whose code panicked with v, logged
+// at ERROR with its stack, so that the request ends as any refusal does: recorded,
+// notified, and its challenge given back when nothing can have been issued yet (a
+// panic before the issue phase), kept otherwise (the CA may have signed). A panic that
+// escaped would leave the challenge claimed with no record and no notification (the
+// SCEP server recovers it as a bare failure), or end an embedding caller's goroutine.
+// The panic's value is logged, not carried: the error reaches notifiers (an MDM) and
+// callers, and the value may quote anything.
+func (rp *RegistrationPoint) panicked(ctx context.Context, tx *Transaction, p Phase, name string, v any) *Error {
+	rp.log().ErrorContext(ctx, "crp: a step panicked", "transactionID", tx.ID, "phase", p.String(), "step", name,
+		"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	return fail(p, ReasonInternal, fmt.Errorf("step %s %w", name, errPanicked))
 }
 
 // unavailable wraps an unexpected error from a directory, registry or store: a

@@ -34,7 +34,7 @@ var (
 	ErrPending = errors.New("scep: request still pending")
 	// ErrFingerprint is returned when no certificate GetCACert returned matches the
 	// pinned CA fingerprint, and, before an exchange that needs the CA sends anything
-	// (Enroll, Renew, GetCert, GetCRL, GetCACert), when a Client has no CAFingerprint
+	// (Enroll, Renew, GetCert, GetCRL, GetCACert, GetNextCACert), when a Client has no CAFingerprint
 	// and does not set InsecureSkipCAVerify or has one that is not 32 bytes (a
 	// SHA-256). GetCACaps alone needs no pin: its answer is not trusted for anything
 	// that could weaken the exchange (see Cipher).
@@ -104,8 +104,9 @@ type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
 	// HTTPClient sends the requests; nil means a client with a 30-second timeout whose
-	// transport, a clone of http.DefaultTransport made when a Client first needs it,
-	// reads at most DefaultMaxResponseHeaderBytes of response headers. When
+	// transport, a clone of http.DefaultTransport made once per process when first
+	// needed, reads at most DefaultMaxResponseHeaderBytes of response headers (a
+	// DefaultTransport that is not an *http.Transport is used as it is). When
 	// its CheckRedirect is nil, the Client uses a copy with the same redirect policy as
 	// its default: a redirect is followed only to the same host name, at most 5 times
 	// (see [ErrBadReply]). Its Transport's MaxResponseHeaderBytes bounds the headers
@@ -153,17 +154,20 @@ func (c *Client) now() time.Time {
 // of a [Client] reads: a SCEP answer needs a few hundred bytes of them.
 const DefaultMaxResponseHeaderBytes = 64 << 10
 
-// defaultHTTPClient is the HTTP client of a Client whose HTTPClient is nil; one, so
-// that its connections are reused. Its transport is a clone of http.DefaultTransport
-// made when a Client first needs it, not when the package loads, so that a program
-// that configures http.DefaultTransport in main (a proxy, its RootCAs) is heard.
+// defaultHTTPClient is the HTTP client of every Client whose HTTPClient is nil; one,
+// so that its connections are reused. It is made once per process, when the first such
+// Client sends a request, not when the package loads, so that a program that
+// configures http.DefaultTransport in main (a proxy, its RootCAs) is heard: an
+// *http.Transport is cloned with its headers bounded, any other RoundTripper is used
+// as it is (its headers then bounded as it bounds them).
 var defaultHTTPClient = sync.OnceValue(func() *http.Client {
-	tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
+	hc := &http.Client{Timeout: 30 * time.Second, CheckRedirect: sameServer, Transport: http.DefaultTransport}
 	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		tr = dt.Clone()
+		tr := dt.Clone()
+		tr.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+		hc.Transport = tr
 	}
-	tr.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
-	return &http.Client{Timeout: 30 * time.Second, CheckRedirect: sameServer, Transport: tr}
+	return hc
 })
 
 func (c *Client) httpClient() *http.Client {
@@ -282,14 +286,8 @@ func (c *Client) getCACert(ctx context.Context) ([]*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: GetCACert returned no certificate", ErrBadReply)
 	}
-	if len(certs) > MaxCACerts {
-		return nil, fmt.Errorf("%w: GetCACert returned %d certificates (at most %d)", ErrBadReply, len(certs), MaxCACerts)
-	}
-	for _, cert := range certs {
-		// Keys the client verifies with, and encrypts to.
-		if err := CheckKeySize(cert.PublicKey); err != nil {
-			return nil, fmt.Errorf("%w: GetCACert: %w", ErrBadReply, err)
-		}
+	if err := checkCACerts("GetCACert", certs); err != nil {
+		return nil, err
 	}
 	if len(c.CAFingerprint) > 0 {
 		if certs = pinned(certs, c.CAFingerprint, c.now()); certs == nil {
@@ -322,6 +320,21 @@ func (c *Client) checkPin() error {
 		return fmt.Errorf("%w: no CAFingerprint to check the server against (set it, or InsecureSkipCAVerify)", ErrFingerprint)
 	case n != 0 && n != sha256.Size:
 		return fmt.Errorf("%w: CAFingerprint is %d bytes, not the %d of a SHA-256", ErrFingerprint, n, sha256.Size)
+	}
+	return nil
+}
+
+// checkCACerts bounds the certificates GetCACert or GetNextCACert (op) returned: at
+// most MaxCACerts, each with a key CheckKeySize accepts (keys the Client verifies
+// with, and encrypts to).
+func checkCACerts(op string, certs []*x509.Certificate) error {
+	if len(certs) > MaxCACerts {
+		return fmt.Errorf("%w: %s returned %d certificates (at most %d)", ErrBadReply, op, len(certs), MaxCACerts)
+	}
+	for _, cert := range certs {
+		if err := CheckKeySize(cert.PublicKey); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrBadReply, op, err)
+		}
 	}
 	return nil
 }
@@ -435,15 +448,15 @@ func (c *Client) GetNextCACert(ctx context.Context) ([]*x509.Certificate, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: GetNextCACert: %s", ErrBadReply, errText(err))
 	}
-	if len(certs) == 0 || len(certs) > MaxCACerts {
-		return nil, fmt.Errorf("%w: GetNextCACert returned %d certificates (1 to %d)", ErrBadReply, len(certs), MaxCACerts)
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%w: GetNextCACert returned no certificate", ErrBadReply)
+	}
+	if err := checkCACerts("GetNextCACert", certs); err != nil {
+		return nil, err
 	}
 	now := c.now()
 	var out []*x509.Certificate
 	for _, cert := range certs {
-		if err := CheckKeySize(cert.PublicKey); err != nil {
-			return nil, fmt.Errorf("%w: GetNextCACert: %w", ErrBadReply, err)
-		}
 		if notExpired(cert, now) {
 			out = append(out, cert)
 		}
@@ -523,7 +536,8 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 func issuingCA(certs []*x509.Certificate, ra *x509.Certificate) *x509.Certificate {
 	if ra != nil {
 		for _, ca := range certs {
-			if ca.IsCA && bytes.Equal(ra.RawIssuer, ca.RawSubject) && ra.CheckSignatureFrom(ca) == nil {
+			// CertPoll needs the issuer's name only (pinned checked the signature).
+			if ca.IsCA && bytes.Equal(ra.RawIssuer, ca.RawSubject) {
 				return ca
 			}
 		}
@@ -556,40 +570,41 @@ func (s *session) kept(now time.Time) []*x509.Certificate {
 	return pinned(s.certs, s.fp, now)
 }
 
-// exchange sends one request and returns the verified, decrypted CertRep.
+// exchange sends one request and returns the verified, decrypted CertRep, and the
+// session's certificates kept when it arrived (see [session.kept]).
 func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid string, payload []byte,
-	signerCert *x509.Certificate, key crypto.Signer) (*PKIMessage, error) {
+	signerCert *x509.Certificate, key crypto.Signer) (*PKIMessage, []*x509.Certificate, error) {
 	dec, err := requesterKey(key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	der, nonce, err := NewRequest(RequestOptions{Type: typ, TransactionID: tid, Payload: payload,
 		Recipient: s.recipient, Cipher: s.cipher, Digest: s.digest, SignerCert: signerCert, Signer: key,
 		Rand: c.rand()})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var body []byte
 	// RFC 8894 §3.5.2: SCEPStandard means the server supports POSTPKIOperation.
 	if s.caps.Has(CapPOSTPKIOp) || s.caps.Has(CapSCEPStandard) {
 		u, err := url.Parse(c.URL)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		u.RawQuery = "operation=PKIOperation"
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(der))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		req.Header.Set("Content-Type", "application/x-pki-message")
 		body, _, err = c.do(req)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	} else {
 		body, _, err = c.get(ctx, "PKIOperation", url.QueryEscape(base64.StdEncoding.EncodeToString(der)))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// The signer's dates are checked with ClockSkew by kept, not by ParseOptions.Time.
@@ -597,15 +612,15 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 	rep, err := ParsePKIMessage(body, ParseOptions{AllowLegacy: s.digest == crypto.SHA1 || s.cipher == DESCBC,
 		Certificates: kept})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrBadReply, errText(err))
+		return nil, nil, fmt.Errorf("%w: %s", ErrBadReply, errText(err))
 	}
 	switch {
 	case rep.MessageType != CertRep:
-		return nil, fmt.Errorf("%w: reply is a %v", ErrBadReply, rep.MessageType)
+		return nil, nil, fmt.Errorf("%w: reply is a %v", ErrBadReply, rep.MessageType)
 	case rep.TransactionID != tid:
-		return nil, fmt.Errorf("%w: transactionID mismatch", ErrBadReply)
+		return nil, nil, fmt.Errorf("%w: transactionID mismatch", ErrBadReply)
 	case !bytes.Equal(rep.RecipientNonce, nonce):
-		return nil, fmt.Errorf("%w: recipientNonce does not match our senderNonce", ErrBadReply)
+		return nil, nil, fmt.Errorf("%w: recipientNonce does not match our senderNonce", ErrBadReply)
 	}
 	trusted := false
 	for _, cert := range kept {
@@ -614,18 +629,18 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 		}
 	}
 	if !trusted {
-		return nil, fmt.Errorf("%w: CertRep signed by a certificate GetCACert did not return, or one not valid now", ErrBadReply)
+		return nil, nil, fmt.Errorf("%w: CertRep signed by a certificate GetCACert did not return, or one not valid now", ErrBadReply)
 	}
 	switch rep.Status {
 	case Failure:
-		return rep, &FailError{Info: rep.FailInfo, Err: ErrRefused}
+		return rep, kept, &FailError{Info: rep.FailInfo, Err: ErrRefused}
 	case Pending:
-		return rep, nil
+		return rep, kept, nil
 	}
 	if err := rep.Decrypt(Recipient{Certificate: signerCert, Key: dec}); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrBadReply, errText(err))
+		return nil, nil, fmt.Errorf("%w: %s", ErrBadReply, errText(err))
 	}
-	return rep, nil
+	return rep, kept, nil
 }
 
 // transactionID derives a transactionID from a public key, as RFC 8894 §3.2.1.1
@@ -723,7 +738,7 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	if err != nil {
 		return nil, err
 	}
-	rep, err := c.exchange(ctx, s, typ, tid, csr, signer, key)
+	rep, kept, err := c.exchange(ctx, s, typ, tid, csr, signer, key)
 	for err == nil && rep.Status == Pending {
 		interval := c.PollInterval
 		if interval <= 0 {
@@ -740,7 +755,7 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 		if perr != nil {
 			return nil, perr
 		}
-		rep, err = c.exchange(ctx, s, CertPoll, tid, poll, signer, key)
+		rep, kept, err = c.exchange(ctx, s, CertPoll, tid, poll, signer, key)
 		if err != nil && ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ErrPending, ctx.Err())
 		}
@@ -748,17 +763,15 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	if err != nil {
 		return nil, err
 	}
-	now := c.now()
-	return issuedFor(rep, parsed.PublicKey, s.kept(now), now)
+	return issuedFor(rep, parsed.PublicKey, kept, c.now())
 }
 
 // issuedFor returns the certificate of a SUCCESS whose key is pub, that was issued by
 // one of the CA certificates GetCACert returned (after pinning) and that has not
-// expired at now. A NotBefore still to come is accepted: the device's clock may be
-// behind, and refusing now would lose a certificate whose challenge is spent. Its
-// subject is the CA's
-// choice (RFC 8894 lets a CA change what the CSR asked for): callers that need the
-// CSR's check it.
+// expired at now (give or take ClockSkew). A NotBefore still to come is accepted: the
+// device's clock may be behind, and refusing now would lose a certificate whose
+// challenge is spent. Its subject is the CA's choice (RFC 8894 lets a CA change what
+// the CSR asked for): callers that need the CSR's check it.
 func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate, now time.Time) (*x509.Certificate, error) {
 	for _, cert := range rep.Issued {
 		if !samePublicKey(cert.PublicKey, pub) {
@@ -767,7 +780,7 @@ func issuedFor(rep *PKIMessage, pub crypto.PublicKey, cas []*x509.Certificate, n
 		if !issuedByOneOf(cert, cas) {
 			return nil, fmt.Errorf("%w: the issued certificate does not chain to the CA", ErrBadReply)
 		}
-		if now.After(cert.NotAfter) {
+		if !notExpired(cert, now) {
 			return nil, fmt.Errorf("%w: the issued certificate expired on %s", ErrBadReply, cert.NotAfter.UTC().Format(time.RFC3339))
 		}
 		return cert, nil
@@ -787,16 +800,16 @@ func issuedByOneOf(cert *x509.Certificate, cas []*x509.Certificate) bool {
 // GetCert fetches the certificate issuer+serial names (RFC 8894 §3.3.4), signing the
 // request with cert and key.
 func (c *Client) GetCert(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.Certificate, error) {
-	rep, s, err := c.issuerAndSerial(ctx, GetCert, issuer, serial, cert, key)
+	rep, kept, err := c.issuerAndSerial(ctx, GetCert, issuer, serial, cert, key)
 	if err != nil {
 		return nil, err
 	}
 	for _, c := range rep.Issued {
-		if c.SerialNumber.Cmp(serial) == 0 && bytes.Equal(c.RawIssuer, issuer) && issuedByOneOf(c, s.certs) {
+		if c.SerialNumber.Cmp(serial) == 0 && bytes.Equal(c.RawIssuer, issuer) && issuedByOneOf(c, kept) {
 			return c, nil
 		}
 	}
-	if !namesKeptCA(issuer, s.certs) {
+	if !namesKeptCA(issuer, kept) {
 		return nil, fmt.Errorf("%w: GetCert: %s", ErrBadReply, errIssuerNotKept)
 	}
 	return nil, fmt.Errorf("%w: GetCert reply lacks the certificate", ErrBadReply)
@@ -831,7 +844,7 @@ func namesKeptCA(issuer []byte, cas []*x509.Certificate) bool {
 // [ErrStaleCRL]: anyone on the path could replay an old CRL that predates a
 // revocation. A CRL without nextUpdate is returned as it is.
 func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cert *x509.Certificate, key crypto.Signer) (*x509.RevocationList, error) {
-	rep, s, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
+	rep, kept, err := c.issuerAndSerial(ctx, GetCRL, issuer, serial, cert, key)
 	if err != nil {
 		return nil, err
 	}
@@ -842,8 +855,8 @@ func (c *Client) GetCRL(ctx context.Context, issuer []byte, serial *big.Int, cer
 	if err != nil {
 		return nil, fmt.Errorf("%w: GetCRL: %s", ErrBadReply, errText(err))
 	}
-	if !crlSignedByIssuer(crl, issuer, serial, cert, s.certs) {
-		if !namesKeptCA(issuer, s.certs) {
+	if !crlSignedByIssuer(crl, issuer, serial, cert, kept) {
+		if !namesKeptCA(issuer, kept) {
 			return nil, fmt.Errorf("%w: GetCRL: %s", ErrBadReply, errIssuerNotKept)
 		}
 		return nil, fmt.Errorf("%w: GetCRL: the CRL is not signed by the CA the request names", ErrBadReply)
@@ -872,7 +885,7 @@ func crlSignedByIssuer(crl *x509.RevocationList, issuer []byte, serial *big.Int,
 }
 
 func (c *Client) issuerAndSerial(ctx context.Context, typ MessageType, issuer []byte, serial *big.Int,
-	cert *x509.Certificate, key crypto.Signer) (*PKIMessage, *session, error) {
+	cert *x509.Certificate, key crypto.Signer) (*PKIMessage, []*x509.Certificate, error) {
 	s, err := c.open(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -885,12 +898,12 @@ func (c *Client) issuerAndSerial(ctx context.Context, typ MessageType, issuer []
 	if tid == "" {
 		tid = "0"
 	}
-	rep, err := c.exchange(ctx, s, typ, typ.String()+"-"+tid, payload, cert, key)
+	rep, kept, err := c.exchange(ctx, s, typ, typ.String()+"-"+tid, payload, cert, key)
 	if err != nil {
 		return nil, nil, err
 	}
 	if rep.Status != Success {
 		return nil, nil, fmt.Errorf("%w: %v answered %v", ErrBadReply, typ, rep.Status)
 	}
-	return rep, s, nil
+	return rep, kept, nil
 }

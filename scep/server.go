@@ -361,7 +361,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		maxQ = DefaultMaxQueryBytes
 	}
 	if len(r.URL.RawQuery) > maxQ {
-		op, _ := queryValue(r.URL.RawQuery, "operation")
+		// Named for the log from what fits the bound only: nothing past it is walked.
+		op, _ := queryValue(r.URL.RawQuery[:maxQ], "operation")
 		s.refuse(w, r, operationLabel(op), http.StatusRequestURITooLong, "query too long")
 		return
 	}
@@ -854,6 +855,17 @@ func (s *Server) respond(ctx context.Context, req *Request) (resp *Response, err
 // name decoded too, see queryKey) in a raw query, the raw value when it does not
 // decode, and how many parameters are named key.
 func queryValue(rawQuery, key string) (value string, n int) {
+	raw, n := queryRaw(rawQuery, key)
+	if u, err := url.QueryUnescape(raw); err == nil {
+		return u, n
+	}
+	return raw, n
+}
+
+// queryRaw returns the raw value of the first parameter named key (its name decoded,
+// see queryKey; a parameter without '=' counts, with an empty value, as net/url reads
+// it) in a raw query, and how many parameters are named key.
+func queryRaw(rawQuery, key string) (raw string, n int) {
 	for rawQuery != "" {
 		var kv string
 		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
@@ -862,13 +874,10 @@ func queryValue(rawQuery, key string) (value string, n int) {
 			continue
 		}
 		if n++; n == 1 {
-			value = v
-			if u, err := url.QueryUnescape(v); err == nil {
-				value = u
-			}
+			raw = v
 		}
 	}
-	return value, n
+	return raw, n
 }
 
 // queryKey is a query parameter's name as URL decoders read it (net/url, proxies):
@@ -888,19 +897,12 @@ func queryKey(k string) string {
 // percent-encoded, standard base64 with a raw '+' (which a form decoder would turn into
 // a space), URL-safe base64, with or without padding, and wrapped in CR/LF.
 func DecodeGETMessage(rawQuery string) ([]byte, error) {
-	var raw string
-	found := false
-	for q := rawQuery; q != ""; {
-		var kv string
-		kv, q, _ = strings.Cut(q, "&")
-		if k, v, ok := strings.Cut(kv, "="); ok && queryKey(k) == "message" {
-			if found {
-				return nil, fmt.Errorf("%w: two message parameters", ErrMalformed)
-			}
-			raw, found = v, true
-		}
+	raw, n := queryRaw(rawQuery, "message")
+	if n > 1 {
+		// As for operation: a proxy in front may read the other one.
+		return nil, fmt.Errorf("%w: two message parameters", ErrMalformed)
 	}
-	if !found || raw == "" {
+	if raw == "" {
 		return nil, fmt.Errorf("%w: no message parameter", ErrMalformed)
 	}
 	// PathUnescape leaves '+' alone: in base64 it is a '+', never a space.
@@ -923,7 +925,7 @@ func DecodeGETMessage(rawQuery string) ([]byte, error) {
 		}
 	}
 	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(b)))
-	n, err := base64.RawStdEncoding.Decode(out, b)
+	n, err = base64.RawStdEncoding.Decode(out, b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: message parameter is not base64", ErrMalformed)
 	}
