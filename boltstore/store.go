@@ -478,9 +478,14 @@ func open(path string, o *Options, opened *openFiles) (*Store, error) {
 	}
 	// Copies a Backup was making when its process ended (the file is locked now:
 	// no other Store is making one).
-	stale, _ := filepath.Glob(path + backupSuffix + "*")
-	for _, name := range stale {
-		os.Remove(name)
+	// Listed rather than globbed: a directory named with '[' or '*' is no pattern.
+	if entries, err := os.ReadDir(filepath.Dir(path)); err == nil {
+		prefix := filepath.Base(path) + backupSuffix
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) {
+				os.Remove(filepath.Join(filepath.Dir(path), e.Name()))
+			}
+		}
 	}
 	if err := checkJournal(db, path+"-journal"); err != nil {
 		db.Close()
@@ -807,6 +812,11 @@ func (s *Store) run(batch []*op) {
 // a read transaction on the file: what every write that returned nil left.
 func (s *Store) snapshot() (*bolt.Tx, error) {
 	if s.j.off > 0 {
+		if time.Now().Before(s.retryAt) {
+			// The last checkpoint failed a moment ago: not another one for a
+			// backup (as the commit loop waits too).
+			return nil, s.ckptErr
+		}
 		if err := s.commit(); err != nil {
 			return nil, err
 		}

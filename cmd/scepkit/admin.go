@@ -583,6 +583,7 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	defer a.g.backupMu.Unlock()
 	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store") // every certificate and transaction, as writeJSON's answers say
 	w.Header().Set("Content-Disposition", `attachment; filename="`+boltstore.FileName+`"`)
 	bw := &startedWriter{w: w, rc: http.NewResponseController(w)}
 	if _, err := bs.Backup(r.Context(), bw); err != nil {

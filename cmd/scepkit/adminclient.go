@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/scepkit/scepkit/internal/atomicfile"
 )
 
 const adminUsage = `usage: scepkit admin [flags] COMMAND
@@ -293,12 +295,10 @@ func backupTo(ctx context.Context, client *http.Client, url, token, path string)
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	n, err := io.Copy(f, resp.Body)
-	switch {
-	case err != nil:
+	// A body cut short is an error here (net/http's, for a declared length; a
+	// chunked body without its last chunk, for the gateway's cut connection).
+	if _, err := io.Copy(f, resp.Body); err != nil {
 		return fmt.Errorf("admin backup: %w", err)
-	case resp.ContentLength >= 0 && n != resp.ContentLength:
-		return fmt.Errorf("admin backup: %d of %d bytes received", n, resp.ContentLength)
 	}
 	if err := f.Sync(); err != nil {
 		return err
@@ -306,5 +306,8 @@ func backupTo(ctx context.Context, client *http.Client, url, token, path string)
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), path)
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(path)) // the new name, as atomicfile.Write keeps it
 }

@@ -13,7 +13,7 @@ import (
 
 // caNameAttr is one attribute of ca_name.
 type caNameAttr struct {
-	key   string // its keyword as parseCAName accepts it, upper case
+	key   string // its keyword as parseCAName accepts it, upper case ("" for one raNameFor read that is not the CN)
 	oid   asn1.ObjectIdentifier
 	value string
 }
@@ -36,8 +36,13 @@ var caNameKeywords = map[string]struct {
 }
 
 // caNameSuffixRoom is what a rollover adds to the CN of the CA and of the RA it makes
-// (" RA 2006-01-02T150405Z" at most), which must stay within ub-common-name.
-const caNameSuffixRoom = len(" RA 2006-01-02T150405Z")
+// (" RA " and a date in rolloverDateLayout at most), which must stay within
+// ub-common-name.
+const caNameSuffixRoom = len(" RA ") + len(rolloverDateLayout)
+
+// rolloverDateLayout is how rollover-prepare dates the CN of the CA and RA it makes
+// (the time of day too, so that two CAs prepared on one day have different names).
+const rolloverDateLayout = "2006-01-02T150405Z"
 
 // caName is a parsed ca_name: its attributes in the string's order, most significant
 // last (RFC 4514 section 2.1: the string lists the RDNs from the last one encoded).
@@ -78,7 +83,7 @@ func parseCAName(s string) (caName, error) {
 			return nil, fmt.Errorf("%s: a control character", key)
 		case kw.printable && !printableString(value):
 			return nil, fmt.Errorf("%s %q: only letters, digits, spaces and '()+,-./:=? (a PrintableString)", key, value)
-		case key == "C" && (n != 2 || strings.ToUpper(value) != value):
+		case key == "C" && (n != 2 || !isUpperASCII(value)):
 			return nil, fmt.Errorf("C %q: a two-letter country code in capitals (ISO 3166)", value)
 		case key == "CN" && n > kw.max-caNameSuffixRoom:
 			return nil, fmt.Errorf("CN: %d characters, at most %d, so that the date a rollover appends keeps it within 64 (RFC 5280 ub-common-name)",
@@ -191,6 +196,16 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
+// isUpperASCII reports whether s holds only the letters A to Z.
+func isUpperASCII(s string) bool {
+	for _, r := range s {
+		if r < 'A' || r > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
 // printableString reports whether s fits an ASN.1 PrintableString.
 func printableString(s string) bool {
 	for _, r := range s {
@@ -236,8 +251,10 @@ func (n caName) subject(role, suffix string) pkix.Name {
 // in its RA's).
 func raNameFor(caSubject []byte, suffix string) (pkix.Name, error) {
 	var seq pkix.RDNSequence
-	if rest, err := asn1.Unmarshal(caSubject, &seq); err != nil || len(rest) > 0 {
-		return pkix.Name{}, fmt.Errorf("the current CA's subject: %v", err)
+	if rest, err := asn1.Unmarshal(caSubject, &seq); err != nil {
+		return pkix.Name{}, fmt.Errorf("the current CA's subject: %w", err)
+	} else if len(rest) > 0 {
+		return pkix.Name{}, errors.New("the current CA's subject: trailing bytes after its name")
 	}
 	var n caName
 	for i := len(seq) - 1; i >= 0; i-- {
@@ -263,5 +280,5 @@ func raNameFor(caSubject []byte, suffix string) (pkix.Name, error) {
 	return name, nil
 }
 
-// rolloverDate is the date rollover-prepare appends to a CN.
+// rolloverDate matches the date rollover-prepare appends to a CN (rolloverDateLayout).
 var rolloverDate = regexp.MustCompile(` \d{4}-\d\d-\d\dT\d{6}Z$`)

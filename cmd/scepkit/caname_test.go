@@ -48,6 +48,7 @@ func TestParseCAName(t *testing.T) {
 		{in: "CN=\\20\\20", wantErr: "empty value"},
 		{in: "CN=a\u0085b", wantErr: "control character"},
 		{in: "CN=a,C=fr", wantErr: "capitals"},
+		{in: "CN=a,C=12", wantErr: "capitals"},
 		{in: "CN=a\\FF", wantErr: "not UTF-8"},
 		{in: "CN=a\x01", wantErr: "control character"},
 	} {

@@ -308,12 +308,6 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// caNameErr is the error of parsing ca_name.
-func (c *config) caNameErr() error {
-	_, err := parseCAName(c.CAName)
-	return err
-}
-
 // caName is ca_name parsed; validate has checked it.
 func (c *config) caName() caName {
 	n, err := parseCAName(c.CAName)
@@ -324,6 +318,7 @@ func (c *config) caName() caName {
 }
 
 func (c *config) validate() error {
+	_, caNameErr := parseCAName(c.CAName)
 	switch {
 	case c.Listen == "":
 		return settingError("listen", errors.New("required"))
@@ -341,8 +336,8 @@ func (c *config) validate() error {
 		return settingError("directory", errors.New("required"))
 	case len(c.Profiles) == 0:
 		return settingError("profiles", errors.New("at least one profile id"))
-	case c.caNameErr() != nil:
-		return settingError("ca_name", c.caNameErr())
+	case caNameErr != nil:
+		return settingError("ca_name", caNameErr)
 	case c.CertValidity < duration(time.Hour):
 		// Issued certificates start 5 minutes back (clock skew): shorter than this,
 		// devices would get certificates that have expired or are about to.

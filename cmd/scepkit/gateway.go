@@ -602,7 +602,10 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 		}
 		if !errors.Is(err, os.ErrNotExist) || ca != nil {
 			// A CA or RA file missing beside the others, or unreadable: no restart
-			// brings it back.
+			// brings it back. (An error that names its setting already stays so.)
+			if errors.As(err, new(*badSetting)) {
+				return nil, nil, err
+			}
 			return nil, nil, settingError("state_dir", err)
 		}
 		if err := noPriorState(c.StateDir, err); err != nil {
@@ -745,8 +748,11 @@ func newPKI(name caName, suffix string, caKey, signKey crypto.Signer, encKey cry
 	if err != nil {
 		return nil, nil, err
 	}
-	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: name.subject("RA", suffix),
-		SigningKey: signKey, EncryptionKey: encKey})
+	raName, err := raNameFor(ca.Certificate.RawSubject, suffix) // as rollover-prepare -ra-only names one
+	if err != nil {
+		return nil, nil, err
+	}
+	ra, err := catemplate.NewRA(ca, catemplate.RAOptions{Subject: raName, SigningKey: signKey, EncryptionKey: encKey})
 	if err != nil {
 		return nil, nil, err
 	}

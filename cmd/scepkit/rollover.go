@@ -88,7 +88,7 @@ func rolloverPrepare(_ context.Context, args []string, stdout, stderr io.Writer)
 		}
 	}
 	// The time of day too, so that two CAs prepared on one day have different names.
-	suffix := time.Now().UTC().Format("2006-01-02T150405Z")
+	suffix := time.Now().UTC().Format(rolloverDateLayout)
 	var next *catemplate.CA
 	var ra *catemplate.RA
 	if *raOnly {
