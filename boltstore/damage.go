@@ -16,13 +16,13 @@ import (
 // [ErrJournalDamaged], [ErrJournalAhead], [ErrCorrupt], [ErrJournalMissing] and
 // [ErrNewerSchema] (errors.Is(err, ErrNeedsOperator) is true for each). An operator
 // must look at the files; a program should not restart in a loop on it. ErrLocked and
-// I/O errors do not match: they may pass.
+// I/O errors do not match: they may pass. A running Store's operations fail with
+// ErrStateMissing or ErrCorrupt too when its file is lost or damaged under it, and
+// then match it as well: reopen the Store once the files are mended.
 var ErrNeedsOperator = errors.New("boltstore: the state needs an operator")
 
 // damageError is a sentinel that also matches ErrNeedsOperator.
 type damageError string
-
-func damage(msg string) error { return damageError(msg) }
 
 func (e damageError) Error() string { return string(e) }
 
@@ -39,7 +39,7 @@ func (e damageError) Is(target error) bool { return target == ErrNeedsOperator }
 // A Store's operations fail with it, and the Store must be reopened, when its file was
 // deleted or replaced while it ran (its checkpoints would go to a file no one opens):
 // the path is checked before each checkpoint.
-var ErrStateMissing error = damage("boltstore: the file is missing but its journal holds writes")
+var ErrStateMissing error = damageError("boltstore: the file is missing but its journal holds writes")
 
 // ErrJournalDamaged is returned by [Open] when the journal (path+"-journal") holds
 // writes it cannot give back: an entry is damaged and an intact entry of the same
@@ -48,7 +48,7 @@ var ErrStateMissing error = damage("boltstore: the file is missing but its journ
 // the journal, and the entry and offset. Restore the file with its journal from a
 // backup; to open the file without the writes since its last checkpoint, empty the
 // journal (truncate it to zero bytes).
-var ErrJournalDamaged error = damage("boltstore: the journal is damaged")
+var ErrJournalDamaged error = damageError("boltstore: the journal is damaged")
 
 // ErrJournalAhead is returned by [Open] when the journal holds an entry of a later
 // checkpoint than the file's: the file is older than its journal, restored from a
@@ -56,7 +56,7 @@ var ErrJournalDamaged error = damage("boltstore: the journal is damaged")
 // checkpoint), and lacks the writes of the checkpoints since. Restore the file with its
 // journal; to start deliberately from the file as it is, without those writes, empty
 // the journal (truncate it to zero bytes).
-var ErrJournalAhead error = damage("boltstore: the file is older than its journal")
+var ErrJournalAhead error = damageError("boltstore: the file is older than its journal")
 
 // checkStatePresent returns ErrStateMissing when the file at path is missing or empty
 // while the journal at jpath holds an entry header at its start: the journal was
@@ -132,7 +132,7 @@ func isZero(b []byte) bool {
 // operations fail with it, and the Store must be reopened, when that happens to its
 // file while it runs. The error names the file. Restore the file with its journal from
 // a backup.
-var ErrCorrupt error = damage("boltstore: the file is damaged")
+var ErrCorrupt error = damageError("boltstore: the file is damaged")
 
 // boltMeta is what checkStateFile reads of one of bbolt's two meta pages: a page header
 // (16 bytes), then magic, version, page size, flags (uint32s), the root bucket (its

@@ -173,7 +173,7 @@ var ErrClosed = errors.New("boltstore: closed")
 
 // ErrNewerSchema is returned by [Open] for a file a newer release of this package
 // wrote: its layout is not known here. Run that release, or restore a backup.
-var ErrNewerSchema error = damage("boltstore: the file was written by a newer release")
+var ErrNewerSchema error = damageError("boltstore: the file was written by a newer release")
 
 // now is the store's clock; a Store Open did not make has none (its methods then
 // answer ErrNotOpen).
@@ -196,7 +196,7 @@ var ErrNotOpen = errors.New("boltstore: not opened (use Open or OpenDir)")
 // missing and the file's last run did not end with Close: writes acknowledged since
 // its last checkpoint may be in the journal alone. Put the journal back beside the file; to
 // open the file without those writes, create the journal as an empty file.
-var ErrJournalMissing error = damage("boltstore: the journal is missing and the file was not closed cleanly")
+var ErrJournalMissing error = damageError("boltstore: the journal is missing and the file was not closed cleanly")
 
 // Options configures [Open]. The zero value has defaults.
 type Options struct {
