@@ -317,21 +317,20 @@ func (rp *RegistrationPoint) noDecision(ctx context.Context, c *Completion, tx *
 // (neither CA of a rollover) is not ours to record, and a serial recorded with
 // another certificate is kept.
 func (rp *RegistrationPoint) lateCertificate(ctx context.Context, ic *IssuedCertificate) {
-	rp.recordWithheld(ctx, ic, lateCompletion, nil)
+	rp.recordWithheld(ctx, ic, "completed late", true, nil)
 }
-
-// lateCompletion is why lateCertificate withholds a certificate.
-const lateCompletion = "completed late"
 
 // recordWithheld records in the inventory a certificate the CA issued that the device
 // is not given (why, with the detail cause), as lateCertificate says, and logs it as
 // withheld: the inventory is where an operator, or code of the embedding CA, finds
-// what to revoke.
-func (rp *RegistrationPoint) recordWithheld(ctx context.Context, ic *IssuedCertificate, why string, cause error) {
+// what to revoke. late says the certificate came with a completion for no open
+// decision: one the inventory holds already, withheld or not, is then a completion
+// repeated, said before or the device's own.
+func (rp *RegistrationPoint) recordWithheld(ctx context.Context, ic *IssuedCertificate, why string, late bool, cause error) {
 	cert := ic.Certificate
 	have, err := rp.certificates().Lookup(ctx, cert.SerialNumber)
 	switch {
-	case err == nil && bytes.Equal(have.Certificate.Raw, cert.Raw) && (have.Withheld || why == lateCompletion):
+	case err == nil && bytes.Equal(have.Certificate.Raw, cert.Raw) && (have.Withheld || late):
 		// A completion repeated with the same certificate: said already, or that
 		// certificate is the device's.
 		return
@@ -470,7 +469,7 @@ func (rp *RegistrationPoint) accept(ctx context.Context, tx *Transaction, cert *
 		// Our CA signed it (checked above, or a CAIssuer's): it exists, valid until
 		// revoked, so the inventory lists it for the operator to revoke.
 		dctx, cancel := detached(ctx, tx.leaseEnd)
-		rp.recordWithheld(dctx, ic, string(ReasonCertMismatch), err)
+		rp.recordWithheld(dctx, ic, string(ReasonCertMismatch), false, err)
 		cancel()
 		return fail(PhaseIssue, ReasonCertMismatch, err)
 	}
