@@ -137,7 +137,8 @@ func (e *Error) Unwrap() error { return e.Err }
 // FailInfo is the SCEP failInfo the device receives: the phase's, except for a CSR
 // whose signature does not verify, which fails an integrity check (badMessageCheck,
 // like any other signature that does not verify) unless its key is one scepkit does
-// not verify with (badAlg, as [scep.CheckKeySize] refuses it), and for an operator fault
+// not verify with (badAlg, as [scep.CheckKeySize] refuses it) or its signature
+// algorithm is refused (badAlg: MD5, or one crypto/x509 does not know), and for an operator fault
 // ([ReasonMisconfigured]), which answers badCertId ("no certificate could be
 // identified matching the provided criteria", RFC 8894 §3.2.1.4): the gateway
 // cannot make a certificate for this profile, whatever the device sends, and a

@@ -14,6 +14,7 @@ import (
 	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/profile"
+	"github.com/scepkit/scepkit/scep"
 )
 
 // runPhase runs the user's Before checks, the built-in steps and the After checks of
@@ -113,9 +114,21 @@ func (rp *RegistrationPoint) stepCSRSignature(_ context.Context, tx *Transaction
 		return e
 	}
 	if err := tx.CSR.CheckSignature(); err != nil {
-		return fail(PhaseGateway, ReasonCSRSignature, err)
+		return fail(PhaseGateway, ReasonCSRSignature, csrAlgorithmRefused(err))
 	}
 	return nil
+}
+
+// csrAlgorithmRefused marks a CSR signature that was not checked because its algorithm
+// is refused (MD5, or one crypto/x509 does not know) as scep.ErrUnsupportedAlgorithm,
+// so that the device is answered badAlg, not badMessageCheck: the signature may be
+// right, its algorithm is what is refused (RFC 8894 §3.2.1.4).
+func csrAlgorithmRefused(err error) error {
+	var insecure x509.InsecureAlgorithmError
+	if errors.As(err, &insecure) || errors.Is(err, x509.ErrUnsupportedAlgorithm) {
+		return fmt.Errorf("%w: %w", scep.ErrUnsupportedAlgorithm, err)
+	}
+	return err
 }
 
 // stepVerifyChallenge runs the offline challenge check once (signature, key, issuer,

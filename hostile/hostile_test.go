@@ -372,6 +372,14 @@ func cases() []hcase {
 			c[len(c)-1] ^= 0x01
 			return c
 		})},
+		// A CSR signature algorithm refused is badAlg (RFC 8894 §3.2.1.4: "unrecognized
+		// or unsupported algorithm"), not an integrity failure.
+		{name: "CSR signed with MD5", want: failure(scep.BadAlg), build: withCSR(func(t *testing.T, h *harness) []byte {
+			return resignCSR(t, h.goodCSR(t), deviceKey, oidMD5WithRSA, crypto.MD5)
+		})},
+		{name: "CSR signed with SHA-224 (unknown to crypto/x509)", want: failure(scep.BadAlg), build: withCSR(func(t *testing.T, h *harness) []byte {
+			return resignCSR(t, h.goodCSR(t), deviceKey, oidSHA224WithRSA, crypto.SHA224)
+		})},
 		{name: "CSR for another key than the signer's, without proof of possession", want: failure(scep.BadMessageCheck),
 			build: withCSR(func(t *testing.T, h *harness) []byte {
 				// The CSR names the attacker's key but was signed by the device: swap
