@@ -62,6 +62,9 @@ type PKIMessage struct {
 	keyTransport keyTransport
 	env          *cms.Envelope // envOf parsed (see envelope)
 	envOf        []byte
+	// refusedDigest names the digest algorithm of a message refused for it (its
+	// Digest is then the one the FAILURE is signed with), for the log.
+	refusedDigest string
 	// unchecked is the content of a message refused before its envelope was
 	// accepted (its signature or digest failed): only to choose which of the
 	// server's own certificates signs the FAILURE (addressedToAny).
@@ -105,6 +108,15 @@ type ParseOptions struct {
 	// Certificates then holds just that one): a Server's requester chooses how many
 	// certificates it sends, each costly to parse, and only the signer's is used.
 	signerOnly bool
+}
+
+// digestName is what the log calls a message's digest: the name of the digest it
+// was refused for, or the digest it was read and answered with.
+func (m *PKIMessage) digestName() string {
+	if m.refusedDigest != "" {
+		return m.refusedDigest
+	}
+	return m.Digest.String()
 }
 
 // maxTransactionID bounds the transactionID the parser accepts.
@@ -155,6 +167,7 @@ func parsePKIMessage(der []byte, opts ParseOptions) (*PKIMessage, error) {
 	m.Digest, _ = hashForDigestOID(si.digestAlg, true)
 	if m.Digest == 0 {
 		m.Digest = crypto.SHA256
+		m.refusedDigest = digestName(si.digestAlg)
 	}
 	if sd.contentType.Equal(oidData) {
 		m.unchecked = sd.content

@@ -690,7 +690,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 		w.Header().Set("Content-Type", "application/x-pki-message")
 		w.Write(resp)
 		log.InfoContext(ctx, "scep: PKIOperation", append([]any{"type", msg.MessageType.String(),
-			"outcome", outcome, "cipher", msg.Cipher.String(), "digest", msg.Digest.String(), "duration", s.now().Sub(start), "remote", r.RemoteAddr}, attrs...)...)
+			"outcome", outcome, "cipher", msg.Cipher.String(), "digest", msg.digestName(), "duration", s.now().Sub(start), "remote", r.RemoteAddr}, attrs...)...)
 	}
 	// The set of certificates is chosen once, here, for the whole transaction: the
 	// recipient, the CertRep's signer and the CA the Responder issues under.

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/json"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -677,4 +678,37 @@ func TestLogBoundedOnHostileText(t *testing.T) {
 	for _, rec := range records {
 		require.Less(t, len(rec), 2048, "a log record of %d bytes", len(rec))
 	}
+}
+
+// TestLogNamesRefusedDigest: a request refused for its digest algorithm is logged with
+// the digest it named, not with SHA-256, the digest its FAILURE is signed with.
+func TestLogNamesRefusedDigest(t *testing.T) {
+	pki := newTestPKI(t)
+	var logs bytes.Buffer
+	s := pki.server(false)
+	s.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	require.NoError(t, s.Validate())
+	ts := httptestServer(t, s)
+	d := newDevice(t)
+	csr := newCSR(t, d.key, "device", "secret")
+	der := d.rawRequest(t, pki.raEnc, csr, stdAttrs("tid-sha224", bytes.Repeat([]byte{7}, 16)), crypto.SHA256)
+	// SHA-224's OID differs from SHA-256's in its last arc only.
+	sha256OID := []byte{0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01}
+	sha224OID := []byte{0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04}
+	require.Equal(t, 2, bytes.Count(der, sha256OID), "digestAlgorithms and the SignerInfo's digestAlgorithm")
+	code, _, body := post(t, ts.URL, bytes.ReplaceAll(der, sha256OID, sha224OID))
+	expectFailure(t, pki, code, body, BadAlg)
+	require.Zero(t, pki.issuedCount())
+	var rec struct {
+		Msg    string `json:"msg"`
+		Digest string `json:"digest"`
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		require.NoError(t, json.Unmarshal([]byte(line), &rec))
+		if rec.Msg == "scep: PKIOperation" {
+			break
+		}
+	}
+	require.Equal(t, "scep: PKIOperation", rec.Msg, logs.String())
+	require.Equal(t, "SHA-224", rec.Digest)
 }

@@ -31,6 +31,9 @@ var (
 	oidSHA256 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
 	oidSHA384 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
 	oidSHA512 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}
+	// MD5 and SHA-224 are never used; they are named in errors and logs.
+	oidMD5    = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 5}
+	oidSHA224 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 4}
 
 	oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
 	oidSHA1WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
@@ -60,7 +63,27 @@ func hashForDigestOID(oid asn1.ObjectIdentifier, legacy bool) (crypto.Hash, erro
 		}
 		return 0, fmt.Errorf("%w: SHA-1 digest (legacy algorithms not allowed)", ErrUnsupportedAlgorithm)
 	}
-	return 0, fmt.Errorf("%w: digest %s", ErrUnsupportedAlgorithm, oidText(oid))
+	return 0, fmt.Errorf("%w: digest %s", ErrUnsupportedAlgorithm, digestName(oid))
+}
+
+// digestName names a digestAlgorithm OID for errors and logs: the hash it is, MD5 and
+// SHA-224 (refused, but sent by old clients) by name, anything else by its OID.
+func digestName(oid asn1.ObjectIdentifier) string {
+	switch {
+	case oid.Equal(oidMD5):
+		return "MD5"
+	case oid.Equal(oidSHA224):
+		return "SHA-224"
+	case oid.Equal(oidSHA1):
+		return crypto.SHA1.String()
+	case oid.Equal(oidSHA256):
+		return crypto.SHA256.String()
+	case oid.Equal(oidSHA384):
+		return crypto.SHA384.String()
+	case oid.Equal(oidSHA512):
+		return crypto.SHA512.String()
+	}
+	return oidText(oid)
 }
 
 func digestOID(h crypto.Hash) (asn1.ObjectIdentifier, error) {
