@@ -100,6 +100,20 @@ const DefaultMaxResponseBytes = 1 << 20
 // certificate issued it. A server whose RA certificates lack the EKU can still be used:
 // pin the CA and the client encrypts to the CA; if the server cannot decrypt that, its
 // RA certificates need the EKU.
+//
+// # Polling across an RA renewal
+//
+// A request may stay PENDING for days, longer than the RA certificates it began with
+// serve. When the reply to a CertPoll is signed by no certificate the Client keeps, or
+// is a FAILURE badMessageCheck (what a server answers a request encrypted to an RA it
+// no longer holds), the Client fetches GetCACert again and keeps from it what it keeps
+// at the start: the same pin, the same rules, expired certificates dropped. When that
+// differs from what it held, it sends the CertPoll once more with the new certificates
+// and polls with them from then on; otherwise the reply stands. An RA the pinned CA did
+// not issue is dropped as at the start, so a reply it signs is still refused with
+// [ErrBadReply] (the error also matches GetCACert's own, [ErrFingerprint] say, when
+// that fetch fails). There is at most one GetCACert and one resend per poll, within the
+// context of the request, and every CertPoll names the CA the request was sent to.
 type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
@@ -490,6 +504,12 @@ func (c *Client) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.session(caps, certs)
+}
+
+// session builds a session from caps and certs (what getCACert kept): its algorithms,
+// the certificate requests are encrypted to and the CA a CertPoll names.
+func (c *Client) session(caps Caps, certs []*x509.Certificate) (*session, error) {
 	s := &session{caps: caps, certs: certs, fp: c.CAFingerprint, cipher: c.Cipher, digest: c.Digest}
 	if s.cipher == 0 {
 		s.cipher = caps.Cipher()
@@ -570,6 +590,10 @@ func (s *session) kept(now time.Time) []*x509.Certificate {
 	return pinned(s.certs, s.fp, now)
 }
 
+// errUnknownSigner is wrapped, with ErrBadReply, in the error of exchange for a
+// CertRep signed by no certificate the session keeps.
+var errUnknownSigner = errors.New("CertRep signed by a certificate GetCACert did not return, or one not valid now")
+
 // exchange sends one request and returns the verified, decrypted CertRep, and the
 // session's certificates kept when it arrived (see [session.kept]).
 func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid string, payload []byte,
@@ -609,9 +633,13 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 	}
 	// The signer's dates are checked with ClockSkew by kept, not by ParseOptions.Time.
 	kept := s.kept(c.now())
-	rep, err := ParsePKIMessage(body, ParseOptions{AllowLegacy: s.digest == crypto.SHA1 || s.cipher == DESCBC,
+	rep, err := parsePKIMessage(body, ParseOptions{AllowLegacy: s.digest == crypto.SHA1 || s.cipher == DESCBC,
 		Certificates: kept})
 	if err != nil {
+		if rep != nil && rep.Signer == nil && errors.Is(err, ErrBadSignature) {
+			// Signed by a certificate neither the reply nor the session holds.
+			return nil, nil, fmt.Errorf("%w: %w (%s)", ErrBadReply, errUnknownSigner, errText(err))
+		}
 		return nil, nil, fmt.Errorf("%w: %s", ErrBadReply, errText(err))
 	}
 	switch {
@@ -629,7 +657,7 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 		}
 	}
 	if !trusted {
-		return nil, nil, fmt.Errorf("%w: CertRep signed by a certificate GetCACert did not return, or one not valid now", ErrBadReply)
+		return nil, nil, fmt.Errorf("%w: %w", ErrBadReply, errUnknownSigner)
 	}
 	switch rep.Status {
 	case Failure:
@@ -678,10 +706,11 @@ func SelfSigned(key crypto.Signer, subject pkix.Name, r io.Reader) (*x509.Certif
 // Enroll sends a PKCSReq for csr (DER; add the challenge with [AddChallengePassword])
 // signed by a self-signed certificate for key, and returns the issued certificate. key
 // must be the CSR's key and, to read the reply, a crypto.Decrypter (RSA). On PENDING it
-// polls with CertPoll every PollInterval until ctx ends, with no bound of its own (an
-// approval may take days: RFC 8894 section 3.3.3 leaves the limit to the client), so
-// give ctx the deadline you accept; it then returns an error matching [ErrPending]. A
-// FAILURE is a *[FailError] wrapping [ErrRefused].
+// polls with CertPoll every PollInterval (across an RA renewal too, see [Client])
+// until ctx ends, with no bound of its own (an approval may take days: RFC 8894
+// section 3.3.3 leaves the limit to the client), so give ctx the deadline you accept;
+// it then returns an error matching [ErrPending]. A FAILURE is a *[FailError]
+// wrapping [ErrRefused].
 func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x509.Certificate, error) {
 	if _, err := requesterKey(key); err != nil {
 		return nil, err
@@ -739,6 +768,15 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 		return nil, err
 	}
 	rep, kept, err := c.exchange(ctx, s, typ, tid, csr, signer, key)
+	if err != nil {
+		return nil, err
+	}
+	// Every poll names the CA the request went to (RFC 8894 §3.3.3), whatever
+	// certificates a later GetCACert brings.
+	poll, err := MarshalIssuerAndSubject(s.ca.RawSubject, parsed.RawSubject)
+	if err != nil {
+		return nil, err
+	}
 	for err == nil && rep.Status == Pending {
 		interval := c.PollInterval
 		if interval <= 0 {
@@ -751,11 +789,7 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 			return nil, fmt.Errorf("%w: %w", ErrPending, ctx.Err())
 		case <-t.C:
 		}
-		poll, perr := MarshalIssuerAndSubject(s.ca.RawSubject, parsed.RawSubject)
-		if perr != nil {
-			return nil, perr
-		}
-		rep, kept, err = c.exchange(ctx, s, CertPoll, tid, poll, signer, key)
+		s, rep, kept, err = c.poll(ctx, s, tid, poll, signer, key)
 		if err != nil && ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ErrPending, ctx.Err())
 		}
@@ -764,6 +798,49 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 		return nil, err
 	}
 	return issuedFor(rep, parsed.PublicKey, kept, c.now())
+}
+
+// poll sends one CertPoll with payload poll. When the reply says that the session's
+// certificates are stale (it is signed by none the session keeps, or it is a FAILURE
+// badMessageCheck: the server could not read a request encrypted to an RA it no longer
+// holds), poll fetches GetCACert once more, keeps what the same checks as at the start
+// keep, and when that differs from the session's certificates sends the CertPoll once
+// more with them; the session it returns is the one its answer came from. Either way
+// the reply to the last CertPoll sent is what counts: at most one GetCACert and one
+// resend per call, within ctx.
+func (c *Client) poll(ctx context.Context, s *session, tid string, poll []byte,
+	signer *x509.Certificate, key crypto.Signer) (*session, *PKIMessage, []*x509.Certificate, error) {
+	rep, kept, err := c.exchange(ctx, s, CertPoll, tid, poll, signer, key)
+	var fe *FailError
+	if !errors.Is(err, errUnknownSigner) && !(errors.As(err, &fe) && fe.Info == BadMessageCheck) {
+		return s, rep, kept, err
+	}
+	certs, ferr := c.getCACert(ctx)
+	if ferr != nil {
+		return s, nil, nil, fmt.Errorf("%w (fetching GetCACert again: %w)", err, ferr)
+	}
+	if sameCerts(certs, s.certs) {
+		return s, rep, kept, err
+	}
+	fresh, ferr := c.session(s.caps, certs)
+	if ferr != nil {
+		return s, nil, nil, fmt.Errorf("%w (fetching GetCACert again: %w)", err, ferr)
+	}
+	rep, kept, err = c.exchange(ctx, fresh, CertPoll, tid, poll, signer, key)
+	return fresh, rep, kept, err
+}
+
+// sameCerts reports whether a and b hold the same certificates in the same order.
+func sameCerts(a, b []*x509.Certificate) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].Equal(b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // issuedFor returns the certificate of a SUCCESS whose key is pub, that was issued by
