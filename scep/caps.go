@@ -95,6 +95,16 @@ func (cs Caps) Sorted() Caps {
 	return out
 }
 
+// supports reports whether a server announcing cs supports c: listed, or implied by
+// SCEPStandard, which RFC 8894 §3.5.2 defines as AES, POSTPKIOperation and SHA-256.
+func (cs Caps) supports(c Capability) bool {
+	switch c {
+	case CapAES, CapPOSTPKIOp, CapSHA256:
+		return cs.Has(c) || cs.Has(CapSCEPStandard)
+	}
+	return cs.Has(c)
+}
+
 // Cipher returns the content cipher to use with a server announcing cs: AES-256 when
 // AES is listed (or SCEPStandard, or the caps are empty, as RFC 8894 §3.5.2 expects of
 // a modern server), 3DES otherwise. Never single DES: GetCACaps travels unsigned, so
@@ -102,7 +112,7 @@ func (cs Caps) Sorted() Caps {
 // to read the request's challenge. A client that must speak single DES to an old
 // server chooses it explicitly ([Client.Cipher]).
 func (cs Caps) Cipher() Cipher {
-	if cs.Has(CapAES) || cs.Has(CapSCEPStandard) || len(cs) == 0 {
+	if cs.supports(CapAES) || len(cs) == 0 {
 		return AES256CBC
 	}
 	return DES3CBC

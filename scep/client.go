@@ -516,7 +516,7 @@ func (c *Client) session(caps Caps, certs []*x509.Certificate) (*session, error)
 	}
 	if s.digest == 0 {
 		s.digest = crypto.SHA256
-		if caps.Has(CapSHA512) && !caps.Has(CapSHA256) && !caps.Has(CapSCEPStandard) {
+		if caps.Has(CapSHA512) && !caps.supports(CapSHA256) {
 			s.digest = crypto.SHA512
 		}
 	}
@@ -609,8 +609,7 @@ func (c *Client) exchange(ctx context.Context, s *session, typ MessageType, tid 
 		return nil, nil, err
 	}
 	var body []byte
-	// RFC 8894 §3.5.2: SCEPStandard means the server supports POSTPKIOperation.
-	if s.caps.Has(CapPOSTPKIOp) || s.caps.Has(CapSCEPStandard) {
+	if s.caps.supports(CapPOSTPKIOp) {
 		u, err := url.Parse(c.URL)
 		if err != nil {
 			return nil, nil, err
