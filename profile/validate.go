@@ -18,6 +18,9 @@ import (
 const (
 	// MaxValidityMonths is the longest validity Intune accepts (24 months).
 	MaxValidityMonths = 24
+	// MaxValidityDays is the same longest validity counted in days (730), the bound
+	// of a validity in Days and of a gateway's cert_validity.
+	MaxValidityDays = 730
 	// MaxRetryCount is the largest RetryCount (the Windows CSP maximum).
 	MaxRetryCount = 30
 	// MaxRetryDelay is the longest RetryDelay.
@@ -176,10 +179,10 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 		bad("Validity.Unit", p.Validity.Unit, "must be Days, Months or Years")
 	case p.Validity.Value < 1:
 		bad("Validity.Value", p.Validity.Value, "must be at least 1")
-	case p.Validity.Unit == Days && p.Validity.Value > 730,
+	case p.Validity.Unit == Days && p.Validity.Value > MaxValidityDays,
 		p.Validity.Unit == Months && p.Validity.Value > MaxValidityMonths,
 		p.Validity.Unit == Years && p.Validity.Value > 2:
-		bad("Validity.Value", fmt.Sprintf("%d %s", p.Validity.Value, p.Validity.Unit), "at most 24 months (730 days, 2 years)")
+		bad("Validity.Value", fmt.Sprintf("%d %s", p.Validity.Value, p.Validity.Unit), fmt.Sprintf("at most %d months (%d days, 2 years)", MaxValidityMonths, MaxValidityDays))
 	}
 
 	// Key storage.

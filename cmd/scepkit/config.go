@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/scepkit/scepkit/internal/plainhttp"
+	"github.com/scepkit/scepkit/profile"
 )
 
 // config is the gateway's configuration: a TOML file, then the environment (every
@@ -342,11 +343,12 @@ func (c *config) validate() error {
 		// Issued certificates start 5 minutes back (clock skew): shorter than this,
 		// devices would get certificates that have expired or are about to.
 		return settingError("cert_validity", errors.New("at least 1h"))
-	case c.CertValidity > duration(730*24*time.Hour):
+	case c.CertValidity > duration(profile.MaxValidityDays*24*time.Hour):
 		// The built-in profiles carry it, and a profile's validity is at most 24
 		// months (Intune's limit, which profile.Validate keeps): a longer one would be
 		// cut to the profile's without a word.
-		return settingError("cert_validity", errors.New("at most 17520h (730 days, the longest validity a profile may carry)"))
+		return settingError("cert_validity", fmt.Errorf("at most %dh (%d days, the longest validity a profile may carry)",
+			profile.MaxValidityDays*24, profile.MaxValidityDays))
 	case c.Log != "text" && c.Log != "json":
 		return settingError("log", fmt.Errorf("%q: want text or json", c.Log))
 	case (c.TLSCert == "") != (c.TLSKey == ""):

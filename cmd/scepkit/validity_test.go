@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/scepkit/scepkit/internal/scepclienttest"
+	"github.com/scepkit/scepkit/profile"
 	"github.com/stretchr/testify/require"
 )
 
@@ -30,4 +33,36 @@ func TestCertValidityDecides(t *testing.T) {
 			require.WithinDuration(t, time.Now().Add(c.want), cert.NotAfter, 2*time.Minute)
 		})
 	}
+}
+
+// TestCertValidityBoundIsProfiles: cert_validity's bound is profile.MaxValidityDays,
+// the bound profile.Validate keeps, exactly (a day count held once, in package
+// profile), with its message naming it in hours and days; the setting's doc (a struct
+// tag, which cannot name the constant) names the same hours.
+func TestCertValidityBoundIsProfiles(t *testing.T) {
+	longest := time.Duration(profile.MaxValidityDays) * 24 * time.Hour
+	for _, c := range []struct {
+		setting time.Duration
+		err     string
+	}{
+		{longest, ""},
+		{longest + time.Second, fmt.Sprintf("setting cert_validity (SCEPKIT_CERT_VALIDITY): at most %dh (%d days, the longest validity a profile may carry)",
+			profile.MaxValidityDays*24, profile.MaxValidityDays)},
+	} {
+		t.Run(c.setting.String(), func(t *testing.T) {
+			f := newFixture(t)
+			_, err := loadConfig(f.config(t, fmt.Sprintf("cert_validity = %q\n", c.setting), ""),
+				func(string) (string, bool) { return "", false })
+			if c.err == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, c.err)
+		})
+	}
+	p := &profile.Profile{Validity: profile.ValidityPeriod{Value: profile.MaxValidityDays + 1, Unit: profile.Days}}
+	require.ErrorContains(t, p.Validate(), fmt.Sprintf("at most %d months (%d days, 2 years)", profile.MaxValidityMonths, profile.MaxValidityDays))
+	field, ok := reflect.TypeFor[config]().FieldByName("CertValidity")
+	require.True(t, ok)
+	require.Contains(t, field.Tag.Get("doc"), fmt.Sprintf("at most %dh (%d days", profile.MaxValidityDays*24, profile.MaxValidityDays))
 }
