@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/scepkit/scepkit/boltstore"
@@ -114,6 +115,7 @@ type admin struct {
 	token     []byte         // nil: no bearer token accepted
 	clientCAs *x509.CertPool // nil: no client certificate accepted
 	log       *slog.Logger
+	backupMu  sync.Mutex // held while a backup is taken: one at a time
 }
 
 func newAdmin(g *gateway, clientCAs *x509.CertPool, token []byte) *admin {
@@ -577,11 +579,11 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotImplemented, apiError{"the store is PostgreSQL: back it up with pg_dump"})
 		return
 	}
-	if !a.g.backupMu.TryLock() {
+	if !a.backupMu.TryLock() {
 		writeJSON(w, http.StatusConflict, apiError{"a backup is being taken: try again once it is done"})
 		return
 	}
-	defer a.g.backupMu.Unlock()
+	defer a.backupMu.Unlock()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Cache-Control", "no-store") // every certificate and transaction, as writeJSON's answers say
 	w.Header().Set("Content-Disposition", `attachment; filename="`+boltstore.FileName+`"`)

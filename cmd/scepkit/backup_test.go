@@ -97,10 +97,10 @@ func TestAdminBackupPostgres(t *testing.T) {
 // (each copy is the size of the store, on its disk).
 func TestAdminBackupOneAtATime(t *testing.T) {
 	p := startInProcess(t, newFixture(t), "", "")
-	p.g.backupMu.Lock()
+	p.a.backupMu.Lock()
 	code, body := p.call(t, http.MethodGet, "/v1/backup", nil)
 	require.Equal(t, http.StatusConflict, code, body)
-	p.g.backupMu.Unlock()
+	p.a.backupMu.Unlock()
 	code, body = p.call(t, http.MethodGet, "/v1/backup", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.NotEmpty(t, body)

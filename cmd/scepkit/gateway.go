@@ -57,8 +57,7 @@ type gateway struct {
 	log      *slog.Logger
 	ca       *catemplate.CA
 	ra       *catemplate.RA
-	store    crp.Store  // the durable store: boltstore, or pgstore with postgres.dsn
-	backupMu sync.Mutex // held while the admin API takes a backup: one at a time
+	store    crp.Store // the durable store: boltstore, or pgstore with postgres.dsn
 	closeDB  func() error
 	pending  crp.PendingLister // nil when the transactions are in a store that cannot list them
 	rp       *crp.RegistrationPoint

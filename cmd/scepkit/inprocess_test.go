@@ -37,6 +37,7 @@ import (
 // to the fixture as inprocess-admin-ca.pem), reached with the bearer token.
 type inProcess struct {
 	g      *gateway
+	a      *admin // the admin API's handler, served by admin
 	f      *fixture
 	public *httptest.Server
 	admin  *httptest.Server
@@ -60,8 +61,8 @@ func startInProcess(t *testing.T, f *fixture, top, extra string) *inProcess {
 	t.Cleanup(p.public.Close)
 	token, err := adminToken(c)
 	require.NoError(t, err)
-	a := newAdmin(p.g, nil, token)
-	p.admin = httptest.NewTLSServer(a.handler())
+	p.a = newAdmin(p.g, nil, token)
+	p.admin = httptest.NewTLSServer(p.a.handler())
 	t.Cleanup(p.admin.Close)
 	f.write(t, "inprocess-admin-ca.pem", pemCert(p.admin.Certificate()))
 	return p
