@@ -111,23 +111,9 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// send makes one call and returns the answer's body, which it writes to stdout
 	// unless the status is 200.
 	send := func(method, path string, body any) ([]byte, error) {
-		var rd io.Reader
-		if body != nil {
-			b, err := json.Marshal(body)
-			if err != nil {
-				return nil, err
-			}
-			rd = bytes.NewReader(b)
-		}
-		req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(*u, "/")+path, rd)
+		req, err := newAdminRequest(ctx, method, strings.TrimSuffix(*u, "/")+path, token, body)
 		if err != nil {
 			return nil, err
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
@@ -260,16 +246,37 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return fmt.Errorf("admin: unknown command %q", rest[0])
 }
 
+// newAdminRequest is a call to the admin API at url with the bearer token (none when
+// token is empty), and body, unless nil, sent as JSON.
+func newAdminRequest(ctx context.Context, method, url, token string, body any) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req, nil
+}
+
 // backupTo saves the store's backup the admin API answers at url into path, whole or
 // not at all: a file of its own beside path, synced, then renamed. It is readable by
 // its owner alone: it holds every certificate and transaction.
 func backupTo(ctx context.Context, client *http.Client, url, token, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := newAdminRequest(ctx, http.MethodGet, url, token, nil)
 	if err != nil {
 		return err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	// A copy of a large store takes longer than the other calls' whole timeout:
 	// bounded here while the gateway makes its copy, not while it sends.

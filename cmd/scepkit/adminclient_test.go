@@ -1,0 +1,59 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestAdminClientRequests: every call of scepkit admin, the backup among them, goes
+// out as one helper builds it: the bearer token from -token-file, and a JSON body
+// with its Content-Type only on the calls that send one.
+func TestAdminClientRequests(t *testing.T) {
+	type seen struct{ method, path, auth, contentType, body string }
+	var mu sync.Mutex
+	var last seen
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		last = seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Content-Type"), string(b)}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "{}\n")
+	}))
+	t.Cleanup(srv.Close)
+	f := newFixture(t)
+	f.write(t, "srv-ca.pem", pemCert(srv.Certificate()))
+	backup := filepath.Join(t.TempDir(), "copy.db")
+	for _, c := range []struct {
+		args []string
+		want seen
+	}{
+		{[]string{"cert", "3f"}, seen{http.MethodGet, "/v1/certificates/3f", "Bearer " + f.token, "", ""}},
+		{[]string{"approve", "tx-1"}, seen{http.MethodPost, "/v1/pending/tx-1/approve", "Bearer " + f.token, "", ""}},
+		{[]string{"reject", "tx-1", "not", "ours"}, seen{http.MethodPost, "/v1/pending/tx-1/reject", "Bearer " + f.token,
+			"application/json", `{"reason":"not ours"}`}},
+		{[]string{"revoke", "3f", "1"}, seen{http.MethodPost, "/v1/certificates/3f/revoke", "Bearer " + f.token,
+			"application/json", `{"reason":1,"unrecorded":false}`}},
+		{[]string{"backup", backup}, seen{http.MethodGet, "/v1/backup", "Bearer " + f.token, "", ""}},
+	} {
+		t.Run(c.args[0], func(t *testing.T) {
+			out, err := exec.Command(bin, append([]string{"admin", "-url", srv.URL, "-ca", f.path("srv-ca.pem"),
+				"-token-file", f.path("token")}, c.args...)...).CombinedOutput()
+			require.NoError(t, err, string(out))
+			mu.Lock()
+			defer mu.Unlock()
+			require.Equal(t, c.want, last)
+		})
+	}
+	got, err := os.ReadFile(backup)
+	require.NoError(t, err)
+	require.Equal(t, "{}\n", string(got))
+}
