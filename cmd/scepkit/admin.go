@@ -153,8 +153,28 @@ func (a *admin) who(r *http.Request) (who, refused string, ok bool) {
 
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	wrote  bool // the header is sent: the status can no longer change
+	status   int
+	wrote    bool   // the header is sent: the status can no longer change
+	abortWhy string // why abortAnswer cut the answer short, for the audit line
+}
+
+// abortAnswer cuts short an answer under way (its status sent): the connection is
+// closed, so that the caller cannot take what it received for a whole answer, and
+// the audit line says the call was aborted, and why. why is written to the log as
+// it is: a fixed phrase, never an error's text.
+func abortAnswer(w http.ResponseWriter, why string) {
+	for {
+		if sw, ok := w.(*statusWriter); ok {
+			sw.abortWhy = why
+			break
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
+	panic(http.ErrAbortHandler)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -204,7 +224,7 @@ func (a *admin) audited(next http.Handler) http.Handler {
 		who, refused, ok := a.who(r)
 		defer func() {
 			p := recover()
-			aborted := p == http.ErrAbortHandler // a handler that cut its own answer short, and said why
+			aborted := p == http.ErrAbortHandler // a handler that cut its own answer short (abortAnswer says why)
 			panicked := p != nil && !aborted
 			if panicked {
 				a.log.ErrorContext(r.Context(), "admin call panicked", "path", loggedPath(r), "panic", fmt.Sprint(p),
@@ -228,6 +248,17 @@ func (a *admin) audited(next http.Handler) http.Handler {
 			attrs = append(attrs, slog.Int("status", sw.status))
 			if panicked {
 				attrs = append(attrs, slog.Bool("panicked", true))
+			}
+			if aborted {
+				// The status says what was sent first, not that the answer was whole.
+				why := sw.abortWhy
+				switch {
+				case panicked:
+					why = "the handler panicked"
+				case why == "":
+					why = "cut short by the handler"
+				}
+				attrs = append(attrs, slog.Bool("aborted", true), slog.String("abort_reason", why))
 			}
 			a.log.LogAttrs(r.Context(), slog.LevelInfo, "admin call", append(attrs,
 				slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(start)))...)
@@ -597,7 +628,14 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 		// what it received for a whole copy (its chunked body ends without its last
 		// chunk).
 		a.log.WarnContext(r.Context(), "admin: backup not sent whole", "err", err)
-		panic(http.ErrAbortHandler)
+		why := "reading the copy failed (see the warning before)"
+		switch {
+		case errors.Is(bw.err, os.ErrDeadlineExceeded):
+			why = "the caller stopped reading for " + backupStall.String()
+		case bw.err != nil:
+			why = "the caller went away, or its connection failed"
+		}
+		abortAnswer(w, why)
 	}
 }
 
@@ -606,18 +644,23 @@ func (a *admin) backup(w http.ResponseWriter, r *http.Request) {
 // answer, and a caller that stops reading must not hold the one backup at a time.
 var backupStall = time.Minute
 
-// startedWriter reports whether anything was written through it, and gives each
-// write backupStall to go through.
+// startedWriter reports whether anything was written through it, and the error of
+// the write that failed, and gives each write backupStall to go through.
 type startedWriter struct {
 	w       io.Writer
 	rc      *http.ResponseController
 	started bool
+	err     error // the first write's error, nil while they go through
 }
 
 func (s *startedWriter) Write(p []byte) (int, error) {
 	s.started = true
 	s.rc.SetWriteDeadline(time.Now().Add(backupStall))
-	return s.w.Write(p)
+	n, err := s.w.Write(p)
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	return n, err
 }
 
 func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {

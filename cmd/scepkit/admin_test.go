@@ -114,6 +114,8 @@ func TestAdminAuditedMiddleware(t *testing.T) {
 	require.Len(t, audit, len(cases)+1)
 	require.Equal(t, "/panic-late", audit[len(cases)]["path"])
 	require.Equal(t, true, audit[len(cases)]["panicked"])
+	require.Equal(t, true, audit[len(cases)]["aborted"])
+	require.Equal(t, "the handler panicked", audit[len(cases)]["abort_reason"])
 
 	// The panics' detail is in the error log, for the operator.
 	var panics int

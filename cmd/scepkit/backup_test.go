@@ -135,12 +135,7 @@ func TestAdminBackupStalledCaller(t *testing.T) {
 	backupStall = 200 * time.Millisecond
 	t.Cleanup(func() { backupStall = old })
 	p := startInProcess(t, newFixture(t), "", "")
-	bs := p.g.store.(*boltstore.Store)
-	big := make([]byte, 64<<10)
-	for i := range 200 { // a store of about 13 MB: more than the sockets buffer
-		require.NoError(t, bs.Put(context.Background(), &crp.Record{TransactionID: fmt.Sprintf("fill-%d", i), CSR: big,
-			Expires: time.Now().Add(time.Hour)}))
-	}
+	fillStore(t, p)
 	req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+p.f.token)
@@ -163,4 +158,70 @@ func TestAdminBackupStalledCaller(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		return r.StatusCode == http.StatusOK
 	}, 20*time.Second, 100*time.Millisecond, "the stalled caller still holds the backup")
+}
+
+// fillStore writes about 13 MB of transaction records into p's store: a backup of it
+// is more than the sockets between the test and the gateway buffer.
+func fillStore(t *testing.T, p *inProcess) {
+	t.Helper()
+	bs := p.g.store.(*boltstore.Store)
+	big := make([]byte, 64<<10)
+	for i := range 200 {
+		require.NoError(t, bs.Put(context.Background(), &crp.Record{TransactionID: fmt.Sprintf("fill-%d", i), CSR: big,
+			Expires: time.Now().Add(time.Hour)}))
+	}
+}
+
+// TestAdminBackupAbortAudited: a backup cut short after its first bytes (the caller
+// stopped reading, or went away) leaves an audit line that says it was aborted and
+// why, in a fixed phrase; a backup sent whole is not marked. Before, both audit lines
+// read status 200 and nothing else, as a whole backup's does.
+func TestAdminBackupAbortAudited(t *testing.T) {
+	old := backupStall
+	backupStall = 200 * time.Millisecond
+	t.Cleanup(func() { backupStall = old })
+	p := startInProcess(t, newFixture(t), "", "")
+	fillStore(t, p)
+	for _, c := range []struct {
+		name   string
+		caller func(body io.ReadCloser) // after the first KiB
+		why    string                   // empty: not aborted
+	}{
+		{"sent whole", func(body io.ReadCloser) { io.Copy(io.Discard, body) }, ""},
+		{"caller stops reading", func(body io.ReadCloser) { time.Sleep(time.Second) }, "the caller stopped reading for 200ms"},
+		{"caller goes away", func(body io.ReadCloser) { body.Close() }, "the caller went away, or its connection failed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(auditLines(p.logs.lines(t)))
+			req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+p.f.token)
+			resp, err := p.admin.Client().Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			_, err = io.ReadFull(resp.Body, make([]byte, 1024))
+			require.NoError(t, err)
+			c.caller(resp.Body)
+			var line map[string]any
+			require.Eventually(t, func() bool {
+				audit := auditLines(p.logs.lines(t))
+				if len(audit) == before {
+					return false
+				}
+				line = audit[before]
+				return true
+			}, 20*time.Second, 50*time.Millisecond, "no audit line for the backup")
+			require.Equal(t, "/v1/backup", line["path"])
+			require.EqualValues(t, http.StatusOK, line["status"], "the status sent first")
+			if c.why == "" {
+				require.NotContains(t, line, "aborted")
+				require.NotContains(t, line, "abort_reason")
+				return
+			}
+			require.Equal(t, true, line["aborted"])
+			require.Equal(t, c.why, line["abort_reason"])
+			require.NotContains(t, p.logs.String(), p.f.token)
+		})
+	}
 }
