@@ -36,10 +36,12 @@ import (
 //	POST /v1/pending/{id}/reject              refuse it; body {"reason": "..."}
 //	POST /v1/certificates/{serial}/revoke     body {"reason": 0-6, 9 or 10}; serial in hex
 //	GET  /v1/certificates/{serial}            one issued certificate
-//	GET  /v1/certificates?user=&device=&expiring_within=720h&after=
+//	GET  /v1/certificates?user=&device=&expiring_within=720h&withheld=true&after=
 //
 // A list answers one page of at most pageSize entries, and "next" when there may be
-// more: the next page is the same call with after set to it.
+// more: the next page is the same call with after set to it. Only a page without
+// "next" ends a list: one of withheld certificates may be short, or empty, and have
+// one (see withheldPage).
 
 // adminTLS is the admin listener's TLS configuration, read from its files. A client
 // CA it names is checked against the issuing CAs by checkClientCA once they are known.
@@ -663,9 +665,57 @@ func (s *startedWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// The stores cannot select withheld certificates (crp.CertificateQuery has no such
+// filter): withheldPage reads the inventory in batches of withheldBatch and keeps the
+// withheld ones, reading at most withheldBatches batches for one page. Variables, so
+// that a test can make them small.
+var (
+	withheldBatch   = crp.MaxListLimit
+	withheldBatches = 10
+)
+
+// withheldPage is the page of withheld certificates of the listing cq selects (its
+// Limit aside): at most pageSize of them, and the cursor of the next page, empty when
+// the inventory was read to its end. It reads at most withheldBatches batches of the
+// inventory: a page may then hold fewer than pageSize, or none, with a next that
+// resumes after the last certificate read, so that a call is bounded however rare
+// withheld certificates are, and a client that follows next reaches each once.
+func (a *admin) withheldPage(ctx context.Context, cq crp.CertificateQuery) ([]*crp.IssuedCertificate, string, error) {
+	var out []*crp.IssuedCertificate
+	cq.Limit = withheldBatch
+	for range withheldBatches {
+		batch, err := a.g.store.Certificates(ctx, cq)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, c := range batch {
+			if !c.Withheld {
+				continue
+			}
+			if out = append(out, c); len(out) == pageSize {
+				return out, certCursor(c.Certificate), nil
+			}
+		}
+		if len(batch) < crp.ListLimit(cq.Limit) {
+			return out, "", nil // the end of the inventory
+		}
+		cq.After = batch[len(batch)-1]
+	}
+	return out, certCursor(cq.After.Certificate), nil
+}
+
 func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	cq := crp.CertificateQuery{UserID: q.Get("user"), DeviceID: q.Get("device")}
+	withheld := false
+	switch s := q.Get("withheld"); s {
+	case "":
+	case "true":
+		withheld = true
+	default:
+		writeJSON(w, http.StatusBadRequest, apiError{"withheld: true (only the certificates withheld from their device), or leave it out"})
+		return
+	}
 	if s := q.Get("expiring_within"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
@@ -683,13 +733,22 @@ func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
 		}
 		cq.After = after
 	}
-	cq.Limit = pageSize
-	list, err := a.g.store.Certificates(r.Context(), cq)
+	var list []*crp.IssuedCertificate
+	var next string
+	var err error
+	if withheld {
+		list, next, err = a.withheldPage(r.Context(), cq)
+	} else {
+		cq.Limit = pageSize
+		if list, err = a.g.store.Certificates(r.Context(), cq); err == nil && len(list) == pageSize {
+			next = certCursor(list[len(list)-1].Certificate)
+		}
+	}
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
 	}
-	out := certificatePage{Certificates: []apiCertificate{}}
+	out := certificatePage{Certificates: []apiCertificate{}, Next: next}
 	for _, c := range list {
 		cj, err := a.certJSON(r.Context(), c)
 		if err != nil {
@@ -697,9 +756,6 @@ func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		out.Certificates = append(out.Certificates, cj)
-	}
-	if len(list) == pageSize {
-		out.Next = certCursor(list[len(list)-1].Certificate)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

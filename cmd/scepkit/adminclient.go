@@ -32,8 +32,9 @@ commands:
                                 -unrecorded for one the log says was withheld from its device and not
                                 recorded in the inventory (listed in every CA's CRL)
   cert SERIAL                   show one issued certificate
-  certs [-user U] [-device D] [-expiring-within 720h]
-                                list issued certificates (every page)
+  certs [-user U] [-device D] [-expiring-within 720h] [-withheld]
+                                list issued certificates (every page); -withheld: only those
+                                the CA signed that their device was refused (revoke them)
   backup FILE                   save a copy of state.db taken while the gateway serves (not
                                 with PostgreSQL); restore it as state.db beside an empty
                                 state.db-journal, with the gateway stopped
@@ -227,6 +228,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		user := cfs.String("user", "", "issued to this user id")
 		device := cfs.String("device", "", "issued to this device id")
 		within := cfs.Duration("expiring-within", 0, "expiring within this duration")
+		withheld := cfs.Bool("withheld", false, "only the certificates withheld from their device")
 		if err := cfs.Parse(rest[1:]); err != nil {
 			return err
 		}
@@ -239,6 +241,9 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		if *within > 0 {
 			q.Set("expiring_within", within.String())
+		}
+		if *withheld {
+			q.Set("withheld", "true")
 		}
 		return list("/v1/certificates", q, "certificates")
 	}

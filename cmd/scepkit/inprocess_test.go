@@ -93,6 +93,13 @@ func (p *inProcess) call(t *testing.T, method, path string, body []byte) (int, s
 // hour apart from now + 1h.
 func (p *inProcess) addIssued(t *testing.T, n int, user, device string) []*x509.Certificate {
 	t.Helper()
+	return p.addIssuedAs(t, n, user, device, false)
+}
+
+// addIssuedAs is addIssued, of certificates withheld from their device when withheld
+// is set (as the registration point records those).
+func (p *inProcess) addIssuedAs(t *testing.T, n int, user, device string, withheld bool) []*x509.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	now := time.Now().Truncate(time.Second)
@@ -106,7 +113,7 @@ func (p *inProcess) addIssued(t *testing.T, n int, user, device string) []*x509.
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, key.Public())
 		require.NoError(t, err)
 		require.NoError(t, p.g.store.Add(context.Background(), &crp.IssuedCertificate{Certificate: cert,
-			UserID: user, DeviceID: device, ProfileID: "win", Template: "scepkit-user", IssuedAt: now}))
+			UserID: user, DeviceID: device, ProfileID: "win", Template: "scepkit-user", IssuedAt: now, Withheld: withheld}))
 		out = append(out, cert)
 	}
 	return out
@@ -477,4 +484,103 @@ func TestIntuneRevocationLooksUpOnce(t *testing.T) {
 	revs, err = p.g.store.RevokedSince(ctx, time.Time{})
 	require.NoError(t, err)
 	require.Len(t, revs, 1, "nothing more revoked")
+}
+
+// TestAdminListsWithheld: withheld=true lists the certificates withheld from their
+// device alone (with user= too), each once when the pages are followed, and so does
+// scepkit admin certs -withheld; a value other than true is 400. A page reads a
+// bounded share of the inventory (here 5 batches of 50): where withheld certificates
+// are dense it fills up (and the next page resumes after its last entry, within a
+// batch), where they are rare it comes back short, or empty, with next set, and
+// following next still reaches every one. Before, withheld= was ignored and the whole
+// inventory listed.
+func TestAdminListsWithheld(t *testing.T) {
+	oldBatch, oldBatches := withheldBatch, withheldBatches
+	withheldBatch, withheldBatches = 50, 5
+	t.Cleanup(func() { withheldBatch, withheldBatches = oldBatch, oldBatches })
+	p := startInProcess(t, newFixture(t), "", "")
+	// Interleaved by NotAfter (each call issues an hour apart from now + 1h): in the first
+	// 110 hours half the inventory is withheld (the 100th withheld is about its 215th
+	// certificate), after them none is (490 more).
+	p.addIssued(t, 600, "alice@example.com", "alice-laptop")
+	aliceWithheld := p.addIssuedAs(t, 5, "alice@example.com", "alice-laptop", true)
+	bobWithheld := p.addIssuedAs(t, 110, "bob@example.com", "bob-phone", true)
+	p.addIssued(t, 20, "bob@example.com", "bob-phone")
+	serials := func(certs ...[]*x509.Certificate) map[string]int {
+		out := map[string]int{}
+		for _, l := range certs {
+			for _, c := range l {
+				out[c.SerialNumber.Text(16)] = 1
+			}
+		}
+		return out
+	}
+
+	for _, c := range []struct {
+		query string
+		want  map[string]int
+	}{
+		{"withheld=true", serials(aliceWithheld, bobWithheld)},
+		{"withheld=true&user=alice@example.com", serials(aliceWithheld)},
+		{"withheld=true&device=bob-phone", serials(bobWithheld)},
+		{"withheld=true&user=nobody", serials()},
+	} {
+		t.Run(c.query, func(t *testing.T) {
+			seen := map[string]int{}
+			next, calls := "", 0
+			var full, short, empty bool // pages with next
+			for {
+				calls++
+				require.Less(t, calls, 40, "the pages do not end")
+				u := "/v1/certificates?" + c.query
+				if next != "" {
+					u += "&after=" + url.QueryEscape(next)
+				}
+				code, body := p.call(t, http.MethodGet, u, nil)
+				require.Equal(t, http.StatusOK, code, body)
+				var page certificatePage
+				require.NoError(t, json.Unmarshal([]byte(body), &page), body)
+				require.LessOrEqual(t, len(page.Certificates), pageSize)
+				for _, e := range page.Certificates {
+					require.True(t, e.Withheld, "%+v", e)
+					seen[e.Serial]++
+				}
+				if page.Next == "" {
+					break
+				}
+				full = full || len(page.Certificates) == pageSize
+				short = short || len(page.Certificates) > 0 && len(page.Certificates) < pageSize
+				empty = empty || len(page.Certificates) == 0
+				require.NotEqual(t, next, page.Next, "next moves on")
+				next = page.Next
+			}
+			require.Equal(t, c.want, seen)
+			if c.query == "withheld=true" {
+				require.True(t, full, "a full page, with next")
+				require.True(t, short, "a page that read its bound came back short, with next")
+				require.True(t, empty, "a page that read its bound came back empty, with next")
+				// 735 certificates, 250 read at most by a page, and one page that
+				// filled up before its bound.
+				require.LessOrEqual(t, calls, 5)
+			}
+		})
+	}
+
+	// The admin CLI follows the pages, short and empty ones included.
+	out, err := exec.Command(bin, "admin", "-url", p.admin.URL, "-ca", p.f.path("inprocess-admin-ca.pem"),
+		"-token-file", p.f.path("token"), "certs", "-withheld").Output()
+	require.NoError(t, err)
+	var entries []apiCertificate
+	require.NoError(t, json.Unmarshal(out, &entries))
+	got := map[string]int{}
+	for _, e := range entries {
+		require.True(t, e.Withheld)
+		got[e.Serial]++
+	}
+	require.Equal(t, serials(aliceWithheld, bobWithheld), got)
+
+	for _, bad := range []string{"1", "yes", "false", "TRUE"} {
+		code, body := p.call(t, http.MethodGet, "/v1/certificates?withheld="+bad, nil)
+		require.Equal(t, http.StatusBadRequest, code, "withheld=%s: %s", bad, body)
+	}
 }
