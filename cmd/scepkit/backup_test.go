@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/headerbudget"
 	"github.com/scepkit/scepkit/internal/pgtest"
 	"github.com/scepkit/scepkit/internal/scepclienttest"
 )
@@ -224,4 +227,50 @@ func TestAdminBackupAbortAudited(t *testing.T) {
 			require.NotContains(t, p.logs.String(), p.f.token)
 		})
 	}
+}
+
+// TestAdminBackupOutlastsWriteTimeout: a backup that takes a slow caller longer than
+// the listener's WriteTimeout to read arrives whole: the admin listener as serve
+// makes it (newHTTPServer, the header budget, TLS), with a WriteTimeout of 300 ms
+// instead of two minutes, and a caller that takes about two seconds to read 13 MB.
+// WriteTimeout sets the connection's write deadline once, when the request is read;
+// each write of a backup moves it backupStall ahead.
+func TestAdminBackupOutlastsWriteTimeout(t *testing.T) {
+	p := startInProcess(t, newFixture(t), "", "")
+	fillStore(t, p)
+	srv := newHTTPServer(p.a.handler(), slog.New(slog.NewJSONHandler(p.logs, nil)))
+	srv.WriteTimeout = 300 * time.Millisecond
+	srv.TLSConfig = p.admin.TLS.Clone()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var headers headerbudget.Budget
+	ln = headers.Install(srv, ln)
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+
+	req, err := http.NewRequest(http.MethodGet, "https://"+ln.Addr().String()+"/v1/backup", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+p.f.token)
+	start := time.Now()
+	resp, err := p.admin.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	// A chunked body that ends without its last chunk is an error here, not EOF.
+	n, err := io.Copy(slowWriter{}, resp.Body)
+	require.NoError(t, err, "after %d bytes, %s", n, time.Since(start))
+	require.Greater(t, time.Since(start), 4*srv.WriteTimeout, "the caller was not slow")
+	require.Greater(t, n, int64(13<<20), "the whole store")
+	audit := auditLines(p.logs.lines(t))
+	require.NotEmpty(t, audit)
+	require.Equal(t, "/v1/backup", audit[len(audit)-1]["path"])
+	require.NotContains(t, audit[len(audit)-1], "aborted")
+}
+
+// slowWriter takes 5 ms for each write: a caller that reads slowly.
+type slowWriter struct{}
+
+func (slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(5 * time.Millisecond)
+	return len(p), nil
 }
