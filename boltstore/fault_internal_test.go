@@ -356,3 +356,35 @@ func TestSweepPanicFailsGroup(t *testing.T) {
 		t.Fatalf("the next write: %v", err)
 	}
 }
+
+// TestPingFollowsCheckpoints: while checkpoints fail, writes still succeed into the
+// journal, so a probe write says nothing; Ping fails with the checkpoint's error until
+// a checkpoint succeeds again (before, a full disk left /readyz ready until the
+// journal was full).
+func TestPingFollowsCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	defer s.Close()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("ping of a new store: %v", err)
+	}
+	until := time.Now().Add(time.Hour)
+	if err := s.Claim(ctx, "a", until); err != nil {
+		t.Fatal(err)
+	}
+	if err := failCheckpoint(t, s, false); !errors.Is(err, errInjected) {
+		t.Fatalf("checkpoint: %v, want the injected error", err)
+	}
+	if err := s.Claim(ctx, "b", until); err != nil {
+		t.Fatalf("a write into the journal while checkpoints fail: %v", err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, errInjected) {
+		t.Fatalf("ping while checkpoints fail: %v, want the checkpoint's error", err)
+	}
+	if err := inLoop(t, s, s.commit); err != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("ping after a checkpoint succeeded: %v", err)
+	}
+}

@@ -586,6 +586,24 @@ func checkJournal(db *bolt.DB, jpath string) error {
 	})
 }
 
+// Ping implements crp.Pinger: it reports whether the store can go on taking writes,
+// without touching the disk. It fails while the store is broken (every operation fails
+// with the same error) and while its checkpoints fail, with the last one's error: a
+// full disk or a file system gone read-only. Writes then still succeed, into the
+// journal, until it is full (up to 8 MiB of them), so a write that succeeds, such as a
+// readiness probe's, says nothing of the condition; Ping does. A registration point
+// pings a store its claims do not go to before the CA signs; scepkit serve's /readyz
+// pings its store.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.enqueue(ctx, &op{read: true, apply: func(*wtx) error {
+		if s.ckptFails > 0 {
+			return fmt.Errorf("boltstore: %d checkpoints failed in a row; the journal holds %d of %d bytes until one succeeds: %w",
+				s.ckptFails, s.j.off, journalSize, s.ckptErr)
+		}
+		return nil
+	}})
+}
+
 // Close waits for the operations under way, commits what the journal holds to the
 // file with the mark that the journal holds nothing more, and closes both. A Store an
 // earlier failure broke (its operations fail with it) is closed without that commit,

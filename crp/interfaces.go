@@ -217,7 +217,7 @@ func notificationRequired(v ChallengeValidator) bool {
 // not the store its claim went to (a Redis for claims and records beside PostgreSQL for
 // the inventory, say): an outage there refuses the request and gives its challenge
 // back, instead of having the CA sign certificates that cannot be recorded and are
-// withheld. pgstore.Store and redisstore.Store are Pingers.
+// withheld. pgstore.Store, redisstore.Store and boltstore.Store are Pingers.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }

@@ -1098,6 +1098,11 @@ func (g *gateway) checkReady(ctx context.Context) (bool, []byte) {
 	if err == nil {
 		err = g.storeWrites(ctx)
 	}
+	if p, ok := g.store.(crp.Pinger); ok && err == nil {
+		// A write can succeed where the store cannot go on: boltstore writes into its
+		// journal while its checkpoints fail on a full disk, until the journal is full.
+		err = p.Ping(ctx)
+	}
 	add("store", err, "")
 	if g.redis != nil {
 		add("redis", g.redis.Ping(ctx).Err(), "")
