@@ -562,8 +562,14 @@ func (g *gateway) loadPKI(ctx context.Context) (*catemplate.CA, *catemplate.RA, 
 	// state); should that fail, the locked path below says why.
 	complete := true
 	for _, name := range []string{catemplate.CACertFile, catemplate.RASigningCertFile, catemplate.RAEncryptCertFile} {
-		if _, err := os.Stat(filepath.Join(c.StateDir, name)); err != nil {
+		_, err := os.Stat(filepath.Join(c.StateDir, name))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
 			complete = false
+		case err != nil:
+			// There, but not for this user (a directory's mode, an ownership changed
+			// under it): not a missing CA, which the operator might make anew.
+			return nil, nil, settingError("state_dir", fmt.Errorf("the CA and RA cannot be read: %w", err))
 		}
 	}
 	var fastErr error
