@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -45,6 +46,7 @@ type config struct {
 	CAEnvelopes     bool     `toml:"ca_envelopes" doc:"accept requests encrypted to the CA certificate, and sign the replies to them with the CA, as clients that pin the CA by fingerprint need (scepclient -ca-fingerprint); the CA key (RSA) then serves key transport as well as signing"`
 	ExpiryWarning   duration `toml:"expiry_warning" doc:"warn (log, /readyz detail) when a CA or RA certificate expires within this" default:"720h"`
 	Log             string   `toml:"log" doc:"log format: text or json (on stderr)" default:"text"`
+	LogLevel        string   `toml:"log_level" doc:"the least level of the lines written about each request (a SCEP operation, a step of the registration point: about a dozen at info per enrollment): debug, info, warn or error; the gateway's own lines (start, stop, the admin API's audit, the store's faults) are written whatever it says" default:"info"`
 	NextCACert      string   `toml:"next_ca_cert" doc:"PEM file of the next CA certificate (then its chain), prepared ahead of a rollover and announced to devices through GetNextCACert (RFC 8894 section 4.7)"`
 	Rollover        struct {
 		At           string `toml:"at" doc:"when to switch to the next CA and RA in rollover.dir, RFC 3339 (2027-01-31T00:00:00Z); before it they are announced through GetNextCACert, from it on GetCACert serves them, certificates are issued by the next CA and CertReps signed by the next RA, while requests still encrypted to the previous RA are decrypted and answered (RFC 8894 section 3.5.2)"`
@@ -309,6 +311,24 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// requestLevel is log_level's level, nil for a name it is not.
+func (c *config) requestLevel() *slog.Level {
+	var l slog.Level
+	switch c.LogLevel {
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil
+	}
+	return &l
+}
+
 // caName is ca_name parsed; validate has checked it.
 func (c *config) caName() caName {
 	n, err := parseCAName(c.CAName)
@@ -351,6 +371,8 @@ func (c *config) validate() error {
 			profile.MaxValidityDays*24, profile.MaxValidityDays))
 	case c.Log != "text" && c.Log != "json":
 		return settingError("log", fmt.Errorf("%q: want text or json", c.Log))
+	case c.requestLevel() == nil:
+		return settingError("log_level", fmt.Errorf("%q: want debug, info, warn or error", c.LogLevel))
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return settingError("tls_key", errors.New("tls_cert and tls_key go together"))
 	case c.CRL.Validity < duration(time.Minute):

@@ -265,6 +265,8 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		ExtKeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, MinKeySize: 2048,
 		KeyTypes:  []profile.KeyType{profile.RSA, profile.ECDSAP256, profile.ECDSAP384},
 		Published: true, RequiresApproval: c.RequireApproval}
+	// The lines about each request, at log_level or above.
+	reqLog := slog.New(levelFloor{log.Handler(), *c.requestLevel()})
 	g.rp = &crp.RegistrationPoint{
 		Verifier:  &challenge.Verifier{Keys: keys, Issuer: c.MDMIssuer, Audience: c.Identity, Replay: replay},
 		Decisions: replay,
@@ -272,7 +274,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		Templates: &catemplate.NDESResolver{SignatureTemplate: tmpl.Name, EncryptionTemplate: tmpl.Name,
 			GeneralPurposeTemplate: tmpl.Name, Templates: catemplate.MapStore{tmpl.Name: tmpl}},
 		Issuer: crp.CAIssuer{CA: g.ca}, Transactions: transactions, Certificates: g.store,
-		Revocation: g.store, CRL: g.crl.CRL, Logger: log, MeterProvider: g.meter, Rollover: rollover,
+		Revocation: g.store, CRL: g.crl.CRL, Logger: reqLog, MeterProvider: g.meter, Rollover: rollover,
 	}
 	if g.tracer != nil {
 		g.rp.TracerProvider = g.tracer
@@ -296,7 +298,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		}
 		g.server.NextCACerts = next
 	}
-	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, log, g.meter
+	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, reqLog, g.meter
 	if c.CAEnvelopes {
 		g.server.CAKey = g.ca.Signer
 		if _, ok := g.ca.Signer.(crypto.Decrypter); !ok {
@@ -1258,4 +1260,24 @@ func (g *gateway) warnExpiring(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// levelFloor passes on to h the records at min or above.
+type levelFloor struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (f levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.h.Enabled(ctx, l)
+}
+
+func (f levelFloor) Handle(ctx context.Context, r slog.Record) error { return f.h.Handle(ctx, r) }
+
+func (f levelFloor) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelFloor{f.h.WithAttrs(as), f.min}
+}
+
+func (f levelFloor) WithGroup(name string) slog.Handler {
+	return levelFloor{f.h.WithGroup(name), f.min}
 }
