@@ -164,6 +164,16 @@ func (s *KeySet) AddKey(key crypto.PublicKey) (kid string, err error) {
 // under its kid is refused). An empty alg allows every algorithm of the
 // key's type.
 func (s *KeySet) AddWithAlgorithm(kid, alg string, key crypto.PublicKey) error {
+	e, err := newKeyEntry(kid, alg, key)
+	if err != nil {
+		return err
+	}
+	return s.put(e)
+}
+
+// newKeyEntry checks a public key and its algorithm pin as [KeySet.AddWithAlgorithm]
+// documents, and returns its entry.
+func newKeyEntry(kid, alg string, key crypto.PublicKey) (*keyEntry, error) {
 	if sg, ok := key.(crypto.Signer); ok {
 		key = sg.Public()
 	}
@@ -171,26 +181,26 @@ func (s *KeySet) AddWithAlgorithm(kid, alg string, key crypto.PublicKey) error {
 	switch k := key.(type) {
 	case ed25519.PublicKey:
 		if len(k) != ed25519.PublicKeySize {
-			return fmt.Errorf("%w: Ed25519 key of %d bytes", ErrConfig, len(k))
+			return nil, fmt.Errorf("%w: Ed25519 key of %d bytes", ErrConfig, len(k))
 		}
 		e.kind, e.pub = kindEd25519, slices.Clone(k)
 	case *ecdsa.PublicKey:
 		if k == nil || k.Curve != elliptic.P256() {
-			return fmt.Errorf("%w: ECDSA keys must be on P-256", ErrConfig)
+			return nil, fmt.Errorf("%w: ECDSA keys must be on P-256", ErrConfig)
 		}
 		e.kind, e.pub = kindP256, k
 	case *rsa.PublicKey:
 		if k == nil || k.N == nil || k.N.BitLen() < MinRSABits {
-			return fmt.Errorf("%w: RSA keys must have at least %d bits", ErrConfig, MinRSABits)
+			return nil, fmt.Errorf("%w: RSA keys must have at least %d bits", ErrConfig, MinRSABits)
 		}
 		e.kind, e.pub = kindRSA, k
 	default:
-		return fmt.Errorf("%w: unsupported key type %T", ErrConfig, key)
+		return nil, fmt.Errorf("%w: unsupported key type %T", ErrConfig, key)
 	}
 	if alg != "" && kindFor(alg) != e.kind {
-		return fmt.Errorf("%w: algorithm %q does not fit a %T", ErrConfig, alg, key)
+		return nil, fmt.Errorf("%w: algorithm %q does not fit a %T", ErrConfig, alg, key)
 	}
-	return s.put(e)
+	return e, nil
 }
 
 // AddSecret adds an HMAC-SHA-256 secret (HS256) of at least [MinSecretLen]
@@ -367,7 +377,9 @@ func ParseJWKS(data []byte) (*KeySet, error) {
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("%w: JWKS: %v", ErrConfig, err)
 	}
-	s := NewKeySet()
+	// The keys are gathered in one map, stored once: adding them one by one would copy
+	// the set's map at each key, quadratic in a document of many thousands.
+	m := make(map[string]*keyEntry)
 	for i, j := range doc.Keys {
 		if j.Use != "" && j.Use != "sig" {
 			continue
@@ -375,7 +387,7 @@ func ParseJWKS(data []byte) (*KeySet, error) {
 		if j.Kid == "" {
 			return nil, fmt.Errorf("%w: JWKS key %d has no kid", ErrConfig, i)
 		}
-		if _, dup := s.Lookup(j.Kid); dup {
+		if _, dup := m[j.Kid]; dup {
 			return nil, fmt.Errorf("%w: JWKS kid %q appears twice", ErrConfig, j.Kid)
 		}
 		var pub crypto.PublicKey
@@ -419,10 +431,14 @@ func ParseJWKS(data []byte) (*KeySet, error) {
 		default:
 			continue
 		}
-		if err := s.AddWithAlgorithm(j.Kid, j.Alg, pub); err != nil {
+		e, err := newKeyEntry(j.Kid, j.Alg, pub)
+		if err != nil {
 			return nil, err
 		}
+		m[j.Kid] = e
 	}
+	s := NewKeySet()
+	s.keys.Store(&m)
 	return s, nil
 }
 
