@@ -88,9 +88,19 @@ type gateway struct {
 	storeWritten time.Time
 
 	keys *challenge.KeySet // the MDM's keys, which refreshKeys keeps in step with jwks
+
+	closeOnce sync.Once
+	closeErr  error // the store's, when close could not close it cleanly
 }
 
+// close releases what the gateway holds (the tracer's and meter's exports, Redis, the
+// store, the token), once: later calls do nothing. A store that did not close cleanly
+// is logged, and kept in closeErr.
 func (g *gateway) close() {
+	g.closeOnce.Do(g.release)
+}
+
+func (g *gateway) release() {
 	if g.tracer != nil {
 		// Flushes the spans still batched.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -109,6 +119,7 @@ func (g *gateway) close() {
 			// read-only): what the journal holds is replayed at the next start, but
 			// the operator must know the store did not close cleanly.
 			g.log.Error("closing the store failed; the next start replays its journal", "err", err)
+			g.closeErr = err
 		}
 	}
 	if g.token != nil {

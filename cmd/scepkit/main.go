@@ -277,6 +277,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
+	// The stores closed before "stopped", so that the log's last line says how the
+	// gateway ended, and the exit status too.
+	g.close()
+	if g.closeErr != nil {
+		return fmt.Errorf("stopped, but the store did not close cleanly (the next start replays its journal): %w", g.closeErr)
+	}
 	log.Info("stopped")
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/scepclienttest"
 	"github.com/scepkit/scepkit/internal/testserver"
 	"github.com/scepkit/scepkit/scep"
 )
@@ -72,4 +73,47 @@ func TestReadyzFullDisk(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(dir, "filler")))
 	require.Eventually(t, func() bool { return ready() == http.StatusOK }, 10*time.Second, 100*time.Millisecond,
 		"/readyz ready again once a checkpoint succeeds")
+}
+
+// TestStopReportsUncleanStore: a gateway stopped while its disk is full cannot make its
+// last checkpoint; the next start replays the journal, but the operator must know.
+// It logged "stopped" and exited 0, with the store's error logged after it; now the
+// store closes before, "stopped" is not said, and the exit status is not 0.
+func TestStopReportsUncleanStore(t *testing.T) {
+	f := newFixture(t)
+	state := f.path("state")
+	require.NoError(t, os.MkdirAll(state, 0o700))
+	if err := syscall.Mount("tmpfs", state, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", 24<<20)); err != nil {
+		testserver.Missing(t, "mounting a tmpfs: %v (needs root)", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(state, syscall.MNT_DETACH) })
+	r := start(t, f.config(t, "", ""))
+
+	filler, err := os.Create(filepath.Join(state, "filler"))
+	require.NoError(t, err)
+	chunk := bytes.Repeat([]byte{0xAA}, 4096)
+	for {
+		if _, err := filler.Write(chunk); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			break
+		}
+	}
+	filler.Close()
+	// Enrollments go on, into the journal, while the checkpoints fail.
+	for range 2 {
+		out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com",
+			f.challenge(t, "alice@example.com", "alice-laptop"))
+		require.NoError(t, err, out)
+	}
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("scepkit did not stop on SIGTERM")
+	}
+	logs := r.Logs()
+	require.Contains(t, logs, "closing the store failed")
+	require.Error(t, r.waitErr, "the exit status says the store did not close cleanly")
+	require.NotContains(t, logs, `"msg":"stopped"`)
+	require.Contains(t, logs, "did not close cleanly")
 }
