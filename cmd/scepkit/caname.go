@@ -130,7 +130,14 @@ func splitAVA(ava string) (key, value string, err error) {
 	if !ok {
 		return "", "", fmt.Errorf("%q: not KEY=value", strings.TrimSpace(ava))
 	}
-	key = strings.ToUpper(strings.TrimSpace(k))
+	// Keywords are ASCII (RFC 4512 section 1.4): upper-cased as ASCII, so that no
+	// other letter folds into one (strings.ToUpper makes "ſt" ST).
+	key = strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' {
+			return r - 'a' + 'A'
+		}
+		return r
+	}, strings.TrimSpace(k))
 	// Spaces around the separators are not RFC 4514's, but people write them.
 	v = strings.TrimLeft(v, " ")
 	if strings.HasPrefix(v, "#") {

@@ -36,6 +36,7 @@ func TestParseCAName(t *testing.T) {
 		{in: "CN=", wantErr: "empty value"},
 		{in: "CN", wantErr: "not KEY=value"},
 		{in: "DC=example,CN=a", wantErr: "the attributes are"},
+		{in: "CN=a,\u017ft=Paris", wantErr: "the attributes are"}, // a long s, not ST
 		{in: "CN=a,C=France", wantErr: "two-letter"},
 		{in: "CN=a,C=F\\C3\\A9", wantErr: "PrintableString"},
 		{in: "CN=" + strings.Repeat("x", 43), wantErr: "at most 42"},
