@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -644,16 +645,21 @@ func TestMetricLabelsBounded(t *testing.T) {
 	require.Equal(t, map[string]int64{"unknown": 7, "UpdateReq": 1}, types)
 }
 
+// loggedServer is a Server logging JSON into logs, served over HTTP on 127.0.0.1.
+func loggedServer(t *testing.T) (pki *testPKI, logs *bytes.Buffer, ts *httptest.Server) {
+	t.Helper()
+	pki, logs = newTestPKI(t), new(bytes.Buffer)
+	s := pki.server(false)
+	s.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	require.NoError(t, s.Validate())
+	return pki, logs, httptestServer(t, s)
+}
+
 // TestLogBoundedOnHostileText: the text a requester chooses (a messageType of 50,000
 // characters, an object identifier of 20,000 arcs) reaches the log only cut short: each
 // log record stays under 2 KiB, and the request gets its answer.
 func TestLogBoundedOnHostileText(t *testing.T) {
-	pki := newTestPKI(t)
-	var logs bytes.Buffer
-	s := pki.server(false)
-	s.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-	require.NoError(t, s.Validate())
-	ts := httptestServer(t, s)
+	pki, logs, ts := loggedServer(t)
 	d := newDevice(t)
 	nonce := bytes.Repeat([]byte{7}, 16)
 	csr := newCSR(t, d.key, "device", "secret")
@@ -683,12 +689,7 @@ func TestLogBoundedOnHostileText(t *testing.T) {
 // TestLogNamesRefusedDigest: a request refused for its digest algorithm is logged with
 // the digest it named, not with SHA-256, the digest its FAILURE is signed with.
 func TestLogNamesRefusedDigest(t *testing.T) {
-	pki := newTestPKI(t)
-	var logs bytes.Buffer
-	s := pki.server(false)
-	s.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-	require.NoError(t, s.Validate())
-	ts := httptestServer(t, s)
+	pki, logs, ts := loggedServer(t)
 	d := newDevice(t)
 	csr := newCSR(t, d.key, "device", "secret")
 	der := d.rawRequest(t, pki.raEnc, csr, stdAttrs("tid-sha224", bytes.Repeat([]byte{7}, 16)), crypto.SHA256)
