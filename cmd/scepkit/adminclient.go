@@ -139,8 +139,8 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	// list follows a list call's pages (query q, entries under field) and prints
-	// their entries as one JSON array.
-	list := func(path string, q url.Values, field string) error {
+	// their entries as one JSON array, those keep accepts when it is set.
+	list := func(path string, q url.Values, field string, keep func(json.RawMessage) bool) error {
 		all := []json.RawMessage{}
 		for {
 			out, err := send(http.MethodGet, path+"?"+q.Encode(), nil)
@@ -161,7 +161,11 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					return fmt.Errorf("admin API: next: %w", err)
 				}
 			}
-			all = append(all, entries...)
+			for _, e := range entries {
+				if keep == nil || keep(e) {
+					all = append(all, e)
+				}
+			}
 			if next == "" || next == q.Get("after") {
 				break
 			}
@@ -187,7 +191,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return backupTo(ctx, client, strings.TrimSuffix(*u, "/")+"/v1/backup", token, rest[1])
 	case "pending":
-		return list("/v1/pending", url.Values{}, "pending")
+		return list("/v1/pending", url.Values{}, "pending", nil)
 	case "approve":
 		if err := need(1); err != nil {
 			return err
@@ -242,10 +246,20 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if *within > 0 {
 			q.Set("expiring_within", within.String())
 		}
+		var keep func(json.RawMessage) bool
 		if *withheld {
 			q.Set("withheld", "true")
+			// Only what the gateway marks withheld is printed: one older than the
+			// filter ignores withheld=true and answers with every certificate, which an
+			// operator told to revoke this list must never see.
+			keep = func(e json.RawMessage) bool {
+				var c struct {
+					Withheld bool `json:"withheld"`
+				}
+				return json.Unmarshal(e, &c) == nil && c.Withheld
+			}
 		}
-		return list("/v1/certificates", q, "certificates")
+		return list("/v1/certificates", q, "certificates", keep)
 	}
 	fs.Usage()
 	return fmt.Errorf("admin: unknown command %q", rest[0])

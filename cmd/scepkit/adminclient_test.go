@@ -57,3 +57,20 @@ func TestAdminClientRequests(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "{}\n", string(got))
 }
+
+// TestAdminClientWithheldOnly: certs -withheld prints only the certificates the
+// gateway marks withheld, also from a gateway older than the filter, which ignores
+// withheld=true and lists every certificate (an operator revokes what it prints).
+func TestAdminClientWithheldOnly(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"certificates": [{"serial": "0a", "withheld": true}, {"serial": "0b"}, {"serial": "0c", "withheld": false}]}`+"\n")
+	}))
+	t.Cleanup(srv.Close)
+	f := newFixture(t)
+	f.write(t, "srv-ca.pem", pemCert(srv.Certificate()))
+	out, err := exec.Command(bin, "admin", "-url", srv.URL, "-ca", f.path("srv-ca.pem"), "-token-file", f.path("token"),
+		"certs", "-withheld").Output()
+	require.NoError(t, err, string(out))
+	require.JSONEq(t, `[{"serial": "0a", "withheld": true}]`, string(out))
+}
