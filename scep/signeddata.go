@@ -66,22 +66,14 @@ func hashForDigestOID(oid asn1.ObjectIdentifier, legacy bool) (crypto.Hash, erro
 	return 0, fmt.Errorf("%w: digest %s", ErrUnsupportedAlgorithm, digestName(oid))
 }
 
-// digestName names a digestAlgorithm OID for errors and logs: the hash it is, MD5 and
-// SHA-224 (refused, but sent by old clients) by name, anything else by its OID.
+// digestName names, for errors and logs, a digestAlgorithm OID hashForDigestOID does
+// not take: MD5 and SHA-224 (sent by old clients) by name, anything else by its OID.
 func digestName(oid asn1.ObjectIdentifier) string {
 	switch {
 	case oid.Equal(oidMD5):
 		return "MD5"
 	case oid.Equal(oidSHA224):
 		return "SHA-224"
-	case oid.Equal(oidSHA1):
-		return crypto.SHA1.String()
-	case oid.Equal(oidSHA256):
-		return crypto.SHA256.String()
-	case oid.Equal(oidSHA384):
-		return crypto.SHA384.String()
-	case oid.Equal(oidSHA512):
-		return crypto.SHA512.String()
 	}
 	return oidText(oid)
 }
