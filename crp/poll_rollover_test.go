@@ -49,31 +49,42 @@ func TestClientPollAcrossRARenewal(t *testing.T) {
 		// and also wantErr when set.
 		ok      bool
 		wantErr error
-		// getCACert is how many GetCACert requests the Client sends in all.
-		getCACert int32
+		// getCACert is how many GetCACert requests the Client sends in all, polls
+		// how many PKIOperations once the gateway changed.
+		getCACert, polls int32
+		// fails: the poll ends with a FAILURE of wantFail (instead of ErrBadReply).
+		fails    bool
+		wantFail scep.FailInfo
 	}{
-		{name: "RA renewed, gateway restarted with the new RA only", ok: true, getCACert: 2,
+		{name: "RA renewed, gateway restarted with the new RA only", ok: true, getCACert: 2, polls: 2,
 			change: func(t *testing.T, e *pollEnv) http.Handler {
 				e.clock.Set(e.start.Add(10 * time.Minute))
 				return crp.NewServer(e.RP, e.nextRA)
 			}},
-		{name: "RA rollover switched, previous RA expired", rollover: 30 * time.Minute, ok: true, getCACert: 2,
+		{name: "RA rollover switched, previous RA expired", rollover: 30 * time.Minute, ok: true, getCACert: 2, polls: 2,
 			change: func(t *testing.T, e *pollEnv) http.Handler {
 				e.clock.Set(e.start.Add(2 * time.Hour))
 				return nil
 			}},
-		{name: "RA rollover switched, previous RA still valid", rollover: 30 * time.Minute, ok: true, getCACert: 1,
+		{name: "RA rollover switched, previous RA still valid", rollover: 30 * time.Minute, ok: true, getCACert: 1, polls: 1,
 			change: func(t *testing.T, e *pollEnv) http.Handler {
 				e.clock.Set(e.start.Add(31 * time.Minute)) // the gateway still answers with the previous RA
 				return nil
 			}},
-		{name: "RA encryption certificate renewed alone", ok: true, getCACert: 2,
+		{name: "RA encryption certificate renewed alone", ok: true, getCACert: 2, polls: 2,
 			change: func(t *testing.T, e *pollEnv) http.Handler {
 				// The poll, encrypted to the previous encryption certificate, gets a
 				// FAILURE badMessageCheck signed by the RA the Client knows.
 				e.clock.Set(e.start.Add(10 * time.Minute))
 				return crp.NewServer(e.RP, &catemplate.RA{SigningCertificate: e.RA.SigningCertificate, Signer: e.RA.Signer,
 					EncryptionCertificate: e.nextRA.EncryptionCertificate, Decrypter: e.nextRA.Decrypter})
+			}},
+		{name: "badMessageCheck with GetCACert unchanged: the reply stands", getCACert: 2, polls: 1, fails: true, wantFail: scep.BadMessageCheck,
+			change: func(t *testing.T, e *pollEnv) http.Handler {
+				// The same certificates served, the encryption certificate's key lost:
+				// fetching them again changes nothing, so nothing is sent again.
+				return crp.NewServer(e.RP, &catemplate.RA{SigningCertificate: e.RA.SigningCertificate, Signer: e.RA.Signer,
+					EncryptionCertificate: e.RA.EncryptionCertificate, Decrypter: e.nextRA.Decrypter})
 			}},
 		{name: "RA swapped for one another CA of the same name issued", getCACert: 2,
 			change: func(t *testing.T, e *pollEnv) http.Handler {
@@ -161,6 +172,7 @@ func TestClientPollAcrossRARenewal(t *testing.T) {
 			// While no request is in flight: the gateway changes, then the request is
 			// approved; the next poll is the first the changed gateway sees.
 			gate.Lock()
+			before := pkiOperation.Load()
 			if next := tc.change(t, e); next != nil {
 				serving.Store(&next)
 			}
@@ -173,6 +185,11 @@ func TestClientPollAcrossRARenewal(t *testing.T) {
 				require.NoError(t, r.err, "the device gets the certificate it was approved for")
 				require.True(t, r.cert.Equal(approved))
 				require.NoError(t, r.cert.CheckSignatureFrom(ca.Certificate))
+			} else if tc.fails {
+				var fe *scep.FailError
+				require.ErrorAs(t, r.err, &fe)
+				require.Equal(t, tc.wantFail, fe.Info)
+				require.Nil(t, r.cert)
 			} else {
 				require.ErrorIs(t, r.err, scep.ErrBadReply)
 				if tc.wantErr != nil {
@@ -182,6 +199,9 @@ func TestClientPollAcrossRARenewal(t *testing.T) {
 				require.Nil(t, r.cert)
 			}
 			require.Equal(t, tc.getCACert, getCACert.Load(), "GetCACert requests")
+			if tc.polls != 0 {
+				require.Equal(t, tc.polls, pkiOperation.Load()-before, "PKIOperations once the gateway changed")
+			}
 		})
 	}
 }
