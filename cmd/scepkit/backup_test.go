@@ -139,10 +139,7 @@ func TestAdminBackupStalledCaller(t *testing.T) {
 	t.Cleanup(func() { backupStall = old })
 	p := startInProcess(t, newFixture(t), "", "")
 	fillStore(t, p)
-	req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+p.f.token)
-	resp, err := p.admin.Client().Do(req)
+	resp, err := p.admin.Client().Do(backupRequest(t, p))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -150,10 +147,7 @@ func TestAdminBackupStalledCaller(t *testing.T) {
 	require.NoError(t, err)
 
 	require.Eventually(t, func() bool {
-		req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+p.f.token)
-		r, err := p.admin.Client().Do(req)
+		r, err := p.admin.Client().Do(backupRequest(t, p))
 		if err != nil {
 			return false
 		}
@@ -161,6 +155,15 @@ func TestAdminBackupStalledCaller(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		return r.StatusCode == http.StatusOK
 	}, 20*time.Second, 100*time.Millisecond, "the stalled caller still holds the backup")
+}
+
+// backupRequest is a backup call to p's admin API, with its token.
+func backupRequest(t *testing.T, p *inProcess) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+p.f.token)
+	return req
 }
 
 // fillStore writes about 13 MB of transaction records into p's store: a backup of it
@@ -196,10 +199,7 @@ func TestAdminBackupAbortAudited(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(auditLines(p.logs.lines(t)))
-			req, err := http.NewRequest(http.MethodGet, p.admin.URL+"/v1/backup", nil)
-			require.NoError(t, err)
-			req.Header.Set("Authorization", "Bearer "+p.f.token)
-			resp, err := p.admin.Client().Do(req)
+			resp, err := p.admin.Client().Do(backupRequest(t, p))
 			require.NoError(t, err)
 			defer resp.Body.Close()
 			require.Equal(t, http.StatusOK, resp.StatusCode)
