@@ -172,8 +172,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	logger.Info("shutting down: finishing in-flight requests")
+	logger.Info("shutting down: finishing in-flight requests (for up to 10 s)")
 	shutdown(srv)
+	// The state closed before the last line, so that the log says how it ended.
+	if err := gw.Close(); err != nil {
+		logger.Error("closing the state failed; the next start replays the store's journal", "err", err)
+		return err
+	}
+	logger.Info("stopped")
 	return nil
 }
 

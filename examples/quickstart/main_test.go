@@ -330,6 +330,9 @@ func TestServeModernStateRestart(t *testing.T) {
 	}
 
 	s.Stop(t)
+	// The state closed before the last line, which says so.
+	lines := strings.Split(strings.TrimSpace(s.Stderr.String()), "\n")
+	require.Contains(t, lines[len(lines)-1], `"msg":"stopped"`)
 
 	s2 := startServe(t, "-state", state)
 	ca2 := caCert(t, s2.Base+"/scep")
