@@ -1567,6 +1567,11 @@ func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*cr
 			if afterKey != nil && bytes.Compare(k, afterKey) <= 0 {
 				continue
 			}
+			// The key holds NotAfter to the second, as the certificate does: one in
+			// ExpiresAfter's second but before it is not counted toward the page.
+			if !q.ExpiresAfter.IsZero() && decodeTime(k[len(prefix):len(prefix)+8]).Before(q.ExpiresAfter) {
+				continue
+			}
 			var rec certificate
 			v := certs.Get(k[len(prefix)+8:])
 			if v == nil || json.Unmarshal(v, &rec) != nil ||

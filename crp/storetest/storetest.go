@@ -518,6 +518,9 @@ func certificateQueries(t *testing.T, b Backend) {
 		{"expired", crp.CertificateQuery{ExpiresBefore: now}, "[13]"},
 		{"user expiring", crp.CertificateQuery{UserID: "alice", ExpiresAfter: now, ExpiresBefore: now.Add(7 * day)}, "[11]"},
 		{"limit", crp.CertificateQuery{Limit: 2}, "[13 11]"},
+		// A page holds Limit certificates when that many match: one whose NotAfter is
+		// in ExpiresAfter's second, but before it, is not one of them.
+		{"limit, from within a NotAfter's second", crp.CertificateQuery{ExpiresAfter: now.Add(3*day + 500*time.Millisecond), Limit: 1}, "[12]"},
 	} {
 		got, err := b.Queries.Certificates(ctx, tc.q)
 		check(t, err, tc.name)
