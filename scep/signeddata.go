@@ -641,8 +641,10 @@ func addCertificates(b *cryptobyte.Builder, first *x509.Certificate, rest []*x50
 }
 
 // DegenerateCertificates returns the DER of a certs-only ("degenerate") CMS SignedData
-// holding certs in the order given (RFC 8894 §3.4, RFC 5652 §5.2). This is the
-// payload of a CertRep SUCCESS and of GetCACert when an RA is in use.
+// holding certs in the order given (RFC 8894 §3.4, RFC 5652 §5.2), but for later
+// copies of the first, which are left out (an issued certificate may come back in its
+// chain; a client takes the first as its own). This is the payload of a CertRep
+// SUCCESS and of GetCACert when an RA is in use.
 func DegenerateCertificates(certs []*x509.Certificate) ([]byte, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: no certificates", ErrBadContent)
