@@ -23,31 +23,12 @@ import (
 	"github.com/scepkit/scepkit/scep"
 )
 
-// smallDisk mounts a tmpfs of size bytes (root only: skipped elsewhere, failed under
-// CI=true, which runs as root) and returns its directory.
+// smallDisk is a new directory on a tmpfs of size bytes.
 func smallDisk(t *testing.T, size int) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		testserver.Missing(t, "mounting a %d-byte tmpfs: %v (needs root)", size, err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	testserver.SmallDisk(t, dir, size)
 	return dir
-}
-
-// fill writes a file until the disk is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	require.NoError(t, err)
-	defer f.Close()
-	chunk := bytes.Repeat([]byte{0xAA}, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			return
-		}
-	}
 }
 
 // TestDiskFull: on a full disk every write fails (a claim is not reported made, a
@@ -67,7 +48,7 @@ func TestDiskFull(t *testing.T) {
 	require.NoError(t, s.Claim(ctx, "before", exp))
 	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "tx-before", Status: scep.Pending, CSR: big64k, Expires: exp}))
 
-	fill(t, filepath.Join(dir, "filler"))
+	testserver.FillDisk(t, filepath.Join(dir, "filler"))
 	// Writes large enough to need new pages, and the file to grow, more than the
 	// journal holds.
 	var failed int

@@ -27,7 +27,7 @@ import (
 func TestReadyzFullDisk(t *testing.T) {
 	p := startInProcess(t, newFixture(t), "", "")
 	dir := t.TempDir()
-	smallDisk(t, dir)
+	testserver.SmallDisk(t, dir, 24<<20) // the journal (8 MiB) and the file
 	bs, err := boltstore.Open(filepath.Join(dir, "state.db"), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { bs.Close() })
@@ -40,7 +40,7 @@ func TestReadyzFullDisk(t *testing.T) {
 	}
 	require.Equal(t, http.StatusOK, ready())
 
-	fillDisk(t, dir)
+	testserver.FillDisk(t, filepath.Join(dir, "filler"))
 	// Records large enough that a checkpoint needs the file to grow.
 	ctx := context.Background()
 	big64k := bytes.Repeat([]byte{1}, 64<<10)
@@ -71,10 +71,10 @@ func TestStopReportsUncleanStore(t *testing.T) {
 	f := newFixture(t)
 	state := f.path("state")
 	require.NoError(t, os.MkdirAll(state, 0o700))
-	smallDisk(t, state)
+	testserver.SmallDisk(t, state, 24<<20)
 	r := start(t, f.config(t, "", ""))
 
-	fillDisk(t, state)
+	testserver.FillDisk(t, filepath.Join(state, "filler"))
 	// Enrollments go on, into the journal, while the checkpoints fail.
 	for range 2 {
 		out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com",
@@ -92,29 +92,4 @@ func TestStopReportsUncleanStore(t *testing.T) {
 	require.Error(t, r.waitErr, "the exit status says the store did not close cleanly")
 	require.NotContains(t, logs, `"msg":"stopped"`)
 	require.Contains(t, logs, "did not close cleanly")
-}
-
-// smallDisk mounts on dir a tmpfs of 24 MiB, room for boltstore's journal (8 MiB) and
-// its file (root only: skipped elsewhere, failed under CI=true, which runs as root).
-func smallDisk(t *testing.T, dir string) {
-	t.Helper()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", 24<<20)); err != nil {
-		testserver.Missing(t, "mounting a tmpfs: %v (needs root)", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
-}
-
-// fillDisk writes dir/filler until the disk is full.
-func fillDisk(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	require.NoError(t, err)
-	defer f.Close()
-	chunk := bytes.Repeat([]byte{0xAA}, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			return
-		}
-	}
 }
