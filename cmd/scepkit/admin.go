@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +14,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -341,7 +344,12 @@ func (a *admin) pending(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotImplemented, apiError{"the transaction store (Redis) cannot list pending requests"})
 		return
 	}
-	recs, err := a.g.pending.Pending(r.Context(), r.URL.Query().Get("after"), pageSize)
+	q, err := listQuery(r, "after")
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	recs, err := a.g.pending.Pending(r.Context(), q.Get("after"), pageSize)
 	if err != nil {
 		a.fail(w, r, http.StatusServiceUnavailable, err)
 		return
@@ -444,7 +452,14 @@ var errTrailingData = errors.New("data after the JSON object")
 // take, is an operator's mistake that would otherwise be acted on as something
 // else). An empty body is io.EOF itself.
 func decodeBody(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return err
+	}
+	if err := exactKeys(data, v); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return err
@@ -458,6 +473,51 @@ func decodeBody(body io.Reader, v any) error {
 			return err
 		}
 		return errTrailingData
+	}
+	return nil
+}
+
+// errFieldTwice is a body's field given twice.
+var errFieldTwice = errors.New("a field given twice")
+
+// exactKeys refuses a JSON object whose keys repeat, or are not the names of v's
+// fields as written (v points to a struct): encoding/json takes the last of repeated
+// keys and matches names in any case, so {"reason":7,"reason":1} revoked with reason
+// 1, and "UNRECORDED" would count as "unrecorded". What is not an object is left to
+// the decoder to refuse.
+func exactKeys(data []byte, v any) error {
+	t := reflect.TypeOf(v).Elem()
+	names := make(map[string]bool, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" {
+			name = t.Field(i).Name
+		}
+		names[name] = true
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		k, _ := tok.(string)
+		switch {
+		case seen[k]:
+			return fmt.Errorf("%w: %q", errFieldTwice, logtext.Cut(k, 64))
+		case !names[k]:
+			// The text encoding/json gives an unknown field, which badBody names.
+			return fmt.Errorf("json: unknown field %q", logtext.Cut(k, 64))
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
 	}
 	return nil
 }
@@ -479,6 +539,8 @@ func badBody(w http.ResponseWriter, err error, want string) {
 			msg = "unknown field " + field + "; " + want
 		} else if errors.Is(err, errTrailingData) {
 			msg = errTrailingData.Error() + "; " + want
+		} else if errors.Is(err, errFieldTwice) {
+			msg = err.Error() + "; " + want
 		}
 	}
 	writeJSON(w, http.StatusBadRequest, apiError{msg})
@@ -704,8 +766,32 @@ func (a *admin) withheldPage(ctx context.Context, cq crp.CertificateQuery) ([]*c
 	return out, certCursor(cq.After.Certificate), nil
 }
 
+// listQuery reads a list call's query strictly: a pair that does not parse, a
+// parameter the call does not take, or one given twice is an error, never left out
+// (r.URL.Query drops what it cannot parse: withheld=%zz listed every certificate, to
+// an operator revoking what the list holds).
+func listQuery(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, errors.New("the query does not parse")
+	}
+	for k, vs := range q {
+		if !slices.Contains(allowed, k) {
+			return nil, fmt.Errorf("%s: not a parameter of this call (%s)", logtext.Cut(k, 64), strings.Join(allowed, ", "))
+		}
+		if len(vs) > 1 {
+			return nil, fmt.Errorf("%s: given more than once", k)
+		}
+	}
+	return q, nil
+}
+
 func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q, err := listQuery(r, "user", "device", "expiring_within", "withheld", "after")
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
 	cq := crp.CertificateQuery{UserID: q.Get("user"), DeviceID: q.Get("device")}
 	withheld := false
 	switch s := q.Get("withheld"); s {
@@ -735,7 +821,6 @@ func (a *admin) certificates(w http.ResponseWriter, r *http.Request) {
 	}
 	var list []*crp.IssuedCertificate
 	var next string
-	var err error
 	if withheld {
 		list, next, err = a.withheldPage(r.Context(), cq)
 	} else {

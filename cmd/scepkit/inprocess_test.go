@@ -346,6 +346,11 @@ func TestAdminStrictBodies(t *testing.T) {
 		{"revoke, second object", revokePath, `{"reason": 1}{"reason": 4}`, "data after the JSON object"},
 		{"revoke, trailing array", revokePath, `{"reason": 1} []`, "data after the JSON object"},
 		{"revoke, two reasons", revokePath, `{"reason": 1} {"reason": 1}`, "data after the JSON object"},
+		// encoding/json takes the last of repeated keys, and names in any case.
+		{"revoke, a reason refused then one taken", revokePath, `{"reason": 7, "reason": 1}`, `a field given twice: \"reason\"`},
+		{"revoke, a field in capitals", revokePath, `{"REASON": 1}`, `unknown field \"REASON\"`},
+		{"revoke, unrecorded in another case", revokePath, `{"reason": 1, "Unrecorded": true}`, `unknown field \"Unrecorded\"`},
+		{"reject, two reasons in one object", "/v1/pending/tx-1/reject", `{"reason": "a", "reason": "b"}`, `a field given twice`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := p.call(t, http.MethodPost, tc.path, []byte(tc.body))
