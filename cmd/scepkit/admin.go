@@ -459,8 +459,7 @@ func decodeBody(body io.Reader, v any) error {
 	if err := exactKeys(data, v); err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	dec := json.NewDecoder(bytes.NewReader(data)) // exactKeys refused unknown fields
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
@@ -477,8 +476,12 @@ func decodeBody(body io.Reader, v any) error {
 	return nil
 }
 
-// errFieldTwice is a body's field given twice.
-var errFieldTwice = errors.New("a field given twice")
+// errFieldTwice is a body's field given twice, errUnknownField one the call does not
+// take (or written in another case).
+var (
+	errFieldTwice   = errors.New("a field given twice")
+	errUnknownField = errors.New("unknown field")
+)
 
 // exactKeys refuses a JSON object whose keys repeat, or are not the names of v's
 // fields as written (v points to a struct): encoding/json takes the last of repeated
@@ -510,8 +513,7 @@ func exactKeys(data []byte, v any) error {
 		case seen[k]:
 			return fmt.Errorf("%w: %q", errFieldTwice, logtext.Cut(k, 64))
 		case !names[k]:
-			// The text encoding/json gives an unknown field, which badBody names.
-			return fmt.Errorf("json: unknown field %q", logtext.Cut(k, 64))
+			return fmt.Errorf("%w %q", errUnknownField, logtext.Cut(k, 64))
 		}
 		seen[k] = true
 		var skip json.RawMessage
@@ -533,13 +535,7 @@ func badBody(w http.ResponseWriter, err error, want string) {
 	}
 	msg := want
 	if err != nil {
-		// encoding/json has no error type for an unknown field; its text names the
-		// field (quoted by json).
-		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			msg = "unknown field " + field + "; " + want
-		} else if errors.Is(err, errTrailingData) {
-			msg = errTrailingData.Error() + "; " + want
-		} else if errors.Is(err, errFieldTwice) {
+		if errors.Is(err, errUnknownField) || errors.Is(err, errFieldTwice) || errors.Is(err, errTrailingData) {
 			msg = err.Error() + "; " + want
 		}
 	}

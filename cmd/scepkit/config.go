@@ -311,22 +311,12 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// requestLevel is log_level's level, nil for a name it is not.
-func (c *config) requestLevel() *slog.Level {
+// requestLevel is log_level's level, as slog names levels (debug, info, warn, error,
+// in any case).
+func (c *config) requestLevel() (slog.Level, error) {
 	var l slog.Level
-	switch c.LogLevel {
-	case "debug":
-		l = slog.LevelDebug
-	case "info":
-		l = slog.LevelInfo
-	case "warn":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	default:
-		return nil
-	}
-	return &l
+	err := l.UnmarshalText([]byte(c.LogLevel))
+	return l, err
 }
 
 // caName is ca_name parsed; validate has checked it.
@@ -340,6 +330,7 @@ func (c *config) caName() caName {
 
 func (c *config) validate() error {
 	_, caNameErr := parseCAName(c.CAName)
+	_, levelErr := c.requestLevel()
 	switch {
 	case c.Listen == "":
 		return settingError("listen", errors.New("required"))
@@ -371,7 +362,7 @@ func (c *config) validate() error {
 			profile.MaxValidityDays*24, profile.MaxValidityDays))
 	case c.Log != "text" && c.Log != "json":
 		return settingError("log", fmt.Errorf("%q: want text or json", c.Log))
-	case c.requestLevel() == nil:
+	case levelErr != nil:
 		return settingError("log_level", fmt.Errorf("%q: want debug, info, warn or error", c.LogLevel))
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return settingError("tls_key", errors.New("tls_cert and tls_key go together"))

@@ -277,7 +277,8 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		KeyTypes:  []profile.KeyType{profile.RSA, profile.ECDSAP256, profile.ECDSAP384},
 		Published: true, RequiresApproval: c.RequireApproval}
 	// The lines about each request, at log_level or above.
-	reqLog := slog.New(levelFloor{log.Handler(), *c.requestLevel()})
+	level, _ := c.requestLevel() // validate has checked it
+	reqLog := slog.New(levelFloor{log.Handler(), level})
 	g.rp = &crp.RegistrationPoint{
 		Verifier:  &challenge.Verifier{Keys: keys, Issuer: c.MDMIssuer, Audience: c.Identity, Replay: replay},
 		Decisions: replay,
