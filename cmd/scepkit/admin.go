@@ -206,8 +206,55 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /v1/certificates/{serial}", a.certificate)
 	mux.HandleFunc("GET /v1/certificates", a.certificates)
 	mux.HandleFunc("GET /v1/backup", a.backup)
-	return a.audited(mux)
+	return a.audited(routed(mux))
 }
+
+// routed serves mux, answering the calls it has no route for as the API answers its
+// other refusals: a JSON error, 404, or 405 with Allow. HEAD is refused: Go's router
+// hands it to the GET routes and drops their answer's body, so a HEAD of /v1/backup
+// read the whole store for nothing.
+func routed(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			get := *r
+			get.Method = http.MethodGet
+			if _, pattern := mux.Handler(&get); pattern != "" {
+				w.Header().Set("Allow", http.MethodGet)
+				writeJSON(w, http.StatusMethodNotAllowed, apiError{http.StatusText(http.StatusMethodNotAllowed)})
+				return
+			}
+		}
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r) // which sets the path's values
+			return
+		}
+		// The router's own answer, 404 or 405, for its status and Allow only.
+		miss := &routeMiss{header: http.Header{}, status: http.StatusNotFound}
+		h.ServeHTTP(miss, r)
+		if allow := miss.header.Get("Allow"); allow != "" {
+			var methods []string
+			for _, m := range strings.Split(allow, ",") {
+				if m = strings.TrimSpace(m); m != http.MethodHead {
+					methods = append(methods, m)
+				}
+			}
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+		}
+		writeJSON(w, miss.status, apiError{http.StatusText(miss.status)})
+	})
+}
+
+// routeMiss takes the router's answer to a call it has no route for, keeping its
+// status and headers, dropping its plain-text body.
+type routeMiss struct {
+	header http.Header
+	status int
+}
+
+func (m *routeMiss) Header() http.Header         { return m.header }
+func (m *routeMiss) Write(b []byte) (int, error) { return len(b), nil }
+func (m *routeMiss) WriteHeader(status int)      { m.status = status }
 
 // callerKey is the context key of the authenticated caller, as audited found it.
 type callerKey struct{}
@@ -368,6 +415,13 @@ func (a *admin) pending(w http.ResponseWriter, r *http.Request) {
 // issued for. The request is looked up first: an unknown id is 404 and a request no
 // longer pending 409, before anything is decided.
 func (a *admin) approve(w http.ResponseWriter, r *http.Request) {
+	// No field is taken: the body is none or {}. A field an operator sends believing
+	// it acts (a template, a reason) is refused, not ignored.
+	var body struct{}
+	if err := decodeBody(r.Body, &body); err != nil && err != io.EOF {
+		badBody(w, err, `no body, or {}`)
+		return
+	}
 	id := r.PathValue("id")
 	rec, err := a.g.rp.Transactions.Get(r.Context(), id)
 	if err == nil && rec.Status != scep.Pending {

@@ -317,8 +317,9 @@ func TestAdminListsPage(t *testing.T) {
 	}
 }
 
-// TestAdminStrictBodies: a body with a field the call does not take, or anything but
-// white space after its JSON object, is 400 with what is wrong, and changes nothing:
+// TestAdminStrictBodies: a body with a field the call does not take (approve takes
+// none), or anything but white space after its JSON object, is 400 with what is wrong,
+// and changes nothing:
 // the request stays pending, the certificate unrevoked (before, both were acted on:
 // the unknown field ignored, the second object unread). The well-formed bodies that
 // follow do act, so the test tells the two apart.
@@ -351,6 +352,10 @@ func TestAdminStrictBodies(t *testing.T) {
 		{"revoke, a field in capitals", revokePath, `{"REASON": 1}`, `unknown field \"REASON\"`},
 		{"revoke, unrecorded in another case", revokePath, `{"reason": 1, "Unrecorded": true}`, `unknown field \"Unrecorded\"`},
 		{"reject, two reasons in one object", "/v1/pending/tx-1/reject", `{"reason": "a", "reason": "b"}`, `a field given twice`},
+		// Approve takes no field: one an operator sends believing it acts would be ignored.
+		{"approve, a template", "/v1/pending/tx-1/approve", `{"template": "other"}`, `unknown field \"template\"`},
+		{"approve, a reason", "/v1/pending/tx-1/approve", `{"reason": "checked by phone"}`, `unknown field \"reason\"`},
+		{"approve, two objects", "/v1/pending/tx-1/approve", `{} {}`, "data after the JSON object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := p.call(t, http.MethodPost, tc.path, []byte(tc.body))
