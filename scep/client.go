@@ -101,19 +101,25 @@ const DefaultMaxResponseBytes = 1 << 20
 // pin the CA and the client encrypts to the CA; if the server cannot decrypt that, its
 // RA certificates need the EKU.
 //
-// # Polling across an RA renewal
+// # Following an RA renewal
 //
-// A request may stay PENDING for days, longer than the RA certificates it began with
-// serve. When the reply to a CertPoll is signed by no certificate the Client keeps, or
-// is a FAILURE badMessageCheck (what a server answers a request encrypted to an RA it
-// no longer holds), the Client fetches GetCACert again and keeps from it what it keeps
+// The RA may be renewed between the Client's GetCACert and the reply to its request
+// (a request sent with certificates fetched just before a renewal, or served from a
+// stale cache), and a request may stay PENDING for days, longer than the RA
+// certificates it began with serve. When the reply to a request (PKCSReq,
+// RenewalReq) or to a CertPoll is signed by no certificate the Client keeps, or is a
+// FAILURE badMessageCheck (what a server answers a request encrypted to an RA it no
+// longer holds), the Client fetches GetCACert again and keeps from it what it keeps
 // at the start: the same pin, the same rules, expired certificates dropped. When that
-// differs from what it held, it sends the CertPoll once more with the new certificates
-// and polls with them from then on; otherwise the reply stands. An RA the pinned CA did
-// not issue is dropped as at the start, so a reply it signs is still refused with
-// [ErrBadReply] (the error also matches GetCACert's own, [ErrFingerprint] say, when
-// that fetch fails). There is at most one GetCACert and one resend per poll, within the
-// context of the request, and every CertPoll names the CA the request was sent to.
+// differs from what it held, it sends the same message once more with the new
+// certificates (the same transactionID, signer and CSR, which a server that decided
+// the first copy answers from its record of the transaction instead of deciding, and
+// issuing, again) and polls with them from then on; otherwise the reply stands. An RA
+// the pinned CA did not issue is dropped as at the start, so a reply it signs is still
+// refused with [ErrBadReply] (the error also matches GetCACert's own, [ErrFingerprint]
+// say, when that fetch fails). There is at most one GetCACert and one resend for the
+// request and for each poll, within the context of the request, and every CertPoll
+// names the CA of the certificates the request was last sent with.
 type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
@@ -705,11 +711,11 @@ func SelfSigned(key crypto.Signer, subject pkix.Name, r io.Reader) (*x509.Certif
 // Enroll sends a PKCSReq for csr (DER; add the challenge with [AddChallengePassword])
 // signed by a self-signed certificate for key, and returns the issued certificate. key
 // must be the CSR's key and, to read the reply, a crypto.Decrypter (RSA). On PENDING it
-// polls with CertPoll every PollInterval (across an RA renewal too, see [Client])
-// until ctx ends, with no bound of its own (an approval may take days: RFC 8894
-// section 3.3.3 leaves the limit to the client), so give ctx the deadline you accept;
-// it then returns an error matching [ErrPending]. A FAILURE is a *[FailError]
-// wrapping [ErrRefused].
+// polls with CertPoll every PollInterval until ctx ends, with no bound of its own (an
+// approval may take days: RFC 8894 section 3.3.3 leaves the limit to the client), so
+// give ctx the deadline you accept; it then returns an error matching [ErrPending].
+// The request and each poll follow an RA renewal (see [Client]). A FAILURE is a
+// *[FailError] wrapping [ErrRefused].
 func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x509.Certificate, error) {
 	if _, err := requesterKey(key); err != nil {
 		return nil, err
@@ -727,8 +733,8 @@ func (c *Client) Enroll(ctx context.Context, csr []byte, key crypto.Signer) (*x5
 
 // Renew asks for a new certificate for csr, signing with the certificate being renewed
 // and its key: a RenewalReq when the server lists Renewal, else a PKCSReq signed by the
-// old certificate (RFC 8894 §3.3.1.2). The CSR may carry a new key. On PENDING it
-// polls as Enroll does, until ctx ends.
+// old certificate (RFC 8894 §3.3.1.2). The CSR may carry a new key. The request
+// follows an RA renewal and, on PENDING, polls as Enroll does, until ctx ends.
 func (c *Client) Renew(ctx context.Context, csr []byte, old *x509.Certificate, oldKey crypto.Signer) (*x509.Certificate, error) {
 	if old == nil {
 		return nil, fmt.Errorf("%w: Renew needs the certificate being renewed", ErrClientKey)
@@ -766,12 +772,12 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	if err != nil {
 		return nil, err
 	}
-	rep, kept, err := c.exchange(ctx, s, typ, tid, csr, signer, key)
+	s, rep, kept, err := c.send(ctx, s, typ, tid, csr, signer, key)
 	if err != nil {
 		return nil, err
 	}
-	// Every poll names the CA the request went to (RFC 8894 §3.3.3), whatever
-	// certificates a later GetCACert brings.
+	// Every poll names the CA the request went to (RFC 8894 §3.3.3): that of the
+	// session its answer came from, whatever certificates a later GetCACert brings.
 	poll, err := MarshalIssuerAndSubject(s.ca.RawSubject, parsed.RawSubject)
 	if err != nil {
 		return nil, err
@@ -788,7 +794,7 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 			return nil, fmt.Errorf("%w: %w", ErrPending, ctx.Err())
 		case <-t.C:
 		}
-		s, rep, kept, err = c.poll(ctx, s, tid, poll, signer, key)
+		s, rep, kept, err = c.send(ctx, s, CertPoll, tid, poll, signer, key)
 		if err != nil && ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", ErrPending, ctx.Err())
 		}
@@ -799,17 +805,20 @@ func (c *Client) requestWith(ctx context.Context, s *session, typ MessageType, c
 	return issuedFor(rep, parsed.PublicKey, kept, c.now())
 }
 
-// poll sends one CertPoll with payload poll. When the reply says that the session's
-// certificates are stale (it is signed by none the session keeps, or it is a FAILURE
-// badMessageCheck: the server could not read a request encrypted to an RA it no longer
-// holds), poll fetches GetCACert once more, keeps what the same checks as at the start
-// keep, and when that differs from the session's certificates sends the CertPoll once
-// more with them; the session it returns is the one its answer came from. Either way
-// the reply to the last CertPoll sent is what counts: at most one GetCACert and one
-// resend per call, within ctx.
-func (c *Client) poll(ctx context.Context, s *session, tid string, poll []byte,
+// send sends one request (the PKCSReq or RenewalReq, or a CertPoll) of type typ with
+// payload under transactionID tid, and follows an RA renewal. When the reply says that
+// the session's certificates are stale (it is signed by none the session keeps, or it
+// is a FAILURE badMessageCheck: the server could not read a request encrypted to an RA
+// it no longer holds), send fetches GetCACert once more, keeps what the same checks as
+// at the start keep, and when that differs from the session's certificates sends the
+// same request once more with them: the same type, payload, signer and transactionID,
+// which a server that decided the first copy answers from its record of the
+// transaction. The session it returns is the one its answer came from. Either way the
+// reply to the last copy sent is what counts: at most one GetCACert and one resend per
+// call, within ctx.
+func (c *Client) send(ctx context.Context, s *session, typ MessageType, tid string, payload []byte,
 	signer *x509.Certificate, key crypto.Signer) (*session, *PKIMessage, []*x509.Certificate, error) {
-	rep, kept, err := c.exchange(ctx, s, CertPoll, tid, poll, signer, key)
+	rep, kept, err := c.exchange(ctx, s, typ, tid, payload, signer, key)
 	var fe *FailError
 	if !errors.Is(err, errUnknownSigner) && !(errors.As(err, &fe) && fe.Info == BadMessageCheck) {
 		return s, rep, kept, err
@@ -825,7 +834,7 @@ func (c *Client) poll(ctx context.Context, s *session, tid string, poll []byte,
 	if ferr != nil {
 		return s, nil, nil, fmt.Errorf("%w (fetching GetCACert again: %w)", err, ferr)
 	}
-	rep, kept, err = c.exchange(ctx, fresh, CertPoll, tid, poll, signer, key)
+	rep, kept, err = c.exchange(ctx, fresh, typ, tid, payload, signer, key)
 	return fresh, rep, kept, err
 }
 
