@@ -53,6 +53,13 @@ const (
 	AttrDecision  = attribute.Key("scepkit.decision")
 )
 
+// durationBuckets are the bucket boundaries of the duration histograms, in seconds:
+// from a phase of a few microseconds to a request an external validator holds for
+// minutes. OpenTelemetry's default boundaries (0 to 10000) are meant for
+// milliseconds: in seconds every request fell in the bucket up to 5 s.
+var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+	0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 180}
+
 const numPhases = int(PhaseNotify) + 1
 
 // telemetry holds the instruments, made once from the registration point's
@@ -100,9 +107,11 @@ func newTelemetry(mp metric.MeterProvider, tp trace.TracerProvider) *telemetry {
 	t.enrolls, _ = m.Int64Counter(MetricEnrollments, metric.WithUnit("{request}"),
 		metric.WithDescription("Enrollment requests by outcome, phase and reason."))
 	t.reqDur, _ = m.Float64Histogram(MetricRequestDuration, metric.WithUnit("s"),
-		metric.WithDescription("Time to decide one SCEP request."))
+		metric.WithDescription("Time to decide one SCEP request."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	t.phaseDur, _ = m.Float64Histogram(MetricPhaseDuration, metric.WithUnit("s"),
-		metric.WithDescription("Time one phase of the registration point took."))
+		metric.WithDescription("Time one phase of the registration point took."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	t.claims, _ = m.Int64Counter(MetricChallengeClaims, metric.WithUnit("{claim}"),
 		metric.WithDescription("One-time claims of challenges by result."))
 	t.storeErrs, _ = m.Int64Counter(MetricStoreErrors, metric.WithUnit("{error}"),

@@ -239,3 +239,41 @@ func TestServerCloseStopsExpiryGauge(t *testing.T) {
 	require.Len(t, expiry, 3, "CA, and the new RA's two certificates")
 	require.Contains(t, expiry, "scepkit.certificate.role=ra-signing,scepkit.certificate.serial="+ra.SigningCertificate.SerialNumber.Text(16)+",")
 }
+
+// TestDurationBucketsInSeconds: the duration histograms are in seconds, so their
+// buckets must be too. With OpenTelemetry's default boundaries (0, 5, 10, ... 10000,
+// meant for milliseconds) every request and phase fell in the bucket up to 5 s, and
+// a Prometheus quantile of any of them read about 2.5 s.
+func TestDurationBucketsInSeconds(t *testing.T) {
+	o := newObserved(t)
+	ch := mint(t, o.env, "alice@example.com", "alice-laptop")
+	require.Equal(t, scep.Success, o.pkcsReq(t, "tx-ok", "alice@example.com", ch).Status)
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, o.reader.Collect(context.Background(), &rm))
+	seen := map[string]int{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != crp.MetricRequestDuration && m.Name != crp.MetricPhaseDuration {
+				continue
+			}
+			for _, p := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				seen[m.Name]++
+				require.Positive(t, p.Bounds[0], m.Name)
+				require.LessOrEqual(t, p.Bounds[0], 0.001, "%s: the first bucket resolves under a millisecond", m.Name)
+				require.LessOrEqual(t, p.Bounds[len(p.Bounds)-1], 300.0, "%s: bounds in seconds", m.Name)
+				// Each observation (well under a second here) lands in a bucket that ends
+				// under a second.
+				for i, c := range p.BucketCounts {
+					if c > 0 {
+						require.Less(t, i, len(p.Bounds), "%s: observed past every bound", m.Name)
+						require.LessOrEqual(t, p.Bounds[i], 1.0, "%s %v: %v s observed in the bucket up to %v s",
+							m.Name, attrString(p.Attributes), p.Sum, p.Bounds[i])
+					}
+				}
+			}
+		}
+	}
+	require.Positive(t, seen[crp.MetricRequestDuration])
+	require.Positive(t, seen[crp.MetricPhaseDuration])
+}

@@ -161,6 +161,11 @@ const (
 	MetricCallDuration = "scepkit.intune.call.duration"
 )
 
+// callBuckets are MetricCallDuration's bucket boundaries, in seconds: from a local
+// answer to a call retried for minutes. OpenTelemetry's default boundaries (0 to
+// 10000) are meant for milliseconds.
+var callBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 180}
+
 // record counts one call and its outcome.
 func (c *Client) record(ctx context.Context, op string, start time.Time, err error) {
 	result := "ok"
@@ -242,7 +247,8 @@ func (c *Client) init() {
 		c.calls, _ = m.Int64Counter(MetricCalls, metric.WithUnit("{call}"),
 			metric.WithDescription("Calls to Intune by operation and result."))
 		c.callDur, _ = m.Float64Histogram(MetricCallDuration, metric.WithUnit("s"),
-			metric.WithDescription("Duration of calls to Intune, retries included."))
+			metric.WithDescription("Duration of calls to Intune, retries included."),
+			metric.WithExplicitBucketBoundaries(callBuckets...))
 	})
 }
 

@@ -65,3 +65,43 @@ func TestCallsCounted(t *testing.T) {
 	require.Equal(t, int64(1), got[[2]string{"validateRequest", "service"}], "%v", got)
 	require.Equal(t, int64(1), got[[2]string{"discovery", "ok"}], "%v", got)
 }
+
+// TestCallDurationBucketsInSeconds: the call duration histogram is in seconds, and
+// so are its buckets. With OpenTelemetry's default boundaries (0, 5, 10, ... 10000,
+// meant for milliseconds) every call under 5 s fell in one bucket.
+func TestCallDurationBucketsInSeconds(t *testing.T) {
+	g := newGateway(t, false)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	c := g.Emu.Client("scepkit-test/1.0")
+	c.MeterProvider = mp
+	g.RP.Validators = []crp.ChallengeValidator{&intune.Validator{Client: c, Profile: g.RP.Validators[0].(*intune.Validator).Profile}}
+	g.RP.Notifier = &intune.Notifier{Client: c, Others: g.Notifier}
+	ctx := context.Background()
+	ch := g.Emu.Challenge(intunetest.Verdict{})
+	_, err := g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "tx-ok", CSR: csr(t, "d", ch), Challenge: ch})
+	require.NoError(t, err)
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &rm))
+	seen := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != intune.MetricCallDuration {
+				continue
+			}
+			for _, p := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				seen++
+				require.Positive(t, p.Bounds[0])
+				require.LessOrEqual(t, p.Bounds[len(p.Bounds)-1], 300.0, "bounds in seconds")
+				for i, n := range p.BucketCounts {
+					if n > 0 {
+						require.Less(t, i, len(p.Bounds), "observed past every bound")
+						require.LessOrEqual(t, p.Bounds[i], 1.0, "%v s observed in the bucket up to %v s", p.Sum, p.Bounds[i])
+					}
+				}
+			}
+		}
+	}
+	require.Positive(t, seen)
+}
