@@ -34,6 +34,7 @@ package pkcs11key
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/elliptic"
 	cryptorand "crypto/rand"
 	"crypto/rsa"
@@ -58,8 +59,9 @@ var (
 	ErrKeyNotFound = errors.New("pkcs11key: key not found")
 	// ErrNotRSA is returned by Key.Decrypt for a key that is not RSA.
 	ErrNotRSA = errors.New("pkcs11key: only RSA keys decrypt")
-	// ErrOptions is returned by Key.Decrypt for options it does not support.
-	ErrOptions = errors.New("pkcs11key: unsupported decrypter options")
+	// ErrOptions is returned by Key.Sign and Key.Decrypt for options they do not
+	// support, and by Key.Sign for a digest whose length is not its hash's.
+	ErrOptions = errors.New("pkcs11key: unsupported options")
 )
 
 // Config says which PKCS#11 module and token to open.
@@ -237,9 +239,63 @@ func newKey(s crypto11.Signer) *Key {
 func (k *Key) Public() crypto.PublicKey { return k.s.Public() }
 
 // Sign signs digest in the token: PKCS#1 v1.5 or PSS (with *rsa.PSSOptions and a
-// fixed salt length) for RSA, an ASN.1 DER signature for ECDSA.
+// fixed salt length) for RSA, an ASN.1 DER signature for ECDSA. digest must have the
+// length of opts' hash. An RSA key signs with SHA-1, SHA-224, SHA-256, SHA-384 or
+// SHA-512, or with PKCS#1 v1.5 and no hash (digest is then signed as it is, as
+// crypto/rsa does). Anything else (nil opts, a digest of another length, another
+// hash for RSA, PSS without a hash, with rsa.PSSSaltLengthAuto or with a negative
+// salt length other than rsa.PSSSaltLengthEqualsHash) is refused with an error
+// wrapping ErrOptions before the token is asked: the token would sign an RSA digest
+// of the wrong length or hash as it is, a signature that verifies for no message.
 func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if err := checkSignOpts(k.s.Public(), digest, opts); err != nil {
+		return nil, err
+	}
 	return k.s.Sign(rand, digest, opts)
+}
+
+// signHashes are the hashes crypto11 knows the PKCS#1 v1.5 DigestInfo of, and the
+// PSS parameters of.
+var signHashes = map[crypto.Hash]bool{crypto.SHA1: true, crypto.SHA224: true, crypto.SHA256: true,
+	crypto.SHA384: true, crypto.SHA512: true}
+
+// checkSignOpts refuses, with ErrOptions, options that a key whose public key is pub
+// cannot honour for digest.
+func checkSignOpts(pub crypto.PublicKey, digest []byte, opts crypto.SignerOpts) error {
+	if opts == nil {
+		return fmt.Errorf("%w: nil SignerOpts (pass the digest's crypto.Hash)", ErrOptions)
+	}
+	h := opts.HashFunc()
+	switch pub.(type) {
+	case *rsa.PublicKey:
+		if o, ok := opts.(*rsa.PSSOptions); ok {
+			switch {
+			case o.SaltLength == rsa.PSSSaltLengthAuto:
+				return fmt.Errorf("%w: PSS with rsa.PSSSaltLengthAuto (give the salt length)", ErrOptions)
+			case o.SaltLength < 0 && o.SaltLength != rsa.PSSSaltLengthEqualsHash:
+				return fmt.Errorf("%w: PSS salt length %d", ErrOptions, o.SaltLength)
+			}
+			if h == 0 {
+				return fmt.Errorf("%w: PSS without a hash", ErrOptions)
+			}
+		}
+		if h == 0 {
+			return nil // PKCS#1 v1.5 over digest as it is, as crypto/rsa signs it
+		}
+		if !signHashes[h] {
+			return fmt.Errorf("%w: RSA signatures with %v", ErrOptions, h)
+		}
+	case *ecdsa.PublicKey:
+		if h == 0 {
+			return nil
+		}
+	default:
+		return nil
+	}
+	if len(digest) != h.Size() {
+		return fmt.Errorf("%w: a %d-byte digest for %v, whose digests are %d bytes", ErrOptions, len(digest), h, h.Size())
+	}
+	return nil
 }
 
 // Decrypt decrypts ciphertext in the token with RSA PKCS#1 v1.5 (opts nil or

@@ -3,7 +3,11 @@ package pkcs11key_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
@@ -234,4 +238,70 @@ func listed(crl *x509.RevocationList, serial *big.Int) bool {
 		}
 	}
 	return false
+}
+
+// TestSignOptions: Sign honours its options as crypto/rsa and crypto/ecdsa do, and
+// refuses (ErrOptions) what it cannot honour: a digest whose length is not its hash's,
+// a hash the token is not given a DigestInfo for, PSS without a hash, no options. The
+// token signed a wrong-length digest and an MD5 or SHA3 digest without error, with
+// PKCS#1 v1.5 signatures that verify for no message, and nil options panicked.
+func TestSignOptions(t *testing.T) {
+	tok := openToken(t)
+	rk, err := tok.GenerateKey("sign-rsa", pkcs11key.RSA2048)
+	require.NoError(t, err)
+	ek, err := tok.GenerateKey("sign-ec", pkcs11key.ECDSAP256)
+	require.NoError(t, err)
+	d256 := sha256.Sum256([]byte("a certificate, say"))
+	d384 := sha512.Sum384([]byte("a certificate, say"))
+	pss := func(h crypto.Hash, salt int) *rsa.PSSOptions { return &rsa.PSSOptions{Hash: h, SaltLength: salt} }
+	cases := []struct {
+		name   string
+		key    *pkcs11key.Key
+		digest []byte
+		opts   crypto.SignerOpts
+		ok     bool
+	}{
+		{"RSA SHA-256", rk, d256[:], crypto.SHA256, true},
+		{"RSA SHA-384", rk, d384[:], crypto.SHA384, true},
+		{"RSA no hash (the digest signed as it is)", rk, d256[:], crypto.Hash(0), true},
+		{"RSA SHA-256 with a 20-byte digest", rk, d256[:20], crypto.SHA256, false},
+		{"RSA SHA-1 with a 32-byte digest", rk, d256[:], crypto.SHA1, false},
+		{"RSA SHA-384 with a 32-byte digest", rk, d256[:], crypto.SHA384, false},
+		{"RSA MD5", rk, d256[:16], crypto.MD5, false},
+		{"RSA SHA3-256", rk, d256[:], crypto.SHA3_256, false},
+		{"RSA SHA-512/256", rk, d256[:], crypto.SHA512_256, false},
+		{"RSA nil options", rk, d256[:], nil, false},
+		{"PSS SHA-256", rk, d256[:], pss(crypto.SHA256, rsa.PSSSaltLengthEqualsHash), true},
+		{"PSS SHA-256 salt 10", rk, d256[:], pss(crypto.SHA256, 10), true},
+		{"PSS SHA-256 with a 20-byte digest", rk, d256[:20], pss(crypto.SHA256, rsa.PSSSaltLengthEqualsHash), false},
+		{"PSS without a hash", rk, d256[:], pss(0, rsa.PSSSaltLengthEqualsHash), false},
+		{"PSS salt length -5", rk, d256[:], pss(crypto.SHA256, -5), false},
+		{"PSS salt length auto", rk, d256[:], pss(crypto.SHA256, rsa.PSSSaltLengthAuto), false},
+		{"ECDSA SHA-256", ek, d256[:], crypto.SHA256, true},
+		{"ECDSA SHA-256 with a 20-byte digest", ek, d256[:20], crypto.SHA256, false},
+		{"ECDSA SHA-256 with a 48-byte digest", ek, d384[:], crypto.SHA256, false},
+		{"ECDSA nil options", ek, d256[:], nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var sig []byte
+			var err error
+			require.NotPanics(t, func() { sig, err = tc.key.Sign(rand.Reader, tc.digest, tc.opts) })
+			if !tc.ok {
+				require.ErrorIs(t, err, pkcs11key.ErrOptions, "signed: %x", sig)
+				return
+			}
+			require.NoError(t, err)
+			switch pub := tc.key.Public().(type) {
+			case *rsa.PublicKey:
+				if o, ok := tc.opts.(*rsa.PSSOptions); ok {
+					require.NoError(t, rsa.VerifyPSS(pub, o.Hash, tc.digest, sig, o))
+				} else {
+					require.NoError(t, rsa.VerifyPKCS1v15(pub, tc.opts.HashFunc(), tc.digest, sig))
+				}
+			case *ecdsa.PublicKey:
+				require.True(t, ecdsa.VerifyASN1(pub, tc.digest, sig))
+			}
+		})
+	}
 }
