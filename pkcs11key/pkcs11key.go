@@ -24,7 +24,9 @@
 // length, so that a caller cannot tell a bad padding from a bad content key. How long
 // the token itself takes to refuse a bad padding is outside this package's control.
 // RSA-OAEP is done by the token, with the hash it implements: SoftHSM2 2.6, for one,
-// implements SHA-1 only and refuses OAEP with SHA-256.
+// implements SHA-1 only and refuses OAEP with SHA-256. An OAEP label is refused
+// (ErrOptions): SoftHSM2 ignores the label it is given, and CMS key transport leaves
+// it empty by default (RFC 4055, section 4.1).
 //
 // # Compatibility
 //
@@ -299,8 +301,9 @@ func checkSignOpts(pub crypto.PublicKey, digest []byte, opts crypto.SignerOpts) 
 }
 
 // Decrypt decrypts ciphertext in the token with RSA PKCS#1 v1.5 (opts nil or
-// *rsa.PKCS1v15DecryptOptions) or RSA-OAEP (*rsa.OAEPOptions, with MGFHash zero or
-// equal to Hash). With a non-zero SessionKeyLen it never returns an error for a
+// *rsa.PKCS1v15DecryptOptions) or RSA-OAEP (*rsa.OAEPOptions, with a Hash, MGFHash
+// zero or equal to it, and no Label: tokens differ in whether they check one, and
+// SoftHSM2 does not). Other options are refused with an error wrapping ErrOptions. With a non-zero SessionKeyLen it never returns an error for a
 // padding failure or a plaintext of another length: it returns SessionKeyLen random
 // bytes instead, as crypto/rsa does (see the package documentation).
 func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
@@ -316,11 +319,18 @@ func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOp
 		}
 		return k.sessionKey(rand, ciphertext, o.SessionKeyLen)
 	case *rsa.OAEPOptions:
-		if o.MGFHash != 0 && o.MGFHash != o.Hash {
+		switch {
+		case o.Hash == 0:
+			return nil, fmt.Errorf("%w: OAEP without a hash", ErrOptions)
+		case o.MGFHash != 0 && o.MGFHash != o.Hash:
 			// crypto11 takes MGF1's hash from Hash.
 			return nil, fmt.Errorf("%w: OAEP with MGF1 hash %v differing from %v", ErrOptions, o.MGFHash, o.Hash)
+		case len(o.Label) > 0:
+			// Tokens differ: SoftHSM2 ignores the label it is given and decrypts as if
+			// there were none, so a label here would be accepted unchecked.
+			return nil, fmt.Errorf("%w: OAEP with a label", ErrOptions)
 		}
-		return k.dec.Decrypt(rand, ciphertext, &rsa.OAEPOptions{Hash: o.Hash, Label: o.Label})
+		return k.dec.Decrypt(rand, ciphertext, &rsa.OAEPOptions{Hash: o.Hash})
 	}
 	return nil, fmt.Errorf("%w: %T", ErrOptions, opts)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
@@ -304,4 +305,50 @@ func TestSignOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecryptOAEPOptions: Decrypt honours its RSA-OAEP options or refuses them
+// (ErrOptions). SoftHSM2 ignores the OAEP label: a ciphertext made without one
+// decrypted under the label "L", and one made with "L" decrypted under none, so
+// Decrypt accepted a label it had not checked; labels are refused now (CMS key
+// transport leaves it empty by default), as is OAEP without a hash.
+func TestDecryptOAEPOptions(t *testing.T) {
+	tok := openToken(t)
+	k, err := tok.GenerateKey("oaep", pkcs11key.RSA2048)
+	require.NoError(t, err)
+	pub := k.Public().(*rsa.PublicKey)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	plain, err := rsa.EncryptOAEP(sha1.New(), rand.Reader, pub, secret, nil)
+	require.NoError(t, err)
+	labelled, err := rsa.EncryptOAEP(sha1.New(), rand.Reader, pub, secret, []byte("L"))
+	require.NoError(t, err)
+	cases := []struct {
+		name string
+		ct   []byte
+		opts crypto.DecrypterOpts
+		ok   bool
+	}{
+		{"SHA-1, no label", plain, &rsa.OAEPOptions{Hash: crypto.SHA1}, true},
+		{"SHA-1, MGF1 SHA-1, no label", plain, &rsa.OAEPOptions{Hash: crypto.SHA1, MGFHash: crypto.SHA1}, true},
+		{"SHA-1, empty label", plain, &rsa.OAEPOptions{Hash: crypto.SHA1, Label: []byte{}}, true},
+		{"label asked of a ciphertext made without", plain, &rsa.OAEPOptions{Hash: crypto.SHA1, Label: []byte("L")}, false},
+		{"label asked of a ciphertext made with it", labelled, &rsa.OAEPOptions{Hash: crypto.SHA1, Label: []byte("L")}, false},
+		{"MGF1 hash other than the hash", plain, &rsa.OAEPOptions{Hash: crypto.SHA1, MGFHash: crypto.SHA256}, false},
+		{"no hash", plain, &rsa.OAEPOptions{}, false},
+		{"a crypto.Hash as options", plain, crypto.SHA1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := k.Decrypt(rand.Reader, tc.ct, tc.opts)
+			if !tc.ok {
+				require.ErrorIs(t, err, pkcs11key.ErrOptions, "decrypted to %q", got)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, secret, got)
+		})
+	}
+	// A ciphertext made with a label does not decrypt as one without.
+	_, err = k.Decrypt(rand.Reader, labelled, &rsa.OAEPOptions{Hash: crypto.SHA1})
+	require.Error(t, err)
 }
