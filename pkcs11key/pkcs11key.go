@@ -28,6 +28,14 @@
 // (ErrOptions): SoftHSM2 ignores the label it is given, and CMS key transport leaves
 // it empty by default (RFC 4055, section 4.1).
 //
+// # Timeouts
+//
+// PKCS#11 calls take no context and cannot be cancelled. With [Config.Timeout], Sign,
+// Decrypt and Close wait that long at most for the token and then return an error
+// wrapping [ErrTimeout], so that a token that stops answering (a network HSM gone
+// silent, a token store on a file system that hangs) fails requests instead of
+// holding them.
+//
 // # Compatibility
 //
 // The Config fields and the methods of Token and Key are stable; new Config fields
@@ -35,6 +43,7 @@
 package pkcs11key
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -45,9 +54,11 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
+	"github.com/thales-e-security/pool"
 )
 
 // Errors returned by this package, testable with errors.Is.
@@ -61,6 +72,9 @@ var (
 	ErrKeyNotFound = errors.New("pkcs11key: key not found")
 	// ErrNotRSA is returned by Key.Decrypt for a key that is not RSA.
 	ErrNotRSA = errors.New("pkcs11key: only RSA keys decrypt")
+	// ErrTimeout is returned by Key.Sign, Key.Decrypt and Token.Close when the token
+	// did not answer within Config.Timeout.
+	ErrTimeout = errors.New("pkcs11key: the token did not answer in time")
 	// ErrOptions is returned by Key.Sign and Key.Decrypt for options they do not
 	// support, and by Key.Sign for a digest whose length is not its hash's.
 	ErrOptions = errors.New("pkcs11key: unsupported options")
@@ -82,12 +96,20 @@ type Config struct {
 	// MaxSessions bounds the sessions opened on the token (concurrent operations);
 	// zero means crypto11's default (1024). Otherwise at least 2.
 	MaxSessions int
+	// Timeout, when positive, bounds how long Key.Sign and Key.Decrypt wait for the
+	// token (for a free session, then for its answer) and Token.Close for the
+	// operations in flight; past it they return an error wrapping ErrTimeout. PKCS#11
+	// cannot cancel a call: one the token never answers keeps its session (and a
+	// thread) until it does, so at most MaxSessions calls stay behind. Zero means no
+	// bound: a call waits as long as the token does.
+	Timeout time.Duration
 }
 
 // Token is an open PKCS#11 token. Its keys are safe for concurrent use. Close it when
 // done; keys obtained from it stop working then.
 type Token struct {
-	ctx *crypto11.Context
+	ctx     *crypto11.Context
+	timeout time.Duration
 
 	mu     sync.Mutex
 	closed bool
@@ -104,9 +126,11 @@ func Open(c Config) (*Token, error) {
 		return nil, fmt.Errorf("%w: set exactly one of TokenLabel and TokenSerial", ErrConfig)
 	case c.MaxSessions == 1 || c.MaxSessions < 0:
 		return nil, fmt.Errorf("%w: MaxSessions must be zero or at least 2", ErrConfig)
+	case c.Timeout < 0:
+		return nil, fmt.Errorf("%w: Timeout must not be negative", ErrConfig)
 	}
 	ctx, err := crypto11.Configure(&crypto11.Config{Path: c.Module, TokenLabel: c.TokenLabel,
-		TokenSerial: c.TokenSerial, Pin: c.PIN, MaxSessions: c.MaxSessions})
+		TokenSerial: c.TokenSerial, Pin: c.PIN, MaxSessions: c.MaxSessions, PoolWaitTimeout: c.Timeout})
 	if err != nil {
 		if err.Error() == crypto11TokenNotFound {
 			which := "label " + fmt.Sprintf("%q", c.TokenLabel)
@@ -117,14 +141,17 @@ func Open(c Config) (*Token, error) {
 		}
 		return nil, fmt.Errorf("pkcs11key: opening token: %w", err)
 	}
-	return &Token{ctx: ctx}, nil
+	return &Token{ctx: ctx, timeout: c.Timeout}, nil
 }
 
 // crypto11TokenNotFound is the text of crypto11's unexported error for a token it
 // does not find (TestOpenRefuses checks it against the crypto11 in go.mod).
 const crypto11TokenNotFound = "could not find PKCS#11 token"
 
-// Close logs out and releases the token's sessions. Calling it again does nothing.
+// Close logs out and releases the token's sessions, once the operations in flight
+// have ended; with a Timeout, it waits for them that long at most, and then returns
+// an error wrapping ErrTimeout (the sessions are released when the token answers).
+// Calling it again does nothing.
 func (t *Token) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -132,7 +159,19 @@ func (t *Token) Close() error {
 		return nil
 	}
 	t.closed = true
-	return t.ctx.Close()
+	if t.timeout <= 0 {
+		return t.ctx.Close()
+	}
+	done := make(chan error, 1)
+	go func() { done <- t.ctx.Close() }()
+	timer := time.NewTimer(t.timeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		return fmt.Errorf("%w: closing: operations still in the token after %v", ErrTimeout, t.timeout)
+	}
 }
 
 // Key returns the key pair whose private key has CKA_LABEL label.
@@ -148,7 +187,7 @@ func (t *Token) Key(label string) (*Key, error) {
 	case 0:
 		return nil, fmt.Errorf("%w: %q", ErrKeyNotFound, label)
 	case 1:
-		return newKey(keys[0]), nil
+		return newKey(keys[0], t.timeout), nil
 	}
 	return nil, fmt.Errorf("pkcs11key: %d key pairs are labelled %q", len(keys), label)
 }
@@ -214,14 +253,15 @@ func (t *Token) GenerateKey(label string, kt KeyType) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11key: generating %q: %w", label, err)
 	}
-	return newKey(s), nil
+	return newKey(s, t.timeout), nil
 }
 
 // Key is a private key in a token: a crypto.Signer, and a crypto.Decrypter when it
 // is RSA. It is safe for concurrent use.
 type Key struct {
-	s   crypto11.Signer
-	dec crypto.Decrypter // nil unless RSA
+	s       crypto11.Signer
+	dec     crypto.Decrypter // nil unless RSA
+	timeout time.Duration    // Config.Timeout
 }
 
 var (
@@ -229,8 +269,8 @@ var (
 	_ crypto.Decrypter = (*Key)(nil)
 )
 
-func newKey(s crypto11.Signer) *Key {
-	k := &Key{s: s}
+func newKey(s crypto11.Signer, timeout time.Duration) *Key {
+	k := &Key{s: s, timeout: timeout}
 	if _, ok := s.Public().(*rsa.PublicKey); ok {
 		k.dec, _ = s.(crypto.Decrypter)
 	}
@@ -253,7 +293,43 @@ func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	if err := checkSignOpts(k.s.Public(), digest, opts); err != nil {
 		return nil, err
 	}
-	return k.s.Sign(rand, digest, opts)
+	if o, ok := opts.(*rsa.PSSOptions); ok {
+		c := *o // the call may outlive Sign (see inToken)
+		opts = &c
+	}
+	digest = bytes.Clone(digest)
+	return k.inToken(func() ([]byte, error) { return k.s.Sign(rand, digest, opts) })
+}
+
+// inToken runs call, a call into the token, and waits for it at most k.timeout
+// (when positive), then returns an error wrapping ErrTimeout. A call cut short goes
+// on in the background until the token answers (PKCS#11 cannot cancel one); it holds
+// no memory of the caller's that the caller may change.
+func (k *Key) inToken(call func() ([]byte, error)) ([]byte, error) {
+	if k.timeout <= 0 {
+		return call()
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := call()
+		done <- result{b, err}
+	}()
+	timer := time.NewTimer(k.timeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		if errors.Is(r.err, pool.ErrTimeout) {
+			// crypto11 waited Config.Timeout for a session (PoolWaitTimeout).
+			return nil, fmt.Errorf("%w: no free session within %v", ErrTimeout, k.timeout)
+		}
+		return r.b, r.err
+	case <-timer.C:
+		return nil, fmt.Errorf("%w: no answer within %v", ErrTimeout, k.timeout)
+	}
 }
 
 // signHashes are the hashes crypto11 knows the PKCS#1 v1.5 DigestInfo of, and the
@@ -310,14 +386,16 @@ func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOp
 	if k.dec == nil {
 		return nil, ErrNotRSA
 	}
+	ciphertext = bytes.Clone(ciphertext) // the call may outlive Decrypt (see inToken)
+	pkcs1 := func() ([]byte, error) { return k.dec.Decrypt(rand, ciphertext, nil) }
 	switch o := opts.(type) {
 	case nil:
-		return k.dec.Decrypt(rand, ciphertext, nil)
+		return k.inToken(pkcs1)
 	case *rsa.PKCS1v15DecryptOptions:
 		if o.SessionKeyLen <= 0 {
-			return k.dec.Decrypt(rand, ciphertext, nil)
+			return k.inToken(pkcs1)
 		}
-		return k.sessionKey(rand, ciphertext, o.SessionKeyLen)
+		return k.sessionKey(rand, pkcs1, o.SessionKeyLen)
 	case *rsa.OAEPOptions:
 		switch {
 		case o.Hash == 0:
@@ -330,17 +408,19 @@ func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOp
 			// there were none, so a label here would be accepted unchecked.
 			return nil, fmt.Errorf("%w: OAEP with a label", ErrOptions)
 		}
-		return k.dec.Decrypt(rand, ciphertext, &rsa.OAEPOptions{Hash: o.Hash})
+		oaep := &rsa.OAEPOptions{Hash: o.Hash}
+		return k.inToken(func() ([]byte, error) { return k.dec.Decrypt(rand, ciphertext, oaep) })
 	}
 	return nil, fmt.Errorf("%w: %T", ErrOptions, opts)
 }
 
-// sessionKey is PKCS#1 v1.5 decryption with crypto/rsa's SessionKeyLen behaviour: the
-// random key is drawn before the token is asked, and replaced by the plaintext only
-// when it has the expected length, without a branch on that outcome. An error that
-// cannot depend on the ciphertext (a closed token, a lost session, a removed device)
-// is returned: answering random bytes would hide that the key cannot work at all.
-func (k *Key) sessionKey(rand io.Reader, ciphertext []byte, n int) ([]byte, error) {
+// sessionKey is PKCS#1 v1.5 decryption (decrypt) with crypto/rsa's SessionKeyLen
+// behaviour: the random key is drawn before the token is asked, and replaced by the
+// plaintext only when it has the expected length, without a branch on that outcome.
+// An error that cannot depend on the ciphertext (a closed token, a lost session, a
+// removed device, no answer in time) is returned: answering random bytes would hide
+// that the key cannot work at all.
+func (k *Key) sessionKey(rand io.Reader, decrypt func() ([]byte, error), n int) ([]byte, error) {
 	if rand == nil {
 		rand = cryptorand.Reader
 	}
@@ -348,7 +428,7 @@ func (k *Key) sessionKey(rand io.Reader, ciphertext []byte, n int) ([]byte, erro
 	if _, err := io.ReadFull(rand, key); err != nil {
 		return nil, err
 	}
-	pt, err := k.dec.Decrypt(rand, ciphertext, nil)
+	pt, err := k.inToken(decrypt)
 	if err != nil && !fromCiphertext(err) {
 		return nil, fmt.Errorf("pkcs11key: decrypting: %w", err)
 	}

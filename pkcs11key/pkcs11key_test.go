@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/scepkit/scepkit/internal/scepclienttest"
 	"github.com/scepkit/scepkit/internal/softhsmtest"
 	"github.com/scepkit/scepkit/pkcs11key"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,6 +50,7 @@ func TestOpenRefuses(t *testing.T) {
 		{"no token", pkcs11key.Config{Module: st.Module, PIN: st.PIN}, pkcs11key.ErrConfig, 0},
 		{"two selectors", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, TokenSerial: "1", PIN: st.PIN}, pkcs11key.ErrConfig, 0},
 		{"one session", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN, MaxSessions: 1}, pkcs11key.ErrConfig, 0},
+		{"negative timeout", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN, Timeout: -time.Second}, pkcs11key.ErrConfig, 0},
 		{"unknown token", pkcs11key.Config{Module: st.Module, TokenLabel: "no-such-token", PIN: st.PIN}, pkcs11key.ErrTokenNotFound, 0},
 		{"unknown serial", pkcs11key.Config{Module: st.Module, TokenSerial: "no-such-serial", PIN: st.PIN}, pkcs11key.ErrTokenNotFound, 0},
 		{"wrong PIN", pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: "0000"}, nil, pkcs11.CKR_PIN_INCORRECT},
@@ -351,4 +354,63 @@ func TestDecryptOAEPOptions(t *testing.T) {
 	// A ciphertext made with a label does not decrypt as one without.
 	_, err = k.Decrypt(rand.Reader, labelled, &rsa.OAEPOptions{Hash: crypto.SHA1})
 	require.Error(t, err)
+}
+
+// TestTimeout: with Config.Timeout, a token that stops answering (SoftHSM2 waiting
+// for the locks another process holds on its files) fails Sign and Decrypt with
+// ErrTimeout within about that time, for every caller at once, also those waiting
+// for a session (MaxSessions 3) and a PKCS#1 v1.5 decryption with SessionKeyLen
+// (which must not answer random bytes as if it had decrypted); Close waits for a call
+// in flight that long at most. Once the token answers again, the keys work.
+func TestTimeout(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	st := softhsmtest.New(t)
+	tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN,
+		MaxSessions: 3, Timeout: timeout})
+	require.NoError(t, err)
+	defer tok.Close()
+	k, err := tok.GenerateKey("stall", pkcs11key.RSA2048)
+	require.NoError(t, err)
+	ct, err := rsa.EncryptPKCS1v15(rand.Reader, k.Public().(*rsa.PublicKey), make([]byte, 32))
+	require.NoError(t, err)
+	digest := sha256.Sum256([]byte("a certificate, say"))
+	calls := map[string]func() ([]byte, error){
+		"sign": func() ([]byte, error) { return k.Sign(rand.Reader, digest[:], crypto.SHA256) },
+		"decrypt": func() ([]byte, error) {
+			return k.Decrypt(rand.Reader, ct, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: 32})
+		},
+		"decrypt OAEP": func() ([]byte, error) { return k.Decrypt(rand.Reader, ct, &rsa.OAEPOptions{Hash: crypto.SHA1}) },
+	}
+
+	release := st.Stall(t)
+	var wg sync.WaitGroup
+	for name, call := range calls {
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start := time.Now()
+				got, err := call()
+				assert.ErrorIs(t, err, pkcs11key.ErrTimeout, "%s answered %d bytes", name, len(got))
+				assert.Less(t, time.Since(start), timeout+2*time.Second, name)
+			}()
+		}
+	}
+	wg.Wait()
+	release()
+	for name, call := range calls {
+		if name == "decrypt OAEP" {
+			continue // a PKCS#1 v1.5 ciphertext
+		}
+		_, err := call()
+		require.NoError(t, err, "%s once the token answers again", name)
+	}
+
+	release = st.Stall(t)
+	go calls["sign"]()
+	time.Sleep(100 * time.Millisecond) // in the token
+	start := time.Now()
+	require.ErrorIs(t, tok.Close(), pkcs11key.ErrTimeout)
+	require.Less(t, time.Since(start), timeout+2*time.Second)
+	release()
 }

@@ -490,6 +490,12 @@ func tokenRA(tok *pkcs11key.Token, section, signLabel, encLabel, dir string) (*c
 	return &catemplate.RA{SigningCertificate: signCerts[0], Signer: signKey, EncryptionCertificate: encCerts[0], Decrypter: encKey}, nil
 }
 
+// tokenTimeout bounds each signature and decryption in the token, and how long
+// closing the token waits for those in flight: a token that stops answering fails
+// the requests (and /readyz) instead of holding them past their deadline. A variable
+// for the tests.
+var tokenTimeout = 10 * time.Second
+
 // openToken logs in to the token of [pkcs11].
 func openToken(c *config) (*pkcs11key.Token, error) {
 	pin, err := readSecretFile(c.PKCS11.PINFile)
@@ -497,7 +503,7 @@ func openToken(c *config) (*pkcs11key.Token, error) {
 		return nil, settingError("pkcs11.pin_file", err)
 	}
 	tok, err := pkcs11key.Open(pkcs11key.Config{Module: c.PKCS11.Module, TokenLabel: c.PKCS11.TokenLabel,
-		PIN: strings.TrimSpace(string(pin))})
+		PIN: strings.TrimSpace(string(pin)), Timeout: tokenTimeout})
 	if err != nil {
 		return nil, tokenOpenError(err)
 	}

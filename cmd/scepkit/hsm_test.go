@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -25,6 +29,7 @@ import (
 	"github.com/scepkit/scepkit/internal/softhsmtest"
 	"github.com/scepkit/scepkit/internal/testserver"
 	"github.com/scepkit/scepkit/pkcs11key"
+	"github.com/scepkit/scepkit/scep"
 )
 
 // pssOnly is how an operator restricts a token key to RSA-PSS: pkcs11-tool's
@@ -353,4 +358,73 @@ func TestKeyErrorsNameSetting(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.Error(t, err, string(out))
 	require.Contains(t, string(out), "setting rollover.ra_encrypt_key (SCEPKIT_ROLLOVER_RA_ENCRYPT_KEY): the RA encryption key must be RSA")
+}
+
+// TestTokenStallBounded: a token that stops answering (here SoftHSM2 waiting for the
+// locks another process holds on the token's files; a network HSM gone silent is
+// alike) holds no request past tokenTimeout per call into the token: an enrollment
+// gets an answer (an HTTP 500: the FAILURE cannot be signed either) and no
+// certificate, /readyz answers 503, the gateway closes; once the token answers again,
+// enrollments succeed. Every call waited for the token as long as it stalled: the
+// enrollment past its deadline, /readyz and the probes behind it, and closing the
+// gateway.
+func TestTokenStallBounded(t *testing.T) {
+	defer func(d time.Duration) { tokenTimeout = d }(tokenTimeout)
+	tokenTimeout = time.Second
+	st := tokenWithKeys(t)
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	p := startInProcess(t, f, "", pkcs11Section(st, f))
+	base := p.public.URL
+	_, caDER, _ := get(t, base+"/ca.cer")
+	fp := sha256.Sum256([]byte(caDER))
+	client := &scep.Client{URL: base + "/scep", CAFingerprint: fp[:], HTTPClient: &http.Client{Timeout: time.Minute}}
+	enroll := func(user, device string) (time.Duration, error) {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		require.NoError(t, err)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: user}}, key)
+		require.NoError(t, err)
+		der, err = scep.AddChallengePassword(der, f.challenge(t, user, device), key, nil)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err = client.Enroll(ctx, der, key)
+		return time.Since(start), err
+	}
+	_, err := enroll("alice@example.com", "alice-laptop")
+	require.NoError(t, err)
+
+	release := st.Stall(t)
+	took, err := enroll("bob@example.com", "bob-phone")
+	require.Error(t, err)
+	require.NotErrorIs(t, err, context.DeadlineExceeded, "no answer while the token stalled")
+	require.Less(t, took, 8*time.Second, "the answer waited for the token: %v", err)
+	readyz := &http.Client{Timeout: 20 * time.Second}
+	start := time.Now()
+	resp, err := readyz.Get(base + "/readyz")
+	require.NoError(t, err, "/readyz waited for the token")
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Less(t, time.Since(start), 10*time.Second)
+	code, body := p.call(t, http.MethodGet, "/v1/certificates?user=bob@example.com", nil)
+	require.Equal(t, http.StatusOK, code, body)
+	require.NotContains(t, body, "bob-phone", "a certificate was issued while the token stalled")
+
+	release()
+	_, err = enroll("bob@example.com", "bob-phone")
+	require.NoError(t, err, "the token answers again")
+
+	// Closing the gateway waits for a call in flight in a stalled token only so long.
+	release = st.Stall(t)
+	go enroll("alice@example.com", "alice-laptop")
+	time.Sleep(500 * time.Millisecond) // its decryption is in the token
+	closed := make(chan struct{})
+	go func() { p.g.close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("closing the gateway waited for the stalled token")
+	}
+	release()
 }

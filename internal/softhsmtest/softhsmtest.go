@@ -50,6 +50,8 @@ type Token struct {
 	PIN string
 	// Conf is the SoftHSM2 configuration file (also in SOFTHSM2_CONF).
 	Conf string
+	// Dir is the token's directory in the token store (its files are its objects).
+	Dir string
 }
 
 var (
@@ -80,12 +82,50 @@ func New(t testing.TB) *Token {
 		t.Fatalf("softhsmtest: %v", confErr)
 	}
 	label := fmt.Sprintf("scepkit-test-%d-%d", os.Getpid(), seq.Add(1))
+	// The token's directory is the one --init-token adds: one token made at a time.
+	initMu.Lock()
+	defer initMu.Unlock()
+	before, err := tokenDirs()
+	if err != nil {
+		t.Fatalf("softhsmtest: %v", err)
+	}
 	cmd := exec.Command(util, "--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SOPIN)
 	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("softhsmtest: %s --init-token: %v\n%s", Util, err, out)
 	}
-	return &Token{Module: module, Label: label, PIN: PIN, Conf: conf}
+	after, err := tokenDirs()
+	if err != nil {
+		t.Fatalf("softhsmtest: %v", err)
+	}
+	var dir string
+	for d := range after {
+		if !before[d] {
+			dir = d
+		}
+	}
+	if dir == "" {
+		t.Fatalf("softhsmtest: %s --init-token made no directory in %s", Util, filepath.Join(filepath.Dir(conf), "tokens"))
+	}
+	return &Token{Module: module, Label: label, PIN: PIN, Conf: conf, Dir: dir}
+}
+
+var initMu sync.Mutex
+
+// tokenDirs returns the directories of the token store.
+func tokenDirs() (map[string]bool, error) {
+	store := filepath.Join(filepath.Dir(conf), "tokens")
+	ents, err := os.ReadDir(store)
+	if err != nil {
+		return nil, err
+	}
+	dirs := map[string]bool{}
+	for _, e := range ents {
+		if e.IsDir() {
+			dirs[filepath.Join(store, e.Name())] = true
+		}
+	}
+	return dirs, nil
 }
 
 // setup writes the process's configuration and token directory, and points
