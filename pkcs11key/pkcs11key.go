@@ -118,6 +118,11 @@ type Token struct {
 // Open logs in to the token c names. A token the module does not have gives an
 // error wrapping ErrTokenNotFound; one the module reports (the PIN refused with
 // CKR_PIN_INCORRECT or CKR_PIN_LOCKED, say) wraps its pkcs11.Error, for errors.As.
+//
+// A PKCS#11 login belongs to the process, not to a Token: while another Token of the
+// process is open on the same token, the module answers CKR_USER_ALREADY_LOGGED_IN
+// without looking at the PIN (SoftHSM2 does), and Open succeeds whatever c.PIN is.
+// Do not rely on Open to check a PIN in a process that may already be logged in.
 func Open(c Config) (*Token, error) {
 	switch {
 	case c.Module == "":
