@@ -30,11 +30,11 @@
 //
 // # Timeouts
 //
-// PKCS#11 calls take no context and cannot be cancelled. With [Config.Timeout], Sign,
-// Decrypt and Close wait that long at most for the token and then return an error
-// wrapping [ErrTimeout], so that a token that stops answering (a network HSM gone
-// silent, a token store on a file system that hangs) fails requests instead of
-// holding them.
+// PKCS#11 calls take no context and cannot be cancelled. With [Config.Timeout], Open,
+// Key, Sign, Decrypt and Close wait that long at most for the token and then return
+// an error wrapping [ErrTimeout], so that a token that stops answering (a network HSM
+// gone silent, a token store on a file system that hangs) fails requests, or a start,
+// instead of holding them.
 //
 // # Compatibility
 //
@@ -72,8 +72,8 @@ var (
 	ErrKeyNotFound = errors.New("pkcs11key: key not found")
 	// ErrNotRSA is returned by Key.Decrypt for a key that is not RSA.
 	ErrNotRSA = errors.New("pkcs11key: only RSA keys decrypt")
-	// ErrTimeout is returned by Key.Sign, Key.Decrypt and Token.Close when the token
-	// did not answer within Config.Timeout.
+	// ErrTimeout is returned by Open, Token.Key, Key.Sign, Key.Decrypt and
+	// Token.Close when the token did not answer within Config.Timeout.
 	ErrTimeout = errors.New("pkcs11key: the token did not answer in time")
 	// ErrOptions is returned by Key.Sign and Key.Decrypt for options they do not
 	// support, and by Key.Sign for a digest whose length is not its hash's.
@@ -96,12 +96,14 @@ type Config struct {
 	// MaxSessions bounds the sessions opened on the token (concurrent operations);
 	// zero means crypto11's default (1024). Otherwise at least 2.
 	MaxSessions int
-	// Timeout, when positive, bounds how long Key.Sign and Key.Decrypt wait for the
-	// token (for a free session, then for its answer) and Token.Close for the
-	// operations in flight; past it they return an error wrapping ErrTimeout. PKCS#11
-	// cannot cancel a call: one the token never answers keeps its session (and a
-	// thread) until it does, so at most MaxSessions calls stay behind. Zero means no
-	// bound: a call waits as long as the token does.
+	// Timeout, when positive, bounds how long Open waits for the module and the
+	// login, Token.Key for the lookup, Key.Sign and Key.Decrypt for the token (for a
+	// free session, then for its answer), and Token.Close for the operations in
+	// flight; past it they return an error wrapping ErrTimeout. GenerateKey is not
+	// bounded (a large RSA key takes long). PKCS#11 cannot cancel a call: one the
+	// token never answers keeps its session (and a thread) until it does, so at most
+	// MaxSessions calls stay behind (a login Open gave up on is closed once it ends).
+	// Zero means no bound: a call waits as long as the token does.
 	Timeout time.Duration
 }
 
@@ -134,8 +136,13 @@ func Open(c Config) (*Token, error) {
 	case c.Timeout < 0:
 		return nil, fmt.Errorf("%w: Timeout must not be negative", ErrConfig)
 	}
-	ctx, err := crypto11.Configure(&crypto11.Config{Path: c.Module, TokenLabel: c.TokenLabel,
-		TokenSerial: c.TokenSerial, Pin: c.PIN, MaxSessions: c.MaxSessions, PoolWaitTimeout: c.Timeout})
+	ctx, err := within(c.Timeout, func() (*crypto11.Context, error) {
+		return crypto11.Configure(&crypto11.Config{Path: c.Module, TokenLabel: c.TokenLabel,
+			TokenSerial: c.TokenSerial, Pin: c.PIN, MaxSessions: c.MaxSessions, PoolWaitTimeout: c.Timeout})
+	}, func(ctx *crypto11.Context) { ctx.Close() })
+	if errors.Is(err, ErrTimeout) {
+		return nil, fmt.Errorf("pkcs11key: opening token: %w", err)
+	}
 	if err != nil {
 		if err.Error() == crypto11TokenNotFound {
 			which := "label " + fmt.Sprintf("%q", c.TokenLabel)
@@ -164,19 +171,11 @@ func (t *Token) Close() error {
 		return nil
 	}
 	t.closed = true
-	if t.timeout <= 0 {
-		return t.ctx.Close()
+	_, err := within(t.timeout, func() (struct{}, error) { return struct{}{}, t.ctx.Close() }, nil)
+	if errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("pkcs11key: closing: operations still in the token: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- t.ctx.Close() }()
-	timer := time.NewTimer(t.timeout)
-	defer timer.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-timer.C:
-		return fmt.Errorf("%w: closing: operations still in the token after %v", ErrTimeout, t.timeout)
-	}
+	return err
 }
 
 // Key returns the key pair whose private key has CKA_LABEL label.
@@ -184,7 +183,7 @@ func (t *Token) Key(label string) (*Key, error) {
 	if label == "" {
 		return nil, fmt.Errorf("%w: empty label", ErrKeyNotFound)
 	}
-	keys, err := t.ctx.FindKeyPairs(nil, []byte(label))
+	keys, err := within(t.timeout, func() ([]crypto11.Signer, error) { return t.ctx.FindKeyPairs(nil, []byte(label)) }, nil)
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11key: finding %q: %w", label, err)
 	}
@@ -307,34 +306,58 @@ func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 }
 
 // inToken runs call, a call into the token, and waits for it at most k.timeout
-// (when positive), then returns an error wrapping ErrTimeout. A call cut short goes
-// on in the background until the token answers (PKCS#11 cannot cancel one); it holds
-// no memory of the caller's that the caller may change.
+// (see within). The caller passes call no memory that it may change meanwhile.
 func (k *Key) inToken(call func() ([]byte, error)) ([]byte, error) {
-	if k.timeout <= 0 {
+	return within(k.timeout, call, nil)
+}
+
+// within runs call, a call into the token, and waits for it at most timeout (when
+// positive), then returns an error wrapping ErrTimeout. A call cut short goes on in
+// the background until the token answers (PKCS#11 cannot cancel one); abandon, unless
+// nil, is then given what it returned without error. crypto11's wait for a session
+// (PoolWaitTimeout, set to the same timeout) is reported as ErrTimeout too.
+func within[T any](timeout time.Duration, call func() (T, error), abandon func(T)) (T, error) {
+	if timeout <= 0 {
 		return call()
 	}
-	type result struct {
-		b   []byte
-		err error
-	}
-	done := make(chan result, 1)
+	var (
+		mu        sync.Mutex
+		finished  bool // call returned in time: v and err are the answer
+		abandoned bool // the caller has gone: abandon takes v
+		v         T
+		err       error
+	)
+	done := make(chan struct{})
 	go func() {
-		b, err := call()
-		done <- result{b, err}
+		rv, rerr := call()
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			if rerr == nil && abandon != nil {
+				abandon(rv)
+			}
+			return
+		}
+		finished, v, err = true, rv, rerr
+		close(done)
 	}()
-	timer := time.NewTimer(k.timeout)
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
-	case r := <-done:
-		if errors.Is(r.err, pool.ErrTimeout) {
-			// crypto11 waited Config.Timeout for a session (PoolWaitTimeout).
-			return nil, fmt.Errorf("%w: no free session within %v", ErrTimeout, k.timeout)
-		}
-		return r.b, r.err
+	case <-done:
 	case <-timer.C:
-		return nil, fmt.Errorf("%w: no answer within %v", ErrTimeout, k.timeout)
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !finished {
+		abandoned = true
+		var zero T
+		return zero, fmt.Errorf("%w: no answer within %v", ErrTimeout, timeout)
+	}
+	if errors.Is(err, pool.ErrTimeout) {
+		return v, fmt.Errorf("%w: no free session within %v", ErrTimeout, timeout)
+	}
+	return v, err
 }
 
 // signHashes are the hashes crypto11 knows the PKCS#1 v1.5 DigestInfo of, and the

@@ -357,7 +357,7 @@ func TestDecryptOAEPOptions(t *testing.T) {
 }
 
 // TestTimeout: with Config.Timeout, a token that stops answering (SoftHSM2 waiting
-// for the locks another process holds on its files) fails Sign and Decrypt with
+// for the locks another process holds on its files) fails Sign, Decrypt and Key with
 // ErrTimeout within about that time, for every caller at once, also those waiting
 // for a session (MaxSessions 3) and a PKCS#1 v1.5 decryption with SessionKeyLen
 // (which must not answer random bytes as if it had decrypted); Close waits for a call
@@ -396,6 +396,14 @@ func TestTimeout(t *testing.T) {
 			}()
 		}
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		start := time.Now()
+		_, err := tok.Key("stall")
+		assert.ErrorIs(t, err, pkcs11key.ErrTimeout, "Key")
+		assert.Less(t, time.Since(start), timeout+2*time.Second, "Key")
+	}()
 	wg.Wait()
 	release()
 	for name, call := range calls {

@@ -439,9 +439,18 @@ func (g *gateway) loadRollover() (*catemplate.CA, *catemplate.RA, error) {
 func tokenKey(tok *pkcs11key.Token, setting, label string) (*pkcs11key.Key, error) {
 	k, err := tok.Key(label)
 	if err != nil {
-		return nil, settingError(setting, err)
+		return nil, tokenKeyError(setting, err)
 	}
 	return k, nil
+}
+
+// tokenKeyError is the error of a failed lookup of the key setting names: a token
+// that failed for want of itself may be back at the next start.
+func tokenKeyError(setting string, err error) error {
+	if transientTokenError(err) {
+		return unavailableSetting(setting, err)
+	}
+	return settingError(setting, err)
 }
 
 // tokenCA is the CA whose key is the token's key labelled label (named in errors by
@@ -537,9 +546,13 @@ func tokenOpenError(err error) error {
 }
 
 // transientTokenError reports whether err is a token's failure that may pass without
-// a change of configuration (the device removed or in error, a session lost), as
-// opposed to a key that cannot make the signature (CKR_MECHANISM_INVALID, say).
+// a change of configuration (the device removed or in error, a session lost, no
+// answer within tokenTimeout), as opposed to a key that cannot make the signature
+// (CKR_MECHANISM_INVALID, say).
 func transientTokenError(err error) bool {
+	if errors.Is(err, pkcs11key.ErrTimeout) {
+		return true
+	}
 	var code pkcs11.Error
 	if !errors.As(err, &code) {
 		return false

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -427,4 +429,45 @@ func TestTokenStallBounded(t *testing.T) {
 		t.Fatal("closing the gateway waited for the stalled token")
 	}
 	release()
+}
+
+// TestTokenStallAtStart: a token that does not answer at start (SoftHSM2 waiting for
+// the locks another process holds on the token's files) makes the start fail within
+// tokenTimeout per call with exitFailure, naming pkcs11.module, so that systemd
+// starts it again once the token may answer. The start waited for the token as long
+// as it stalled, without a word (systemd's Type=simple took it for started).
+func TestTokenStallAtStart(t *testing.T) {
+	st := tokenWithKeys(t)
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	st.Stall(t)
+	start := time.Now()
+	out, code := refusedStart(t, f.config(t, "", pkcs11Section(st, f)), "SOFTHSM2_CONF="+st.Conf)
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, "setting pkcs11.module (SCEPKIT_PKCS11_MODULE): ")
+	require.Contains(t, out, "the token did not answer in time")
+	require.Less(t, time.Since(start), tokenTimeout+20*time.Second)
+
+	// The calls after the login (finding the keys, their first signatures) are alike.
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	for _, err := range []error{
+		checkSigns("pkcs11.ca_key", stalledSigner{key}, key.Public(), caSigns),
+		rsaEncryptKey("pkcs11.ra_encrypt_key", stalledSigner{key}),
+		tokenKeyError("pkcs11.ra_sign_key", fmt.Errorf("pkcs11key: finding: %w", pkcs11key.ErrTimeout)),
+	} {
+		require.ErrorIs(t, err, pkcs11key.ErrTimeout)
+		require.Equal(t, exitFailure, exitStatus(err), err.Error())
+	}
+}
+
+// stalledSigner is a token's key whose token does not answer.
+type stalledSigner struct{ *rsa.PrivateKey }
+
+func (stalledSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, fmt.Errorf("%w: no answer within 10s", pkcs11key.ErrTimeout)
+}
+
+func (stalledSigner) Decrypt(io.Reader, []byte, crypto.DecrypterOpts) ([]byte, error) {
+	return nil, fmt.Errorf("%w: no answer within 10s", pkcs11key.ErrTimeout)
 }
