@@ -313,13 +313,13 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, reqLog, g.meter
 	if c.CAEnvelopes {
 		g.server.CAKey = g.ca.Signer
-		if _, ok := g.ca.Signer.(crypto.Decrypter); !ok {
-			return nil, settingError("ca_envelopes", errors.New("the CA key cannot decrypt (an RSA key is needed)"))
+		if err := caDecrypts("the CA key", g.ca); err != nil {
+			return nil, err
 		}
 		// From the switch on, clients that pin the next CA encrypt to it.
 		if g.next != nil && g.server.Rollover != nil {
-			if _, ok := g.next.Signer.(crypto.Decrypter); !ok {
-				return nil, settingError("ca_envelopes", errors.New("the next CA key cannot decrypt (an RSA key is needed)"))
+			if err := caDecrypts("the next CA key", g.next); err != nil {
+				return nil, err
 			}
 			g.server.Rollover.CAKey = g.next.Signer
 		}
@@ -925,6 +925,27 @@ func rsaEncryptKey(setting string, key crypto.Signer) error {
 			return unavailableSetting(setting, err) // a restart may find the token back
 		}
 		return settingError(setting, err)
+	}
+	return nil
+}
+
+// caDecrypts refuses, for ca_envelopes, a CA key (which names) that cannot decrypt
+// what clients encrypt to its certificate (RSA key transport, PKCS#1 v1.5): a key
+// that is not RSA, or a token's RSA key the token will not decrypt with
+// (CKA_DECRYPT false, say). A token's key is a crypto.Decrypter whatever its type,
+// so only a decryption tells.
+func caDecrypts(which string, ca *catemplate.CA) error {
+	pub, isRSA := ca.Certificate.PublicKey.(*rsa.PublicKey)
+	dec, ok := ca.Signer.(crypto.Decrypter)
+	if !isRSA || !ok {
+		return settingError("ca_envelopes", fmt.Errorf("%s cannot decrypt (an RSA key is needed)", which))
+	}
+	if err := decryptsTo(pub, dec, []byte("scepkit: does this CA key decrypt?")); err != nil {
+		err = fmt.Errorf("%s cannot decrypt what clients encrypt to the CA certificate: %w", which, err)
+		if transientTokenError(err) {
+			return unavailableSetting("ca_envelopes", err) // a restart may find the token back
+		}
+		return settingError("ca_envelopes", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -470,4 +471,56 @@ func (stalledSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) 
 
 func (stalledSigner) Decrypt(io.Reader, []byte, crypto.DecrypterOpts) ([]byte, error) {
 	return nil, fmt.Errorf("%w: no answer within 10s", pkcs11key.ErrTimeout)
+}
+
+// TestCAEnvelopesTokenKeyMustDecrypt: ca_envelopes with the CA key in the token
+// refuses a CA key that cannot decrypt what clients encrypt to the CA certificate (an
+// ECDSA key, an RSA key without CKA_DECRYPT), naming ca_envelopes, as it refuses an
+// ECDSA key file. Every token key passed, since pkcs11key.Key is a crypto.Decrypter
+// whatever its type: the gateway started and answered every request encrypted to
+// its CA badMessageCheck.
+func TestCAEnvelopesTokenKeyMustDecrypt(t *testing.T) {
+	cases := []struct {
+		name string
+		make func(ctx *crypto11.Context, id, label []byte) error
+		want string
+	}{
+		{"ECDSA CA key", func(ctx *crypto11.Context, id, label []byte) error {
+			_, err := ctx.GenerateECDSAKeyPairWithLabel(id, label, elliptic.P256())
+			return err
+		}, "setting ca_envelopes (SCEPKIT_CA_ENVELOPES): the CA key cannot decrypt (an RSA key is needed)"},
+		{"RSA CA key without CKA_DECRYPT", func(ctx *crypto11.Context, id, label []byte) error {
+			pub, err := crypto11.NewAttributeSetWithIDAndLabel(id, label)
+			if err != nil {
+				return err
+			}
+			priv := pub.Copy()
+			if err := priv.Set(crypto11.CkaDecrypt, false); err != nil {
+				return err
+			}
+			_, err = ctx.GenerateRSAKeyPairWithAttributes(pub, priv, 2048)
+			return err
+		}, "setting ca_envelopes (SCEPKIT_CA_ENVELOPES): the CA key cannot decrypt what clients encrypt to the CA certificate"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := softhsmtest.New(t)
+			tok, err := pkcs11key.Open(pkcs11key.Config{Module: st.Module, TokenLabel: st.Label, PIN: st.PIN})
+			require.NoError(t, err)
+			for _, label := range []string{"scepkit-ra-sign", "scepkit-ra-encrypt"} {
+				_, err := tok.GenerateKey(label, pkcs11key.RSA2048)
+				require.NoError(t, err)
+			}
+			require.NoError(t, tok.Close())
+			ctx, err := crypto11.Configure(&crypto11.Config{Path: st.Module, TokenLabel: st.Label, Pin: st.PIN})
+			require.NoError(t, err)
+			require.NoError(t, tc.make(ctx, []byte("ca"), []byte("scepkit-ca")))
+			require.NoError(t, ctx.Close())
+			f := newFixture(t)
+			f.write(t, "pin", []byte(st.PIN+"\n"))
+			got, code := refusedStart(t, f.config(t, "ca_envelopes = true\n", pkcs11Section(st, f)), "SOFTHSM2_CONF="+st.Conf)
+			require.Equal(t, exitConfig, code, got)
+			require.Contains(t, got, tc.want)
+		})
+	}
 }
