@@ -4,9 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -117,4 +124,36 @@ func TestResponderPanicLogged(t *testing.T) {
 	require.Contains(t, logged.String(), `level=ERROR msg="scep: responder panicked"`)
 	require.Contains(t, logged.String(), "caenvelope_test.go", "the stack")
 	require.Zero(t, pki.issuedCount())
+}
+
+// ecDecrypter is an ECDSA key that claims to decrypt, as a token's key type does
+// whatever the key (pkcs11key.Key answers ErrNotRSA).
+type ecDecrypter struct{ *ecdsa.PrivateKey }
+
+func (ecDecrypter) Decrypt(io.Reader, []byte, crypto.DecrypterOpts) ([]byte, error) {
+	return nil, errors.New("only RSA keys decrypt")
+}
+
+// TestCAKeyMustBeRSA: Validate refuses a CAKey (and a Rollover.CAKey) whose
+// certificate's key is not RSA, even when its type is a crypto.Decrypter: requests
+// are encrypted to the CA with RSA key transport only. An ECDSA CA key whose type
+// claims to decrypt (a PKCS#11 token's) passed.
+func TestCAKeyMustBeRSA(t *testing.T) {
+	pki := newTestPKI(t)
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(60), Subject: pkix.Name{CommonName: "ECDSA CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	ecCA := mkCert(t, tmpl, tmpl, ecKey.Public(), ecKey)
+	s := pki.server(false)
+	s.CACerts = []*x509.Certificate{ecCA}
+	require.NoError(t, s.Validate())
+	s.CAKey = ecDecrypter{ecKey}
+	require.ErrorContains(t, s.Validate(), "Server.CAKey")
+
+	s = pki.server(false)
+	s.Rollover = &Rollover{At: now.Add(time.Hour), CACerts: []*x509.Certificate{ecCA}, SignerCert: pki.raSign,
+		Signer: pki.raKey, Recipients: []Recipient{{Certificate: pki.raEnc, Key: pki.raEncK}},
+		CAKey: ecDecrypter{ecKey}}
+	require.ErrorContains(t, s.Validate(), "Rollover.CAKey")
 }

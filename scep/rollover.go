@@ -46,8 +46,8 @@ type Rollover struct {
 	Recipients []Recipient
 	// CAKey is the key of CACerts[0], serving from At on what [Server.CAKey] serves
 	// before (clients that pin the CA: requests encrypted to it, replies signed by it);
-	// nil when the server does not hold it. Like Server.CAKey it must also be a
-	// crypto.Decrypter. Without it, a client that pins the next CA cannot enroll from
+	// nil when the server does not hold it. Like Server.CAKey it must be an RSA key
+	// and a crypto.Decrypter. Without it, a client that pins the next CA cannot enroll from
 	// At on; a Rollover of the RA alone needs none (Server.CAKey still serves).
 	CAKey crypto.Signer
 }
@@ -121,8 +121,8 @@ func (r *Rollover) validate(now time.Time) error {
 		return err
 	}
 	if r.CAKey != nil {
-		if _, dec := r.CAKey.(crypto.Decrypter); !dec || !samePublicKey(r.CAKey.Public(), r.CACerts[0].PublicKey) {
-			return errors.New("scep: Rollover.CAKey must be a crypto.Decrypter holding the key of Rollover.CACerts[0]")
+		if !caDecrypter(r.CAKey, r.CACerts[0]) {
+			return errors.New("scep: Rollover.CAKey must be a crypto.Decrypter holding the RSA key of Rollover.CACerts[0]")
 		}
 	}
 	return rollover.CheckValidity("scep", r.At, now, r.set().certs()...)

@@ -123,8 +123,8 @@ type Server struct {
 	Recipients []Recipient
 	// Responder decides. Required.
 	Responder Responder
-	// CAKey, when set, is the private key of CACerts[0] and must also be a
-	// crypto.Decrypter (an *rsa.PrivateKey is; so is the built-in CA's key). It makes
+	// CAKey, when set, is the private key of CACerts[0], an RSA key, and must also be a
+	// crypto.Decrypter (an *rsa.PrivateKey is; so is the built-in CA's RSA key). It makes
 	// the server accept requests encrypted to the CA certificate instead of an RA
 	// encryption certificate, as clients that pin the CA by fingerprint send them
 	// (micromdm's scepclient -ca-fingerprint), and sign every reply to such a request
@@ -256,6 +256,15 @@ func (s *Server) missingFields() (missing []string) {
 	return missing
 }
 
+// caDecrypter reports whether key, a CAKey, is a crypto.Decrypter holding the key of
+// ca, and that key is RSA: requests are encrypted to a CA with RSA key transport
+// only, and a type that decrypts (a PKCS#11 token's key) may hold any key.
+func caDecrypter(key crypto.Signer, ca *x509.Certificate) bool {
+	_, dec := key.(crypto.Decrypter)
+	_, isRSA := ca.PublicKey.(*rsa.PublicKey)
+	return dec && isRSA && samePublicKey(key.Public(), ca.PublicKey)
+}
+
 // Validate reports a configuration the server cannot serve with, and an error when a
 // CA, signing or encryption certificate has expired.
 func (s *Server) Validate() error {
@@ -267,8 +276,8 @@ func (s *Server) Validate() error {
 	}
 	s.telemetry() // registers the expiry gauge before the first request
 	if s.CAKey != nil {
-		if _, dec := s.CAKey.(crypto.Decrypter); !dec || !samePublicKey(s.CAKey.Public(), s.CACerts[0].PublicKey) {
-			return errors.New("scep: Server.CAKey must be a crypto.Decrypter holding the key of CACerts[0]")
+		if !caDecrypter(s.CAKey, s.CACerts[0]) {
+			return errors.New("scep: Server.CAKey must be a crypto.Decrypter holding the RSA key of CACerts[0]")
 		}
 	}
 	if s.Rollover != nil {
