@@ -86,7 +86,8 @@
 //
 // # Retention
 //
-// Claims are kept until their challenge expires (at least a minute); transaction
+// Claims are kept until the time the claimant gives (for a challenge, a day past its
+// expiry: challenge.ClaimMargin; at least a minute); transaction
 // records, and so pending requests, until Record.Expires (a zero Expires is
 // [DefaultRecordTTL] from the write). Expired entries are deleted a few at a time by
 // later commits (64 at most per commit, through expiry indexes: never a full scan).

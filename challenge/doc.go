@@ -82,7 +82,10 @@
 //     mint a longer-lived challenge.
 //
 // [Verifier.Verify] adds, 12, one-time use: [Verifier.Claim] records the
-// jti in the ReplayStore until exp plus the leeway ([ErrReplayed]).
+// jti in the ReplayStore until exp plus the leeway plus [ClaimMargin], a day
+// ([ErrReplayed]): a store forgets a claim by the clock of whoever sweeps it,
+// and clocks that disagree (a clock stepped forward and back, gateways minutes
+// apart sharing a store) must not reopen a used challenge.
 // Nothing about a challenge's content is trusted before step 5.
 //
 // # Errors and CRP phases

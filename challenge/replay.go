@@ -14,7 +14,8 @@ import (
 // Claim returns nil exactly once per id until the time until, and an error
 // matching [ErrReplayed] for every later Claim of that id before until.
 // After until the store may forget the id (a verifier refuses the challenge
-// as expired by then). An until that is already past when Claim runs (a
+// as expired by then, by a day: [Verifier.Claim] adds [ClaimMargin] for
+// clocks that disagree). An until that is already past when Claim runs (a
 // challenge that expired in flight, clocks that differ between gateways)
 // still records the id for a while: a second Claim of it right after must
 // return ErrReplayed, never nil. The stores of this module keep such an id

@@ -20,6 +20,19 @@ const (
 // NoLeeway, as [Verifier.Leeway], turns the clock-skew allowance off.
 const NoLeeway time.Duration = -1
 
+// ClaimMargin is how long a claim is kept past the last moment a [Verifier] could
+// accept its challenge (exp plus the leeway). A replay store forgets a claim by the
+// clock of whoever sweeps it, which need not be the clock of the verifier that sees
+// the challenge next: a gateway's clock stepped forward (an NTP correction, a virtual
+// machine resumed with its host's time, local time taken for UTC) and back, another
+// gateway sharing the store that runs ahead, a Redis whose own clock expires keys.
+// Without a margin, a claim swept under the faster clock while the slower one still
+// accepted its challenge let the challenge pass a second time. A day covers any
+// time-zone offset taken for UTC; a clock that disagrees by more than a day can
+// still reopen a challenge it used. Claims are small (a jti is 16 bytes), and a
+// challenge lives an hour at most, so a claim is kept at most about 25 hours.
+const ClaimMargin = 24 * time.Hour
+
 // DefaultAlgorithms is the allow-list of a [Verifier] with nil Algorithms.
 // HS256 is never in it: a verifier accepts HMAC only when its Algorithms
 // name HS256 explicitly.
@@ -302,9 +315,10 @@ func (v *Verifier) Verify(ctx context.Context, challenge string) (*Claims, error
 }
 
 // Claim records one-time use of checked claims c in v.Replay, until c
-// expires plus the leeway (as long as [Verifier.Check] could accept it). It
-// returns an error matching [ErrReplayed] when the id was already claimed,
-// and [ErrConfig] when Replay is nil.
+// expires plus the leeway (as long as [Verifier.Check] could accept it) plus
+// [ClaimMargin], so that clocks that disagree by up to a day cannot make the
+// challenge pass again. It returns an error matching [ErrReplayed] when the id
+// was already claimed, and [ErrConfig] when Replay is nil.
 func (v *Verifier) Claim(ctx context.Context, c *Claims) error {
 	if v.Replay == nil {
 		return fmt.Errorf("%w: Verifier has no Replay store", ErrConfig)
@@ -313,7 +327,7 @@ func (v *Verifier) Claim(ctx context.Context, c *Claims) error {
 	if err != nil {
 		return err
 	}
-	err = v.Replay.Claim(ctx, c.ID, c.Expires.Add(leeway))
+	err = v.Replay.Claim(ctx, c.ID, c.Expires.Add(leeway+ClaimMargin))
 	switch {
 	case err == nil:
 		return nil

@@ -348,12 +348,13 @@ func TestVerifyReplay(t *testing.T) {
 	require.False(t, IsExpiry(err) || IsGenuineness(err))
 	require.ErrorIs(t, v.Release(ctx, c), errors.ErrUnsupported)
 
-	// The claim lasts as long as the challenge can be accepted: exp + leeway.
+	// The claim lasts as long as the challenge can be accepted (exp + leeway),
+	// and a margin for clocks that disagree.
 	var until time.Time
 	v.Replay = ReplayFunc(func(_ context.Context, _ string, u time.Time) error { until = u; return nil })
 	_, err = v.Verify(ctx, ch)
 	require.NoError(t, err)
-	require.Equal(t, c.Expires.Add(DefaultLeeway), until)
+	require.Equal(t, c.Expires.Add(DefaultLeeway+ClaimMargin), until)
 }
 
 // TestVerifyWithoutReplayStoreIsConfigError: Verify with Replay nil used to

@@ -18,8 +18,8 @@ import (
 
 // MemoryStore is a [Store] in memory, for tests, demos and a single process that may
 // forget everything when it stops. Its zero value is ready. Retention and memory bounds
-// are those of its parts: claims are kept until their challenge expires
-// (challenge.MemoryReplayStore), transaction records and pending requests until their
+// are those of its parts: claims are kept a day past their challenge's expiry
+// (challenge.MemoryReplayStore, challenge.ClaimMargin), transaction records and pending requests until their
 // Expires (RegistrationPoint.RecordTTL, 24 hours by default; refusals of anonymous
 // requests are never recorded), certificates and revocations for the life of the
 // process (about 2 KB per certificate: use boltstore or pgstore when that is not

@@ -29,7 +29,8 @@
 //
 // # Retention
 //
-// Claims are kept until their challenge expires (at least a minute), transaction
+// Claims are kept until the time the claimant gives (for a challenge, a day past its
+// expiry: challenge.ClaimMargin; at least a minute), transaction
 // records and pending requests until Record.Expires (a zero Expires is
 // [DefaultRecordTTL] from the write); expired rows are deleted in small batches by
 // once every [SweepEvery] writes. Certificates and revocations are kept.

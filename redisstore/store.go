@@ -56,7 +56,9 @@ type Store struct {
 	Prefix string
 	// Now is the clock that turns the deadlines of Claim and of Record.Expires into
 	// TTLs; nil means time.Now. Redis expires keys by its own clock: only the
-	// difference between Now and the deadline matters, not clock skew.
+	// difference between Now and the deadline matters, not the offset between the two
+	// clocks. A step of Redis's clock forward expires every key early by as much:
+	// challenge claims carry a day of margin for it (challenge.ClaimMargin).
 	Now func() time.Time
 }
 
