@@ -477,12 +477,15 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	}
 	// A certificate renews once: claim it in the replay store, as a challenge is
 	// claimed, so that a stolen certificate cannot mint certificates without end (and
-	// across gateways when the store is shared).
+	// across gateways when the store is shared). The claim outlives the last moment a
+	// renewal by it is accepted by challenge.ClaimMargin, as a challenge's does: a
+	// clock stepped forward and back, or a gateway ahead sweeping the shared store,
+	// must not give the certificate a second renewal.
 	if rp.Verifier == nil || rp.Verifier.Replay == nil {
 		return fail(PhaseGateway, ReasonRenewalRefused, errors.New("renewal needs the Verifier's replay store"))
 	}
 	id := renewalClaimID(s)
-	switch err := rp.Verifier.Replay.Claim(ctx, id, s.NotAfter.Add(rp.Renewal.Grace)); {
+	switch err := rp.Verifier.Replay.Claim(ctx, id, s.NotAfter.Add(rp.Renewal.Grace+challenge.ClaimMargin)); {
 	case errors.Is(err, challenge.ErrReplayed):
 		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("certificate %x was already renewed", s.SerialNumber))
 	case err != nil:
