@@ -4,13 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"fmt"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/scepkit/scepkit/challenge"
+	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/scep"
 )
@@ -54,4 +58,58 @@ func TestRenewalClaimSurvivesClockStep(t *testing.T) {
 	var fe *scep.FailError
 	require.ErrorAs(t, err, &fe, "a second renewal by one certificate")
 	require.Equal(t, 2, env.Issuer.Count())
+}
+
+// TestDecisionNotGivenBackAfterLeaseWhenClockSteppedBack: a decider gives its claim
+// on a pending request back after a transient failure only while its lease holds,
+// since past it the claim may be another gateway's. The lease was judged by the wall
+// clock alone: a gateway whose clock stepped back an hour during the decision, and
+// whose CA answered only after the lease had run out, released the claim another
+// gateway had taken meanwhile, and a third decided the same request beside it: two
+// certificates for one approval. The lease's end is now also measured on the
+// monotonic clock.
+func TestDecisionNotGivenBackAfterLeaseWhenClockSteppedBack(t *testing.T) {
+	keys(t)
+	clk := &testClock{now: time.Now()}
+	env, err := crptest.New(crptest.Options{Now: clk.Now})
+	require.NoError(t, err)
+	ctx := context.Background()
+	enrollPending(t, env)
+	// The decisions are claimed in a store shared by the gateways, which expires
+	// them by its own clock (Redis's), not by this gateway's.
+	env.RP.Decisions = &challenge.MemoryReplayStore{}
+	env.RP.DecisionTTL = time.Second
+
+	inner := env.RP.Issuer
+	secondIn, secondGo := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+		switch calls.Add(1) {
+		case 1: // this gateway: its clock steps back, its CA answers after the lease
+			clk.Set(clk.Now().Add(-30 * time.Second))
+			time.Sleep(1500 * time.Millisecond)
+			return nil, context.DeadlineExceeded
+		case 2: // the gateway that took the request over once the lease ran out
+			close(secondIn)
+			<-secondGo
+		}
+		return inner.Issue(ctx, req)
+	})
+	first := make(chan error, 1)
+	go func() { _, err := env.RP.Approve(ctx, "wait"); first <- err }()
+	time.Sleep(1100 * time.Millisecond) // the first decider's lease has passed, its work has not
+	second := make(chan error, 1)
+	go func() { _, err := env.RP.Approve(ctx, "wait"); second <- err }()
+	select {
+	case <-secondIn:
+	case err := <-second:
+		t.Fatalf("the second decider did not reach the CA: %v", err)
+	}
+	require.ErrorIs(t, <-first, crp.ErrUnavailable)
+
+	_, err = env.RP.Approve(ctx, "wait")
+	close(secondGo)
+	require.ErrorIs(t, err, crp.ErrDecided, "the second decider holds the request")
+	require.NoError(t, <-second)
+	require.Equal(t, 1, env.Issuer.Count())
 }

@@ -258,7 +258,13 @@ type RegistrationPoint struct {
 	// completion, and the lease an Approve or Reject holds on a pending request in a
 	// shared store (Decisions, or the Verifier's Replay): its work is bounded to end
 	// within it, and a request whose decider died (a gateway killed mid-approval) can
-	// be decided again once it has passed. Zero means DefaultDecisionTTL.
+	// be decided again once it has passed. Zero means DefaultDecisionTTL. The lease
+	// ends at the claimant's Now plus DecisionTTL, as the store reads it; the
+	// claimant's own work, and whether it may give the lease back, are timed on the
+	// monotonic clock, so that its wall clock stepped back does not stretch them.
+	// Gateways sharing the store must agree on the time within the margin the work
+	// leaves before the lease ends (a quarter of DecisionTTL, 30 s at most): a gateway
+	// further ahead takes a lease over while its decider still works.
 	DecisionTTL time.Duration
 	// MaxOpenDecisions is how many decisions of Decide may wait for their
 	// completion at once (each holds its request in memory until it is completed or

@@ -208,14 +208,20 @@ func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record, tx *Transa
 		// quarters of the time), then the notification and the record, which
 		// finishRecord bounds by tx.leaseEnd and skips once it has passed (a record
 		// written after the lease could overwrite another gateway's decision).
+		// These intervals are measured on the monotonic clock (time.Now), not on
+		// rp.Now: a wall clock stepped back must not stretch them.
+		started := time.Now()
 		total := lease - min(lease/4, finishTimeout)
-		tx.leaseEnd = time.Now().Add(total)
+		tx.leaseEnd = started.Add(total)
 		wctx, cancel := context.WithTimeout(ctx, total*3/4)
 		return wctx, func(give bool) {
 			cancel()
 			// Given back only while the lease holds: past it, the claim may be
-			// another gateway's.
-			if give && rp.now().Before(until) {
+			// another gateway's. It holds by the clock the store expires it by (the
+			// wall clock) and by the time that has passed since it was taken (the
+			// monotonic one): a wall clock stepped back still reads before until
+			// when the lease has run out.
+			if give && rp.now().Before(until) && time.Since(started) < lease {
 				release()
 			}
 		}, nil
