@@ -6,7 +6,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
+	"math/big"
+	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -112,4 +116,42 @@ func TestDecisionNotGivenBackAfterLeaseWhenClockSteppedBack(t *testing.T) {
 	require.ErrorIs(t, err, crp.ErrDecided, "the second decider holds the request")
 	require.NoError(t, <-second)
 	require.Equal(t, 1, env.Issuer.Count())
+}
+
+// TestCRLRefreshedWhenClockStepsBack: a CRLPublisher signs a new CRL once Refresh has
+// passed, so that revocations another gateway recorded in the shared store reach its
+// CRL. Refresh was measured on the wall clock: after the gateway's clock stepped back
+// an hour, the CRL signed before the step looked an hour younger, and it was served
+// (revocations missing, and HTTP caches told to keep it an hour longer) until the
+// clock had caught up. The CRL's age is now measured on the monotonic clock as well.
+func TestCRLRefreshedWhenClockStepsBack(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	clk := &testClock{now: time.Now()}
+	const refresh = 300 * time.Millisecond
+	store := &crp.MemoryRevocations{}
+	pub := &crp.CRLPublisher{CA: env.CA, Revocations: store, Refresh: refresh, Now: clk.Now}
+	_, err := pub.CRL(ctx)
+	require.NoError(t, err)
+
+	clk.Set(clk.Now().Add(-time.Hour))
+	// Revoked through another gateway sharing the store.
+	_, err = store.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(4711), Reason: 1, RevokedAt: clk.Now(),
+		Issuer: env.CA.Certificate.RawSubject})
+	require.NoError(t, err)
+	time.Sleep(refresh + 50*time.Millisecond)
+
+	der, err := pub.CRL(ctx)
+	require.NoError(t, err)
+	crl, err := x509.ParseRevocationList(der)
+	require.NoError(t, err)
+	require.Len(t, crl.RevokedCertificateEntries, 1, "signed afresh once Refresh has passed")
+
+	ts := httptest.NewServer(pub)
+	defer ts.Close()
+	resp, _ := getCRL(t, ts.URL, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	maxAge, err := strconv.Atoi(strings.TrimPrefix(resp.Header.Get("Cache-Control"), "public, no-transform, max-age="))
+	require.NoError(t, err)
+	require.LessOrEqual(t, time.Duration(maxAge)*time.Second, refresh)
 }

@@ -42,6 +42,8 @@ type CRLPublisher struct {
 	// Refresh is how often a new CRL is signed when this publisher revoked nothing
 	// (another gateway sharing the store may have); zero means an hour, and it is
 	// capped at half of Validity, so that a cached CRL never reaches its nextUpdate.
+	// A CRL's age is measured by Now and by the monotonic clock, whichever says more,
+	// so that a clock stepped back does not keep an old CRL in service.
 	Refresh time.Duration
 	// Logger receives failures to sign; nil means no logging.
 	Logger *slog.Logger
@@ -58,8 +60,21 @@ type signedCRL struct {
 	der                    []byte
 	number                 *big.Int
 	signed                 time.Time // when: refreshes and cache lifetimes count from it
+	mono                   time.Time // time.Now() at signing, for its monotonic reading
 	thisUpdate, nextUpdate time.Time
 	modified               time.Time // Last-Modified: thisUpdate, or zero for none (see sign)
+}
+
+// age is how long ago c was signed, by the publisher's clock reading now or, when it
+// says more, by the monotonic clock: a wall clock stepped back must not make a CRL
+// look younger than it is (and stay unrefreshed, or cached, by as much).
+func (c *signedCRL) age(now time.Time) time.Duration {
+	return max(now.Sub(c.signed), time.Since(c.mono))
+}
+
+// valid reports whether c has not reached its nextUpdate by its age at now.
+func (c *signedCRL) valid(now time.Time) bool {
+	return c.age(now) < c.nextUpdate.Sub(c.signed)
 }
 
 // CRLBackdate is how far before its signing a CRL's thisUpdate is set.
@@ -116,12 +131,12 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	if c := p.cur; c != nil && !p.stale && now.Sub(c.signed) < p.refresh() && now.Before(c.nextUpdate) {
+	if c := p.cur; c != nil && !p.stale && c.age(now) < p.refresh() && c.valid(now) {
 		return c, nil
 	}
 	revs, err := p.Revocations.RevokedSince(ctx, time.Time{})
 	if err != nil {
-		if c := p.cur; c != nil && !p.stale && now.Before(c.nextUpdate) {
+		if c := p.cur; c != nil && !p.stale && c.valid(now) {
 			// The store cannot be read (an outage): the CRL signed last is still
 			// valid and lacks nothing revoked here, so relying parties keep it rather
 			// than find none. After a Revoke here it would lack that one: no CRL then.
@@ -173,7 +188,8 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 		modified = time.Time{}
 	}
 	p.number, p.stale = num, false
-	p.cur = &signedCRL{der: der, number: num, signed: signed, thisUpdate: this, nextUpdate: next, modified: modified}
+	p.cur = &signedCRL{der: der, number: num, signed: signed, mono: time.Now(), thisUpdate: this, nextUpdate: next,
+		modified: modified}
 	return p.cur, nil
 }
 
@@ -226,9 +242,9 @@ func (p *CRLPublisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "CRL unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	now := p.now()
-	maxAge := c.signed.Add(p.refresh()).Sub(now)
-	if until := c.nextUpdate.Sub(now); until < maxAge {
+	age := c.age(p.now())
+	maxAge := p.refresh() - age
+	if until := c.nextUpdate.Sub(c.signed) - age; until < maxAge {
 		maxAge = until
 	}
 	if maxAge < 0 {
