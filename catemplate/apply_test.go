@@ -103,7 +103,7 @@ func TestApplyValidity(t *testing.T) {
 		{"one second before CA expiry", 100 * day, 365 * day, 0, testNow.Add(100*day - time.Second), testNow.Add(100 * day), nil},
 		{"at CA expiry", 100 * day, 365 * day, 0, testNow.Add(100 * day), time.Time{}, ErrCAExpired},
 		{"after CA expiry", 100 * day, 365 * day, 0, testNow.Add(200 * day), time.Time{}, ErrCAExpired},
-		{"before CA validity", 100 * day, 365 * day, 0, testNow.Add(-time.Hour), time.Time{}, ErrCAExpired},
+		{"before CA validity", 100 * day, 365 * day, 0, testNow.Add(-CABackdate - time.Second), time.Time{}, ErrCAExpired},
 		{"backdate clamped to CA start", 100 * day, 365 * day, time.Hour, testNow, testNow.Add(100 * day), nil},
 	}
 	for _, c := range cases {

@@ -298,6 +298,15 @@ func (ca *CA) SignCRL(ctx context.Context, crl *x509.RevocationList) ([]byte, er
 	return der, nil
 }
 
+// CABackdate is how far before their making [NewCA] and [NewRA] set the NotBefore of
+// the certificates they make: as far as a [Template] may backdate (an hour), so that
+// a certificate issued moments after its CA was made keeps its template's backdate
+// (NotBefore is never before the CA's), a device whose clock is behind finds the
+// CA, the RA and its certificate valid, and a gateway whose clock steps back after
+// making its CA (an NTP correction of a clock that ran ahead at first start) still
+// issues.
+const CABackdate = time.Hour
+
 // CAOptions configures [NewCA]. Every zero value has a default.
 type CAOptions struct {
 	// Subject of the CA certificate; zero means CN=scepkit CA.
@@ -322,7 +331,9 @@ type CAOptions struct {
 
 // NewCA creates a CA: a fresh key (or opts.Signer) and a self-signed root certificate,
 // or an intermediate under opts.Parent. The certificate has keyUsage
-// keyCertSign+cRLSign (+digitalSignature), basicConstraints CA:TRUE, a random serial.
+// keyCertSign+cRLSign (+digitalSignature), basicConstraints CA:TRUE, a random serial,
+// and a NotBefore an hour before now ([CABackdate]; under a Parent, not before the
+// parent's).
 func NewCA(opts CAOptions) (*CA, error) {
 	signer := opts.Signer
 	if signer == nil {
@@ -351,7 +362,7 @@ func NewCA(opts CAOptions) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               subject,
-		NotBefore:             now.Add(-time.Minute),
+		NotBefore:             now.Add(-CABackdate),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,

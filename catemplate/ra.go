@@ -69,7 +69,8 @@ type RAOptions struct {
 // keyUsage keyEncipherment, EKU Certificate Request Agent. Combined: one RSA key with
 // both key usages and the EKU. The EKU on both is what lets a scep.Client that pins ca
 // encrypt to the RA and believe its replies; an RA saved by an older version without
-// it on the encryption certificate must be issued again.
+// it on the encryption certificate must be issued again. Both certificates' NotBefore
+// is [CABackdate] before now, not before the CA's.
 func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 	if ca == nil || ca.Certificate == nil || ca.Signer == nil {
 		return nil, errors.New("catemplate: NewRA needs a CA with certificate and signer")
@@ -101,7 +102,7 @@ func NewRA(ca *CA, opts RAOptions) (*RA, error) {
 		tmpl := &x509.Certificate{
 			SerialNumber:          serial,
 			Subject:               subject,
-			NotBefore:             now.Add(-time.Minute),
+			NotBefore:             now.Add(-CABackdate),
 			NotAfter:              now.Add(validity),
 			KeyUsage:              ku,
 			BasicConstraintsValid: true,
