@@ -59,3 +59,47 @@ func TestClaimOutlivesClockDisagreement(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimRetentionBounded: whatever exp a signer writes, the claim of a challenge
+// the verifier accepts covers every moment it could be accepted again (exp plus the
+// leeway) and ends within an hour and two leeways of now plus ClaimMargin: a
+// challenge whose exp is far ahead (an MDM bug, a hostile or compromised issuer) is
+// refused before anything is claimed, since iat may not be ahead beyond the leeway
+// and exp - iat may not exceed an hour.
+func TestClaimRetentionBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	leeway := DefaultLeeway
+	for _, tc := range []struct {
+		name     string
+		iat, exp time.Time
+		want     error
+	}{
+		{"ordinary", t0, t0.Add(time.Hour), nil},
+		{"iat at the leeway's edge, an hour's life", t0.Add(leeway), t0.Add(leeway + time.Hour), nil},
+		{"iat beyond the leeway", t0.Add(leeway + time.Second), t0.Add(leeway + time.Second + time.Hour), ErrNotYetValid},
+		{"exp a year ahead", t0, t0.AddDate(1, 0, 0), ErrLifetime},
+		{"exp in 9999", t0, time.Unix(maxUnix, 0), ErrLifetime},
+		{"iat and exp a year ahead", t0.AddDate(1, 0, 0), t0.AddDate(1, 0, 0).Add(time.Hour), ErrNotYetValid},
+		{"issued 59 min ago, last second", t0.Add(-59 * time.Minute), t0.Add(time.Minute), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := stdClaims()
+			c["iat"], c["nbf"], c["exp"] = tc.iat.Unix(), tc.iat.Unix(), tc.exp.Unix()
+			ch := forge(t, edHeader(t), c, EdDSA, edKey)
+			var until time.Time
+			v := testVerifier(t, edKey)
+			v.Replay = ReplayFunc(func(_ context.Context, _ string, u time.Time) error { until = u; return nil })
+			_, err := v.Verify(ctx, ch)
+			if tc.want != nil {
+				requireOnly(t, err, tc.want)
+				require.True(t, until.IsZero(), "nothing claimed")
+				return
+			}
+			require.NoError(t, err)
+			require.False(t, until.Before(tc.exp.Add(leeway)), "covers the challenge's last acceptable moment")
+			require.LessOrEqual(t, until.Sub(t0), MaxLifetime+2*leeway+ClaimMargin, "bounded")
+		})
+	}
+}
