@@ -155,3 +155,34 @@ func TestCRLRefreshedWhenClockStepsBack(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, time.Duration(maxAge)*time.Second, refresh)
 }
+
+// TestDecisionsSweptAfterClockStepsBack: Decide and Complete lapse the decisions past
+// their time at most once a second. That second was counted on the wall clock: after
+// the clock stepped forward an hour (a sweep ran then) and back, no sweep ran until
+// the clock had caught up with the step, an hour later. Lapsed decisions kept their
+// places meanwhile, and once MaxOpenDecisions of them waited (a CA that stopped
+// reporting), Decide refused every request. A second passing on the monotonic clock
+// now lets a sweep run too.
+func TestDecisionsSweptAfterClockStepsBack(t *testing.T) {
+	env, now, _ := clockEnv(t)
+	env.RP.MaxOpenDecisions = 2
+	ctx := context.Background()
+
+	now.Add(int64(time.Hour))
+	require.ErrorIs(t, env.RP.Complete(ctx, &crp.Completion{TransactionID: "unknown"}), crp.ErrNoDecision, "a sweep runs an hour ahead")
+	now.Add(-int64(time.Hour))
+
+	decideAlice(t, env, "lapse-a")
+	decideAlice(t, env, "lapse-b")
+	now.Add(int64(crp.DefaultDecisionTTL + time.Minute)) // both lapsed
+	time.Sleep(1100 * time.Millisecond)                  // and a second has passed
+
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	_, err := env.RP.Decide(ctx, &crp.EnrollRequest{TransactionID: "lapse-c", CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	require.NoError(t, err, "the lapsed decisions were swept")
+	for _, id := range []string{"lapse-a", "lapse-b"} {
+		rec, err := env.RP.Transactions.Get(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, crp.ReasonDecisionLapsed, rec.Reason)
+	}
+}

@@ -114,8 +114,13 @@ type openDecision struct {
 type decisions struct {
 	m         sync.Map     // transactionID -> *openDecision
 	n         atomic.Int64 // decisions in m, and places reserved by Decide calls on their way
-	lastSweep atomic.Int64
+	lastSweep atomic.Int64 // the last sweep of sweepDecisions: its Now in unix nanoseconds
+	lastMono  atomic.Int64 // and its time since monoBase, on the monotonic clock
 }
+
+// monoBase is the origin of decisions.lastMono: time.Since(monoBase) reads the
+// monotonic clock, which a step of the wall clock does not move.
+var monoBase = time.Now()
 
 // reserve takes a place for a decision, if fewer than max are taken.
 func (d *decisions) reserve(max int) bool {
@@ -398,13 +403,20 @@ func (rp *RegistrationPoint) SweepDecisions(ctx context.Context) int {
 }
 
 // sweepDecisions sweeps at most once per second (amortized over calls of Decide and
-// Complete).
+// Complete): once Now has moved a second past the last sweep, or a second has passed
+// on the monotonic clock. By Now alone, a clock stepped forward and back stopped the
+// sweeps until it had caught up with the step, and lapsed decisions kept their places
+// (MaxOpenDecisions) meanwhile.
 func (rp *RegistrationPoint) sweepDecisions(ctx context.Context) {
-	now := rp.now()
-	last := rp.open.lastSweep.Load()
-	if now.UnixNano()-last < int64(time.Second) || !rp.open.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+	now, mono := rp.now(), int64(time.Since(monoBase))
+	last, lastMono := rp.open.lastSweep.Load(), rp.open.lastMono.Load()
+	if now.UnixNano()-last < int64(time.Second) && mono-lastMono < int64(time.Second) {
 		return
 	}
+	if !rp.open.lastMono.CompareAndSwap(lastMono, mono) {
+		return // another call sweeps
+	}
+	rp.open.lastSweep.Store(now.UnixNano())
 	rp.sweep(ctx, now)
 }
 
