@@ -69,8 +69,9 @@ type Handler struct {
 	// (step-ca's, when the TLS server's ClientCAs holds step-ca's roots and
 	// ClientAuth is tls.VerifyClientCertIfGiven or stricter).
 	RequireClientCert bool
-	// Replay remembers answered requests (by their signature) until they are stale;
-	// nil means in memory. Share it between handlers behind one load balancer.
+	// Replay remembers answered requests (by a digest of their body) until they are stale,
+	// and challenge.ClaimMargin longer for clocks that disagree; nil means in memory.
+	// Share it between handlers behind one load balancer.
 	Replay challenge.ReplayStore
 	// MaxBody, MaxSkew and Timeout default to DefaultMaxBody, DefaultMaxSkew and
 	// DefaultTimeout.
@@ -215,7 +216,10 @@ func (h *Handler) authenticate(ctx context.Context, r *http.Request, k kind) (*R
 		return nil, http.StatusUnauthorized, fmt.Errorf("%w: %s", ErrStale, req.Timestamp.UTC().Format(time.RFC3339))
 	}
 	sum := sha256.Sum256(body) // the body, not the signature: hex has two spellings
-	switch err := h.replay().Claim(ctx, "stepca-webhook:"+hex.EncodeToString(sum[:16]), req.Timestamp.Add(skew)); {
+	// Kept past the last moment its timestamp is accepted by challenge.ClaimMargin: a
+	// clock stepped forward and back, or handlers apart sharing Replay, must not take
+	// the same body for new.
+	switch err := h.replay().Claim(ctx, "stepca-webhook:"+hex.EncodeToString(sum[:16]), req.Timestamp.Add(skew+challenge.ClaimMargin)); {
 	case errors.Is(err, challenge.ErrReplayed):
 		return nil, http.StatusConflict, ErrReplayed
 	case err != nil:
