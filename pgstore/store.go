@@ -50,6 +50,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/scepkit/scepkit/challenge"
@@ -166,11 +167,12 @@ type Options struct {
 
 // Open connects to the database at dsn (a pgx connection string or URL), creates or
 // migrates the schema, and returns a Store that owns the connection pool (Close closes
-// it).
+// it). A dsn that does not parse is refused with an error that does not quote it, so
+// that its password cannot reach a log.
 func Open(ctx context.Context, dsn string, o *Options) (*Store, error) {
 	pool, err := pgxpool.New(ctx, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: %w", err)
+		return nil, fmt.Errorf("pgstore: %w", connStringError(err))
 	}
 	s, err := New(ctx, pool, o)
 	if err != nil {
@@ -180,6 +182,37 @@ func Open(ctx context.Context, dsn string, o *Options) (*Store, error) {
 	s.own = true
 	return s, nil
 }
+
+// connStringError is err, from parsing a connection string, without the string. pgx
+// quotes the string in its message and masks the password only where it recognizes
+// one: a keyword/value string with spaces around "=" (which libpq allows), a quote
+// escaped in a quoted password or a malformed pair went out whole. What follows the
+// quoted string (what is wrong with it) is kept.
+func connStringError(err error) error {
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	what := "the connection string does not parse"
+	// pgx's message is "cannot parse `STRING`: WHAT"; WHAT never holds the string.
+	if msg := pe.Error(); strings.HasPrefix(msg, "cannot parse `") {
+		if i := strings.LastIndex(msg, "`: "); i >= 0 {
+			what += ": " + msg[i+len("`: "):]
+		}
+	}
+	return &parseError{what: what, err: errors.Unwrap(pe)}
+}
+
+// parseError is a connection string that did not parse, without the string (see
+// connStringError). It unwraps to what pgx's error wraps, not to that error, whose
+// ConnString field holds the password.
+type parseError struct {
+	what string
+	err  error
+}
+
+func (e *parseError) Error() string { return e.what }
+func (e *parseError) Unwrap() error { return e.err }
 
 // New returns a Store over pool (which it does not close), after creating or
 // migrating the schema.
