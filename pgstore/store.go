@@ -20,8 +20,8 @@
 //
 // [New] creates the tables and indexes, and migrates an older schema, in one
 // transaction under an advisory lock (gateways starting together apply each version
-// once); the versions applied are in scepkit_schema. A database at a newer version
-// than this package knows is refused. Times are stored as timestamptz
+// once), within [Options.Timeout]; the versions applied are in scepkit_schema. A
+// database at a newer version than this package knows is refused. Times are stored as timestamptz
 // (microseconds), serials as numeric. Every statement is parameterised. An id (a
 // challenge's, a transactionID) over 128 bytes, or one that starts with "sha256:", is
 // keyed by "sha256:" and its hex SHA-256, so that no id a client chooses names the key
@@ -160,8 +160,11 @@ type Options struct {
 	// Timeout bounds each call, waiting for a connection from the pool included, so
 	// that a server that stops answering (hung, or behind a network that drops
 	// packets) costs a device a FAILURE after Timeout rather than a wait as long as
-	// the device's, and requests do not pile up holding every connection. Zero means
-	// [DefaultTimeout]. The caller's context still applies when it ends sooner.
+	// the device's, and requests do not pile up holding every connection. It bounds
+	// [New]'s creation or migration of the schema as a whole too, waiting for the
+	// schema lock included, so that a gateway started while the server hangs fails
+	// to start rather than waiting without end. Zero means [DefaultTimeout]. The
+	// caller's context still applies when it ends sooner.
 	Timeout time.Duration
 }
 
@@ -240,33 +243,43 @@ func (s *Store) Close() {
 	}
 }
 
+// migrate creates or migrates the schema in one transaction, under the advisory lock
+// migrationLock, all of it within the store's timeout: a server that does not answer,
+// or a lock another session keeps (a gateway stopped or hung while it migrated),
+// fails the start with an error naming what it waited for.
 func (s *Store) migrate(ctx context.Context) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrationLock)); err != nil {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer tx.Rollback(ctx) // nothing to undo once committed
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrationLock)); err != nil {
+		return fmt.Errorf("waiting for the schema lock, which another session holds "+
+			"(a gateway migrating the schema, or stopped or hung while it did): %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS scepkit_schema (
+		version    integer PRIMARY KEY,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return err
+	}
+	var have int
+	if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scepkit_schema").Scan(&have); err != nil {
+		return err
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("the database has schema version %d, newer than this package's %d", have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
+			return fmt.Errorf("version %d: %w", v, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO scepkit_schema (version) VALUES ($1)", v); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS scepkit_schema (
-			version    integer PRIMARY KEY,
-			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-			return err
-		}
-		var have int
-		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scepkit_schema").Scan(&have); err != nil {
-			return err
-		}
-		if have > len(migrations) {
-			return fmt.Errorf("the database has schema version %d, newer than this package's %d", have, len(migrations))
-		}
-		for v := have + 1; v <= len(migrations); v++ {
-			if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
-				return fmt.Errorf("version %d: %w", v, err)
-			}
-			if _, err := tx.Exec(ctx, "INSERT INTO scepkit_schema (version) VALUES ($1)", v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return tx.Commit(ctx)
 }
 
 // SchemaVersion returns the schema version of the database.

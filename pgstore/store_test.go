@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -261,6 +263,84 @@ func TestHungServerTimesOut(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Claim(ctx, "after", time.Now().Add(time.Hour)) == nil },
 		10*time.Second, 100*time.Millisecond)
 	require.ErrorIs(t, s.Claim(ctx, "before", time.Now().Add(time.Hour)), challenge.ErrReplayed)
+}
+
+// Opening a store is bounded by Options.Timeout too, waiting for the schema lock
+// included: a gateway started while PostgreSQL hangs, or while another session holds
+// the schema lock (a gateway stopped or hung in the middle of a migration), fails
+// with an error that says what it waited for, rather than waiting without a word for
+// as long as that lasts (scepkit serve passes a context without a deadline: it hung
+// at start until killed). The DSN has no connect_timeout, as an operator's need not.
+func TestOpenBounded(t *testing.T) {
+	srv := pgtest.Start(t)
+	ctx := context.Background()
+	const timeout = 500 * time.Millisecond
+	for _, c := range []struct {
+		name string
+		hold func(t *testing.T, dsn string) (release func())
+		says string
+	}{
+		{"server frozen", func(t *testing.T, dsn string) func() {
+			srv.Freeze()
+			return srv.Thaw
+		}, "connecting"},
+		{"schema lock held", func(t *testing.T, dsn string) func() {
+			conn, err := pgx.Connect(ctx, dsn)
+			require.NoError(t, err)
+			tx, err := conn.Begin(ctx)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(pgstore.MigrationLock))
+			require.NoError(t, err)
+			return func() { tx.Rollback(ctx); conn.Close(ctx) }
+		}, "schema lock"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dsn := withoutConnectTimeout(t, srv.NewDatabase(t))
+			release := c.hold(t, dsn)
+			released := false
+			defer func() {
+				if !released {
+					release()
+				}
+			}()
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				s, err := pgstore.Open(ctx, dsn, &pgstore.Options{Timeout: timeout})
+				if err == nil {
+					s.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				require.Error(t, err)
+				require.Contains(t, err.Error(), c.says)
+				require.Less(t, time.Since(start), 5*timeout)
+			case <-time.After(10 * timeout):
+				release()
+				released = true
+				<-done
+				t.Fatalf("Open still waiting after %v", 10*timeout)
+			}
+			release()
+			released = true
+			s, err := pgstore.Open(ctx, dsn, &pgstore.Options{Timeout: 10 * time.Second})
+			require.NoError(t, err, "once the server answers and the lock is free")
+			s.Close()
+		})
+	}
+}
+
+// withoutConnectTimeout is dsn without its connect_timeout parameter.
+func withoutConnectTimeout(t *testing.T, dsn string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Del("connect_timeout")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // A database at schema version 1, with a record and a claim in it, is migrated on
