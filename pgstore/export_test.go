@@ -5,3 +5,6 @@ var Migrations = migrations
 
 // MigrationLock is the advisory lock key under which the schema is migrated.
 const MigrationLock = migrationLock
+
+// Reset closes the pool's connections, as a restart of the server leaves them.
+func (s *Store) Reset() { s.pool.Reset() }

@@ -14,7 +14,10 @@
 // every method returns an error: the registration point answers FAILURE and issues
 // nothing, and works again when the database is back. A database that stops
 // answering costs each call at most [Options.Timeout]; a write that timed out may
-// still have been applied (a challenge is then spent, never granted twice).
+// still have been applied (a challenge is then spent, never granted twice). A call
+// the server refuses a new connection for want of slots (max_connections, a role's
+// or database's connection limit) waits, within that timeout, for one of the pool's
+// own connections.
 //
 // # Schema
 //
@@ -250,7 +253,12 @@ func (s *Store) Close() {
 func (s *Store) migrate(ctx context.Context) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	tx, err := s.pool.Begin(ctx)
+	c, err := s.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)
 	}
@@ -287,7 +295,9 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	var v int
-	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scepkit_schema").Scan(&v)
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scepkit_schema").Scan(&v)
+	})
 	return v, err
 }
 
@@ -313,6 +323,68 @@ func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
 }
 
+// slotPoll is how often a call the server refused a connection for want of slots
+// looks for one of the pool's own to come back; slotRetry is how often it asks the
+// server for a new one meanwhile (each attempt costs the server a process).
+const (
+	slotPoll  = 2 * time.Millisecond
+	slotRetry = 100 * time.Millisecond
+)
+
+// acquire takes a connection from the pool. When the pool would open one and the
+// server refuses it for want of connection slots (SQLSTATE 53300: max_connections, a
+// role's or a database's connection limit), it waits until ctx ends for one of the
+// pool's own connections, and asks the server again every slotRetry, rather than
+// failing while the pool's connections are merely busy: at a gateway, a certificate
+// the CA has signed is withheld when its record cannot be written. When ctx ends, the
+// error is the server's refusal (and ctx's).
+func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	c, err := s.pool.Acquire(ctx)
+	if err == nil || !noSlot(err) {
+		return c, err
+	}
+	poll := time.NewTicker(slotPoll)
+	defer poll.Stop()
+	retry := time.Now().Add(slotRetry)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (waited for a connection: %w)", err, context.Cause(ctx))
+		case <-poll.C:
+		}
+		if s.pool.Stat().IdleConns() == 0 && time.Now().Before(retry) {
+			continue
+		}
+		retry = time.Now().Add(slotRetry)
+		c, again := s.pool.Acquire(ctx)
+		switch {
+		case again == nil:
+			return c, nil
+		case !noSlot(again) && ctx.Err() == nil:
+			return nil, again
+		case noSlot(again):
+			err = again
+		}
+	}
+}
+
+// noSlot reports whether err is the server's refusal of a connection for want of
+// slots (too_many_connections).
+func noSlot(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "53300"
+}
+
+// with runs f with a connection from acquire, and releases it when f returns.
+func (s *Store) with(ctx context.Context, f func(c *pgxpool.Conn) error) error {
+	c, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	return f(c)
+}
+
 // wrote counts a write and, every SweepEvery writes, deletes expired rows (in a
 // bounded batch, so that no write pays for a backlog), within a timeout of its own.
 func (s *Store) wrote(ctx context.Context) {
@@ -330,12 +402,42 @@ func (s *Store) wrote(ctx context.Context) {
 
 func wrap(what string, err error) error { return fmt.Errorf("pgstore: %s: %w", what, err) }
 
+// query runs a query on a connection from acquire and returns its rows, each read by
+// scan.
+func query[T any](ctx context.Context, s *Store, scan func(pgx.Row) (T, error), sql string, args ...any) ([]T, error) {
+	var out []T
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		rows, err := c.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// exec runs one statement on a connection from acquire.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) error {
+	return s.with(ctx, func(c *pgxpool.Conn) error {
+		_, err := c.Exec(ctx, sql, args...)
+		return err
+	})
+}
+
 // Ping implements crp.Pinger: one round trip to the database, within the store's
 // timeout.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if err := s.pool.Ping(ctx); err != nil {
+	if err := s.with(ctx, func(c *pgxpool.Conn) error { return c.Ping(ctx) }); err != nil {
 		return wrap("ping", err)
 	}
 	return nil
@@ -356,9 +458,11 @@ func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
 		until = now.Add(minClaimTTL)
 	}
 	var one int
-	err := s.pool.QueryRow(ctx, `INSERT INTO scepkit_claims (id, until) VALUES ($1, $2)
-		ON CONFLICT (id) DO UPDATE SET until = EXCLUDED.until WHERE scepkit_claims.until <= $3
-		RETURNING 1`, idKey(id), until, now).Scan(&one)
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, `INSERT INTO scepkit_claims (id, until) VALUES ($1, $2)
+			ON CONFLICT (id) DO UPDATE SET until = EXCLUDED.until WHERE scepkit_claims.until <= $3
+			RETURNING 1`, idKey(id), until, now).Scan(&one)
+	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return challenge.ErrReplayed
@@ -373,7 +477,7 @@ func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
 func (s *Store) Release(ctx context.Context, id string) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, "DELETE FROM scepkit_claims WHERE id = $1", idKey(id)); err != nil {
+	if err := s.exec(ctx, "DELETE FROM scepkit_claims WHERE id = $1", idKey(id)); err != nil {
 		return wrap("release", err)
 	}
 	return nil
@@ -387,7 +491,7 @@ const recordColumns = "id, signer_key, request, csr, status, certificate, phase,
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, putRecordSQL, s.recordArgs(r)...); err != nil {
+	if err := s.exec(ctx, putRecordSQL, s.recordArgs(r)...); err != nil {
 		return wrap("recording transaction", err)
 	}
 	s.wrote(ctx)
@@ -428,7 +532,7 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 	b := &pgx.Batch{}
 	b.Queue(addCertificateSQL, certArgs...)
 	b.Queue(putRecordSQL, s.recordArgs(r)...)
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+	if err := s.with(ctx, func(c *pgxpool.Conn) error { return c.SendBatch(ctx, b).Close() }); err != nil {
 		return wrap("recording certificate and transaction", err)
 	}
 	s.wrote(ctx)
@@ -477,9 +581,12 @@ func scanRecord(row pgx.Row, id string) (*crp.Record, error) {
 func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	row := s.pool.QueryRow(ctx, "SELECT "+recordColumns+" FROM scepkit_transactions WHERE id = $1 AND expires > $2",
-		idKey(id), s.now())
-	r, err := scanRecord(row, id)
+	var r *crp.Record
+	err := s.with(ctx, func(c *pgxpool.Conn) (err error) {
+		r, err = scanRecord(c.QueryRow(ctx, "SELECT "+recordColumns+" FROM scepkit_transactions WHERE id = $1 AND expires > $2",
+			idKey(id), s.now()), id)
+		return err
+	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("%w: transaction %q", crp.ErrNotFound, id)
@@ -493,22 +600,11 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Record, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, "SELECT "+recordColumns+` FROM scepkit_transactions
+	out, err := query(ctx, s, func(row pgx.Row) (*crp.Record, error) { return scanRecord(row, "") },
+		"SELECT "+recordColumns+` FROM scepkit_transactions
 		WHERE status = 3 AND id > $1 AND expires > $2 ORDER BY id LIMIT $3`,
 		idKey(after), s.now(), crp.ListLimit(limit))
 	if err != nil {
-		return nil, wrap("pending", err)
-	}
-	defer rows.Close()
-	var out []*crp.Record
-	for rows.Next() {
-		r, err := scanRecord(rows, "")
-		if err != nil {
-			return nil, wrap("pending", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, wrap("pending", err)
 	}
 	return out, nil
@@ -526,7 +622,7 @@ func (s *Store) Add(ctx context.Context, c *crp.IssuedCertificate) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.pool.Exec(ctx, addCertificateSQL, args...); err != nil {
+	if err := s.exec(ctx, addCertificateSQL, args...); err != nil {
 		return wrap("recording certificate", err)
 	}
 	return nil
@@ -578,8 +674,12 @@ func (s *Store) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCertifi
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, fmt.Errorf("%w: certificate %v", crp.ErrNotFound, serial)
 	}
-	c, err := scanCertificate(s.pool.QueryRow(ctx, "SELECT "+certColumns+" FROM scepkit_certificates WHERE serial = $1::numeric",
-		serial.String()))
+	var c *crp.IssuedCertificate
+	err := s.with(ctx, func(conn *pgxpool.Conn) (err error) {
+		c, err = scanCertificate(conn.QueryRow(ctx, "SELECT "+certColumns+" FROM scepkit_certificates WHERE serial = $1::numeric",
+			serial.String()))
+		return err
+	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("%w: certificate %x", crp.ErrNotFound, serial)
@@ -624,20 +724,8 @@ func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*cr
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
 	sql += " ORDER BY not_after, serial LIMIT " + arg(crp.ListLimit(q.Limit))
-	rows, err := s.pool.Query(ctx, sql, args...)
+	out, err := query(ctx, s, scanCertificate, sql, args...)
 	if err != nil {
-		return nil, wrap("certificates", err)
-	}
-	defer rows.Close()
-	var out []*crp.IssuedCertificate
-	for rows.Next() {
-		c, err := scanCertificate(rows)
-		if err != nil {
-			return nil, wrap("certificates", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, wrap("certificates", err)
 	}
 	return out, nil
@@ -669,12 +757,17 @@ func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation,
 		return nil, err
 	}
 	serial := r.Serial.String()
-	if _, err := s.pool.Exec(ctx, `INSERT INTO scepkit_revocations (serial, reason, revoked_at, by_whom, issuer)
-		VALUES ($1::numeric, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING`, serial, r.Reason, r.RevokedAt, r.By, r.Issuer); err != nil {
-		return nil, wrap("revoking", err)
-	}
-	got, err := scanRevocation(s.pool.QueryRow(ctx, `SELECT serial::text, reason, revoked_at, by_whom, issuer
-		FROM scepkit_revocations WHERE serial = $1::numeric`, serial))
+	var got *crp.Revocation
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		if _, err := c.Exec(ctx, `INSERT INTO scepkit_revocations (serial, reason, revoked_at, by_whom, issuer)
+			VALUES ($1::numeric, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING`, serial, r.Reason, r.RevokedAt, r.By, r.Issuer); err != nil {
+			return err
+		}
+		var err error
+		got, err = scanRevocation(c.QueryRow(ctx, `SELECT serial::text, reason, revoked_at, by_whom, issuer
+			FROM scepkit_revocations WHERE serial = $1::numeric`, serial))
+		return err
+	})
 	if err != nil {
 		return nil, wrap("revoking", err)
 	}
@@ -685,21 +778,9 @@ func (s *Store) Revoke(ctx context.Context, r *crp.Revocation) (*crp.Revocation,
 func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]*crp.Revocation, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT serial::text, reason, revoked_at, by_whom, issuer FROM scepkit_revocations
-		WHERE revoked_at >= $1 ORDER BY revoked_at, serial`, since)
+	out, err := query(ctx, s, scanRevocation, `SELECT serial::text, reason, revoked_at, by_whom, issuer
+		FROM scepkit_revocations WHERE revoked_at >= $1 ORDER BY revoked_at, serial`, since)
 	if err != nil {
-		return nil, wrap("revocations", err)
-	}
-	defer rows.Close()
-	var out []*crp.Revocation
-	for rows.Next() {
-		r, err := scanRevocation(rows)
-		if err != nil {
-			return nil, wrap("revocations", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, wrap("revocations", err)
 	}
 	return out, nil
@@ -715,8 +796,10 @@ func (s *Store) IsRevoked(ctx context.Context, cert *x509.Certificate) (bool, er
 		return false, errors.New("pgstore: revocation check of a certificate without a serial")
 	}
 	var revoked bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM scepkit_revocations WHERE serial = $1::numeric
-		AND (issuer IS NULL OR issuer = $2))`, cert.SerialNumber.String(), cert.RawIssuer).Scan(&revoked)
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM scepkit_revocations WHERE serial = $1::numeric
+			AND (issuer IS NULL OR issuer = $2))`, cert.SerialNumber.String(), cert.RawIssuer).Scan(&revoked)
+	})
 	if err != nil {
 		return false, wrap("revocation", err)
 	}
