@@ -37,7 +37,7 @@ func TestConnectionStringSecretNotInErrors(t *testing.T) {
 			if err == nil {
 				s.Close()
 			}
-			require.Error(t, err)
+			require.ErrorIs(t, err, pgstore.ErrConnString)
 			require.NotContains(t, err.Error(), secret)
 			require.NotContains(t, err.Error(), secret[2:], "a part of the password")
 			require.Contains(t, err.Error(), c.says, "the error says what is wrong")

@@ -24,7 +24,8 @@
 // [New] creates the tables and indexes, and migrates an older schema, in one
 // transaction under an advisory lock (gateways starting together apply each version
 // once), within [Options.Timeout]; the versions applied are in scepkit_schema. A
-// database at a newer version than this package knows is refused. Times are stored as timestamptz
+// database at a newer version than this package knows is refused
+// ([ErrNewerSchema]), and nothing is written to it. Times are stored as timestamptz
 // (microseconds), serials as numeric. Every statement is parameterised. An id (a
 // challenge's, a transactionID) over 128 bytes, or one that starts with "sha256:", is
 // keyed by "sha256:" and its hex SHA-256, so that no id a client chooses names the key
@@ -69,6 +70,16 @@ const SweepEvery = 64
 
 // DefaultTimeout bounds each call when Options.Timeout is zero.
 const DefaultTimeout = 5 * time.Second
+
+var (
+	// ErrConnString is matched by the error of [Open] for a connection string that
+	// does not parse (the error does not quote the string).
+	ErrConnString = errors.New("pgstore: the connection string does not parse")
+	// ErrNewerSchema is matched by the error of [New] and [Open] for a database whose
+	// schema version is newer than this package knows: a newer release migrated it,
+	// and this one must not write it.
+	ErrNewerSchema = errors.New("pgstore: the database's schema is newer than this release knows")
+)
 
 const (
 	minClaimTTL = time.Minute
@@ -178,7 +189,7 @@ type Options struct {
 func Open(ctx context.Context, dsn string, o *Options) (*Store, error) {
 	pool, err := pgxpool.New(ctx, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: %w", connStringError(err))
+		return nil, connStringError(err)
 	}
 	s, err := New(ctx, pool, o)
 	if err != nil {
@@ -197,9 +208,9 @@ func Open(ctx context.Context, dsn string, o *Options) (*Store, error) {
 func connStringError(err error) error {
 	var pe *pgconn.ParseConfigError
 	if !errors.As(err, &pe) {
-		return err
+		return fmt.Errorf("pgstore: %w", err)
 	}
-	what := "the connection string does not parse"
+	what := ErrConnString.Error()
 	// pgx's message is "cannot parse `STRING`: WHAT"; WHAT never holds the string.
 	if msg := pe.Error(); strings.HasPrefix(msg, "cannot parse `") {
 		if i := strings.LastIndex(msg, "`: "); i >= 0 {
@@ -220,6 +231,9 @@ type parseError struct {
 func (e *parseError) Error() string { return e.what }
 func (e *parseError) Unwrap() error { return e.err }
 
+// Is makes a parseError match ErrConnString.
+func (e *parseError) Is(target error) bool { return target == ErrConnString }
+
 // New returns a Store over pool (which it does not close), after creating or
 // migrating the schema.
 func New(ctx context.Context, pool *pgxpool.Pool, o *Options) (*Store, error) {
@@ -233,7 +247,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, o *Options) (*Store, error) {
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx); errors.Is(err, ErrNewerSchema) {
+		return nil, err
+	} else if err != nil {
 		return nil, fmt.Errorf("pgstore: migrating the schema: %w", err)
 	}
 	return s, nil
@@ -277,7 +293,8 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	if have > len(migrations) {
-		return fmt.Errorf("the database has schema version %d, newer than this package's %d", have, len(migrations))
+		return fmt.Errorf("%w (version %d; this one knows up to %d): run the release that migrated it", ErrNewerSchema,
+			have, len(migrations))
 	}
 	for v := have + 1; v <= len(migrations); v++ {
 		if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {

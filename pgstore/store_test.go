@@ -103,6 +103,24 @@ func TestPostgres(t *testing.T) {
 		require.Zero(t, n)
 	})
 
+	// A database a newer release migrated is refused, matching ErrNewerSchema, and
+	// left as it was: an older binary must not write what it does not know.
+	t.Run("newer-schema-refused", func(t *testing.T) {
+		dsn := srv.NewDatabase(t)
+		open(t, dsn).Close()
+		pool, err := pgxpool.New(ctx, dsn)
+		require.NoError(t, err)
+		defer pool.Close()
+		_, err = pool.Exec(ctx, "INSERT INTO scepkit_schema (version) VALUES ($1)", len(pgstore.Migrations)+1)
+		require.NoError(t, err)
+		_, err = pgstore.Open(ctx, dsn, nil)
+		require.ErrorIs(t, err, pgstore.ErrNewerSchema)
+		require.NotErrorIs(t, err, pgstore.ErrConnString)
+		var n int
+		require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM scepkit_schema").Scan(&n))
+		require.Equal(t, len(pgstore.Migrations)+1, n)
+	})
+
 	t.Run("long-ids-have-their-own-keys", func(t *testing.T) { longIDsHaveTheirOwnKeys(t, srv) })
 	t.Run("gateways-minutes-apart", func(t *testing.T) { gatewaysMinutesApart(t, srv) })
 	t.Run("migration-from-version-1", func(t *testing.T) { migrationFromVersion1(t, srv) })

@@ -192,7 +192,12 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		// Before the CA, which a first start makes: a wrong DSN leaves no CA behind
 		// (a gateway meant to share the first one's would have made its own).
 		pg, err := pgstore.Open(ctx, c.Postgres.DSN, nil)
-		if err != nil {
+		switch {
+		case errors.Is(err, pgstore.ErrConnString), errors.Is(err, pgstore.ErrNewerSchema):
+			// A restart fails the same way: the string is wrong, or a newer release
+			// migrated the database (this one must not write it).
+			return nil, settingError("postgres.dsn", err)
+		case err != nil:
 			return nil, unavailableSetting("postgres.dsn", err) // the database may not be up yet
 		}
 		g.store, g.closeDB = pg, func() error { pg.Close(); return nil }
