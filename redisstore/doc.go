@@ -38,6 +38,17 @@
 // dialing and probes once a second, so a few requests still fail in the first second
 // after Redis is back.
 //
+// Beyond its maxclients, Redis closes each new connection as it opens it; the client
+// reads "ERR max number of clients reached" or, mostly, finds the connection closed
+// as it writes ("write: broken pipe"), which go-redis does not retry. A command that
+// meets either waits, up to [ClientsWait], for one of the pool's own connections
+// (sending the command again on it), so that gateways whose pools could open more
+// connections than Redis grants them fail nothing while those connections are merely
+// busy (TestMaxClientsReached: before, a certificate the CA had signed was withheld
+// when its record met a refused connection). A client that holds no connection at all
+// while others hold every one Redis grants still fails, after ClientsWait: set
+// maxclients above the sum of the gateways' PoolSize.
+//
 // # Durability
 //
 // A claim lives only in Redis: a Redis that restarts empty forgets every claim, and a

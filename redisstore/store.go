@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -88,6 +89,60 @@ func (s *Store) key(kind, id string) string {
 	return p + kind + id
 }
 
+// ClientsWait bounds how long a command waits, beyond the client's own retries, while
+// Redis closes the connections the client opens at once, as it does beyond its
+// maxclients (the client then reads "ERR max number of clients reached", or finds the
+// connection closed as it writes): the command is sent again once one of the pool's
+// connections is idle, or every refusedRetry, rather than failing while the pool's
+// connections are merely busy. At a gateway, a certificate the CA has signed is
+// withheld, and its challenge spent, when its record cannot be written. Every command
+// a Store sends may be sent twice: a claim finds its own token (see [Store.Claim]),
+// the others write or remove the same value.
+const ClientsWait = 2 * time.Second
+
+// refusedPoll is how often a command refused a connection looks for an idle one of
+// the pool; refusedRetry how often it is sent again meanwhile (opening a connection).
+const (
+	refusedPoll  = 2 * time.Millisecond
+	refusedRetry = 50 * time.Millisecond
+)
+
+// retry runs cmd, and again while its error is refused, for at most ClientsWait and
+// while ctx lasts (see ClientsWait). It returns cmd's last error.
+func retry(ctx context.Context, c redis.UniversalClient, cmd func() error) error {
+	err := cmd()
+	if err == nil || !refused(err) {
+		return err
+	}
+	poll := time.NewTicker(refusedPoll)
+	defer poll.Stop()
+	end := time.Now().Add(ClientsWait)
+	next := time.Now().Add(refusedRetry)
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-poll.C:
+		}
+		if c.PoolStats().IdleConns == 0 && time.Now().Before(next) {
+			continue
+		}
+		next = time.Now().Add(refusedRetry)
+		if err = cmd(); err == nil || !refused(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// refused reports whether err is Redis closing a connection as it was opened: its
+// reply to a client beyond maxclients, or the connection found closed (a write that
+// met a closed socket, a reset).
+func refused(err error) bool {
+	return strings.HasPrefix(err.Error(), "ERR max number of clients reached") ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
 func (s *Store) client() (redis.UniversalClient, error) {
 	if s.Client == nil {
 		return nil, errors.New("redisstore: Store.Client is nil")
@@ -101,7 +156,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Ping(ctx).Err(); err != nil {
+	if err := retry(ctx, c, func() error { return c.Ping(ctx).Err() }); err != nil {
 		return fmt.Errorf("redisstore: ping: %w", err)
 	}
 	return nil
@@ -148,14 +203,15 @@ func (s *Store) Claim(ctx context.Context, id string, until time.Time) error {
 
 // claim sets key to token if it is free; it succeeds too when key already holds token.
 func (s *Store) claim(ctx context.Context, c redis.UniversalClient, key, token string, ttl time.Duration) error {
-	err := c.SetArgs(ctx, key, token, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
+	err := retry(ctx, c, func() error { return c.SetArgs(ctx, key, token, redis.SetArgs{Mode: "NX", TTL: ttl}).Err() })
 	switch {
 	case err == nil:
 		return nil
 	case !errors.Is(err, redis.Nil):
 		return fmt.Errorf("redisstore: claim: %w", err)
 	}
-	held, err := c.Get(ctx, key).Result()
+	var held string
+	err = retry(ctx, c, func() (err error) { held, err = c.Get(ctx, key).Result(); return err })
 	switch {
 	case err == nil && held == token:
 		return nil // our own SET, applied on a retried attempt
@@ -182,7 +238,7 @@ func (s *Store) Release(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Del(ctx, s.key("claim:", id)).Err(); err != nil {
+	if err := retry(ctx, c, func() error { return c.Del(ctx, s.key("claim:", id)).Err() }); err != nil {
 		return fmt.Errorf("redisstore: release: %w", err)
 	}
 	return nil
@@ -227,7 +283,7 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 		ttl = r.Expires.Sub(s.now())
 	}
 	if ttl < time.Millisecond {
-		if err := c.Del(ctx, key).Err(); err != nil {
+		if err := retry(ctx, c, func() error { return c.Del(ctx, key).Err() }); err != nil {
 			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 		}
 		return nil
@@ -251,11 +307,11 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 		}
 	}
-	if err := c.Set(ctx, key, b, ttl).Err(); err != nil {
+	if err := retry(ctx, c, func() error { return c.Set(ctx, key, b, ttl).Err() }); err != nil {
 		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 	}
 	if r.Status != scep.Pending {
-		if err := c.ZRem(ctx, s.key("", "pending"), r.TransactionID).Err(); err != nil {
+		if err := retry(ctx, c, func() error { return c.ZRem(ctx, s.key("", "pending"), r.TransactionID).Err() }); err != nil {
 			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 		}
 	}
@@ -267,10 +323,14 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 // pending requests still alive.
 func (s *Store) indexPending(ctx context.Context, c redis.UniversalClient, id string, expires time.Time) error {
 	idx := s.key("", "pending")
-	if err := c.ZAdd(ctx, idx, redis.Z{Score: float64(expires.UnixMilli()), Member: id}).Err(); err != nil {
+	if err := retry(ctx, c, func() error {
+		return c.ZAdd(ctx, idx, redis.Z{Score: float64(expires.UnixMilli()), Member: id}).Err()
+	}); err != nil {
 		return err
 	}
-	return c.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(s.now().UnixMilli(), 10)).Err()
+	return retry(ctx, c, func() error {
+		return c.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(s.now().UnixMilli(), 10)).Err()
+	})
 }
 
 // Pending lists the pending requests (crp.PendingLister): at most limit records
@@ -289,7 +349,11 @@ func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Re
 	}
 	limit = min(limit, crp.MaxListLimit)
 	idx := s.key("", "pending")
-	ids, err := c.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "(" + strconv.FormatInt(s.now().UnixMilli(), 10), Max: "+inf"}).Result()
+	var ids []string
+	err = retry(ctx, c, func() (err error) {
+		ids, err = c.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "(" + strconv.FormatInt(s.now().UnixMilli(), 10), Max: "+inf"}).Result()
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: pending: %w", err)
 	}
@@ -301,7 +365,7 @@ func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Re
 		}
 		r, err := s.Get(ctx, id)
 		if errors.Is(err, crp.ErrNotFound) || err == nil && r.Status != scep.Pending {
-			if err := c.ZRem(ctx, idx, id).Err(); err != nil {
+			if err := retry(ctx, c, func() error { return c.ZRem(ctx, idx, id).Err() }); err != nil {
 				return nil, fmt.Errorf("redisstore: pending: %w", err)
 			}
 			continue
@@ -325,7 +389,8 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := c.Get(ctx, s.key("tx:", id)).Bytes()
+	var b []byte
+	err = retry(ctx, c, func() (err error) { b, err = c.Get(ctx, s.key("tx:", id)).Bytes(); return err })
 	switch {
 	case errors.Is(err, redis.Nil):
 		return nil, fmt.Errorf("%w: transaction %q", crp.ErrNotFound, id)
