@@ -1139,10 +1139,14 @@ func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Write(body)
 }
 
+// readyTimeout bounds each readiness check that asks another service: the store,
+// Redis, Intune. They run side by side, each on its own time, so that one that hangs
+// neither spends another's time nor has it reported failed (a failed Intune check is
+// kept for a minute).
+const readyTimeout = 3 * time.Second
+
 // checkReady runs the readiness checks and returns their outcome and its JSON.
 func (g *gateway) checkReady(ctx context.Context) (bool, []byte) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
 	type check struct {
 		Name   string `json:"name"`
 		OK     bool   `json:"ok"`
@@ -1159,23 +1163,29 @@ func (g *gateway) checkReady(ctx context.Context) (bool, []byte) {
 		}
 		checks = append(checks, c)
 	}
-	_, err := g.store.Pending(ctx, "", 1)
-	if err == nil {
-		err = g.storeWrites(ctx)
+	var storeErr, redisErr, intuneErr error
+	var wg sync.WaitGroup
+	within := func(check func(context.Context) error) error {
+		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		defer cancel()
+		return check(ctx)
 	}
-	if p, ok := g.store.(crp.Pinger); ok && err == nil {
-		// A write can succeed where the store cannot go on: boltstore writes into its
-		// journal while its checkpoints fail on a full disk, until the journal is full.
-		err = p.Ping(ctx)
-	}
-	add("store", err, "")
+	wg.Go(func() { storeErr = within(g.storeReady) })
 	if g.redis != nil {
-		add("redis", g.redis.Ping(ctx).Err(), "")
+		wg.Go(func() { redisErr = within(func(ctx context.Context) error { return g.redis.Ping(ctx).Err() }) })
+	}
+	if g.intune != nil {
+		wg.Go(func() { intuneErr = within(g.intuneReady) })
+	}
+	wg.Wait()
+	add("store", storeErr, "")
+	if g.redis != nil {
+		add("redis", redisErr, "")
 	}
 	add("certificates", g.server.Validate(), expiringDetail(g.server, time.Duration(g.cfg.ExpiryWarning)))
 	add("keys", g.keysSign(), "")
 	if g.intune != nil {
-		add("intune", g.intuneReady(ctx), "")
+		add("intune", intuneErr, "")
 	}
 	ready := true
 	for _, c := range checks {
@@ -1189,6 +1199,23 @@ func (g *gateway) checkReady(ctx context.Context) (bool, []byte) {
 		return false, []byte(`{"ready":false}` + "\n")
 	}
 	return ready, append(body, '\n')
+}
+
+// storeReady checks that the store reads, makes a write durable (storeWrites) and
+// answers a ping.
+func (g *gateway) storeReady(ctx context.Context) error {
+	if _, err := g.store.Pending(ctx, "", 1); err != nil {
+		return err
+	}
+	if err := g.storeWrites(ctx); err != nil {
+		return err
+	}
+	if p, ok := g.store.(crp.Pinger); ok {
+		// A write can succeed where the store cannot go on: boltstore writes into its
+		// journal while its checkpoints fail on a full disk, until the journal is full.
+		return p.Ping(ctx)
+	}
+	return nil
 }
 
 func expiringDetail(s *scep.Server, within time.Duration) string {

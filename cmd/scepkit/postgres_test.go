@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,7 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/scepkit/scepkit/crp/intune/intunetest"
 	"github.com/scepkit/scepkit/internal/pgtest"
+	"github.com/scepkit/scepkit/internal/redistest"
 )
 
 // TestPostgresExitStatus: a start refused for postgres.dsn exits 2 when a restart
@@ -73,4 +77,41 @@ func TestPostgresExitStatus(t *testing.T) {
 			require.NotContains(t, string(out), secret)
 		})
 	}
+}
+
+// TestReadyzNamesWhatHangs: with PostgreSQL hung (SIGSTOP), /readyz is 503 and names
+// the store alone: Redis and Intune, which answer, are checked on their own time.
+// Before, the checks shared one 3 s deadline, one after the other: the hung store
+// spent it, Redis was reported failed too, and Intune's check, which keeps its outcome
+// for a minute, failed and kept /readyz at 503 for a minute after PostgreSQL was back.
+func TestReadyzNamesWhatHangs(t *testing.T) {
+	pg := pgtest.Start(t)
+	rs := redistest.Start(t)
+	emu := intunetest.NewServer()
+	defer emu.Close()
+	f := newFixture(t)
+	f.write(t, "intune-secret", []byte(emu.ClientSecret+"\n"))
+	r := start(t, f.config(t, "", fmt.Sprintf("[postgres]\ndsn = %q\n[redis]\naddr = %q\n"+
+		"[intune]\ntenant = %q\nclient_id = %q\nclient_secret_file = %q\nauthority = %q\ngraph_url = %q\n",
+		pg.NewDatabase(t), rs.Addr, emu.Tenant, emu.ClientID, f.path("intune-secret"), emu.URL+"/", emu.URL+"/")))
+
+	pg.Freeze()
+	thawed := false
+	defer func() {
+		if !thawed {
+			pg.Thaw()
+		}
+	}()
+	start := time.Now()
+	code, body, _ := get(t, r.base+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Less(t, time.Since(start), 5*time.Second, "a hung store costs a probe its check's bound")
+	require.Contains(t, body, `"name":"store","ok":false`)
+	require.Contains(t, body, `"name":"redis","ok":true`)
+	require.Contains(t, body, `"name":"intune","ok":true`)
+	pg.Thaw()
+	thawed = true
+	require.Eventually(t, func() bool { c, _, _ := get(t, r.base+"/readyz"); return c == http.StatusOK },
+		10*time.Second, 200*time.Millisecond, "ready once PostgreSQL answers")
+	r.stop(t)
 }
