@@ -5,8 +5,10 @@
 //
 // # Guarantees
 //
-// Every write is a single statement in its own transaction: it returns once
-// PostgreSQL committed it (durable with the server's default synchronous_commit).
+// Every write is a single statement in its own transaction, but a certificate with
+// its transaction record, which are one transaction (see [Store.RecordIssuance]): it
+// returns once PostgreSQL committed it (durable with the server's default
+// synchronous_commit).
 // A challenge is claimed with INSERT ... ON CONFLICT, so that of any number of
 // concurrent claims at any number of gateways exactly one succeeds; a pending
 // request is decided once the same way (crp.RegistrationPoint.Decisions, or the
@@ -537,8 +539,13 @@ func (s *Store) recordArgs(r *crp.Record) []any {
 }
 
 // RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
-// record are written in one round trip and one transaction (a pgx batch runs as an
-// implicit transaction: both rows or neither).
+// record are written in one transaction, both rows or neither. The transaction is
+// opened and both rows written in one round trip, and committed by a second sent only
+// once their answer came back: a call that times out against a hung server (its rows
+// sent, no answer) leaves an open transaction that the server rolls back when it finds
+// the connection closed, rather than one committed when it resumes (crp withholds the
+// certificate of an issuance that failed, and its record must not give it to a
+// resend). Only a COMMIT whose answer is lost may still apply after the call failed.
 func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
@@ -547,9 +554,19 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 		return err
 	}
 	b := &pgx.Batch{}
+	b.Queue("BEGIN") // a transaction the batch's Sync does not commit
 	b.Queue(addCertificateSQL, certArgs...)
 	b.Queue(putRecordSQL, s.recordArgs(r)...)
-	if err := s.with(ctx, func(c *pgxpool.Conn) error { return c.SendBatch(ctx, b).Close() }); err != nil {
+	err = s.with(ctx, func(conn *pgxpool.Conn) error {
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			// Not committed. (A connection left in a failed transaction is closed
+			// by the pool, not reused.)
+			return err
+		}
+		_, err := conn.Exec(ctx, "COMMIT")
+		return err
+	})
+	if err != nil {
 		return wrap("recording certificate and transaction", err)
 	}
 	s.wrote(ctx)
