@@ -100,12 +100,15 @@ func TestStepCA(t *testing.T) {
 	rec := &recorder{next: h, last: map[string]captured{}}
 	srv := httptest.NewUnstartedServer(rec)
 	srv.TLS = ca.ServerTLS()
+	// The handler gets its secrets before it serves: the race detector sees no order
+	// between this goroutine and a request step-ca makes after the secrets were set.
+	url := "https://" + srv.Listener.Addr().String()
+	h.ChallengeSecret = ca.AddWebhook(stepcatest.Webhook{Name: "scepkit", URL: url + "/challenge",
+		Kind: "SCEPCHALLENGE", BearerToken: "scepkit-webhook-token"})
+	h.NotifySecret = ca.AddWebhook(stepcatest.Webhook{Name: "scepkit-notify", URL: url + "/notify",
+		Kind: "NOTIFYING", BearerToken: "scepkit-webhook-token"})
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	h.ChallengeSecret = ca.AddWebhook(stepcatest.Webhook{Name: "scepkit", URL: srv.URL + "/challenge",
-		Kind: "SCEPCHALLENGE", BearerToken: "scepkit-webhook-token"})
-	h.NotifySecret = ca.AddWebhook(stepcatest.Webhook{Name: "scepkit-notify", URL: srv.URL + "/notify",
-		Kind: "NOTIFYING", BearerToken: "scepkit-webhook-token"})
 
 	// enroll runs scepclient as a new device; it returns the certificate step-ca
 	// issued, if any.
