@@ -186,3 +186,51 @@ func TestDecisionsSweptAfterClockStepsBack(t *testing.T) {
 		require.Equal(t, crp.ReasonDecisionLapsed, rec.Reason)
 	}
 }
+
+// slowClaims is a shared decision store whose Claim answers only after delay (a
+// store far away, or loaded), and which counts the claims given back.
+type slowClaims struct {
+	challenge.MemoryReplayStore
+	delay    time.Duration
+	claimed  atomic.Int64 // when the last Claim was sent, in unix nanoseconds
+	released atomic.Int32
+}
+
+func (s *slowClaims) Claim(ctx context.Context, id string, until time.Time) error {
+	s.claimed.Store(time.Now().UnixNano())
+	err := s.MemoryReplayStore.Claim(ctx, id, until)
+	time.Sleep(s.delay)
+	return err
+}
+
+func (s *slowClaims) Release(ctx context.Context, id string) error {
+	s.released.Add(1)
+	return s.MemoryReplayStore.Release(ctx, id)
+}
+
+// TestDecisionLeaseTimedFromItsClaim: the lease of a decision runs from when it was
+// claimed, so a decider whose wall clock stepped back gives it back only while it
+// holds by the monotonic clock measured from the claim. It was measured from after
+// the claim's answer and the record's reading: with a store slow to answer, a decider
+// whose CA answered after the lease had run out still gave back a claim that may by
+// then be another gateway's.
+func TestDecisionLeaseTimedFromItsClaim(t *testing.T) {
+	keys(t)
+	clk := &testClock{now: time.Now()}
+	env, err := crptest.New(crptest.Options{Now: clk.Now})
+	require.NoError(t, err)
+	enrollPending(t, env)
+	const lease = time.Second
+	store := &slowClaims{delay: 500 * time.Millisecond}
+	env.RP.Decisions = store
+	env.RP.DecisionTTL = lease
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
+		clk.Set(clk.Now().Add(-30 * time.Second)) // the wall clock steps back
+		// The CA answers once the lease has run out, counted from the claim.
+		time.Sleep(time.Until(time.Unix(0, store.claimed.Load()).Add(lease + 200*time.Millisecond)))
+		return nil, context.DeadlineExceeded
+	})
+	_, err = env.RP.Approve(context.Background(), "wait")
+	require.ErrorIs(t, err, crp.ErrUnavailable)
+	require.Zero(t, store.released.Load(), "the claim was given back after its lease")
+}

@@ -181,11 +181,16 @@ func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record, tx *Transa
 		claims = rp.Verifier.Replay
 	}
 	if claims != nil {
+		// The lease runs from here, before the claim is sent: taken on the monotonic
+		// clock too, so that its end is not pushed back by the time the store takes
+		// to answer, nor by a wall clock stepped back.
+		taken, now := time.Now(), rp.now()
 		lease := rp.decisionTTL()
-		until := rp.now().Add(lease)
+		until := now.Add(lease)
 		if rec.Expires.Before(until) {
 			until = rec.Expires
 		}
+		held := until.Sub(now) // how long the claim holds, from taken
 		switch err := claims.Claim(ctx, id, until); {
 		case errors.Is(err, challenge.ErrReplayed):
 			return nil, nil, ErrDecided
@@ -209,11 +214,11 @@ func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record, tx *Transa
 		// finishRecord bounds by tx.leaseEnd and skips once it has passed (a record
 		// written after the lease could overwrite another gateway's decision).
 		// These intervals are measured on the monotonic clock (time.Now), not on
-		// rp.Now: a wall clock stepped back must not stretch them.
-		started := time.Now()
+		// rp.Now, from when the claim was sent: a wall clock stepped back must not
+		// stretch them, nor a store slow to answer the claim and the read.
 		total := lease - min(lease/4, finishTimeout)
-		tx.leaseEnd = started.Add(total)
-		wctx, cancel := context.WithTimeout(ctx, total*3/4)
+		tx.leaseEnd = taken.Add(total)
+		wctx, cancel := context.WithDeadline(ctx, taken.Add(total*3/4))
 		return wctx, func(give bool) {
 			cancel()
 			// Given back only while the lease holds: past it, the claim may be
@@ -221,7 +226,7 @@ func (rp *RegistrationPoint) decide(ctx context.Context, rec *Record, tx *Transa
 			// wall clock) and by the time that has passed since it was taken (the
 			// monotonic one): a wall clock stepped back still reads before until
 			// when the lease has run out.
-			if give && rp.now().Before(until) && time.Since(started) < lease {
+			if give && rp.now().Before(until) && time.Since(taken) < held {
 				release()
 			}
 		}, nil
