@@ -85,11 +85,12 @@ func TestDecisionNotGivenBackAfterLeaseWhenClockSteppedBack(t *testing.T) {
 	env.RP.DecisionTTL = time.Second
 
 	inner := env.RP.Issuer
-	secondIn, secondGo := make(chan struct{}), make(chan struct{})
+	firstIn, secondIn, secondGo := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, req *crp.IssueRequest) (*x509.Certificate, error) {
 		switch calls.Add(1) {
 		case 1: // this gateway: its clock steps back, its CA answers after the lease
+			close(firstIn)
 			clk.Set(clk.Now().Add(-30 * time.Second))
 			time.Sleep(1500 * time.Millisecond)
 			return nil, context.DeadlineExceeded
@@ -99,8 +100,12 @@ func TestDecisionNotGivenBackAfterLeaseWhenClockSteppedBack(t *testing.T) {
 		}
 		return inner.Issue(ctx, req)
 	})
+	// The lease ends a second after the claim by this clock, on the store's (real)
+	// one: the clock reads the time of the claim, however long the setup took.
+	clk.Set(time.Now())
 	first := make(chan error, 1)
 	go func() { _, err := env.RP.Approve(ctx, "wait"); first <- err }()
+	<-firstIn                           // claimed
 	time.Sleep(1100 * time.Millisecond) // the first decider's lease has passed, its work has not
 	second := make(chan error, 1)
 	go func() { _, err := env.RP.Approve(ctx, "wait"); second <- err }()
