@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -45,7 +44,7 @@ func TestAdminRouting(t *testing.T) {
 			require.Equal(t, tc.status, resp.StatusCode, string(body))
 			require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 			if tc.allow != "" {
-				require.Equal(t, tc.allow, strings.ReplaceAll(resp.Header.Get("Allow"), ", HEAD", ""))
+				require.Equal(t, tc.allow, resp.Header.Get("Allow"), "HEAD is refused everywhere, so never allowed")
 			}
 			if tc.method == http.MethodHead {
 				require.Empty(t, body)
