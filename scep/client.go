@@ -120,6 +120,14 @@ const DefaultMaxResponseBytes = 1 << 20
 // say, when that fetch fails). There is at most one GetCACert and one resend for the
 // request and for each poll, within the context of the request, and every CertPoll
 // names the CA of the certificates the request was last sent with.
+//
+// A reply signed by an RA the Client does not hold cannot be read, so whether the
+// server decided the first copy is unknown; the resend relies on the server
+// recognising it. scepkit's registration point does (by its type, signer and CSR); a
+// server that decides each copy anew could issue twice for it. A CertPoll instead of
+// the resend would not do: a transactionID made from the key, as this Client's are, is
+// shared by a renewal with the same key and the enrollment before it, whose
+// certificate a poll could bring back.
 type Client struct {
 	// URL is the SCEP endpoint, for example http://ndes.example.com/certsrv/mscep/mscep.dll.
 	URL string
