@@ -262,12 +262,13 @@ func TestDurationBucketsInSeconds(t *testing.T) {
 				require.Positive(t, p.Bounds[0], m.Name)
 				require.LessOrEqual(t, p.Bounds[0], 0.001, "%s: the first bucket resolves under a millisecond", m.Name)
 				require.LessOrEqual(t, p.Bounds[len(p.Bounds)-1], 300.0, "%s: bounds in seconds", m.Name)
-				// Each observation (well under a second here) lands in a bucket that ends
-				// under a second.
+				// Each observation (well under a second here, under 2.5 s on a loaded
+				// machine running -race) lands in a bucket that ends by 2.5 s; in
+				// OpenTelemetry's default boundaries it would be the one up to 5.
 				for i, c := range p.BucketCounts {
 					if c > 0 {
 						require.Less(t, i, len(p.Bounds), "%s: observed past every bound", m.Name)
-						require.LessOrEqual(t, p.Bounds[i], 1.0, "%s %v: %v s observed in the bucket up to %v s",
+						require.LessOrEqual(t, p.Bounds[i], 2.5, "%s %v: %v s observed in the bucket up to %v s",
 							m.Name, attrString(p.Attributes), p.Sum, p.Bounds[i])
 					}
 				}
