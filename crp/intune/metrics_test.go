@@ -14,9 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCallsCounted: each call to Intune is counted by operation and result, a
-// service failure as "service".
-func TestCallsCounted(t *testing.T) {
+// meteredGateway is newGateway whose Intune client (validator and notifier) reports
+// its metrics to the reader returned.
+func meteredGateway(t *testing.T) (*gateway, *sdkmetric.ManualReader) {
+	t.Helper()
 	g := newGateway(t, false)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
@@ -24,6 +25,13 @@ func TestCallsCounted(t *testing.T) {
 	c.MeterProvider = mp
 	g.RP.Validators = []crp.ChallengeValidator{&intune.Validator{Client: c, Profile: g.RP.Validators[0].(*intune.Validator).Profile}}
 	g.RP.Notifier = &intune.Notifier{Client: c, Others: g.Notifier}
+	return g, reader
+}
+
+// TestCallsCounted: each call to Intune is counted by operation and result, a
+// service failure as "service".
+func TestCallsCounted(t *testing.T) {
+	g, reader := meteredGateway(t)
 	ctx := context.Background()
 
 	ch := g.Emu.Challenge(intunetest.Verdict{})
@@ -70,13 +78,7 @@ func TestCallsCounted(t *testing.T) {
 // so are its buckets. With OpenTelemetry's default boundaries (0, 5, 10, ... 10000,
 // meant for milliseconds) every call under 5 s fell in one bucket.
 func TestCallDurationBucketsInSeconds(t *testing.T) {
-	g := newGateway(t, false)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	c := g.Emu.Client("scepkit-test/1.0")
-	c.MeterProvider = mp
-	g.RP.Validators = []crp.ChallengeValidator{&intune.Validator{Client: c, Profile: g.RP.Validators[0].(*intune.Validator).Profile}}
-	g.RP.Notifier = &intune.Notifier{Client: c, Others: g.Notifier}
+	g, reader := meteredGateway(t)
 	ctx := context.Background()
 	ch := g.Emu.Challenge(intunetest.Verdict{})
 	_, err := g.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "tx-ok", CSR: csr(t, "d", ch), Challenge: ch})
