@@ -61,6 +61,7 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/poolwait"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -342,13 +343,10 @@ func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
 }
 
-// slotPoll is how often a call the server refused a connection for want of slots
-// looks for one of the pool's own to come back; slotRetry is how often it asks the
-// server for a new one meanwhile (each attempt costs the server a process).
-const (
-	slotPoll  = 2 * time.Millisecond
-	slotRetry = 100 * time.Millisecond
-)
+// slotRetry is how often a call the server refused a connection for want of slots
+// asks the server for a new one while it waits for one of the pool's own (each
+// attempt costs the server a process).
+const slotRetry = 100 * time.Millisecond
 
 // acquire takes a connection from the pool. When the pool would open one and the
 // server refuses it for want of connection slots (SQLSTATE 53300: max_connections, a
@@ -362,29 +360,15 @@ func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	if err == nil || !noSlot(err) {
 		return c, err
 	}
-	poll := time.NewTicker(slotPoll)
-	defer poll.Stop()
-	retry := time.Now().Add(slotRetry)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (waited for a connection: %w)", err, context.Cause(ctx))
-		case <-poll.C:
-		}
-		if s.pool.Stat().IdleConns() == 0 && time.Now().Before(retry) {
-			continue
-		}
-		retry = time.Now().Add(slotRetry)
-		c, again := s.pool.Acquire(ctx)
-		switch {
-		case again == nil:
-			return c, nil
-		case !noSlot(again) && ctx.Err() == nil:
-			return nil, again
-		case noSlot(again):
-			err = again
-		}
+	err = poolwait.Retry(ctx, err, noSlot, func() bool { return s.pool.Stat().IdleConns() > 0 }, slotRetry, time.Time{},
+		func() (err error) { c, err = s.pool.Acquire(ctx); return err })
+	switch {
+	case err == nil:
+		return c, nil
+	case noSlot(err):
+		return nil, fmt.Errorf("%w (waited for a connection: %w)", err, context.Cause(ctx))
 	}
+	return nil, err
 }
 
 // noSlot reports whether err is the server's refusal of a connection for want of

@@ -297,11 +297,13 @@ func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	if err := checkSignOpts(k.s.Public(), digest, opts); err != nil {
 		return nil, err
 	}
-	if o, ok := opts.(*rsa.PSSOptions); ok {
-		c := *o // the call may outlive Sign (see inToken)
-		opts = &c
+	if k.timeout > 0 { // the call may outlive Sign (see inToken)
+		if o, ok := opts.(*rsa.PSSOptions); ok {
+			c := *o
+			opts = &c
+		}
+		digest = bytes.Clone(digest)
 	}
-	digest = bytes.Clone(digest)
 	return k.inToken(func() ([]byte, error) { return k.s.Sign(rand, digest, opts) })
 }
 
@@ -414,7 +416,9 @@ func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOp
 	if k.dec == nil {
 		return nil, ErrNotRSA
 	}
-	ciphertext = bytes.Clone(ciphertext) // the call may outlive Decrypt (see inToken)
+	if k.timeout > 0 {
+		ciphertext = bytes.Clone(ciphertext) // the call may outlive Decrypt (see inToken)
+	}
 	pkcs1 := func() ([]byte, error) { return k.dec.Decrypt(rand, ciphertext, nil) }
 	switch o := opts.(type) {
 	case nil:

@@ -44,8 +44,8 @@
 // meets either waits, up to [ClientsWait], for one of the pool's own connections
 // (sending the command again on it), so that gateways whose pools could open more
 // connections than Redis grants them fail nothing while those connections are merely
-// busy (TestMaxClientsReached: before, a certificate the CA had signed was withheld
-// when its record met a refused connection). A client that holds no connection at all
+// busy (at a gateway, a certificate the CA has signed is withheld when its record
+// meets a refused connection). A client that holds no connection at all
 // while others hold every one Redis grants still fails, after ClientsWait: set
 // maxclients above the sum of the gateways' PoolSize.
 //

@@ -19,6 +19,7 @@ import (
 
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/poolwait"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -100,12 +101,9 @@ func (s *Store) key(kind, id string) string {
 // the others write or remove the same value.
 const ClientsWait = 2 * time.Second
 
-// refusedPoll is how often a command refused a connection looks for an idle one of
-// the pool; refusedRetry how often it is sent again meanwhile (opening a connection).
-const (
-	refusedPoll  = 2 * time.Millisecond
-	refusedRetry = 50 * time.Millisecond
-)
+// refusedRetry is how often a command refused a connection is sent again (opening a
+// connection) while it waits for one of the pool's own.
+const refusedRetry = 50 * time.Millisecond
 
 // retry runs cmd, and again while its error is refused, for at most ClientsWait and
 // while ctx lasts (see ClientsWait). It returns cmd's last error.
@@ -114,25 +112,8 @@ func retry(ctx context.Context, c redis.UniversalClient, cmd func() error) error
 	if err == nil || !refused(err) {
 		return err
 	}
-	poll := time.NewTicker(refusedPoll)
-	defer poll.Stop()
-	end := time.Now().Add(ClientsWait)
-	next := time.Now().Add(refusedRetry)
-	for time.Now().Before(end) {
-		select {
-		case <-ctx.Done():
-			return err
-		case <-poll.C:
-		}
-		if c.PoolStats().IdleConns == 0 && time.Now().Before(next) {
-			continue
-		}
-		next = time.Now().Add(refusedRetry)
-		if err = cmd(); err == nil || !refused(err) {
-			return err
-		}
-	}
-	return err
+	return poolwait.Retry(ctx, err, refused, func() bool { return c.PoolStats().IdleConns > 0 }, refusedRetry,
+		time.Now().Add(ClientsWait), cmd)
 }
 
 // refused reports whether err is Redis closing a connection as it was opened: its
