@@ -1177,13 +1177,17 @@ func (g *gateway) checkReady(ctx context.Context) (bool, []byte) {
 	if g.intune != nil {
 		wg.Go(func() { intuneErr = within(g.intuneReady) })
 	}
+	// The keys alongside: each call into a token is bounded by its own timeout
+	// (tokenTimeout), and a stalled token is not waited for once per key in turn.
+	var keysErr error
+	wg.Go(func() { keysErr = g.keysSign() })
 	wg.Wait()
 	add("store", storeErr, "")
 	if g.redis != nil {
 		add("redis", redisErr, "")
 	}
 	add("certificates", g.server.Validate(), expiringDetail(g.server, time.Duration(g.cfg.ExpiryWarning)))
-	add("keys", g.keysSign(), "")
+	add("keys", keysErr, "")
 	if g.intune != nil {
 		add("intune", intuneErr, "")
 	}
@@ -1227,8 +1231,10 @@ func expiringDetail(s *scep.Server, within time.Duration) string {
 }
 
 // keysSign has the CA and RA keys sign as the gateway does (signsAs: an Ed25519 CA
-// with no digest, a P-384 one with SHA-384), and the RA's decryption key decrypt a
+// with no digest, a P-384 one with SHA-384), and the RA's decryption keys decrypt a
 // probe, at most every 30 seconds (a token may have been removed, or its session lost).
+// The keys are tried side by side, so that a token that stalls costs one call's
+// timeout, not one per key; the error is the first failing key's, in the order below.
 func (g *gateway) keysSign() error {
 	g.keyCheckMu.Lock()
 	defer g.keyCheckMu.Unlock()
@@ -1236,33 +1242,36 @@ func (g *gateway) keysSign() error {
 		return g.keyErr
 	}
 	digest := sha256.Sum256([]byte("scepkit readiness"))
-	g.keyErr = nil
-	type signing struct {
-		key  crypto.Signer
-		cert *x509.Certificate
-		role signRole
+	type keyCheck struct {
+		name  string
+		check func() error
 	}
-	signers := map[string]signing{"CA": {g.ca.Signer, g.ca.Certificate, caSigns},
-		"RA signing": {g.ra.Signer, g.ra.SigningCertificate, raSigns}}
+	signs := func(key crypto.Signer, cert *x509.Certificate, role signRole) func() error {
+		return func() error { return signsAs(key, cert.PublicKey, role) }
+	}
+	checks := []keyCheck{{"CA", signs(g.ca.Signer, g.ca.Certificate, caSigns)},
+		{"RA signing", signs(g.ra.Signer, g.ra.SigningCertificate, raSigns)},
+		// The RA's decryption key too: without it every request is answered
+		// badMessageCheck although the signing keys work.
+		{"RA encryption", func() error { return decrypts(g.ra, digest[:]) }}}
 	if g.next != nil {
-		signers["next CA"] = signing{g.next.Signer, g.next.Certificate, caSigns}
+		checks = append(checks, keyCheck{"next CA", signs(g.next.Signer, g.next.Certificate, caSigns)})
 	}
 	if g.nextRA != nil {
-		signers["next RA signing"] = signing{g.nextRA.Signer, g.nextRA.SigningCertificate, raSigns}
+		checks = append(checks, keyCheck{"next RA signing", signs(g.nextRA.Signer, g.nextRA.SigningCertificate, raSigns)},
+			keyCheck{"next RA encryption", func() error { return decrypts(g.nextRA, digest[:]) }})
 	}
-	for name, s := range signers {
-		if err := signsAs(s.key, s.cert.PublicKey, s.role); err != nil {
-			g.keyErr = fmt.Errorf("%s key: %w", name, err)
-		}
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() { errs[i] = c.check() })
 	}
-	// The RA's decryption key too: without it every request is answered
-	// badMessageCheck although the signing keys work.
-	for name, ra := range map[string]*catemplate.RA{"RA encryption": g.ra, "next RA encryption": g.nextRA} {
-		if ra == nil {
-			continue
-		}
-		if err := decrypts(ra, digest[:]); err != nil {
-			g.keyErr = fmt.Errorf("%s key: %w", name, err)
+	wg.Wait()
+	g.keyErr = nil
+	for i, err := range errs {
+		if err != nil {
+			g.keyErr = fmt.Errorf("%s key: %w", checks[i].name, err)
+			break
 		}
 	}
 	g.keyChecked = time.Now()

@@ -432,6 +432,29 @@ func TestTokenStallBounded(t *testing.T) {
 	release()
 }
 
+// TestReadyzTokenStallOneTimeout: /readyz tries the CA's and the RA's keys side by
+// side, so that a token that stops answering costs it one call's timeout, not one per
+// key (three keys in the token here; with a next CA and RA, six). Before, the keys were
+// tried in turn: 3 × tokenTimeout, 30 s with the gateway's own.
+func TestReadyzTokenStallOneTimeout(t *testing.T) {
+	defer func(d time.Duration) { tokenTimeout = d }(tokenTimeout)
+	tokenTimeout = 2 * time.Second
+	st := tokenWithKeys(t)
+	f := newFixture(t)
+	f.write(t, "pin", []byte(st.PIN+"\n"))
+	p := startInProcess(t, f, "", pkcs11Section(st, f))
+	release := st.Stall(t)
+	defer release()
+	start := time.Now()
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(p.public.URL + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	took := time.Since(start)
+	t.Logf("/readyz answered in %v", took)
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Less(t, took, 2*tokenTimeout+time.Second, "the keys were tried one after another")
+}
+
 // TestTokenStallAtStart: a token that does not answer at start (SoftHSM2 waiting for
 // the locks another process holds on the token's files) makes the start fail within
 // tokenTimeout per call with exitFailure, naming pkcs11.module, so that systemd
