@@ -370,7 +370,8 @@ var signHashes = map[crypto.Hash]bool{crypto.SHA1: true, crypto.SHA224: true, cr
 // checkSignOpts refuses, with ErrOptions, options that a key whose public key is pub
 // cannot honour for digest.
 func checkSignOpts(pub crypto.PublicKey, digest []byte, opts crypto.SignerOpts) error {
-	if opts == nil {
+	if o, ok := opts.(*rsa.PSSOptions); opts == nil || ok && o == nil {
+		// A nil *rsa.PSSOptions too: its HashFunc would panic, as crypto/rsa does.
 		return fmt.Errorf("%w: nil SignerOpts (pass the digest's crypto.Hash)", ErrOptions)
 	}
 	h := opts.HashFunc()

@@ -281,6 +281,8 @@ func TestSignOptions(t *testing.T) {
 		{"PSS without a hash", rk, d256[:], pss(0, rsa.PSSSaltLengthEqualsHash), false},
 		{"PSS salt length -5", rk, d256[:], pss(crypto.SHA256, -5), false},
 		{"PSS salt length auto", rk, d256[:], pss(crypto.SHA256, rsa.PSSSaltLengthAuto), false},
+		{"PSS nil *rsa.PSSOptions", rk, d256[:], (*rsa.PSSOptions)(nil), false},
+		{"ECDSA nil *rsa.PSSOptions", ek, d256[:], (*rsa.PSSOptions)(nil), false},
 		{"ECDSA SHA-256", ek, d256[:], crypto.SHA256, true},
 		{"ECDSA SHA-256 with a 20-byte digest", ek, d256[:20], crypto.SHA256, false},
 		{"ECDSA SHA-256 with a 48-byte digest", ek, d384[:], crypto.SHA256, false},
