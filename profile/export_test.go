@@ -341,3 +341,78 @@ func TestSpreadURLs(t *testing.T) {
 	require.Equal(t, strings.Join(p.ServerURLs, ";"), syncmlURLs(ExportOptions{Challenge: "c"}))
 	require.Equal(t, p.ServerURLs, r.JSON(ExportOptions{SpreadURLs: true}).ServerURLs)
 }
+
+// windowsX500Keys are the attribute keys Windows' CertStrToName knows, which turns the
+// ClientCertificateInstall CSP's SubjectName into the request's subject: the keys
+// CertNameToStr writes (CN L O OU E C S STREET T G I SN SERIALNUMBER DC Description
+// PostalCode POBox Phone, as Microsoft's Open Specifications [MS-OSCO] list them) and
+// CertStrToName's aliases (Email, ST, Title, GivenName, Initials; wincrypt.h
+// documentation). CertStrToName matches them ignoring case;
+// any other type must be written "OID.<dotted>", or the device refuses the string
+// (CRYPT_E_INVALID_X500_STRING) and the enrollment fails.
+var windowsX500Keys = []string{"CN", "L", "O", "OU", "E", "EMAIL", "C", "S", "ST", "STREET", "T", "TITLE",
+	"G", "GIVENNAME", "I", "INITIALS", "SN", "SERIALNUMBER", "DC", "DESCRIPTION", "POSTALCODE", "POBOX", "PHONE"}
+
+// TestSyncMLSubjectNameKeys: every attribute type the subject grammar accepts reaches
+// the Windows SubjectName node under a key CertStrToName knows, and reads back as the
+// same attribute.
+func TestSyncMLSubjectNameKeys(t *testing.T) {
+	for _, tc := range []struct {
+		keyword, value string
+	}{
+		{"CN", "jane"}, {"O", "Contoso"}, {"OU", "Sales"}, {"C", "US"}, {"L", "Paris"}, {"ST", "WA"},
+		{"S", "WA"}, {"STREET", "1 Main St"}, {"SERIALNUMBER", "C02XK1ZZJG5H"}, {"E", "jane@contoso.com"},
+		{"EMAIL", "jane@contoso.com"}, {"EMAILADDRESS", "jane@contoso.com"}, {"DC", "contoso"},
+		{"UID", "{{UserId}}"}, {"T", "Engineer"}, {"TITLE", "Engineer"}, {"SN", "Doe"}, {"SURNAME", "Doe"},
+		{"G", "Jane"}, {"GN", "Jane"}, {"GIVENNAME", "Jane"}, {"I", "JD"}, {"INITIALS", "JD"},
+		{"POSTALCODE", "98052"}, {"DESCRIPTION", "laptop"}, {"OID.1.2.3.4", "x"},
+		{"0.9.2342.19200300.100.1.1", "jd"},
+	} {
+		t.Run(tc.keyword, func(t *testing.T) {
+			p := testProfile()
+			p.SubjectNameFormat = "CN={{UserPrincipalName}}+" + tc.keyword + "=" + tc.value + ",O=Contoso"
+			r, err := Render(p, testUser(), testDevice(), nil)
+			require.NoError(t, err)
+			b, err := SyncML(r, exportOpts)
+			require.NoError(t, err)
+			var doc struct {
+				Cmds []struct {
+					LocURI string `xml:"Item>Target>LocURI"`
+					Data   string `xml:"Item>Data"`
+				} `xml:"SyncBody>Atomic>Add"`
+			}
+			require.NoError(t, xml.Unmarshal(b, &doc))
+			subject := ""
+			for _, c := range doc.Cmds {
+				if strings.HasSuffix(c.LocURI, "/Install/SubjectName") {
+					subject = c.Data
+				}
+			}
+			require.NotEmpty(t, subject)
+			f, err := parseDN(subject, false)
+			require.NoError(t, err, subject)
+			require.Equal(t, len(r.Attributes), f.Len(), subject)
+			// Each key as written: what precedes "=" in each attribute, values
+			// having no "=" outside quotes in this table.
+			for _, rdn := range strings.Split(subject, ", ") {
+				for _, ava := range strings.Split(rdn, "+") {
+					key, _, _ := strings.Cut(ava, "=")
+					if dotted, ok := strings.CutPrefix(key, "OID."); ok {
+						_, valid := parseOID(dotted)
+						require.True(t, valid, "key %q in %q", key, subject)
+						continue
+					}
+					require.Contains(t, windowsX500Keys, strings.ToUpper(key), "CertStrToName does not know the key %q in %q", key, subject)
+				}
+			}
+			i := 0
+			for _, rdn := range f.rdns {
+				for _, a := range rdn {
+					require.True(t, a.typ.oid.Equal(r.Attributes[i].Type), subject)
+					require.Equal(t, r.Attributes[i].Value, a.value[0].lit, subject)
+					i++
+				}
+			}
+		})
+	}
+}

@@ -22,6 +22,12 @@ var (
 	oidC      = asn1.ObjectIdentifier{2, 5, 4, 6}
 	oidSerial = asn1.ObjectIdentifier{2, 5, 4, 5}
 	oidDC     = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}
+	// oidUID is the one type of the table that Windows' CertStrToName, which reads the
+	// SubjectName node of the ClientCertificateInstall CSP, has no key for (its keys:
+	// CN, L, O, OU, E, C, S, ST, STREET, T, G, I, SN, SERIALNUMBER, DC, Description,
+	// PostalCode and a few aliases; any other key makes it refuse the whole string),
+	// so formatDN writes it "OID.0.9.2342.19200300.100.1.1".
+	oidUID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
 )
 
 // attrTypes is the attribute-type table. Keywords are matched ignoring ASCII case;
@@ -40,7 +46,7 @@ var attrTypes = []struct {
 	{[]string{"SERIALNUMBER"}, attrType{"SERIALNUMBER", oidSerial, asn1.TagPrintableString, ""}},
 	{[]string{"E", "EMAIL", "EMAILADDRESS"}, attrType{"E", oidEmail, asn1.TagIA5String, ""}},
 	{[]string{"DC"}, attrType{"DC", oidDC, asn1.TagIA5String, ""}},
-	{[]string{"UID"}, attrType{"UID", asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}, asn1.TagUTF8String, ""}},
+	{[]string{"UID"}, attrType{"UID", oidUID, asn1.TagUTF8String, ""}},
 	{[]string{"T", "TITLE"}, attrType{"T", asn1.ObjectIdentifier{2, 5, 4, 12}, asn1.TagUTF8String, ""}},
 	{[]string{"SN", "SURNAME"}, attrType{"SN", asn1.ObjectIdentifier{2, 5, 4, 4}, asn1.TagUTF8String, ""}},
 	{[]string{"G", "GN", "GIVENNAME"}, attrType{"G", asn1.ObjectIdentifier{2, 5, 4, 42}, asn1.TagUTF8String, ""}},
@@ -655,9 +661,11 @@ func appendBase128(dst []byte, n int64) []byte {
 	return dst
 }
 
-// formatDN prints attrs as a DN string for Windows (CertNameToStr style): values that
-// contain , = + ; " < > # or a newline, or start or end with a space, are wrapped in
-// double quotes, with inner quotes doubled. [ParseSubjectFormat] reads it back.
+// formatDN prints attrs as a DN string for Windows (CertNameToStr style): each type by
+// a key CertStrToName knows, else as "OID." and its dotted form (as CertNameToStr
+// writes UID, 0.9.2342.19200300.100.1.1); values that contain , = + ; " < > # or a
+// newline, or start or end with a space, are wrapped in double quotes, with inner
+// quotes doubled. [ParseSubjectFormat] reads it back.
 func formatDN(attrs []Attribute) string {
 	var b strings.Builder
 	for i, a := range attrs {
@@ -668,7 +676,7 @@ func formatDN(attrs []Attribute) string {
 				b.WriteString(", ")
 			}
 		}
-		if t := attrByOID(a.Type); t != nil {
+		if t := attrByOID(a.Type); t != nil && !t.oid.Equal(oidUID) {
 			b.WriteString(t.keyword)
 		} else {
 			b.WriteString("OID." + a.Type.String())
