@@ -16,6 +16,7 @@
 //     the profile for device D of user U with a fresh challenge. U must be an active user
 //     of the directory and D a compliant device enrolled to U, else 403. The default
 //     format is json; the platform defaults to ios for mobileconfig, windows otherwise.
+//     mobileconfig is for ios and macos, syncml for windows, json for all three.
 //   - GET /bundle?user=U&device=D[&format=...][&platform=...]: the same checks and
 //     formats, but the profile bundle (package profile, Bundle): the trusted root, the
 //     SCEP enrollment, and with -wifi-ssid an EAP-TLS Wi-Fi network (and with
@@ -318,9 +319,12 @@ func (m *mdm) serve(w http.ResponseWriter, r *http.Request, what string, export 
 		platform = f.platform
 	}
 	profileID, ok := platforms[platform]
-	if !ok || (format == "mobileconfig") != (platform == "ios" || platform == "macos") {
+	apple := platform == "ios" || platform == "macos"
+	// A .mobileconfig is Apple's and SyncML Windows'; JSON, for an MDM that renders
+	// its own payloads, carries the profile of any platform.
+	if !ok || format == "mobileconfig" && !apple || format == "syncml" && apple {
 		writeJSON(w, http.StatusBadRequest, map[string]string{
-			"error": "platform is windows, ios or macos; mobileconfig is for ios and macos only"})
+			"error": "platform is windows, ios or macos; mobileconfig is for ios and macos only, syncml for windows only"})
 		return
 	}
 
