@@ -28,6 +28,8 @@ type Rendered struct {
 	EmailAddresses []string
 	// UPNs are Microsoft user principal names (otherName 1.3.6.1.4.1.311.20.2.3).
 	UPNs []string
+	// URIs keep the scheme as the profile writes it ("IntuneDeviceId://..."), where
+	// url.Parse would lower-case it: their String is the rendered text.
 	URIs []*url.URL
 	// KeyUsage is the profile's key usage.
 	KeyUsage x509.KeyUsage
@@ -134,7 +136,7 @@ func Render(p *Profile, u User, d Device, custom Values) (*Rendered, error) {
 		case SANDNS:
 			r.DNSNames = append(r.DNSNames, v)
 		case SANURI:
-			uri, _ := url.Parse(v) // checked by checkSANValue
+			uri, _ := parseURI(v) // checked by checkSANValue; the scheme as written
 			r.URIs = append(r.URIs, uri)
 		}
 	}

@@ -324,3 +324,71 @@ func TestRenderNil(t *testing.T) {
 	var fe *FieldError
 	require.True(t, errors.As(err, &fe))
 }
+
+// TestURISANVerbatim: a URI SAN is the admin's text, variables filled in, in every
+// export, in the subjectAltName built from it, and in what Check expects of the CSR.
+// Intune's documentation gives "IntuneDeviceId://{{DeviceId}}" for network access
+// control, whose servers read that scheme as written; net/url lower-cases a scheme,
+// and the rendered name must not.
+func TestURISANVerbatim(t *testing.T) {
+	testKeys(t)
+	for _, tc := range []struct{ template, want string }{
+		{"IntuneDeviceId://{{DeviceId}}", "IntuneDeviceId://d1e2v3"},
+		{"URN:device:{{DeviceId}}", "URN:device:d1e2v3"},
+		{"urn:device:{{DeviceId}}", "urn:device:d1e2v3"},
+		{"HTTPS://Example.com/devices/{{DeviceId}}", "HTTPS://Example.com/devices/d1e2v3"},
+	} {
+		t.Run(tc.template, func(t *testing.T) {
+			for _, platform := range []Platform{Windows, IOS} {
+				p := testProfile()
+				p.Platform = platform
+				p.SubjectAlternativeNames = []SAN{{Type: SANURI, Value: tc.template}}
+				r, err := Render(p, testUser(), testDevice(), nil)
+				require.NoError(t, err)
+				require.Len(t, r.URIs, 1)
+				require.Equal(t, tc.want, r.URIs[0].String())
+
+				j, err := ExportJSON(r, exportOpts)
+				require.NoError(t, err)
+				require.Contains(t, string(j), `"uri": [`+"\n"+`      "`+tc.want+`"`)
+				if platform == Windows {
+					b, err := SyncML(r, exportOpts)
+					require.NoError(t, err)
+					require.Contains(t, string(b), "<Data>7+"+tc.want+"</Data>")
+				} else {
+					b, err := MobileConfig(r, exportOpts)
+					require.NoError(t, err)
+					require.Contains(t, string(b), "<key>uniformResourceIdentifier</key>\n\t\t\t\t\t<string>"+tc.want+"</string>")
+				}
+
+				// The extension a CA writes from the rendered names, read back.
+				ext, err := r.AltNames().Extension(false)
+				require.NoError(t, err)
+				require.Contains(t, string(ext.Value), tc.want)
+				a, err := ParseAltNames(ext.Value)
+				require.NoError(t, err)
+				require.Equal(t, tc.want, a.URIs[0].String())
+
+				// A device copies the exported text into its CSR: that matches; the
+				// scheme in another case does not (names are compared exactly).
+				scheme, rest, _ := strings.Cut(tc.want, ":")
+				cases := map[string]string{"as exported": tc.want}
+				if lower := strings.ToLower(scheme) + ":" + rest; lower != tc.want {
+					cases["other case"] = lower
+				}
+				for name, uri := range cases {
+					der, err := asn1.Marshal([]asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(uri)}})
+					require.NoError(t, err)
+					csr := csrFor(t, r, rsaKey, func(c *x509.CertificateRequest) {
+						c.ExtraExtensions[0] = pkix.Extension{Id: OIDSubjectAltName, Value: der}
+					})
+					if name == "as exported" {
+						require.NoError(t, Check(csr, r))
+					} else {
+						require.ErrorIs(t, Check(csr, r), ErrMismatch)
+					}
+				}
+			}
+		})
+	}
+}

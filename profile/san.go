@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"strings"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -51,7 +52,8 @@ var (
 
 // ParseAltNames parses the value of a subjectAltName extension (a GeneralNames
 // SEQUENCE). rfc822Name, dNSName and URI must be ASCII, UPNs valid UTF-8, IP addresses 4
-// or 16 bytes; trailing data is an error.
+// or 16 bytes; trailing data is an error. A URI keeps its scheme as written (crypto/x509
+// and url.Parse lower-case it), so its String is the name's text.
 func ParseAltNames(der []byte) (*AltNames, error) {
 	in := cryptobyte.String(der)
 	var seq cryptobyte.String
@@ -82,7 +84,7 @@ func ParseAltNames(der []byte) (*AltNames, error) {
 			case tagDNS:
 				a.DNSNames = append(a.DNSNames, s)
 			default:
-				u, err := url.Parse(s)
+				u, err := parseURI(s)
 				if err != nil {
 					return nil, ErrAltNames
 				}
@@ -113,6 +115,23 @@ func ParseAltNames(der []byte) (*AltNames, error) {
 		}
 	}
 	return a, nil
+}
+
+// parseURI parses s as url.Parse does, but keeps the scheme as written, so that the
+// URL's String is s again: url.Parse lower-cases the scheme (RFC 3986 section 3.1
+// calls schemes case-insensitive, lower case canonical), and a subject alternative
+// name is carried as the profile spells it. Intune's documentation gives
+// "IntuneDeviceId://{{DeviceId}}" for network access control servers, which look for
+// that spelling in the certificate.
+func parseURI(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if n := len(u.Scheme); n > 0 && n < len(s) && s[n] == ':' && strings.EqualFold(s[:n], u.Scheme) {
+		u.Scheme = s[:n]
+	}
+	return u, nil
 }
 
 // Marshal encodes the names as a GeneralNames SEQUENCE, in this order: UPNs, email
