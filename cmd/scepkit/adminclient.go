@@ -196,13 +196,13 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err := need(1); err != nil {
 			return err
 		}
-		return call(http.MethodPost, "/v1/pending/"+url.PathEscape(rest[1])+"/approve", nil)
+		return call(http.MethodPost, "/v1/pending/"+pathSegment(rest[1])+"/approve", nil)
 	case "reject":
 		if err := need(1); err != nil {
 			return err
 		}
 		why := strings.Join(rest[2:], " ")
-		return call(http.MethodPost, "/v1/pending/"+url.PathEscape(rest[1])+"/reject", map[string]string{"reason": why})
+		return call(http.MethodPost, "/v1/pending/"+pathSegment(rest[1])+"/reject", map[string]string{"reason": why})
 	case "revoke":
 		unrecorded := false
 		for i := 1; i < len(rest); i++ { // the flag before or after the arguments
@@ -219,13 +219,13 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return fmt.Errorf("admin revoke: REASON is a number (RFC 5280 CRLReason): %w", err)
 		}
-		return call(http.MethodPost, "/v1/certificates/"+url.PathEscape(rest[1])+"/revoke",
+		return call(http.MethodPost, "/v1/certificates/"+pathSegment(rest[1])+"/revoke",
 			map[string]any{"reason": reason, "unrecorded": unrecorded})
 	case "cert":
 		if err := need(1); err != nil {
 			return err
 		}
-		return call(http.MethodGet, "/v1/certificates/"+url.PathEscape(rest[1]), nil)
+		return call(http.MethodGet, "/v1/certificates/"+pathSegment(rest[1]), nil)
 	case "certs":
 		cfs := flag.NewFlagSet("certs", flag.ContinueOnError)
 		cfs.SetOutput(stderr)
@@ -336,4 +336,16 @@ func backupTo(ctx context.Context, client *http.Client, url, token, path string)
 		return err
 	}
 	return atomicfile.SyncDir(filepath.Dir(path)) // the new name, as atomicfile.Write keeps it
+}
+
+// pathSegment is s escaped as one segment of a URL path. url.PathEscape leaves '.'
+// alone, and a segment "." or ".." would be removed (RFC 3986 §5.2.4) by the admin
+// API's router, which redirects the call elsewhere: a transactionID is the device's
+// choice of printable text (RFC 8894 §3.2.1.1) and may be either. Their dots are
+// escaped as %2E, which names them.
+func pathSegment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
+	return url.PathEscape(s)
 }
