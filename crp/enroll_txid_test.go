@@ -232,6 +232,65 @@ func TestEnrollConcurrentResend(t *testing.T) {
 	require.Equal(t, 1, env.Issuer.Count())
 }
 
+// TestConcurrentRequestUnderAnotherKeysTransactionID: bob, with his own key and
+// challenge, sends a request under the transactionID of alice's request while hers is
+// being signed. He waits for hers to end and is then refused as he would be after it
+// (the transactionID is in use by another key); alice's record stays hers. Before, a
+// request under a running transactionID with other content ran beside it: bob was
+// issued a certificate and his record replaced alice's, so that her resend was refused
+// ("challenge already used").
+func TestConcurrentRequestUnderAnotherKeysTransactionID(t *testing.T) {
+	keys(t)
+	bobKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	env := newEnv(t)
+	inner := env.RP.Issuer
+	var calls atomic.Int32
+	aliceIssuing, bobIssuing, aliceDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
+		if calls.Add(1) == 1 { // alice's: held until bob's request has had time to reach the CA
+			close(aliceIssuing)
+			select {
+			case <-bobIssuing:
+			case <-time.After(500 * time.Millisecond):
+			}
+		} else { // bob's: held until alice's request has ended, her record written
+			close(bobIssuing)
+			<-aliceDone
+		}
+		return inner.Issue(ctx, r)
+	})
+	ctx := context.Background()
+	aliceCh := mint(t, env, "alice@example.com", "alice-laptop")
+	alice := &crp.EnrollRequest{TransactionID: "tx-shared", CSR: csr(t, deviceKey, "alice@example.com", aliceCh), Challenge: aliceCh}
+	bobCh := mint(t, env, "bob@example.com", "bob-phone")
+	bob := &crp.EnrollRequest{TransactionID: "tx-shared", CSR: csr(t, bobKey, "bob@example.com", bobCh), Challenge: bobCh}
+	type outcome struct {
+		res *crp.Result
+		err error
+	}
+	aliceOut, bobOut := make(chan outcome, 1), make(chan outcome, 1)
+	go func() {
+		res, err := env.RP.Enroll(ctx, alice)
+		aliceOut <- outcome{res, err}
+		close(aliceDone)
+	}()
+	<-aliceIssuing
+	go func() {
+		res, err := env.RP.Enroll(ctx, bob)
+		bobOut <- outcome{res, err}
+	}()
+	a, b := <-aliceOut, <-bobOut
+	require.NoError(t, a.err)
+	var ce *crp.Error
+	require.ErrorAs(t, b.err, &ce, "bob was answered %+v", b.res)
+	require.Equal(t, crp.ReasonTransactionConflict, ce.Reason, "%v", b.err)
+	require.Equal(t, 1, env.Issuer.Count(), "a certificate was issued under alice's transactionID for bob")
+	again, err := env.RP.Enroll(ctx, alice)
+	require.NoError(t, err, "alice's resend")
+	require.Equal(t, a.res.Certificate.Raw, again.Certificate.Raw)
+}
+
 // TestResendDuringIssue: a device resends its request while the first copy is still
 // being signed (a slow HSM or CA), through Enroll and through SCEP. The resend waits
 // for the first copy and gets its answer; it got FAILURE ("challenge already used",

@@ -228,37 +228,37 @@ func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, s
 	return nil, nil
 }
 
-// flight is a request this registration point is running: its transaction's request
-// hash, and done, closed once it has ended (its record written, if it makes one).
+// flight is a request this registration point is running: done is closed once it has
+// ended (its record written, if it makes one).
 type flight struct {
-	req  []byte
 	done chan struct{}
 }
 
 // board looks for the record of tx's transactionID (priorRecord) and, when there is
 // none to answer from, registers tx as running in this process and returns land, to
-// be called when tx has ended. When a copy of the same request (its transactionID
-// and request hash) is running already (a device that resent while its first copy
-// was being signed: by a slow HSM or CA), tx waits for that copy to end and looks
-// again: it is answered from the copy's record, or, when the copy left none (a
-// transient failure), boards in its turn, so that of several waiting copies one runs
-// and the others wait for it.
+// be called when tx has ended. When a request under the same transactionID is running
+// already (a device that resent while its first copy was being signed by a slow HSM
+// or CA, or another requester using the same transactionID), tx waits for it to end
+// and looks again: it is answered from, or judged against, that request's record, or,
+// when it left none (a transient failure), boards in its turn, so that of several
+// waiting requests one runs and the others wait for it.
 func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerKey []byte) (land func(), rec *Record, e *Error) {
 	for {
 		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil || rec != nil {
 			return nil, rec, e
 		}
-		f := &flight{req: tx.reqHash, done: make(chan struct{})}
+		f := &flight{done: make(chan struct{})}
 		prev, loaded := rp.flights.LoadOrStore(tx.ID, f)
 		if !loaded {
 			return func() { rp.flights.Delete(tx.ID); close(f.done) }, nil, nil
 		}
+		// A copy of this request, or another request under its transactionID: either
+		// way tx waits for it to end and looks at its record, as if it had come after
+		// it (another requester's key is then refused, the transactionID's owner
+		// replaces it). Running beside it, the last to write its record would replace
+		// the other's. Several gateways share no flights: there the record's owner
+		// is whoever writes it last (see TransactionStore).
 		other := prev.(*flight)
-		if !bytes.Equal(other.req, tx.reqHash) {
-			// Another request under this transactionID: the claims judge it as they
-			// would one from another gateway.
-			return func() {}, nil, nil
-		}
 		select {
 		case <-other.done:
 		case <-ctx.Done():
