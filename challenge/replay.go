@@ -93,9 +93,8 @@ type replayShard struct {
 // for concurrent use and sharded (64 locks chosen by the id), so claims of
 // different ids rarely contend.
 //
-// Each id is stored as 16 bytes: a jti minted by [Issuer] (16 random bytes
-// in base64url) is decoded, any other id is hashed with SHA-256 and
-// truncated. Expired entries are evicted a few at a time by later claims
+// Each id is stored as 16 bytes, the first 16 of its SHA-256, so that ids
+// are kept apart as whole strings whatever their shape. Expired entries are evicted a few at a time by later claims
 // (amortized, never a full scan), in buckets of one minute of expiry; the
 // map is rebuilt when it has shrunk to a quarter of its peak, so memory
 // comes back after a burst. See the package documentation for measured
@@ -123,13 +122,12 @@ func (s *MemoryReplayStore) now() time.Time {
 	return time.Now()
 }
 
+// keyOf is the key id is stored under: the first 16 bytes of its SHA-256, for every
+// id alike. (A jti's 16 decoded bytes would share that space with the hashes of the
+// other ids: a 22-character id spelling another id's hash would then claim or
+// release that id.)
 func keyOf(id string) replayKey {
 	var k replayKey
-	if len(id) == 22 {
-		if n, err := b64.Strict().Decode(k[:], []byte(id)); err == nil && n == 16 {
-			return k
-		}
-	}
 	sum := sha256.Sum256([]byte(id))
 	copy(k[:], sum[:16])
 	return k

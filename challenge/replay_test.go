@@ -2,8 +2,10 @@ package challenge
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -135,4 +137,32 @@ func TestMemoryReplayStoreMillion(t *testing.T) {
 	t.Logf("1,000,000 live entries: %.1f MiB heap (%.0f bytes/entry)", mib, float64(after-before)/1e6)
 	require.LessOrEqual(t, mib, 128.0)
 	runtime.KeepAlive(s)
+}
+
+// TestMemoryReplayStoreKeepsIDsApart: ids are compared as whole strings
+// (ReplayStore). An id that spells, in a jti's base64url, the key another id
+// is stored under must neither collide with that id when claimed nor release it.
+func TestMemoryReplayStoreKeepsIDsApart(t *testing.T) {
+	t.Parallel()
+	lookalike := func(id string) string {
+		sum := sha256.Sum256([]byte(id))
+		return b64.EncodeToString(sum[:16])
+	}
+	for _, victim := range []string{
+		"external:" + strings.Repeat("ab", 32), // an external challenge's claim
+		"decide:" + strings.Repeat("cd", 32),   // a pending request's decision
+		"a jti minted by another MDM",
+	} {
+		t.Run(victim, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := &MemoryReplayStore{Now: fixedClock(t0)}
+			until := t0.Add(time.Hour)
+			other := lookalike(victim)
+			require.NoError(t, s.Claim(ctx, victim, until))
+			require.NoError(t, s.Claim(ctx, other, until), "a fresh id %q found replayed: it shares %q's key", other, victim)
+			require.NoError(t, s.Release(ctx, other))
+			require.ErrorIs(t, s.Claim(ctx, victim, until), ErrReplayed, "releasing %q released %q", other, victim)
+		})
+	}
 }
