@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
+	"strconv"
 
 	"github.com/scepkit/scepkit/profile"
 )
@@ -52,15 +53,18 @@ const (
 	Encryption
 )
 
-// String returns "general purpose", "signature" or "encryption".
+// String returns "general purpose", "signature" or "encryption", and "unknown(N)"
+// for any other value.
 func (p Purpose) String() string {
 	switch p {
+	case GeneralPurpose:
+		return "general purpose"
 	case Signature:
 		return "signature"
 	case Encryption:
 		return "encryption"
 	}
-	return "general purpose"
+	return "unknown(" + strconv.Itoa(int(p)) + ")"
 }
 
 // PurposeOf maps a key usage to an NDES purpose: signature bits only (digitalSignature,

@@ -112,8 +112,19 @@ func TestProfileResolver(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
+// TestPurposeString: the three purposes have their names, and a value outside them
+// says so rather than passing for the general purpose (as scep's and crp's enums do).
 func TestPurposeString(t *testing.T) {
-	require.Equal(t, "signature", Signature.String())
-	require.Equal(t, "encryption", Encryption.String())
-	require.Equal(t, "general purpose", GeneralPurpose.String())
+	for _, tc := range []struct {
+		p    Purpose
+		want string
+	}{
+		{GeneralPurpose, "general purpose"},
+		{Signature, "signature"},
+		{Encryption, "encryption"},
+		{Purpose(3), "unknown(3)"},
+		{Purpose(-1), "unknown(-1)"},
+	} {
+		require.Equal(t, tc.want, tc.p.String(), "Purpose(%d)", int(tc.p))
+	}
 }
