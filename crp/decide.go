@@ -521,8 +521,12 @@ var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 // subject (the same DER), its subjectAltName extension (the same DER and
 // criticality, or both absent), key usage, extended key usages (as sets), public key,
 // not a CA, and a validity within the decided one (to the second, as certificates
-// encode it). Serial, issuer and other extensions are the CA's.
+// encode it). Serial, issuer and other extensions are the CA's. A nil decided or
+// cert is an error.
 func Matches(decided, cert *x509.Certificate) error {
+	if decided == nil || cert == nil {
+		return errors.New("crp: Matches needs the decided template and the certificate")
+	}
 	var diff []string
 	if !bytes.Equal(cert.RawSubject, decided.RawSubject) {
 		diff = append(diff, "subject")

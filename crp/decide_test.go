@@ -395,3 +395,23 @@ func TestDecideAndCompleteConcurrently(t *testing.T) {
 	}
 	require.Equal(t, 1, issued)
 }
+
+// TestMatchesNil: a CA of the embedder's that returns no certificate, or a decision
+// not kept, is a difference Matches reports, not a panic.
+func TestMatchesNil(t *testing.T) {
+	some := &x509.Certificate{}
+	for _, tc := range []struct {
+		name          string
+		decided, cert *x509.Certificate
+	}{
+		{"no certificate", some, nil},
+		{"no decision", nil, some},
+		{"neither", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NotPanics(t, func() {
+				require.Error(t, crp.Matches(tc.decided, tc.cert))
+			})
+		})
+	}
+}
