@@ -35,8 +35,15 @@ const ClaimMargin = 24 * time.Hour
 
 // DefaultAlgorithms is the allow-list of a [Verifier] with nil Algorithms.
 // HS256 is never in it: a verifier accepts HMAC only when its Algorithms
-// name HS256 explicitly.
+// name HS256 explicitly. It is for reading: a Verifier with nil Algorithms
+// uses its own copy of this list, so that no write to the variable, by any
+// package of the process, changes what every Verifier accepts; set
+// Verifier.Algorithms instead.
 var DefaultAlgorithms = []string{EdDSA, ES256, RS256, PS256}
+
+// defaultAlgorithms is what a Verifier with nil Algorithms allows: DefaultAlgorithms
+// as declared.
+var defaultAlgorithms = slices.Clone(DefaultAlgorithms)
 
 // maxUnix is 9999-12-31T23:59:59Z: numeric dates beyond it are malformed.
 const maxUnix = 253402300799
@@ -113,7 +120,7 @@ func (v *Verifier) leeway() (time.Duration, error) {
 
 func (v *Verifier) algorithms() ([]string, error) {
 	if v.Algorithms == nil {
-		return DefaultAlgorithms, nil
+		return defaultAlgorithms, nil
 	}
 	for _, a := range v.Algorithms {
 		if kindFor(a) == 0 {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -472,5 +473,46 @@ func TestCheckDuringKeyRemoval(t *testing.T) {
 		if _, err := v.Check(context.Background(), ch); err != nil {
 			requireOnly(t, err, ErrUnknownKey)
 		}
+	}
+}
+
+// TestDefaultAlgorithmsIsNoSwitch: a Verifier with nil Algorithms keeps the default
+// allow-list whatever the process does to the DefaultAlgorithms variable: HS256
+// (a shared secret: whoever verifies can mint) is never turned on for every
+// Verifier at once by a package-level write, and EdDSA is never turned off.
+// (Not parallel: it writes the package variable.)
+func TestDefaultAlgorithmsIsNoSwitch(t *testing.T) {
+	iss := &Issuer{Name: "mdm.example", Secret: secret, KeyID: "s1", Now: fixedClock(t0)}
+	hs, _, err := iss.Issue(stdRequest)
+	require.NoError(t, err)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	ed, _, err := (&Issuer{Name: "mdm.example", Key: priv, Now: fixedClock(t0)}).Issue(stdRequest)
+	require.NoError(t, err)
+	ks := NewKeySet()
+	require.NoError(t, ks.AddSecret("s1", secret))
+	_, err = ks.AddKey(pub)
+	require.NoError(t, err)
+
+	saved := slices.Clone(DefaultAlgorithms)
+	defer func() { DefaultAlgorithms = saved }()
+	for _, tc := range []struct {
+		name   string
+		mutate func()
+	}{
+		{"HS256 appended", func() { DefaultAlgorithms = append(DefaultAlgorithms, HS256) }},
+		{"an element overwritten", func() { DefaultAlgorithms[0] = HS256 }},
+		{"set to HS256 alone", func() { DefaultAlgorithms = []string{HS256} }},
+		{"set to nil", func() { DefaultAlgorithms = nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			DefaultAlgorithms = slices.Clone(saved)
+			tc.mutate()
+			v := &Verifier{Keys: ks, Issuer: "mdm.example", Audience: "gw-a.example", Now: fixedClock(t0)}
+			_, err := v.Check(context.Background(), hs)
+			requireOnly(t, err, ErrAlgorithm)
+			_, err = v.Check(context.Background(), ed)
+			require.NoError(t, err)
+		})
 	}
 }
