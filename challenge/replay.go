@@ -94,11 +94,11 @@ type replayShard struct {
 // different ids rarely contend.
 //
 // Each id is stored as 16 bytes, the first 16 of its SHA-256, so that ids
-// are kept apart as whole strings whatever their shape. Expired entries are evicted a few at a time by later claims
-// (amortized, never a full scan), in buckets of one minute of expiry; the
-// map is rebuilt when it has shrunk to a quarter of its peak, so memory
-// comes back after a burst. See the package documentation for measured
-// memory per million entries.
+// are kept apart as whole strings whatever their shape. Expired entries are
+// evicted a few at a time by later claims (amortized, never a full scan), in
+// buckets of one minute of expiry; the map is rebuilt when it has shrunk to a
+// quarter of its peak, so memory comes back after a burst. See the package
+// documentation for measured memory per million entries.
 //
 // It serves one process: gateways running side by side need a shared store
 // (for example in Redis) behind the same interface.
