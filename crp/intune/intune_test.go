@@ -78,6 +78,20 @@ func TestCodes(t *testing.T) {
 	require.Empty(t, g.Emu.Violations())
 }
 
+// TestCodesVariableIsNoSwitch: what the package understands of the service's answers
+// does not follow writes to the exported Codes list (any package of the process could
+// make them). Before, Known read the live list: set to nil, Success itself was
+// unknown.
+func TestCodesVariableIsNoSwitch(t *testing.T) {
+	saved := intune.Codes
+	t.Cleanup(func() { intune.Codes = saved })
+	intune.Codes = nil
+	require.True(t, intune.CodeSuccess.Known())
+	require.True(t, intune.CodeChallengeExpired.Known())
+	intune.Codes = []intune.Code{"SomethingNew"}
+	require.False(t, intune.Code("SomethingNew").Known())
+}
+
 func TestAccepted(t *testing.T) {
 	g := newGateway(t, false)
 	ctx := context.Background()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"slices"
 	"strings"
 	"unicode/utf16"
 
@@ -51,7 +52,8 @@ const (
 	CodeBadUserIdInChallenge                   Code = "BadUserIdInChallenge"
 )
 
-// Codes lists every code the service defines, in Microsoft's order.
+// Codes lists every code the service defines, in Microsoft's order. It is for
+// reading: Known uses its own copy.
 var Codes = []Code{CodeUnknown, CodeSuccess, CodeCertificateRequestDecodingFailed, CodeChallengePasswordMissing,
 	CodeChallengeDeserializationError, CodeChallengeDecryptionError, CodeChallengeDecodingError,
 	CodeChallengeInvalidTimestamp, CodeChallengeExpired, CodeSubjectNameMissing, CodeSubjectNameMismatch,
@@ -61,15 +63,14 @@ var Codes = []Code{CodeUnknown, CodeSuccess, CodeCertificateRequestDecodingFaile
 	CodeSignatureValidationFailed, CodeBadCertificateRequestIdInChallenge, CodeBadDeviceIdInChallenge,
 	CodeBadUserIdInChallenge}
 
-// Known reports whether c is one of Codes (compared exactly, as Microsoft's library
-// parses them).
+// knownCodes is Codes as declared: what Known reads, so that no write to the exported
+// variable changes which answers the package understands.
+var knownCodes = slices.Clone(Codes)
+
+// Known reports whether c is one of Codes as the package declares them (compared
+// exactly, as Microsoft's library parses them).
 func (c Code) Known() bool {
-	for _, k := range Codes {
-		if c == k {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(knownCodes, c)
 }
 
 // Verdict maps a refusal code to the registration point's phase and reason: expiry
