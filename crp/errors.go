@@ -116,9 +116,14 @@ const (
 // Error is a refusal: the phase that refused, why, and the underlying error. The
 // device sees only the failInfo; the log and the trace see all of it.
 type Error struct {
-	Phase  Phase
+	// Phase is where the request was refused; with Reason, it decides the
+	// failInfo the device receives (FailInfo).
+	Phase Phase
+	// Reason is why: one of the Reason constants.
 	Reason Reason
-	Err    error
+	// Err is the underlying error, for the log and errors.Is/As (nil when the
+	// reason says all).
+	Err error
 }
 
 // Error implements error: "crp: <phase>: <reason>: <underlying error>", the

@@ -357,7 +357,10 @@ type TransactionStore interface {
 // IssuedCertificate is what a CertificateStore remembers of an issued certificate: the
 // certificate and what it was issued for.
 type IssuedCertificate struct {
-	Certificate                           *x509.Certificate
+	Certificate *x509.Certificate
+	// UserID, DeviceID, ProfileID and Template are what the certificate was issued
+	// for: the directory's user, the device registry's device, the profile and the
+	// template resolved for the request.
 	UserID, DeviceID, ProfileID, Template string
 	// TransactionID is the SCEP transaction that obtained it ("" if unknown).
 	TransactionID string
