@@ -331,9 +331,17 @@ func (c *config) caName() caName {
 func (c *config) validate() error {
 	_, caNameErr := parseCAName(c.CAName)
 	_, levelErr := c.requestLevel()
+	listenErr, adminListenErr := checkListenAddr(c.Listen), error(nil)
+	if c.Admin.Listen != "" {
+		adminListenErr = checkListenAddr(c.Admin.Listen)
+	}
 	switch {
 	case c.Listen == "":
 		return settingError("listen", errors.New("required"))
+	case listenErr != nil:
+		return settingError("listen", listenErr)
+	case adminListenErr != nil:
+		return settingError("admin.listen", adminListenErr)
 	case c.StateDir == "":
 		return settingError("state_dir", errors.New("required"))
 	case c.Identity == "":
@@ -406,6 +414,21 @@ func (c *config) validate() error {
 		(host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
 		// The default, http://LISTEN, would write 0.0.0.0 or [::] into every certificate.
 		return settingError("public_url", fmt.Errorf("required when listen (%q) is every interface: the CRL and CA URLs in every issued certificate are under it", c.Listen))
+	}
+	return nil
+}
+
+// checkListenAddr checks a listener's address as net.Listen reads it: host:port, the
+// port a number up to 65535 or a service name. A malformed address is a mistake no
+// restart mends: refused here, it exits with exitConfig, where net.Listen's error would
+// exit as a busy port does (exitFailure), and systemd would retry it for ever.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port, such as 127.0.0.1:8080: %w", addr, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q: want host:port, such as 127.0.0.1:8080: %w", addr, err)
 	}
 	return nil
 }

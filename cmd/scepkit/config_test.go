@@ -74,3 +74,58 @@ func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
 	require.Contains(t, string(out), "setting intune.client_secret (SCEPKIT_INTUNE_CLIENT_SECRET): a secret written in "+cfg)
 	require.NotContains(t, string(out), "s3cr3t")
 }
+
+// TestListenAddressRefusedAsConfig: a listen or admin.listen that is no host:port
+// (the port left out, or beyond 65535) is a mistake in the configuration, which no
+// restart mends: it is refused at validation, naming the setting, with exitConfig.
+// net.Listen's error for it exited with exitFailure, as a busy port does, and the
+// unit's Restart=on-failure restarted it for ever.
+func TestListenAddressRefusedAsConfig(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"SCEPKIT_JWKS": "jwks.json", "SCEPKIT_DIRECTORY": "directory.json"}
+	cases := []struct {
+		name, key, value string
+		refused          bool
+	}{
+		{"no port", "SCEPKIT_LISTEN", "127.0.0.1", true},
+		{"port out of range", "SCEPKIT_LISTEN", "127.0.0.1:99999", true},
+		{"negative port", "SCEPKIT_LISTEN", "127.0.0.1:-1", true},
+		{"unknown service", "SCEPKIT_LISTEN", "127.0.0.1:no-such-service", true},
+		{"unclosed bracket", "SCEPKIT_LISTEN", "[::1:8080", true},
+		{"admin: no port", "SCEPKIT_ADMIN_LISTEN", "127.0.0.1", true},
+		{"admin: port out of range", "SCEPKIT_ADMIN_LISTEN", "127.0.0.1:70000", true},
+		{"host and port", "SCEPKIT_LISTEN", "127.0.0.1:8080", false},
+		{"any free port", "SCEPKIT_LISTEN", "127.0.0.1:0", false},
+		{"IPv6", "SCEPKIT_LISTEN", "[::1]:8080", false},
+		{"admin: host and port", "SCEPKIT_ADMIN_LISTEN", "127.0.0.1:8443", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{tc.key: tc.value}
+			if tc.key == "SCEPKIT_ADMIN_LISTEN" {
+				env["SCEPKIT_ADMIN_TLS_CERT"], env["SCEPKIT_ADMIN_TLS_KEY"] = "admin.crt", "admin.key"
+				env["SCEPKIT_ADMIN_TOKEN_FILE"] = "admin.token"
+			}
+			_, err := loadConfig("", func(k string) (string, bool) {
+				if v, ok := env[k]; ok {
+					return v, true
+				}
+				v, ok := base[k]
+				return v, ok
+			})
+			if !tc.refused {
+				require.NoError(t, err)
+				return
+			}
+			var se *badSetting
+			require.ErrorAs(t, err, &se)
+			want := "listen"
+			if tc.key == "SCEPKIT_ADMIN_LISTEN" {
+				want = "admin.listen"
+			}
+			require.Equal(t, want, se.Setting)
+			require.Equal(t, exitConfig, exitStatus(err), "%v", err)
+		})
+	}
+}
