@@ -112,6 +112,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -1105,7 +1106,24 @@ func sweepIndex(w *wtx, idx []byte, now time.Time, budget *int, drop func(at, id
 }
 
 // encodeTime encodes t (unix nanoseconds) so that byte order is time order.
+// minKeyTime and maxKeyTime bound the times a key holds exactly: nanoseconds since
+// 1970 in an int64, from 1677 to 2262.
+var (
+	minKeyTime = time.Unix(0, math.MinInt64)
+	maxKeyTime = time.Unix(0, math.MaxInt64)
+)
+
+// encodeTime writes t as a key that sorts as t does. A time outside [minKeyTime,
+// maxKeyTime] (a certificate may name any time up to 9999, a query bound may be
+// now plus Go's longest duration) is written as the bound it passes: UnixNano would
+// wrap it around, sorting 2300 before 1970.
 func encodeTime(t time.Time) []byte {
+	switch {
+	case t.Before(minKeyTime):
+		t = minKeyTime
+	case t.After(maxKeyTime):
+		t = maxKeyTime
+	}
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(t.UnixNano())^(1<<63))
 	return b[:]
@@ -1549,7 +1567,8 @@ func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*cr
 		}
 	}
 	var end []byte
-	if b := q.ExpiresBefore; !b.IsZero() {
+	// A bound past maxKeyTime leaves the end open: keys saturate there (encodeTime).
+	if b := q.ExpiresBefore; !b.IsZero() && !b.After(maxKeyTime) {
 		if !b.Truncate(time.Second).Equal(b) {
 			b = b.Add(time.Second) // NotAfter has second precision: round the bound up
 		}
@@ -1570,7 +1589,8 @@ func (s *Store) Certificates(ctx context.Context, q crp.CertificateQuery) ([]*cr
 			}
 			// The key holds NotAfter to the second, as the certificate does: one in
 			// ExpiresAfter's second but before it is not counted toward the page.
-			if !q.ExpiresAfter.IsZero() && decodeTime(k[len(prefix):len(prefix)+8]).Before(q.ExpiresAfter) {
+			if !q.ExpiresAfter.IsZero() && !q.ExpiresAfter.After(maxKeyTime) &&
+				decodeTime(k[len(prefix):len(prefix)+8]).Before(q.ExpiresAfter) {
 				continue
 			}
 			var rec certificate

@@ -492,6 +492,9 @@ func serials(list []*crp.IssuedCertificate) string {
 	return fmt.Sprint(s)
 }
 
+// farFuture is 99991231235959Z, the latest time a certificate can name.
+var farFuture = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
 func certificateQueries(t *testing.T, b Backend) {
 	now := time.Now().Truncate(time.Second)
 	day := 24 * time.Hour
@@ -521,6 +524,13 @@ func certificateQueries(t *testing.T, b Backend) {
 		// A page holds Limit certificates when that many match: one whose NotAfter is
 		// in ExpiresAfter's second, but before it, is not one of them.
 		{"limit, from within a NotAfter's second", crp.CertificateQuery{ExpiresAfter: now.Add(3*day + 500*time.Millisecond), Limit: 1}, "[12]"},
+		// Bounds past 2262, where nanoseconds since 1970 overflow an int64: the admin
+		// API's expiring_within takes up to Go's longest duration (292 years), and a
+		// certificate may name any time up to 9999 (RFC 5280, section 4.1.2.5).
+		{"expiring within 300 years", crp.CertificateQuery{ExpiresAfter: now, ExpiresBefore: now.AddDate(300, 0, 0)}, "[11 14 12 10]"},
+		{"expiring before 9999", crp.CertificateQuery{ExpiresBefore: farFuture}, "[13 11 14 12 10]"},
+		{"expiring after 2300", crp.CertificateQuery{ExpiresAfter: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, "[]"},
+		{"expiring from 1600", crp.CertificateQuery{ExpiresAfter: time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 2}, "[13 11]"},
 	} {
 		got, err := b.Queries.Certificates(ctx, tc.q)
 		check(t, err, tc.name)
