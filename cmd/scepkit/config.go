@@ -229,6 +229,9 @@ func readConfig(path string, env func(string) (string, bool)) (*config, error) {
 		if mode&0o002 != 0 {
 			return nil, fmt.Errorf("%s may be written by other users (mode %v): chmod o-w it", path, mode)
 		}
+		if err := dirOthersMayWrite(path); err != nil {
+			return nil, err
+		}
 		md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(c)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -494,7 +497,13 @@ func othersMayWrite(path string) error {
 	if fi.Mode().Perm()&0o002 != 0 {
 		return fmt.Errorf("%s may be written by other users (mode %v): chmod o-w it", path, fi.Mode().Perm())
 	}
-	// Its directory too, unless sticky (as /tmp is): there anyone may replace it.
+	return dirOthersMayWrite(path)
+}
+
+// dirOthersMayWrite refuses a file (at path) in a directory other users may write,
+// unless it is sticky (as /tmp is): there anyone may replace the file, whatever its
+// own mode.
+func dirOthersMayWrite(path string) error {
 	dir := filepath.Dir(filepath.Clean(path))
 	if di, err := os.Stat(dir); err == nil && di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 {
 		return fmt.Errorf("%s is in %s, which other users may write (mode %v): chmod o-w it", path, dir, di.Mode().Perm())

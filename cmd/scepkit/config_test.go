@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -126,6 +127,44 @@ func TestListenAddressRefusedAsConfig(t *testing.T) {
 			}
 			require.Equal(t, want, se.Setting)
 			require.Equal(t, exitConfig, exitStatus(err), "%v", err)
+		})
+	}
+}
+
+// TestConfigInDirectoryOthersMayWrite: a configuration file in a directory other
+// users may write (and not sticky, as /tmp is) is refused, whatever its own mode:
+// anyone may replace it there, and choose the gateway's keys, its CA and the MDM keys
+// it trusts. The jwks and directory files were held to that rule, the configuration
+// file, which names them, was not.
+func TestConfigInDirectoryOthersMayWrite(t *testing.T) {
+	f := newFixture(t)
+	b, err := os.ReadFile(f.config(t, "", ""))
+	require.NoError(t, err)
+	none := func(string) (string, bool) { return "", false }
+	for _, tc := range []struct {
+		name    string
+		mode    os.FileMode
+		refused bool
+	}{
+		{"others may write", 0o777, true},
+		{"group and others may write", 0o773, true},
+		{"sticky, as /tmp", 0o777 | os.ModeSticky, false},
+		{"others may read", 0o755, false},
+		{"private", 0o700, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "etc")
+			require.NoError(t, os.Mkdir(dir, 0o700))
+			cfg := filepath.Join(dir, "scepkit.toml")
+			require.NoError(t, os.WriteFile(cfg, b, 0o600))
+			require.NoError(t, os.Chmod(dir, tc.mode))
+			_, err := loadConfig(cfg, none)
+			if !tc.refused {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, cfg+" is in "+dir+", which other users may write")
+			require.Equal(t, exitConfig, exitStatus(err))
 		})
 	}
 }
