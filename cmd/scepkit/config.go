@@ -451,8 +451,9 @@ func printSettings(w io.Writer) {
 const maxSecretFile = 4 << 10
 
 // readSecretFile reads a file holding a secret (the admin token, the token PIN),
-// refusing one that other users may read or write, as OpenSSH refuses such a private
-// key: the permissions are the operator's to fix (chmod o-rwx).
+// refusing one that other users may read or write, or that is in a directory they may
+// write (not sticky), as OpenSSH refuses such a private key: the permissions are the
+// operator's to fix (chmod o-rwx).
 func readSecretFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -464,6 +465,11 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if err := privateMode(path, fi); err != nil {
+		return nil, err
+	}
+	// In a directory others may write, anyone may put a secret of his own in its
+	// place (an admin token a gateway running as root would read and accept).
+	if err := dirOthersMayWrite(path); err != nil {
 		return nil, err
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))

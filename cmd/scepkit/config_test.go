@@ -168,3 +168,41 @@ func TestConfigInDirectoryOthersMayWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretFileInDirectoryOthersMayWrite: a secret file (admin.token_file,
+// pkcs11.pin_file, intune.client_secret_file, intune.key_file) in a directory other
+// users may write, not sticky, is refused whatever its own mode: anyone may put a
+// token of his own there, which a gateway running as root reads, and call the admin
+// API with it.
+func TestSecretFileInDirectoryOthersMayWrite(t *testing.T) {
+	t.Parallel()
+	const token = "0123456789abcdef0123456789abcdef\n"
+	for _, tc := range []struct {
+		name    string
+		mode    os.FileMode
+		refused bool
+	}{
+		{"others may write", 0o777, true},
+		{"others may write and search only", 0o733, true},
+		{"sticky, as /tmp", 0o777 | os.ModeSticky, false},
+		{"private", 0o700, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(t.TempDir(), "secrets")
+			require.NoError(t, os.Mkdir(dir, 0o700))
+			path := filepath.Join(dir, "admin.token")
+			require.NoError(t, os.WriteFile(path, []byte(token), 0o600))
+			require.NoError(t, os.Chmod(dir, tc.mode))
+			c := &config{}
+			c.Admin.TokenFile = path
+			_, err := adminToken(c)
+			if !tc.refused {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, "setting admin.token_file (SCEPKIT_ADMIN_TOKEN_FILE): "+path+" is in "+dir+", which other users may write")
+			require.Equal(t, exitConfig, exitStatus(err))
+		})
+	}
+}
