@@ -26,7 +26,7 @@ import (
 // underscores: SCEPKIT_ADMIN_LISTEN), which wins.
 type config struct {
 	Listen    string `toml:"listen" doc:"address of the SCEP, CRL, health and metrics listener (plain HTTP unless tls_cert is set)" default:"127.0.0.1:8080"`
-	PublicURL string `toml:"public_url" doc:"base URL devices and relying parties reach this listener at; the CRL distribution point and CA URL in issued certificates are under it (default http://LISTEN; required when listen is every interface, such as 0.0.0.0:8080)"`
+	PublicURL string `toml:"public_url" doc:"base URL devices and relying parties reach this listener at, http or https with a host and no user info, query or fragment; the CRL distribution point and CA URL in issued certificates are under it (default http://LISTEN; required when listen is every interface, such as 0.0.0.0:8080)"`
 	TLSCert   string `toml:"tls_cert" doc:"PEM certificate chain for the SCEP listener; SCEP clients (RFC 8894) use plain HTTP, so this is optional"`
 	TLSKey    string `toml:"tls_key" doc:"PEM private key of tls_cert"`
 	StateDir  string `toml:"state_dir" doc:"directory holding the CA and RA certificates (and their keys unless pkcs11 is set), created on first start (other users may not write to it), and state.db (the embedded store: challenge claims, transactions, pending requests, issued certificates, revocations) unless postgres.dsn is set" default:"/var/lib/scepkit"`
@@ -410,8 +410,10 @@ func (c *config) validate() error {
 	if u := c.OTLP.TracesURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		return settingError("otlp.traces_url", fmt.Errorf("%q is not an http(s) URL", u))
 	}
-	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
-		return settingError("public_url", fmt.Errorf("%q is not an http(s) URL", c.PublicURL))
+	if c.PublicURL != "" {
+		if err := checkPublicURL(c.PublicURL); err != nil {
+			return settingError("public_url", err)
+		}
 	}
 	if host, _, err := net.SplitHostPort(c.Listen); c.PublicURL == "" && err == nil &&
 		(host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
@@ -432,6 +434,40 @@ func checkListenAddr(addr string) error {
 	}
 	if _, err := net.LookupPort("tcp", port); err != nil {
 		return fmt.Errorf("%q: want host:port, such as 127.0.0.1:8080: %w", addr, err)
+	}
+	return nil
+}
+
+// checkPublicURL checks public_url, which every issued certificate carries (its CRL
+// distribution point and caIssuers URL are under it), and the profiles too: an
+// absolute http or https URL with a host, a port (if any) from 1 to 65535, and no user
+// info, query or fragment, which would make the URLs under it wrong or put a password
+// in every certificate. The URL is not quoted back: its user info may hold one.
+func checkPublicURL(s string) error {
+	const want = "want an http or https URL with a host and no user info, query or fragment, such as https://scep.example.com"
+	u, err := url.Parse(s)
+	problem := ""
+	switch {
+	case err != nil:
+		problem = "does not parse"
+	case u.Scheme != "http" && u.Scheme != "https":
+		problem = "is not http or https"
+	case u.User != nil:
+		problem = "has user info"
+	case u.Hostname() == "":
+		problem = "has no host"
+	case u.RawQuery != "" || u.ForceQuery:
+		problem = "has a query"
+	case strings.Contains(s, "#"):
+		problem = "has a fragment"
+	}
+	if problem == "" && u.Port() != "" {
+		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+			problem = "has a port outside 1-65535"
+		}
+	}
+	if problem != "" {
+		return fmt.Errorf("the URL %s: %s", problem, want)
 	}
 	return nil
 }

@@ -206,3 +206,54 @@ func TestSecretFileInDirectoryOthersMayWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestPublicURLChecked: public_url is written into every issued certificate (its CRL
+// distribution point and caIssuers URL) and into the profiles: one that is no URL a
+// relying party can reach is refused at validation, naming public_url, before a first
+// start makes a CA. Without a host or with a port beyond 65535 it was accepted and
+// written into certificates; with user info (a password in every certificate), a
+// query or a fragment it was refused only once the CA was made, as a fault of
+// "profiles".
+func TestPublicURLChecked(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"SCEPKIT_JWKS": "jwks.json", "SCEPKIT_DIRECTORY": "directory.json"}
+	cases := []struct {
+		url     string
+		refused bool
+	}{
+		{"http://", true},
+		{"https:///scepkit", true},
+		{"http://:8080", true},
+		{"http://gw.example.com:99999", true},
+		{"http://gw.example.com:http", true},
+		{"http://u:hunter2@gw.example.com", true},
+		{"http://gw.example.com/?a=b", true},
+		{"http://gw.example.com/#top", true},
+		{"http://gw example.com", true},
+		{"http://gw.example.com", false},
+		{"https://gw.example.com:8443/", false},
+		{"http://[2001:db8::1]:8080", false},
+		{"https://proxy.example.com/scepkit", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.url, func(t *testing.T) {
+			t.Parallel()
+			_, err := loadConfig("", func(k string) (string, bool) {
+				if k == "SCEPKIT_PUBLIC_URL" {
+					return tc.url, true
+				}
+				v, ok := base[k]
+				return v, ok
+			})
+			if !tc.refused {
+				require.NoError(t, err)
+				return
+			}
+			var se *badSetting
+			require.ErrorAs(t, err, &se)
+			require.Equal(t, "public_url", se.Setting)
+			require.Equal(t, exitConfig, exitStatus(err))
+			require.NotContains(t, err.Error(), "hunter2", "the password is not repeated in the error")
+		})
+	}
+}
