@@ -153,8 +153,9 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 	if err := othersMayWrite(c.StateDir); err != nil {
 		return nil, settingError("state_dir", err)
 	}
-	// The MDM's keys, the directory and the Intune credential before the CA, which a
-	// first start makes: a start refused for one of them leaves no CA behind.
+	// The MDM's keys, the directory, the next CA certificate and the Intune
+	// credential before the CA, which a first start makes: a start refused for one of
+	// them leaves no CA behind.
 	var tenant *intune.Client
 	if c.Intune.Tenant != "" {
 		if tenant, err = intuneClient(g); err != nil {
@@ -174,6 +175,20 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 			if err := othersMayWrite(p); err != nil {
 				return nil, settingError("rollover.dir", err)
 			}
+		}
+	}
+	// The next CA announced through GetNextCACert, which devices are told to trust
+	// next: never from a file others may write.
+	var nextCACerts []*x509.Certificate
+	if c.NextCACert != "" {
+		if err := othersMayWrite(c.NextCACert); err != nil {
+			return nil, settingError("next_ca_cert", err)
+		}
+		if nextCACerts, err = pemfile.ReadCertificates(c.NextCACert); err != nil {
+			return nil, settingError("next_ca_cert", err)
+		}
+		if !nextCACerts[0].IsCA || time.Now().After(nextCACerts[0].NotAfter) {
+			return nil, settingError("next_ca_cert", errors.New("not a valid CA certificate"))
 		}
 	}
 	keys, err := mdmfile.LoadKeySet(ctx, c.JWKS)
@@ -305,15 +320,8 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		return nil, err
 	}
 	g.server = crp.NewServer(g.rp, g.ra)
-	if c.NextCACert != "" {
-		next, err := pemfile.ReadCertificates(c.NextCACert)
-		if err != nil {
-			return nil, settingError("next_ca_cert", err)
-		}
-		if !next[0].IsCA || time.Now().After(next[0].NotAfter) {
-			return nil, settingError("next_ca_cert", errors.New("not a valid CA certificate"))
-		}
-		g.server.NextCACerts = next
+	if nextCACerts != nil {
+		g.server.NextCACerts = nextCACerts
 	}
 	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, reqLog, g.meter
 	if c.CAEnvelopes {

@@ -1110,6 +1110,15 @@ func TestConfigErrors(t *testing.T) {
 			"setting admin.tls_key (SCEPKIT_ADMIN_TLS_KEY): " + f.path("open-admin.key") + " may be read or written by other users"},
 		{"rollover directory writable by others", []string{"SCEPKIT_ROLLOVER_DIR=" + f.path("open-next"), "SCEPKIT_ROLLOVER_AT=2030-01-01T00:00:00Z"},
 			"setting rollover.dir (SCEPKIT_ROLLOVER_DIR): " + f.path("open-next") + " may be written by other users"},
+		// The next CA announced through GetNextCACert, which devices are told to trust:
+		// refused before a first start makes the CA (it was read after), and never
+		// from a file anyone may write.
+		{"next CA file missing", []string{"SCEPKIT_NEXT_CA_CERT=" + f.path("absent.pem")},
+			"setting next_ca_cert (SCEPKIT_NEXT_CA_CERT): open "},
+		{"next CA not a CA", []string{"SCEPKIT_NEXT_CA_CERT=" + f.path("admin-server.crt")},
+			"setting next_ca_cert (SCEPKIT_NEXT_CA_CERT): not a valid CA certificate"},
+		{"next CA writable by others", []string{"SCEPKIT_NEXT_CA_CERT=" + f.path("open-admin-ca.pem")},
+			"setting next_ca_cert (SCEPKIT_NEXT_CA_CERT): " + f.path("open-admin-ca.pem") + " may be written by other users"},
 	}...)
 	cases = append(cases, []struct {
 		name string
