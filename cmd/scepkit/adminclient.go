@@ -53,12 +53,15 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	keyFile := fs.String("key", os.Getenv("SCEPKIT_ADMIN_CLIENT_KEY"), "client key PEM `FILE` [SCEPKIT_ADMIN_CLIENT_KEY]")
 	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &configError{err}
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
 		fs.Usage()
-		return errors.New("admin: a command is required")
+		return &configError{errors.New("admin: a command is required")}
 	}
 	// A flag after the command ("approve -h") is a request for help, never a
 	// transaction ID or serial sent to the API.
@@ -71,7 +74,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// The admin API is HTTPS only: a bearer token sent to a plain-http URL (a typo, a
 	// wrong variable) would be readable on the way.
 	if base, err := url.Parse(*u); err != nil || base.Scheme != "https" || base.Host == "" {
-		return fmt.Errorf("admin: -url %q: the admin API is reached over https only", *u)
+		return &configError{fmt.Errorf("admin: -url %q: the admin API is reached over https only", *u)}
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if *caFile != "" {
@@ -180,7 +183,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	need := func(n int) error {
 		if len(rest) < n+1 {
-			return fmt.Errorf("admin %s: %d argument(s) needed (scepkit admin -h)", rest[0], n)
+			return &configError{fmt.Errorf("admin %s: %d argument(s) needed (scepkit admin -h)", rest[0], n)}
 		}
 		return nil
 	}
@@ -217,7 +220,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		reason, err := strconv.Atoi(rest[2])
 		if err != nil {
-			return fmt.Errorf("admin revoke: REASON is a number (RFC 5280 CRLReason): %w", err)
+			return &configError{fmt.Errorf("admin revoke: REASON is a number (RFC 5280 CRLReason): %w", err)}
 		}
 		return call(http.MethodPost, "/v1/certificates/"+pathSegment(rest[1])+"/revoke",
 			map[string]any{"reason": reason, "unrecorded": unrecorded})
@@ -234,7 +237,10 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		within := cfs.Duration("expiring-within", 0, "expiring within this duration")
 		withheld := cfs.Bool("withheld", false, "only the certificates withheld from their device")
 		if err := cfs.Parse(rest[1:]); err != nil {
-			return err
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return &configError{err}
 		}
 		q := url.Values{}
 		if *user != "" {
@@ -262,7 +268,7 @@ func adminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return list("/v1/certificates", q, "certificates", keep)
 	}
 	fs.Usage()
-	return fmt.Errorf("admin: unknown command %q", rest[0])
+	return &configError{fmt.Errorf("admin: unknown command %q", rest[0])}
 }
 
 // newAdminRequest is a call to the admin API at url with the bearer token (none when
@@ -297,6 +303,14 @@ func backupTo(ctx context.Context, client *http.Client, url, token, path string)
 	if err != nil {
 		return err
 	}
+	// The file first: a destination that cannot be written fails before the gateway
+	// makes a copy of the whole store for nothing.
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
 	// A copy of a large store takes longer than the other calls' whole timeout:
 	// bounded here while the gateway makes its copy, not while it sends.
 	c := *client
@@ -315,12 +329,6 @@ func backupTo(ctx context.Context, client *http.Client, url, token, path string)
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("admin API: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
 	// A body cut short is an error here (net/http's, for a declared length; a
 	// chunked body without its last chunk, for the gateway's cut connection).
 	if _, err := io.Copy(f, resp.Body); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -56,6 +57,26 @@ func TestAdminClientRequests(t *testing.T) {
 	got, err := os.ReadFile(backup)
 	require.NoError(t, err)
 	require.Equal(t, "{}\n", string(got))
+}
+
+// TestAdminBackupDestinationFirst: a backup to a file that cannot be written (its
+// directory missing) fails before the gateway is asked: it made and sent a whole copy
+// of the store first, which the client then could not keep.
+func TestAdminBackupDestinationFirst(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		io.WriteString(w, "a copy of the store")
+	}))
+	t.Cleanup(srv.Close)
+	f := newFixture(t)
+	f.write(t, "srv-ca.pem", pemCert(srv.Certificate()))
+	dest := filepath.Join(t.TempDir(), "absent", "copy.db")
+	out, err := exec.Command(bin, "admin", "-url", srv.URL, "-ca", f.path("srv-ca.pem"), "-token-file", f.path("token"),
+		"backup", dest).CombinedOutput()
+	require.Error(t, err, string(out))
+	require.Contains(t, string(out), "absent")
+	require.Zero(t, calls.Load(), "the gateway was asked for a copy the client cannot keep")
 }
 
 // TestAdminClientWithheldOnly: certs -withheld prints only the certificates the

@@ -280,6 +280,16 @@ func TestExitStatus(t *testing.T) {
 		{"rollover-prepare unknown flag", []string{"rollover-prepare", "-config", cfg, "-dri", f.path("next")}, nil, exitConfig},
 		{"rollover-prepare misspelt variable", []string{"rollover-prepare", "-config", cfg, "-dir", f.path("next")},
 			[]string{"SCEPKIT_STATE_DIRR=x"}, exitConfig},
+		// scepkit admin: a command line it refuses is exit 2 too (it was 1, as a
+		// gateway that does not answer).
+		{"admin without a command", []string{"admin"}, nil, exitConfig},
+		{"admin unknown command", []string{"admin", "frob"}, nil, exitConfig},
+		{"admin unknown flag", []string{"admin", "-bogus", "pending"}, nil, exitConfig},
+		{"admin argument missing", []string{"admin", "revoke", "a"}, nil, exitConfig},
+		{"admin revoke reason not a number", []string{"admin", "revoke", "0a", "keyCompromise"}, nil, exitConfig},
+		{"admin certs unknown flag", []string{"admin", "certs", "-expiring", "1h"}, nil, exitConfig},
+		{"admin over plain http", []string{"admin", "-url", "http://127.0.0.1:26898", "pending"}, nil, exitConfig},
+		{"admin API not reachable", []string{"admin", "-url", "https://127.0.0.1:1", "pending"}, nil, exitFailure},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
