@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -214,7 +215,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer g.close()
-	public.Handler = g.publicHandler()
+	var running inflight
+	public.Handler = running.track(g.publicHandler())
 
 	var adminAddr string
 	if aln != nil {
@@ -228,7 +230,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := checkClientCA(adminTC.ClientCAs, issuing); err != nil {
 			return err
 		}
-		as := newHTTPServer(newAdmin(g, adminTC.ClientCAs, token).handler(), log)
+		as := newHTTPServer(running.track(newAdmin(g, adminTC.ClientCAs, token).handler()), log)
 		as.TLSConfig = adminTC
 		servers, listeners = append(servers, as), append(listeners, aln)
 		adminAddr = aln.Addr().String()
@@ -267,12 +269,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Graceful shutdown: stop accepting, finish the requests in flight (a device's
 	// enrollment is not cut in half), then close the stores and the token.
 	log.Info("shutting down: finishing requests in flight")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		if err := s.Shutdown(sctx); err != nil {
-			s.Close()
-		}
+	if n := stopServers(servers, &running); n > 0 {
+		log.Warn("closing the stores while requests are still running: they fail", "requests", n)
 	}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
@@ -285,6 +283,47 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// shutdownGrace is how long a stop waits for the requests in flight to end;
+// drainAfterClose is how long it then waits, once their connections are closed (their
+// contexts end), for the handlers still running to wind down (release a challenge,
+// write a record) before the stores are closed under them. Together they end within the
+// unit's TimeoutStopSec (30 s).
+var (
+	shutdownGrace   = 20 * time.Second
+	drainAfterClose = 8 * time.Second
+)
+
+// inflight counts the requests the listeners' handlers are running.
+type inflight struct{ n atomic.Int64 }
+
+// track is h, counted in f while it runs.
+func (f *inflight) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.n.Add(1)
+		defer f.n.Add(-1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// stopServers stops the servers: it stops accepting, waits up to shutdownGrace for
+// the requests in flight, closes the connections of those still running, then waits
+// up to drainAfterClose for their handlers (net/http does not wait for a handler once
+// its connection is closed). It returns how many handlers are still running.
+func stopServers(servers []*http.Server, running *inflight) int64 {
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			s.Close()
+		}
+	}
+	deadline := time.Now().Add(drainAfterClose)
+	for running.n.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return running.n.Load()
 }
 
 // writeTimeout bounds the time from a request's headers to the end of its answer.
