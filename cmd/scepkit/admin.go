@@ -355,8 +355,10 @@ type pendingRequest struct {
 
 // apiCertificate is one issued certificate as the admin API shows it.
 type apiCertificate struct {
-	Serial    string    `json:"serial"`
-	Subject   string    `json:"subject"`
+	Serial  string `json:"serial"`
+	Subject string `json:"subject"`
+	// Issuer is the CA that signed it: after a rollover, the previous CA or the next.
+	Issuer    string    `json:"issuer"`
 	UserID    string    `json:"user"`
 	DeviceID  string    `json:"device"`
 	ProfileID string    `json:"profile"`
@@ -688,7 +690,7 @@ func (a *admin) certJSON(ctx context.Context, c *crp.IssuedCertificate) (apiCert
 
 func certificateJSON(c *crp.IssuedCertificate, revoked bool) apiCertificate {
 	return apiCertificate{Serial: c.Certificate.SerialNumber.Text(16), Subject: c.Certificate.Subject.String(),
-		UserID: c.UserID, DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template,
+		Issuer: c.Certificate.Issuer.String(), UserID: c.UserID, DeviceID: c.DeviceID, ProfileID: c.ProfileID, Template: c.Template,
 		NotBefore: c.Certificate.NotBefore, NotAfter: c.Certificate.NotAfter, Revoked: revoked, Withheld: c.Withheld}
 }
 

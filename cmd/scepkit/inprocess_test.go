@@ -157,6 +157,27 @@ func TestAdminRevocationCheckFailure(t *testing.T) {
 	require.Contains(t, p.logs.String(), "connection refused", "the error is logged for the operator")
 }
 
+// TestAdminCertificateNamesIssuer: the admin API names each certificate's issuer, one
+// by one and in a list, so that after a rollover an operator can tell the previous
+// CA's certificates from the next's (the rollover's last step waits for the previous
+// CA's to expire). Before, the issuer was not in the answer.
+func TestAdminCertificateNamesIssuer(t *testing.T) {
+	p := startInProcess(t, newFixture(t), "", "")
+	certs := p.addIssued(t, 1, "alice@example.com", "alice-laptop")
+	want := p.g.ca.Certificate.Subject.String()
+	code, body := p.call(t, http.MethodGet, "/v1/certificates/"+certs[0].SerialNumber.Text(16), nil)
+	require.Equal(t, http.StatusOK, code, body)
+	var one apiCertificate
+	require.NoError(t, json.Unmarshal([]byte(body), &one))
+	require.Equal(t, want, one.Issuer)
+	code, body = p.call(t, http.MethodGet, "/v1/certificates?user=alice@example.com", nil)
+	require.Equal(t, http.StatusOK, code, body)
+	var page certificatePage
+	require.NoError(t, json.Unmarshal([]byte(body), &page))
+	require.Len(t, page.Certificates, 1)
+	require.Equal(t, want, page.Certificates[0].Issuer)
+}
+
 // pendingList lists the first page of pending requests through the admin API.
 func (p *inProcess) pendingList(t *testing.T) []pendingRequest {
 	t.Helper()
