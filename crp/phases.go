@@ -487,7 +487,7 @@ func (rp *RegistrationPoint) stepRenewalSigner(ctx context.Context, tx *Transact
 	id := renewalClaimID(s)
 	switch err := rp.Verifier.Replay.Claim(ctx, id, s.NotAfter.Add(rp.Renewal.Grace+challenge.ClaimMargin)); {
 	case errors.Is(err, challenge.ErrReplayed):
-		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("certificate %x was already renewed", s.SerialNumber))
+		return fail(PhaseGateway, ReasonRenewalSigner, fmt.Errorf("certificate %x has had its one renewal (a renewal request signed by it was issued, is pending, or was refused for good)", s.SerialNumber))
 	case err != nil:
 		rp.tel().storeError(ctx, "replay")
 		return unavailable(PhaseGateway, err)
