@@ -598,8 +598,19 @@ func badBody(w http.ResponseWriter, err error, want string) {
 	writeJSON(w, http.StatusBadRequest, apiError{msg})
 }
 
+// parseSerial reads a serial in hex as tools print it: "0a3f", "0x0a3f", "0A3F", or
+// with colons between the octets ("0a:3f", as openssl x509 -text prints it).
 func parseSerial(s string) (*big.Int, bool) {
-	n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(s), "0x"), 16)
+	s = strings.TrimPrefix(strings.ToLower(s), "0x")
+	if strings.Contains(s, ":") {
+		for i, part := range strings.Split(s, ":") {
+			if len(part) != 2 && (i > 0 || len(part) != 1) {
+				return nil, false // colons between octets only
+			}
+		}
+		s = strings.ReplaceAll(s, ":", "")
+	}
+	n, ok := new(big.Int).SetString(s, 16)
 	if !ok || n.Sign() <= 0 || n.BitLen() > 160 {
 		return nil, false
 	}
