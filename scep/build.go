@@ -138,8 +138,12 @@ func (rp *Replier) Pending(req *PKIMessage) ([]byte, error) {
 	return rp.certRep(req, Pending, 0, nil)
 }
 
-// Failure answers req with FAILURE and info.
+// Failure answers req with FAILURE and info, which must be one of the failInfo values
+// of RFC 8894 §3.2.1.4: no client can read any other.
 func (rp *Replier) Failure(req *PKIMessage, info FailInfo) ([]byte, error) {
+	if !info.known() {
+		return nil, fmt.Errorf("scep: failInfo %v is not one of RFC 8894 §3.2.1.4", info)
+	}
 	return rp.certRep(req, Failure, info, nil)
 }
 

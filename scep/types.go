@@ -113,6 +113,9 @@ func (f FailInfo) String() string {
 	return "unknown(" + strconv.Itoa(int(f)) + ")"
 }
 
+// known reports whether f is one of the failInfo values of RFC 8894 §3.2.1.4.
+func (f FailInfo) known() bool { return f >= BadAlg && f <= BadCertID }
+
 // ParseFailInfo parses the textual (RFC 8894) or numeric form of a failInfo.
 func ParseFailInfo(s string) (FailInfo, error) {
 	for f := BadAlg; f <= BadCertID; f++ {
@@ -174,7 +177,8 @@ var (
 // A [Responder] returns one to choose the failInfo; [FailInfoOf] reads it back.
 // The wrapped error is for logs; it is never sent to the client.
 type FailError struct {
-	// Info is the failInfo the client receives. Its zero value is [BadAlg]: a
+	// Info is the failInfo the client receives (badRequest when it is not one of
+	// RFC 8894's five values). Its zero value is [BadAlg]: a
 	// FailError without Info, such as &FailError{Err: err}, answers badAlg whatever
 	// err is. Set Info (or use [Fail]); to let [FailInfoOf] choose from err's
 	// sentinels instead, return err without a FailError around it.
@@ -199,12 +203,17 @@ func (e *FailError) Error() string {
 func (e *FailError) Unwrap() error { return e.Err }
 
 // FailInfoOf returns the failInfo that answers err: the Info of the first *FailError in
-// its chain; otherwise badAlg for [ErrUnsupportedAlgorithm], badMessageCheck for
-// [ErrBadSignature], [ErrDecrypt] and [ErrNotForUs], and badRequest for anything else.
+// its chain (badRequest when that Info is not one of the five values of RFC 8894
+// §3.2.1.4, which no client could read); otherwise badAlg for
+// [ErrUnsupportedAlgorithm], badMessageCheck for [ErrBadSignature], [ErrDecrypt] and
+// [ErrNotForUs], and badRequest for anything else.
 func FailInfoOf(err error) FailInfo {
 	var fe *FailError
 	switch {
 	case errors.As(err, &fe):
+		if !fe.Info.known() {
+			return BadRequest
+		}
 		return fe.Info
 	case errors.Is(err, ErrUnsupportedAlgorithm):
 		return BadAlg
