@@ -18,9 +18,10 @@ import (
 type RequestOptions struct {
 	// Type is PKCSReq, RenewalReq, CertPoll, GetCert or GetCRL.
 	Type MessageType
-	// TransactionID is required; RFC 8894 suggests a hash of the requester's public key.
+	// TransactionID is required, printable and at most 256 bytes; RFC 8894 suggests a
+	// hash of the requester's public key.
 	TransactionID string
-	// SenderNonce is the nonce to send; nil means 16 fresh random bytes.
+	// SenderNonce is the nonce to send, 8 to 32 bytes; nil means 16 fresh random bytes.
 	SenderNonce []byte
 	// Payload is the DER to encrypt: a CSR (PKCSReq, RenewalReq), an
 	// IssuerAndSubject (CertPoll) or an IssuerAndSerialNumber (GetCert, GetCRL). See
@@ -56,6 +57,13 @@ func NewRequest(o RequestOptions) (der, nonce []byte, err error) {
 		if !isPrintable(o.TransactionID[i]) {
 			return nil, nil, fmt.Errorf("%w: transactionID is not a PrintableString", ErrMalformed)
 		}
+	}
+	// What a server's parser refuses is not built.
+	if len(o.TransactionID) > maxTransactionID {
+		return nil, nil, fmt.Errorf("%w: transactionID of %d bytes (at most %d)", ErrMalformed, len(o.TransactionID), maxTransactionID)
+	}
+	if o.SenderNonce != nil && (len(o.SenderNonce) < minNonce || len(o.SenderNonce) > maxNonce) {
+		return nil, nil, fmt.Errorf("%w: senderNonce of %d bytes (%d to %d)", ErrBadNonce, len(o.SenderNonce), minNonce, maxNonce)
 	}
 	r := o.Rand
 	if r == nil {

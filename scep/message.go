@@ -122,6 +122,10 @@ func (m *PKIMessage) digestName() string {
 // maxTransactionID bounds the transactionID the parser accepts.
 const maxTransactionID = 256
 
+// minNonce and maxNonce bound the length of a senderNonce or recipientNonce the parser
+// accepts: RFC 8894 §3.2.1.5 makes it 16 bytes; some implementations send other lengths.
+const minNonce, maxNonce = 8, 32
+
 // ParsePKIMessage parses a PKIMessage and verifies its signature against the signer
 // certificate it carries. It does not decrypt the envelope: call Decrypt for that.
 // Every error wraps one of the package's sentinel errors; the result is nil on error.
@@ -330,7 +334,7 @@ func readNonce(si *signerInfo, oid asn1.ObjectIdentifier, name string) ([]byte, 
 	if !v.ReadASN1Bytes(&n, cbasn1.OCTET_STRING) || !v.Empty() {
 		return nil, fmt.Errorf("%w: %s is not an OCTET STRING", ErrMalformed, name)
 	}
-	if len(n) < 8 || len(n) > 32 {
+	if len(n) < minNonce || len(n) > maxNonce {
 		return nil, fmt.Errorf("%w: %s of %d bytes", ErrBadNonce, name, len(n))
 	}
 	return n, nil
