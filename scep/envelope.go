@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"unicode"
+	"unicode/utf16"
 
 	"github.com/scepkit/scepkit/internal/cms"
 	"golang.org/x/crypto/cryptobyte"
@@ -254,9 +256,22 @@ func challengePassword(tbs []byte) (string, error) {
 			if len(v)%2 != 0 {
 				return "", fmt.Errorf("%w: challengePassword BMPString", ErrBadContent)
 			}
+			// UCS-2 (X.680 §41), read as UTF-16 so that a surrogate pair some
+			// writers send is its character; a lone surrogate is no character, and
+			// read as U+FFFD it would make distinct passwords one.
 			r := make([]rune, 0, len(v)/2)
 			for i := 0; i < len(v); i += 2 {
-				r = append(r, rune(v[i])<<8|rune(v[i+1]))
+				c := rune(v[i])<<8 | rune(v[i+1])
+				if utf16.IsSurrogate(c) {
+					if i+4 > len(v) {
+						return "", fmt.Errorf("%w: challengePassword BMPString holds a lone surrogate", ErrBadContent)
+					}
+					if c = utf16.DecodeRune(c, rune(v[i+2])<<8|rune(v[i+3])); c == unicode.ReplacementChar {
+						return "", fmt.Errorf("%w: challengePassword BMPString holds a lone surrogate", ErrBadContent)
+					}
+					i += 2
+				}
+				r = append(r, c)
 			}
 			pw = string(r)
 		default:
