@@ -1,7 +1,10 @@
 package scep
 
 import (
+	"bytes"
 	"testing"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -48,4 +51,29 @@ func TestChallengePasswordBMPStringSurrogate(t *testing.T) {
 	if pw, err := challengePassword(tbsWithPassword(cbasn1.Tag(30), []byte{0x00, 'a', 0xd8, 0x3d, 0xde, 0x00})); err != nil || pw != "a\U0001F600" {
 		t.Fatalf("BMPString with a surrogate pair read as %q, %v", pw, err)
 	}
+}
+
+// FuzzBMPStringPassword: a challengePassword the reader takes from a BMPString is
+// valid UTF-8 and written back as UTF-16 gives the bytes received, so that no two
+// passwords on the wire read as one.
+func FuzzBMPStringPassword(f *testing.F) {
+	f.Add([]byte{0x00, 'p', 0x00, 0xe4})
+	f.Add([]byte{0xd8, 0x3d, 0xde, 0x00})
+	f.Add([]byte{0xff, 0xfd})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		pw, err := challengePassword(tbsWithPassword(cbasn1.Tag(30), v))
+		if err != nil {
+			return
+		}
+		if !utf8.ValidString(pw) {
+			t.Fatalf("%x read as invalid UTF-8 %q", v, pw)
+		}
+		var back []byte
+		for _, u := range utf16.Encode([]rune(pw)) {
+			back = append(back, byte(u>>8), byte(u))
+		}
+		if !bytes.Equal(back, v) {
+			t.Fatalf("%x read as %q, which is %x", v, pw, back)
+		}
+	})
 }
