@@ -7,9 +7,16 @@ import (
 
 // Some clients (BouncyCastle-based ones among them) send PKIMessages in BER with
 // indefinite lengths and chunked (constructed) OCTET STRINGs. berToDER rewrites such an
-// encoding into DER lengths so the strict parser can read it. It is bounded: the output
-// is never longer than the input, nesting is limited to maxDepthBER, and every length is
-// checked against what remains.
+// encoding into DER lengths so the strict parser can read it. It is bounded: nesting is
+// limited to maxDepthBER, every length is checked against what remains, and the output
+// is never longer than the input but by berGrowth: an indefinite length takes three
+// bytes (0x80 and the end-of-contents), its definite form four or five once the
+// contents reach 64 KiB (X.690 §8.1.3.5).
+
+// berGrowth bounds how much longer than in berToDER's output can be: two bytes for
+// each indefinite length whose contents reach 64 KiB, of which each level of nesting
+// holds at most one per 64 KiB of input.
+func berGrowth(in int) int { return 2 * (maxDepthBER + 1) * (in>>16 + 1) }
 
 // berToDER converts indefinite lengths to definite ones and flattens constructed
 // universal OCTET STRINGs. Tags and primitive contents are copied unchanged.

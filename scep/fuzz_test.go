@@ -157,29 +157,50 @@ func FuzzDegenerate(f *testing.F) {
 	})
 }
 
-// FuzzBERToDER: the BER normalizer never panics, never writes more than it read, and
-// leaves its own output unchanged.
+// FuzzBERToDER: the BER normalizer never panics, never writes more than it read (but
+// for the few bytes of berGrowth, and none below 64 KiB), and leaves its own output
+// unchanged.
 func FuzzBERToDER(f *testing.F) {
 	addVectorSeeds(f)
 	f.Add([]byte{0x30, 0x80, 0x24, 0x80, 0x04, 0x01, 0xaa, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00})
 	f.Add([]byte{0x30, 0x81, 0x03, 0x02, 0x01, 0x05})
 	f.Add([]byte{0x1f, 0x81, 0x00, 0x00})
-	f.Fuzz(func(t *testing.T, in []byte) {
-		out, err := berToDER(in)
-		if err != nil {
-			if out != nil {
-				t.Fatal("output with an error")
-			}
-			return
+	f.Fuzz(checkBERToDER)
+}
+
+func checkBERToDER(t *testing.T, in []byte) {
+	out, err := berToDER(in)
+	if err != nil {
+		if out != nil {
+			t.Fatal("output with an error")
 		}
-		if len(out) > len(in) {
-			t.Fatalf("%d bytes in, %d out", len(in), len(out))
-		}
-		again, err := berToDER(out)
-		if err != nil || !bytes.Equal(again, out) {
-			t.Fatalf("not a fixed point: %x -> %x (%v)", out, again, err)
-		}
-	})
+		return
+	}
+	if len(out) > len(in) && (len(in) < 1<<16 || len(out) > len(in)+berGrowth(len(in))) {
+		t.Fatalf("%d bytes in, %d out", len(in), len(out))
+	}
+	again, err := berToDER(out)
+	if err != nil || !bytes.Equal(again, out) {
+		t.Fatalf("not a fixed point: %x -> %x (%v)", out, again, err)
+	}
+}
+
+// TestBERToDERLongIndefinite: an indefinite length whose contents reach 64 KiB is
+// written in four bytes where the input took three; the bound FuzzBERToDER checks
+// said the output was never longer than the input. Nested, each level adds its bytes.
+func TestBERToDERLongIndefinite(t *testing.T) {
+	data := bytes.Repeat([]byte{0xaa}, 1<<16)
+	in := append([]byte{0x30, 0x80, 0x04, 0x83, 0x01, 0x00, 0x00}, data...)
+	in = append(in, 0, 0)
+	checkBERToDER(t, in)
+	for range maxDepthBER - 1 {
+		in = append(append([]byte{0x30, 0x80}, in...), 0, 0)
+	}
+	out, err := berToDER(in)
+	if err != nil || len(out) <= len(in) {
+		t.Fatalf("%d bytes in, %d out, %v", len(in), len(out), err)
+	}
+	checkBERToDER(t, in)
 }
 
 // FuzzChallengePassword feeds arbitrary bytes as a CSR's TBS to the challengePassword
