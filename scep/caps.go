@@ -45,7 +45,7 @@ func ParseCaps(body string) Caps {
 		}
 		c := Capability(f)
 		for _, k := range canonicalCaps {
-			if strings.EqualFold(f, string(k)) {
+			if asciiEqualFold(f, string(k)) {
 				c = k
 				break
 			}
@@ -60,10 +60,32 @@ func ParseCaps(body string) Caps {
 	return out
 }
 
-// Has reports whether c is in the set (case-insensitively).
+// asciiEqualFold reports whether a and b are the same ASCII word but for case.
+// Capabilities are ASCII words (RFC 8894 section 3.5.2): strings.EqualFold's Unicode
+// folding would read "AEſ" (with a long s) as AES.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// Has reports whether c is in the set (case-insensitively, ASCII letters only).
 func (cs Caps) Has(c Capability) bool {
 	for _, x := range cs {
-		if strings.EqualFold(string(x), string(c)) {
+		if asciiEqualFold(string(x), string(c)) {
 			return true
 		}
 	}

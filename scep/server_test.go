@@ -406,10 +406,15 @@ func TestParseCaps(t *testing.T) {
 		{"aes\r\nsha-256\r\nPOSTPKIOPERATION\r\n", Caps{CapAES, CapSHA256, CapPOSTPKIOp}},
 		{"Renewal\n\n\nRenewal\nFutureThing\n", Caps{CapRenewal, "FutureThing"}},
 		{"  DES3  SHA-1 ", Caps{CapDES3, CapSHA1}},
+		// Capabilities are ASCII words: a long s (U+017F) or a Kelvin sign (U+212A)
+		// is no S or k, as Unicode case folding would have it.
+		{"POſTPKIOperation\nAEſ\nSHA-256\n", Caps{"POſTPKIOperation", "AEſ", CapSHA256}},
+		{"\u212Aeyword", Caps{"\u212Aeyword"}},
 	}
 	for _, tt := range tests {
 		require.Equal(t, tt.want, ParseCaps(tt.in), "%q", tt.in)
 	}
+	require.False(t, Caps{"AEſ"}.Has(CapAES), "Has folds ASCII letters only")
 	require.Equal(t, AES256CBC, Caps{}.Cipher())
 	require.Equal(t, DES3CBC, Caps{CapDES3}.Cipher())
 	require.Equal(t, DES3CBC, Caps{CapSHA1}.Cipher(), "never single DES from caps: they are not signed")
