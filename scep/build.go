@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/big"
 	"strconv"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -234,8 +235,12 @@ func MarshalIssuerAndSubject(issuer, subject []byte) ([]byte, error) {
 
 // AddChallengePassword returns a copy of the CSR (DER) with a PKCS#9 challengePassword
 // attribute (PrintableString when the password allows it, UTF8String otherwise), re-signed
-// with key. crypto/x509 cannot write this attribute itself.
+// with key. crypto/x509 cannot write this attribute itself. A password that is not
+// valid UTF-8 is refused (ErrBadContent): a UTF8String holds UTF-8 only (X.680).
 func AddChallengePassword(csrDER []byte, password string, key crypto.Signer, r io.Reader) ([]byte, error) {
+	if !utf8.ValidString(password) {
+		return nil, fmt.Errorf("%w: challengePassword is not valid UTF-8", ErrBadContent)
+	}
 	csr, err := ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, err

@@ -330,3 +330,22 @@ func TestChallengePassword(t *testing.T) {
 		require.Equal(t, pw, got)
 	}
 }
+
+// TestAddChallengePasswordInvalidUTF8: a password that is not UTF-8 is refused, not
+// written into a UTF8String, which holds UTF-8 only (X.680); before, "\xff" was
+// written as it was.
+func TestAddChallengePasswordInvalidUTF8(t *testing.T) {
+	testKeys(t)
+	csr := newCSR(t, rsaKeys[3], "device", "")
+	for _, pw := range []string{"\xff", "ok\xc3", "\xed\xa0\x80"} {
+		der, err := AddChallengePassword(csr, pw, rsaKeys[3], nil)
+		require.ErrorIs(t, err, ErrBadContent, "%q written: %x", pw, der)
+	}
+	der, err := AddChallengePassword(csr, "grüße", rsaKeys[3], nil)
+	require.NoError(t, err)
+	parsed, err := ParseCertificateRequest(der)
+	require.NoError(t, err)
+	pw, err := ChallengePassword(parsed)
+	require.NoError(t, err)
+	require.Equal(t, "grüße", pw)
+}
