@@ -234,11 +234,11 @@ func TestEnrollConcurrentResend(t *testing.T) {
 
 // TestConcurrentRequestUnderAnotherKeysTransactionID: bob, with his own key and
 // challenge, sends a request under the transactionID of alice's request while hers is
-// being signed. He waits for hers to end and is then refused as he would be after it
-// (the transactionID is in use by another key); alice's record stays hers. Before, a
-// request under a running transactionID with other content ran beside it: bob was
-// issued a certificate and his record replaced alice's, so that her resend was refused
-// ("challenge already used").
+// being signed. He is refused at once, as he would be after it (the transactionID is
+// in use by another key): he neither waits for her request nor runs beside it, and
+// alice's record stays hers. Before, a request under a running transactionID with
+// other content ran beside it: bob was issued a certificate and his record replaced
+// alice's, so that her resend was refused ("challenge already used").
 func TestConcurrentRequestUnderAnotherKeysTransactionID(t *testing.T) {
 	keys(t)
 	bobKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -246,16 +246,15 @@ func TestConcurrentRequestUnderAnotherKeysTransactionID(t *testing.T) {
 	env := newEnv(t)
 	inner := env.RP.Issuer
 	var calls atomic.Int32
-	aliceIssuing, bobIssuing, aliceDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	aliceIssuing, bobReturned, aliceDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
-		if calls.Add(1) == 1 { // alice's: held until bob's request has had time to reach the CA
+		if calls.Add(1) == 1 { // alice's: held until bob has had his answer
 			close(aliceIssuing)
 			select {
-			case <-bobIssuing:
-			case <-time.After(500 * time.Millisecond):
+			case <-bobReturned:
+			case <-time.After(10 * time.Second): // bob's request is held too (below)
 			}
 		} else { // bob's: held until alice's request has ended, her record written
-			close(bobIssuing)
 			<-aliceDone
 		}
 		return inner.Issue(ctx, r)
@@ -279,8 +278,15 @@ func TestConcurrentRequestUnderAnotherKeysTransactionID(t *testing.T) {
 	go func() {
 		res, err := env.RP.Enroll(ctx, bob)
 		bobOut <- outcome{res, err}
+		close(bobReturned)
 	}()
-	a, b := <-aliceOut, <-bobOut
+	var a, b outcome
+	select {
+	case b = <-bobOut: // while alice's request is held in the CA
+	case a = <-aliceOut:
+		t.Fatal("bob's request waited for alice's")
+	}
+	a = <-aliceOut
 	require.NoError(t, a.err)
 	var ce *crp.Error
 	require.ErrorAs(t, b.err, &ce, "bob was answered %+v", b.res)

@@ -3,6 +3,7 @@ package crp
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -228,37 +229,61 @@ func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, s
 	return nil, nil
 }
 
-// flight is a request this registration point is running: done is closed once it has
-// ended (its record written, if it makes one).
+// flight is a request this registration point is running: its requester's keys (the
+// SHA-256 of its signer's key, of its CSR's key; nil when it has none), and done,
+// closed once it has ended (its record written, if it makes one).
 type flight struct {
-	done chan struct{}
+	signerKey, csrKey []byte
+	done              chan struct{}
+}
+
+// sameRequester reports whether tx, whose signer key hash is signerKey and CSR key
+// hash csrKey, comes from the requester of f: the same signer key, or the same CSR key.
+func (f *flight) sameRequester(signerKey, csrKey []byte) bool {
+	return len(signerKey) > 0 && bytes.Equal(f.signerKey, signerKey) || len(csrKey) > 0 && bytes.Equal(f.csrKey, csrKey)
 }
 
 // board looks for the record of tx's transactionID (priorRecord) and, when there is
 // none to answer from, registers tx as running in this process and returns land, to
 // be called when tx has ended. When a request under the same transactionID is running
-// already (a device that resent while its first copy was being signed by a slow HSM
-// or CA, or another requester using the same transactionID), tx waits for it to end
-// and looks again: it is answered from, or judged against, that request's record, or,
-// when it left none (a transient failure), boards in its turn, so that of several
-// waiting requests one runs and the others wait for it.
+// already:
+//   - from the same requester (a device that resent while its first copy was being
+//     signed by a slow HSM or CA), tx waits for it to end and looks again: it is
+//     answered from that request's record, or, when it left none (a transient
+//     failure), boards in its turn, so that of several waiting copies one runs and
+//     the others wait for it;
+//   - from another requester, tx is refused at once (ReasonTransactionConflict), as it
+//     would be once that request's record is written, unless the transactionID is
+//     derived from tx's own key: the owner then runs beside it, as it would replace its
+//     record. Running beside it, the other requester's request would replace the
+//     record of the first; waiting, it could hold the first's resends up in turn.
+//
+// Several gateways share no flights: there the record's owner is whoever writes it
+// last (see TransactionStore).
 func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerKey []byte) (land func(), rec *Record, e *Error) {
+	var csrKey []byte
+	if tx.CSR != nil {
+		h := sha256.Sum256(tx.CSR.RawSubjectPublicKeyInfo)
+		csrKey = h[:]
+	}
 	for {
 		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil || rec != nil {
 			return nil, rec, e
 		}
-		f := &flight{done: make(chan struct{})}
+		f := &flight{signerKey: signerKey, csrKey: csrKey, done: make(chan struct{})}
 		prev, loaded := rp.flights.LoadOrStore(tx.ID, f)
 		if !loaded {
 			return func() { rp.flights.Delete(tx.ID); close(f.done) }, nil, nil
 		}
-		// A copy of this request, or another request under its transactionID: either
-		// way tx waits for it to end and looks at its record, as if it had come after
-		// it (another requester's key is then refused, the transactionID's owner
-		// replaces it). Running beside it, the last to write its record would replace
-		// the other's. Several gateways share no flights: there the record's owner
-		// is whoever writes it last (see TransactionStore).
 		other := prev.(*flight)
+		if !other.sameRequester(signerKey, csrKey) {
+			if ownsTransactionID(tx.ID, tx.Signer, tx.CSR) {
+				return func() {}, nil, nil
+			}
+			e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key (a request of its is running)"))
+			rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
+			return nil, nil, e
+		}
 		select {
 		case <-other.done:
 		case <-ctx.Done():
