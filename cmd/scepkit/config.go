@@ -543,11 +543,12 @@ func othersMayWrite(path string) error {
 }
 
 // dirOthersMayWrite refuses a file (at path) in a directory other users may write,
-// unless it is sticky (as /tmp is): there anyone may replace the file, whatever its
-// own mode.
+// unless it is sticky (as /tmp is) or on a file system mounted read-only (as a
+// Kubernetes ConfigMap volume is, its directory mode 0777): there anyone may replace
+// the file, whatever its own mode.
 func dirOthersMayWrite(path string) error {
 	dir := filepath.Dir(filepath.Clean(path))
-	if di, err := os.Stat(dir); err == nil && di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 {
+	if di, err := os.Stat(dir); err == nil && di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 && !readOnlyFS(dir) {
 		return fmt.Errorf("%s is in %s, which other users may write (mode %v): chmod o-w it", path, dir, di.Mode().Perm())
 	}
 	return nil
