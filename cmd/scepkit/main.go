@@ -288,8 +288,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // shutdownGrace is how long a stop waits for the requests in flight to end;
 // drainAfterClose is how long it then waits, once their connections are closed (their
 // contexts end), for the handlers still running to wind down (release a challenge,
-// write a record) before the stores are closed under them. Together they end within the
-// unit's TimeoutStopSec (30 s).
+// write a record) before the stores are closed under them; work that takes longer (a
+// record write or an Intune notification that retries, a call into a stalled token)
+// is cut off then, and counted in the log. Together they end within the unit's
+// TimeoutStopSec (30 s).
 var (
 	shutdownGrace   = 20 * time.Second
 	drainAfterClose = 8 * time.Second
