@@ -135,7 +135,10 @@
 //	BenchmarkCheckAllocs 48 allocs, 4192 B per Check
 //	BenchmarkReplayClaim 520 to 650 ns per claim (-cpu 1 and 2), with about
 //	                     360,000 live entries, the id's base64 encoding and
-//	                     a shared test clock included; 1 alloc (the id)
+//	                     a shared test clock included; 1 alloc (the id).
+//	                     Since every id is hashed (SHA-256), 0.99 to 1.05 µs
+//	                     against 0.95 to 0.97 µs before, alternating runs on
+//	                     one core with another job on the second
 //	1,000,000 live entries in MemoryReplayStore: 79.8 MiB of heap
 //	                     (84 bytes per entry; target <= 128 MiB)
 //	FuzzVerify           3,255,760 executions in 3 minutes, no failure
