@@ -1105,7 +1105,6 @@ func sweepIndex(w *wtx, idx []byte, now time.Time, budget *int, drop func(at, id
 	return nil
 }
 
-// encodeTime encodes t (unix nanoseconds) so that byte order is time order.
 // minKeyTime and maxKeyTime bound the times a key holds exactly: nanoseconds since
 // 1970 in an int64, from 1677 to 2262.
 var (

@@ -13,7 +13,7 @@ import (
 // bytes (0x80 and the end-of-contents), its definite form four or five once the
 // contents reach 64 KiB (X.690 §8.1.3.5).
 
-// berGrowth bounds how much longer than in berToDER's output can be: two bytes for
+// berGrowth bounds how much longer than its input berToDER's output can be: two bytes for
 // each indefinite length whose contents reach 64 KiB, of which each level of nesting
 // holds at most one per 64 KiB of input.
 func berGrowth(in int) int { return 2 * (maxDepthBER + 1) * (in>>16 + 1) }

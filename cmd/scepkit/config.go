@@ -450,8 +450,9 @@ func checkPublicURL(s string) error {
 	switch {
 	case err != nil:
 		problem = "does not parse"
-	case u.Scheme != "http" && u.Scheme != "https":
-		problem = "is not http or https"
+	case !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://"):
+		// Lower case, as written into every certificate's CRL and caIssuers URLs.
+		problem = "is not http or https (in lower case)"
 	case u.User != nil:
 		problem = "has user info"
 	case u.Hostname() == "":

@@ -234,6 +234,8 @@ func TestPublicURLChecked(t *testing.T) {
 		{"https://gw.example.com:8443/", false},
 		{"http://[2001:db8::1]:8080", false},
 		{"https://proxy.example.com/scepkit", false},
+		{"HTTP://gw.example.com", true},
+		{"Https://gw.example.com", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.url, func(t *testing.T) {
