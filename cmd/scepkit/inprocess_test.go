@@ -225,7 +225,8 @@ func TestAdminApproveAnswers(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	var got apiCertificate
 	require.NoError(t, json.Unmarshal([]byte(body), &got))
-	require.Equal(t, apiCertificate{Serial: got.Serial, Subject: "CN=bob@example.com", UserID: "bob@example.com",
+	require.Equal(t, apiCertificate{Serial: got.Serial, Subject: "CN=bob@example.com",
+		Issuer: p.g.ca.Certificate.Subject.String(), UserID: "bob@example.com",
 		DeviceID: "bob-phone", ProfileID: "win", Template: "scepkit-user", NotBefore: got.NotBefore,
 		NotAfter: got.NotAfter}, got)
 	require.NotEmpty(t, got.Serial)
