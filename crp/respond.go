@@ -3,7 +3,6 @@ package crp
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -230,15 +229,15 @@ func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, s
 }
 
 // flight is a request this registration point is running: its requester's keys (the
-// SHA-256 of its signer's key, of its CSR's key; nil when it has none), and done,
-// closed once it has ended (its record written, if it makes one).
+// SHA-256 of its signer's key, its CSR's SubjectPublicKeyInfo; nil when it has none),
+// and done, closed once it has ended (its record written, if it makes one).
 type flight struct {
 	signerKey, csrKey []byte
 	done              chan struct{}
 }
 
-// sameRequester reports whether tx, whose signer key hash is signerKey and CSR key
-// hash csrKey, comes from the requester of f: the same signer key, or the same CSR key.
+// sameRequester reports whether a request with signer key hash signerKey and CSR key
+// csrKey comes from the requester of f: the same signer key, or the same CSR key.
 func (f *flight) sameRequester(signerKey, csrKey []byte) bool {
 	return len(signerKey) > 0 && bytes.Equal(f.signerKey, signerKey) || len(csrKey) > 0 && bytes.Equal(f.csrKey, csrKey)
 }
@@ -263,8 +262,7 @@ func (f *flight) sameRequester(signerKey, csrKey []byte) bool {
 func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerKey []byte) (land func(), rec *Record, e *Error) {
 	var csrKey []byte
 	if tx.CSR != nil {
-		h := sha256.Sum256(tx.CSR.RawSubjectPublicKeyInfo)
-		csrKey = h[:]
+		csrKey = tx.CSR.RawSubjectPublicKeyInfo
 	}
 	for {
 		if rec, e := rp.priorRecord(ctx, tx, signerKey); e != nil || rec != nil {

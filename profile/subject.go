@@ -14,6 +14,11 @@ type attrType struct {
 	oid     asn1.ObjectIdentifier
 	tag     int    // ASN.1 string type used in RawSubject
 	apple   string // name in the Apple Subject array; "" means the dotted OID
+	// windows is the key of a Windows DN string (formatDN), one CertStrToName knows:
+	// Windows reads the ClientCertificateInstall CSP's SubjectName with it, and refuses
+	// the whole string for a key it does not know. "" means "OID." and the dotted OID,
+	// as CertNameToStr writes a type it has no key for (UID among them).
+	windows string
 }
 
 var (
@@ -22,12 +27,6 @@ var (
 	oidC      = asn1.ObjectIdentifier{2, 5, 4, 6}
 	oidSerial = asn1.ObjectIdentifier{2, 5, 4, 5}
 	oidDC     = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}
-	// oidUID is the one type of the table that Windows' CertStrToName, which reads the
-	// SubjectName node of the ClientCertificateInstall CSP, has no key for (its keys:
-	// CN, L, O, OU, E, C, S, ST, STREET, T, G, I, SN, SERIALNUMBER, DC, Description,
-	// PostalCode and a few aliases; any other key makes it refuse the whole string),
-	// so formatDN writes it "OID.0.9.2342.19200300.100.1.1".
-	oidUID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
 )
 
 // attrTypes is the attribute-type table. Keywords are matched ignoring ASCII case;
@@ -36,23 +35,23 @@ var attrTypes = []struct {
 	names []string
 	attrType
 }{
-	{[]string{"CN"}, attrType{"CN", oidCN, asn1.TagUTF8String, "CN"}},
-	{[]string{"O"}, attrType{"O", asn1.ObjectIdentifier{2, 5, 4, 10}, asn1.TagUTF8String, "O"}},
-	{[]string{"OU"}, attrType{"OU", asn1.ObjectIdentifier{2, 5, 4, 11}, asn1.TagUTF8String, "OU"}},
-	{[]string{"C"}, attrType{"C", oidC, asn1.TagPrintableString, "C"}},
-	{[]string{"L"}, attrType{"L", asn1.ObjectIdentifier{2, 5, 4, 7}, asn1.TagUTF8String, "L"}},
-	{[]string{"ST", "S"}, attrType{"ST", asn1.ObjectIdentifier{2, 5, 4, 8}, asn1.TagUTF8String, "ST"}},
-	{[]string{"STREET"}, attrType{"STREET", asn1.ObjectIdentifier{2, 5, 4, 9}, asn1.TagUTF8String, ""}},
-	{[]string{"SERIALNUMBER"}, attrType{"SERIALNUMBER", oidSerial, asn1.TagPrintableString, ""}},
-	{[]string{"E", "EMAIL", "EMAILADDRESS"}, attrType{"E", oidEmail, asn1.TagIA5String, ""}},
-	{[]string{"DC"}, attrType{"DC", oidDC, asn1.TagIA5String, ""}},
-	{[]string{"UID"}, attrType{"UID", oidUID, asn1.TagUTF8String, ""}},
-	{[]string{"T", "TITLE"}, attrType{"T", asn1.ObjectIdentifier{2, 5, 4, 12}, asn1.TagUTF8String, ""}},
-	{[]string{"SN", "SURNAME"}, attrType{"SN", asn1.ObjectIdentifier{2, 5, 4, 4}, asn1.TagUTF8String, ""}},
-	{[]string{"G", "GN", "GIVENNAME"}, attrType{"G", asn1.ObjectIdentifier{2, 5, 4, 42}, asn1.TagUTF8String, ""}},
-	{[]string{"I", "INITIALS"}, attrType{"I", asn1.ObjectIdentifier{2, 5, 4, 43}, asn1.TagUTF8String, ""}},
-	{[]string{"POSTALCODE"}, attrType{"POSTALCODE", asn1.ObjectIdentifier{2, 5, 4, 17}, asn1.TagUTF8String, ""}},
-	{[]string{"DESCRIPTION"}, attrType{"DESCRIPTION", asn1.ObjectIdentifier{2, 5, 4, 13}, asn1.TagUTF8String, ""}},
+	{[]string{"CN"}, attrType{"CN", oidCN, asn1.TagUTF8String, "CN", "CN"}},
+	{[]string{"O"}, attrType{"O", asn1.ObjectIdentifier{2, 5, 4, 10}, asn1.TagUTF8String, "O", "O"}},
+	{[]string{"OU"}, attrType{"OU", asn1.ObjectIdentifier{2, 5, 4, 11}, asn1.TagUTF8String, "OU", "OU"}},
+	{[]string{"C"}, attrType{"C", oidC, asn1.TagPrintableString, "C", "C"}},
+	{[]string{"L"}, attrType{"L", asn1.ObjectIdentifier{2, 5, 4, 7}, asn1.TagUTF8String, "L", "L"}},
+	{[]string{"ST", "S"}, attrType{"ST", asn1.ObjectIdentifier{2, 5, 4, 8}, asn1.TagUTF8String, "ST", "ST"}},
+	{[]string{"STREET"}, attrType{"STREET", asn1.ObjectIdentifier{2, 5, 4, 9}, asn1.TagUTF8String, "", "STREET"}},
+	{[]string{"SERIALNUMBER"}, attrType{"SERIALNUMBER", oidSerial, asn1.TagPrintableString, "", "SERIALNUMBER"}},
+	{[]string{"E", "EMAIL", "EMAILADDRESS"}, attrType{"E", oidEmail, asn1.TagIA5String, "", "E"}},
+	{[]string{"DC"}, attrType{"DC", oidDC, asn1.TagIA5String, "", "DC"}},
+	{[]string{"UID"}, attrType{"UID", asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}, asn1.TagUTF8String, "", ""}},
+	{[]string{"T", "TITLE"}, attrType{"T", asn1.ObjectIdentifier{2, 5, 4, 12}, asn1.TagUTF8String, "", "T"}},
+	{[]string{"SN", "SURNAME"}, attrType{"SN", asn1.ObjectIdentifier{2, 5, 4, 4}, asn1.TagUTF8String, "", "SN"}},
+	{[]string{"G", "GN", "GIVENNAME"}, attrType{"G", asn1.ObjectIdentifier{2, 5, 4, 42}, asn1.TagUTF8String, "", "G"}},
+	{[]string{"I", "INITIALS"}, attrType{"I", asn1.ObjectIdentifier{2, 5, 4, 43}, asn1.TagUTF8String, "", "I"}},
+	{[]string{"POSTALCODE"}, attrType{"POSTALCODE", asn1.ObjectIdentifier{2, 5, 4, 17}, asn1.TagUTF8String, "", "POSTALCODE"}},
+	{[]string{"DESCRIPTION"}, attrType{"DESCRIPTION", asn1.ObjectIdentifier{2, 5, 4, 13}, asn1.TagUTF8String, "", "DESCRIPTION"}},
 }
 
 var attrByName = func() map[string]*attrType {
@@ -662,8 +661,7 @@ func appendBase128(dst []byte, n int64) []byte {
 }
 
 // formatDN prints attrs as a DN string for Windows (CertNameToStr style): each type by
-// a key CertStrToName knows, else as "OID." and its dotted form (as CertNameToStr
-// writes UID, 0.9.2342.19200300.100.1.1); values that contain , = + ; " < > # or a
+// its Windows key (attrType.windows), else as "OID." and its dotted form; values that contain , = + ; " < > # or a
 // newline, or start or end with a space, are wrapped in double quotes, with inner
 // quotes doubled. [ParseSubjectFormat] reads it back.
 func formatDN(attrs []Attribute) string {
@@ -676,8 +674,8 @@ func formatDN(attrs []Attribute) string {
 				b.WriteString(", ")
 			}
 		}
-		if t := attrByOID(a.Type); t != nil && !t.oid.Equal(oidUID) {
-			b.WriteString(t.keyword)
+		if t := attrByOID(a.Type); t != nil && t.windows != "" {
+			b.WriteString(t.windows)
 		} else {
 			b.WriteString("OID." + a.Type.String())
 		}

@@ -62,7 +62,7 @@ func TestInlineSecretNeedsPrivateConfig(t *testing.T) {
 	cfg := f.config(t, "", intune)
 	require.NoError(t, os.Chmod(cfg, 0o644))
 	env := map[string]string{"SCEPKIT_INTUNE_CLIENT_SECRET": "s3cr3t"}
-	_, err := loadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	_, err := loadConfig(cfg, envOf(env))
 	require.NoError(t, err)
 
 	// scepkit serve refuses to start on it, naming the setting and its variable.
@@ -108,13 +108,7 @@ func TestListenAddressRefusedAsConfig(t *testing.T) {
 				env["SCEPKIT_ADMIN_TLS_CERT"], env["SCEPKIT_ADMIN_TLS_KEY"] = "admin.crt", "admin.key"
 				env["SCEPKIT_ADMIN_TOKEN_FILE"] = "admin.token"
 			}
-			_, err := loadConfig("", func(k string) (string, bool) {
-				if v, ok := env[k]; ok {
-					return v, true
-				}
-				v, ok := base[k]
-				return v, ok
-			})
+			_, err := loadConfig("", envOf(env, base))
 			if !tc.refused {
 				require.NoError(t, err)
 				return
@@ -240,13 +234,7 @@ func TestPublicURLChecked(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.url, func(t *testing.T) {
 			t.Parallel()
-			_, err := loadConfig("", func(k string) (string, bool) {
-				if k == "SCEPKIT_PUBLIC_URL" {
-					return tc.url, true
-				}
-				v, ok := base[k]
-				return v, ok
-			})
+			_, err := loadConfig("", envOf(map[string]string{"SCEPKIT_PUBLIC_URL": tc.url}, base))
 			if !tc.refused {
 				require.NoError(t, err)
 				return
@@ -257,5 +245,18 @@ func TestPublicURLChecked(t *testing.T) {
 			require.Equal(t, exitConfig, exitStatus(err))
 			require.NotContains(t, err.Error(), "hunter2", "the password is not repeated in the error")
 		})
+	}
+}
+
+// envOf is an environment for loadConfig made of maps: a variable is looked up in each
+// in turn, the first that has it wins.
+func envOf(maps ...map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		for _, m := range maps {
+			if v, ok := m[k]; ok {
+				return v, true
+			}
+		}
+		return "", false
 	}
 }

@@ -320,9 +320,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (_ *gateway, e
 		return nil, err
 	}
 	g.server = crp.NewServer(g.rp, g.ra)
-	if nextCACerts != nil {
-		g.server.NextCACerts = nextCACerts
-	}
+	g.server.NextCACerts = nextCACerts
 	g.server.AllowLegacy, g.server.Logger, g.server.MeterProvider = c.Legacy, reqLog, g.meter
 	if c.CAEnvelopes {
 		g.server.CAKey = g.ca.Signer

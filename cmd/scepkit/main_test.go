@@ -1208,7 +1208,7 @@ func TestShippedConfigParses(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:8443", c.Admin.Listen)
 	env := map[string]string{"SCEPKIT_ADMIN_LISTEN": "127.0.0.1:9443", "SCEPKIT_PROFILES": "a, b"}
-	c, err = loadConfig("dist/scepkit.toml", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	c, err = loadConfig("dist/scepkit.toml", envOf(env))
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:9443", c.Admin.Listen)
 	require.Equal(t, []string{"a", "b"}, c.Profiles)
@@ -1406,7 +1406,7 @@ func TestPublicURLNeededOnWildcardListen(t *testing.T) {
 	} {
 		t.Run(tc.listen+" "+tc.publicURL, func(t *testing.T) {
 			env := map[string]string{"SCEPKIT_LISTEN": tc.listen, "SCEPKIT_PUBLIC_URL": tc.publicURL}
-			_, err := loadConfig(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			_, err := loadConfig(cfg, envOf(env))
 			if tc.ok {
 				require.NoError(t, err)
 				return
