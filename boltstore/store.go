@@ -266,9 +266,11 @@ type Store struct {
 }
 
 var (
-	_ crp.Store             = (*Store)(nil)
-	_ challenge.ReplayStore = (*Store)(nil)
-	_ crp.IssuanceRecorder  = (*Store)(nil)
+	_ crp.Store              = (*Store)(nil)
+	_ challenge.ReplayStore  = (*Store)(nil)
+	_ crp.IssuanceRecorder   = (*Store)(nil)
+	_ crp.TransactionCreator = (*Store)(nil)
+	_ crp.IssuanceCreator    = (*Store)(nil)
 )
 
 const (
@@ -1292,6 +1294,71 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 		return fmt.Errorf("boltstore: recording certificate and transaction: %w", err)
 	}
 	return nil
+}
+
+// Create implements crp.TransactionCreator: r is written, and on disk when it returns
+// nil, only when no live record of its transaction id is stored; otherwise it returns
+// an error matching crp.ErrRecordExists and writes nothing. The test and the write are
+// one step of the commit loop, which applies writes one at a time.
+func (s *Store) Create(ctx context.Context, r *crp.Record) error {
+	apply, err := s.putRecord(r, false)
+	var exists bool
+	if err == nil {
+		err = s.write(ctx, func(w *wtx) error {
+			if exists = s.recordLive(w, r.TransactionID); exists {
+				return nil
+			}
+			return apply(w)
+		})
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("boltstore: recording transaction: %w", err)
+	case exists:
+		return fmt.Errorf("boltstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+	}
+	return nil
+}
+
+// CreateIssuance implements crp.IssuanceCreator: RecordIssuance when no live record of
+// r's transaction id is stored; otherwise an error matching crp.ErrRecordExists, and
+// neither c nor r is written.
+func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	addCert, err := addCertificate(c)
+	if err != nil {
+		return err
+	}
+	putRecord, err := s.putRecord(r, true)
+	var exists bool
+	if err == nil {
+		err = s.write(ctx, func(w *wtx) error {
+			if exists = s.recordLive(w, r.TransactionID); exists {
+				return nil
+			}
+			if err := addCert(w); err != nil {
+				return err
+			}
+			return putRecord(w)
+		})
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("boltstore: recording certificate and transaction: %w", err)
+	case exists:
+		return fmt.Errorf("boltstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+	}
+	return nil
+}
+
+// recordLive reports whether a record of transaction id is stored and has not expired
+// (as Get would find it).
+func (s *Store) recordLive(w *wtx, id string) bool {
+	v := w.bucket(bTx).Get(idKey(id))
+	if v == nil {
+		return false
+	}
+	var o record
+	return json.Unmarshal(v, &o) == nil && o.ID == id && time.Unix(0, o.Expires).After(s.now())
 }
 
 // putRecord returns the write of r. With inInventory, r's certificate is written to

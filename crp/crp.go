@@ -130,6 +130,7 @@ type Transaction struct {
 	checkErr   error                 // what Verifier.Check said, judged phase by phase
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool
+	fresh      bool // no record of ID was stored when the request boarded: its first is written with Create
 	renewalOff bool // the SCEP server has renewal off (scep.Request.RenewalDisabled)
 	// profileChecked: phase 3 checked the CSR against the rendered profile.
 	profileChecked bool

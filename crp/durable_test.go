@@ -27,6 +27,7 @@ type fullDisk struct{ crp.MemoryStore }
 
 func (*fullDisk) Add(context.Context, *crp.IssuedCertificate) error { return errDiskFull }
 func (*fullDisk) Put(context.Context, *crp.Record) error            { return errDiskFull }
+func (*fullDisk) Create(context.Context, *crp.Record) error         { return errDiskFull }
 
 func TestUnrecordedCertificateIsWithheld(t *testing.T) {
 	for _, tc := range []struct {
@@ -73,6 +74,12 @@ func (s *countingStore) Add(ctx context.Context, c *crp.IssuedCertificate) error
 func (s *countingStore) Put(ctx context.Context, r *crp.Record) error {
 	s.puts++
 	return s.MemoryStore.Put(ctx, r)
+}
+
+// Create counts as a Put: a record's first write.
+func (s *countingStore) Create(ctx context.Context, r *crp.Record) error {
+	s.puts++
+	return s.MemoryStore.Create(ctx, r)
 }
 
 func (s *countingStore) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {

@@ -189,4 +189,8 @@ var (
 	ErrPending = errors.New("crp: pending")
 	// ErrRefused, returned by an Issuer, is a definitive refusal by the CA.
 	ErrRefused = errors.New("crp: refused by the CA")
+	// ErrRecordExists, returned by [TransactionCreator.Create] and
+	// [IssuanceCreator.CreateIssuance], says that a record of the transaction id is
+	// stored already (and has not expired): nothing was written.
+	ErrRecordExists = errors.New("crp: a record of this transaction id is stored")
 )

@@ -347,8 +347,9 @@ type Record struct {
 // store that keys long ids by a digest must keep every id apart, so that an id
 // written to look like another's stored key never reads, replaces or lists the
 // other's record. Both methods are called concurrently; with several gateways, the
-// store is shared (packages pgstore, redisstore). The conformance suite in package
-// crp/storetest checks these rules.
+// store is shared (packages pgstore, redisstore), and should also implement
+// [TransactionCreator], so that two requesters cannot replace each other's record. The
+// conformance suite in package crp/storetest checks these rules.
 type TransactionStore interface {
 	Get(ctx context.Context, id string) (*Record, error)
 	Put(ctx context.Context, r *Record) error
@@ -407,6 +408,40 @@ type CertificateStore interface {
 // without it gets Add then Put.
 type IssuanceRecorder interface {
 	RecordIssuance(ctx context.Context, c *IssuedCertificate, r *Record) error
+}
+
+// TransactionCreator is an optional interface of a TransactionStore, for stores that
+// several gateways share. Create writes r only when no record of r.TransactionID is
+// stored (a record whose Expires has passed counts as none), as one atomic step, and
+// otherwise returns an error matching [ErrRecordExists] and writes nothing: of
+// several Creates of one id at once, from every gateway sharing the store, one
+// writes. It returns once r is durable, as Put does.
+//
+// A RegistrationPoint writes the first record of a transactionID with Create when
+// the store has it: two requests from different requesters (different keys), sent at
+// the same moment under one transactionID to two gateways, each find no record when
+// they begin; with Put the last to finish would replace the other's record, and the
+// device whose record was replaced would find its resends and polls refused, or its
+// pending request gone. With Create the second is refused
+// ([ReasonTransactionConflict]) and a certificate the CA signed for it is withheld
+// (listed, [IssuedCertificate].Withheld, for revocation), as it would have been
+// refused had it begun after the first's record was written. A request from the same
+// requester, or from the holder of the key the transactionID is derived from,
+// replaces the record (Put) as before. Every store of this module implements it. A
+// type that wraps one of them by embedding it, to change what Put does, must give
+// Create the same change: the embedded Create is promoted otherwise, and the first
+// record of every transaction bypasses the wrapper's Put.
+type TransactionCreator interface {
+	Create(ctx context.Context, r *Record) error
+}
+
+// IssuanceCreator is to [IssuanceRecorder] what [TransactionCreator] is to Put:
+// CreateIssuance writes c and r in one durable write when no record of
+// r.TransactionID is stored (or the one stored has expired), and otherwise returns an
+// error matching [ErrRecordExists] and writes neither. boltstore and pgstore
+// implement it.
+type IssuanceCreator interface {
+	CreateIssuance(ctx context.Context, c *IssuedCertificate, r *Record) error
 }
 
 // RevocationChecker says whether a certificate we issued was revoked, for renewals
@@ -611,9 +646,29 @@ func (m *MemoryTransactions) Get(_ context.Context, id string) (*Record, error) 
 
 // Put implements TransactionStore.
 func (m *MemoryTransactions) Put(_ context.Context, r *Record) error {
+	m.put(r, false)
+	return nil
+}
+
+// Create implements TransactionCreator.
+func (m *MemoryTransactions) Create(_ context.Context, r *Record) error {
+	if !m.put(r, true) {
+		return fmt.Errorf("%w: transaction %q", ErrRecordExists, r.TransactionID)
+	}
+	return nil
+}
+
+// put stores a copy of r; with create, only when no live record of its id is stored,
+// and it reports whether it stored it.
+func (m *MemoryTransactions) put(r *Record, create bool) bool {
 	s := &m.shards[shardOf(r.TransactionID)]
 	s.Lock()
 	defer s.Unlock()
+	if create {
+		if old, ok := s.m[r.TransactionID]; ok && (old.Expires.IsZero() || !m.now().After(old.Expires)) {
+			return false
+		}
+	}
 	if s.m == nil {
 		s.m = map[string]*Record{}
 	}
@@ -631,7 +686,7 @@ func (m *MemoryTransactions) Put(_ context.Context, r *Record) error {
 	}
 	c := *r
 	s.m[r.TransactionID] = &c
-	return nil
+	return true
 }
 
 // Len returns how many records the store holds, expired ones not yet swept included

@@ -36,8 +36,9 @@ type MemoryStore struct {
 }
 
 var (
-	_ Store = (*MemoryStore)(nil)
-	_ Store = (*memoryStoreCheck)(nil)
+	_ Store              = (*MemoryStore)(nil)
+	_ TransactionCreator = (*MemoryTransactions)(nil)
+	_ Store              = (*memoryStoreCheck)(nil)
 )
 
 // memoryStoreCheck makes sure each part implements its interfaces on its own.

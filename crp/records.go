@@ -132,9 +132,12 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	case ic != nil:
 		// The certificate and its record in one commit.
 		tx.unrecorded = nil
-		err = rp.issuanceRecorder().RecordIssuance(ctx, ic, rec)
+		err = rp.writeIssuance(ctx, tx, ic, rec)
 	default:
-		err = rp.transactions().Put(ctx, rec)
+		err = rp.writeRecord(ctx, tx, rec)
+	}
+	if errors.Is(err, ErrRecordExists) {
+		return rp.lostTransactionID(ctx, tx, e)
 	}
 	if err != nil {
 		tx.recordErr = err
@@ -151,6 +154,90 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		}
 	}
 	return e
+}
+
+// writeRecord writes rec, tx's record: with Create when no record of tx.ID was stored
+// when tx boarded and the store is a TransactionCreator, so that a record another
+// gateway wrote meanwhile for another requester is not replaced (an error matching
+// ErrRecordExists then, and nothing written); with Put otherwise.
+func (rp *RegistrationPoint) writeRecord(ctx context.Context, tx *Transaction, rec *Record) error {
+	if c, ok := rp.transactions().(TransactionCreator); ok && tx.fresh {
+		if err := c.Create(ctx, rec); !errors.Is(err, ErrRecordExists) || !rp.mayReplace(ctx, tx, rec.SignerKey) {
+			return err
+		}
+	}
+	return rp.transactions().Put(ctx, rec)
+}
+
+// writeIssuance is writeRecord for a record written with its certificate ic (the
+// store is an IssuanceRecorder). When another requester's record was written
+// meanwhile, neither is written and ic is left in tx.unrecorded, to be listed as
+// withheld.
+func (rp *RegistrationPoint) writeIssuance(ctx context.Context, tx *Transaction, ic *IssuedCertificate, rec *Record) error {
+	r := rp.issuanceRecorder()
+	if c, ok := r.(IssuanceCreator); ok && tx.fresh {
+		err := c.CreateIssuance(ctx, ic, rec)
+		if !errors.Is(err, ErrRecordExists) {
+			return err
+		}
+		if !rp.mayReplace(ctx, tx, rec.SignerKey) {
+			tx.unrecorded = ic
+			return err
+		}
+	}
+	return r.RecordIssuance(ctx, ic, rec)
+}
+
+// mayReplace reports whether the record of tx.ID that another gateway wrote while tx
+// ran may be replaced by tx's: it is tx's requester's (priorRecord), or tx's
+// transactionID is derived from tx's own key, or it is gone again. It may not when it
+// cannot be read.
+func (rp *RegistrationPoint) mayReplace(ctx context.Context, tx *Transaction, signerKey []byte) bool {
+	rec, err := rp.transactions().Get(ctx, tx.ID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return true
+	case err != nil:
+		return false
+	}
+	return bytes.Equal(rec.Request, tx.reqHash) || sameRequester(rec, signerKey, tx.CSR) ||
+		ownsTransactionID(tx.ID, tx.Signer, tx.CSR)
+}
+
+// lostTransactionID ends tx, whose outcome was e, when another requester's record of
+// its transactionID was written while it ran (at another gateway sharing the store):
+// tx's record is not written, and tx is refused as it would have been had it begun
+// after that record (ReasonTransactionConflict), or keeps its refusal e. A
+// certificate the CA signed for it is withheld and listed as such in the inventory;
+// a PENDING request's claims (its challenge, a renewal) are released, since nothing
+// was issued against them.
+func (rp *RegistrationPoint) lostTransactionID(ctx context.Context, tx *Transaction, e *Error) *Error {
+	conflict := fail(PhaseGateway, ReasonTransactionConflict,
+		errors.New("transactionID recorded by another requester key while this request ran (another gateway)"))
+	rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), conflict)
+	if e == nil && tx.Certificate != nil {
+		rp.withheld(ctx, tx.ID, tx.Certificate, string(conflict.Reason), nil)
+	}
+	switch ic := tx.unrecorded; {
+	case ic != nil:
+		tx.unrecorded = nil
+		ic.Withheld = true
+		if err := rp.certificates().Add(ctx, ic); err != nil {
+			rp.tel().storeError(ctx, "certificates")
+			rp.log().ErrorContext(ctx, "crp: listing a withheld certificate in the inventory", "transactionID", tx.ID,
+				"serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "err", err)
+		}
+	case tx.Certificate != nil:
+		if e == nil { // a refusal's certificate was marked already
+			rp.markWithheld(ctx, tx)
+		}
+	case e == nil:
+		rp.release(ctx, tx) // a PENDING request: nothing was issued against its claims
+	}
+	if e != nil {
+		return e
+	}
+	return conflict
 }
 
 // markWithheld marks tx's certificate withheld in the inventory (see

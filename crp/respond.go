@@ -202,8 +202,9 @@ func csrVerifies(csr *x509.CertificateRequest) bool {
 func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, signerKey []byte) (*Record, *Error) {
 	start := rp.now()
 	rec, err := rp.transactions().Get(ctx, tx.ID)
+	tx.fresh = errors.Is(err, ErrNotFound)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case tx.fresh:
 		return nil, nil
 	case err != nil:
 		rp.tel().storeError(ctx, "transactions")
@@ -214,8 +215,7 @@ func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, s
 	if bytes.Equal(rec.Request, tx.reqHash) {
 		return rec, nil
 	}
-	sameSigner := len(signerKey) > 0 && bytes.Equal(rec.SignerKey, signerKey)
-	if !sameSigner && !requestedKey(rec, tx.CSR) {
+	if !sameRequester(rec, signerKey, tx.CSR) {
 		if !ownsTransactionID(tx.ID, tx.Signer, tx.CSR) {
 			e := fail(PhaseGateway, ReasonTransactionConflict, errors.New("transactionID in use by another requester key"))
 			rp.step(ctx, tx, PhaseGateway, "transaction-owner", rp.now(), e)
@@ -226,6 +226,13 @@ func (rp *RegistrationPoint) priorRecord(ctx context.Context, tx *Transaction, s
 			"recorded_user", rec.UserID, "recorded_device", rec.DeviceID, "recorded_status", rec.Status.String())
 	}
 	return nil, nil
+}
+
+// sameRequester reports whether rec was recorded for the requester of a request
+// signed by the key whose hash is signerKey (nil: no signer) with csr: the same signer
+// key, or the key rec's request was for (see priorRecord).
+func sameRequester(rec *Record, signerKey []byte, csr *x509.CertificateRequest) bool {
+	return len(signerKey) > 0 && bytes.Equal(rec.SignerKey, signerKey) || requestedKey(rec, csr)
 }
 
 // flight is a request this registration point is running: its requester's keys (the
@@ -257,8 +264,8 @@ func (f *flight) sameRequester(signerKey, csrKey []byte) bool {
 //     record. Running beside it, the other requester's request would replace the
 //     record of the first; waiting, it could hold the first's resends up in turn.
 //
-// Several gateways share no flights: there the record's owner is whoever writes it
-// last (see TransactionStore).
+// Several gateways share no flights: there the first record written decides, when the
+// store is a TransactionCreator (see finishRecord).
 func (rp *RegistrationPoint) board(ctx context.Context, tx *Transaction, signerKey []byte) (land func(), rec *Record, e *Error) {
 	var csrKey []byte
 	if tx.CSR != nil {

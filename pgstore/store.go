@@ -164,9 +164,11 @@ type Store struct {
 }
 
 var (
-	_ crp.Store             = (*Store)(nil)
-	_ challenge.ReplayStore = (*Store)(nil)
-	_ crp.IssuanceRecorder  = (*Store)(nil)
+	_ crp.Store              = (*Store)(nil)
+	_ challenge.ReplayStore  = (*Store)(nil)
+	_ crp.IssuanceRecorder   = (*Store)(nil)
+	_ crp.TransactionCreator = (*Store)(nil)
+	_ crp.IssuanceCreator    = (*Store)(nil)
 )
 
 // Options configures [New] and [Open]. The zero value has defaults.
@@ -508,6 +510,83 @@ const putRecordSQL = `INSERT INTO scepkit_transactions (` + recordColumns + `)
 		phase = EXCLUDED.phase, reason = EXCLUDED.reason, user_id = EXCLUDED.user_id,
 		device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
 		template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires, ca = EXCLUDED.ca`
+
+// createRecordSQL is putRecordSQL that replaces only an expired record; its last
+// argument is the writer's time, by which Get judges expiry.
+const createRecordSQL = putRecordSQL + ` WHERE scepkit_transactions.expires <= $17`
+
+// Create implements crp.TransactionCreator: one INSERT that writes r, or replaces a
+// record of its transaction id that has expired, and otherwise writes nothing (an
+// error matching crp.ErrRecordExists). Concurrent Creates of one id, from any gateway,
+// are ordered by the row's lock: one writes.
+func (s *Store) Create(ctx context.Context, r *crp.Record) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	var n int64
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		tag, err := c.Exec(ctx, createRecordSQL, append(s.recordArgs(r), s.now())...)
+		n = tag.RowsAffected()
+		return err
+	})
+	switch {
+	case err != nil:
+		return wrap("recording transaction", err)
+	case n == 0:
+		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+	}
+	s.wrote(ctx)
+	return nil
+}
+
+// CreateIssuance implements crp.IssuanceCreator: RecordIssuance, whose record's
+// INSERT replaces only an expired record. When a live one is stored, the transaction
+// is rolled back (the certificate's row with it) and the error matches
+// crp.ErrRecordExists.
+func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	certArgs, err := certificateArgs(c)
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(addCertificateSQL, certArgs...)
+	b.Queue(createRecordSQL, append(s.recordArgs(r), s.now())...)
+	exists := false
+	err = s.with(ctx, func(conn *pgxpool.Conn) error {
+		br := conn.SendBatch(ctx, b)
+		var n int64 = -1
+		for i := range 3 {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			if i == 2 {
+				n = tag.RowsAffected()
+			}
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		if n == 0 {
+			exists = true
+			_, err := conn.Exec(ctx, "ROLLBACK")
+			return err
+		}
+		_, err := conn.Exec(ctx, "COMMIT") // sent once the rows' answer came back (see RecordIssuance)
+		return err
+	})
+	switch {
+	case err != nil:
+		return wrap("recording certificate and transaction", err)
+	case exists:
+		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+	}
+	s.wrote(ctx)
+	return nil
+}
 
 func (s *Store) recordArgs(r *crp.Record) []any {
 	exp := r.Expires

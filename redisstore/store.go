@@ -65,10 +65,11 @@ type Store struct {
 }
 
 var (
-	_ challenge.ReplayStore = (*Store)(nil)
-	_ challenge.Releaser    = (*Store)(nil)
-	_ crp.TransactionStore  = (*Store)(nil)
-	_ crp.PendingLister     = (*Store)(nil)
+	_ challenge.ReplayStore  = (*Store)(nil)
+	_ challenge.Releaser     = (*Store)(nil)
+	_ crp.TransactionStore   = (*Store)(nil)
+	_ crp.TransactionCreator = (*Store)(nil)
+	_ crp.PendingLister      = (*Store)(nil)
 )
 
 func (s *Store) now() time.Time {
@@ -251,6 +252,24 @@ const recordVersion = 1
 // that ends at r.Expires ([DefaultRecordTTL] when Expires is zero). A record already
 // expired deletes any record with that id. The certificate is stored as DER.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
+	return s.put(ctx, r, false)
+}
+
+// Create implements crp.TransactionCreator: Put when no live record of r's
+// transaction id is stored, and otherwise an error matching crp.ErrRecordExists, the
+// record not written. The test and the write are one transaction on the record's key
+// (WATCH, then MULTI/EXEC), retried when another client wrote the key in between: of
+// concurrent Creates of one id, from any gateway, one writes. A record judged expired
+// by this Store's clock (see Get) counts as none.
+func (s *Store) Create(ctx context.Context, r *crp.Record) error {
+	return s.put(ctx, r, true)
+}
+
+// createAttempts bounds how often Create tries again when the record's key changed
+// between its test and its write.
+const createAttempts = 8
+
+func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 	if r == nil {
 		return errors.New("redisstore: put: nil record")
 	}
@@ -288,7 +307,16 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 		}
 	}
-	if err := retry(ctx, c, func() error { return c.Set(ctx, key, b, ttl).Err() }); err != nil {
+	if create {
+		exists, err := s.setIfNone(ctx, c, key, r.TransactionID, b, ttl)
+		switch {
+		case err != nil:
+			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
+		case exists:
+			// A pending id indexed above is skipped and removed by Pending.
+			return fmt.Errorf("redisstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+		}
+	} else if err := retry(ctx, c, func() error { return c.Set(ctx, key, b, ttl).Err() }); err != nil {
 		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 	}
 	if r.Status != scep.Pending {
@@ -297,6 +325,46 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 		}
 	}
 	return nil
+}
+
+// setIfNone sets key to b for ttl unless it holds a live record of transaction id,
+// and reports whether it did hold one.
+func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id string, b []byte, ttl time.Duration) (exists bool, err error) {
+	for range createAttempts {
+		err = retry(ctx, c, func() error {
+			exists = false
+			return c.Watch(ctx, func(tx *redis.Tx) error {
+				old, err := tx.Get(ctx, key).Bytes()
+				switch {
+				case errors.Is(err, redis.Nil):
+				case err != nil:
+					return err
+				case s.live(old, id):
+					exists = true
+					return nil
+				}
+				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					p.Set(ctx, key, b, ttl)
+					return nil
+				})
+				return err
+			}, key)
+		})
+		if !errors.Is(err, redis.TxFailedErr) {
+			return exists, err
+		}
+	}
+	return false, err
+}
+
+// live reports whether v, a stored record, is a record of transaction id that Get
+// would return (not expired by this Store's clock).
+func (s *Store) live(v []byte, id string) bool {
+	var w record
+	if json.Unmarshal(v, &w) != nil || w.V != recordVersion || w.TransactionID != id {
+		return false
+	}
+	return w.Expires.IsZero() || !s.now().After(w.Expires)
 }
 
 // indexPending adds id to the pending index until its record expires at expires,

@@ -64,6 +64,9 @@ var cases = []testCase{
 	{"record-replaced", needTransactions, recordReplaced},
 	{"record-expired-forgotten", needTransactions, recordExpired},
 	{"record-long-id-own-key", needTransactions, recordLongIDOwnKey},
+	{"record-create-once", needCreator, recordCreateOnce},
+	{"record-create-concurrent-one-writer", needCreator, recordCreateConcurrent},
+	{"issuance-create-once", needIssuanceCreator, issuanceCreateOnce},
 	{"pending-listed-in-pages", needPending, pendingListed},
 	{"certificate-roundtrip", needCertificates, certificateRoundtrip},
 	{"issuance-recorded-together", needIssuanceRecorder, issuanceRecorded},
@@ -85,7 +88,7 @@ var cases = []testCase{
 // it is not reused across cases). A case whose parts of the Backend are nil is
 // skipped. The rules the cases check are those the docs of challenge.ReplayStore,
 // challenge.Releaser, crp.TransactionStore, crp.PendingLister, crp.CertificateStore,
-// crp.IssuanceRecorder, crp.CertificateQuerier, crp.RevocationStore and
+// crp.IssuanceRecorder, crp.TransactionCreator, crp.IssuanceCreator, crp.CertificateQuerier, crp.RevocationStore and
 // crp.RevocationChecker state. Run one case with go test -run, as
 // -run 'TestStore/claim-once' for a test TestStore that calls Run.
 func Run(t *testing.T, open func(t *testing.T) Backend) {
@@ -109,6 +112,14 @@ func needChecker(b Backend) bool      { return b.Revocations != nil && b.Checker
 func needPending(b Backend) bool      { return b.Transactions != nil && b.Pending != nil }
 func needIssuanceRecorder(b Backend) bool {
 	_, ok := b.Transactions.(crp.IssuanceRecorder)
+	return ok && b.Certificates != nil
+}
+func needCreator(b Backend) bool {
+	_, ok := b.Transactions.(crp.TransactionCreator)
+	return ok
+}
+func needIssuanceCreator(b Backend) bool {
+	_, ok := b.Transactions.(crp.IssuanceCreator)
 	return ok && b.Certificates != nil
 }
 func needReleaser(b Backend) bool {
@@ -443,6 +454,114 @@ func issuanceRecorded(t *testing.T, b Backend) {
 	}
 	if _, err := b.Transactions.Get(ctx, "tx-refused"); !errors.Is(err, crp.ErrNotFound) {
 		t.Fatalf("the record of a refused issuance: %v, want ErrNotFound (neither written)", err)
+	}
+}
+
+// recordCreateOnce: Create writes a record only where none lives: a second Create of
+// the id is refused (ErrRecordExists) and changes nothing; a record whose Expires has
+// passed counts as none; Put still replaces.
+func recordCreateOnce(t *testing.T, b Backend) {
+	c := b.Transactions.(crp.TransactionCreator)
+	exp := time.Now().Add(time.Hour)
+	check(t, c.Create(ctx, &crp.Record{TransactionID: "tx-c", Status: scep.Pending, UserID: "alice", CSR: []byte{1}, Expires: exp}), "create")
+	err := c.Create(ctx, &crp.Record{TransactionID: "tx-c", Status: scep.Failure, UserID: "bob", Phase: crp.PhaseIssue,
+		Reason: crp.ReasonRejected, Expires: exp})
+	if !errors.Is(err, crp.ErrRecordExists) {
+		t.Fatalf("second Create: %v, want ErrRecordExists", err)
+	}
+	got, err := b.Transactions.Get(ctx, "tx-c")
+	check(t, err, "get")
+	if got.UserID != "alice" || got.Status != scep.Pending {
+		t.Fatalf("a refused Create changed the record: %+v", got)
+	}
+	if b.Pending != nil {
+		list, err := b.Pending.Pending(ctx, "", 0)
+		check(t, err, "pending")
+		if len(list) != 1 || list[0].UserID != "alice" {
+			t.Fatalf("pending after a refused Create: %+v, want alice's record alone", list)
+		}
+	}
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "tx-c", Status: scep.Failure, UserID: "carol",
+		Phase: crp.PhaseIssue, Reason: crp.ReasonRejected, Expires: exp}), "put over a created record")
+	if got, err := b.Transactions.Get(ctx, "tx-c"); err != nil || got.UserID != "carol" {
+		t.Fatalf("Put after Create: %+v, %v; want carol's record", got, err)
+	}
+
+	check(t, b.Transactions.Put(ctx, &crp.Record{TransactionID: "tx-c-old", Status: scep.Pending, UserID: "alice",
+		Expires: time.Now().Add(-time.Second)}), "put expired")
+	check(t, c.Create(ctx, &crp.Record{TransactionID: "tx-c-old", Status: scep.Failure, UserID: "bob",
+		Phase: crp.PhaseIssue, Reason: crp.ReasonRejected, Expires: exp}), "create over an expired record")
+	if got, err := b.Transactions.Get(ctx, "tx-c-old"); err != nil || got.UserID != "bob" {
+		t.Fatalf("Create over an expired record: %+v, %v; want bob's record", got, err)
+	}
+}
+
+// recordCreateConcurrent: of many Creates of one id at once, exactly one writes, and
+// the record is that one's.
+func recordCreateConcurrent(t *testing.T, b Backend) {
+	c := b.Transactions.(crp.TransactionCreator)
+	const n = 16
+	var wg sync.WaitGroup
+	var wrote atomic.Int32
+	var winner atomic.Value
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			user := fmt.Sprintf("user-%d", i)
+			err := c.Create(ctx, &crp.Record{TransactionID: "tx-race", Status: scep.Failure, UserID: user,
+				Phase: crp.PhaseIssue, Reason: crp.ReasonRejected, Expires: time.Now().Add(time.Hour)})
+			switch {
+			case err == nil:
+				wrote.Add(1)
+				winner.Store(user)
+			case !errors.Is(err, crp.ErrRecordExists):
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Create: %v", err)
+	}
+	if wrote.Load() != 1 {
+		t.Fatalf("%d of %d concurrent Creates wrote, want 1", wrote.Load(), n)
+	}
+	got, err := b.Transactions.Get(ctx, "tx-race")
+	check(t, err, "get")
+	if got.UserID != winner.Load().(string) {
+		t.Fatalf("the record is %s's, but %s's Create wrote", got.UserID, winner.Load())
+	}
+}
+
+// issuanceCreateOnce: CreateIssuance writes the certificate and its record where no
+// record lives, and neither where one does.
+func issuanceCreateOnce(t *testing.T, b Backend) {
+	r := b.Transactions.(crp.IssuanceCreator)
+	exp := time.Now().Add(time.Hour)
+	first := issued(t, 1<<41+1, exp, "alice", "laptop")
+	check(t, r.CreateIssuance(ctx, first, &crp.Record{TransactionID: "tx-ci", Status: scep.Success,
+		Certificate: first.Certificate, UserID: "alice", Expires: exp}), "create issuance")
+	got, err := b.Transactions.Get(ctx, "tx-ci")
+	check(t, err, "get")
+	if got.Certificate == nil || !got.Certificate.Equal(first.Certificate) {
+		t.Fatalf("record %+v, want alice's certificate", got)
+	}
+	if _, err := b.Certificates.Lookup(ctx, first.Certificate.SerialNumber); err != nil {
+		t.Fatalf("the certificate of a CreateIssuance: %v", err)
+	}
+
+	second := issued(t, 1<<41+2, exp, "bob", "phone")
+	err = r.CreateIssuance(ctx, second, &crp.Record{TransactionID: "tx-ci", Status: scep.Success,
+		Certificate: second.Certificate, UserID: "bob", Expires: exp})
+	if !errors.Is(err, crp.ErrRecordExists) {
+		t.Fatalf("CreateIssuance over a live record: %v, want ErrRecordExists", err)
+	}
+	if got, err := b.Transactions.Get(ctx, "tx-ci"); err != nil || got.UserID != "alice" {
+		t.Fatalf("a refused CreateIssuance changed the record: %+v, %v", got, err)
+	}
+	if _, err := b.Certificates.Lookup(ctx, second.Certificate.SerialNumber); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("the certificate of a refused CreateIssuance: %v, want ErrNotFound (neither written)", err)
 	}
 }
 
