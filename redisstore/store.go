@@ -257,9 +257,10 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 
 // Create implements crp.TransactionCreator: Put when no live record of r's
 // transaction id is stored, and otherwise an error matching crp.ErrRecordExists, the
-// record not written. The test and the write are one transaction on the record's key
-// (WATCH, then MULTI/EXEC), retried when another client wrote the key in between: of
-// concurrent Creates of one id, from any gateway, one writes. A record judged expired
+// record not written. The write is a SET NX; when the key is present, the test and the
+// write are one transaction on it (WATCH, then MULTI/EXEC), retried when another
+// client wrote the key in between: of concurrent Creates of one id, from any gateway,
+// one writes. A record judged expired
 // by this Store's clock (see Get) counts as none.
 func (s *Store) Create(ctx context.Context, r *crp.Record) error {
 	return s.put(ctx, r, true)
@@ -330,6 +331,12 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 // setIfNone sets key to b for ttl unless it holds a live record of transaction id,
 // and reports whether it did hold one.
 func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id string, b []byte, ttl time.Duration) (exists bool, err error) {
+	// One round trip when the key is absent, as it is for a new transaction.
+	var set bool
+	if err := retry(ctx, c, func() (err error) { set, err = c.SetNX(ctx, key, b, ttl).Result(); return err }); err != nil || set {
+		return false, err
+	}
+	// Present: live, or expired by this Store's clock but not yet by Redis's TTL.
 	for range createAttempts {
 		err = retry(ctx, c, func() error {
 			exists = false
