@@ -23,7 +23,8 @@ var (
 	// ErrKeyTooSmall: the request's key is below the template's minimum size.
 	ErrKeyTooSmall = errors.New("catemplate: key too small for template")
 	// ErrKeyTooLarge: the request's RSA key is larger than 8192 bits (scep.MaxRSABits), or its
-	// exponent is one crypto/rsa refuses; refused before its signature is checked.
+	// modulus or exponent is one crypto/rsa refuses (even, say); refused before its
+	// signature is checked.
 	ErrKeyTooLarge = errors.New("catemplate: key too large")
 	// ErrKeyType: the request's key type is not allowed by the template.
 	ErrKeyType = errors.New("catemplate: key type not allowed by template")

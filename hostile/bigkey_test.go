@@ -106,6 +106,10 @@ func TestOversizedRequesterKeys(t *testing.T) {
 			csr, _ := fakeRSACSR(t, 2048, refusedExponent, alice, h.challenge(t, alice, aliceLaptop))
 			return h.message(t, spec{payload: csr})
 		}},
+		{"a CSR key with an even exponent", func(t *testing.T, h *harness) wire {
+			csr, _ := fakeRSACSR(t, 2048, 65536, alice, h.challenge(t, alice, aliceLaptop))
+			return h.message(t, spec{payload: csr})
+		}},
 		{"a signer key with an exponent of 2^32-1", func(t *testing.T, h *harness) wire {
 			n := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 2048), big.NewInt(1))
 			tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: alice},

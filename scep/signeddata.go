@@ -472,8 +472,9 @@ func (si *signerInfo) verify(signer *x509.Certificate, content []byte, legacy bo
 const MaxRSABits = rsabound.MaxBits
 
 // CheckKeySize refuses, with an error wrapping ErrUnsupportedAlgorithm (badAlg), an RSA
-// public key larger than MaxRSABits or with an exponent crypto/rsa refuses (below 3 or
-// over 2^31-1): call it before any operation with a key a requester supplied.
+// public key larger than MaxRSABits or that crypto/rsa refuses (an even modulus, an
+// exponent below 3, over 2^31-1 or even): call it before any operation with a key a
+// requester supplied.
 func CheckKeySize(pub any) error {
 	if k, ok := pub.(*rsa.PublicKey); ok {
 		switch {

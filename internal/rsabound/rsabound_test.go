@@ -21,6 +21,8 @@ func TestOK(t *testing.T) {
 		{"exponent 2^31-1", &rsa.PublicKey{N: ones(2048), E: 1<<31 - 1}, true},
 		{"exponent 2^31", &rsa.PublicKey{N: ones(2048), E: 1 << 31}, false},
 		{"exponent 1", &rsa.PublicKey{N: ones(2048), E: 1}, false},
+		{"even exponent", &rsa.PublicKey{N: ones(2048), E: 65536}, false},
+		{"even modulus", &rsa.PublicKey{N: new(big.Int).Lsh(ones(2047), 1), E: 65537}, false},
 		{"no modulus", &rsa.PublicKey{E: 65537}, false},
 		{"nil", nil, false},
 	} {
