@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -69,5 +70,19 @@ func TestDeviceNamesMustBeUTF8(t *testing.T) {
 		rec := httptest.NewRecorder()
 		m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mdm/profile?"+q, nil))
 		require.Equal(t, http.StatusBadRequest, rec.Code, q)
+	}
+}
+
+// TestProfileNamesTooLong: a user or device name over 256 bytes is refused with an
+// answer that says so. Before, a 5,000-character device name was answered "user and
+// device are required", as if it were missing.
+func TestProfileNamesTooLong(t *testing.T) {
+	m := &mdm{}
+	long := strings.Repeat("a", 257)
+	for _, q := range []string{"user=alice@example.com&device=" + long, "user=" + long + "&device=laptop"} {
+		rec := httptest.NewRecorder()
+		m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mdm/profile?"+q, nil))
+		require.Equal(t, http.StatusBadRequest, rec.Code)
+		require.Contains(t, rec.Body.String(), "256 bytes at most", q[:40])
 	}
 }

@@ -52,8 +52,12 @@ func (m *mdm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	user, device := q.Get("user"), q.Get("device")
-	if user == "" || device == "" || len(user) > 256 || len(device) > 256 {
+	if user == "" || device == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user and device are required"})
+		return
+	}
+	if len(user) > maxNameBytes || len(device) > maxNameBytes {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user and device are 256 bytes at most"})
 		return
 	}
 	if !printableName(user) || !printableName(device) {
@@ -78,6 +82,9 @@ func (m *mdm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var errForbidden = errors.New("user unknown or disabled")
+
+// maxNameBytes bounds a user or device name the profile endpoint takes.
+const maxNameBytes = 256
 
 // errBadName: a user or device name that is not UTF-8.
 var errBadName = errors.New("user and device must be UTF-8 text")
