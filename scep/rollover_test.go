@@ -1,14 +1,18 @@
 package scep
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"fmt"
+	"io"
 	"math/big"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,4 +244,62 @@ func TestRolloverNextCAKey(t *testing.T) {
 	srv.Rollover = &Rollover{At: now.Add(time.Hour), CACerts: []*x509.Certificate{nextCA}, SignerCert: nextRA,
 		Signer: raKey, Recipients: []Recipient{{Certificate: nextRA, Key: raKey}}, CAKey: raKey}
 	require.ErrorContains(t, srv.Validate(), "Rollover.CAKey")
+}
+
+// countingKey is an RSA key that counts its signatures.
+type countingKey struct {
+	*rsa.PrivateKey
+	n atomic.Int32
+}
+
+func (k *countingKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	k.n.Add(1)
+	return k.PrivateKey.Sign(r, digest, opts)
+}
+
+// TestGetNextCACertSignedOnce: GetNextCACert, an unauthenticated GET outside the
+// PKIOperation bound (MaxInFlight), costs no private-key operation once its answer
+// is made: the signed answer is made once per signer and announced set, and served
+// again. Before, every GET made the RA (or, with CAKey, the CA) sign anew: a flood of
+// GETs spent the key, an HSM's too, without any bound. A change of the announced
+// certificates is signed anew.
+func TestGetNextCACertSignedOnce(t *testing.T) {
+	p := newTestPKI(t)
+	next := func(serial int64) *x509.Certificate {
+		return mkCert(t, &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "next CA"},
+			NotBefore: time.Now(), NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}, p.ca, rsaKeys[3].Public(), p.caKey)
+	}
+	for _, withCAKey := range []bool{false, true} {
+		t.Run(fmt.Sprint("CAKey ", withCAKey), func(t *testing.T) {
+			srv := p.server(false)
+			srv.NextCACerts = []*x509.Certificate{next(60)}
+			key := &countingKey{PrivateKey: p.raKey.(*rsa.PrivateKey)}
+			signer := p.raSign
+			if withCAKey {
+				key.PrivateKey = p.caKey.(*rsa.PrivateKey)
+				srv.CAKey, signer = key, p.ca
+			} else {
+				srv.Signer = key
+			}
+			require.NoError(t, srv.Validate())
+			get := func() []byte {
+				rec := httptestRecorder(srv, "GET", "/?operation=GetNextCACert", nil)
+				require.Equal(t, 200, rec.Code, rec.Body.String())
+				sd, err := parseSignedData(rec.Body.Bytes())
+				require.NoError(t, err)
+				_, err = sd.signers[0].verify(sd.signers[0].findSigner([]*x509.Certificate{signer}), sd.content, false)
+				require.NoError(t, err)
+				return rec.Body.Bytes()
+			}
+			first := get()
+			for range 5 {
+				require.Equal(t, first, get())
+			}
+			require.EqualValues(t, 1, key.n.Load(), "one signature for six GETs")
+			srv.NextCACerts = []*x509.Certificate{next(61)}
+			require.NotEqual(t, first, get(), "another announcement is signed anew")
+			require.EqualValues(t, 2, key.n.Load())
+		})
+	}
 }

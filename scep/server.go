@@ -213,6 +213,7 @@ type Server struct {
 	limOnce      sync.Once
 	lim          *limiter
 	refusals     logBudget // the log lines of refusals before the Responder
+	nextAnswer   atomic.Pointer[nextCACertAnswer]
 }
 
 // Caps returns the capabilities the server's configuration supports, as GetCACaps
@@ -496,16 +497,34 @@ func (s *Server) getNextCACert(w http.ResponseWriter, r *http.Request) {
 	}
 	inner, err := DegenerateCertificates(next)
 	if err == nil {
+		// Made once per signer and announcement, then served again: the request is
+		// an unauthenticated GET outside the PKIOperation bound (MaxInFlight), and
+		// each answer made anew would cost the RA's or the CA's key a signature.
+		if c := s.nextAnswer.Load(); c != nil && bytes.Equal(c.signer, cert.Raw) && bytes.Equal(c.inner, inner) {
+			writeNextCACert(w, c.der)
+			return
+		}
 		var der []byte
 		der, err = buildSignedData(signOptions{content: inner, cert: cert, key: key, hash: crypto.SHA256, rand: s.Rand})
 		if err == nil {
-			w.Header().Set("Content-Type", "application/x-x509-next-ca-cert")
-			w.Write(der)
+			s.nextAnswer.Store(&nextCACertAnswer{signer: cert.Raw, inner: inner, der: der})
+			writeNextCACert(w, der)
 			return
 		}
 	}
 	s.log().ErrorContext(r.Context(), "scep: GetNextCACert", "err", err)
 	httpError(w, http.StatusInternalServerError, "internal error")
+}
+
+func writeNextCACert(w http.ResponseWriter, der []byte) {
+	w.Header().Set("Content-Type", "application/x-x509-next-ca-cert")
+	w.Write(der)
+}
+
+// nextCACertAnswer is a GetNextCACert answer made: der, signed by the certificate
+// signer (DER), whose content is inner.
+type nextCACertAnswer struct {
+	signer, inner, der []byte
 }
 
 // presizeBodyBytes is the largest announced body length readMessage allocates before
