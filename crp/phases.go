@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
@@ -188,10 +190,40 @@ func (rp *RegistrationPoint) validatorFor(ch string) ChallengeValidator {
 const ExternalClaimLifetime = 24 * time.Hour
 
 // externalClaimID names a challenge an external validator accepted in the replay
-// store: a digest, never the challenge itself.
+// store: a digest, never the challenge itself, of its canonical spelling
+// (canonicalChallenge), so that one challenge spelt two ways is claimed once.
 func externalClaimID(ch string) string {
-	sum := sha256.Sum256([]byte(ch))
+	sum := sha256.Sum256([]byte(canonicalChallenge(ch)))
 	return "external:" + hex.EncodeToString(sum[:])
+}
+
+// challengeEncodings are the base64 spellings canonicalChallenge recognises, in the
+// order it tries them.
+var challengeEncodings = []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding}
+
+// canonicalChallenge is ch as an MDM that decodes it as base64 reads it (Intune's
+// challenges are base64): when ch, its ASCII white space removed, is base64 in one of
+// challengeEncodings, that encoding of its bytes, written canonically (the bits after
+// the last whole byte zero); ch itself otherwise. A service may well decode leniently
+// (.NET's Convert.FromBase64String skips white space, and only a strict decoder looks
+// at the bits after the last byte), so the same challenge with a line break in it, or
+// other trailing bits, is the same challenge to it, and must be one claim here. A
+// challenge spelt canonically is its own canonical spelling: claims made before this
+// rule keep their ids.
+func canonicalChallenge(ch string) string {
+	s := strings.Map(func(r rune) rune {
+		switch r {
+		case ' ', '\t', '\n', '\r', '\v', '\f':
+			return -1
+		}
+		return r
+	}, ch)
+	for _, enc := range challengeEncodings {
+		if b, err := enc.DecodeString(s); err == nil && len(b) > 0 {
+			return enc.EncodeToString(b)
+		}
+	}
+	return ch
 }
 
 // stepExternal asks the external validator once; a refusal in the gateway phase is
