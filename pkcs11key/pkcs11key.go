@@ -410,9 +410,11 @@ func checkSignOpts(pub crypto.PublicKey, digest []byte, opts crypto.SignerOpts) 
 // Decrypt decrypts ciphertext in the token with RSA PKCS#1 v1.5 (opts nil or
 // *rsa.PKCS1v15DecryptOptions) or RSA-OAEP (*rsa.OAEPOptions, with a Hash, MGFHash
 // zero or equal to it, and no Label: tokens differ in whether they check one, and
-// SoftHSM2 does not). Other options are refused with an error wrapping ErrOptions. With a non-zero SessionKeyLen it never returns an error for a
-// padding failure or a plaintext of another length: it returns SessionKeyLen random
-// bytes instead, as crypto/rsa does (see the package documentation).
+// SoftHSM2 does not). Other options, and a nil pointer of either type, are refused
+// with an error wrapping ErrOptions. With a non-zero SessionKeyLen it never returns
+// an error for a padding failure or a plaintext of another length: it returns
+// SessionKeyLen random bytes instead, as crypto/rsa does (see the package
+// documentation).
 func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	if k.dec == nil {
 		return nil, ErrNotRSA
@@ -425,12 +427,18 @@ func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOp
 	case nil:
 		return k.inToken(pkcs1)
 	case *rsa.PKCS1v15DecryptOptions:
+		if o == nil {
+			// As for Sign's nil *rsa.PSSOptions: refused, not read (crypto/rsa panics).
+			return nil, fmt.Errorf("%w: nil *rsa.PKCS1v15DecryptOptions (pass nil opts)", ErrOptions)
+		}
 		if o.SessionKeyLen <= 0 {
 			return k.inToken(pkcs1)
 		}
 		return k.sessionKey(rand, pkcs1, o.SessionKeyLen)
 	case *rsa.OAEPOptions:
 		switch {
+		case o == nil:
+			return nil, fmt.Errorf("%w: nil *rsa.OAEPOptions", ErrOptions)
 		case o.Hash == 0:
 			return nil, fmt.Errorf("%w: OAEP without a hash", ErrOptions)
 		case o.MGFHash != 0 && o.MGFHash != o.Hash:

@@ -341,6 +341,8 @@ func TestDecryptOAEPOptions(t *testing.T) {
 		{"MGF1 hash other than the hash", plain, &rsa.OAEPOptions{Hash: crypto.SHA1, MGFHash: crypto.SHA256}, false},
 		{"no hash", plain, &rsa.OAEPOptions{}, false},
 		{"a crypto.Hash as options", plain, crypto.SHA1, false},
+		{"nil *rsa.OAEPOptions", plain, (*rsa.OAEPOptions)(nil), false},
+		{"nil *rsa.PKCS1v15DecryptOptions", plain, (*rsa.PKCS1v15DecryptOptions)(nil), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
