@@ -129,10 +129,11 @@ func (f IssuerFunc) Issue(ctx context.Context, req *IssueRequest) (*x509.Certifi
 // set.
 type CAIssuer struct{ CA *catemplate.CA }
 
-// IsRevoked reports whether the CA revoked cert's serial.
+// IsRevoked reports whether the CA revoked cert's serial. A nil cert, or one without
+// a serial, is an error, as [RevocationChecker] asks.
 func (c CAIssuer) IsRevoked(_ context.Context, cert *x509.Certificate) (bool, error) {
-	if c.CA == nil || cert == nil {
-		return false, errors.New("crp: CAIssuer without a CA, or no certificate")
+	if c.CA == nil || cert == nil || cert.SerialNumber == nil {
+		return false, errors.New("crp: CAIssuer without a CA, or no certificate or serial")
 	}
 	return c.CA.IsRevoked(cert.SerialNumber), nil
 }

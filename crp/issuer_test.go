@@ -5,12 +5,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/scepkit/scepkit/catemplate"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/profile"
 )
 
 // TestIssuerOutcomes: what an Issuer returns decides the reason, what errors.Is
@@ -69,4 +73,37 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestCAIssuerIsRevoked: a CAIssuer is a RevocationChecker, and keeps its contract: a
+// nil certificate, or one without a serial, is an error (with false), never a panic
+// and never a plain "not revoked"; a serial the CA revoked is reported.
+func TestCAIssuerIsRevoked(t *testing.T) {
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256})
+	require.NoError(t, err)
+	require.NoError(t, ca.Revoke(big.NewInt(7), 1, time.Now()))
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		ci      crp.CAIssuer
+		cert    *x509.Certificate
+		revoked bool
+		err     bool
+	}{
+		{"revoked serial", crp.CAIssuer{CA: ca}, &x509.Certificate{SerialNumber: big.NewInt(7)}, true, false},
+		{"other serial", crp.CAIssuer{CA: ca}, &x509.Certificate{SerialNumber: big.NewInt(8)}, false, false},
+		{"nil certificate", crp.CAIssuer{CA: ca}, nil, false, true},
+		{"no serial", crp.CAIssuer{CA: ca}, &x509.Certificate{}, false, true},
+		{"no CA", crp.CAIssuer{}, &x509.Certificate{SerialNumber: big.NewInt(7)}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			revoked, err := tc.ci.IsRevoked(ctx, tc.cert)
+			require.Equal(t, tc.revoked, revoked)
+			if tc.err {
+				require.Error(t, err)
+			} else {
+				require.NoError(t, err)
+			}
+		})
+	}
 }
