@@ -251,6 +251,13 @@ type Notification struct {
 	Reason Reason
 	// Err is the detail of the refusal, for OutcomeFailed; never sent to the device.
 	Err error
+	// Transient is set for an OutcomeFailed that is no verdict on the request: a
+	// transient failure (an error matching ErrUnavailable) or an operator fault
+	// (ReasonMisconfigured) before anything was issued. Such an outcome is not
+	// recorded and the challenge is given back (see the package documentation, "# One
+	// certificate per challenge"), so the same transaction may come again and be
+	// issued: a Notifier whose MDM takes "failed" as final (Intune's) tells it nothing.
+	Transient bool
 	// Certificate, Serial (its serial number), Thumbprint (the SHA-1 of its DER,
 	// in upper-case hex) and NotAfter (its expiry) are set for OutcomeIssued only:
 	// nil, "" and the zero time otherwise.

@@ -78,9 +78,11 @@ func (v *Validator) Validate(ctx context.Context, tx *crp.Transaction) error {
 // Notifier tells Intune how the transactions its Validator judged ended: a
 // successNotification for an issued certificate (set RegistrationPoint.
 // RequireNotification, so that a failed one withholds the certificate, as the
-// service requires), and a failureNotification when issuance failed after a
-// successful validation. Notifications of other transactions (scepkit's own
-// challenges, renewals, and any other tenant's) go to Others.
+// service requires), and a failureNotification when issuance failed for good after
+// a successful validation: not after a transient failure or an operator fault
+// (crp.Notification.Transient), after which the device sends the same transaction
+// again. Notifications of other transactions (scepkit's own challenges, renewals,
+// and any other tenant's) go to Others.
 type Notifier struct {
 	// Client calls the validation service. Required.
 	Client *Client
@@ -119,9 +121,11 @@ func (n *Notifier) Notify(ctx context.Context, note *crp.Notification) error {
 		// Intune itself, or a request Intune never saw, is not (the library's rule:
 		// never report its own exceptions). A failed success notification is not
 		// reported either: the service did not answer.
-		// A transient failure is not reported either: the device retries the same
-		// transaction, and the service must not hear "failed" before "issued".
-		if note.Phase < crp.PhaseTemplate || note.Phase == crp.PhaseNotify || errors.Is(note.Err, crp.ErrUnavailable) {
+		// A transient failure or an operator fault (note.Transient) is not reported
+		// either: the device retries the same transaction, and the service must not
+		// hear "failed" before "issued".
+		if note.Phase < crp.PhaseTemplate || note.Phase == crp.PhaseNotify || note.Transient ||
+			errors.Is(note.Err, crp.ErrUnavailable) {
 			return nil
 		}
 		desc := note.Phase.String() + ": " + string(note.Reason)

@@ -368,3 +368,30 @@ func TestSuccessNotificationRequiredWithoutFlag(t *testing.T) {
 	g.RP.Notifier = nil
 	require.ErrorContains(t, g.RP.Validate(), "Notifier")
 }
+
+// An operator fault after Intune accepted (a template the gateway cannot apply) gives
+// the challenge back and records nothing: the device sends the same transaction again
+// once the template is fixed, and it is issued. Intune must not hear "failed" before
+// that "issued" (after a failureNotification the service's rule is: do not issue), so
+// the fault is not reported, as a transient failure is not.
+func TestOperatorFaultNotReported(t *testing.T) {
+	g := newGateway(t, false)
+	tmpl := g.Templates["intune-device"]
+	good := *tmpl
+	tmpl.Validity = 0 // invalid: Apply refuses it as the gateway's fault
+	ch := g.Emu.Challenge(intunetest.Verdict{})
+	req := &crp.EnrollRequest{TransactionID: "tx-misconfigured", CSR: csr(t, "d", ch), Challenge: ch}
+	_, err := g.RP.Enroll(context.Background(), req)
+	var e *crp.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, crp.ReasonMisconfigured, e.Reason)
+	require.Empty(t, g.Emu.Failures(), "an operator fault is no failure of this transaction yet")
+
+	*tmpl = good // the operator mends the template; the device sends the request again
+	res, err := g.RP.Enroll(context.Background(), req)
+	require.NoError(t, err)
+	require.NotNil(t, res.Certificate)
+	require.Len(t, g.Emu.Successes(), 1)
+	require.Empty(t, g.Emu.Failures())
+	require.Empty(t, g.Emu.Violations())
+}
