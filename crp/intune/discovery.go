@@ -48,7 +48,8 @@ type endpointList struct {
 
 // Endpoint returns the URL of an Intune service by provider name (ValidationService,
 // RevocationService), from Endpoints or through discovery. Its errors match
-// ErrDiscovery and crp.ErrUnavailable.
+// crp.ErrUnavailable and ErrDiscovery, or ErrSignIn when the sign-in for Graph
+// failed.
 func (c *Client) Endpoint(ctx context.Context, provider string) (string, error) {
 	if c.Endpoints != nil {
 		for name, u := range c.Endpoints {

@@ -395,3 +395,29 @@ func TestOperatorFaultNotReported(t *testing.T) {
 	require.Empty(t, g.Emu.Failures())
 	require.Empty(t, g.Emu.Violations())
 }
+
+// Endpoint's errors: a discovery that fails matches ErrDiscovery; one whose sign-in to
+// Graph is refused matches ErrSignIn instead (each error names one kind, as the
+// package documentation lists them), and both match crp.ErrUnavailable.
+func TestEndpointErrors(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		op        intunetest.Op
+		want, not error
+	}{
+		{"sign-in refused", intunetest.OpToken, intune.ErrSignIn, intune.ErrDiscovery},
+		{"discovery fails", intunetest.OpDiscovery, intune.ErrDiscovery, intune.ErrSignIn},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			emu := intunetest.NewServer()
+			defer emu.Close()
+			cl := emu.Client("scepkit-test/1.0")
+			cl.Retries = -1
+			emu.SetFault(c.op, intunetest.Fault{Status: http.StatusUnauthorized})
+			_, err := cl.Endpoint(context.Background(), intune.ValidationService)
+			require.ErrorIs(t, err, c.want)
+			require.ErrorIs(t, err, crp.ErrUnavailable)
+			require.NotErrorIs(t, err, c.not)
+		})
+	}
+}
