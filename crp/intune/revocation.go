@@ -181,7 +181,10 @@ type CARevoker struct {
 	// Revocations, if set, records each revocation durably (By "intune:" and the
 	// request's context) before the CA's in-memory list takes it, so that it
 	// survives a restart (see Restore); the result is reported to Intune only once
-	// it is recorded. Without it, revocations live in the CA's memory only
+	// it is recorded. A serial the store already holds revoked for another CA's
+	// certificate (stores key revocations by serial alone) cannot be recorded: the
+	// request is answered ConflictError (crp.ErrRevokedForOtherCA) and nothing is
+	// revoked. Without it, revocations live in the CA's memory only
 	// (catemplate.CA.Revoke).
 	Revocations crp.RevocationStore
 	// IssuerName is the issuer name this CA answers for: what the success
@@ -236,6 +239,11 @@ func (r *CARevoker) Revoke(ctx context.Context, req *RevocationRequest) error {
 		rec, err := r.Revocations.Revoke(ctx, rev)
 		if err != nil {
 			return fmt.Errorf("%w: recording the revocation: %w", crp.ErrUnavailable, err)
+		}
+		if !rec.For(issuer) {
+			// The store keys revocations by serial alone and kept another CA's: ours is
+			// not recorded, and Restore would not bring it back (as CRLPublisher.Revoke).
+			return &RevocationError{Code: ErrorConflict, Err: fmt.Errorf("%w: serial %s", crp.ErrRevokedForOtherCA, req.SerialNumber)}
 		}
 		rev = rec // revoked before: keep the first entry
 	}

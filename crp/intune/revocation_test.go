@@ -3,6 +3,7 @@ package intune_test
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -248,4 +249,28 @@ func (failingRevocations) Revoke(context.Context, *crp.Revocation) (*crp.Revocat
 
 func (failingRevocations) RevokedSince(context.Context, time.Time) ([]*crp.Revocation, error) {
 	return nil, errors.New("store down")
+}
+
+// TestRevocationSerialOfOtherCA: stores keep revocations by serial alone. When the
+// store already holds a revocation of the serial for another CA's certificate, it
+// keeps that one and records nothing for ours: the revocation would not survive a
+// restart (Restore skips the other CA's record), so it is not reported to Intune as
+// done. The CA's in-memory list is left as it was.
+func TestRevocationSerialOfOtherCA(t *testing.T) {
+	ctx := context.Background()
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048})
+	require.NoError(t, err)
+	other, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048, Subject: pkix.Name{CommonName: "another CA"}})
+	require.NoError(t, err)
+	store := &crp.MemoryRevocations{}
+	_, err = store.Revoke(ctx, &crp.Revocation{Serial: big.NewInt(7), RevokedAt: time.Now(), By: "admin",
+		Issuer: other.Certificate.RawSubject})
+	require.NoError(t, err)
+	r := &intune.CARevoker{CA: ca, Revocations: store}
+	err = r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "rc-1", SerialNumber: "07"})
+	require.ErrorIs(t, err, crp.ErrRevokedForOtherCA)
+	var re *intune.RevocationError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, intune.ErrorConflict, re.Code)
+	require.False(t, ca.IsRevoked(big.NewInt(7)))
 }
