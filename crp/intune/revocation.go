@@ -289,8 +289,16 @@ func (r *CARevoker) ours(req *RevocationRequest) error {
 	return nil
 }
 
+// sameName compares two DNs as written, without regard to case or to the white space
+// after each comma (however much).
 func sameName(a, b string) bool {
-	norm := func(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), ", ", ",") }
+	norm := func(s string) string {
+		parts := strings.Split(strings.TrimSpace(s), ",")
+		for i := 1; i < len(parts); i++ {
+			parts[i] = strings.TrimLeft(parts[i], " \t")
+		}
+		return strings.Join(parts, ",")
+	}
 	return strings.EqualFold(norm(a), norm(b))
 }
 

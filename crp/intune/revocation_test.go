@@ -274,3 +274,34 @@ func TestRevocationSerialOfOtherCA(t *testing.T) {
 	require.Equal(t, intune.ErrorConflict, re.Code)
 	require.False(t, ca.IsRevoked(big.NewInt(7)))
 }
+
+// TestRevocationIssuerNameCompared: a request's issuerName is compared with the CA's
+// without regard to case or to the spaces after commas, however many.
+func TestRevocationIssuerNameCompared(t *testing.T) {
+	ctx := context.Background()
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048,
+		Subject: pkix.Name{CommonName: "Issuing CA", Organization: []string{"Example"}}})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name, issuer string
+		ours         bool
+	}{
+		{"as written", ca.Certificate.Subject.String(), true},
+		{"other case", "cn=ISSUING CA,o=example", true},
+		{"a space after the comma", "CN=Issuing CA, O=Example", true},
+		{"two spaces after the comma", "CN=Issuing CA,  O=Example", true},
+		{"a tab after the comma", "CN=Issuing CA,\tO=Example", true},
+		{"another CA", "CN=Issuing CA 2,O=Example", false},
+		{"a space inside a value", "CN=IssuingCA,O=Example", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &intune.CARevoker{CA: ca}
+			err := r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "rc", SerialNumber: "0A", IssuerName: c.issuer})
+			if c.ours {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, intune.ErrOtherCA)
+			}
+		})
+	}
+}
