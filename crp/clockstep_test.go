@@ -239,3 +239,23 @@ func TestDecisionLeaseTimedFromItsClaim(t *testing.T) {
 	require.ErrorIs(t, err, crp.ErrUnavailable)
 	require.Zero(t, store.released.Load(), "the claim was given back after its lease")
 }
+
+// TestDecisionsClaimIsALease: what Approve claims in the Decisions store is a lease of
+// DecisionTTL from the claim, not the pending record's lifetime (a day): a gateway that
+// died while deciding leaves the request decidable again once DecisionTTL has passed.
+func TestDecisionsClaimIsALease(t *testing.T) {
+	keys(t)
+	clk := &testClock{now: time.Now()}
+	env, err := crptest.New(crptest.Options{Now: clk.Now})
+	require.NoError(t, err)
+	enrollPending(t, env)
+	var until time.Time
+	env.RP.Decisions = challenge.ReplayFunc(func(_ context.Context, id string, u time.Time) error {
+		require.True(t, strings.HasPrefix(id, "decide:"), id)
+		until = u
+		return nil
+	})
+	_, err = env.RP.Approve(context.Background(), "wait")
+	require.NoError(t, err)
+	require.Equal(t, clk.Now().Add(crp.DefaultDecisionTTL), until)
+}

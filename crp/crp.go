@@ -231,8 +231,9 @@ type RegistrationPoint struct {
 	Transactions TransactionStore
 	// Decisions makes a pending request decided once (by Approve or Reject), also
 	// across gateways that share it: deciding claims "decide:" and the request's
-	// hash there until the record expires. Nil means Verifier.Replay when there is a
-	// Verifier, or this process only.
+	// hash there for a lease of DecisionTTL (see DecisionTTL), never past the
+	// record's expiry. Nil means Verifier.Replay when there is a Verifier, or this
+	// process only.
 	Decisions challenge.ReplayStore
 	// Certificates remembers issued certificates; nil means an in-memory store.
 	Certificates CertificateStore
