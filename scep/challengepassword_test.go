@@ -77,3 +77,29 @@ func FuzzBMPStringPassword(f *testing.F) {
 		}
 	})
 }
+
+// TestChallengePasswordUniversalString: challengePassword is a DirectoryString (RFC
+// 2985 §5.4.1), whose universalString form (UCS-4, X.680 §41) is read too, as the
+// documentation of ChallengePassword promises for every form. A value that is no
+// whole number of characters, or holds a code point that is no character (a
+// surrogate, or one past U+10FFFF), is refused.
+func TestChallengePasswordUniversalString(t *testing.T) {
+	ucs4 := func(s string) []byte {
+		var b []byte
+		for _, r := range s {
+			b = append(b, byte(r>>24), byte(r>>16), byte(r>>8), byte(r))
+		}
+		return b
+	}
+	for _, s := range []string{"secret", "pä中", "a\U0001F600", ""} {
+		pw, err := challengePassword(tbsWithPassword(cbasn1.Tag(28), ucs4(s)))
+		if err != nil || pw != s {
+			t.Errorf("UniversalString %q read as %q, %v", s, pw, err)
+		}
+	}
+	for _, v := range [][]byte{{0, 0, 'a'}, {0, 0, 0xd8, 0x00}, {0, 0x11, 0, 0}, {0xff, 0xff, 0xff, 0xff}} {
+		if pw, err := challengePassword(tbsWithPassword(cbasn1.Tag(28), v)); err == nil {
+			t.Errorf("UniversalString %x read as %q", v, pw)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"unicode"
 	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/scepkit/scepkit/internal/cms"
 	"golang.org/x/crypto/cryptobyte"
@@ -272,6 +273,21 @@ func challengePassword(tbs []byte) (string, error) {
 					i += 2
 				}
 				r = append(r, c)
+			}
+			pw = string(r)
+		case cbasn1.Tag(28): // UniversalString: UCS-4 (X.680 §41), big-endian
+			if len(v)%4 != 0 {
+				return "", fmt.Errorf("%w: challengePassword UniversalString", ErrBadContent)
+			}
+			r := make([]rune, 0, len(v)/4)
+			for i := 0; i < len(v); i += 4 {
+				c := uint32(v[i])<<24 | uint32(v[i+1])<<16 | uint32(v[i+2])<<8 | uint32(v[i+3])
+				// No surrogate, nothing past U+10FFFF: read as U+FFFD, distinct passwords
+				// would read as one.
+				if c > unicode.MaxRune || !utf8.ValidRune(rune(c)) {
+					return "", fmt.Errorf("%w: challengePassword UniversalString holds no character %#x", ErrBadContent, c)
+				}
+				r = append(r, rune(c))
 			}
 			pw = string(r)
 		default:
