@@ -30,7 +30,9 @@ type ExportOptions struct {
 	// leaves it out (Apple) or is an error (Windows, where the node is required).
 	Challenge string
 	// ServerURL is the single URL an Apple device gets; empty means the first of
-	// Profile.ServerURLs (in the device's order with SpreadURLs).
+	// Profile.ServerURLs (in the device's order with SpreadURLs). Set, it is held to
+	// the rules of Profile.ServerURLs (see [Profile.Validate]); the Apple exports
+	// refuse anything else with [ErrExport].
 	ServerURL string
 	// SpreadURLs gives each device Profile.ServerURLs in an order of its own, so that
 	// devices spread over the gateways rather than all starting at the first, as
@@ -405,7 +407,11 @@ func appleSettings(r *Rendered, opts ExportOptions) (appleSCEP, error) {
 		return appleSCEP{}, err
 	}
 	a := appleSCEP{url: opts.ServerURL, name: opts.CAName, challenge: opts.Challenge, ident: opts.PayloadIdentifier}
-	if a.url == "" {
+	if a.url != "" {
+		if reason := serverURLProblem(a.url, p.Platform); reason != "" {
+			return appleSCEP{}, exportErr("ServerURL %.100q: %s", a.url, reason)
+		}
+	} else {
 		if len(p.ServerURLs) == 0 {
 			return appleSCEP{}, exportErr("no SCEP server URL")
 		}

@@ -37,7 +37,7 @@ func exportProfile(platform Platform) *Profile {
 	p.Name = `Contoso <VPN> & "Wi-Fi"`
 	p.SubjectNameFormat = `CN="{{UserName}}"+UID={{UserId}},OU="Sales, EMEA",O=Contoso,C=US,E={{EmailAddress}}`
 	p.SubjectAlternativeNames = append(p.SubjectAlternativeNames, SAN{Type: SANDNS, Value: "{{DeviceName}}.contoso.com"})
-	p.ServerURLs = []string{"https://scep1.contoso.com/certsrv/mscep/mscep.dll", "https://scep2.contoso.com/certsrv/mscep/mscep.dll?a=1&b=2"}
+	p.ServerURLs = []string{"https://scep1.contoso.com/certsrv/mscep/mscep.dll", "https://scep2.contoso.com/a&b/mscep.dll"}
 	p.TemplateName = "IntuneUser"
 	if platform == Windows {
 		p.KeyStorageProvider = KSPTPMIfPresent
@@ -165,9 +165,22 @@ func TestExportErrors(t *testing.T) {
 		"syncml no challenge":  func() error { _, err := SyncML(win, ExportOptions{}); return err },
 		"syncml bad unique id": func() error { _, err := SyncML(win, ExportOptions{Challenge: "x", UniqueID: "a/../b"}); return err },
 		"plist control char":   func() error { _, err := MobileConfig(ios, ExportOptions{Challenge: "a\x01b"}); return err },
-		"json nil":             func() error { _, err := ExportJSON(nil, exportOpts); return err },
-		"mobileconfig nil":     func() error { _, err := MobileConfig(nil, exportOpts); return err },
-		"syncml nil":           func() error { _, err := SyncML(&Rendered{}, exportOpts); return err },
+		// The override is held to the profile's ServerURLs rules.
+		"mobileconfig URL query": func() error {
+			_, err := MobileConfig(ios, ExportOptions{ServerURL: "https://scep.example/scep?a=1"})
+			return err
+		},
+		"mobileconfig URL fragment": func() error {
+			_, err := MobileConfig(ios, ExportOptions{ServerURL: "https://scep.example/scep#"})
+			return err
+		},
+		"mobileconfig URL ftp": func() error {
+			_, err := MobileConfig(ios, ExportOptions{ServerURL: "ftp://scep.example/scep"})
+			return err
+		},
+		"json nil":         func() error { _, err := ExportJSON(nil, exportOpts); return err },
+		"mobileconfig nil": func() error { _, err := MobileConfig(nil, exportOpts); return err },
+		"syncml nil":       func() error { _, err := SyncML(&Rendered{}, exportOpts); return err },
 	} {
 		err := f()
 		require.ErrorIs(t, err, ErrExport, name)

@@ -282,7 +282,8 @@ type Profile struct {
 	// RenewalThresholdPercent is the remaining lifetime, in percent (1-99), at which
 	// the device renews.
 	RenewalThresholdPercent int
-	// ServerURLs are the SCEP endpoints, http or https (https on Android).
+	// ServerURLs are the SCEP endpoints, http or https (https on Android), without
+	// a query or fragment: devices append "?operation=..." to them.
 	ServerURLs []string
 	// RootCA is the trusted root the device pins. If nil, CAFingerprint must be set.
 	RootCA *x509.Certificate

@@ -55,7 +55,8 @@ const (
 //   - ExtendedKeyUsages: 1 to 32, each a valid OID, no duplicates.
 //   - RenewalThresholdPercent: 1 to 99.
 //   - ServerURLs: 1 to 16 absolute http or https URLs with a host, https on Android,
-//     no duplicates, none ending in /pkiclient.exe (devices append it).
+//     no duplicates, none ending in /pkiclient.exe (devices append it), none with a
+//     query or fragment (devices append ?operation=..., RFC 8894 section 4.1).
 //   - RootCA or CAFingerprint (20 bytes, SHA-1); if both, they agree.
 //   - RetryCount 0 to 30; RetryDelay 0 to 24 h, whole minutes on Windows.
 func (p *Profile) Validate() error {
@@ -312,22 +313,10 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 	seenURL := map[string]bool{}
 	for i, s := range p.ServerURLs {
 		field := "ServerURLs[" + strconv.Itoa(i) + "]"
-		u, err := url.Parse(s)
-		switch {
-		case err != nil || u.Host == "" || u.User != nil || u.Fragment != "":
-			bad(field, s, "must be an absolute http or https URL with a host, no user info or fragment")
-		case u.Scheme != "http" && u.Scheme != "https":
-			bad(field, s, "scheme must be http or https")
-		case u.Scheme != "https" && p.Platform == Android:
-			bad(field, s, "Android needs https")
-		case strings.HasSuffix(strings.ToLower(u.Path), "/pkiclient.exe"):
-			// Intune-managed devices append it to the profile's URL themselves
-			// (scep.Mount serves URL and URL/pkiclient.exe).
-			bad(field, s, "must not end in /pkiclient.exe: devices append it")
-		case seenURL[s]:
+		if reason := serverURLProblem(s, p.Platform); reason != "" {
+			bad(field, s, reason)
+		} else if seenURL[s] {
 			bad(field, s, "duplicate")
-		case containsAnyByte(s, ";\x00\n\r"):
-			bad(field, s, "must not contain ; or control characters")
 		}
 		seenURL[s] = true
 	}
@@ -366,6 +355,33 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 		return nil, nil, err
 	}
 	return f, sans, nil
+}
+
+// serverURLProblem returns why s cannot be a SCEP server URL of a profile for
+// platform, or "" if it can.
+func serverURLProblem(s string, platform Platform) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Host == "" || u.User != nil:
+		return "must be an absolute http or https URL with a host, no user info"
+	case u.RawQuery != "" || u.ForceQuery || strings.Contains(s, "#"):
+		// A device appends "?operation=...&message=..." to the URL (RFC 8894
+		// section 4.1): a query of its own, even an empty one, would leave the
+		// operation out of the query or make it part of a parameter's value, and
+		// a fragment would swallow it.
+		return "must have no query or fragment: devices append ?operation=... (RFC 8894 section 4.1)"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "scheme must be http or https"
+	case u.Scheme != "https" && platform == Android:
+		return "Android needs https"
+	case strings.HasSuffix(strings.ToLower(u.Path), "/pkiclient.exe"):
+		// Intune-managed devices append it to the profile's URL themselves
+		// (scep.Mount serves URL and URL/pkiclient.exe).
+		return "must not end in /pkiclient.exe: devices append it"
+	case containsAnyByte(s, ";\x00\n\r"):
+		return "must not contain ; or control characters"
+	}
+	return ""
 }
 
 // validOID reports whether oid is one that [parseOID] would read back from its dotted

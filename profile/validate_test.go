@@ -133,6 +133,16 @@ func TestValidateBounds(t *testing.T) {
 		{"relative URL", func(p *Profile) { p.ServerURLs = []string{"/certsrv"} }, "ServerURLs[0]"},
 		{"URL user info", func(p *Profile) { p.ServerURLs = []string{"https://u:p@scep.example/"} }, "ServerURLs[0]"},
 		{"URL semicolon", func(p *Profile) { p.ServerURLs = []string{"https://scep.example/a;b"} }, "ServerURLs[0]"},
+		// Devices append ?operation=...&message=... (RFC 8894 section 4.1): a query or
+		// fragment of the profile's own would break every request.
+		{"URL query", func(p *Profile) { p.ServerURLs = []string{"https://scep.example/certsrv/mscep/mscep.dll?a=1"} }, "ServerURLs[0]"},
+		{"URL empty query", func(p *Profile) { p.ServerURLs = []string{"https://scep.example/scep?"} }, "ServerURLs[0]"},
+		{"URL query of the second", func(p *Profile) {
+			p.ServerURLs = []string{"https://a.example/scep", "https://b.example/scep?operation=GetCACert"}
+		}, "ServerURLs[1]"},
+		{"URL fragment", func(p *Profile) { p.ServerURLs = []string{"https://scep.example/scep#a"} }, "ServerURLs[0]"},
+		{"URL empty fragment", func(p *Profile) { p.ServerURLs = []string{"https://scep.example/scep#"} }, "ServerURLs[0]"},
+		{"URL escaped ? and #", func(p *Profile) { p.ServerURLs = []string{"https://scep.example/a%3Fb%23c"} }, ""},
 		{"URL ending in pkiclient.exe", func(p *Profile) {
 			p.ServerURLs = []string{"https://ndes.example/certsrv/mscep/mscep.dll/pkiclient.exe"}
 		}, "ServerURLs[0]"},
