@@ -429,3 +429,39 @@ func TestSyncMLSubjectNameKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestIDNamesExports: every ID Validate accepts names the Windows node and the Apple
+// PayloadIdentifier as it is, so the exports' defaults (UniqueID and PayloadIdentifier
+// left empty) never refuse a valid profile; ValidateID agrees with Validate.
+func TestIDNamesExports(t *testing.T) {
+	for _, id := range []string{"a", "win", "prof-1", "Corp_VPN-2.user", "5f6c1b1e-0000-4000-8000-000000000001", strings.Repeat("z", MaxIDLength)} {
+		t.Run(id, func(t *testing.T) {
+			require.NoError(t, ValidateID(id))
+			win := exportProfile(Windows)
+			win.ID = id
+			r, err := Render(win, testUser(), testDevice(), nil)
+			require.NoError(t, err)
+			b, err := SyncML(r, ExportOptions{Challenge: "x"})
+			require.NoError(t, err)
+			require.Contains(t, string(b), "<LocURI>./User/Vendor/MSFT/ClientCertificateInstall/SCEP/"+id+"</LocURI>")
+
+			ios := exportProfile(IOS)
+			ios.ID = id
+			r, err = Render(ios, testUser(), testDevice(), nil)
+			require.NoError(t, err)
+			b, err = MobileConfig(r, ExportOptions{})
+			require.NoError(t, err)
+			require.Contains(t, string(b), "<string>com.scepkit.profile."+id+"</string>")
+		})
+	}
+	for _, id := range []string{"", " ", "a b", "a/b", ".", "..", "a..b", "a.", ".a", "ü", strings.Repeat("z", MaxIDLength+1)} {
+		err := ValidateID(id)
+		var fe *FieldError
+		require.ErrorAs(t, err, &fe, "%q", id)
+		require.Equal(t, "ID", fe.Field)
+		require.ErrorIs(t, err, ErrInvalidProfile)
+		p := testProfile()
+		p.ID = id
+		require.ErrorIs(t, p.Validate(), ErrInvalidProfile, "%q", id)
+	}
+}

@@ -254,7 +254,9 @@ var (
 // KeyType zero is RSA, Hash zero is SHA-2, RetryCount zero is 3, RetryDelay zero is the
 // platform default (10 s on Apple, 5 min on Windows). [Profile.Validate] lists the bounds.
 type Profile struct {
-	// ID identifies the profile (Intune's profile id); required.
+	// ID identifies the profile (Intune's profile id); required. The exports name
+	// the Windows CSP node and the Apple PayloadIdentifier after it, so it is held
+	// to what both carry unescaped: see [ValidateID].
 	ID string
 	// Name is the display name; required.
 	Name            string

@@ -31,13 +31,57 @@ const (
 	MaxSANs = 32
 	// MaxEKUs bounds the number of extended key usages.
 	MaxEKUs = 32
+	// MaxIDLength bounds the length of a profile ID, in bytes (an Intune profile id,
+	// a GUID, has 36).
+	MaxIDLength = 128
 )
+
+// ValidateID checks a profile ID as [Profile.Validate] does, and returns a
+// [*FieldError] for "ID" (errors.Is(err, [ErrInvalidProfile]) holds) or nil. It is
+// for ids that arrive before their profile does: a configured list of them, say.
+//
+// An ID is 1 to [MaxIDLength] ASCII letters, digits, '-', '_' and '.', where each '.'
+// separates two non-empty parts (no leading, trailing or doubled dot). The exports
+// name things after it, and every such ID fits each of them without escaping: the
+// Windows ClientCertificateInstall node SCEP/{ID} (one segment of an OMA-DM URI, in
+// which "." and ".." are dot-segments and other characters would need
+// percent-escaping), the Apple PayloadIdentifier com.scepkit.profile.<ID>
+// (reverse-DNS style, dot-separated labels) and the Windows Hello container
+// scepkit-<ID>.
+func ValidateID(id string) error {
+	if reason := idProblem(id); reason != "" {
+		return &FieldError{Field: "ID", Value: id, Reason: reason}
+	}
+	return nil
+}
+
+// idProblem returns why id cannot be a profile ID, or "" if it can.
+func idProblem(id string) string {
+	const want = "1 to 128 ASCII letters, digits, '-', '_' and '.', dots only between other characters"
+	switch {
+	case id == "":
+		return "required"
+	case len(id) > MaxIDLength:
+		return want
+	case id[0] == '.' || id[len(id)-1] == '.' || strings.Contains(id, ".."):
+		return want
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return want
+		}
+	}
+	return ""
+}
 
 // Validate checks every setting and returns one [*FieldError] per bad setting, joined
 // (errors.As finds the first; errors.Is(err, [ErrInvalidProfile]) holds). The bounds:
 //
-//   - ID and Name non-empty; CertificateType UserCertificate or DeviceCertificate;
-//     Platform one of Windows, IOS, MacOS, Android.
+//   - ID as [ValidateID] says: 1 to 128 ASCII letters, digits, '-', '_' and '.',
+//     dots only between other characters. Name non-empty. CertificateType
+//     UserCertificate or DeviceCertificate; Platform one of Windows, IOS, MacOS,
+//     Android.
 //   - SubjectNameFormat parses ([ParseSubjectFormat]); it or SubjectAlternativeNames is
 //     non-empty; variables are built-in or left to the caller's custom values, and a
 //     device certificate uses no user variable.
@@ -77,8 +121,8 @@ func (p *Profile) validate() (*SubjectFormat, []template, error) {
 	bad := func(field string, value any, reason string) {
 		errs = append(errs, &FieldError{Field: field, Value: fmt.Sprint(value), Reason: reason})
 	}
-	if p.ID == "" {
-		bad("ID", "", "required")
+	if reason := idProblem(p.ID); reason != "" {
+		bad("ID", p.ID, reason)
 	}
 	if p.Name == "" {
 		bad("Name", "", "required")

@@ -37,6 +37,27 @@ func TestValidateBounds(t *testing.T) {
 		field string // "" means valid
 	}{
 		{"no ID", func(p *Profile) { p.ID = "" }, "ID"},
+		// The exports name things after the ID: the Windows CSP node SCEP/{ID} (one URI
+		// segment), the Apple PayloadIdentifier com.scepkit.profile.<ID> (reverse DNS).
+		{"ID GUID", func(p *Profile) { p.ID = "5f6c1b1e-0000-4000-8000-000000000001" }, ""},
+		{"ID letters digits - _ .", func(p *Profile) { p.ID = "Corp_VPN-2.user" }, ""},
+		{"ID 128 bytes", func(p *Profile) { p.ID = strings.Repeat("a", 128) }, ""},
+		{"ID 129 bytes", func(p *Profile) { p.ID = strings.Repeat("a", 129) }, "ID"},
+		{"ID with a space", func(p *Profile) { p.ID = "corp vpn" }, "ID"},
+		{"ID only a space", func(p *Profile) { p.ID = " " }, "ID"},
+		{"ID with a newline", func(p *Profile) { p.ID = "a\nb" }, "ID"},
+		{"ID with NUL", func(p *Profile) { p.ID = "a\x00b" }, "ID"},
+		{"ID with DEL", func(p *Profile) { p.ID = "a\x7fb" }, "ID"},
+		{"ID with a slash", func(p *Profile) { p.ID = "a/b" }, "ID"},
+		{"ID with a percent", func(p *Profile) { p.ID = "a%2Fb" }, "ID"},
+		{"ID with ;", func(p *Profile) { p.ID = "a;b" }, "ID"},
+		{"ID not ASCII", func(p *Profile) { p.ID = "prüfung" }, "ID"},
+		{"ID invalid UTF-8", func(p *Profile) { p.ID = "a\xffb" }, "ID"},
+		{"ID dot", func(p *Profile) { p.ID = "." }, "ID"},
+		{"ID dot-dot", func(p *Profile) { p.ID = ".." }, "ID"},
+		{"ID leading dot", func(p *Profile) { p.ID = ".vpn" }, "ID"},
+		{"ID trailing dot", func(p *Profile) { p.ID = "vpn." }, "ID"},
+		{"ID doubled dot", func(p *Profile) { p.ID = "corp..vpn" }, "ID"},
 		{"no name", func(p *Profile) { p.Name = "" }, "Name"},
 		{"cert type zero", func(p *Profile) { p.CertificateType = 0 }, "CertificateType"},
 		{"cert type 3", func(p *Profile) { p.CertificateType = 3 }, "CertificateType"},

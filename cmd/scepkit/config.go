@@ -38,7 +38,7 @@ type config struct {
 	JWKSRefresh duration `toml:"jwks_refresh" doc:"how often to read jwks again, so that a key the MDM adds is trusted and one it removes is not, without a restart (on failure the keys in use stay); 0 reads it at start only" default:"5m"`
 	Directory   string   `toml:"directory" doc:"users and devices, a JSON file {\"users\": [{\"id\", \"upn\", \"email\", \"name\", \"disabled\"}], \"devices\": [{\"id\", \"user\", \"name\", \"serial\", \"compliant\"}]}, each id once, at most 64 MiB (required)"`
 	// Profiles are the ids challenges name in their prof claim.
-	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment); each is a user certificate CN={{UserPrincipalName}}, RSA 2048, client authentication" default:"win,ios,mac"`
+	Profiles        []string `toml:"profiles" doc:"SCEP profile ids challenges may name (comma-separated in the environment), distinct, each of letters, digits, -, _ and . (dots only between other characters); each is a user certificate CN={{UserPrincipalName}}, RSA 2048, client authentication" default:"win,ios,mac"`
 	CAName          string   `toml:"ca_name" doc:"distinguished name of the CA made on the first start in an empty state_dir, and by rollover-prepare with the date appended to its CN, written as RFC 4514 writes it (CN=Example Device CA,O=Example,C=FR; escape a comma in a value: O=Example\\, Inc.); its RA is named alike, RA in place of a final CA in the CN (rollover-prepare -ra-only names the new RA after the CA in force); a CA already made keeps its name: on an existing gateway set it to that CA's name before rollover-prepare" default:"CN=scepkit CA,O=scepkit"`
 	CertValidity    duration `toml:"cert_validity" doc:"validity of issued certificates, at most 17520h (730 days, the longest a profile may carry)" default:"8760h"`
 	RequireApproval bool     `toml:"require_approval" doc:"queue every request (PENDING) until an operator approves it through the admin API"`
@@ -393,6 +393,9 @@ func (c *config) validate() error {
 	case c.PKCS11.Module != "" && c.PKCS11.PINFile == "":
 		return settingError("pkcs11.pin_file", errors.New("required with pkcs11.module"))
 	}
+	if err := checkProfileIDs(c.Profiles); err != nil {
+		return settingError("profiles", err)
+	}
 	if (c.Rollover.At == "") != (c.Rollover.Dir == "") {
 		return settingError("rollover.at", errors.New("rollover.at and rollover.dir go together"))
 	}
@@ -419,6 +422,24 @@ func (c *config) validate() error {
 		(host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
 		// The default, http://LISTEN, would write 0.0.0.0 or [::] into every certificate.
 		return settingError("public_url", fmt.Errorf("required when listen (%q) is every interface: the CRL and CA URLs in every issued certificate are under it", c.Listen))
+	}
+	return nil
+}
+
+// checkProfileIDs checks the profiles setting: each id one that profile.ValidateID
+// accepts (the profiles' exports name a Windows CSP node and an Apple
+// PayloadIdentifier after it), none listed twice (the second copy would replace the
+// first without a word).
+func checkProfileIDs(ids []string) error {
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if err := profile.ValidateID(id); err != nil {
+			return err
+		}
+		if seen[id] {
+			return fmt.Errorf("profile id %q listed twice", id)
+		}
+		seen[id] = true
 	}
 	return nil
 }

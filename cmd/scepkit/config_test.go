@@ -260,3 +260,42 @@ func envOf(maps ...map[string]string) func(string) (string, bool) {
 		return "", false
 	}
 }
+
+// TestProfileIDsChecked: profiles is a set of profile ids, each named by challenges
+// and carried into the built-in profiles: an id listed twice, or one that
+// profile.ValidateID refuses (the exports name a CSP node and a PayloadIdentifier
+// after it), is refused at validation, naming profiles, with exitConfig. A second
+// copy of an id replaced the first without a word, and a bad id stopped the gateway
+// only once its CA was made.
+func TestProfileIDsChecked(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"SCEPKIT_JWKS": "jwks.json", "SCEPKIT_DIRECTORY": "directory.json"}
+	cases := []struct {
+		profiles string
+		refused  bool
+	}{
+		{"win,ios,mac", false},
+		{"win, ios", false}, // the environment's list is trimmed
+		{"5f6c1b1e-0000-4000-8000-000000000001", false},
+		{"win,win", true},
+		{"win,ios,win", true},
+		{"corp vpn", true},
+		{"a/b", true},
+		{"..", true},
+		{"vpn.", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.profiles, func(t *testing.T) {
+			t.Parallel()
+			_, err := loadConfig("", envOf(map[string]string{"SCEPKIT_PROFILES": tc.profiles}, base))
+			if !tc.refused {
+				require.NoError(t, err)
+				return
+			}
+			var se *badSetting
+			require.ErrorAs(t, err, &se)
+			require.Equal(t, "profiles", se.Setting)
+			require.Equal(t, exitConfig, exitStatus(err))
+		})
+	}
+}
