@@ -686,6 +686,8 @@ func degenerate(first *x509.Certificate, rest []*x509.Certificate, crl []byte) (
 }
 
 // parseDegenerate returns the certificates and CRLs (raw DER) of a certs-only SignedData.
+// As [parseSignedData] does, it refuses anything after the ContentInfo, after the
+// SignedData in it, or after the SignedData's signerInfos.
 func parseDegenerate(der []byte) ([]*x509.Certificate, [][]byte, error) {
 	certs, crls, err := parseDegenerateDER(der)
 	if err != nil {
@@ -707,6 +709,9 @@ func parseDegenerateDER(der []byte) ([]*x509.Certificate, [][]byte, error) {
 		!sd.ReadASN1Int64WithTag(&version, cbasn1.INTEGER) ||
 		!sd.ReadASN1(&skip, cbasn1.SET) || !sd.ReadASN1(&skip, cbasn1.SEQUENCE) {
 		return nil, nil, fmt.Errorf("%w: not a certs-only SignedData", ErrBadContent)
+	}
+	if !input.Empty() || !ci.Empty() || !body.Empty() {
+		return nil, nil, fmt.Errorf("%w: trailing data after the certs-only SignedData", ErrBadContent)
 	}
 	var certs []*x509.Certificate
 	var crls [][]byte
@@ -739,6 +744,10 @@ func parseDegenerateDER(der []byte) ([]*x509.Certificate, [][]byte, error) {
 			}
 			crls = append(crls, c)
 		}
+	}
+	// signerInfos (empty in a certs-only SignedData) ends the SignedData.
+	if !sd.ReadASN1(&skip, cbasn1.SET) || !sd.Empty() {
+		return nil, nil, fmt.Errorf("%w: bad signerInfos or trailing data in the certs-only SignedData", ErrBadContent)
 	}
 	return certs, crls, nil
 }
