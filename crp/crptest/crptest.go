@@ -111,14 +111,27 @@ type Env struct {
 	Server *scep.Server
 }
 
-// The demo directory: two active users and one disabled, each with a device.
-var DemoUsers = []struct {
-	UPN, Device string
-	Disabled    bool
-}{
-	{"alice@example.com", "alice-laptop", false},
-	{"bob@example.com", "bob-phone", false},
-	{"mallory@example.com", "mallory-tablet", true},
+// DemoUser is one user of the demo directory and their device.
+type DemoUser struct {
+	// UPN is the user's id, user principal name and email address.
+	UPN string
+	// Device is the id, name and Entra ID device id of the user's one device,
+	// compliant, with serial number "SN-" followed by Device.
+	Device string
+	// Disabled marks a user the directory refuses.
+	Disabled bool
+}
+
+// DemoUsers returns the demo directory [New] puts in every Env's Users and Devices:
+// alice@example.com (alice-laptop) and bob@example.com (bob-phone), active, and
+// mallory@example.com (mallory-tablet), disabled. Each call returns a new slice: a
+// test may change what it is handed without changing what another test, or New, sees.
+func DemoUsers() []DemoUser {
+	return []DemoUser{
+		{UPN: "alice@example.com", Device: "alice-laptop"},
+		{UPN: "bob@example.com", Device: "bob-phone"},
+		{UPN: "mallory@example.com", Device: "mallory-tablet", Disabled: true},
+	}
 }
 
 // ProfileID is the id of the demo profile; TemplateName the demo template's name.
@@ -216,7 +229,7 @@ func New(o Options) (env *Env, err error) {
 	e.Verifier = &challenge.Verifier{Keys: keys, Issuer: o.MDM, Audience: o.Gateway, Replay: replay, Now: o.Now}
 
 	e.Users, e.Devices = &crp.MemoryDirectory{}, &crp.MemoryRegistry{}
-	for _, u := range DemoUsers {
+	for _, u := range DemoUsers() {
 		name := u.UPN[:len(u.UPN)-len("@example.com")]
 		e.Users.Put(crp.User{User: profile.User{ID: u.UPN, UserPrincipalName: u.UPN, Email: u.UPN, UserName: name},
 			Disabled: u.Disabled})
