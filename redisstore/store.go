@@ -304,7 +304,7 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 	// two leaves an id in the index whose record is not pending, which Pending skips
 	// and removes, never a pending record missing from the index.
 	if r.Status == scep.Pending {
-		if err := s.indexPending(ctx, c, r.TransactionID, s.now().Add(ttl)); err != nil {
+		if err := s.indexPending(ctx, c, r.TransactionID, s.now().Add(ttl), create); err != nil {
 			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 		}
 	}
@@ -376,11 +376,17 @@ func (s *Store) live(v []byte, id string) bool {
 
 // indexPending adds id to the pending index until its record expires at expires,
 // and drops the ids whose records have expired, so that the index holds at most the
-// pending requests still alive.
-func (s *Store) indexPending(ctx context.Context, c redis.UniversalClient, id string, expires time.Time) error {
+// pending requests still alive. For a Create (keep), an id already indexed keeps a
+// later expiry (ZADD GT): the Create may be refused, and the record that refused it,
+// another requester's pending one, must stay listed for as long as it lives.
+func (s *Store) indexPending(ctx context.Context, c redis.UniversalClient, id string, expires time.Time, keep bool) error {
 	idx := s.key("", "pending")
+	z := redis.Z{Score: float64(expires.UnixMilli()), Member: id}
 	if err := retry(ctx, c, func() error {
-		return c.ZAdd(ctx, idx, redis.Z{Score: float64(expires.UnixMilli()), Member: id}).Err()
+		if keep {
+			return c.ZAddGT(ctx, idx, z).Err()
+		}
+		return c.ZAdd(ctx, idx, z).Err()
 	}); err != nil {
 		return err
 	}
@@ -394,7 +400,8 @@ func (s *Store) indexPending(ctx context.Context, c redis.UniversalClient, id st
 // transaction id, after the id after. It reads the ids of the index whose records
 // have not expired, then each record; an id whose record is gone or decided is
 // removed from the index. The index never holds more ids than there are live
-// pending requests plus those decided by a Put that failed half-way.
+// pending requests plus those decided by a Put that failed half-way (or
+// refused by a Create: another requester's record lived).
 func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Record, error) {
 	c, err := s.client()
 	if err != nil {

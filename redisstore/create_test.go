@@ -1,0 +1,40 @@
+package redisstore_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/internal/redistest"
+	"github.com/scepkit/scepkit/redisstore"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// TestRefusedCreateKeepsPendingListed: a pending Create refused because another
+// requester's pending record lives under the id must not shorten that record's place
+// in the pending index: it stays listed for as long as it lives, though the refused
+// record would have expired sooner.
+func TestRefusedCreateKeepsPendingListed(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	c := srv.Client(t)
+	now := time.Now()
+	s := &redisstore.Store{Client: c}
+	require.NoError(t, s.Create(ctx, &crp.Record{TransactionID: "tx", Status: scep.Pending, UserID: "bob",
+		Expires: now.Add(2 * time.Hour)}))
+	err := s.Create(ctx, &crp.Record{TransactionID: "tx", Status: scep.Pending, UserID: "alice",
+		Expires: now.Add(time.Hour)})
+	require.ErrorIs(t, err, crp.ErrRecordExists)
+
+	later := &redisstore.Store{Client: c, Now: func() time.Time { return now.Add(90 * time.Minute) }}
+	rec, err := later.Get(ctx, "tx")
+	require.NoError(t, err)
+	require.Equal(t, "bob", rec.UserID)
+	list, err := later.Pending(ctx, "", 0)
+	require.NoError(t, err)
+	require.Len(t, list, 1, "bob's pending record, alive, is missing from the pending list")
+	require.Equal(t, "bob", list[0].UserID)
+}
