@@ -38,3 +38,20 @@ func TestRefusedCreateKeepsPendingListed(t *testing.T) {
 	require.Len(t, list, 1, "bob's pending record, alive, is missing from the pending list")
 	require.Equal(t, "bob", list[0].UserID)
 }
+
+// TestCreateExpiredKeepsLiveRecord: a Create of a record already expired writes
+// nothing where a live record of its id is stored (ErrRecordExists), as a Create of
+// a live one: it does not delete the live record as Put does.
+func TestCreateExpiredKeepsLiveRecord(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := &redisstore.Store{Client: srv.Client(t)}
+	require.NoError(t, s.Put(ctx, &crp.Record{TransactionID: "tx", Status: scep.Pending, UserID: "bob",
+		Expires: time.Now().Add(time.Hour)}))
+	err := s.Create(ctx, &crp.Record{TransactionID: "tx", Status: scep.Failure, UserID: "alice",
+		Phase: crp.PhaseIssue, Reason: crp.ReasonRejected, Expires: time.Now().Add(-time.Second)})
+	require.ErrorIs(t, err, crp.ErrRecordExists)
+	rec, err := s.Get(ctx, "tx")
+	require.NoError(t, err, "a refused Create deleted the live record")
+	require.Equal(t, "bob", rec.UserID)
+}

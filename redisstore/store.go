@@ -284,6 +284,17 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 		ttl = r.Expires.Sub(s.now())
 	}
 	if ttl < time.Millisecond {
+		if create {
+			// Nothing to write, and a live record is not deleted: refused as any
+			// Create over it.
+			switch exists, err := s.setIfNone(ctx, c, key, r.TransactionID, nil, 0); {
+			case err != nil:
+				return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
+			case exists:
+				return fmt.Errorf("redisstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+			}
+			return nil
+		}
 		if err := retry(ctx, c, func() error { return c.Del(ctx, key).Err() }); err != nil {
 			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 		}
@@ -329,12 +340,15 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 }
 
 // setIfNone sets key to b for ttl unless it holds a live record of transaction id,
-// and reports whether it did hold one.
+// and reports whether it did hold one. A nil b (a record already expired) deletes
+// key instead, unless it holds a live record.
 func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id string, b []byte, ttl time.Duration) (exists bool, err error) {
 	// One round trip when the key is absent, as it is for a new transaction.
-	var set bool
-	if err := retry(ctx, c, func() (err error) { set, err = c.SetNX(ctx, key, b, ttl).Result(); return err }); err != nil || set {
-		return false, err
+	if b != nil {
+		var set bool
+		if err := retry(ctx, c, func() (err error) { set, err = c.SetNX(ctx, key, b, ttl).Result(); return err }); err != nil || set {
+			return false, err
+		}
 	}
 	// Present: live, or expired by this Store's clock but not yet by Redis's TTL.
 	for range createAttempts {
@@ -351,7 +365,11 @@ func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id 
 					return nil
 				}
 				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					p.Set(ctx, key, b, ttl)
+					if b == nil {
+						p.Del(ctx, key)
+					} else {
+						p.Set(ctx, key, b, ttl)
+					}
 					return nil
 				})
 				return err
