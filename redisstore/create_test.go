@@ -2,8 +2,14 @@ package redisstore_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/stretchr/testify/require"
 
@@ -53,5 +59,47 @@ func TestCreateExpiredKeepsLiveRecord(t *testing.T) {
 	require.ErrorIs(t, err, crp.ErrRecordExists)
 	rec, err := s.Get(ctx, "tx")
 	require.NoError(t, err, "a refused Create deleted the live record")
+	require.Equal(t, "bob", rec.UserID)
+}
+
+// lostReply applies the first command that matches and then reports a connection
+// reset, as when the connection breaks after Redis applied the command and before
+// its reply came back.
+type lostReply struct {
+	match func(args []any) bool
+	done  atomic.Bool
+}
+
+func (*lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err == nil && h.match(cmd.Args()) && h.done.CompareAndSwap(false, true) {
+			cmd.SetErr(syscall.ECONNRESET)
+			return syscall.ECONNRESET
+		}
+		return err
+	}
+}
+func (*lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestCreateReplyLost: a Create whose SET NX Redis applied but whose reply was lost
+// (a connection reset, which Create retries) has written its record: it returns nil,
+// not ErrRecordExists for the record it wrote itself.
+func TestCreateReplyLost(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	c := srv.Client(t)
+	c.AddHook(&lostReply{match: func(args []any) bool {
+		return len(args) > 0 && strings.EqualFold(fmt.Sprint(args[0]), "set") &&
+			strings.EqualFold(fmt.Sprint(args[len(args)-1]), "nx")
+	}})
+	s := &redisstore.Store{Client: c}
+	require.NoError(t, s.Create(ctx, &crp.Record{TransactionID: "tx", Status: scep.Pending, UserID: "bob",
+		Expires: time.Now().Add(time.Hour)}), "its own record, written on the first attempt")
+	rec, err := s.Get(ctx, "tx")
+	require.NoError(t, err)
 	require.Equal(t, "bob", rec.UserID)
 }

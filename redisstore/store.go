@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -360,6 +361,10 @@ func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id 
 				case errors.Is(err, redis.Nil):
 				case err != nil:
 					return err
+				case b != nil && bytes.Equal(old, b):
+					// This very record: a write of ours applied on an attempt
+					// whose reply was lost (retry sends it again).
+					return nil
 				case s.live(old, id):
 					exists = true
 					return nil
