@@ -5,7 +5,7 @@ import "testing"
 // TestCanonicalChallenge: a challenge spelt canonically is its own canonical
 // spelling (so claims made under the digest of its text keep their ids), in each
 // base64 alphabet and padding, and so is one that is not base64; a respelling of a
-// base64 challenge is the canonical one.
+// padded base64 challenge is the canonical one; an unpadded one keeps its bits.
 func TestCanonicalChallenge(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPw==", "TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPw=="},
@@ -17,7 +17,10 @@ func TestCanonicalChallenge(t *testing.T) {
 		{"", ""},
 		{"TURNAG9u\nZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPw==", "TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPw=="},
 		{" TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPx==\r\n", "TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPw=="},
-		{"TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPx", "TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPw"},
+		{"TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPx", "TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPx"},
+		{"TURNAG9u ZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPx", "TURNAG9uZSBjaGFsbGVuZ2UsIDM0IGJ5dGVzIGxvbmchPx"},
+		{"123450", "123450"},
+		{"123451", "123451"},
 	} {
 		if got := canonicalChallenge(c.in); got != c.want {
 			t.Errorf("canonicalChallenge(%q) = %q, want %q", c.in, got, c.want)

@@ -69,3 +69,37 @@ func TestExternalChallengeSpellingsClaimedOnce(t *testing.T) {
 		})
 	}
 }
+
+// otpValidator accepts its one-time codes by their text, as an MDM that hands out
+// short codes (a six-digit PIN) does.
+type otpValidator struct{ codes map[string]bool }
+
+func (v *otpValidator) Accepts(string) bool { return true }
+
+func (v *otpValidator) Validate(_ context.Context, tx *crp.Transaction) error {
+	if !v.codes[tx.Challenge] {
+		return errors.New("refused")
+	}
+	tx.Profile = &profile.Profile{ID: "mdm-profile"}
+	return nil
+}
+
+// TestDistinctShortChallengesClaimedApart: two different one-time codes are two
+// claims, though each happens to be unpadded base64 and they differ only in bits after
+// the last whole byte (six digits are four bytes and four bits: "123450" to "123459"
+// decode alike). Canonicalising those bits made the second device's genuine code a
+// replay of the first's.
+func TestDistinctShortChallengesClaimedApart(t *testing.T) {
+	env, _ := externalEnv(t)
+	env.RP.Validators = []crp.ChallengeValidator{&otpValidator{codes: map[string]bool{"123450": true, "123451": true}}}
+	require.NoError(t, env.RP.Validate())
+	ctx := context.Background()
+	for i, code := range []string{"123450", "123451"} {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		require.NoError(t, err)
+		_, err = env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "otp-" + code,
+			CSR: csr(t, key, "device-4"+code[5:], code), Challenge: code})
+		require.NoError(t, err, "device %d, code %s", i, code)
+	}
+	require.Equal(t, 2, env.Issuer.Count())
+}

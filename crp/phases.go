@@ -204,12 +204,15 @@ var challengeEncodings = []*base64.Encoding{base64.StdEncoding, base64.RawStdEnc
 // canonicalChallenge is ch as an MDM that decodes it as base64 reads it (Intune's
 // challenges are base64): when ch, its ASCII white space removed, is base64 in one of
 // challengeEncodings, that encoding of its bytes, written canonically (the bits after
-// the last whole byte zero); ch itself otherwise. A service may well decode leniently
-// (.NET's Convert.FromBase64String skips white space, and only a strict decoder looks
-// at the bits after the last byte), so the same challenge with a line break in it, or
-// other trailing bits, is the same challenge to it, and must be one claim here. A
-// challenge spelt canonically is its own canonical spelling: claims made before this
-// rule keep their ids.
+// the last whole byte zero) when it is padded; ch itself otherwise. A service may well
+// decode leniently (.NET's Convert.FromBase64String skips white space, and only a
+// strict decoder looks at the bits after the last byte), so the same challenge with a
+// line break in it, or other trailing bits, is the same challenge to it, and must be
+// one claim here. An unpadded one loses its white space but keeps its bits: short
+// codes an MDM compares as text (six digits, a hex token) are base64 by accident, and
+// "123450" and "123451", two codes, decode alike; .NET refuses base64 without its
+// padding. A challenge spelt canonically is its own canonical spelling: claims made
+// before this rule keep their ids.
 func canonicalChallenge(ch string) string {
 	s := strings.Map(func(r rune) rune {
 		switch r {
@@ -220,6 +223,9 @@ func canonicalChallenge(ch string) string {
 	}, ch)
 	for _, enc := range challengeEncodings {
 		if b, err := enc.DecodeString(s); err == nil && len(b) > 0 {
+			if !strings.HasSuffix(s, "=") {
+				return s // no bits after the last byte but those it spells
+			}
 			return enc.EncodeToString(b)
 		}
 	}
