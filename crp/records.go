@@ -209,8 +209,9 @@ func (rp *RegistrationPoint) mayReplace(ctx context.Context, tx *Transaction, si
 // tx's record is not written, and tx is refused as it would have been had it begun
 // after that record (ReasonTransactionConflict), or keeps its refusal e. A
 // certificate the CA signed for it is withheld and listed as such in the inventory;
-// a PENDING request's claims (its challenge, a renewal) are released, since nothing
-// was issued against them.
+// the claims (its challenge, a renewal) of a request PENDING for an operator's
+// approval are released, since nothing was issued against them, but not those of
+// one the CA queued, which the CA may still sign.
 func (rp *RegistrationPoint) lostTransactionID(ctx context.Context, tx *Transaction, e *Error) *Error {
 	conflict := fail(PhaseGateway, ReasonTransactionConflict,
 		errors.New("transactionID recorded by another requester key while this request ran (another gateway)"))
@@ -231,8 +232,13 @@ func (rp *RegistrationPoint) lostTransactionID(ctx context.Context, tx *Transact
 		if e == nil { // a refusal's certificate was marked already
 			rp.markWithheld(ctx, tx)
 		}
+	case e == nil && tx.Template != nil && tx.Template.RequiresApproval:
+		// PENDING for an operator's approval: the CA was not asked, nothing was
+		// issued against its claims.
+		rp.release(ctx, tx)
 	case e == nil:
-		rp.release(ctx, tx) // a PENDING request: nothing was issued against its claims
+		// Queued by the CA (ErrPending): the CA holds the request and may still sign
+		// it, so its claims stay, as after any request the CA was asked for.
 	}
 	if e != nil {
 		return e

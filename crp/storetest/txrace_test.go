@@ -177,3 +177,68 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	require.NoError(t, err, "alice's challenge stayed claimed though nothing was issued")
 	require.Equal(t, scep.Pending, res.Status)
 }
+
+// TestTransactionIDRaceCAQueued: as TestTransactionIDRaceAcrossGateways, but the CA
+// queues alice's request (ErrPending) rather than signing it. Her PENDING record is
+// not written (bob's stands), but the CA holds her request and may still sign it:
+// her challenge stays claimed, as after any request the CA was asked for, so that it
+// cannot buy her a second certificate. (A request pending for an operator's approval
+// never reached the CA: its challenge is released, TestTransactionIDRaceAcrossGateways.)
+func TestTransactionIDRaceCAQueued(t *testing.T) {
+	ctx := context.Background()
+	const txID = "tx-shared-queued"
+	m := &crp.MemoryStore{}
+	gw := func(first *crptest.Env) *crptest.Env {
+		env, err := crptest.New(crptest.Options{Gateway: "gateway.example", Share: first, Store: m})
+		require.NoError(t, err)
+		return env
+	}
+	a := gw(nil)
+	b := gw(a)
+	aliceInCA, bobAnswered := make(chan struct{}), make(chan struct{})
+	a.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
+		close(aliceInCA)
+		select {
+		case <-bobAnswered:
+		case <-time.After(20 * time.Second):
+		}
+		return nil, crp.ErrPending // queued in the CA
+	})
+	aliceKey, bobKey := rsaKeys(t)
+	enroll := func(env *crptest.Env, key *rsa.PrivateKey, user, id, ch string) (*crp.Result, error) {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: user}}, key)
+		require.NoError(t, err)
+		der, err = scep.AddChallengePassword(der, ch, key, nil)
+		require.NoError(t, err)
+		csr, err := x509.ParseCertificateRequest(der)
+		require.NoError(t, err)
+		return env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: id, CSR: csr, Challenge: ch})
+	}
+	aliceCh, _, err := a.Challenge("alice@example.com", "alice-laptop", 0)
+	require.NoError(t, err)
+	bobCh, _, err := b.Challenge("bob@example.com", "bob-phone", 0)
+	require.NoError(t, err)
+	aliceErr := make(chan error, 1)
+	go func() {
+		_, err := enroll(a, aliceKey, "alice@example.com", txID, aliceCh)
+		aliceErr <- err
+	}()
+	select {
+	case <-aliceInCA:
+	case err := <-aliceErr:
+		t.Fatalf("alice's request ended before it was held: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("alice's request never reached the CA")
+	}
+	_, err = enroll(b, bobKey, "bob@example.com", txID, bobCh)
+	require.NoError(t, err, "bob's request, at the other gateway")
+	close(bobAnswered)
+	var ce *crp.Error
+	require.ErrorAs(t, <-aliceErr, &ce)
+	require.Equal(t, crp.ReasonTransactionConflict, ce.Reason)
+
+	a.RP.Issuer = b.RP.Issuer
+	_, err = enroll(a, aliceKey, "alice@example.com", txID+"-alice", aliceCh)
+	require.ErrorAs(t, err, &ce, "alice's challenge was released while the CA holds her request")
+	require.Equal(t, crp.ReasonReplayed, ce.Reason, "%v", err)
+}
