@@ -447,7 +447,8 @@ type TransactionCreator interface {
 // CreateIssuance writes c and r in one durable write when no record of
 // r.TransactionID is stored (or the one stored has expired), and otherwise returns an
 // error matching [ErrRecordExists] and writes neither. boltstore and pgstore
-// implement it.
+// implement it. As for Create, a type that embeds one of them to change what
+// RecordIssuance does must give CreateIssuance the same change.
 type IssuanceCreator interface {
 	CreateIssuance(ctx context.Context, c *IssuedCertificate, r *Record) error
 }
