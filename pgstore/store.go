@@ -543,49 +543,7 @@ func (s *Store) Create(ctx context.Context, r *crp.Record) error {
 // is rolled back (the certificate's row with it) and the error matches
 // crp.ErrRecordExists.
 func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	certArgs, err := certificateArgs(c)
-	if err != nil {
-		return err
-	}
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(addCertificateSQL, certArgs...)
-	b.Queue(createRecordSQL, append(s.recordArgs(r), s.now())...)
-	exists := false
-	err = s.with(ctx, func(conn *pgxpool.Conn) error {
-		br := conn.SendBatch(ctx, b)
-		var n int64 = -1
-		for i := range 3 {
-			tag, err := br.Exec()
-			if err != nil {
-				br.Close()
-				return err
-			}
-			if i == 2 {
-				n = tag.RowsAffected()
-			}
-		}
-		if err := br.Close(); err != nil {
-			return err
-		}
-		if n == 0 {
-			exists = true
-			_, err := conn.Exec(ctx, "ROLLBACK")
-			return err
-		}
-		_, err := conn.Exec(ctx, "COMMIT") // sent once the rows' answer came back (see RecordIssuance)
-		return err
-	})
-	switch {
-	case err != nil:
-		return wrap("recording certificate and transaction", err)
-	case exists:
-		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
-	}
-	s.wrote(ctx)
-	return nil
+	return s.issuance(ctx, c, r, true)
 }
 
 func (s *Store) recordArgs(r *crp.Record) []any {
@@ -610,6 +568,11 @@ func (s *Store) recordArgs(r *crp.Record) []any {
 // certificate of an issuance that failed, and its record must not give it to a
 // resend). Only a COMMIT whose answer is lost may still apply after the call failed.
 func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	return s.issuance(ctx, c, r, false)
+}
+
+// issuance is RecordIssuance, and with create CreateIssuance.
+func (s *Store) issuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record, create bool) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	certArgs, err := certificateArgs(c)
@@ -619,18 +582,40 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 	b := &pgx.Batch{}
 	b.Queue("BEGIN") // a transaction the batch's Sync does not commit
 	b.Queue(addCertificateSQL, certArgs...)
-	b.Queue(putRecordSQL, s.recordArgs(r)...)
+	if create {
+		b.Queue(createRecordSQL, append(s.recordArgs(r), s.now())...)
+	} else {
+		b.Queue(putRecordSQL, s.recordArgs(r)...)
+	}
+	exists := false
 	err = s.with(ctx, func(conn *pgxpool.Conn) error {
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			// Not committed. (A connection left in a failed transaction is closed
-			// by the pool, not reused.)
+		br := conn.SendBatch(ctx, b)
+		var tag pgconn.CommandTag
+		for range b.Len() {
+			var err error
+			if tag, err = br.Exec(); err != nil {
+				// Not committed. (A connection left in a failed transaction is
+				// closed by the pool, not reused.)
+				br.Close()
+				return err
+			}
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		if create && tag.RowsAffected() == 0 { // the record's INSERT, the last
+			exists = true
+			_, err := conn.Exec(ctx, "ROLLBACK")
 			return err
 		}
 		_, err := conn.Exec(ctx, "COMMIT")
 		return err
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return wrap("recording certificate and transaction", err)
+	case exists:
+		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
 	}
 	s.wrote(ctx)
 	return nil

@@ -103,14 +103,8 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	}
 
 	aliceKey, bobKey := rsaKeys(t)
-	enroll := func(env *crptest.Env, key *rsa.PrivateKey, user, device, ch string) (*crp.Result, error) {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: user}}, key)
-		require.NoError(t, err)
-		der, err = scep.AddChallengePassword(der, ch, key, nil)
-		require.NoError(t, err)
-		csr, err := x509.ParseCertificateRequest(der)
-		require.NoError(t, err)
-		return env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: txID, CSR: csr, Challenge: ch})
+	enroll := func(env *crptest.Env, key *rsa.PrivateKey, user, _, ch string) (*crp.Result, error) {
+		return enrollUnder(t, env, key, user, txID, ch)
 	}
 	aliceCh, _, err := a.Challenge("alice@example.com", "alice-laptop", 0)
 	require.NoError(t, err)
@@ -185,7 +179,6 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 // cannot buy her a second certificate. (A request pending for an operator's approval
 // never reached the CA: its challenge is released, TestTransactionIDRaceAcrossGateways.)
 func TestTransactionIDRaceCAQueued(t *testing.T) {
-	ctx := context.Background()
 	const txID = "tx-shared-queued"
 	m := &crp.MemoryStore{}
 	gw := func(first *crptest.Env) *crptest.Env {
@@ -206,13 +199,7 @@ func TestTransactionIDRaceCAQueued(t *testing.T) {
 	})
 	aliceKey, bobKey := rsaKeys(t)
 	enroll := func(env *crptest.Env, key *rsa.PrivateKey, user, id, ch string) (*crp.Result, error) {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: user}}, key)
-		require.NoError(t, err)
-		der, err = scep.AddChallengePassword(der, ch, key, nil)
-		require.NoError(t, err)
-		csr, err := x509.ParseCertificateRequest(der)
-		require.NoError(t, err)
-		return env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: id, CSR: csr, Challenge: ch})
+		return enrollUnder(t, env, key, user, id, ch)
 	}
 	aliceCh, _, err := a.Challenge("alice@example.com", "alice-laptop", 0)
 	require.NoError(t, err)
@@ -241,4 +228,17 @@ func TestTransactionIDRaceCAQueued(t *testing.T) {
 	_, err = enroll(a, aliceKey, "alice@example.com", txID+"-alice", aliceCh)
 	require.ErrorAs(t, err, &ce, "alice's challenge was released while the CA holds her request")
 	require.Equal(t, crp.ReasonReplayed, ce.Reason, "%v", err)
+}
+
+// enrollUnder enrolls user's key at env's gateway under transactionID id with
+// challenge ch (in the CSR and beside it).
+func enrollUnder(t *testing.T, env *crptest.Env, key *rsa.PrivateKey, user, id, ch string) (*crp.Result, error) {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: user}}, key)
+	require.NoError(t, err)
+	der, err = scep.AddChallengePassword(der, ch, key, nil)
+	require.NoError(t, err)
+	csr, err := x509.ParseCertificateRequest(der)
+	require.NoError(t, err)
+	return env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: id, CSR: csr, Challenge: ch})
 }
