@@ -103,3 +103,26 @@ func TestCreateReplyLost(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "bob", rec.UserID)
 }
+
+// TestCreateKeepsRecordItCannotRead: a record written by a newer gateway (a record
+// version this Store does not know, during a rolling upgrade), or one that is not a
+// record at all, is not replaced by a Create: Get cannot read it, so nothing says it
+// has expired or is another requester's. It was taken for none, and replaced.
+func TestCreateKeepsRecordItCannotRead(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	c := srv.Client(t)
+	s := &redisstore.Store{Client: c}
+	for id, stored := range map[string]string{
+		"tx-newer":   `{"v":99,"id":"tx-newer","expires":"2999-01-01T00:00:00Z"}`,
+		"tx-garbage": `not a record`,
+	} {
+		require.NoError(t, c.Set(ctx, redisstore.DefaultPrefix+"tx:"+id, stored, time.Hour).Err())
+		err := s.Create(ctx, &crp.Record{TransactionID: id, Status: scep.Pending, UserID: "alice",
+			Expires: time.Now().Add(time.Hour)})
+		require.ErrorIs(t, err, crp.ErrRecordExists, id)
+		got, err := c.Get(ctx, redisstore.DefaultPrefix+"tx:"+id).Result()
+		require.NoError(t, err)
+		require.Equal(t, stored, got, "%s was replaced", id)
+	}
+}

@@ -388,11 +388,17 @@ func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id 
 }
 
 // live reports whether v, a stored record, is a record of transaction id that Get
-// would return (not expired by this Store's clock).
+// would return (not expired by this Store's clock), or one Get cannot read.
 func (s *Store) live(v []byte, id string) bool {
 	var w record
-	if json.Unmarshal(v, &w) != nil || w.V != recordVersion || w.TransactionID != id {
-		return false
+	if json.Unmarshal(v, &w) != nil || w.V != recordVersion {
+		// Not a record this Store can read (a newer gateway's, during a rolling
+		// upgrade): Get fails on it, and nothing says it expired or is another
+		// requester's, so it is not replaced.
+		return true
+	}
+	if w.TransactionID != id {
+		return false // another id hashed into the key: Get does not find it
 	}
 	return w.Expires.IsZero() || !s.now().After(w.Expires)
 }
