@@ -70,7 +70,8 @@ type WiFi struct {
 	// Windows matches the names, separated by ";" in its profile). At least one is
 	// required: without a name any certificate from the root would be trusted. None
 	// may be a name, or a wildcard covering a name, that an enrolled device's
-	// certificate can carry.
+	// certificate can carry; [Bundle.Validate] refuses one that this bundle's own
+	// certificate carries.
 	TrustedServerNames []string
 }
 
@@ -86,7 +87,8 @@ type VPN struct {
 	// TrustedServerNames, it must be a name no enrolled device can obtain a
 	// certificate for, and a server certificate from another CA than the SCEP one
 	// (named by ServerCertificateIssuerCommonName) keeps device certificates out of
-	// the question.
+	// the question. Apple checks no EKU of the gateway's certificate, so
+	// [Bundle.Validate] refuses an identity this bundle's own certificate carries.
 	RemoteIdentifier string
 	// LocalIdentifier is the device's IKE identity; empty means the certificate's
 	// first UPN, else its first DNS name, else its first email address.
@@ -175,6 +177,9 @@ func (b *Bundle) Validate() error {
 			if !serverName(n) {
 				errs = append(errs, bundleErr(fmt.Sprintf("WiFi.TrustedServerNames[%d]", i), n,
 					"a host name, optionally with a leading *. label"))
+			} else if own := b.ownName(n, true); own != "" {
+				errs = append(errs, bundleErr(fmt.Sprintf("WiFi.TrustedServerNames[%d]", i), n,
+					fmt.Sprintf("covers %.100q, a name of this device's own certificate, which would pass as the RADIUS server's", own)))
 			}
 		}
 	}
@@ -196,11 +201,54 @@ func (b *Bundle) Validate() error {
 			errs = append(errs, bundleErr("VPN.ServerCertificateIssuerCommonName", n,
 				"required (Apple's IKEv2 payload needs it with CertificateType), at most 256 bytes, no control characters"))
 		}
+		if id := b.vpnDefaults().RemoteIdentifier; checkText(id, 256) == "" {
+			if own := b.ownName(id, false); own != "" {
+				errs = append(errs, bundleErr("VPN.RemoteIdentifier", id,
+					fmt.Sprintf("is %.100q, a name of this device's own certificate, which would pass as the VPN gateway's "+
+						"(Apple checks no EKU of an IKEv2 server certificate)", own)))
+			}
+		}
 		if v.LocalIdentifier == "" && len(b.SCEP.UPNs)+len(b.SCEP.DNSNames)+len(b.SCEP.EmailAddresses) == 0 {
 			errs = append(errs, bundleErr("VPN.LocalIdentifier", "", "required when the certificate has no UPN, DNS or email name"))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ownName returns the first name of the bundle's own certificate that the server name
+// n matches, or "". A server certificate is matched by these names, and the bundle's
+// root signs this certificate too: a device whose names a user chose ({{DeviceName}})
+// could otherwise hold a certificate that passes as the server's. Names compare
+// without regard to case or a trailing dot.
+//
+// With eap (n is a RADIUS server name) the names are the subject's common names and
+// the DNS SANs, those an EAP client matches a server by, and a leading "*." in n
+// covers every name under the rest, however many labels deep, as Windows reads it
+// (Apple takes one label). Without (n is an IKE identity), email and UPN SANs count too:
+// an IKEv2 identity may be an email address, and strongSwan reads a UPN as one.
+func (b *Bundle) ownName(n string, eap bool) string {
+	norm := func(s string) string { return strings.ToLower(strings.TrimSuffix(s, ".")) }
+	n = norm(n)
+	rest, isWildcard := strings.CutPrefix(n, "*.")
+	r := b.SCEP
+	var names []string
+	for _, a := range r.Attributes {
+		if a.Type.Equal(oidCN) {
+			names = append(names, a.Value)
+		}
+	}
+	names = append(names, r.DNSNames...)
+	if !eap {
+		names = append(names, r.EmailAddresses...)
+		names = append(names, r.UPNs...)
+	}
+	for _, own := range names {
+		o := norm(own)
+		if o == n || eap && isWildcard && strings.HasSuffix(o, "."+rest) {
+			return own
+		}
+	}
+	return ""
 }
 
 // anyPurposeMicrosoft is Microsoft's Any Purpose EKU. The Windows WLAN profile does

@@ -749,3 +749,77 @@ func TestExportPayloadUUIDOverrides(t *testing.T) {
 		})
 	}
 }
+
+// TestBundleRefusesServerNameOfDevice: the bundle's root signs the device's own
+// certificate, and its names may come from values a user controls ({{DeviceName}}).
+// A device renamed "vpn" or "radius" would get a certificate naming the VPN gateway
+// or the RADIUS server. Apple's IKEv2 trust policy (SecPolicyCreateIPSec) checks no
+// EKU, so such a certificate passes as the gateway for every device that installed
+// the bundle, whatever the profile's EKUs; for Wi-Fi only the EKUs stand in the way.
+// Validate refuses a bundle whose own certificate carries the VPN's remote identifier
+// or a trusted RADIUS server name, or a name a wildcard server name covers.
+func TestBundleRefusesServerNameOfDevice(t *testing.T) {
+	cases := []struct {
+		name   string
+		device string // Device.Name: the DNS SAN is {{DeviceName}}.corp.contoso.com
+		setup  func(b *Bundle)
+		field  string // "" means accepted
+	}{
+		{"unrelated names", "janes-laptop", func(b *Bundle) {}, ""},
+		{"device named as the VPN gateway", "vpn", func(b *Bundle) {
+			b.VPN.RemoteAddress = "vpn.corp.contoso.com"
+		}, "VPN.RemoteIdentifier"},
+		{"device named as the VPN identity, other case", "VPN", func(b *Bundle) {
+			b.VPN.RemoteIdentifier = "vpn.corp.contoso.com."
+		}, "VPN.RemoteIdentifier"},
+		{"VPN identity is the user's UPN", "janes-laptop", func(b *Bundle) {
+			b.VPN.RemoteIdentifier = "jane@contoso.com"
+		}, "VPN.RemoteIdentifier"},
+		{"device named as the RADIUS server", "radius", func(b *Bundle) {
+			b.WiFi.TrustedServerNames = []string{"radius.corp.contoso.com"}
+		}, "WiFi.TrustedServerNames[0]"},
+		{"wildcard server name covers the device", "janes-laptop", func(b *Bundle) {
+			b.WiFi.TrustedServerNames = []string{"radius.contoso.com", "*.corp.contoso.com"}
+		}, "WiFi.TrustedServerNames[1]"},
+		{"Windows reads a wildcard as several labels", "a.b", func(b *Bundle) {
+			b.WiFi.TrustedServerNames = []string{"*.corp.contoso.com"}
+		}, "WiFi.TrustedServerNames[0]"},
+		{"wildcard over the UPN's domain: an EAP client matches no UPN", "janes-laptop", func(b *Bundle) {
+			b.WiFi.TrustedServerNames = []string{"*.contoso.com"}
+			b.SCEP.DNSNames, b.SCEP.UPNs = nil, []string{"jane@eu.contoso.com"}
+		}, ""},
+		{"parent domain of a name", "janes-laptop", func(b *Bundle) {
+			b.WiFi.TrustedServerNames = []string{"contoso.com"} // a parent of the UPN's domain, not a name the certificate carries
+		}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, platform := range []Platform{IOS, Windows} {
+				root, intermediate := bundleChain(t)
+				p := testProfile()
+				p.Platform = platform
+				p.CAFingerprint = nil
+				p.RootCA = root
+				d := testDevice()
+				d.Name = tc.device
+				r, err := Render(p, testUser(), d, nil)
+				require.NoError(t, err)
+				b := &Bundle{SCEP: r, DeviceID: d.ID, Intermediates: []*x509.Certificate{intermediate},
+					WiFi: &WiFi{SSID: "Contoso", TrustedServerNames: []string{"radius.contoso.com"}},
+					VPN:  &VPN{Name: "Contoso VPN", RemoteAddress: "vpn.contoso.com", ServerCertificateIssuerCommonName: "Contoso VPN CA"}}
+				tc.setup(b)
+				err = b.Validate()
+				if tc.field == "" {
+					require.NoError(t, err)
+					continue
+				}
+				require.ErrorIs(t, err, ErrInvalidProfile)
+				var fe *FieldError
+				require.ErrorAs(t, err, &fe)
+				require.Equal(t, tc.field, fe.Field)
+				_, err = b.JSON(bundleOpts)
+				require.ErrorIs(t, err, ErrInvalidProfile)
+			}
+		})
+	}
+}
