@@ -1264,36 +1264,13 @@ func (r *record) decode() (*crp.Record, error) {
 
 // Put implements crp.TransactionStore: the record is on disk when it returns nil.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
-	apply, err := s.putRecord(r, false)
-	if err == nil {
-		err = s.write(ctx, apply)
-	}
-	if err != nil {
-		return fmt.Errorf("boltstore: recording transaction: %w", err)
-	}
-	return nil
+	return s.writeRecord(ctx, nil, r, false)
 }
 
 // RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
 // record are written in one commit, on disk when it returns nil.
 func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
-	addCert, err := addCertificate(c)
-	if err != nil {
-		return err
-	}
-	putRecord, err := s.putRecord(r, true)
-	if err == nil {
-		err = s.write(ctx, func(w *wtx) error {
-			if err := addCert(w); err != nil {
-				return err
-			}
-			return putRecord(w)
-		})
-	}
-	if err != nil {
-		return fmt.Errorf("boltstore: recording certificate and transaction: %w", err)
-	}
-	return nil
+	return s.writeRecord(ctx, c, r, false)
 }
 
 // Create implements crp.TransactionCreator: r is written, and on disk when it returns
@@ -1301,49 +1278,47 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 // an error matching crp.ErrRecordExists and writes nothing. The test and the write are
 // one step of the commit loop, which applies writes one at a time.
 func (s *Store) Create(ctx context.Context, r *crp.Record) error {
-	apply, err := s.putRecord(r, false)
-	var exists bool
-	if err == nil {
-		err = s.write(ctx, func(w *wtx) error {
-			if exists = s.recordLive(w, r.TransactionID); exists {
-				return nil
-			}
-			return apply(w)
-		})
-	}
-	switch {
-	case err != nil:
-		return fmt.Errorf("boltstore: recording transaction: %w", err)
-	case exists:
-		return fmt.Errorf("boltstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
-	}
-	return nil
+	return s.writeRecord(ctx, nil, r, true)
 }
 
 // CreateIssuance implements crp.IssuanceCreator: RecordIssuance when no live record of
 // r's transaction id is stored; otherwise an error matching crp.ErrRecordExists, and
 // neither c nor r is written.
 func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
-	addCert, err := addCertificate(c)
-	if err != nil {
-		return err
+	return s.writeRecord(ctx, c, r, true)
+}
+
+// writeRecord writes r, and c (when not nil) with it in one commit; with create, only
+// when no live record of r's transaction id is stored (recordLive), and otherwise
+// nothing, with an error matching crp.ErrRecordExists.
+func (s *Store) writeRecord(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record, create bool) error {
+	what := "recording transaction"
+	var addCert func(w *wtx) error
+	if c != nil {
+		what = "recording certificate and transaction"
+		var err error
+		if addCert, err = addCertificate(c); err != nil {
+			return err
+		}
 	}
-	putRecord, err := s.putRecord(r, true)
-	var exists bool
+	putRecord, err := s.putRecord(r, c != nil)
+	exists := false
 	if err == nil {
 		err = s.write(ctx, func(w *wtx) error {
-			if exists = s.recordLive(w, r.TransactionID); exists {
+			if exists = create && s.recordLive(w, r.TransactionID); exists {
 				return nil
 			}
-			if err := addCert(w); err != nil {
-				return err
+			if addCert != nil {
+				if err := addCert(w); err != nil {
+					return err
+				}
 			}
 			return putRecord(w)
 		})
 	}
 	switch {
 	case err != nil:
-		return fmt.Errorf("boltstore: recording certificate and transaction: %w", err)
+		return fmt.Errorf("boltstore: %s: %w", what, err)
 	case exists:
 		return fmt.Errorf("boltstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
 	}

@@ -211,10 +211,7 @@ func TestSecretFileInDirectoryOthersMayWrite(t *testing.T) {
 func TestPublicURLChecked(t *testing.T) {
 	t.Parallel()
 	base := map[string]string{"SCEPKIT_JWKS": "jwks.json", "SCEPKIT_DIRECTORY": "directory.json"}
-	cases := []struct {
-		url     string
-		refused bool
-	}{
+	checkSetting(t, "SCEPKIT_PUBLIC_URL", "public_url", base, []settingCase{
 		{"http://", true},
 		{"https:///scepkit", true},
 		{"http://:8080", true},
@@ -230,20 +227,37 @@ func TestPublicURLChecked(t *testing.T) {
 		{"https://proxy.example.com/scepkit", false},
 		{"HTTP://gw.example.com", true},
 		{"Https://gw.example.com", true},
-	}
+	}, func(t *testing.T, err error) {
+		require.NotContains(t, err.Error(), "hunter2", "the password is not repeated in the error")
+	})
+}
+
+// settingCase is a value of one setting, and whether loadConfig refuses it.
+type settingCase struct {
+	value   string
+	refused bool
+}
+
+// checkSetting loads a configuration from base with the environment variable set to
+// each case's value, and checks that a value refused names setting and exits with
+// exitConfig, and that another loads; extra, when not nil, checks each refusal
+// further.
+func checkSetting(t *testing.T, variable, setting string, base map[string]string, cases []settingCase, extra func(t *testing.T, err error)) {
 	for _, tc := range cases {
-		t.Run(tc.url, func(t *testing.T) {
+		t.Run(tc.value, func(t *testing.T) {
 			t.Parallel()
-			_, err := loadConfig("", envOf(map[string]string{"SCEPKIT_PUBLIC_URL": tc.url}, base))
+			_, err := loadConfig("", envOf(map[string]string{variable: tc.value}, base))
 			if !tc.refused {
 				require.NoError(t, err)
 				return
 			}
 			var se *badSetting
 			require.ErrorAs(t, err, &se)
-			require.Equal(t, "public_url", se.Setting)
+			require.Equal(t, setting, se.Setting)
 			require.Equal(t, exitConfig, exitStatus(err))
-			require.NotContains(t, err.Error(), "hunter2", "the password is not repeated in the error")
+			if extra != nil {
+				extra(t, err)
+			}
 		})
 	}
 }
@@ -270,10 +284,7 @@ func envOf(maps ...map[string]string) func(string) (string, bool) {
 func TestProfileIDsChecked(t *testing.T) {
 	t.Parallel()
 	base := map[string]string{"SCEPKIT_JWKS": "jwks.json", "SCEPKIT_DIRECTORY": "directory.json"}
-	cases := []struct {
-		profiles string
-		refused  bool
-	}{
+	checkSetting(t, "SCEPKIT_PROFILES", "profiles", base, []settingCase{
 		{"win,ios,mac", false},
 		{"win, ios", false}, // the environment's list is trimmed
 		{"5f6c1b1e-0000-4000-8000-000000000001", false},
@@ -283,19 +294,5 @@ func TestProfileIDsChecked(t *testing.T) {
 		{"a/b", true},
 		{"..", true},
 		{"vpn.", true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.profiles, func(t *testing.T) {
-			t.Parallel()
-			_, err := loadConfig("", envOf(map[string]string{"SCEPKIT_PROFILES": tc.profiles}, base))
-			if !tc.refused {
-				require.NoError(t, err)
-				return
-			}
-			var se *badSetting
-			require.ErrorAs(t, err, &se)
-			require.Equal(t, "profiles", se.Setting)
-			require.Equal(t, exitConfig, exitStatus(err))
-		})
-	}
+	}, nil)
 }

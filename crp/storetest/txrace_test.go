@@ -103,9 +103,6 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	}
 
 	aliceKey, bobKey := rsaKeys(t)
-	enroll := func(env *crptest.Env, key *rsa.PrivateKey, user, _, ch string) (*crp.Result, error) {
-		return enrollUnder(t, env, key, user, txID, ch)
-	}
 	aliceCh, _, err := a.Challenge("alice@example.com", "alice-laptop", 0)
 	require.NoError(t, err)
 	bobCh, _, err := b.Challenge("bob@example.com", "bob-phone", 0)
@@ -117,7 +114,7 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	}
 	aliceOut := make(chan outcome, 1)
 	go func() {
-		res, err := enroll(a, aliceKey, "alice@example.com", "alice-laptop", aliceCh)
+		res, err := enrollUnder(t, a, aliceKey, "alice@example.com", txID, aliceCh)
 		aliceOut <- outcome{res, err}
 	}()
 	select {
@@ -127,7 +124,7 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("alice's request never reached the CA")
 	}
-	bob, err := enroll(b, bobKey, "bob@example.com", "bob-phone", bobCh)
+	bob, err := enrollUnder(t, b, bobKey, "bob@example.com", txID, bobCh)
 	require.NoError(t, err, "bob's request, at the other gateway")
 	close(bobAnswered)
 	alice := <-aliceOut
@@ -138,7 +135,7 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	require.Nil(t, alice.res.Certificate)
 
 	// Bob's record is still his: his resend gets his answer.
-	again, err := enroll(b, bobKey, "bob@example.com", "bob-phone", bobCh)
+	again, err := enrollUnder(t, b, bobKey, "bob@example.com", txID, bobCh)
 	require.NoError(t, err, "bob's resend: his record was replaced")
 	require.Equal(t, bob.Status, again.Status)
 	if !pending {
@@ -160,14 +157,8 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	require.NoError(t, err)
 	require.Equal(t, "bob@example.com", rec.UserID)
 	require.Equal(t, scep.Pending, rec.Status)
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com"}}, aliceKey)
-	require.NoError(t, err)
-	der, err = scep.AddChallengePassword(der, aliceCh, aliceKey, nil)
-	require.NoError(t, err)
-	csr, err := x509.ParseCertificateRequest(der)
-	require.NoError(t, err)
 	a.RP.Notifier = b.RP.Notifier
-	res, err := a.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: txID + "-alice", CSR: csr, Challenge: aliceCh})
+	res, err := enrollUnder(t, a, aliceKey, "alice@example.com", txID+"-alice", aliceCh)
 	require.NoError(t, err, "alice's challenge stayed claimed though nothing was issued")
 	require.Equal(t, scep.Pending, res.Status)
 }
@@ -198,16 +189,13 @@ func TestTransactionIDRaceCAQueued(t *testing.T) {
 		return nil, crp.ErrPending // queued in the CA
 	})
 	aliceKey, bobKey := rsaKeys(t)
-	enroll := func(env *crptest.Env, key *rsa.PrivateKey, user, id, ch string) (*crp.Result, error) {
-		return enrollUnder(t, env, key, user, id, ch)
-	}
 	aliceCh, _, err := a.Challenge("alice@example.com", "alice-laptop", 0)
 	require.NoError(t, err)
 	bobCh, _, err := b.Challenge("bob@example.com", "bob-phone", 0)
 	require.NoError(t, err)
 	aliceErr := make(chan error, 1)
 	go func() {
-		_, err := enroll(a, aliceKey, "alice@example.com", txID, aliceCh)
+		_, err := enrollUnder(t, a, aliceKey, "alice@example.com", txID, aliceCh)
 		aliceErr <- err
 	}()
 	select {
@@ -217,7 +205,7 @@ func TestTransactionIDRaceCAQueued(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("alice's request never reached the CA")
 	}
-	_, err = enroll(b, bobKey, "bob@example.com", txID, bobCh)
+	_, err = enrollUnder(t, b, bobKey, "bob@example.com", txID, bobCh)
 	require.NoError(t, err, "bob's request, at the other gateway")
 	close(bobAnswered)
 	var ce *crp.Error
@@ -225,7 +213,7 @@ func TestTransactionIDRaceCAQueued(t *testing.T) {
 	require.Equal(t, crp.ReasonTransactionConflict, ce.Reason)
 
 	a.RP.Issuer = b.RP.Issuer
-	_, err = enroll(a, aliceKey, "alice@example.com", txID+"-alice", aliceCh)
+	_, err = enrollUnder(t, a, aliceKey, "alice@example.com", txID+"-alice", aliceCh)
 	require.ErrorAs(t, err, &ce, "alice's challenge was released while the CA holds her request")
 	require.Equal(t, crp.ReasonReplayed, ce.Reason, "%v", err)
 }
