@@ -128,6 +128,11 @@ func Render(p *Profile, u User, d Device, custom Values) (*Rendered, error) {
 		if reason := checkSANValue(s.Type, v); reason != "" {
 			return nil, &VariableError{Where: sanField(i), Err: ErrInvalidValue, Detail: reason}
 		}
+		if s.Type == SANDNS && strings.HasPrefix(v, "*.") && !strings.HasPrefix(strings.TrimSpace(s.Value), "*.") {
+			// A wildcard only where the profile writes it: a device named "*" would
+			// otherwise get a certificate for every host of its domain.
+			return nil, &VariableError{Where: sanField(i), Err: ErrInvalidValue, Detail: "a wildcard DNS name made by a variable"}
+		}
 		switch s.Type {
 		case SANEmail:
 			r.EmailAddresses = append(r.EmailAddresses, v)

@@ -392,3 +392,31 @@ func TestURISANVerbatim(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderWildcardOnlyAsWritten: a DNS SAN is a wildcard only where the profile
+// writes its leading "*." itself. A device renamed "*" under
+// {{DeviceName}}.corp.contoso.com rendered *.corp.contoso.com, a wildcard certificate
+// for every host of the domain (a VPN gateway's, a RADIUS server's name included).
+func TestRenderWildcardOnlyAsWritten(t *testing.T) {
+	for _, c := range []struct {
+		san, device string
+		refused     bool
+	}{
+		{"{{DeviceName}}.corp.contoso.com", "*", true},
+		{"{{DeviceName}}", "*.corp.contoso.com", true},
+		{"{{DeviceName}}.corp.contoso.com", "laptop", false},
+		{"*.{{DeviceName}}.corp.contoso.com", "laptop", false},
+		{"*.{{DeviceName}}", "*.corp.contoso.com", true},
+	} {
+		p := testProfile()
+		p.SubjectAlternativeNames = []SAN{{Type: SANDNS, Value: c.san}}
+		d := testDevice()
+		d.Name = c.device
+		_, err := Render(p, testUser(), d, nil)
+		if c.refused {
+			require.ErrorIs(t, err, ErrInvalidValue, "%s with %s", c.san, c.device)
+		} else {
+			require.NoError(t, err, "%s with %s", c.san, c.device)
+		}
+	}
+}
