@@ -224,8 +224,10 @@ func (b *Bundle) Validate() error {
 // With eap (n is a RADIUS server name) the names are the subject's common names and
 // the DNS SANs, those an EAP client matches a server by, and a leading "*." in n
 // covers every name under the rest, however many labels deep, as Windows reads it
-// (Apple takes one label). Without (n is an IKE identity), email and UPN SANs count too:
-// an IKEv2 identity may be an email address, and strongSwan reads a UPN as one.
+// (Apple takes one label). Without (n is an IKE identity), email and UPN SANs count
+// too: an IKEv2 identity may be an email address, and strongSwan reads a UPN as one.
+// Either way, a leading "*." in one of the names (written so by the profile: a
+// variable makes none, see Render) covers n as a wildcard n covers the names.
 func (b *Bundle) ownName(n string, eap bool) string {
 	norm := func(s string) string { return strings.ToLower(strings.TrimSuffix(s, ".")) }
 	n = norm(n)
@@ -244,7 +246,9 @@ func (b *Bundle) ownName(n string, eap bool) string {
 	}
 	for _, own := range names {
 		o := norm(own)
-		if o == n || eap && isWildcard && strings.HasSuffix(o, "."+rest) {
+		ownRest, ownWildcard := strings.CutPrefix(o, "*.")
+		if o == n || eap && isWildcard && strings.HasSuffix(o, "."+rest) ||
+			ownWildcard && !isWildcard && strings.HasSuffix(n, "."+ownRest) {
 			return own
 		}
 	}

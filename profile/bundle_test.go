@@ -788,6 +788,14 @@ func TestBundleRefusesServerNameOfDevice(t *testing.T) {
 			b.WiFi.TrustedServerNames = []string{"*.contoso.com"}
 			b.SCEP.DNSNames, b.SCEP.UPNs = nil, []string{"jane@eu.contoso.com"}
 		}, ""},
+		{"the device's own wildcard name covers the RADIUS server", "janes-laptop", func(b *Bundle) {
+			b.SCEP.DNSNames = []string{"*.corp.contoso.com"} // written so by the profile
+			b.WiFi.TrustedServerNames = []string{"radius.corp.contoso.com"}
+		}, "WiFi.TrustedServerNames[0]"},
+		{"the device's own wildcard name covers the VPN gateway", "janes-laptop", func(b *Bundle) {
+			b.SCEP.DNSNames = []string{"*.corp.contoso.com"}
+			b.VPN.RemoteAddress = "vpn.corp.contoso.com"
+		}, "VPN.RemoteIdentifier"},
 		{"parent domain of a name", "janes-laptop", func(b *Bundle) {
 			b.WiFi.TrustedServerNames = []string{"contoso.com"} // a parent of the UPN's domain, not a name the certificate carries
 		}, ""},
