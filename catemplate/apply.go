@@ -174,7 +174,8 @@ func apply(t *Template, csr *x509.CertificateRequest, r *profile.Rendered, ca *x
 }
 
 // checkKey applies the template's key type and size rules, and refuses an RSA key
-// over scep.MaxRSABits (8192 bits) or with an exponent crypto/rsa refuses.
+// over scep.MaxRSABits (8192 bits), or with an exponent or an even modulus crypto/rsa
+// refuses.
 func checkKey(t *Template, pub any) error {
 	fail := func(err error, detail string) error {
 		return &TemplateError{Template: t.Name, Err: err, Detail: detail}

@@ -168,6 +168,13 @@ func (e *Error) releases() bool {
 		e.Phase < PhaseIssue && errors.Is(e.Err, errPanicked)
 }
 
+// transientFor reports whether e, tx's refusal, is transient: it releases and the CA
+// has signed nothing for tx (finishRecord then records nothing, and the MDM is told
+// so: Notification.Transient). False for a nil e.
+func (e *Error) transientFor(tx *Transaction) bool {
+	return e != nil && e.releases() && tx.Certificate == nil
+}
+
 func fail(p Phase, r Reason, err error) *Error { return &Error{Phase: p, Reason: r, Err: err} }
 
 // errNilRequest is Enroll's, Decide's, Complete's and Respond's answer to a nil

@@ -252,11 +252,12 @@ type Notification struct {
 	// Err is the detail of the refusal, for OutcomeFailed; never sent to the device.
 	Err error
 	// Transient is set for an OutcomeFailed that is no verdict on the request: a
-	// transient failure (an error matching ErrUnavailable) or an operator fault
-	// (ReasonMisconfigured) before anything was issued. Such an outcome is not
-	// recorded and the challenge is given back (see the package documentation, "# One
-	// certificate per challenge"), so the same transaction may come again and be
-	// issued: a Notifier whose MDM takes "failed" as final (Intune's) tells it nothing.
+	// transient failure (an error matching ErrUnavailable), an operator fault
+	// (ReasonMisconfigured) or a panic of a check before the issue phase, before
+	// anything was issued. Such an outcome is not recorded and the challenge is given
+	// back (see the package documentation, "# One certificate per challenge"), so the
+	// same transaction may come again and be issued: a Notifier whose MDM takes
+	// "failed" as final (Intune's) tells it nothing.
 	Transient bool
 	// Certificate, Serial (its serial number), Thumbprint (the SHA-1 of its DER,
 	// in upper-case hex) and NotAfter (its expiry) are set for OutcomeIssued only:
@@ -338,6 +339,10 @@ type Record struct {
 	// Expires is when the record may be forgotten.
 	Expires time.Time
 }
+
+// live reports whether r has not expired at now (a zero Expires never does), as the
+// memory stores judge it.
+func (r *Record) live(now time.Time) bool { return r.Expires.IsZero() || !now.After(r.Expires) }
 
 // TransactionStore keeps Records by transaction id, so that polls and resends get the
 // recorded answer and pending requests can be decided later. Used by the
@@ -646,7 +651,7 @@ func (m *MemoryTransactions) Get(_ context.Context, id string) (*Record, error) 
 	s.Lock()
 	defer s.Unlock()
 	r, ok := s.m[id]
-	if !ok || (!r.Expires.IsZero() && m.now().After(r.Expires)) {
+	if !ok || !r.live(m.now()) {
 		return nil, fmt.Errorf("%w: transaction %q", ErrNotFound, id)
 	}
 	c := *r
@@ -674,7 +679,7 @@ func (m *MemoryTransactions) put(r *Record, create bool) bool {
 	s.Lock()
 	defer s.Unlock()
 	if create {
-		if old, ok := s.m[r.TransactionID]; ok && (old.Expires.IsZero() || !m.now().After(old.Expires)) {
+		if old, ok := s.m[r.TransactionID]; ok && old.live(m.now()) {
 			return false
 		}
 	}
@@ -687,7 +692,7 @@ func (m *MemoryTransactions) put(r *Record, create bool) bool {
 	if s.writes >= 64 && s.writes >= len(s.m)/2 {
 		now := m.now()
 		for k, v := range s.m {
-			if !v.Expires.IsZero() && now.After(v.Expires) {
+			if !v.live(now) {
 				delete(s.m, k)
 			}
 		}

@@ -61,7 +61,7 @@ func (m *MemoryTransactions) Pending(ctx context.Context, after string, limit in
 		s := &m.shards[i]
 		s.Lock()
 		for id, r := range s.m {
-			if r.Status == scep.Pending && id > after && (r.Expires.IsZero() || !now.After(r.Expires)) {
+			if r.Status == scep.Pending && id > after && r.live(now) {
 				c := *r
 				out = append(out, &c)
 			}

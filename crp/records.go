@@ -63,7 +63,7 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	// Once the CA has signed, the outcome is never transient: the challenge stays
 	// claimed and the outcome is recorded, so that a retry cannot obtain a second
 	// certificate (for example when a required notification fails after issuance).
-	transient := e != nil && e.releases() && tx.Certificate == nil
+	transient := e.transientFor(tx)
 	if transient || e != nil && tx.Renewal && tx.Certificate == nil && e.Phase < PhaseIssue {
 		// A renewal refused before the CA was asked gives its one renewal back: the
 		// certificate proves its holder as well as before, and keeping the claim

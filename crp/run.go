@@ -219,7 +219,7 @@ func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notificati
 	switch {
 	case e != nil:
 		n.Outcome, n.Phase, n.Reason, n.Err = OutcomeFailed, e.Phase, e.Reason, e.Err
-		n.Transient = e.releases() && tx.Certificate == nil // as finishRecord judges it
+		n.Transient = e.transientFor(tx)
 	case tx.Certificate != nil:
 		n.Outcome = OutcomeIssued
 		n.Certificate, n.Serial, n.NotAfter = tx.Certificate, tx.Certificate.SerialNumber, tx.Certificate.NotAfter

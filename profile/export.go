@@ -667,13 +667,8 @@ func (b *syncBuilder) scepCommands(r *Rendered, opts ExportOptions) (syncCmd, er
 	if id == "" {
 		id = p.ID
 	}
-	for _, c := range []byte(id) {
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return syncCmd{}, exportErr("UniqueID %q: letters, digits, - _ . only", id)
-		}
-	}
-	if id == "" || id == "." || id == ".." {
-		return syncCmd{}, exportErr("empty UniqueID")
+	if reason := idProblem(id); reason != "" {
+		return syncCmd{}, exportErr("UniqueID %q: %s", id, reason)
 	}
 	base := scopeOf(p) + "/Vendor/MSFT/ClientCertificateInstall/SCEP/" + id
 

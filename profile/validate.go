@@ -55,21 +55,23 @@ func ValidateID(id string) error {
 	return nil
 }
 
+// idWant is the rule idProblem gives when an id breaks it.
+var idWant = fmt.Sprintf("1 to %d ASCII letters, digits, '-', '_' and '.', dots only between other characters", MaxIDLength)
+
 // idProblem returns why id cannot be a profile ID, or "" if it can.
 func idProblem(id string) string {
-	const want = "1 to 128 ASCII letters, digits, '-', '_' and '.', dots only between other characters"
 	switch {
 	case id == "":
 		return "required"
 	case len(id) > MaxIDLength:
-		return want
+		return idWant
 	case id[0] == '.' || id[len(id)-1] == '.' || strings.Contains(id, ".."):
-		return want
+		return idWant
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return want
+			return idWant
 		}
 	}
 	return ""

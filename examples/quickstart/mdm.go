@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -57,7 +58,7 @@ func (m *mdm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(user) > maxNameBytes || len(device) > maxNameBytes {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user and device are 256 bytes at most"})
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("user and device are %d bytes at most", maxNameBytes)})
 		return
 	}
 	if !printableName(user) || !printableName(device) {
