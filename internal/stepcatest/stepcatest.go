@@ -109,7 +109,7 @@ func Start(t testing.TB, o Options) *CA {
 	}
 	c := &CA{t: t, Dir: t.TempDir(), Provisioner: o.Provisioner}
 	c.makePKI()
-	tlsPort, scepPort := freePort(t), freePort(t)
+	tlsPort, scepPort := freePorts(t)
 	c.URL = "https://127.0.0.1:" + strconv.Itoa(tlsPort)
 	c.SCEPURL = "http://127.0.0.1:" + strconv.Itoa(scepPort) + "/scep/" + o.Provisioner
 	c.writeConfig(o, tlsPort, scepPort)
@@ -142,12 +142,21 @@ func Start(t testing.TB, o Options) *CA {
 // stop ends step-ca (SIGTERM, then SIGKILL after 5 s) and waits for it.
 func (c *CA) stop() { c.proc.Stop(testserver.Terminate, 5*time.Second) }
 
-func freePort(t testing.TB) int {
-	port, err := testserver.FreePort()
-	if err != nil {
-		t.Fatalf("stepcatest: %v", err)
+// freePorts returns two loopback ports that were free a moment ago, and distinct:
+// both are held open while the second is chosen. Two probes one after the other
+// could return the same port, and step-ca then served its TLS and its plain-HTTP
+// address on one port (its SCEP clients got "HTTP request to an HTTPS server").
+func freePorts(t testing.TB) (int, int) {
+	var ports [2]int
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("stepcatest: %v", err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	return port
+	return ports[0], ports[1]
 }
 
 // Client returns an HTTP client that trusts the CA's root.
