@@ -131,6 +131,7 @@ type Transaction struct {
 	extErr     *Error                // what Validator.Validate said, judged phase by phase
 	claimed    bool
 	fresh      bool // no record of ID was stored when the request boarded: its first is written with Create
+	resumed    bool // a PENDING request being decided (Approve, Reject): its record says PENDING until the decision is recorded
 	renewalOff bool // the SCEP server has renewal off (scep.Request.RenewalDisabled)
 	// profileChecked: phase 3 checked the CSR against the rendered profile.
 	profileChecked bool
@@ -225,7 +226,9 @@ type RegistrationPoint struct {
 	Notifier Notifier
 	// RequireNotification withholds an issued certificate (FAILURE to the device)
 	// when Notifier fails. A certificate issued on the verdict of a
-	// [NotifiedValidator] (Intune's) is withheld so whether or not it is set.
+	// [NotifiedValidator] (Intune's) is withheld so whether or not it is set. Such a
+	// certificate's record is written twice, as withheld before the notification and
+	// as issued after it (see [Notifier]): one more write per certificate.
 	RequireNotification bool
 	// Transactions keeps transaction records; nil means an in-memory store.
 	Transactions TransactionStore

@@ -312,12 +312,14 @@ func TestRejectLogsWhy(t *testing.T) {
 	require.Contains(t, logs.String(), `"msg":"crp: pending request rejected","transactionID":"wait","why":"laptop reported stolen"`)
 }
 
-// TestDecisionLeaseOverrun: a decider whose notification outlasts its lease does not
-// write its outcome: another gateway may have taken the request since, and the late
-// record would overwrite its decision. Before, the record was written under a fresh
-// 30 s whatever the lease, and the first decider's record replaced the second's (the
+// TestDecisionLeaseOverrun: a decider whose work outlasts its lease does not write its
+// outcome: another gateway may have taken the request since, and the late record
+// would overwrite its decision. Before, the record was written under a fresh 30 s
+// whatever the lease, and the first decider's record replaced the second's (the
 // device then polled a certificate the record no longer named). The late decider's
-// certificate is withheld (logged, to be revoked) and its Approve fails.
+// certificate is withheld (logged, to be revoked) and its Approve fails. (The work
+// that outlasts the lease is the CA's: the notification follows the record, which
+// holds the decision once written.)
 func TestDecisionLeaseOverrun(t *testing.T) {
 	env := newEnv(t)
 	env.RP.DecisionTTL = 2 * time.Second
@@ -326,12 +328,13 @@ func TestDecisionLeaseOverrun(t *testing.T) {
 
 	entered := make(chan struct{})
 	var calls atomic.Int32
-	env.RP.Notifier = crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
-		if n.Certificate != nil && calls.Add(1) == 1 {
+	ca := env.RP.Issuer
+	env.RP.Issuer = crp.IssuerFunc(func(ctx context.Context, r *crp.IssueRequest) (*x509.Certificate, error) {
+		if calls.Add(1) == 1 {
 			close(entered)
-			time.Sleep(2500 * time.Millisecond) // a slow MDM webhook that ignores its context
+			time.Sleep(2500 * time.Millisecond) // a slow CA that ignores its context
 		}
-		return nil
+		return ca.Issue(ctx, r)
 	})
 	first := make(chan error, 1)
 	go func() { _, err := env.RP.Approve(ctx, "wait"); first <- err }()

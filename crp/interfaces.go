@@ -275,8 +275,8 @@ type Notification struct {
 	// CSR is the request's certificate request.
 	CSR *x509.CertificateRequest
 	// IssuedAt is set for every outcome: the registration point's time (Now) when
-	// the outcome was reached and the notification made, just after issuance for
-	// OutcomeIssued. It is not the certificate's NotBefore, which the template may
+	// the outcome was reached and recorded and the notification made, just after
+	// issuance for OutcomeIssued. It is not the certificate's NotBefore, which the template may
 	// backdate.
 	IssuedAt time.Time
 	// Renewal is set when the request renewed a certificate we issued.
@@ -293,6 +293,17 @@ type Notification struct {
 // Notifier tells the MDM. When RegistrationPoint.RequireNotification is set, an error
 // from Notify for an issued certificate turns the answer into a FAILURE (the device
 // does not get a certificate the MDM was not told about).
+//
+// Notify is called once the outcome is recorded (its transaction record written, or
+// known not to be written), so that the MDM hears the outcome the device gets: a
+// certificate withheld because its record could not be written, or because another
+// requester's record took its transactionID (another gateway), is notified as that
+// failure, never as OutcomeIssued. A required notification of an issued certificate is
+// made while its record says FAILURE (ReasonNotifyFailed, the certificate withheld),
+// and the record says SUCCESS once Notify has returned nil: should that last write
+// fail, the device gets FAILURE and Notify is called again with the failure. The
+// outcome of a pending request being decided (Approve, Reject) that could not be
+// recorded is not notified when nothing was issued: the request stays PENDING.
 type Notifier interface {
 	Notify(ctx context.Context, n *Notification) error
 }

@@ -251,7 +251,7 @@ func (rp *RegistrationPoint) pending(ctx context.Context, id string) (*Record, *
 	}
 	tx := &Transaction{ID: id, MessageType: scep.PKCSReq, CSR: csr, Trace: &Trace{TransactionID: id},
 		Renewed: &IssuedCertificate{UserID: rec.UserID, DeviceID: rec.DeviceID, ProfileID: rec.ProfileID},
-		reqHash: rec.Request, ca: rp.issuingByHash(rec.CAHash, rp.now())}
+		reqHash: rec.Request, ca: rp.issuingByHash(rec.CAHash, rp.now()), resumed: true}
 	if rec.Validator != "" {
 		for _, v := range rp.Validators {
 			if nv, ok := v.(NamedValidator); ok && nv.Name() == rec.Validator {

@@ -14,8 +14,8 @@ import (
 )
 
 // finish releases a claimed challenge after a transient failure or an operator fault,
-// notifies, and keeps a record of a definitive outcome so that resends and polls get
-// the same answer (see finishRecord), for a request whose hash is not known yet.
+// keeps a record of a definitive outcome so that resends and polls get the same answer,
+// and notifies (see finishRecord), for a request whose hash is not known yet.
 func (rp *RegistrationPoint) finish(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
 	if tx.reqHash == nil {
 		tx.reqHash = requestHash(tx.MessageType, tx.Signer, csrDER)
@@ -48,18 +48,30 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 // the one of the request being answered, or the one a pending request's record
 // keeps.
 //
+// The record is written before the MDM is told (the notify phase), so that the MDM
+// hears the outcome the device gets: a certificate whose record could not be written,
+// or whose transactionID another requester's record took meanwhile (another gateway,
+// ErrRecordExists), is withheld, and the MDM is told that failure, never "issued".
+// A certificate whose notification is required (RequireNotification, a
+// NotifiedValidator) is recorded twice: first as withheld for a failed notification
+// (finishNotified), then, once the MDM has heard of it, as issued. A gateway that
+// stops between the two has told the MDM nothing the device may not have, or has told
+// it of a certificate no device gets (the one window left: see finishNotified).
+// Without a required notification the certificate is recorded as issued at once, and
+// a gateway that stops before notifying leaves it untold. The outcome of a pending
+// request being decided (Approve, Reject) that could not be recorded, and for which
+// the CA signed nothing, is not notified: the request stays PENDING, to be decided
+// again.
+//
 // It runs with ctx's values but not its end: a client that hangs up once its request is
 // being decided (the HTTP request's context ends) must not leave its challenge claimed
 // after a transient failure, nor a certificate the CA signed out of the record and the
-// inventory. finishTimeout bounds it instead.
+// inventory. finishTimeout bounds it instead, and a decision's lease (tx.leaseEnd)
+// until its record is written.
 func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, e *Error, signerKey, csrDER []byte) *Error {
-	ctx, cancel := detached(ctx, tx.leaseEnd)
+	parent := ctx
+	ctx, cancel := detached(parent, tx.leaseEnd)
 	defer cancel()
-	// A notification that fails is logged by its step. Only a required notification
-	// of an issued certificate changes the outcome (notify returns nil otherwise).
-	if nerr := rp.notify(ctx, tx, e); e == nil {
-		e = nerr
-	}
 	// Once the CA has signed, the outcome is never transient: the challenge stays
 	// claimed and the outcome is recorded, so that a retry cannot obtain a second
 	// certificate (for example when a required notification fails after issuance).
@@ -93,10 +105,55 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 			if ae := rp.addCertificate(ctx, ic); ae != nil && e == nil {
 				e = ae
 				rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
+			} else if ae == nil {
+				tx.added = ic
 			}
 		}
+		return rp.notifyOutcome(ctx, tx, e)
+	}
+	rec := rp.recordOf(tx, e, signerKey, csrDER)
+	if e == nil && tx.Certificate != nil && rp.notificationRequiredFor(tx) {
+		return rp.finishNotified(parent, ctx, tx, rec, csrDER)
+	}
+	e, written := rp.writeOutcome(ctx, tx, e, rec)
+	if !written && tx.resumed && tx.Certificate == nil {
+		// Still PENDING (Approve and Reject give the decision back): nothing is
+		// decided yet, and an MDM told "failed" must not see it issued later.
 		return e
 	}
+	if written {
+		// The record holds the outcome now, whatever the lease: the MDM is told
+		// under a bound of its own.
+		nctx, ncancel := detached(parent, time.Time{})
+		defer ncancel()
+		ctx = nctx
+	}
+	return rp.notifyOutcome(ctx, tx, e)
+}
+
+// notifyOutcome notifies e, tx's outcome, once it is recorded or known to be
+// recorded never. It returns e, or the failure of a required notification of an issued
+// certificate (which a transaction without a record can carry only), after which the
+// certificate is withheld.
+func (rp *RegistrationPoint) notifyOutcome(ctx context.Context, tx *Transaction, e *Error) *Error {
+	out := rp.notify(ctx, tx, e)
+	if out == nil || e != nil {
+		return e
+	}
+	rp.withheld(ctx, tx.ID, tx.Certificate, string(out.Reason), nil)
+	rp.markWithheld(ctx, tx)
+	return out
+}
+
+// notificationRequiredFor reports whether an issued certificate of tx may reach its
+// device only once the MDM has heard of it: RequireNotification, or a
+// NotifiedValidator judged tx.
+func (rp *RegistrationPoint) notificationRequiredFor(tx *Transaction) bool {
+	return rp.Notifier != nil && (rp.RequireNotification || notificationRequired(tx.Validator))
+}
+
+// recordOf is the record of tx, whose outcome is e.
+func (rp *RegistrationPoint) recordOf(tx *Transaction, e *Error, signerKey, csrDER []byte) *Record {
 	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: tx.reqHash, Expires: rp.now().Add(rp.ttl()),
 		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
 	if e != nil && len(signerKey) == 0 {
@@ -123,6 +180,15 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 	default:
 		rec.Status = scep.Pending
 	}
+	return rec
+}
+
+// writeOutcome writes rec, the record of tx whose outcome is e, with tx's certificate when
+// it is still to be written with it (tx.unrecorded). It returns the outcome, e or why
+// it could not be recorded (the certificate then withheld), and whether rec was
+// written. When another requester's record of tx.ID was written meanwhile, rec is not
+// written and the outcome is lostTransactionID's.
+func (rp *RegistrationPoint) writeOutcome(ctx context.Context, tx *Transaction, e *Error, rec *Record) (*Error, bool) {
 	var err error
 	switch ic := tx.unrecorded; {
 	case !tx.leaseEnd.IsZero() && !time.Now().Before(tx.leaseEnd):
@@ -137,22 +203,85 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		err = rp.writeRecord(ctx, tx, rec)
 	}
 	if errors.Is(err, ErrRecordExists) {
-		return rp.lostTransactionID(ctx, tx, e)
+		return rp.lostTransactionID(ctx, tx, e), false
 	}
 	if err != nil {
-		tx.recordErr = err
-		rp.tel().storeError(ctx, "transactions")
-		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
-		if e == nil {
-			// A certificate or a PENDING the record does not hold is not acknowledged:
-			// polls and resends could not find it.
-			e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the transaction: %w", err))
-			if tx.Certificate != nil {
-				rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
-				rp.markWithheld(ctx, tx) // when the inventory holds it already
-			}
-		}
+		return rp.unrecorded(ctx, tx, e, err), false
 	}
+	return e, true
+}
+
+// unrecorded is the outcome of tx, e, when its record could not be written (err): a
+// certificate or a PENDING the record does not hold is not acknowledged, since polls
+// and resends could not find it, and the certificate is withheld; a refusal stays
+// the refusal.
+func (rp *RegistrationPoint) unrecorded(ctx context.Context, tx *Transaction, e *Error, err error) *Error {
+	tx.recordErr = err
+	rp.tel().storeError(ctx, "transactions")
+	rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
+	if e != nil {
+		return e
+	}
+	e = fail(PhaseIssue, ReasonInternal, fmt.Errorf("recording the transaction: %w", err))
+	if tx.Certificate != nil {
+		rp.withheld(ctx, tx.ID, tx.Certificate, string(e.Reason), nil)
+		rp.markWithheld(ctx, tx) // when the inventory holds it already
+	}
+	return e
+}
+
+// finishNotified records and notifies tx's issued certificate, which its device may
+// have only once the MDM has heard of it (notificationRequiredFor): rec is its record
+// as issued. The record is written first as the record of a certificate withheld for
+// a failed notification (FAILURE, ReasonNotifyFailed; in the inventory, marked
+// withheld when it is written with it), which claims the transactionID; a lost
+// transactionID, or a record that cannot be written, withholds the certificate then,
+// and the MDM is told that failure. Only then is the MDM told of the certificate, and
+// once it has heard, rec replaces that record (the inventory's entry is unmarked with
+// it in one commit). A notification that fails leaves the first record as it is: the
+// outcome it says. A gateway that stops before rec is written leaves the certificate
+// withheld: the MDM was not told of it, or was told of a certificate no device gets.
+// When rec cannot be written after the MDM heard of the certificate, the device gets
+// FAILURE and the MDM is told that failure after the success.
+//
+// parent is finishRecord's context; ctx is bounded by the decision's lease, which
+// bounds the first write only: once it is written, the request is no longer PENDING,
+// and no other gateway decides it.
+func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Transaction, rec *Record, csrDER []byte) *Error {
+	held := *rec
+	held.Status, held.Certificate, held.Phase, held.Reason = scep.Failure, nil, PhaseNotify, ReasonNotifyFailed
+	if len(held.SignerKey) == 0 {
+		held.CSR = csrDER // as a refusal's record keeps it (recordOf)
+	}
+	var issued *IssuedCertificate // the inventory's entry, written with rec
+	if ic := tx.unrecorded; ic != nil {
+		c := *ic
+		issued = &c
+		ic.Withheld = true
+	}
+	if e, written := rp.writeOutcome(ctx, tx, nil, &held); !written {
+		return rp.notifyOutcome(ctx, tx, e)
+	}
+	nctx, cancel := detached(parent, time.Time{})
+	defer cancel()
+	if out := rp.notify(nctx, tx, nil); out != nil {
+		// The record says so already.
+		rp.withheld(nctx, tx.ID, tx.Certificate, string(out.Reason), nil)
+		rp.markWithheld(nctx, tx) // when the inventory holds it alone
+		return out
+	}
+	var err error
+	if issued != nil {
+		err = rp.issuanceRecorder().RecordIssuance(nctx, issued, rec)
+	} else {
+		err = rp.transactions().Put(nctx, rec)
+	}
+	if err == nil {
+		return nil
+	}
+	e := rp.unrecorded(nctx, tx, nil, err)
+	// The MDM heard of a certificate its device does not get: it is told the failure.
+	rp.notify(nctx, tx, e)
 	return e
 }
 

@@ -231,9 +231,9 @@ func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notificati
 	return n
 }
 
-// notify runs the notify phase. A failed notification of an issued certificate is a
-// refusal when RequireNotification is set or the transaction's validator requires
-// its notification.
+// notify runs the notify phase, once e, tx's outcome, is recorded (finishRecord). A
+// failed notification of an issued certificate is a refusal when RequireNotification
+// is set or the transaction's validator requires its notification.
 func (rp *RegistrationPoint) notify(ctx context.Context, tx *Transaction, e *Error) *Error {
 	if rp.Notifier == nil {
 		return nil

@@ -81,8 +81,12 @@ func (v *Validator) Validate(ctx context.Context, tx *crp.Transaction) error {
 // service requires), and a failureNotification when issuance failed for good after
 // a successful validation: not after a transient failure or an operator fault
 // (crp.Notification.Transient), after which the device sends the same transaction
-// again. Notifications of other transactions (scepkit's own challenges, renewals,
-// and any other tenant's) go to Others.
+// again. A certificate crp withholds after the CA signed (its record could not be
+// written) is reported as that failure, never as issued: crp notifies once the record
+// is written. One whose transactionID another requester's record took (another
+// gateway) is refused in the gateway phase, which is not reported: the transactionID
+// is the other requester's. Notifications of other transactions (scepkit's own
+// challenges, renewals, and any other tenant's) go to Others.
 type Notifier struct {
 	// Client calls the validation service. Required.
 	Client *Client

@@ -27,8 +27,10 @@ import (
 // vanished the same way). The first record written stands; alice is refused
 // (transactionID in use by another requester), as she would have been had she begun
 // after it, and the certificate the CA signed for her is listed withheld, for
-// revocation. For every backend that gateways can share, and boltstore (one process,
-// two registration points).
+// revocation. Her MDM is told that failure, never that her certificate was issued
+// (before, the notification went before the record, and it heard "issued"). For every
+// backend that gateways can share, and boltstore (one process, two registration
+// points).
 func TestTransactionIDRaceAcrossGateways(t *testing.T) {
 	for _, b := range []func(t *testing.T) floodBackend{memoryFlood, boltFlood, redisFlood, postgresFlood} {
 		fb := b(t)
@@ -88,18 +90,16 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 		mu.Unlock()
 		return c, err
 	})
-	if pending { // held after its checks, before its PENDING record is written
-		held := a.RP.Notifier
-		a.RP.Notifier = crp.NotifierFunc(func(ctx context.Context, ev *crp.Notification) error {
-			if ev.Outcome == crp.OutcomePending {
+	if pending { // held after its issue phase (PENDING), before its record is written
+		a.RP.Checks = append(a.RP.Checks, crp.Check{Name: "hold", Phase: crp.PhaseIssue, After: true,
+			Func: func(context.Context, *crp.Transaction) error {
 				close(aliceInCA)
 				select {
 				case <-bobAnswered:
 				case <-time.After(20 * time.Second):
 				}
-			}
-			return held.Notify(ctx, ev)
-		})
+				return nil
+			}})
 	}
 
 	aliceKey, bobKey := rsaKeys(t)
@@ -133,6 +133,16 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	require.ErrorAs(t, alice.err, &ce, "alice was answered %+v after bob's record was written", alice.res)
 	require.Equal(t, crp.ReasonTransactionConflict, ce.Reason, "%v", alice.err)
 	require.Nil(t, alice.res.Certificate)
+	// Alice's MDM heard what she got: the failure, never "issued" (nor "pending").
+	var told []crp.Outcome
+	for _, n := range a.Notifier.Notifications() {
+		if n.TransactionID == txID && n.UserID == "alice@example.com" {
+			told = append(told, n.Outcome)
+			require.Equal(t, crp.ReasonTransactionConflict, n.Reason)
+			require.Nil(t, n.Certificate)
+		}
+	}
+	require.Equal(t, []crp.Outcome{crp.OutcomeFailed}, told, "what alice's MDM was told")
 
 	// Bob's record is still his: his resend gets his answer.
 	again, err := enrollUnder(t, b, bobKey, "bob@example.com", txID, bobCh)
@@ -157,7 +167,7 @@ func runTransactionIDRace(t *testing.T, fb floodBackend, pending bool) {
 	require.NoError(t, err)
 	require.Equal(t, "bob@example.com", rec.UserID)
 	require.Equal(t, scep.Pending, rec.Status)
-	a.RP.Notifier = b.RP.Notifier
+	a.RP.Checks = nil
 	res, err := enrollUnder(t, a, aliceKey, "alice@example.com", txID+"-alice", aliceCh)
 	require.NoError(t, err, "alice's challenge stayed claimed though nothing was issued")
 	require.Equal(t, scep.Pending, res.Status)
