@@ -60,9 +60,9 @@ type CA struct {
 	// 4.2.2.1), so that relying parties can build the chain.
 	IssuingCertificateURL []string
 
-	mu        sync.Mutex
-	revoked   map[string]x509.RevocationListEntry
-	crlNumber int64
+	mu      sync.Mutex
+	revoked map[string]x509.RevocationListEntry
+	lastCRL int64 // the number of the last CRL signed by CRL; 0 before the first
 }
 
 func (ca *CA) now() time.Time {
@@ -243,8 +243,21 @@ func (ca *CA) IsRevoked(serial *big.Int) bool {
 }
 
 // CRL returns a DER certificate revocation list of every revoked serial, signed by the
-// CA, valid from now until nextUpdate, with a CRL number that grows with each call.
-// The CA certificate must allow cRLSign ([NewCA] sets it).
+// CA, valid from now until nextUpdate. The CA certificate must allow cRLSign ([NewCA]
+// sets it).
+//
+// The CRL number (RFC 5280 section 5.2.3) must grow from one CRL of the CA to the
+// next, across restarts too, and no state is kept for it: it is the time of signing
+// (now) in microseconds since 1970, or one more than the number of this CA's last CRL
+// when that is not smaller (two CRLs signed within one microsecond, or a clock
+// stepped back). It grows from one call to the next, and from the last CRL before a
+// restart ([LoadCA]) to the first after it as long as the clock at the restart has
+// passed the last number: it runs ahead of the clock only by a microsecond for each
+// CRL signed within the same microsecond, and not at all when the clock is not
+// stepped back. It is the rule crp.CRLPublisher numbers its CRLs by, so that CRLs of
+// one CA signed by either (and by gateways side by side whose clocks are
+// synchronised) grow by the clock together. It fits in 8 octets, far below the
+// 20-octet limit.
 func (ca *CA) CRL(ctx context.Context, nextUpdate time.Time) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -254,8 +267,11 @@ func (ca *CA) CRL(ctx context.Context, nextUpdate time.Time) ([]byte, error) {
 		return nil, errors.New("catemplate: CRL nextUpdate must be after now")
 	}
 	ca.mu.Lock()
-	ca.crlNumber++
-	num := ca.crlNumber
+	num := now.UnixMicro()
+	if num <= ca.lastCRL {
+		num = ca.lastCRL + 1
+	}
+	ca.lastCRL = num
 	entries := make([]x509.RevocationListEntry, 0, len(ca.revoked))
 	for _, e := range ca.revoked {
 		entries = append(entries, e)

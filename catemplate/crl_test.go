@@ -82,3 +82,47 @@ func TestSignCRLRefuses(t *testing.T) {
 	require.NoError(t, crl.CheckSignatureFrom(ca.Certificate))
 	require.Equal(t, int64(3), crl.RevokedCertificateEntries[0].SerialNumber.Int64(), "listed in serial order")
 }
+
+// TestCRLNumberGrowsAcrossLoadCA: the CRL number of CA.CRL grows from one CRL to the
+// next (RFC 5280 section 5.2.3) also across a restart, a CA saved and loaded again,
+// and between CRLs signed at the same instant. It was a counter in memory that
+// started again at 1 on every LoadCA, so a relying party holding the CRL signed
+// before the restart saw the number go back.
+func TestCRLNumberGrowsAcrossLoadCA(t *testing.T) {
+	ctx := context.Background()
+	ca, err := NewCA(CAOptions{KeyType: profile.ECDSAP256, Now: func() time.Time { return testNow }})
+	require.NoError(t, err)
+	number := func(ca *CA) *big.Int {
+		t.Helper()
+		der, err := ca.CRL(ctx, testNow.Add(24*time.Hour))
+		require.NoError(t, err)
+		crl, err := x509.ParseRevocationList(der)
+		require.NoError(t, err)
+		require.NoError(t, crl.CheckSignatureFrom(ca.Certificate))
+		require.Positive(t, crl.Number.Sign())
+		require.LessOrEqual(t, crl.Number.BitLen(), 159, "at most 20 octets")
+		return crl.Number
+	}
+	var last *big.Int
+	grows := func(n *big.Int, what string) {
+		t.Helper()
+		if last != nil {
+			require.Equal(t, 1, n.Cmp(last), "%s: CRL number %v after %v", what, n, last)
+		}
+		last = n
+	}
+	for i := 0; i < 5; i++ {
+		grows(number(ca), "signed at the same instant")
+	}
+	dir := t.TempDir()
+	require.NoError(t, SaveCA(dir, ca))
+	for _, after := range []time.Duration{time.Second, time.Second + time.Millisecond, time.Second + 2*time.Millisecond} {
+		// One restart after another, each a little later: a second, then a
+		// millisecond apart, each signing twice at one instant.
+		reloaded, err := LoadCA(dir)
+		require.NoError(t, err)
+		reloaded.Now = func() time.Time { return testNow.Add(after) }
+		grows(number(reloaded), "the first CRL after LoadCA")
+		grows(number(reloaded), "the next one at the same instant")
+	}
+}

@@ -53,7 +53,9 @@ func SaveCA(dir string, ca *CA) error {
 }
 
 // LoadCA reads a CA written by [SaveCA] and checks that the key matches the
-// certificate. Now and Rand are left nil (time.Now, crypto/rand).
+// certificate. Now and Rand are left nil (time.Now, crypto/rand). Nothing is kept for
+// CRL numbers: [CA.CRL] takes them from the clock, so they go on growing from those
+// signed before.
 func LoadCA(dir string) (*CA, error) {
 	certs, err := readCerts(filepath.Join(dir, CACertFile))
 	if err != nil {
