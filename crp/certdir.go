@@ -25,6 +25,9 @@ import (
 type CertificateDir struct {
 	dir string
 	mem MemoryCertificates
+	// syncDir makes the directory's entries durable; nil means atomicfile.SyncDir.
+	// Tests make it fail.
+	syncDir func(dir string) error
 }
 
 type certificateFile struct {
@@ -62,8 +65,12 @@ func OpenCertificateDir(dir string) (*CertificateDir, error) {
 	return d, nil
 }
 
-// Add implements CertificateStore: the file is written before the certificate is
-// known in memory.
+// Add implements CertificateStore: the file is written (to a temporary file, synced,
+// renamed into place) and the directory synced before the certificate is known in
+// memory. When the directory cannot be synced, Add returns that error, wrapped: the
+// file is in place, and known in memory as other gateways sharing the directory see
+// it, but may not last a power loss, so the certificate is not reported stored (a
+// RegistrationPoint then withholds it, as after any failed inventory write).
 func (d *CertificateDir) Add(ctx context.Context, c *IssuedCertificate) error {
 	if err := checkIssued(c); err != nil {
 		return err
@@ -78,10 +85,22 @@ func (d *CertificateDir) Add(ctx context.Context, c *IssuedCertificate) error {
 		return err
 	}
 	name := fmt.Sprintf("%x.json", c.Certificate.SerialNumber)
-	if err := atomicfile.Write(filepath.Join(d.dir, name), b, 0o600); err != nil {
+	if err := atomicfile.Replace(filepath.Join(d.dir, name), b, 0o600); err != nil {
 		return err
 	}
-	return d.mem.Add(ctx, c)
+	sync := d.syncDir
+	if sync == nil {
+		sync = atomicfile.SyncDir
+	}
+	serr := sync(d.dir)
+	if err := d.mem.Add(ctx, c); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("crp: certificate %x written but its directory not synced (the file may not last a power loss): %w",
+			c.Certificate.SerialNumber, serr)
+	}
+	return nil
 }
 
 // Lookup implements CertificateStore. A serial not in memory is looked for on

@@ -1,8 +1,10 @@
 package crp_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -71,4 +73,41 @@ func (r reopening) Lookup(ctx context.Context, serial *big.Int) (*crp.IssuedCert
 		return nil, err
 	}
 	return d.Lookup(ctx, serial)
+}
+
+// TestCertificateDirSyncFailure: a certificate whose directory entry could not be
+// synced after its rename (it may not last a power loss) is not reported stored:
+// Add returns the sync's error, and the registration point withholds the
+// certificate (FAILURE, logged for revocation), as after any inventory write that
+// failed. Add ignored the failed sync and reported the certificate stored.
+func TestCertificateDirSyncFailure(t *testing.T) {
+	ctx := context.Background()
+	errSync := errors.New("fsync: input/output error")
+	dir := filepath.Join(t.TempDir(), "issued")
+	d, err := crp.OpenCertificateDir(dir)
+	require.NoError(t, err)
+	var synced []string
+	crp.SetDirSync(d, func(dir string) error { synced = append(synced, dir); return nil })
+	require.NoError(t, d.Add(ctx, &crp.IssuedCertificate{Certificate: storetest.Certificate(t, 41, time.Now().Add(time.Hour))}))
+	require.Equal(t, []string{dir}, synced, "the directory holding the new entry is synced")
+
+	crp.SetDirSync(d, func(string) error { return errSync })
+	err = d.Add(ctx, &crp.IssuedCertificate{Certificate: storetest.Certificate(t, 42, time.Now().Add(time.Hour))})
+	require.ErrorIs(t, err, errSync, "the certificate is not reported stored")
+	_, err = d.Lookup(ctx, big.NewInt(42))
+	require.NoError(t, err, "known as the directory shows it now, to this gateway as to others")
+
+	env := newEnv(t)
+	var logs bytes.Buffer
+	env.RP.Logger = slogTo(&logs)
+	env.RP.Certificates = d
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: "tx-unsynced",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), Challenge: ch})
+	var e *crp.Error
+	require.ErrorAs(t, err, &e, "the device must get FAILURE, got %+v", res)
+	require.Equal(t, crp.PhaseIssue, e.Phase)
+	require.ErrorIs(t, err, errSync)
+	require.Nil(t, res.Certificate, "a certificate that could not be recorded must be withheld")
+	require.Contains(t, logs.String(), "withheld from the device; revoke it")
 }

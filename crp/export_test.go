@@ -13,3 +13,6 @@ func CountSignatureChecks() (stop func() int) {
 		return int(n.Load())
 	}
 }
+
+// SetDirSync has d sync its directory with sync instead of fsync.
+func SetDirSync(d *CertificateDir, sync func(dir string) error) { d.syncDir = sync }

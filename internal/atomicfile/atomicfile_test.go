@@ -23,4 +23,12 @@ func TestWrite(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "no temporary file left behind")
 	require.Error(t, Write(filepath.Join(dir, "missing", "x"), nil, 0o600))
+	require.NoError(t, Replace(p, []byte("three"), 0o600))
+	b, err = os.ReadFile(p)
+	require.NoError(t, err)
+	require.Equal(t, "three", string(b))
+	entries, err = os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file left behind by Replace")
+	require.Error(t, Replace(filepath.Join(dir, "missing", "x"), nil, 0o600))
 }
