@@ -189,8 +189,12 @@ type CARevoker struct {
 	Revocations crp.RevocationStore
 	// IssuerName is the issuer name this CA answers for: what the success
 	// notifications sent as issuingCertificateAuthority (Notifier.IssuingCA); ""
-	// means the CA certificate's subject DN, the Notifier's default. Compared without
-	// regard to case or to spaces after commas.
+	// means the CA certificate's subject DN, the Notifier's default. Compared with a
+	// request's as a DN string (RFC 4514): RDN by RDN, the attributes of a
+	// multi-valued RDN in any order, values unescaped (a comma written \, or \2C
+	// alike) and without regard to case, attribute types by name or OID, white space
+	// around separators ignored. A name that is not a DN string is compared as
+	// written, without regard to case.
 	IssuerName string
 	// CAConfiguration is the caConfiguration the success notifications sent
 	// (Notifier.CAConfiguration). A request that names a caConfiguration is applied
@@ -287,19 +291,6 @@ func (r *CARevoker) ours(req *RevocationRequest) error {
 		return fmt.Errorf("%w: caConfiguration %q", ErrOtherCA, req.CAConfiguration)
 	}
 	return nil
-}
-
-// sameName compares two DNs as written, without regard to case or to the white space
-// after each comma (however much).
-func sameName(a, b string) bool {
-	norm := func(s string) string {
-		parts := strings.Split(strings.TrimSpace(s), ",")
-		for i := 1; i < len(parts); i++ {
-			parts[i] = strings.TrimLeft(parts[i], " \t")
-		}
-		return strings.Join(parts, ",")
-	}
-	return strings.EqualFold(norm(a), norm(b))
 }
 
 // DownloadRevocationRequests fetches at most max (1-500) pending requests, optionally

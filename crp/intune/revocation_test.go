@@ -18,6 +18,7 @@ import (
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/intune"
 	"github.com/scepkit/scepkit/crp/intune/intunetest"
+	"github.com/scepkit/scepkit/profile"
 	"github.com/stretchr/testify/require"
 )
 
@@ -273,6 +274,40 @@ func TestRevocationSerialOfOtherCA(t *testing.T) {
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, intune.ErrorConflict, re.Code)
 	require.False(t, ca.IsRevoked(big.NewInt(7)))
+}
+
+// TestRevocationIssuerNameEscaped: a CA whose subject has a comma in a value and a
+// multi-valued RDN answers requests naming it however the DN string is escaped or
+// the RDN ordered, and no other: "O=Example\,Inc." is not "O=Example\, Inc.".
+func TestRevocationIssuerNameEscaped(t *testing.T) {
+	ctx := context.Background()
+	ca, err := catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Subject: pkix.Name{CommonName: "Issuing CA",
+		Organization: []string{"Example, Inc."}, OrganizationalUnit: []string{"PKI", "Ops"}}})
+	require.NoError(t, err)
+	// What success notifications send by default: DER sorts the values of the
+	// multi-valued RDN, so they are not in the order given above.
+	require.Equal(t, `CN=Issuing CA,OU=Ops+OU=PKI,O=Example\, Inc.`, ca.Certificate.Subject.String())
+	for _, c := range []struct {
+		name, issuer string
+		ours         bool
+	}{
+		{"as written", ca.Certificate.Subject.String(), true},
+		{"the RDN in the order given", `CN=Issuing CA,OU=PKI+OU=Ops,O=Example\, Inc.`, true},
+		{"comma in hex, case, spaced", `cn=issuing ca, OU=Ops + OU=PKI, O=Example\2C Inc.`, true},
+		{"without the space after the escaped comma", `CN=Issuing CA,OU=Ops+OU=PKI,O=Example\,Inc.`, false},
+		{"the escaped comma a separator", `CN=Issuing CA,OU=PKI+OU=Ops,O=Example, Inc.`, false},
+		{"the RDN split in two", `CN=Issuing CA,OU=Ops,OU=PKI,O=Example\, Inc.`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &intune.CARevoker{CA: ca}
+			err := r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "rc", SerialNumber: "0A", IssuerName: c.issuer})
+			if c.ours {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, intune.ErrOtherCA)
+			}
+		})
+	}
 }
 
 // TestRevocationIssuerNameCompared: a request's issuerName is compared with the CA's
