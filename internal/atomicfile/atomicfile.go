@@ -3,21 +3,28 @@
 package atomicfile
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 )
 
 // Write writes data to a temporary file in path's directory with mode, syncs it,
-// renames it over path and syncs the directory. A failure to sync the directory is
-// not reported: the file is whole either way, only the rename may not last a power
-// loss. A caller that must know it does uses [Replace] and [SyncDir].
+// renames it over path and syncs the directory. When the directory's sync fails, the
+// new content is in place (a reader sees it) but may not last a power loss, and
+// Write returns that error: a caller writing a key it goes on to use (a CA's, whose
+// certificates would outlive it) must not take it for kept.
 func Write(path string, data []byte, mode os.FileMode) error {
 	if err := Replace(path, data, mode); err != nil {
 		return err
 	}
-	SyncDir(filepath.Dir(path))
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("atomicfile: %s written, its directory not synced: %w", filepath.Base(path), err)
+	}
 	return nil
 }
+
+// syncDir is SyncDir; tests make it fail.
+var syncDir = SyncDir
 
 // Replace writes data to a temporary file in path's directory with mode, syncs it and
 // renames it over path, as Write does, but leaves the directory unsynced: the new
