@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -426,24 +427,88 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.overloaded(w, r, l)
 			return
 		}
-		body, held, ok := s.readMessage(w, r, l)
-		defer l.unhold(held)
-		if !ok {
-			return
+		// The answer is built during the turn and sent after it: a requester that
+		// does not read its answer holds its connection, never a turn nor the
+		// memory counted for its body.
+		start := time.Now()
+		a := &answer{header: w.Header()}
+		if s.takeTurn(w, r, l, a) {
+			a.send(w, r, start, s.BodyTimeout)
 		}
-		if l != nil {
-			if !l.admit(r.Context(), len(body)) {
-				s.overloaded(w, r, l)
-				return
-			}
-			defer l.release()
-		}
-		s.pkiOperation(w, r, body)
 	case "":
 		httpError(w, http.StatusBadRequest, "missing operation")
 	default:
 		httpError(w, http.StatusBadRequest, "unknown operation")
 	}
+}
+
+// takeTurn reads r's message, waits for a turn and has pkiOperation answer it into a,
+// giving the turn and the body's memory back when it returns. It reports false when it
+// answered w itself (the message could not be read, or no turn came).
+func (s *Server) takeTurn(w http.ResponseWriter, r *http.Request, l *limiter, a *answer) bool {
+	body, held, ok := s.readMessage(w, r, l)
+	defer l.unhold(held)
+	if !ok {
+		return false
+	}
+	if l != nil {
+		if !l.admit(r.Context(), len(body)) {
+			s.overloaded(w, r, l)
+			return false
+		}
+		defer l.release()
+	}
+	s.pkiOperation(a, r, body)
+	return true
+}
+
+// answer is a PKIOperation's answer, built while the request holds its turn and sent
+// once it has given the turn back. Its headers are the real ResponseWriter's.
+type answer struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (a *answer) Header() http.Header { return a.header }
+
+func (a *answer) Write(p []byte) (int, error) {
+	if a.code == 0 {
+		a.code = http.StatusOK
+	}
+	return a.body.Write(p)
+}
+
+func (a *answer) WriteHeader(code int) {
+	if a.code == 0 {
+		a.code = code
+	}
+}
+
+// send writes the answer to w, within timeout (BodyTimeout's meaning: zero is
+// DefaultBodyTimeout, negative is the http.Server's timeouts alone) from now: a
+// requester that does not read its answer holds its connection and the answer that
+// long at most. The deadline only ever shortens the http.Server's WriteTimeout,
+// counted from start, about when net/http set it.
+func (a *answer) send(w http.ResponseWriter, r *http.Request, start time.Time, timeout time.Duration) {
+	if timeout == 0 {
+		timeout = DefaultBodyTimeout
+	}
+	if timeout > 0 {
+		deadline := time.Now().Add(timeout)
+		if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 {
+			if end := start.Add(srv.WriteTimeout); end.Before(deadline) {
+				deadline = end
+			}
+		}
+		http.NewResponseController(w).SetWriteDeadline(deadline)
+	}
+	if a.code == 0 {
+		a.code = http.StatusOK
+	}
+	a.header.Set("Content-Length", strconv.Itoa(a.body.Len()))
+	w.WriteHeader(a.code)
+	w.Write(a.body.Bytes())
 }
 
 func httpError(w http.ResponseWriter, code int, msg string) {
