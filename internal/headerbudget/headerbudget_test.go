@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,4 +228,44 @@ func TestIdleGivesBack(t *testing.T) {
 	// Another client's request with a 12 KiB header (a GET PKIOperation) still passes.
 	c2, r2 := dial(t, addr)
 	require.Equal(t, http.StatusOK, get(t, c2, r2, 12<<10))
+}
+
+// TestIdleBounded: keep-alive connections left idle after a request are kept up to
+// MaxIdle (DefaultMaxIdle here); those beyond are closed as they go idle, their
+// answer sent, and a new client is still served. Before, every one stayed open until
+// IdleTimeout: one client held 15,000 of the quickstart's connections (337 MB, and
+// its file descriptors) at no cost.
+func TestIdleBounded(t *testing.T) {
+	b := new(Budget)
+	addr := serve(t, b)
+	const n = DefaultMaxIdle + 100
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, r := dial(t, addr)
+		require.Equal(t, http.StatusOK, get(t, c, r, 0))
+		conns[i] = c
+	}
+	var open atomic.Int64 // connections the server has not closed within 200 ms
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					open.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.LessOrEqual(t, open.Load(), int64(DefaultMaxIdle), "idle connections kept beyond the bound")
+	require.LessOrEqual(t, b.Idle(), int64(DefaultMaxIdle))
+	c, r := dial(t, addr)
+	require.Equal(t, http.StatusOK, get(t, c, r, 0))
+	for _, c := range conns {
+		c.Close()
+	}
+	require.Eventually(t, func() bool { return b.Idle() == 0 }, 5*time.Second, 10*time.Millisecond)
 }
