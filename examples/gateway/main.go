@@ -291,7 +291,7 @@ func stores(ctx context.Context, c *config, log *slog.Logger) (*storeSet, error)
 			return nil, fmt.Errorf("-postgres: %w", err)
 		}
 		closers = append(closers, func() error { s.Close(); return nil })
-		set.replay, set.transactions, set.certificates, set.revocation = s, s, s, s
+		set.replay, set.transactions, set.certificates, set.revocation, set.revocations = s, s, s, s, s
 	case c.Redis == "":
 		s, migrated, err := boltstore.OpenDir(c.State, &boltstore.Options{Logger: log})
 		if err != nil {
@@ -300,7 +300,7 @@ func stores(ctx context.Context, c *config, log *slog.Logger) (*storeSet, error)
 		if migrated > 0 {
 			log.Info("migrated issued certificates into the store", "count", migrated)
 		}
-		set.replay, set.transactions, set.certificates, set.revocation = s, s, s, s
+		set.replay, set.transactions, set.certificates, set.revocation, set.revocations = s, s, s, s, s
 		set.close = s.Close
 		return set, nil
 	default:
@@ -336,7 +336,10 @@ type storeSet struct {
 	transactions crp.TransactionStore
 	certificates crp.CertificateStore
 	revocation   crp.RevocationChecker // nil: only the CA's own
-	close        func() error
+	// revocations are what the CRL lists (the store's, so that they survive a restart
+	// and show at every gateway sharing it); nil: the CA's own, in memory.
+	revocations crp.RevocationStore
+	close       func() error
 }
 
 // newGateway assembles the gateway from the packages: CA and RA, the MDM's keys, a
@@ -367,6 +370,12 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 	if err != nil {
 		return nil, err
 	}
+	crl := func(ctx context.Context) ([]byte, error) { return ca.CRL(ctx, time.Now().Add(24*time.Hour)) }
+	if st.revocations != nil {
+		// The store's revocations, signed again only when one is added here or the CRL
+		// is an hour old: a flood of GetCRL costs no signature each.
+		crl = (&crp.CRLPublisher{CA: ca, Revocations: st.revocations, Logger: log}).CRL
+	}
 	rp := &crp.RegistrationPoint{
 		Verifier: &challenge.Verifier{Keys: keys, Issuer: c.MDMIssuer, Audience: c.Identity,
 			Replay: st.replay},
@@ -384,9 +393,7 @@ func newGateway(ctx context.Context, c *config, log *slog.Logger) (*gateway, err
 			}
 			return st.revocation.IsRevoked(ctx, cert)
 		}),
-		CRL: func(ctx context.Context) ([]byte, error) {
-			return ca.CRL(ctx, time.Now().Add(24*time.Hour))
-		},
+		CRL:    crl,
 		Logger: log,
 	}
 	if err := rp.Validate(); err != nil {

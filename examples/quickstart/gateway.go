@@ -151,7 +151,10 @@ func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logg
 			}
 			return g.Store.IsRevoked(ctx, c)
 		}),
-		CRL:    func(ctx context.Context) ([]byte, error) { return g.CA.CRL(ctx, time.Now().Add(24*time.Hour)) },
+		// The CRL lists the revocations in the store, so that they survive a restart,
+		// and is signed again only when one is added or it is an hour old: a flood of
+		// GetCRL costs no signature each.
+		CRL:    (&crp.CRLPublisher{CA: g.CA, Revocations: g.Store, Logger: logger}).CRL,
 		Logger: logger,
 	}
 	if err := g.RP.Validate(); err != nil {
