@@ -280,7 +280,6 @@ func TestRevocationSerialOfOtherCA(t *testing.T) {
 // multi-valued RDN answers requests naming it however the DN string is escaped or
 // the RDN ordered, and no other: "O=Example\,Inc." is not "O=Example\, Inc.".
 func TestRevocationIssuerNameEscaped(t *testing.T) {
-	ctx := context.Background()
 	ca, err := catemplate.NewCA(catemplate.CAOptions{KeyType: profile.ECDSAP256, Subject: pkix.Name{CommonName: "Issuing CA",
 		Organization: []string{"Example, Inc."}, OrganizationalUnit: []string{"PKI", "Ops"}}})
 	require.NoError(t, err)
@@ -298,22 +297,26 @@ func TestRevocationIssuerNameEscaped(t *testing.T) {
 		{"the escaped comma a separator", `CN=Issuing CA,OU=PKI+OU=Ops,O=Example, Inc.`, false},
 		{"the RDN split in two", `CN=Issuing CA,OU=Ops,OU=PKI,O=Example\, Inc.`, false},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			r := &intune.CARevoker{CA: ca}
-			err := r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "rc", SerialNumber: "0A", IssuerName: c.issuer})
-			if c.ours {
-				require.NoError(t, err)
-			} else {
-				require.ErrorIs(t, err, intune.ErrOtherCA)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { requireIssuerOurs(t, ca, c.issuer, c.ours) })
+	}
+}
+
+// requireIssuerOurs asks ca's CARevoker to revoke a serial under issuer: done when
+// ours, refused as another CA's otherwise.
+func requireIssuerOurs(t *testing.T, ca *catemplate.CA, issuer string, ours bool) {
+	t.Helper()
+	r := &intune.CARevoker{CA: ca}
+	err := r.Revoke(context.Background(), &intune.RevocationRequest{RequestContext: "rc", SerialNumber: "0A", IssuerName: issuer})
+	if ours {
+		require.NoError(t, err)
+	} else {
+		require.ErrorIs(t, err, intune.ErrOtherCA)
 	}
 }
 
 // TestRevocationIssuerNameCompared: a request's issuerName is compared with the CA's
 // without regard to case or to the spaces after commas, however many.
 func TestRevocationIssuerNameCompared(t *testing.T) {
-	ctx := context.Background()
 	ca, err := catemplate.NewCA(catemplate.CAOptions{KeySize: 2048,
 		Subject: pkix.Name{CommonName: "Issuing CA", Organization: []string{"Example"}}})
 	require.NoError(t, err)
@@ -329,14 +332,6 @@ func TestRevocationIssuerNameCompared(t *testing.T) {
 		{"another CA", "CN=Issuing CA 2,O=Example", false},
 		{"a space inside a value", "CN=IssuingCA,O=Example", false},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			r := &intune.CARevoker{CA: ca}
-			err := r.Revoke(ctx, &intune.RevocationRequest{RequestContext: "rc", SerialNumber: "0A", IssuerName: c.issuer})
-			if c.ours {
-				require.NoError(t, err)
-			} else {
-				require.ErrorIs(t, err, intune.ErrOtherCA)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { requireIssuerOurs(t, ca, c.issuer, c.ours) })
 	}
 }
