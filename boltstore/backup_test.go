@@ -112,11 +112,21 @@ func TestBackupDuringWrites(t *testing.T) {
 			}
 		}()
 	}
+	seen := 0
 	for range 3 {
-		time.Sleep(30 * time.Millisecond)
-		mu.Lock()
-		before := append([]string(nil), acked...)
-		mu.Unlock()
+		// Each backup begins once more claims were acknowledged than the last one saw
+		// (waited for, not slept on: on a loaded machine 30 ms may see none).
+		var before []string
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(acked) <= seen {
+				return false
+			}
+			before = append([]string(nil), acked...)
+			return true
+		}, 30*time.Second, 5*time.Millisecond)
+		seen = len(before)
 		var buf safeBuffer
 		_, err := s.Backup(ctx, &buf)
 		require.NoError(t, err)
