@@ -303,7 +303,8 @@ type Notification struct {
 // and the record says SUCCESS once Notify has returned nil: should that last write
 // fail, the device gets FAILURE and Notify is called again with the failure. The
 // outcome of a pending request being decided (Approve, Reject) that could not be
-// recorded is not notified when nothing was issued: the request stays PENDING.
+// recorded is not notified, a certificate the CA signed for it withheld: the request
+// stays PENDING, to be decided again.
 type Notifier interface {
 	Notify(ctx context.Context, n *Notification) error
 }

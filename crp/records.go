@@ -59,9 +59,9 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 // it of a certificate no device gets (the one window left: see finishNotified).
 // Without a required notification the certificate is recorded as issued at once, and
 // a gateway that stops before notifying leaves it untold. The outcome of a pending
-// request being decided (Approve, Reject) that could not be recorded, and for which
-// the CA signed nothing, is not notified: the request stays PENDING, to be decided
-// again.
+// request being decided (Approve, Reject) that could not be recorded is not notified,
+// whether or not the CA signed (a certificate signed is withheld): the request stays
+// PENDING, to be decided again.
 //
 // It runs with ctx's values but not its end: a client that hangs up once its request is
 // being decided (the HTTP request's context ends) must not leave its challenge claimed
@@ -116,9 +116,11 @@ func (rp *RegistrationPoint) finishRecord(ctx context.Context, tx *Transaction, 
 		return rp.finishNotified(parent, ctx, tx, rec, csrDER)
 	}
 	e, written := rp.writeOutcome(ctx, tx, e, rec)
-	if !written && tx.resumed && tx.Certificate == nil {
-		// Still PENDING (Approve and Reject give the decision back): nothing is
-		// decided yet, and an MDM told "failed" must not see it issued later.
+	if !written && tx.resumed {
+		// Still PENDING, to be decided again (Approve and Reject give the decision
+		// back; a certificate signed is withheld, and the request waits for the
+		// lease): nothing is decided yet, and an MDM told "failed" must not see it
+		// issued later.
 		return e
 	}
 	if written {
@@ -260,6 +262,9 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 		ic.Withheld = true
 	}
 	if e, written := rp.writeOutcome(ctx, tx, nil, &held); !written {
+		if tx.resumed {
+			return e // still PENDING, as in finishRecord: not notified
+		}
 		return rp.notifyOutcome(ctx, tx, e)
 	}
 	nctx, cancel := detached(parent, time.Time{})
