@@ -100,6 +100,13 @@ const (
 	ReasonUnknownTransaction  Reason = "unknown transaction"
 	ReasonTransactionConflict Reason = "transactionID in use by another requester"
 	ReasonRejected            Reason = "request rejected"
+	// ReasonNotifying is the reason a FAILURE record gives while the MDM is told of
+	// its certificate (a required notification; see [Notifier]): the certificate is
+	// withheld until the record says SUCCESS. A poll or resend that reads it is
+	// answered PENDING while the gateway that notifies may still record the outcome
+	// (for a minute from when the record was made), and FAILURE (ReasonNotifyFailed)
+	// once it can no longer: it stopped before recording it.
+	ReasonNotifying Reason = "MDM notification in progress"
 	// ReasonRevoked: a resend or poll whose recorded certificate has been revoked
 	// since; the device enrolls again rather than install it.
 	ReasonRevoked     Reason = "certificate revoked since"

@@ -299,9 +299,11 @@ type Notification struct {
 // certificate withheld because its record could not be written, or because another
 // requester's record took its transactionID (another gateway), is notified as that
 // failure, never as OutcomeIssued. A required notification of an issued certificate is
-// made while its record says FAILURE (ReasonNotifyFailed, the certificate withheld),
-// and the record says SUCCESS once Notify has returned nil: should that last write
-// fail, the device gets FAILURE and Notify is called again with the failure. The
+// made while its record says FAILURE (ReasonNotifying, the certificate withheld; a poll
+// or resend reading it then is answered PENDING), and the record says SUCCESS once
+// Notify has returned nil, or ReasonNotifyFailed once it has failed: should the
+// SUCCESS write fail, the device gets FAILURE and Notify is called again with the
+// failure. The
 // outcome of a pending request being decided (Approve, Reject) that could not be
 // recorded is not notified, a certificate the CA signed for it withheld: the request
 // stays PENDING, to be decided again.

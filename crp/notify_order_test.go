@@ -181,7 +181,7 @@ func TestRecordDurableBeforeIssuedNotification(t *testing.T) {
 				require.NoError(t, err, "the MDM is told before the record is written")
 				require.Equal(t, tc.during, rec.Status)
 				if tc.required {
-					require.Equal(t, crp.ReasonNotifyFailed, rec.Reason)
+					require.Equal(t, crp.ReasonNotifying, rec.Reason)
 					require.Nil(t, rec.Certificate)
 					if tc.oneCommit { // apart, the inventory lists it before (accept), as ever
 						ic, err := inventory.Lookup(ctx, n.Serial)

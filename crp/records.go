@@ -53,7 +53,7 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 // or whose transactionID another requester's record took meanwhile (another gateway,
 // ErrRecordExists), is withheld, and the MDM is told that failure, never "issued".
 // A certificate whose notification is required (RequireNotification, a
-// NotifiedValidator) is recorded twice: first as withheld for a failed notification
+// NotifiedValidator) is recorded twice: first as withheld while the MDM is told
 // (finishNotified), then, once the MDM has heard of it, as issued. A gateway that
 // stops between the two has told the MDM nothing the device may not have, or has told
 // it of a certificate no device gets (the one window left: see finishNotified).
@@ -234,15 +234,17 @@ func (rp *RegistrationPoint) unrecorded(ctx context.Context, tx *Transaction, e 
 
 // finishNotified records and notifies tx's issued certificate, which its device may
 // have only once the MDM has heard of it (notificationRequiredFor): rec is its record
-// as issued. The record is written first as the record of a certificate withheld for
-// a failed notification (FAILURE, ReasonNotifyFailed; in the inventory, marked
-// withheld when it is written with it), which claims the transactionID; a lost
-// transactionID, or a record that cannot be written, withholds the certificate then,
-// and the MDM is told that failure. Only then is the MDM told of the certificate, and
-// once it has heard, rec replaces that record (the inventory's entry is unmarked with
-// it in one commit). A notification that fails leaves the first record as it is: the
-// outcome it says. A gateway that stops before rec is written leaves the certificate
-// withheld: the MDM was not told of it, or was told of a certificate no device gets.
+// as issued. The record is written first as the record of a certificate withheld while
+// the MDM is told (FAILURE, ReasonNotifying; in the inventory, marked withheld when it
+// is written with it), which claims the transactionID; a lost transactionID, or a
+// record that cannot be written, withholds the certificate then, and the MDM is told
+// that failure. Only then is the MDM told of the certificate, and once it has heard,
+// rec replaces that record (the inventory's entry is unmarked with it in one commit).
+// A poll or resend that reads the first record meanwhile is answered PENDING (see
+// ReasonNotifying). A notification that fails is recorded as that failure
+// (ReasonNotifyFailed). A gateway that stops before rec is written leaves the
+// certificate withheld: the MDM was not told of it, or was told of a certificate no
+// device gets; the record answers FAILURE once that gateway can no longer write it.
 // When rec cannot be written after the MDM heard of the certificate, the device gets
 // FAILURE and the MDM is told that failure after the success.
 //
@@ -251,7 +253,7 @@ func (rp *RegistrationPoint) unrecorded(ctx context.Context, tx *Transaction, e 
 // and no other gateway decides it.
 func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Transaction, rec *Record, csrDER []byte) *Error {
 	held := *rec
-	held.Status, held.Certificate, held.Phase, held.Reason = scep.Failure, nil, PhaseNotify, ReasonNotifyFailed
+	held.Status, held.Certificate, held.Phase, held.Reason = scep.Failure, nil, PhaseNotify, ReasonNotifying
 	if len(held.SignerKey) == 0 {
 		held.CSR = csrDER // as a refusal's record keeps it (recordOf)
 	}
@@ -270,9 +272,16 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	nctx, cancel := detached(parent, time.Time{})
 	defer cancel()
 	if out := rp.notify(nctx, tx, nil); out != nil {
-		// The record says so already.
 		rp.withheld(nctx, tx.ID, tx.Certificate, string(out.Reason), nil)
 		rp.markWithheld(nctx, tx) // when the inventory holds it alone
+		// The record says so at once, rather than once its notification's time is
+		// over (a failure to write it is only logged: it will say so then).
+		failed := held
+		failed.Reason = ReasonNotifyFailed
+		if err := rp.transactions().Put(nctx, &failed); err != nil {
+			rp.tel().storeError(nctx, "transactions")
+			rp.log().ErrorContext(nctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
+		}
 		return out
 	}
 	var err error
@@ -285,6 +294,13 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 		return nil
 	}
 	e := rp.unrecorded(nctx, tx, nil, err)
+	// The record says that failure when the store takes it now (otherwise, once its
+	// notification's time is over, it says the notification's).
+	failed := held
+	failed.Phase, failed.Reason = e.Phase, e.Reason
+	if err := rp.transactions().Put(nctx, &failed); err != nil {
+		rp.log().ErrorContext(nctx, "crp: recording transaction", "transactionID", tx.ID, "err", err)
+	}
 	// The MDM heard of a certificate its device does not get: it is told the failure.
 	rp.notify(nctx, tx, e)
 	return e

@@ -307,7 +307,7 @@ func (rp *RegistrationPoint) wonElsewhere(ctx context.Context, tx *Transaction, 
 		return nil
 	}
 	rec, err := rp.transactions().Get(ctx, tx.ID)
-	if err != nil || !bytes.Equal(rec.Request, tx.reqHash) || rec.Status == scep.Failure {
+	if err != nil || !bytes.Equal(rec.Request, tx.reqHash) || rec.Status == scep.Failure && !notifying(rec) {
 		return nil
 	}
 	return rec
@@ -327,6 +327,18 @@ func csrKeyRefused(csr *x509.CertificateRequest) *Error {
 // certificate revoked since, which the client would install as a dead credential
 // without a word (ReasonRevoked).
 func (rp *RegistrationPoint) answer(ctx context.Context, rec *Record) (*scep.Response, *Error) {
+	if notifying(rec) {
+		// A certificate the MDM is being told of (finishNotified): PENDING while the
+		// gateway telling it may still record it as issued, so that a poll or a
+		// resend read meanwhile (at another gateway, by a device polling an approved
+		// request) does not end the transaction with a FAILURE; the poll after
+		// gets the outcome. A gateway that stopped before recording it leaves the
+		// certificate withheld, which the MDM may have been told of.
+		if rp.now().Before(rec.Expires.Add(-rp.ttl() + 2*finishTimeout)) {
+			return &scep.Response{Status: scep.Pending}, nil
+		}
+		return nil, fail(rec.Phase, ReasonNotifyFailed, errors.New("as answered before: the outcome of the MDM's notification was not recorded"))
+	}
 	if rec.Status == scep.Success && rec.Certificate != nil {
 		if rc := rp.revocation(); rc != nil {
 			switch revoked, err := rc.IsRevoked(ctx, rec.Certificate); {
@@ -340,6 +352,12 @@ func (rp *RegistrationPoint) answer(ctx context.Context, rec *Record) (*scep.Res
 		}
 	}
 	return answer(rec)
+}
+
+// notifying reports whether rec is the record of a certificate whose required
+// notification is being sent ([ReasonNotifying]).
+func notifying(rec *Record) bool {
+	return rec.Status == scep.Failure && rec.Reason == ReasonNotifying
 }
 
 func answer(rec *Record) (*scep.Response, *Error) {
