@@ -75,9 +75,6 @@ func (b *Budget) maxIdle() int64 {
 	return DefaultMaxIdle
 }
 
-// Idle reports the connections counted idle now.
-func (b *Budget) Idle() int64 { return b.idle.Load() }
-
 // ErrExhausted is the read error of a connection refused because the budget was
 // spent. It reports itself a timeout (net.Error), so that net/http closes the
 // connection without an answer of its own, also below TLS.

@@ -261,11 +261,11 @@ func TestIdleBounded(t *testing.T) {
 	}
 	wg.Wait()
 	require.LessOrEqual(t, open.Load(), int64(DefaultMaxIdle), "idle connections kept beyond the bound")
-	require.LessOrEqual(t, b.Idle(), int64(DefaultMaxIdle))
+	require.LessOrEqual(t, b.idle.Load(), int64(DefaultMaxIdle))
 	c, r := dial(t, addr)
 	require.Equal(t, http.StatusOK, get(t, c, r, 0))
 	for _, c := range conns {
 		c.Close()
 	}
-	require.Eventually(t, func() bool { return b.Idle() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return b.idle.Load() == 0 }, 5*time.Second, 10*time.Millisecond)
 }
