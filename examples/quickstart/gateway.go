@@ -152,8 +152,9 @@ func newGateway(dir, scepURL string, legacy, caEnvelopes bool, logger *slog.Logg
 			return g.Store.IsRevoked(ctx, c)
 		}),
 		// The CRL lists the revocations in the store, so that they survive a restart,
-		// and is signed again only when one is added or it is an hour old: a flood of
-		// GetCRL costs no signature each.
+		// and is signed again only when one is added through this CRLPublisher's Revoke
+		// or it is an hour old (one written to the store otherwise is listed from the
+		// next refresh): a flood of GetCRL costs no signature each.
 		CRL:    (&crp.CRLPublisher{CA: g.CA, Revocations: g.Store, Logger: logger}).CRL,
 		Logger: logger,
 	}
