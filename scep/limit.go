@@ -19,6 +19,8 @@ type limiter struct {
 	queuedBytes    atomic.Int64
 	maxHeldBytes   int64
 	heldBytes      atomic.Int64 // of the bodies read or being read, until their request ends
+	maxAnswerBytes int64
+	answerBytes    atomic.Int64 // of the answers built and not yet sent, after their turn
 	refusals       logBudget    // the log lines of refusals for want of a turn
 }
 
@@ -58,9 +60,15 @@ func (s *Server) limiter() *limiter {
 		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q),
 			maxQueuedBytes: max(int64(q)*queuedBytesPerPlace, s.maxBodyBytes()),
 			maxHeldBytes:   max(int64(n+q)*queuedBytesPerPlace, 2*(s.maxBodyBytes()+1))}
+		s.lim.maxAnswerBytes = max(s.lim.maxHeldBytes, minAnswerBytes)
 	})
 	return s.lim
 }
+
+// minAnswerBytes is the least bound on the answers waiting to be sent after their
+// turn (a CRL of about 1.7 million entries): an answer larger than the bound is sent
+// within its turn instead.
+const minAnswerBytes = 64 << 20
 
 // maxQueueWait bounds how long a request waits for a turn.
 const maxQueueWait = 30 * time.Second
@@ -123,6 +131,27 @@ func (l *limiter) hold(n int64) bool {
 func (l *limiter) unhold(n int64) {
 	if l != nil && n != 0 {
 		l.heldBytes.Add(-n)
+	}
+}
+
+// holdAnswer counts an answer of n bytes about to be sent after its turn, and
+// reports false, counting nothing, when the answers waiting would then exceed their
+// bound. A nil limiter bounds nothing.
+func (l *limiter) holdAnswer(n int64) bool {
+	if l == nil {
+		return true
+	}
+	if l.answerBytes.Add(n) > l.maxAnswerBytes {
+		l.answerBytes.Add(-n)
+		return false
+	}
+	return true
+}
+
+// unholdAnswer gives back n bytes counted by holdAnswer.
+func (l *limiter) unholdAnswer(n int64) {
+	if l != nil && n != 0 {
+		l.answerBytes.Add(-n)
 	}
 }
 

@@ -432,8 +432,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// memory counted for its body.
 		start := time.Now()
 		a := &answer{header: w.Header()}
-		if s.takeTurn(w, r, l, a) {
+		if send, held := s.takeTurn(w, r, l, a, start); send {
 			a.send(w, r, start, s.BodyTimeout)
+			l.unholdAnswer(held)
 		}
 	case "":
 		httpError(w, http.StatusBadRequest, "missing operation")
@@ -443,23 +444,42 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // takeTurn reads r's message, waits for a turn and has pkiOperation answer it into a,
-// giving the turn and the body's memory back when it returns. It reports false when it
-// answered w itself (the message could not be read, or no turn came).
-func (s *Server) takeTurn(w http.ResponseWriter, r *http.Request, l *limiter, a *answer) bool {
-	body, held, ok := s.readMessage(w, r, l)
-	defer l.unhold(held)
+// giving the turn and the body's memory back when it returns. It reports send true,
+// with the bytes counted for a (which the caller gives back once a is sent), when the
+// caller is to send a; false when it answered w itself: the message could not be
+// read, no turn came, or a was sent within the turn (larger than all the answers
+// waiting may be together) or refused for now (they fill that bound already: 503, as
+// for want of a turn; what the operation decided is recorded, and a resend gets it).
+func (s *Server) takeTurn(w http.ResponseWriter, r *http.Request, l *limiter, a *answer, start time.Time) (send bool, held int64) {
+	body, bodyHeld, ok := s.readMessage(w, r, l)
+	defer l.unhold(bodyHeld)
 	if !ok {
-		return false
+		return false, 0
 	}
-	if l != nil {
-		if !l.admit(r.Context(), len(body)) {
-			s.overloaded(w, r, l)
-			return false
-		}
-		defer l.release()
+	if l == nil {
+		s.pkiOperation(a, r, body)
+		return true, 0
 	}
+	if !l.admit(r.Context(), len(body)) {
+		s.overloaded(w, r, l)
+		return false, 0
+	}
+	defer l.release()
 	s.pkiOperation(a, r, body)
-	return true
+	n := int64(a.body.Len())
+	switch {
+	case l.holdAnswer(n):
+		return true, n
+	case n > l.maxAnswerBytes:
+		a.send(w, r, start, s.BodyTimeout)
+	default:
+		// a's headers are w's: take back those pkiOperation set.
+		clear(w.Header())
+		w.Header().Set("Retry-After", "1")
+		l.noteRefused(r.Context(), s.log(), r.RemoteAddr)
+		answerUnread(w, r, http.StatusServiceUnavailable, "too many answers waiting to be sent, retry later")
+	}
+	return false, 0
 }
 
 // answer is a PKIOperation's answer, built while the request holds its turn and sent

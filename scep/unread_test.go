@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,4 +82,83 @@ func TestUnreadAnswerHoldsNoTurn(t *testing.T) {
 	_, err = cl.Enroll(ctx, newCSR(t, d2.key, "device", "secret"), d2.key)
 	require.NoError(t, err)
 	require.Equal(t, 1, p.issuedCount())
+}
+
+// TestUnreadAnswersBounded: the answers waiting to be sent after their turn are
+// bounded together. One that would exceed the bound while others wait is refused
+// with 503 (what the operation decided is recorded; a resend gets it), and one larger
+// than the bound is sent within its turn, so that it is still answered. Before, answers
+// held after their turn were not counted: requesters that did not read their GetCRL
+// answers held a CRL each, without bound.
+func TestUnreadAnswersBounded(t *testing.T) {
+	p := newTestPKI(t)
+	entries := make([]x509.RevocationListEntry, 40000)
+	for i := range entries {
+		entries[i] = x509.RevocationListEntry{SerialNumber: big.NewInt(int64(1e9 + i)), RevocationTime: time.Now()}
+	}
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+		ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, p.ca, p.caKey)
+	require.NoError(t, err)
+	ts, s := p.httpServer(t, false)
+	s.Responder = ResponderFunc(func(ctx context.Context, req *Request) (*Response, error) {
+		if req.MessageType == GetCRL {
+			return &Response{CRL: crl}, nil
+		}
+		return p.respond(ctx, req)
+	})
+	s.MaxInFlight, s.MaxQueued = 1, -1
+	l := s.limiter()
+
+	d := newDevice(t)
+	ias, err := MarshalIssuerAndSerial(p.ca.RawSubject, big.NewInt(7))
+	require.NoError(t, err)
+	msg, _, err := NewRequest(RequestOptions{Type: GetCRL, TransactionID: "bounded", Payload: ias,
+		Recipient: p.raEnc, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	post := func() (int, []byte) {
+		resp, err := http.Post(ts.URL+"/?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(msg))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, b
+	}
+	code, answer := post()
+	require.Equal(t, http.StatusOK, code)
+	size := int64(len(answer))
+	require.Zero(t, l.answerBytes.Load(), "a sent answer is given back")
+
+	// Room for one answer: a requester that does not read holds it.
+	l.maxAnswerBytes = size + size/2
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	var reqs bytes.Buffer
+	for range 30 {
+		fmt.Fprintf(&reqs, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Type: application/x-pki-message\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	}
+	go c.Write(reqs.Bytes()) // never read
+	// The socket buffers fill, and the answer being written then stays counted.
+	var since time.Time
+	waitFor(t, "an unread answer to stay counted", func() bool {
+		if l.answerBytes.Load() != size {
+			since = time.Time{}
+			return false
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		return time.Since(since) > 500*time.Millisecond
+	})
+
+	code, _ = post()
+	require.Equal(t, http.StatusServiceUnavailable, code, "no room for a second answer while the first waits")
+	require.Equal(t, size, l.answerBytes.Load())
+	require.Zero(t, len(l.slots), "no turn held")
+
+	// An answer larger than the bound is sent within its turn, and arrives.
+	l.maxAnswerBytes = size / 2
+	code, b := post()
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, len(answer), len(b))
 }
