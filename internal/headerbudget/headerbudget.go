@@ -133,6 +133,12 @@ func (b *Budget) Install(srv *http.Server, ln net.Listener) net.Listener {
 			c.enter()
 			defer c.leave()
 		}
+		if b.idle.Load() >= b.maxIdle() && r.ProtoMajor == 1 {
+			// This connection would go idle beyond MaxIdle and be closed: say so in
+			// the answer, so that its client does not send its next request on it
+			// and lose it (a POST is not retried).
+			w.Header().Set("Connection", "close")
+		}
 		h.ServeHTTP(w, r)
 	})
 	next := srv.ConnContext
