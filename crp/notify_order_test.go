@@ -235,11 +235,7 @@ func TestIssuedRecordNotWrittenAfterNotification(t *testing.T) {
 	res, err := env.RP.Enroll(ctx, req)
 	require.ErrorIs(t, err, errDiskFull)
 	require.Nil(t, res.Certificate)
-	var told []crp.Outcome
-	for _, n := range env.Notifier.Notifications() {
-		told = append(told, n.Outcome)
-	}
-	require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, told)
+	require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, outcomesTold(env.Notifier))
 	list, err := env.Certificates.Certificates(ctx, crp.CertificateQuery{DeviceID: "alice-laptop"})
 	require.NoError(t, err)
 	require.Len(t, list, 1)
@@ -267,9 +263,14 @@ func TestUnrecordedRejectionNotNotified(t *testing.T) {
 	cert, err := env.RP.Approve(ctx, "wait")
 	require.NoError(t, err)
 	require.NotNil(t, cert)
+	require.Equal(t, []crp.Outcome{crp.OutcomePending, crp.OutcomeIssued}, outcomesTold(env.Notifier))
+}
+
+// outcomesTold lists the outcomes the MDM was told, in order.
+func outcomesTold(n *crp.MemoryNotifier) []crp.Outcome {
 	var told []crp.Outcome
-	for _, n := range env.Notifier.Notifications() {
-		told = append(told, n.Outcome)
+	for _, x := range n.Notifications() {
+		told = append(told, x.Outcome)
 	}
-	require.Equal(t, []crp.Outcome{crp.OutcomePending, crp.OutcomeIssued}, told)
+	return told
 }

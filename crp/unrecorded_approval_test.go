@@ -39,11 +39,7 @@ func TestUnrecordedApprovalNotNotified(t *testing.T) {
 			cert, err := env.RP.Approve(ctx, "wait")
 			require.NoError(t, err)
 			require.NotNil(t, cert)
-			var told []crp.Outcome
-			for _, n := range env.Notifier.Notifications() {
-				told = append(told, n.Outcome)
-			}
-			require.Equal(t, []crp.Outcome{crp.OutcomePending, crp.OutcomeIssued}, told)
+			require.Equal(t, []crp.Outcome{crp.OutcomePending, crp.OutcomeIssued}, outcomesTold(env.Notifier))
 		})
 	}
 }

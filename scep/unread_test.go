@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,40 +28,8 @@ import (
 // turn, none waiting, a connection pipelining GetCRLs it never reads, and an
 // enrollment still gets its certificate.
 func TestUnreadAnswerHoldsNoTurn(t *testing.T) {
-	p := newTestPKI(t)
-	entries := make([]x509.RevocationListEntry, 40000)
-	for i := range entries {
-		entries[i] = x509.RevocationListEntry{SerialNumber: big.NewInt(int64(1e9 + i)), RevocationTime: time.Now()}
-	}
-	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
-		ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, p.ca, p.caKey)
-	require.NoError(t, err)
-	var crls atomic.Int64
-	ts, s := p.httpServer(t, false)
-	s.Responder = ResponderFunc(func(ctx context.Context, req *Request) (*Response, error) {
-		if req.MessageType == GetCRL {
-			crls.Add(1)
-			return &Response{CRL: crl}, nil
-		}
-		return p.respond(ctx, req)
-	})
-	s.MaxInFlight, s.MaxQueued = 1, -1
-
-	// A self-signed requester, no certificate of the CA: GetCRL is answered anyway.
-	d := newDevice(t)
-	ias, err := MarshalIssuerAndSerial(p.ca.RawSubject, big.NewInt(7))
-	require.NoError(t, err)
-	msg, _, err := NewRequest(RequestOptions{Type: GetCRL, TransactionID: "unread", Payload: ias,
-		Recipient: p.raEnc, SignerCert: d.self, Signer: d.key})
-	require.NoError(t, err)
-	c, err := net.Dial("tcp", ts.Listener.Addr().String())
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	var reqs bytes.Buffer
-	for range 30 {
-		fmt.Fprintf(&reqs, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Type: application/x-pki-message\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
-	}
-	go c.Write(reqs.Bytes()) // never read
+	p, ts, s, crls, msg := bigCRLServer(t)
+	pipelineUnread(t, ts, msg)
 
 	// The server's answers fill the socket buffers, and the one being written blocks.
 	last, since := int64(-1), time.Now()
@@ -79,7 +48,7 @@ func TestUnreadAnswerHoldsNoTurn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	d2 := newDevice(t)
-	_, err = cl.Enroll(ctx, newCSR(t, d2.key, "device", "secret"), d2.key)
+	_, err := cl.Enroll(ctx, newCSR(t, d2.key, "device", "secret"), d2.key)
 	require.NoError(t, err)
 	require.Equal(t, 1, p.issuedCount())
 }
@@ -91,30 +60,8 @@ func TestUnreadAnswerHoldsNoTurn(t *testing.T) {
 // held after their turn were not counted: requesters that did not read their GetCRL
 // answers held a CRL each, without bound.
 func TestUnreadAnswersBounded(t *testing.T) {
-	p := newTestPKI(t)
-	entries := make([]x509.RevocationListEntry, 40000)
-	for i := range entries {
-		entries[i] = x509.RevocationListEntry{SerialNumber: big.NewInt(int64(1e9 + i)), RevocationTime: time.Now()}
-	}
-	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
-		ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, p.ca, p.caKey)
-	require.NoError(t, err)
-	ts, s := p.httpServer(t, false)
-	s.Responder = ResponderFunc(func(ctx context.Context, req *Request) (*Response, error) {
-		if req.MessageType == GetCRL {
-			return &Response{CRL: crl}, nil
-		}
-		return p.respond(ctx, req)
-	})
-	s.MaxInFlight, s.MaxQueued = 1, -1
+	_, ts, s, _, msg := bigCRLServer(t)
 	l := s.limiter()
-
-	d := newDevice(t)
-	ias, err := MarshalIssuerAndSerial(p.ca.RawSubject, big.NewInt(7))
-	require.NoError(t, err)
-	msg, _, err := NewRequest(RequestOptions{Type: GetCRL, TransactionID: "bounded", Payload: ias,
-		Recipient: p.raEnc, SignerCert: d.self, Signer: d.key})
-	require.NoError(t, err)
 	post := func() (int, []byte) {
 		resp, err := http.Post(ts.URL+"/?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(msg))
 		require.NoError(t, err)
@@ -130,14 +77,7 @@ func TestUnreadAnswersBounded(t *testing.T) {
 
 	// Room for one answer: a requester that does not read holds it.
 	l.maxAnswerBytes = size + size/2
-	c, err := net.Dial("tcp", ts.Listener.Addr().String())
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	var reqs bytes.Buffer
-	for range 30 {
-		fmt.Fprintf(&reqs, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Type: application/x-pki-message\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
-	}
-	go c.Write(reqs.Bytes()) // never read
+	pipelineUnread(t, ts, msg)
 	// The socket buffers fill, and the answer being written then stays counted.
 	var since time.Time
 	waitFor(t, "an unread answer to stay counted", func() bool {
@@ -161,4 +101,49 @@ func TestUnreadAnswersBounded(t *testing.T) {
 	code, b := post()
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, len(answer), len(b))
+}
+
+// bigCRLServer serves a test PKI with one turn and no queue, answering GetCRL with a
+// CRL of 40,000 entries (larger than the socket buffers), counted in crls; msg is a
+// GetCRL from a self-signed requester with no certificate of the CA, which is
+// answered anyway.
+func bigCRLServer(t *testing.T) (p *testPKI, ts *httptest.Server, s *Server, crls *atomic.Int64, msg []byte) {
+	p = newTestPKI(t)
+	entries := make([]x509.RevocationListEntry, 40000)
+	for i := range entries {
+		entries[i] = x509.RevocationListEntry{SerialNumber: big.NewInt(int64(1e9 + i)), RevocationTime: time.Now()}
+	}
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+		ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, p.ca, p.caKey)
+	require.NoError(t, err)
+	crls = new(atomic.Int64)
+	ts, s = p.httpServer(t, false)
+	s.Responder = ResponderFunc(func(ctx context.Context, req *Request) (*Response, error) {
+		if req.MessageType == GetCRL {
+			crls.Add(1)
+			return &Response{CRL: crl}, nil
+		}
+		return p.respond(ctx, req)
+	})
+	s.MaxInFlight, s.MaxQueued = 1, -1
+	d := newDevice(t)
+	ias, err := MarshalIssuerAndSerial(p.ca.RawSubject, big.NewInt(7))
+	require.NoError(t, err)
+	msg, _, err = NewRequest(RequestOptions{Type: GetCRL, TransactionID: "unread", Payload: ias,
+		Recipient: p.raEnc, SignerCert: d.self, Signer: d.key})
+	require.NoError(t, err)
+	return p, ts, s, crls, msg
+}
+
+// pipelineUnread sends msg 30 times on one connection to ts and never reads the
+// answers.
+func pipelineUnread(t *testing.T, ts *httptest.Server, msg []byte) {
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	var reqs bytes.Buffer
+	for range 30 {
+		fmt.Fprintf(&reqs, "POST /?operation=PKIOperation HTTP/1.1\r\nHost: scep\r\nContent-Type: application/x-pki-message\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	}
+	go c.Write(reqs.Bytes()) // never read
 }
