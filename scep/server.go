@@ -433,8 +433,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		a := &answer{header: w.Header()}
 		if send, held := s.takeTurn(w, r, l, a, start); send {
+			defer l.unholdAnswer(held)
 			a.send(w, r, start, s.BodyTimeout)
-			l.unholdAnswer(held)
 		}
 	case "":
 		httpError(w, http.StatusBadRequest, "missing operation")
