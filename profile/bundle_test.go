@@ -509,10 +509,7 @@ func TestBundleHostileValues(t *testing.T) {
 						continue
 					}
 					require.Nil(t, outs[i])
-					require.ErrorIs(t, err, ErrInvalidProfile)
-					var fe *FieldError
-					require.ErrorAs(t, err, &fe)
-					require.Equal(t, tc.want, fe.Field)
+					requireFieldError(t, err, tc.want)
 				}
 				if tc.want != "" {
 					continue
@@ -598,10 +595,7 @@ func TestBundleWiFiRefusesServerEKU(t *testing.T) {
 					require.NoError(t, err)
 					continue
 				}
-				require.ErrorIs(t, err, ErrInvalidProfile)
-				var fe *FieldError
-				require.ErrorAs(t, err, &fe)
-				require.Equal(t, tc.field, fe.Field)
+				requireFieldError(t, err, tc.field)
 				_, err = b.JSON(bundleOpts)
 				require.ErrorIs(t, err, ErrInvalidProfile)
 				_, err = b.WLANProfile()
@@ -633,9 +627,7 @@ func TestBundleVPNNeedsServerIssuer(t *testing.T) {
 			j, jerr := b.JSON(bundleOpts)
 			if tc.field != "" {
 				for _, err := range []error{err, jerr} {
-					var fe *FieldError
-					require.ErrorAs(t, err, &fe)
-					require.Equal(t, tc.field, fe.Field)
+					requireFieldError(t, err, tc.field)
 				}
 				return
 			}
@@ -821,13 +813,19 @@ func TestBundleRefusesServerNameOfDevice(t *testing.T) {
 					require.NoError(t, err)
 					continue
 				}
-				require.ErrorIs(t, err, ErrInvalidProfile)
-				var fe *FieldError
-				require.ErrorAs(t, err, &fe)
-				require.Equal(t, tc.field, fe.Field)
+				requireFieldError(t, err, tc.field)
 				_, err = b.JSON(bundleOpts)
 				require.ErrorIs(t, err, ErrInvalidProfile)
 			}
 		})
 	}
+}
+
+// requireFieldError requires err to be an ErrInvalidProfile naming field.
+func requireFieldError(t *testing.T, err error, field string) {
+	t.Helper()
+	require.ErrorIs(t, err, ErrInvalidProfile)
+	var fe *FieldError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, field, fe.Field)
 }
