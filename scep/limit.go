@@ -17,11 +17,9 @@ type limiter struct {
 	maxQueuedBytes int64
 	queued         atomic.Int64
 	queuedBytes    atomic.Int64
-	maxHeldBytes   int64
-	heldBytes      atomic.Int64 // of the bodies read or being read, until their request ends
-	maxAnswerBytes int64
-	answerBytes    atomic.Int64 // of the answers built and not yet sent, after their turn
-	refusals       logBudget    // the log lines of refusals for want of a turn
+	bodies         byteBound // the bodies read or being read, until their request ends
+	answers        byteBound // the answers built and not yet sent, after their turn
+	refusals       logBudget // the log lines of refusals for want of a turn
 }
 
 // inFlightPerCore is the zero MaxInFlight's bound per GOMAXPROCS: enough for
@@ -58,9 +56,9 @@ func (s *Server) limiter() *limiter {
 			q = 0
 		}
 		s.lim = &limiter{slots: make(chan struct{}, n), maxQueued: int64(q),
-			maxQueuedBytes: max(int64(q)*queuedBytesPerPlace, s.maxBodyBytes()),
-			maxHeldBytes:   max(int64(n+q)*queuedBytesPerPlace, 2*(s.maxBodyBytes()+1))}
-		s.lim.maxAnswerBytes = max(s.lim.maxHeldBytes, minAnswerBytes)
+			maxQueuedBytes: max(int64(q)*queuedBytesPerPlace, s.maxBodyBytes())}
+		s.lim.bodies.max = max(int64(n+q)*queuedBytesPerPlace, 2*(s.maxBodyBytes()+1))
+		s.lim.answers.max = max(s.lim.bodies.max, minAnswerBytes)
 	})
 	return s.lim
 }
@@ -114,44 +112,39 @@ func (l *limiter) admit(ctx context.Context, size int) bool {
 
 func (l *limiter) release() { <-l.slots }
 
-// hold counts n more bytes of PKIOperation bodies held in memory, and reports false,
-// counting nothing, when that would exceed the bound. A nil limiter bounds nothing.
-func (l *limiter) hold(n int64) bool {
-	if l == nil {
-		return true
-	}
-	if l.heldBytes.Add(n) > l.maxHeldBytes {
-		l.heldBytes.Add(-n)
+// byteBound counts bytes held in memory against a bound.
+type byteBound struct {
+	max  int64
+	held atomic.Int64
+}
+
+// take counts n more bytes, and reports false, counting nothing, when that would
+// exceed the bound.
+func (b *byteBound) take(n int64) bool {
+	if b.held.Add(n) > b.max {
+		b.held.Add(-n)
 		return false
 	}
 	return true
+}
+
+// give gives back n bytes counted by take.
+func (b *byteBound) give(n int64) {
+	if n != 0 {
+		b.held.Add(-n)
+	}
+}
+
+// hold counts n more bytes of PKIOperation bodies held in memory, and reports false,
+// counting nothing, when that would exceed the bound. A nil limiter bounds nothing.
+func (l *limiter) hold(n int64) bool {
+	return l == nil || l.bodies.take(n)
 }
 
 // unhold gives back n bytes counted by hold.
 func (l *limiter) unhold(n int64) {
-	if l != nil && n != 0 {
-		l.heldBytes.Add(-n)
-	}
-}
-
-// holdAnswer counts an answer of n bytes about to be sent after its turn, and
-// reports false, counting nothing, when the answers waiting would then exceed their
-// bound. A nil limiter bounds nothing.
-func (l *limiter) holdAnswer(n int64) bool {
-	if l == nil {
-		return true
-	}
-	if l.answerBytes.Add(n) > l.maxAnswerBytes {
-		l.answerBytes.Add(-n)
-		return false
-	}
-	return true
-}
-
-// unholdAnswer gives back n bytes counted by holdAnswer.
-func (l *limiter) unholdAnswer(n int64) {
-	if l != nil && n != 0 {
-		l.answerBytes.Add(-n)
+	if l != nil {
+		l.bodies.give(n)
 	}
 }
 

@@ -295,14 +295,14 @@ func TestBodiesHeldBound(t *testing.T) {
 	s.Responder = ResponderFunc(g.respond)
 	s.MaxInFlight, s.MaxQueued, s.MaxBodyBytes = 1, 1, 8<<10
 	l := s.limiter()
-	require.EqualValues(t, 2*queuedBytesPerPlace, l.maxHeldBytes)
+	require.EqualValues(t, 2*queuedBytesPerPlace, l.bodies.max)
 	addr := ts.Listener.Addr().String()
 
 	var conns []net.Conn
 	for range 4 { // 4 × 8000 bytes announced: within the bound of 32 KiB
 		conns = append(conns, stalledN(t, addr, 8000))
 	}
-	waitFor(t, "four bodies held", func() bool { return l.heldBytes.Load() == 4*8000 })
+	waitFor(t, "four bodies held", func() bool { return l.bodies.held.Load() == 4*8000 })
 	// A fifth, and an enrollment: 503 at once, not a wait for BodyTimeout.
 	c := stalledN(t, addr, 8000)
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
@@ -326,9 +326,9 @@ func TestBodiesHeldBound(t *testing.T) {
 	// bound is reached, mid-body: 3 × 8000 + 4000 held, then 1, 2 and 4 KiB fit, 8 KiB
 	// does not.
 	conns[0].Close()
-	waitFor(t, "a body given back", func() bool { return l.heldBytes.Load() == 3*8000 })
+	waitFor(t, "a body given back", func() bool { return l.bodies.held.Load() == 3*8000 })
 	conns = append(conns, stalledN(t, addr, 4000))
-	waitFor(t, "28000 bytes held", func() bool { return l.heldBytes.Load() == 28000 })
+	waitFor(t, "28000 bytes held", func() bool { return l.bodies.held.Load() == 28000 })
 	c = stalledN(t, addr, -1)
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	answer := make(chan *http.Response, 1)
@@ -342,7 +342,7 @@ func TestBodiesHeldBound(t *testing.T) {
 	var resp2 *http.Response
 	for i := 0; resp2 == nil; i++ {
 		require.Less(t, i, 8, "a chunked body beyond the bound was not refused")
-		require.LessOrEqual(t, l.heldBytes.Load(), l.maxHeldBytes)
+		require.LessOrEqual(t, l.bodies.held.Load(), l.bodies.max)
 		io.WriteString(c, "800\r\n"+string(make([]byte, 0x800))+"\r\n")
 		select {
 		case resp2 = <-answer:
@@ -351,7 +351,7 @@ func TestBodiesHeldBound(t *testing.T) {
 		}
 	}
 	require.Equal(t, http.StatusServiceUnavailable, resp2.StatusCode)
-	require.Equal(t, int64(28000), l.heldBytes.Load())
+	require.Equal(t, int64(28000), l.bodies.held.Load())
 	require.Zero(t, g.entered.Load())
 	require.Zero(t, g.issuedCount())
 
@@ -359,12 +359,12 @@ func TestBodiesHeldBound(t *testing.T) {
 		c.Close()
 	}
 	c.Close()
-	waitFor(t, "every body given back", func() bool { return l.heldBytes.Load() == 0 })
+	waitFor(t, "every body given back", func() bool { return l.bodies.held.Load() == 0 })
 	fp := sha256.Sum256(g.ca.Raw)
 	_, err = (&Client{URL: ts.URL, CAFingerprint: fp[:]}).Enroll(context.Background(), newCSR(t, d.key, "device", "secret"), d.key)
 	require.NoError(t, err)
 	require.Equal(t, 1, g.issuedCount())
-	waitFor(t, "the enrollment's body given back", func() bool { return l.heldBytes.Load() == 0 })
+	waitFor(t, "the enrollment's body given back", func() bool { return l.bodies.held.Load() == 0 })
 }
 
 // TestOverloadLogFlushed: the count of refusals for want of a turn is logged within

@@ -433,7 +433,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		a := &answer{header: w.Header()}
 		if send, held := s.takeTurn(w, r, l, a, start); send {
-			defer l.unholdAnswer(held)
+			if l != nil {
+				defer l.answers.give(held)
+			}
 			a.send(w, r, start, s.BodyTimeout)
 		}
 	case "":
@@ -468,9 +470,9 @@ func (s *Server) takeTurn(w http.ResponseWriter, r *http.Request, l *limiter, a 
 	s.pkiOperation(a, r, body)
 	n := int64(a.body.Len())
 	switch {
-	case l.holdAnswer(n):
+	case l.answers.take(n):
 		return true, n
-	case n > l.maxAnswerBytes:
+	case n > l.answers.max:
 		a.send(w, r, start, s.BodyTimeout)
 	default:
 		// a's headers are w's: take back those pkiOperation set.

@@ -42,7 +42,7 @@ func TestUnreadAnswerHoldsNoTurn(t *testing.T) {
 	require.Less(t, last, int64(30), "every answer was taken: the socket buffers did not fill")
 
 	require.Zero(t, len(s.limiter().slots), "a turn is held by an answer the requester does not read")
-	require.Zero(t, s.limiter().heldBytes.Load(), "body memory is held by an answer the requester does not read")
+	require.Zero(t, s.limiter().bodies.held.Load(), "body memory is held by an answer the requester does not read")
 	fp := sha256.Sum256(p.ca.Raw)
 	cl := &Client{URL: ts.URL, CAFingerprint: fp[:]}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -73,15 +73,15 @@ func TestUnreadAnswersBounded(t *testing.T) {
 	code, answer := post()
 	require.Equal(t, http.StatusOK, code)
 	size := int64(len(answer))
-	require.Zero(t, l.answerBytes.Load(), "a sent answer is given back")
+	require.Zero(t, l.answers.held.Load(), "a sent answer is given back")
 
 	// Room for one answer: a requester that does not read holds it.
-	l.maxAnswerBytes = size + size/2
+	l.answers.max = size + size/2
 	pipelineUnread(t, ts, msg)
 	// The socket buffers fill, and the answer being written then stays counted.
 	var since time.Time
 	waitFor(t, "an unread answer to stay counted", func() bool {
-		if l.answerBytes.Load() != size {
+		if l.answers.held.Load() != size {
 			since = time.Time{}
 			return false
 		}
@@ -93,11 +93,11 @@ func TestUnreadAnswersBounded(t *testing.T) {
 
 	code, _ = post()
 	require.Equal(t, http.StatusServiceUnavailable, code, "no room for a second answer while the first waits")
-	require.Equal(t, size, l.answerBytes.Load())
+	require.Equal(t, size, l.answers.held.Load())
 	require.Zero(t, len(l.slots), "no turn held")
 
 	// An answer larger than the bound is sent within its turn, and arrives.
-	l.maxAnswerBytes = size / 2
+	l.answers.max = size / 2
 	code, b := post()
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, len(answer), len(b))
