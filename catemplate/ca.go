@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/scepkit/scepkit/internal/crlnumber"
 	"github.com/scepkit/scepkit/profile"
 )
 
@@ -62,7 +63,7 @@ type CA struct {
 
 	mu      sync.Mutex
 	revoked map[string]x509.RevocationListEntry
-	lastCRL int64 // the number of the last CRL signed by CRL; 0 before the first
+	lastCRL *big.Int // the number of the last CRL signed by CRL; nil before the first
 }
 
 func (ca *CA) now() time.Time {
@@ -267,17 +268,14 @@ func (ca *CA) CRL(ctx context.Context, nextUpdate time.Time) ([]byte, error) {
 		return nil, errors.New("catemplate: CRL nextUpdate must be after now")
 	}
 	ca.mu.Lock()
-	num := now.UnixMicro()
-	if num <= ca.lastCRL {
-		num = ca.lastCRL + 1
-	}
+	num := crlnumber.Next(now, ca.lastCRL)
 	ca.lastCRL = num
 	entries := make([]x509.RevocationListEntry, 0, len(ca.revoked))
 	for _, e := range ca.revoked {
 		entries = append(entries, e)
 	}
 	ca.mu.Unlock()
-	return ca.SignCRL(ctx, &x509.RevocationList{Number: big.NewInt(num), ThisUpdate: now,
+	return ca.SignCRL(ctx, &x509.RevocationList{Number: num, ThisUpdate: now,
 		NextUpdate: nextUpdate, RevokedCertificateEntries: entries})
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/internal/crlnumber"
 )
 
 // CRLPublisher issues the built-in CA's certificate revocation list from a
@@ -158,16 +159,12 @@ func (p *CRLPublisher) current(ctx context.Context) (*signedCRL, error) {
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: r.Serial, RevocationTime: r.RevokedAt.UTC(),
 			ReasonCode: r.Reason})
 	}
-	// The CRL number (RFC 5280 section 5.2.3) must grow from one CRL to the next, also
-	// across restarts and between gateways that sign in turn: it is the signing time
-	// in microseconds, or one more than the last number if that is larger. In seconds,
-	// a burst of revocations (a CRL each) ran the number ahead of the clock, and a
-	// restart within that lead went back. Gateways side by side need their clocks
-	// synchronised (NTP) for their numbers to grow between them too.
-	num := big.NewInt(now.UnixMicro())
-	if p.number != nil && num.Cmp(p.number) <= 0 {
-		num = new(big.Int).Add(p.number, big.NewInt(1))
-	}
+	// The CRL number must grow from one CRL to the next, also across restarts and
+	// between gateways that sign in turn (whose clocks must be synchronised for that):
+	// the signing time in microseconds, as catemplate.CA.CRL numbers. In seconds, a
+	// burst of revocations (a CRL each) ran the number ahead of the clock, and a
+	// restart within that lead went back.
+	num := crlnumber.Next(now, p.number)
 	// thisUpdate is written in seconds; keep the same precision here, so that
 	// Last-Modified and If-Modified-Since agree with the CRL.
 	signed := now.Truncate(time.Second)
