@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -343,4 +344,22 @@ func TestRandomDamageNeverKills(t *testing.T) {
 	}
 	t.Logf("%d of 40 damaged files refused", failed)
 	require.NotZero(t, failed, "no damage was noticed: the test proves little")
+}
+
+// syncBuffer is a bytes.Buffer safe for the commit loop's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

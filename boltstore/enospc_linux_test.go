@@ -124,21 +124,3 @@ func TestDiskFull(t *testing.T) {
 	require.ErrorIs(t, s.Claim(ctx, "after", exp), challenge.ErrReplayed)
 	require.NoError(t, boltstore.Check(s), "the file's pages and freelist after a full disk")
 }
-
-// syncBuffer is a bytes.Buffer safe for the commit loop's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
