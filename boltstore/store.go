@@ -95,6 +95,17 @@
 // grows with them (about 2 KB per certificate with its indexes) and reuses the
 // pages freed by expired claims and records.
 //
+// # Memory
+//
+// bbolt reads the file through a memory map. On Linux each checkpoint takes the
+// pages read until then out of the process's resident set (madvise(2)
+// MADV_DONTNEED on the shared, read-only map): they stay in the kernel's page cache,
+// which keeps or evicts them as it keeps any file's, and a later read maps the page
+// again. The resident set then holds the pages read since the last checkpoint, not
+// every page read since Open, and does not grow with the inventory. The heap holds
+// what the open transaction wrote since the last checkpoint (at most about a
+// second's writes, or 256 KiB of journal) and the operations in flight.
+//
 // One process opens the file at a time (bbolt locks it; [Open] waits up to
 // Options.Timeout for the lock). Gateways running side by side share PostgreSQL
 // (package pgstore) instead.
@@ -254,6 +265,8 @@ type Store struct {
 	wedged     bool        // bbolt panicked and may hold its lock: Close closes dbFile, not db
 	ckptFails  int         // checkpoints failed in a row
 	ckptLogged time.Time   // of the last line about them
+	// releaseFailed is set once releasing the memory map after a checkpoint failed.
+	releaseFailed bool
 
 	syncs atomic.Int64 // fdatasyncs made (journal, and two per checkpoint), for the benchmarks
 
@@ -984,6 +997,14 @@ func (s *Store) commit() error {
 	}
 	s.checkpoint.Add(1)
 	s.j.restart(epoch)
+	// No transaction is open: the pages read until now leave the process's resident
+	// set (they stay in the page cache), so that it does not grow with the file.
+	if err := releaseMapping(s.db); err != nil && !s.releaseFailed {
+		s.releaseFailed = true // said once: the store works on without it
+		if s.log != nil {
+			s.log.Warn("boltstore: cannot release the file's memory map after a checkpoint; the process's resident set grows with the file", "path", s.path, "err", err)
+		}
+	}
 	if err := s.guard("beginning a transaction", func() (err error) { s.tx, err = s.db.Begin(true); return err }); err != nil && s.broken == nil {
 		s.tx = nil
 		s.broken = fmt.Errorf("boltstore: %w", err)
