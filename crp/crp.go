@@ -136,6 +136,9 @@ type Transaction struct {
 	// profileChecked: phase 3 checked the CSR against the rendered profile.
 	profileChecked bool
 	ca             issuingCA // chosen when the transaction began
+	// recordedTemplate names the template of a transaction rebuilt from its record
+	// (endNotifying), whose Template is nil.
+	recordedTemplate string
 }
 
 // UserID returns the user the transaction is for (from the challenge, or from the

@@ -102,10 +102,19 @@ const (
 	ReasonRejected            Reason = "request rejected"
 	// ReasonNotifying is the reason a FAILURE record gives while the MDM is told of
 	// its certificate (a required notification; see [Notifier]): the certificate is
-	// withheld until the record says SUCCESS. A poll or resend that reads it is
-	// answered PENDING while the gateway that notifies may still record the outcome
-	// (for a minute from when the record was made), and FAILURE (ReasonNotifyFailed)
-	// once it can no longer: it stopped before recording it.
+	// withheld until the record says SUCCESS (the record keeps it, never answered).
+	// A poll or resend that reads it is answered PENDING while the gateway that
+	// notifies may still record the outcome (for a minute from when the record was
+	// made). Once it can no longer (it stopped before recording it, and the MDM may
+	// have heard of the certificate), the gateway that reads the record ends the
+	// transaction: it replaces the record with the final FAILURE
+	// (ReasonNotifyFailed), with a compare-and-swap when the store is a
+	// [TransactionReplacer] (of gateways reading it at once, one ends it; without
+	// one, each does, and the MDM hears the failure once for each), keeps the
+	// certificate withheld in the inventory, tells the MDM the failure, and then
+	// answers FAILURE (ReasonNotifyFailed). A record it cannot replace fails the
+	// request as transient, and the next read tries again; a failure
+	// notification that fails is logged and not made again, as any notification.
 	ReasonNotifying Reason = "MDM notification in progress"
 	// ReasonRevoked: a resend or poll whose recorded certificate has been revoked
 	// since; the device enrolls again rather than install it.

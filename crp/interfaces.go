@@ -1,6 +1,7 @@
 package crp
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -303,7 +304,10 @@ type Notification struct {
 // or resend reading it then is answered PENDING), and the record says SUCCESS once
 // Notify has returned nil, or ReasonNotifyFailed once it has failed: should the
 // SUCCESS write fail, the device gets FAILURE and Notify is called again with the
-// failure. The
+// failure. Should the gateway stop before either, the poll or resend that reads the
+// record once that gateway can no longer write it ends the transaction: Notify is
+// called with the failure (OutcomeFailed, PhaseNotify, ReasonNotifyFailed), whether
+// or not the MDM heard of the certificate, before the device gets FAILURE. The
 // outcome of a pending request being decided (Approve, Reject) that could not be
 // recorded is not notified, a certificate the CA signed for it withheld: the request
 // stays PENDING, to be decided again.
@@ -331,7 +335,11 @@ type Record struct {
 	// CSR is the request DER.
 	CSR    []byte
 	Status scep.PKIStatus
-	// Certificate is set when Status is Success.
+	// Certificate is set when Status is Success, and in the record of a certificate
+	// withheld while, or because, its required notification was made (Status
+	// Failure, Reason [ReasonNotifying] or [ReasonNotifyFailed]): the certificate no
+	// device is given, for the gateway that ends the transaction and the operator
+	// who revokes it. Only a Success answers with it.
 	Certificate *x509.Certificate
 	// Phase and Reason are set when Status is Failure. For a certificate issued
 	// (Success) or a request pending, Phase is the zero value, PhaseGateway, which
@@ -470,6 +478,28 @@ type TransactionCreator interface {
 // RecordIssuance does must give CreateIssuance the same change.
 type IssuanceCreator interface {
 	CreateIssuance(ctx context.Context, c *IssuedCertificate, r *Record) error
+}
+
+// TransactionReplacer is an optional interface of a TransactionStore, for stores that
+// several gateways share: a compare-and-swap of one record. Replace writes r in place
+// of old, the record of r.TransactionID as Get returned it, only while the live record
+// stored is still old (the same Request, Status, Reason and Expires), as one atomic
+// step. Otherwise it writes nothing and returns an error matching [ErrRecordExists]
+// when another live record of the id is stored (old was replaced meanwhile), or
+// [ErrNotFound] when none is (or it has expired). Of several Replaces of one old at
+// once, from every gateway sharing the store, one writes. It returns once r is
+// durable, as Put does; r and old must name the same transaction id.
+//
+// A RegistrationPoint ends with it the record of a certificate whose required
+// notification was being sent when the gateway sending it stopped ([ReasonNotifying]):
+// the gateway that reads the record once that gateway can no longer end it replaces
+// it with the final FAILURE and tells the MDM that failure; with Replace, of several
+// gateways reading it at once one does, and the MDM hears the failure once. A store
+// without it has the record replaced with Put, and each such gateway tells the MDM.
+// Every store of this module implements it. As for Create, a type that embeds one of
+// them to change what Put does must give Replace the same change.
+type TransactionReplacer interface {
+	Replace(ctx context.Context, old, r *Record) error
 }
 
 // RevocationChecker says whether a certificate we issued was revoked, for renewals
@@ -686,15 +716,52 @@ func (m *MemoryTransactions) Create(_ context.Context, r *Record) error {
 	return nil
 }
 
+// Replace implements TransactionReplacer.
+func (m *MemoryTransactions) Replace(_ context.Context, old, r *Record) error {
+	if old.TransactionID != r.TransactionID {
+		return fmt.Errorf("crp: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
+	}
+	return m.putIf(r, func(cur *Record) error {
+		switch {
+		case cur == nil || !cur.live(m.now()):
+			return fmt.Errorf("%w: transaction %q", ErrNotFound, r.TransactionID)
+		case !sameVersion(cur, old):
+			return fmt.Errorf("%w: transaction %q was replaced meanwhile", ErrRecordExists, r.TransactionID)
+		}
+		return nil
+	})
+}
+
+// sameVersion reports whether a and b are the same version of a transaction's record,
+// as [TransactionReplacer] compares them: the same Request, Status, Reason and Expires.
+func sameVersion(a, b *Record) bool {
+	return bytes.Equal(a.Request, b.Request) && a.Status == b.Status && a.Reason == b.Reason && a.Expires.Equal(b.Expires)
+}
+
 // put stores a copy of r; with create, only when no live record of its id is stored,
 // and it reports whether it stored it.
 func (m *MemoryTransactions) put(r *Record, create bool) bool {
+	var cond func(*Record) error
+	if create {
+		cond = func(cur *Record) error {
+			if cur != nil && cur.live(m.now()) {
+				return ErrRecordExists
+			}
+			return nil
+		}
+	}
+	return m.putIf(r, cond) == nil
+}
+
+// putIf stores a copy of r when cond, given the record of r's id stored (nil: none),
+// returns nil (a nil cond: always), and returns what cond returned.
+func (m *MemoryTransactions) putIf(r *Record, cond func(cur *Record) error) error {
 	s := &m.shards[shardOf(r.TransactionID)]
 	s.Lock()
 	defer s.Unlock()
-	if create {
-		if old, ok := s.m[r.TransactionID]; ok && old.live(m.now()) {
-			return false
+	if cond != nil {
+		if err := cond(s.m[r.TransactionID]); err != nil {
+			return err
 		}
 	}
 	if s.m == nil {
@@ -714,7 +781,7 @@ func (m *MemoryTransactions) put(r *Record, create bool) bool {
 	}
 	c := *r
 	s.m[r.TransactionID] = &c
-	return true
+	return nil
 }
 
 // Len returns how many records the store holds, expired ones not yet swept included

@@ -36,9 +36,10 @@ type MemoryStore struct {
 }
 
 var (
-	_ Store              = (*MemoryStore)(nil)
-	_ TransactionCreator = (*MemoryTransactions)(nil)
-	_ Store              = (*memoryStoreCheck)(nil)
+	_ Store               = (*MemoryStore)(nil)
+	_ TransactionCreator  = (*MemoryTransactions)(nil)
+	_ TransactionReplacer = (*MemoryTransactions)(nil)
+	_ Store               = (*memoryStoreCheck)(nil)
 )
 
 // memoryStoreCheck makes sure each part implements its interfaces on its own.

@@ -150,7 +150,8 @@ func TestWithheldCertificateNotNotifiedAsIssued(t *testing.T) {
 // stops right then never leaves the MDM told of a certificate the store does not
 // hold. When the notification is required (the device may have the certificate only
 // once the MDM has heard of it), the record says, while the MDM is told, what a
-// failed notification leaves (FAILURE, the certificate withheld): a gateway that stops
+// failed notification leaves (FAILURE, the certificate withheld, which it keeps for the
+// gateway that ends it should this one stop): a gateway that stops
 // then gives the device nothing the MDM was not told of (and, written with the record
 // in one commit, the inventory lists it withheld). Once told, the record says SUCCESS
 // and the inventory lists the certificate as issued.
@@ -182,7 +183,7 @@ func TestRecordDurableBeforeIssuedNotification(t *testing.T) {
 				require.Equal(t, tc.during, rec.Status)
 				if tc.required {
 					require.Equal(t, crp.ReasonNotifying, rec.Reason)
-					require.Nil(t, rec.Certificate)
+					require.True(t, rec.Certificate.Equal(n.Certificate), "the record keeps the certificate it withholds")
 					if tc.oneCommit { // apart, the inventory lists it before (accept), as ever
 						ic, err := inventory.Lookup(ctx, n.Serial)
 						require.NoError(t, err, "the certificate is written with its record")

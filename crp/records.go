@@ -56,7 +56,8 @@ func requestHash(t scep.MessageType, signer *x509.Certificate, csrDER []byte) []
 // NotifiedValidator) is recorded twice: first as withheld while the MDM is told
 // (finishNotified), then, once the MDM has heard of it, as issued. A gateway that
 // stops between the two has told the MDM nothing the device may not have, or has told
-// it of a certificate no device gets (the one window left: see finishNotified).
+// it of a certificate no device gets, until the next poll or resend tells it the
+// failure (see finishNotified).
 // Without a required notification the certificate is recorded as issued at once, and
 // a gateway that stops before notifying leaves it untold. The outcome of a pending
 // request being decided (Approve, Reject) that could not be recorded is not notified,
@@ -244,7 +245,8 @@ func (rp *RegistrationPoint) unrecorded(ctx context.Context, tx *Transaction, e 
 // ReasonNotifying). A notification that fails is recorded as that failure
 // (ReasonNotifyFailed). A gateway that stops before rec is written leaves the
 // certificate withheld: the MDM was not told of it, or was told of a certificate no
-// device gets; the record answers FAILURE once that gateway can no longer write it.
+// device gets. The gateway that reads the record once this one can no longer write it
+// ends it (endNotifying): the record says FAILURE, and the MDM is told that failure.
 // When rec cannot be written after the MDM heard of the certificate, the device gets
 // FAILURE and the MDM is told that failure after the success.
 //
@@ -253,9 +255,12 @@ func (rp *RegistrationPoint) unrecorded(ctx context.Context, tx *Transaction, e 
 // and no other gateway decides it.
 func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Transaction, rec *Record, csrDER []byte) *Error {
 	held := *rec
-	held.Status, held.Certificate, held.Phase, held.Reason = scep.Failure, nil, PhaseNotify, ReasonNotifying
-	if len(held.SignerKey) == 0 {
-		held.CSR = csrDER // as a refusal's record keeps it (recordOf)
+	// The record keeps what a gateway that reads it once this one can no longer end
+	// it needs to tell the MDM the failure (endNotifying): the certificate withheld
+	// (never answered: its Status is FAILURE), the CSR and the validator's name.
+	held.Status, held.Phase, held.Reason, held.CSR = scep.Failure, PhaseNotify, ReasonNotifying, csrDER
+	if nv, ok := tx.Validator.(NamedValidator); ok {
+		held.Validator = nv.Name()
 	}
 	var issued *IssuedCertificate // the inventory's entry, written with rec
 	if ic := tx.unrecorded; ic != nil {

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/scepkit/scepkit/catemplate"
+	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/scep"
 )
 
@@ -333,11 +335,12 @@ func (rp *RegistrationPoint) answer(ctx context.Context, rec *Record) (*scep.Res
 		// resend read meanwhile (at another gateway, by a device polling an approved
 		// request) does not end the transaction with a FAILURE; the poll after
 		// gets the outcome. A gateway that stopped before recording it leaves the
-		// certificate withheld, which the MDM may have been told of.
-		if rp.now().Before(rec.Expires.Add(-rp.ttl() + 2*finishTimeout)) {
+		// certificate withheld, which the MDM may have been told of: this read ends
+		// the transaction.
+		if rp.notifyingStill(rec) {
 			return &scep.Response{Status: scep.Pending}, nil
 		}
-		return nil, fail(rec.Phase, ReasonNotifyFailed, errors.New("as answered before: the outcome of the MDM's notification was not recorded"))
+		return rp.endNotifying(ctx, rec)
 	}
 	if rec.Status == scep.Success && rec.Certificate != nil {
 		if rc := rp.revocation(); rc != nil {
@@ -358,6 +361,128 @@ func (rp *RegistrationPoint) answer(ctx context.Context, rec *Record) (*scep.Res
 // notification is being sent ([ReasonNotifying]).
 func notifying(rec *Record) bool {
 	return rec.Status == scep.Failure && rec.Reason == ReasonNotifying
+}
+
+// notifyingStill reports whether the gateway that wrote rec, a notifying record, may
+// still record the outcome of its notification: for two finishTimeouts from when it
+// wrote it (finishNotified bounds its work after the write by one).
+func (rp *RegistrationPoint) notifyingStill(rec *Record) bool {
+	return rp.now().Before(rec.Expires.Add(-rp.ttl() + 2*finishTimeout))
+}
+
+// errNotifyUnrecorded is the refusal of a transaction whose record endNotifying ends.
+var errNotifyUnrecorded = errors.New("the gateway that notified the MDM of the certificate stopped before recording the outcome: the certificate is withheld")
+
+// endNotifying ends the transaction of rec, a notifying record that the gateway that
+// wrote it can no longer end (it stopped while, or after, the MDM was told of the
+// certificate): the record is replaced by the final FAILURE (ReasonNotifyFailed, the
+// certificate kept in it, withheld), with the store's compare-and-swap when it has
+// one (TransactionReplacer), so that of several gateways reading it at once one ends
+// it; the inventory lists the certificate withheld; the MDM is told the failure, with
+// what the record keeps of the transaction; and the device is answered that
+// FAILURE. A record replaced meanwhile (its outcome recorded late, or ended by another
+// gateway) is answered as it says now. A record that cannot be replaced fails the
+// request as transient: the next poll or resend ends it. A notification that fails is
+// logged and not made again: the record says FAILURE already, as after any other
+// notification that fails.
+//
+// It runs with ctx's values but not its end, bounded by finishTimeout (as
+// finishRecord): a device that hangs up once the record is replaced must not leave the
+// MDM untold.
+func (rp *RegistrationPoint) endNotifying(parent context.Context, rec *Record) (*scep.Response, *Error) {
+	ctx, cancel := detached(parent, time.Time{})
+	defer cancel()
+	e := fail(PhaseNotify, ReasonNotifyFailed, errNotifyUnrecorded)
+	final := *rec
+	final.Reason = ReasonNotifyFailed
+	var err error
+	if r, ok := rp.transactions().(TransactionReplacer); ok {
+		err = r.Replace(ctx, rec, &final)
+	} else {
+		err = rp.transactions().Put(ctx, &final)
+	}
+	switch {
+	case errors.Is(err, ErrRecordExists) || errors.Is(err, ErrNotFound):
+		// Ended by another gateway, or its outcome recorded late: answered as the
+		// record says now.
+		cur, gerr := rp.transactions().Get(ctx, rec.TransactionID)
+		switch {
+		case gerr != nil && !errors.Is(gerr, ErrNotFound):
+			rp.tel().storeError(ctx, "transactions")
+			return nil, unavailable(PhaseIssue, gerr)
+		case gerr != nil || !bytes.Equal(cur.Request, rec.Request):
+			return nil, e // gone, or another request's now
+		case notifying(cur) && rp.notifyingStill(cur):
+			return &scep.Response{Status: scep.Pending}, nil
+		case notifying(cur):
+			return nil, e // (never ended twice in one read)
+		}
+		return rp.answer(ctx, cur)
+	case err != nil:
+		rp.tel().storeError(ctx, "transactions")
+		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", rec.TransactionID, "err", err)
+		return nil, unavailable(PhaseIssue, fmt.Errorf("recording the failure of the MDM's notification: %w", err))
+	}
+	tx := rp.notifiedTransaction(ctx, rec)
+	if rec.Certificate != nil {
+		rp.withheld(ctx, rec.TransactionID, rec.Certificate, string(e.Reason), errNotifyUnrecorded)
+		rp.inventoryWithheld(ctx, rec)
+	}
+	rp.notify(ctx, tx, e)
+	return nil, e
+}
+
+// notifiedTransaction is the transaction of rec, a notifying record, as far as rec
+// keeps it, for its failure's notification: its user, device, profile and template,
+// its CSR and the fingerprint of the challenge the CSR carries, and the validator that
+// judged it (one of rp.Validators, by name).
+func (rp *RegistrationPoint) notifiedTransaction(ctx context.Context, rec *Record) *Transaction {
+	tx := &Transaction{ID: rec.TransactionID, MessageType: scep.PKCSReq, Trace: &Trace{TransactionID: rec.TransactionID},
+		Renewed: &IssuedCertificate{UserID: rec.UserID, DeviceID: rec.DeviceID, ProfileID: rec.ProfileID},
+		reqHash: rec.Request, recordedTemplate: rec.Template}
+	if csr, err := scep.ParseCertificateRequest(rec.CSR); err == nil {
+		tx.CSR = csr
+		if ch, err := scep.ChallengePassword(csr); err == nil && ch != "" {
+			tx.Trace.ChallengeFingerprint = challenge.Fingerprint(ch)
+		}
+	}
+	if rec.Validator != "" {
+		for _, v := range rp.Validators {
+			if nv, ok := v.(NamedValidator); ok && nv.Name() == rec.Validator {
+				tx.Validator = v
+			}
+		}
+		if tx.Validator == nil {
+			rp.log().ErrorContext(ctx, "crp: the validator that judged the transaction is not this registration point's: its MDM is not told the failure",
+				"transactionID", rec.TransactionID, "validator", rec.Validator)
+		}
+	}
+	return tx
+}
+
+// inventoryWithheld lists rec's certificate in the inventory as withheld: the
+// inventory's entry marked, or, missing, written. A failure is logged: the withheld
+// log line says to revoke it.
+func (rp *RegistrationPoint) inventoryWithheld(ctx context.Context, rec *Record) {
+	ic, err := rp.certificates().Lookup(ctx, rec.Certificate.SerialNumber)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		ic = &IssuedCertificate{Certificate: rec.Certificate, UserID: rec.UserID, DeviceID: rec.DeviceID,
+			ProfileID: rec.ProfileID, Template: rec.Template, TransactionID: rec.TransactionID}
+	case err != nil:
+		rp.tel().storeError(ctx, "certificates")
+		rp.log().ErrorContext(ctx, "crp: marking a withheld certificate in the inventory", "transactionID", rec.TransactionID,
+			"serial", fmt.Sprintf("%x", rec.Certificate.SerialNumber), "err", err)
+		return
+	case ic.Withheld:
+		return
+	}
+	ic.Withheld = true
+	if err := rp.certificates().Add(ctx, ic); err != nil {
+		rp.tel().storeError(ctx, "certificates")
+		rp.log().ErrorContext(ctx, "crp: marking a withheld certificate in the inventory", "transactionID", rec.TransactionID,
+			"serial", fmt.Sprintf("%x", rec.Certificate.SerialNumber), "err", err)
+	}
 }
 
 func answer(rec *Record) (*scep.Response, *Error) {

@@ -215,6 +215,8 @@ func (rp *RegistrationPoint) notification(tx *Transaction, e *Error) *Notificati
 		Trace: tx.Trace, Validator: tx.Validator}
 	if tx.Template != nil {
 		n.Template = tx.Template.Name
+	} else {
+		n.Template = tx.recordedTemplate
 	}
 	switch {
 	case e != nil:

@@ -67,6 +67,8 @@ var cases = []testCase{
 	{"record-create-once", needCreator, recordCreateOnce},
 	{"record-create-concurrent-one-writer", needCreator, recordCreateConcurrent},
 	{"issuance-create-once", needIssuanceCreator, issuanceCreateOnce},
+	{"record-replace-compare-and-swap", needReplacer, recordReplaceOnce},
+	{"record-replace-concurrent-one-writer", needReplacer, recordReplaceConcurrent},
 	{"pending-listed-in-pages", needPending, pendingListed},
 	{"certificate-roundtrip", needCertificates, certificateRoundtrip},
 	{"issuance-recorded-together", needIssuanceRecorder, issuanceRecorded},
@@ -88,7 +90,8 @@ var cases = []testCase{
 // it is not reused across cases). A case whose parts of the Backend are nil is
 // skipped. The rules the cases check are those the docs of challenge.ReplayStore,
 // challenge.Releaser, crp.TransactionStore, crp.PendingLister, crp.CertificateStore,
-// crp.IssuanceRecorder, crp.TransactionCreator, crp.IssuanceCreator, crp.CertificateQuerier, crp.RevocationStore and
+// crp.IssuanceRecorder, crp.TransactionCreator, crp.IssuanceCreator,
+// crp.TransactionReplacer, crp.CertificateQuerier, crp.RevocationStore and
 // crp.RevocationChecker state. Run one case with go test -run, as
 // -run 'TestStore/claim-once' for a test TestStore that calls Run.
 func Run(t *testing.T, open func(t *testing.T) Backend) {
@@ -116,6 +119,10 @@ func needIssuanceRecorder(b Backend) bool {
 }
 func needCreator(b Backend) bool {
 	_, ok := b.Transactions.(crp.TransactionCreator)
+	return ok
+}
+func needReplacer(b Backend) bool {
+	_, ok := b.Transactions.(crp.TransactionReplacer)
 	return ok
 }
 func needIssuanceCreator(b Backend) bool {
@@ -531,6 +538,109 @@ func recordCreateConcurrent(t *testing.T, b Backend) {
 	check(t, err, "get")
 	if got.UserID != winner.Load().(string) {
 		t.Fatalf("the record is %s's, but %s's Create wrote", got.UserID, winner.Load())
+	}
+}
+
+// notifyingRecord is the record of a certificate withheld while its notification is
+// made (crp.ReasonNotifying), which keeps the certificate.
+func notifyingRecord(t *testing.T, id string) *crp.Record {
+	return &crp.Record{TransactionID: id, SignerKey: []byte{1}, Request: []byte{2}, CSR: []byte{3},
+		Status: scep.Failure, Certificate: Certificate(t, 78, time.Now().Add(time.Hour).Truncate(time.Second)),
+		Phase: crp.PhaseNotify, Reason: crp.ReasonNotifying, UserID: "alice", Validator: "intune:contoso",
+		Expires: time.Now().Add(time.Hour)}
+}
+
+// recordReplaceOnce: Replace writes its record only in place of the version of the
+// record it names, as Get returned it (with its certificate, although its status is
+// FAILURE); once replaced, that version is gone: a second Replace of it is refused
+// (ErrRecordExists) and changes nothing, and so is one of a version that differs in
+// Reason alone. Where no live record is stored (none, or one expired), Replace
+// writes nothing (ErrNotFound).
+func recordReplaceOnce(t *testing.T, b Backend) {
+	r := b.Transactions.(crp.TransactionReplacer)
+	check(t, b.Transactions.Put(ctx, notifyingRecord(t, "tx-cas")), "put")
+	old, err := b.Transactions.Get(ctx, "tx-cas")
+	check(t, err, "get")
+	if old.Certificate == nil || old.Certificate.SerialNumber.Int64() != 78 || old.Validator != "intune:contoso" {
+		t.Fatalf("a FAILURE record that keeps its certificate came back as %+v", old)
+	}
+	final := *old
+	final.Reason, final.UserID = crp.ReasonNotifyFailed, "ended"
+	check(t, r.Replace(ctx, old, &final), "replace")
+	got, err := b.Transactions.Get(ctx, "tx-cas")
+	check(t, err, "get")
+	if got.Reason != crp.ReasonNotifyFailed || got.UserID != "ended" || got.Certificate == nil {
+		t.Fatalf("replaced record came back as %+v", got)
+	}
+	again := *old
+	again.UserID = "twice"
+	if err := r.Replace(ctx, old, &again); !errors.Is(err, crp.ErrRecordExists) {
+		t.Fatalf("second Replace of one version: %v, want ErrRecordExists", err)
+	}
+	stale := *got
+	stale.Reason = crp.ReasonNotifying
+	if err := r.Replace(ctx, &stale, &again); !errors.Is(err, crp.ErrRecordExists) {
+		t.Fatalf("Replace of a version with another Reason: %v, want ErrRecordExists", err)
+	}
+	if got, err := b.Transactions.Get(ctx, "tx-cas"); err != nil || got.UserID != "ended" {
+		t.Fatalf("a refused Replace changed the record: %+v, %v", got, err)
+	}
+
+	none := notifyingRecord(t, "tx-cas-none")
+	if err := r.Replace(ctx, none, none); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("Replace where no record is stored: %v, want ErrNotFound", err)
+	}
+	if _, err := b.Transactions.Get(ctx, "tx-cas-none"); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("a refused Replace wrote a record: %v", err)
+	}
+	expired := notifyingRecord(t, "tx-cas-old")
+	expired.Expires = time.Now().Add(-time.Second)
+	check(t, b.Transactions.Put(ctx, expired), "put expired")
+	next := *expired
+	next.Expires = time.Now().Add(time.Hour)
+	if err := r.Replace(ctx, expired, &next); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("Replace of an expired record: %v, want ErrNotFound", err)
+	}
+}
+
+// recordReplaceConcurrent: of many Replaces of one version at once, exactly one
+// writes, and the record is that one's.
+func recordReplaceConcurrent(t *testing.T, b Backend) {
+	r := b.Transactions.(crp.TransactionReplacer)
+	check(t, b.Transactions.Put(ctx, notifyingRecord(t, "tx-cas-race")), "put")
+	old, err := b.Transactions.Get(ctx, "tx-cas-race")
+	check(t, err, "get")
+	const n = 16
+	var wg sync.WaitGroup
+	var wrote atomic.Int32
+	var winner atomic.Value
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			user := fmt.Sprintf("user-%d", i)
+			next := *old
+			next.Reason, next.UserID = crp.ReasonNotifyFailed, user
+			switch err := r.Replace(ctx, old, &next); {
+			case err == nil:
+				wrote.Add(1)
+				winner.Store(user)
+			case !errors.Is(err, crp.ErrRecordExists):
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Replace: %v", err)
+	}
+	if wrote.Load() != 1 {
+		t.Fatalf("%d of %d concurrent Replaces wrote, want 1", wrote.Load(), n)
+	}
+	got, err := b.Transactions.Get(ctx, "tx-cas-race")
+	check(t, err, "get")
+	if got.UserID != winner.Load().(string) {
+		t.Fatalf("the record is %s's, but %s's Replace wrote", got.UserID, winner.Load())
 	}
 }
 
