@@ -85,7 +85,10 @@ func (v *Validator) Validate(ctx context.Context, tx *crp.Transaction) error {
 // written) is reported as that failure, never as issued: crp notifies once the record
 // is written. One whose transactionID another requester's record took (another
 // gateway) is refused in the gateway phase, which is not reported: the transactionID
-// is the other requester's. Notifications of other transactions (scepkit's own
+// is the other requester's. A certificate whose gateway stopped before recording the
+// outcome of its successNotification is reported as failed, after that
+// successNotification, by the gateway that ends its transaction (see
+// crp.ReasonNotifying). Notifications of other transactions (scepkit's own
 // challenges, renewals, and any other tenant's) go to Others.
 type Notifier struct {
 	// Client calls the validation service. Required.
@@ -123,13 +126,14 @@ func (n *Notifier) Notify(ctx context.Context, note *crp.Notification) error {
 	case crp.OutcomeFailed:
 		// Only a failure after Intune's verdict was Success is reported: a refusal by
 		// Intune itself, or a request Intune never saw, is not (the library's rule:
-		// never report its own exceptions). A failed success notification is not
-		// reported either: the service did not answer.
-		// A transient failure or an operator fault (note.Transient) is not reported
-		// either: the device retries the same transaction, and the service must not
-		// hear "failed" before "issued".
-		if note.Phase < crp.PhaseTemplate || note.Phase == crp.PhaseNotify || note.Transient ||
-			errors.Is(note.Err, crp.ErrUnavailable) {
+		// never report its own exceptions). A transient failure or an operator fault
+		// (note.Transient) is not reported either: the device retries the same
+		// transaction, and the service must not hear "failed" before "issued".
+		// A failure in the notify phase is reported: crp notifies one only when it
+		// ends a transaction whose gateway stopped while it told the service of the
+		// certificate (the service may have heard "issued"; the device never gets
+		// it), and never the failure of a notification itself.
+		if note.Phase < crp.PhaseTemplate || note.Transient || errors.Is(note.Err, crp.ErrUnavailable) {
 			return nil
 		}
 		desc := note.Phase.String() + ": " + string(note.Reason)
