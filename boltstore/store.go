@@ -279,11 +279,12 @@ type Store struct {
 }
 
 var (
-	_ crp.Store              = (*Store)(nil)
-	_ challenge.ReplayStore  = (*Store)(nil)
-	_ crp.IssuanceRecorder   = (*Store)(nil)
-	_ crp.TransactionCreator = (*Store)(nil)
-	_ crp.IssuanceCreator    = (*Store)(nil)
+	_ crp.Store               = (*Store)(nil)
+	_ challenge.ReplayStore   = (*Store)(nil)
+	_ crp.IssuanceRecorder    = (*Store)(nil)
+	_ crp.TransactionCreator  = (*Store)(nil)
+	_ crp.IssuanceCreator     = (*Store)(nil)
+	_ crp.TransactionReplacer = (*Store)(nil)
 )
 
 const (
@@ -1307,6 +1308,43 @@ func (s *Store) Create(ctx context.Context, r *crp.Record) error {
 // neither c nor r is written.
 func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
 	return s.writeRecord(ctx, c, r, true)
+}
+
+// Replace implements crp.TransactionReplacer: r is written, and on disk when it
+// returns nil, only while the live record of its transaction id is old still (the
+// same Request, Status, Reason and Expires); otherwise nothing is, and the error
+// matches crp.ErrRecordExists (another record lives) or crp.ErrNotFound (none does).
+// The test and the write are one step of the commit loop.
+func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
+	if old.TransactionID != r.TransactionID {
+		return fmt.Errorf("boltstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
+	}
+	putRecord, err := s.putRecord(r, false)
+	if err != nil {
+		return fmt.Errorf("boltstore: recording transaction: %w", err)
+	}
+	var refused error
+	err = s.write(ctx, func(w *wtx) error {
+		refused = nil
+		var cur record
+		v := w.bucket(bTx).Get(idKey(r.TransactionID))
+		switch {
+		case v == nil || json.Unmarshal(v, &cur) != nil || cur.ID != r.TransactionID ||
+			!time.Unix(0, cur.Expires).After(s.now()):
+			refused = fmt.Errorf("boltstore: %w: transaction %q", crp.ErrNotFound, r.TransactionID)
+		case !bytes.Equal(cur.Request, old.Request) || cur.Status != old.Status || cur.Reason != old.Reason ||
+			cur.Expires != old.Expires.UnixNano():
+			refused = fmt.Errorf("boltstore: %w: transaction %q was replaced meanwhile", crp.ErrRecordExists, r.TransactionID)
+		}
+		if refused != nil {
+			return nil
+		}
+		return putRecord(w)
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: recording transaction: %w", err)
+	}
+	return refused
 }
 
 // writeRecord writes r, and c (when not nil) with it in one commit; with create, only
