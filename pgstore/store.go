@@ -164,11 +164,12 @@ type Store struct {
 }
 
 var (
-	_ crp.Store              = (*Store)(nil)
-	_ challenge.ReplayStore  = (*Store)(nil)
-	_ crp.IssuanceRecorder   = (*Store)(nil)
-	_ crp.TransactionCreator = (*Store)(nil)
-	_ crp.IssuanceCreator    = (*Store)(nil)
+	_ crp.Store               = (*Store)(nil)
+	_ challenge.ReplayStore   = (*Store)(nil)
+	_ crp.IssuanceRecorder    = (*Store)(nil)
+	_ crp.TransactionCreator  = (*Store)(nil)
+	_ crp.IssuanceCreator     = (*Store)(nil)
+	_ crp.TransactionReplacer = (*Store)(nil)
 )
 
 // Options configures [New] and [Open]. The zero value has defaults.
@@ -533,6 +534,51 @@ func (s *Store) Create(ctx context.Context, r *crp.Record) error {
 		return wrap("recording transaction", err)
 	case n == 0:
 		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+	}
+	s.wrote(ctx)
+	return nil
+}
+
+// replaceRecordSQL replaces the live record of an id ($1; $17 is the writer's time,
+// by which Get judges expiry) while it is the version $18-$21 (request, status,
+// reason, expires) names.
+const replaceRecordSQL = `UPDATE scepkit_transactions SET tx_id = $15, signer_key = $2, request = $3, csr = $4,
+		status = $5, certificate = $6, phase = $7, reason = $8, user_id = $9, device_id = $10, profile_id = $11,
+		template = $12, validator = $13, expires = $14, ca = $16
+	WHERE id = $1 AND expires > $17 AND request IS NOT DISTINCT FROM $18 AND status = $19 AND reason = $20
+		AND expires = $21`
+
+// Replace implements crp.TransactionReplacer: one UPDATE that writes r only while the
+// live record of its transaction id is old still (the same Request, Status, Reason and
+// Expires). Otherwise nothing is written, and the error matches crp.ErrRecordExists
+// (another record lives) or crp.ErrNotFound (none does). Concurrent Replaces of one
+// version, from any gateway, are ordered by the row's lock: one writes.
+func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
+	if old.TransactionID != r.TransactionID {
+		return fmt.Errorf("pgstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	now := s.now()
+	var n int64
+	live := false
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		args := append(s.recordArgs(r), now, old.Request, int(old.Status), string(old.Reason), old.Expires)
+		tag, err := c.Exec(ctx, replaceRecordSQL, args...)
+		if n = tag.RowsAffected(); err != nil || n > 0 {
+			return err
+		}
+		err = c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM scepkit_transactions WHERE id = $1 AND expires > $2)",
+			idKey(r.TransactionID), now).Scan(&live)
+		return err
+	})
+	switch {
+	case err != nil:
+		return wrap("recording transaction", err)
+	case n == 0 && live:
+		return fmt.Errorf("pgstore: %w: transaction %q was replaced meanwhile", crp.ErrRecordExists, r.TransactionID)
+	case n == 0:
+		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrNotFound, r.TransactionID)
 	}
 	s.wrote(ctx)
 	return nil
