@@ -66,11 +66,12 @@ type Store struct {
 }
 
 var (
-	_ challenge.ReplayStore  = (*Store)(nil)
-	_ challenge.Releaser     = (*Store)(nil)
-	_ crp.TransactionStore   = (*Store)(nil)
-	_ crp.TransactionCreator = (*Store)(nil)
-	_ crp.PendingLister      = (*Store)(nil)
+	_ challenge.ReplayStore   = (*Store)(nil)
+	_ challenge.Releaser      = (*Store)(nil)
+	_ crp.TransactionStore    = (*Store)(nil)
+	_ crp.TransactionCreator  = (*Store)(nil)
+	_ crp.TransactionReplacer = (*Store)(nil)
+	_ crp.PendingLister       = (*Store)(nil)
 )
 
 func (s *Store) now() time.Time {
@@ -301,13 +302,7 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 		}
 		return nil
 	}
-	w := record{V: recordVersion, TransactionID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request,
-		CSR: r.CSR, Status: r.Status, Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID,
-		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, CA: r.CAHash, Expires: r.Expires}
-	if r.Certificate != nil {
-		w.Certificate = r.Certificate.Raw
-	}
-	b, err := json.Marshal(&w)
+	b, err := encodeRecord(r)
 	if err != nil {
 		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 	}
@@ -338,6 +333,110 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 		}
 	}
 	return nil
+}
+
+// Replace implements crp.TransactionReplacer: Put, only while the live record of r's
+// transaction id is old still (the same Request, Status, Reason and Expires);
+// otherwise nothing is written, and the error matches crp.ErrRecordExists (another
+// record lives, or one this Store cannot read) or crp.ErrNotFound (none does). The test
+// and the write are one transaction on the record's key (WATCH, then MULTI/EXEC),
+// tested again when another client wrote the key in between: of concurrent Replaces
+// of one version, from any gateway, one writes. A Replace whose EXEC applied but
+// whose answer was lost, and which is sent again, finds the record it wrote and is
+// refused (ErrRecordExists): it is never taken for a write of its own, since
+// gateways ending one transaction write the same record.
+func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
+	if old == nil || r == nil {
+		return errors.New("redisstore: replace: nil record")
+	}
+	if old.TransactionID != r.TransactionID {
+		return fmt.Errorf("redisstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
+	}
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	id := r.TransactionID
+	key := s.key("tx:", id)
+	ttl := DefaultRecordTTL
+	if !r.Expires.IsZero() {
+		ttl = r.Expires.Sub(s.now())
+	}
+	var b []byte // nil: r has expired already, and the record is deleted
+	if ttl >= time.Millisecond {
+		if b, err = encodeRecord(r); err != nil {
+			return fmt.Errorf("redisstore: replace %q: %w", id, err)
+		}
+		if r.Status == scep.Pending {
+			if err := s.indexPending(ctx, c, id, s.now().Add(ttl), false); err != nil {
+				return fmt.Errorf("redisstore: replace %q: %w", id, err)
+			}
+		}
+	}
+	var refused error
+	for range createAttempts {
+		err = retry(ctx, c, func() error {
+			refused = nil
+			return c.Watch(ctx, func(tx *redis.Tx) error {
+				cur, err := tx.Get(ctx, key).Bytes()
+				switch {
+				case errors.Is(err, redis.Nil):
+					refused = fmt.Errorf("redisstore: %w: transaction %q", crp.ErrNotFound, id)
+					return nil
+				case err != nil:
+					return err
+				}
+				var w record
+				switch {
+				case json.Unmarshal(cur, &w) != nil || w.V != recordVersion:
+					refused = fmt.Errorf("redisstore: %w: transaction %q (a record this store cannot read)", crp.ErrRecordExists, id)
+				case w.TransactionID != id || !w.Expires.IsZero() && s.now().After(w.Expires):
+					refused = fmt.Errorf("redisstore: %w: transaction %q", crp.ErrNotFound, id)
+				case !bytes.Equal(w.Request, old.Request) || w.Status != old.Status || w.Reason != old.Reason ||
+					!w.Expires.Equal(old.Expires):
+					refused = fmt.Errorf("redisstore: %w: transaction %q was replaced meanwhile", crp.ErrRecordExists, id)
+				}
+				if refused != nil {
+					return nil
+				}
+				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					if b == nil {
+						p.Del(ctx, key)
+					} else {
+						p.Set(ctx, key, b, ttl)
+					}
+					return nil
+				})
+				return err
+			}, key)
+		})
+		if !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("redisstore: replace %q: %w", id, err)
+	case refused != nil:
+		return refused
+	}
+	if r.Status != scep.Pending {
+		if err := retry(ctx, c, func() error { return c.ZRem(ctx, s.key("", "pending"), id).Err() }); err != nil {
+			return fmt.Errorf("redisstore: replace %q: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// encodeRecord is r as stored.
+func encodeRecord(r *crp.Record) ([]byte, error) {
+	w := record{V: recordVersion, TransactionID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request,
+		CSR: r.CSR, Status: r.Status, Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID,
+		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, CA: r.CAHash, Expires: r.Expires}
+	if r.Certificate != nil {
+		w.Certificate = r.Certificate.Raw
+	}
+	return json.Marshal(&w)
 }
 
 // setIfNone sets key to b for ttl unless it holds a live record of transaction id,
