@@ -335,11 +335,12 @@ type Record struct {
 	// CSR is the request DER.
 	CSR    []byte
 	Status scep.PKIStatus
-	// Certificate is set when Status is Success, and in the record of a certificate
-	// withheld while, or because, its required notification was made (Status
-	// Failure, Reason [ReasonNotifying] or [ReasonNotifyFailed]): the certificate no
-	// device is given, for the gateway that ends the transaction and the operator
-	// who revokes it. Only a Success answers with it.
+	// Certificate is set when Status is Success, and in the FAILURE record of a
+	// certificate withheld while, or after, its required notification was made
+	// (Reason [ReasonNotifying], then the failure that withheld it, such as
+	// [ReasonNotifyFailed]): the certificate no device is given, for the gateway that
+	// ends the transaction and the operator who revokes it. Only a Success answers
+	// with it.
 	Certificate *x509.Certificate
 	// Phase and Reason are set when Status is Failure. For a certificate issued
 	// (Success) or a request pending, Phase is the zero value, PhaseGateway, which
