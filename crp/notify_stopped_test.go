@@ -301,3 +301,93 @@ func TestNotifyingEndedOnce(t *testing.T) {
 		})
 	}
 }
+
+// replaceFailsOnce is a shared store whose first compare-and-swap fails, as a store
+// that cannot be reached for a moment.
+type replaceFailsOnce struct {
+	crp.Store
+	failed atomic.Bool
+}
+
+func (s *replaceFailsOnce) Create(ctx context.Context, r *crp.Record) error {
+	return s.Store.(crp.TransactionCreator).Create(ctx, r)
+}
+
+func (s *replaceFailsOnce) Replace(ctx context.Context, old, r *crp.Record) error {
+	if !s.failed.Swap(true) {
+		return errDiskFull
+	}
+	return s.Store.(crp.TransactionReplacer).Replace(ctx, old, r)
+}
+
+// TestNotifyingEndedRetries: what the gateway ending the transaction of a stopped one
+// does when it fails. A record it cannot replace fails the request as transient
+// (ErrUnavailable), and the MDM is told nothing yet: the next read ends it and tells
+// the MDM. A failure notification that fails is not made again: the record says
+// FAILURE already, and the next read answers it without a word to the MDM, as after
+// any notification that fails.
+func TestNotifyingEndedRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		storeFails  bool
+		notifyFails bool
+		firstErr    error // what the first read after the window matches
+		attempts    []int // failure notifications attempted after each read
+	}{
+		{"record not replaced: the next read ends it", true, false, crp.ErrUnavailable, []int{0, 1, 1}},
+		{"failure notification fails: not made again", false, true, nil, []int{1, 1, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys(t)
+			var mu sync.Mutex
+			now := time.Now()
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			mdm := &crp.MemoryNotifier{}
+			env := stoppedGateway(t, crptest.Options{Now: clock}, mdm, true)
+			env.Notifier = mdm
+			ctx := context.Background()
+			self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+			require.NoError(t, err)
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			_, _ = env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "retry",
+				CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
+
+			var store crp.Store = env.Store
+			if tc.storeFails {
+				store = &replaceFailsOnce{Store: env.Store}
+			}
+			other := gatewayBeside(t, env, store, clock)
+			var attempts atomic.Int32
+			other.RP.Notifier = crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
+				attempts.Add(1)
+				if tc.notifyFails {
+					return errors.New("MDM down")
+				}
+				return mdm.Notify(ctx, n)
+			})
+			mu.Lock()
+			now = now.Add(2 * time.Minute)
+			mu.Unlock()
+			for i, want := range tc.attempts {
+				resp, err := other.RP.Respond(ctx, &scep.Request{MessageType: scep.CertPoll, TransactionID: "retry", Signer: self})
+				require.Nil(t, resp)
+				var e *crp.Error
+				require.ErrorAs(t, err, &e)
+				if i == 0 && tc.firstErr != nil {
+					require.ErrorIs(t, err, tc.firstErr)
+				} else {
+					require.Equal(t, crp.ReasonNotifyFailed, e.Reason, "read %d: %v", i, err)
+				}
+				require.Equal(t, want, int(attempts.Load()), "failure notifications after read %d", i)
+			}
+			rec, err := env.Store.Get(ctx, "retry")
+			require.NoError(t, err)
+			require.Equal(t, crp.ReasonNotifyFailed, rec.Reason)
+			want := []crp.Outcome{crp.OutcomeIssued}
+			if !tc.notifyFails {
+				want = append(want, crp.OutcomeFailed)
+			}
+			require.Equal(t, want, outcomesTold(mdm))
+		})
+	}
+}

@@ -280,7 +280,8 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 		rp.withheld(nctx, tx.ID, tx.Certificate, string(out.Reason), nil)
 		rp.markWithheld(nctx, tx) // when the inventory holds it alone
 		// The record says so at once, rather than once its notification's time is
-		// over (a failure to write it is only logged: it will say so then).
+		// over (a failure to write it is only logged: the gateway that reads it then
+		// ends it, and tells the MDM the failure).
 		failed := held
 		failed.Reason = ReasonNotifyFailed
 		if err := rp.transactions().Put(nctx, &failed); err != nil {
@@ -299,8 +300,9 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 		return nil
 	}
 	e := rp.unrecorded(nctx, tx, nil, err)
-	// The record says that failure when the store takes it now (otherwise, once its
-	// notification's time is over, it says the notification's).
+	// The record says that failure when the store takes it now (otherwise the
+	// gateway that reads it once its notification's time is over ends it, as the
+	// notification's failure, and the MDM hears the failure a second time).
 	failed := held
 	failed.Phase, failed.Reason = e.Phase, e.Reason
 	if err := rp.transactions().Put(nctx, &failed); err != nil {
