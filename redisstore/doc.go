@@ -73,7 +73,11 @@
 // whose record is not pending, which Pending skips and removes. Every PENDING write
 // drops the ids whose records have expired, so the set holds the live pending
 // requests and no more (a pending request has passed the challenge checks: an
-// anonymous client cannot add to it).
+// anonymous client cannot add to it). Releases before the index wrote pending records
+// without it: the first Pending on a Redis and prefix indexes those it finds (reading
+// every record once) and sets prefix+"pending-indexed"; a gateway of such a release
+// still running after that writes pending records Pending does not list, so upgrade
+// every gateway before deciding requests by the list.
 //
 // # Cost
 //

@@ -55,7 +55,8 @@ type Store struct {
 	// transaction records under Prefix+"tx:"+id; an id over 128 bytes is replaced by
 	// the hex SHA-256 of it under Prefix+"claim#sha256:" or Prefix+"tx#sha256:", which
 	// no literal id can reach. The ids of pending requests are indexed in the sorted
-	// set Prefix+"pending" (see [Store.Pending]).
+	// set Prefix+"pending" (see [Store.Pending]); Prefix+"pending-indexed" says that
+	// the pending records of an earlier release, which no index named, were indexed.
 	Prefix string
 	// Now is the clock that turns the deadlines of Claim and of Record.Expires into
 	// TTLs; nil means time.Now. Redis expires keys by its own clock: only the
@@ -523,13 +524,144 @@ func (s *Store) indexPending(ctx context.Context, c redis.UniversalClient, id st
 	})
 }
 
+// indexedKind names the key, under the prefix, set once every record stored before
+// the pending index was kept (by an earlier release) has been indexed.
+const indexedKind = "pending-indexed"
+
+// indexStored indexes, once per Redis and prefix, the pending records that no index
+// names: those of a release before the pending index, which Pending would never list.
+// It scans the records' keys (every master of a cluster, every shard of a ring), reads
+// them a page of the scan at a time (one pipeline), and adds each live pending
+// record's id with its expiry (ZADD GT, so an entry a gateway wrote meanwhile keeps a
+// later expiry); then it sets Prefix+"pending-indexed". Gateways that run it at once
+// index the same ids. A gateway of such a release still running once it is set writes
+// pending records that are not listed.
+func (s *Store) indexStored(ctx context.Context, c redis.UniversalClient) error {
+	marker := s.key("", indexedKind)
+	var n int64
+	if err := retry(ctx, c, func() (err error) { n, err = c.Exists(ctx, marker).Result(); return err }); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	scan := func(ctx context.Context, node redis.Cmdable) error {
+		for _, kind := range []string{"tx:", "tx#sha256:"} {
+			match := globEscape(s.key("", kind)) + "*"
+			var cursor uint64
+			for {
+				var keys []string
+				err := retry(ctx, c, func() (err error) {
+					keys, cursor, err = node.Scan(ctx, cursor, match, indexScanPage).Result()
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if err := s.indexPage(ctx, c, node, keys); err != nil {
+					return err
+				}
+				if cursor == 0 {
+					break
+				}
+			}
+		}
+		return nil
+	}
+	var err error
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+	case *redis.Ring:
+		err = cc.ForEachShard(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+	default:
+		err = scan(ctx, c)
+	}
+	if err != nil {
+		return fmt.Errorf("indexing the pending records of an earlier release: %w", err)
+	}
+	return retry(ctx, c, func() error { return c.Set(ctx, marker, "1", 0).Err() })
+}
+
+// indexScanPage is the COUNT of each SCAN of indexStored.
+const indexScanPage = 1000
+
+// indexPage reads the records under keys from node, and adds those that are live
+// pending records this release reads to the pending index; any other value is left
+// alone.
+func (s *Store) indexPage(ctx context.Context, c redis.UniversalClient, node redis.Cmdable, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var gets []*redis.StringCmd
+	var ttls []*redis.DurationCmd
+	err := retry(ctx, c, func() error {
+		_, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			gets, ttls = gets[:0], ttls[:0]
+			for _, k := range keys {
+				gets = append(gets, p.Get(ctx, k))
+				ttls = append(ttls, p.PTTL(ctx, k))
+			}
+			return nil
+		})
+		var reply redis.Error
+		if errors.As(err, &reply) {
+			err = nil // a key that expired since the scan found it (or holds no string): skipped below
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		b, err := gets[i].Bytes()
+		if err != nil {
+			continue // expired since the scan
+		}
+		var w record
+		if json.Unmarshal(b, &w) != nil || w.V != recordVersion || w.Status != scep.Pending || s.key("tx:", w.TransactionID) != k {
+			continue
+		}
+		expires := w.Expires
+		if expires.IsZero() {
+			ttl := ttls[i].Val()
+			if ttl <= 0 {
+				continue
+			}
+			expires = s.now().Add(ttl)
+		}
+		if !expires.After(s.now()) {
+			continue
+		}
+		z := redis.Z{Score: float64(expires.UnixMilli()), Member: w.TransactionID}
+		if err := retry(ctx, c, func() error { return c.ZAddGT(ctx, s.key("", "pending"), z).Err() }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// globEscape quotes the characters a SCAN MATCH pattern gives a meaning to.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // Pending lists the pending requests (crp.PendingLister): at most limit records
 // (limit <= 0 means crp.DefaultListLimit, capped at crp.MaxListLimit), ordered by
 // transaction id, after the id after. It reads the ids of the index whose records
 // have not expired, then each record; an id whose record is gone or decided is
 // removed from the index. The index never holds more ids than there are live
 // pending requests plus those decided by a Put that failed half-way (or
-// refused by a Create: another requester's record lived).
+// refused by a Create: another requester's record lived). The first call on a Redis
+// and prefix also indexes the pending records a release before the index stored,
+// reading every transaction record once, and then sets Prefix+"pending-indexed".
 func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Record, error) {
 	c, err := s.client()
 	if err != nil {
@@ -539,6 +671,9 @@ func (s *Store) Pending(ctx context.Context, after string, limit int) ([]*crp.Re
 		limit = crp.DefaultListLimit
 	}
 	limit = min(limit, crp.MaxListLimit)
+	if err := s.indexStored(ctx, c); err != nil {
+		return nil, fmt.Errorf("redisstore: pending: %w", err)
+	}
 	idx := s.key("", "pending")
 	var ids []string
 	err = retry(ctx, c, func() (err error) {
