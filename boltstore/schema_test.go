@@ -39,8 +39,8 @@ func rawRecord(t *testing.T, s *Store, id string) string {
 // A SUCCESS record written with its certificate (RecordIssuance) names the
 // certificate by serial instead of keeping a second copy; a record written alone
 // (Put) keeps its copy; both read back whole. A version 1 file (every record with its
-// copy) opens, reads, and is marked version 3 (the journal's); a file of a newer version
-// is refused.
+// copy) opens, reads, and is marked version 4 (the withheld mark's); a file of a newer
+// version is refused.
 func TestSchemaVersions(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
@@ -83,13 +83,67 @@ func TestSchemaVersions(t *testing.T) {
 	}
 	var v []byte
 	s.db.View(func(tx *bolt.Tx) error { v = append(v, tx.Bucket(bMeta).Get(keyVersion)...); return nil })
-	if len(v) != 1 || v[0] != 3 {
-		t.Fatalf("version after opening a version 1 file: %v, want 3", v)
+	if len(v) != 1 || v[0] != 4 {
+		t.Fatalf("version after opening a version 1 file: %v, want 4", v)
 	}
 	s.Close()
 
-	setVersion(t, path, 4)
+	setVersion(t, path, 5)
 	if _, err := Open(path, nil); !errors.Is(err, ErrNewerSchema) {
-		t.Fatalf("opening a version 4 file: %v, want refused as newer", err)
+		t.Fatalf("opening a version 5 file: %v, want refused as newer", err)
+	}
+}
+
+// lastVersionWithoutWithheld is the last schema version whose releases do not know
+// crp.IssuedCertificate.Withheld: they decode a certificate marked withheld as an
+// ordinary one, and hand it to its requester (GetCert) and renew it.
+const lastVersionWithoutWithheld = 3
+
+// TestWithheldNotOpenedByEarlierRelease: a file this release wrote, a withheld
+// certificate in it, has a schema version that a release ignoring the mark refuses
+// (ErrNewerSchema there), rather than one it opens and serves the certificate from;
+// a version 3 file is marked so when opened. Before, files stayed version 3, and a
+// downgrade to a release before the mark opened them.
+func TestWithheldNotOpenedByEarlierRelease(t *testing.T) {
+	ctx := context.Background()
+	version := func(path string) byte {
+		t.Helper()
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var v []byte
+		db.View(func(tx *bolt.Tx) error { v = append(v, tx.Bucket(bMeta).Get(keyVersion)...); return nil })
+		if len(v) != 1 {
+			t.Fatalf("version %v", v)
+		}
+		return v[0]
+	}
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := storetest.Certificate(t, 201, time.Now().Add(time.Hour).Truncate(time.Second))
+	if err := s.Add(ctx, &crp.IssuedCertificate{Certificate: c, UserID: "u", Withheld: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(path); v <= lastVersionWithoutWithheld {
+		t.Fatalf("a file holding a withheld certificate has schema version %d, which releases ignoring the mark open", v)
+	}
+
+	setVersion(t, path, lastVersionWithoutWithheld)
+	if s, err = Open(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(path); v <= lastVersionWithoutWithheld {
+		t.Fatalf("a version %d file opened by this release is still version %d", lastVersionWithoutWithheld, v)
 	}
 }

@@ -161,7 +161,11 @@ const (
 	// are and marked 2 on open, so that an older scepkit does not misread them.
 	// Version 3: the file has a journal (path+"-journal") whose writes may not be in
 	// the file yet; an older scepkit, which would not apply them, refuses it.
-	schemaVersion = 3
+	// Version 4: a certificate may be marked withheld (crp.IssuedCertificate.Withheld),
+	// which a version 3 scepkit would read as an ordinary certificate, handing it to
+	// its requester (GetCert) and renewing it; it refuses a version 4 file instead.
+	// Files of versions 1 to 3 are read as they are and marked 4 on open.
+	schemaVersion = 4
 )
 
 var (
