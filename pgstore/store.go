@@ -25,7 +25,9 @@
 //
 // [New] creates the tables and indexes, and migrates an older schema, in one
 // transaction under an advisory lock (gateways starting together apply each version
-// once), within [Options.Timeout]; the versions applied are in scepkit_schema. A
+// once), within [Options.Timeout]; the versions applied are in scepkit_schema. It
+// waits for a table's lock 200 ms at a time, giving its locks back in between, so that
+// a long reader of a table delays the start rather than the gateways already running. A
 // database at a newer version than this package knows is refused
 // ([ErrNewerSchema]), and nothing is written to it. Times are stored as timestamptz
 // (microseconds), serials as numeric. Every statement is parameterised. An id (a
@@ -268,10 +270,20 @@ func (s *Store) Close() {
 	}
 }
 
+// migrationLockWait bounds each wait of a migration for a table's lock, and is the
+// pause before it tries again. A migration that waits holds the tables it altered
+// before (ACCESS EXCLUSIVE, to its commit), and every statement on them queues behind
+// it: without the bound, a long reader of one table (pg_dump, a report) kept the
+// other gateways from their records and inventory until the migration gave up.
+const migrationLockWait = 200 * time.Millisecond
+
 // migrate creates or migrates the schema in one transaction, under the advisory lock
 // migrationLock, all of it within the store's timeout: a server that does not answer,
-// or a lock another session keeps (a gateway stopped or hung while it migrated),
-// fails the start with an error naming what it waited for.
+// or a lock another session keeps (a gateway stopped or hung while it migrated, a
+// long query on a table a version alters), fails the start with an error naming what
+// it waited for. A wait for a table's lock lasts migrationLockWait at most: the
+// transaction is then rolled back, giving back the locks it held, and tried again
+// after as long.
 func (s *Store) migrate(ctx context.Context) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
@@ -280,6 +292,23 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer c.Release()
+	for {
+		err := s.migrateOnce(ctx, c)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "55P03" { // lock_not_available
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a table lock, which another session holds (a long query or a backup "+
+				"reading the table): %w", err)
+		case <-time.After(migrationLockWait):
+		}
+	}
+}
+
+// migrateOnce is one try of migrate on c.
+func (s *Store) migrateOnce(ctx context.Context, c *pgxpool.Conn) error {
 	tx, err := c.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)
@@ -288,6 +317,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrationLock)); err != nil {
 		return fmt.Errorf("waiting for the schema lock, which another session holds "+
 			"(a gateway migrating the schema, or stopped or hung while it did): %w", err)
+	}
+	// After the schema lock, whose wait only the store's timeout bounds.
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", migrationLockWait.Milliseconds())); err != nil {
+		return err
 	}
 	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS scepkit_schema (
 		version    integer PRIMARY KEY,
