@@ -129,6 +129,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1102,8 +1103,7 @@ func sweep(w *wtx, now time.Time) error {
 		return err
 	}
 	return sweepIndex(w, bTxExp, now, &budget, func(at, id []byte) error {
-		var r record
-		if v := w.bucket(bTx).Get(id); v == nil || json.Unmarshal(v, &r) != nil || !bytes.Equal(encodeTime(time.Unix(0, r.Expires)), at) {
+		if exp, ok := recordExpires(w.bucket(bTx).Get(id)); !ok || !bytes.Equal(encodeTime(time.Unix(0, exp)), at) {
 			return nil
 		}
 		if err := w.del(bPending, id); err != nil {
@@ -1111,6 +1111,29 @@ func sweep(w *wtx, now time.Time) error {
 		}
 		return w.del(bTx, id)
 	})
+}
+
+// expiresKey is the key of a stored record's Expires in its JSON. No string value of
+// the record holds it: JSON writes a quote within a string as \".
+var expiresKey = []byte(`"expires":`)
+
+// recordExpires returns the Expires of the stored record v (its JSON), read without
+// decoding the rest: the sweep reads it for every record it deletes, in the commit
+// loop, and decoding a whole record (its request, CSR and signer key in base64) cost
+// about 100 µs, so that a commit deleting 64 records took 7 to 10 times as long as
+// one deleting none (BenchmarkSweepBacklog). ok is false when v holds no expiry.
+func recordExpires(v []byte) (exp int64, ok bool) {
+	i := bytes.LastIndex(v, expiresKey)
+	if i < 0 {
+		return 0, false
+	}
+	n := v[i+len(expiresKey):]
+	end := 0
+	for end < len(n) && (n[end] >= '0' && n[end] <= '9' || end == 0 && n[end] == '-') {
+		end++
+	}
+	exp, err := strconv.ParseInt(string(n[:end]), 10, 64)
+	return exp, err == nil
 }
 
 // sweepIndex deletes the index entries (expiry|id) that expired before now, at most
