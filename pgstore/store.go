@@ -41,7 +41,9 @@
 // expiry: challenge.ClaimMargin; at least a minute), transaction
 // records and pending requests until Record.Expires (a zero Expires is
 // [DefaultRecordTTL] from the write); expired rows are deleted in small batches by
-// once every [SweepEvery] writes. Certificates and revocations are kept.
+// once every [SweepEvery] writes, skipping the rows another session holds (another
+// gateway's sweep), which the sweep would otherwise wait for. Certificates and
+// revocations are kept.
 package pgstore
 
 import (
@@ -433,10 +435,12 @@ func (s *Store) wrote(ctx context.Context) {
 	ctx, cancel := s.op(context.WithoutCancel(ctx))
 	defer cancel()
 	now := s.now()
+	// SKIP LOCKED: rows another session holds (another gateway's sweep, a claim taken
+	// again) are left to a later sweep rather than waited for by this write's caller.
 	s.pool.Exec(ctx, `DELETE FROM scepkit_claims WHERE id IN
-		(SELECT id FROM scepkit_claims WHERE until < $1 LIMIT $2)`, now, sweepBatch)
+		(SELECT id FROM scepkit_claims WHERE until < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`, now, sweepBatch)
 	s.pool.Exec(ctx, `DELETE FROM scepkit_transactions WHERE id IN
-		(SELECT id FROM scepkit_transactions WHERE expires < $1 LIMIT $2)`, now, sweepBatch)
+		(SELECT id FROM scepkit_transactions WHERE expires < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`, now, sweepBatch)
 }
 
 func wrap(what string, err error) error { return fmt.Errorf("pgstore: %s: %w", what, err) }

@@ -124,6 +124,7 @@ func TestPostgres(t *testing.T) {
 	t.Run("long-ids-have-their-own-keys", func(t *testing.T) { longIDsHaveTheirOwnKeys(t, srv) })
 	t.Run("gateways-minutes-apart", func(t *testing.T) { gatewaysMinutesApart(t, srv) })
 	t.Run("migration-from-version-1", func(t *testing.T) { migrationFromVersion1(t, srv) })
+	t.Run("sweep-skips-locked-rows", func(t *testing.T) { sweepSkipsLockedRows(t, srv) })
 
 	// Ids, users and devices are data, never SQL: every statement is parameterised.
 	t.Run("hostile-strings-are-data", func(t *testing.T) {
