@@ -51,6 +51,7 @@ func gatewaysMinutesApart(t *testing.T, srv *pgtest.Server) {
 	for i := range 2 * pgstore.SweepEvery {
 		require.NoError(t, a.Claim(ctx, fmt.Sprint("a-", i), aheadClock().Add(time.Hour)))
 	}
+	a.Close() // waits for the sweeps the writes started
 
 	v := verifier(b)
 	_, err = v.Check(ctx, ch)

@@ -107,6 +107,7 @@ func TestConnectionSlotsExhausted(t *testing.T) {
 		// Another client of the role holds both slots, and the pool's own connections
 		// are gone (a restart of the server, say).
 		var others []*pgx.Conn
+		s.WaitSweep() // one the writes before started holds a connection
 		s.Reset()
 		for range 2 {
 			// The backends of the pool's connections end a moment after Reset closed

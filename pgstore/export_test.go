@@ -8,3 +8,6 @@ const MigrationLock = migrationLock
 
 // Reset closes the pool's connections, as a restart of the server leaves them.
 func (s *Store) Reset() { s.pool.Reset() }
+
+// WaitSweep waits for the deletion of expired rows under way, if any.
+func (s *Store) WaitSweep() { s.sweeps.Wait() }

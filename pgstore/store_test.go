@@ -93,6 +93,7 @@ func TestPostgres(t *testing.T) {
 		for i := 0; i < pgstore.SweepEvery; i++ {
 			require.NoError(t, s.Claim(ctx, "new-"+time.Duration(i).String(), now.Add(time.Hour)))
 		}
+		s.Close() // waits for the sweep the writes started
 		pool, err := pgxpool.New(ctx, dsn)
 		require.NoError(t, err)
 		defer pool.Close()
@@ -125,6 +126,7 @@ func TestPostgres(t *testing.T) {
 	t.Run("gateways-minutes-apart", func(t *testing.T) { gatewaysMinutesApart(t, srv) })
 	t.Run("migration-from-version-1", func(t *testing.T) { migrationFromVersion1(t, srv) })
 	t.Run("sweep-skips-locked-rows", func(t *testing.T) { sweepSkipsLockedRows(t, srv) })
+	t.Run("sweep-does-not-delay-writes", func(t *testing.T) { sweepDoesNotDelayWrites(t, srv) })
 
 	// Ids, users and devices are data, never SQL: every statement is parameterised.
 	t.Run("hostile-strings-are-data", func(t *testing.T) {
