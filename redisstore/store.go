@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,10 +123,11 @@ func retry(ctx context.Context, c redis.UniversalClient, cmd func() error) error
 
 // refused reports whether err is Redis closing a connection as it was opened: its
 // reply to a client beyond maxclients, or the connection found closed (a write that
-// met a closed socket, a reset).
+// met a closed socket, a reset, or the end of the stream where the reply was to be:
+// a client that wrote before Redis closed it reads io.EOF).
 func refused(err error) bool {
 	return strings.HasPrefix(err.Error(), "ERR max number of clients reached") ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
 }
 
 func (s *Store) client() (redis.UniversalClient, error) {
