@@ -247,6 +247,9 @@ func (rp *RegistrationPoint) unrecorded(ctx context.Context, tx *Transaction, e 
 // certificate withheld: the MDM was not told of it, or was told of a certificate no
 // device gets. The gateway that reads the record once this one can no longer write it
 // ends it (endNotifying): the record says FAILURE, and the MDM is told that failure.
+// With a store that is a TransactionReplacer, rec replaces the held record only while
+// it is still held: a gateway too slow to write rec before another ended the
+// transaction answers FAILURE (ReasonNotifyFailed) and tells the MDM nothing more.
 // When rec cannot be written after the MDM heard of the certificate, the device gets
 // FAILURE and the MDM is told that failure after the success.
 //
@@ -290,10 +293,28 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 		}
 		return out
 	}
+	// With a compare-and-swap, the record says SUCCESS only while it is still held:
+	// a gateway that read it once this one was too slow to record the outcome may
+	// have ended the transaction (endNotifying) and told the MDM the failure, after
+	// which the certificate must not be issued.
+	r, cas := rp.transactions().(TransactionReplacer)
 	var err error
-	if issued != nil {
+	if cas {
+		err = r.Replace(nctx, &held, rec)
+		if errors.Is(err, ErrRecordExists) || errors.Is(err, ErrNotFound) {
+			// Ended meanwhile: the inventory lists the certificate withheld, and the
+			// MDM heard the failure from the gateway that ended it.
+			rp.withheld(nctx, tx.ID, tx.Certificate, string(ReasonNotifyFailed), err)
+			return fail(PhaseNotify, ReasonNotifyFailed, fmt.Errorf("the transaction was ended before its outcome was recorded: %w", err))
+		}
+	}
+	switch {
+	case err != nil:
+	case issued != nil:
+		// The certificate listed as issued, with its record (SUCCESS already when
+		// replaced above).
 		err = rp.issuanceRecorder().RecordIssuance(nctx, issued, rec)
-	} else {
+	case !cas:
 		err = rp.transactions().Put(nctx, rec)
 	}
 	if err == nil {

@@ -1,0 +1,95 @@
+package crp_test
+
+// A gateway telling the MDM of a certificate that is slow rather than stopped: the
+// gateway that ends its transaction meanwhile decides the outcome.
+
+import (
+	"context"
+	"crypto/x509/pkix"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/crptest"
+	"github.com/scepkit/scepkit/scep"
+)
+
+// TestNotifyingSlowGatewayNotIssuedAfterEnded: the gateway telling the MDM of a
+// certificate is slow, not stopped: another gateway reads its record once the window
+// is over and ends the transaction (the MDM hears the failure). The slow gateway's
+// notification then returns: it must not record the certificate as issued, nor answer
+// it, since the MDM was told the transaction failed.
+func TestNotifyingSlowGatewayNotIssuedAfterEnded(t *testing.T) {
+	for _, dir := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "one commit"}[dir], func(t *testing.T) {
+			keys(t)
+			var mu sync.Mutex
+			now := time.Now()
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			opts := crptest.Options{Now: clock}
+			if dir {
+				opts.Dir = t.TempDir()
+			}
+			env, err := crptest.New(opts)
+			require.NoError(t, err)
+			t.Cleanup(func() { env.Close() })
+			mdm := &crp.MemoryNotifier{}
+			env.Notifier = mdm
+			env.RP.RequireNotification = true
+			told, release := make(chan struct{}), make(chan struct{})
+			env.RP.Notifier = crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
+				err := mdm.Notify(ctx, n)
+				if n.Outcome == crp.OutcomeIssued {
+					close(told)
+					<-release // slow: the window ends meanwhile
+				}
+				return err
+			})
+			ctx := context.Background()
+			self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+			require.NoError(t, err)
+			ch := mint(t, env, "alice@example.com", "alice-laptop")
+			req := &scep.Request{MessageType: scep.PKCSReq, TransactionID: "slow",
+				CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self}
+			poll := &scep.Request{MessageType: scep.CertPoll, TransactionID: "slow", Signer: self}
+			type result struct {
+				resp *scep.Response
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := env.RP.Respond(ctx, req)
+				done <- result{resp, err}
+			}()
+			<-told
+			other := gatewayBeside(t, env, env.Store, clock)
+			mu.Lock()
+			now = now.Add(2 * time.Minute)
+			mu.Unlock()
+			_, err = other.RP.Respond(ctx, poll)
+			require.Error(t, err, "ended")
+			require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, outcomesTold(mdm))
+			close(release)
+			r := <-done
+			require.Nil(t, r.resp, "the slow gateway answered after the MDM was told the failure")
+			var e *crp.Error
+			require.ErrorAs(t, r.err, &e)
+			require.Equal(t, crp.ReasonNotifyFailed, e.Reason, "%v", r.err)
+			resp, err := other.RP.Respond(ctx, poll)
+			require.Nil(t, resp, "a poll got an answer after the MDM was told the failure")
+			require.ErrorAs(t, err, &e)
+			require.Equal(t, crp.ReasonNotifyFailed, e.Reason, "%v", err)
+			rec, err := env.Store.Get(ctx, "slow")
+			require.NoError(t, err)
+			require.Equal(t, scep.Failure, rec.Status, "record says %v after the MDM was told the failure", rec.Status)
+			list, err := env.Store.Certificates(ctx, crp.CertificateQuery{DeviceID: "alice-laptop"})
+			require.NoError(t, err)
+			require.Len(t, list, 1)
+			require.True(t, list[0].Withheld, "listed as issued")
+			require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, outcomesTold(mdm))
+		})
+	}
+}
