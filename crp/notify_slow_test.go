@@ -93,3 +93,38 @@ func TestNotifyingSlowGatewayNotIssuedAfterEnded(t *testing.T) {
 		})
 	}
 }
+
+// replaceAnswerLost is a shared store whose compare-and-swaps apply but answer
+// ErrRecordExists, as a Replace sent again after its answer was lost finds its write.
+type replaceAnswerLost struct{ *crp.MemoryStore }
+
+func (s replaceAnswerLost) Replace(ctx context.Context, old, r *crp.Record) error {
+	if err := s.MemoryStore.Replace(ctx, old, r); err != nil {
+		return err
+	}
+	return crp.ErrRecordExists
+}
+
+// TestNotifiedSuccessAnswerLost: the SUCCESS of a required notification replaces the
+// held record, but the store's answer was lost and the compare-and-swap sent again is
+// refused: the record says SUCCESS, so the device gets its certificate and the MDM
+// hears nothing more.
+func TestNotifiedSuccessAnswerLost(t *testing.T) {
+	keys(t)
+	store := replaceAnswerLost{&crp.MemoryStore{}}
+	env, err := crptest.New(crptest.Options{Store: store})
+	require.NoError(t, err)
+	t.Cleanup(func() { env.Close() })
+	mdm := &crp.MemoryNotifier{}
+	env.RP.RequireNotification = true
+	env.RP.Notifier = mdm
+	ctx := context.Background()
+	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+	require.NoError(t, err)
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	resp, err := env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "lost",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, resp.Status)
+	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
+}

@@ -301,6 +301,9 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	var err error
 	if cas {
 		err = r.Replace(nctx, &held, rec)
+		if errors.Is(err, ErrRecordExists) && rp.recorded(nctx, rec) {
+			err = nil // a Replace sent again once its answer was lost finds its own write
+		}
 		if errors.Is(err, ErrRecordExists) || errors.Is(err, ErrNotFound) {
 			// Ended meanwhile: the inventory lists the certificate withheld, and the
 			// MDM heard the failure from the gateway that ended it.
@@ -332,6 +335,14 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	// The MDM heard of a certificate its device does not get: it is told the failure.
 	rp.notify(nctx, tx, e)
 	return e
+}
+
+// recorded reports whether the record stored for rec's transaction is rec, a SUCCESS:
+// the same request and certificate.
+func (rp *RegistrationPoint) recorded(ctx context.Context, rec *Record) bool {
+	cur, err := rp.transactions().Get(ctx, rec.TransactionID)
+	return err == nil && cur.Status == scep.Success && cur.Certificate != nil && rec.Certificate != nil &&
+		bytes.Equal(cur.Request, rec.Request) && bytes.Equal(cur.Certificate.Raw, rec.Certificate.Raw)
 }
 
 // writeRecord writes rec, tx's record: with Create when no record of tx.ID was stored

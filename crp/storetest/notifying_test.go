@@ -190,3 +190,45 @@ func runNotifyingEndedOnce(t *testing.T, fb floodBackend) {
 	require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, told, "what the MDM heard")
 	require.Equal(t, 1, a.Issuer.Count()+others[0].Issuer.Count()+others[1].Issuer.Count())
 }
+
+// TestNotifiedIssuanceAcrossBackends: a certificate whose notification is required is
+// issued on every backend: the record of the MDM's notification in progress is
+// replaced by SUCCESS (a compare-and-swap of the version the gateway wrote, whatever
+// precision the backend keeps its expiry at), and the inventory lists it issued.
+func TestNotifiedIssuanceAcrossBackends(t *testing.T) {
+	for _, b := range []func(t *testing.T) floodBackend{memoryFlood, boltFlood, redisFlood, postgresFlood} {
+		fb := b(t)
+		t.Run(fb.name, func(t *testing.T) {
+			ctx := context.Background()
+			store, replay, tx, closeStore := fb.open(t)
+			t.Cleanup(closeStore)
+			if tx == nil {
+				tx = store
+			}
+			env, err := crptest.New(crptest.Options{Gateway: "gateway.example", Store: store, Replay: replay, Transactions: tx})
+			require.NoError(t, err)
+			mdm := &crp.MemoryNotifier{}
+			env.RP.RequireNotification = true
+			env.RP.Notifier = mdm
+			key, _ := rsaKeys(t)
+			ch, _, err := env.Challenge("alice@example.com", "alice-laptop", 0)
+			require.NoError(t, err)
+			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com"}}, key)
+			require.NoError(t, err)
+			der, err = scep.AddChallengePassword(der, ch, key, nil)
+			require.NoError(t, err)
+			csr, err := x509.ParseCertificateRequest(der)
+			require.NoError(t, err)
+			txID := "tx-notified-" + t.Name()
+			res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: txID, CSR: csr, Challenge: ch})
+			require.NoError(t, err)
+			require.NotNil(t, res.Certificate)
+			rec, err := tx.Get(ctx, txID)
+			require.NoError(t, err)
+			require.Equal(t, scep.Success, rec.Status)
+			ic, err := env.RP.Certificates.Lookup(ctx, res.Certificate.SerialNumber)
+			require.NoError(t, err)
+			require.False(t, ic.Withheld)
+		})
+	}
+}
