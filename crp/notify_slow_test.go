@@ -128,3 +128,47 @@ func TestNotifiedSuccessAnswerLost(t *testing.T) {
 	require.Equal(t, scep.Success, resp.Status)
 	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
 }
+
+// coarseExpiry is a shared store that keeps a record's Expires to the second, as a
+// store of one's own may: the version it returns is not the one written.
+type coarseExpiry struct{ *crp.MemoryStore }
+
+func (s coarseExpiry) Put(ctx context.Context, r *crp.Record) error {
+	c := *r
+	c.Expires = c.Expires.Truncate(time.Second)
+	return s.MemoryStore.Put(ctx, &c)
+}
+
+func (s coarseExpiry) Create(ctx context.Context, r *crp.Record) error {
+	c := *r
+	c.Expires = c.Expires.Truncate(time.Second)
+	return s.MemoryStore.Create(ctx, &c)
+}
+
+func (s coarseExpiry) Replace(ctx context.Context, old, r *crp.Record) error {
+	c := *r
+	c.Expires = c.Expires.Truncate(time.Second)
+	return s.MemoryStore.Replace(ctx, old, &c)
+}
+
+// TestNotifiedSuccessCoarseStore: a store that keeps the record's expiry at another
+// precision than it was written still has the held record of a required
+// notification replaced by SUCCESS: the device gets its certificate.
+func TestNotifiedSuccessCoarseStore(t *testing.T) {
+	keys(t)
+	env, err := crptest.New(crptest.Options{Store: coarseExpiry{&crp.MemoryStore{}}})
+	require.NoError(t, err)
+	t.Cleanup(func() { env.Close() })
+	mdm := &crp.MemoryNotifier{}
+	env.RP.RequireNotification = true
+	env.RP.Notifier = mdm
+	ctx := context.Background()
+	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+	require.NoError(t, err)
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	resp, err := env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "coarse",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, resp.Status)
+	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
+}

@@ -301,8 +301,8 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	var err error
 	if cas {
 		err = r.Replace(nctx, &held, rec)
-		if errors.Is(err, ErrRecordExists) && rp.recorded(nctx, rec) {
-			err = nil // a Replace sent again once its answer was lost finds its own write
+		if errors.Is(err, ErrRecordExists) {
+			err = rp.replaceHeld(nctx, r, rec, err)
 		}
 		if errors.Is(err, ErrRecordExists) || errors.Is(err, ErrNotFound) {
 			// Ended meanwhile: the inventory lists the certificate withheld, and the
@@ -337,12 +337,24 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	return e
 }
 
-// recorded reports whether the record stored for rec's transaction is rec, a SUCCESS:
-// the same request and certificate.
-func (rp *RegistrationPoint) recorded(ctx context.Context, rec *Record) bool {
+// replaceHeld is finishNotified's compare-and-swap of rec, a SUCCESS, for the held
+// record, once the Replace of the held record as written was refused (refused): the
+// store may keep the record as another version than the one written (its Expires at
+// a coarser precision), which is replaced as Get returns it while it is still held;
+// or a Replace sent again once its answer was lost found rec written. Otherwise it
+// returns refused: another gateway ended the transaction.
+func (rp *RegistrationPoint) replaceHeld(ctx context.Context, r TransactionReplacer, rec *Record, refused error) error {
 	cur, err := rp.transactions().Get(ctx, rec.TransactionID)
-	return err == nil && cur.Status == scep.Success && cur.Certificate != nil && rec.Certificate != nil &&
-		bytes.Equal(cur.Request, rec.Request) && bytes.Equal(cur.Certificate.Raw, rec.Certificate.Raw)
+	switch {
+	case err != nil || !bytes.Equal(cur.Request, rec.Request):
+		return refused
+	case notifying(cur):
+		return r.Replace(ctx, cur, rec)
+	case cur.Status == scep.Success && cur.Certificate != nil && rec.Certificate != nil &&
+		bytes.Equal(cur.Certificate.Raw, rec.Certificate.Raw):
+		return nil // its own write
+	}
+	return refused
 }
 
 // writeRecord writes rec, tx's record: with Create when no record of tx.ID was stored
