@@ -210,7 +210,7 @@ func TestRecordDurableBeforeIssuedNotification(t *testing.T) {
 	}
 }
 
-// secondWriteFails is a TransactionStore whose Put of a SUCCESS record fails: the
+// secondWriteFails is a TransactionStore whose Put or Replace of a SUCCESS record fails: the
 // record of a certificate whose notification is required is written as withheld, and
 // then cannot be written as issued.
 type secondWriteFails struct{ crp.MemoryTransactions }
@@ -220,6 +220,14 @@ func (s *secondWriteFails) Put(ctx context.Context, r *crp.Record) error {
 		return errDiskFull
 	}
 	return s.MemoryTransactions.Put(ctx, r)
+}
+
+// Replace fails as Put does: the SUCCESS record replaces the withheld one with it.
+func (s *secondWriteFails) Replace(ctx context.Context, old, r *crp.Record) error {
+	if r.Status == scep.Success {
+		return errDiskFull
+	}
+	return s.MemoryTransactions.Replace(ctx, old, r)
 }
 
 // TestIssuedRecordNotWrittenAfterNotification: the one window left. The MDM heard of
