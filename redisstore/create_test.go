@@ -126,3 +126,49 @@ func TestCreateKeepsRecordItCannotRead(t *testing.T) {
 		require.Equal(t, stored, got, "%s was replaced", id)
 	}
 }
+
+// lostExecReply applies the first MULTI/EXEC and then reports a connection reset, as
+// when the connection breaks after Redis applied the transaction and before its reply
+// came back.
+type lostExecReply struct{ done atomic.Bool }
+
+func (*lostExecReply) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (*lostExecReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *lostExecReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if err == nil && h.done.CompareAndSwap(false, true) {
+			for _, c := range cmds {
+				c.SetErr(syscall.ECONNRESET)
+			}
+			return syscall.ECONNRESET
+		}
+		return err
+	}
+}
+
+// TestReplaceReplyLost: a Replace whose MULTI/EXEC Redis applied but whose reply was
+// lost (a connection reset, which Replace retries) has written its record: it returns
+// nil, not ErrRecordExists for the record it wrote itself, so that the gateway ending
+// a transaction tells the MDM the failure.
+func TestReplaceReplyLost(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	c := srv.Client(t)
+	s := &redisstore.Store{Client: c}
+	held := &crp.Record{TransactionID: "tx", Request: []byte{1}, Status: scep.Failure, Phase: crp.PhaseNotify,
+		Reason: crp.ReasonNotifying, Expires: time.Now().Add(time.Hour)}
+	require.NoError(t, s.Put(ctx, held))
+	old, err := s.Get(ctx, "tx")
+	require.NoError(t, err)
+	final := *old
+	final.Reason = crp.ReasonNotifyFailed
+	h := &lostExecReply{}
+	c.AddHook(h)
+	require.NoError(t, s.Replace(ctx, old, &final), "its own record, written on the first attempt")
+	require.True(t, h.done.Load(), "the reply was lost")
+	rec, err := s.Get(ctx, "tx")
+	require.NoError(t, err)
+	require.Equal(t, crp.ReasonNotifyFailed, rec.Reason)
+	require.ErrorIs(t, s.Replace(ctx, old, &final), crp.ErrRecordExists, "another Replace of that version")
+}

@@ -249,6 +249,9 @@ type record struct {
 	Validator     string         `json:"validator,omitempty"`
 	CA            []byte         `json:"ca,omitempty"`
 	Expires       time.Time      `json:"expires"`
+	// Write names the Replace that wrote the record, so that a Replace sent again
+	// once its reply was lost knows its own write from another gateway's.
+	Write string `json:"w,omitempty"`
 }
 
 const recordVersion = 1
@@ -345,9 +348,9 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 // and the write are one transaction on the record's key (WATCH, then MULTI/EXEC),
 // tested again when another client wrote the key in between: of concurrent Replaces
 // of one version, from any gateway, one writes. A Replace whose EXEC applied but
-// whose answer was lost, and which is sent again, finds the record it wrote and is
-// refused (ErrRecordExists): it is never taken for a write of its own, since
-// gateways ending one transaction write the same record.
+// whose answer was lost, and which is sent again, finds the record it wrote (the
+// record names the write that made it, since gateways ending one transaction write
+// the same record) and returns nil; one that finds another's write is refused.
 func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 	if old == nil || r == nil {
 		return errors.New("redisstore: replace: nil record")
@@ -365,9 +368,14 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 	if !r.Expires.IsZero() {
 		ttl = r.Expires.Sub(s.now())
 	}
+	var nonce [16]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return fmt.Errorf("redisstore: replace %q: %w", id, err)
+	}
+	write := hex.EncodeToString(nonce[:])
 	var b []byte // nil: r has expired already, and the record is deleted
 	if ttl >= time.Millisecond {
-		if b, err = encodeRecord(r); err != nil {
+		if b, err = encodeRecordWrite(r, write); err != nil {
 			return fmt.Errorf("redisstore: replace %q: %w", id, err)
 		}
 		if r.Status == scep.Pending {
@@ -393,6 +401,8 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 				switch {
 				case json.Unmarshal(cur, &w) != nil || w.V != recordVersion:
 					refused = fmt.Errorf("redisstore: %w: transaction %q (a record this store cannot read)", crp.ErrRecordExists, id)
+				case w.Write == write:
+					return nil // this Replace's own write, whose reply was lost
 				case w.TransactionID != id || !w.Expires.IsZero() && s.now().After(w.Expires):
 					refused = fmt.Errorf("redisstore: %w: transaction %q", crp.ErrNotFound, id)
 				case !bytes.Equal(w.Request, old.Request) || w.Status != old.Status || w.Reason != old.Reason ||
@@ -432,10 +442,14 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 }
 
 // encodeRecord is r as stored.
-func encodeRecord(r *crp.Record) ([]byte, error) {
+func encodeRecord(r *crp.Record) ([]byte, error) { return encodeRecordWrite(r, "") }
+
+// encodeRecordWrite is r as stored by the write named write (see record.Write).
+func encodeRecordWrite(r *crp.Record, write string) ([]byte, error) {
 	w := record{V: recordVersion, TransactionID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request,
 		CSR: r.CSR, Status: r.Status, Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID,
-		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, CA: r.CAHash, Expires: r.Expires}
+		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, CA: r.CAHash, Expires: r.Expires,
+		Write: write}
 	if r.Certificate != nil {
 		w.Certificate = r.Certificate.Raw
 	}
