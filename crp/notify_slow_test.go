@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/x509/pkix"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +172,54 @@ func TestNotifiedSuccessCoarseStore(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, scep.Success, resp.Status)
 	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
+}
+
+// replaceReplyLost is a shared store whose first compare-and-swap applies but fails, as
+// one whose reply was lost.
+type replaceReplyLost struct {
+	crp.Store
+	lost atomic.Bool
+}
+
+func (s *replaceReplyLost) Create(ctx context.Context, r *crp.Record) error {
+	return s.Store.(crp.TransactionCreator).Create(ctx, r)
+}
+
+func (s *replaceReplyLost) Replace(ctx context.Context, old, r *crp.Record) error {
+	err := s.Store.(crp.TransactionReplacer).Replace(ctx, old, r)
+	if err == nil && r.Reason == crp.ReasonNotifyFailed && !s.lost.Swap(true) {
+		return errDiskFull
+	}
+	return err
+}
+
+// TestNotifyingEndedReplyLost: the gateway ending a stopped gateway's transaction
+// replaces its record, but the store's reply is lost: the record says the final
+// FAILURE, and the MDM is told it, rather than never (the next read answers the
+// record without a word to the MDM).
+func TestNotifyingEndedReplyLost(t *testing.T) {
+	keys(t)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	mdm := &crp.MemoryNotifier{}
+	env := stoppedGateway(t, crptest.Options{Now: clock}, mdm, true)
+	env.Notifier = mdm
+	ctx := context.Background()
+	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+	require.NoError(t, err)
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	_, _ = env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "lost-end",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
+	other := gatewayBeside(t, env, &replaceReplyLost{Store: env.Store}, clock)
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	for range 2 {
+		_, err := other.RP.Respond(ctx, &scep.Request{MessageType: scep.CertPoll, TransactionID: "lost-end", Signer: self})
+		var e *crp.Error
+		require.ErrorAs(t, err, &e)
+		require.Equal(t, crp.ReasonNotifyFailed, e.Reason, "%v", err)
+	}
+	require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, outcomesTold(mdm))
 }

@@ -421,7 +421,13 @@ func (rp *RegistrationPoint) endNotifying(parent context.Context, rec *Record) (
 	case err != nil:
 		rp.tel().storeError(ctx, "transactions")
 		rp.log().ErrorContext(ctx, "crp: recording transaction", "transactionID", rec.TransactionID, "err", err)
-		return nil, unavailable(PhaseIssue, fmt.Errorf("recording the failure of the MDM's notification: %w", err))
+		// A write whose reply was lost may have applied: a record that says the
+		// final FAILURE now is taken for this read's, and the MDM told (twice, should
+		// another gateway have ended it at that moment), rather than never.
+		cur, gerr := rp.transactions().Get(ctx, rec.TransactionID)
+		if gerr != nil || !sameVersion(cur, &final) {
+			return nil, unavailable(PhaseIssue, fmt.Errorf("recording the failure of the MDM's notification: %w", err))
+		}
 	}
 	tx := rp.notifiedTransaction(ctx, rec)
 	if rec.Certificate != nil {
