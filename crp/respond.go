@@ -483,8 +483,9 @@ func (rp *RegistrationPoint) inventoryWithheld(ctx context.Context, rec *Record)
 	case ic.Withheld:
 		return
 	}
-	ic.Withheld = true
-	if err := rp.certificates().Add(ctx, ic); err != nil {
+	marked := *ic // a store may return the entry it holds (MemoryCertificates)
+	marked.Withheld = true
+	if err := rp.certificates().Add(ctx, &marked); err != nil {
 		rp.tel().storeError(ctx, "certificates")
 		rp.log().ErrorContext(ctx, "crp: marking a withheld certificate in the inventory", "transactionID", rec.TransactionID,
 			"serial", fmt.Sprintf("%x", rec.Certificate.SerialNumber), "err", err)
