@@ -223,3 +223,55 @@ func TestNotifyingEndedReplyLost(t *testing.T) {
 	}
 	require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, outcomesTold(mdm))
 }
+
+// inventoryFailsAfterReplace is a store that writes a certificate with its record in
+// one commit, whose commit of a SUCCESS record fails: the SUCCESS record itself is
+// written by the compare-and-swap before it.
+type inventoryFailsAfterReplace struct{ crp.Store }
+
+func (s inventoryFailsAfterReplace) Create(ctx context.Context, r *crp.Record) error {
+	return s.Store.(crp.TransactionCreator).Create(ctx, r)
+}
+
+func (s inventoryFailsAfterReplace) Replace(ctx context.Context, old, r *crp.Record) error {
+	return s.Store.(crp.TransactionReplacer).Replace(ctx, old, r)
+}
+
+func (s inventoryFailsAfterReplace) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	return s.Store.(crp.IssuanceCreator).CreateIssuance(ctx, c, r)
+}
+
+func (s inventoryFailsAfterReplace) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	if r.Status == scep.Success {
+		return errDiskFull
+	}
+	return s.Store.(crp.IssuanceRecorder).RecordIssuance(ctx, c, r)
+}
+
+// TestNotifiedInventoryNotWritten: once the record of a required notification says
+// SUCCESS (a poll may have had the certificate), an inventory that cannot be written
+// does not turn it into a FAILURE the MDM is told after the device got its
+// certificate: the device gets it, and the MDM hears "issued" only.
+func TestNotifiedInventoryNotWritten(t *testing.T) {
+	keys(t)
+	env, err := crptest.New(crptest.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { env.Close() })
+	s := inventoryFailsAfterReplace{env.Store}
+	env.RP.Transactions, env.RP.Certificates = s, s
+	mdm := &crp.MemoryNotifier{}
+	env.RP.RequireNotification = true
+	env.RP.Notifier = mdm
+	ctx := context.Background()
+	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+	require.NoError(t, err)
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	resp, err := env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "inv",
+		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, resp.Status)
+	rec, err := env.Store.Get(ctx, "inv")
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, rec.Status)
+	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
+}

@@ -299,25 +299,31 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	// which the certificate must not be issued.
 	r, cas := rp.transactions().(TransactionReplacer)
 	var err error
-	if cas {
+	switch {
+	case cas:
 		err = r.Replace(nctx, &held, rec)
 		if errors.Is(err, ErrRecordExists) {
 			err = rp.replaceHeld(nctx, r, rec, err)
 		}
-		if errors.Is(err, ErrRecordExists) || errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrRecordExists) {
 			// Ended meanwhile: the inventory lists the certificate withheld, and the
 			// MDM heard the failure from the gateway that ended it.
 			rp.withheld(nctx, tx.ID, tx.Certificate, string(ReasonNotifyFailed), err)
 			return fail(PhaseNotify, ReasonNotifyFailed, fmt.Errorf("the transaction was ended before its outcome was recorded: %w", err))
 		}
-	}
-	switch {
-	case err != nil:
+		if err == nil && issued != nil {
+			// The record says SUCCESS: a poll may have had the certificate already.
+			// The inventory lists it as issued with the record written again; should
+			// that fail, the entry stays marked withheld, which is logged.
+			if err := rp.issuanceRecorder().RecordIssuance(nctx, issued, rec); err != nil {
+				rp.tel().storeError(nctx, "certificates")
+				rp.log().ErrorContext(nctx, "crp: the inventory lists an issued certificate as withheld", "transactionID", tx.ID,
+					"serial", fmt.Sprintf("%x", tx.Certificate.SerialNumber), "err", err)
+			}
+		}
 	case issued != nil:
-		// The certificate listed as issued, with its record (SUCCESS already when
-		// replaced above).
 		err = rp.issuanceRecorder().RecordIssuance(nctx, issued, rec)
-	case !cas:
+	default:
 		err = rp.transactions().Put(nctx, rec)
 	}
 	if err == nil {
