@@ -412,15 +412,7 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 				if refused != nil {
 					return nil
 				}
-				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					if b == nil {
-						p.Del(ctx, key)
-					} else {
-						p.Set(ctx, key, b, ttl)
-					}
-					return nil
-				})
-				return err
+				return setOrDelete(ctx, tx, key, b, ttl)
 			}, key)
 		})
 		if !errors.Is(err, redis.TxFailedErr) {
@@ -485,15 +477,7 @@ func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id 
 					exists = true
 					return nil
 				}
-				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					if b == nil {
-						p.Del(ctx, key)
-					} else {
-						p.Set(ctx, key, b, ttl)
-					}
-					return nil
-				})
-				return err
+				return setOrDelete(ctx, tx, key, b, ttl)
 			}, key)
 		})
 		if !errors.Is(err, redis.TxFailedErr) {
@@ -501,6 +485,20 @@ func (s *Store) setIfNone(ctx context.Context, c redis.UniversalClient, key, id 
 		}
 	}
 	return false, err
+}
+
+// setOrDelete sets key to b for ttl in tx's MULTI/EXEC, or deletes key if b is nil
+// (a record already expired).
+func setOrDelete(ctx context.Context, tx *redis.Tx, key string, b []byte, ttl time.Duration) error {
+	_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if b == nil {
+			p.Del(ctx, key)
+		} else {
+			p.Set(ctx, key, b, ttl)
+		}
+		return nil
+	})
+	return err
 }
 
 // live reports whether v, a stored record, is a record of transaction id that Get
