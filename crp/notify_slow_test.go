@@ -5,8 +5,6 @@ package crp_test
 
 import (
 	"context"
-	"crypto/x509/pkix"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,10 +25,8 @@ func TestNotifyingSlowGatewayNotIssuedAfterEnded(t *testing.T) {
 	for _, dir := range []bool{false, true} {
 		t.Run(map[bool]string{false: "memory", true: "one commit"}[dir], func(t *testing.T) {
 			keys(t)
-			var mu sync.Mutex
-			now := time.Now()
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			opts := crptest.Options{Now: clock}
+			clk := &testClock{now: time.Now()}
+			opts := crptest.Options{Now: clk.Now}
 			if dir {
 				opts.Dir = t.TempDir()
 			}
@@ -50,12 +46,7 @@ func TestNotifyingSlowGatewayNotIssuedAfterEnded(t *testing.T) {
 				return err
 			})
 			ctx := context.Background()
-			self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-			require.NoError(t, err)
-			ch := mint(t, env, "alice@example.com", "alice-laptop")
-			req := &scep.Request{MessageType: scep.PKCSReq, TransactionID: "slow",
-				CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self}
-			poll := &scep.Request{MessageType: scep.CertPoll, TransactionID: "slow", Signer: self}
+			req, poll := aliceRequests(t, env, "slow")
 			type result struct {
 				resp *scep.Response
 				err  error
@@ -66,10 +57,8 @@ func TestNotifyingSlowGatewayNotIssuedAfterEnded(t *testing.T) {
 				done <- result{resp, err}
 			}()
 			<-told
-			other := gatewayBeside(t, env, env.Store, clock)
-			mu.Lock()
-			now = now.Add(2 * time.Minute)
-			mu.Unlock()
+			other := gatewayBeside(t, env, env.Store, clk.Now)
+			clk.Set(clk.Now().Add(2 * time.Minute))
 			_, err = other.RP.Respond(ctx, poll)
 			require.Error(t, err, "ended")
 			require.Equal(t, []crp.Outcome{crp.OutcomeIssued, crp.OutcomeFailed}, outcomesTold(mdm))
@@ -99,6 +88,21 @@ func TestNotifyingSlowGatewayNotIssuedAfterEnded(t *testing.T) {
 // ErrRecordExists, as a Replace sent again after its answer was lost finds its write.
 type replaceAnswerLost struct{ *crp.MemoryStore }
 
+// requireEnrolledNotified has env require a notification, told to an MDM of its own,
+// and alice enroll with transaction id: the device gets its certificate and the MDM
+// hears "issued" only.
+func requireEnrolledNotified(t *testing.T, env *crptest.Env, id string) {
+	t.Helper()
+	mdm := &crp.MemoryNotifier{}
+	env.RP.RequireNotification = true
+	env.RP.Notifier = mdm
+	req, _ := aliceRequests(t, env, id)
+	resp, err := env.RP.Respond(context.Background(), req)
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, resp.Status)
+	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
+}
+
 func (s replaceAnswerLost) Replace(ctx context.Context, old, r *crp.Record) error {
 	if err := s.MemoryStore.Replace(ctx, old, r); err != nil {
 		return err
@@ -116,18 +120,7 @@ func TestNotifiedSuccessAnswerLost(t *testing.T) {
 	env, err := crptest.New(crptest.Options{Store: store})
 	require.NoError(t, err)
 	t.Cleanup(func() { env.Close() })
-	mdm := &crp.MemoryNotifier{}
-	env.RP.RequireNotification = true
-	env.RP.Notifier = mdm
-	ctx := context.Background()
-	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-	require.NoError(t, err)
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	resp, err := env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "lost",
-		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
-	require.NoError(t, err)
-	require.Equal(t, scep.Success, resp.Status)
-	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
+	requireEnrolledNotified(t, env, "lost")
 }
 
 // coarseExpiry is a shared store that keeps a record's Expires to the second, as a
@@ -160,18 +153,7 @@ func TestNotifiedSuccessCoarseStore(t *testing.T) {
 	env, err := crptest.New(crptest.Options{Store: coarseExpiry{&crp.MemoryStore{}}})
 	require.NoError(t, err)
 	t.Cleanup(func() { env.Close() })
-	mdm := &crp.MemoryNotifier{}
-	env.RP.RequireNotification = true
-	env.RP.Notifier = mdm
-	ctx := context.Background()
-	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-	require.NoError(t, err)
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	resp, err := env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "coarse",
-		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
-	require.NoError(t, err)
-	require.Equal(t, scep.Success, resp.Status)
-	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
+	requireEnrolledNotified(t, env, "coarse")
 }
 
 // replaceReplyLost is a shared store whose first compare-and-swap applies but fails, as
@@ -199,24 +181,14 @@ func (s *replaceReplyLost) Replace(ctx context.Context, old, r *crp.Record) erro
 // record without a word to the MDM).
 func TestNotifyingEndedReplyLost(t *testing.T) {
 	keys(t)
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	clk := &testClock{now: time.Now()}
 	mdm := &crp.MemoryNotifier{}
-	env := stoppedGateway(t, crptest.Options{Now: clock}, mdm, true)
-	env.Notifier = mdm
+	env, _, poll := stoppedAnswering(t, crptest.Options{Now: clk.Now}, mdm, true, "lost-end")
 	ctx := context.Background()
-	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-	require.NoError(t, err)
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	_, _ = env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "lost-end",
-		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
-	other := gatewayBeside(t, env, &replaceReplyLost{Store: env.Store}, clock)
-	mu.Lock()
-	now = now.Add(2 * time.Minute)
-	mu.Unlock()
+	other := gatewayBeside(t, env, &replaceReplyLost{Store: env.Store}, clk.Now)
+	clk.Set(clk.Now().Add(2 * time.Minute))
 	for range 2 {
-		_, err := other.RP.Respond(ctx, &scep.Request{MessageType: scep.CertPoll, TransactionID: "lost-end", Signer: self})
+		_, err := other.RP.Respond(ctx, poll)
 		var e *crp.Error
 		require.ErrorAs(t, err, &e)
 		require.Equal(t, crp.ReasonNotifyFailed, e.Reason, "%v", err)
@@ -259,19 +231,8 @@ func TestNotifiedInventoryNotWritten(t *testing.T) {
 	t.Cleanup(func() { env.Close() })
 	s := inventoryFailsAfterReplace{env.Store}
 	env.RP.Transactions, env.RP.Certificates = s, s
-	mdm := &crp.MemoryNotifier{}
-	env.RP.RequireNotification = true
-	env.RP.Notifier = mdm
-	ctx := context.Background()
-	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-	require.NoError(t, err)
-	ch := mint(t, env, "alice@example.com", "alice-laptop")
-	resp, err := env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "inv",
-		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
-	require.NoError(t, err)
-	require.Equal(t, scep.Success, resp.Status)
-	rec, err := env.Store.Get(ctx, "inv")
+	requireEnrolledNotified(t, env, "inv")
+	rec, err := env.Store.Get(context.Background(), "inv")
 	require.NoError(t, err)
 	require.Equal(t, scep.Success, rec.Status)
-	require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
 }

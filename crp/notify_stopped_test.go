@@ -117,6 +117,32 @@ func gatewayBeside(t *testing.T, env *crptest.Env, store crp.Store, now func() t
 	return other
 }
 
+// aliceRequests is alice's PKCSReq for transaction id at env, with a challenge env
+// just minted, and the poll for it, both signed by the device's self-signed
+// certificate.
+func aliceRequests(t *testing.T, env *crptest.Env, id string) (req, poll *scep.Request) {
+	t.Helper()
+	self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
+	require.NoError(t, err)
+	ch := mint(t, env, "alice@example.com", "alice-laptop")
+	req = &scep.Request{MessageType: scep.PKCSReq, TransactionID: id,
+		CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self}
+	poll = &scep.Request{MessageType: scep.CertPoll, TransactionID: id, Signer: self}
+	return req, poll
+}
+
+// stoppedAnswering is a gateway made by stoppedGateway (opts, mdm, heard), telling
+// mdm, once it was killed answering alice's PKCSReq for transaction id (its answer
+// never left the process), with that request and its poll.
+func stoppedAnswering(t *testing.T, opts crptest.Options, mdm *crp.MemoryNotifier, heard bool, id string) (env *crptest.Env, req, poll *scep.Request) {
+	t.Helper()
+	env = stoppedGateway(t, opts, mdm, heard)
+	env.Notifier = mdm
+	req, poll = aliceRequests(t, env, id)
+	_, _ = env.RP.Respond(context.Background(), req)
+	return env, req, poll
+}
+
 // TestNotifyingEndedAfterGatewayStopped: the gateway telling the MDM of a certificate
 // whose notification is required is killed after the MDM accepted it (or before it
 // was told), before the record says SUCCESS. The device's poll meanwhile gets
@@ -139,36 +165,25 @@ func TestNotifyingEndedAfterGatewayStopped(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys(t)
-			var mu sync.Mutex
-			now := time.Now()
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			opts := crptest.Options{Now: clock}
+			clk := &testClock{now: time.Now()}
+			opts := crptest.Options{Now: clk.Now}
 			if tc.oneCommit {
 				opts.Dir = t.TempDir()
 			}
 			mdm := &crp.MemoryNotifier{}
-			env := stoppedGateway(t, opts, mdm, tc.heard)
-			env.Notifier = mdm
+			env, req, poll := stoppedAnswering(t, opts, mdm, tc.heard, "stopped")
 			ctx := context.Background()
-			self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-			require.NoError(t, err)
-			ch := mint(t, env, "alice@example.com", "alice-laptop")
-			req := &scep.Request{MessageType: scep.PKCSReq, TransactionID: "stopped",
-				CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self}
-			poll := &scep.Request{MessageType: scep.CertPoll, TransactionID: "stopped", Signer: self}
-			_, _ = env.RP.Respond(ctx, req) // its answer never left the killed process
+			ch := req.ChallengePassword
 			before := tc.told[:len(tc.told)-1]
 			require.True(t, slices.Equal(before, outcomesTold(mdm)), "told %v", outcomesTold(mdm))
 
-			other := gatewayBeside(t, env, env.Store, clock)
+			other := gatewayBeside(t, env, env.Store, clk.Now)
 			resp, err := other.RP.Respond(ctx, poll)
 			require.NoError(t, err)
 			require.Equal(t, scep.Pending, resp.Status, "the stopped gateway could still record the outcome")
 			require.True(t, slices.Equal(before, outcomesTold(mdm)), "told %v", outcomesTold(mdm))
 
-			mu.Lock()
-			now = now.Add(2 * time.Minute)
-			mu.Unlock()
+			clk.Set(clk.Now().Add(2 * time.Minute))
 			for _, r := range []*scep.Request{poll, req, poll} {
 				resp, err := other.RP.Respond(ctx, r)
 				require.Nil(t, resp, "%v", r.MessageType)
@@ -202,7 +217,7 @@ func TestNotifyingEndedAfterGatewayStopped(t *testing.T) {
 			require.Len(t, list, 1)
 			require.True(t, list[0].Withheld, "listed as issued")
 			cert := list[0].Certificate
-			resp, err = other.RP.Respond(ctx, &scep.Request{MessageType: scep.GetCert, TransactionID: "get", Signer: self,
+			resp, err = other.RP.Respond(ctx, &scep.Request{MessageType: scep.GetCert, TransactionID: "get", Signer: req.Signer,
 				IssuerAndSerial: &scep.IssuerAndSerial{Issuer: cert.RawIssuer, Serial: cert.SerialNumber}})
 			require.Nil(t, resp)
 			require.Equal(t, scep.BadCertID, scep.FailInfoOf(err), "%v", err)
@@ -251,9 +266,8 @@ func TestNotifyingEndedOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys(t)
-			var mu sync.Mutex
-			now := time.Now()
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			clk := &testClock{now: time.Now()}
+			clock := clk.Now
 			mem := &crp.MemoryStore{}
 			mem.MemoryReplayStore.Now, mem.MemoryTransactions.Now = clock, clock
 			shared := &readTogether{MemoryStore: mem}
@@ -262,27 +276,19 @@ func TestNotifyingEndedOnce(t *testing.T) {
 				store = noReplace{shared}
 			}
 			mdm := &crp.MemoryNotifier{}
-			env := stoppedGateway(t, crptest.Options{Now: clock, Store: store}, mdm, true)
-			env.Notifier = mdm
+			env, req, _ := stoppedAnswering(t, crptest.Options{Now: clock, Store: store}, mdm, true, "twice")
 			ctx := context.Background()
-			self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-			require.NoError(t, err)
-			ch := mint(t, env, "alice@example.com", "alice-laptop")
-			_, _ = env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "twice",
-				CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
 			require.Equal(t, []crp.Outcome{crp.OutcomeIssued}, outcomesTold(mdm))
 
 			gateways := []*crptest.Env{gatewayBeside(t, env, store, clock), gatewayBeside(t, env, store, clock)}
-			mu.Lock()
-			now = now.Add(2 * time.Minute)
-			mu.Unlock()
+			clk.Set(clk.Now().Add(2 * time.Minute))
 			shared.readers.Add(len(gateways))
 			shared.armed.Store(true)
 			errs := make([]error, len(gateways))
 			var wg sync.WaitGroup
 			for i, g := range gateways {
 				wg.Go(func() {
-					_, errs[i] = g.RP.Respond(ctx, &scep.Request{MessageType: scep.CertPoll, TransactionID: "twice", Signer: self})
+					_, errs[i] = g.RP.Respond(ctx, &scep.Request{MessageType: scep.CertPoll, TransactionID: "twice", Signer: req.Signer})
 				})
 			}
 			wg.Wait()
@@ -339,24 +345,16 @@ func TestNotifyingEndedRetries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys(t)
-			var mu sync.Mutex
-			now := time.Now()
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			clk := &testClock{now: time.Now()}
 			mdm := &crp.MemoryNotifier{}
-			env := stoppedGateway(t, crptest.Options{Now: clock}, mdm, true)
-			env.Notifier = mdm
+			env, _, poll := stoppedAnswering(t, crptest.Options{Now: clk.Now}, mdm, true, "retry")
 			ctx := context.Background()
-			self, err := scep.SelfSigned(deviceKey, pkix.Name{CommonName: "alice@example.com"}, nil)
-			require.NoError(t, err)
-			ch := mint(t, env, "alice@example.com", "alice-laptop")
-			_, _ = env.RP.Respond(ctx, &scep.Request{MessageType: scep.PKCSReq, TransactionID: "retry",
-				CSR: csr(t, deviceKey, "alice@example.com", ch), ChallengePassword: ch, Signer: self})
 
 			var store crp.Store = env.Store
 			if tc.storeFails {
 				store = &replaceFailsOnce{Store: env.Store}
 			}
-			other := gatewayBeside(t, env, store, clock)
+			other := gatewayBeside(t, env, store, clk.Now)
 			var attempts atomic.Int32
 			other.RP.Notifier = crp.NotifierFunc(func(ctx context.Context, n *crp.Notification) error {
 				attempts.Add(1)
@@ -365,11 +363,9 @@ func TestNotifyingEndedRetries(t *testing.T) {
 				}
 				return mdm.Notify(ctx, n)
 			})
-			mu.Lock()
-			now = now.Add(2 * time.Minute)
-			mu.Unlock()
+			clk.Set(clk.Now().Add(2 * time.Minute))
 			for i, want := range tc.attempts {
-				resp, err := other.RP.Respond(ctx, &scep.Request{MessageType: scep.CertPoll, TransactionID: "retry", Signer: self})
+				resp, err := other.RP.Respond(ctx, poll)
 				require.Nil(t, resp)
 				var e *crp.Error
 				require.ErrorAs(t, err, &e)
