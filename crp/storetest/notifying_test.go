@@ -2,9 +2,6 @@ package storetest_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -150,13 +147,7 @@ func runNotifyingEndedOnce(t *testing.T, fb floodBackend) {
 	key, _ := rsaKeys(t)
 	ch, _, err := a.Challenge("alice@example.com", "alice-laptop", 0)
 	require.NoError(t, err)
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com"}}, key)
-	require.NoError(t, err)
-	der, err = scep.AddChallengePassword(der, ch, key, nil)
-	require.NoError(t, err)
-	csr, err := x509.ParseCertificateRequest(der)
-	require.NoError(t, err)
-	req := &crp.EnrollRequest{TransactionID: txID, CSR: csr, Challenge: ch}
+	req := &crp.EnrollRequest{TransactionID: txID, CSR: csrWithChallenge(t, key, "alice@example.com", ch), Challenge: ch}
 	_, _ = a.RP.Enroll(ctx, req) // its answer never left the killed process
 	require.True(t, killed.Load())
 
@@ -213,14 +204,8 @@ func TestNotifiedIssuanceAcrossBackends(t *testing.T) {
 			key, _ := rsaKeys(t)
 			ch, _, err := env.Challenge("alice@example.com", "alice-laptop", 0)
 			require.NoError(t, err)
-			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com"}}, key)
-			require.NoError(t, err)
-			der, err = scep.AddChallengePassword(der, ch, key, nil)
-			require.NoError(t, err)
-			csr, err := x509.ParseCertificateRequest(der)
-			require.NoError(t, err)
 			txID := "tx-notified-" + t.Name()
-			res, err := env.RP.Enroll(ctx, &crp.EnrollRequest{TransactionID: txID, CSR: csr, Challenge: ch})
+			res, err := enrollUnder(t, env, key, "alice@example.com", txID, ch)
 			require.NoError(t, err)
 			require.NotNil(t, res.Certificate)
 			rec, err := tx.Get(ctx, txID)

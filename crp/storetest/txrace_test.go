@@ -232,11 +232,18 @@ func TestTransactionIDRaceCAQueued(t *testing.T) {
 // challenge ch (in the CSR and beside it).
 func enrollUnder(t *testing.T, env *crptest.Env, key *rsa.PrivateKey, user, id, ch string) (*crp.Result, error) {
 	t.Helper()
+	csr := csrWithChallenge(t, key, user, ch)
+	return env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: id, CSR: csr, Challenge: ch})
+}
+
+// csrWithChallenge is user's CSR for key, carrying challenge ch.
+func csrWithChallenge(t *testing.T, key *rsa.PrivateKey, user, ch string) *x509.CertificateRequest {
+	t.Helper()
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: user}}, key)
 	require.NoError(t, err)
 	der, err = scep.AddChallengePassword(der, ch, key, nil)
 	require.NoError(t, err)
 	csr, err := x509.ParseCertificateRequest(der)
 	require.NoError(t, err)
-	return env.RP.Enroll(context.Background(), &crp.EnrollRequest{TransactionID: id, CSR: csr, Challenge: ch})
+	return csr
 }
