@@ -173,14 +173,7 @@ func boltRetention(path, fix string, n int) error {
 	fmt.Println("after 60 s of enrollments:", boltCounts(path))
 	s = open()
 	fmt.Println("steady state: a 'day' of 10 s of enrollments, then the clock +25h")
-	for day := range 8 {
-		enroll(s, clk, cert, fmt.Sprint("day", day), 10*time.Second, 8)
-		clk.Add(25 * time.Hour)
-		fmt.Println("  day", day, "file", size(), "MB")
-	}
-	s.Close()
-	fmt.Println("end:", boltCounts(path))
-	return nil
+	return boltDays(s, clk, cert, path, size)
 }
 
 // boltSteady: a fresh file, 8 "days" of enrollments for 10 s each, the clock a day
@@ -193,6 +186,13 @@ func boltSteady(path, fix string) error {
 		return err
 	}
 	size := func() int64 { fi, _ := os.Stat(path); return fi.Size() >> 20 }
+	return boltDays(s, clk, cert, path, size)
+}
+
+// boltDays runs 8 "days" of enrollments for 10 s each on s (the file at path, of
+// size in MB), the clock a day on after each, printing the file's size after each
+// day, then closes s and prints what the file holds.
+func boltDays(s *boltstore.Store, clk *clock, cert *x509.Certificate, path string, size func() int64) error {
 	for day := range 8 {
 		enroll(s, clk, cert, fmt.Sprint("day", day), 10*time.Second, 8)
 		clk.Add(25 * time.Hour)
