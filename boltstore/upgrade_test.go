@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -16,18 +15,9 @@ import (
 	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/storetest"
 	"github.com/scepkit/scepkit/scep"
 )
-
-// upgradeManifest is what the devices were told by the release that wrote a testdata
-// state (see testdata/README.md).
-type upgradeManifest struct {
-	Issued          map[string]string `json:"issued"` // transactionID: serial (hex)
-	Pending         []string          `json:"pending"`
-	Revoked         []string          `json:"revoked"`
-	UsedChallenges  []string          `json:"used_challenges"`
-	UnusedChallenge string            `json:"unused_challenge"`
-}
 
 // gunzipTo writes the gzipped file src to dst.
 func gunzipTo(t *testing.T, src, dst string) {
@@ -56,7 +46,7 @@ func TestOpensEarlierReleases(t *testing.T) {
 			src := filepath.Join("testdata", name)
 			b, err := os.ReadFile(filepath.Join(src, "manifest.json"))
 			require.NoError(t, err)
-			var m upgradeManifest
+			var m storetest.Release // see testdata/README.md
 			require.NoError(t, json.Unmarshal(b, &m))
 			dir := t.TempDir()
 			path := filepath.Join(dir, "state.db")
@@ -72,19 +62,6 @@ func TestOpensEarlierReleases(t *testing.T) {
 			defer s.Close()
 			until := now.Add(time.Hour)
 
-			for _, jti := range m.UsedChallenges {
-				require.ErrorIs(t, s.Claim(ctx, jti, until), challenge.ErrReplayed, "challenge %s used before the upgrade", jti)
-			}
-			require.NoError(t, s.Claim(ctx, m.UnusedChallenge, until), "a challenge never sent")
-			require.ErrorIs(t, s.Claim(ctx, m.UnusedChallenge, until), challenge.ErrReplayed)
-
-			for tid, serial := range m.Issued {
-				r, err := s.Get(ctx, tid)
-				require.NoError(t, err, "transaction %s", tid)
-				require.Equal(t, scep.Success, r.Status, "transaction %s", tid)
-				require.NotNil(t, r.Certificate, "transaction %s", tid)
-				require.Equal(t, serial, r.Certificate.SerialNumber.Text(16), "transaction %s", tid)
-			}
 			for _, tid := range m.Pending {
 				r, err := s.Get(ctx, tid)
 				require.NoError(t, err, "transaction %s", tid)
@@ -98,36 +75,9 @@ func TestOpensEarlierReleases(t *testing.T) {
 			}
 			require.Equal(t, m.Pending, listed)
 
-			certs, err := s.Certificates(ctx, crp.CertificateQuery{Limit: crp.MaxListLimit})
-			require.NoError(t, err)
-			inventory := map[string]*crp.IssuedCertificate{}
-			for _, c := range certs {
-				inventory[c.Certificate.SerialNumber.Text(16)] = c
-			}
-			for tid, serial := range m.Issued {
-				c, ok := inventory[serial]
-				require.True(t, ok, "certificate %s of transaction %s not in the inventory", serial, tid)
-				require.False(t, c.Withheld, "certificate %s", serial)
-				revoked, err := s.IsRevoked(ctx, c.Certificate)
-				require.NoError(t, err)
-				require.Equal(t, slices.Contains(m.Revoked, serial), revoked, "certificate %s", serial)
-			}
-			revs, err := s.RevokedSince(ctx, time.Time{})
-			require.NoError(t, err)
-			var revoked []string
-			for _, r := range revs {
-				revoked = append(revoked, r.Serial.Text(16))
-			}
-			require.Equal(t, m.Revoked, revoked)
-
-			// A pending request is decided once: the first decision's record wins.
-			r, err := s.Get(ctx, m.Pending[0])
-			require.NoError(t, err)
-			r.Status, r.Reason = scep.Failure, crp.ReasonRejected
-			require.NoError(t, s.Put(ctx, r))
-			pending, err = s.Pending(ctx, "", 0)
-			require.NoError(t, err)
-			require.Len(t, pending, len(m.Pending)-1)
+			// Challenges, certificates, inventory, revocations; the first pending
+			// request decided once.
+			certs := storetest.CheckEarlierRelease(t, s, &m, now)
 
 			// Closed and opened again, the upgraded file keeps all of it.
 			require.NoError(t, s.Close())

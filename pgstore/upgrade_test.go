@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/scepkit/scepkit/challenge"
 	"github.com/scepkit/scepkit/crp"
+	"github.com/scepkit/scepkit/crp/storetest"
 	"github.com/scepkit/scepkit/internal/pgtest"
 	"github.com/scepkit/scepkit/pgstore"
 	"github.com/scepkit/scepkit/scep"
@@ -31,13 +31,7 @@ func TestOpensEarlierRelease(t *testing.T) {
 	ctx := context.Background()
 	b, err := os.ReadFile("testdata/v2-serve/manifest.json")
 	require.NoError(t, err)
-	var m struct {
-		Issued          map[string]string `json:"issued"` // transactionID: serial (hex)
-		Pending         []string          `json:"pending"`
-		Revoked         []string          `json:"revoked"`
-		UsedChallenges  []string          `json:"used_challenges"`
-		UnusedChallenge string            `json:"unused_challenge"`
-	}
+	var m storetest.Release
 	require.NoError(t, json.Unmarshal(b, &m))
 	f, err := os.Open("testdata/v2-serve/dump.sql.gz")
 	require.NoError(t, err)
@@ -64,21 +58,7 @@ func TestOpensEarlierRelease(t *testing.T) {
 	v, err := s.SchemaVersion(ctx)
 	require.NoError(t, err)
 	require.Equal(t, len(pgstore.Migrations), v)
-	until := now.Add(time.Hour)
 
-	for _, jti := range m.UsedChallenges {
-		require.ErrorIs(t, s.Claim(ctx, jti, until), challenge.ErrReplayed, "challenge %s used before the upgrade", jti)
-	}
-	require.NoError(t, s.Claim(ctx, m.UnusedChallenge, until), "a challenge never sent")
-	require.ErrorIs(t, s.Claim(ctx, m.UnusedChallenge, until), challenge.ErrReplayed)
-
-	for tid, serial := range m.Issued {
-		r, err := s.Get(ctx, tid)
-		require.NoError(t, err, "transaction %s", tid)
-		require.Equal(t, scep.Success, r.Status, "transaction %s", tid)
-		require.NotNil(t, r.Certificate, "transaction %s", tid)
-		require.Equal(t, serial, r.Certificate.SerialNumber.Text(16), "transaction %s", tid)
-	}
 	pending, err := s.Pending(ctx, "", 0)
 	require.NoError(t, err)
 	var listed []string
@@ -89,35 +69,12 @@ func TestOpensEarlierRelease(t *testing.T) {
 	slices.Sort(listed)
 	require.Equal(t, m.Pending, listed)
 
-	certs, err := s.Certificates(ctx, crp.CertificateQuery{Limit: crp.MaxListLimit})
-	require.NoError(t, err)
+	// Challenges, certificates, inventory, revocations; the first pending request
+	// decided once.
+	certs := storetest.CheckEarlierRelease(t, s, &m, now)
 	inventory := map[string]*crp.IssuedCertificate{}
 	for _, c := range certs {
 		inventory[c.Certificate.SerialNumber.Text(16)] = c
 	}
 	require.Len(t, inventory, len(m.Issued))
-	for tid, serial := range m.Issued {
-		c, ok := inventory[serial]
-		require.True(t, ok, "certificate %s of transaction %s not in the inventory", serial, tid)
-		require.False(t, c.Withheld, "certificate %s", serial)
-		revoked, err := s.IsRevoked(ctx, c.Certificate)
-		require.NoError(t, err)
-		require.Equal(t, slices.Contains(m.Revoked, serial), revoked, "certificate %s", serial)
-	}
-	revs, err := s.RevokedSince(ctx, time.Time{})
-	require.NoError(t, err)
-	var revoked []string
-	for _, r := range revs {
-		revoked = append(revoked, r.Serial.Text(16))
-	}
-	require.Equal(t, m.Revoked, revoked)
-
-	// A pending request is decided once: the first decision's record wins.
-	r, err := s.Get(ctx, m.Pending[0])
-	require.NoError(t, err)
-	r.Status, r.Reason = scep.Failure, crp.ReasonRejected
-	require.NoError(t, s.Put(ctx, r))
-	pending, err = s.Pending(ctx, "", 0)
-	require.NoError(t, err)
-	require.Len(t, pending, len(m.Pending)-1)
 }

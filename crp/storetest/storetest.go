@@ -1,7 +1,8 @@
 // Package storetest is the conformance suite of the storage seam of package crp: one
 // table of behaviours that every backend (crp.MemoryStore, boltstore, pgstore,
 // redisstore for the parts it implements, or a user's own) must pass. A backend's test
-// calls [Run] with a function that opens a fresh, empty store.
+// calls [Run] with a function that opens a fresh, empty store; its upgrade test checks
+// the state an earlier release wrote with [CheckEarlierRelease].
 package storetest
 
 import (
