@@ -167,10 +167,10 @@ type Store struct {
 	now     func() time.Time
 	timeout time.Duration
 	writes  atomic.Int64
-	// sweeping is set while a sweep runs (one at a time); Close waits for it, and
-	// none starts once closed is set.
-	sweeping atomic.Bool
+	// sweepMu guards sweeping, set while a sweep runs (one at a time), and closed,
+	// after which none starts; Close waits for sweeps.
 	sweepMu  sync.Mutex
+	sweeping bool
 	closed   bool
 	sweeps   sync.WaitGroup
 }
@@ -446,21 +446,22 @@ func (s *Store) with(ctx context.Context, f func(c *pgxpool.Conn) error) error {
 // while PostgreSQL had not yet vacuumed the rows an earlier sweep deleted (the index
 // scan reads them again), and every sweeping write waited that long, several at once.
 func (s *Store) wrote(ctx context.Context) {
-	if s.writes.Add(1)%SweepEvery != 0 || !s.sweeping.CompareAndSwap(false, true) {
+	if s.writes.Add(1)%SweepEvery != 0 {
 		return
 	}
 	s.sweepMu.Lock()
-	if s.closed {
-		s.sweepMu.Unlock()
-		s.sweeping.Store(false)
+	defer s.sweepMu.Unlock()
+	if s.closed || s.sweeping {
 		return
 	}
+	s.sweeping = true
 	s.sweeps.Add(1)
-	s.sweepMu.Unlock()
 	go func() {
 		defer s.sweeps.Done()
-		defer s.sweeping.Store(false)
 		s.sweep(context.WithoutCancel(ctx))
+		s.sweepMu.Lock()
+		s.sweeping = false
+		s.sweepMu.Unlock()
 	}()
 }
 
