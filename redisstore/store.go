@@ -627,6 +627,7 @@ func (s *Store) indexPage(ctx context.Context, c redis.UniversalClient, node red
 	if err != nil {
 		return err
 	}
+	var zs []redis.Z
 	for i, k := range keys {
 		b, err := gets[i].Bytes()
 		if err != nil {
@@ -647,12 +648,12 @@ func (s *Store) indexPage(ctx context.Context, c redis.UniversalClient, node red
 		if !expires.After(s.now()) {
 			continue
 		}
-		z := redis.Z{Score: float64(expires.UnixMilli()), Member: w.TransactionID}
-		if err := retry(ctx, c, func() error { return c.ZAddGT(ctx, s.key("", "pending"), z).Err() }); err != nil {
-			return err
-		}
+		zs = append(zs, redis.Z{Score: float64(expires.UnixMilli()), Member: w.TransactionID})
 	}
-	return nil
+	if len(zs) == 0 {
+		return nil
+	}
+	return retry(ctx, c, func() error { return c.ZAddGT(ctx, s.key("", "pending"), zs...).Err() })
 }
 
 // globEscape quotes the characters a SCAN MATCH pattern gives a meaning to.
