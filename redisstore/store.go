@@ -379,7 +379,9 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 			return fmt.Errorf("redisstore: replace %q: %w", id, err)
 		}
 		if r.Status == scep.Pending {
-			if err := s.indexPending(ctx, c, id, s.now().Add(ttl), false); err != nil {
+			// ZADD GT, as Create: a Replace refused below must not shorten the index
+			// entry of the live pending record it did not replace.
+			if err := s.indexPending(ctx, c, id, s.now().Add(ttl), true); err != nil {
 				return fmt.Errorf("redisstore: replace %q: %w", id, err)
 			}
 		}
