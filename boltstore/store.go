@@ -1343,6 +1343,9 @@ func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 // matches crp.ErrRecordExists (another record lives) or crp.ErrNotFound (none does).
 // The test and the write are one step of the commit loop.
 func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
+	if old == nil || r == nil {
+		return errNilRecord
+	}
 	if old.TransactionID != r.TransactionID {
 		return fmt.Errorf("boltstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
 	}
@@ -1374,10 +1377,16 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 	return refused
 }
 
+// errNilRecord refuses a nil record given to a write.
+var errNilRecord = errors.New("boltstore: nil transaction record")
+
 // writeRecord writes r, and c (when not nil) with it in one commit; with create, only
 // when no live record of r's transaction id is stored (recordLive), and otherwise
 // nothing, with an error matching crp.ErrRecordExists.
 func (s *Store) writeRecord(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record, create bool) error {
+	if r == nil {
+		return errNilRecord
+	}
 	what := "recording transaction"
 	var addCert func(w *wtx) error
 	if c != nil {

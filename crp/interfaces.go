@@ -376,7 +376,8 @@ func (r *Record) live(now time.Time) bool { return r.Expires.IsZero() || !now.Af
 // when the record's Expires has passed (even if the store has not deleted it yet);
 // any other error fails the request as transient (ErrUnavailable) before anything is
 // claimed, since a resend could not get its answer. Put replaces any record with the
-// same id, and returns once the record is durable. A store may forget a record after
+// same id, and returns once the record is durable. Every write refuses a nil record
+// with an error, never a panic. A store may forget a record after
 // its Expires.
 //
 // A transaction id is chosen by the client and may be long (hundreds of bytes): a
@@ -708,12 +709,18 @@ func (m *MemoryTransactions) Get(_ context.Context, id string) (*Record, error) 
 
 // Put implements TransactionStore.
 func (m *MemoryTransactions) Put(_ context.Context, r *Record) error {
+	if r == nil {
+		return errNilRecord
+	}
 	m.put(r, false)
 	return nil
 }
 
 // Create implements TransactionCreator.
 func (m *MemoryTransactions) Create(_ context.Context, r *Record) error {
+	if r == nil {
+		return errNilRecord
+	}
 	if !m.put(r, true) {
 		return fmt.Errorf("%w: transaction %q", ErrRecordExists, r.TransactionID)
 	}
@@ -722,6 +729,9 @@ func (m *MemoryTransactions) Create(_ context.Context, r *Record) error {
 
 // Replace implements TransactionReplacer.
 func (m *MemoryTransactions) Replace(_ context.Context, old, r *Record) error {
+	if old == nil || r == nil {
+		return errNilRecord
+	}
 	if old.TransactionID != r.TransactionID {
 		return fmt.Errorf("crp: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
 	}
@@ -735,6 +745,9 @@ func (m *MemoryTransactions) Replace(_ context.Context, old, r *Record) error {
 		return nil
 	})
 }
+
+// errNilRecord refuses a nil record given to a memory store's write.
+var errNilRecord = errors.New("crp: nil transaction record")
 
 // sameVersion reports whether a and b are the same version of a transaction's record,
 // as [TransactionReplacer] compares them: the same Request, Status, Reason and Expires.

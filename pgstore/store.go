@@ -565,8 +565,14 @@ func (s *Store) Release(ctx context.Context, id string) error {
 
 const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires, tx_id, ca"
 
+// errNilRecord refuses a nil record given to a write.
+var errNilRecord = errors.New("pgstore: nil transaction record")
+
 // Put implements crp.TransactionStore.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
+	if r == nil {
+		return errNilRecord
+	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.exec(ctx, putRecordSQL, s.recordArgs(r)...); err != nil {
@@ -593,6 +599,9 @@ const createRecordSQL = putRecordSQL + ` WHERE scepkit_transactions.expires <= $
 // error matching crp.ErrRecordExists). Concurrent Creates of one id, from any gateway,
 // are ordered by the row's lock: one writes.
 func (s *Store) Create(ctx context.Context, r *crp.Record) error {
+	if r == nil {
+		return errNilRecord
+	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	var n int64
@@ -626,6 +635,9 @@ const replaceRecordSQL = `UPDATE scepkit_transactions SET tx_id = $15, signer_ke
 // (another record lives) or crp.ErrNotFound (none does). Concurrent Replaces of one
 // version, from any gateway, are ordered by the row's lock: one writes.
 func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
+	if old == nil || r == nil {
+		return errNilRecord
+	}
 	if old.TransactionID != r.TransactionID {
 		return fmt.Errorf("pgstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
 	}
@@ -691,6 +703,9 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 
 // issuance is RecordIssuance, and with create CreateIssuance.
 func (s *Store) issuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record, create bool) error {
+	if r == nil {
+		return errNilRecord
+	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	certArgs, err := certificateArgs(c)

@@ -64,6 +64,7 @@ var cases = []testCase{
 	{"record-not-found", needTransactions, recordNotFound},
 	{"record-replaced", needTransactions, recordReplaced},
 	{"record-expired-forgotten", needTransactions, recordExpired},
+	{"record-nil-refused", needTransactions, recordNil},
 	{"record-long-id-own-key", needTransactions, recordLongIDOwnKey},
 	{"record-create-once", needCreator, recordCreateOnce},
 	{"record-create-concurrent-one-writer", needCreator, recordCreateConcurrent},
@@ -678,6 +679,47 @@ func issuanceCreateOnce(t *testing.T, b Backend) {
 
 // certificateInvalid: what cannot be filed by serial is refused with an error, not a
 // panic, and leaves nothing behind.
+// recordNil: every write of a record refuses a nil one (or a nil old record to
+// replace) with an error, not a panic, and writes nothing.
+func recordNil(t *testing.T, b Backend) {
+	rec := &crp.Record{TransactionID: "tx-nil", Request: []byte("req"), Status: scep.Pending, Expires: time.Now().Add(time.Hour)}
+	writes := map[string]func() error{"Put": func() error { return b.Transactions.Put(ctx, nil) }}
+	if c, ok := b.Transactions.(crp.TransactionCreator); ok {
+		writes["Create"] = func() error { return c.Create(ctx, nil) }
+	}
+	if r, ok := b.Transactions.(crp.TransactionReplacer); ok {
+		writes["Replace, nil old"] = func() error { return r.Replace(ctx, nil, rec) }
+		writes["Replace, nil new"] = func() error { return r.Replace(ctx, rec, nil) }
+	}
+	ic := issued(t, 41, time.Now().Add(time.Hour), "alice", "dev-1")
+	if r, ok := b.Transactions.(crp.IssuanceRecorder); ok && b.Certificates != nil {
+		writes["RecordIssuance"] = func() error { return r.RecordIssuance(ctx, ic, nil) }
+	}
+	if r, ok := b.Transactions.(crp.IssuanceCreator); ok && b.Certificates != nil {
+		writes["CreateIssuance"] = func() error { return r.CreateIssuance(ctx, ic, nil) }
+	}
+	for name, write := range writes {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%s: panicked: %v", name, p)
+				}
+			}()
+			if err := write(); err == nil {
+				t.Errorf("%s: accepted a nil record", name)
+			}
+		}()
+	}
+	if _, err := b.Transactions.Get(ctx, rec.TransactionID); !errors.Is(err, crp.ErrNotFound) {
+		t.Errorf("a record was written: %v", err)
+	}
+	if b.Certificates != nil {
+		if _, err := b.Certificates.Lookup(ctx, ic.Certificate.SerialNumber); !errors.Is(err, crp.ErrNotFound) {
+			t.Errorf("the certificate of a refused issuance was recorded: %v", err)
+		}
+	}
+}
+
 func certificateInvalid(t *testing.T, b Backend) {
 	noSerial := Certificate(t, 33, time.Now().Add(time.Hour))
 	noSerial.SerialNumber = nil
