@@ -207,10 +207,10 @@ func (s *Server) Kill() { s.srv.Kill() }
 // Freeze stops the server and its backends (SIGSTOP) without closing anything, as a
 // hung server or a network that drops packets looks to a client: connections are
 // accepted by the kernel and queries are never answered. Thaw resumes it.
-func (s *Server) Freeze() { s.signalAll(syscall.SIGSTOP) }
+func (s *Server) Freeze() { s.signalAll(sigStop) }
 
 // Thaw resumes a server Freeze stopped (SIGCONT).
-func (s *Server) Thaw() { s.signalAll(syscall.SIGCONT) }
+func (s *Server) Thaw() { s.signalAll(sigCont) }
 
 // signalAll sends sig to the postmaster first (it forks no backend while stopped),
 // then to its children: each is a session leader of its own, so a signal to the
@@ -218,11 +218,11 @@ func (s *Server) Thaw() { s.signalAll(syscall.SIGCONT) }
 // postmaster we started and the processes whose parent it is.
 func (s *Server) signalAll(sig syscall.Signal) {
 	s.srv.Pid(func(pid int) {
-		if err := syscall.Kill(pid, sig); err != nil {
+		if err := kill(pid, sig); err != nil {
 			s.t.Errorf("pgtest: %v: %v", sig, err)
 		}
 		for _, child := range children(pid) {
-			syscall.Kill(child, sig)
+			kill(child, sig)
 		}
 	})
 }
@@ -237,7 +237,7 @@ func reapBackends(pid int) func(killed bool) {
 	return func(killed bool) {
 		if killed {
 			for _, kid := range kids {
-				syscall.Kill(kid, syscall.SIGKILL)
+				kill(kid, syscall.SIGKILL)
 			}
 		}
 		for i := 0; i < 100 && anyAlive(kids); i++ {

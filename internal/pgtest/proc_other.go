@@ -2,10 +2,7 @@
 
 package pgtest
 
-import (
-	"os/exec"
-	"syscall"
-)
+import "os/exec"
 
 // asServer runs cmd as the caller outside Linux.
 func asServer(*exec.Cmd) (uid, gid int) { return -1, -1 }
@@ -14,4 +11,4 @@ func asServer(*exec.Cmd) (uid, gid int) { return -1, -1 }
 func children(int) []int { return nil }
 
 // alive reports whether process pid exists.
-func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+func alive(pid int) bool { return kill(pid, 0) == nil }
