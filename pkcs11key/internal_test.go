@@ -1,3 +1,5 @@
+//go:build cgo
+
 package pkcs11key
 
 import (
@@ -27,7 +29,7 @@ func TestGeneratedKeyStaysInToken(t *testing.T) {
 		t.Run(kt.String(), func(t *testing.T) {
 			k, err := tok.GenerateKey("stay-"+kt.String(), kt)
 			require.NoError(t, err)
-			attrs, err := tok.ctx.GetAttributes(k.s, []crypto11.AttributeType{crypto11.CkaSensitive, crypto11.CkaExtractable})
+			attrs, err := tok.tok.ctx.GetAttributes(k.s.(crypto11.Signer), []crypto11.AttributeType{crypto11.CkaSensitive, crypto11.CkaExtractable})
 			require.NoError(t, err)
 			require.Equal(t, []byte{1}, attrs[crypto11.CkaSensitive].Value, "CKA_SENSITIVE")
 			require.Equal(t, []byte{0}, attrs[crypto11.CkaExtractable].Value, "CKA_EXTRACTABLE")

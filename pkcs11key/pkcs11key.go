@@ -5,8 +5,9 @@
 // the private keys ever leaving the token.
 //
 // It is a package of its own because it needs cgo (the PKCS#11 module is a C shared
-// library): programs that do not import it build without cgo. It uses
-// github.com/ThalesGroup/crypto11 for the PKCS#11 calls.
+// library). It uses github.com/ThalesGroup/crypto11 for the PKCS#11 calls. A program
+// built without cgo (CGO_ENABLED=0) still builds with it, but Open then fails with
+// [ErrNoCgo].
 //
 // # Keys
 //
@@ -46,7 +47,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	cryptorand "crypto/rand"
 	"crypto/rsa"
 	"crypto/subtle"
@@ -56,8 +56,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThalesGroup/crypto11"
-	"github.com/miekg/pkcs11"
 	"github.com/thales-e-security/pool"
 )
 
@@ -78,6 +76,9 @@ var (
 	// ErrOptions is returned by Key.Sign and Key.Decrypt for options they do not
 	// support, and by Key.Sign for a digest whose length is not its hash's.
 	ErrOptions = errors.New("pkcs11key: unsupported options")
+	// ErrNoCgo is returned by Open in a program built without cgo: a PKCS#11 module
+	// is a C library, which only a program built with cgo can load.
+	ErrNoCgo = errors.New("pkcs11key: this program was built without cgo (CGO_ENABLED=0), which PKCS#11 needs")
 )
 
 // Config says which PKCS#11 module and token to open.
@@ -110,7 +111,7 @@ type Config struct {
 // Token is an open PKCS#11 token. Its keys are safe for concurrent use. Close it when
 // done; keys obtained from it stop working then.
 type Token struct {
-	ctx     *crypto11.Context
+	tok     *token // the module's token (cgo) or nothing (without cgo)
 	timeout time.Duration
 
 	mu     sync.Mutex
@@ -136,29 +137,12 @@ func Open(c Config) (*Token, error) {
 	case c.Timeout < 0:
 		return nil, fmt.Errorf("%w: Timeout must not be negative", ErrConfig)
 	}
-	ctx, err := within(c.Timeout, func() (*crypto11.Context, error) {
-		return crypto11.Configure(&crypto11.Config{Path: c.Module, TokenLabel: c.TokenLabel,
-			TokenSerial: c.TokenSerial, Pin: c.PIN, MaxSessions: c.MaxSessions, PoolWaitTimeout: c.Timeout})
-	}, func(ctx *crypto11.Context) { ctx.Close() })
-	if errors.Is(err, ErrTimeout) {
-		return nil, fmt.Errorf("pkcs11key: opening token: %w", err)
-	}
+	tok, err := openToken(c)
 	if err != nil {
-		if err.Error() == crypto11TokenNotFound {
-			which := "label " + fmt.Sprintf("%q", c.TokenLabel)
-			if c.TokenSerial != "" {
-				which = "serial number " + fmt.Sprintf("%q", c.TokenSerial)
-			}
-			return nil, fmt.Errorf("%w: the module has no token with %s", ErrTokenNotFound, which)
-		}
-		return nil, fmt.Errorf("pkcs11key: opening token: %w", err)
+		return nil, err
 	}
-	return &Token{ctx: ctx, timeout: c.Timeout}, nil
+	return &Token{tok: tok, timeout: c.Timeout}, nil
 }
-
-// crypto11TokenNotFound is the text of crypto11's unexported error for a token it
-// does not find (TestOpenRefuses checks it against the crypto11 in go.mod).
-const crypto11TokenNotFound = "could not find PKCS#11 token"
 
 // Close logs out and releases the token's sessions, once the operations in flight
 // have ended; with a Timeout, it waits for them that long at most, and then returns
@@ -171,7 +155,7 @@ func (t *Token) Close() error {
 		return nil
 	}
 	t.closed = true
-	_, err := within(t.timeout, func() (struct{}, error) { return struct{}{}, t.ctx.Close() }, nil)
+	_, err := within(t.timeout, func() (struct{}, error) { return struct{}{}, t.tok.close() }, nil)
 	if errors.Is(err, ErrTimeout) {
 		return fmt.Errorf("pkcs11key: closing: operations still in the token: %w", err)
 	}
@@ -183,7 +167,7 @@ func (t *Token) Key(label string) (*Key, error) {
 	if label == "" {
 		return nil, fmt.Errorf("%w: empty label", ErrKeyNotFound)
 	}
-	keys, err := within(t.timeout, func() ([]crypto11.Signer, error) { return t.ctx.FindKeyPairs(nil, []byte(label)) }, nil)
+	keys, err := within(t.timeout, func() ([]crypto.Signer, error) { return t.tok.findKeyPairs(label) }, nil)
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11key: finding %q: %w", label, err)
 	}
@@ -232,7 +216,7 @@ func (t *Token) GenerateKey(label string, kt KeyType) (*Key, error) {
 	if label == "" {
 		return nil, fmt.Errorf("%w: GenerateKey needs a label", ErrConfig)
 	}
-	if existing, err := t.ctx.FindKeyPairs(nil, []byte(label)); err != nil {
+	if existing, err := t.tok.findKeyPairs(label); err != nil {
 		return nil, fmt.Errorf("pkcs11key: finding %q: %w", label, err)
 	} else if len(existing) > 0 {
 		return nil, fmt.Errorf("pkcs11key: a key pair is already labelled %q", label)
@@ -241,19 +225,12 @@ func (t *Token) GenerateKey(label string, kt KeyType) (*Key, error) {
 	if _, err := io.ReadFull(cryptorand.Reader, id); err != nil {
 		return nil, err
 	}
-	var s crypto11.Signer
-	var err error
 	switch kt {
-	case RSA2048, RSA3072, RSA4096:
-		bits := map[KeyType]int{RSA2048: 2048, RSA3072: 3072, RSA4096: 4096}[kt]
-		s, err = t.ctx.GenerateRSAKeyPairWithLabel(id, []byte(label), bits)
-	case ECDSAP256:
-		s, err = t.ctx.GenerateECDSAKeyPairWithLabel(id, []byte(label), elliptic.P256())
-	case ECDSAP384:
-		s, err = t.ctx.GenerateECDSAKeyPairWithLabel(id, []byte(label), elliptic.P384())
+	case RSA2048, RSA3072, RSA4096, ECDSAP256, ECDSAP384:
 	default:
 		return nil, fmt.Errorf("%w: key type %v", ErrConfig, kt)
 	}
+	s, err := t.tok.generate(id, label, kt)
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11key: generating %q: %w", label, err)
 	}
@@ -263,7 +240,7 @@ func (t *Token) GenerateKey(label string, kt KeyType) (*Key, error) {
 // Key is a private key in a token: a crypto.Signer, and a crypto.Decrypter when it
 // is RSA. It is safe for concurrent use.
 type Key struct {
-	s       crypto11.Signer
+	s       crypto.Signer    // crypto11's
 	dec     crypto.Decrypter // nil unless RSA
 	timeout time.Duration    // Config.Timeout
 }
@@ -273,7 +250,7 @@ var (
 	_ crypto.Decrypter = (*Key)(nil)
 )
 
-func newKey(s crypto11.Signer, timeout time.Duration) *Key {
+func newKey(s crypto.Signer, timeout time.Duration) *Key {
 	k := &Key{s: s, timeout: timeout}
 	if _, ok := s.Public().(*rsa.PublicKey); ok {
 		k.dec, _ = s.(crypto.Decrypter)
@@ -481,23 +458,4 @@ func (k *Key) sessionKey(rand io.Reader, decrypt func() ([]byte, error), n int) 
 		subtle.ConstantTimeCopy(ok, key, pt[:n])
 	}
 	return key, nil
-}
-
-// fromCiphertext reports whether a decryption error may depend on the ciphertext: any
-// error the token returned (SoftHSM2 reports a bad padding as CKR_GENERAL_ERROR),
-// except those that say the token, session or key cannot be used at all. Errors that
-// do not come from the token (crypto11's closed context, no free session) cannot.
-func fromCiphertext(err error) bool {
-	var ck pkcs11.Error
-	if !errors.As(err, &ck) {
-		return false
-	}
-	switch ck {
-	case pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_TOKEN_NOT_PRESENT,
-		pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_USER_NOT_LOGGED_IN,
-		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_KEY_HANDLE_INVALID, pkcs11.CKR_OBJECT_HANDLE_INVALID,
-		pkcs11.CKR_HOST_MEMORY, pkcs11.CKR_DEVICE_MEMORY:
-		return false
-	}
-	return true
 }

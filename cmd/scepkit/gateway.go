@@ -534,8 +534,10 @@ func openToken(c *config) (*pkcs11key.Token, error) {
 // when the token refuses it, the label's when the module has no such token, else the
 // module's.
 func tokenOpenError(err error) error {
-	var code pkcs11.Error
-	if errors.As(err, &code) {
+	if errors.Is(err, pkcs11key.ErrNoCgo) {
+		return settingError("pkcs11.module", err) // no restart mends it: another build does
+	}
+	if code, ok := tokenCode(err); ok {
 		switch code {
 		case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_LEN_RANGE, pkcs11.CKR_PIN_INVALID:
 			return settingError("pkcs11.pin_file", fmt.Errorf("the token refused the user PIN (tokens lock it after a few "+
@@ -564,8 +566,8 @@ func transientTokenError(err error) bool {
 	if errors.Is(err, pkcs11key.ErrTimeout) {
 		return true
 	}
-	var code pkcs11.Error
-	if !errors.As(err, &code) {
+	code, ok := tokenCode(err)
+	if !ok {
 		return false
 	}
 	switch code {

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -20,7 +22,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,6 +98,24 @@ func deleteTokenKey(t *testing.T, st *softhsmtest.Token, label string) {
 	require.NoError(t, k.(interface{ Delete() error }).Delete())
 }
 
+// requireKeysKept checks that the token's key pairs labelled labels are there, their
+// private keys sensitive and not extractable.
+func requireKeysKept(t *testing.T, st *softhsmtest.Token, labels ...string) {
+	t.Helper()
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: st.Module, TokenLabel: st.Label, Pin: st.PIN})
+	require.NoError(t, err)
+	defer ctx.Close()
+	for _, label := range labels {
+		k, err := ctx.FindKeyPair(nil, []byte(label))
+		require.NoError(t, err)
+		require.NotNil(t, k, label)
+		attrs, err := ctx.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaSensitive, crypto11.CkaExtractable})
+		require.NoError(t, err)
+		require.Equal(t, []byte{1}, attrs[crypto11.CkaSensitive].Value, "%s CKA_SENSITIVE", label)
+		require.Equal(t, []byte{0}, attrs[crypto11.CkaExtractable].Value, "%s CKA_EXTRACTABLE", label)
+	}
+}
+
 // TestKeysThatCannotSignRefused: a CA or RA signing key in the token that cannot make
 // the signatures the gateway makes (restricted to RSA-PSS, or gone) refuses the
 // start, naming its setting, on a first start (before any certificate is made) and
@@ -151,25 +170,6 @@ func TestKeysThatCannotSignRefused(t *testing.T) {
 func pkcs11Section(st *softhsmtest.Token, f *fixture) string {
 	return "[pkcs11]\nmodule = \"" + st.Module + "\"\ntoken_label = \"" + st.Label + "\"\npin_file = \"" + f.path("pin") + "\"\n"
 }
-
-// refusedStart runs "scepkit serve -config cfg" with env added, on loopback ports of
-// 26900-26999, expects it to exit with an error within a minute, and returns its
-// output and exit status.
-func refusedStart(t *testing.T, cfg string, env ...string) (string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
-	port := 26900 + 2*int(refusedPorts.Add(1)%50)
-	cmd.Env = append(append(os.Environ(), fmt.Sprintf("SCEPKIT_LISTEN=127.0.0.1:%d", port),
-		fmt.Sprintf("SCEPKIT_ADMIN_LISTEN=127.0.0.1:%d", port+1)), env...)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee, "not refused:\n%s", out)
-	return string(out), ee.ExitCode()
-}
-
-var refusedPorts atomic.Int32
 
 // TestTokenOpenErrorsNameSetting: a PIN the token refuses is blamed on
 // pkcs11.pin_file, a token the module does not have on pkcs11.token_label, and only

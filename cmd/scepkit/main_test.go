@@ -30,11 +30,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/ThalesGroup/crypto11"
 	"github.com/jackc/pgx/v5"
 	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/catemplate"
@@ -923,18 +923,7 @@ func TestRolloverKeysInSoftHSM(t *testing.T) {
 	require.NoError(t, err)
 	nextCA := nextCerts[0]
 
-	ctx, err := crypto11.Configure(&crypto11.Config{Path: st.Module, TokenLabel: st.Label, Pin: st.PIN})
-	require.NoError(t, err)
-	for _, label := range []string{"scepkit-next-ca", "scepkit-next-ra-sign", "scepkit-next-ra-encrypt"} {
-		k, err := ctx.FindKeyPair(nil, []byte(label))
-		require.NoError(t, err)
-		require.NotNil(t, k, label)
-		attrs, err := ctx.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaSensitive, crypto11.CkaExtractable})
-		require.NoError(t, err)
-		require.Equal(t, []byte{1}, attrs[crypto11.CkaSensitive].Value, "%s CKA_SENSITIVE", label)
-		require.Equal(t, []byte{0}, attrs[crypto11.CkaExtractable].Value, "%s CKA_EXTRACTABLE", label)
-	}
-	require.NoError(t, ctx.Close())
+	requireKeysKept(t, st, "scepkit-next-ca", "scepkit-next-ra-sign", "scepkit-next-ra-encrypt")
 
 	at := time.Now().Add(8 * time.Second).UTC().Truncate(time.Second)
 	r = start(t, f.config(t, "", pkcs11+fmt.Sprintf("\n[rollover]\nat = %q\ndir = %q\n", at.Format(time.RFC3339), next)), env)
@@ -1430,13 +1419,7 @@ func TestReadyzFollowsDecryptionKey(t *testing.T) {
 	code, body, _ := get(t, r.base+"/readyz")
 	require.Equal(t, http.StatusOK, code, body)
 
-	ctx, err := crypto11.Configure(&crypto11.Config{Path: st.Module, TokenLabel: st.Label, Pin: st.PIN})
-	require.NoError(t, err)
-	defer ctx.Close()
-	enc, err := ctx.FindKeyPair(nil, []byte("scepkit-ra-encrypt"))
-	require.NoError(t, err)
-	require.NotNil(t, enc)
-	require.NoError(t, enc.(interface{ Delete() error }).Delete())
+	deleteTokenKey(t, st, "scepkit-ra-encrypt")
 
 	out, err := scepclienttest.NewDevice(t).Enroll(r.base+"/scep", "alice@example.com", f.challenge(t, "alice@example.com", "alice-laptop"))
 	require.Error(t, err, "enrolled without the RA's decryption key: %s", out)
@@ -1666,4 +1649,24 @@ func TestDamagedStateRefused(t *testing.T) {
 			require.Contains(t, out, tc.want)
 		})
 	}
+}
+
+// refusedPorts numbers refusedStart's runs, for their ports.
+var refusedPorts atomic.Int32
+
+// refusedStart runs "scepkit serve -config cfg" with env added, on loopback ports of
+// 26900-26999, expects it to exit with an error within a minute, and returns its
+// output and exit status.
+func refusedStart(t *testing.T, cfg string, env ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+	port := 26900 + 2*int(refusedPorts.Add(1)%50)
+	cmd.Env = append(append(os.Environ(), fmt.Sprintf("SCEPKIT_LISTEN=127.0.0.1:%d", port),
+		fmt.Sprintf("SCEPKIT_ADMIN_LISTEN=127.0.0.1:%d", port+1)), env...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "not refused:\n%s", out)
+	return string(out), ee.ExitCode()
 }
