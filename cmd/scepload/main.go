@@ -56,6 +56,7 @@ type config struct {
 	warmup                  int
 	dur                     time.Duration
 	pid                     int
+	latencies               string // -latencies: the file each enrollment is written to
 	prebuild, skipDecrypt   bool
 	verify                  bool
 	device                  string
@@ -78,6 +79,7 @@ func main() {
 	flag.IntVar(&c.n, "n", 200, "enrollments measured (after -warmup)")
 	flag.IntVar(&c.warmup, "warmup", 0, "send this many enrollments first, then measure the -n that follow (the server's CPU and RSS growth then leave out its warm-up)")
 	flag.DurationVar(&c.dur, "d", time.Minute, "stop the enrollments (warm-up and measured) after this long at the latest (at most 10m); building requests with -prebuild comes before and is not counted")
+	flag.StringVar(&c.latencies, "latencies", "", "write each measured enrollment to `FILE`, one line each: when it was sent (ms since the clock started), its latency (ms), ok or its failure; to see when the slow ones came")
 	flag.IntVar(&c.pid, "pid", 0, "server process id, to report its CPU time per enrollment")
 	flag.IntVar(&c.keySize, "keysize", 2048, "device RSA key size")
 	flag.BoolVar(&c.prebuild, "prebuild", false, "build every request (challenge, CSR, signature) before the clock starts, so the generator spends little CPU while measuring")
@@ -108,6 +110,7 @@ func loopback(raw string) error {
 }
 
 type result struct {
+	at      time.Time // when the enrollment was sent
 	latency time.Duration
 	fail    string // "" for success
 }
@@ -198,7 +201,7 @@ func run(c *config, out io.Writer) error {
 					}
 					t0 := time.Now()
 					fail := d.enroll(ctx, hc, client, c, recipient, certs, i, p)
-					results <- result{time.Since(t0), fail}
+					results <- result{t0, time.Since(t0), fail}
 				}
 			}(d)
 		}
@@ -236,6 +239,19 @@ func run(c *config, out io.Writer) error {
 	self1, selfErr := cpuTime(os.Getpid())
 	rss1, rssErr := rss(c.pid)
 	n := len(results)
+	if c.latencies != "" {
+		collected := make(chan result, cap(results))
+		var lines []result
+		for r := range results {
+			lines = append(lines, r)
+			collected <- r
+		}
+		close(collected)
+		results = collected
+		if err := writeLatencies(c.latencies, start, lines); err != nil {
+			return err
+		}
+	}
 	report(out, results, elapsed, c.pid, cpu1-cpu0, cpuErr)
 	if rssErr == nil && n > 0 {
 		mb := func(b int64) float64 { return float64(b) / (1 << 20) }
@@ -532,6 +548,21 @@ func cpuTime(pid int) (time.Duration, error) {
 	}
 	const clockTicks = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// writeLatencies writes rs to the file path, one line each, in the order they were
+// sent: the time since start and the latency, in milliseconds, and "ok" or the failure.
+func writeLatencies(path string, start time.Time, rs []result) error {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].at.Before(rs[j].at) })
+	var b strings.Builder
+	for _, r := range rs {
+		outcome := "ok"
+		if r.fail != "" {
+			outcome = strconv.Quote(r.fail)
+		}
+		fmt.Fprintf(&b, "%.3f %.3f %s\n", float64(r.at.Sub(start).Microseconds())/1000, float64(r.latency.Microseconds())/1000, outcome)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 func report(out io.Writer, results <-chan result, elapsed time.Duration, pid int, cpu time.Duration, cpuErr error) {
