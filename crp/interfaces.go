@@ -507,6 +507,31 @@ type TransactionReplacer interface {
 	Replace(ctx context.Context, old, r *Record) error
 }
 
+// IssuanceReplacer is to [IssuanceRecorder] what [TransactionReplacer] is to Put: a
+// compare-and-swap of a transaction record that writes an inventory entry with it.
+// ReplaceIssuance writes c and r in one durable write in place of old, the record of
+// r.TransactionID as Get returned it, only while the live record stored is still old
+// (the same Request, Status, Reason and Expires), as one atomic step. Otherwise it
+// writes neither and returns an error matching [ErrRecordExists] or [ErrNotFound],
+// as Replace does; a c that [CertificateStore.Add] would refuse fails it, and then
+// nothing is written either. It returns once both are durable; r and old must name
+// the same transaction id.
+//
+// A RegistrationPoint whose Transactions and Certificates are one store that
+// implements it records with it the SUCCESS of a certificate whose required
+// notification was made: the record replaces the held one ([ReasonNotifying]) and the
+// inventory's entry, written withheld with the held record, is unmarked
+// ([IssuedCertificate].Withheld) in the same write, so that the notification costs
+// one commit more than an enrollment without one, not two, and a gateway that stops
+// after the record says SUCCESS cannot leave the device's certificate listed as
+// withheld (GetCert refusing it, its renewals refused). A store without it has the
+// record replaced (Replace) and the entry written again after. boltstore and pgstore
+// implement it. As for Create, a type that embeds one of them to change what Replace
+// or RecordIssuance does must give ReplaceIssuance the same change.
+type IssuanceReplacer interface {
+	ReplaceIssuance(ctx context.Context, c *IssuedCertificate, old, r *Record) error
+}
+
 // RevocationChecker says whether a certificate we issued was revoked, for renewals
 // (RegistrationPoint.Revocation). Every backend's RevocationStore implements it.
 //

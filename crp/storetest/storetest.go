@@ -71,6 +71,8 @@ var cases = []testCase{
 	{"issuance-create-once", needIssuanceCreator, issuanceCreateOnce},
 	{"record-replace-compare-and-swap", needReplacer, recordReplaceOnce},
 	{"record-replace-concurrent-one-writer", needReplacer, recordReplaceConcurrent},
+	{"issuance-replace-compare-and-swap", needIssuanceReplacer, issuanceReplaceOnce},
+	{"issuance-replace-concurrent-one-writer", needIssuanceReplacer, issuanceReplaceConcurrent},
 	{"pending-listed-in-pages", needPending, pendingListed},
 	{"certificate-roundtrip", needCertificates, certificateRoundtrip},
 	{"issuance-recorded-together", needIssuanceRecorder, issuanceRecorded},
@@ -93,7 +95,7 @@ var cases = []testCase{
 // skipped. The rules the cases check are those the docs of challenge.ReplayStore,
 // challenge.Releaser, crp.TransactionStore, crp.PendingLister, crp.CertificateStore,
 // crp.IssuanceRecorder, crp.TransactionCreator, crp.IssuanceCreator,
-// crp.TransactionReplacer, crp.CertificateQuerier, crp.RevocationStore and
+// crp.TransactionReplacer, crp.IssuanceReplacer, crp.CertificateQuerier, crp.RevocationStore and
 // crp.RevocationChecker state. Run one case with go test -run, as
 // -run 'TestStore/claim-once' for a test TestStore that calls Run.
 func Run(t *testing.T, open func(t *testing.T) Backend) {
@@ -129,6 +131,10 @@ func needReplacer(b Backend) bool {
 }
 func needIssuanceCreator(b Backend) bool {
 	_, ok := b.Transactions.(crp.IssuanceCreator)
+	return ok && b.Certificates != nil
+}
+func needIssuanceReplacer(b Backend) bool {
+	_, ok := b.Transactions.(crp.IssuanceReplacer)
 	return ok && b.Certificates != nil
 }
 func needReleaser(b Backend) bool {
@@ -675,6 +681,219 @@ func issuanceCreateOnce(t *testing.T, b Backend) {
 	if _, err := b.Certificates.Lookup(ctx, second.Certificate.SerialNumber); !errors.Is(err, crp.ErrNotFound) {
 		t.Fatalf("the certificate of a refused CreateIssuance: %v, want ErrNotFound (neither written)", err)
 	}
+}
+
+// heldIssuance writes the record of a certificate withheld while its notification is
+// made, under id, and the certificate (serial) listed withheld in the inventory, as a
+// RegistrationPoint writes them (together when the store is a crp.IssuanceRecorder),
+// and returns the record as Get returns it and the inventory's entry unmarked.
+func heldIssuance(t *testing.T, b Backend, id string, serial int64) (*crp.Record, *crp.IssuedCertificate) {
+	t.Helper()
+	c := issued(t, serial, time.Now().Add(time.Hour), "alice", "laptop")
+	c.TransactionID = id
+	held := notifyingRecord(t, id)
+	held.Certificate = c.Certificate
+	withheld := *c
+	withheld.Withheld = true
+	if r, ok := b.Transactions.(crp.IssuanceRecorder); ok {
+		check(t, r.RecordIssuance(ctx, &withheld, held), "record the held issuance")
+	} else {
+		check(t, b.Certificates.Add(ctx, &withheld), "add withheld")
+		check(t, b.Transactions.Put(ctx, held), "put held")
+	}
+	old, err := b.Transactions.Get(ctx, id)
+	check(t, err, "get")
+	return old, c
+}
+
+// issuedRecord is old's transaction recorded as issued with cert.
+func issuedRecord(old *crp.Record, cert *x509.Certificate) *crp.Record {
+	r := *old
+	r.Status, r.Phase, r.Reason, r.Certificate, r.CSR = scep.Success, crp.PhaseGateway, "", cert, nil
+	return &r
+}
+
+// untouched fails t unless the record of id is still want's version (Reason
+// included) and the certificate of serial is listed withheld (withheld) or not at
+// all.
+func untouched(t *testing.T, b Backend, what, id string, want *crp.Record, serial int64, withheld bool) {
+	t.Helper()
+	got, err := b.Transactions.Get(ctx, id)
+	switch {
+	case want == nil && !errors.Is(err, crp.ErrNotFound):
+		t.Fatalf("%s wrote a record: %+v, %v", what, got, err)
+	case want != nil && (err != nil || got.Status != want.Status || got.Reason != want.Reason || got.UserID != want.UserID):
+		t.Fatalf("%s changed the record: %+v, %v; want %+v", what, got, err, want)
+	}
+	c, err := b.Certificates.Lookup(ctx, big.NewInt(serial))
+	switch {
+	case !withheld && !errors.Is(err, crp.ErrNotFound):
+		t.Fatalf("%s wrote its certificate: %+v, %v", what, c, err)
+	case withheld && (err != nil || !c.Withheld):
+		t.Fatalf("%s changed the inventory's entry: %+v, %v; want it withheld still", what, c, err)
+	}
+}
+
+// issuanceReplaceOnce: ReplaceIssuance writes the certificate and its record only in
+// place of the version of the record it names: the record says SUCCESS and the
+// inventory's entry is unmarked, together. A version replaced meanwhile (another
+// Reason), one replaced by this very write, no record, an expired one, or a
+// certificate no store can file, and it writes neither the record nor the
+// certificate.
+func issuanceReplaceOnce(t *testing.T, b Backend) {
+	r := b.Transactions.(crp.IssuanceReplacer)
+	old, c := heldIssuance(t, b, "tx-ri", 1<<42+1)
+	stale := *old
+	stale.Reason = crp.ReasonNotifyFailed
+	if err := r.ReplaceIssuance(ctx, c, &stale, issuedRecord(old, c.Certificate)); !errors.Is(err, crp.ErrRecordExists) {
+		t.Fatalf("ReplaceIssuance of a version with another Reason: %v, want ErrRecordExists", err)
+	}
+	untouched(t, b, "a refused ReplaceIssuance", "tx-ri", old, 1<<42+1, true)
+	bad := issued(t, 1<<42+9, time.Now().Add(time.Hour), "alice", "laptop")
+	bad.Certificate.SerialNumber = big.NewInt(0)
+	if err := r.ReplaceIssuance(ctx, bad, old, issuedRecord(old, bad.Certificate)); err == nil {
+		t.Fatal("ReplaceIssuance of a certificate with serial 0 succeeded")
+	}
+	untouched(t, b, "a ReplaceIssuance of a certificate with serial 0", "tx-ri", old, 1<<42+1, true)
+
+	final := issuedRecord(old, c.Certificate)
+	check(t, r.ReplaceIssuance(ctx, c, old, final), "replace issuance")
+	got, err := b.Transactions.Get(ctx, "tx-ri")
+	check(t, err, "get")
+	if got.Status != scep.Success || got.Certificate == nil || !got.Certificate.Equal(c.Certificate) {
+		t.Fatalf("the record of a ReplaceIssuance came back as %+v, want SUCCESS with its certificate", got)
+	}
+	gotC, err := b.Certificates.Lookup(ctx, c.Certificate.SerialNumber)
+	check(t, err, "lookup")
+	if gotC.Withheld || gotC.UserID != "alice" || gotC.TransactionID != "tx-ri" || !gotC.IssuedAt.Equal(c.IssuedAt) {
+		t.Fatalf("the inventory's entry of a ReplaceIssuance is %+v, want %+v", gotC, c)
+	}
+	other := issued(t, 1<<42+2, time.Now().Add(time.Hour), "bob", "phone")
+	if err := r.ReplaceIssuance(ctx, other, old, issuedRecord(old, other.Certificate)); !errors.Is(err, crp.ErrRecordExists) {
+		t.Fatalf("second ReplaceIssuance of one version: %v, want ErrRecordExists", err)
+	}
+	untouched(t, b, "a second ReplaceIssuance", "tx-ri", final, 1<<42+2, false)
+
+	none := notifyingRecord(t, "tx-ri-none")
+	c3 := issued(t, 1<<42+3, time.Now().Add(time.Hour), "alice", "laptop")
+	if err := r.ReplaceIssuance(ctx, c3, none, issuedRecord(none, c3.Certificate)); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("ReplaceIssuance where no record is stored: %v, want ErrNotFound", err)
+	}
+	untouched(t, b, "a ReplaceIssuance where no record is stored", "tx-ri-none", nil, 1<<42+3, false)
+	expired := notifyingRecord(t, "tx-ri-old")
+	expired.Expires = time.Now().Add(-time.Second)
+	check(t, b.Transactions.Put(ctx, expired), "put expired")
+	next := issuedRecord(expired, c3.Certificate)
+	next.Expires = time.Now().Add(time.Hour)
+	if err := r.ReplaceIssuance(ctx, c3, expired, next); !errors.Is(err, crp.ErrNotFound) {
+		t.Fatalf("ReplaceIssuance of an expired record: %v, want ErrNotFound", err)
+	}
+	untouched(t, b, "a ReplaceIssuance of an expired record", "tx-ri-old", nil, 1<<42+3, false)
+}
+
+// issuanceReplaceConcurrent: of many ReplaceIssuances of one version at once, each
+// with a certificate of its own, exactly one writes: the record carries its
+// certificate, and the inventory holds none of the others'. Readers meanwhile never
+// see the record without its certificate in the inventory, nor a certificate in the
+// inventory without the record that carries it.
+func issuanceReplaceConcurrent(t *testing.T, b Backend) {
+	r := b.Transactions.(crp.IssuanceReplacer)
+	const base = 1<<42 + 100
+	old, _ := heldIssuance(t, b, "tx-ri-race", base)
+	const n = 16
+	certs := make([]*crp.IssuedCertificate, n)
+	for i := range certs {
+		certs[i] = issued(t, base+1+int64(i), time.Now().Add(time.Hour), fmt.Sprint("user-", i), "laptop")
+	}
+	var wg sync.WaitGroup
+	var wrote atomic.Int32
+	winner := -1
+	var winnerMu sync.Mutex
+	errs := make(chan error, 2*n)
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for i := range 2 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := seenTogether(b, "tx-ri-race", certs[(i*7)%n]); err != nil {
+					errs <- err
+					return
+				}
+				i++
+			}
+		})
+	}
+	for i, c := range certs {
+		wg.Go(func() {
+			switch err := r.ReplaceIssuance(ctx, c, old, issuedRecord(old, c.Certificate)); {
+			case err == nil:
+				wrote.Add(1)
+				winnerMu.Lock()
+				winner = i
+				winnerMu.Unlock()
+			case !errors.Is(err, crp.ErrRecordExists):
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("ReplaceIssuance: %v", err)
+	}
+	if wrote.Load() != 1 {
+		t.Fatalf("%d of %d concurrent ReplaceIssuances wrote, want 1", wrote.Load(), n)
+	}
+	got, err := b.Transactions.Get(ctx, "tx-ri-race")
+	check(t, err, "get")
+	if got.Status != scep.Success || got.Certificate == nil || !got.Certificate.Equal(certs[winner].Certificate) {
+		t.Fatalf("the record is %+v, not the one written", got)
+	}
+	for i, c := range certs {
+		l, err := b.Certificates.Lookup(ctx, c.Certificate.SerialNumber)
+		switch {
+		case i == winner && (err != nil || l.Withheld):
+			t.Fatalf("the certificate written: %+v, %v; want it listed, not withheld", l, err)
+		case i != winner && !errors.Is(err, crp.ErrNotFound):
+			t.Fatalf("the certificate of a refused ReplaceIssuance: %+v, %v; want ErrNotFound", l, err)
+		}
+	}
+}
+
+// seenTogether reads the record of id and the entry of the certificate it carries,
+// then c's entry and the record: a record that says SUCCESS must find its
+// certificate listed, not withheld, and a c listed must find the record carrying it.
+func seenTogether(b Backend, id string, c *crp.IssuedCertificate) error {
+	rec, err := b.Transactions.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.Status == scep.Success {
+		l, err := b.Certificates.Lookup(ctx, rec.Certificate.SerialNumber)
+		if err != nil || l.Withheld {
+			return fmt.Errorf("the record says SUCCESS, its certificate's entry: %+v, %v", l, err)
+		}
+	}
+	if _, err := b.Certificates.Lookup(ctx, c.Certificate.SerialNumber); errors.Is(err, crp.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	rec, err = b.Transactions.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.Status != scep.Success || !rec.Certificate.Equal(c.Certificate) {
+		return fmt.Errorf("certificate %v listed, but the record is %v (%s)", c.Certificate.SerialNumber, rec.Status, rec.Reason)
+	}
+	return nil
 }
 
 // certificateInvalid: what cannot be filed by serial is refused with an error, not a
