@@ -290,6 +290,7 @@ var (
 	_ crp.TransactionCreator  = (*Store)(nil)
 	_ crp.IssuanceCreator     = (*Store)(nil)
 	_ crp.TransactionReplacer = (*Store)(nil)
+	_ crp.IssuanceReplacer    = (*Store)(nil)
 )
 
 const (
@@ -1313,13 +1314,13 @@ func (r *record) decode() (*crp.Record, error) {
 
 // Put implements crp.TransactionStore: the record is on disk when it returns nil.
 func (s *Store) Put(ctx context.Context, r *crp.Record) error {
-	return s.writeRecord(ctx, nil, r, false)
+	return s.writeRecord(ctx, nil, r, nil)
 }
 
 // RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
 // record are written in one commit, on disk when it returns nil.
 func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
-	return s.writeRecord(ctx, c, r, false)
+	return s.writeRecord(ctx, c, r, nil)
 }
 
 // Create implements crp.TransactionCreator: r is written, and on disk when it returns
@@ -1327,14 +1328,14 @@ func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 // an error matching crp.ErrRecordExists and writes nothing. The test and the write are
 // one step of the commit loop, which applies writes one at a time.
 func (s *Store) Create(ctx context.Context, r *crp.Record) error {
-	return s.writeRecord(ctx, nil, r, true)
+	return s.writeRecord(ctx, nil, r, s.absent)
 }
 
 // CreateIssuance implements crp.IssuanceCreator: RecordIssuance when no live record of
 // r's transaction id is stored; otherwise an error matching crp.ErrRecordExists, and
 // neither c nor r is written.
 func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
-	return s.writeRecord(ctx, c, r, true)
+	return s.writeRecord(ctx, c, r, s.absent)
 }
 
 // Replace implements crp.TransactionReplacer: r is written, and on disk when it
@@ -1343,47 +1344,54 @@ func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r 
 // matches crp.ErrRecordExists (another record lives) or crp.ErrNotFound (none does).
 // The test and the write are one step of the commit loop.
 func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
+	return s.replace(ctx, nil, old, r)
+}
+
+// ReplaceIssuance implements crp.IssuanceReplacer: Replace, with c written in the same
+// commit; when the record is not old's version, neither c nor r is written.
+func (s *Store) ReplaceIssuance(ctx context.Context, c *crp.IssuedCertificate, old, r *crp.Record) error {
+	return s.replace(ctx, c, old, r)
+}
+
+// replace is Replace, and ReplaceIssuance when c is not nil.
+func (s *Store) replace(ctx context.Context, c *crp.IssuedCertificate, old, r *crp.Record) error {
 	if old == nil || r == nil {
 		return errNilRecord
 	}
 	if old.TransactionID != r.TransactionID {
 		return fmt.Errorf("boltstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
 	}
-	putRecord, err := s.putRecord(r, false)
-	if err != nil {
-		return fmt.Errorf("boltstore: recording transaction: %w", err)
-	}
-	var refused error
-	err = s.write(ctx, func(w *wtx) error {
-		refused = nil
+	return s.writeRecord(ctx, c, r, func(w *wtx, id string) error {
 		var cur record
-		v := w.bucket(bTx).Get(idKey(r.TransactionID))
+		v := w.bucket(bTx).Get(idKey(id))
 		switch {
-		case v == nil || json.Unmarshal(v, &cur) != nil || cur.ID != r.TransactionID ||
-			!time.Unix(0, cur.Expires).After(s.now()):
-			refused = fmt.Errorf("boltstore: %w: transaction %q", crp.ErrNotFound, r.TransactionID)
+		case v == nil || json.Unmarshal(v, &cur) != nil || cur.ID != id || !time.Unix(0, cur.Expires).After(s.now()):
+			return fmt.Errorf("boltstore: %w: transaction %q", crp.ErrNotFound, id)
 		case !bytes.Equal(cur.Request, old.Request) || cur.Status != old.Status || cur.Reason != old.Reason ||
 			cur.Expires != old.Expires.UnixNano():
-			refused = fmt.Errorf("boltstore: %w: transaction %q was replaced meanwhile", crp.ErrRecordExists, r.TransactionID)
+			return fmt.Errorf("boltstore: %w: transaction %q was replaced meanwhile", crp.ErrRecordExists, id)
 		}
-		if refused != nil {
-			return nil
-		}
-		return putRecord(w)
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("boltstore: recording transaction: %w", err)
-	}
-	return refused
 }
 
 // errNilRecord refuses a nil record given to a write.
 var errNilRecord = errors.New("boltstore: nil transaction record")
 
-// writeRecord writes r, and c (when not nil) with it in one commit; with create, only
-// when no live record of r's transaction id is stored (recordLive), and otherwise
-// nothing, with an error matching crp.ErrRecordExists.
-func (s *Store) writeRecord(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record, create bool) error {
+// absent refuses, with an error matching crp.ErrRecordExists, to write over a live
+// record of transaction id (recordLive).
+func (s *Store) absent(w *wtx, id string) error {
+	if s.recordLive(w, id) {
+		return fmt.Errorf("boltstore: %w: transaction %q", crp.ErrRecordExists, id)
+	}
+	return nil
+}
+
+// writeRecord writes r, and c (when not nil) with it in one commit; with a cond, only
+// when cond, given the open transaction and r's transaction id, returns nil, and
+// otherwise nothing, with what cond returned. The test and the write are one step of
+// the commit loop.
+func (s *Store) writeRecord(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record, cond func(w *wtx, id string) error) error {
 	if r == nil {
 		return errNilRecord
 	}
@@ -1397,11 +1405,13 @@ func (s *Store) writeRecord(ctx context.Context, c *crp.IssuedCertificate, r *cr
 		}
 	}
 	putRecord, err := s.putRecord(r, c != nil)
-	exists := false
+	var refused error
 	if err == nil {
 		err = s.write(ctx, func(w *wtx) error {
-			if exists = create && s.recordLive(w, r.TransactionID); exists {
-				return nil
+			if cond != nil {
+				if refused = cond(w, r.TransactionID); refused != nil {
+					return nil
+				}
 			}
 			if addCert != nil {
 				if err := addCert(w); err != nil {
@@ -1411,13 +1421,10 @@ func (s *Store) writeRecord(ctx context.Context, c *crp.IssuedCertificate, r *cr
 			return putRecord(w)
 		})
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		return fmt.Errorf("boltstore: %s: %w", what, err)
-	case exists:
-		return fmt.Errorf("boltstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
 	}
-	return nil
+	return refused
 }
 
 // recordLive reports whether a record of transaction id is stored and has not expired
