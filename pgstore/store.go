@@ -182,6 +182,7 @@ var (
 	_ crp.TransactionCreator  = (*Store)(nil)
 	_ crp.IssuanceCreator     = (*Store)(nil)
 	_ crp.TransactionReplacer = (*Store)(nil)
+	_ crp.IssuanceReplacer    = (*Store)(nil)
 )
 
 // Options configures [New] and [Open]. The zero value has defaults.
@@ -635,37 +636,75 @@ const replaceRecordSQL = `UPDATE scepkit_transactions SET tx_id = $15, signer_ke
 // (another record lives) or crp.ErrNotFound (none does). Concurrent Replaces of one
 // version, from any gateway, are ordered by the row's lock: one writes.
 func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
+	if err := sameTransaction(old, r); err != nil {
+		return err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	now := s.now()
+	var refused error
+	err := s.with(ctx, func(c *pgxpool.Conn) error {
+		tag, err := c.Exec(ctx, replaceRecordSQL, s.replaceArgs(now, old, r)...)
+		if err != nil || tag.RowsAffected() > 0 {
+			return err
+		}
+		refused, err = notReplaced(ctx, c, r.TransactionID, now)
+		return err
+	})
+	switch {
+	case err != nil:
+		return wrap("recording transaction", err)
+	case refused != nil:
+		return refused
+	}
+	s.wrote(ctx)
+	return nil
+}
+
+// sameTransaction refuses to replace old with an r of another transaction id.
+func sameTransaction(old, r *crp.Record) error {
 	if old == nil || r == nil {
 		return errNilRecord
 	}
 	if old.TransactionID != r.TransactionID {
 		return fmt.Errorf("pgstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	now := s.now()
-	var n int64
-	live := false
-	err := s.with(ctx, func(c *pgxpool.Conn) error {
-		args := append(s.recordArgs(r), now, old.Request, int(old.Status), string(old.Reason), old.Expires)
-		tag, err := c.Exec(ctx, replaceRecordSQL, args...)
-		if n = tag.RowsAffected(); err != nil || n > 0 {
-			return err
-		}
-		err = c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM scepkit_transactions WHERE id = $1 AND expires > $2)",
-			idKey(r.TransactionID), now).Scan(&live)
-		return err
-	})
-	switch {
-	case err != nil:
-		return wrap("recording transaction", err)
-	case n == 0 && live:
-		return fmt.Errorf("pgstore: %w: transaction %q was replaced meanwhile", crp.ErrRecordExists, r.TransactionID)
-	case n == 0:
-		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrNotFound, r.TransactionID)
-	}
-	s.wrote(ctx)
 	return nil
+}
+
+// replaceArgs are replaceRecordSQL's arguments: r, in place of old, at now.
+func (s *Store) replaceArgs(now time.Time, old, r *crp.Record) []any {
+	return append(s.recordArgs(r), now, old.Request, int(old.Status), string(old.Reason), old.Expires)
+}
+
+// notReplaced says why replaceRecordSQL wrote no row of transaction id at now: an
+// error matching crp.ErrRecordExists when a live record of id is stored (another
+// version), crp.ErrNotFound when none is. err is the query's failure.
+func notReplaced(ctx context.Context, c *pgxpool.Conn, id string, now time.Time) (refused, err error) {
+	live := false
+	if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM scepkit_transactions WHERE id = $1 AND expires > $2)",
+		idKey(id), now).Scan(&live); err != nil {
+		return nil, err
+	}
+	if live {
+		return fmt.Errorf("pgstore: %w: transaction %q was replaced meanwhile", crp.ErrRecordExists, id), nil
+	}
+	return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrNotFound, id), nil
+}
+
+// ReplaceIssuance implements crp.IssuanceReplacer: RecordIssuance whose record is
+// written by Replace's UPDATE (after the certificate's row, as every write of both
+// orders their locks). When it writes no row (the record is not old's version any
+// more, or none lives), the transaction is rolled back, the certificate's row with
+// it, and the error matches crp.ErrRecordExists or crp.ErrNotFound as Replace's.
+func (s *Store) ReplaceIssuance(ctx context.Context, c *crp.IssuedCertificate, old, r *crp.Record) error {
+	if err := sameTransaction(old, r); err != nil {
+		return err
+	}
+	now := s.now()
+	return s.issuance(ctx, c, replaceRecordSQL, s.replaceArgs(now, old, r), func(ctx context.Context, conn *pgxpool.Conn) (refusal, err error) {
+		return notReplaced(ctx, conn, r.TransactionID, now)
+	})
 }
 
 // CreateIssuance implements crp.IssuanceCreator: RecordIssuance, whose record's
@@ -673,7 +712,12 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 // is rolled back (the certificate's row with it) and the error matches
 // crp.ErrRecordExists.
 func (s *Store) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
-	return s.issuance(ctx, c, r, true)
+	if r == nil {
+		return errNilRecord
+	}
+	return s.issuance(ctx, c, createRecordSQL, append(s.recordArgs(r), s.now()), func(context.Context, *pgxpool.Conn) (refusal, err error) {
+		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID), nil
+	})
 }
 
 func (s *Store) recordArgs(r *crp.Record) []any {
@@ -698,14 +742,18 @@ func (s *Store) recordArgs(r *crp.Record) []any {
 // certificate of an issuance that failed, and its record must not give it to a
 // resend). Only a COMMIT whose answer is lost may still apply after the call failed.
 func (s *Store) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
-	return s.issuance(ctx, c, r, false)
-}
-
-// issuance is RecordIssuance, and with create CreateIssuance.
-func (s *Store) issuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record, create bool) error {
 	if r == nil {
 		return errNilRecord
 	}
+	return s.issuance(ctx, c, putRecordSQL, s.recordArgs(r), nil)
+}
+
+// issuance writes c, then a transaction record with recordSQL and its arguments, in one
+// transaction (see RecordIssuance). When recordSQL writes no row, the transaction is
+// rolled back and issuance returns the refusal refused says (its second result: the
+// failure of a query it made); a nil refused is for a recordSQL that always writes.
+func (s *Store) issuance(ctx context.Context, c *crp.IssuedCertificate, recordSQL string, recordArgs []any,
+	refused func(ctx context.Context, conn *pgxpool.Conn) (refusal, err error)) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	certArgs, err := certificateArgs(c)
@@ -715,12 +763,8 @@ func (s *Store) issuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.R
 	b := &pgx.Batch{}
 	b.Queue("BEGIN") // a transaction the batch's Sync does not commit
 	b.Queue(addCertificateSQL, certArgs...)
-	if create {
-		b.Queue(createRecordSQL, append(s.recordArgs(r), s.now())...)
-	} else {
-		b.Queue(putRecordSQL, s.recordArgs(r)...)
-	}
-	exists := false
+	b.Queue(recordSQL, recordArgs...)
+	var refusal error
 	err = s.with(ctx, func(conn *pgxpool.Conn) error {
 		br := conn.SendBatch(ctx, b)
 		var tag pgconn.CommandTag
@@ -736,9 +780,12 @@ func (s *Store) issuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.R
 		if err := br.Close(); err != nil {
 			return err
 		}
-		if create && tag.RowsAffected() == 0 { // the record's INSERT, the last
-			exists = true
-			_, err := conn.Exec(ctx, "ROLLBACK")
+		if refused != nil && tag.RowsAffected() == 0 { // the record's statement, the last
+			var err error
+			if refusal, err = refused(ctx, conn); err != nil {
+				return err
+			}
+			_, err = conn.Exec(ctx, "ROLLBACK")
 			return err
 		}
 		_, err := conn.Exec(ctx, "COMMIT")
@@ -747,8 +794,8 @@ func (s *Store) issuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.R
 	switch {
 	case err != nil:
 		return wrap("recording certificate and transaction", err)
-	case exists:
-		return fmt.Errorf("pgstore: %w: transaction %q", crp.ErrRecordExists, r.TransactionID)
+	case refusal != nil:
+		return refusal
 	}
 	s.wrote(ctx)
 	return nil
