@@ -74,3 +74,6 @@ func RecordDirSyncs(o *Options, synced *[]string) {
 		return atomicfile.SyncDir(dir)
 	}
 }
+
+// Syncs returns the fdatasyncs s made: one per journal entry, two per checkpoint.
+func Syncs(s *Store) int64 { return s.syncs.Load() }

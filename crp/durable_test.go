@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/scepkit/scepkit/boltstore"
 	"github.com/scepkit/scepkit/crp"
 	"github.com/scepkit/scepkit/crp/crptest"
 	"github.com/scepkit/scepkit/scep"
@@ -141,4 +142,68 @@ func TestIssuanceRecordedInOneWrite(t *testing.T) {
 			require.True(t, rec.Certificate.Equal(res.Certificate))
 		})
 	}
+}
+
+// writeLog is a one-commit store (a boltstore) that logs its writes of transaction
+// records and certificates, by method.
+type writeLog struct {
+	*boltstore.Store
+	writes *[]string
+}
+
+func (s writeLog) log(method string, err error) error {
+	*s.writes = append(*s.writes, method)
+	return err
+}
+
+func (s writeLog) Put(ctx context.Context, r *crp.Record) error {
+	return s.log("Put", s.Store.Put(ctx, r))
+}
+
+func (s writeLog) Create(ctx context.Context, r *crp.Record) error {
+	return s.log("Create", s.Store.Create(ctx, r))
+}
+
+func (s writeLog) Add(ctx context.Context, c *crp.IssuedCertificate) error {
+	return s.log("Add", s.Store.Add(ctx, c))
+}
+
+func (s writeLog) RecordIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	return s.log("RecordIssuance", s.Store.RecordIssuance(ctx, c, r))
+}
+
+func (s writeLog) CreateIssuance(ctx context.Context, c *crp.IssuedCertificate, r *crp.Record) error {
+	return s.log("CreateIssuance", s.Store.CreateIssuance(ctx, c, r))
+}
+
+func (s writeLog) Replace(ctx context.Context, old, r *crp.Record) error {
+	return s.log("Replace", s.Store.Replace(ctx, old, r))
+}
+
+func (s writeLog) ReplaceIssuance(ctx context.Context, c *crp.IssuedCertificate, old, r *crp.Record) error {
+	return s.log("ReplaceIssuance", s.Store.ReplaceIssuance(ctx, c, old, r))
+}
+
+// TestNotifiedIssuanceInTwoWrites: on a store that writes a certificate and its
+// record in one commit, a certificate whose notification is required costs two
+// writes: the record of the certificate withheld while the MDM is told, with the
+// inventory's entry marked withheld (CreateIssuance), then the SUCCESS record with the
+// entry unmarked (ReplaceIssuance, a compare-and-swap). The device gets the
+// certificate, and the inventory lists it as issued.
+func TestNotifiedIssuanceInTwoWrites(t *testing.T) {
+	keys(t)
+	env, err := crptest.New(crptest.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { env.Close() })
+	var writes []string
+	s := writeLog{env.Store.(*boltstore.Store), &writes}
+	env.RP.Transactions, env.RP.Certificates = s, s
+	requireEnrolledNotified(t, env, "two")
+	require.Equal(t, []string{"CreateIssuance", "ReplaceIssuance"}, writes)
+	rec, err := env.Store.Get(context.Background(), "two")
+	require.NoError(t, err)
+	require.Equal(t, scep.Success, rec.Status)
+	listed, err := env.Store.Lookup(context.Background(), rec.Certificate.SerialNumber)
+	require.NoError(t, err)
+	require.False(t, listed.Withheld, "the inventory lists the device's certificate as withheld")
 }

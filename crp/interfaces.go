@@ -497,10 +497,11 @@ type IssuanceCreator interface {
 // the gateway that reads the record once that gateway can no longer end it replaces
 // it with the final FAILURE and tells the MDM that failure; with Replace, of several
 // gateways reading it at once one does, and the MDM hears the failure once. The
-// gateway that sent the notification records its SUCCESS with Replace too, so that a
-// gateway merely slow past its time, whose transaction another ended meanwhile,
-// answers FAILURE rather than issue a certificate the MDM was told failed. A store
-// without it has the record replaced with Put, and each such gateway tells the MDM.
+// gateway that sent the notification records its SUCCESS with Replace too (with
+// [IssuanceReplacer.ReplaceIssuance] when the store has it), so that a gateway merely
+// slow past its time, whose transaction another ended meanwhile, answers FAILURE
+// rather than issue a certificate the MDM was told failed. A store without it has the
+// record replaced with Put, and each such gateway tells the MDM.
 // Every store of this module implements it. As for Create, a type that embeds one of
 // them to change what Put does must give Replace the same change.
 type TransactionReplacer interface {

@@ -240,7 +240,9 @@ func (rp *RegistrationPoint) unrecorded(ctx context.Context, tx *Transaction, e 
 // is written with it), which claims the transactionID; a lost transactionID, or a
 // record that cannot be written, withholds the certificate then, and the MDM is told
 // that failure. Only then is the MDM told of the certificate, and once it has heard,
-// rec replaces that record (the inventory's entry is unmarked with it in one commit).
+// rec replaces that record, and the inventory's entry is unmarked: in the same write
+// when the store is an IssuanceReplacer (heldReplacer), with a write of its own after
+// otherwise.
 // A poll or resend that reads the first record meanwhile is answered PENDING (see
 // ReasonNotifying). A notification that fails is recorded as that failure
 // (ReasonNotifyFailed). A gateway that stops before rec is written leaves the
@@ -297,13 +299,13 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	// a gateway that read it once this one was too slow to record the outcome may
 	// have ended the transaction (endNotifying) and told the MDM the failure, after
 	// which the certificate must not be issued.
-	r, cas := rp.transactions().(TransactionReplacer)
+	replace, together := rp.heldReplacer(nctx, issued, rec)
 	var err error
 	switch {
-	case cas:
-		err = r.Replace(nctx, &held, rec)
+	case replace != nil:
+		err = replace(&held)
 		if errors.Is(err, ErrRecordExists) {
-			err = rp.replaceHeld(nctx, r, rec, err)
+			err = rp.replaceHeld(nctx, replace, rec, err)
 		}
 		if errors.Is(err, ErrRecordExists) {
 			// Ended meanwhile: the inventory lists the certificate withheld, and the
@@ -311,7 +313,7 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 			rp.withheld(nctx, tx.ID, tx.Certificate, string(ReasonNotifyFailed), err)
 			return fail(PhaseNotify, ReasonNotifyFailed, fmt.Errorf("the transaction was ended before its outcome was recorded: %w", err))
 		}
-		if err == nil && issued != nil {
+		if err == nil && issued != nil && !together {
 			// The record says SUCCESS: a poll may have had the certificate already.
 			// The inventory lists it as issued with the record written again; should
 			// that fail, the entry stays marked withheld, which is logged.
@@ -343,19 +345,35 @@ func (rp *RegistrationPoint) finishNotified(parent, ctx context.Context, tx *Tra
 	return e
 }
 
+// heldReplacer returns finishNotified's compare-and-swap of rec, a SUCCESS, for old,
+// the held record, and whether it writes issued, the inventory's entry of rec's
+// certificate (nil when it was not written with the held record), in the same write:
+// ReplaceIssuance when the store that wrote them together is an IssuanceReplacer,
+// Replace when the transaction store is a TransactionReplacer; nil otherwise.
+func (rp *RegistrationPoint) heldReplacer(ctx context.Context, issued *IssuedCertificate, rec *Record) (replace func(old *Record) error, together bool) {
+	if r, ok := rp.issuanceRecorder().(IssuanceReplacer); ok && issued != nil {
+		return func(old *Record) error { return r.ReplaceIssuance(ctx, issued, old, rec) }, true
+	}
+	if r, ok := rp.transactions().(TransactionReplacer); ok {
+		return func(old *Record) error { return r.Replace(ctx, old, rec) }, false
+	}
+	return nil, false
+}
+
 // replaceHeld is finishNotified's compare-and-swap of rec, a SUCCESS, for the held
-// record, once the Replace of the held record as written was refused (refused): the
-// store may keep the record as another version than the one written (its Expires at
-// a coarser precision), which is replaced as Get returns it while it is still held;
-// or a Replace sent again once its answer was lost found rec written. Otherwise it
-// returns refused: another gateway ended the transaction.
-func (rp *RegistrationPoint) replaceHeld(ctx context.Context, r TransactionReplacer, rec *Record, refused error) error {
+// record (replace, from heldReplacer), once the one of the held record as written was
+// refused (refused): the store may keep the record as another version than the one
+// written (its Expires at a coarser precision), which is replaced as Get returns it
+// while it is still held; or a compare-and-swap sent again once its answer was lost
+// found rec written. Otherwise it returns refused: another gateway ended the
+// transaction.
+func (rp *RegistrationPoint) replaceHeld(ctx context.Context, replace func(old *Record) error, rec *Record, refused error) error {
 	cur, err := rp.transactions().Get(ctx, rec.TransactionID)
 	switch {
 	case err != nil || !bytes.Equal(cur.Request, rec.Request):
 		return refused
 	case notifying(cur):
-		return r.Replace(ctx, cur, rec)
+		return replace(cur)
 	case cur.Status == scep.Success && cur.Certificate != nil && rec.Certificate != nil &&
 		bytes.Equal(cur.Certificate.Raw, rec.Certificate.Raw):
 		return nil // its own write
