@@ -515,20 +515,31 @@ func recordCreateOnce(t *testing.T, b Backend) {
 // the record is that one's.
 func recordCreateConcurrent(t *testing.T, b Backend) {
 	c := b.Transactions.(crp.TransactionCreator)
-	const n = 16
+	winner := oneWriter(t, "Create", 16, func(i int) error {
+		return c.Create(ctx, &crp.Record{TransactionID: "tx-race", Status: scep.Failure, UserID: fmt.Sprintf("user-%d", i),
+			Phase: crp.PhaseIssue, Reason: crp.ReasonRejected, Expires: time.Now().Add(time.Hour)})
+	})
+	got, err := b.Transactions.Get(ctx, "tx-race")
+	check(t, err, "get")
+	if want := fmt.Sprintf("user-%d", winner); got.UserID != want {
+		t.Fatalf("the record is %s's, but %s's Create wrote", got.UserID, want)
+	}
+}
+
+// oneWriter runs write(0), ..., write(n-1) at once, and fails t unless exactly one
+// wrote (returned nil) and every other was refused with an error matching
+// crp.ErrRecordExists; it returns the i of the one that wrote. what names the write.
+func oneWriter(t *testing.T, what string, n int, write func(i int) error) int {
+	t.Helper()
 	var wg sync.WaitGroup
-	var wrote atomic.Int32
-	var winner atomic.Value
+	var wrote, winner atomic.Int32
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			user := fmt.Sprintf("user-%d", i)
-			err := c.Create(ctx, &crp.Record{TransactionID: "tx-race", Status: scep.Failure, UserID: user,
-				Phase: crp.PhaseIssue, Reason: crp.ReasonRejected, Expires: time.Now().Add(time.Hour)})
-			switch {
+			switch err := write(i); {
 			case err == nil:
 				wrote.Add(1)
-				winner.Store(user)
+				winner.Store(int32(i))
 			case !errors.Is(err, crp.ErrRecordExists):
 				errs <- err
 			}
@@ -537,16 +548,12 @@ func recordCreateConcurrent(t *testing.T, b Backend) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatalf("Create: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	if wrote.Load() != 1 {
-		t.Fatalf("%d of %d concurrent Creates wrote, want 1", wrote.Load(), n)
+		t.Fatalf("%d of %d concurrent %ss wrote, want 1", wrote.Load(), n, what)
 	}
-	got, err := b.Transactions.Get(ctx, "tx-race")
-	check(t, err, "get")
-	if got.UserID != winner.Load().(string) {
-		t.Fatalf("the record is %s's, but %s's Create wrote", got.UserID, winner.Load())
-	}
+	return int(winner.Load())
 }
 
 // notifyingRecord is the record of a certificate withheld while its notification is
@@ -622,29 +629,10 @@ func recordReplaceConcurrent(t *testing.T, b Backend) {
 	check(t, err, "get")
 	next := *old
 	next.Reason = crp.ReasonNotifyFailed
-	const n = 16
-	var wg sync.WaitGroup
-	var wrote atomic.Int32
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			mine := next
-			switch err := r.Replace(ctx, old, &mine); {
-			case err == nil:
-				wrote.Add(1)
-			case !errors.Is(err, crp.ErrRecordExists):
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("Replace: %v", err)
-	}
-	if wrote.Load() != 1 {
-		t.Fatalf("%d of %d concurrent Replaces wrote, want 1", wrote.Load(), n)
-	}
+	oneWriter(t, "Replace", 16, func(int) error {
+		mine := next
+		return r.Replace(ctx, old, &mine)
+	})
 	got, err := b.Transactions.Get(ctx, "tx-cas-race")
 	check(t, err, "get")
 	if got.Reason != crp.ReasonNotifyFailed {
@@ -805,51 +793,33 @@ func issuanceReplaceConcurrent(t *testing.T, b Backend) {
 	for i := range certs {
 		certs[i] = issued(t, base+1+int64(i), time.Now().Add(time.Hour), fmt.Sprint("user-", i), "laptop")
 	}
-	var wg sync.WaitGroup
-	var wrote atomic.Int32
-	winner := -1
-	var winnerMu sync.Mutex
-	errs := make(chan error, 2*n)
 	stop := make(chan struct{})
+	readErrs := make(chan error, 2)
 	var readers sync.WaitGroup
+	stopReaders := sync.OnceFunc(func() { close(stop); readers.Wait() })
+	defer stopReaders()
 	for i := range 2 {
 		readers.Go(func() {
-			for {
+			for ; ; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
 				if err := seenTogether(b, "tx-ri-race", certs[(i*7)%n]); err != nil {
-					errs <- err
+					readErrs <- err
 					return
 				}
-				i++
 			}
 		})
 	}
-	for i, c := range certs {
-		wg.Go(func() {
-			switch err := r.ReplaceIssuance(ctx, c, old, issuedRecord(old, c.Certificate)); {
-			case err == nil:
-				wrote.Add(1)
-				winnerMu.Lock()
-				winner = i
-				winnerMu.Unlock()
-			case !errors.Is(err, crp.ErrRecordExists):
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(stop)
-	readers.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("ReplaceIssuance: %v", err)
-	}
-	if wrote.Load() != 1 {
-		t.Fatalf("%d of %d concurrent ReplaceIssuances wrote, want 1", wrote.Load(), n)
+	winner := oneWriter(t, "ReplaceIssuance", n, func(i int) error {
+		return r.ReplaceIssuance(ctx, certs[i], old, issuedRecord(old, certs[i].Certificate))
+	})
+	stopReaders()
+	close(readErrs)
+	for err := range readErrs {
+		t.Fatalf("read while ReplaceIssuances ran: %v", err)
 	}
 	got, err := b.Transactions.Get(ctx, "tx-ri-race")
 	check(t, err, "get")
