@@ -887,6 +887,10 @@ func recordNil(t *testing.T, b Backend) {
 	if r, ok := b.Transactions.(crp.IssuanceCreator); ok && b.Certificates != nil {
 		writes["CreateIssuance"] = func() error { return r.CreateIssuance(ctx, ic, nil) }
 	}
+	if r, ok := b.Transactions.(crp.IssuanceReplacer); ok && b.Certificates != nil {
+		writes["ReplaceIssuance, nil old"] = func() error { return r.ReplaceIssuance(ctx, ic, nil, rec) }
+		writes["ReplaceIssuance, nil new"] = func() error { return r.ReplaceIssuance(ctx, ic, rec, nil) }
+	}
 	for name, write := range writes {
 		func() {
 			defer func() {
