@@ -278,11 +278,13 @@ func TestConcurrentRequestUnderAnotherKeysTransactionID(t *testing.T) {
 	go func() {
 		res, err := env.RP.Enroll(ctx, bob)
 		bobOut <- outcome{res, err}
-		close(bobReturned)
 	}()
 	var a, b outcome
 	select {
 	case b = <-bobOut: // while alice's request is held in the CA
+		// Released only once bob's answer is taken: released by bob's goroutine,
+		// both answers could be waiting here, and select would pick one at random.
+		close(bobReturned)
 	case a = <-aliceOut:
 		t.Fatal("bob's request waited for alice's")
 	}
