@@ -361,6 +361,14 @@ type Record struct {
 	CAHash []byte
 	// Expires is when the record may be forgotten.
 	Expires time.Time
+	// Written is when the registration point wrote the record: the time its Expires
+	// counts from (Expires is Written plus the writing gateway's RecordTTL). A record
+	// that concludes another of its transaction and keeps its Expires (the outcome of
+	// a certificate withheld while the MDM is told, the end of one) keeps its Written
+	// too. A gateway reading a notifying record judges from it how long its writer,
+	// whose RecordTTL may not be its own, may still record the outcome. Zero in
+	// records written by earlier releases and by stores that do not keep it.
+	Written time.Time
 }
 
 // live reports whether r has not expired at now (a zero Expires never does), as the
@@ -371,11 +379,12 @@ func (r *Record) live(now time.Time) bool { return r.Expires.IsZero() || !now.Af
 // recorded answer and pending requests can be decided later. Used by the
 // RegistrationPoint (RegistrationPoint.Transactions) for every authenticated request.
 //
-// Get returns the record as Put stored it, every field included (Expires to the
-// second at least). It returns an error matching ErrNotFound when there is none, or
-// when the record's Expires has passed (even if the store has not deleted it yet);
-// any other error fails the request as transient (ErrUnavailable) before anything is
-// claimed, since a resend could not get its answer. Put replaces any record with the
+// Get returns the record as Put stored it, every field included (Expires and
+// Written to the second at least; a zero Written stays zero). It returns an error
+// matching ErrNotFound when there is none, or when the record's Expires has passed
+// (even if the store has not deleted it yet); any other error fails the request as
+// transient (ErrUnavailable) before anything is claimed, since a resend could not
+// get its answer. Put replaces any record with the
 // same id, and returns once the record is durable. Every write refuses a nil record
 // with an error, never a panic. A store may forget a record after
 // its Expires.

@@ -157,7 +157,8 @@ func (rp *RegistrationPoint) notificationRequiredFor(tx *Transaction) bool {
 
 // recordOf is the record of tx, whose outcome is e.
 func (rp *RegistrationPoint) recordOf(tx *Transaction, e *Error, signerKey, csrDER []byte) *Record {
-	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: tx.reqHash, Expires: rp.now().Add(rp.ttl()),
+	now := rp.now()
+	rec := &Record{TransactionID: tx.ID, SignerKey: signerKey, Request: tx.reqHash, Expires: now.Add(rp.ttl()), Written: now,
 		UserID: tx.UserID(), DeviceID: tx.DeviceID(), ProfileID: tx.ProfileID()}
 	if e != nil && len(signerKey) == 0 {
 		// A refusal of a request without a signer (Enroll without a Proof, Decide)

@@ -365,9 +365,17 @@ func notifying(rec *Record) bool {
 
 // notifyingStill reports whether the gateway that wrote rec, a notifying record, may
 // still record the outcome of its notification: for two finishTimeouts from when it
-// wrote it (finishNotified bounds its work after the write by one).
+// wrote it (finishNotified bounds its work after the write by one). The record says
+// when (Written), whatever the writer's RecordTTL; one that does not (written by an
+// earlier release, or kept by a store that drops it) was written, as far as this
+// gateway can tell, at its Expires less this gateway's RecordTTL, which is right
+// only when the writer's is the same.
 func (rp *RegistrationPoint) notifyingStill(rec *Record) bool {
-	return rp.now().Before(rec.Expires.Add(-rp.ttl() + 2*finishTimeout))
+	written := rec.Written
+	if written.IsZero() {
+		written = rec.Expires.Add(-rp.ttl())
+	}
+	return rp.now().Before(written.Add(2 * finishTimeout))
 }
 
 // errNotifyUnrecorded is the refusal of a transaction whose record endNotifying ends.
@@ -393,6 +401,8 @@ func (rp *RegistrationPoint) endNotifying(parent context.Context, rec *Record) (
 	ctx, cancel := detached(parent, time.Time{})
 	defer cancel()
 	e := fail(PhaseNotify, ReasonNotifyFailed, errNotifyUnrecorded)
+	// The held record concluded: its Expires and Written stay (Written is when its
+	// transaction's record was written, which Expires counts from, not when it ended).
 	final := *rec
 	final.Reason = ReasonNotifyFailed
 	var err error
