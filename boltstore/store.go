@@ -165,7 +165,9 @@ const (
 	// Version 4: a certificate may be marked withheld (crp.IssuedCertificate.Withheld),
 	// which a version 3 scepkit would read as an ordinary certificate, handing it to
 	// its requester (GetCert) and renewing it; it refuses a version 4 file instead.
-	// Files of versions 1 to 3 are read as they are and marked 4 on open.
+	// Files of versions 1 to 3 are read as they are and marked 4 on open. A record's
+	// write time (written, crp.Record.Written) needs no version: a release before it
+	// ignores the field and judges the record by its Expires, as before.
 	schemaVersion = 4
 )
 
@@ -1295,13 +1297,17 @@ type record struct {
 	Template    string         `json:"template,omitempty"`
 	Validator   string         `json:"validator,omitempty"`
 	CA          []byte         `json:"ca,omitempty"`
-	Expires     int64          `json:"expires"` // unix ns
+	Expires     int64          `json:"expires"`           // unix ns
+	Written     int64          `json:"written,omitempty"` // unix ns; 0 unknown (written before it was kept)
 }
 
 func (r *record) decode() (*crp.Record, error) {
 	out := &crp.Record{TransactionID: r.ID, SignerKey: r.SignerKey, Request: r.Request, CSR: r.CSR, Status: r.Status,
 		Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID, ProfileID: r.ProfileID,
 		Template: r.Template, Validator: r.Validator, CAHash: r.CA, Expires: time.Unix(0, r.Expires)}
+	if r.Written != 0 {
+		out.Written = time.Unix(0, r.Written)
+	}
 	if len(r.Certificate) > 0 {
 		c, err := x509.ParseCertificate(r.Certificate)
 		if err != nil {
@@ -1448,6 +1454,9 @@ func (s *Store) putRecord(r *crp.Record, inInventory bool) (func(w *wtx) error, 
 	rec := record{ID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request, CSR: r.CSR, Status: r.Status,
 		Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID, ProfileID: r.ProfileID,
 		Template: r.Template, Validator: r.Validator, CA: r.CAHash, Expires: exp.UnixNano()}
+	if !r.Written.IsZero() {
+		rec.Written = r.Written.UnixNano()
+	}
 	switch {
 	case r.Certificate != nil && inInventory:
 		rec.CertSerial = serialKey(r.Certificate.SerialNumber)
