@@ -249,6 +249,10 @@ type record struct {
 	Validator     string         `json:"validator,omitempty"`
 	CA            []byte         `json:"ca,omitempty"`
 	Expires       time.Time      `json:"expires"`
+	// Written is crp.Record.Written, absent when zero (unknown). A release before it
+	// ignores the field, as JSON does, and reads the record as before: recordVersion
+	// stays, which such a release would refuse.
+	Written time.Time `json:"written,omitzero"`
 	// Write names the Replace that wrote the record, so that a Replace sent again
 	// once its reply was lost knows its own write from another gateway's.
 	Write string `json:"w,omitempty"`
@@ -443,7 +447,7 @@ func encodeRecordWrite(r *crp.Record, write string) ([]byte, error) {
 	w := record{V: recordVersion, TransactionID: r.TransactionID, SignerKey: r.SignerKey, Request: r.Request,
 		CSR: r.CSR, Status: r.Status, Phase: r.Phase, Reason: r.Reason, UserID: r.UserID, DeviceID: r.DeviceID,
 		ProfileID: r.ProfileID, Template: r.Template, Validator: r.Validator, CA: r.CAHash, Expires: r.Expires,
-		Write: write}
+		Written: r.Written, Write: write}
 	if r.Certificate != nil {
 		w.Certificate = r.Certificate.Raw
 	}
@@ -757,7 +761,8 @@ func (s *Store) Get(ctx context.Context, id string) (*crp.Record, error) {
 	}
 	r := &crp.Record{TransactionID: w.TransactionID, SignerKey: w.SignerKey, Request: w.Request, CSR: w.CSR,
 		Status: w.Status, Phase: w.Phase, Reason: w.Reason, UserID: w.UserID, DeviceID: w.DeviceID,
-		ProfileID: w.ProfileID, Template: w.Template, Validator: w.Validator, CAHash: w.CA, Expires: w.Expires}
+		ProfileID: w.ProfileID, Template: w.Template, Validator: w.Validator, CAHash: w.CA, Expires: w.Expires,
+		Written: w.Written}
 	if len(w.Certificate) > 0 {
 		if r.Certificate, err = x509.ParseCertificate(w.Certificate); err != nil {
 			return nil, fmt.Errorf("redisstore: get %q: certificate: %w", id, err)
