@@ -155,6 +155,24 @@ var migrations = []string{
 	`ALTER TABLE scepkit_transactions ADD COLUMN ca bytea;`,
 	// 5: certificates the device was not given (crp.IssuedCertificate.Withheld).
 	`ALTER TABLE scepkit_certificates ADD COLUMN withheld boolean NOT NULL DEFAULT false;`,
+	// 6: when the gateway wrote the record (crp.Record.Written), NULL when unknown: in
+	// rows written before, and in those a gateway of an earlier release, still running
+	// during a rolling upgrade, writes. Such a gateway's upsert or replace sets the
+	// columns it knows only, and would leave the written of the row's previous record
+	// (a pending request written hours before it approved it) to a record it wrote
+	// now: the trigger clears written when a write changes expires and not written,
+	// which this release's writes never do but by writing the same Written with
+	// another Expires.
+	`ALTER TABLE scepkit_transactions ADD COLUMN written timestamptz;
+	CREATE FUNCTION scepkit_transactions_written() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF NEW.expires IS DISTINCT FROM OLD.expires AND NEW.written IS NOT DISTINCT FROM OLD.written THEN
+			NEW.written := NULL;
+		END IF;
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER scepkit_transactions_written BEFORE UPDATE ON scepkit_transactions
+		FOR EACH ROW EXECUTE FUNCTION scepkit_transactions_written();`,
 }
 
 // migrationLock is the advisory lock key under which the schema is migrated.
@@ -564,7 +582,7 @@ func (s *Store) Release(ctx context.Context, id string) error {
 
 // ---- transaction records ----
 
-const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires, tx_id, ca"
+const recordColumns = "id, signer_key, request, csr, status, certificate, phase, reason, user_id, device_id, profile_id, template, validator, expires, tx_id, ca, written"
 
 // errNilRecord refuses a nil record given to a write.
 var errNilRecord = errors.New("pgstore: nil transaction record")
@@ -584,16 +602,17 @@ func (s *Store) Put(ctx context.Context, r *crp.Record) error {
 }
 
 const putRecordSQL = `INSERT INTO scepkit_transactions (` + recordColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 	ON CONFLICT (id) DO UPDATE SET tx_id = EXCLUDED.tx_id, signer_key = EXCLUDED.signer_key, request = EXCLUDED.request,
 		csr = EXCLUDED.csr, status = EXCLUDED.status, certificate = EXCLUDED.certificate,
 		phase = EXCLUDED.phase, reason = EXCLUDED.reason, user_id = EXCLUDED.user_id,
 		device_id = EXCLUDED.device_id, profile_id = EXCLUDED.profile_id,
-		template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires, ca = EXCLUDED.ca`
+		template = EXCLUDED.template, validator = EXCLUDED.validator, expires = EXCLUDED.expires, ca = EXCLUDED.ca,
+		written = EXCLUDED.written`
 
 // createRecordSQL is putRecordSQL that replaces only an expired record; its last
 // argument is the writer's time, by which Get judges expiry.
-const createRecordSQL = putRecordSQL + ` WHERE scepkit_transactions.expires <= $17`
+const createRecordSQL = putRecordSQL + ` WHERE scepkit_transactions.expires <= $18`
 
 // Create implements crp.TransactionCreator: one INSERT that writes r, or replaces a
 // record of its transaction id that has expired, and otherwise writes nothing (an
@@ -621,14 +640,14 @@ func (s *Store) Create(ctx context.Context, r *crp.Record) error {
 	return nil
 }
 
-// replaceRecordSQL replaces the live record of an id ($1; $17 is the writer's time,
-// by which Get judges expiry) while it is the version $18-$21 (request, status,
+// replaceRecordSQL replaces the live record of an id ($1; $18 is the writer's time,
+// by which Get judges expiry) while it is the version $19-$22 (request, status,
 // reason, expires) names.
 const replaceRecordSQL = `UPDATE scepkit_transactions SET tx_id = $15, signer_key = $2, request = $3, csr = $4,
 		status = $5, certificate = $6, phase = $7, reason = $8, user_id = $9, device_id = $10, profile_id = $11,
-		template = $12, validator = $13, expires = $14, ca = $16
-	WHERE id = $1 AND expires > $17 AND request IS NOT DISTINCT FROM $18 AND status = $19 AND reason = $20
-		AND expires = $21`
+		template = $12, validator = $13, expires = $14, ca = $16, written = $17
+	WHERE id = $1 AND expires > $18 AND request IS NOT DISTINCT FROM $19 AND status = $20 AND reason = $21
+		AND expires = $22`
 
 // Replace implements crp.TransactionReplacer: one UPDATE that writes r only while the
 // live record of its transaction id is old still (the same Request, Status, Reason and
@@ -729,8 +748,12 @@ func (s *Store) recordArgs(r *crp.Record) []any {
 	if r.Certificate != nil {
 		der = r.Certificate.Raw
 	}
+	var written *time.Time // NULL: unknown
+	if !r.Written.IsZero() {
+		written = &r.Written
+	}
 	return []any{idKey(r.TransactionID), r.SignerKey, r.Request, r.CSR, int(r.Status), der, int(r.Phase), string(r.Reason),
-		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp, []byte(r.TransactionID), r.CAHash}
+		r.UserID, r.DeviceID, r.ProfileID, r.Template, r.Validator, exp, []byte(r.TransactionID), r.CAHash, written}
 }
 
 // RecordIssuance implements crp.IssuanceRecorder: the certificate and its transaction
@@ -813,11 +836,15 @@ func scanRecord(row pgx.Row, id string) (*crp.Record, error) {
 		phase                int
 		reason               string
 		expires              time.Time
+		written              *time.Time // NULL: unknown
 		signer, request, csr []byte
 	)
 	if err := row.Scan(&key, &signer, &request, &csr, &status, &der, &phase, &reason, &r.UserID, &r.DeviceID,
-		&r.ProfileID, &r.Template, &r.Validator, &expires, &txID, &r.CAHash); err != nil {
+		&r.ProfileID, &r.Template, &r.Validator, &expires, &txID, &r.CAHash, &written); err != nil {
 		return nil, err
+	}
+	if written != nil {
+		r.Written = *written
 	}
 	switch {
 	case txID != nil:
