@@ -264,7 +264,7 @@ func recordRoundtrip(t *testing.T, b Backend) {
 	want := &crp.Record{TransactionID: "tx-1", SignerKey: []byte{1, 2, 3}, Request: []byte{4, 5, 6}, CSR: []byte{7, 8},
 		Status: scep.Success, Certificate: cert, Phase: crp.PhaseIssue, Reason: crp.ReasonCARefused,
 		UserID: "u", DeviceID: "d", ProfileID: "p", Template: "t", Validator: "intune:contoso", CAHash: []byte{9, 10},
-		Expires: time.Now().Add(time.Hour).Truncate(time.Millisecond)}
+		Expires: time.Now().Add(time.Hour).Truncate(time.Millisecond), Written: time.Now().Truncate(time.Millisecond)}
 	check(t, b.Transactions.Put(ctx, want), "put")
 	got, err := b.Transactions.Get(ctx, "tx-1")
 	check(t, err, "get")
@@ -279,6 +279,9 @@ func recordRoundtrip(t *testing.T, b Backend) {
 	if d := got.Expires.Sub(want.Expires); d < -time.Second || d > time.Second {
 		t.Fatalf("expires %v, want %v", got.Expires, want.Expires)
 	}
+	if d := got.Written.Sub(want.Written); got.Written.IsZero() || d < -time.Second || d > time.Second {
+		t.Fatalf("written %v, want %v", got.Written, want.Written)
+	}
 	fail := &crp.Record{TransactionID: "tx-2", SignerKey: []byte{1}, Request: []byte{2}, Status: scep.Failure,
 		Phase: crp.PhaseMapping, Reason: crp.ReasonDeviceUnknown, Expires: time.Now().Add(time.Hour)}
 	check(t, b.Transactions.Put(ctx, fail), "put failure")
@@ -286,6 +289,9 @@ func recordRoundtrip(t *testing.T, b Backend) {
 	check(t, err, "get failure")
 	if got.Status != scep.Failure || got.Phase != crp.PhaseMapping || got.Reason != crp.ReasonDeviceUnknown || got.Certificate != nil {
 		t.Fatalf("failure record came back as %+v", got)
+	}
+	if !got.Written.IsZero() {
+		t.Fatalf("a record written without Written came back written %v, want zero", got.Written)
 	}
 }
 
