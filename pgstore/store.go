@@ -23,6 +23,8 @@
 //
 // # Schema
 //
+// It needs PostgreSQL 11 or later (the schema's trigger is declared with EXECUTE
+// FUNCTION); the tests run against the server Debian packages (15 and later).
 // [New] creates the tables and indexes, and migrates an older schema, in one
 // transaction under an advisory lock (gateways starting together apply each version
 // once), within [Options.Timeout]; the versions applied are in scepkit_schema. It
