@@ -2,39 +2,18 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/scepkit/scepkit/crp/crptest"
 )
 
 // TestLatenciesFile: -latencies writes one line per measured enrollment (not the
 // warm-up's), in the order they were sent: when, how long, and the outcome.
 func TestLatenciesFile(t *testing.T) {
-	env, err := crptest.New(crptest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Close() })
-	mux := http.NewServeMux()
-	mux.Handle("/scep", env.Server)
-	mux.HandleFunc("/mdm", func(w http.ResponseWriter, r *http.Request) {
-		ch, _, err := env.Challenge("alice@example.com", r.URL.Query().Get("device"), time.Hour)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]string{"challenge": ch, "subject": "CN=alice@example.com"})
-	})
-	ts := httptest.NewServer(mux)
-	t.Cleanup(ts.Close)
+	_, ts := testGateway(t)
 	path := filepath.Join(t.TempDir(), "lat.txt")
 	c := &config{url: ts.URL + "/scep", mdm: ts.URL + "/mdm", device: "alice-laptop", conc: 2, n: 5, warmup: 2,
 		keySize: 2048, dur: time.Minute, verify: true, latencies: path}

@@ -21,24 +21,7 @@ import (
 // Each run's transactionIDs now begin with a random prefix of its own, printable and
 // well under the 256 bytes a SCEP parser accepts.
 func TestSecondRunNotRefused(t *testing.T) {
-	env, err := crptest.New(crptest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Close() })
-	mux := http.NewServeMux()
-	mux.Handle("/scep", env.Server)
-	// The MDM: a fresh challenge for alice's laptop per enrollment.
-	mux.HandleFunc("/mdm", func(w http.ResponseWriter, r *http.Request) {
-		ch, _, err := env.Challenge("alice@example.com", r.URL.Query().Get("device"), time.Hour)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]string{"challenge": ch, "subject": "CN=alice@example.com"})
-	})
-	ts := httptest.NewServer(mux)
-	t.Cleanup(ts.Close)
+	env, ts := testGateway(t)
 
 	ids := map[string]bool{}
 	header := regexp.MustCompile(`transactionIDs (load-([0-9a-f]+)-0-0)\n`)
@@ -64,4 +47,28 @@ func TestSecondRunNotRefused(t *testing.T) {
 			t.Fatalf("transactionID %q", id)
 		}
 	}
+}
+
+// testGateway is a gateway with its MDM, which gives a fresh challenge for alice's
+// device per enrollment, on a test server: /scep and /mdm.
+func testGateway(t *testing.T) (*crptest.Env, *httptest.Server) {
+	t.Helper()
+	env, err := crptest.New(crptest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Close() })
+	mux := http.NewServeMux()
+	mux.Handle("/scep", env.Server)
+	mux.HandleFunc("/mdm", func(w http.ResponseWriter, r *http.Request) {
+		ch, _, err := env.Challenge("alice@example.com", r.URL.Query().Get("device"), time.Hour)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"challenge": ch, "subject": "CN=alice@example.com"})
+	})
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	return env, ts
 }
