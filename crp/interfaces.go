@@ -384,10 +384,9 @@ func (r *Record) live(now time.Time) bool { return r.Expires.IsZero() || !now.Af
 // matching ErrNotFound when there is none, or when the record's Expires has passed
 // (even if the store has not deleted it yet); any other error fails the request as
 // transient (ErrUnavailable) before anything is claimed, since a resend could not
-// get its answer. Put replaces any record with the
-// same id, and returns once the record is durable. Every write refuses a nil record
-// with an error, never a panic. A store may forget a record after
-// its Expires.
+// get its answer. Put replaces any record with the same id, and returns once the
+// record is durable. Every write refuses a nil record with an error, never a panic.
+// A store may forget a record after its Expires.
 //
 // A transaction id is chosen by the client and may be long (hundreds of bytes): a
 // store that keys long ids by a digest must keep every id apart, so that an id
