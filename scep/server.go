@@ -478,6 +478,8 @@ func (s *Server) takeTurn(w http.ResponseWriter, r *http.Request, l *limiter, a 
 		// a's headers are w's: take back those pkiOperation set.
 		clear(w.Header())
 		w.Header().Set("Retry-After", "1")
+		// Counted as what the requester got, not as the CertRep it did not.
+		s.telemetry().pkiOperation(r.Context(), nil, "overloaded", "")
 		l.noteRefused(r.Context(), s.log(), r.RemoteAddr)
 		answerUnread(w, r, http.StatusServiceUnavailable, "too many answers waiting to be sent, retry later")
 	}
@@ -490,6 +492,10 @@ type answer struct {
 	header http.Header
 	code   int
 	body   bytes.Buffer
+	// count, set by the PKIOperation's reply, counts the CertRep in the metrics once
+	// it is sent (send): one refused for want of room to wait (a 503) is counted as
+	// that instead.
+	count func()
 }
 
 func (a *answer) Header() http.Header { return a.header }
@@ -513,6 +519,9 @@ func (a *answer) WriteHeader(code int) {
 // long at most. The deadline only ever shortens the http.Server's WriteTimeout,
 // counted from start, about when net/http set it.
 func (a *answer) send(w http.ResponseWriter, r *http.Request, start time.Time, timeout time.Duration) {
+	if a.count != nil {
+		a.count()
+	}
 	if timeout == 0 {
 		timeout = DefaultBodyTimeout
 	}
@@ -801,7 +810,12 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 	}
 	log = log.With("transactionID", msg.TransactionID)
 	reply := func(resp []byte, outcome, info string, attrs ...any) {
-		s.telemetry().pkiOperation(ctx, msg, outcome, info)
+		count := func() { s.telemetry().pkiOperation(ctx, msg, outcome, info) }
+		if a, ok := w.(*answer); ok {
+			a.count = count // once it is sent
+		} else {
+			count()
+		}
 		w.Header().Set("Content-Type", "application/x-pki-message")
 		w.Write(resp)
 		log.InfoContext(ctx, "scep: PKIOperation", append([]any{"type", msg.MessageType.String(),

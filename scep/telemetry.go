@@ -22,7 +22,8 @@ const Instrumentation = "github.com/scepkit/scepkit/scep"
 const (
 	// MetricRequests counts HTTP requests by scep.operation and, for PKIOperation,
 	// scep.message_type (an RFC 8894 name, or "unknown"), scep.status (SUCCESS,
-	// PENDING, FAILURE, "overloaded" when refused 503 for want of a turn, or
+	// PENDING, FAILURE, "overloaded" when refused 503 for want of a turn or of room
+	// for its answer to wait (the CertRep built then is not counted), or
 	// "rejected" when no CertRep could be addressed) and scep.fail_info. A request
 	// refused before its message reaches the Responder (a query or body too long, a
 	// body that cannot be read or does not arrive in time, a wrong method, a message

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
 // TestUnreadAnswerHoldsNoTurn: a requester that sends PKIOperations and never reads
@@ -60,7 +62,12 @@ func TestUnreadAnswerHoldsNoTurn(t *testing.T) {
 // held after their turn were not counted: requesters that did not read their GetCRL
 // answers held a CRL each, without bound.
 func TestUnreadAnswersBounded(t *testing.T) {
-	_, ts, s, _, msg := bigCRLServer(t)
+	reader := sdkmetric.NewManualReader()
+	_, ts, s, _, msg := bigCRLServer(t, func(s *Server) { s.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)) })
+	const (
+		sentCRL    = "scep.message_type=GetCRL,scep.operation=PKIOperation,scep.status=SUCCESS"
+		overloaded = "scep.operation=PKIOperation,scep.status=overloaded"
+	)
 	l := s.limiter()
 	post := func() (int, []byte) {
 		resp, err := http.Post(ts.URL+"/?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(msg))
@@ -91,8 +98,13 @@ func TestUnreadAnswersBounded(t *testing.T) {
 		return time.Since(since) > 500*time.Millisecond
 	})
 
+	before := requestCounts(t, reader)
 	code, _ = post()
 	require.Equal(t, http.StatusServiceUnavailable, code, "no room for a second answer while the first waits")
+	// Counted as the 503 it was, not as the CertRep SUCCESS the requester did not get.
+	after := requestCounts(t, reader)
+	require.Equal(t, before[sentCRL], after[sentCRL], "the refused answer was counted as sent")
+	require.Equal(t, before[overloaded]+1, after[overloaded])
 	require.Equal(t, size, l.answers.held.Load())
 	require.Zero(t, len(l.slots), "no turn held")
 
@@ -106,8 +118,8 @@ func TestUnreadAnswersBounded(t *testing.T) {
 // bigCRLServer serves a test PKI with one turn and no queue, answering GetCRL with a
 // CRL of 40,000 entries (larger than the socket buffers), counted in crls; msg is a
 // GetCRL from a self-signed requester with no certificate of the CA, which is
-// answered anyway.
-func bigCRLServer(t *testing.T) (p *testPKI, ts *httptest.Server, s *Server, crls *atomic.Int64, msg []byte) {
+// answered anyway. Each of configure is given the Server before it is validated.
+func bigCRLServer(t *testing.T, configure ...func(*Server)) (p *testPKI, ts *httptest.Server, s *Server, crls *atomic.Int64, msg []byte) {
 	p = newTestPKI(t)
 	entries := make([]x509.RevocationListEntry, 40000)
 	for i := range entries {
@@ -117,7 +129,14 @@ func bigCRLServer(t *testing.T) (p *testPKI, ts *httptest.Server, s *Server, crl
 		ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, p.ca, p.caKey)
 	require.NoError(t, err)
 	crls = new(atomic.Int64)
-	ts, s = p.httpServer(t, false)
+	s = p.server(false)
+	s.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	for _, c := range configure {
+		c(s)
+	}
+	require.NoError(t, s.Validate())
+	ts = httptest.NewServer(s)
+	t.Cleanup(ts.Close)
 	s.Responder = ResponderFunc(func(ctx context.Context, req *Request) (*Response, error) {
 		if req.MessageType == GetCRL {
 			crls.Add(1)
