@@ -492,10 +492,18 @@ type answer struct {
 	header http.Header
 	code   int
 	body   bytes.Buffer
-	// count, set by the PKIOperation's reply, counts the CertRep in the metrics once
-	// it is sent (send): one refused for want of room to wait (a 503) is counted as
-	// that instead.
-	count func()
+	// counted, set by the PKIOperation's reply with what it answered, is counted in
+	// the metrics once the answer is sent (send): one refused for want of room to wait
+	// (a 503) is counted as that instead.
+	counted counted
+}
+
+// counted is a CertRep as MetricRequests counts it (none while s is nil).
+type counted struct {
+	s             *Server
+	ctx           context.Context
+	msg           *PKIMessage
+	outcome, info string
 }
 
 func (a *answer) Header() http.Header { return a.header }
@@ -519,8 +527,8 @@ func (a *answer) WriteHeader(code int) {
 // long at most. The deadline only ever shortens the http.Server's WriteTimeout,
 // counted from start, about when net/http set it.
 func (a *answer) send(w http.ResponseWriter, r *http.Request, start time.Time, timeout time.Duration) {
-	if a.count != nil {
-		a.count()
+	if c := &a.counted; c.s != nil {
+		c.s.telemetry().pkiOperation(c.ctx, c.msg, c.outcome, c.info)
 	}
 	if timeout == 0 {
 		timeout = DefaultBodyTimeout
@@ -798,7 +806,7 @@ func readAllBody(r *http.Request, limit int64, l *limiter) (body []byte, held in
 	return body, held, nil
 }
 
-func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byte) {
+func (s *Server) pkiOperation(w *answer, r *http.Request, body []byte) {
 	start := s.now()
 	ctx := r.Context()
 	log := s.log()
@@ -810,12 +818,7 @@ func (s *Server) pkiOperation(w http.ResponseWriter, r *http.Request, body []byt
 	}
 	log = log.With("transactionID", msg.TransactionID)
 	reply := func(resp []byte, outcome, info string, attrs ...any) {
-		count := func() { s.telemetry().pkiOperation(ctx, msg, outcome, info) }
-		if a, ok := w.(*answer); ok {
-			a.count = count // once it is sent
-		} else {
-			count()
-		}
+		w.counted = counted{s: s, ctx: ctx, msg: msg, outcome: outcome, info: info} // once it is sent
 		w.Header().Set("Content-Type", "application/x-pki-message")
 		w.Write(resp)
 		log.InfoContext(ctx, "scep: PKIOperation", append([]any{"type", msg.MessageType.String(),
