@@ -39,12 +39,7 @@ func sweepSkipsLockedRows(t *testing.T, srv *pgtest.Server) {
 	require.NoError(t, err)
 	defer pool.Close()
 
-	holder, err := pgx.Connect(ctx, dsn)
-	require.NoError(t, err)
-	defer holder.Close(ctx)
-	htx, err := holder.Begin(ctx)
-	require.NoError(t, err)
-	defer htx.Rollback(ctx)
+	htx := holderTransaction(t, ctx, dsn)
 	for _, sql := range []string{"SELECT 1 FROM scepkit_claims WHERE id = 'old-0' FOR UPDATE",
 		"SELECT 1 FROM scepkit_transactions WHERE id = 'old-0' FOR UPDATE"} {
 		_, err = htx.Exec(ctx, sql)
@@ -107,12 +102,7 @@ func sweepDoesNotDelayWrites(t *testing.T, srv *pgtest.Server) {
 	s, err := pgstore.Open(ctx, dsn, &pgstore.Options{Timeout: time.Minute})
 	require.NoError(t, err)
 	defer s.Close()
-	holder, err := pgx.Connect(ctx, dsn)
-	require.NoError(t, err)
-	defer holder.Close(ctx)
-	htx, err := holder.Begin(ctx)
-	require.NoError(t, err)
-	defer htx.Rollback(ctx)
+	htx := holderTransaction(t, ctx, dsn)
 	_, err = htx.Exec(ctx, "LOCK TABLE scepkit_transactions IN ACCESS EXCLUSIVE MODE")
 	require.NoError(t, err)
 
@@ -133,4 +123,18 @@ func sweepDoesNotDelayWrites(t *testing.T, srv *pgtest.Server) {
 		t.Fatal("claims wait for a sweep that cannot run")
 	}
 	require.NoError(t, htx.Rollback(ctx))
+}
+
+// holderTransaction is a transaction open on a connection of its own to dsn, for a
+// test to hold locks with; it is rolled back, and its connection closed, when the test
+// ends.
+func holderTransaction(t *testing.T, ctx context.Context, dsn string) pgx.Tx {
+	t.Helper()
+	holder, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { holder.Close(ctx) })
+	htx, err := holder.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { htx.Rollback(ctx) })
+	return htx
 }
