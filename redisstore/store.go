@@ -278,23 +278,23 @@ func (s *Store) Create(ctx context.Context, r *crp.Record) error {
 	return s.put(ctx, r, true)
 }
 
+// errNilRecord refuses a nil record given to a write.
+var errNilRecord = errors.New("redisstore: nil transaction record")
+
 // createAttempts bounds how often Create tries again when the record's key changed
 // between its test and its write.
 const createAttempts = 8
 
 func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 	if r == nil {
-		return errors.New("redisstore: put: nil record")
+		return errNilRecord
 	}
 	c, err := s.client()
 	if err != nil {
 		return err
 	}
 	key := s.key("tx:", r.TransactionID)
-	ttl := DefaultRecordTTL
-	if !r.Expires.IsZero() {
-		ttl = r.Expires.Sub(s.now())
-	}
+	ttl := s.recordTTL(r)
 	if ttl < time.Millisecond {
 		if create {
 			// Nothing to write, and a live record is not deleted: refused as any
@@ -337,10 +337,8 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 	} else if err := retry(ctx, c, func() error { return c.Set(ctx, key, b, ttl).Err() }); err != nil {
 		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 	}
-	if r.Status != scep.Pending {
-		if err := retry(ctx, c, func() error { return c.ZRem(ctx, s.key("", "pending"), r.TransactionID).Err() }); err != nil {
-			return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
-		}
+	if err := s.unindexDecided(ctx, c, r); err != nil {
+		return fmt.Errorf("redisstore: put %q: %w", r.TransactionID, err)
 	}
 	return nil
 }
@@ -357,7 +355,7 @@ func (s *Store) put(ctx context.Context, r *crp.Record, create bool) error {
 // the same record) and returns nil; one that finds another's write is refused.
 func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 	if old == nil || r == nil {
-		return errors.New("redisstore: replace: nil record")
+		return errNilRecord
 	}
 	if old.TransactionID != r.TransactionID {
 		return fmt.Errorf("redisstore: replacing the record of transaction %q with one of %q", old.TransactionID, r.TransactionID)
@@ -368,10 +366,7 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 	}
 	id := r.TransactionID
 	key := s.key("tx:", id)
-	ttl := DefaultRecordTTL
-	if !r.Expires.IsZero() {
-		ttl = r.Expires.Sub(s.now())
-	}
+	ttl := s.recordTTL(r)
 	var nonce [16]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return fmt.Errorf("redisstore: replace %q: %w", id, err)
@@ -431,12 +426,28 @@ func (s *Store) Replace(ctx context.Context, old, r *crp.Record) error {
 	case refused != nil:
 		return refused
 	}
-	if r.Status != scep.Pending {
-		if err := retry(ctx, c, func() error { return c.ZRem(ctx, s.key("", "pending"), id).Err() }); err != nil {
-			return fmt.Errorf("redisstore: replace %q: %w", id, err)
-		}
+	if err := s.unindexDecided(ctx, c, r); err != nil {
+		return fmt.Errorf("redisstore: replace %q: %w", id, err)
 	}
 	return nil
+}
+
+// recordTTL is how long r is to be kept from now: until its Expires, or
+// DefaultRecordTTL when it has none.
+func (s *Store) recordTTL(r *crp.Record) time.Duration {
+	if r.Expires.IsZero() {
+		return DefaultRecordTTL
+	}
+	return r.Expires.Sub(s.now())
+}
+
+// unindexDecided takes r's transaction out of the pending index once r, written, is
+// not PENDING (see put).
+func (s *Store) unindexDecided(ctx context.Context, c redis.UniversalClient, r *crp.Record) error {
+	if r.Status == scep.Pending {
+		return nil
+	}
+	return retry(ctx, c, func() error { return c.ZRem(ctx, s.key("", "pending"), r.TransactionID).Err() })
 }
 
 // encodeRecord is r as stored.
